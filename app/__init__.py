@@ -1,0 +1,46 @@
+"""The erx-connector service: ``create_app`` wires settings, database, API, webhooks, CLI."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify
+from sqlalchemy import text
+
+from app.config import Settings, load_settings
+from app.db import Database
+from app.extensions import Services
+
+
+def create_app(settings: Settings | None = None, *, db: Database | None = None) -> Flask:
+    """Build the Flask app.
+
+    ``settings``: a ready :class:`Settings` (tests); default parsed from the
+    environment. ``db``: an existing :class:`Database` to share (tests).
+    """
+    from app import api, cli, errors
+    from webhooks import routes as webhook_routes
+
+    settings = settings or load_settings()
+    app = Flask(__name__)
+    app.config["JSON_SORT_KEYS"] = False
+    app.extensions["erx"] = Services(settings=settings, db=db or Database(settings.database_url))
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    errors.init_app(app)
+    api.init_app(app)
+    webhook_routes.init_app(app)
+    cli.init_app(app)
+
+    @app.get("/healthz")
+    def healthz() -> tuple[Response, int]:
+        return jsonify({"status": "ok"}), 200
+
+    @app.get("/readyz")
+    def readyz() -> tuple[Response, int]:
+        with app.extensions["erx"].db.session() as session:
+            session.execute(text("SELECT 1"))
+        return jsonify({"status": "ready"}), 200
+
+    return app

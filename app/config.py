@@ -1,0 +1,171 @@
+"""Service settings, parsed once from the environment into a frozen object.
+
+Twelve-factor (design.md, "Settings"): every knob is an environment variable;
+``create_app(settings)`` also accepts a ready-made :class:`Settings` for tests.
+Secrets have development defaults (the sandbox's) only when ``ERX_ENV`` is not
+``production``; in production a missing secret is a start-up error.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Development-only defaults. They match the sandbox's seed identities (sandbox/README)
+# so that `make demo` works with no configuration; production refuses them.
+_DEV_DEFAULTS = {
+    "ERX_CLIENT_ID": "erx-sandbox-client",
+    "ERX_CLIENT_SECRET": "erx-sandbox-secret",
+    "WEBHOOK_SECRETS": "whsec_sandbox_test_secret",
+    "API_TOKENS": "dev-api-token",
+    # A fixed Fernet key for local data only; never used in production.
+    "ERX_ENCRYPTION_KEYS": "ZGV2ZWxvcG1lbnQta2V5LW5vdC1mb3ItcHJvZHVjdCE=",
+}
+_REQUIRED_IN_PRODUCTION = tuple(_DEV_DEFAULTS) + ("DATABASE_URL", "ERX_BASE_URL")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable, never its value."""
+
+
+def default_database_url() -> str:
+    """Return the embedded SQLite URL, ``sqlite:///<repo>/instance/erx.sqlite3``."""
+    return f"sqlite:///{REPO_ROOT / 'instance' / 'erx.sqlite3'}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """All service settings. Durations are seconds; lists are tuples, newest first."""
+
+    env: str = "development"
+    database_url: str = field(default_factory=default_database_url)
+    erx_base_url: str = "http://127.0.0.1:8765"
+    erx_client_id: str = field(default=_DEV_DEFAULTS["ERX_CLIENT_ID"], repr=False)
+    erx_client_secret: str = field(default=_DEV_DEFAULTS["ERX_CLIENT_SECRET"], repr=False)
+    erx_connect_timeout_s: float = 3.05
+    erx_read_timeout_s: float = 10.0
+    webhook_secrets: tuple[str, ...] = field(
+        default=(_DEV_DEFAULTS["WEBHOOK_SECRETS"],), repr=False
+    )
+    webhook_tolerance_s: int = 300
+    webhook_max_body_bytes: int = 256 * 1024
+    api_tokens: tuple[str, ...] = field(default=(_DEV_DEFAULTS["API_TOKENS"],), repr=False)
+    encryption_keys: tuple[str, ...] = field(
+        default=(_DEV_DEFAULTS["ERX_ENCRYPTION_KEYS"],), repr=False
+    )
+    # Dispatch outbox (issue 3).
+    dispatch_max_attempts: int = 8
+    dispatch_backoff_base_s: float = 2.0
+    dispatch_backoff_cap_s: float = 300.0
+    lease_s: float = 120.0
+    breaker_fail_max: int = 5
+    breaker_reset_s: float = 30.0
+    # Webhook inbox (issue 4).
+    inbox_max_attempts: int = 8
+    inbox_backoff_base_s: float = 1.0
+    inbox_backoff_cap_s: float = 300.0
+    # Worker loop.
+    worker_poll_s: float = 0.5
+    worker_batch: int = 10
+    # Reconciliation: ask the platform about non-final prescriptions quiet this long.
+    reconcile_after_s: float = 3600.0
+    # Region A email flow.
+    mail_backend: str = "file"
+    mail_dir: str = str(REPO_ROOT / "instance" / "mail")
+    smtp_host: str = "localhost"
+    smtp_port: int = 25
+    mail_from: str = "prescriptions@erx-connector.example.test"
+
+    def __post_init__(self) -> None:
+        if self.env not in ("development", "test", "production"):
+            raise ConfigError("ERX_ENV must be development, test or production")
+        if not self.api_tokens or not all(self.api_tokens):
+            raise ConfigError("API_TOKENS must list at least one token")
+        if not self.webhook_secrets or not all(self.webhook_secrets):
+            raise ConfigError("WEBHOOK_SECRETS must list at least one secret")
+        if self.webhook_tolerance_s <= 0:
+            raise ConfigError("WEBHOOK_TOLERANCE_S must be positive")
+        if self.mail_backend not in ("file", "smtp"):
+            raise ConfigError("MAIL_BACKEND must be file or smtp")
+
+    def with_overrides(self, **changes: object) -> Settings:
+        """Return a copy with ``changes`` applied (tests use this)."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+_NUMBERS: dict[str, tuple[str, type]] = {
+    "ERX_CONNECT_TIMEOUT_S": ("erx_connect_timeout_s", float),
+    "ERX_READ_TIMEOUT_S": ("erx_read_timeout_s", float),
+    "WEBHOOK_TOLERANCE_S": ("webhook_tolerance_s", int),
+    "WEBHOOK_MAX_BODY_BYTES": ("webhook_max_body_bytes", int),
+    "DISPATCH_MAX_ATTEMPTS": ("dispatch_max_attempts", int),
+    "DISPATCH_BACKOFF_BASE_S": ("dispatch_backoff_base_s", float),
+    "DISPATCH_BACKOFF_CAP_S": ("dispatch_backoff_cap_s", float),
+    "LEASE_S": ("lease_s", float),
+    "BREAKER_FAIL_MAX": ("breaker_fail_max", int),
+    "BREAKER_RESET_S": ("breaker_reset_s", float),
+    "INBOX_MAX_ATTEMPTS": ("inbox_max_attempts", int),
+    "INBOX_BACKOFF_BASE_S": ("inbox_backoff_base_s", float),
+    "INBOX_BACKOFF_CAP_S": ("inbox_backoff_cap_s", float),
+    "WORKER_POLL_S": ("worker_poll_s", float),
+    "WORKER_BATCH": ("worker_batch", int),
+    "RECONCILE_AFTER_S": ("reconcile_after_s", float),
+    "SMTP_PORT": ("smtp_port", int),
+}
+_STRINGS = {
+    "DATABASE_URL": "database_url",
+    "ERX_BASE_URL": "erx_base_url",
+    "ERX_CLIENT_ID": "erx_client_id",
+    "ERX_CLIENT_SECRET": "erx_client_secret",
+    "MAIL_BACKEND": "mail_backend",
+    "MAIL_DIR": "mail_dir",
+    "SMTP_HOST": "smtp_host",
+    "MAIL_FROM": "mail_from",
+}
+_LISTS = {
+    "WEBHOOK_SECRETS": "webhook_secrets",
+    "API_TOKENS": "api_tokens",
+    "ERX_ENCRYPTION_KEYS": "encryption_keys",
+}
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Parse settings from ``environ`` (default ``os.environ``).
+
+    Returns a frozen :class:`Settings`. Raises :class:`ConfigError` naming the
+    variable when a value is malformed, or when ``ERX_ENV=production`` and a
+    secret or URL is missing.
+    """
+    env = dict(os.environ if environ is None else environ)
+    mode = env.get("ERX_ENV", "development").strip() or "development"
+    if mode == "production":
+        missing = [name for name in _REQUIRED_IN_PRODUCTION if not env.get(name, "").strip()]
+        if missing:
+            raise ConfigError(f"missing required settings in production: {', '.join(missing)}")
+    values: dict[str, object] = {"env": mode}
+    for name, attr in _STRINGS.items():
+        if env.get(name, "").strip():
+            values[attr] = env[name].strip()
+    for name, attr in _LISTS.items():
+        if env.get(name, "").strip():
+            values[attr] = _split(env[name])
+    for name, (attr, kind) in _NUMBERS.items():
+        raw = env.get(name, "").strip()
+        if raw:
+            try:
+                values[attr] = kind(raw)
+            except ValueError:
+                raise ConfigError(f"{name} must be a {kind.__name__}") from None
+    url = str(values.get("database_url", ""))
+    if url.startswith("postgres://") or url.startswith("postgresql://"):
+        # The service speaks psycopg2; accept the common short forms too.
+        values["database_url"] = "postgresql+psycopg2://" + url.split("://", 1)[1]
+    return Settings(**values)  # type: ignore[arg-type]

@@ -1,0 +1,93 @@
+"""Database engine, sessions and the two portable SQL idioms the service relies on.
+
+PostgreSQL (``postgresql+psycopg2://``) is production; SQLite is the embedded
+default for the demo and local tests. Everything here works on both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.schema import Table
+
+
+def utcnow() -> datetime:
+    """Return the current time as an aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+def make_engine(url: str) -> Engine:
+    """Create the engine for ``url``.
+
+    SQLite: the parent folder is created, and each connection gets WAL,
+    foreign keys and a 10 s busy timeout so that the web process and several
+    workers can share one file. PostgreSQL: a pre-pinged pool.
+    """
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 10, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # Let SQLAlchemy own transactions (pysqlite's implicit BEGIN is deferred and
+            # would allow lost updates between workers); BEGIN IMMEDIATE below.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=10000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Any) -> None:
+            # Take the write lock up front: claims and status moves are read-then-write.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+class Database:
+    """The engine and a session factory for one database URL."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def is_postgres(self) -> bool:
+        """True when the backend is PostgreSQL (``SKIP LOCKED`` is available)."""
+        return self.engine.dialect.name == "postgresql"
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """Yield a session in one transaction: committed on success, rolled back on error."""
+        with self.sessionmaker() as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+
+def insert_ignore(session: Session, table: Table, values: Mapping[str, Any]) -> bool:
+    """INSERT ``values`` into ``table`` unless a unique key already holds them.
+
+    Returns True when a row was inserted, False when it was a duplicate. Uses
+    ``ON CONFLICT DO NOTHING`` on both PostgreSQL and SQLite, so concurrent
+    duplicates never raise and never write twice.
+    """
+    dialect = session.get_bind().dialect.name
+    builder = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    result = session.execute(builder(table).values(**values).on_conflict_do_nothing())
+    return bool(result.rowcount)

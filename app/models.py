@@ -1,0 +1,302 @@
+"""SQLAlchemy 2 models: reference data, prescriptions, history, outbox and inbox.
+
+Times are stored as UTC. SQLite has no time zone type, so :class:`UTCDateTime`
+normalises on the way in and out and callers always see aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Lifecycle vocabulary on our side of the wire. The platform's own statuses
+# (contract §6) come from connector.statuses; these are the service's additions.
+LOCAL_STATUSES = ("draft", "queued", "rejected", "dead", "emailed")
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A DateTime that always returns aware UTC values, on PostgreSQL and SQLite."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: pass an aware UTC datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+PK = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Region(Base):
+    """A region and how its prescriptions reach a pharmacy (``email`` or ``erx``)."""
+
+    __tablename__ = "regions"
+    code: Mapped[str] = mapped_column(String(8), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    flow: Mapped[str] = mapped_column(String(16))
+    __table_args__ = (CheckConstraint("flow IN ('email', 'erx')", name="flow"),)
+
+
+class Clinic(Base):
+    """A clinic: the dashboard's display id and the platform's internal id (contract §3)."""
+
+    __tablename__ = "clinics"
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    display_id: Mapped[str] = mapped_column(String(32), unique=True)
+    platform_id: Mapped[int] = mapped_column(Integer, unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    # Set by `flask clinics verify` once the platform confirmed the mapping.
+    verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    __table_args__ = (
+        CheckConstraint("platform_id > 0", name="platform_id_positive"),
+        # The display id is never a valid internal id for the same clinic: catching the
+        # 201334-for-994 mistake in data, not in code.
+        CheckConstraint("display_id <> CAST(platform_id AS VARCHAR(32))", name="ids_differ"),
+    )
+
+
+class Prescriber(Base):
+    """A prescriber: platform id, login email, and encrypted password and secure PIN."""
+
+    __tablename__ = "prescribers"
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    platform_prescriber_id: Mapped[int] = mapped_column(Integer, unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    clinic_id: Mapped[int] = mapped_column(ForeignKey("clinics.id"))
+    password_enc: Mapped[str | None] = mapped_column(Text)
+    pin_enc: Mapped[str | None] = mapped_column(Text)
+    clinic: Mapped[Clinic] = relationship()
+
+    def __repr__(self) -> str:
+        return f"<Prescriber id={self.id}>"
+
+
+class Patient(Base):
+    """A patient (PHI: never logged; ids only)."""
+
+    __tablename__ = "patients"
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    external_ref: Mapped[str] = mapped_column(String(64), unique=True)
+    region_code: Mapped[str] = mapped_column(ForeignKey("regions.code"))
+    first_name: Mapped[str] = mapped_column(String(100))
+    last_name: Mapped[str] = mapped_column(String(100))
+    gender: Mapped[str] = mapped_column(String(16))
+    date_of_birth: Mapped[date] = mapped_column(Date)
+    email: Mapped[str | None] = mapped_column(String(254))
+    phone: Mapped[str | None] = mapped_column(String(32))
+    address_line1: Mapped[str] = mapped_column(String(200))
+    address_line2: Mapped[str | None] = mapped_column(String(200))
+    city: Mapped[str] = mapped_column(String(100))
+    post_code: Mapped[str] = mapped_column(String(16))
+    country: Mapped[str] = mapped_column(String(64), default="United Kingdom")
+
+    def __repr__(self) -> str:
+        return f"<Patient id={self.id}>"
+
+
+class Pharmacy(Base):
+    """A pharmacy; in the e-prescription region it is a platform contact with a branch id."""
+
+    __tablename__ = "pharmacies"
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    region_code: Mapped[str] = mapped_column(ForeignKey("regions.code"))
+    name: Mapped[str] = mapped_column(String(200))
+    branch_id: Mapped[int | None] = mapped_column(Integer, unique=True)
+    group_name: Mapped[str | None] = mapped_column(String(100))
+    email: Mapped[str] = mapped_column(String(254))
+    address_line1: Mapped[str] = mapped_column(String(200))
+    city: Mapped[str] = mapped_column(String(100))
+    post_code: Mapped[str] = mapped_column(String(16))
+
+
+class Medicine(Base):
+    """A dm+d VMP (virtual medicinal product) in our catalogue."""
+
+    __tablename__ = "medicines"
+    vpid: Mapped[str] = mapped_column(String(20), primary_key=True)
+    seq_no: Mapped[int] = mapped_column(Integer, unique=True)
+    description: Mapped[str] = mapped_column(String(300))
+    form: Mapped[str] = mapped_column(String(100))
+    strength: Mapped[str] = mapped_column(String(100))
+    controlled_schedule: Mapped[str | None] = mapped_column(String(4))
+    default_qty: Mapped[int] = mapped_column(Integer)
+    default_directions: Mapped[str] = mapped_column(String(300))
+
+
+class Prescription(Base):
+    """Our prescription. ``reference`` is the stable ``client_ref_id`` sent to the platform."""
+
+    __tablename__ = "prescriptions"
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    reference: Mapped[str] = mapped_column(String(64), unique=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"))
+    prescriber_id: Mapped[int] = mapped_column(ForeignKey("prescribers.id"))
+    clinic_id: Mapped[int] = mapped_column(ForeignKey("clinics.id"))
+    pharmacy_id: Mapped[int | None] = mapped_column(ForeignKey("pharmacies.id"))
+    status: Mapped[str] = mapped_column(String(16), default="draft")
+    platform_token: Mapped[str | None] = mapped_column(String(64), unique=True)
+    rejection_message: Mapped[str | None] = mapped_column(Text)
+    rejection_errors: Mapped[str | None] = mapped_column(Text)  # JSON object
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # When we last learned anything about this prescription from the platform.
+    last_event_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    patient: Mapped[Patient] = relationship()
+    prescriber: Mapped[Prescriber] = relationship()
+    clinic: Mapped[Clinic] = relationship()
+    pharmacy: Mapped[Pharmacy | None] = relationship()
+    medicines: Mapped[list[PrescriptionMedicine]] = relationship(
+        order_by="PrescriptionMedicine.position", back_populates="prescription"
+    )
+    __table_args__ = (Index("ix_prescriptions_status_last_event", "status", "last_event_at"),)
+
+
+class PrescriptionMedicine(Base):
+    """One line of a prescription: dm+d ``vpid``, description, quantity and directions."""
+
+    __tablename__ = "prescription_medicines"
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    prescription_id: Mapped[int] = mapped_column(ForeignKey("prescriptions.id"))
+    position: Mapped[int] = mapped_column(Integer)
+    vpid: Mapped[str | None] = mapped_column(String(20))
+    description: Mapped[str] = mapped_column(String(300))
+    quantity: Mapped[int] = mapped_column(Integer)
+    directions: Mapped[str] = mapped_column(String(300))
+    prescription: Mapped[Prescription] = relationship(back_populates="medicines")
+    __table_args__ = (
+        UniqueConstraint("prescription_id", "position", name="uq_prescription_medicines_line"),
+        CheckConstraint("quantity > 0", name="quantity_positive"),
+    )
+
+
+class StatusHistory(Base):
+    """One status transition. Rows are only ever appended, never updated.
+
+    ``lifecycle_step`` repeats ``to_status`` for platform lifecycle statuses
+    (contract §6), each of which a prescription reaches at most once; its
+    unique key makes a transition learned twice (webhook redelivery, a webhook
+    after reconciliation) a no-op. Local statuses leave it NULL and may repeat.
+    """
+
+    __tablename__ = "prescription_status_history"
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    prescription_id: Mapped[int] = mapped_column(ForeignKey("prescriptions.id"), index=True)
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str] = mapped_column(String(16))
+    lifecycle_step: Mapped[str | None] = mapped_column(String(16))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    source: Mapped[str] = mapped_column(String(16))
+    event_id: Mapped[str | None] = mapped_column(String(100), unique=True)
+    detail: Mapped[str | None] = mapped_column(Text)
+    __table_args__ = (
+        UniqueConstraint("prescription_id", "lifecycle_step", name="uq_history_step"),
+        CheckConstraint(
+            "source IN ('service', 'api', 'webhook', 'reconcile', 'operator')", name="source"
+        ),
+    )
+
+
+class DispatchOutbox(Base):
+    """A send to fulfil: one row per prescription, claimed by workers under a lease.
+
+    ``outcome_unknown`` is set before every send and cleared by a definite answer,
+    so whoever picks the row up next looks the ``client_ref_id`` up first.
+    """
+
+    __tablename__ = "dispatch_outbox"
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    prescription_id: Mapped[int] = mapped_column(ForeignKey("prescriptions.id"), unique=True)
+    flow: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    locked_by: Mapped[str | None] = mapped_column(String(100))
+    outcome_unknown: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    prescription: Mapped[Prescription] = relationship()
+    __table_args__ = (
+        CheckConstraint("state IN ('pending', 'done', 'dead')", name="state"),
+        Index("ix_dispatch_outbox_due", "state", "next_attempt_at"),
+    )
+
+
+class WebhookInbox(Base):
+    """A verified webhook event, stored before it is acknowledged (contract §7)."""
+
+    __tablename__ = "webhook_inbox"
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(100), unique=True)
+    event_type: Mapped[str | None] = mapped_column(String(100))
+    prescription_token: Mapped[str | None] = mapped_column(String(64), index=True)
+    body: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    locked_by: Mapped[str | None] = mapped_column(String(100))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    __table_args__ = (
+        CheckConstraint("state IN ('pending', 'processed', 'ignored', 'dead')", name="state"),
+        Index("ix_webhook_inbox_due", "state", "next_attempt_at"),
+    )
+
+
+class IdempotencyKey(Base):
+    """The first response to a request sent with an ``Idempotency-Key`` header."""
+
+    __tablename__ = "idempotency_keys"
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    scope: Mapped[str] = mapped_column(String(200))
+    key: Mapped[str] = mapped_column(String(200))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    response_body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    __table_args__ = (UniqueConstraint("scope", "key", name="uq_idempotency_keys_scope_key"),)

@@ -1,0 +1,1 @@
+"""Use cases of the service. No Flask here: callers pass the database and settings."""

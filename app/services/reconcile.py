@@ -1,0 +1,119 @@
+"""Reconciliation: ask the platform about prescriptions the webhooks have gone quiet on.
+
+Webhook delivery can fail for good (the platform gives up after its retries).
+``reconcile`` reads every non-final prescription that has had no event for
+``quiet_s`` seconds with ``GET /prescriptions/{token}`` (contract §5) and
+records each transition in the platform's history that ours lacks, with
+source ``reconcile``. History inserts are idempotent, so a webhook arriving
+afterwards for the same transition adds nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select
+
+from app.crypto import CredentialCipher
+from app.db import Database, utcnow
+from app.models import Prescription
+from app.services.credentials import prescriber_credentials
+from connector import ConnectorClient
+from connector.errors import ConnectorError
+from connector.statuses import FINAL_STATUSES, LIFECYCLE
+from webhooks.history import Transition, record_transition
+
+log = logging.getLogger("app.reconcile")
+
+
+@dataclass(frozen=True)
+class ReconcileReport:
+    """Counts from one run: prescriptions checked, transitions recorded, errors."""
+
+    checked: int
+    recorded: int
+    errors: int
+
+
+def reconcile(
+    db: Database,
+    client: ConnectorClient,
+    cipher: CredentialCipher,
+    *,
+    quiet_s: float,
+    limit: int = 500,
+    clock: Callable[[], datetime] = utcnow,
+) -> ReconcileReport:
+    """Reconcile up to ``limit`` quiet, non-final prescriptions; returns a report.
+
+    ``quiet_s``: seconds since the last event (or issue) before a prescription
+    is asked about. Platform errors are counted and logged by id; the run goes on.
+    """
+    now = clock()
+    cutoff = now - timedelta(seconds=quiet_s)
+    open_statuses = [s for s in LIFECYCLE if s not in FINAL_STATUSES]
+    with db.session() as session:
+        rows = session.execute(
+            select(Prescription.id)
+            .where(
+                Prescription.status.in_(open_statuses),
+                Prescription.platform_token.is_not(None),
+                or_(Prescription.last_event_at.is_(None), Prescription.last_event_at <= cutoff),
+            )
+            .order_by(Prescription.last_event_at)
+            .limit(limit)
+        ).all()
+    checked = recorded = errors = 0
+    for (prescription_id,) in rows:
+        checked += 1
+        try:
+            recorded += _reconcile_one(db, client, cipher, prescription_id, clock)
+        except ConnectorError as exc:
+            errors += 1
+            log.warning("reconcile failed: prescription_id=%s code=%s", prescription_id, exc.code)
+        except Exception as exc:  # noqa: BLE001 - one bad row must not stop the run
+            errors += 1
+            log.warning("reconcile failed: prescription_id=%s error=%s", prescription_id, type(exc).__name__)
+    log.info("reconcile done: checked=%s recorded=%s errors=%s", checked, recorded, errors)
+    return ReconcileReport(checked, recorded, errors)
+
+
+def _reconcile_one(
+    db: Database,
+    client: ConnectorClient,
+    cipher: CredentialCipher,
+    prescription_id: int,
+    clock: Callable[[], datetime],
+) -> int:
+    with db.session() as session:
+        prescription = session.get(Prescription, prescription_id)
+        assert prescription is not None and prescription.platform_token is not None
+        credentials = prescriber_credentials(prescription.prescriber, cipher)
+        token = prescription.platform_token
+    remote = client.get_prescription(credentials, token)
+    recorded = 0
+    with db.session() as session:
+        prescription = session.get(Prescription, prescription_id, with_for_update=True)
+        assert prescription is not None
+        previous: str | None = None
+        for status, at in remote.history:
+            if status in LIFECYCLE:
+                added, _ = record_transition(
+                    session,
+                    prescription,
+                    Transition(
+                        to_status=status,
+                        from_status=previous,
+                        occurred_at=at,
+                        received_at=clock(),
+                        source="reconcile",
+                    ),
+                )
+                recorded += int(added)
+            previous = status
+        # Asked and answered: the prescription is no longer quiet.
+        prescription.last_event_at = clock()
+    return recorded

@@ -1,0 +1,1 @@
+"""The webhook receiver: signature check, inbox, event processing and status history."""

@@ -1,0 +1,112 @@
+"""Reading a verified webhook body into an event envelope (contract §7).
+
+Tolerant by design: anything the platform can send is classified, never
+refused. A body that is not a JSON object with a string ``id`` is stored under
+a digest of its bytes (so redeliveries still de-duplicate) and marked dead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from webhooks.errors import PayloadError
+
+STATUS_EVENT = "prescription.status_updated"
+MAX_EVENT_ID_CHARS = 100
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """How the receiver stores an event: id, type, token, and initial inbox ``state``.
+
+    ``state`` is ``pending`` (to process), ``ignored`` (another event type) or
+    ``dead`` (unreadable); ``error`` names why for the latter two.
+    """
+
+    event_id: str
+    event_type: str | None
+    prescription_token: str | None
+    state: str
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class StatusEvent:
+    """A parsed ``prescription.status_updated`` event; times are aware UTC."""
+
+    event_id: str
+    token: str
+    client_ref_id: str | None
+    status: str
+    previous_status: str | None
+    occurred_at: datetime
+
+
+def _digest_id(raw: bytes) -> str:
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def envelope(raw: bytes) -> Envelope:
+    """Classify the raw body of a verified event. Never raises."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return Envelope(_digest_id(raw), None, None, "dead", "not_json")
+    event_id = body.get("id") if isinstance(body, dict) else None
+    if not isinstance(event_id, str) or not event_id or len(event_id) > MAX_EVENT_ID_CHARS:
+        return Envelope(_digest_id(raw), None, None, "dead", "no_event_id")
+    event_type = body.get("type")
+    event_type = event_type[:100] if isinstance(event_type, str) else None
+    prescription = _dig(body, "data", "prescription")
+    token = prescription.get("id") if isinstance(prescription, dict) else None
+    token = token if isinstance(token, str) and len(token) <= 64 else None
+    if event_type != STATUS_EVENT:
+        return Envelope(event_id, event_type, token, "ignored", "unhandled_type")
+    return Envelope(event_id, event_type, token, "pending")
+
+
+def _dig(body: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(body, dict):
+            return None
+        body = body.get(key)
+    return body
+
+
+def parse_time(value: Any) -> datetime:
+    """Parse an ISO 8601 UTC time such as ``2026-11-20T10:15:08Z``; raises PayloadError."""
+    if not isinstance(value, str):
+        raise PayloadError("bad_time", "occurred_at is missing")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise PayloadError("bad_time", "occurred_at is not ISO 8601") from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def parse_status_event(raw: str | bytes) -> StatusEvent:
+    """Parse a stored ``prescription.status_updated`` body; raises :class:`PayloadError`."""
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise PayloadError("not_json", "event body is not JSON") from None
+    prescription = _dig(body, "data", "prescription")
+    if not isinstance(prescription, dict):
+        raise PayloadError("no_prescription", "event has no data.prescription")
+    token, status = prescription.get("id"), prescription.get("status")
+    if not isinstance(token, str) or not isinstance(status, str):
+        raise PayloadError("no_status", "event has no prescription id or status")
+    previous = prescription.get("previous_status")
+    ref = prescription.get("client_ref_id")
+    return StatusEvent(
+        event_id=str(body.get("id")),
+        token=token,
+        client_ref_id=ref if isinstance(ref, str) else None,
+        status=status,
+        previous_status=previous if isinstance(previous, str) else None,
+        occurred_at=parse_time(prescription.get("occurred_at")),
+    )

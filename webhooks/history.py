@@ -1,0 +1,109 @@
+"""The prescription status history: append-only transitions, forward-only current status.
+
+Every status a prescription passes through is appended to
+``prescription_status_history``; nothing is overwritten. The prescription's
+current status moves only forward along the lifecycle (contract §6): a late
+or duplicate event is still recorded (once) but never moves it back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from app.db import insert_ignore, utcnow
+from app.models import Prescription, StatusHistory
+from connector.statuses import LIFECYCLE, can_advance
+
+SOURCES = ("service", "api", "webhook", "reconcile", "operator")
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A status change learned from ``source``; times are aware UTC datetimes."""
+
+    to_status: str
+    from_status: str | None
+    occurred_at: datetime
+    source: str
+    received_at: datetime | None = None
+    event_id: str | None = None
+    detail: str | None = None
+
+
+def record_transition(
+    session: Session, prescription: Prescription, transition: Transition
+) -> tuple[bool, bool]:
+    """Append ``transition`` to the history of ``prescription`` and advance its status.
+
+    The history insert is idempotent: a lifecycle status (§6) is stored at
+    most once per prescription and an event id at most once overall. The
+    current status moves only if :func:`connector.statuses.can_advance` allows.
+    Returns ``(recorded, advanced)``. Must run inside the caller's transaction
+    with ``prescription`` locked or freshly read in it.
+    """
+    if transition.source not in SOURCES:
+        raise ValueError(f"unknown history source {transition.source!r}")
+    received_at = transition.received_at or utcnow()
+    step = transition.to_status if transition.to_status in LIFECYCLE else None
+    recorded = insert_ignore(
+        session,
+        StatusHistory.__table__,
+        {
+            "prescription_id": prescription.id,
+            "from_status": transition.from_status,
+            "to_status": transition.to_status,
+            "lifecycle_step": step,
+            "occurred_at": transition.occurred_at,
+            "received_at": received_at,
+            "source": transition.source,
+            "event_id": transition.event_id,
+            "detail": transition.detail,
+        },
+    )
+    advanced = False
+    if step is not None and can_advance(prescription.status, transition.to_status):
+        prescription.status = transition.to_status
+        advanced = True
+    if step is not None:
+        prescription.last_event_at = received_at
+    prescription.updated_at = received_at
+    return recorded, advanced
+
+
+def record_local_status(
+    session: Session,
+    prescription: Prescription,
+    to_status: str,
+    *,
+    source: str,
+    detail: str | None = None,
+    now: datetime | None = None,
+) -> None:
+    """Set a service-side status (queued, rejected, dead, emailed, issued) and log it.
+
+    Unlike :func:`record_transition` this always moves the current status: the
+    caller (dispatch, the send API, an operator) owns these transitions.
+    """
+    at = now or utcnow()
+    insert_ignore(
+        session,
+        StatusHistory.__table__,
+        {
+            "prescription_id": prescription.id,
+            "from_status": prescription.status,
+            "to_status": to_status,
+            "lifecycle_step": to_status if to_status in LIFECYCLE else None,
+            "occurred_at": at,
+            "received_at": at,
+            "source": source,
+            "event_id": None,
+            "detail": detail,
+        },
+    )
+    prescription.status = to_status
+    prescription.updated_at = at
+    if to_status in LIFECYCLE:
+        prescription.last_event_at = at

@@ -1,0 +1,101 @@
+"""``POST /webhooks/platform``: verify, store in the inbox, acknowledge. Nothing else.
+
+The request path never parses before verifying, never calls out, and never
+processes: a worker applies stored events (webhooks/processing.py). The 2xx
+is sent only after the inbox row is committed (contract §7: at-least-once).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Flask, Response, jsonify, request
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.db import insert_ignore, utcnow
+from app.errors import ApiError
+from app.extensions import services
+from app.models import WebhookInbox
+from webhooks.errors import SignatureError
+from webhooks.events import envelope
+from webhooks.signature import verify
+
+log = logging.getLogger("webhooks")
+bp = Blueprint("webhooks", __name__)
+SIGNATURE_HEADER = "X-Signature"
+
+
+def _read_body(limit: int) -> bytes:
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise ApiError(413, "payload_too_large", f"Webhook bodies are limited to {limit} bytes.")
+    raw = request.stream.read(limit + 1)
+    if len(raw) > limit:
+        raise ApiError(413, "payload_too_large", f"Webhook bodies are limited to {limit} bytes.")
+    return raw
+
+
+@bp.post("/webhooks/platform")
+def receive() -> tuple[Response, int]:
+    """Verify the ``X-Signature`` over the raw body, store the event, answer 200.
+
+    401 ``invalid_signature`` (with ``reason``) writes nothing; 413 for bodies
+    over ``WEBHOOK_MAX_BODY_BYTES``; 503 when the inbox cannot be written, so
+    the platform retries. A duplicate event id answers 200 and adds nothing.
+    """
+    svc = services()
+    settings = svc.settings
+    raw = _read_body(settings.webhook_max_body_bytes)
+    try:
+        verify(
+            raw,
+            request.headers.get(SIGNATURE_HEADER),
+            settings.webhook_secrets,
+            tolerance_s=settings.webhook_tolerance_s,
+            now=svc.clock(),
+        )
+    except SignatureError as exc:
+        log.warning("webhook refused: reason=%s", exc.reason)
+        raise ApiError(
+            401,
+            "invalid_signature",
+            exc.message,
+            {SIGNATURE_HEADER: [exc.reason]},
+            reason=exc.reason,
+        ) from None
+    env = envelope(raw)
+    now = utcnow()
+    try:
+        with svc.db.session() as session:
+            inserted = insert_ignore(
+                session,
+                WebhookInbox.__table__,
+                {
+                    "event_id": env.event_id,
+                    "event_type": env.event_type,
+                    "prescription_token": env.prescription_token,
+                    "body": raw.decode("utf-8", errors="replace"),
+                    "state": env.state,
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                    "last_error": env.error,
+                    "received_at": now,
+                    "processed_at": None if env.state == "pending" else now,
+                },
+            )
+    except SQLAlchemyError as exc:
+        log.error("webhook not stored: event_id=%s db_error=%s", env.event_id, type(exc).__name__)
+        raise ApiError(503, "inbox_unavailable", "The event could not be stored; retry.") from None
+    log.info(
+        "webhook stored: event_id=%s type=%s state=%s duplicate=%s",
+        env.event_id,
+        env.event_type,
+        env.state,
+        not inserted,
+    )
+    return jsonify({"received": True, "event_id": env.event_id, "duplicate": not inserted}), 200
+
+
+def init_app(app: Flask) -> None:
+    """Register the receiver blueprint on ``app``."""
+    app.register_blueprint(bp)
