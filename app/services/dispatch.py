@@ -25,7 +25,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import pybreaker
-from sqlalchemy import select
 
 from app.config import Settings
 from app.crypto import CredentialCipher, CredentialError

@@ -99,7 +99,8 @@ def _reconcile_one(
         prescription = session.get(Prescription, prescription_id, with_for_update=True)
         assert prescription is not None
         previous: str | None = None
-        for status, at in remote.history:
+        for change in remote.history:
+            status, at = change.status, change.at
             if status in LIFECYCLE:
                 added, _ = record_transition(
                     session,

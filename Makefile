@@ -1,0 +1,51 @@
+# erx-connector: every set-up step lives here. `make demo` and `make test` create
+# .venv from the pinned requirements when it is missing or out of date.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test test-fast lint migrate seed run worker sandbox bench clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $(STAMP)
+
+## demo: migrate + seed the database, start sandbox, service and worker, send one prescription, print its timeline
+demo: $(STAMP)
+	$(BIN)/python -m scripts.demo
+
+## test: the whole suite (unit, integration, chaos, storm); PostgreSQL when DATABASE_URL is set
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+## test-fast: everything but the slow chaos and storm tests
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+migrate: $(STAMP)
+	$(BIN)/alembic upgrade head
+
+seed: migrate
+	$(BIN)/flask --app app seed
+
+run: $(STAMP)
+	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+
+worker: $(STAMP)
+	$(BIN)/flask --app app worker
+
+sandbox: $(STAMP)
+	$(BIN)/python -m sandbox --host 127.0.0.1 --port 8765 --webhook-url http://127.0.0.1:8000/webhooks/platform --webhook-secret whsec_sandbox_test_secret --auto
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.dispatch
+	bash bench/webhooks/run.sh
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache

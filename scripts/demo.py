@@ -1,0 +1,93 @@
+"""``make demo``: one seeded Region B prescription travels to the platform sandbox and back.
+
+Migrates and seeds the database (``DATABASE_URL``, or the embedded SQLite file
+under ``instance/``), starts the sandbox (auto mode: it signs and dispenses),
+the service under gunicorn and one worker, sends one draft Region B
+prescription to a seeded pharmacy, waits for the webhooks, prints the
+timeline, stops everything and exits 0 (1 if the prescription did not arrive
+at ``dispensed`` in time).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import requests
+from sqlalchemy import select
+
+from scripts.stack import API_TOKEN, Stack, base_env, free_port
+
+TIMEOUT_S = 90
+
+
+def pick_prescription() -> tuple[int, str, int, str]:
+    """Return (prescription id, reference, pharmacy id, pharmacy name) for the demo."""
+    from app.config import load_settings
+    from app.db import Database
+    from app.models import Patient, Pharmacy, Prescription
+
+    db = Database(load_settings().database_url)
+    try:
+        with db.session() as session:
+            prescription = session.scalars(
+                select(Prescription)
+                .join(Patient, Patient.id == Prescription.patient_id)
+                .where(Patient.region_code == "B", Prescription.status == "draft")
+                .order_by(Prescription.id)
+            ).first()
+            pharmacy = session.scalars(
+                select(Pharmacy).where(Pharmacy.region_code == "B", Pharmacy.branch_id.is_not(None))
+                .order_by(Pharmacy.branch_id)
+            ).first()
+            if prescription is None or pharmacy is None:
+                raise SystemExit("no draft Region B prescription left: delete instance/erx.sqlite3 or re-seed")
+            return prescription.id, prescription.reference, pharmacy.id, pharmacy.name
+    finally:
+        db.dispose()
+
+
+def main() -> int:
+    started = time.monotonic()
+    web_port = free_port()
+    stack = Stack(env=base_env())
+    try:
+        print("== migrating and seeding", stack.env.get("DATABASE_URL", "the embedded SQLite database"))
+        stack.prepare_database()
+        stack.start_sandbox(webhook_port=web_port, extra=["--auto", "--auto-delay", "0.5"])
+        print(f"== sandbox at {stack.sandbox_url} (auto mode)")
+        stack.start_service(port=web_port)
+        print(f"== service at {stack.service_url} (gunicorn)")
+        stack.start_worker()
+        print("== worker started")
+
+        pid, ref, pharmacy_id, pharmacy = pick_prescription()
+        auth = {"Authorization": f"Bearer {API_TOKEN}"}
+        resp = requests.post(
+            f"{stack.service_url}/api/v1/prescriptions/{pid}/send",
+            json={"pharmacy_id": pharmacy_id}, headers={**auth, "Idempotency-Key": f"demo-{ref}"}, timeout=10,
+        )
+        print(f"== POST /api/v1/prescriptions/{pid}/send -> {resp.status_code} {resp.json()}")
+        print(f"   prescription {ref} to pharmacy {pharmacy_id} ({pharmacy})")
+        if resp.status_code != 202:
+            return 1
+
+        view: dict = {}
+        deadline = time.monotonic() + TIMEOUT_S
+        while time.monotonic() < deadline:
+            view = requests.get(f"{stack.service_url}/api/v1/prescriptions/{pid}", headers=auth, timeout=10).json()
+            if view["status"] in ("dispensed", "rejected", "dead"):
+                break
+            time.sleep(0.5)
+        print(f"\n== timeline of {ref} (platform token {view.get('platform_token')})")
+        for entry in view.get("history", []):
+            print(f"   {entry['occurred_at']}  {entry['from'] or '-':>9} -> {entry['to']:<10} via {entry['source']}")
+        print(f"\n== final status: {view.get('status')}  ({time.monotonic() - started:.1f} s)")
+        return 0 if view.get("status") == "dispensed" else 1
+    finally:
+        stack.stop()
+        print("== stopped sandbox, service and worker")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
