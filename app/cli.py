@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 from flask import Flask
+from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import select
 
 from app.config import REPO_ROOT
@@ -44,6 +45,7 @@ def run_sql_script(path: Path) -> None:
 
 @click.command("seed")
 @click.option("--reference-only", is_flag=True, help="Load reference data only, no test prescriptions.")
+@with_appcontext
 def seed_command(reference_only: bool) -> None:
     """Run the SQL seed scripts (scripts/seed/*.sql, in name order). Safe to run twice."""
     scripts = sorted(SEED_DIR.glob("*.sql"))
@@ -54,7 +56,7 @@ def seed_command(reference_only: bool) -> None:
         click.echo(f"seeded {script.name}")
 
 
-prescribers = click.Group("prescribers", help="Prescriber credentials.")
+prescribers = AppGroup("prescribers", help="Prescriber credentials.")
 
 
 @prescribers.command("set-credentials")
@@ -80,7 +82,7 @@ def set_credentials(email: str, password: str, pin: str) -> None:
         click.echo(f"credentials stored for prescriber {prescriber.id}")
 
 
-clinics = click.Group("clinics", help="Clinic id mapping.")
+clinics = AppGroup("clinics", help="Clinic id mapping.")
 
 
 @clinics.command("verify")
@@ -113,6 +115,7 @@ def verify_clinics(email: str) -> None:
 @click.option("--until-idle", is_flag=True, help="Stop when nothing is due.")
 @click.option("--no-dispatch", is_flag=True, help="Only process the webhook inbox.")
 @click.option("--no-inbox", is_flag=True, help="Only dispatch the outbox.")
+@with_appcontext
 def worker_command(max_seconds: float | None, until_idle: bool, no_dispatch: bool, no_inbox: bool) -> None:
     """Run a worker: dispatch the outbox and apply webhook events until SIGTERM."""
     from app.services.dispatch import Dispatcher
@@ -138,7 +141,7 @@ def worker_command(max_seconds: float | None, until_idle: bool, no_dispatch: boo
     loop.run(max_seconds=max_seconds, until_idle=until_idle)
 
 
-outbox = click.Group("outbox", help="The dispatch outbox and its dead letters.")
+outbox = AppGroup("outbox", help="The dispatch outbox and its dead letters.")
 
 
 @outbox.command("list-dead")
@@ -183,7 +186,7 @@ def requeue(outbox_id: int) -> None:
         click.echo(f"requeued outbox row {outbox_id} (prescription {row.prescription_id})")
 
 
-webhooks_group = click.Group("webhooks", help="The webhook inbox.")
+webhooks_group = AppGroup("webhooks", help="The webhook inbox.")
 
 
 @webhooks_group.command("replay")
@@ -208,6 +211,7 @@ def replay(event_id: str | None, dead: bool) -> None:
 @click.command("reconcile")
 @click.option("--quiet-s", type=float, default=None, help="Seconds without events (default RECONCILE_AFTER_S).")
 @click.option("--limit", type=int, default=500)
+@with_appcontext
 def reconcile_command(quiet_s: float | None, limit: int) -> None:
     """Ask the platform about non-final prescriptions with no recent event; record what was missed."""
     from app.services.platform import make_client

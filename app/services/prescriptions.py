@@ -200,8 +200,11 @@ def _iso(value: datetime | None) -> str | None:
 def prescription_view(db: Database, prescription_id: int) -> dict[str, Any]:
     """Return the status resource: current status, rejection, dispatch state and timeline.
 
-    The timeline is ordered by ``occurred_at`` then lifecycle rank, so a late
-    event sits where it happened. Raises ``ApiError(404)``. Contains ids and
+    The timeline is in lifecycle order (contract §6): the service's own steps
+    (queued, retries, rejected) by time, then issued, signed, printed and the
+    final status. The platform stamps events to the second, so rank, not the
+    clock, orders ``issued`` (our clock) before ``signed`` (theirs); a late
+    event still sits where it belongs. Raises ``ApiError(404)``. Contains ids and
     statuses only: no patient details.
     """
     with db.session() as session:
@@ -213,7 +216,7 @@ def prescription_view(db: Database, prescription_id: int) -> dict[str, Any]:
                 select(StatusHistory).where(StatusHistory.prescription_id == prescription_id)
             )
         )
-        history.sort(key=lambda h: (h.occurred_at, rank(h.to_status), h.id))
+        history.sort(key=lambda h: (rank(h.to_status), h.occurred_at, h.id))
         outbox = session.scalars(
             select(DispatchOutbox).where(DispatchOutbox.prescription_id == prescription_id)
         ).first()
