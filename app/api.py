@@ -14,7 +14,7 @@ from marshmallow import ValidationError
 
 from app.errors import ApiError
 from app.extensions import services
-from app.schemas import SendRequestSchema
+from app.schemas import MAX_ID, SendRequestSchema
 from app.services.prescriptions import prescription_view, queue_send
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -42,6 +42,11 @@ def _json_body() -> dict[str, Any]:
     return body
 
 
+def _check_id(prescription_id: int) -> None:
+    if prescription_id > MAX_ID:
+        raise ApiError(404, "not_found", "No such prescription.")
+
+
 @bp.post("/prescriptions/<int:prescription_id>/send")
 def send(prescription_id: int) -> tuple[Response, int]:
     """Queue a prescription for its region's flow; answers 202 with the status URL.
@@ -49,6 +54,7 @@ def send(prescription_id: int) -> tuple[Response, int]:
     Body ``{"pharmacy_id": int}``. Optional ``Idempotency-Key`` header: a repeat
     returns the first response; a different body with the same key gets 422.
     """
+    _check_id(prescription_id)
     key = request.headers.get("Idempotency-Key")
     if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY and key.isprintable()):
         raise ApiError(
@@ -71,6 +77,7 @@ def send(prescription_id: int) -> tuple[Response, int]:
 @bp.get("/prescriptions/<int:prescription_id>")
 def show(prescription_id: int) -> tuple[Response, int]:
     """Return the prescription's current status, dispatch state and full timeline."""
+    _check_id(prescription_id)
     return jsonify(prescription_view(services().db, prescription_id)), 200
 
 

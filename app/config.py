@@ -8,6 +8,7 @@ Secrets have development defaults (the sandbox's) only when ``ERX_ENV`` is not
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -28,6 +29,26 @@ _DEV_DEFAULTS = {
 _REQUIRED_IN_PRODUCTION = tuple(_DEV_DEFAULTS) + ("DATABASE_URL", "ERX_BASE_URL")
 
 
+# Durations and counts that must be finite and above zero (a negative lease would
+# let every worker claim the same row; a zero timeout fails only at the first call).
+_POSITIVE = (
+    "erx_connect_timeout_s",
+    "erx_read_timeout_s",
+    "webhook_max_body_bytes",
+    "dispatch_max_attempts",
+    "dispatch_backoff_base_s",
+    "dispatch_backoff_cap_s",
+    "lease_s",
+    "breaker_fail_max",
+    "inbox_max_attempts",
+    "inbox_backoff_base_s",
+    "inbox_backoff_cap_s",
+    "worker_poll_s",
+    "worker_batch",
+    "reconcile_after_s",
+)
+
+
 class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the variable, never its value."""
 
@@ -42,7 +63,7 @@ class Settings:
     """All service settings. Durations are seconds; lists are tuples, newest first."""
 
     env: str = "development"
-    database_url: str = field(default_factory=default_database_url)
+    database_url: str = field(default_factory=default_database_url, repr=False)
     erx_base_url: str = "http://127.0.0.1:8765"
     erx_client_id: str = field(default=_DEV_DEFAULTS["ERX_CLIENT_ID"], repr=False)
     erx_client_secret: str = field(default=_DEV_DEFAULTS["ERX_CLIENT_SECRET"], repr=False)
@@ -89,6 +110,12 @@ class Settings:
             raise ConfigError("WEBHOOK_SECRETS must list at least one secret")
         if self.webhook_tolerance_s <= 0:
             raise ConfigError("WEBHOOK_TOLERANCE_S must be positive")
+        for name in _POSITIVE:
+            value = getattr(self, name)
+            if not math.isfinite(value) or value <= 0:
+                raise ConfigError(f"{name.upper()} must be a finite number above 0")
+        if not math.isfinite(self.breaker_reset_s) or self.breaker_reset_s < 0:
+            raise ConfigError("BREAKER_RESET_S must be a finite number of seconds >= 0")
         if self.mail_backend not in ("file", "smtp"):
             raise ConfigError("MAIL_BACKEND must be file or smtp")
 
@@ -150,6 +177,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         missing = [name for name in _REQUIRED_IN_PRODUCTION if not env.get(name, "").strip()]
         if missing:
             raise ConfigError(f"missing required settings in production: {', '.join(missing)}")
+        reused = [name for name, dev in _DEV_DEFAULTS.items() if dev in _split(env[name])]
+        if reused:
+            raise ConfigError(f"development values are not allowed in production: {', '.join(reused)}")
     values: dict[str, object] = {"env": mode}
     for name, attr in _STRINGS.items():
         if env.get(name, "").strip():

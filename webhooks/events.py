@@ -54,19 +54,28 @@ def envelope(raw: bytes) -> Envelope:
     """Classify the raw body of a verified event. Never raises."""
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return Envelope(_digest_id(raw), None, None, "dead", "not_json")
-    event_id = body.get("id") if isinstance(body, dict) else None
-    if not isinstance(event_id, str) or not event_id or len(event_id) > MAX_EVENT_ID_CHARS:
+    event_id = _text(body.get("id") if isinstance(body, dict) else None, MAX_EVENT_ID_CHARS)
+    if event_id is None:
         return Envelope(_digest_id(raw), None, None, "dead", "no_event_id")
     event_type = body.get("type")
-    event_type = event_type[:100] if isinstance(event_type, str) else None
+    event_type = _text(event_type[:100] if isinstance(event_type, str) else None, 100)
     prescription = _dig(body, "data", "prescription")
-    token = prescription.get("id") if isinstance(prescription, dict) else None
-    token = token if isinstance(token, str) and len(token) <= 64 else None
+    token = _text(prescription.get("id") if isinstance(prescription, dict) else None, 64)
     if event_type != STATUS_EVENT:
         return Envelope(event_id, event_type, token, "ignored", "unhandled_type")
     return Envelope(event_id, event_type, token, "pending")
+
+
+def _text(value: Any, limit: int) -> str | None:
+    """``value`` if it is a non-empty string that fits a text column, else None.
+
+    PostgreSQL text cannot hold NUL, so a value containing one is treated as absent.
+    """
+    if not isinstance(value, str) or not value or len(value) > limit or "\x00" in value:
+        return None
+    return value
 
 
 def _dig(body: Any, *path: str) -> Any:
@@ -92,7 +101,7 @@ def parse_status_event(raw: str | bytes) -> StatusEvent:
     """Parse a stored ``prescription.status_updated`` body; raises :class:`PayloadError`."""
     try:
         body = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise PayloadError("not_json", "event body is not JSON") from None
     prescription = _dig(body, "data", "prescription")
     if not isinstance(prescription, dict):

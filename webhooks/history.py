@@ -67,7 +67,7 @@ def record_transition(
     if step is not None and can_advance(prescription.status, transition.to_status):
         prescription.status = transition.to_status
         advanced = True
-    if step is not None:
+    if step is not None and (prescription.last_event_at is None or prescription.last_event_at < received_at):
         prescription.last_event_at = received_at
     prescription.updated_at = received_at
     return recorded, advanced

@@ -137,8 +137,10 @@ class InboxProcessor:
     def _retry_or_dead(self, inbox_id: int, error: str, now: datetime) -> str:
         with self.db.session() as session:
             row = session.get(WebhookInbox, inbox_id, with_for_update=True)
-            if row is None:
-                return "missing"
+            if row is None or row.state != "pending":
+                return row.state if row else "missing"
+            if row.locked_by not in (None, self.worker_id):
+                return "lost_lease"  # another worker owns it now; its result stands
             row.attempts += 1
             row.last_error = error
             row.locked_by = row.locked_until = None
@@ -146,7 +148,7 @@ class InboxProcessor:
                 row.state, row.processed_at = "dead", now
                 log.warning("webhook dead: event_id=%s reason=%s", row.event_id, error)
                 return "dead"
-            delay = full_jitter_delay(row.attempts, base_s=self.base_s, cap_s=self.cap_s, rand=self.rand)
+            delay = full_jitter_delay(row.attempts - 1, base_s=self.base_s, cap_s=self.cap_s, rand=self.rand)
             row.next_attempt_at = now + timedelta(seconds=max(delay, self.base_s / 2))
             log.info("webhook retry: event_id=%s attempt=%s reason=%s", row.event_id, row.attempts, error)
             return "pending"

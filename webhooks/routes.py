@@ -74,7 +74,8 @@ def receive() -> tuple[Response, int]:
                     "event_id": env.event_id,
                     "event_type": env.event_type,
                     "prescription_token": env.prescription_token,
-                    "body": raw.decode("utf-8", errors="replace"),
+                    # NUL can't be stored in PostgreSQL text, and can't be in valid JSON either.
+                    "body": raw.decode("utf-8", errors="replace").replace("\x00", "\ufffd"),
                     "state": env.state,
                     "attempts": 0,
                     "next_attempt_at": now,

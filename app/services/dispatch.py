@@ -12,7 +12,8 @@ Outcomes: success -> ``issued`` + token; HTTP 200 ``success:false`` -> ``rejecte
 with the platform's message and field errors, never retried; transient
 failures -> rescheduled through ``next_attempt_at`` with full-jitter backoff
 (honouring ``Retry-After``); after ``max_attempts`` -> ``dead``. While the
-circuit breaker is open, rows are rescheduled without counting an attempt.
+circuit breaker is open, rows are rescheduled without counting an attempt
+(the breaker itself decides when to let a trial call through: half-open).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from connector import (
     MedicineLine,
     PatientDetails,
     PrescriberCredentials,
+    build_issue_payload,
 )
 from connector.backoff import full_jitter_delay, retry_delay
 from connector.errors import (
@@ -65,6 +67,8 @@ def make_breaker(settings: Settings) -> pybreaker.CircuitBreaker:
         fail_max=settings.breaker_fail_max,
         reset_timeout=settings.breaker_reset_s,
         exclude=[lambda exc: not _trips_breaker(exc)],
+        # Keep the real error on the tripping call: it may have reached the platform.
+        throw_new_error_on_trip=False,
         name="erx-platform",
     )
 
@@ -148,8 +152,6 @@ class Dispatcher:
 
     def process(self, outbox_id: int) -> str:
         """Run one attempt for a row leased to this worker; returns the row's new state."""
-        if self.breaker.current_state == pybreaker.STATE_OPEN:
-            return self._postpone(outbox_id, "circuit_open", self.settings.breaker_reset_s)
         job = self._begin(outbox_id)
         if job is None:
             return "skipped"
@@ -181,6 +183,9 @@ class Dispatcher:
                 return Outcome("retry", retry_error=exc, definitely_not_sent=True)
             try:
                 request = _issue_request(prescription)
+                # Build once here so data the platform could never accept is
+                # rejected now, without a call, instead of retried until dead.
+                build_issue_payload(request, secure_pin=credentials.secure_pin)
             except PayloadError as exc:
                 return Outcome("rejected", message=str(exc), errors=exc.errors)
             # Intent record: from here until a definite answer, a crash or a lost
@@ -274,7 +279,12 @@ class Dispatcher:
             # Nothing reached the platform this time: only what was unknown before stays so.
             row.outcome_unknown = outcome.keep_unknown
         if isinstance(error, pybreaker.CircuitBreakerError):
-            row.attempts = max(row.attempts - 1, 0)  # the platform was not asked
+            # The platform was not asked: no attempt counted; wait out the breaker.
+            row.attempts = max(row.attempts - 1, 0)
+            row.last_error = "circuit_open"
+            delay = self.settings.breaker_reset_s * (0.5 + self.rand() / 2)
+            row.next_attempt_at = now + timedelta(seconds=delay)
+            return "pending"
         if row.attempts >= self.settings.dispatch_max_attempts:
             row.state = "dead"
             record_local_status(session, prescription, "dead", source="service", detail=row.last_error, now=now)
@@ -283,14 +293,14 @@ class Dispatcher:
         if isinstance(error, ConnectorError):
             delay = retry_delay(
                 error,
-                row.attempts,
+                row.attempts - 1,
                 base_s=self.settings.dispatch_backoff_base_s,
                 cap_s=self.settings.dispatch_backoff_cap_s,
                 rand=self.rand,
             )
         else:
             delay = full_jitter_delay(
-                row.attempts,
+                row.attempts - 1,
                 base_s=self.settings.dispatch_backoff_base_s,
                 cap_s=self.settings.dispatch_backoff_cap_s,
                 rand=self.rand,
@@ -305,22 +315,12 @@ class Dispatcher:
         )
         return "pending"
 
-    def _postpone(self, outbox_id: int, reason: str, delay_s: float) -> str:
-        with self.db.session() as session:
-            row = session.get(DispatchOutbox, outbox_id, with_for_update=True)
-            if row is None or row.locked_by != self.worker_id:
-                return "lost_lease"
-            row.next_attempt_at = self.clock() + timedelta(seconds=delay_s * (0.5 + self.rand() / 2))
-            row.locked_by = row.locked_until = None
-            row.last_error = reason
-        return "pending"
-
 
 def _issue_request(prescription: Prescription) -> IssueRequest:
     patient = prescription.patient
     pharmacy = prescription.pharmacy
     if pharmacy is None or pharmacy.branch_id is None:
-        raise PayloadError("The pharmacy has no platform branch id.", errors={"contact_id": ["missing"]})
+        raise PayloadError({"contact_id": ["missing"]}, message="The pharmacy has no platform branch id.")
     return IssueRequest(
         clinic_id=prescription.clinic.platform_id,
         contact_id=pharmacy.branch_id,

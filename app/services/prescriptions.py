@@ -134,7 +134,7 @@ def _queue(
             409,
             "already_queued_or_sent",
             f"Prescription {prescription_id} is {prescription.status}; it cannot be queued again.",
-            status=prescription.status,
+            current_status=prescription.status,
         )
     pharmacy = session.get(Pharmacy, pharmacy_id)
     if pharmacy is None:

@@ -1,0 +1,148 @@
+"""``python -m sandbox``: run the platform simulator as a threaded HTTP server.
+
+Prints ``sandbox listening on http://HOST:PORT`` (flushed) once the socket is
+listening (``--port 0`` picks a free port, shown in that line). SIGTERM and
+SIGINT stop it cleanly with exit status 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+
+from werkzeug.serving import make_server
+
+from sandbox.config import DEFAULT_WEBHOOK_SECRET, ControlValues, SandboxConfig
+from sandbox.server import create_app, get_state
+
+log = logging.getLogger("sandbox")
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError("must be between 0 and 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI (a stable interface: scripts depend on these flags)."""
+    p = argparse.ArgumentParser(prog="python -m sandbox", description=__doc__)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8090, help="0 picks a free port")
+    p.add_argument("--webhook-url", default=None, help="receiver URL; no webhooks without it")
+    p.add_argument("--webhook-secret", default=DEFAULT_WEBHOOK_SECRET)
+    p.add_argument("--auto", action="store_true", help="walk new prescriptions automatically")
+    p.add_argument("--auto-delay", type=_seconds, default=1.0, help="seconds between auto steps")
+    p.add_argument("--auto-skip-printed-rate", type=_rate, default=0.3)
+    p.add_argument("--token-ttl", type=_seconds, default=3600.0, help="access token seconds")
+    p.add_argument("--session-ttl", type=_seconds, default=1800.0, help="session seconds")
+    p.add_argument("--omit-expires-in", action="store_true", help="no expires_in on tokens")
+    p.add_argument("--webhook-retry-base", type=_seconds, default=1.0)
+    p.add_argument("--webhook-workers", type=int, default=8)
+    p.add_argument("--webhook-duplicate-rate", type=_rate, default=0.0)
+    p.add_argument("--webhook-drop-rate", type=_rate, default=0.0)
+    p.add_argument("--webhook-delay-max", type=_seconds, default=0.0)
+    p.add_argument("--webhook-shuffle", action="store_true")
+    p.add_argument("--webhook-hold", action="store_true")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--fail-500-rate", type=_rate, default=0.0)
+    p.add_argument("--fail-503-rate", type=_rate, default=0.0)
+    p.add_argument("--rate-limit-rate", type=_rate, default=0.0)
+    p.add_argument("--retry-after", type=int, default=1, help="Retry-After seconds on 429")
+    p.add_argument("--timeout-before-commit-rate", type=_rate, default=0.0)
+    p.add_argument("--commit-then-drop-rate", type=_rate, default=0.0)
+    p.add_argument("--session-expired-rate", type=_rate, default=0.0)
+    p.add_argument("--fault-sleep", type=_seconds, default=5.0)
+    p.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> SandboxConfig:
+    """Map parsed CLI arguments onto a ``SandboxConfig``."""
+    controls = ControlValues(
+        fail_500_rate=args.fail_500_rate,
+        fail_503_rate=args.fail_503_rate,
+        rate_limit_rate=args.rate_limit_rate,
+        retry_after_s=args.retry_after,
+        timeout_before_commit_rate=args.timeout_before_commit_rate,
+        commit_then_drop_rate=args.commit_then_drop_rate,
+        session_expired_rate=args.session_expired_rate,
+        fault_sleep_s=args.fault_sleep,
+        token_ttl_s=args.token_ttl,
+        session_ttl_s=args.session_ttl,
+        omit_expires_in=args.omit_expires_in,
+        auto=args.auto,
+        auto_delay_s=args.auto_delay,
+        auto_skip_printed_rate=args.auto_skip_printed_rate,
+        webhook_url=args.webhook_url or None,
+        webhook_secrets=(args.webhook_secret,),
+        webhook_duplicate_rate=args.webhook_duplicate_rate,
+        webhook_drop_rate=args.webhook_drop_rate,
+        webhook_shuffle=args.webhook_shuffle,
+        webhook_hold=args.webhook_hold,
+        webhook_retry_base_s=args.webhook_retry_base,
+        webhook_delay_max_s=args.webhook_delay_max,
+    )
+    return SandboxConfig(
+        host=args.host,
+        port=args.port,
+        seed=args.seed,
+        webhook_workers=max(args.webhook_workers, 1),
+        background=True,
+        verbose=args.verbose,
+        controls=controls,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse arguments, serve until SIGTERM/SIGINT, return the exit status."""
+    args = build_parser().parse_args(argv)
+    config = config_from_args(args)
+    logging.basicConfig(
+        level=logging.DEBUG if config.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # Request lines go to stderr only when asked: a parent that never reads
+    # our stderr pipe must not be able to block the server.
+    logging.getLogger("werkzeug").setLevel(logging.INFO if config.verbose else logging.WARNING)
+
+    app = create_app(config)
+    server = make_server(config.host, config.port, app, threaded=True)
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+
+    serving = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="sandbox-http", daemon=True
+    )
+    serving.start()
+    print(f"sandbox listening on http://{config.host}:{server.port}", flush=True)
+    while not stop.wait(0.5):
+        pass
+    server.shutdown()
+    server.server_close()
+    get_state(app).shutdown()
+    log.info("sandbox stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
