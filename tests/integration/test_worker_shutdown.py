@@ -1,0 +1,55 @@
+"""A worker stops cleanly on SIGTERM: the current job finishes, unstarted claims go back."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+from sqlalchemy import select
+
+from app.models import DispatchOutbox, Patient, Pharmacy, Prescription
+from app.services.prescriptions import queue_send
+from scripts.stack import Stack, base_env
+from tests.integration.conftest import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def test_sigterm_finishes_current_job_and_releases_the_rest(live, seeded, sandbox, db_url, tmp_path):
+    with seeded.session() as s:
+        ids = list(s.scalars(
+            select(Prescription.id).join(Patient, Patient.id == Prescription.patient_id)
+            .where(Patient.region_code == "B").order_by(Prescription.id).limit(10)
+        ))
+        pharmacy_id = s.scalars(select(Pharmacy.id).where(Pharmacy.branch_id == 17)).one()
+    for pid in ids:
+        queue_send(seeded, pid, pharmacy_id=pharmacy_id)
+    # Every send hangs for 1 s and then fails before commit: a slow, unhelpful platform.
+    sandbox.control(timeout_before_commit_rate=1.0, fault_sleep_s=1.0)
+
+    stack = Stack(
+        env=base_env(DATABASE_URL=db_url, ERX_BASE_URL=sandbox.url, ERX_ENV="test", WORKER_BATCH="10",
+                     ERX_READ_TIMEOUT_S="5", WORKER_POLL_S="0.05", LEASE_S="120"),
+        log_dir=tmp_path / "logs",
+    )
+    worker = stack.start_worker("worker")
+    try:
+        def claimed() -> bool:
+            with seeded.session() as s:
+                return s.scalars(select(DispatchOutbox.locked_by).where(DispatchOutbox.locked_by.is_not(None))).first() is not None
+
+        wait_until(claimed, timeout_s=30, interval_s=0.05)
+        time.sleep(0.2)  # let the first send start
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(15) == 0
+    finally:
+        stack.stop()
+
+    with seeded.session() as s:
+        rows = list(s.scalars(select(DispatchOutbox)))
+    assert len(rows) == 10
+    assert all(row.locked_by is None and row.locked_until is None for row in rows)  # nothing left leased
+    assert all(row.state == "pending" for row in rows)
+    attempted = [row for row in rows if row.attempts]
+    assert 1 <= len(attempted) <= 2  # the job in hand finished (as a retry); the rest went back untouched
