@@ -181,6 +181,8 @@ class Prescription(Base):
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # When we last learned anything about this prescription from the platform.
     last_event_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # When reconciliation last compared this prescription with the platform.
+    reconciled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     patient: Mapped[Patient] = relationship()
     prescriber: Mapped[Prescriber] = relationship()

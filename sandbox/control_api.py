@@ -14,6 +14,7 @@ from sandbox.storm import run_storm
 blueprint = Blueprint("control", __name__, url_prefix="/sandbox")
 
 MAX_STORM = 100_000
+MAX_NOISE = 100
 
 
 def _bad_request(message: str, errors: dict[str, str] | None = None) -> Response:
@@ -107,12 +108,25 @@ def advance(token: str) -> Response:
 def storm() -> Response:
     """Create ``{"count": n}`` prescriptions through random lifecycles (see ``sandbox.storm``).
 
-    Answers ``{"prescriptions": [{"id", "status", "client_ref_id", "created_at", "history"}]}``.
+    Optional ``"noise_events": k`` (default 0) adds k events of other types per
+    prescription. Answers ``{"prescriptions": [{"id", "status", "client_ref_id",
+    "created_at", "history"}], "noise_events": total}``.
     """
     body = request.get_json(silent=True)
-    count = body.get("count") if isinstance(body, dict) else None
+    body = body if isinstance(body, dict) else {}
+    count = body.get("count")
+    noise = body.get("noise_events", 0)
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_STORM:
         return _bad_request(f"count must be an integer from 1 to {MAX_STORM}.")
+    if isinstance(noise, bool) or not isinstance(noise, int) or not 0 <= noise <= MAX_NOISE:
+        return _bad_request(f"noise_events must be an integer from 0 to {MAX_NOISE}.")
     state = get_state()
-    made = run_storm(state.store, count=count, now=state.clock(), rng=state.rng)
-    return jsonify({"prescriptions": [rx.to_json() for rx in made]})
+    made = run_storm(
+        state.store,
+        count=count,
+        now=state.clock(),
+        rng=state.rng,
+        noise_events=noise,
+        emit_noise=state.emitter.emit_other,
+    )
+    return jsonify({"prescriptions": [rx.to_json() for rx in made], "noise_events": count * noise})

@@ -46,6 +46,7 @@ class SandboxState:
     stats: Stats
     faults: FaultInjector
     dispatcher: WebhookDispatcher
+    emitter: WebhookEmitter
     autopilot: Autopilot
     clock: Clock
     sleep: Sleep
@@ -112,11 +113,10 @@ def create_app(
         sender=webhook_sender or requests_sender,
         jitter=jitter or equal_jitter,
     )
-    store.add_listener(
-        WebhookEmitter(
-            controls=controls, dispatcher=dispatcher, clock=clock, rng=_rng(config.seed, "events")
-        )
+    emitter = WebhookEmitter(
+        controls=controls, dispatcher=dispatcher, clock=clock, rng=_rng(config.seed, "events")
     )
+    store.add_listener(emitter)
     state = SandboxState(
         config=config,
         controls=controls,
@@ -124,6 +124,7 @@ def create_app(
         stats=stats,
         faults=FaultInjector(controls=controls, rng=_rng(config.seed, "faults"), stats=stats),
         dispatcher=dispatcher,
+        emitter=emitter,
         autopilot=Autopilot(
             store=store, controls=controls, clock=clock, rng=_rng(config.seed, "auto")
         ),

@@ -7,9 +7,11 @@ shuffled, out-of-order events. Each transition enqueues one webhook event.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 from sandbox import directory, lifecycle
 from sandbox.store import MedicineLine, Prescription, Store
+from sandbox.webhooks import OTHER_EVENT_TYPES
 
 _OUTCOMES = ("dispensed", "expired", "voided", "open")
 _OUTCOME_WEIGHTS = (60, 12, 13, 15)
@@ -32,10 +34,23 @@ def random_path(rng: random.Random) -> list[str]:
     return path
 
 
-def run_storm(store: Store, *, count: int, now: float, rng: random.Random) -> list[Prescription]:
+NoiseEmitter = Callable[[Prescription, str], object]
+"""``emit(prescription, event_type)``: enqueue one event of another type."""
+
+
+def run_storm(
+    store: Store,
+    *,
+    count: int,
+    now: float,
+    rng: random.Random,
+    noise_events: int = 0,
+    emit_noise: NoiseEmitter | None = None,
+) -> list[Prescription]:
     """Create ``count`` prescriptions (``client_ref_id`` ``storm-000001``, ...) and walk each.
 
-    Each prescription is created ``len(path)`` seconds before ``now`` and makes
+    After its transitions, each prescription also gets ``noise_events`` events
+    of other types (``OTHER_EVENT_TYPES``) through ``emit_noise``. Each prescription is created ``len(path)`` seconds before ``now`` and makes
     one transition per second, ending at ``now``, so histories are ordered in
     time. Numbering continues across storms until ``/sandbox/reset``. Returns the
     prescriptions in their final state.
@@ -66,5 +81,8 @@ def run_storm(store: Store, *, count: int, now: float, rng: random.Random) -> li
         )
         for step, status in enumerate(path, start=1):
             rx = store.transition(rx.id, status, now=created_at + step).prescription
+        if emit_noise is not None:
+            for _ in range(noise_events):
+                emit_noise(rx, rng.choice(OTHER_EVENT_TYPES))
         results.append(rx)
     return results

@@ -33,11 +33,17 @@ from sandbox.clock import Clock, iso_utc
 from sandbox.config import WEBHOOK_MAX_ATTEMPTS, WEBHOOK_TIMEOUT_S
 from sandbox.control import Controls
 from sandbox.identifiers import new_event_id
-from sandbox.store import Transition
+from sandbox.store import Prescription, Transition
 
 log = logging.getLogger(__name__)
 
 EVENT_TYPE_STATUS_UPDATED = "prescription.status_updated"
+OTHER_EVENT_TYPES: tuple[str, ...] = (
+    "prescription.viewed",
+    "prescription.note_added",
+    "pharmacy.link_opened",
+)
+"""Event types the receiver must store and ignore, never refuse (§7)."""
 SIGNATURE_HEADER = "X-Signature"
 
 WebhookSender = Callable[[str, bytes, Mapping[str, str], float], int]
@@ -74,6 +80,18 @@ def build_status_event(
                 "occurred_at": occurred_at,
             }
         },
+    }
+
+
+def build_other_event(
+    *, event_id: str, event_type: str, created: str, prescription_id: str, client_ref_id: str | None
+) -> dict[str, Any]:
+    """An event of a type other than ``prescription.status_updated`` (noise for receivers, §7)."""
+    return {
+        "id": event_id,
+        "type": event_type,
+        "created": created,
+        "data": {"prescription": {"id": prescription_id, "client_ref_id": client_ref_id}},
     }
 
 
@@ -142,7 +160,7 @@ class _Counters:
 
 @dataclass(frozen=True)
 class DeliveryRecord:
-    """One delivery attempt, kept (bounded) for ``/sandbox/webhooks`` and tests."""
+    """One delivery attempt, kept (bounded) for ``/sandbox/webhooks/deliveries``."""
 
     event_id: str
     attempt: int
@@ -335,12 +353,13 @@ class WebhookDispatcher:
             self._threads.append(thread)
 
     def stop(self, timeout_s: float = 2.0) -> None:
-        """Ask the workers to stop and wait up to ``timeout_s`` for each."""
+        """Ask the workers to stop; wait up to ``timeout_s`` in all (they are daemons)."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
+        deadline = time.monotonic() + timeout_s
         for thread in self._threads:
-            thread.join(timeout_s)
+            thread.join(max(deadline - time.monotonic(), 0.0))
         self._threads.clear()
 
     def _work(self) -> None:
@@ -448,5 +467,24 @@ class WebhookEmitter:
             )
         )
         event = WebhookEvent(id=event_id, prescription_id=rx.id, body=body)
+        self._dispatcher.enqueue(event)
+        return event
+
+    def emit_other(self, prescription: Prescription, event_type: str) -> WebhookEvent | None:
+        """Enqueue one event of another type about ``prescription``; returns it (or None)."""
+        if not self._controls.current().webhook_url:
+            return None
+        now = self._clock()
+        event_id = new_event_id(self._rng, now)
+        body = serialize_event(
+            build_other_event(
+                event_id=event_id,
+                event_type=event_type,
+                created=iso_utc(now),
+                prescription_id=prescription.id,
+                client_ref_id=prescription.client_ref_id,
+            )
+        )
+        event = WebhookEvent(id=event_id, prescription_id=prescription.id, body=body)
         self._dispatcher.enqueue(event)
         return event

@@ -1,9 +1,15 @@
 """Reconciliation: ask the platform about prescriptions the webhooks have gone quiet on.
 
 Webhook delivery can fail for good (the platform gives up after its retries).
-``reconcile`` reads every non-final prescription that has had no event for
-``quiet_s`` seconds with ``GET /prescriptions/{token}`` (contract §5) and
-records each transition in the platform's history that ours lacks, with
+``reconcile`` reads, with ``GET /prescriptions/{token}`` (contract §5):
+
+- every non-final prescription with no event and no reconciliation for
+  ``quiet_s`` seconds (a lost webhook must not leave it stuck), and
+- every final prescription once, ``quiet_s`` after its last event (a lost
+  intermediate webhook, e.g. ``signed`` before ``dispensed``, leaves a gap in
+  the history that no later event will fill),
+
+and records each transition in the platform's history that ours lacks, with
 source ``reconcile``. History inserts are idempotent, so a webhook arriving
 afterwards for the same transition adds nothing.
 """
@@ -15,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select
+from sqlalchemy import and_, or_, select
 
 from app.crypto import CredentialCipher
 from app.db import Database, utcnow
@@ -55,14 +61,19 @@ def reconcile(
     now = clock()
     cutoff = now - timedelta(seconds=quiet_s)
     open_statuses = [s for s in LIFECYCLE if s not in FINAL_STATUSES]
+    quiet = or_(Prescription.last_event_at.is_(None), Prescription.last_event_at <= cutoff)
+    stuck = and_(
+        Prescription.status.in_(open_statuses),
+        or_(Prescription.reconciled_at.is_(None), Prescription.reconciled_at <= cutoff),
+    )
+    unchecked_final = and_(
+        Prescription.status.in_(sorted(FINAL_STATUSES)),
+        or_(Prescription.reconciled_at.is_(None), Prescription.reconciled_at < Prescription.last_event_at),
+    )
     with db.session() as session:
         rows = session.execute(
             select(Prescription.id)
-            .where(
-                Prescription.status.in_(open_statuses),
-                Prescription.platform_token.is_not(None),
-                or_(Prescription.last_event_at.is_(None), Prescription.last_event_at <= cutoff),
-            )
+            .where(Prescription.platform_token.is_not(None), quiet, or_(stuck, unchecked_final))
             .order_by(Prescription.last_event_at)
             .limit(limit)
         ).all()
@@ -115,6 +126,6 @@ def _reconcile_one(
                 )
                 recorded += int(added)
             previous = status
-        # Asked and answered: the prescription is no longer quiet.
-        prescription.last_event_at = clock()
+        # Asked and answered: not asked again until quiet_s passes (or, if final, ever).
+        prescription.reconciled_at = max(clock(), prescription.last_event_at or clock())
     return recorded

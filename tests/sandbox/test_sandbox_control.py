@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -144,3 +145,19 @@ def test_storm_shape(client: FlaskClient, state: SandboxState) -> None:
     assert more[0]["client_ref_id"] == "storm-000201"
     for bad in ({"count": 0}, {"count": "5"}, {}):
         assert client.post("/sandbox/storm", json=bad).status_code == 400
+
+
+def test_storm_noise_events_are_other_types(
+    client: FlaskClient, state: SandboxState, sender: Any
+) -> None:
+    body = client.post("/sandbox/storm", json={"count": 4, "noise_events": 3}).get_json()
+    assert body["noise_events"] == 12
+    transitions = sum(len(p["history"]) - 1 for p in body["prescriptions"])
+    assert state.stats_json()["webhooks"]["enqueued"] == transitions + 12
+    state.dispatcher.drain()
+    types = [json.loads(s.body)["type"] for s in sender.sent]
+    assert types.count("prescription.status_updated") == transitions
+    other = [t for t in types if t != "prescription.status_updated"]
+    assert len(other) == 12
+    assert all(t.startswith(("prescription.", "pharmacy.")) for t in other)
+    assert client.post("/sandbox/storm", json={"count": 1, "noise_events": -1}).status_code == 400
