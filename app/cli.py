@@ -7,40 +7,18 @@ requeue, webhooks replay, reconcile. Output names ids and statuses only.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 from flask import Flask
 from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import select
 
-from app.config import REPO_ROOT
 from app.crypto import CredentialCipher
 from app.db import utcnow
 from app.extensions import services
 from app.models import Clinic, DispatchOutbox, Prescriber, Prescription
+from app.seeding import run_seed_scripts
 from webhooks.history import record_local_status
-
-SEED_DIR = REPO_ROOT / "scripts" / "seed"
-
-
-def run_sql_script(path: Path) -> None:
-    """Execute a multi-statement SQL file on the service's database, in one transaction."""
-    sql = path.read_text(encoding="utf-8")
-    engine = services().db.engine
-    raw = engine.raw_connection()
-    try:
-        if engine.dialect.name == "sqlite":
-            raw.driver_connection.executescript(f"BEGIN;\n{sql}\nCOMMIT;")
-        else:
-            with raw.cursor() as cur:
-                cur.execute(sql)
-            raw.commit()
-    except Exception:
-        raw.rollback()
-        raise
-    finally:
-        raw.close()
 
 
 @click.command("seed")
@@ -48,12 +26,8 @@ def run_sql_script(path: Path) -> None:
 @with_appcontext
 def seed_command(reference_only: bool) -> None:
     """Run the SQL seed scripts (scripts/seed/*.sql, in name order). Safe to run twice."""
-    scripts = sorted(SEED_DIR.glob("*.sql"))
-    if reference_only:
-        scripts = scripts[:1]
-    for script in scripts:
-        run_sql_script(script)
-        click.echo(f"seeded {script.name}")
+    for name in run_seed_scripts(services().db.engine, reference_only=reference_only):
+        click.echo(f"seeded {name}")
 
 
 prescribers = AppGroup("prescribers", help="Prescriber credentials.")

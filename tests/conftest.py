@@ -19,9 +19,9 @@ from app import create_app
 from app.config import Settings
 from app.db import Database
 from app.models import Base
+from app.seeding import run_seed_scripts
 
 REPO = Path(__file__).resolve().parent.parent
-SEEDS = sorted((REPO / "scripts" / "seed").glob("*.sql"))
 PRESCRIBER_SECRETS = {
     "dr.jones@example.test": ("sandbox-jones-pass", "481516"),
     "dr.patel@example.test": ("sandbox-patel-pass", "234223"),
@@ -86,18 +86,7 @@ def empty_database(database: Database) -> None:
 
 def seed_database(database: Database) -> None:
     """Run the SQL seed scripts, as `flask seed` does."""
-    raw = database.engine.raw_connection()
-    try:
-        for path in SEEDS:
-            sql = path.read_text()
-            if database.is_postgres:
-                with raw.cursor() as cur:
-                    cur.execute(sql)
-                raw.commit()
-            else:
-                raw.driver_connection.executescript(f"BEGIN;\n{sql}\nCOMMIT;")
-    finally:
-        raw.close()
+    run_seed_scripts(database.engine)
 
 
 @pytest.fixture

@@ -19,8 +19,9 @@ import requests
 from sqlalchemy import func, select, update
 
 from app.models import DispatchOutbox, Patient, Pharmacy, Prescription, PrescriptionMedicine
+from app.seeding import bulk_prescriptions_sql, execute_sql_script
 from scripts.stack import Stack, base_env
-from tests.conftest import AUTH, REPO, seed_database
+from tests.conftest import AUTH, seed_database
 from tests.integration.conftest import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -32,19 +33,7 @@ MORPHINE = "322503009"
 
 def seed_many(db, total_region_b: int) -> list[int]:  # type: ignore[no-untyped-def]
     """Generate enough prescriptions with the bulk seed script (its count changed in its one place)."""
-    sql = (REPO / "scripts" / "seed" / "002_test_prescriptions.sql").read_text()
-    assert "params(total) AS (SELECT 50)" in sql
-    bulk = sql.replace("params(total) AS (SELECT 50)", f"params(total) AS (SELECT {total_region_b * 2})")
-    raw = db.engine.raw_connection()
-    try:
-        if db.is_postgres:
-            with raw.cursor() as cur:
-                cur.execute(bulk)
-            raw.commit()
-        else:
-            raw.driver_connection.executescript(f"BEGIN;\n{bulk}\nCOMMIT;")
-    finally:
-        raw.close()
+    execute_sql_script(db.engine, bulk_prescriptions_sql(total_region_b * 2))
     with db.session() as s:
         ids = list(
             s.scalars(
