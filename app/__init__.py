@@ -24,6 +24,8 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     settings = settings or load_settings()
     app = Flask(__name__)
     app.config["JSON_SORT_KEYS"] = False
+    # No request body we accept is near this; the webhook receiver has its own, smaller cap.
+    app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
     app.extensions["erx"] = Services(settings=settings, db=db or Database(settings.database_url))
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")

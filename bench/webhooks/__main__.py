@@ -134,6 +134,7 @@ class Phase:
     wrk: dict[str, Any] = field(default_factory=dict)
     cpu: dict[str, float] = field(default_factory=dict)
     rows_stored: int | None = None
+    cpu_busy_pct: float | None = None
 
     @property
     def rps(self) -> float:
@@ -163,10 +164,8 @@ class Phase:
             "request_pool": self.pool,
             "pool_wrapped": w["wrapped"],
             "cpu_ms_per_request": {k: round(v / max(w["requests"], 1) * 1000, 3) for k, v in self.cpu.items()},
-            "machine_cpu_busy_pct": self.cpu_busy_pct,
+            "machine_cpu_busy_pct": _round(self.cpu_busy_pct, 1),
         }
-
-    cpu_busy_pct: float | None = None
 
 
 def run_wrk(
@@ -255,6 +254,7 @@ class Runner:
             finally:
                 path.unlink(missing_ok=True)
             result = Phase(server_name, connections, duration, prefix, size, wrk, cpu, cpu_busy_pct=busy)
+            # Rows are counted after wrk stopped: requests still in flight then may add a few.
             table = REFERENCE_TABLE if server_name == "reference" else "webhook_inbox"
             result.rows_stored = stored_rows(self.engine, table, prefix)
             self.best_rps[connections] = max(self.best_rps.get(connections, 0.0), result.rps)
@@ -322,7 +322,7 @@ def drain(engine: Any, prefix: str, timeout_s: float) -> tuple[float, bool]:
 
 def history_latency(engine: Any, prefix: str) -> dict[str, Any]:
     """Receipt -> history row (processed_at - received_at) for every event of ``prefix``."""
-    from sqlalchemy import select
+    from sqlalchemy import func, select
 
     from app.models import StatusHistory, WebhookInbox
 
@@ -332,7 +332,7 @@ def history_latency(engine: Any, prefix: str) -> dict[str, Any]:
             .where(WebhookInbox.event_id.like(prefix + "%"))
         ).all()
         history_rows = conn.execute(
-            select(text("count(*)")).select_from(StatusHistory).where(StatusHistory.event_id.like(prefix + "%"))
+            select(func.count()).select_from(StatusHistory).where(StatusHistory.event_id.like(prefix + "%"))
         ).scalar()
     states: dict[str, int] = {}
     lat_ms = []

@@ -624,3 +624,15 @@ def test_responses_never_contain_patient_details(client, seeded: Database, with_
         text = resp.get_data(as_text=True)
         for secret in secrets:
             assert secret and secret not in text, f"patient detail leaked in {resp.status_code} body"
+
+
+def test_oversized_body_is_413_json_and_writes_nothing(client, seeded) -> None:  # type: ignore[no-untyped-def]
+    resp = client.post(
+        "/api/v1/prescriptions/1/send",
+        data=b"{" + b" " * (1024 * 1024) + b"}",
+        headers={**AUTH, "Content-Type": "application/json"},
+    )
+    assert resp.status_code == 413
+    assert set(resp.get_json()) >= {"code", "message", "errors"}
+    with seeded.session() as s:
+        assert s.scalar(select(func.count()).select_from(DispatchOutbox)) == 0
