@@ -14,7 +14,7 @@ import sys
 import time
 
 import requests
-from sqlalchemy import select
+from sqlalchemy import make_url, select
 
 from scripts.stack import API_TOKEN, Stack, base_env, free_port
 
@@ -52,7 +52,9 @@ def main() -> int:
     web_port = free_port()
     stack = Stack(env=base_env())
     try:
-        print("== migrating and seeding", stack.env.get("DATABASE_URL", "the embedded SQLite database"))
+        url = stack.env.get("DATABASE_URL")
+        where = make_url(url).render_as_string(hide_password=True) if url else "the embedded SQLite database"
+        print("== migrating and seeding", where)
         stack.prepare_database()
         stack.start_sandbox(webhook_port=web_port, extra=["--auto", "--auto-delay", "0.5"])
         print(f"== sandbox at {stack.sandbox_url} (auto mode)")
