@@ -36,7 +36,10 @@ def _require_token() -> None:
 def _json_body() -> dict[str, Any]:
     if not request.is_json:
         raise ApiError(415, "unsupported_media_type", "Send a JSON body (Content-Type: application/json).")
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # absurdly nested JSON
+        body = None
     if not isinstance(body, dict):
         raise ApiError(400, "malformed_json", "The body is not a JSON object.")
     return body

@@ -114,6 +114,14 @@ class Settings:
             value = getattr(self, name)
             if not math.isfinite(value) or value <= 0:
                 raise ConfigError(f"{name.upper()} must be a finite number above 0")
+        # One dispatch attempt makes at most 6 calls (lookup, token, login, a re-auth,
+        # the send and its retry), each bounded by connect + read timeouts. The lease
+        # must outlast that, or another worker could send while this one still waits.
+        longest_attempt = 6 * (self.erx_connect_timeout_s + self.erx_read_timeout_s)
+        if self.lease_s <= longest_attempt:
+            raise ConfigError(
+                f"LEASE_S must exceed {longest_attempt:.0f} s (6 x (ERX_CONNECT_TIMEOUT_S + ERX_READ_TIMEOUT_S))"
+            )
         if not math.isfinite(self.breaker_reset_s) or self.breaker_reset_s < 0:
             raise ConfigError("BREAKER_RESET_S must be a finite number of seconds >= 0")
         if self.mail_backend not in ("file", "smtp"):
@@ -177,6 +185,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         missing = [name for name in _REQUIRED_IN_PRODUCTION if not env.get(name, "").strip()]
         if missing:
             raise ConfigError(f"missing required settings in production: {', '.join(missing)}")
+        if env.get("MAIL_BACKEND", "file").strip() != "smtp":
+            raise ConfigError("MAIL_BACKEND must be smtp in production (the file backend writes PHI to disk)")
         reused = [name for name, dev in _DEV_DEFAULTS.items() if dev in _split(env[name])]
         if reused:
             raise ConfigError(f"development values are not allowed in production: {', '.join(reused)}")

@@ -136,9 +136,13 @@ class Stack:
 def base_env(**overrides: str) -> dict[str, str]:
     """Return the environment for the stack's processes (development settings)."""
     env = dict(os.environ)
-    env.setdefault("ERX_ENV", "development")
-    env.setdefault("WEBHOOK_SECRETS", WEBHOOK_SECRET)
-    env.setdefault("API_TOKENS", API_TOKEN)
+    # The local stack talks to the sandbox with its development identities,
+    # whatever a developer's shell exports (only DATABASE_URL is taken from it).
+    env["ERX_ENV"] = "development"
+    env["WEBHOOK_SECRETS"] = WEBHOOK_SECRET
+    env["API_TOKENS"] = API_TOKEN
+    for name in ("ERX_CLIENT_ID", "ERX_CLIENT_SECRET", "ERX_ENCRYPTION_KEYS", "ERX_BASE_URL"):
+        env.pop(name, None)
     env["PYTHONUNBUFFERED"] = "1"
     env.update(overrides)
     return env

@@ -71,9 +71,14 @@ def envelope(raw: bytes) -> Envelope:
 def _text(value: Any, limit: int) -> str | None:
     """``value`` if it is a non-empty string that fits a text column, else None.
 
-    PostgreSQL text cannot hold NUL, so a value containing one is treated as absent.
+    PostgreSQL text cannot hold NUL and no column can hold a lone surrogate, so
+    a value containing either is treated as absent.
     """
     if not isinstance(value, str) or not value or len(value) > limit or "\x00" in value:
+        return None
+    try:
+        value.encode("utf-8")  # a lone surrogate ("\ud800") can't be stored
+    except UnicodeEncodeError:
         return None
     return value
 

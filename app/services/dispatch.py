@@ -26,11 +26,12 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import pybreaker
+from sqlalchemy import update
 
 from app.config import Settings
 from app.crypto import CredentialCipher, CredentialError
 from app.db import Database, utcnow
-from app.models import DispatchOutbox, Prescription
+from app.models import DispatchOutbox, Prescription, WebhookInbox
 from app.queue import claim, release
 from app.services.credentials import MissingCredentials, prescriber_credentials
 from app.services.mail import EmailJob, Mailer
@@ -54,6 +55,7 @@ from connector.errors import (
 from webhooks.history import record_local_status
 
 log = logging.getLogger("app.dispatch")
+MAX_DELAY_S = 86400.0  # a Retry-After beyond a day is taken as a day
 
 
 def _trips_breaker(exc: BaseException) -> bool:
@@ -162,7 +164,13 @@ class Dispatcher:
         outcome = self._send(job)
         if outcome.kind == "retry" and outcome.definitely_not_sent:
             outcome = replace(outcome, keep_unknown=job.lookup_first)
-        return self._finish(outbox_id, outcome)
+        try:
+            return self._finish(outbox_id, outcome)
+        except Exception as exc:  # noqa: BLE001 - e.g. a token the schema can't hold
+            # Count it like any failed attempt so the row reaches the dead letters
+            # instead of coming back every lease period; the outcome stays unknown.
+            log.error("storing the outcome failed: outbox_id=%s error=%s", outbox_id, type(exc).__name__)
+            return self._finish(outbox_id, Outcome("retry", retry_error=exc))
 
     # -- step 1: claim-time snapshot -----------------------------------------
 
@@ -172,8 +180,12 @@ class Dispatcher:
             if row is None or row.state != "pending" or row.locked_by != self.worker_id:
                 return None
             prescription = row.prescription
+            now = self.clock()
+            # The batch's lease started at claim time; each row gets a full lease of
+            # its own, longer than one attempt can take (Settings checks lease_s).
+            row.locked_until = now + timedelta(seconds=self.settings.lease_s)
             row.attempts += 1
-            row.updated_at = self.clock()
+            row.updated_at = now
             if row.flow == "email":
                 return _email_job(prescription)
             lookup_first = row.outcome_unknown
@@ -187,7 +199,8 @@ class Dispatcher:
                 # rejected now, without a call, instead of retried until dead.
                 build_issue_payload(request, secure_pin=credentials.secure_pin)
             except PayloadError as exc:
-                return Outcome("rejected", message=str(exc), errors=exc.errors)
+                # Nothing is sent, so an earlier attempt's unknown outcome stays unknown.
+                return Outcome("rejected", message=str(exc), errors=exc.errors, keep_unknown=lookup_first)
             # Intent record: from here until a definite answer, a crash or a lost
             # response means "look it up before sending again".
             row.outcome_unknown = True
@@ -214,7 +227,16 @@ class Dispatcher:
 
     def _lookup_then_issue(self, job: ErxJob) -> Outcome:
         if job.lookup_first:
-            found = self.client.find_by_client_ref(job.credentials, job.reference)
+            try:
+                found = self.client.find_by_client_ref(job.credentials, job.reference)
+            except PlatformRejected as exc:
+                # The lookup itself was refused: we still don't know, so we may not send.
+                raise ConnectorError(
+                    "lookup by client_ref_id was refused",
+                    code=exc.code or "lookup_refused",
+                    retryable=True,
+                    outcome_unknown=True,
+                ) from None
             if found:
                 if len(found) > 1:
                     log.error(
@@ -243,7 +265,8 @@ class Dispatcher:
             if row is None or row.locked_by != self.worker_id:
                 # Our lease ran out and another worker owns the row now; it will
                 # look the reference up first (outcome_unknown), so nothing is lost.
-                log.warning("lease lost before storing outcome: outbox_id=%s", outbox_id)
+                level = logging.ERROR if outcome.kind == "issued" else logging.WARNING
+                log.log(level, "lease lost before storing outcome=%s: outbox_id=%s", outcome.kind, outbox_id)
                 return "lost_lease"
             prescription = session.get(Prescription, row.prescription_id, with_for_update=True)
             assert prescription is not None
@@ -251,6 +274,16 @@ class Dispatcher:
             row.locked_by = row.locked_until = None
             if outcome.kind == "issued":
                 prescription.platform_token = outcome.token
+                # Webhooks may have beaten this commit; let them be applied now.
+                session.execute(
+                    update(WebhookInbox)
+                    .where(
+                        WebhookInbox.prescription_token == outcome.token,
+                        WebhookInbox.state.in_(("pending", "dead")),
+                        WebhookInbox.last_error == "unknown_prescription",
+                    )
+                    .values(state="pending", attempts=0, next_attempt_at=now, processed_at=None)
+                )
                 detail = "adopted after unknown outcome" if outcome.adopted else None
                 record_local_status(session, prescription, "issued", source="api", detail=detail, now=now)
                 row.state, row.outcome_unknown, row.last_error = "done", False, None
@@ -266,7 +299,8 @@ class Dispatcher:
                 record_local_status(
                     session, prescription, "rejected", source="api", detail=outcome.message, now=now
                 )
-                row.state, row.outcome_unknown, row.last_error = "done", False, "rejected"
+                unknown = outcome.keep_unknown if outcome.keep_unknown is not None else False
+                row.state, row.outcome_unknown, row.last_error = "done", unknown, "rejected"
                 log.info("rejected: prescription_id=%s", prescription.id)
                 return "done"
             return self._retry(session, row, prescription, outcome, now)
@@ -305,6 +339,7 @@ class Dispatcher:
                 cap_s=self.settings.dispatch_backoff_cap_s,
                 rand=self.rand,
             )
+        delay = min(delay, MAX_DELAY_S)
         row.next_attempt_at = now + timedelta(seconds=delay)
         log.info(
             "retry scheduled: prescription_id=%s attempt=%s error=%s delay_s=%.2f",

@@ -112,7 +112,8 @@ def queue_send(
     except IntegrityError:
         # A concurrent request with the same key committed first: answer as it did.
         if idempotency_key is None:
-            raise
+            # A concurrent send of the same prescription won the race.
+            raise ApiError(409, "already_queued_or_sent", "The prescription was queued by a concurrent request.") from None
         with db.session() as session:
             replay = _stored_reply(session, scope, idempotency_key, fingerprint)
         if replay is None:

@@ -17,6 +17,7 @@ PRODUCTION = {
     "WEBHOOK_SECRETS": "whsec_new_Pq81,whsec_old_Lm02",
     "API_TOKENS": "api-token-Ab12,api-token-Cd34",
     "ERX_ENCRYPTION_KEYS": "ZmVybmV0LWtleS1mb3ItcHJvZHVjdGlvbi0wMDAwMDA=",
+    "MAIL_BACKEND": "smtp",
 }
 SECRET_VALUES = (
     "db-pass-Q7x",
@@ -140,12 +141,12 @@ def test_list_of_only_commas_is_refused(name: str) -> None:
 
 def test_numbers_are_parsed_with_their_types() -> None:
     settings = load_settings(
-        {"DISPATCH_MAX_ATTEMPTS": "3", "LEASE_S": "45.5", "WEBHOOK_TOLERANCE_S": " 120 ", "SMTP_PORT": "2525"}
+        {"DISPATCH_MAX_ATTEMPTS": "3", "LEASE_S": "145.5", "WEBHOOK_TOLERANCE_S": " 120 ", "SMTP_PORT": "2525"}
     )
 
     assert settings.dispatch_max_attempts == 3
     assert isinstance(settings.dispatch_max_attempts, int)
-    assert settings.lease_s == 45.5
+    assert settings.lease_s == 145.5
     assert settings.webhook_tolerance_s == 120
     assert settings.smtp_port == 2525
 
@@ -223,3 +224,14 @@ def test_with_overrides_returns_a_changed_copy() -> None:
     assert base.dispatch_max_attempts == 8
     with pytest.raises(ConfigError):
         base.with_overrides(mail_backend="carrier-pigeon")
+
+
+def test_production_refuses_the_file_mail_backend() -> None:
+    # Region A emails carry PHI; in production they go by SMTP, never to local files.
+    with pytest.raises(ConfigError, match="MAIL_BACKEND"):
+        load_settings({**PRODUCTION, "MAIL_BACKEND": "file"})
+
+
+def test_a_lease_shorter_than_one_attempt_is_refused() -> None:
+    with pytest.raises(ConfigError, match="LEASE_S"):
+        load_settings({"LEASE_S": "30", "ERX_CONNECT_TIMEOUT_S": "3", "ERX_READ_TIMEOUT_S": "10"})

@@ -756,3 +756,78 @@ def test_logs_carry_no_secret_token_or_patient_detail(client, seeded, with_crede
     text = caplog.text + "\n".join(str(r.args) for r in caplog.records)
     leaked = sorted(s for s in forbidden if s and s in text)
     assert leaked == []
+
+
+# -- hardening found in review ----------------------------------------------------
+
+
+def test_a_refused_lookup_is_retried_never_recorded_as_rejected(client, seeded, with_credentials, platform, rsps, make_dispatcher, clock) -> None:  # type: ignore[no-untyped-def]
+    pid = queue(client, seeded, "rx-000001")
+    platform.post_script = [requests.exceptions.ReadTimeout("lost reply")]
+    dispatcher = make_dispatcher()
+    dispatcher.run_batch()
+    assert outbox_of(seeded, pid).outcome_unknown is True
+
+    # The lookup itself is answered with a business "no": we still don't know.
+    rsps.replace(responses.GET, RX_URL, json={"success": False, "message": "Lookup unavailable"})
+    clock.advance(600)
+    dispatcher.run_batch()
+
+    row = outbox_of(seeded, pid)
+    assert row.state == "pending" and row.outcome_unknown is True
+    assert prescription(seeded, pid).status == "queued"
+    assert len(platform.posts) == 1  # no second POST while the outcome is unknown
+
+
+def test_a_rejection_before_sending_keeps_an_earlier_unknown_outcome(client, seeded, with_credentials, platform, make_dispatcher, clock) -> None:  # type: ignore[no-untyped-def]
+    pid = queue(client, seeded, "rx-000001")
+    platform.post_script = [requests.exceptions.ReadTimeout("lost reply")]
+    dispatcher = make_dispatcher()
+    dispatcher.run_batch()
+    # Before the next attempt somebody breaks the patient's phone number.
+    with seeded.session() as s:
+        rx = s.get(Prescription, pid)
+        s.execute(update(Patient).where(Patient.id == rx.patient_id).values(phone="call me maybe"))
+    clock.advance(600)
+    dispatcher.run_batch()
+
+    assert prescription(seeded, pid).status == "rejected"
+    # The first POST may have created a prescription: a resend must still look it up first.
+    assert outbox_of(seeded, pid).outcome_unknown is True
+
+
+def test_webhooks_that_beat_the_token_are_applied_once_it_is_stored(client, seeded, with_credentials, platform, make_dispatcher, clock) -> None:  # type: ignore[no-untyped-def]
+    from app.db import utcnow
+    from app.models import WebhookInbox
+    from webhooks.processing import InboxProcessor
+
+    pid = queue(client, seeded, "rx-000001")
+    token = "SRXTOKEN000001"  # what the fake platform will answer first
+    body = json.dumps({
+        "id": "evt_early", "type": "prescription.status_updated", "created": "2026-11-20T10:15:09Z",
+        "data": {"prescription": {"id": token, "client_ref_id": "rx-000001", "status": "signed",
+                                  "previous_status": "issued", "occurred_at": "2026-11-20T10:15:08Z"}},
+    })
+    now = utcnow()
+    with seeded.session() as s:
+        s.add(WebhookInbox(event_id="evt_early", event_type="prescription.status_updated", prescription_token=token,
+                           body=body, state="dead", attempts=8, next_attempt_at=now, received_at=now,
+                           last_error="unknown_prescription"))
+    make_dispatcher().run_batch()
+    assert prescription(seeded, pid).platform_token == token
+
+    InboxProcessor(seeded, worker_id="w1", clock=clock, rand=lambda: 0.5).run_batch()
+    assert prescription(seeded, pid).status == "signed"
+    assert ("issued", "signed", "webhook") in history(seeded, pid)
+
+
+def test_each_row_gets_a_fresh_lease_when_its_attempt_starts(client, seeded, with_credentials, platform, make_dispatcher, clock) -> None:  # type: ignore[no-untyped-def]
+    pid = queue(client, seeded, "rx-000001")
+    leases: list[datetime | None] = []
+    platform.on_post = lambda: leases.append(outbox_of(seeded, pid).locked_until)
+    dispatcher = make_dispatcher()
+    claimed_at = clock()
+    ids = claim(seeded, DispatchOutbox, worker_id="w1", now=claimed_at, lease_s=120, limit=10)
+    clock.advance(100)  # the batch's lease is nearly over when this row's turn comes
+    dispatcher.process(ids[0])
+    assert leases and leases[0] == claimed_at + timedelta(seconds=100 + dispatcher.settings.lease_s)
