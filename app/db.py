@@ -53,7 +53,9 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    # No pre-ping: it costs a round trip on every checkout (the webhook hot path).
+    # A connection that died is discarded when it fails; callers answer 503 or retry.
+    return create_engine(url, pool_size=5, max_overflow=10, pool_recycle=1800)
 
 
 class Database:
@@ -63,6 +65,7 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+        self._insert_ignore: dict[str, Any] = {}
 
     @property
     def is_postgres(self) -> bool:
@@ -74,6 +77,17 @@ class Database:
         """Yield a session in one transaction: committed on success, rolled back on error."""
         with self.sessionmaker() as session, session.begin():
             yield session
+
+    def insert_ignore_statement(self, table: Table) -> Any:
+        """Return a reusable ``INSERT ... ON CONFLICT DO NOTHING`` for ``table``.
+
+        Built once per table and dialect; execute it with a dict of values.
+        """
+        stmt = self._insert_ignore.get(table.name)
+        if stmt is None:
+            builder = postgresql.insert if self.is_postgres else sqlite.insert
+            stmt = self._insert_ignore[table.name] = builder(table).on_conflict_do_nothing()
+        return stmt
 
     def dispose(self) -> None:
         """Close every pooled connection."""

@@ -12,7 +12,7 @@ import logging
 from flask import Blueprint, Flask, Response, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.db import insert_ignore, utcnow
+from app.db import utcnow
 from app.errors import ApiError
 from app.extensions import services
 from app.models import WebhookInbox
@@ -66,10 +66,10 @@ def receive() -> tuple[Response, int]:
     env = envelope(raw)
     now = utcnow()
     try:
-        with svc.db.session() as session:
-            inserted = insert_ignore(
-                session,
-                WebhookInbox.__table__,
+        # Core, one prepared statement, one short transaction: this is the hot path.
+        with svc.db.engine.begin() as conn:
+            result = conn.execute(
+                svc.db.insert_ignore_statement(WebhookInbox.__table__),
                 {
                     "event_id": env.event_id,
                     "event_type": env.event_type,
@@ -84,6 +84,7 @@ def receive() -> tuple[Response, int]:
                     "processed_at": None if env.state == "pending" else now,
                 },
             )
+            inserted = bool(result.rowcount)
     except SQLAlchemyError as exc:
         log.error("webhook not stored: event_id=%s db_error=%s", env.event_id, type(exc).__name__)
         raise ApiError(503, "inbox_unavailable", "The event could not be stored; retry.") from None
