@@ -105,7 +105,7 @@ def worker_command(max_seconds: float | None, until_idle: bool, no_dispatch: boo
         svc.db,
         worker_id=wid,
         lease_s=s.lease_s,
-        batch=s.worker_batch * 2,
+        batch=s.worker_batch * 5,  # one transaction per batch: no outbound calls here
         max_attempts=s.inbox_max_attempts,
         base_s=s.inbox_backoff_base_s,
         cap_s=s.inbox_backoff_cap_s,

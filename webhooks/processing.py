@@ -14,11 +14,11 @@ import random
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select
 
 from app.db import Database, utcnow
 from app.models import Prescription, WebhookInbox
-from app.queue import claim, release
+from app.queue import claim
 from connector.backoff import full_jitter_delay
 from connector.statuses import LIFECYCLE
 from webhooks.errors import PayloadError
@@ -78,29 +78,45 @@ class InboxProcessor:
     def process(self, inbox_id: int, *, force: bool = False) -> str:
         """Apply one inbox row; returns its new state (``processed``, ``pending``, ``dead``...).
 
-        ``force`` skips the lease check (used by ``webhooks replay``).
+        The row must be leased to this worker (:meth:`claim`) unless ``force``
+        (used by ``webhooks replay``); otherwise returns ``lost_lease``.
         """
-        now = self.clock()
-        error: str | None = None
+        with self.db.session() as session:
+            row = session.get(WebhookInbox, inbox_id, with_for_update=True)
+            if row is None or row.state != "pending":
+                return row.state if row else "missing"
+            if not force and row.locked_by != self.worker_id:
+                return "lost_lease"
+            return self._handle(session, row, self.clock())
+
+    def _handle(self, session, row: WebhookInbox, now: datetime) -> str:  # type: ignore[no-untyped-def]
+        """Apply ``row`` in a savepoint and set its state; one failure undoes only itself."""
         try:
-            with self.db.session() as session:
-                row = session.get(WebhookInbox, inbox_id, with_for_update=True)
-                if row is None or row.state != "pending":
-                    return row.state if row else "missing"
-                if not force and row.locked_by != self.worker_id:
-                    return "lost_lease"
+            with session.begin_nested():
                 self._apply(session, row, now)
-                row.state, row.processed_at, row.last_error = "processed", now, None
-                row.locked_by = row.locked_until = None
-                log.info("webhook applied: event_id=%s", row.event_id)
-                return "processed"
         except PayloadError as exc:
-            return self._finish(inbox_id, "dead", exc.reason, now)
+            row.state, row.last_error, row.processed_at = "dead", exc.reason, now
+            log.warning("webhook dead: event_id=%s reason=%s", row.event_id, exc.reason)
         except UnknownPrescription:
-            error = "unknown_prescription"
+            self._reschedule(row, "unknown_prescription", now)
         except Exception as exc:  # noqa: BLE001 - any failure is counted, then dead-lettered
-            error = type(exc).__name__
-        return self._retry_or_dead(inbox_id, error, now)
+            self._reschedule(row, type(exc).__name__, now)
+        else:
+            row.state, row.processed_at, row.last_error = "processed", now, None
+            log.info("webhook applied: event_id=%s", row.event_id)
+        row.locked_by = row.locked_until = None
+        return row.state
+
+    def _reschedule(self, row: WebhookInbox, error: str, now: datetime) -> None:
+        row.attempts += 1
+        row.last_error = error
+        if row.attempts >= self.max_attempts:
+            row.state, row.processed_at = "dead", now
+            log.warning("webhook dead: event_id=%s reason=%s", row.event_id, error)
+            return
+        delay = full_jitter_delay(row.attempts - 1, base_s=self.base_s, cap_s=self.cap_s, rand=self.rand)
+        row.next_attempt_at = now + timedelta(seconds=max(delay, self.base_s / 2))
+        log.info("webhook retry: event_id=%s attempt=%s reason=%s", row.event_id, row.attempts, error)
 
     def _apply(self, session, row: WebhookInbox, now: datetime) -> None:  # type: ignore[no-untyped-def]
         event = parse_status_event(row.body)
@@ -124,46 +140,39 @@ class InboxProcessor:
             ),
         )
 
-    def _finish(self, inbox_id: int, state: str, error: str, now: datetime) -> str:
-        with self.db.session() as session:
-            session.execute(
-                update(WebhookInbox)
-                .where(WebhookInbox.id == inbox_id)
-                .values(state=state, last_error=error, processed_at=now, locked_by=None, locked_until=None)
-            )
-        log.warning("webhook %s: inbox_id=%s reason=%s", state, inbox_id, error)
-        return state
-
-    def _retry_or_dead(self, inbox_id: int, error: str, now: datetime) -> str:
-        with self.db.session() as session:
-            row = session.get(WebhookInbox, inbox_id, with_for_update=True)
-            if row is None or row.state != "pending":
-                return row.state if row else "missing"
-            if row.locked_by not in (None, self.worker_id):
-                return "lost_lease"  # another worker owns it now; its result stands
-            row.attempts += 1
-            row.last_error = error
-            row.locked_by = row.locked_until = None
-            if row.attempts >= self.max_attempts:
-                row.state, row.processed_at = "dead", now
-                log.warning("webhook dead: event_id=%s reason=%s", row.event_id, error)
-                return "dead"
-            delay = full_jitter_delay(row.attempts - 1, base_s=self.base_s, cap_s=self.cap_s, rand=self.rand)
-            row.next_attempt_at = now + timedelta(seconds=max(delay, self.base_s / 2))
-            log.info("webhook retry: event_id=%s attempt=%s reason=%s", row.event_id, row.attempts, error)
-            return "pending"
-
     def run_batch(self, should_stop: Callable[[], bool] = lambda: False) -> int:
-        """Claim and process one batch; returns how many rows were handled."""
-        ids = self.claim()
-        done = 0
-        for inbox_id in ids:
-            if should_stop():
-                release(self.db, WebhookInbox, ids[done:], worker_id=self.worker_id)
-                break
-            self.process(inbox_id)
-            done += 1
-        return done
+        """Take up to ``batch`` due events and apply them in ONE transaction.
+
+        Inbox work makes no outbound call, so rows are locked for the
+        transaction (``FOR UPDATE SKIP LOCKED`` on PostgreSQL) instead of
+        leased, and one commit covers the batch. Each event runs in a
+        savepoint, so a failure undoes only that event. Events are applied in
+        token order, so two workers lock prescriptions in the same order and
+        cannot deadlock. If ``should_stop()`` turns true, the rest of the batch
+        is left pending. Returns how many events were handled.
+        """
+        now = self.clock()
+        handled = 0
+        with self.db.session() as session:
+            query = (
+                select(WebhookInbox)
+                .where(
+                    WebhookInbox.state == "pending",
+                    WebhookInbox.next_attempt_at <= now,
+                    or_(WebhookInbox.locked_until.is_(None), WebhookInbox.locked_until < now),
+                )
+                .order_by(WebhookInbox.next_attempt_at, WebhookInbox.id)
+                .limit(self.batch)
+            )
+            if self.db.is_postgres:
+                query = query.with_for_update(skip_locked=True)
+            rows = sorted(session.scalars(query), key=lambda r: (r.prescription_token or "", r.id))
+            for row in rows:
+                if should_stop():
+                    break
+                self._handle(session, row, now)
+                handled += 1
+        return handled
 
     def replay(self, *, event_id: str | None = None, dead: bool = False) -> list[tuple[str, str]]:
         """Reset stored events to pending and process them now.

@@ -26,7 +26,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import pybreaker
-from sqlalchemy import update
+from sqlalchemy import select, update
+from sqlalchemy.orm import joinedload, selectinload
 
 from app.config import Settings
 from app.crypto import CredentialCipher, CredentialError
@@ -179,7 +180,18 @@ class Dispatcher:
             row = session.get(DispatchOutbox, outbox_id, with_for_update=True)
             if row is None or row.state != "pending" or row.locked_by != self.worker_id:
                 return None
-            prescription = row.prescription
+            # Everything the payload needs in two queries instead of a lazy load each.
+            prescription = session.scalars(
+                select(Prescription)
+                .where(Prescription.id == row.prescription_id)
+                .options(
+                    joinedload(Prescription.patient),
+                    joinedload(Prescription.prescriber),
+                    joinedload(Prescription.clinic),
+                    joinedload(Prescription.pharmacy),
+                    selectinload(Prescription.medicines),
+                )
+            ).one()
             now = self.clock()
             # The batch's lease started at claim time; each row gets a full lease of
             # its own, longer than one attempt can take (Settings checks lease_s).
@@ -268,7 +280,9 @@ class Dispatcher:
                 level = logging.ERROR if outcome.kind == "issued" else logging.WARNING
                 log.log(level, "lease lost before storing outcome=%s: outbox_id=%s", outcome.kind, outbox_id)
                 return "lost_lease"
-            prescription = session.get(Prescription, row.prescription_id, with_for_update=True)
+            # The outbox row's lock serialises this prescription's dispatch; webhooks
+            # and reconciliation can't touch it before its token is stored here.
+            prescription = session.get(Prescription, row.prescription_id)
             assert prescription is not None
             row.updated_at = now
             row.locked_by = row.locked_until = None
