@@ -103,7 +103,7 @@ class InboxProcessor:
             self._reschedule(row, type(exc).__name__, now)
         else:
             row.state, row.processed_at, row.last_error = "processed", now, None
-            log.info("webhook applied: event_id=%s", row.event_id)
+            log.debug("webhook applied: event_id=%s", row.event_id)
         row.locked_by = row.locked_until = None
         return row.state
 

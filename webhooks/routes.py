@@ -88,7 +88,8 @@ def receive() -> tuple[Response, int]:
     except SQLAlchemyError as exc:
         log.error("webhook not stored: event_id=%s db_error=%s", env.event_id, type(exc).__name__)
         raise ApiError(503, "inbox_unavailable", "The event could not be stored; retry.") from None
-    log.info(
+    # The inbox row is the audit record of every receipt; per-event logging is for debugging.
+    log.debug(
         "webhook stored: event_id=%s type=%s state=%s duplicate=%s",
         env.event_id,
         env.event_type,
