@@ -16,12 +16,12 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
+from app.seeding import bulk_prescriptions_sql
+from app.seeding import execute_sql_script as run_sql  # noqa: F401 - re-exported for the benchmarks
 from scripts.stack import REPO_ROOT
 
 NAME_PATTERN = re.compile(r"^erx_bench[a-z0-9_]{0,40}$")
 SQLITE_PATH = REPO_ROOT / "instance" / "bench" / "erx_bench.sqlite3"
-BULK_SEED = REPO_ROOT / "scripts" / "seed" / "002_test_prescriptions.sql"
-SEED_COUNT = "params(total) AS (SELECT 50)"
 
 
 class BenchDatabaseError(RuntimeError):
@@ -113,38 +113,15 @@ class BenchDatabase:
             self.drop()
 
 
-def run_sql(engine, sql: str) -> None:  # type: ignore[no-untyped-def]
-    """Run a multi-statement SQL script in one transaction (as ``flask seed`` does)."""
-    raw = engine.raw_connection()
-    try:
-        if engine.dialect.name == "sqlite":
-            raw.driver_connection.executescript(f"BEGIN;\n{sql}\nCOMMIT;")
-        else:
-            with raw.cursor() as cur:
-                cur.execute(sql)
-            raw.commit()
-    except Exception:
-        raw.rollback()
-        raise
-    finally:
-        raw.close()
-
-
 def bulk_seed_sql(total: int) -> str:
-    """scripts/seed/002_test_prescriptions.sql with its one count set to ``total``.
+    """The bulk seed with its one count set to ``total`` (references have 6 digits).
 
     Prescription n is ``rx-`` + n zero-padded to 6 digits, patient pt-((n-1) % 24 + 1):
     patients pt-0001..pt-0016 are Region B, so 2/3 of the rows are Region B.
     """
     if not 0 < total < 1_000_000:
         raise ValueError("the seed's references have 6 digits: total must be below 1,000,000")
-    lines = BULK_SEED.read_text(encoding="utf-8").splitlines()
-    # The header comment quotes the same text; only the SQL line is replaced.
-    hits = [i for i, line in enumerate(lines) if SEED_COUNT in line and not line.lstrip().startswith("--")]
-    if len(hits) != 1:
-        raise BenchDatabaseError(f"{BULK_SEED.name} no longer has exactly one {SEED_COUNT!r}")
-    lines[hits[0]] = lines[hits[0]].replace(SEED_COUNT, f"params(total) AS (SELECT {int(total)})")
-    return "\n".join(lines) + "\n"
+    return bulk_prescriptions_sql(total)
 
 
 def seed_total_for_region_b(count: int) -> int:

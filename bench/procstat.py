@@ -62,13 +62,29 @@ def named_cpu(name: str) -> float:
     return sum(cpu for comm, _, cpu in _all().values() if comm.startswith(name))
 
 
-def machine_busy() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
+def machine_busy() -> tuple[float, float, float]:
+    """(busy, total, steal) CPU seconds of the whole machine since boot, from /proc/stat.
+
+    ``steal`` is time the hypervisor gave to other guests: on a shared VM it
+    makes every figure noisier, so the reports show it.
+    """
     try:
         first = (_PROC / "stat").read_text().splitlines()[0].split()
     except OSError:
-        return 0.0, 0.0
-    values = [int(v) for v in first[1:]]
-    idle = values[3] + (values[4] if len(values) > 4 else 0)
+        return 0.0, 0.0, 0.0
+    values = [int(v) for v in first[1:]] + [0] * 8
+    idle = values[3] + values[4]
     total = sum(values[:8])
-    return (total - idle) / _TICK, total / _TICK
+    return (total - idle - values[7]) / _TICK, total / _TICK, values[7] / _TICK
+
+
+def busy_pct(seconds: float = 1.0) -> float | None:
+    """How busy the whole machine is over the next ``seconds`` (percent of all CPUs)."""
+    import time
+
+    busy0, total0, _ = machine_busy()
+    time.sleep(seconds)
+    busy1, total1, _ = machine_busy()
+    if total1 <= total0:
+        return None
+    return round(100.0 * (busy1 - busy0) / (total1 - total0), 1)

@@ -75,9 +75,10 @@ def _git_commit() -> str | None:
     return f"{commit}+dirty" if commit and dirty.stdout.strip() else commit
 
 
-def machine() -> dict[str, Any]:
-    """What the figures were measured on."""
+def machine(*, busy_before_pct: float | None = None) -> dict[str, Any]:
+    """What the figures were measured on (and how busy it was before the run started)."""
     return {
+        "busy_before_run_pct": busy_before_pct,
         "cpus": os.cpu_count(),
         "cpu_model": _cpu_model(),
         "python": platform.python_version(),
@@ -93,3 +94,10 @@ def write_results(name: str, data: dict[str, Any]) -> Path:
     path = RESULTS_DIR / f"{name}.json"
     path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     return path
+
+
+def preflight(busy_pct: float | None, *, limit: float = 25.0) -> None:
+    """Warn when the machine is already busy: the figures would measure someone else's load too."""
+    if busy_pct is not None and busy_pct > limit:
+        print(f"** warning: the machine was {busy_pct:.0f}% busy before the run; other processes "
+              "compete for the CPUs and the figures will be lower and noisier **", flush=True)

@@ -5,19 +5,27 @@ What runs (loopback only, every loop bounded in count and time):
 1. A throwaway database (``bench.database``: PostgreSQL ``erx_bench`` by default,
    ``BENCH_DB=sqlite`` for SQLite) is migrated and seeded with the project's own
    ``Stack.prepare_database``; the bulk seed script then generates at least
-   ``--count`` Region B draft prescriptions, and each is queued for a Region B
-   pharmacy with ``app.services.prescriptions.queue_send`` (untimed).
+   ``--count`` Region B draft prescriptions.
 2. The sandbox starts with no faults and no webhook receiver.
-3. Reference: a NAIVE client sends ``--count`` prescriptions one after the other,
-   each with POST /oauth/token + POST /prescriber/login + POST /prescriptions on
-   a new TCP connection per call (``requests.post``), with the same payload
-   builder (``connector.build_issue_payload``) and ``client_ref_id`` = ``naive-<ref>``.
-4. Measured: one ``WorkerLoop`` with the ``Dispatcher``, built exactly as
-   ``flask --app app worker --no-inbox`` builds them, drains the outbox in this
-   process (sandbox reset first). Timed from the first claim to an empty queue.
+3. ``--rounds`` rounds (default 4) each take the next ``count / rounds``
+   prescriptions, queue them with ``app.services.prescriptions.queue_send``
+   (untimed), then time both clients on them, alternating which goes first, so
+   that a noisy neighbour on a shared machine hits both alike:
 
-Auth calls are ``token_requests + logins`` from ``GET /sandbox/stats``, per 1,000
-sends. Prints a Markdown table and writes ``bench/results/dispatch.json``.
+   * reference, NAIVE client: one send after the other, each with
+     POST /oauth/token + POST /prescriber/login + POST /prescriptions on a new
+     TCP connection per call (``requests.post``), the same payload builder
+     (``connector.build_issue_payload``), ``client_ref_id`` = ``naive-<ref>``;
+   * measured: one ``WorkerLoop`` with the ``Dispatcher``, built as
+     ``flask --app app worker --no-inbox`` builds them and kept for the whole
+     run (one worker process, its token cache warm after the first send),
+     draining the outbox in this process, timed from its first claim to an
+     empty queue.
+
+Auth calls are ``token_requests + logins`` (deltas of ``GET /sandbox/stats``)
+per 1,000 sends. ``--rtt-ms`` adds network latency with a proxy process
+(``latency_proxy.py``) between both clients and the sandbox.
+Prints a Markdown table and writes ``bench/results/dispatch.json``.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import argparse
 import cProfile
 import dataclasses
 import logging
+import subprocess
 import sys
 import time
 from typing import Any
@@ -34,7 +43,8 @@ import requests
 from sqlalchemy import event, func, select
 
 from bench.database import BenchDatabase, bulk_seed_sql, run_sql, seed_total_for_region_b
-from bench.report import RESULTS_DIR, fmt, machine, markdown_table, ratio, write_results
+from bench.procstat import busy_pct, machine_busy
+from bench.report import RESULTS_DIR, fmt, machine, markdown_table, preflight, ratio, write_results
 from scripts.stack import REPO_ROOT, Stack, base_env, free_port
 
 LOG_DIR = REPO_ROOT / "instance" / "bench" / "logs" / "dispatch"
@@ -54,7 +64,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--count", type=int, default=1000, help="prescriptions per client (default 1000)")
     parser.add_argument(
         "--phase-timeout", type=float, default=75.0,
-        help="seconds each timed phase may take before it is cut short (default 75)",
+        help="seconds each client may spend sending, over all rounds, before it is cut short (default 75)",
+    )
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds (default 4)")
+    parser.add_argument(
+        "--rtt-ms", type=float, default=0.0,
+        help="put a loopback proxy adding this round-trip latency between both clients and the sandbox "
+             "(a remote platform); default 0: direct",
     )
     parser.add_argument(
         "--profile", action="store_true",
@@ -63,16 +79,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 1 <= args.count <= 50_000:
         parser.error("--count must be between 1 and 50000")
+    if not 1 <= args.rounds <= min(20, args.count):
+        parser.error("--rounds must be between 1 and min(20, --count)")
+    if not 0 <= args.rtt_ms <= 500:
+        parser.error("--rtt-ms must be between 0 and 500")
     return args
 
 
 # -- set-up ------------------------------------------------------------------
 
 
-def queue_region_b(db: Any, count: int) -> tuple[list[int], float]:
-    """Queue ``count`` Region B drafts (round-robin over Region B pharmacies); returns ids, seconds."""
+def region_b_drafts(db: Any, count: int) -> tuple[list[int], list[int]]:
+    """The first ``count`` Region B draft ids, and the Region B pharmacies with a branch id."""
     from app.models import Patient, Pharmacy, Prescription
-    from app.services.prescriptions import queue_send
 
     with db.session() as session:
         ids = list(
@@ -93,12 +112,19 @@ def queue_region_b(db: Any, count: int) -> tuple[list[int], float]:
         )
     if len(ids) < count:
         raise SystemExit(f"only {len(ids)} Region B drafts were generated, {count} needed")
+    return ids, pharmacies
+
+
+def queue(db: Any, ids: list[int], pharmacies: list[int]) -> float:
+    """Queue ``ids`` (round-robin over ``pharmacies``) with ``queue_send``; returns seconds taken."""
+    from app.services.prescriptions import queue_send
+
     started = time.perf_counter()
-    for i, pid in enumerate(ids):
-        reply = queue_send(db, pid, pharmacy_id=pharmacies[i % len(pharmacies)])
+    for pid in ids:
+        reply = queue_send(db, pid, pharmacy_id=pharmacies[pid % len(pharmacies)])
         if reply.status != 202:
             raise SystemExit(f"queue_send({pid}) answered {reply.status}: {reply.body}")
-    return ids, time.perf_counter() - started
+    return time.perf_counter() - started
 
 
 def naive_jobs(db: Any, settings: Any, ids: list[int]) -> list[NaiveJob]:
@@ -136,35 +162,87 @@ def sandbox_reset(base: str) -> None:
     requests.post(f"{base}/sandbox/reset", timeout=HTTP_TIMEOUT).raise_for_status()
 
 
-def summarise(name: str, sent: int, ok: int, elapsed: float, stats: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    auth = stats["token_requests"] + stats["logins"]
-    return {
-        "client": name,
-        "sent": sent,
-        "issued_ok": ok,
-        "elapsed_s": round(elapsed, 3),
-        "per_second": round(ok / elapsed, 2) if elapsed > 0 else None,
-        "ms_per_send": round(elapsed / sent * 1000, 3) if sent else None,
-        "token_requests": stats["token_requests"],
-        "logins": stats["logins"],
-        "auth_calls": auth,
-        "auth_calls_per_1000_sends": round(auth / sent * 1000, 2) if sent else None,
-        "issue_attempts": stats["issue_attempts"],
-        "prescriptions_issued_by_sandbox": stats["prescriptions_issued"],
-        **extra,
-    }
+class MachineLoad:
+    """Whole-machine busy and steal percentages over a phase (noise indicators)."""
+
+    def __enter__(self) -> MachineLoad:
+        self.start = machine_busy()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        (b0, t0, s0), (b1, t1, s1) = self.start, machine_busy()
+        span = t1 - t0
+        self.busy_pct = round(100.0 * (b1 - b0) / span, 1) if span > 0 else None
+        self.steal_pct = round(100.0 * (s1 - s0) / span, 1) if span > 0 else None
+
+
+@dataclasses.dataclass
+class Tally:
+    """One client's figures, summed over the rounds."""
+
+    name: str
+    sent: int = 0
+    ok: int = 0
+    elapsed_s: float = 0.0
+    cpu_s: float = 0.0
+    statements: int = 0
+    stats: dict[str, int] = dataclasses.field(default_factory=dict)
+    busy: list[float] = dataclasses.field(default_factory=list)
+    steal: list[float] = dataclasses.field(default_factory=list)
+    rounds: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    cut_short: bool = False
+
+    def add(self, sent: int, ok: int, elapsed: float, cpu: float, before: dict, after: dict,
+            load: MachineLoad) -> None:
+        self.sent += sent
+        self.ok += ok
+        self.elapsed_s += elapsed
+        self.cpu_s += cpu
+        for key in ("token_requests", "logins", "issue_attempts", "prescriptions_issued"):
+            self.stats[key] = self.stats.get(key, 0) + after[key] - before[key]
+        self.busy.append(load.busy_pct or 0.0)
+        self.steal.append(load.steal_pct or 0.0)
+        self.rounds.append({
+            "sent": sent, "ok": ok, "elapsed_s": round(elapsed, 3),
+            "per_second": round(ok / elapsed, 2) if elapsed > 0 else None,
+            "auth_calls": (after["token_requests"] - before["token_requests"]) + (after["logins"] - before["logins"]),
+            "machine_busy_pct": load.busy_pct, "steal_pct": load.steal_pct,
+        })
+
+    def as_json(self, **extra: Any) -> dict[str, Any]:
+        auth = self.stats.get("token_requests", 0) + self.stats.get("logins", 0)
+        return {
+            "client": self.name,
+            "sent": self.sent,
+            "issued_ok": self.ok,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "per_second": round(self.ok / self.elapsed_s, 2) if self.elapsed_s > 0 else None,
+            "ms_per_send": round(self.elapsed_s / self.sent * 1000, 3) if self.sent else None,
+            "token_requests": self.stats.get("token_requests", 0),
+            "logins": self.stats.get("logins", 0),
+            "auth_calls": auth,
+            "auth_calls_per_1000_sends": round(auth / self.sent * 1000, 2) if self.sent else None,
+            "issue_attempts": self.stats.get("issue_attempts", 0),
+            "prescriptions_issued_by_sandbox": self.stats.get("prescriptions_issued", 0),
+            "cpu_ms_per_send_in_this_process": round(self.cpu_s / max(self.sent, 1) * 1000, 3),
+            "machine_busy_pct_mean": round(sum(self.busy) / len(self.busy), 1) if self.busy else None,
+            "steal_pct_max": max(self.steal) if self.steal else None,
+            "cut_short": self.cut_short,
+            "rounds": self.rounds,
+            **extra,
+        }
 
 
 # -- reference: the naive client ------------------------------------------------
 
 
-def naive_send(base: str, settings: Any, job: NaiveJob) -> bool:
+def naive_send(platform: str, settings: Any, job: NaiveJob) -> bool:
     """Token, login and issue, each on a new TCP connection; True if the platform issued it."""
     from connector import build_issue_payload
 
     creds = job.credentials
     token = requests.post(
-        f"{base}/oauth/token",
+        f"{platform}/oauth/token",
         data={
             "grant_type": "client_credentials",
             "client_id": settings.erx_client_id,
@@ -174,14 +252,14 @@ def naive_send(base: str, settings: Any, job: NaiveJob) -> bool:
         timeout=HTTP_TIMEOUT,
     ).json()["access_token"]
     login = requests.post(
-        f"{base}/prescriber/login",
+        f"{platform}/prescriber/login",
         json={"email": creds.email, "password": creds.password},
         headers={"Authorization": f"Bearer {token}"},
         timeout=HTTP_TIMEOUT,
     ).json()
     session_token = login["data"]["session_token"]
     body = requests.post(
-        f"{base}/prescriptions",
+        f"{platform}/prescriptions",
         json=build_issue_payload(job.request, secure_pin=creds.secure_pin),
         headers={"Authorization": f"Bearer {token}", "X-Session-Token": session_token},
         timeout=HTTP_TIMEOUT,
@@ -189,85 +267,78 @@ def naive_send(base: str, settings: Any, job: NaiveJob) -> bool:
     return bool(body.get("success")) and bool(body["data"]["prescription"]["id"])
 
 
-def run_naive(base: str, settings: Any, jobs: list[NaiveJob], timeout_s: float) -> dict[str, Any]:
-    sandbox_reset(base)
-    deadline = time.monotonic() + timeout_s
+def run_naive(tally: Tally, base: str, platform: str, settings: Any, jobs: list[NaiveJob], deadline: float) -> None:
+    """Send ``jobs`` naively to ``platform``; ``base`` is the sandbox itself (stats)."""
+    before = sandbox_stats(base)
     sent = ok = 0
     cpu0, started = time.process_time(), time.perf_counter()
-    for job in jobs:
-        if time.monotonic() > deadline:
-            break
-        sent += 1
-        try:
-            ok += naive_send(base, settings, job)
-        except (requests.RequestException, KeyError, ValueError):
-            pass
+    with MachineLoad() as load:
+        for job in jobs:
+            if time.monotonic() > deadline:
+                tally.cut_short = True
+                break
+            sent += 1
+            try:
+                ok += naive_send(platform, settings, job)
+            except (requests.RequestException, KeyError, ValueError):
+                pass
     elapsed = time.perf_counter() - started
-    cpu = time.process_time() - cpu0
-    return summarise(
-        "naive (token + login + issue per send, new connection per call)",
-        sent, ok, elapsed, sandbox_stats(base),
-        client_cpu_ms_per_send=round(cpu / max(sent, 1) * 1000, 3),
-        cut_short=sent < len(jobs),
-    )
+    tally.add(sent, ok, elapsed, time.process_time() - cpu0, before, sandbox_stats(base), load)
 
 
 # -- measured: one worker ---------------------------------------------------------
 
 
-def run_worker(
-    base: str, db: Any, settings: Any, count: int, timeout_s: float, *, profile: bool = False
-) -> dict[str, Any]:
-    """Drain the outbox with one WorkerLoop (dispatch only), as ``flask --app app worker --no-inbox``."""
-    from app.models import DispatchOutbox, Prescription
-    from app.services.dispatch import Dispatcher
-    from app.services.platform import make_client
-    from app.worker import WorkerLoop, worker_id
+class Worker:
+    """One dispatch-only WorkerLoop, built as ``flask --app app worker --no-inbox`` builds it."""
 
-    sandbox_reset(base)
-    statements = 0
+    def __init__(self, db: Any, settings: Any) -> None:
+        from app.services.dispatch import Dispatcher
+        from app.services.platform import make_client
+        from app.worker import WorkerLoop, worker_id
 
-    @event.listens_for(db.engine, "before_cursor_execute")
-    def _count(*_args: Any) -> None:
-        nonlocal statements
-        statements += 1
+        self.db = db
+        self.client = make_client(settings)
+        self.loop = WorkerLoop(
+            Dispatcher(db, settings, self.client, worker_id=worker_id()), None, poll_s=settings.worker_poll_s
+        )
 
-    client = make_client(settings)
-    dispatcher = Dispatcher(db, settings, client, worker_id=worker_id())
-    loop = WorkerLoop(dispatcher, None, poll_s=settings.worker_poll_s)
-    profiler = cProfile.Profile() if profile else None
-    cpu0, started = time.process_time(), time.perf_counter()
-    if profiler is not None:
-        profiler.enable()
-    loop.run(max_seconds=timeout_s, until_idle=True)
-    if profiler is not None:
-        profiler.disable()
-    elapsed = time.perf_counter() - started
-    cpu = time.process_time() - cpu0
-    if profiler is not None:
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        profiler.dump_stats(RESULTS_DIR / "dispatch-worker.prof")
-    event.remove(db.engine, "before_cursor_execute", _count)
-    client.close()
-    with db.session() as session:
-        done = session.scalar(select(func.count()).select_from(DispatchOutbox).where(DispatchOutbox.state == "done"))
-        issued = session.scalar(
-            select(func.count()).select_from(Prescription).where(
-                Prescription.status == "issued", Prescription.platform_token.is_not(None)
+    def drain(self, tally: Tally, base: str, count: int, deadline: float, profiler: Any) -> None:
+        """Run until the outbox is empty (or the deadline); counts SQL statements on the way."""
+        from app.models import DispatchOutbox
+
+        statements = 0
+
+        def _count(*_args: Any) -> None:
+            nonlocal statements
+            statements += 1
+
+        with self.db.session() as session:
+            done_before = session.scalar(
+                select(func.count()).select_from(DispatchOutbox).where(DispatchOutbox.state == "done")
             )
-        )
-        pending = session.scalar(
-            select(func.count()).select_from(DispatchOutbox).where(DispatchOutbox.state == "pending")
-        )
-    stats = sandbox_stats(base)
-    return summarise(
-        "service worker (1 WorkerLoop + Dispatcher, cached tokens, keep-alive)",
-        count, int(issued or 0), elapsed, stats,
-        outbox_done=done, outbox_pending=pending,
-        worker_cpu_ms_per_send=round(cpu / max(count, 1) * 1000, 3),
-        sql_statements_per_send=round(statements / max(count, 1), 2),
-        cut_short=bool(pending),
-    )
+        before = sandbox_stats(base)
+        event.listen(self.db.engine, "before_cursor_execute", _count)
+        cpu0, started = time.process_time(), time.perf_counter()
+        if profiler is not None:
+            profiler.enable()
+        with MachineLoad() as load:
+            self.loop.run(max_seconds=max(0.0, deadline - time.monotonic()), until_idle=True)
+        if profiler is not None:
+            profiler.disable()
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu0
+        event.remove(self.db.engine, "before_cursor_execute", _count)
+        with self.db.session() as session:
+            done = session.scalar(select(func.count()).select_from(DispatchOutbox).where(DispatchOutbox.state == "done"))
+            pending = session.scalar(
+                select(func.count()).select_from(DispatchOutbox).where(DispatchOutbox.state == "pending")
+            )
+        tally.statements += statements
+        tally.cut_short = tally.cut_short or bool(pending)
+        tally.add(count, int(done - done_before), elapsed, cpu, before, sandbox_stats(base), load)
+
+    def close(self) -> None:
+        self.client.close()
 
 
 def configure_worker_logging() -> None:
@@ -284,14 +355,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     wall = time.monotonic()
     bench_db = BenchDatabase.from_env()
-    print(f"== dispatch benchmark: {args.count} prescriptions per client, database {bench_db.label}", flush=True)
+    busy_before = busy_pct()
+    preflight(busy_before)
+    print(f"== dispatch benchmark: {args.count} prescriptions per client in {args.rounds} rounds, "
+          f"database {bench_db.label}", flush=True)
     bench_db.recreate()
-    configure_worker_logging()
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
     for old in LOG_DIR.glob("*.log"):
-        if old.name != "worker.log":
-            old.unlink()
+        old.unlink()
+    configure_worker_logging()
     stack = Stack(env=base_env(DATABASE_URL=bench_db.url, ERX_ENV="development"), log_dir=LOG_DIR)
-    db = None
+    naive = Tally("naive (token + login + issue per send, new connection per call)")
+    measured = Tally("service worker (1 WorkerLoop + Dispatcher: cached tokens, one HTTP session)")
+    db = proxy = worker = None
     try:
         from app.config import load_settings
         from app.db import Database
@@ -299,54 +375,95 @@ def main(argv: list[str] | None = None) -> int:
         stack.prepare_database()
         db = Database(bench_db.url)
         run_sql(db.engine, bulk_seed_sql(seed_total_for_region_b(args.count)))
-        ids, queue_s = queue_region_b(db, args.count)
-        print(f"== queued {len(ids)} Region B prescriptions in {queue_s:.1f} s (untimed set-up)", flush=True)
+        ids, pharmacies = region_b_drafts(db, args.count)
 
         stack.start_sandbox(webhook_port=free_port())
         base = stack.sandbox_url
         # No receiver: no webhook traffic competes with the sends. No faults (defaults are 0).
         requests.post(f"{base}/sandbox/control", json={"webhook_url": None, "auto": False},
                       timeout=HTTP_TIMEOUT).raise_for_status()
-        settings = load_settings(stack.env)
-        jobs = naive_jobs(db, settings, ids)
-
-        print("== reference: naive client ...", flush=True)
-        naive = run_naive(base, settings, jobs, args.phase_timeout)
-        print(f"   {naive['issued_ok']} issued in {naive['elapsed_s']:.2f} s", flush=True)
-        print("== measured: one worker draining the outbox ...", flush=True)
-        worker = run_worker(base, db, settings, len(ids), args.phase_timeout, profile=args.profile)
-        print(f"   {worker['issued_ok']} issued in {worker['elapsed_s']:.2f} s", flush=True)
+        sandbox_reset(base)
+        platform = base
+        if args.rtt_ms > 0:
+            # Its own process: the proxy's threads must not take CPU or the GIL from the clients.
+            proxy = subprocess.Popen(
+                [sys.executable, "-m", "bench.dispatch.latency_proxy", "--upstream-port", base.rsplit(":", 1)[1],
+                 "--rtt-ms", str(args.rtt_ms)],
+                cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True,
+            )
+            ready = proxy.stdout.readline() if proxy.stdout else ""
+            if not ready.startswith("listening on "):
+                raise SystemExit("the latency proxy did not start")
+            platform = f"http://127.0.0.1:{int(ready.split()[-1])}"
+            print(f"== platform round trip: +{args.rtt_ms:g} ms (latency proxy at {platform})", flush=True)
+        settings = load_settings({**stack.env, "ERX_BASE_URL": platform})
+        worker = Worker(db, settings)
+        profiler = cProfile.Profile() if args.profile else None
+        size = -(-len(ids) // args.rounds)
+        for rnd in range(args.rounds):
+            chunk = ids[rnd * size:(rnd + 1) * size]
+            if not chunk:
+                break
+            queued_s = queue(db, chunk, pharmacies)
+            jobs = naive_jobs(db, settings, chunk)
+            order = ("naive", "worker") if rnd % 2 == 0 else ("worker", "naive")
+            for who in order:
+                # Each phase may use what is left of its client's time budget.
+                if who == "naive":
+                    deadline = time.monotonic() + max(0.0, args.phase_timeout - naive.elapsed_s)
+                    run_naive(naive, base, platform, settings, jobs, deadline)
+                else:
+                    deadline = time.monotonic() + max(0.0, args.phase_timeout - measured.elapsed_s)
+                    worker.drain(measured, base, len(chunk), deadline, profiler)
+            print(f"== round {rnd + 1}/{args.rounds}: {len(chunk)} queued ({queued_s:.1f} s, untimed); "
+                  f"naive {naive.rounds[-1]['per_second']}/s, worker {measured.rounds[-1]['per_second']}/s",
+                  flush=True)
+        if profiler is not None:
+            RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+            profiler.dump_stats(RESULTS_DIR / "dispatch-worker.prof")
         db_version = bench_db.server_version()
     finally:
+        if worker is not None:
+            worker.close()
+        if proxy is not None:
+            proxy.terminate()
+            proxy.wait(10)
         stack.stop()
         if db is not None:
             db.dispose()
         bench_db.finish()
 
-    speedup = ratio(worker["per_second"], naive["per_second"])
-    auth_ratio = ratio(worker["auth_calls_per_1000_sends"], naive["auth_calls_per_1000_sends"])
-    valid = (
-        worker["issued_ok"] == args.count
-        and naive["issued_ok"] == args.count
-        and not worker["cut_short"]
-        and not naive["cut_short"]
+    ref = naive.as_json()
+    got = measured.as_json(sql_statements_per_send=round(measured.statements / max(measured.sent, 1), 2))
+    speedup = ratio(got["per_second"], ref["per_second"])
+    auth_ratio = ratio(got["auth_calls_per_1000_sends"], ref["auth_calls_per_1000_sends"])
+    per_round = [
+        round(m["per_second"] / n["per_second"], 3) if m["per_second"] and n["per_second"] else None
+        for n, m in zip(naive.rounds, measured.rounds, strict=True)
+    ]
+    valid = got["issued_ok"] == args.count and ref["issued_ok"] == args.count and not (
+        naive.cut_short or measured.cut_short
     )
     result = {
         "benchmark": "dispatch",
         "count": args.count,
+        "rounds": args.rounds,
+        "added_rtt_ms": args.rtt_ms,
         "database": db_version,
-        "machine": machine(),
+        "machine": machine(busy_before_pct=busy_before),
         "worker_settings": {"worker_batch": settings.worker_batch, "worker_poll_s": settings.worker_poll_s},
-        "reference": naive,
-        "measured": worker,
+        "reference": ref,
+        "measured": got,
         "ratios": {
             "throughput_worker_over_naive": round(speedup, 3) if speedup else None,
+            "throughput_ratio_per_round": per_round,
             "auth_calls_worker_over_naive": round(auth_ratio, 5) if auth_ratio is not None else None,
         },
         "valid": valid,
         "wall_s": round(time.monotonic() - wall, 1),
     }
-    path = write_results("dispatch", result)
+    name = "dispatch" + ("-sqlite" if bench_db.kind == "sqlite" else "") + (f"-rtt{args.rtt_ms:g}ms" if args.rtt_ms else "")
+    path = write_results(name, result)
 
     rows = [
         [
@@ -358,26 +475,30 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['token_requests']} + {r['logins']}",
             fmt(r["auth_calls_per_1000_sends"], 1),
         ]
-        for name, r in (("naive client (reference)", naive), ("service, 1 worker", worker))
+        for name, r in (("naive client (reference)", ref), ("service, 1 worker", got))
     ]
-    rows.append(
-        ["**ratio** service / naive", "", "", f"**{fmt(speedup, 2)}x**", "", "",
-         f"{fmt(auth_ratio, 4)}x"]
-    )
+    rows.append([
+        "**service / naive**", "", "",
+        f"**{fmt(speedup, 2)}x** (rounds: {', '.join(fmt(r, 2) for r in per_round)})", "", "",
+        f"{fmt(auth_ratio, 4)}x",
+    ])
+    where = f"sandbox + {args.rtt_ms:g} ms RTT" if args.rtt_ms else "sandbox on loopback"
     print()
-    print(f"Dispatch: {args.count} Region B prescriptions, sandbox without faults, {db_version}, "
-          f"{result['machine']['cpus']} CPUs")
+    print(f"Dispatch: {args.count} Region B prescriptions per client ({args.rounds} interleaved rounds), {where}, "
+          f"no faults, {db_version}, {result['machine']['cpus']} CPUs")
     print()
     print(markdown_table(
-        ["client", "issued", "seconds", "prescriptions/s", "ms/send", "token reqs + logins", "auth calls / 1,000 sends"],
+        ["client", "issued", "seconds", "prescriptions/s", "ms/send", "token reqs + logins",
+         "auth calls / 1,000 sends"],
         rows,
     ))
     print()
-    print(f"worker: {worker['sql_statements_per_send']} SQL statements and "
-          f"{worker['worker_cpu_ms_per_send']} ms CPU per send (in-process); "
-          f"naive client CPU {naive['client_cpu_ms_per_send']} ms per send")
+    print(f"worker: {got['sql_statements_per_send']} SQL statements and {got['cpu_ms_per_send_in_this_process']} ms "
+          f"CPU per send; naive client: {ref['cpu_ms_per_send_in_this_process']} ms CPU per send")
+    print(f"machine busy (mean of rounds): naive {ref['machine_busy_pct_mean']}%, worker "
+          f"{got['machine_busy_pct_mean']}%; worst hypervisor steal {ref['steal_pct_max']}% / {got['steal_pct_max']}%")
     print(f"results: {path.relative_to(REPO_ROOT)}  (wall {result['wall_s']} s)"
-          + ("" if valid else "  ** INVALID RUN: not every prescription was issued **"))
+          + ("" if valid else "  ** INVALID RUN: not every prescription was issued in time **"))
     return 0 if valid else 1
 
 
