@@ -102,6 +102,13 @@ def insert_ignore(session: Session, table: Table, values: Mapping[str, Any]) -> 
     duplicates never raise and never write twice.
     """
     dialect = session.get_bind().dialect.name
-    builder = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    result = session.execute(builder(table).values(**values).on_conflict_do_nothing())
+    stmt = _INSERT_IGNORE.get((dialect, table.name))
+    if stmt is None:
+        builder = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        stmt = _INSERT_IGNORE[(dialect, table.name)] = builder(table).on_conflict_do_nothing()
+    # Values as parameters of one reusable statement: no per-call statement building.
+    result = session.execute(stmt, dict(values))
     return bool(result.rowcount)
+
+
+_INSERT_IGNORE: dict[tuple[str, str], Any] = {}

@@ -287,6 +287,8 @@ class WebhookInbox(Base):
     __table_args__ = (
         CheckConstraint("state IN ('pending', 'processed', 'ignored', 'dead')", name="state"),
         Index("ix_webhook_inbox_due", "state", "next_attempt_at"),
+        # The receiver needs only the row count, not the new id (no RETURNING on the hot path).
+        {"implicit_returning": False},
     )
 
 

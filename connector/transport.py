@@ -117,7 +117,11 @@ class Transport:
     ) -> None:
         self._settings = settings
         self._owns_session = session is None
-        self.session: requests.Session = session if session is not None else requests.Session()
+        if session is None:
+            session = requests.Session()
+            # No per-call scan of the environment for proxy settings; pass proxies explicitly if ever needed.
+            session.trust_env = False
+        self.session: requests.Session = session
 
     def request(
         self,

@@ -170,7 +170,8 @@ class InboxProcessor:
             for row in rows:
                 if should_stop():
                     break
-                self._handle(session, row, now)
+                # Per event, so processed_at is when this event was applied, not when the batch began.
+                self._handle(session, row, self.clock())
                 handled += 1
         return handled
 
