@@ -65,7 +65,6 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
-        self._insert_ignore: dict[str, Any] = {}
 
     @property
     def is_postgres(self) -> bool:
@@ -77,17 +76,6 @@ class Database:
         """Yield a session in one transaction: committed on success, rolled back on error."""
         with self.sessionmaker() as session, session.begin():
             yield session
-
-    def insert_ignore_statement(self, table: Table) -> Any:
-        """Return a reusable ``INSERT ... ON CONFLICT DO NOTHING`` for ``table``.
-
-        Built once per table and dialect; execute it with a dict of values.
-        """
-        stmt = self._insert_ignore.get(table.name)
-        if stmt is None:
-            builder = postgresql.insert if self.is_postgres else sqlite.insert
-            stmt = self._insert_ignore[table.name] = builder(table).on_conflict_do_nothing()
-        return stmt
 
     def dispose(self) -> None:
         """Close every pooled connection."""
@@ -101,14 +89,22 @@ def insert_ignore(session: Session, table: Table, values: Mapping[str, Any]) -> 
     ``ON CONFLICT DO NOTHING`` on both PostgreSQL and SQLite, so concurrent
     duplicates never raise and never write twice.
     """
-    dialect = session.get_bind().dialect.name
-    stmt = _INSERT_IGNORE.get((dialect, table.name))
-    if stmt is None:
-        builder = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        stmt = _INSERT_IGNORE[(dialect, table.name)] = builder(table).on_conflict_do_nothing()
-    # Values as parameters of one reusable statement: no per-call statement building.
+    stmt = insert_ignore_statement(session.get_bind().dialect.name, table)
     result = session.execute(stmt, dict(values))
     return bool(result.rowcount)
 
 
 _INSERT_IGNORE: dict[tuple[str, str], Any] = {}
+
+
+def insert_ignore_statement(dialect: str, table: Table) -> Any:
+    """Return the reusable ``INSERT ... ON CONFLICT DO NOTHING`` for ``table`` on ``dialect``.
+
+    Built once per (dialect, table); execute it with a dict of values, so no
+    statement is built per call on the hot paths (webhook ingest, history).
+    """
+    stmt = _INSERT_IGNORE.get((dialect, table.name))
+    if stmt is None:
+        builder = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        stmt = _INSERT_IGNORE[(dialect, table.name)] = builder(table).on_conflict_do_nothing()
+    return stmt

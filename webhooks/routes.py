@@ -12,7 +12,7 @@ import logging
 from flask import Blueprint, Flask, Response, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.db import utcnow
+from app.db import insert_ignore_statement, utcnow
 from app.errors import ApiError
 from app.extensions import services
 from app.models import WebhookInbox
@@ -69,7 +69,7 @@ def receive() -> tuple[Response, int]:
         # Core, one prepared statement, one short transaction: this is the hot path.
         with svc.db.engine.begin() as conn:
             result = conn.execute(
-                svc.db.insert_ignore_statement(WebhookInbox.__table__),
+                insert_ignore_statement(conn.dialect.name, WebhookInbox.__table__),
                 {
                     "event_id": env.event_id,
                     "event_type": env.event_type,
