@@ -18,7 +18,8 @@ from types import FrameType
 from werkzeug.serving import make_server
 
 from sandbox.config import DEFAULT_WEBHOOK_SECRET, ControlValues, SandboxConfig
-from sandbox.server import create_app, get_state
+from sandbox.server import create_app
+from sandbox.state import get_state
 
 log = logging.getLogger("sandbox")
 
