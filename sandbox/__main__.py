@@ -1,4 +1,7 @@
-"""``python -m sandbox``: run the platform simulator as a threaded HTTP server.
+"""``python -m sandbox``: run the platform simulator as a threaded HTTP/1.1 server.
+
+Connections stay open between requests (keep-alive, as behind a real load
+balancer) until idle for ``--keep-alive`` seconds.
 
 Prints ``sandbox listening on http://HOST:PORT`` (flushed) once the socket is
 listening (``--port 0`` picks a free port, shown in that line). SIGTERM and
@@ -15,9 +18,13 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
-from werkzeug.serving import make_server
-
-from sandbox.config import DEFAULT_WEBHOOK_SECRET, ControlValues, SandboxConfig
+from sandbox.config import (
+    DEFAULT_KEEP_ALIVE_S,
+    DEFAULT_WEBHOOK_SECRET,
+    ControlValues,
+    SandboxConfig,
+)
+from sandbox.http_server import make_keep_alive_server
 from sandbox.server import create_app
 from sandbox.state import get_state
 
@@ -67,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--commit-then-drop-rate", type=_rate, default=0.0)
     p.add_argument("--session-expired-rate", type=_rate, default=0.0)
     p.add_argument("--fault-sleep", type=_seconds, default=5.0)
+    p.add_argument(
+        "--keep-alive",
+        type=_seconds,
+        default=DEFAULT_KEEP_ALIVE_S,
+        help="seconds an idle connection stays open; 0 closes after every response",
+    )
     p.add_argument("--verbose", action="store_true", help="log every request to stderr")
     return p
 
@@ -104,6 +117,7 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         webhook_workers=max(args.webhook_workers, 1),
         background=True,
         verbose=args.verbose,
+        keep_alive_s=args.keep_alive,
         controls=controls,
     )
 
@@ -122,7 +136,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("werkzeug").setLevel(logging.INFO if config.verbose else logging.WARNING)
 
     app = create_app(config)
-    server = make_server(config.host, config.port, app, threaded=True)
+    server = make_keep_alive_server(
+        config.host,
+        config.port,
+        app,
+        idle_timeout_s=config.keep_alive_s,
+        on_connection=get_state(app).stats.count_connection,
+    )
     stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
