@@ -6,6 +6,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
+# Local ports (override on the command line: make sandbox SANDBOX_PORT=9765 PORT=8001).
+# `make sandbox` listens on SANDBOX_PORT and posts its webhooks to the service on PORT;
+# `make run` listens on PORT; `make run` and `make worker` call the platform at
+# ERX_BASE_URL, which follows SANDBOX_PORT unless ERX_BASE_URL is set.
+SANDBOX_PORT ?= 8765
+PORT         ?= 8000
+ERX_BASE_URL ?= http://127.0.0.1:$(SANDBOX_PORT)
+
 .PHONY: demo test test-fast lint migrate seed run worker sandbox bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
@@ -35,13 +43,13 @@ seed: migrate
 	$(BIN)/flask --app app seed
 
 run: $(STAMP)
-	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+	BIND=127.0.0.1:$(PORT) ERX_BASE_URL=$(ERX_BASE_URL) $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
 worker: $(STAMP)
-	$(BIN)/flask --app app worker
+	ERX_BASE_URL=$(ERX_BASE_URL) $(BIN)/flask --app app worker
 
 sandbox: $(STAMP)
-	$(BIN)/python -m sandbox --host 127.0.0.1 --port 8765 --webhook-url http://127.0.0.1:8000/webhooks/platform --webhook-secret whsec_sandbox_test_secret --auto
+	$(BIN)/python -m sandbox --host 127.0.0.1 --port $(SANDBOX_PORT) --webhook-url http://127.0.0.1:$(PORT)/webhooks/platform --webhook-secret whsec_sandbox_test_secret --auto
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.dispatch

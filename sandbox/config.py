@@ -19,6 +19,10 @@ WEBHOOK_TIMEOUT_S = 10.0
 WEBHOOK_MAX_ATTEMPTS = 8
 """Attempts per delivery before the sandbox gives up (§7)."""
 
+DEFAULT_PORT = 8765
+"""The sandbox's port when none is given: the service's default ``ERX_BASE_URL``
+(``app/config.py``) points here, so the two meet without configuration."""
+
 DEFAULT_KEEP_ALIVE_S = 60.0
 """Seconds an idle client connection stays open (an AWS ALB's default idle timeout)."""
 
@@ -69,7 +73,7 @@ class SandboxConfig:
     """
 
     host: str = "127.0.0.1"
-    port: int = 8090
+    port: int = DEFAULT_PORT
     seed: int | None = None
     webhook_workers: int = 8
     background: bool = True
