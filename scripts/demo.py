@@ -16,7 +16,8 @@ import time
 import requests
 from sqlalchemy import make_url, select
 
-from scripts.stack import API_TOKEN, Stack, base_env, free_port
+from scripts.stack import API_TOKEN, REPO_ROOT, Stack, base_env, free_port
+from scripts.timeline import logs_line, timeline_lines
 
 TIMEOUT_S = 90
 
@@ -81,14 +82,16 @@ def main() -> int:
             if view["status"] in ("dispensed", "rejected", "dead"):
                 break
             time.sleep(0.5)
-        print(f"\n== timeline of {ref} (platform token {view.get('platform_token')})")
-        for entry in view.get("history", []):
-            print(f"   {entry['occurred_at']}  {entry['from'] or '-':>9} -> {entry['to']:<10} via {entry['source']}")
+        print(f"\n== timeline of {ref} (platform token {view.get('platform_token') or '-'})")
+        print("\n".join(timeline_lines(view.get("history", []))))
         print(f"\n== final status: {view.get('status')}  ({time.monotonic() - started:.1f} s)")
         return 0 if view.get("status") == "dispensed" else 1
     finally:
+        names = list(stack.procs)
         stack.stop()
         print("== stopped sandbox, service and worker")
+        if names:
+            print(logs_line(stack.log_dir, names, root=REPO_ROOT))
 
 
 if __name__ == "__main__":
