@@ -173,7 +173,10 @@ class KeepAliveRequestHandler(WSGIRequestHandler):
             # A fault shut the socket: the client must see no response at all.
             self.close_connection = True
             return
-        if self.idle_timeout_s <= 0 or not self._read_rest_of_body(environ, body):
+        # Read the unread body off even when closing: closing a socket with
+        # unread bytes resets it, and the client might lose the response.
+        whole_body_read = self._read_rest_of_body(environ, body)
+        if self.idle_timeout_s <= 0 or not whole_body_read:
             self.close_connection = True
         self._send(code, reason, headers, payload)
 
