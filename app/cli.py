@@ -16,9 +16,9 @@ from sqlalchemy import select
 from app.crypto import CredentialCipher
 from app.db import utcnow
 from app.extensions import services
+from app.history import record_local_status
 from app.models import Clinic, DispatchOutbox, Prescriber, Prescription
 from app.seeding import run_seed_scripts
-from webhooks.history import record_local_status
 
 
 @click.command("seed")
@@ -104,7 +104,6 @@ def worker_command(max_seconds: float | None, until_idle: bool, no_dispatch: boo
     inbox = None if no_inbox else InboxProcessor(
         svc.db,
         worker_id=wid,
-        lease_s=s.lease_s,
         batch=s.worker_batch * 5,  # one transaction per batch: no outbound calls here
         max_attempts=s.inbox_max_attempts,
         base_s=s.inbox_backoff_base_s,

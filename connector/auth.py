@@ -132,7 +132,7 @@ class TokenCache:
     Keyword-only:
         session: ``requests.Session`` to send token and login requests on
             (normally the client's); a new one if None.
-        clock: monotonic seconds (``time.monotonic``); tests pass a fake.
+        monotonic: monotonic seconds (``time.monotonic``); tests pass a fake.
         transport: a ready :class:`~connector.transport.Transport` (overrides ``session``).
     """
 
@@ -141,24 +141,24 @@ class TokenCache:
         settings: ConnectorSettings,
         *,
         session: requests.Session | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        monotonic: Callable[[], float] = time.monotonic,
         transport: Transport | None = None,
     ) -> None:
         self._settings = settings
         self._transport = transport or Transport(settings, session=session)
-        self._clock = clock
+        self._monotonic = monotonic
         self._guard = threading.Lock()  # protects the caches and the lock table
         self._locks: dict[Hashable, threading.Lock] = {}
         self._access: cachetools.TLRUCache[str, _Entry] = cachetools.TLRUCache(
-            maxsize=1, ttu=_ttu, timer=clock
+            maxsize=1, ttu=_ttu, timer=monotonic
         )
         self._sessions: cachetools.TLRUCache[str, _Entry] = cachetools.TLRUCache(
-            maxsize=settings.session_cache_size, ttu=_ttu, timer=clock
+            maxsize=settings.session_cache_size, ttu=_ttu, timer=monotonic
         )
         self._failures: cachetools.TTLCache[Hashable, _Failure] = cachetools.TTLCache(
             maxsize=settings.session_cache_size + 1,
             ttl=settings.login_failure_ttl_s,
-            timer=clock,
+            timer=monotonic,
         )
         # Credentials are fingerprinted with a per-process random key so that a
         # changed password bypasses the negative cache, without keeping a
@@ -322,11 +322,11 @@ class TokenCache:
             default_s=self._settings.default_token_ttl_s,
             max_leeway_s=self._settings.max_leeway_s,
         )
-        return ttl - max(0.0, self._clock() - started)
+        return ttl - max(0.0, self._monotonic() - started)
 
     def _fetch_access_token(self) -> _Entry:
         settings = self._settings
-        started = self._clock()
+        started = self._monotonic()
         resp = self._transport.request(
             "POST",
             settings.token_path,
@@ -392,7 +392,7 @@ class TokenCache:
         settings = self._settings
         for attempt in (1, 2):
             access = self.access_token()
-            started = self._clock()
+            started = self._monotonic()
             resp = self._transport.request(
                 "POST",
                 settings.login_path,

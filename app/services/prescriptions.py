@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from app.db import Database, utcnow
 from app.errors import ApiError
+from app.history import record_local_status
 from app.models import (
     DispatchOutbox,
     IdempotencyKey,
@@ -28,7 +29,6 @@ from app.models import (
     StatusHistory,
 )
 from connector.statuses import rank
-from webhooks.history import record_local_status
 
 # Statuses from which a send may be (re)queued. A rejected prescription can be
 # corrected and sent again; anything queued or already on the platform cannot.

@@ -25,12 +25,12 @@ from sqlalchemy import and_, or_, select
 
 from app.crypto import CredentialCipher
 from app.db import Database, utcnow
+from app.history import Transition, record_transition
 from app.models import Prescription
 from app.services.credentials import prescriber_credentials
 from connector import ConnectorClient
 from connector.errors import ConnectorError
 from connector.statuses import FINAL_STATUSES, LIFECYCLE
-from webhooks.history import Transition, record_transition
 
 log = logging.getLogger("app.reconcile")
 

@@ -132,7 +132,9 @@ def naive_jobs(db: Any, settings: Any, ids: list[int]) -> list[NaiveJob]:
     from app.crypto import CredentialCipher
     from app.models import Prescription
     from app.services.credentials import prescriber_credentials
-    from app.services.dispatch import _issue_request  # the worker's own request builder
+    from app.services.dispatch.issue_request import (
+        issue_request as _issue_request,  # the worker's own request builder
+    )
 
     cipher = CredentialCipher(settings.encryption_keys)
     jobs = []

@@ -206,7 +206,7 @@ def make_dispatcher(seeded: Database, settings: Settings, erx: ConnectorClient, 
             settings.with_overrides(**overrides) if overrides else settings,
             erx,
             worker_id=worker_id,
-            clock=clock,
+            now=clock,
             rand=lambda: 0.5,
         )
 
@@ -811,12 +811,12 @@ def test_webhooks_that_beat_the_token_are_applied_once_it_is_stored(client, seed
     now = utcnow()
     with seeded.session() as s:
         s.add(WebhookInbox(event_id="evt_early", event_type="prescription.status_updated", prescription_token=token,
-                           body=body, state="dead", attempts=8, next_attempt_at=now, received_at=now,
-                           last_error="unknown_prescription"))
+                           body=body.encode(), state="dead", attempts=8, next_attempt_at=now, received_at=now,
+                           last_error="unknown_prescription", awaiting_prescription=True))
     make_dispatcher().run_batch()
     assert prescription(seeded, pid).platform_token == token
 
-    InboxProcessor(seeded, worker_id="w1", clock=clock, rand=lambda: 0.5).run_batch()
+    InboxProcessor(seeded, worker_id="w1", now=clock, rand=lambda: 0.5).run_batch()
     assert prescription(seeded, pid).status == "signed"
     assert ("issued", "signed", "webhook") in history(seeded, pid)
 

@@ -187,7 +187,7 @@ def test_claim_works_on_the_webhook_inbox_too(seeded: Database) -> None:
             WebhookInbox(
                 event_id=f"evt_{n}",
                 event_type="prescription.status_updated",
-                body="{}",
+                body=b"{}",
                 state="pending",
                 attempts=0,
                 next_attempt_at=T0,

@@ -45,12 +45,12 @@ def settings() -> ConnectorSettings:
 
 @pytest.fixture
 def tokens(settings: ConnectorSettings, clock: FakeClock) -> TokenCache:
-    return TokenCache(settings, clock=clock)
+    return TokenCache(settings, monotonic=clock)
 
 
 @pytest.fixture
 def client(settings: ConnectorSettings, clock: FakeClock) -> ConnectorClient:
-    return ConnectorClient(settings, clock=clock)
+    return ConnectorClient(settings, monotonic=clock)
 
 
 @pytest.fixture

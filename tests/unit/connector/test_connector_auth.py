@@ -311,7 +311,7 @@ def test_zero_failure_ttl_disables_negative_cache(
     settings = ConnectorSettings(
         "https://platform.test/api", "client-1", "s", login_failure_ttl_s=0
     )
-    tokens = TokenCache(settings, clock=clock)
+    tokens = TokenCache(settings, monotonic=clock)
     platform.bad_passwords.add(prescriber.password)
 
     for _ in range(2):
