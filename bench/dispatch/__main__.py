@@ -295,8 +295,8 @@ class Worker:
     """One dispatch-only WorkerLoop, built as ``flask --app app worker --no-inbox`` builds it."""
 
     def __init__(self, db: Any, settings: Any) -> None:
+        from app.services.connector_factory import make_client
         from app.services.dispatch import Dispatcher
-        from app.services.platform import make_client
         from app.worker import WorkerLoop, worker_id
 
         self.db = db

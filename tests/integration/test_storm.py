@@ -20,7 +20,7 @@ from app.crypto import CredentialCipher
 from app.db import utcnow
 from app.history import record_local_status
 from app.models import Clinic, Patient, Prescriber, Prescription, StatusHistory, WebhookInbox
-from app.services.platform import make_client
+from app.services.connector_factory import make_client
 from app.services.reconcile import reconcile
 from connector.statuses import LIFECYCLE
 from tests.integration.conftest import wait_until, worker_threads

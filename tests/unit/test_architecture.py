@@ -227,7 +227,7 @@ def _check(source: str, package: str) -> list[Imported]:
         ("webhooks", "from connector.client import ConnectorClient", webhooks_violations),
         ("webhooks", "from connector import ConnectorClient", webhooks_violations),
         ("webhooks", "from ..connector import client", webhooks_violations),
-        ("webhooks", "from app.services.platform import make_client", webhooks_violations),
+        ("webhooks", "from app.services.connector_factory import make_client", webhooks_violations),
         ("sandbox", "from connector.statuses import LIFECYCLE", sandbox_violations),
         ("sandbox", "from webhooks.signature import verify", sandbox_violations),
         ("sandbox", "import app", sandbox_violations),

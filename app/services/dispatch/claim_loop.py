@@ -32,12 +32,12 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from app.config import Settings
-from app.crypto import CredentialCipher
 from app.db import Database, utcnow
 from app.history import record_local_status
 from app.models import DispatchOutbox, Prescription, WebhookInbox
 from app.queue import claim, extend_lease, holds_lease, park, release, release_row, retry_or_dead
 from app.retry import RetryPolicy
+from app.services.credentials import credential_cipher
 from app.services.dispatch.email_route import email_job, send_email
 from app.services.dispatch.erx_route import ErxJob, ErxRoute, erx_job, make_breaker
 from app.services.dispatch.outcome import Attempt, Outcome, mark_intent, outcome_unknown_after
@@ -56,7 +56,8 @@ class Dispatcher:
     """Claims due outbox rows and fulfils them (one process or many; see module docs).
 
     ``now`` returns aware UTC datetimes and ``rand`` floats in [0, 1), both
-    injectable so backoff is testable without sleeping.
+    injectable so backoff is testable without sleeping. Raises
+    :class:`app.services.errors.Misconfigured` for unusable ``ERX_ENCRYPTION_KEYS``.
     """
 
     def __init__(
@@ -77,7 +78,7 @@ class Dispatcher:
         self.mailer = mailer or Mailer(settings)
         self.breaker = breaker or make_breaker(settings)
         self.erx = ErxRoute(client, self.breaker)
-        self.cipher = CredentialCipher(settings.encryption_keys)
+        self.cipher = credential_cipher(settings.encryption_keys)
         self.now = now
         self.policy = RetryPolicy(
             base_s=settings.dispatch_backoff_base_s,
