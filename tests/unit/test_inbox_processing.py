@@ -17,6 +17,7 @@ from sqlalchemy import select
 from app.db import Database, utcnow
 from app.models import Prescription, StatusHistory, WebhookInbox
 from app.services.prescriptions import prescription_view
+from tests.support import FakeClock
 from webhooks.processing import InboxProcessor
 from webhooks.signature import sign
 
@@ -34,19 +35,6 @@ def at(hour: int, minute: int = 0) -> datetime:
 
 def iso(value: datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-class DateClock:
-    """Aware UTC datetimes for the processor; starts a minute ahead so fresh rows are due."""
-
-    def __init__(self) -> None:
-        self.now = utcnow() + timedelta(minutes=1)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance_to(self, when: datetime) -> None:
-        self.now = max(self.now, when)
 
 
 def event_body(
@@ -109,12 +97,13 @@ def deliver(app, client):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def clock() -> DateClock:
-    return DateClock()
+def clock() -> FakeClock:
+    # A minute ahead so that freshly received rows are due.
+    return FakeClock(utcnow() + timedelta(minutes=1))
 
 
 @pytest.fixture
-def processor(seeded: Database, clock: DateClock) -> InboxProcessor:
+def processor(seeded: Database, clock: FakeClock) -> InboxProcessor:
     return InboxProcessor(seeded, worker_id="w-test", now=clock, rand=lambda: 0.5)
 
 

@@ -20,6 +20,7 @@ from app import create_app
 from app.db import Database, utcnow
 from app.models import Prescription, StatusHistory, WebhookInbox
 from tests.conftest import make_settings
+from tests.support import FakeClock
 from webhooks.processing import InboxProcessor
 from webhooks.signature import compute_signature, sign
 
@@ -29,16 +30,6 @@ NOW = 1_763_634_902
 TOKEN = "SRXTEST0000001"
 REFERENCE = "rx-000001"  # patient pt-0001, Region B (scripts/seed)
 UNREACHABLE_DB = "postgresql+psycopg2://postgres@127.0.0.1:1/nodb"
-
-
-class FakeClock:
-    """Unix seconds, set by the test."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def event_body(
@@ -103,15 +94,16 @@ def issue(db: Database, reference: str = REFERENCE, token: str = TOKEN) -> int:
 
 @pytest.fixture
 def clock(app) -> FakeClock:  # type: ignore[no-untyped-def]
-    fake = FakeClock(NOW)
-    app.extensions["erx"].unix_time = fake
+    fake = FakeClock()
+    fake.set_unix(NOW)
+    app.extensions["erx"].unix_time = fake.unix_time
     return fake
 
 
 def make_app(db_url: str, database: Database, clock_now: float = NOW, **overrides: Any):  # type: ignore[no-untyped-def]
     application = create_app(make_settings(db_url, **overrides), db=database)
     application.config["TESTING"] = True
-    application.extensions["erx"].unix_time = FakeClock(clock_now)
+    application.extensions["erx"].unix_time = lambda: float(clock_now)
     return application
 
 
@@ -155,7 +147,7 @@ def test_redelivery_of_same_event_id_is_200_duplicate_and_still_one_row(
     body = event_body("evt_dup_1")
     first = deliver(client, body)
     # The platform retries later with a fresh t and signature.
-    clock.now = NOW + 60
+    clock.set_unix(NOW + 60)
     second = deliver(client, body, t=NOW + 60)
     third = deliver(client, body)
 
@@ -255,7 +247,7 @@ def test_tampered_body_is_401_and_nothing_stored(client, clock, seeded, tamper) 
 def test_timestamp_tolerance_in_both_directions(
     client, clock, seeded, clock_offset: int, accepted: bool
 ) -> None:  # type: ignore[no-untyped-def]
-    clock.now = NOW + clock_offset  # our clock moves; the platform signed at NOW
+    clock.set_unix(NOW + clock_offset)  # our clock moves; the platform signed at NOW
     response = deliver(client, event_body("evt_tolerance"))
     if accepted:
         assert response.status_code == 200
@@ -430,7 +422,7 @@ def test_database_down_answers_503_never_2xx(db_url) -> None:  # type: ignore[no
     try:
         application = create_app(make_settings(db_url), db=down)
         application.config["TESTING"] = True
-        application.extensions["erx"].unix_time = FakeClock(NOW)
+        application.extensions["erx"].unix_time = lambda: float(NOW)
         client = application.test_client()
         body = event_body("evt_db_down")
         for _ in range(2):  # the platform retries; still never acknowledged

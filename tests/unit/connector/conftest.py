@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 import responses
-from connector_fakes import BASE, CLIENT_SECRET, FakeClock, FakePlatform, make_prescriber
+from connector_fakes import BASE, CLIENT_SECRET, FakePlatform, make_prescriber
 
 from connector import (
     ConnectorClient,
@@ -18,6 +18,7 @@ from connector import (
     PrescriberCredentials,
     TokenCache,
 )
+from tests.support import FakeClock
 
 
 @pytest.fixture
@@ -45,12 +46,12 @@ def settings() -> ConnectorSettings:
 
 @pytest.fixture
 def tokens(settings: ConnectorSettings, clock: FakeClock) -> TokenCache:
-    return TokenCache(settings, monotonic=clock)
+    return TokenCache(settings, monotonic=clock.monotonic)
 
 
 @pytest.fixture
 def client(settings: ConnectorSettings, clock: FakeClock) -> ConnectorClient:
-    return ConnectorClient(settings, monotonic=clock)
+    return ConnectorClient(settings, monotonic=clock.monotonic)
 
 
 @pytest.fixture

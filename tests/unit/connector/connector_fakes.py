@@ -1,4 +1,4 @@
-"""Test doubles for the connector: a fake platform on `responses`, a fake clock."""
+"""Test doubles for the connector's auth tests: token and login endpoints with counters (the clock is tests.support.FakeClock)."""
 
 from __future__ import annotations
 
@@ -17,19 +17,6 @@ TOKEN_URL = f"{BASE}/oauth/token"
 LOGIN_URL = f"{BASE}/prescriber/login"
 RX_URL = f"{BASE}/prescriptions"
 CLIENT_SECRET = "cs-very-secret-value"
-
-
-class FakeClock:
-    """Monotonic seconds that move only when a test says so."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclass
