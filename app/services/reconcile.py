@@ -23,11 +23,11 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import and_, or_, select
 
-from app.crypto import CredentialCipher
+from app.crypto import CredentialCipher, CredentialError
 from app.db import Database, utcnow
 from app.history import Transition, record_transition
 from app.models import Prescription
-from app.services.credentials import prescriber_credentials
+from app.services.credentials import MissingCredentials, prescriber_credentials
 from app.services.platform_failures import platform_failure
 from connector import ConnectorClient
 from connector.errors import ConnectorError
@@ -104,6 +104,9 @@ def reconcile(
             cause = platform_failure(exc, base_url=base_url or "(platform)").message
             failures.append(f"prescription {prescription_id}: {cause}")
             log.warning("reconcile failed: prescription_id=%s code=%s", prescription_id, exc.code)
+        except (MissingCredentials, CredentialError) as exc:
+            failures.append(f"prescription {prescription_id}: {exc}")
+            log.warning("reconcile failed: prescription_id=%s error=%s", prescription_id, type(exc).__name__)
         except Exception as exc:  # noqa: BLE001 - one bad row must not stop the run
             failures.append(f"prescription {prescription_id}: {type(exc).__name__}")
             log.warning("reconcile failed: prescription_id=%s error=%s", prescription_id, type(exc).__name__)
