@@ -40,6 +40,7 @@ from connector.errors import (
     AuthError,
     ConnectorError,
     PlatformRejected,
+    PlatformUnavailable,
     ResponseParseError,
     classify_response,
 )
@@ -340,8 +341,9 @@ class TokenCache:
         request_id = resp.headers.get(settings.request_id_header) or None
         status = resp.status_code
         if status == 429 or status >= 500:
-            _, error = classify_response(resp, request_id_header=settings.request_id_header)
-            assert error is not None  # 429/5xx always map to an error
+            _, classified = classify_response(resp, request_id_header=settings.request_id_header)
+            # 429/5xx always map to an error; the fallback only keeps that promise explicit.
+            error = classified or PlatformUnavailable(f"HTTP {status}", http_status=status, request_id=request_id)
             logger.warning(
                 "access token request failed status=%s request_id=%s", status, request_id
             )
@@ -412,7 +414,8 @@ class TokenCache:
                 self.invalidate_access_token(access)
                 continue
             raise self._login_error(prescriber, error)
-        assert body is not None
+        if body is None:  # classify_response returns a body or an error; never neither
+            raise ResponseParseError("login success without a body", path="<body>", code="invalid_response")
         request_id = resp.headers.get(settings.request_id_header) or None
         try:
             token = value_at(body, ("data", "session_token"))

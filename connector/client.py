@@ -121,7 +121,8 @@ class ConnectorClient:
             )
             body, error = classify_response(resp, request_id_header=settings.request_id_header)
             if error is None:
-                assert body is not None
+                if body is None:  # classify_response returns a body or an error; never neither
+                    raise ResponseParseError("platform success without a body", path="<body>", code="invalid_response")
                 return body, resp.headers.get(settings.request_id_header) or None
             if attempt == 1 and isinstance(error, AuthError):
                 if error.step == "access_token":
