@@ -290,7 +290,7 @@ class WebhookInbox(Base):
     id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
     event_id: Mapped[str] = mapped_column(String(100), unique=True)
     event_type: Mapped[str | None] = mapped_column(String(100))
-    prescription_token: Mapped[str | None] = mapped_column(String(64), index=True)
+    platform_token: Mapped[str | None] = mapped_column(String(64), index=True)
     body: Mapped[bytes] = mapped_column(LargeBinary)
     signature: Mapped[str | None] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(16), default="pending")

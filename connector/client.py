@@ -255,7 +255,7 @@ class ConnectorClient:
             request_id,
         )
         return IssuedPrescription(
-            token=token,
+            platform_token=token,
             status=status if isinstance(status, str) and status else "issued",
             client_ref_id=ref,
             created_at=created_at,

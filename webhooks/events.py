@@ -23,7 +23,7 @@ MAX_EVENT_ID_CHARS = 100
 
 @dataclass(frozen=True)
 class Envelope:
-    """How the receiver stores an event: id, type, token, and initial inbox ``state``.
+    """How the receiver stores an event: id, type, platform token, and initial inbox ``state``.
 
     ``state`` is ``pending`` (to process), ``ignored`` (another event type) or
     ``dead`` (unreadable); ``error`` names why for the latter two.
@@ -31,7 +31,7 @@ class Envelope:
 
     event_id: str
     event_type: str | None
-    prescription_token: str | None
+    platform_token: str | None
     state: str
     error: str | None = None
 
@@ -41,7 +41,7 @@ class StatusEvent:
     """A parsed ``prescription.status_updated`` event; times are aware UTC."""
 
     event_id: str
-    token: str
+    platform_token: str
     client_ref_id: str | None
     status: str
     previous_status: str | None
@@ -111,7 +111,7 @@ def parse_status_event(body: Any) -> StatusEvent:
     ref = prescription.get("client_ref_id")
     return StatusEvent(
         event_id=str(body.get("id")),
-        token=token,
+        platform_token=token,
         client_ref_id=ref if isinstance(ref, str) else None,
         status=status,
         previous_status=previous if isinstance(previous, str) else None,

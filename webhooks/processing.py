@@ -94,7 +94,7 @@ class InboxProcessor:
                 lease_s=_BATCH_LEASE_S,
                 limit=self.batch,
             )
-            rows.sort(key=lambda r: (r.prescription_token or "", r.id))
+            rows.sort(key=lambda r: (r.platform_token or "", r.id))
             for row in rows:
                 if should_stop():
                     release_row(row)
@@ -138,10 +138,10 @@ class InboxProcessor:
         if event.status not in LIFECYCLE:
             raise EventPayloadError("unknown_status", "event status is not a lifecycle status")
         prescription = session.scalars(
-            select(Prescription).where(Prescription.platform_token == event.token).with_for_update()
+            select(Prescription).where(Prescription.platform_token == event.platform_token).with_for_update()
         ).first()
         if prescription is None:
-            raise UnknownPrescription(event.token)
+            raise UnknownPrescription(event.platform_token)
         record_transition(
             session,
             prescription,

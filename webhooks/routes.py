@@ -74,7 +74,7 @@ def receive() -> tuple[Response, int]:
                 {
                     "event_id": env.event_id,
                     "event_type": env.event_type,
-                    "prescription_token": env.prescription_token,
+                    "platform_token": env.platform_token,
                     # The bytes exactly as signed, with their header: re-verifiable later.
                     "body": raw,
                     "signature": signature,

@@ -5,6 +5,8 @@
   body came with; NULL for rows stored before this revision).
 - ``webhook_inbox.awaiting_prescription``: true for rows waiting for a token
   we did not know yet (was the string ``last_error = 'unknown_prescription'``).
+- ``webhook_inbox.prescription_token`` -> ``platform_token``: one name for
+  the platform's prescription token, as ``prescriptions.platform_token``.
 - ``prescription_status_history.lifecycle_step`` (a copy of ``to_status``)
   goes; a partial unique index on ``(prescription_id, to_status)`` over the
   lifecycle statuses keeps "each lifecycle status at most once".
@@ -33,6 +35,10 @@ def upgrade() -> None:
     bind = op.get_bind()
     postgres = bind.dialect.name == "postgresql"
     with op.batch_alter_table("webhook_inbox", schema=None) as batch_op:
+        batch_op.drop_index("ix_webhook_inbox_prescription_token")
+        batch_op.alter_column("prescription_token", new_column_name="platform_token")
+    with op.batch_alter_table("webhook_inbox", schema=None) as batch_op:
+        batch_op.create_index("ix_webhook_inbox_platform_token", ["platform_token"], unique=False)
         batch_op.add_column(sa.Column("signature", sa.Text(), nullable=True))
         batch_op.add_column(
             sa.Column("awaiting_prescription", sa.Boolean(), nullable=False, server_default=sa.false())
@@ -91,5 +97,9 @@ def downgrade() -> None:
             batch_op.alter_column("body", existing_type=sa.LargeBinary(), type_=sa.Text())
         batch_op.drop_column("awaiting_prescription")
         batch_op.drop_column("signature")
+        batch_op.drop_index("ix_webhook_inbox_platform_token")
+        batch_op.alter_column("platform_token", new_column_name="prescription_token")
+    with op.batch_alter_table("webhook_inbox", schema=None) as batch_op:
+        batch_op.create_index("ix_webhook_inbox_prescription_token", ["prescription_token"], unique=False)
     if not postgres:
         op.execute("UPDATE webhook_inbox SET body = CAST(body AS TEXT) WHERE typeof(body) = 'blob'")

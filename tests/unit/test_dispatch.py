@@ -686,7 +686,7 @@ def test_webhooks_that_beat_the_token_are_applied_once_it_is_stored(client, seed
     })
     now = utcnow()
     with seeded.session() as s:
-        s.add(WebhookInbox(event_id="evt_early", event_type="prescription.status_updated", prescription_token=token,
+        s.add(WebhookInbox(event_id="evt_early", event_type="prescription.status_updated", platform_token=token,
                            body=body.encode(), state="dead", attempts=8, next_attempt_at=now, received_at=now,
                            last_error="unknown_prescription", awaiting_prescription=True))
     make_dispatcher().run_batch()

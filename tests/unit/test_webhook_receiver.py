@@ -132,7 +132,7 @@ def test_valid_event_answers_200_and_stores_one_pending_row(client, clock, seede
     row = rows[0]
     assert row.event_id == "evt_valid_1"
     assert row.event_type == "prescription.status_updated"
-    assert row.prescription_token == TOKEN
+    assert row.platform_token == TOKEN
     assert row.state == "pending"
     assert row.attempts == 0
     assert row.processed_at is None

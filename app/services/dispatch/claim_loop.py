@@ -215,12 +215,12 @@ class Dispatcher:
     def _issued(
         self, session: Session, row: DispatchOutbox, prescription: Prescription, attempt: Attempt, now: datetime
     ) -> str:
-        prescription.platform_token = attempt.token
+        prescription.platform_token = attempt.platform_token
         # Webhooks may have beaten this commit; let the ones waiting for this token be applied now.
         session.execute(
             update(WebhookInbox)
             .where(
-                WebhookInbox.prescription_token == attempt.token,
+                WebhookInbox.platform_token == attempt.platform_token,
                 WebhookInbox.state.in_(("pending", "dead")),
                 WebhookInbox.awaiting_prescription.is_(True),
             )

@@ -142,6 +142,6 @@ class ErxRoute:
                         job.reference,
                     )
                 log.info("adopted existing token: client_ref_id=%s", job.reference)
-                return Attempt(Outcome.ADOPTED, token=found[0].id)
+                return Attempt(Outcome.ADOPTED, platform_token=found[0].platform_token)
         issued = self.client.issue(job.credentials, job.request)
-        return Attempt(Outcome.ISSUED, token=issued.token)
+        return Attempt(Outcome.ISSUED, platform_token=issued.platform_token)

@@ -33,13 +33,13 @@ class Outcome(enum.Enum):
 class Attempt:
     """One attempt's result: its :class:`Outcome` and what it carries.
 
-    ``token``: the platform token (ISSUED, ADOPTED); ``message``/``errors``:
+    ``platform_token``: the platform's prescription token (ISSUED, ADOPTED); ``message``/``errors``:
     the refusal and its field errors (REJECTED, INVALID); ``error``: the
     exception to retry after (RETRY_*, CIRCUIT_OPEN).
     """
 
     outcome: Outcome
-    token: str | None = None
+    platform_token: str | None = None
     message: str | None = None
     errors: dict[str, Any] = field(default_factory=dict)
     error: BaseException | None = None
