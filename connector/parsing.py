@@ -23,6 +23,7 @@ from connector.results import (
 
 __all__ = [
     "DEFAULT_PRESCRIPTION_ID_PATH",
+    "ResponseParseError",
     "parse_clinic",
     "parse_contact",
     "parse_medicine",

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from connector.errors import ResponseParseError
-from connector.parsing import parse_timestamp, value_at
+from connector.parsing import ResponseParseError, parse_timestamp, value_at
 from webhooks.errors import EventPayloadError
 
 STATUS_EVENT = "prescription.status_updated"
