@@ -53,7 +53,7 @@ def receive() -> tuple[Response, int]:
             signature,
             settings.webhook_secrets,
             tolerance_s=settings.webhook_tolerance_s,
-            now=svc.unix_time(),
+            unix_time=svc.unix_time(),
         )
     except SignatureError as exc:
         log.warning("webhook refused: reason=%s", exc.reason)

@@ -22,7 +22,7 @@ from app.models import Prescription, StatusHistory, WebhookInbox
 from tests.conftest import make_settings
 from tests.support import FakeClock
 from webhooks.processing import InboxProcessor
-from webhooks.signature import compute_signature, sign
+from webhooks.signature import compute_signature, sign, verify
 
 PATH = "/webhooks/platform"
 SECRET = "whsec_sandbox_test_secret"  # the development default in app.config
@@ -139,6 +139,18 @@ def test_valid_event_answers_200_and_stores_one_pending_row(client, clock, seede
     assert row.body == body  # the raw bytes, exactly as signed
     assert before <= row.received_at <= after
     assert row.next_attempt_at <= after  # due at once
+
+
+def test_a_stored_event_can_be_reverified_later_against_its_signature(client, clock, seeded) -> None:  # type: ignore[no-untyped-def]
+    # Not UTF-8 after the JSON: stored as bytes, nothing replaced, so the HMAC still matches.
+    body = event_body("evt_reverify") + b" \xff"
+    assert deliver(client, body).status_code == 200
+
+    (row,) = inbox(seeded)
+    assert row.body == body
+    assert row.signature == sign(body, [SECRET], timestamp=NOW)
+    # Weeks later, with that day's secrets and a tolerance covering its age:
+    assert verify(row.body, row.signature, [SECRET], tolerance_s=10**9, unix_time=NOW + 30 * 86400) == NOW
 
 
 def test_redelivery_of_same_event_id_is_200_duplicate_and_still_one_row(
