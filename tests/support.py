@@ -7,9 +7,12 @@ processes) is ``scripts.stack``, shared with the demo and the benchmarks.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -66,8 +69,6 @@ class FakeClock:
 BASE = "http://platform.test"
 CLIENT_ID = "erx-test-client"
 CLIENT_SECRET = "cs-platform-client-secret-7731"
-ACCESS_TOKEN = "at-access-token-5b1f0e"
-SESSION_TOKEN = "st-session-token-9c2d4a"
 RX_URL = f"{BASE}/prescriptions"
 INVALID_DATA = {
     "success": False,
@@ -82,63 +83,115 @@ UNAUTHORIZED_CLINIC = {
 Answer = tuple[int, dict[str, str], Any] | Exception
 
 
+@dataclass
 class FakePlatform:
-    """Contract §1 auth, §4 issue and lookup. POST answers are scripted, else success."""
+    """The one fake platform (contract §1 auth, §3 clinics, §4 issue and lookup, §5 read) on ``responses``.
 
-    def __init__(self, rsps: responses.RequestsMock) -> None:
-        self.rsps = rsps
-        self.post_script: list[Answer] = []
-        self.found: dict[str, list[dict[str, Any]]] = {}
-        self.posts: list[dict[str, Any]] = []
-        self.post_headers: list[dict[str, str]] = []
-        self.lookups: list[str] = []
-        self.on_post: Callable[[], None] | None = None
-        self._seq = 0
-        rsps.add_callback(responses.POST, f"{BASE}/oauth/token", callback=self._token)
-        rsps.add_callback(responses.POST, f"{BASE}/prescriber/login", callback=self._login)
-        rsps.add_callback(responses.POST, RX_URL, callback=self._issue)
-        rsps.add_callback(responses.GET, RX_URL, callback=self._lookup)
-        rsps.add_callback(responses.GET, re.compile(re.escape(RX_URL) + r"/[^/?]+$"), callback=self._read)
-        rsps.add_callback(responses.GET, f"{BASE}/clinics", callback=self._clinics)
-        self.clinics: list[dict[str, Any]] = [{"id": 994, "display_id": "201334", "name": "Harley Street Clinic"}]
+    :meth:`install` registers the two-step auth endpoints (OAuth token, then
+    prescriber login), and, unless ``auth_only``, the prescription and clinic
+    endpoints. Every access and session token it hands out is new
+    (``issued_access``, ``issued_sessions``), so tests can expire one.
+
+    Options: ``passwords`` (email -> password; None accepts any password not
+    in ``bad_passwords``), ``client_secret`` (None accepts any), token and
+    session lifetimes, ``token_status`` (answer the token call with it),
+    ``token_gate`` (the token call waits for it). POST answers are scripted
+    with ``post_script``, else a success with token ``SRXTOKEN<n>``.
+    """
+
+    rsps: responses.RequestsMock
+    base: str = BASE
+    passwords: dict[str, str] | None = None
+    client_secret: str | None = None
+    token_expires_in: object = 3600
+    session_expires_in: object = 1800
+    token_status: int = 200
+    bad_passwords: set[str] = field(default_factory=set)
+    token_gate: threading.Event | None = None
+    token_calls: int = 0
+    logins: dict[str, int] = field(default_factory=dict)
+    issued_access: list[str] = field(default_factory=list)
+    issued_sessions: dict[str, str] = field(default_factory=dict)  # session token -> email
+    expired_access: set[str] = field(default_factory=set)
+    post_script: list[Answer] = field(default_factory=list)
+    found: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    posts: list[dict[str, Any]] = field(default_factory=list)
+    post_headers: list[dict[str, str]] = field(default_factory=list)
+    lookups: list[str] = field(default_factory=list)
+    on_post: Callable[[], None] | None = None
+    clinics: list[dict[str, Any]] = field(
+        default_factory=lambda: [{"id": 994, "display_id": "201334", "name": "Harley Street Clinic"}]
+    )
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _seq: itertools.count = field(default_factory=itertools.count)
+    _issued: int = 0
+
+    def install(self, *, auth_only: bool = False) -> FakePlatform:
+        """Register the endpoints on ``rsps``; returns self."""
+        self.rsps.add_callback(responses.POST, f"{self.base}/oauth/token", callback=self._token)
+        self.rsps.add_callback(responses.POST, f"{self.base}/prescriber/login", callback=self._login)
+        if not auth_only:
+            rx_url = f"{self.base}/prescriptions"
+            self.rsps.add_callback(responses.POST, rx_url, callback=self._issue)
+            self.rsps.add_callback(responses.GET, rx_url, callback=self._lookup)
+            self.rsps.add_callback(responses.GET, re.compile(re.escape(rx_url) + r"/[^/?]+$"), callback=self._read)
+            self.rsps.add_callback(responses.GET, f"{self.base}/clinics", callback=self._clinics)
+        return self
+
+    # -- §1 two-step auth ---------------------------------------------------------------
 
     @staticmethod
     def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], str]:
         return status, {"Content-Type": "application/json", **(headers or {})}, json.dumps(body)
 
     def _token(self, request: requests.PreparedRequest) -> tuple[int, dict[str, str], str]:
-        form = parse_qs(str(request.body))
-        if form.get("client_secret") != [CLIENT_SECRET]:
-            return self._json(401, {"error": "invalid_client", "error_description": "bad"})
-        return self._json(
-            200,
-            {"access_token": ACCESS_TOKEN, "token_type": "Bearer", "expires_in": 3600, "scope": "prescriptions"},
-        )
+        if self.token_gate is not None:
+            self.token_gate.wait(timeout=5)
+        with self._lock:
+            self.token_calls += 1
+            if self.token_status != 200:
+                return self._json(self.token_status, {"error": "invalid_client"})
+            form = parse_qs(str(request.body))
+            if self.client_secret is not None and form.get("client_secret") != [self.client_secret]:
+                return self._json(401, {"error": "invalid_client", "error_description": "bad"})
+            token = f"at-{next(self._seq)}"
+            self.issued_access.append(token)
+        body: dict[str, Any] = {"access_token": token, "token_type": "Bearer", "scope": "prescriptions"}
+        if self.token_expires_in is not None:
+            body["expires_in"] = self.token_expires_in
+        return self._json(200, body)
+
+    def _access_ok(self, request: requests.PreparedRequest) -> bool:
+        auth = request.headers.get("Authorization", "")
+        return auth.startswith("Bearer ") and auth[7:] in self.issued_access and auth[7:] not in self.expired_access
 
     def _login(self, request: requests.PreparedRequest) -> tuple[int, dict[str, str], str]:
-        if request.headers.get("Authorization") != f"Bearer {ACCESS_TOKEN}":
-            return self._json(401, {"success": False, "code": "access_token_expired"})
         creds = json.loads(request.body or b"{}")
-        password, _pin = PRESCRIBER_SECRETS.get(creds.get("email"), ("", ""))
-        if not password or creds.get("password") != password:
-            return self._json(200, {"success": False, "message": "Invalid credentials"})
-        return self._json(
-            200,
-            {
-                "success": True,
-                "data": {
-                    "session_token": SESSION_TOKEN,
-                    "expires_in": 1800,
-                    "prescriber": {"id": 5531, "clinic_ids": [994]},
-                },
-            },
-        )
+        email, password = creds.get("email"), creds.get("password")
+        with self._lock:
+            if not self._access_ok(request):
+                return self._json(401, {"success": False, "code": "access_token_expired"})
+            self.logins[email] = self.logins.get(email, 0) + 1
+            refused = password in self.bad_passwords or (
+                self.passwords is not None and self.passwords.get(email) != password
+            )
+            if refused:
+                return self._json(200, {"success": False, "message": "Invalid credentials"})
+            token = f"st-{str(email).split('@')[0]}-{next(self._seq)}"
+            self.issued_sessions[token] = email
+        data: dict[str, Any] = {"session_token": token, "prescriber": {"id": 5531, "clinic_ids": [994]}}
+        if self.session_expires_in is not None:
+            data["expires_in"] = self.session_expires_in
+        return self._json(200, {"success": True, "data": data})
+
+    def login_count(self, prescriber: Any) -> int:
+        """How many logins ``prescriber`` (anything with ``.email``) made."""
+        return self.logins.get(prescriber.email, 0)
 
     def _authorised(self, request: requests.PreparedRequest) -> bool:
-        return (
-            request.headers.get("Authorization") == f"Bearer {ACCESS_TOKEN}"
-            and request.headers.get("X-Session-Token") == SESSION_TOKEN
-        )
+        return self._access_ok(request) and request.headers.get("X-Session-Token") in self.issued_sessions
+
+    # -- §3 clinics, §4 issue and lookup, §5 read ------------------------------------------
 
     def _issue(self, request: requests.PreparedRequest) -> Any:
         if not self._authorised(request):
@@ -154,23 +207,8 @@ class FakePlatform:
                 return answer
             status, headers, body = answer
             return self._json(status, body, headers)
-        self._seq += 1
-        token = f"SRXTOKEN{self._seq:06d}"
-        return self._json(
-            200,
-            {
-                "success": True,
-                "message": "Prescription issued",
-                "data": {
-                    "prescription": {
-                        "id": token,
-                        "status": "issued",
-                        "client_ref_id": payload.get("client_ref_id"),
-                        "created_at": "2026-11-20T10:15:02Z",
-                    }
-                },
-            },
-        )
+        self._issued += 1
+        return self._json(200, success_issue_body(f"SRXTOKEN{self._issued:06d}", payload.get("client_ref_id")))
 
     def _lookup(self, request: requests.PreparedRequest) -> Any:
         if not self._authorised(request):
@@ -201,3 +239,23 @@ class FakePlatform:
         )
 
 
+def service_platform(rsps: responses.RequestsMock) -> FakePlatform:
+    """The fake platform as the service's tests meet it: every endpoint, real passwords and client secret."""
+    passwords = {email: password for email, (password, _pin) in PRESCRIBER_SECRETS.items()}
+    return FakePlatform(rsps, passwords=passwords, client_secret=CLIENT_SECRET).install()
+
+
+def success_issue_body(token: str = "SRXC49F3D4F66A7", ref: str | None = "rx-000042") -> dict[str, Any]:
+    """The §4 issue success body for ``token`` and ``ref``."""
+    return {
+        "success": True,
+        "message": "Prescription issued",
+        "data": {
+            "prescription": {
+                "id": token,
+                "status": "issued",
+                "client_ref_id": ref,
+                "created_at": "2026-11-20T10:15:02Z",
+            }
+        },
+    }

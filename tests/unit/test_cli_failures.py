@@ -21,7 +21,7 @@ from app.db import Database, utcnow
 from app.models import Clinic, Prescription
 from scripts.stack import free_port
 from tests.conftest import make_settings
-from tests.support import BASE, CLIENT_ID, CLIENT_SECRET, PRESCRIBER_SECRETS, FakePlatform
+from tests.support import BASE, CLIENT_ID, CLIENT_SECRET, PRESCRIBER_SECRETS, service_platform
 
 JONES = "dr.jones@example.test"
 
@@ -64,7 +64,7 @@ def set_credentials(application, email: str = JONES, password: str | None = None
 
 
 def test_clinics_verify_agrees_with_the_platform(db_url, seeded, tmp_path, rsps) -> None:  # type: ignore[no-untyped-def]
-    FakePlatform(rsps)
+    service_platform(rsps)
     application = cli_app(db_url, seeded, tmp_path)
     assert set_credentials(application).exit_code == 0
 
@@ -88,7 +88,7 @@ def test_clinics_verify_with_the_platform_down_names_the_url(db_url, seeded, tmp
 
 
 def test_clinics_verify_with_refused_credentials_names_the_prescriber(db_url, seeded, tmp_path, rsps) -> None:  # type: ignore[no-untyped-def]
-    FakePlatform(rsps)
+    service_platform(rsps)
     application = cli_app(db_url, seeded, tmp_path)
     assert set_credentials(application, password="not-the-password").exit_code == 0
     with seeded.session() as session:
@@ -104,7 +104,7 @@ def test_clinics_verify_with_refused_credentials_names_the_prescriber(db_url, se
 
 
 def test_clinics_verify_with_refused_client_credentials_names_the_settings(db_url, seeded, tmp_path, rsps) -> None:  # type: ignore[no-untyped-def]
-    FakePlatform(rsps)
+    service_platform(rsps)
     application = cli_app(db_url, seeded, tmp_path, erx_client_secret="cs-wrong-secret-000000")
     assert set_credentials(application).exit_code == 0
 
@@ -138,7 +138,7 @@ def test_set_credentials_for_an_unknown_prescriber_fails_in_one_line(db_url, see
 
 
 def test_reconcile_against_a_token_the_platform_no_longer_knows(db_url, seeded, tmp_path, rsps) -> None:  # type: ignore[no-untyped-def]
-    FakePlatform(rsps)  # knows no prescription at all
+    service_platform(rsps)  # knows no prescription at all
     application = cli_app(db_url, seeded, tmp_path)
     for email in PRESCRIBER_SECRETS:
         assert set_credentials(application, email).exit_code == 0

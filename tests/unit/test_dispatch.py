@@ -35,17 +35,16 @@ from app.services.dispatch import Dispatcher
 from connector import ConnectorClient, ConnectorSettings
 from tests.conftest import AUTH
 from tests.support import (
-    ACCESS_TOKEN,
     BASE,
     CLIENT_ID,
     CLIENT_SECRET,
     INVALID_DATA,
     PRESCRIBER_SECRETS,
     RX_URL,
-    SESSION_TOKEN,
     UNAUTHORIZED_CLINIC,
     FakeClock,
     FakePlatform,
+    service_platform,
 )
 
 # -- fixtures -------------------------------------------------------------------
@@ -59,7 +58,7 @@ def rsps() -> Iterator[responses.RequestsMock]:
 
 @pytest.fixture
 def platform(rsps: responses.RequestsMock) -> FakePlatform:
-    return FakePlatform(rsps)
+    return service_platform(rsps)
 
 
 @pytest.fixture
@@ -614,7 +613,7 @@ def test_logs_carry_no_secret_token_or_patient_detail(client, seeded, with_crede
     assert [prescription(seeded, p).status for p in pids] == ["issued", "rejected", "issued"]
     assert caplog.records, "the worker logs what it does"
 
-    forbidden = {ACCESS_TOKEN, SESSION_TOKEN, CLIENT_SECRET, "SRXADOPTEDTOKEN", "SRXTOKEN000001"}
+    forbidden = {*platform.issued_access, *platform.issued_sessions, CLIENT_SECRET, "SRXADOPTEDTOKEN", "SRXTOKEN000001"}
     for password, pin in PRESCRIBER_SECRETS.values():
         forbidden |= {password, pin}
     with seeded.session() as session:

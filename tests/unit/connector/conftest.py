@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 import responses
-from connector_fakes import BASE, CLIENT_SECRET, FakePlatform, make_prescriber
+from connector_fakes import BASE, CLIENT_SECRET, FakePlatform, auth_platform, make_prescriber
 
 from connector import (
     ConnectorClient,
@@ -29,9 +29,7 @@ def rsps() -> Iterator[responses.RequestsMock]:
 
 @pytest.fixture
 def platform(rsps: responses.RequestsMock) -> FakePlatform:
-    fake = FakePlatform(rsps)
-    fake.install()
-    return fake
+    return auth_platform(rsps)
 
 
 @pytest.fixture
