@@ -117,13 +117,15 @@ def region_b_drafts(db: Any, count: int) -> tuple[list[int], list[int]]:
 
 def queue(db: Any, ids: list[int], pharmacies: list[int]) -> float:
     """Queue ``ids`` (round-robin over ``pharmacies``) with ``queue_send``; returns seconds taken."""
+    from app.services.errors import DomainError
     from app.services.prescriptions import queue_send
 
     started = time.perf_counter()
     for pid in ids:
-        reply = queue_send(db, pid, pharmacy_id=pharmacies[pid % len(pharmacies)])
-        if reply.status != 202:
-            raise SystemExit(f"queue_send({pid}) answered {reply.status}: {reply.body}")
+        try:
+            queue_send(db, pid, pharmacy_id=pharmacies[pid % len(pharmacies)])
+        except DomainError as exc:
+            raise SystemExit(f"queue_send({pid}) refused: {exc.code}: {exc.message}") from None
     return time.perf_counter() - started
 
 
