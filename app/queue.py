@@ -12,6 +12,8 @@ and ``locked_by``, ``last_error``. Every queue goes through these functions:
   it. The inbox claims inside the transaction that applies the rows (no
   outbound call), so a crash rolls the claim back with the work.
 - :func:`release` / :func:`release_row` give a lease back.
+- :func:`reopen` / :func:`reopen_matching` put finished or dead rows back:
+  pending, attempts from zero, due now.
 - :func:`retry_or_dead` is the one place that decides between rescheduling
   (with :class:`app.retry.RetryPolicy`) and ``dead``; :func:`mark_dead` for
   work that can never succeed; :func:`park` to wait without counting an
@@ -110,6 +112,21 @@ def release(db: Database, model: Any, ids: list[int], *, worker_id: str) -> None
             .where(model.id.in_(ids), model.locked_by == worker_id)
             .values(locked_until=None, locked_by=None)
         )
+
+
+def reopen(row: Any, *, now: datetime) -> None:
+    """Put ``row`` back in the queue: pending, attempts from zero, due at ``now``, no lease."""
+    row.state, row.attempts, row.next_attempt_at = PENDING, 0, now
+    release_row(row)
+
+
+def reopen_matching(session: Session, model: Any, *conditions: Any, now: datetime, **values: Any) -> None:
+    """:func:`reopen` every row of ``model`` matching ``conditions`` in one statement; ``values`` set more columns."""
+    session.execute(
+        update(model)
+        .where(*conditions)
+        .values(state=PENDING, attempts=0, next_attempt_at=now, locked_until=None, locked_by=None, **values)
+    )
 
 
 def mark_dead(row: Any, *, error: str) -> None:

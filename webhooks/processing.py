@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from app.db import Database, utcnow
 from app.history import Transition, record_transition
 from app.models import Prescription, WebhookInbox
-from app.queue import claim_rows, mark_dead, release_row, retry_or_dead
+from app.queue import claim_rows, mark_dead, release_row, reopen, retry_or_dead
 from app.retry import RetryPolicy
 from connector.statuses import LIFECYCLE
 from webhooks.errors import EventPayloadError
@@ -174,9 +174,8 @@ class InboxProcessor:
             for row in session.scalars(query):
                 # Re-classify: an event of another type stays ignored, an unreadable one dead.
                 env = envelope(row.body)
-                row.state, row.attempts, row.next_attempt_at = env.state, 0, self.now()
-                row.last_error, row.awaiting_prescription = env.error, False
-                release_row(row)
+                reopen(row, now=self.now())
+                row.state, row.last_error, row.awaiting_prescription = env.state, env.error, False
                 if row.state == "pending":
                     self._handle(session, row, self.now())
                 results.append((row.event_id, row.state))

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from app.db import Database
 from app.history import record_local_status
 from app.models import DispatchOutbox, Prescription
-from app.queue import release_row
+from app.queue import reopen
 from app.services.errors import Conflict, NotFound
 
 
@@ -75,8 +75,8 @@ def requeue(db: Database, outbox_id: int, *, now: datetime) -> Requeued:
             raise NotFound(f"outbox row {outbox_id} does not exist")
         if row.state != "dead":
             raise Conflict(f"outbox row {outbox_id} is not a dead letter (state {row.state})")
-        row.state, row.attempts, row.next_attempt_at, row.updated_at = "pending", 0, now, now
-        release_row(row)
+        reopen(row, now=now)
+        row.updated_at = now
         prescription = session.get(Prescription, row.prescription_id, with_for_update=True)
         if prescription is None:
             raise NotFound(f"outbox row {outbox_id} has no prescription {row.prescription_id}")

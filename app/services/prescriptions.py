@@ -27,6 +27,7 @@ from app.models import (
     Region,
     StatusHistory,
 )
+from app.queue import reopen
 from app.services.errors import Conflict, Invalid, NotFound
 from connector.statuses import rank
 
@@ -191,9 +192,8 @@ def _queue(
         )
     else:
         # Re-sending after a rejection: a definite "no" means nothing was created.
-        outbox.flow, outbox.state, outbox.attempts = region.flow, "pending", 0
-        outbox.next_attempt_at, outbox.updated_at, outbox.last_error = now, now, None
-        outbox.locked_by = outbox.locked_until = None
+        reopen(outbox, now=now)
+        outbox.flow, outbox.updated_at, outbox.last_error = region.flow, now, None
     return QueuedSend(
         id=prescription.id,
         reference=prescription.reference,

@@ -28,14 +28,23 @@ from collections.abc import Callable
 from datetime import datetime
 
 import pybreaker
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from app.config import Settings
 from app.db import Database, utcnow
 from app.history import record_local_status
 from app.models import DispatchOutbox, Prescription, WebhookInbox
-from app.queue import claim, extend_lease, holds_lease, park, release, release_row, retry_or_dead
+from app.queue import (
+    claim,
+    extend_lease,
+    holds_lease,
+    park,
+    release,
+    release_row,
+    reopen_matching,
+    retry_or_dead,
+)
 from app.retry import RetryPolicy
 from app.services.credentials import credential_cipher
 from app.services.dispatch.email_route import email_job, send_email
@@ -217,14 +226,14 @@ class Dispatcher:
     ) -> str:
         prescription.platform_token = attempt.platform_token
         # Webhooks may have beaten this commit; let the ones waiting for this token be applied now.
-        session.execute(
-            update(WebhookInbox)
-            .where(
-                WebhookInbox.platform_token == attempt.platform_token,
-                WebhookInbox.state.in_(("pending", "dead")),
-                WebhookInbox.awaiting_prescription.is_(True),
-            )
-            .values(state="pending", attempts=0, next_attempt_at=now, processed_at=None)
+        reopen_matching(
+            session,
+            WebhookInbox,
+            WebhookInbox.platform_token == attempt.platform_token,
+            WebhookInbox.state.in_(("pending", "dead")),
+            WebhookInbox.awaiting_prescription.is_(True),
+            now=now,
+            processed_at=None,
         )
         detail = "adopted after unknown outcome" if attempt.outcome is Outcome.ADOPTED else None
         record_local_status(session, prescription, "issued", source="api", detail=detail, now=now)
