@@ -1,6 +1,7 @@
 """One error shape for every response: ``{"code", "message", "errors"}``.
 
-Handlers here turn :class:`ApiError`, HTTP errors raised by Flask/Werkzeug
+Handlers here turn :class:`ApiError`, the services' domain errors
+(:mod:`app.services.errors`, through :func:`domain_status`), HTTP errors raised by Flask/Werkzeug
 (404, 405, 413, ...) and anything unexpected into that JSON body. Unexpected
 errors become a 500 with a generic message: no stack trace, no request data.
 """
@@ -15,6 +16,16 @@ from typing import Any
 from flask import Flask, Response, jsonify
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
+
+from app.services.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    Invalid,
+    Misconfigured,
+    NotFound,
+    Unavailable,
+)
 
 log = logging.getLogger("app.errors")
 
@@ -51,6 +62,25 @@ def error_response(
     return jsonify(body), status
 
 
+# Most specific first: the first matching class gives the status.
+_DOMAIN_STATUS: tuple[tuple[type[DomainError], int], ...] = (
+    (NotFound, 404),
+    (Conflict, 409),
+    (Invalid, 422),
+    (Forbidden, 403),
+    (Unavailable, 503),
+    (Misconfigured, 500),
+)
+
+
+def domain_status(exc: DomainError) -> int:
+    """The HTTP status that answers ``exc``: 404, 409, 422, 403, 503, 500 (misconfigured or unknown)."""
+    for cls, status in _DOMAIN_STATUS:
+        if isinstance(exc, cls):
+            return status
+    return 500
+
+
 def _code_for(exc: HTTPException) -> str:
     name = (exc.name or "error").lower()
     return "".join(ch if ch.isalnum() else "_" for ch in name).strip("_")
@@ -62,6 +92,10 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> tuple[Response, int]:
         return error_response(exc.status, exc.code, exc.message, exc.errors, **exc.extra)
+
+    @app.errorhandler(DomainError)
+    def _domain_error(exc: DomainError) -> tuple[Response, int]:
+        return error_response(domain_status(exc), exc.code, exc.message, exc.errors, **exc.details)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> tuple[Response, int]:

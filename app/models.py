@@ -18,17 +18,15 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
     TypeDecorator,
     UniqueConstraint,
 )
+from sqlalchemy import text as sql_text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
-
-# Lifecycle vocabulary on our side of the wire. The platform's own statuses
-# (contract §6) come from connector.statuses; these are the service's additions.
-LOCAL_STATUSES = ("draft", "queued", "rejected", "dead", "emailed")
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -212,13 +210,18 @@ class PrescriptionMedicine(Base):
     )
 
 
+# connector.statuses.LIFECYCLE as SQL, for the partial unique index (migration 0002 has the same text).
+LIFECYCLE_PREDICATE = "to_status IN ('issued', 'signed', 'printed', 'dispensed', 'expired', 'voided')"
+
+
 class StatusHistory(Base):
     """One status transition. Rows are only ever appended, never updated.
 
-    ``lifecycle_step`` repeats ``to_status`` for platform lifecycle statuses
-    (contract §6), each of which a prescription reaches at most once; its
-    unique key makes a transition learned twice (webhook redelivery, a webhook
-    after reconciliation) a no-op. Local statuses leave it NULL and may repeat.
+    A prescription reaches each platform lifecycle status (contract §6) at
+    most once: a partial unique index on ``(prescription_id, to_status)``
+    over the lifecycle statuses makes a transition learned twice (webhook
+    redelivery, a webhook after reconciliation) a no-op. Local statuses
+    (queued, rejected, ...) fall outside it and may repeat.
     """
 
     __tablename__ = "prescription_status_history"
@@ -226,14 +229,20 @@ class StatusHistory(Base):
     prescription_id: Mapped[int] = mapped_column(ForeignKey("prescriptions.id"), index=True)
     from_status: Mapped[str | None] = mapped_column(String(16))
     to_status: Mapped[str] = mapped_column(String(16))
-    lifecycle_step: Mapped[str | None] = mapped_column(String(16))
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
     source: Mapped[str] = mapped_column(String(16))
     event_id: Mapped[str | None] = mapped_column(String(100), unique=True)
     detail: Mapped[str | None] = mapped_column(Text)
     __table_args__ = (
-        UniqueConstraint("prescription_id", "lifecycle_step", name="uq_history_step"),
+        Index(
+            "uq_history_lifecycle_step",
+            "prescription_id",
+            "to_status",
+            unique=True,
+            postgresql_where=sql_text(LIFECYCLE_PREDICATE),
+            sqlite_where=sql_text(LIFECYCLE_PREDICATE),
+        ),
         CheckConstraint(
             "source IN ('service', 'api', 'webhook', 'reconcile', 'operator')", name="source"
         ),
@@ -268,14 +277,22 @@ class DispatchOutbox(Base):
 
 
 class WebhookInbox(Base):
-    """A verified webhook event, stored before it is acknowledged (contract §7)."""
+    """A verified webhook event, stored before it is acknowledged (contract §7).
+
+    ``body`` holds the raw bytes exactly as signed and ``signature`` the
+    ``X-Signature`` header they came with, so any stored event can be
+    re-verified later against the secrets of its day. ``awaiting_prescription``
+    is true while the event's token matches no prescription yet (the send's
+    commit may be in flight); dispatch reopens such rows when it stores the token.
+    """
 
     __tablename__ = "webhook_inbox"
     id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
     event_id: Mapped[str] = mapped_column(String(100), unique=True)
     event_type: Mapped[str | None] = mapped_column(String(100))
-    prescription_token: Mapped[str | None] = mapped_column(String(64), index=True)
-    body: Mapped[str] = mapped_column(Text)
+    platform_token: Mapped[str | None] = mapped_column(String(64), index=True)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    signature: Mapped[str | None] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -284,6 +301,7 @@ class WebhookInbox(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    awaiting_prescription: Mapped[bool] = mapped_column(Boolean, default=False)
     __table_args__ = (
         CheckConstraint("state IN ('pending', 'processed', 'ignored', 'dead')", name="state"),
         Index("ix_webhook_inbox_due", "state", "next_attempt_at"),

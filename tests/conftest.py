@@ -20,12 +20,11 @@ from app.config import Settings
 from app.db import Database
 from app.models import Base
 from app.seeding import run_seed_scripts
+from tests.support import PRESCRIBER_SECRETS, FakeClock
+
+__all__ = ["AUTH", "PRESCRIBER_SECRETS", "FakeClock", "make_settings"]
 
 REPO = Path(__file__).resolve().parent.parent
-PRESCRIBER_SECRETS = {
-    "dr.jones@example.test": ("sandbox-jones-pass", "481516"),
-    "dr.patel@example.test": ("sandbox-patel-pass", "234223"),
-}
 
 
 def _postgres_url() -> str | None:
@@ -131,9 +130,14 @@ def client(app):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def with_credentials(app):  # type: ignore[no-untyped-def]
+def runner(app):  # type: ignore[no-untyped-def]
+    """The CLI runner of ``app`` (flaskr's fixture trio: app, client, runner)."""
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def with_credentials(app, runner):  # type: ignore[no-untyped-def]
     """Store the sandbox prescribers' credentials through the real CLI command."""
-    runner = app.test_cli_runner()
     for email, (password, pin) in PRESCRIBER_SECRETS.items():
         result = runner.invoke(
             args=["prescribers", "set-credentials", email],

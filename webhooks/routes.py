@@ -46,13 +46,14 @@ def receive() -> tuple[Response, int]:
     svc = services()
     settings = svc.settings
     raw = _read_body(settings.webhook_max_body_bytes)
+    signature = request.headers.get(SIGNATURE_HEADER)
     try:
         verify(
             raw,
-            request.headers.get(SIGNATURE_HEADER),
+            signature,
             settings.webhook_secrets,
             tolerance_s=settings.webhook_tolerance_s,
-            now=svc.clock(),
+            unix_time=svc.unix_time(),
         )
     except SignatureError as exc:
         log.warning("webhook refused: reason=%s", exc.reason)
@@ -73,15 +74,17 @@ def receive() -> tuple[Response, int]:
                 {
                     "event_id": env.event_id,
                     "event_type": env.event_type,
-                    "prescription_token": env.prescription_token,
-                    # NUL can't be stored in PostgreSQL text, and can't be in valid JSON either.
-                    "body": raw.decode("utf-8", errors="replace").replace("\x00", "\ufffd"),
+                    "platform_token": env.platform_token,
+                    # The bytes exactly as signed, with their header: re-verifiable later.
+                    "body": raw,
+                    "signature": signature,
                     "state": env.state,
                     "attempts": 0,
                     "next_attempt_at": now,
                     "last_error": env.error,
                     "received_at": now,
                     "processed_at": None if env.state == "pending" else now,
+                    "awaiting_prescription": False,
                 },
             )
             inserted = bool(result.rowcount)
