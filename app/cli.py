@@ -156,8 +156,27 @@ def requeue(outbox_id: int) -> None:
         row.locked_by = row.locked_until = None
         prescription = session.get(Prescription, row.prescription_id, with_for_update=True)
         assert prescription is not None
+        if row.flow == "email":
+            from app.services.mail import reopen_for_resend
+
+            # An email in doubt is sent again only on this explicit decision (same Message-ID).
+            reopen_for_resend(session, row.prescription_id, now=now)
         record_local_status(session, prescription, "queued", source="operator", detail="requeued", now=now)
         click.echo(f"requeued outbox row {outbox_id} (prescription {row.prescription_id})")
+
+
+@outbox.command("confirm-sent")
+@click.argument("outbox_id", type=int)
+def confirm_sent_command(outbox_id: int) -> None:
+    """Confirm that an email in doubt reached the pharmacy: records "emailed", sends nothing."""
+    from app.services.errors import DomainError
+    from app.services.mail import confirm_sent
+
+    try:
+        prescription_id = confirm_sent(services().db, outbox_id)
+    except DomainError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"confirmed outbox row {outbox_id} as emailed (prescription {prescription_id})")
 
 
 webhooks_group = AppGroup("webhooks", help="The webhook inbox.")

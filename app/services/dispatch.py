@@ -35,7 +35,7 @@ from app.db import Database, utcnow
 from app.models import DispatchOutbox, Prescription, WebhookInbox
 from app.queue import claim, release
 from app.services.credentials import MissingCredentials, prescriber_credentials
-from app.services.mail import EmailJob, Mailer
+from app.services.mail import EmailJob, Mailer, email_job
 from connector import (
     ConnectorClient,
     IssueRequest,
@@ -90,7 +90,7 @@ class ErxJob:
 
 @dataclass(frozen=True)
 class Outcome:
-    """The result of one attempt: ``kind`` in issued|rejected|retry|emailed."""
+    """The result of one attempt: ``kind`` in issued|rejected|retry|emailed|email_in_doubt."""
 
     kind: str
     token: str | None = None
@@ -199,7 +199,7 @@ class Dispatcher:
             row.attempts += 1
             row.updated_at = now
             if row.flow == "email":
-                return _email_job(prescription)
+                return email_job(prescription)
             lookup_first = row.outcome_unknown
             try:
                 credentials = prescriber_credentials(prescription.prescriber, self.cipher)
@@ -262,11 +262,13 @@ class Dispatcher:
         return Outcome("issued", token=issued.token)
 
     def _email(self, job: EmailJob) -> Outcome:
-        try:
-            self.mailer.send(job)
-        except OSError as exc:
-            return Outcome("retry", retry_error=exc)
-        return Outcome("emailed")
+        # Exactly-once policy and its stages: app/services/mail.py.
+        delivery = self.mailer.deliver_once(self.db, job, clock=self.clock)
+        if delivery.kind == "accepted":
+            return Outcome("emailed", message="accepted earlier; not sent again" if delivery.already else None)
+        if delivery.kind == "in_doubt":
+            return Outcome("email_in_doubt", message=delivery.reason)
+        return Outcome("retry", retry_error=delivery.error)
 
     # -- step 3: store the outcome -------------------------------------------
 
@@ -304,9 +306,18 @@ class Dispatcher:
                 log.info("issued: prescription_id=%s attempts=%s", prescription.id, row.attempts)
                 return "done"
             if outcome.kind == "emailed":
-                record_local_status(session, prescription, "emailed", source="service", now=now)
-                row.state, row.last_error = "done", None
+                record_local_status(session, prescription, "emailed", source="service", detail=outcome.message, now=now)
+                row.state, row.outcome_unknown, row.last_error = "done", False, None
                 return "done"
+            if outcome.kind == "email_in_doubt":
+                # The server may have the message: never resent automatically; an operator decides.
+                record_local_status(
+                    session, prescription, "email_in_doubt", source="service", detail=outcome.message, now=now
+                )
+                row.state, row.outcome_unknown = "dead", True
+                row.last_error = f"email_in_doubt: {outcome.message}"
+                log.warning("email in doubt, dead letter: prescription_id=%s", prescription.id)
+                return "dead"
             if outcome.kind == "rejected":
                 prescription.rejection_message = outcome.message
                 prescription.rejection_errors = json.dumps(outcome.errors or {})
@@ -391,25 +402,4 @@ def _issue_request(prescription: Prescription) -> IssueRequest:
             MedicineLine(vpid=m.vpid or "", description=m.description, quantity=m.quantity, directions=m.directions)
             for m in prescription.medicines
         ),
-    )
-
-
-def _email_job(prescription: Prescription) -> EmailJob:
-    patient = prescription.patient
-    pharmacy = prescription.pharmacy
-    assert pharmacy is not None
-    lines = [
-        f"Prescription {prescription.reference}",
-        f"Prescriber: {prescription.prescriber.name} (clinic {prescription.clinic.name})",
-        f"Patient: {patient.first_name} {patient.last_name}, born {patient.date_of_birth.isoformat()}",
-        f"Address: {patient.address_line1}, {patient.city} {patient.post_code}",
-        "",
-    ]
-    lines += [f"- {m.description} x{m.quantity}: {m.directions}" for m in prescription.medicines]
-    return EmailJob(
-        prescription_id=prescription.id,
-        reference=prescription.reference,
-        to=pharmacy.email,
-        subject=f"Prescription {prescription.reference}",
-        text="\n".join(lines),
     )
