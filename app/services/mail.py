@@ -180,13 +180,13 @@ class SmtpTransport:
     ) -> str:
         """See :class:`Transport`. ``data`` has CRLF line ends (``policy.SMTP``)."""
         s = self.settings
-        smtp = smtplib.SMTP(timeout=s.smtp_timeout_s)
+        smtp: smtplib.SMTP | None = None
         stage = "connect"
         try:
             try:
-                code, _ = smtp.connect(s.smtp_host, s.smtp_port)
-                if code != 220:
-                    raise NotAccepted(f"smtp_connect_{code}")
+                # Connects and reads the greeting (SMTPConnectError unless 220); STARTTLS
+                # checks the certificate against this host name.
+                smtp = smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.smtp_timeout_s)
                 stage = "ehlo"
                 smtp.ehlo_or_helo_if_needed()
                 if s.smtp_starttls:
@@ -217,9 +217,12 @@ class SmtpTransport:
                 smtp.send(body)  # without the terminator the server cannot accept it
             except smtplib.SMTPResponseException as exc:
                 raise NotAccepted(f"smtp_{stage}_{exc.smtp_code}") from None
-            except (OSError, smtplib.SMTPException) as exc:
+            except NotAccepted:
+                raise
+            except Exception as exc:  # noqa: BLE001 - e.g. a bad TLS setting: nothing was sent
                 raise NotAccepted(f"smtp_{stage}_{type(exc).__name__}") from None
             # From the first byte of the terminator on, the server may take the message.
+            assert smtp is not None
             try:
                 smtp.send(b".\r\n")
                 code, reply = smtp.getreply()
@@ -229,10 +232,11 @@ class SmtpTransport:
                 raise NotAccepted(f"smtp_end_of_data_{code}")
             return f"{code} {reply.decode('utf-8', 'replace')}"[:500]
         finally:
-            try:
-                smtp.quit()
-            except (OSError, smtplib.SMTPException):
-                smtp.close()
+            if smtp is not None:
+                try:
+                    smtp.quit()
+                except (OSError, smtplib.SMTPException):
+                    smtp.close()
 
 
 class FileTransport:
