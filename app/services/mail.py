@@ -435,7 +435,9 @@ def confirm_sent(db: Database, outbox_id: int, *, now: datetime | None = None) -
         intent = session.scalars(
             select(EmailIntent).where(EmailIntent.prescription_id == row.prescription_id).with_for_update()
         ).first()
-        if row.flow != "email" or row.state != "dead" or intent is None or intent.stage not in ("data", "in_doubt"):
+        # "accepted" too: an attempt whose lease had run out may have heard the 250 after the row was parked.
+        in_doubt = intent is not None and intent.stage in ("data", "in_doubt", "accepted")
+        if row.flow != "email" or row.state != "dead" or not in_doubt or intent is None:
             raise Conflict(f"outbox row {outbox_id} is not an email in doubt", code="not_in_doubt")
         prescription = session.get(Prescription, row.prescription_id, with_for_update=True)
         assert prescription is not None
