@@ -98,11 +98,15 @@ def email_job(prescription: Prescription) -> EmailJob:
     )
 
 
-def message_id_for(reference: str, mail_from: str) -> str:
-    """The stable Message-ID for ``reference``: ``<rx.<reference>@<MAIL_FROM's domain>>`` (RFC 5322 §3.6.4)."""
-    local = re.sub(r"[^A-Za-z0-9.\-_]", "-", reference)
+def message_id_for(reference: str, prescription_id: int, mail_from: str) -> str:
+    """The stable Message-ID of one prescription's email (RFC 5322 §3.6.4).
+
+    ``<rx.<reference>.<prescription_id>@<MAIL_FROM's domain>>``; the id keeps it
+    unique even if two references sanitise alike.
+    """
+    local = re.sub(r"[^A-Za-z0-9\-_]", "-", reference)
     domain = mail_from.rpartition("@")[2] or "erx-connector.invalid"
-    return f"<rx.{local}@{domain}>"
+    return f"<rx.{local}.{prescription_id}@{domain}>"
 
 
 def build_message(job: EmailJob, *, mail_from: str, message_id: str, pdf: bytes, now: datetime) -> EmailMessage:
@@ -309,7 +313,7 @@ class Mailer:
                 EmailIntent.__table__,
                 {
                     "prescription_id": job.prescription_id,
-                    "message_id": message_id_for(job.reference, self.settings.mail_from),
+                    "message_id": message_id_for(job.reference, job.prescription_id, self.settings.mail_from),
                     "recipient": job.to,
                     "stage": "prepared",
                     "attempt_id": None,

@@ -59,8 +59,8 @@ def test_production_refuses_credentials_without_starttls() -> None:
 
 
 def test_the_message_id_is_stable_per_prescription_and_a_valid_msg_id() -> None:
-    first = message_id_for("rx-000017", "prescriptions@erx-connector.example.test")
-    assert first == message_id_for("rx-000017", "prescriptions@erx-connector.example.test")
-    assert first == "<rx.rx-000017@erx-connector.example.test>"
-    assert message_id_for("rx 18/<x>", "a@b.test") == "<rx.rx-18--x-@b.test>"
-    assert message_id_for("rx-000017", "a@b.test") != message_id_for("rx-000018", "a@b.test")
+    first = message_id_for("rx-000017", 17, "prescriptions@erx-connector.example.test")
+    assert first == message_id_for("rx-000017", 17, "prescriptions@erx-connector.example.test")
+    assert first == "<rx.rx-000017.17@erx-connector.example.test>"
+    assert message_id_for("rx 18/<x>", 18, "a@b.test") == "<rx.rx-18--x-.18@b.test>"
+    assert message_id_for("rx.18", 18, "a@b.test") != message_id_for("rx-18", 19, "a@b.test")
