@@ -232,8 +232,10 @@ class SmtpTransport:
                 code, reply = smtp.getreply()
             except (OSError, smtplib.SMTPException) as exc:
                 raise InDoubt(f"no reply to the DATA terminator ({type(exc).__name__})") from None
-            if code != 250:
+            if 400 <= code < 600:  # a definite refusal: the server did not take it
                 raise NotAccepted(f"smtp_end_of_data_{code}")
+            if not 200 <= code < 300:  # smtplib gives -1 for a reply it cannot parse
+                raise InDoubt(f"unreadable reply to the DATA terminator (code {code})")
             return f"{code} {reply.decode('utf-8', 'replace')}"[:500]
         finally:
             if smtp is not None:

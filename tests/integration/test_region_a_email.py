@@ -60,6 +60,7 @@ class Handler:
         self.messages: list[EmailMessage] = []
         self.envelopes: list[tuple[str, list[str]]] = []
         self.refuse_rcpt = 0  # answer 451 to this many RCPT commands
+        self.refuse_data = 0  # answer 452 to the end of data this many times (message not taken)
         self.drop_after_data = 0  # take this many messages, then cut the connection (reply lost)
         self.kill_pid_on_data: int | None = None  # SIGKILL this process once a message is taken
         self.logins: list[str] = []
@@ -73,6 +74,9 @@ class Handler:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+        if self.refuse_data:
+            self.refuse_data -= 1
+            return "452 4.3.1 Insufficient system storage"
         with self.lock:
             self.messages.append(BytesParser(policy=policy.default).parsebytes(envelope.original_content))
             self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
@@ -214,6 +218,22 @@ def test_a_refused_rcpt_is_retried_with_backoff_and_delivered_once(seeded, db_ur
     worker.run_batch()  # not due yet: the backoff holds it
     assert state(seeded, pid)[2] == 1 and handler.messages == []
 
+    clock.advance(60)
+    worker.run_batch()
+
+    assert len(handler.messages) == 1
+    assert state(seeded, pid) == ("emailed", "done", 2, None)
+
+
+def test_a_refusal_of_the_message_itself_is_retried_and_delivered_once(seeded, db_url, smtp) -> None:  # type: ignore[no-untyped-def]
+    controller, handler = smtp
+    handler.refuse_data = 1
+    clock = Clock()
+    pid = region_a_prescription(seeded, clock)
+    worker = dispatcher(seeded, smtp_settings(db_url, controller.port), clock)
+
+    worker.run_batch()
+    assert state(seeded, pid) == ("queued", "pending", 1, "smtp_end_of_data_452")
     clock.advance(60)
     worker.run_batch()
 
