@@ -496,3 +496,18 @@ def test_no_patient_detail_is_logged(seeded, db_url, smtp, caplog) -> None:  # t
         forbidden = {patient.first_name, patient.last_name, patient.address_line1, patient.post_code,
                      patient.date_of_birth.isoformat(), PHARMACY_EMAIL}
     assert sorted(f for f in forbidden if f and f in our_logs(caplog)) == []
+
+
+def test_tls_verification_can_be_switched_off_for_a_test_server(seeded, db_url, tls_smtp) -> None:  # type: ignore[no-untyped-def]
+    controller, handler, _ = tls_smtp
+    clock = Clock()
+    pid = region_a_prescription(seeded, clock)
+    settings = smtp_settings(
+        db_url, controller.port, smtp_starttls=True, smtp_username=SMTP_USER, smtp_password=SMTP_PASSWORD,
+        smtp_tls_verify=False,
+    )
+
+    dispatcher(seeded, settings, clock).run_batch()
+
+    assert len(handler.messages) == 1
+    assert state(seeded, pid)[:2] == ("emailed", "done")
