@@ -26,6 +26,7 @@ from app.seeding import run_seed_scripts
 from app.services.credentials import credential_cipher, store_credentials
 from app.services.dead_letters import list_dead, requeue
 from app.services.errors import DomainError
+from app.services.mail import confirm_sent
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -146,6 +147,15 @@ def requeue_command(outbox_id: int) -> None:
     """Put a dead-lettered send back in the queue (attempts reset; a lookup still comes first)."""
     done = requeue(services().db, outbox_id, now=utcnow())
     click.echo(f"requeued outbox row {done.outbox_id} (prescription {done.prescription_id})")
+
+
+@outbox.command("confirm-sent")
+@click.argument("outbox_id", type=int)
+@_one_line_failures
+def confirm_sent_command(outbox_id: int) -> None:
+    """Confirm that an email in doubt reached the pharmacy: records "emailed", sends nothing."""
+    prescription_id = confirm_sent(services().db, outbox_id)
+    click.echo(f"confirmed outbox row {outbox_id} as emailed (prescription {prescription_id})")
 
 
 webhooks_group = AppGroup("webhooks", help="The webhook inbox.")

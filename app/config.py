@@ -46,6 +46,7 @@ _POSITIVE = (
     "worker_poll_s",
     "worker_batch",
     "reconcile_after_s",
+    "smtp_timeout_s",
 )
 
 
@@ -100,6 +101,15 @@ class Settings:
     smtp_host: str = "localhost"
     smtp_port: int = 25
     mail_from: str = "prescriptions@erx-connector.example.test"
+    # Region A over SMTP (issue 8): STARTTLS, credentials, per-operation timeout (seconds).
+    smtp_starttls: bool = False
+    smtp_username: str = ""
+    smtp_password: str = field(default="", repr=False)
+    smtp_timeout_s: float = 30.0
+    smtp_tls_verify: bool = True
+    smtp_ca_file: str = ""
+    # A Unicode .ttf for PDF text outside Latin-1 (default: DejaVu Sans if installed).
+    pdf_font_path: str = ""
 
     def __post_init__(self) -> None:
         if self.env not in ("development", "test", "production"):
@@ -126,6 +136,8 @@ class Settings:
             raise ConfigError("BREAKER_RESET_S must be a finite number of seconds >= 0")
         if self.mail_backend not in ("file", "smtp"):
             raise ConfigError("MAIL_BACKEND must be file or smtp")
+        if self.smtp_username and not self.smtp_starttls and self.env == "production":
+            raise ConfigError("SMTP_USERNAME needs SMTP_STARTTLS in production (no cleartext passwords)")
 
     def with_overrides(self, **changes: object) -> Settings:
         """Return a copy with ``changes`` applied (tests use this)."""
@@ -154,6 +166,7 @@ _NUMBERS: dict[str, tuple[str, type]] = {
     "WORKER_BATCH": ("worker_batch", int),
     "RECONCILE_AFTER_S": ("reconcile_after_s", float),
     "SMTP_PORT": ("smtp_port", int),
+    "SMTP_TIMEOUT_S": ("smtp_timeout_s", float),
 }
 _STRINGS = {
     "DATABASE_URL": "database_url",
@@ -164,7 +177,16 @@ _STRINGS = {
     "MAIL_DIR": "mail_dir",
     "SMTP_HOST": "smtp_host",
     "MAIL_FROM": "mail_from",
+    "SMTP_USERNAME": "smtp_username",
+    "SMTP_PASSWORD": "smtp_password",
+    "SMTP_CA_FILE": "smtp_ca_file",
+    "PDF_FONT_PATH": "pdf_font_path",
 }
+_BOOLS = {
+    "SMTP_STARTTLS": "smtp_starttls",
+    "SMTP_TLS_VERIFY": "smtp_tls_verify",
+}
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 _LISTS = {
     "WEBHOOK_SECRETS": "webhook_secrets",
     "API_TOKENS": "api_tokens",
@@ -204,6 +226,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                 values[attr] = kind(raw)
             except ValueError:
                 raise ConfigError(f"{name} must be a {kind.__name__}") from None
+    for name, attr in _BOOLS.items():
+        raw = env.get(name, "").strip().lower()
+        if raw:
+            if raw not in _TRUE + _FALSE:
+                raise ConfigError(f"{name} must be true or false")
+            values[attr] = raw in _TRUE
     url = str(values.get("database_url", ""))
     if url.startswith("postgres://") or url.startswith("postgresql://"):
         # The service speaks psycopg2; accept the common short forms too.

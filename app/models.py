@@ -322,3 +322,34 @@ class IdempotencyKey(Base):
     response_body: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     __table_args__ = (UniqueConstraint("scope", "key", name="uq_idempotency_keys_scope_key"),)
+
+
+class EmailIntent(Base):
+    """Region A: the intent to email one prescription, written before any SMTP transaction.
+
+    ``stage`` (see ``app.services.mail`` for the policy): ``prepared`` (nothing
+    on the wire yet, or the server definitely refused: safe to send),
+    ``data`` (committed right before DATA: until a reply is stored the server
+    may have accepted), ``accepted`` (the server answered 250 to the DATA
+    terminator, or an operator confirmed), ``in_doubt`` (parked for an
+    operator). ``attempt_id`` fences concurrent attempts: only the attempt that
+    wrote it may move the stage to ``data``.
+    """
+
+    __tablename__ = "email_intents"
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    prescription_id: Mapped[int] = mapped_column(ForeignKey("prescriptions.id"), unique=True)
+    message_id: Mapped[str] = mapped_column(String(255), unique=True)
+    recipient: Mapped[str] = mapped_column(String(254))
+    stage: Mapped[str] = mapped_column(String(16), default="prepared")
+    attempt_id: Mapped[str | None] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    smtp_reply: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    data_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    __table_args__ = (
+        CheckConstraint("stage IN ('prepared', 'data', 'accepted', 'in_doubt')", name="stage"),
+    )

@@ -13,6 +13,7 @@ from app.history import record_local_status
 from app.models import DispatchOutbox, Prescription
 from app.queue import reopen
 from app.services.errors import Conflict, NotFound
+from app.services.mail import reopen_for_resend
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,9 @@ def requeue(db: Database, outbox_id: int, *, now: datetime) -> Requeued:
             raise Conflict(f"outbox row {outbox_id} is not a dead letter (state {row.state})")
         reopen(row, now=now)
         row.updated_at = now
+        if row.flow == "email":
+            # An email in doubt is sent again only on this explicit decision (same Message-ID).
+            reopen_for_resend(session, row.prescription_id, now=now)
         prescription = session.get(Prescription, row.prescription_id, with_for_update=True)
         if prescription is None:
             raise NotFound(f"outbox row {outbox_id} has no prescription {row.prescription_id}")

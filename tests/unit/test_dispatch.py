@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email import policy
 from email.parser import BytesParser
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import pybreaker
 import pytest
 import requests
 import responses
+from pypdf import PdfReader
 from sqlalchemy import select, update
 
 from app.config import Settings
@@ -493,7 +495,10 @@ def test_region_a_prescription_is_emailed_to_the_pharmacy(client, seeded, settin
     assert "rx-000017" in message["Subject"]
     with seeded.session() as session:
         patient = session.get(Patient, rx.patient_id)
-    assert patient is not None and patient.last_name in message.get_content()
+    (attachment,) = list(message.iter_attachments())
+    assert attachment.get_content_type() == "application/pdf"
+    pdf_text = "".join(page.extract_text() for page in PdfReader(BytesIO(attachment.get_content())).pages)
+    assert patient is not None and patient.last_name in pdf_text
     assert len(rsps.calls) == 0  # no platform involved
 
 

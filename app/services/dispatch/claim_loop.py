@@ -39,6 +39,7 @@ from app.queue import (
     claim,
     extend_lease,
     holds_lease,
+    mark_dead,
     park,
     release,
     release_row,
@@ -128,7 +129,7 @@ class Dispatcher:
         if isinstance(job, Attempt):  # could not even build the request
             attempt = job
         elif isinstance(job, EmailJob):
-            attempt = send_email(self.mailer, job)
+            attempt = send_email(self.mailer, self.db, job, now=self.now)
         else:
             attempt = self.erx.send(job)
         try:
@@ -207,9 +208,20 @@ class Dispatcher:
             if attempt.outcome in (Outcome.ISSUED, Outcome.ADOPTED):
                 return self._issued(session, row, prescription, attempt, now)
             if attempt.outcome is Outcome.EMAILED:
-                record_local_status(session, prescription, "emailed", source="service", now=now)
+                record_local_status(
+                    session, prescription, "emailed", source="service", detail=attempt.message, now=now
+                )
                 row.state, row.last_error = "done", None
                 return "done"
+            if attempt.outcome is Outcome.EMAIL_IN_DOUBT:
+                # The server may have the message: never resent automatically; an operator
+                # confirms (`outbox confirm-sent`) or requeues (same Message-ID).
+                record_local_status(
+                    session, prescription, "email_in_doubt", source="service", detail=attempt.message, now=now
+                )
+                mark_dead(row, error=f"email_in_doubt: {attempt.message}")
+                log.warning("email in doubt, dead letter: prescription_id=%s", prescription.id)
+                return "dead"
             if attempt.outcome in (Outcome.REJECTED, Outcome.INVALID):
                 prescription.rejection_message = attempt.message
                 prescription.rejection_errors = json.dumps(attempt.errors)

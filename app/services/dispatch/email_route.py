@@ -1,45 +1,32 @@
-"""Region A's route: the prescription goes to the pharmacy by email, once per attempt."""
+"""Region A's route: the prescription goes to the pharmacy as a PDF by email, exactly once.
+
+The message, its PDF and the exactly-once policy (an intent record and a
+stable Message-ID per prescription) live in :mod:`app.services.mail`; this
+module turns its :class:`~app.services.mail.Delivery` into an attempt
+:class:`~app.services.dispatch.outcome.Outcome`.
+"""
 
 from __future__ import annotations
 
-from app.models import Prescription
+from collections.abc import Callable
+from datetime import datetime
+
+from app.db import Database
 from app.services.dispatch.outcome import Attempt, Outcome
-from app.services.errors import Invalid
-from app.services.mail import EmailJob, Mailer
+from app.services.mail import EmailJob, Mailer, email_job
+
+__all__ = ["EmailJob", "email_job", "send_email"]
 
 
-def email_job(prescription: Prescription) -> EmailJob:
-    """Build the email for ``prescription`` (patient, prescriber, clinic, medicines loaded).
+def send_email(mailer: Mailer, db: Database, job: EmailJob, *, now: Callable[[], datetime]) -> Attempt:
+    """Deliver ``job`` once; returns EMAILED, EMAIL_IN_DOUBT (never resent automatically) or RETRY_UNSENT.
 
-    The text carries the patient's details because the pharmacy needs them; it
-    is never logged. Raises :class:`app.services.errors.Invalid` when no
-    pharmacy is chosen.
+    ``now`` returns aware UTC datetimes. A delivery accepted by an earlier
+    attempt is EMAILED again without a second message.
     """
-    patient = prescription.patient
-    pharmacy = prescription.pharmacy
-    if pharmacy is None:
-        raise Invalid("The prescription has no pharmacy.", errors={"pharmacy_id": ["missing"]})
-    lines = [
-        f"Prescription {prescription.reference}",
-        f"Prescriber: {prescription.prescriber.name} (clinic {prescription.clinic.name})",
-        f"Patient: {patient.first_name} {patient.last_name}, born {patient.date_of_birth.isoformat()}",
-        f"Address: {patient.address_line1}, {patient.city} {patient.post_code}",
-        "",
-    ]
-    lines += [f"- {m.description} x{m.quantity}: {m.directions}" for m in prescription.medicines]
-    return EmailJob(
-        prescription_id=prescription.id,
-        reference=prescription.reference,
-        to=pharmacy.email,
-        subject=f"Prescription {prescription.reference}",
-        text="\n".join(lines),
-    )
-
-
-def send_email(mailer: Mailer, job: EmailJob) -> Attempt:
-    """Send ``job`` with ``mailer``; EMAILED, or RETRY_UNSENT on an OS/SMTP error."""
-    try:
-        mailer.send(job)
-    except OSError as exc:  # smtplib's errors are OSErrors
-        return Attempt(Outcome.RETRY_UNSENT, error=exc)
-    return Attempt(Outcome.EMAILED)
+    delivery = mailer.deliver_once(db, job, now=now)
+    if delivery.kind == "accepted":
+        return Attempt(Outcome.EMAILED, message="accepted earlier; not sent again" if delivery.already else None)
+    if delivery.kind == "in_doubt":
+        return Attempt(Outcome.EMAIL_IN_DOUBT, message=delivery.reason)
+    return Attempt(Outcome.RETRY_UNSENT, error=delivery.error)

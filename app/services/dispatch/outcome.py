@@ -22,6 +22,7 @@ class Outcome(enum.Enum):
     ISSUED = "issued"  # the platform answered with a token
     ADOPTED = "adopted"  # a lookup after an unknown outcome found the token
     EMAILED = "emailed"  # Region A: the pharmacy was emailed
+    EMAIL_IN_DOUBT = "email_in_doubt"  # Region A: the server may have the message; an operator decides
     REJECTED = "rejected"  # the platform said no (HTTP 200 success:false): never retried
     INVALID = "invalid"  # the request could never be accepted; nothing was sent
     RETRY_UNSENT = "retry_unsent"  # failed before anything reached the platform
