@@ -65,8 +65,8 @@ def outcome_unknown_after(outcome: Outcome, *, unknown_before: bool) -> bool:
     nothing leaves it as it was; one that may have reached the platform makes it
     unknown.
     """
-    if outcome in (Outcome.ISSUED, Outcome.ADOPTED, Outcome.REJECTED):
+    if outcome in (Outcome.ISSUED, Outcome.ADOPTED, Outcome.REJECTED, Outcome.EMAILED):
         return False
-    if outcome is Outcome.RETRY_UNKNOWN:
+    if outcome in (Outcome.RETRY_UNKNOWN, Outcome.EMAIL_IN_DOUBT):
         return True
     return unknown_before
