@@ -26,6 +26,8 @@ _DEV_DEFAULTS = {
     # A fixed Fernet key for local data only; never used in production.
     "ERX_ENCRYPTION_KEYS": "ZGV2ZWxvcG1lbnQta2V5LW5vdC1mb3ItcHJvZHVjdCE=",
 }
+# Kept out of _DEV_DEFAULTS so production may run without it (tokens verified via JWKS).
+_DEV_JWT_SECRET = "dev-jwt-secret-not-for-production"
 _REQUIRED_IN_PRODUCTION = tuple(_DEV_DEFAULTS) + ("DATABASE_URL", "ERX_BASE_URL")
 
 
@@ -100,6 +102,13 @@ class Settings:
     smtp_host: str = "localhost"
     smtp_port: int = 25
     mail_from: str = "prescriptions@erx-connector.example.test"
+    # Caller identity (JWT, issue 11; app/identity.py). The secret signs HS256 development
+    # tokens; in production it has no default (an empty secret verifies nothing).
+    jwt_secret: str = field(default=_DEV_JWT_SECRET, repr=False)
+    jwt_issuer: str = "erx-connector-dev"
+    jwt_audience: str = "erx-connector"
+    jwt_jwks_url: str | None = None
+    jwt_leeway_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.env not in ("development", "test", "production"):
@@ -126,6 +135,10 @@ class Settings:
             raise ConfigError("BREAKER_RESET_S must be a finite number of seconds >= 0")
         if self.mail_backend not in ("file", "smtp"):
             raise ConfigError("MAIL_BACKEND must be file or smtp")
+        if self.env == "production" and self.jwt_secret == _DEV_JWT_SECRET:
+            raise ConfigError("JWT_SECRET: the development value is not allowed in production")
+        if not math.isfinite(self.jwt_leeway_s) or self.jwt_leeway_s < 0:
+            raise ConfigError("JWT_LEEWAY_S must be a finite number of seconds >= 0")
 
     def with_overrides(self, **changes: object) -> Settings:
         """Return a copy with ``changes`` applied (tests use this)."""
@@ -154,6 +167,7 @@ _NUMBERS: dict[str, tuple[str, type]] = {
     "WORKER_BATCH": ("worker_batch", int),
     "RECONCILE_AFTER_S": ("reconcile_after_s", float),
     "SMTP_PORT": ("smtp_port", int),
+    "JWT_LEEWAY_S": ("jwt_leeway_s", float),
 }
 _STRINGS = {
     "DATABASE_URL": "database_url",
@@ -164,6 +178,10 @@ _STRINGS = {
     "MAIL_DIR": "mail_dir",
     "SMTP_HOST": "smtp_host",
     "MAIL_FROM": "mail_from",
+    "JWT_SECRET": "jwt_secret",
+    "JWT_ISSUER": "jwt_issuer",
+    "JWT_AUDIENCE": "jwt_audience",
+    "JWT_JWKS_URL": "jwt_jwks_url",
 }
 _LISTS = {
     "WEBHOOK_SECRETS": "webhook_secrets",
@@ -191,6 +209,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         if reused:
             raise ConfigError(f"development values are not allowed in production: {', '.join(reused)}")
     values: dict[str, object] = {"env": mode}
+    if mode == "production":
+        values["jwt_secret"] = ""  # no development default; JWT_SECRET below, if set
     for name, attr in _STRINGS.items():
         if env.get(name, "").strip():
             values[attr] = env[name].strip()
