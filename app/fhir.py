@@ -171,6 +171,8 @@ def medication_request(
     ours = status or prescription.status
     identifiers: list[dict[str, Any]] = [
         {"use": "official", "system": LINE_SYSTEM, "value": f"{prescription.reference}/{line.position}"},
+        # The prescription's own reference too, so a search by identifier finds every line.
+        {"use": "usual", "system": REFERENCE_SYSTEM, "value": prescription.reference},
     ]
     if show_platform_token and prescription.platform_token:
         identifiers.append({"use": "secondary", "system": PLATFORM_TOKEN_SYSTEM, "value": prescription.platform_token})
