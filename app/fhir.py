@@ -315,17 +315,24 @@ def patient_ref_from_search(value: str | None) -> str:
     return raw
 
 
-def parse_count(value: str | None, *, name: str = "_count", default: int = DEFAULT_COUNT, maximum: int = MAX_COUNT) -> int:
-    """Parse a non-negative integer search control (``_count``, ``_offset``); raises :class:`Invalid`."""
+def parse_count(
+    value: str | None, *, name: str = "_count", default: int = DEFAULT_COUNT, maximum: int = MAX_COUNT, clamp: bool = True
+) -> int:
+    """Parse a non-negative integer search control (``_count``, ``_offset``).
+
+    Above ``maximum`` it is lowered to ``maximum`` when ``clamp`` (FHIR lets a
+    server return fewer than ``_count`` asks, http://hl7.org/fhir/R4/search.html#count),
+    else refused. Raises :class:`Invalid` for anything but digits.
+    """
     if value is None or value == "":
         return default
-    if not (value.isascii() and value.isdigit()) or int(value) > maximum:
+    if not (value.isascii() and value.isdigit()) or (not clamp and int(value) > maximum):
         raise Invalid(
             f"{name} must be a whole number from 0 to {maximum}.",
             code="invalid_search",
             errors={name: [f"A whole number from 0 to {maximum}."]},
         )
-    return int(value)
+    return min(int(value), maximum)
 
 
 def search_medication_requests(

@@ -118,11 +118,11 @@ def read(resource_id: str) -> Response:
 @bp.get("/MedicationRequest")
 @require_roles("patient", "support", "service")
 def search() -> Response:
-    """Return a searchset Bundle for ``?patient=<ref>`` (required), paged by ``_count`` (<= 100) and ``_offset``."""
+    """Return a searchset Bundle for ``?patient=<ref>`` (required), paged by ``_count`` (at most 100) and ``_offset``."""
     patient_ref, show_token = _view()
     patient = fhir.patient_ref_from_search(request.args.get("patient"))
     count = fhir.parse_count(request.args.get("_count"))
-    offset = fhir.parse_count(request.args.get("_offset"), name="_offset", default=0, maximum=10**9)
+    offset = fhir.parse_count(request.args.get("_offset"), name="_offset", default=0, maximum=10**9, clamp=False)
     base = _base_url()
     next_query = urlencode({"patient": patient, "_count": count, "_offset": offset + count})
     with services().db.session() as session:

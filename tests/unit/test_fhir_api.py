@@ -320,7 +320,8 @@ def test_unknown_id_is_404_outcome(client, seeded, token_for, resource_id) -> No
 @pytest.mark.parametrize(
     ("query", "field"),
     [("", "patient"), ("?patient=", "patient"), ("?patient=pt-0001&_count=abc", "_count"),
-     ("?patient=pt-0001&_count=101", "_count"), ("?patient=pt-0001&_offset=-1", "_offset")],
+     ("?patient=pt-0001&_count=-1", "_count"), ("?patient=pt-0001&_offset=-1", "_offset"),
+     ("?patient=pt-0001&_offset=1e3", "_offset"), ("?patient=pt-0001&_offset=10000000000", "_offset")],
 )
 def test_bad_search_is_400_outcome(client, seeded, token_for, query, field) -> None:  # type: ignore[no-untyped-def]
     response = client.get(f"/fhir/R4/MedicationRequest{query}", headers=token_for("support", "support-1"))
@@ -375,6 +376,10 @@ def test_searchset_lists_every_line_of_every_prescription_and_pages(client, seed
         nxt = [link.url for link in page.link if link.relation == "next"]
         url = nxt[0].replace("http://localhost", "") if nxt else ""
     assert seen == expected
+
+    # More than the server's page size is not an error: the page is just smaller (search.html#count).
+    big = Bundle.parse_raw(get(client, "/fhir/R4/MedicationRequest?patient=pt-0002&_count=5000", auth).get_data())
+    assert [e.resource.id for e in big.entry] == expected
 
     counted = Bundle.parse_raw(get(client, "/fhir/R4/MedicationRequest?patient=pt-0002&_count=0", auth).get_data())
     assert counted.total == len(expected) and not counted.entry
@@ -441,3 +446,14 @@ def test_responses_are_plain_fhir_json(client, seeded, token_for) -> None:  # ty
     body = json.loads(response.get_data())
     assert body["resourceType"] == "MedicationRequest"
     assert "null" not in response.get_data(as_text=True)
+
+
+def test_a_refused_role_would_be_a_403_outcome(app) -> None:  # type: ignore[no-untyped-def]
+    # Every role may read FHIR today, so no request reaches this; the blueprint's handler still
+    # answers the identity check's 403 as an OperationOutcome.
+    from app.errors import ApiError
+    from app.fhir_api import _api_error
+
+    with app.test_request_context("/fhir/R4/MedicationRequest/1-1"):
+        response = _api_error(ApiError(403, "forbidden", "This role may not use this resource."))
+    assert_outcome(response, 403, "forbidden")
