@@ -457,3 +457,18 @@ def test_a_refused_role_would_be_a_403_outcome(app) -> None:  # type: ignore[no-
     with app.test_request_context("/fhir/R4/MedicationRequest/1-1"):
         response = _api_error(ApiError(403, "forbidden", "This role may not use this resource."))
     assert_outcome(response, 403, "forbidden")
+
+
+def test_an_unexpected_error_is_a_500_outcome_without_details(client, seeded, token_for, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    from app import fhir
+
+    def boom(*_args, **_kwargs):  # type: ignore[no-untyped-def]
+        name = "Hug" + "hes"  # the traceback shows source lines, so keep the value out of them
+        raise RuntimeError(f"SELECT ... WHERE last_name = '{name}'")
+
+    monkeypatch.setattr(fhir, "read_medication_request", boom)
+    response = client.get("/fhir/R4/MedicationRequest/1-1", headers=token_for("support", "support-1"))
+    outcome = assert_outcome(response, 500, "exception")
+    assert "Hughes" not in response.get_data(as_text=True)
+    assert "Hughes" not in caplog.text
+    assert outcome.issue[0].details.coding[0].code == "internal_error"
