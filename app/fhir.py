@@ -3,7 +3,8 @@
 The one translation layer between the domain and FHIR: everything FHIR-shaped
 is built here, with ``fhir.resources`` 6.4.0, whose root package is FHIR R4
 4.0.1 (http://hl7.org/fhir/R4/); every resource is validated by its model as it
-is built. No Flask: ``app/fhir_api.py`` maps the domain errors raised here
+is built. (Releases from 7.0 carry R5 at the root and only R4B, 4.3.0, as a
+sub-package: close to R4 but not R4. 6.4.0 needs pydantic 1.x, pinned.) No Flask: ``app/fhir_api.py`` maps the domain errors raised here
 (:class:`NotFound`, :class:`Invalid`) to ``OperationOutcome`` responses.
 
 One ``MedicationRequest`` per prescription line
@@ -84,6 +85,8 @@ FHIR_JSON = "application/fhir+json"
 DMD_SYSTEM = "https://dmd.nhs.uk"
 """Code system URI of the NHS Dictionary of medicines and devices (dm+d); codes are VMP ids (``vpid``)."""
 
+# Identifier systems and extensions need URIs we own; this placeholder domain stands in until
+# the organisation assigns one (changing it changes only these constants).
 NAMESPACE = "https://erx-connector.example.test/fhir"
 REFERENCE_SYSTEM = f"{NAMESPACE}/NamingSystem/prescription-reference"
 LINE_SYSTEM = f"{NAMESPACE}/NamingSystem/prescription-line"
@@ -122,18 +125,19 @@ def fhir_status(status: str) -> str:
     return STATUS_MAP.get(status, "unknown")
 
 
-def parse_resource_id(resource_id: str) -> tuple[int, int]:
+def parse_resource_id(value: str) -> tuple[int, int]:
     """Split ``"<prescription id>-<position>"`` into two ints.
 
     Raises :class:`NotFound` for anything else: a malformed id names no resource.
     """
-    head, sep, tail = resource_id.partition("-")
+    head, sep, tail = value.partition("-")
     if not (sep and head.isascii() and head.isdigit() and tail.isascii() and tail.isdigit()):
-        raise NotFound(f"MedicationRequest/{resource_id} does not exist.")
+        # Not echoed: it is arbitrary text from the URL.
+        raise NotFound("No such MedicationRequest.")
     # Bounded like the API's ids (app.schemas.MAX_ID): larger values only make the database raise.
     prescription_id, position = int(head), int(tail)
     if prescription_id > 2**53 or position > 2**31 - 1:
-        raise NotFound(f"MedicationRequest/{resource_id} does not exist.")
+        raise NotFound("No such MedicationRequest.")
     return prescription_id, position
 
 
@@ -291,7 +295,8 @@ def read_medication_request(
         prescription,
         line,
         version_id=len(rows) or None,
-        last_updated=rows[-1].received_at if rows else (prescription.updated_at or prescription.created_at),
+        # The same rule as search (_versions): the latest time we recorded anything.
+        last_updated=max(r.received_at for r in rows) if rows else (prescription.updated_at or prescription.created_at),
         show_platform_token=show_platform_token,
     )
 
