@@ -18,7 +18,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     ``settings``: a ready :class:`Settings` (tests); default parsed from the
     environment. ``db``: an existing :class:`Database` to share (tests).
     """
-    from app import api, cli, errors
+    from app import api, cli, errors, fhir_api
     from webhooks import routes as webhook_routes
 
     settings = settings or load_settings()
@@ -32,6 +32,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
 
     errors.init_app(app)
     api.init_app(app)
+    fhir_api.init_app(app)
     webhook_routes.init_app(app)
     cli.init_app(app)
 
