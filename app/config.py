@@ -27,6 +27,10 @@ _DEV_DEFAULTS = {
     "ERX_ENCRYPTION_KEYS": "ZGV2ZWxvcG1lbnQta2V5LW5vdC1mb3ItcHJvZHVjdCE=",
 }
 _REQUIRED_IN_PRODUCTION = tuple(_DEV_DEFAULTS) + ("DATABASE_URL", "ERX_BASE_URL")
+# The HS256 secret for development tokens (`flask tokens mint`); production verifies
+# the identity provider's RS256/ES256 tokens against JWT_JWKS_URL instead. 32+ bytes:
+# RFC 7518 section 3.2 wants an HMAC key at least as long as the hash.
+DEV_JWT_SECRET = "dev-jwt-secret-not-for-production-0123456789"
 
 
 # Durations and counts that must be finite and above zero (a negative lease would
@@ -100,6 +104,12 @@ class Settings:
     smtp_host: str = "localhost"
     smtp_port: int = 25
     mail_from: str = "prescriptions@erx-connector.example.test"
+    # Identity (issue 8): bearer JWTs. HS256 with jwt_secret unless jwt_jwks_url is set.
+    jwt_secret: str = field(default=DEV_JWT_SECRET, repr=False)
+    jwt_issuer: str = "erx-connector-dev"
+    jwt_audience: str = "erx-connector"
+    jwt_jwks_url: str | None = None
+    jwt_leeway_s: int = 30
 
     def __post_init__(self) -> None:
         if self.env not in ("development", "test", "production"):
@@ -126,6 +136,8 @@ class Settings:
             raise ConfigError("BREAKER_RESET_S must be a finite number of seconds >= 0")
         if self.mail_backend not in ("file", "smtp"):
             raise ConfigError("MAIL_BACKEND must be file or smtp")
+        if self.jwt_leeway_s < 0:
+            raise ConfigError("JWT_LEEWAY_S must be >= 0")
 
     def with_overrides(self, **changes: object) -> Settings:
         """Return a copy with ``changes`` applied (tests use this)."""
@@ -154,6 +166,7 @@ _NUMBERS: dict[str, tuple[str, type]] = {
     "WORKER_BATCH": ("worker_batch", int),
     "RECONCILE_AFTER_S": ("reconcile_after_s", float),
     "SMTP_PORT": ("smtp_port", int),
+    "JWT_LEEWAY_S": ("jwt_leeway_s", int),
 }
 _STRINGS = {
     "DATABASE_URL": "database_url",
@@ -164,6 +177,10 @@ _STRINGS = {
     "MAIL_DIR": "mail_dir",
     "SMTP_HOST": "smtp_host",
     "MAIL_FROM": "mail_from",
+    "JWT_SECRET": "jwt_secret",
+    "JWT_ISSUER": "jwt_issuer",
+    "JWT_AUDIENCE": "jwt_audience",
+    "JWT_JWKS_URL": "jwt_jwks_url",
 }
 _LISTS = {
     "WEBHOOK_SECRETS": "webhook_secrets",
