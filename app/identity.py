@@ -32,6 +32,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from app.config import DEV_JWT_SECRET, Settings
 from app.errors import ApiError
+from app.extensions import services
 from app.services.errors import Forbidden
 
 log = logging.getLogger("app.identity")
@@ -254,8 +255,6 @@ def _is_number(value: Any) -> bool:
 
 
 def _verifier() -> TokenVerifier:
-    from app.extensions import services
-
     verifier = current_app.extensions.get(_EXTENSION)
     if verifier is None:
         svc = services()
