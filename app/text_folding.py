@@ -26,10 +26,9 @@ _UNACCENT_EXTRA = str.maketrans(
 _APOSTROPHES = re.compile("['\u2019`]")
 _NON_ALNUM = re.compile("[^a-z0-9]+")
 
-def fold(value: str | None) -> str | None:
-    """Return ``value`` folded for search (see the module docstring); ``None`` stays ``None``."""
-    if value is None:
-        return None
+
+def fold(value: str) -> str:
+    """Return ``value`` folded for search (see the module docstring)."""
     text = unicodedata.normalize("NFKD", value.translate(_UNACCENT_EXTRA))
     text = "".join(ch for ch in text if not unicodedata.combining(ch)).lower()
     return _NON_ALNUM.sub(" ", _APOSTROPHES.sub("", text)).strip()
@@ -37,4 +36,9 @@ def fold(value: str | None) -> str | None:
 
 def register_sqlite_functions(connection: sqlite3.Connection) -> None:
     """Make ``erx_fold(text)`` callable in SQL on a SQLite ``connection``."""
-    connection.create_function("erx_fold", 1, fold, deterministic=True)
+    connection.create_function("erx_fold", 1, _fold_sql, deterministic=True)
+
+
+def _fold_sql(value: str | None) -> str | None:
+    # SQL NULL in, NULL out, like PostgreSQL's STRICT erx_fold.
+    return None if value is None else fold(str(value))
