@@ -192,6 +192,7 @@ class TokenVerifier:
         self.settings = settings
         self.clock = clock
         self.jwks = jwks
+        self._warned_unconfigured = False
         if jwks is None and settings.jwt_jwks_url:
             self.jwks = JwksCache(settings.jwt_jwks_url, clock=clock)
 
@@ -237,7 +238,9 @@ class TokenVerifier:
         if self.settings.env == "production" and self.settings.jwt_secret == DEV_JWT_SECRET:
             # Production without JWT_JWKS_URL and with the public development secret:
             # anyone could mint tokens, so nothing is accepted.
-            log.error("no JWT_JWKS_URL in production and JWT_SECRET is the development value: refusing tokens")
+            if not self._warned_unconfigured:
+                self._warned_unconfigured = True
+                log.error("no JWT_JWKS_URL in production and JWT_SECRET is the development value: refusing tokens")
             raise InvalidToken("not configured")
         return self.settings.jwt_secret, HS_ALGORITHM
 

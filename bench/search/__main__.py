@@ -32,6 +32,8 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,9 +41,10 @@ from typing import Any
 from urllib.parse import quote
 
 import requests
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from app.config import Settings
+from app.db import make_engine
 from app.identity import mint_token
 from app.seeding import bulk_pharmacies_sql, execute_sql_script, run_seed_scripts
 from bench.database import BenchDatabase
@@ -122,22 +125,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def prepare(db: BenchDatabase, *, bulk: int) -> int:
     """Recreate, migrate and seed ``db`` (plus ``bulk`` pharmacies); returns the pharmacy count."""
-    import subprocess
-
     db.recreate()
     subprocess.run(
         [str(REPO_ROOT / ".venv" / "bin" / "alembic"), "upgrade", "head"], cwd=REPO_ROOT,
         env=base_env(DATABASE_URL=db.url), check=True, capture_output=True,
     )
-    engine = create_engine(db.url)
+    engine = make_engine(db.url)
     try:
-        from app.db import make_engine
-
-        seeded = make_engine(db.url)
-        run_seed_scripts(seeded, reference_only=True)
+        run_seed_scripts(engine, reference_only=True)
         if bulk:
-            execute_sql_script(seeded, bulk_pharmacies_sql(bulk))
-        seeded.dispose()
+            execute_sql_script(engine, bulk_pharmacies_sql(bulk))
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text("VACUUM ANALYZE pharmacies"))
             return int(conn.execute(text("SELECT count(*) FROM pharmacies")).scalar() or 0)
@@ -280,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{verdict['pooled_p95_ratio']:.2f} (target <= 2.0: {'met' if verdict['met'] else 'NOT met'})")
     data = {
         "machine": machine(busy_before_pct=busy_before),
-        "command": "python -m bench.search " + " ".join(argv or []),
+        "command": " ".join(["python -m bench.search", *(sys.argv[1:] if argv is None else argv)]),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "mix": [{"weight": w, "candidates": len(c)} for w, c in MIX],
         "rounds": per_round,

@@ -491,3 +491,30 @@ def test_jwks_ignores_symmetric_and_unusable_keys(key_server: KeyServer) -> None
         with pytest.raises(Exception, match="unknown kid"):
             cache.key_for(kid)
     assert cache.key_for("ec-1")[1] == "ES256"
+
+
+# -- settings ----------------------------------------------------------------------------------
+
+
+def test_jwt_settings_come_from_the_environment() -> None:
+    from app.config import load_settings
+
+    settings = load_settings({
+        "JWT_JWKS_URL": "https://idp.example.test/jwks.json", "JWT_ISSUER": "https://idp.example.test/",
+        "JWT_AUDIENCE": "erx", "JWT_LEEWAY_S": "5", "JWT_SECRET": "s3cret-value-that-is-long-enough-xx",
+    })
+
+    assert (settings.jwt_jwks_url, settings.jwt_issuer, settings.jwt_audience, settings.jwt_leeway_s) == (
+        "https://idp.example.test/jwks.json", "https://idp.example.test/", "erx", 5)
+    assert "s3cret" not in repr(settings)
+    defaults = load_settings({})
+    assert (defaults.jwt_jwks_url, defaults.jwt_issuer, defaults.jwt_audience, defaults.jwt_leeway_s) == (
+        None, "erx-connector-dev", "erx-connector", 30)
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "1.5"])
+def test_a_bad_leeway_is_a_config_error_naming_the_variable(value: str) -> None:
+    from app.config import ConfigError, load_settings
+
+    with pytest.raises(ConfigError, match="JWT_LEEWAY_S"):
+        load_settings({"JWT_LEEWAY_S": value})
