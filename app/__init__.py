@@ -18,7 +18,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     ``settings``: a ready :class:`Settings` (tests); default parsed from the
     environment. ``db``: an existing :class:`Database` to share (tests).
     """
-    from app import api, cli, errors, fhir_api
+    from app import api, cli, directory_api, errors, fhir_api
     from webhooks import routes as webhook_routes
 
     settings = settings or load_settings()
@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     fhir_api.init_app(app)
     webhook_routes.init_app(app)
     cli.init_app(app)
+    directory_api.init_app(app)
 
     @app.get("/healthz")
     def healthz() -> tuple[Response, int]:

@@ -20,6 +20,7 @@ from flask import Flask
 from flask.cli import AppGroup, with_appcontext
 from sqlalchemy.exc import OperationalError
 
+from app import identity_cli
 from app.db import utcnow
 from app.extensions import services
 from app.seeding import run_seed_scripts
@@ -207,3 +208,4 @@ def init_app(app: Flask) -> None:
     """Register the commands on ``app``."""
     for command in (seed_command, prescribers, clinics, worker_command, outbox, webhooks_group, reconcile_command):
         app.cli.add_command(command)
+    app.cli.add_command(identity_cli.tokens)

@@ -26,9 +26,11 @@ _DEV_DEFAULTS = {
     # A fixed Fernet key for local data only; never used in production.
     "ERX_ENCRYPTION_KEYS": "ZGV2ZWxvcG1lbnQta2V5LW5vdC1mb3ItcHJvZHVjdCE=",
 }
-# Kept out of _DEV_DEFAULTS so production may run without it (tokens verified via JWKS).
-_DEV_JWT_SECRET = "dev-jwt-secret-not-for-production"
 _REQUIRED_IN_PRODUCTION = tuple(_DEV_DEFAULTS) + ("DATABASE_URL", "ERX_BASE_URL")
+# The HS256 secret for development tokens (`flask tokens mint`); production verifies
+# the identity provider's RS256/ES256 tokens against JWT_JWKS_URL instead. 32+ bytes:
+# RFC 7518 section 3.2 wants an HMAC key at least as long as the hash.
+DEV_JWT_SECRET = "dev-jwt-secret-not-for-production-0123456789"
 
 
 # Durations and counts that must be finite and above zero (a negative lease would
@@ -112,13 +114,12 @@ class Settings:
     smtp_ca_file: str = ""
     # A Unicode .ttf for PDF text outside Latin-1 (default: DejaVu Sans if installed).
     pdf_font_path: str = ""
-    # Caller identity (JWT, issue 11; app/identity.py). The secret signs HS256 development
-    # tokens; in production it has no default (an empty secret verifies nothing).
-    jwt_secret: str = field(default=_DEV_JWT_SECRET, repr=False)
+    # Identity (issue 8): bearer JWTs. HS256 with jwt_secret unless jwt_jwks_url is set.
+    jwt_secret: str = field(default=DEV_JWT_SECRET, repr=False)
     jwt_issuer: str = "erx-connector-dev"
     jwt_audience: str = "erx-connector"
     jwt_jwks_url: str | None = None
-    jwt_leeway_s: float = 30.0
+    jwt_leeway_s: int = 30
 
     def __post_init__(self) -> None:
         if self.env not in ("development", "test", "production"):
@@ -147,10 +148,8 @@ class Settings:
             raise ConfigError("MAIL_BACKEND must be file or smtp")
         if self.smtp_username and not self.smtp_starttls and self.env == "production":
             raise ConfigError("SMTP_USERNAME needs SMTP_STARTTLS in production (no cleartext passwords)")
-        if self.env == "production" and self.jwt_secret == _DEV_JWT_SECRET:
-            raise ConfigError("JWT_SECRET: the development value is not allowed in production")
-        if not math.isfinite(self.jwt_leeway_s) or self.jwt_leeway_s < 0:
-            raise ConfigError("JWT_LEEWAY_S must be a finite number of seconds >= 0")
+        if self.jwt_leeway_s < 0:
+            raise ConfigError("JWT_LEEWAY_S must be >= 0")
 
     def with_overrides(self, **changes: object) -> Settings:
         """Return a copy with ``changes`` applied (tests use this)."""
@@ -180,7 +179,7 @@ _NUMBERS: dict[str, tuple[str, type]] = {
     "RECONCILE_AFTER_S": ("reconcile_after_s", float),
     "SMTP_PORT": ("smtp_port", int),
     "SMTP_TIMEOUT_S": ("smtp_timeout_s", float),
-    "JWT_LEEWAY_S": ("jwt_leeway_s", float),
+    "JWT_LEEWAY_S": ("jwt_leeway_s", int),
 }
 _STRINGS = {
     "DATABASE_URL": "database_url",

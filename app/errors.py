@@ -35,7 +35,9 @@ class ApiError(Exception):
 
     ``status``: HTTP status (int); ``code``: machine-readable snake_case string;
     ``message``: safe human text (no PHI, no secrets); ``errors``: field name to
-    list of messages; ``extra``: further top-level keys (e.g. ``reason``).
+    list of messages; ``headers``: response headers to add (e.g.
+    ``WWW-Authenticate`` on a 401, RFC 6750 section 3); ``extra``: further
+    top-level keys (e.g. ``reason``).
     """
 
     def __init__(
@@ -44,6 +46,8 @@ class ApiError(Exception):
         code: str,
         message: str,
         errors: Mapping[str, Any] | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
         **extra: Any,
     ) -> None:
         super().__init__(message)
@@ -51,6 +55,7 @@ class ApiError(Exception):
         self.code = code
         self.message = message
         self.errors = dict(errors or {})
+        self.headers = dict(headers or {})
         self.extra = extra
 
 
@@ -91,7 +96,9 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> tuple[Response, int]:
-        return error_response(exc.status, exc.code, exc.message, exc.errors, **exc.extra)
+        response, status = error_response(exc.status, exc.code, exc.message, exc.errors, **exc.extra)
+        response.headers.update(exc.headers)
+        return response, status
 
     @app.errorhandler(DomainError)
     def _domain_error(exc: DomainError) -> tuple[Response, int]:

@@ -148,3 +148,12 @@ def with_credentials(app, runner):  # type: ignore[no-untyped-def]
 
 
 AUTH = {"Authorization": "Bearer dev-api-token"}
+
+
+def bearer(app, *, role: str, subject: str = "pt-0001", ttl_s: int = 3600) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """``Authorization`` header with a development JWT minted for ``app``'s settings and clock."""
+    from app.identity import mint_token
+
+    svc = app.extensions["erx"]
+    token = mint_token(svc.settings, role=role, subject=subject, ttl_s=ttl_s, now=svc.clock())
+    return {"Authorization": f"Bearer {token}"}

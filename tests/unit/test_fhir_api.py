@@ -29,9 +29,9 @@ from app.fhir import (
     STATUS_MAP,
     TRANSITION_EXTENSION,
 )
+from app.history import Transition, record_local_status, record_transition
 from app.identity import mint_token
 from app.models import Patient, Pharmacy, Prescription, StatusHistory
-from app.history import Transition, record_local_status, record_transition
 
 # rx-000001 belongs to pt-0001 (Region B); rx-000017 to pt-0017 (Region A).
 REGION_REF = {"B": "rx-000001", "A": "rx-000017"}
