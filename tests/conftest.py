@@ -155,5 +155,5 @@ def bearer(app, *, role: str, subject: str = "pt-0001", ttl_s: int = 3600) -> di
     from app.identity import mint_token
 
     svc = app.extensions["erx"]
-    token = mint_token(svc.settings, role=role, subject=subject, ttl_s=ttl_s, now=svc.clock())
+    token = mint_token(svc.settings, role=role, subject=subject, ttl_s=ttl_s, now=svc.unix_time())
     return {"Authorization": f"Bearer {token}"}

@@ -358,7 +358,7 @@ def key_server() -> Iterator[KeyServer]:
 @pytest.fixture
 def jwks_app(settings: Settings, seeded: Database, key_server: KeyServer):  # type: ignore[no-untyped-def]
     application = create_app(settings.with_overrides(jwt_jwks_url=key_server.url), db=seeded)
-    application.extensions["erx"].clock = Clock()
+    application.extensions["erx"].unix_time = Clock()
     return application
 
 
@@ -436,7 +436,7 @@ def test_jwks_forged_signature_and_missing_kid_are_refused(jwks_app) -> None:  #
 
 def test_key_rotation_picks_up_a_new_kid_once(jwks_app, key_server: KeyServer) -> None:  # type: ignore[no-untyped-def]
     s = jwks_app.extensions["erx"].settings
-    clock = jwks_app.extensions["erx"].clock
+    clock = jwks_app.extensions["erx"].unix_time
     client = jwks_app.test_client()
     assert client.get(ME, headers=auth(signed(s, RSA_KEY, "RS256", "rsa-1"))).status_code == 200
     assert key_server.fetches == 1
@@ -454,7 +454,7 @@ def test_key_rotation_picks_up_a_new_kid_once(jwks_app, key_server: KeyServer) -
 
 def test_a_flood_of_unknown_kids_fetches_at_most_once_per_interval(jwks_app, key_server: KeyServer) -> None:  # type: ignore[no-untyped-def]
     s = jwks_app.extensions["erx"].settings
-    clock = jwks_app.extensions["erx"].clock
+    clock = jwks_app.extensions["erx"].unix_time
     client = jwks_app.test_client()
     assert client.get(ME, headers=auth(signed(s, RSA_KEY, "RS256", "rsa-1"))).status_code == 200
 
