@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint migrate seed run worker sandbox bench clean
+.PHONY: demo test test-fast lint migrate seed run worker sandbox bench clean manifests
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ sandbox: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.dispatch
 	bash bench/webhooks/run.sh
+
+## manifests: render the k8s overlays, validate them offline, scan them and the Dockerfile, test the alert rules
+manifests:
+	bash .ci/manifests
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache
