@@ -40,6 +40,8 @@ COPY webhooks webhooks
 COPY migrations migrations
 COPY scripts scripts
 COPY alembic.ini gunicorn.conf.py wsgi.py ./
+# Bytecode compiled now, as root: at run time the filesystem is read-only.
+RUN python -m compileall -q app connector webhooks migrations scripts gunicorn.conf.py wsgi.py
 USER 10001:10001
 EXPOSE 8000
 CMD ["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
