@@ -14,7 +14,7 @@ SANDBOX_PORT ?= 8765
 PORT         ?= 8000
 ERX_BASE_URL ?= http://127.0.0.1:$(SANDBOX_PORT)
 
-.PHONY: demo test test-fast lint migrate seed run worker sandbox bench clean
+.PHONY: demo test test-fast lint migrate seed run worker sandbox bench clean manifests
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,10 @@ sandbox: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.dispatch
 	bash bench/webhooks/run.sh
+
+## manifests: render the k8s overlays, validate them offline, scan them and the Dockerfile, test the alert rules
+manifests:
+	bash .ci/manifests
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache
