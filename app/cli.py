@@ -13,6 +13,7 @@ from flask import Flask
 from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import select
 
+from app import audit_cli
 from app.crypto import CredentialCipher
 from app.db import utcnow
 from app.extensions import services
@@ -206,3 +207,4 @@ def init_app(app: Flask) -> None:
     """Register the commands on ``app``."""
     for command in (seed_command, prescribers, clinics, worker_command, outbox, webhooks_group, reconcile_command):
         app.cli.add_command(command)
+    app.cli.add_command(audit_cli.audit)
