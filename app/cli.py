@@ -13,7 +13,7 @@ from flask import Flask
 from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import select
 
-from app import audit_cli
+from app import audit_cli, keys_cli
 from app.crypto import CredentialCipher
 from app.db import utcnow
 from app.extensions import services
@@ -208,3 +208,4 @@ def init_app(app: Flask) -> None:
     for command in (seed_command, prescribers, clinics, worker_command, outbox, webhooks_group, reconcile_command):
         app.cli.add_command(command)
     app.cli.add_command(audit_cli.audit)
+    app.cli.add_command(keys_cli.keys)

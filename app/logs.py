@@ -1,7 +1,8 @@
 """Logging for every process (web, worker, CLI): JSON lines, request ids, redaction.
 
-- One handler on the root logger writes one JSON object per line to stdout
-  (python-json-logger), with ``time`` (ISO 8601, UTC), ``level``, ``logger``,
+- One handler on the root logger writes one JSON object per line to stderr
+  (python-json-logger; stderr so that a CLI command's own output on stdout,
+  such as ``audit export``, stays clean when piped; containers collect both), with ``time`` (ISO 8601, UTC), ``level``, ``logger``,
   ``message``, ``request_id``, ``process`` and any ``extra=`` fields.
 - A request id travels in a :mod:`contextvars` variable: :func:`init_app` takes
   it from a valid ``X-Request-ID`` header (or makes one) for each request and
@@ -209,19 +210,19 @@ class RequestIdFilter(logging.Filter):
 # -- configuration -----------------------------------------------------------------------
 
 
-class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """A stream handler that looks ``sys.stdout`` up at each write.
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that looks ``sys.stderr`` up at each write.
 
-    Test runners and gunicorn may replace ``sys.stdout`` after start-up; holding the
-    original object would write to a closed stream.
+    Test runners and CLI runners replace ``sys.stderr`` after start-up; holding the
+    original object would write to a closed or stale stream.
     """
 
     def __init__(self) -> None:
-        super().__init__(sys.stdout)
+        super().__init__(sys.stderr)
 
     @property  # type: ignore[override]
     def stream(self) -> TextIO:
-        return sys.stdout
+        return sys.stderr
 
     @stream.setter
     def stream(self, _value: TextIO) -> None:
@@ -244,7 +245,7 @@ _HANDLER_MARK = "_erx_json_handler"
 def configure_logging(
     settings: Settings | None = None, *, stream: TextIO | None = None, level: str | int | None = None
 ) -> logging.Handler:
-    """Send every log record of this process as a redacted JSON line to ``stream`` (default stdout).
+    """Send every log record of this process as a redacted JSON line to ``stream`` (default stderr).
 
     ``settings``: its ``log_level`` (``LOG_LEVEL``, default INFO) sets the root
     level unless ``level`` is given. Idempotent: a handler installed by an
@@ -254,7 +255,7 @@ def configure_logging(
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
         root.removeHandler(old)
-    handler: logging.Handler = _StdoutHandler() if stream is None else logging.StreamHandler(stream)
+    handler: logging.Handler = _StderrHandler() if stream is None else logging.StreamHandler(stream)
     setattr(handler, _HANDLER_MARK, True)
     handler.addFilter(RequestIdFilter())
     handler.addFilter(RedactionFilter())

@@ -238,7 +238,7 @@ def test_no_seeded_phi_in_logs_of_api_and_webhook_cycle(db_url, seeded: Database
     app = create_app(make_settings(db_url, log_level="DEBUG"), db=seeded)
     app.config["TESTING"] = True
     app.extensions["erx"].clock = FakeClock(NOW)
-    # create_app installs its own stdout handler; capture what it would write instead.
+    # create_app installs its own stderr handler; capture what it would write instead.
     configure_logging(stream=captured, level="DEBUG")
     client = app.test_client()
     with seeded.session() as session:
