@@ -92,7 +92,7 @@ def test_rotation_of_1000_rows_interrupted_halfway_and_rerun(thousand: Database)
     assert all(after[pid] == middle[pid] for pid in changed)  # already-current rows left untouched
 
     new_only = CredentialCipher([NEW])
-    for i, (password_enc, pin_enc, email) in enumerate(
+    for i, (password_enc, pin_enc, _email) in enumerate(
         sorted((v for v in after.values() if v[2].endswith("@keys.example.test")), key=lambda v: int(v[2][1:].split("@")[0]))
     ):
         assert (new_only.decrypt(password_enc or ""), new_only.decrypt(pin_enc or "")) == secrets_of(i)
