@@ -16,7 +16,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     ``settings``: a ready :class:`Settings` (tests); default parsed from the
     environment. ``db``: an existing :class:`Database` to share (tests).
     """
-    from app import api, cli, errors, logs
+    from app import api, cli, errors, logs, metrics
     from webhooks import routes as webhook_routes
 
     settings = settings or load_settings()
@@ -32,6 +32,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     api.init_app(app)
     webhook_routes.init_app(app)
     cli.init_app(app)
+    metrics.init_app(app)
 
     @app.get("/healthz")
     def healthz() -> tuple[Response, int]:
