@@ -267,7 +267,7 @@ def configure_logging(
 
 
 def init_app(app: Flask) -> None:
-    """Give each request a request id and log one summary line per request.
+    """Give each request a request id and log one DEBUG summary line per request.
 
     The id is the caller's ``X-Request-ID`` when valid (:func:`valid_request_id`),
     else a new one; it is echoed in the response's ``X-Request-ID`` header and
@@ -291,7 +291,10 @@ def init_app(app: Flask) -> None:
         if rid:
             response.headers[REQUEST_ID_HEADER] = rid
             started = g.get("erx_request_started", time.perf_counter())
-            log.info(
+            # DEBUG: gunicorn's access log already records each request (it can print the
+            # X-Request-ID response header), and the webhook path is kept free of per-request
+            # INFO lines (webhooks/routes.py).
+            log.debug(
                 "request",
                 extra={
                     "method": request.method,
