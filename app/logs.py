@@ -89,55 +89,67 @@ def request_id_scope(request_id: str | None) -> Iterator[str]:
 # Keys whose values are always secret or PHI (matched case-insensitively, as a whole
 # key or as its suffix: ``patient_email``, ``X-Api-Token``, ``address_line1``).
 _SENSITIVE_KEY = re.compile(
-    r"(?:^|[_\-.])(?:password|passwd|pwd|pin|secure_pin|secret|client_secret|token|access_token|"
-    r"refresh_token|authorization|auth|api_key|apikey|cookie|email|phone|mobile|first_name|last_name|"
+    r"(?:^|[_\-.])(?:passwords?|passwd|pwd|pins?|secure_pin|secrets?|client_secret|tokens?|access_token|"
+    r"refresh_token|authorization|auth|api_key|apikey|cookies?|emails?|phones?|mobile|first_name|last_name|"
     r"full_name|given_name|family_name|patient_name|date_of_birth|dob|birth_date|address\w*|"
-    r"post_code|postcode|zip)$",
+    r"post_code|postcode|zip)(?:_enc)?$",
     re.IGNORECASE,
-)
-_KEY_WORDS = (
-    r"[\w\-]*?(?:password|passwd|pwd|pin|secret|token|authorization|api_key|apikey|email|phone|mobile|"
-    r"first_name|last_name|full_name|given_name|family_name|patient_name|date_of_birth|dob|birth_date|"
-    r"address\w*|post_code|postcode)"
 )
 # ``key=value`` / ``key: value`` / ``"key": "value"`` in text; the value runs to the next
-# ``word=`` pair, a comma, semicolon, closing brace or the end of the line.
+# ``word=`` pair, a comma, semicolon, closing brace or the end of the line. Any key matches
+# here; the replacement keeps the pair unless the key is sensitive (one cheap scan instead
+# of an alternation tried at every position).
 _KEY_VALUE = re.compile(
-    rf"""(?P<key>["']?\b{_KEY_WORDS}["']?)(?P<sep>\s*[=:]\s*)"""
-    r"""(?P<value>"[^"]*"|'[^']*'|[^\s,;}\]]+(?:\s+(?![\w\-]+\s*[=:])[^\s,;}\]=:]+)*)""",
-    re.IGNORECASE,
+    r"""(?P<key>(?<![\w\-])["']?(?P<name>[A-Za-z_][\w\-]*)["']?)(?P<sep>\s*[=:]\s*)"""
+    r"""(?P<value>"[^"]*"|'[^']*'|[^\s,;}\]]+(?:\s+(?![\w\-]+\s*[=:])[^\s,;}\]=:]+)*)"""
 )
-# Order matters: the longer, more specific shapes first.
-_VALUE_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+_HAS_DIGIT = re.compile(r"\d")
+
+
+# (cheap precondition, pattern, replacement). Order matters: the longer, more specific
+# shapes first. The preconditions skip a pattern when the text cannot contain its shape.
+_VALUE_PATTERNS: tuple[tuple[Any, re.Pattern[str], str], ...] = (
     # Authorization header values.
-    (re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=\-]+", re.IGNORECASE), r"\1 " + REDACTED),
+    (
+        lambda t: "earer" in t or "asic" in t or "EARER" in t or "ASIC" in t,
+        re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=\-]+", re.IGNORECASE),
+        r"\1 " + REDACTED,
+    ),
     # JWTs: three base64url parts, the first a JSON header ("eyJ").
-    (re.compile(r"\beyJ[A-Za-z0-9_\-]*\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"), REDACTED),
+    (lambda t: "eyJ" in t, re.compile(r"\beyJ[A-Za-z0-9_\-]*\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"), REDACTED),
     # Fernet tokens (encrypted credentials): version byte 0x80 -> "gAAAAA".
-    (re.compile(r"\bgAAAAA[A-Za-z0-9_\-]+=*"), REDACTED),
+    (lambda t: "gAAAAA" in t, re.compile(r"\bgAAAAA[A-Za-z0-9_\-]+=*"), REDACTED),
     # The platform's secure prescription token (contract: "SRX" + alphanumerics).
-    (re.compile(r"\bSRX[A-Z0-9]{4,}\b"), REDACTED),
-    (re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"), REDACTED),
+    (lambda t: "SRX" in t, re.compile(r"\bSRX[A-Z0-9]{4,}\b"), REDACTED),
+    (lambda t: "@" in t, re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"), REDACTED),
     # UK phone numbers (07xxx xxxxxx, +44 7xxx xxxxxx, 01/02/03 landlines) and other
     # international numbers written with a leading "+".
-    (re.compile(r"(?<![\w+])(?:\+44\s?\(?0?\)?\s?|0)[1-9](?:[\s\-]?\d){8,9}(?![\w])"), REDACTED),
-    (re.compile(r"(?<![\w+])\+[1-9](?:[\s\-]?\d){7,13}(?![\w])"), REDACTED),
+    (_HAS_DIGIT.search, re.compile(r"(?<![\w+])(?:\+44\s?\(?0?\)?\s?|0)[1-9](?:[\s\-]?\d){8,9}(?![\w])"), REDACTED),
+    (lambda t: "+" in t, re.compile(r"(?<![\w+])\+[1-9](?:[\s\-]?\d){7,13}(?![\w])"), REDACTED),
     # Dates of birth: a bare calendar date. A date followed by a time ("2026-11-20T10:15Z",
     # "2026-11-20 10:15") is a timestamp and stays readable.
-    (re.compile(r"\b(?:19|20)\d{2}-[01]\d-[0-3]\d\b(?![T ]\d)"), REDACTED),
-    (re.compile(r"\b[0-3]?\d/[01]?\d/(?:19|20)\d{2}\b"), REDACTED),
+    (lambda t: "-" in t, re.compile(r"\b(?:19|20)\d{2}-[01]\d-[0-3]\d\b(?![T ]\d)"), REDACTED),
+    (lambda t: "/" in t, re.compile(r"\b[0-3]?\d/[01]?\d/(?:19|20)\d{2}\b"), REDACTED),
     # UK post codes (BS8 2BY, M14 5TB, EH9 1HN), upper case as written on letters.
-    (re.compile(r"\b[A-Z]{1,2}\d[A-Z\d]?\s?\d[ABD-HJLNP-UW-Z]{2}\b"), REDACTED),
+    (_HAS_DIGIT.search, re.compile(r"\b[A-Z]{1,2}\d[A-Z\d]?\s?\d[ABD-HJLNP-UW-Z]{2}\b"), REDACTED),
 )
+
+
+def _mask_pair(match: re.Match[str]) -> str:
+    if not is_sensitive_key(match.group("name")):
+        return match.group(0)
+    return f"{match.group('key')}{match.group('sep')}{REDACTED}"
 
 
 def redact_text(text: str) -> str:
     """Return ``text`` with secrets and PHI masked as ``[redacted]`` (rules: module docstring)."""
     if not text:
         return text
-    text = _KEY_VALUE.sub(lambda m: f"{m.group('key')}{m.group('sep')}{REDACTED}", text)
-    for pattern, replacement in _VALUE_PATTERNS:
-        text = pattern.sub(replacement, text)
+    if "=" in text or ":" in text:
+        text = _KEY_VALUE.sub(_mask_pair, text)
+    for applies, pattern, replacement in _VALUE_PATTERNS:
+        if applies(text):
+            text = pattern.sub(replacement, text)
     return text
 
 
