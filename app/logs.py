@@ -1,9 +1,10 @@
 """Logging for every process (web, worker, CLI): JSON lines, request ids, redaction.
 
 - One handler on the root logger writes one JSON object per line to stderr
-  (python-json-logger; stderr so that a CLI command's own output on stdout,
-  such as ``audit export``, stays clean when piped; containers collect both), with ``time`` (ISO 8601, UTC), ``level``, ``logger``,
-  ``message``, ``request_id``, ``process`` and any ``extra=`` fields.
+  (python-json-logger) with ``time`` (ISO 8601, UTC), ``level``, ``logger``,
+  ``message``, ``request_id``, ``process`` and any ``extra=`` fields. Stderr,
+  so that a CLI command's own output on stdout (``audit export``) stays clean
+  when piped; containers collect both streams.
 - A request id travels in a :mod:`contextvars` variable: :func:`init_app` takes
   it from a valid ``X-Request-ID`` header (or makes one) for each request and
   returns it in the response; the worker wraps each job in
@@ -14,7 +15,8 @@
   post code, email, phone) have their values replaced by ``[redacted]``, in
   ``extra`` fields and in ``key=value`` text; values that look like an email,
   a phone number, a JWT, a bearer token, a platform token (``SRX...``), a Fernet
-  token, a date of birth or a UK post code are masked wherever they appear.
+  token, a date of birth or a UK post code are masked wherever they appear, and
+  so are the bound parameters SQLAlchemy prints in its error texts.
   Free-text names cannot be recognised by pattern: code logs ids, never
   patients (see design.md), and the filter is the safety net.
 """
@@ -109,6 +111,8 @@ _HAS_DIGIT = re.compile(r"\d")
 # (cheap precondition, pattern, replacement). Order matters: the longer, more specific
 # shapes first. The preconditions skip a pattern when the text cannot contain its shape.
 _VALUE_PATTERNS: tuple[tuple[Any, re.Pattern[str], str], ...] = (
+    # SQLAlchemy error texts list the statement's bound values (names, addresses) on one line.
+    (lambda t: "[parameters:" in t, re.compile(r"\[parameters: [^\n]*"), f"[parameters: {REDACTED}]"),
     # Authorization header values.
     (
         lambda t: "earer" in t or "asic" in t or "EARER" in t or "ASIC" in t,

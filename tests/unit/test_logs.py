@@ -6,9 +6,11 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from datetime import date
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from app import create_app
 from app.db import Database
@@ -20,7 +22,7 @@ from app.logs import (
     redact_value,
     request_id_scope,
 )
-from app.models import Prescription
+from app.models import Patient, Prescription
 from tests.conftest import AUTH, make_settings
 from tests.support import find_phi, seeded_phi
 from tests.unit.test_webhook_receiver import NOW, FakeClock, deliver, event_body
@@ -169,6 +171,20 @@ def test_redact_text_masks(text: str, secret: str) -> None:
 )
 def test_redact_text_keeps_ids_statuses_and_timestamps(text: str) -> None:
     assert redact_text(text) == text
+
+
+def test_sqlalchemy_error_parameters_are_masked(captured, seeded) -> None:  # type: ignore[no-untyped-def]
+    try:
+        with seeded.session() as session:
+            session.add(Patient(external_ref="pt-0001", region_code="B", first_name="Amelia", last_name="Hughes",
+                                gender="female", date_of_birth=date(1984, 3, 7),
+                                address_line1="12 Alma Road", city="Bristol", post_code="BS8 2BY"))
+    except IntegrityError:
+        logging.getLogger("app.test").exception("insert failed")
+    out = captured.getvalue()
+    assert "insert failed" in out and "IntegrityError" in out
+    for value in ("Amelia", "Hughes", "Alma Road", "Bristol"):
+        assert value not in out
 
 
 def test_extra_fields_with_sensitive_keys_are_redacted_whatever_the_value() -> None:
