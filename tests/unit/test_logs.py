@@ -301,3 +301,12 @@ def test_find_phi_reports_field_and_patient_not_the_value(seeded: Database) -> N
     assert all(f.line != 4 for f in findings)
     assert all("Amelia" not in str(f) for f in findings)
     assert amelia
+
+
+def test_log_level_setting_is_read_and_checked() -> None:
+    from app.config import ConfigError, load_settings
+
+    assert load_settings({"LOG_LEVEL": "debug"}).log_level == "debug"
+    assert load_settings({}).log_level == "INFO"
+    with pytest.raises(ConfigError, match="^LOG_LEVEL must be"):
+        load_settings({"LOG_LEVEL": "verbose"})
