@@ -310,3 +310,16 @@ def test_log_level_setting_is_read_and_checked() -> None:
     assert load_settings({}).log_level == "INFO"
     with pytest.raises(ConfigError, match="^LOG_LEVEL must be"):
         load_settings({"LOG_LEVEL": "verbose"})
+
+
+def test_scan_log_files_reads_every_file(seeded: Database, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.support import scan_log_files
+
+    clean = tmp_path / "web.log"
+    clean.write_text('{"message": "request", "path": "/api/v1/prescriptions/1"}\n')
+    leaky = tmp_path / "worker.log"
+    leaky.write_text('{"message": "ok"}\n{"message": "sent to isla.morgan@patient.example.test"}\n')
+    findings = scan_log_files([clean, leaky], seeded_phi(seeded))
+    assert [(f.source, f.line, f.phi.field, f.phi.patient) for f in findings] == [
+        (str(leaky), 2, "email", "pt-0003")
+    ]
