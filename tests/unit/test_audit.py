@@ -15,7 +15,7 @@ from app.audit import GENESIS_HASH, record, row_hash, verify
 from app.db import Database, utcnow
 from app.models import AuditEvent, DispatchOutbox, Prescription, WebhookInbox
 from tests.support import audit_triggers_suspended, find_phi, seeded_phi
-from tests.unit.test_webhook_receiver import deliver, event_body
+from tests.unit.test_webhook_receiver import clock, deliver, event_body  # noqa: F401 (clock: a fixture)
 from webhooks.history import record_local_status
 
 T0 = datetime(2026, 12, 1, 9, 30, 0, 123456, tzinfo=UTC)
@@ -203,6 +203,7 @@ def test_cli_verify_ok_and_broken(app, seeded: Database) -> None:  # type: ignor
     ]
 
 
+@pytest.mark.usefixtures("clock")
 def test_cli_export_writes_the_prescriptions_complete_record(app, client, seeded: Database, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     token = "SRXTEST0000001"
     with seeded.session() as session:
@@ -213,7 +214,6 @@ def test_cli_export_writes_the_prescriptions_complete_record(app, client, seeded
         session.add(DispatchOutbox(prescription_id=rx.id, flow="erx", state="done", attempts=1, next_attempt_at=T0,
                                    created_at=T0, updated_at=T0))
         rx.platform_token, rx.status = token, "issued"
-    app.extensions["erx"].clock = lambda: 1_763_634_902
     body = event_body("evt_export_1", token=token)
     assert deliver(client, body).status_code == 200
     assert deliver(client, event_body("evt_other", token="SRXOTHER0000002")).status_code == 200

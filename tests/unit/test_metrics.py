@@ -24,7 +24,7 @@ from app.metrics import (
 from app.models import DispatchOutbox, Prescription, WebhookInbox
 from scripts.stack import free_port
 from tests.conftest import REPO
-from tests.unit.test_webhook_receiver import NOW, deliver, event_body
+from tests.unit.test_webhook_receiver import NOW, clock, deliver, event_body  # noqa: F401 (clock: a fixture)
 
 NAMES = (
     "erx_webhooks_received_total",
@@ -126,8 +126,8 @@ def test_queue_collector_skips_its_families_when_the_database_is_down() -> None:
         down.dispose()
 
 
-def test_webhook_receiver_counts_received_duplicate_and_rejected(client, seeded, app) -> None:  # type: ignore[no-untyped-def]
-    app.extensions["erx"].clock = lambda: NOW
+@pytest.mark.usefixtures("clock")
+def test_webhook_receiver_counts_received_duplicate_and_rejected(client, seeded) -> None:  # type: ignore[no-untyped-def]
     received, duplicate = WEBHOOKS_RECEIVED._value.get(), WEBHOOKS_DUPLICATE._value.get()
     no_match = WEBHOOKS_REJECTED.labels(reason="no_match")._value.get()
     assert deliver(client, event_body("evt_count_1")).status_code == 200
