@@ -20,7 +20,7 @@ from flask import Flask
 from flask.cli import AppGroup, with_appcontext
 from sqlalchemy.exc import OperationalError
 
-from app import identity_cli
+from app import audit_cli, identity_cli, keys_cli
 from app.db import utcnow
 from app.extensions import services
 from app.seeding import run_seed_scripts
@@ -209,3 +209,5 @@ def init_app(app: Flask) -> None:
     for command in (seed_command, prescribers, clinics, worker_command, outbox, webhooks_group, reconcile_command):
         app.cli.add_command(command)
     app.cli.add_command(identity_cli.tokens)
+    app.cli.add_command(audit_cli.audit)
+    app.cli.add_command(keys_cli.keys)

@@ -120,6 +120,8 @@ class Settings:
     jwt_audience: str = "erx-connector"
     jwt_jwks_url: str | None = None
     jwt_leeway_s: int = 30
+    # Root log level of every process (app/logs.py).
+    log_level: str = "INFO"
 
     def __post_init__(self) -> None:
         if self.env not in ("development", "test", "production"):
@@ -150,6 +152,8 @@ class Settings:
             raise ConfigError("SMTP_USERNAME needs SMTP_STARTTLS in production (no cleartext passwords)")
         if self.jwt_leeway_s < 0:
             raise ConfigError("JWT_LEEWAY_S must be >= 0")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ConfigError("LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
 
     def with_overrides(self, **changes: object) -> Settings:
         """Return a copy with ``changes`` applied (tests use this)."""
@@ -198,6 +202,7 @@ _STRINGS = {
     "JWT_ISSUER": "jwt_issuer",
     "JWT_AUDIENCE": "jwt_audience",
     "JWT_JWKS_URL": "jwt_jwks_url",
+    "LOG_LEVEL": "log_level",
 }
 _BOOLS = {
     "SMTP_STARTTLS": "smtp_starttls",

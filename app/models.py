@@ -353,3 +353,23 @@ class EmailIntent(Base):
     __table_args__ = (
         CheckConstraint("stage IN ('prepared', 'data', 'accepted', 'in_doubt')", name="stage"),
     )
+class AuditEvent(Base):
+    """One access to or change of a prescription: who, as what, did what, when, from where.
+
+    Append-only (triggers refuse UPDATE, DELETE and TRUNCATE) and tamper-evident:
+    ``hash`` is SHA-256 over the row's content and ``prev_hash``, the previous
+    row's ``hash`` (app/audit.py). ``prev_hash`` is unique, so the chain cannot fork.
+    No foreign key: the audit trail outlives anything it mentions.
+    """
+
+    __tablename__ = "audit_events"
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(32))
+    action: Mapped[str] = mapped_column(String(32))
+    prescription_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    request_id: Mapped[str | None] = mapped_column(String(100))
+    client_addr: Mapped[str | None] = mapped_column(String(64))
+    prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    hash: Mapped[str] = mapped_column(String(64), unique=True)

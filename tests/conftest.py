@@ -23,6 +23,7 @@ from app.seeding import run_seed_scripts
 from tests.support import PRESCRIBER_SECRETS, FakeClock
 
 __all__ = ["AUTH", "PRESCRIBER_SECRETS", "FakeClock", "make_settings"]
+from tests.support import audit_triggers_suspended
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -74,7 +75,8 @@ def db(db_url: str) -> Iterator[Database]:
 
 def empty_database(database: Database) -> None:
     """Delete every row (children first); keeps the schema."""
-    with database.engine.begin() as conn:
+    # audit_events refuses DELETE and TRUNCATE (append-only); tests may empty it.
+    with database.engine.begin() as conn, audit_triggers_suspended(conn):
         if database.is_postgres:
             names = ", ".join(t.name for t in Base.metadata.sorted_tables)
             conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))

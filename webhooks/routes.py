@@ -12,6 +12,7 @@ import logging
 from flask import Blueprint, Flask, Response, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 
+from app import metrics
 from app.db import insert_ignore_statement, utcnow
 from app.errors import ApiError
 from app.extensions import services
@@ -39,7 +40,8 @@ def _read_body(limit: int) -> bytes:
 def receive() -> tuple[Response, int]:
     """Verify the ``X-Signature`` over the raw body, store the event, answer 200.
 
-    401 ``invalid_signature`` (with ``reason``) writes nothing; 413 for bodies
+    401 ``invalid_signature`` (with ``reason``) writes nothing; 400 ``empty_body``
+    for an empty (or whitespace-only) body, even when signed; 413 for bodies
     over ``WEBHOOK_MAX_BODY_BYTES``; 503 when the inbox cannot be written, so
     the platform retries. A duplicate event id answers 200 and adds nothing.
     """
@@ -57,6 +59,7 @@ def receive() -> tuple[Response, int]:
         )
     except SignatureError as exc:
         log.warning("webhook refused: reason=%s", exc.reason)
+        metrics.webhook_rejected(exc.reason)
         raise ApiError(
             401,
             "invalid_signature",
@@ -64,6 +67,9 @@ def receive() -> tuple[Response, int]:
             {SIGNATURE_HEADER: [exc.reason]},
             reason=exc.reason,
         ) from None
+    if not raw.strip():  # signed or not, an empty body is not an event: refuse, store nothing
+        metrics.webhook_rejected("empty_body")
+        raise ApiError(400, "empty_body", "The webhook body is empty: it is not an event.", {"body": ["Empty."]})
     env = envelope(raw)
     now = utcnow()
     try:
@@ -91,6 +97,7 @@ def receive() -> tuple[Response, int]:
     except SQLAlchemyError as exc:
         log.error("webhook not stored: event_id=%s db_error=%s", env.event_id, type(exc).__name__)
         raise ApiError(503, "inbox_unavailable", "The event could not be stored; retry.") from None
+    metrics.webhook_received(duplicate=not inserted, now=svc.unix_time())
     # The inbox row is the audit record of every receipt; per-event logging is for debugging.
     log.debug(
         "webhook stored: event_id=%s type=%s state=%s duplicate=%s",
