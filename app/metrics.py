@@ -238,7 +238,7 @@ def mark_worker_dead(pid: int) -> None:
 
 def init_app(app: Flask) -> None:
     """Register ``GET /metrics`` (no auth: keep it off the Ingress; scraped inside the cluster)."""
-    from flask import Blueprint, Response
+    from flask import Blueprint, Response, g
 
     from app.extensions import services
 
@@ -249,3 +249,14 @@ def init_app(app: Flask) -> None:
         return Response(render(services().db), content_type=CONTENT_TYPE_LATEST)
 
     app.register_blueprint(bp)
+
+    @app.after_request
+    def _count_webhook(response: Response) -> Response:
+        # The receiver leaves its outcome on g (webhooks.routes.WebhookOutcome); count it here.
+        outcome = g.pop("webhook_outcome", None)
+        if outcome is not None:
+            if outcome.kind == "rejected":
+                webhook_rejected(outcome.reason or "unknown")
+            else:
+                webhook_received(duplicate=outcome.kind == "duplicate", now=outcome.at or 0.0)
+        return response

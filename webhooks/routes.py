@@ -8,11 +8,11 @@ is sent only after the inbox row is committed (contract §7: at-least-once).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
-from flask import Blueprint, Flask, Response, jsonify, request
+from flask import Blueprint, Flask, Response, g, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 
-from app import metrics
 from app.db import insert_ignore_statement, utcnow
 from app.errors import ApiError
 from app.extensions import services
@@ -22,6 +22,18 @@ from webhooks.events import envelope
 from webhooks.signature import verify
 
 log = logging.getLogger("webhooks")
+@dataclass(frozen=True)
+class WebhookOutcome:
+    """What the receiver did with one delivery, left on ``flask.g.webhook_outcome`` for
+    whoever counts deliveries (app/metrics.py, as an ``after_request`` hook), so the
+    receiver itself imports no metrics. ``kind``: received | duplicate | rejected;
+    ``reason``: the refusal's reason; ``at``: Unix seconds of an acknowledged receipt."""
+
+    kind: str
+    reason: str | None = None
+    at: float | None = None
+
+
 bp = Blueprint("webhooks", __name__)
 SIGNATURE_HEADER = "X-Signature"
 
@@ -59,7 +71,7 @@ def receive() -> tuple[Response, int]:
         )
     except SignatureError as exc:
         log.warning("webhook refused: reason=%s", exc.reason)
-        metrics.webhook_rejected(exc.reason)
+        g.webhook_outcome = WebhookOutcome("rejected", reason=exc.reason)
         raise ApiError(
             401,
             "invalid_signature",
@@ -68,7 +80,7 @@ def receive() -> tuple[Response, int]:
             reason=exc.reason,
         ) from None
     if not raw.strip():  # signed or not, an empty body is not an event: refuse, store nothing
-        metrics.webhook_rejected("empty_body")
+        g.webhook_outcome = WebhookOutcome("rejected", reason="empty_body")
         raise ApiError(400, "empty_body", "The webhook body is empty: it is not an event.", {"body": ["Empty."]})
     env = envelope(raw)
     now = utcnow()
@@ -97,7 +109,7 @@ def receive() -> tuple[Response, int]:
     except SQLAlchemyError as exc:
         log.error("webhook not stored: event_id=%s db_error=%s", env.event_id, type(exc).__name__)
         raise ApiError(503, "inbox_unavailable", "The event could not be stored; retry.") from None
-    metrics.webhook_received(duplicate=not inserted, now=svc.unix_time())
+    g.webhook_outcome = WebhookOutcome("received" if inserted else "duplicate", at=svc.unix_time())
     # The inbox row is the audit record of every receipt; per-event logging is for debugging.
     log.debug(
         "webhook stored: event_id=%s type=%s state=%s duplicate=%s",

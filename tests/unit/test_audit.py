@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from webhooks.history import record_local_status
 
 from app.audit import GENESIS_HASH, record, row_hash, verify
 from app.db import Database, utcnow
+from app.history import record_local_status
 from app.models import AuditEvent, DispatchOutbox, Prescription, WebhookInbox
 from tests.support import audit_triggers_suspended, find_phi, seeded_phi
 from tests.unit.test_webhook_receiver import clock, deliver, event_body  # noqa: F401 (clock: a fixture)

@@ -91,7 +91,7 @@ def add_queue_rows(db: Database) -> None:
             ("processed", T - timedelta(days=3)),
         ]
         for i, (state, due) in enumerate(inbox):
-            session.add(WebhookInbox(event_id=f"evt_m_{i}", body="{}", state=state, attempts=0, next_attempt_at=due,
+            session.add(WebhookInbox(event_id=f"evt_m_{i}", body=b"{}", state=state, attempts=0, next_attempt_at=due,
                                      received_at=due))
         session.execute(update(Prescription).where(Prescription.id.in_(ids[:3])).values(status="queued"))
         session.execute(update(Prescription).where(Prescription.id.in_(ids[3:5])).values(status="issued"))
