@@ -150,6 +150,8 @@ class Settings:
             raise ConfigError("MAIL_BACKEND must be file or smtp")
         if self.smtp_username and not self.smtp_starttls and self.env == "production":
             raise ConfigError("SMTP_USERNAME needs SMTP_STARTTLS in production (no cleartext passwords)")
+        if self.env == "production" and self.jwt_secret == DEV_JWT_SECRET:
+            raise ConfigError("JWT_SECRET: the development value is not allowed in production")
         if self.jwt_leeway_s < 0:
             raise ConfigError("JWT_LEEWAY_S must be >= 0")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):

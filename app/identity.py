@@ -235,12 +235,14 @@ class TokenVerifier:
             if not isinstance(kid, str) or not kid:
                 raise InvalidToken("no kid")
             return self.jwks.key_for(kid)
-        if self.settings.env == "production" and self.settings.jwt_secret == DEV_JWT_SECRET:
-            # Production without JWT_JWKS_URL and with the public development secret:
-            # anyone could mint tokens, so nothing is accepted.
+        if not self.settings.jwt_secret or (
+            self.settings.env == "production" and self.settings.jwt_secret == DEV_JWT_SECRET
+        ):
+            # Neither JWT_JWKS_URL nor a usable JWT_SECRET (empty, or the public development
+            # value in production, where anyone could mint tokens): nothing is accepted.
             if not self._warned_unconfigured:
                 self._warned_unconfigured = True
-                log.error("no JWT_JWKS_URL in production and JWT_SECRET is the development value: refusing tokens")
+                log.error("neither JWT_JWKS_URL nor a usable JWT_SECRET is set: refusing every token")
             raise InvalidToken("not configured")
         return self.settings.jwt_secret, HS_ALGORITHM
 

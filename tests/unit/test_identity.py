@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from app import create_app
-from app.config import Settings
+from app.config import ConfigError, Settings
 from app.db import Database
 from app.identity import ROLES, Identity, JwksCache, current_identity, mint_token, require_roles
 from app.services.errors import Forbidden
@@ -213,8 +213,11 @@ def test_role_rules_of_each_endpoint(app, client, clock, method, path, allowed) 
 
 
 def test_production_refuses_hs256_with_the_development_secret(settings: Settings, seeded: Database) -> None:
-    # Production without a JWKS URL and with the public development secret: nobody gets in.
-    prod = create_app(settings.with_overrides(env="production"), db=seeded)
+    # The public development secret can't even be configured in production...
+    with pytest.raises(ConfigError, match="JWT_SECRET"):
+        settings.with_overrides(env="production")
+    # ...and production without JWT_SECRET nor a JWKS URL lets nobody in, dev tokens included.
+    prod = create_app(settings.with_overrides(env="production", jwt_secret=""), db=seeded)
     token = hs256(settings, iat=None, nbf=None, exp=2**40)
 
     assert_invalid_token(prod.test_client().get(REGIONS, headers=auth(token)))
@@ -256,7 +259,7 @@ def test_mint_token_claims(settings: Settings) -> None:
 
 def test_mint_token_refuses_production_and_bad_arguments(settings: Settings) -> None:
     with pytest.raises(Forbidden):
-        mint_token(settings.with_overrides(env="production"), role="patient", subject="pt-0001")
+        mint_token(settings.with_overrides(env="production", jwt_secret="p" * 32), role="patient", subject="pt-0001")
     with pytest.raises(ValueError):
         mint_token(settings, role="admin", subject="pt-0001")
     with pytest.raises(ValueError):
@@ -279,7 +282,7 @@ def test_tokens_mint_cli_prints_a_working_token(app, client, clock) -> None:  # 
 
 
 def test_tokens_mint_cli_is_refused_in_production(settings: Settings, seeded: Database) -> None:
-    prod = create_app(settings.with_overrides(env="production"), db=seeded)
+    prod = create_app(settings.with_overrides(env="production", jwt_secret="p" * 32), db=seeded)
 
     result = prod.test_cli_runner().invoke(args=["tokens", "mint", "--role", "patient", "--sub", "pt-0001"])
 
