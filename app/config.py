@@ -46,6 +46,12 @@ _POSITIVE = (
     "worker_poll_s",
     "worker_batch",
     "reconcile_after_s",
+    "events_poll_s",
+    "events_batch",
+    "events_lease_s",
+    "events_backoff_base_s",
+    "events_backoff_cap_s",
+    "notify_max_attempts",
 )
 
 
@@ -100,6 +106,17 @@ class Settings:
     smtp_host: str = "localhost"
     smtp_port: int = 25
     mail_from: str = "prescriptions@erx-connector.example.test"
+    # Status events over RabbitMQ (issue 11, docs/events.md).
+    amqp_url: str = field(default="amqp://guest:guest@127.0.0.1:5672/%2F", repr=False)
+    events_exchange: str = "erx.events"
+    events_dlx: str = "erx.events.dlq"
+    events_poll_s: float = 0.05
+    events_batch: int = 200
+    events_lease_s: float = 30.0
+    events_backoff_base_s: float = 0.5
+    events_backoff_cap_s: float = 30.0
+    notify_queue: str = "erx.notify.patient"
+    notify_max_attempts: int = 5
 
     def __post_init__(self) -> None:
         if self.env not in ("development", "test", "production"):
@@ -154,6 +171,12 @@ _NUMBERS: dict[str, tuple[str, type]] = {
     "WORKER_BATCH": ("worker_batch", int),
     "RECONCILE_AFTER_S": ("reconcile_after_s", float),
     "SMTP_PORT": ("smtp_port", int),
+    "EVENTS_POLL_S": ("events_poll_s", float),
+    "EVENTS_BATCH": ("events_batch", int),
+    "EVENTS_LEASE_S": ("events_lease_s", float),
+    "EVENTS_BACKOFF_BASE_S": ("events_backoff_base_s", float),
+    "EVENTS_BACKOFF_CAP_S": ("events_backoff_cap_s", float),
+    "NOTIFY_MAX_ATTEMPTS": ("notify_max_attempts", int),
 }
 _STRINGS = {
     "DATABASE_URL": "database_url",
@@ -164,6 +187,10 @@ _STRINGS = {
     "MAIL_DIR": "mail_dir",
     "SMTP_HOST": "smtp_host",
     "MAIL_FROM": "mail_from",
+    "AMQP_URL": "amqp_url",
+    "EVENTS_EXCHANGE": "events_exchange",
+    "EVENTS_DLX": "events_dlx",
+    "NOTIFY_QUEUE": "notify_queue",
 }
 _LISTS = {
     "WEBHOOK_SECRETS": "webhook_secrets",
