@@ -206,3 +206,4 @@ def init_app(app: Flask) -> None:
     """Register the commands on ``app``."""
     for command in (seed_command, prescribers, clinics, worker_command, outbox, webhooks_group, reconcile_command):
         app.cli.add_command(command)
+    __import__("app.events.cli", fromlist=["init_app"]).init_app(app)  # events publish, notify (issue 11)
