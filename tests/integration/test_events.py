@@ -25,8 +25,8 @@ from app.events.publisher import EventPublisher
 from app.models import EventOutbox, NotifyInbox, Patient, Prescription, StatusHistory
 from app.services.mail import EmailJob, Mailer
 from tests.conftest import AUTH
-from tests.integration.conftest import wait_until, worker_threads
 from tests.integration import events_support
+from tests.integration.conftest import wait_until, worker_threads
 from tests.integration.events_support import Capture, EventNames, event_settings
 from tests.integration.test_end_to_end import region_b_draft, view
 from webhooks.history import Transition, record_local_status, record_transition
