@@ -20,15 +20,22 @@ import logging
 import random
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import pika
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from app.db import Database, utcnow
-from app.events.amqp import BROKER_ERRORS, close_quietly, connect, declare_exchanges
+from app.events.amqp import (
+    BROKER_ERRORS,
+    ConfirmingChannel,
+    close_quietly,
+    connect,
+    declare_exchanges,
+)
 from app.events.contract import ContractError, validate_event
 from app.models import EventOutbox
 from app.queue import claim, release
@@ -93,17 +100,16 @@ class EventPublisher:
         self.stop = stop or threading.Event()
         self.after_confirm = after_confirm
         self._connection: pika.BlockingConnection | None = None
-        self._channel: pika.adapters.blocking_connection.BlockingChannel | None = None
+        self._channel: ConfirmingChannel | None = None
 
     # -- broker ---------------------------------------------------------------------
 
-    def _open_channel(self) -> pika.adapters.blocking_connection.BlockingChannel:
+    def _open_channel(self) -> ConfirmingChannel:
         if self._channel is None or self._channel.is_closed:
             self.close()
             self._connection = connect(self.config.amqp_url, name=f"erx-events-publisher {self.config.exchange} {self.worker_id}")
-            channel = self._connection.channel()
-            declare_exchanges(channel, exchange=self.config.exchange, dlx=self.config.dlx)
-            channel.confirm_delivery()
+            channel = ConfirmingChannel(self._connection)
+            declare_exchanges(channel.channel, exchange=self.config.exchange, dlx=self.config.dlx)
             self._channel = channel
         return self._channel
 
@@ -115,10 +121,24 @@ class EventPublisher:
 
     # -- one batch ------------------------------------------------------------------
 
+    def _properties(self, row: EventOutbox, now: datetime) -> pika.BasicProperties:
+        return pika.BasicProperties(
+            content_type="application/json",
+            delivery_mode=pika.DeliveryMode.Persistent,
+            message_id=row.event_id,
+            type=row.event_type,
+            timestamp=int(now.timestamp()),
+            app_id="erx-connector",
+            headers={"type": row.event_type, "version": row.version},
+        )
+
     def run_batch(self) -> BatchResult:
         """Claim due rows, publish them in order with confirms, mark the confirmed ones.
 
-        Returns a :class:`BatchResult`. Raises one of
+        The batch goes out in waves: wave k holds the k-th row of each
+        prescription, is published without waiting per message, and is fully
+        confirmed before wave k+1 starts, so a prescription never has two
+        events in flight. Returns a :class:`BatchResult`. Raises one of
         :data:`app.events.amqp.BROKER_ERRORS` when the broker goes away; rows
         confirmed before that are still marked, the rest get their lease back.
         """
@@ -133,59 +153,49 @@ class EventPublisher:
             # Older pending rows of the same prescriptions that are not in this batch:
             # they must be confirmed first.
             older = session.execute(
-                select(EventOutbox.prescription_id, EventOutbox.id).where(
+                select(EventOutbox.prescription_id, func.min(EventOutbox.id)).where(
                     EventOutbox.prescription_id.in_({r.prescription_id for r in rows}),
                     EventOutbox.state == "pending",
                     EventOutbox.id < max(ids),
                     EventOutbox.id.not_in(ids),
-                )
+                ).group_by(EventOutbox.prescription_id)
             ).all()
-        first_missing: dict[int, int] = {}
-        for pid, row_id in older:
-            first_missing[pid] = min(row_id, first_missing.get(pid, row_id))
+        first_missing = dict(older)
+        queues: dict[int, list[EventOutbox]] = defaultdict(list)
+        for row in rows:
+            if row.id < first_missing.get(row.prescription_id, row.id + 1):
+                queues[row.prescription_id].append(row)
         confirmed: list[int] = []
         nacked: list[EventOutbox] = []
         dead: list[tuple[int, str]] = []
-        halted: set[int] = set()  # prescriptions with a row held back in this batch
         try:
-            for row in rows:
-                if self.stop.is_set():
+            wave = 0
+            while not self.stop.is_set():
+                in_flight = {q[wave].event_id: q[wave] for q in queues.values() if len(q) > wave}
+                if not in_flight:
                     break
-                pid = row.prescription_id
-                if pid in halted or first_missing.get(pid, row.id) < row.id:
-                    halted.add(pid)
-                    continue
-                try:
-                    message = json.loads(row.payload)
-                    validate_event(message, event_type=row.event_type, version=row.version)
-                except (ValueError, ContractError) as exc:
-                    # A bug, not an outage: keep it out of the stream, say so, move on.
-                    log.error("event %s does not match its contract; marked dead", row.event_id)
-                    dead.append((row.id, str(exc)))
-                    continue
-                try:
-                    channel.basic_publish(
-                        exchange=self.config.exchange,
-                        routing_key=row.routing_key,
-                        body=row.payload.encode("utf-8"),
-                        properties=pika.BasicProperties(
-                            content_type="application/json",
-                            delivery_mode=pika.DeliveryMode.Persistent,
-                            message_id=row.event_id,
-                            type=row.event_type,
-                            timestamp=int(now.timestamp()),
-                            app_id="erx-connector",
-                            headers={"type": row.event_type, "version": row.version},
-                        ),
-                    )
-                except pika.exceptions.NackError:
+                wave += 1
+                for row in list(in_flight.values()):
+                    try:
+                        validate_event(json.loads(row.payload), event_type=row.event_type, version=row.version)
+                    except (ValueError, ContractError) as exc:
+                        # A bug, not an outage: keep it out of the stream, say so, move on.
+                        log.error("event %s does not match its contract; marked dead", row.event_id)
+                        dead.append((row.id, str(exc)))
+                        del in_flight[row.event_id]
+                        continue
+                    channel.publish(exchange=self.config.exchange, routing_key=row.routing_key,
+                                    body=row.payload.encode("utf-8"), properties=self._properties(row, now))
+                acked, refused = channel.wait()
+                for event_id in acked:
+                    confirmed.append(in_flight[event_id].id)
+                    if self.after_confirm is not None:
+                        self.after_confirm(in_flight[event_id].id)
+                for event_id in refused:
+                    row = in_flight[event_id]
                     log.warning("broker nacked event %s; retrying later", row.event_id)
                     nacked.append(row)
-                    halted.add(pid)
-                    continue
-                confirmed.append(row.id)
-                if self.after_confirm is not None:
-                    self.after_confirm(row.id)
+                    queues.pop(row.prescription_id, None)  # the rest of it waits
         finally:
             self._finish(ids, confirmed, nacked, dead)
         return BatchResult(len(confirmed), len(ids) - len(confirmed) - len(dead), len(dead))

@@ -62,18 +62,25 @@ def test_rfc3339_is_utc_with_z_and_refuses_naive_times() -> None:
 
 
 class FakeChannel:
-    """Records publishes; nacks the routing keys in ``nack``. Stands in for a confirm-mode channel."""
+    """Stands in for :class:`app.events.amqp.ConfirmingChannel`; nacks the message ids in ``nack``."""
 
     is_closed = False
 
     def __init__(self, nack: set[str] | None = None) -> None:
         self.sent: list[str] = []
+        self.waves: list[list[str]] = []
         self.nack = nack or set()
+        self._wave: list[str] = []
 
-    def basic_publish(self, *, exchange: str, routing_key: str, body: bytes, properties: pika.BasicProperties) -> None:
-        if properties.message_id in self.nack:
-            raise pika.exceptions.NackError([])
-        self.sent.append(properties.message_id)
+    def publish(self, *, exchange: str, routing_key: str, body: bytes, properties: pika.BasicProperties) -> None:
+        self._wave.append(properties.message_id)
+
+    def wait(self, timeout_s: float = 30.0) -> tuple[list[str], list[str]]:
+        wave, self._wave = self._wave, []
+        self.waves.append(wave)
+        acked = [m for m in wave if m not in self.nack]
+        self.sent += acked
+        return acked, [m for m in wave if m in self.nack]
 
 
 class FakePublisher(EventPublisher):
@@ -101,7 +108,9 @@ def test_a_nacked_event_holds_back_the_rest_of_its_prescription_only(seeded) -> 
     now = datetime.now(UTC)
     publisher = FakePublisher(seeded, channel, clock=lambda: now, rand=lambda: 0.25)
     result = publisher.run_batch()
-    # Prescription 2's two events went out in order; prescription 1's second waited for its first.
+    # Prescription 2's two events went out in order, one wave each (never two of one
+    # prescription in flight); prescription 1's second waited for its first.
+    assert channel.waves == [[events[0].event_id, events[1].event_id], [events[3].event_id]]
     assert channel.sent == [events[1].event_id, events[3].event_id]
     assert (result.published, result.deferred, result.dead) == (2, 2, 0)
     rows = {e.event_id: e for e in _events(seeded)}
