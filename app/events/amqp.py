@@ -49,6 +49,10 @@ def close_quietly(connection: pika.BlockingConnection | None) -> None:
         pass
 
 
+def _nothing() -> None:
+    return None
+
+
 class ConfirmTimeout(pika.exceptions.AMQPError):
     """The broker did not confirm every publish in time: treat the connection as broken."""
 
@@ -95,13 +99,18 @@ class ConfirmingChannel:
             message_id = self._outstanding.pop(tag, None)
             if message_id is not None:
                 done.append(message_id)
+        if not self._outstanding:
+            # A confirm on the underlying channel does not end process_data_events early
+            # (only BlockingChannel events do); a ready connection callback does.
+            self.connection.add_callback_threadsafe(_nothing)
 
     def publish(self, *, exchange: str, routing_key: str, body: bytes, properties: pika.BasicProperties) -> None:
         """Send one message (``properties.message_id`` identifies it in :meth:`wait`); does not wait."""
-        # Registered first: pika may read the confirm while flushing this very publish.
         self._tag += 1
         self._outstanding[self._tag] = properties.message_id or ""
-        self.channel.basic_publish(exchange=exchange, routing_key=routing_key, body=body, properties=properties)
+        # Queued on the underlying channel without a flush per message (BlockingChannel
+        # flushes each one); :meth:`wait` sends the batch in one go.
+        self.channel._impl.basic_publish(exchange=exchange, routing_key=routing_key, body=body, properties=properties)
 
     def wait(self, timeout_s: float = 30.0) -> tuple[list[str], list[str]]:
         """Wait until every publish so far is confirmed; returns (acked, nacked) message ids.
@@ -111,11 +120,14 @@ class ConfirmingChannel:
         may be assumed delivered.
         """
         deadline = time.monotonic() + timeout_s
+        self.connection.process_data_events(time_limit=0)  # flush what publish() queued
         while self._outstanding:
+            if self.is_closed:
+                raise pika.exceptions.ChannelWrongStateError("channel closed with publishes unconfirmed")
             left = deadline - time.monotonic()
             if left <= 0:
                 raise ConfirmTimeout(f"{len(self._outstanding)} publishes not confirmed in {timeout_s:.0f} s")
-            self.connection.process_data_events(time_limit=min(0.05, left))
+            self.connection.process_data_events(time_limit=min(1.0, left))
         acked, nacked = self._acked, self._nacked
         self._acked, self._nacked = [], []
         return acked, nacked

@@ -6,7 +6,7 @@ What runs (loopback only, every loop bounded in count and time):
    default, ``BENCH_DB=sqlite`` for SQLite) is migrated and seeded.
 2. ONE publisher process, ``flask --app app events publish`` as production runs
    it, on a fresh exchange (unique name per run, deleted at the end).
-3. A consumer (a pika ``BlockingConnection`` in a thread of this process) on an
+3. A consumer (a pika ``BlockingConnection`` in a child process) on an
    exclusive queue bound to ``#`` notes the arrival time of every message.
 4. ``--rounds`` rounds (default 3), each with two phases of ``--seconds`` (default
    10) at ``--rate`` (default 200) per second, paced on an absolute schedule,
@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import random
 import subprocess
-import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
@@ -45,6 +46,7 @@ from app.events.amqp import close_quietly, connect
 from app.models import Prescription
 from app.seeding import run_seed_scripts
 from bench.database import BenchDatabase
+from bench.events.arrivals import consume
 from bench.procstat import busy_pct
 from bench.report import fmt, machine, markdown_table, percentile, preflight, write_results
 from scripts.stack import BIN, REPO_ROOT, base_env
@@ -55,38 +57,31 @@ LOG_DIR = REPO_ROOT / "instance" / "bench" / "logs" / "events"
 
 
 class ArrivalConsumer:
-    """Consumes an exclusive queue bound to ``#``; records (message_id -> arrival Unix time)."""
+    """Handle on the consumer process: :meth:`take` returns arrivals since the last call."""
 
     def __init__(self, exchange: str) -> None:
-        self.exchange = exchange
-        self.arrivals: dict[str, tuple[float, dict[str, Any]]] = {}
-        self.ready = threading.Event()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.pipe, child = multiprocessing.Pipe()
+        self.process = multiprocessing.get_context("spawn").Process(target=consume, args=(exchange, child), daemon=True)
+        self.process.start()
+        if not self.pipe.poll(30) or self.pipe.recv() != "ready":
+            raise RuntimeError("the bench consumer did not start")
 
-    def _run(self) -> None:
-        connection = connect(AMQP_URL, name=f"bench consumer {self.exchange}")
-        channel = connection.channel()
-        channel.exchange_declare(exchange=self.exchange, exchange_type="topic", durable=True)
-        queue = channel.queue_declare(queue="", exclusive=True).method.queue
-        channel.queue_bind(queue=queue, exchange=self.exchange, routing_key="#")
-        channel.basic_qos(prefetch_count=200)
+    def take(self) -> dict[str, tuple[float, str | None]]:
+        self.pipe.send("snapshot")
+        return self.pipe.recv()
 
-        def on_message(ch: Any, method: Any, props: pika.BasicProperties, body: bytes) -> None:
-            now = time.time()
-            ch.basic_ack(method.delivery_tag)
-            self.arrivals[props.message_id] = (now, json.loads(body))
-
-        channel.basic_consume(queue, on_message)
-        self.ready.set()
-        while not self.stop.is_set():
-            connection.process_data_events(time_limit=0.05)
-        close_quietly(connection)
-
-    def wait_for(self, ids: set[str], timeout_s: float) -> None:
+    def collect(self, expected: int, timeout_s: float) -> dict[str, tuple[float, str | None]]:
+        """Arrivals until ``expected`` came or ``timeout_s`` passed."""
+        got: dict[str, tuple[float, str | None]] = {}
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and not ids <= self.arrivals.keys():
-            time.sleep(0.05)
+        while len(got) < expected and time.monotonic() < deadline:
+            got.update(self.take())
+            time.sleep(0.1)
+        return got
+
+    def close(self) -> None:
+        self.pipe.send("stop")
+        self.process.join(10)
 
 
 def paced(rate: float, seconds: float):  # type: ignore[no-untyped-def]
@@ -99,33 +94,37 @@ def paced(rate: float, seconds: float):  # type: ignore[no-untyped-def]
         yield n
 
 
-def measured_phase(db: Database, consumer: ArrivalConsumer, ids: list[int], *, rate: float, seconds: float) -> dict[str, Any]:
-    """Append history rows at ``rate``; returns lags (ms) from ``recorded_at`` to arrival."""
-    before = set(consumer.arrivals)
+def measured_phase(db: Database, consumer: ArrivalConsumer, ids: list[int], *, rate: float, seconds: float,
+                   threads: int) -> dict[str, Any]:
+    """Append history rows at ``rate`` (from ``threads`` writers); lags (ms) from ``recorded_at`` to arrival.
+
+    Each append is its own transaction, as in the service; several writers keep
+    the rate even when one commit takes longer than 1/rate (a busy machine).
+    """
+    consumer.take()  # start clean
     statuses = ("queued", "rejected")
     rng = random.Random(11)
-    behind = 0.0
-    start = time.monotonic()
-    for n in paced(rate, seconds):
+
+    def append(n: int, pid: int) -> None:
         with db.session() as s:
-            rx = s.get(Prescription, rng.choice(ids))
-            record_local_status(s, rx, statuses[n % 2], source="service")
+            record_local_status(s, s.get(Prescription, pid), statuses[n % 2], source="service")
+
+    start = time.monotonic()
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        futures = [pool.submit(append, n, rng.choice(ids)) for n in paced(rate, seconds)]
+        for future in futures:
+            future.result()
     behind = time.monotonic() - start - seconds
     expected = int(rate * seconds)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and len(set(consumer.arrivals) - before) < expected:
-        time.sleep(0.05)
-    lags = []
-    for mid in set(consumer.arrivals) - before:
-        arrived, body = consumer.arrivals[mid]
-        if body.get("type") == "prescription.status_changed":
-            recorded = datetime.fromisoformat(body["recorded_at"]).timestamp()
-            lags.append((arrived - recorded) * 1000)
+    got = consumer.collect(expected, 60)
+    lags = [(arrived - datetime.fromisoformat(recorded).timestamp()) * 1000
+            for arrived, recorded in got.values() if recorded is not None]
     return {"sent": expected, "received": len(lags), "generator_overrun_s": round(behind, 3), "lags_ms": lags}
 
 
 def reference_phase(exchange: str, consumer: ArrivalConsumer, *, rate: float, seconds: float) -> dict[str, Any]:
     """Bare ``basic_publish`` with confirms at ``rate``; lags (ms) from before the publish to arrival."""
+    consumer.take()  # start clean
     connection = connect(AMQP_URL, name=f"bench reference {exchange}")
     channel = connection.channel()
     channel.confirm_delivery()
@@ -139,9 +138,28 @@ def reference_phase(exchange: str, consumer: ArrivalConsumer, *, rate: float, se
                                                        content_type="application/json"))
     finally:
         close_quietly(connection)
-    consumer.wait_for(set(sent), 30)
-    lags = [(consumer.arrivals[m][0] - t) * 1000 for m, t in sent.items() if m in consumer.arrivals]
+    got = consumer.collect(len(sent), 30)
+    lags = [(got[m][0] - t) * 1000 for m, t in sent.items() if m in got]
     return {"sent": len(sent), "received": len(lags), "lags_ms": lags}
+
+
+def drain_phase(db: Database, consumer: ArrivalConsumer, ids: list[int], *, count: int) -> dict[str, Any]:
+    """Commit ``count`` transitions in ONE transaction; how fast does one publisher drain them?
+
+    Returns the seconds from the commit to the last arrival and the implied
+    events per second: the publisher's capacity on this machine, not a lag.
+    """
+    consumer.take()
+    with db.session() as s:
+        for n in range(count):
+            record_local_status(s, s.get(Prescription, ids[n % len(ids)]), ("queued", "rejected")[n % 2],
+                                source="service")
+    committed = time.time()
+    got = consumer.collect(count, 120)
+    last = max((arrived for arrived, _ in got.values()), default=committed)
+    seconds = last - committed
+    return {"events": count, "received": len(got), "drain_s": round(seconds, 3),
+            "events_per_s": round(len(got) / seconds, 1) if seconds > 0 else None}
 
 
 def summary(phase: dict[str, Any]) -> dict[str, Any]:
@@ -154,12 +172,15 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="transitions per second (default 200)")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each phase (default 10)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds, each measured + reference (default 3)")
+    parser.add_argument("--drain", type=int, default=2000, help="backlog for the capacity phase (0: skip)")
+    parser.add_argument("--writers", type=int, default=8, help="threads appending history rows (default 8)")
     args = parser.parse_args()
     if args.rounds < 1 or args.rate <= 0 or args.seconds <= 0:
         parser.error("--rounds, --rate and --seconds must be positive")
 
     busy = busy_pct()
     preflight(busy)
+    load_before = os.getloadavg()
     os.environ.setdefault("BENCH_PG_DB", "erx_bench_events")
     bench_db = BenchDatabase.from_env()
     bench_db.recreate()
@@ -172,11 +193,10 @@ def main() -> None:
     command.upgrade(cfg, "head")
     db = Database(bench_db.url)
     run_seed_scripts(db.engine)
+    version = bench_db.server_version()
     with db.session() as s:
         ids = [p.id for p in s.query(Prescription.id)]
     consumer = ArrivalConsumer(exchange)
-    consumer.thread.start()
-    consumer.ready.wait(30)
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log = open(LOG_DIR / "publisher.log", "wb")  # noqa: SIM115 - closed below
     publisher = subprocess.Popen([str(BIN / "flask"), "--app", "app", "events", "publish"], cwd=REPO_ROOT, env=env,
@@ -184,12 +204,14 @@ def main() -> None:
     rounds: list[dict[str, Any]] = []
     try:
         time.sleep(2.0)  # the publisher connects and declares
+        measured_phase(db, consumer, ids, rate=args.rate, seconds=1.0, threads=args.writers)  # warm-up, not reported
         for r in range(args.rounds):
             order = ("measured", "reference") if r % 2 == 0 else ("reference", "measured")
             result: dict[str, Any] = {"round": r + 1, "first": order[0]}
             for phase in order:
                 if phase == "measured":
-                    result["measured"] = summary(measured_phase(db, consumer, ids, rate=args.rate, seconds=args.seconds))
+                    result["measured"] = summary(measured_phase(db, consumer, ids, rate=args.rate, seconds=args.seconds,
+                                                                    threads=args.writers))
                 else:
                     result["reference"] = summary(reference_phase(exchange, consumer, rate=args.rate, seconds=args.seconds))
             rounds.append(result)
@@ -197,12 +219,15 @@ def main() -> None:
             print(f"round {r + 1}: measured p50 {fmt(m['p50_ms'])} p99 {fmt(m['p99_ms'])} ms "
                   f"({m['received']}/{m['sent']}); reference p50 {fmt(ref['p50_ms'])} p99 {fmt(ref['p99_ms'])} ms",
                   flush=True)
+        drain = drain_phase(db, consumer, ids, count=args.drain) if args.drain else None
+        if drain:
+            print(f"drain: {drain['received']}/{drain['events']} events in {drain['drain_s']} s "
+                  f"= {drain['events_per_s']} events/s through one publisher", flush=True)
     finally:
         publisher.terminate()
         publisher.wait(30)
         log.close()
-        consumer.stop.set()
-        consumer.thread.join(10)
+        consumer.close()
         cleanup = connect(AMQP_URL, name="bench cleanup")
         channel = cleanup.channel()
         channel.exchange_delete(exchange=exchange)
@@ -218,15 +243,17 @@ def main() -> None:
             rows.append([res["round"], phase, f"{p['received']}/{p['sent']}", fmt(p["p50_ms"]), fmt(p["p99_ms"]),
                          fmt(p["max_ms"])])
     print()
-    print(f"{bench_db.label}, {args.rate:.0f} transitions/s, {args.seconds:.0f} s per phase, one publisher")
+    print(f"{version}, {args.rate:.0f} transitions/s, {args.seconds:.0f} s per phase, one publisher")
     print(markdown_table(["round", "phase", "received/sent", "p50 ms", "p99 ms", "max ms"], rows))
     path = write_results("events" if bench_db.kind != "sqlite" else "events-sqlite", {
-        "machine": machine(busy_before_pct=busy),
+        "machine": {**machine(busy_before_pct=busy), "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
         "database": bench_db.label,
-        "database_version": None,
+        "database_version": version,
         "command": "python -m bench.events " + " ".join(
-            f"--{k} {v}" for k, v in (("rate", args.rate), ("seconds", args.seconds), ("rounds", args.rounds))),
+            f"--{k} {v}" for k, v in (("rate", args.rate), ("seconds", args.seconds), ("rounds", args.rounds),
+                                     ("writers", args.writers))),
         "rounds": rounds,
+        "drain": drain,
     })
     print(f"results: {path.relative_to(REPO_ROOT)}")
 
