@@ -46,6 +46,7 @@ sandbox: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.dispatch
 	bash bench/webhooks/run.sh
+	$(BIN)/python -m bench.events
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache
