@@ -192,7 +192,8 @@ class EventPublisher:
                         continue
                     channel.publish(exchange=self.config.exchange, routing_key=row.routing_key,
                                     body=row.payload.encode("utf-8"), properties=self._properties(row, now))
-                acked, refused = channel.wait()
+                # Well inside the lease, so no other publisher can claim these rows meanwhile.
+                acked, refused = channel.wait(timeout_s=self.config.lease_s / 3)
                 for event_id in acked:
                     confirmed.append(in_flight[event_id].id)
                     if self.after_confirm is not None:
