@@ -2,6 +2,8 @@
 
 ``contract``: the versioned JSON Schemas and the backward-compatibility check.
 ``outbox``: stage an event row in the caller's transaction (no I/O).
-``publisher``: send due rows to the topic exchange with publisher confirms.
+``amqp``: connections, the shared exchange topology, a pipelined confirm channel.
+``publisher``: send due outbox rows to the topic exchange with publisher confirms.
 ``notify``: the reference consumer (patient notifications) with dedupe and a DLQ.
+``cli``: ``flask events publish``, ``flask notify`` and ``flask notify dlq list|replay``.
 """
