@@ -54,6 +54,7 @@ sandbox: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.dispatch
 	bash bench/webhooks/run.sh
+	$(BIN)/python -m bench.events
 
 ## manifests: render the k8s overlays, validate them offline, scan them and the Dockerfile, test the alert rules
 manifests:

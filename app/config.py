@@ -51,6 +51,12 @@ _POSITIVE = (
     "worker_batch",
     "reconcile_after_s",
     "smtp_timeout_s",
+    "events_poll_s",
+    "events_batch",
+    "events_lease_s",
+    "events_backoff_base_s",
+    "events_backoff_cap_s",
+    "notify_max_attempts",
 )
 
 
@@ -122,6 +128,17 @@ class Settings:
     jwt_leeway_s: int = 30
     # Root log level of every process (app/logs.py).
     log_level: str = "INFO"
+    # Status events over RabbitMQ (issue 11, docs/events.md).
+    amqp_url: str = field(default="amqp://guest:guest@127.0.0.1:5672/%2F", repr=False)
+    events_exchange: str = "erx.events"
+    events_dlx: str = "erx.events.dlq"
+    events_poll_s: float = 0.05
+    events_batch: int = 200
+    events_lease_s: float = 30.0
+    events_backoff_base_s: float = 0.5
+    events_backoff_cap_s: float = 30.0
+    notify_queue: str = "erx.notify.patient"
+    notify_max_attempts: int = 5
 
     def __post_init__(self) -> None:
         if self.env not in ("development", "test", "production"):
@@ -186,6 +203,12 @@ _NUMBERS: dict[str, tuple[str, type]] = {
     "SMTP_PORT": ("smtp_port", int),
     "SMTP_TIMEOUT_S": ("smtp_timeout_s", float),
     "JWT_LEEWAY_S": ("jwt_leeway_s", int),
+    "EVENTS_POLL_S": ("events_poll_s", float),
+    "EVENTS_BATCH": ("events_batch", int),
+    "EVENTS_LEASE_S": ("events_lease_s", float),
+    "EVENTS_BACKOFF_BASE_S": ("events_backoff_base_s", float),
+    "EVENTS_BACKOFF_CAP_S": ("events_backoff_cap_s", float),
+    "NOTIFY_MAX_ATTEMPTS": ("notify_max_attempts", int),
 }
 _STRINGS = {
     "DATABASE_URL": "database_url",
@@ -205,6 +228,10 @@ _STRINGS = {
     "JWT_AUDIENCE": "jwt_audience",
     "JWT_JWKS_URL": "jwt_jwks_url",
     "LOG_LEVEL": "log_level",
+    "AMQP_URL": "amqp_url",
+    "EVENTS_EXCHANGE": "events_exchange",
+    "EVENTS_DLX": "events_dlx",
+    "NOTIFY_QUEUE": "notify_queue",
 }
 _BOOLS = {
     "SMTP_STARTTLS": "smtp_starttls",

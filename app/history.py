@@ -14,6 +14,7 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from app.db import insert_ignore, utcnow
+from app.events.outbox import stage_status_event
 from app.models import Prescription, StatusHistory
 from connector.statuses import LIFECYCLE, can_advance
 
@@ -71,6 +72,8 @@ def record_transition(
             "detail": transition.detail,
         },
     )
+    if recorded:  # one event per appended row, in this transaction (issue 11)
+        stage_status_event(session, prescription, from_status=transition.from_status, to_status=transition.to_status, occurred_at=transition.occurred_at, recorded_at=received_at, source=transition.source, request_id=transition.event_id)
     advanced = False
     if step is not None and can_advance(prescription.status, transition.to_status):
         prescription.status = transition.to_status
@@ -100,7 +103,7 @@ def record_local_status(
     if source not in SOURCES:
         raise UnknownSource(source)
     at = now or utcnow()
-    insert_ignore(
+    recorded = insert_ignore(
         session,
         StatusHistory.__table__,
         {
@@ -114,6 +117,8 @@ def record_local_status(
             "detail": detail,
         },
     )
+    if recorded:  # one event per appended row, in this transaction (issue 11)
+        stage_status_event(session, prescription, from_status=prescription.status, to_status=to_status, occurred_at=at, recorded_at=at, source=source, request_id=None)
     prescription.status = to_status
     prescription.updated_at = at
     if to_status in LIFECYCLE:

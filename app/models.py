@@ -373,3 +373,50 @@ class AuditEvent(Base):
     client_addr: Mapped[str | None] = mapped_column(String(64))
     prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+class EventOutbox(Base):
+    """A status event to publish (issue 11): staged in the transaction of its history row.
+
+    ``payload`` is the v1 message as JSON text, built when the row is staged so
+    that what is published is exactly what was committed. The publisher claims
+    rows with :mod:`app.queue`, sends them with confirms, and only then sets
+    ``state`` to ``published``; a prescription's rows go out in ``id`` order.
+    """
+
+    __tablename__ = "event_outbox"
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(36), unique=True)
+    prescription_id: Mapped[int] = mapped_column(ForeignKey("prescriptions.id"), index=True)
+    event_type: Mapped[str] = mapped_column(String(100))
+    version: Mapped[int] = mapped_column(Integer)
+    routing_key: Mapped[str] = mapped_column(String(200))
+    payload: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    locked_by: Mapped[str | None] = mapped_column(String(100))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    __table_args__ = (
+        CheckConstraint("state IN ('pending', 'published', 'dead')", name="state"),
+        Index("ix_event_outbox_due", "state", "next_attempt_at"),
+    )
+
+
+class NotifyInbox(Base):
+    """The reference consumer's dedupe table: one row per AMQP ``message_id`` handled.
+
+    Inserted in the same transaction as the consumer's effect, so a redelivered
+    or re-published message finds its row and does nothing (docs/events.md).
+    """
+
+    __tablename__ = "notify_inbox"
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(String(100), unique=True)
+    prescription_id: Mapped[int] = mapped_column(Integer, index=True)
+    to_status: Mapped[str] = mapped_column(String(16))
+    outcome: Mapped[str] = mapped_column(String(16))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    processed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    __table_args__ = (CheckConstraint("outcome IN ('emailed', 'no_email')", name="outcome"),)
