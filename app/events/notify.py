@@ -104,10 +104,10 @@ def declare_topology(channel: BlockingChannel, config: NotifyConfig) -> None:
 class PatientNotifier:
     """Applies one message: dedupe + email, in one transaction. No broker code here."""
 
-    def __init__(self, db: Database, mailer: SendsEmail, *, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(self, db: Database, mailer: SendsEmail, *, now: Callable[[], datetime] = utcnow) -> None:
         self.db = db
         self.mailer = mailer
-        self.clock = clock
+        self.now = now
 
     def handle(self, body: bytes, message_id: str | None) -> str:
         """Handle one message body; returns ``emailed``, ``no_email`` or ``duplicate``.
@@ -138,7 +138,7 @@ class PatientNotifier:
                 "to_status": message["to"],
                 "outcome": outcome,
                 "occurred_at": datetime.fromisoformat(message["occurred_at"]),
-                "processed_at": self.clock(),
+                "processed_at": self.now(),
             })
             if not inserted:
                 return "duplicate"

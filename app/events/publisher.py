@@ -77,7 +77,7 @@ class BatchResult:
 class EventPublisher:
     """Publishes the event outbox. Clock, wait and randomness are injectable for tests.
 
-    ``clock`` returns aware UTC datetimes; ``rand`` returns floats in [0, 1);
+    ``now`` returns aware UTC datetimes; ``rand`` returns floats in [0, 1);
     ``stop`` ends :meth:`run` (SIGTERM sets it); ``after_confirm`` is called
     with each confirmed row id before it is marked (tests use it to crash there).
     """
@@ -88,7 +88,7 @@ class EventPublisher:
         config: PublisherConfig,
         *,
         worker_id: str,
-        clock: Callable[[], datetime] = utcnow,
+        now: Callable[[], datetime] = utcnow,
         rand: Callable[[], float] = random.random,
         stop: threading.Event | None = None,
         after_confirm: Callable[[int], None] | None = None,
@@ -96,7 +96,7 @@ class EventPublisher:
         self.db = db
         self.config = config
         self.worker_id = worker_id
-        self.clock = clock
+        self.now = now
         self.rand = rand
         # The shared retry policy (app/retry.py); nothing here is ever given up on, so no attempt cap.
         self.retry = RetryPolicy(
@@ -148,7 +148,7 @@ class EventPublisher:
         confirmed before that are still marked, the rest get their lease back.
         """
         channel = self._open_channel()
-        now = self.clock()
+        now = self.now()
         ids = claim(self.db, EventOutbox, worker_id=self.worker_id, now=now,
                     lease_s=self.config.lease_s, limit=self.config.batch)
         if not ids:
@@ -212,7 +212,7 @@ class EventPublisher:
         return BatchResult(len(confirmed), len(ids) - len(confirmed) - len(dead), len(dead))
 
     def _finish(self, ids: list[int], confirmed: list[int], nacked: list[Row[Any]], dead: list[tuple[int, str]]) -> None:
-        now = self.clock()
+        now = self.now()
         with self.db.session() as session:
             if confirmed:
                 session.execute(

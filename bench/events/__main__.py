@@ -40,7 +40,7 @@ from typing import Any
 import pika
 from alembic import command
 from alembic.config import Config
-from webhooks.history import record_local_status
+from app.history import record_local_status
 
 from app.db import Database
 from app.events.amqp import close_quietly, connect

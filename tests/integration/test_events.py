@@ -14,7 +14,7 @@ import pika
 import pytest
 import requests
 from sqlalchemy import func, select
-from webhooks.history import Transition, record_local_status, record_transition
+from app.history import Transition, record_local_status, record_transition
 
 from app import create_app
 from app.db import Database

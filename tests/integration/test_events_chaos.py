@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
-from webhooks.history import Transition, record_local_status, record_transition
+from app.history import Transition, record_local_status, record_transition
 
 from app.events.amqp import BROKER_ERRORS, close_quietly, connect
 from app.models import EventOutbox, NotifyInbox, Prescription

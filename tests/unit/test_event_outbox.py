@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pika
 import pytest
 from sqlalchemy import select
-from webhooks.history import Transition, record_local_status, record_transition
+from app.history import Transition, record_local_status, record_transition
 
 from app.events.contract import validate_event
 from app.events.outbox import rfc3339, routing_key
@@ -106,7 +106,7 @@ def test_a_nacked_event_holds_back_the_rest_of_its_prescription_only(seeded) -> 
     first_of_1 = events[0].event_id
     channel = FakeChannel(nack={first_of_1})
     now = datetime.now(UTC)
-    publisher = FakePublisher(seeded, channel, clock=lambda: now, rand=lambda: 0.25)
+    publisher = FakePublisher(seeded, channel, now=lambda: now, rand=lambda: 0.25)
     result = publisher.run_batch()
     # Prescription 2's two events went out in order, one wave each (never two of one
     # prescription in flight); prescription 1's second waited for its first.
@@ -122,7 +122,7 @@ def test_a_nacked_event_holds_back_the_rest_of_its_prescription_only(seeded) -> 
     # While the first is not due, its successor is still held back even though it is due.
     channel.nack.clear()
     assert publisher.run_batch().published == 0
-    later = FakePublisher(seeded, channel, clock=lambda: now + timedelta(seconds=1))
+    later = FakePublisher(seeded, channel, now=lambda: now + timedelta(seconds=1))
     assert later.run_batch().published == 2
     assert channel.sent[-2:] == [first_of_1, events[2].event_id]
     assert {e.state for e in _events(seeded)} == {"published"}
