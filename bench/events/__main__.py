@@ -40,10 +40,10 @@ from typing import Any
 import pika
 from alembic import command
 from alembic.config import Config
-from app.history import record_local_status
 
 from app.db import Database
 from app.events.amqp import close_quietly, connect
+from app.history import record_local_status
 from app.models import EventOutbox, Prescription
 from app.seeding import run_seed_scripts
 from bench.database import BenchDatabase

@@ -14,7 +14,6 @@ import pika
 import pytest
 import requests
 from sqlalchemy import func, select
-from app.history import Transition, record_local_status, record_transition
 
 from app import create_app
 from app.db import Database
@@ -23,6 +22,7 @@ from app.events.cli import notify_config, publisher_config
 from app.events.contract import validate_event
 from app.events.notify import NotifyConsumer, PatientNotifier, declare_topology
 from app.events.publisher import EventPublisher
+from app.history import Transition, record_local_status, record_transition
 from app.models import EventOutbox, NotifyInbox, Patient, Prescription, StatusHistory
 from app.services.mail import EmailJob, Mailer
 from tests.conftest import AUTH

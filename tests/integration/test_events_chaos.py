@@ -21,9 +21,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
-from app.history import Transition, record_local_status, record_transition
 
 from app.events.amqp import BROKER_ERRORS, close_quietly, connect
+from app.history import Transition, record_local_status, record_transition
 from app.models import EventOutbox, NotifyInbox, Prescription
 from scripts.stack import BIN, REPO_ROOT
 from tests.integration import events_support

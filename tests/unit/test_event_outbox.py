@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 import pika
 import pytest
 from sqlalchemy import select
-from app.history import Transition, record_local_status, record_transition
 
 from app.events.contract import validate_event
 from app.events.outbox import rfc3339, routing_key
 from app.events.publisher import EventPublisher, PublisherConfig
+from app.history import Transition, record_local_status, record_transition
 from app.models import EventOutbox, Prescription
 
 AT = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
