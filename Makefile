@@ -6,7 +6,15 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint migrate seed run worker sandbox bench clean
+# Local ports (override on the command line: make sandbox SANDBOX_PORT=9765 PORT=8001).
+# `make sandbox` listens on SANDBOX_PORT and posts its webhooks to the service on PORT;
+# `make run` listens on PORT; `make run` and `make worker` call the platform at
+# ERX_BASE_URL, which follows SANDBOX_PORT unless ERX_BASE_URL is set.
+SANDBOX_PORT ?= 8765
+PORT         ?= 8000
+ERX_BASE_URL ?= http://127.0.0.1:$(SANDBOX_PORT)
+
+.PHONY: demo test test-fast lint migrate seed run worker sandbox bench clean manifests
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,17 +43,22 @@ seed: migrate
 	$(BIN)/flask --app app seed
 
 run: $(STAMP)
-	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+	BIND=127.0.0.1:$(PORT) ERX_BASE_URL=$(ERX_BASE_URL) $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
 worker: $(STAMP)
-	$(BIN)/flask --app app worker
+	ERX_BASE_URL=$(ERX_BASE_URL) $(BIN)/flask --app app worker
 
 sandbox: $(STAMP)
-	$(BIN)/python -m sandbox --host 127.0.0.1 --port 8765 --webhook-url http://127.0.0.1:8000/webhooks/platform --webhook-secret whsec_sandbox_test_secret --auto
+	$(BIN)/python -m sandbox --host 127.0.0.1 --port $(SANDBOX_PORT) --webhook-url http://127.0.0.1:$(PORT)/webhooks/platform --webhook-secret whsec_sandbox_test_secret --auto
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.dispatch
 	bash bench/webhooks/run.sh
+	$(BIN)/python -m bench.events
+
+## manifests: render the k8s overlays, validate them offline, scan them and the Dockerfile, test the alert rules
+manifests:
+	bash .ci/manifests
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache

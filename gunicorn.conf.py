@@ -1,22 +1,120 @@
 """gunicorn settings for the service (`gunicorn -c gunicorn.conf.py wsgi:app`).
 
-Every value can be overridden by the usual GUNICORN_* style flags or by
-environment variables read here. Benchmarks use exactly this file.
+Every knob is an environment variable (twelve-factor, like the service's own
+settings); the k8s ConfigMap sets them per overlay. Benchmarks use exactly this
+file. Names, defaults and meaning (also in docs/operations.md, "Process settings"):
+
+| variable                       | default          | gunicorn setting      |
+|--------------------------------|------------------|-----------------------|
+| BIND                           | 127.0.0.1:8000   | bind                  |
+| WEB_CONCURRENCY                | 2 x CPU count    | workers (processes)   |
+| GUNICORN_THREADS               | 4                | threads per worker    |
+| GUNICORN_TIMEOUT               | 30 (s)           | timeout               |
+| GUNICORN_GRACEFUL_TIMEOUT      | 20 (s)           | graceful_timeout      |
+| GUNICORN_KEEPALIVE             | 5 (s)            | keepalive             |
+| GUNICORN_MAX_REQUESTS          | 0 (never)        | max_requests          |
+| GUNICORN_MAX_REQUESTS_JITTER   | 0                | max_requests_jitter   |
+| GUNICORN_ACCESSLOG             | unset (off)      | access lines, stdout  |
+| GUNICORN_LOGLEVEL              | info             | loglevel              |
+| GUNICORN_WORKER_TMP_DIR        | unset (tmpdir)   | worker_tmp_dir        |
+
+Every log line (gunicorn's own, access lines when enabled, and the application's
+through the root logger) goes to stdout: in a container the runtime collects
+stdout, and one stream keeps lines of one request in order. gunicorn's shared
+control socket (new in gunicorn 24+, default ``$HOME/.gunicorn/gunicorn.ctl``)
+is disabled: every instance on a host would share that one path, the read-only
+root filesystem in k8s has no writable $HOME, and nothing here uses it.
+
+A malformed number fails at start-up with a ValueError naming the variable.
 """
+
+from __future__ import annotations
 
 import multiprocessing
 import os
 
+
+def _int_env(name: str, default: int) -> int:
+    """The integer in environment variable ``name``, or ``default`` when unset or empty.
+
+    Raises ValueError naming the variable when the value is not a whole number >= 0.
+    """
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return value
+
+
+def _flag_env(name: str) -> bool:
+    """True when environment variable ``name`` is set to anything but ``""``, ``0``, ``false``, ``no``, ``off``."""
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
 bind = os.environ.get("BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2))
+workers = _int_env("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2)
 worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
-timeout = 30
-graceful_timeout = 20
-keepalive = 5
+threads = _int_env("GUNICORN_THREADS", 4)
+# A worker silent this long is killed and replaced (seconds).
+timeout = _int_env("GUNICORN_TIMEOUT", 30)
+# After SIGTERM, in-flight requests get this long to finish (seconds); k8s's
+# terminationGracePeriodSeconds for the web pods is set above it.
+graceful_timeout = _int_env("GUNICORN_GRACEFUL_TIMEOUT", 20)
+# Above the load balancer's idle timeout is wrong (it would reuse a closed
+# connection); 5 s sits below common ingress defaults (60 s upstream keep-alive).
+keepalive = _int_env("GUNICORN_KEEPALIVE", 5)
+# Recycle a worker after this many requests (0: never), plus up to `jitter`
+# more so that the workers do not all restart at the same moment.
+max_requests = _int_env("GUNICORN_MAX_REQUESTS", 0)
+max_requests_jitter = _int_env("GUNICORN_MAX_REQUESTS_JITTER", 0)
+# The heartbeat file; in k8s the root filesystem is read-only, so this points
+# at a memory-backed emptyDir (gunicorn's docs advise against disk-backed dirs).
+worker_tmp_dir = os.environ.get("GUNICORN_WORKER_TMP_DIR") or None
+
 # The webhook receiver answers 401 (with a reason) to oversized signature headers
 # itself; gunicorn's 8 KiB default would cut them off with a bare 400 first.
 limit_request_field_size = 32768
-accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
+
+# gunicorn 27 starts a control socket server in the arbiter unless told not to.
+control_socket_disable = True
+
+access_log_enabled = _flag_env("GUNICORN_ACCESSLOG")
+loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info").lower()
+accesslog = "-" if access_log_enabled else None
 errorlog = "-"
-loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
+# gunicorn sends errorlog "-" to stderr; this dict (merged over gunicorn's
+# CONFIG_DEFAULTS) routes its loggers and the root logger to stdout instead.
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "root": {"level": "INFO", "handlers": ["stdout"]},
+    "loggers": {
+        # Both propagate to root: one handler, one stream, no duplicates.
+        "gunicorn.error": {"level": loglevel.upper(), "handlers": [], "propagate": True},
+        # With a logconfig_dict gunicorn formats access lines always; WARNING
+        # drops them unless GUNICORN_ACCESSLOG asks for them.
+        "gunicorn.access": {
+            "level": "INFO" if access_log_enabled else "WARNING",
+            "handlers": [],
+            "propagate": True,
+        },
+    },
+    "handlers": {
+        "stdout": {
+            "class": "logging.StreamHandler",
+            "formatter": "generic",
+            "stream": "ext://sys.stdout",
+        },
+    },
+    "formatters": {
+        "generic": {
+            "format": "%(asctime)s [%(process)d] [%(levelname)s] %(name)s %(message)s",
+            "class": "logging.Formatter",
+        },
+    },
+}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 from flask import Flask, Response, jsonify
 from sqlalchemy import text
 
@@ -18,7 +16,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     ``settings``: a ready :class:`Settings` (tests); default parsed from the
     environment. ``db``: an existing :class:`Database` to share (tests).
     """
-    from app import api, cli, errors
+    from app import api, cli, directory_api, errors, fhir_api, logs, metrics
     from webhooks import routes as webhook_routes
 
     settings = settings or load_settings()
@@ -27,13 +25,15 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     # No request body we accept is near this; the webhook receiver has its own, smaller cap.
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
     app.extensions["erx"] = Services(settings=settings, db=db or Database(settings.database_url))
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-
+    logs.configure_logging(settings)
+    logs.init_app(app)
     errors.init_app(app)
     api.init_app(app)
+    fhir_api.init_app(app)
     webhook_routes.init_app(app)
     cli.init_app(app)
+    directory_api.init_app(app)
+    metrics.init_app(app)
 
     @app.get("/healthz")
     def healthz() -> tuple[Response, int]:

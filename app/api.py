@@ -1,7 +1,8 @@
 """The patient-facing API (``/api/v1``): queue a send, read a prescription's timeline.
 
 Every endpoint requires ``Authorization: Bearer <token>`` with a token from
-``API_TOKENS``. Errors use the one JSON shape of app/errors.py.
+``API_TOKENS``. Errors use the one JSON shape of app/errors.py, which also maps
+the services' domain errors (``app.services.errors``) to HTTP statuses.
 """
 
 from __future__ import annotations
@@ -70,11 +71,10 @@ def send(prescription_id: int) -> tuple[Response, int]:
         data = _send_schema.load(_json_body())
     except ValidationError as exc:
         raise ApiError(422, "validation_error", "The request is invalid.", exc.normalized_messages()) from None
-    reply = queue_send(services().db, prescription_id, pharmacy_id=data["pharmacy_id"], idempotency_key=key)
-    response = jsonify(reply.body)
-    if reply.status == 202:
-        response.headers["Location"] = reply.body["status_url"]
-    return response, reply.status
+    queued = queue_send(services().db, prescription_id, pharmacy_id=data["pharmacy_id"], idempotency_key=key)
+    response = jsonify(queued.as_dict())
+    response.headers["Location"] = queued.status_url
+    return response, 202
 
 
 @bp.get("/prescriptions/<int:prescription_id>")

@@ -1,29 +1,58 @@
-"""Operator commands: ``flask --app app <command>``.
+"""Operator commands: ``flask --app app <command>``. Each parses, calls a service, prints.
 
 seed, prescribers set-credentials, clinics verify, worker, outbox list-dead /
-requeue, webhooks replay, reconcile. Output names ids and statuses only.
+requeue, webhooks replay, reconcile. Output names ids and statuses only. A
+command that fails prints ONE line naming the cause (the setting, URL or
+prescriber at fault) and exits non-zero, never a traceback: services raise
+domain errors (``app.services.errors``) and :func:`_one_line_failures` turns
+them, and an unreachable database, into that line.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 from flask import Flask
 from flask.cli import AppGroup, with_appcontext
-from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
-from app.crypto import CredentialCipher
+from app import audit_cli, identity_cli, keys_cli
 from app.db import utcnow
 from app.extensions import services
-from app.models import Clinic, DispatchOutbox, Prescriber, Prescription
 from app.seeding import run_seed_scripts
-from webhooks.history import record_local_status
+from app.services.credentials import credential_cipher, store_credentials
+from app.services.dead_letters import list_dead, requeue
+from app.services.errors import DomainError
+from app.services.mail import confirm_sent
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _one_line_failures(command: F) -> F:
+    """Turn a domain error or an unreachable database into one ``Error: ...`` line and exit code 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except DomainError as exc:
+            raise click.ClickException(exc.message) from None
+        except OperationalError as exc:
+            # The URL may carry a password: name the setting, not its value.
+            reason = type(exc.orig).__name__ if exc.orig is not None else "OperationalError"
+            raise click.ClickException(f"cannot reach the database at DATABASE_URL ({reason})") from None
+
+    return wrapper  # type: ignore[return-value]
 
 
 @click.command("seed")
 @click.option("--reference-only", is_flag=True, help="Load reference data only, no test prescriptions.")
 @with_appcontext
+@_one_line_failures
 def seed_command(reference_only: bool) -> None:
     """Run the SQL seed scripts (scripts/seed/*.sql, in name order). Safe to run twice."""
     for name in run_seed_scripts(services().db.engine, reference_only=reference_only):
@@ -37,6 +66,7 @@ prescribers = AppGroup("prescribers", help="Prescriber credentials.")
 @click.argument("email")
 @click.option("--password", envvar="ERX_PRESCRIBER_PASSWORD", prompt=True, hide_input=True)
 @click.option("--pin", envvar="ERX_PRESCRIBER_PIN", prompt=True, hide_input=True)
+@_one_line_failures
 def set_credentials(email: str, password: str, pin: str) -> None:
     """Encrypt and store a prescriber's platform password and secure PIN.
 
@@ -46,14 +76,9 @@ def set_credentials(email: str, password: str, pin: str) -> None:
     if not password or not pin:
         raise click.UsageError("password and PIN must not be empty")
     svc = services()
-    cipher = CredentialCipher(svc.settings.encryption_keys)
-    with svc.db.session() as session:
-        prescriber = session.scalars(select(Prescriber).where(Prescriber.email == email)).first()
-        if prescriber is None:
-            raise click.ClickException(f"no prescriber with email {email}")
-        prescriber.password_enc = cipher.encrypt(password)
-        prescriber.pin_enc = cipher.encrypt(pin)
-        click.echo(f"credentials stored for prescriber {prescriber.id}")
+    cipher = credential_cipher(svc.settings.encryption_keys)
+    prescriber_id = store_credentials(svc.db, cipher, email, password=password, pin=pin)
+    click.echo(f"credentials stored for prescriber {prescriber_id}")
 
 
 clinics = AppGroup("clinics", help="Clinic id mapping.")
@@ -61,25 +86,25 @@ clinics = AppGroup("clinics", help="Clinic id mapping.")
 
 @clinics.command("verify")
 @click.argument("email")
-def verify_clinics(email: str) -> None:
+@_one_line_failures
+def verify_clinics_command(email: str) -> None:
     """Check every clinic's display id -> internal id mapping against GET /clinics (§3)."""
-    from app.services.credentials import prescriber_credentials
-    from app.services.platform import make_client
+    from app.services.clinics import verify_clinics
+    from app.services.connector_factory import make_client
 
     svc = services()
-    client = make_client(svc.settings)
-    cipher = CredentialCipher(svc.settings.encryption_keys)
-    with svc.db.session() as session:
-        prescriber = session.scalars(select(Prescriber).where(Prescriber.email == email)).first()
-        if prescriber is None:
-            raise click.ClickException(f"no prescriber with email {email}")
-        remote = {c.display_id: c.id for c in client.list_clinics(prescriber_credentials(prescriber, cipher))}
-        bad = 0
-        for clinic in session.scalars(select(Clinic)):
-            ok = remote.get(clinic.display_id) == clinic.platform_id
-            clinic.verified_at = utcnow() if ok else None
-            bad += not ok
-            click.echo(f"clinic display_id={clinic.display_id} platform_id={clinic.platform_id}: {'ok' if ok else 'MISMATCH'}")
+    checks = verify_clinics(
+        svc.db,
+        make_client(svc.settings),
+        credential_cipher(svc.settings.encryption_keys),
+        email,
+        base_url=svc.settings.erx_base_url,
+        now=utcnow(),
+    )
+    for check in checks:
+        verdict = "ok" if check.ok else "MISMATCH"
+        click.echo(f"clinic display_id={check.display_id} platform_id={check.platform_id}: {verdict}")
+    bad = sum(not check.ok for check in checks)
     if bad:
         raise click.ClickException(f"{bad} clinic mapping(s) disagree with the platform")
 
@@ -90,27 +115,12 @@ def verify_clinics(email: str) -> None:
 @click.option("--no-dispatch", is_flag=True, help="Only process the webhook inbox.")
 @click.option("--no-inbox", is_flag=True, help="Only dispatch the outbox.")
 @with_appcontext
+@_one_line_failures
 def worker_command(max_seconds: float | None, until_idle: bool, no_dispatch: bool, no_inbox: bool) -> None:
     """Run a worker: dispatch the outbox and apply webhook events until SIGTERM."""
-    from app.services.dispatch import Dispatcher
-    from app.services.platform import make_client
-    from app.worker import WorkerLoop, worker_id
-    from webhooks.processing import InboxProcessor
+    from app.worker import build_worker
 
-    svc = services()
-    s = svc.settings
-    wid = worker_id()
-    dispatcher = None if no_dispatch else Dispatcher(svc.db, s, make_client(s), worker_id=wid)
-    inbox = None if no_inbox else InboxProcessor(
-        svc.db,
-        worker_id=wid,
-        lease_s=s.lease_s,
-        batch=s.worker_batch * 5,  # one transaction per batch: no outbound calls here
-        max_attempts=s.inbox_max_attempts,
-        base_s=s.inbox_backoff_base_s,
-        cap_s=s.inbox_backoff_cap_s,
-    )
-    loop = WorkerLoop(dispatcher, inbox, poll_s=s.worker_poll_s)
+    loop = build_worker(services(), dispatch=not no_dispatch, inbox=not no_inbox)
     loop.install_signal_handlers()
     loop.run(max_seconds=max_seconds, until_idle=until_idle)
 
@@ -120,44 +130,33 @@ outbox = AppGroup("outbox", help="The dispatch outbox and its dead letters.")
 
 @outbox.command("list-dead")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-def list_dead(as_json: bool) -> None:
+@_one_line_failures
+def list_dead_command(as_json: bool) -> None:
     """List dead-lettered sends: outbox id, prescription id, reference, attempts, last error."""
-    with services().db.session() as session:
-        rows = session.execute(
-            select(DispatchOutbox, Prescription.reference)
-            .join(Prescription, Prescription.id == DispatchOutbox.prescription_id)
-            .where(DispatchOutbox.state == "dead")
-            .order_by(DispatchOutbox.id)
-        ).all()
-        for row, reference in rows:
-            item = {
-                "outbox_id": row.id,
-                "prescription_id": row.prescription_id,
-                "reference": reference,
-                "attempts": row.attempts,
-                "last_error": row.last_error,
-                "outcome_unknown": row.outcome_unknown,
-            }
-            click.echo(json.dumps(item) if as_json else "  ".join(f"{k}={v}" for k, v in item.items()))
-        if not rows and not as_json:
-            click.echo("no dead letters")
+    letters = list_dead(services().db)
+    for letter in letters:
+        item = letter.as_dict()
+        click.echo(json.dumps(item) if as_json else "  ".join(f"{k}={v}" for k, v in item.items()))
+    if not letters and not as_json:
+        click.echo("no dead letters")
 
 
 @outbox.command("requeue")
 @click.argument("outbox_id", type=int)
-def requeue(outbox_id: int) -> None:
+@_one_line_failures
+def requeue_command(outbox_id: int) -> None:
     """Put a dead-lettered send back in the queue (attempts reset; a lookup still comes first)."""
-    now = utcnow()
-    with services().db.session() as session:
-        row = session.get(DispatchOutbox, outbox_id, with_for_update=True)
-        if row is None or row.state != "dead":
-            raise click.ClickException(f"outbox row {outbox_id} is not a dead letter")
-        row.state, row.attempts, row.next_attempt_at, row.updated_at = "pending", 0, now, now
-        row.locked_by = row.locked_until = None
-        prescription = session.get(Prescription, row.prescription_id, with_for_update=True)
-        assert prescription is not None
-        record_local_status(session, prescription, "queued", source="operator", detail="requeued", now=now)
-        click.echo(f"requeued outbox row {outbox_id} (prescription {row.prescription_id})")
+    done = requeue(services().db, outbox_id, now=utcnow())
+    click.echo(f"requeued outbox row {done.outbox_id} (prescription {done.prescription_id})")
+
+
+@outbox.command("confirm-sent")
+@click.argument("outbox_id", type=int)
+@_one_line_failures
+def confirm_sent_command(outbox_id: int) -> None:
+    """Confirm that an email in doubt reached the pharmacy: records "emailed", sends nothing."""
+    prescription_id = confirm_sent(services().db, outbox_id)
+    click.echo(f"confirmed outbox row {outbox_id} as emailed (prescription {prescription_id})")
 
 
 webhooks_group = AppGroup("webhooks", help="The webhook inbox.")
@@ -166,16 +165,14 @@ webhooks_group = AppGroup("webhooks", help="The webhook inbox.")
 @webhooks_group.command("replay")
 @click.argument("event_id", required=False)
 @click.option("--dead", is_flag=True, help="Replay every dead event.")
+@_one_line_failures
 def replay(event_id: str | None, dead: bool) -> None:
     """Reprocess stored events: one EVENT_ID, or --dead. Never duplicates history."""
-    from app.worker import worker_id
-    from webhooks.processing import InboxProcessor
+    from app.worker import build_inbox_processor
 
     if bool(event_id) == dead:
         raise click.UsageError("give exactly one of EVENT_ID or --dead")
-    svc = services()
-    processor = InboxProcessor(svc.db, worker_id=worker_id(), max_attempts=svc.settings.inbox_max_attempts)
-    results = processor.replay(event_id=event_id, dead=dead)
+    results = build_inbox_processor(services()).replay(event_id=event_id, dead=dead)
     if event_id and not results:
         raise click.ClickException(f"no stored event {event_id}")
     for eid, state in results:
@@ -186,23 +183,32 @@ def replay(event_id: str | None, dead: bool) -> None:
 @click.option("--quiet-s", type=float, default=None, help="Seconds without events (default RECONCILE_AFTER_S).")
 @click.option("--limit", type=int, default=500)
 @with_appcontext
+@_one_line_failures
 def reconcile_command(quiet_s: float | None, limit: int) -> None:
     """Ask the platform about non-final prescriptions with no recent event; record what was missed."""
-    from app.services.platform import make_client
+    from app.services.connector_factory import make_client
     from app.services.reconcile import reconcile
 
     svc = services()
     report = reconcile(
         svc.db,
         make_client(svc.settings),
-        CredentialCipher(svc.settings.encryption_keys),
+        credential_cipher(svc.settings.encryption_keys),
         quiet_s=svc.settings.reconcile_after_s if quiet_s is None else quiet_s,
         limit=limit,
+        base_url=svc.settings.erx_base_url,
     )
     click.echo(f"checked={report.checked} recorded={report.recorded} errors={report.errors}")
+    if report.failures:
+        more = f" (and {len(report.failures) - 1} more)" if len(report.failures) > 1 else ""
+        raise click.ClickException(f"{report.failures[0]}{more}")
 
 
 def init_app(app: Flask) -> None:
     """Register the commands on ``app``."""
     for command in (seed_command, prescribers, clinics, worker_command, outbox, webhooks_group, reconcile_command):
         app.cli.add_command(command)
+    app.cli.add_command(identity_cli.tokens)
+    app.cli.add_command(audit_cli.audit)
+    app.cli.add_command(keys_cli.keys)
+    __import__("app.events.cli", fromlist=["init_app"]).init_app(app)  # events publish, notify (issue 11)

@@ -27,6 +27,10 @@ _DEV_DEFAULTS = {
     "ERX_ENCRYPTION_KEYS": "ZGV2ZWxvcG1lbnQta2V5LW5vdC1mb3ItcHJvZHVjdCE=",
 }
 _REQUIRED_IN_PRODUCTION = tuple(_DEV_DEFAULTS) + ("DATABASE_URL", "ERX_BASE_URL")
+# The HS256 secret for development tokens (`flask tokens mint`); production verifies
+# the identity provider's RS256/ES256 tokens against JWT_JWKS_URL instead. 32+ bytes:
+# RFC 7518 section 3.2 wants an HMAC key at least as long as the hash.
+DEV_JWT_SECRET = "dev-jwt-secret-not-for-production-0123456789"
 
 
 # Durations and counts that must be finite and above zero (a negative lease would
@@ -46,6 +50,13 @@ _POSITIVE = (
     "worker_poll_s",
     "worker_batch",
     "reconcile_after_s",
+    "smtp_timeout_s",
+    "events_poll_s",
+    "events_batch",
+    "events_lease_s",
+    "events_backoff_base_s",
+    "events_backoff_cap_s",
+    "notify_max_attempts",
 )
 
 
@@ -100,6 +111,34 @@ class Settings:
     smtp_host: str = "localhost"
     smtp_port: int = 25
     mail_from: str = "prescriptions@erx-connector.example.test"
+    # Region A over SMTP (issue 8): STARTTLS, credentials, per-operation timeout (seconds).
+    smtp_starttls: bool = False
+    smtp_username: str = ""
+    smtp_password: str = field(default="", repr=False)
+    smtp_timeout_s: float = 30.0
+    smtp_tls_verify: bool = True
+    smtp_ca_file: str = ""
+    # A Unicode .ttf for PDF text outside Latin-1 (default: DejaVu Sans if installed).
+    pdf_font_path: str = ""
+    # Identity (issue 8): bearer JWTs. HS256 with jwt_secret unless jwt_jwks_url is set.
+    jwt_secret: str = field(default=DEV_JWT_SECRET, repr=False)
+    jwt_issuer: str = "erx-connector-dev"
+    jwt_audience: str = "erx-connector"
+    jwt_jwks_url: str | None = None
+    jwt_leeway_s: int = 30
+    # Root log level of every process (app/logs.py).
+    log_level: str = "INFO"
+    # Status events over RabbitMQ (issue 11, docs/events.md).
+    amqp_url: str = field(default="amqp://guest:guest@127.0.0.1:5672/%2F", repr=False)
+    events_exchange: str = "erx.events"
+    events_dlx: str = "erx.events.dlq"
+    events_poll_s: float = 0.05
+    events_batch: int = 200
+    events_lease_s: float = 30.0
+    events_backoff_base_s: float = 0.5
+    events_backoff_cap_s: float = 30.0
+    notify_queue: str = "erx.notify.patient"
+    notify_max_attempts: int = 5
 
     def __post_init__(self) -> None:
         if self.env not in ("development", "test", "production"):
@@ -126,6 +165,14 @@ class Settings:
             raise ConfigError("BREAKER_RESET_S must be a finite number of seconds >= 0")
         if self.mail_backend not in ("file", "smtp"):
             raise ConfigError("MAIL_BACKEND must be file or smtp")
+        if self.smtp_username and not self.smtp_starttls and self.env == "production":
+            raise ConfigError("SMTP_USERNAME needs SMTP_STARTTLS in production (no cleartext passwords)")
+        if self.env == "production" and self.jwt_secret == DEV_JWT_SECRET:
+            raise ConfigError("JWT_SECRET: the development value is not allowed in production")
+        if self.jwt_leeway_s < 0:
+            raise ConfigError("JWT_LEEWAY_S must be >= 0")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ConfigError("LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
 
     def with_overrides(self, **changes: object) -> Settings:
         """Return a copy with ``changes`` applied (tests use this)."""
@@ -154,6 +201,14 @@ _NUMBERS: dict[str, tuple[str, type]] = {
     "WORKER_BATCH": ("worker_batch", int),
     "RECONCILE_AFTER_S": ("reconcile_after_s", float),
     "SMTP_PORT": ("smtp_port", int),
+    "SMTP_TIMEOUT_S": ("smtp_timeout_s", float),
+    "JWT_LEEWAY_S": ("jwt_leeway_s", int),
+    "EVENTS_POLL_S": ("events_poll_s", float),
+    "EVENTS_BATCH": ("events_batch", int),
+    "EVENTS_LEASE_S": ("events_lease_s", float),
+    "EVENTS_BACKOFF_BASE_S": ("events_backoff_base_s", float),
+    "EVENTS_BACKOFF_CAP_S": ("events_backoff_cap_s", float),
+    "NOTIFY_MAX_ATTEMPTS": ("notify_max_attempts", int),
 }
 _STRINGS = {
     "DATABASE_URL": "database_url",
@@ -164,7 +219,25 @@ _STRINGS = {
     "MAIL_DIR": "mail_dir",
     "SMTP_HOST": "smtp_host",
     "MAIL_FROM": "mail_from",
+    "SMTP_USERNAME": "smtp_username",
+    "SMTP_PASSWORD": "smtp_password",
+    "SMTP_CA_FILE": "smtp_ca_file",
+    "PDF_FONT_PATH": "pdf_font_path",
+    "JWT_SECRET": "jwt_secret",
+    "JWT_ISSUER": "jwt_issuer",
+    "JWT_AUDIENCE": "jwt_audience",
+    "JWT_JWKS_URL": "jwt_jwks_url",
+    "LOG_LEVEL": "log_level",
+    "AMQP_URL": "amqp_url",
+    "EVENTS_EXCHANGE": "events_exchange",
+    "EVENTS_DLX": "events_dlx",
+    "NOTIFY_QUEUE": "notify_queue",
 }
+_BOOLS = {
+    "SMTP_STARTTLS": "smtp_starttls",
+    "SMTP_TLS_VERIFY": "smtp_tls_verify",
+}
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 _LISTS = {
     "WEBHOOK_SECRETS": "webhook_secrets",
     "API_TOKENS": "api_tokens",
@@ -191,6 +264,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         if reused:
             raise ConfigError(f"development values are not allowed in production: {', '.join(reused)}")
     values: dict[str, object] = {"env": mode}
+    if mode == "production":
+        values["jwt_secret"] = ""  # no development default; JWT_SECRET below, if set
     for name, attr in _STRINGS.items():
         if env.get(name, "").strip():
             values[attr] = env[name].strip()
@@ -204,6 +279,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                 values[attr] = kind(raw)
             except ValueError:
                 raise ConfigError(f"{name} must be a {kind.__name__}") from None
+    for name, attr in _BOOLS.items():
+        raw = env.get(name, "").strip().lower()
+        if raw:
+            if raw not in _TRUE + _FALSE:
+                raise ConfigError(f"{name} must be true or false")
+            values[attr] = raw in _TRUE
     url = str(values.get("database_url", ""))
     if url.startswith("postgres://") or url.startswith("postgresql://"):
         # The service speaks psycopg2; accept the common short forms too.

@@ -17,6 +17,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.schema import Table
 
+from app.text_folding import register_sqlite_functions
+
 
 def utcnow() -> datetime:
     """Return the current time as an aware UTC datetime."""
@@ -46,6 +48,7 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=10000")
             cur.close()
+            register_sqlite_functions(dbapi_conn)  # erx_fold() for pharmacy search
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:

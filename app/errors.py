@@ -1,6 +1,7 @@
 """One error shape for every response: ``{"code", "message", "errors"}``.
 
-Handlers here turn :class:`ApiError`, HTTP errors raised by Flask/Werkzeug
+Handlers here turn :class:`ApiError`, the services' domain errors
+(:mod:`app.services.errors`, through :func:`domain_status`), HTTP errors raised by Flask/Werkzeug
 (404, 405, 413, ...) and anything unexpected into that JSON body. Unexpected
 errors become a 500 with a generic message: no stack trace, no request data.
 """
@@ -16,6 +17,16 @@ from flask import Flask, Response, jsonify
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
+from app.services.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    Invalid,
+    Misconfigured,
+    NotFound,
+    Unavailable,
+)
+
 log = logging.getLogger("app.errors")
 
 
@@ -24,7 +35,9 @@ class ApiError(Exception):
 
     ``status``: HTTP status (int); ``code``: machine-readable snake_case string;
     ``message``: safe human text (no PHI, no secrets); ``errors``: field name to
-    list of messages; ``extra``: further top-level keys (e.g. ``reason``).
+    list of messages; ``headers``: response headers to add (e.g.
+    ``WWW-Authenticate`` on a 401, RFC 6750 section 3); ``extra``: further
+    top-level keys (e.g. ``reason``).
     """
 
     def __init__(
@@ -33,6 +46,8 @@ class ApiError(Exception):
         code: str,
         message: str,
         errors: Mapping[str, Any] | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
         **extra: Any,
     ) -> None:
         super().__init__(message)
@@ -40,6 +55,7 @@ class ApiError(Exception):
         self.code = code
         self.message = message
         self.errors = dict(errors or {})
+        self.headers = dict(headers or {})
         self.extra = extra
 
 
@@ -49,6 +65,25 @@ def error_response(
     """Return the JSON error response ``({"code", "message", "errors", **extra}, status)``."""
     body = {"code": code, "message": message, "errors": dict(errors or {}), **extra}
     return jsonify(body), status
+
+
+# Most specific first: the first matching class gives the status.
+_DOMAIN_STATUS: tuple[tuple[type[DomainError], int], ...] = (
+    (NotFound, 404),
+    (Conflict, 409),
+    (Invalid, 422),
+    (Forbidden, 403),
+    (Unavailable, 503),
+    (Misconfigured, 500),
+)
+
+
+def domain_status(exc: DomainError) -> int:
+    """The HTTP status that answers ``exc``: 404, 409, 422, 403, 503, 500 (misconfigured or unknown)."""
+    for cls, status in _DOMAIN_STATUS:
+        if isinstance(exc, cls):
+            return status
+    return 500
 
 
 def _code_for(exc: HTTPException) -> str:
@@ -61,7 +96,13 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> tuple[Response, int]:
-        return error_response(exc.status, exc.code, exc.message, exc.errors, **exc.extra)
+        response, status = error_response(exc.status, exc.code, exc.message, exc.errors, **exc.extra)
+        response.headers.update(exc.headers)
+        return response, status
+
+    @app.errorhandler(DomainError)
+    def _domain_error(exc: DomainError) -> tuple[Response, int]:
+        return error_response(domain_status(exc), exc.code, exc.message, exc.errors, **exc.details)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> tuple[Response, int]:

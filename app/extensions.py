@@ -14,15 +14,15 @@ from app.db import Database
 
 @dataclass
 class Services:
-    """What ``create_app`` wires once: settings, database, and an injectable clock.
+    """What ``create_app`` wires once: settings, database, and an injectable time source.
 
-    ``clock`` returns Unix seconds (UTC); tests replace it to check timestamp
-    tolerance without sleeping.
+    ``unix_time`` returns Unix seconds (a float, UTC); tests replace it to
+    check the webhook timestamp tolerance without sleeping.
     """
 
     settings: Settings
     db: Database
-    clock: Callable[[], float] = field(default=time.time)
+    unix_time: Callable[[], float] = field(default=time.time)
 
 
 def services() -> Services:

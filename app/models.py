@@ -18,17 +18,15 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
     TypeDecorator,
     UniqueConstraint,
 )
+from sqlalchemy import text as sql_text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
-
-# Lifecycle vocabulary on our side of the wire. The platform's own statuses
-# (contract §6) come from connector.statuses; these are the service's additions.
-LOCAL_STATUSES = ("draft", "queued", "rejected", "dead", "emailed")
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -212,13 +210,18 @@ class PrescriptionMedicine(Base):
     )
 
 
+# connector.statuses.LIFECYCLE as SQL, for the partial unique index (migration 0002 has the same text).
+LIFECYCLE_PREDICATE = "to_status IN ('issued', 'signed', 'printed', 'dispensed', 'expired', 'voided')"
+
+
 class StatusHistory(Base):
     """One status transition. Rows are only ever appended, never updated.
 
-    ``lifecycle_step`` repeats ``to_status`` for platform lifecycle statuses
-    (contract §6), each of which a prescription reaches at most once; its
-    unique key makes a transition learned twice (webhook redelivery, a webhook
-    after reconciliation) a no-op. Local statuses leave it NULL and may repeat.
+    A prescription reaches each platform lifecycle status (contract §6) at
+    most once: a partial unique index on ``(prescription_id, to_status)``
+    over the lifecycle statuses makes a transition learned twice (webhook
+    redelivery, a webhook after reconciliation) a no-op. Local statuses
+    (queued, rejected, ...) fall outside it and may repeat.
     """
 
     __tablename__ = "prescription_status_history"
@@ -226,14 +229,20 @@ class StatusHistory(Base):
     prescription_id: Mapped[int] = mapped_column(ForeignKey("prescriptions.id"), index=True)
     from_status: Mapped[str | None] = mapped_column(String(16))
     to_status: Mapped[str] = mapped_column(String(16))
-    lifecycle_step: Mapped[str | None] = mapped_column(String(16))
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
     source: Mapped[str] = mapped_column(String(16))
     event_id: Mapped[str | None] = mapped_column(String(100), unique=True)
     detail: Mapped[str | None] = mapped_column(Text)
     __table_args__ = (
-        UniqueConstraint("prescription_id", "lifecycle_step", name="uq_history_step"),
+        Index(
+            "uq_history_lifecycle_step",
+            "prescription_id",
+            "to_status",
+            unique=True,
+            postgresql_where=sql_text(LIFECYCLE_PREDICATE),
+            sqlite_where=sql_text(LIFECYCLE_PREDICATE),
+        ),
         CheckConstraint(
             "source IN ('service', 'api', 'webhook', 'reconcile', 'operator')", name="source"
         ),
@@ -268,14 +277,22 @@ class DispatchOutbox(Base):
 
 
 class WebhookInbox(Base):
-    """A verified webhook event, stored before it is acknowledged (contract §7)."""
+    """A verified webhook event, stored before it is acknowledged (contract §7).
+
+    ``body`` holds the raw bytes exactly as signed and ``signature`` the
+    ``X-Signature`` header they came with, so any stored event can be
+    re-verified later against the secrets of its day. ``awaiting_prescription``
+    is true while the event's token matches no prescription yet (the send's
+    commit may be in flight); dispatch reopens such rows when it stores the token.
+    """
 
     __tablename__ = "webhook_inbox"
     id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
     event_id: Mapped[str] = mapped_column(String(100), unique=True)
     event_type: Mapped[str | None] = mapped_column(String(100))
-    prescription_token: Mapped[str | None] = mapped_column(String(64), index=True)
-    body: Mapped[str] = mapped_column(Text)
+    platform_token: Mapped[str | None] = mapped_column(String(64), index=True)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    signature: Mapped[str | None] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -284,6 +301,7 @@ class WebhookInbox(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    awaiting_prescription: Mapped[bool] = mapped_column(Boolean, default=False)
     __table_args__ = (
         CheckConstraint("state IN ('pending', 'processed', 'ignored', 'dead')", name="state"),
         Index("ix_webhook_inbox_due", "state", "next_attempt_at"),
@@ -304,3 +322,101 @@ class IdempotencyKey(Base):
     response_body: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     __table_args__ = (UniqueConstraint("scope", "key", name="uq_idempotency_keys_scope_key"),)
+
+
+class EmailIntent(Base):
+    """Region A: the intent to email one prescription, written before any SMTP transaction.
+
+    ``stage`` (see ``app.services.mail`` for the policy): ``prepared`` (nothing
+    on the wire yet, or the server definitely refused: safe to send),
+    ``data`` (committed right before DATA: until a reply is stored the server
+    may have accepted), ``accepted`` (the server answered 250 to the DATA
+    terminator, or an operator confirmed), ``in_doubt`` (parked for an
+    operator). ``attempt_id`` fences concurrent attempts: only the attempt that
+    wrote it may move the stage to ``data``.
+    """
+
+    __tablename__ = "email_intents"
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    prescription_id: Mapped[int] = mapped_column(ForeignKey("prescriptions.id"), unique=True)
+    message_id: Mapped[str] = mapped_column(String(255), unique=True)
+    recipient: Mapped[str] = mapped_column(String(254))
+    stage: Mapped[str] = mapped_column(String(16), default="prepared")
+    attempt_id: Mapped[str | None] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    smtp_reply: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    data_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    __table_args__ = (
+        CheckConstraint("stage IN ('prepared', 'data', 'accepted', 'in_doubt')", name="stage"),
+    )
+class AuditEvent(Base):
+    """One access to or change of a prescription: who, as what, did what, when, from where.
+
+    Append-only (triggers refuse UPDATE, DELETE and TRUNCATE) and tamper-evident:
+    ``hash`` is SHA-256 over the row's content and ``prev_hash``, the previous
+    row's ``hash`` (app/audit.py). ``prev_hash`` is unique, so the chain cannot fork.
+    No foreign key: the audit trail outlives anything it mentions.
+    """
+
+    __tablename__ = "audit_events"
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(32))
+    action: Mapped[str] = mapped_column(String(32))
+    prescription_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    request_id: Mapped[str | None] = mapped_column(String(100))
+    client_addr: Mapped[str | None] = mapped_column(String(64))
+    prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+class EventOutbox(Base):
+    """A status event to publish (issue 11): staged in the transaction of its history row.
+
+    ``payload`` is the v1 message as JSON text, built when the row is staged so
+    that what is published is exactly what was committed. The publisher claims
+    rows with :mod:`app.queue`, sends them with confirms, and only then sets
+    ``state`` to ``published``; a prescription's rows go out in ``id`` order.
+    """
+
+    __tablename__ = "event_outbox"
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(36), unique=True)
+    prescription_id: Mapped[int] = mapped_column(ForeignKey("prescriptions.id"), index=True)
+    event_type: Mapped[str] = mapped_column(String(100))
+    version: Mapped[int] = mapped_column(Integer)
+    routing_key: Mapped[str] = mapped_column(String(200))
+    payload: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    locked_by: Mapped[str | None] = mapped_column(String(100))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    __table_args__ = (
+        CheckConstraint("state IN ('pending', 'published', 'dead')", name="state"),
+        Index("ix_event_outbox_due", "state", "next_attempt_at"),
+    )
+
+
+class NotifyInbox(Base):
+    """The reference consumer's dedupe table: one row per AMQP ``message_id`` handled.
+
+    Inserted in the same transaction as the consumer's effect, so a redelivered
+    or re-published message finds its row and does nothing (docs/events.md).
+    """
+
+    __tablename__ = "notify_inbox"
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(String(100), unique=True)
+    prescription_id: Mapped[int] = mapped_column(Integer, index=True)
+    to_status: Mapped[str] = mapped_column(String(16))
+    outcome: Mapped[str] = mapped_column(String(16))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    processed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    __table_args__ = (CheckConstraint("outcome IN ('emailed', 'no_email')", name="outcome"),)

@@ -1,9 +1,23 @@
-"""Claiming work from a table-backed queue (the dispatch outbox and the webhook inbox).
+"""The one table-backed queue mechanism: the dispatch outbox and the webhook inbox.
 
-A claim is one short transaction: pick due rows with ``FOR UPDATE SKIP LOCKED``
-(PostgreSQL; SQLite serialises writers instead), stamp them with a lease
-(``locked_until``) and the worker's id, commit. No transaction stays open while
-the work runs; a crashed worker's rows come back when its lease ends.
+A queue row has ``state`` (``pending`` until it is ``done``/``processed``,
+``dead`` or ``ignored``), ``attempts``, ``next_attempt_at``, ``locked_until``
+and ``locked_by``, ``last_error``. Every queue goes through these functions:
+
+- :func:`claim_rows` picks due rows with ``FOR UPDATE SKIP LOCKED``
+  (PostgreSQL; SQLite serialises writers instead) and stamps a lease
+  (``locked_until``) and the worker's id, inside the caller's transaction.
+  :func:`claim` does so in a short transaction of its own and returns ids:
+  the outbox, whose work makes an outbound call, commits the claim before
+  it. The inbox claims inside the transaction that applies the rows (no
+  outbound call), so a crash rolls the claim back with the work.
+- :func:`release` / :func:`release_row` give a lease back.
+- :func:`reopen` / :func:`reopen_matching` put finished or dead rows back:
+  pending, attempts from zero, due now.
+- :func:`retry_or_dead` is the one place that decides between rescheduling
+  (with :class:`app.retry.RetryPolicy`) and ``dead``; :func:`mark_dead` for
+  work that can never succeed; :func:`park` to wait without counting an
+  attempt (the breaker is open).
 """
 
 from __future__ import annotations
@@ -12,8 +26,48 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
 
 from app.db import Database
+from app.retry import RetryPolicy
+
+PENDING = "pending"
+DEAD = "dead"
+
+
+def claim_rows(
+    session: Session,
+    model: Any,
+    *,
+    is_postgres: bool,
+    worker_id: str,
+    now: datetime,
+    lease_s: float,
+    limit: int,
+) -> list[Any]:
+    """Lease up to ``limit`` due ``pending`` rows of ``model`` to ``worker_id`` in ``session``.
+
+    Due: ``next_attempt_at <= now`` and no live lease. ``now`` is aware UTC;
+    the lease lasts ``lease_s`` seconds. Returns the rows, oldest due first;
+    the lease holds once the caller's transaction commits.
+    """
+    query = (
+        select(model)
+        .where(
+            model.state == PENDING,
+            model.next_attempt_at <= now,
+            or_(model.locked_until.is_(None), model.locked_until < now),
+        )
+        .order_by(model.next_attempt_at, model.id)
+        .limit(limit)
+    )
+    if is_postgres:
+        query = query.with_for_update(skip_locked=True)
+    rows = list(session.scalars(query))
+    until = now + timedelta(seconds=lease_s)
+    for row in rows:
+        row.locked_until, row.locked_by = until, worker_id
+    return rows
 
 
 def claim(
@@ -25,33 +79,27 @@ def claim(
     lease_s: float,
     limit: int,
 ) -> list[int]:
-    """Lease up to ``limit`` due ``pending`` rows of ``model`` to ``worker_id``.
-
-    ``model`` has ``state``, ``next_attempt_at``, ``locked_until`` and
-    ``locked_by`` columns. ``now`` is aware UTC; the lease lasts ``lease_s``
-    seconds. Returns the claimed ids, oldest due first.
-    """
+    """:func:`claim_rows` in one short transaction of its own; returns the claimed ids."""
     with db.session() as session:
-        query = (
-            select(model.id)
-            .where(
-                model.state == "pending",
-                model.next_attempt_at <= now,
-                or_(model.locked_until.is_(None), model.locked_until < now),
-            )
-            .order_by(model.next_attempt_at, model.id)
-            .limit(limit)
+        rows = claim_rows(
+            session, model, is_postgres=db.is_postgres, worker_id=worker_id, now=now, lease_s=lease_s, limit=limit
         )
-        if db.is_postgres:
-            query = query.with_for_update(skip_locked=True)
-        ids = list(session.scalars(query))
-        if ids:
-            session.execute(
-                update(model)
-                .where(model.id.in_(ids))
-                .values(locked_until=now + timedelta(seconds=lease_s), locked_by=worker_id)
-            )
-    return ids
+        return [row.id for row in rows]
+
+
+def extend_lease(row: Any, *, now: datetime, lease_s: float) -> None:
+    """Give ``row`` a full lease of ``lease_s`` seconds from ``now`` (aware UTC)."""
+    row.locked_until = now + timedelta(seconds=lease_s)
+
+
+def holds_lease(row: Any, worker_id: str) -> bool:
+    """True when ``row`` is pending and leased to ``worker_id``."""
+    return row.state == PENDING and row.locked_by == worker_id
+
+
+def release_row(row: Any) -> None:
+    """Drop ``row``'s lease (the work on it is finished, or given back)."""
+    row.locked_by = row.locked_until = None
 
 
 def release(db: Database, model: Any, ids: list[int], *, worker_id: str) -> None:
@@ -64,3 +112,51 @@ def release(db: Database, model: Any, ids: list[int], *, worker_id: str) -> None
             .where(model.id.in_(ids), model.locked_by == worker_id)
             .values(locked_until=None, locked_by=None)
         )
+
+
+def reopen(row: Any, *, now: datetime) -> None:
+    """Put ``row`` back in the queue: pending, attempts from zero, due at ``now``, no lease."""
+    row.state, row.attempts, row.next_attempt_at = PENDING, 0, now
+    release_row(row)
+
+
+def reopen_matching(session: Session, model: Any, *conditions: Any, now: datetime, **values: Any) -> None:
+    """:func:`reopen` every row of ``model`` matching ``conditions`` in one statement; ``values`` set more columns."""
+    session.execute(
+        update(model)
+        .where(*conditions)
+        .values(state=PENDING, attempts=0, next_attempt_at=now, locked_until=None, locked_by=None, **values)
+    )
+
+
+def mark_dead(row: Any, *, error: str) -> None:
+    """Dead-letter ``row``: work that can never succeed, or whose attempts ran out."""
+    row.state, row.last_error = DEAD, error
+
+
+def park(row: Any, *, delay_s: float, now: datetime) -> None:
+    """Put ``row`` off for ``delay_s`` seconds from ``now`` without deciding anything else."""
+    row.next_attempt_at = now + timedelta(seconds=delay_s)
+
+
+def retry_or_dead(
+    row: Any,
+    *,
+    policy: RetryPolicy,
+    error: str,
+    now: datetime,
+    retry_after_s: float | None = None,
+) -> str:
+    """Reschedule ``row`` after a failed attempt, or dead-letter it when attempts ran out.
+
+    ``row.attempts`` already counts the failed attempt. ``error`` is stored as
+    ``last_error``; ``retry_after_s`` is the platform's requested wait
+    (contract §2), honoured and capped by ``policy``. Returns the row's new
+    state: ``"pending"`` or ``"dead"``.
+    """
+    row.last_error = error
+    if policy.exhausted(row.attempts):
+        mark_dead(row, error=error)
+        return DEAD
+    park(row, delay_s=policy.delay_s(max(row.attempts, 1), retry_after_s=retry_after_s), now=now)
+    return PENDING

@@ -53,3 +53,19 @@ def run_seed_scripts(engine: Engine, *, reference_only: bool = False) -> list[st
     for script in scripts:
         execute_sql_script(engine, script.read_text(encoding="utf-8"))
     return [script.name for script in scripts]
+
+
+BULK_PHARMACIES_SCRIPT = SEED_DIR / "bulk" / "pharmacies.sql"
+BULK_PHARMACIES_CLAUSE = "params(total) AS (SELECT 12000)"
+
+
+def bulk_pharmacies_sql(count: int = 12000) -> str:
+    """Return scripts/seed/bulk/pharmacies.sql generating ``count`` (>= 1) pharmacies.
+
+    Not part of :func:`run_seed_scripts` (the benchmark and its tests load it);
+    run the result with :func:`execute_sql_script`.
+    """
+    sql = BULK_PHARMACIES_SCRIPT.read_text(encoding="utf-8")
+    if BULK_PHARMACIES_CLAUSE not in sql:
+        raise RuntimeError(f"{BULK_PHARMACIES_SCRIPT.name} no longer contains {BULK_PHARMACIES_CLAUSE!r}")
+    return sql.replace(BULK_PHARMACIES_CLAUSE, f"params(total) AS (SELECT {int(count)})")

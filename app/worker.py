@@ -15,6 +15,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from app.extensions import Services
+from app.services.connector_factory import make_client
 from app.services.dispatch import Dispatcher
 from webhooks.processing import InboxProcessor
 
@@ -24,6 +26,31 @@ log = logging.getLogger("app.worker")
 def worker_id() -> str:
     """Return a unique id for this process: ``<host>:<pid>``."""
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def build_inbox_processor(svc: Services, *, wid: str | None = None) -> InboxProcessor:
+    """The inbox processor with the settings' retry policy (``INBOX_*``)."""
+    s = svc.settings
+    return InboxProcessor(
+        svc.db,
+        worker_id=wid or worker_id(),
+        batch=s.worker_batch * 5,  # one transaction per batch: no outbound calls here
+        max_attempts=s.inbox_max_attempts,
+        base_s=s.inbox_backoff_base_s,
+        cap_s=s.inbox_backoff_cap_s,
+    )
+
+
+def build_worker(svc: Services, *, dispatch: bool = True, inbox: bool = True) -> WorkerLoop:
+    """Wire a :class:`WorkerLoop` from ``svc``: a dispatcher and/or an inbox processor.
+
+    Raises :class:`app.services.errors.Misconfigured` (e.g. a malformed
+    ``ERX_ENCRYPTION_KEYS``) before anything runs.
+    """
+    wid = worker_id()
+    dispatcher = Dispatcher(svc.db, svc.settings, make_client(svc.settings), worker_id=wid) if dispatch else None
+    processor = build_inbox_processor(svc, wid=wid) if inbox else None
+    return WorkerLoop(dispatcher, processor, poll_s=svc.settings.worker_poll_s)
 
 
 class WorkerLoop:

@@ -23,7 +23,6 @@ from connector.errors import (
     RateLimited,
     ResponseParseError,
     TransportError,
-    error_from_response,
 )
 from connector.parsing import parse_prescription, parse_prescription_token, parse_timestamp
 from connector.payloads import (
@@ -68,7 +67,6 @@ __all__ = [
     "TokenCache",
     "TransportError",
     "build_issue_payload",
-    "error_from_response",
     "normalise_phone",
     "parse_prescription",
     "parse_prescription_token",

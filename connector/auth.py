@@ -40,6 +40,7 @@ from connector.errors import (
     AuthError,
     ConnectorError,
     PlatformRejected,
+    PlatformUnavailable,
     ResponseParseError,
     classify_response,
 )
@@ -132,7 +133,7 @@ class TokenCache:
     Keyword-only:
         session: ``requests.Session`` to send token and login requests on
             (normally the client's); a new one if None.
-        clock: monotonic seconds (``time.monotonic``); tests pass a fake.
+        monotonic: monotonic seconds (``time.monotonic``); tests pass a fake.
         transport: a ready :class:`~connector.transport.Transport` (overrides ``session``).
     """
 
@@ -141,24 +142,24 @@ class TokenCache:
         settings: ConnectorSettings,
         *,
         session: requests.Session | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        monotonic: Callable[[], float] = time.monotonic,
         transport: Transport | None = None,
     ) -> None:
         self._settings = settings
         self._transport = transport or Transport(settings, session=session)
-        self._clock = clock
+        self._monotonic = monotonic
         self._guard = threading.Lock()  # protects the caches and the lock table
         self._locks: dict[Hashable, threading.Lock] = {}
         self._access: cachetools.TLRUCache[str, _Entry] = cachetools.TLRUCache(
-            maxsize=1, ttu=_ttu, timer=clock
+            maxsize=1, ttu=_ttu, timer=monotonic
         )
         self._sessions: cachetools.TLRUCache[str, _Entry] = cachetools.TLRUCache(
-            maxsize=settings.session_cache_size, ttu=_ttu, timer=clock
+            maxsize=settings.session_cache_size, ttu=_ttu, timer=monotonic
         )
         self._failures: cachetools.TTLCache[Hashable, _Failure] = cachetools.TTLCache(
             maxsize=settings.session_cache_size + 1,
             ttl=settings.login_failure_ttl_s,
-            timer=clock,
+            timer=monotonic,
         )
         # Credentials are fingerprinted with a per-process random key so that a
         # changed password bypasses the negative cache, without keeping a
@@ -322,11 +323,11 @@ class TokenCache:
             default_s=self._settings.default_token_ttl_s,
             max_leeway_s=self._settings.max_leeway_s,
         )
-        return ttl - max(0.0, self._clock() - started)
+        return ttl - max(0.0, self._monotonic() - started)
 
     def _fetch_access_token(self) -> _Entry:
         settings = self._settings
-        started = self._clock()
+        started = self._monotonic()
         resp = self._transport.request(
             "POST",
             settings.token_path,
@@ -340,8 +341,9 @@ class TokenCache:
         request_id = resp.headers.get(settings.request_id_header) or None
         status = resp.status_code
         if status == 429 or status >= 500:
-            _, error = classify_response(resp, request_id_header=settings.request_id_header)
-            assert error is not None  # 429/5xx always map to an error
+            _, classified = classify_response(resp, request_id_header=settings.request_id_header)
+            # 429/5xx always map to an error; the fallback only keeps that promise explicit.
+            error = classified or PlatformUnavailable(f"HTTP {status}", http_status=status, request_id=request_id)
             logger.warning(
                 "access token request failed status=%s request_id=%s", status, request_id
             )
@@ -392,7 +394,7 @@ class TokenCache:
         settings = self._settings
         for attempt in (1, 2):
             access = self.access_token()
-            started = self._clock()
+            started = self._monotonic()
             resp = self._transport.request(
                 "POST",
                 settings.login_path,
@@ -412,7 +414,8 @@ class TokenCache:
                 self.invalidate_access_token(access)
                 continue
             raise self._login_error(prescriber, error)
-        assert body is not None
+        if body is None:  # classify_response returns a body or an error; never neither
+            raise ResponseParseError("login success without a body", path="<body>", code="invalid_response")
         request_id = resp.headers.get(settings.request_id_header) or None
         try:
             token = value_at(body, ("data", "session_token"))

@@ -1,7 +1,8 @@
-"""Retry delays: AWS-style "full jitter" exponential backoff (contract §2).
+"""Backoff arithmetic: AWS-style "full jitter" exponential backoff (contract §2).
 
-The connector itself never sleeps and never resends an issue; callers (the
-app's worker) ask these functions how long to wait before their next attempt.
+The connector itself never sleeps and never resends an issue. This is only the
+arithmetic; the retry policy (caps, ``Retry-After``, the breaker's wait,
+attempts) is the service's, in :mod:`app.retry`.
 Randomness is injected so that tests can pin it, as stripe-python does.
 """
 
@@ -10,9 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from connector.errors import ConnectorError
-
-__all__ = ["full_jitter_delay", "retry_delay"]
+__all__ = ["full_jitter_delay"]
 
 # 2**64 seconds is far beyond any cap; bounding the exponent avoids float overflow
 # for absurd attempt numbers.
@@ -48,29 +47,3 @@ def full_jitter_delay(
     fraction = min(1.0, max(0.0, rand()))
     return fraction * ceiling
 
-
-def retry_delay(
-    error: ConnectorError,
-    attempt: int,
-    *,
-    base_s: float = 1.0,
-    cap_s: float = 300.0,
-    rand: Callable[[], float] = random.random,
-) -> float:
-    """Delay before retrying after ``error``: full jitter, floored at the platform's wish.
-
-    A :class:`~connector.errors.RateLimited` (or 5xx) carrying ``retry_after_s``
-    is never retried sooner than that, even when it exceeds ``cap_s``.
-
-    Args:
-        error: the error from the failed attempt.
-        attempt, base_s, cap_s, rand: as :func:`full_jitter_delay`.
-
-    Returns:
-        Seconds to wait (>= 0).
-    """
-    delay = full_jitter_delay(attempt, base_s=base_s, cap_s=cap_s, rand=rand)
-    floor = error.retry_after_s
-    if floor is not None and floor > delay:
-        return float(floor)
-    return delay

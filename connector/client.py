@@ -9,7 +9,7 @@ Retry policy, in one place (:meth:`ConnectorClient._call`):
   timeout, reset or 5xx: there is no idempotency key and a token cannot be
   re-sent (§4). The error says ``outcome_unknown``; the caller looks the
   ``client_ref_id`` up with :meth:`ConnectorClient.find_by_client_ref` and
-  decides, with :func:`connector.backoff.retry_delay` for the wait.
+  decides, with :class:`app.retry.RetryPolicy` on the service's side for the wait.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class ConnectorClient:
     Keyword-only:
         session: a ``requests.Session`` to reuse for every call (keep-alive);
             a new one if None, closed by :meth:`close`.
-        clock: monotonic seconds for token expiry; tests pass a fake.
+        monotonic: monotonic seconds for token expiry; tests pass a fake.
         token_cache: a shared :class:`~connector.auth.TokenCache`; one is built
             on this client's session if None.
 
@@ -65,13 +65,13 @@ class ConnectorClient:
         settings: ConnectorSettings,
         *,
         session: requests.Session | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        monotonic: Callable[[], float] = time.monotonic,
         token_cache: TokenCache | None = None,
     ) -> None:
         self._settings = settings
         self._transport = Transport(settings, session=session)
         self.tokens: TokenCache = token_cache or TokenCache(
-            settings, transport=self._transport, clock=clock
+            settings, transport=self._transport, monotonic=monotonic
         )
 
     def __repr__(self) -> str:
@@ -121,7 +121,8 @@ class ConnectorClient:
             )
             body, error = classify_response(resp, request_id_header=settings.request_id_header)
             if error is None:
-                assert body is not None
+                if body is None:  # classify_response returns a body or an error; never neither
+                    raise ResponseParseError("platform success without a body", path="<body>", code="invalid_response")
                 return body, resp.headers.get(settings.request_id_header) or None
             if attempt == 1 and isinstance(error, AuthError):
                 if error.step == "access_token":
@@ -222,8 +223,10 @@ class ConnectorClient:
                 request_id,
             )
             raise
-        item = value_at(body, self._prescription_path())
-        assert isinstance(item, dict)  # parse_prescription_token checked it
+        # parse_prescription_token has checked this object exists; read its cosmetic fields.
+        item = value_at(body, self._prescription_path()) if self._prescription_path() else body
+        if not isinstance(item, dict):
+            item = {}
         status = item.get("status")
         echoed_ref = item.get("client_ref_id")
         if isinstance(echoed_ref, str) and echoed_ref and echoed_ref != ref:
@@ -252,7 +255,7 @@ class ConnectorClient:
             request_id,
         )
         return IssuedPrescription(
-            token=token,
+            platform_token=token,
             status=status if isinstance(status, str) and status else "issued",
             client_ref_id=ref,
             created_at=created_at,

@@ -34,7 +34,6 @@ __all__ = [
     "ResponseParseError",
     "TransportError",
     "classify_response",
-    "error_from_response",
     "parse_retry_after",
 ]
 
@@ -268,9 +267,25 @@ def _method(resp: requests.Response) -> str | None:
 def classify_response(
     resp: requests.Response, *, request_id_header: str = "X-Request-Id"
 ) -> tuple[dict[str, Any] | None, ConnectorError | None]:
-    """Decode a platform response once and decide whether it is a success.
+    """Decode a platform response once and map it to the error it means, if any (§1c, §2).
 
-    This is :func:`error_from_response` for callers that also need the body.
+    The one function that maps a response to an error:
+
+    * 401 -> :class:`AuthError` (``step="access_token"``, code
+      ``"access_token_expired"`` unless the body names another);
+    * 429 -> :class:`RateLimited` with ``retry_after_s`` from ``Retry-After``
+      (seconds or HTTP-date; None if absent);
+    * 5xx -> :class:`PlatformUnavailable`, ``outcome_unknown=True`` when the
+      request was a POST (or other unsafe method) answered 500/502/503/504;
+    * other non-2xx -> :class:`ConnectorError`;
+    * 2xx whose body is not a JSON object, or has no ``success`` key ->
+      :class:`ResponseParseError` (``outcome_unknown`` for a POST);
+    * 2xx with ``success`` not exactly ``true``: code ``session_expired`` ->
+      :class:`AuthError` (``step="session"``), otherwise
+      :class:`PlatformRejected` with the platform's message, code and field
+      errors (the HTTP 200 ``success:false`` lesson).
+
+    Every error carries ``http_status`` and ``request_id``.
 
     Args:
         resp: a ``requests.Response`` from any platform endpoint that answers
@@ -351,35 +366,3 @@ def classify_response(
         errors=_field_errors(body.get("errors")),
         **common,
     )
-
-
-def error_from_response(
-    resp: requests.Response, *, request_id_header: str = "X-Request-Id"
-) -> ConnectorError | None:
-    """Map one HTTP response to the error it means, or None if it is a success.
-
-    Follows contract §1c and §2:
-
-    * 401 -> :class:`AuthError` (``step="access_token"``, code
-      ``"access_token_expired"`` unless the body names another);
-    * 429 -> :class:`RateLimited` with ``retry_after_s`` from ``Retry-After``
-      (seconds or HTTP-date; None if absent);
-    * 5xx -> :class:`PlatformUnavailable`, ``outcome_unknown=True`` when the
-      request was a POST (or other unsafe method) answered 500/502/503/504;
-    * other non-2xx -> :class:`ConnectorError`;
-    * 2xx whose body is not a JSON object, or has no ``success`` key ->
-      :class:`ResponseParseError` (``outcome_unknown`` for a POST);
-    * 2xx with ``success`` not exactly ``true``: code ``session_expired`` ->
-      :class:`AuthError` (``step="session"``), otherwise
-      :class:`PlatformRejected` with the platform's message, code and field errors.
-
-    Every error carries ``http_status`` and ``request_id`` (``X-Request-Id``).
-
-    Args:
-        resp: a ``requests.Response``.
-        request_id_header: response header holding the platform request id.
-
-    Returns:
-        The error, or None when ``"success": true``.
-    """
-    return classify_response(resp, request_id_header=request_id_header)[1]

@@ -23,6 +23,7 @@ from connector.results import (
 
 __all__ = [
     "DEFAULT_PRESCRIPTION_ID_PATH",
+    "ResponseParseError",
     "parse_clinic",
     "parse_contact",
     "parse_medicine",
@@ -227,7 +228,7 @@ def parse_prescription(item: object, *, path: str = "prescription") -> PlatformP
     obj = _require_object(item, path)
     created = obj.get("created_at")
     return PlatformPrescription(
-        id=_required_str(obj, "id", path),
+        platform_token=_required_str(obj, "id", path),
         status=_required_str(obj, "status", path),
         client_ref_id=_optional_str(obj, "client_ref_id"),
         created_at=None

@@ -26,14 +26,15 @@ class IssuedPrescription:
     """The platform's answer to a successful issue (§4).
 
     Attributes:
-        token: the prescription token (``data.prescription.id``), e.g. ``"SRXC49F3D4F66A7"``.
+        platform_token: the platform's prescription token (``data.prescription.id``),
+            e.g. ``"SRXC49F3D4F66A7"``; the same name as ``Prescription.platform_token``.
         status: the status the platform reported, normally ``"issued"``.
         client_ref_id: our reference, as echoed by the platform (or as sent).
         created_at: creation time in UTC, or None if absent or unreadable.
         request_id: the platform's request id, or None.
     """
 
-    token: str
+    platform_token: str
     status: str
     client_ref_id: str
     created_at: datetime | None
@@ -52,7 +53,7 @@ class PlatformPrescription:
     """A prescription as the platform reports it on read or lookup (§4, §5).
 
     Attributes:
-        id: the prescription token.
+        platform_token: the platform's prescription token (the body's ``id``).
         status: current platform status (see :mod:`connector.statuses`); kept
             verbatim even if outside the known lifecycle.
         client_ref_id: our reference, or None when the platform omits it.
@@ -60,7 +61,7 @@ class PlatformPrescription:
         history: status changes in the order the platform listed them.
     """
 
-    id: str
+    platform_token: str
     status: str
     client_ref_id: str | None = None
     created_at: datetime | None = None

@@ -145,7 +145,7 @@ class Transport:
 
         Returns:
             The ``requests.Response`` (any status code; see
-            :func:`connector.errors.error_from_response`).
+            :func:`connector.errors.classify_response`).
 
         Raises:
             TransportError: timeout or connection failure (see :func:`transport_error`).

@@ -12,6 +12,7 @@ client or any WSGI server) and ``python -m sandbox`` (a threaded HTTP server).
 from __future__ import annotations
 
 from sandbox.config import ControlValues, SandboxConfig
-from sandbox.server import SandboxState, create_app, get_state
+from sandbox.server import create_app
+from sandbox.state import SandboxState, get_state
 
 __all__ = ["ControlValues", "SandboxConfig", "SandboxState", "create_app", "get_state"]

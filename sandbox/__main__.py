@@ -1,4 +1,7 @@
-"""``python -m sandbox``: run the platform simulator as a threaded HTTP server.
+"""``python -m sandbox``: run the platform simulator as a threaded HTTP/1.1 server.
+
+Connections stay open between requests (keep-alive, as behind a real load
+balancer) until idle for ``--keep-alive`` seconds.
 
 Prints ``sandbox listening on http://HOST:PORT`` (flushed) once the socket is
 listening (``--port 0`` picks a free port, shown in that line). SIGTERM and
@@ -15,10 +18,16 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
-from werkzeug.serving import make_server
-
-from sandbox.config import DEFAULT_WEBHOOK_SECRET, ControlValues, SandboxConfig
-from sandbox.server import create_app, get_state
+from sandbox.config import (
+    DEFAULT_KEEP_ALIVE_S,
+    DEFAULT_PORT,
+    DEFAULT_WEBHOOK_SECRET,
+    ControlValues,
+    SandboxConfig,
+)
+from sandbox.http_server import make_keep_alive_server
+from sandbox.server import create_app
+from sandbox.state import get_state
 
 log = logging.getLogger("sandbox")
 
@@ -39,33 +48,92 @@ def _seconds(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     """The CLI (a stable interface: scripts depend on these flags)."""
-    p = argparse.ArgumentParser(prog="python -m sandbox", description=__doc__)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8090, help="0 picks a free port")
+    p = argparse.ArgumentParser(
+        prog="python -m sandbox",
+        description=__doc__.replace("``", "`"),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help="port to listen on (the service's default ERX_BASE_URL); 0 picks a free port",
+    )
     p.add_argument("--webhook-url", default=None, help="receiver URL; no webhooks without it")
-    p.add_argument("--webhook-secret", default=DEFAULT_WEBHOOK_SECRET)
+    p.add_argument(
+        "--webhook-secret", default=DEFAULT_WEBHOOK_SECRET, help="HMAC secret that signs webhooks"
+    )
     p.add_argument("--auto", action="store_true", help="walk new prescriptions automatically")
     p.add_argument("--auto-delay", type=_seconds, default=1.0, help="seconds between auto steps")
-    p.add_argument("--auto-skip-printed-rate", type=_rate, default=0.3)
+    p.add_argument(
+        "--auto-skip-printed-rate",
+        type=_rate,
+        default=0.3,
+        help="share of auto walks that skip printed",
+    )
     p.add_argument("--token-ttl", type=_seconds, default=3600.0, help="access token seconds")
     p.add_argument("--session-ttl", type=_seconds, default=1800.0, help="session seconds")
     p.add_argument("--omit-expires-in", action="store_true", help="no expires_in on tokens")
-    p.add_argument("--webhook-retry-base", type=_seconds, default=1.0)
-    p.add_argument("--webhook-workers", type=int, default=8)
-    p.add_argument("--webhook-duplicate-rate", type=_rate, default=0.0)
-    p.add_argument("--webhook-drop-rate", type=_rate, default=0.0)
-    p.add_argument("--webhook-delay-max", type=_seconds, default=0.0)
-    p.add_argument("--webhook-shuffle", action="store_true")
-    p.add_argument("--webhook-hold", action="store_true")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--fail-500-rate", type=_rate, default=0.0)
-    p.add_argument("--fail-503-rate", type=_rate, default=0.0)
-    p.add_argument("--rate-limit-rate", type=_rate, default=0.0)
+    p.add_argument(
+        "--webhook-retry-base",
+        type=_seconds,
+        default=1.0,
+        help="first webhook retry delay, seconds",
+    )
+    p.add_argument("--webhook-workers", type=int, default=8, help="threads delivering webhooks")
+    p.add_argument(
+        "--webhook-duplicate-rate", type=_rate, default=0.0, help="share of events sent twice"
+    )
+    p.add_argument(
+        "--webhook-drop-rate", type=_rate, default=0.0, help="share of events never sent"
+    )
+    p.add_argument(
+        "--webhook-delay-max",
+        type=_seconds,
+        default=0.0,
+        help="random extra delay before a first delivery, up to this many seconds",
+    )
+    p.add_argument("--webhook-shuffle", action="store_true", help="deliver events out of order")
+    p.add_argument(
+        "--webhook-hold",
+        action="store_true",
+        help="queue webhooks until POST /sandbox/webhooks/release",
+    )
+    p.add_argument("--seed", type=int, default=None, help="seed every random choice")
+    p.add_argument(
+        "--fail-500-rate", type=_rate, default=0.0, help="share of API calls answered 500"
+    )
+    p.add_argument("--fail-503-rate", type=_rate, default=0.0, help="share answered 503 (HTML)")
+    p.add_argument("--rate-limit-rate", type=_rate, default=0.0, help="share answered 429")
     p.add_argument("--retry-after", type=int, default=1, help="Retry-After seconds on 429")
-    p.add_argument("--timeout-before-commit-rate", type=_rate, default=0.0)
-    p.add_argument("--commit-then-drop-rate", type=_rate, default=0.0)
-    p.add_argument("--session-expired-rate", type=_rate, default=0.0)
-    p.add_argument("--fault-sleep", type=_seconds, default=5.0)
+    p.add_argument(
+        "--timeout-before-commit-rate",
+        type=_rate,
+        default=0.0,
+        help="share of issues held --fault-sleep seconds, then 504, nothing created",
+    )
+    p.add_argument(
+        "--commit-then-drop-rate",
+        type=_rate,
+        default=0.0,
+        help="share of issues created, then the connection dropped without an answer",
+    )
+    p.add_argument(
+        "--session-expired-rate",
+        type=_rate,
+        default=0.0,
+        help="share of API calls answered session_expired",
+    )
+    p.add_argument(
+        "--fault-sleep", type=_seconds, default=5.0, help="seconds a timeout fault holds a call"
+    )
+    p.add_argument(
+        "--keep-alive",
+        type=_seconds,
+        default=DEFAULT_KEEP_ALIVE_S,
+        help="seconds an idle connection stays open; 0 closes after every response",
+    )
     p.add_argument("--verbose", action="store_true", help="log every request to stderr")
     return p
 
@@ -103,6 +171,7 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         webhook_workers=max(args.webhook_workers, 1),
         background=True,
         verbose=args.verbose,
+        keep_alive_s=args.keep_alive,
         controls=controls,
     )
 
@@ -121,7 +190,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("werkzeug").setLevel(logging.INFO if config.verbose else logging.WARNING)
 
     app = create_app(config)
-    server = make_server(config.host, config.port, app, threaded=True)
+    server = make_keep_alive_server(
+        config.host,
+        config.port,
+        app,
+        idle_timeout_s=config.keep_alive_s,
+        on_connection=get_state(app).stats.count_connection,
+    )
     stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:

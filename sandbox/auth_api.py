@@ -8,7 +8,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from sandbox import directory
 from sandbox.responses import access_token_expired, bearer_token, fail, json_body, ok
-from sandbox.server import get_state
+from sandbox.state import get_state
 
 blueprint = Blueprint("auth", __name__)
 

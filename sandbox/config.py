@@ -19,6 +19,13 @@ WEBHOOK_TIMEOUT_S = 10.0
 WEBHOOK_MAX_ATTEMPTS = 8
 """Attempts per delivery before the sandbox gives up (§7)."""
 
+DEFAULT_PORT = 8765
+"""The sandbox's port when none is given: the service's default ``ERX_BASE_URL``
+(``app/config.py``) points here, so the two meet without configuration."""
+
+DEFAULT_KEEP_ALIVE_S = 60.0
+"""Seconds an idle client connection stays open (an AWS ALB's default idle timeout)."""
+
 
 @dataclass(frozen=True)
 class ControlValues:
@@ -60,13 +67,16 @@ class SandboxConfig:
     ``background`` starts the webhook worker pool and the auto-mode thread inside
     ``create_app``; tests pass False and drive ``dispatcher.drain()`` and
     ``autopilot.tick()`` by hand. ``seed`` seeds every ``random.Random`` the
-    sandbox uses (None: unseeded).
+    sandbox uses (None: unseeded). ``keep_alive_s``: seconds an idle HTTP/1.1
+    connection stays open under ``python -m sandbox`` (0: close after every
+    response).
     """
 
     host: str = "127.0.0.1"
-    port: int = 8090
+    port: int = DEFAULT_PORT
     seed: int | None = None
     webhook_workers: int = 8
     background: bool = True
     verbose: bool = False
+    keep_alive_s: float = DEFAULT_KEEP_ALIVE_S
     controls: ControlValues = field(default_factory=ControlValues)

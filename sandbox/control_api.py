@@ -7,7 +7,7 @@ from flask import Blueprint, Response, jsonify, request
 from sandbox import lifecycle
 from sandbox.control import ControlError
 from sandbox.responses import fail, ok
-from sandbox.server import get_state
+from sandbox.state import get_state
 from sandbox.store import InvalidTransition, UnknownPrescription
 from sandbox.storm import run_storm
 

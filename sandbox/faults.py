@@ -41,6 +41,9 @@ _RATE_FIELD = {
     COMMIT_THEN_DROP: "commit_then_drop_rate",
 }
 
+CONNECTION_DROPPED_KEY = "sandbox.connection_dropped"
+"""WSGI environ key set once a fault shut the connection: the server must not answer."""
+
 GATEWAY_FAULTS = (RATE_LIMIT, FAIL_503, FAIL_500)
 """Faults answered before authentication, as a gateway in front of the platform would."""
 
@@ -105,12 +108,15 @@ def drop_connection(environ: dict[str, Any]) -> bool:
 
     Uses ``environ["werkzeug.socket"]`` (Werkzeug's development server). The
     client sees the connection closed with no status line (``requests`` raises
-    ``ConnectionError``). Returns False when there is no socket to drop (the
-    Flask test client, other WSGI servers).
+    ``ConnectionError``). Sets ``environ[CONNECTION_DROPPED_KEY]`` so that a
+    keep-alive server (``sandbox.http_server``) writes nothing more on it.
+    Returns False when there is no socket to drop (the Flask test client, other
+    WSGI servers).
     """
     sock = environ.get("werkzeug.socket")
     if not isinstance(sock, socket.socket):
         return False
+    environ[CONNECTION_DROPPED_KEY] = True
     try:
         sock.shutdown(socket.SHUT_RDWR)
     except OSError:

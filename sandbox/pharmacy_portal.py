@@ -12,7 +12,7 @@ from flask import Blueprint, Response, redirect, render_template_string, request
 from sandbox import directory, lifecycle
 from sandbox.clock import iso_utc
 from sandbox.responses import fail, ok
-from sandbox.server import get_state
+from sandbox.state import get_state
 from sandbox.store import InvalidTransition, UnknownPrescription
 
 blueprint = Blueprint("pharmacy", __name__, url_prefix="/pharmacy")

@@ -27,7 +27,7 @@ from sandbox.responses import (
     ok,
     session_expired,
 )
-from sandbox.server import get_state
+from sandbox.state import get_state
 from sandbox.store import InvalidTransition, MedicineLine, UnknownPrescription
 from sandbox.validation import parse_int_id, validate_issue
 

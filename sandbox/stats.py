@@ -17,6 +17,9 @@ class Stats:
       through the API (including ones whose response was then dropped; storms
       are not counted).
     - ``faults_injected``: injected faults by name.
+    - ``connections_accepted``: TCP connections accepted by ``python -m sandbox``
+      (a client that keeps its connection alive adds one, not one per request;
+      always 0 under the Flask test client).
     """
 
     def __init__(self) -> None:
@@ -33,6 +36,7 @@ class Stats:
             self._issued = 0
             self._issued_by_ref: Counter[str] = Counter()
             self._faults: Counter[str] = Counter()
+            self._connections = 0
 
     def count_token_request(self) -> None:
         with self._lock:
@@ -57,6 +61,10 @@ class Stats:
         with self._lock:
             self._faults[name] += 1
 
+    def count_connection(self) -> None:
+        with self._lock:
+            self._connections += 1
+
     def snapshot(self) -> dict[str, Any]:
         """The counters as the JSON shape of ``/sandbox/stats`` (without ``webhooks``)."""
         with self._lock:
@@ -68,4 +76,5 @@ class Stats:
                 "issued_by_client_ref": dict(self._issued_by_ref),
                 "issue_attempts": self._issue_attempts,
                 "faults_injected": dict(self._faults),
+                "connections_accepted": self._connections,
             }

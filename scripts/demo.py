@@ -5,18 +5,23 @@ under ``instance/``), starts the sandbox (auto mode: it signs and dispenses),
 the service under gunicorn and one worker, sends one draft Region B
 prescription to a seeded pharmacy, waits for the webhooks, prints the
 timeline, stops everything and exits 0 (1 if the prescription did not arrive
-at ``dispensed`` in time).
+at ``dispensed`` in time). The event publisher and the reference notification
+consumer run too (RabbitMQ at ``AMQP_URL``, on exchange and queue names unique
+to this run, deleted at the end); the demo prints the events the consumer
+received for its prescription (none, with a note, when no broker answers).
 """
 
 from __future__ import annotations
 
 import sys
 import time
+import uuid
 
 import requests
-from sqlalchemy import make_url, select
+from sqlalchemy import func, make_url, select
 
-from scripts.stack import API_TOKEN, Stack, base_env, free_port
+from scripts.stack import API_TOKEN, BIN, REPO_ROOT, Stack, base_env, free_port
+from scripts.timeline import logs_line, timeline_lines
 
 TIMEOUT_S = 90
 
@@ -47,6 +52,89 @@ def pick_prescription() -> tuple[int, str, int, str]:
         db.dispose()
 
 
+def start_events(stack: Stack) -> None:
+    """Start ``events publish`` and ``notify`` on names unique to this run (a shared broker stays clean)."""
+    suffix = uuid.uuid4().hex[:8]
+    stack.env.update(EVENTS_EXCHANGE=f"erx.events.demo-{suffix}", EVENTS_DLX=f"erx.events.dlq.demo-{suffix}",
+                     NOTIFY_QUEUE=f"erx.notify.demo-{suffix}")
+    stack._spawn("notify", [str(BIN / "flask"), "--app", "app", "notify"])
+    stack._spawn("publisher", [str(BIN / "flask"), "--app", "app", "events", "publish"])
+    # Messages are only kept for queues that exist: wait until the consumer declared its queue.
+    from app.config import load_settings
+    from app.events.amqp import BROKER_ERRORS, close_quietly, connect
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            connection = connect(load_settings(stack.env).amqp_url, name="erx-demo probe")
+        except BROKER_ERRORS:
+            print("== RabbitMQ not reachable: no events in this demo")
+            return
+        try:
+            connection.channel().queue_declare(queue=stack.env["NOTIFY_QUEUE"], passive=True)
+            print("== event publisher and reference notification consumer started")
+            return
+        except BROKER_ERRORS:
+            time.sleep(0.3)
+        finally:
+            close_quietly(connection)
+    print("== the notification consumer did not declare its queue in time")
+
+
+def print_notifications(prescription_id: int) -> None:
+    """Print what the reference consumer received for ``prescription_id`` (ids and statuses only)."""
+    from app.config import load_settings
+    from app.db import Database
+    from app.models import EventOutbox, NotifyInbox
+
+    db = Database(load_settings().database_url)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            with db.session() as session:
+                rows = session.execute(
+                    select(NotifyInbox.message_id, NotifyInbox.to_status, NotifyInbox.outcome)
+                    .join(EventOutbox, EventOutbox.event_id == NotifyInbox.message_id)
+                    .where(EventOutbox.prescription_id == prescription_id).order_by(NotifyInbox.id)
+                ).all()
+                published = session.scalar(
+                    select(func.count()).select_from(EventOutbox)
+                    .where(EventOutbox.prescription_id == prescription_id, EventOutbox.state == "published"))
+            if {r.to_status for r in rows} >= {"signed", "dispensed"} or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    finally:
+        db.dispose()
+    print(f"\n== events: {published} published; the reference notification consumer received")
+    for row in rows:
+        print(f"   {row.message_id}  -> {row.to_status:<10} patient {row.outcome}")
+    if not rows:
+        print("   none (is RabbitMQ running at AMQP_URL? `rabbitmq-server -detached`)")
+
+
+def drop_event_names(stack: Stack) -> None:
+    """Delete this run's exchanges and queues; a broker that is down has nothing to delete."""
+    from app.config import load_settings
+    from app.events.amqp import BROKER_ERRORS, close_quietly, connect
+
+    if "NOTIFY_QUEUE" not in stack.env:
+        return
+    try:
+        connection = connect(load_settings(stack.env).amqp_url, name="erx-demo cleanup")
+    except BROKER_ERRORS:
+        return
+    try:
+        channel = connection.channel()
+        for queue in (stack.env["NOTIFY_QUEUE"], stack.env["NOTIFY_QUEUE"] + ".dlq"):
+            channel.queue_delete(queue=queue)
+        for exchange in (stack.env["EVENTS_EXCHANGE"], stack.env["EVENTS_DLX"]):
+            channel.exchange_delete(exchange=exchange)
+    except BROKER_ERRORS:
+        pass
+    finally:
+        close_quietly(connection)
+
+
 def main() -> int:
     started = time.monotonic()
     web_port = free_port()
@@ -62,6 +150,7 @@ def main() -> int:
         print(f"== service at {stack.service_url} (gunicorn)")
         stack.start_worker()
         print("== worker started")
+        start_events(stack)
 
         pid, ref, pharmacy_id, pharmacy = pick_prescription()
         auth = {"Authorization": f"Bearer {API_TOKEN}"}
@@ -81,14 +170,18 @@ def main() -> int:
             if view["status"] in ("dispensed", "rejected", "dead"):
                 break
             time.sleep(0.5)
-        print(f"\n== timeline of {ref} (platform token {view.get('platform_token')})")
-        for entry in view.get("history", []):
-            print(f"   {entry['occurred_at']}  {entry['from'] or '-':>9} -> {entry['to']:<10} via {entry['source']}")
+        print(f"\n== timeline of {ref} (platform token {view.get('platform_token') or '-'})")
+        print("\n".join(timeline_lines(view.get("history", []))))
+        print_notifications(pid)
         print(f"\n== final status: {view.get('status')}  ({time.monotonic() - started:.1f} s)")
         return 0 if view.get("status") == "dispensed" else 1
     finally:
+        names = list(stack.procs)
         stack.stop()
+        drop_event_names(stack)
         print("== stopped sandbox, service and worker")
+        if names:
+            print(logs_line(stack.log_dir, names, root=REPO_ROOT))
 
 
 if __name__ == "__main__":

@@ -20,12 +20,12 @@ from app.config import Settings
 from app.db import Database
 from app.models import Base
 from app.seeding import run_seed_scripts
+from tests.support import PRESCRIBER_SECRETS, FakeClock
+
+__all__ = ["AUTH", "PRESCRIBER_SECRETS", "FakeClock", "make_settings"]
+from tests.support import audit_triggers_suspended
 
 REPO = Path(__file__).resolve().parent.parent
-PRESCRIBER_SECRETS = {
-    "dr.jones@example.test": ("sandbox-jones-pass", "481516"),
-    "dr.patel@example.test": ("sandbox-patel-pass", "234223"),
-}
 
 
 def _postgres_url() -> str | None:
@@ -75,7 +75,8 @@ def db(db_url: str) -> Iterator[Database]:
 
 def empty_database(database: Database) -> None:
     """Delete every row (children first); keeps the schema."""
-    with database.engine.begin() as conn:
+    # audit_events refuses DELETE and TRUNCATE (append-only); tests may empty it.
+    with database.engine.begin() as conn, audit_triggers_suspended(conn):
         if database.is_postgres:
             names = ", ".join(t.name for t in Base.metadata.sorted_tables)
             conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
@@ -131,9 +132,14 @@ def client(app):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def with_credentials(app):  # type: ignore[no-untyped-def]
+def runner(app):  # type: ignore[no-untyped-def]
+    """The CLI runner of ``app`` (flaskr's fixture trio: app, client, runner)."""
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def with_credentials(app, runner):  # type: ignore[no-untyped-def]
     """Store the sandbox prescribers' credentials through the real CLI command."""
-    runner = app.test_cli_runner()
     for email, (password, pin) in PRESCRIBER_SECRETS.items():
         result = runner.invoke(
             args=["prescribers", "set-credentials", email],
@@ -144,3 +150,12 @@ def with_credentials(app):  # type: ignore[no-untyped-def]
 
 
 AUTH = {"Authorization": "Bearer dev-api-token"}
+
+
+def bearer(app, *, role: str, subject: str = "pt-0001", ttl_s: int = 3600) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """``Authorization`` header with a development JWT minted for ``app``'s settings and clock."""
+    from app.identity import mint_token
+
+    svc = app.extensions["erx"]
+    token = mint_token(svc.settings, role=role, subject=subject, ttl_s=ttl_s, now=svc.unix_time())
+    return {"Authorization": f"Bearer {token}"}

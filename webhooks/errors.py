@@ -20,8 +20,12 @@ class SignatureError(Exception):
         self.message = message
 
 
-class PayloadError(Exception):
-    """A verified event whose body cannot be processed (not JSON, missing fields)."""
+class EventPayloadError(Exception):
+    """A verified event whose body cannot be processed (not JSON, missing fields).
+
+    Named apart from :class:`connector.errors.PayloadError` (an issue request
+    the platform could never accept): this one is about what we received.
+    """
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)

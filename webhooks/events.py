@@ -10,10 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from webhooks.errors import PayloadError
+from connector.parsing import ResponseParseError, parse_timestamp, value_at
+from webhooks.errors import EventPayloadError
 
 STATUS_EVENT = "prescription.status_updated"
 MAX_EVENT_ID_CHARS = 100
@@ -21,7 +22,7 @@ MAX_EVENT_ID_CHARS = 100
 
 @dataclass(frozen=True)
 class Envelope:
-    """How the receiver stores an event: id, type, token, and initial inbox ``state``.
+    """How the receiver stores an event: id, type, platform token, and initial inbox ``state``.
 
     ``state`` is ``pending`` (to process), ``ignored`` (another event type) or
     ``dead`` (unreadable); ``error`` names why for the latter two.
@@ -29,7 +30,7 @@ class Envelope:
 
     event_id: str
     event_type: str | None
-    prescription_token: str | None
+    platform_token: str | None
     state: str
     error: str | None = None
 
@@ -39,7 +40,7 @@ class StatusEvent:
     """A parsed ``prescription.status_updated`` event; times are aware UTC."""
 
     event_id: str
-    token: str
+    platform_token: str
     client_ref_id: str | None
     status: str
     previous_status: str | None
@@ -61,7 +62,7 @@ def envelope(raw: bytes) -> Envelope:
         return Envelope(_digest_id(raw), None, None, "dead", "no_event_id")
     event_type = body.get("type")
     event_type = _text(event_type[:100] if isinstance(event_type, str) else None, 100)
-    prescription = _dig(body, "data", "prescription")
+    prescription = _optional_at(body, ("data", "prescription"))
     token = _text(prescription.get("id") if isinstance(prescription, dict) else None, 64)
     if event_type != STATUS_EVENT:
         return Envelope(event_id, event_type, token, "ignored", "unhandled_type")
@@ -83,44 +84,50 @@ def _text(value: Any, limit: int) -> str | None:
     return value
 
 
-def _dig(body: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(body, dict):
-            return None
-        body = body.get(key)
-    return body
-
-
-def parse_time(value: Any) -> datetime:
-    """Parse an ISO 8601 UTC time such as ``2026-11-20T10:15:08Z``; raises PayloadError."""
-    if not isinstance(value, str):
-        raise PayloadError("bad_time", "occurred_at is missing")
+def _optional_at(body: Any, path: tuple[str, ...]) -> Any:
+    """``connector.parsing.value_at``, with "absent" as None: the receiver classifies, never refuses."""
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise PayloadError("bad_time", "occurred_at is not ISO 8601") from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        return value_at(body, path)
+    except ResponseParseError:
+        return None
 
 
-def parse_status_event(raw: str | bytes) -> StatusEvent:
-    """Parse a stored ``prescription.status_updated`` body; raises :class:`PayloadError`."""
-    try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError):
-        raise PayloadError("not_json", "event body is not JSON") from None
-    prescription = _dig(body, "data", "prescription")
+def parse_status_event(body: Any) -> StatusEvent:
+    """Read a decoded ``prescription.status_updated`` body (contract §7).
+
+    ``body`` is the JSON the processor decoded once from the stored bytes.
+    Fields and times are read with :mod:`connector.parsing` (the one tolerant
+    parser). Raises :class:`EventPayloadError` with reason ``no_prescription``,
+    ``no_status`` or ``bad_time``.
+    """
+    prescription = _optional_at(body, ("data", "prescription"))
     if not isinstance(prescription, dict):
-        raise PayloadError("no_prescription", "event has no data.prescription")
+        raise EventPayloadError("no_prescription", "event has no data.prescription")
     token, status = prescription.get("id"), prescription.get("status")
     if not isinstance(token, str) or not isinstance(status, str):
-        raise PayloadError("no_status", "event has no prescription id or status")
+        raise EventPayloadError("no_status", "event has no prescription id or status")
     previous = prescription.get("previous_status")
     ref = prescription.get("client_ref_id")
     return StatusEvent(
         event_id=str(body.get("id")),
-        token=token,
+        platform_token=token,
         client_ref_id=ref if isinstance(ref, str) else None,
         status=status,
         previous_status=previous if isinstance(previous, str) else None,
-        occurred_at=parse_time(prescription.get("occurred_at")),
+        occurred_at=_event_time(prescription.get("occurred_at")),
     )
+
+
+def _event_time(value: Any) -> datetime:
+    try:
+        return parse_timestamp(value, path="data.prescription.occurred_at")
+    except ResponseParseError:
+        raise EventPayloadError("bad_time", "occurred_at is missing or not ISO 8601") from None
+
+
+def decode_body(raw: bytes) -> Any:
+    """Decode a stored event body once; raises :class:`EventPayloadError` (``not_json``)."""
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise EventPayloadError("not_json", "event body is not JSON") from None

@@ -8,8 +8,9 @@ is sent only after the inbox row is committed (contract §7: at-least-once).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
-from flask import Blueprint, Flask, Response, jsonify, request
+from flask import Blueprint, Flask, Response, g, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.db import insert_ignore_statement, utcnow
@@ -21,6 +22,18 @@ from webhooks.events import envelope
 from webhooks.signature import verify
 
 log = logging.getLogger("webhooks")
+@dataclass(frozen=True)
+class WebhookOutcome:
+    """What the receiver did with one delivery, left on ``flask.g.webhook_outcome`` for
+    whoever counts deliveries (app/metrics.py, as an ``after_request`` hook), so the
+    receiver itself imports no metrics. ``kind``: received | duplicate | rejected;
+    ``reason``: the refusal's reason; ``at``: Unix seconds of an acknowledged receipt."""
+
+    kind: str
+    reason: str | None = None
+    at: float | None = None
+
+
 bp = Blueprint("webhooks", __name__)
 SIGNATURE_HEADER = "X-Signature"
 
@@ -39,23 +52,26 @@ def _read_body(limit: int) -> bytes:
 def receive() -> tuple[Response, int]:
     """Verify the ``X-Signature`` over the raw body, store the event, answer 200.
 
-    401 ``invalid_signature`` (with ``reason``) writes nothing; 413 for bodies
+    401 ``invalid_signature`` (with ``reason``) writes nothing; 400 ``empty_body``
+    for an empty (or whitespace-only) body, even when signed; 413 for bodies
     over ``WEBHOOK_MAX_BODY_BYTES``; 503 when the inbox cannot be written, so
     the platform retries. A duplicate event id answers 200 and adds nothing.
     """
     svc = services()
     settings = svc.settings
     raw = _read_body(settings.webhook_max_body_bytes)
+    signature = request.headers.get(SIGNATURE_HEADER)
     try:
         verify(
             raw,
-            request.headers.get(SIGNATURE_HEADER),
+            signature,
             settings.webhook_secrets,
             tolerance_s=settings.webhook_tolerance_s,
-            now=svc.clock(),
+            unix_time=svc.unix_time(),
         )
     except SignatureError as exc:
         log.warning("webhook refused: reason=%s", exc.reason)
+        g.webhook_outcome = WebhookOutcome("rejected", reason=exc.reason)
         raise ApiError(
             401,
             "invalid_signature",
@@ -63,6 +79,9 @@ def receive() -> tuple[Response, int]:
             {SIGNATURE_HEADER: [exc.reason]},
             reason=exc.reason,
         ) from None
+    if not raw.strip():  # signed or not, an empty body is not an event: refuse, store nothing
+        g.webhook_outcome = WebhookOutcome("rejected", reason="empty_body")
+        raise ApiError(400, "empty_body", "The webhook body is empty: it is not an event.", {"body": ["Empty."]})
     env = envelope(raw)
     now = utcnow()
     try:
@@ -73,21 +92,24 @@ def receive() -> tuple[Response, int]:
                 {
                     "event_id": env.event_id,
                     "event_type": env.event_type,
-                    "prescription_token": env.prescription_token,
-                    # NUL can't be stored in PostgreSQL text, and can't be in valid JSON either.
-                    "body": raw.decode("utf-8", errors="replace").replace("\x00", "\ufffd"),
+                    "platform_token": env.platform_token,
+                    # The bytes exactly as signed, with their header: re-verifiable later.
+                    "body": raw,
+                    "signature": signature,
                     "state": env.state,
                     "attempts": 0,
                     "next_attempt_at": now,
                     "last_error": env.error,
                     "received_at": now,
                     "processed_at": None if env.state == "pending" else now,
+                    "awaiting_prescription": False,
                 },
             )
             inserted = bool(result.rowcount)
     except SQLAlchemyError as exc:
         log.error("webhook not stored: event_id=%s db_error=%s", env.event_id, type(exc).__name__)
         raise ApiError(503, "inbox_unavailable", "The event could not be stored; retry.") from None
+    g.webhook_outcome = WebhookOutcome("received" if inserted else "duplicate", at=svc.unix_time())
     # The inbox row is the audit record of every receipt; per-event logging is for debugging.
     log.debug(
         "webhook stored: event_id=%s type=%s state=%s duplicate=%s",

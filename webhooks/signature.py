@@ -78,18 +78,18 @@ def verify(
     secrets: Sequence[str],
     *,
     tolerance_s: int,
-    now: float,
+    unix_time: float,
 ) -> int:
     """Authenticate ``body`` (raw bytes) against ``header`` and every secret in ``secrets``.
 
-    ``now`` is our clock in Unix seconds; the timestamp must be within
+    ``unix_time`` is our clock in Unix seconds; the timestamp must be within
     ``tolerance_s`` of it in either direction. Returns the header's timestamp.
     Raises :class:`SignatureError` with reason ``missing_header``,
     ``malformed_header``, ``stale_timestamp`` or ``no_match``. Every candidate is
     compared with :func:`hmac.compare_digest`; nothing is decoded before this passes.
     """
     parsed = parse_header(header)
-    if abs(now - parsed.timestamp) > tolerance_s:
+    if abs(unix_time - parsed.timestamp) > tolerance_s:
         raise SignatureError("stale_timestamp", "X-Signature timestamp is outside the tolerance")
     matched = False
     for secret in secrets:

@@ -17,16 +17,25 @@ class DomainError(Exception):
     """Base of every refusal a service makes.
 
     ``code``: snake_case string; ``message``: safe text; ``errors``: field name
-    to list of messages (may be empty).
+    to list of messages (may be empty); ``details``: further facts a caller
+    may act on (e.g. ``{"current_status": "queued"}``), ids and statuses only.
     """
 
     default_code = "domain_error"
 
-    def __init__(self, message: str, *, code: str | None = None, errors: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        errors: Mapping[str, Any] | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code or self.default_code
         self.message = message
         self.errors = dict(errors or {})
+        self.details = dict(details or {})
 
 
 class NotFound(DomainError):
@@ -57,3 +66,13 @@ class Unavailable(DomainError):
     """A dependency (the platform, SMTP, the database) cannot be reached now; retry later (HTTP 503)."""
 
     default_code = "unavailable"
+
+
+class Misconfigured(DomainError):
+    """A setting of the service is unusable (e.g. a malformed ``ERX_ENCRYPTION_KEYS``).
+
+    The message names the setting (never its value); an operator must fix it
+    before the use case can run (HTTP 500).
+    """
+
+    default_code = "misconfigured"

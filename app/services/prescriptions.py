@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.db import Database, utcnow
-from app.errors import ApiError
+from app.history import record_local_status
 from app.models import (
     DispatchOutbox,
     IdempotencyKey,
@@ -27,20 +27,32 @@ from app.models import (
     Region,
     StatusHistory,
 )
+from app.queue import reopen
+from app.services.errors import Conflict, Invalid, NotFound
 from connector.statuses import rank
-from webhooks.history import record_local_status
 
 # Statuses from which a send may be (re)queued. A rejected prescription can be
 # corrected and sent again; anything queued or already on the platform cannot.
 SENDABLE = ("draft", "rejected")
 
 
-@dataclass(frozen=True)
-class Reply:
-    """An HTTP reply computed by a use case: status code and JSON body."""
+# The idempotency table keeps the answer the API gave to the first request;
+# a queued send is always answered "202 Accepted" (the work happens later).
+ACCEPTED = 202
 
-    status: int
-    body: dict[str, Any]
+
+@dataclass(frozen=True)
+class QueuedSend:
+    """The result of :func:`queue_send`: ids and the status resource's path."""
+
+    id: int
+    reference: str
+    status: str
+    status_url: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON body: ``{"id", "reference", "status", "status_url"}``."""
+        return {"id": self.id, "reference": self.reference, "status": self.status, "status_url": self.status_url}
 
 
 def request_fingerprint(payload: Any) -> str:
@@ -54,20 +66,19 @@ def status_url(prescription_id: int) -> str:
     return f"/api/v1/prescriptions/{prescription_id}"
 
 
-def _stored_reply(session: Session, scope: str, key: str, fingerprint: str) -> Reply | None:
+def _stored_result(session: Session, scope: str, key: str, fingerprint: str) -> QueuedSend | None:
     stored = session.scalars(
         select(IdempotencyKey).where(IdempotencyKey.scope == scope, IdempotencyKey.key == key)
     ).first()
     if stored is None:
         return None
     if stored.request_hash != fingerprint:
-        raise ApiError(
-            422,
-            "idempotency_key_reused",
+        raise Invalid(
             "This Idempotency-Key was used with a different request body.",
-            {"Idempotency-Key": ["Already used with a different body."]},
+            code="idempotency_key_reused",
+            errors={"Idempotency-Key": ["Already used with a different body."]},
         )
-    return Reply(stored.status_code, json.loads(stored.response_body))
+    return QueuedSend(**json.loads(stored.response_body))
 
 
 def queue_send(
@@ -77,14 +88,15 @@ def queue_send(
     pharmacy_id: int,
     idempotency_key: str | None = None,
     now: datetime | None = None,
-) -> Reply:
-    """Queue ``prescription_id`` for sending to ``pharmacy_id``; returns a 202 :class:`Reply`.
+) -> QueuedSend:
+    """Queue ``prescription_id`` for sending to ``pharmacy_id``; returns a :class:`QueuedSend`.
 
     One transaction writes status ``queued``, a history row and the outbox
-    row, or nothing at all. With ``idempotency_key`` a repeat returns the
-    first reply. Raises :class:`ApiError`: 404 unknown prescription, 409 not
-    sendable from its status, 422 bad pharmacy/region/medicines or a reused
-    key with a different body.
+    row, or nothing at all. ``now`` is aware UTC. With ``idempotency_key`` a
+    repeat returns the first result. Raises (``app.services.errors``):
+    :class:`NotFound` unknown prescription; :class:`Conflict` not sendable from
+    its status (``details["current_status"]``); :class:`Invalid` bad
+    pharmacy/region/medicines/credentials, or a reused key with a different body.
     """
     now = now or utcnow()
     scope = f"POST {status_url(prescription_id)}/send"
@@ -93,29 +105,31 @@ def queue_send(
         with db.session() as session:
             prescription = session.get(Prescription, prescription_id, with_for_update=True)
             if idempotency_key is not None:
-                replay = _stored_reply(session, scope, idempotency_key, fingerprint)
+                replay = _stored_result(session, scope, idempotency_key, fingerprint)
                 if replay is not None:
                     return replay
-            reply = _queue(session, prescription, prescription_id, pharmacy_id, now)
+            result = _queue(session, prescription, prescription_id, pharmacy_id, now)
             if idempotency_key is not None:
                 session.add(
                     IdempotencyKey(
                         scope=scope,
                         key=idempotency_key,
                         request_hash=fingerprint,
-                        status_code=reply.status,
-                        response_body=json.dumps(reply.body),
+                        status_code=ACCEPTED,
+                        response_body=json.dumps(result.as_dict()),
                         created_at=now,
                     )
                 )
-            return reply
+            return result
     except IntegrityError:
         # A concurrent request with the same key committed first: answer as it did.
         if idempotency_key is None:
             # A concurrent send of the same prescription won the race.
-            raise ApiError(409, "already_queued_or_sent", "The prescription was queued by a concurrent request.") from None
+            raise Conflict(
+                "The prescription was queued by a concurrent request.", code="already_queued_or_sent"
+            ) from None
         with db.session() as session:
-            replay = _stored_reply(session, scope, idempotency_key, fingerprint)
+            replay = _stored_result(session, scope, idempotency_key, fingerprint)
         if replay is None:
             raise
         return replay
@@ -127,26 +141,22 @@ def _queue(
     prescription_id: int,
     pharmacy_id: int,
     now: datetime,
-) -> Reply:
+) -> QueuedSend:
     if prescription is None:
-        raise ApiError(404, "not_found", f"Prescription {prescription_id} does not exist.")
+        raise NotFound(f"Prescription {prescription_id} does not exist.")
     if prescription.status not in SENDABLE:
-        raise ApiError(
-            409,
-            "already_queued_or_sent",
+        raise Conflict(
             f"Prescription {prescription_id} is {prescription.status}; it cannot be queued again.",
-            current_status=prescription.status,
+            code="already_queued_or_sent",
+            details={"current_status": prescription.status},
         )
     pharmacy = session.get(Pharmacy, pharmacy_id)
     if pharmacy is None:
-        raise ApiError(422, "validation_error", "The request is invalid.", {"pharmacy_id": ["Unknown pharmacy."]})
+        raise Invalid("The request is invalid.", errors={"pharmacy_id": ["Unknown pharmacy."]})
     region = session.get(Region, prescription.patient.region_code)
     if region is None or pharmacy.region_code != region.code:
-        raise ApiError(
-            422,
-            "validation_error",
-            "The request is invalid.",
-            {"pharmacy_id": ["The pharmacy is not in the patient's region."]},
+        raise Invalid(
+            "The request is invalid.", errors={"pharmacy_id": ["The pharmacy is not in the patient's region."]}
         )
     errors: dict[str, list[str]] = {}
     if not prescription.medicines:
@@ -158,7 +168,7 @@ def _queue(
         if not prescriber.password_enc or not prescriber.pin_enc:
             errors["prescriber"] = ["The prescriber has no platform credentials."]
     if errors:
-        raise ApiError(422, "validation_error", "The prescription cannot be sent.", errors)
+        raise Invalid("The prescription cannot be sent.", errors=errors)
 
     prescription.pharmacy_id = pharmacy.id
     prescription.rejection_message = None
@@ -182,16 +192,14 @@ def _queue(
         )
     else:
         # Re-sending after a rejection: a definite "no" means nothing was created.
-        outbox.flow, outbox.state, outbox.attempts = region.flow, "pending", 0
-        outbox.next_attempt_at, outbox.updated_at, outbox.last_error = now, now, None
-        outbox.locked_by = outbox.locked_until = None
-    body = {
-        "id": prescription.id,
-        "reference": prescription.reference,
-        "status": "queued",
-        "status_url": status_url(prescription.id),
-    }
-    return Reply(202, body)
+        reopen(outbox, now=now)
+        outbox.flow, outbox.updated_at, outbox.last_error = region.flow, now, None
+    return QueuedSend(
+        id=prescription.id,
+        reference=prescription.reference,
+        status="queued",
+        status_url=status_url(prescription.id),
+    )
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -205,13 +213,13 @@ def prescription_view(db: Database, prescription_id: int) -> dict[str, Any]:
     (queued, retries, rejected) by time, then issued, signed, printed and the
     final status. The platform stamps events to the second, so rank, not the
     clock, orders ``issued`` (our clock) before ``signed`` (theirs); a late
-    event still sits where it belongs. Raises ``ApiError(404)``. Contains ids and
+    event still sits where it belongs. Raises :class:`NotFound`. Contains ids and
     statuses only: no patient details.
     """
     with db.session() as session:
         prescription = session.get(Prescription, prescription_id)
         if prescription is None:
-            raise ApiError(404, "not_found", f"Prescription {prescription_id} does not exist.")
+            raise NotFound(f"Prescription {prescription_id} does not exist.")
         history = list(
             session.scalars(
                 select(StatusHistory).where(StatusHistory.prescription_id == prescription_id)

@@ -23,25 +23,39 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import and_, or_, select
 
-from app.crypto import CredentialCipher
+from app.crypto import CredentialCipher, CredentialError
 from app.db import Database, utcnow
+from app.history import Transition, record_transition
 from app.models import Prescription
-from app.services.credentials import prescriber_credentials
+from app.services.credentials import MissingCredentials, prescriber_credentials
+from app.services.platform_failures import platform_failure
 from connector import ConnectorClient
 from connector.errors import ConnectorError
 from connector.statuses import FINAL_STATUSES, LIFECYCLE
-from webhooks.history import Transition, record_transition
 
 log = logging.getLogger("app.reconcile")
 
 
+class PrescriptionGone(RuntimeError):
+    """A prescription selected for reconciliation vanished (or lost its token) mid-run."""
+
+    def __init__(self, prescription_id: int) -> None:
+        super().__init__(f"prescription {prescription_id} is gone or has no platform token")
+        self.prescription_id = prescription_id
+
+
 @dataclass(frozen=True)
 class ReconcileReport:
-    """Counts from one run: prescriptions checked, transitions recorded, errors."""
+    """Counts from one run: prescriptions checked, transitions recorded, errors.
+
+    ``failures``: one line per prescription that could not be reconciled,
+    naming its id and the cause (no token, no PHI).
+    """
 
     checked: int
     recorded: int
     errors: int
+    failures: tuple[str, ...] = ()
 
 
 def reconcile(
@@ -51,15 +65,18 @@ def reconcile(
     *,
     quiet_s: float,
     limit: int = 500,
-    clock: Callable[[], datetime] = utcnow,
+    now: Callable[[], datetime] = utcnow,
+    base_url: str = "",
 ) -> ReconcileReport:
     """Reconcile up to ``limit`` quiet, non-final prescriptions; returns a report.
 
     ``quiet_s``: seconds since the last event (or issue) before a prescription
-    is asked about. Platform errors are counted and logged by id; the run goes on.
+    is asked about. ``now`` returns aware UTC. ``base_url`` (the platform's,
+    ``ERX_BASE_URL``) is named in failure lines. Platform errors are counted,
+    logged by id and described in ``failures``; the run goes on.
     """
-    now = clock()
-    cutoff = now - timedelta(seconds=quiet_s)
+    started = now()
+    cutoff = started - timedelta(seconds=quiet_s)
     open_statuses = [s for s in LIFECYCLE if s not in FINAL_STATUSES]
     quiet = or_(Prescription.last_event_at.is_(None), Prescription.last_event_at <= cutoff)
     stuck = and_(
@@ -77,19 +94,24 @@ def reconcile(
             .order_by(Prescription.last_event_at)
             .limit(limit)
         ).all()
-    checked = recorded = errors = 0
+    checked = recorded = 0
+    failures: list[str] = []
     for (prescription_id,) in rows:
         checked += 1
         try:
-            recorded += _reconcile_one(db, client, cipher, prescription_id, clock)
+            recorded += _reconcile_one(db, client, cipher, prescription_id, now)
         except ConnectorError as exc:
-            errors += 1
+            cause = platform_failure(exc, base_url=base_url or "(platform)").message
+            failures.append(f"prescription {prescription_id}: {cause}")
             log.warning("reconcile failed: prescription_id=%s code=%s", prescription_id, exc.code)
-        except Exception as exc:  # noqa: BLE001 - one bad row must not stop the run
-            errors += 1
+        except (MissingCredentials, CredentialError) as exc:
+            failures.append(f"prescription {prescription_id}: {exc}")
             log.warning("reconcile failed: prescription_id=%s error=%s", prescription_id, type(exc).__name__)
-    log.info("reconcile done: checked=%s recorded=%s errors=%s", checked, recorded, errors)
-    return ReconcileReport(checked, recorded, errors)
+        except Exception as exc:  # noqa: BLE001 - one bad row must not stop the run
+            failures.append(f"prescription {prescription_id}: {type(exc).__name__}")
+            log.warning("reconcile failed: prescription_id=%s error=%s", prescription_id, type(exc).__name__)
+    log.info("reconcile done: checked=%s recorded=%s errors=%s", checked, recorded, len(failures))
+    return ReconcileReport(checked, recorded, len(failures), tuple(failures))
 
 
 def _reconcile_one(
@@ -97,18 +119,20 @@ def _reconcile_one(
     client: ConnectorClient,
     cipher: CredentialCipher,
     prescription_id: int,
-    clock: Callable[[], datetime],
+    now: Callable[[], datetime],
 ) -> int:
     with db.session() as session:
         prescription = session.get(Prescription, prescription_id)
-        assert prescription is not None and prescription.platform_token is not None
+        if prescription is None or prescription.platform_token is None:
+            raise PrescriptionGone(prescription_id)
         credentials = prescriber_credentials(prescription.prescriber, cipher)
         token = prescription.platform_token
     remote = client.get_prescription(credentials, token)
     recorded = 0
     with db.session() as session:
         prescription = session.get(Prescription, prescription_id, with_for_update=True)
-        assert prescription is not None
+        if prescription is None:
+            raise PrescriptionGone(prescription_id)
         previous: str | None = None
         for change in remote.history:
             status, at = change.status, change.at
@@ -120,12 +144,13 @@ def _reconcile_one(
                         to_status=status,
                         from_status=previous,
                         occurred_at=at,
-                        received_at=clock(),
+                        received_at=now(),
                         source="reconcile",
                     ),
                 )
                 recorded += int(added)
             previous = status
         # Asked and answered: not asked again until quiet_s passes (or, if final, ever).
-        prescription.reconciled_at = max(clock(), prescription.last_event_at or clock())
+        at = now()
+        prescription.reconciled_at = max(at, prescription.last_event_at or at)
     return recorded

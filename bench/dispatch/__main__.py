@@ -117,13 +117,15 @@ def region_b_drafts(db: Any, count: int) -> tuple[list[int], list[int]]:
 
 def queue(db: Any, ids: list[int], pharmacies: list[int]) -> float:
     """Queue ``ids`` (round-robin over ``pharmacies``) with ``queue_send``; returns seconds taken."""
+    from app.services.errors import DomainError
     from app.services.prescriptions import queue_send
 
     started = time.perf_counter()
     for pid in ids:
-        reply = queue_send(db, pid, pharmacy_id=pharmacies[pid % len(pharmacies)])
-        if reply.status != 202:
-            raise SystemExit(f"queue_send({pid}) answered {reply.status}: {reply.body}")
+        try:
+            queue_send(db, pid, pharmacy_id=pharmacies[pid % len(pharmacies)])
+        except DomainError as exc:
+            raise SystemExit(f"queue_send({pid}) refused: {exc.code}: {exc.message}") from None
     return time.perf_counter() - started
 
 
@@ -132,7 +134,9 @@ def naive_jobs(db: Any, settings: Any, ids: list[int]) -> list[NaiveJob]:
     from app.crypto import CredentialCipher
     from app.models import Prescription
     from app.services.credentials import prescriber_credentials
-    from app.services.dispatch import _issue_request  # the worker's own request builder
+    from app.services.dispatch.issue_request import (
+        issue_request as _issue_request,  # the worker's own request builder
+    )
 
     cipher = CredentialCipher(settings.encryption_keys)
     jobs = []
@@ -293,8 +297,8 @@ class Worker:
     """One dispatch-only WorkerLoop, built as ``flask --app app worker --no-inbox`` builds it."""
 
     def __init__(self, db: Any, settings: Any) -> None:
+        from app.services.connector_factory import make_client
         from app.services.dispatch import Dispatcher
-        from app.services.platform import make_client
         from app.worker import WorkerLoop, worker_id
 
         self.db = db

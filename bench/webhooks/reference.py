@@ -24,9 +24,9 @@ from sqlalchemy import Engine, create_engine, text
 
 TABLE = "bench_reference_inbox"
 _INSERT = text(
-    f"INSERT INTO {TABLE} (event_id, event_type, prescription_token, body, state, attempts,"
+    f"INSERT INTO {TABLE} (event_id, event_type, platform_token, body, signature, state, attempts,"
     " next_attempt_at, received_at)"
-    " VALUES (:event_id, :event_type, :token, :body, 'pending', 0, :now, :now)"
+    " VALUES (:event_id, :event_type, :token, :body, :signature, 'pending', 0, :now, :now)"
     " ON CONFLICT DO NOTHING"
 )
 
@@ -36,19 +36,20 @@ def create_table(engine: Engine) -> None:
     sqlite = engine.dialect.name == "sqlite"
     pk = "INTEGER PRIMARY KEY AUTOINCREMENT" if sqlite else "BIGSERIAL PRIMARY KEY"
     ts = "DATETIME" if sqlite else "TIMESTAMP WITH TIME ZONE"
+    blob = "BLOB" if sqlite else "BYTEA"
     with engine.begin() as conn:
         conn.execute(text(f"DROP TABLE IF EXISTS {TABLE}"))
         conn.execute(
             text(
                 f"CREATE TABLE {TABLE} (id {pk}, event_id VARCHAR(100) NOT NULL UNIQUE,"
-                " event_type VARCHAR(100), prescription_token VARCHAR(64), body TEXT NOT NULL,"
+                f" event_type VARCHAR(100), platform_token VARCHAR(64), body {blob} NOT NULL, signature TEXT,"
                 " state VARCHAR(16) NOT NULL CHECK (state IN ('pending', 'processed', 'ignored', 'dead')),"
                 f" attempts INTEGER NOT NULL, next_attempt_at {ts} NOT NULL, locked_until {ts},"
                 f" locked_by VARCHAR(100), last_error TEXT, received_at {ts} NOT NULL, processed_at {ts})"
             )
         )
         conn.execute(text(f"CREATE INDEX ix_{TABLE}_due ON {TABLE} (state, next_attempt_at)"))
-        conn.execute(text(f"CREATE INDEX ix_{TABLE}_token ON {TABLE} (prescription_token)"))
+        conn.execute(text(f"CREATE INDEX ix_{TABLE}_token ON {TABLE} (platform_token)"))
 
 
 def make_engine(url: str) -> Engine:
@@ -88,7 +89,8 @@ def create_app() -> Flask:
     @app.post("/webhooks/platform")
     def receive() -> tuple[Response, int]:
         raw = request.get_data(cache=False)
-        if not _verify(raw, request.headers.get("X-Signature", ""), secrets, tolerance_s):
+        signature = request.headers.get("X-Signature", "")
+        if not _verify(raw, signature, secrets, tolerance_s):
             return jsonify({"code": "invalid_signature"}), 401
         event = json.loads(raw)
         prescription = (event.get("data") or {}).get("prescription") or {}
@@ -99,7 +101,8 @@ def create_app() -> Flask:
                     "event_id": event["id"],
                     "event_type": event.get("type"),
                     "token": prescription.get("id"),
-                    "body": raw.decode("utf-8"),
+                    "body": raw,
+                    "signature": signature,
                     "now": datetime.now(UTC),
                 },
             )

@@ -2,6 +2,8 @@
 -- Change the count in ONE place: `params(total) AS (SELECT 50)` below. The second
 -- statement gives medicines to every rx- prescription the first one generated.
 -- Safe to run twice: references are unique and every insert is ON CONFLICT DO NOTHING.
+-- Both inserts end in ORDER BY so that ids follow the references on every database
+-- (id 1 is rx-000001): without it PostgreSQL inserts in its join's order (rx-000050 first).
 --
 -- Prescription n gets reference rx-00000n, patient pt-((n-1) % 24 + 1), prescriber
 -- 5531 or 5532 in turn, status draft, and 1 to 3 medicines from the non-controlled
@@ -22,6 +24,7 @@ FROM seq
 JOIN patients pt ON pt.external_ref = 'pt-' || substr(CAST(10000 + ((seq.n - 1) % 24) + 1 AS VARCHAR(8)), 2)
 JOIN prescribers pr ON pr.platform_prescriber_id = 5531 + (seq.n % 2)
 WHERE true
+ORDER BY seq.n
 ON CONFLICT DO NOTHING;
 
 -- Lines 1..(1 + n % 3); line k of prescription n is catalogue entry ((7n + 5k) % 16) + 1,
@@ -33,4 +36,5 @@ FROM prescriptions p
 JOIN lines ON lines.k <= 1 + (CAST(substr(p.reference, 4) AS INTEGER) % 3)
 JOIN medicines m ON m.seq_no = ((7 * CAST(substr(p.reference, 4) AS INTEGER) + 5 * lines.k) % 16) + 1
 WHERE p.reference LIKE 'rx-%'
+ORDER BY p.id, lines.k
 ON CONFLICT DO NOTHING;

@@ -22,8 +22,8 @@ from werkzeug.serving import make_server
 from app import create_app
 from app.config import Settings
 from app.db import Database
+from app.services.connector_factory import make_client
 from app.services.dispatch import Dispatcher
-from app.services.platform import make_client
 from app.worker import WorkerLoop
 from scripts.stack import Stack, base_env, free_port
 from tests.conftest import PRESCRIBER_SECRETS, make_settings

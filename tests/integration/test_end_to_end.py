@@ -69,7 +69,7 @@ def test_replayed_event_changes_nothing_and_tampered_body_is_refused(live, live_
 
     with seeded.session() as s:
         event = s.scalars(select(WebhookInbox).where(WebhookInbox.state == "processed").order_by(WebhookInbox.id)).first()
-        raw = event.body.encode()
+        raw = event.body
         inbox_count = s.scalar(select(func.count()).select_from(WebhookInbox))
         history_count = s.scalar(select(func.count()).select_from(StatusHistory))
 

@@ -18,11 +18,12 @@ from sqlalchemy import func, select
 
 from app.crypto import CredentialCipher
 from app.db import utcnow
+from app.history import record_local_status
 from app.models import Clinic, Patient, Prescriber, Prescription, StatusHistory, WebhookInbox
-from app.services.platform import make_client
+from app.services.connector_factory import make_client
 from app.services.reconcile import reconcile
+from connector.statuses import LIFECYCLE
 from tests.integration.conftest import wait_until, worker_threads
-from webhooks.history import record_local_status
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -89,7 +90,7 @@ def test_storm_converges_to_the_platform_state(live, live_settings, seeded, sand
         steps = s.execute(
             select(Prescription.platform_token, StatusHistory.to_status, StatusHistory.source)
             .join(StatusHistory, StatusHistory.prescription_id == Prescription.id)
-            .where(Prescription.platform_token.in_(truth), StatusHistory.lifecycle_step.is_not(None))
+            .where(Prescription.platform_token.in_(truth), StatusHistory.to_status.in_(LIFECYCLE))
         ).all()
         ignored = s.scalar(select(func.count()).select_from(WebhookInbox).where(WebhookInbox.state == "ignored"))
         dead = s.scalar(select(func.count()).select_from(WebhookInbox).where(WebhookInbox.state == "dead"))

@@ -94,6 +94,7 @@ def test_stats_counts_and_reset(
         "issued_by_client_ref": {"a": 2, "b": 1},
         "issue_attempts": 4,
         "faults_injected": {},
+        "connections_accepted": 0,  # the test client opens no TCP connection
         "webhooks": {
             "enqueued": 0,
             "delivered": 0,

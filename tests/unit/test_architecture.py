@@ -7,6 +7,7 @@ couples the packages.
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,34 +108,92 @@ def _is(module: str, prefix: str) -> bool:
 
 
 # -- the checks, as functions so they can be tested on bad code too -------------------
+#
+# Each function states one row of design.md's table "Packages and what each may
+# import". "Flask" there means the framework: ``flask`` and its WSGI toolkit
+# ``werkzeug``, which Flask re-exports and requires.
+
+FIRST_PARTY = ("app", "connector", "webhooks", "sandbox", "migrations", "scripts", "bench", "tests")
+FLASK = ("flask", "werkzeug")
+# Where app may wire webhooks in: create_app, and the worker/CLI wiring.
+APP_WEBHOOK_WIRING = ("app/__init__.py", "app/worker.py", "app/cli.py")
+WEBHOOKS_MAY_IMPORT_FROM_APP = (
+    "app.db",
+    "app.models",
+    "app.errors",
+    "app.extensions",
+    "app.history",
+    "app.queue",
+    "app.retry",
+)
+WEBHOOKS_MAY_IMPORT_FROM_CONNECTOR = ("connector.statuses", "connector.parsing")
+MIGRATIONS_MAY_IMPORT_FROM_APP = ("app.config", "app.db", "app.models")
+SCRIPTS_MAY_IMPORT_FROM_APP = ("app.config", "app.db", "app.models", "app.cli")
+
+
+def _all_under(i: Imported, prefixes: tuple[str, ...]) -> bool:
+    """Every target of ``i`` lies under one of ``prefixes`` (``from app import models`` is ``app.models``)."""
+    return all(any(_is(t, p) for p in prefixes) for t in i.targets)
+
+
+def _rel(i: Imported) -> str:
+    return i.path.relative_to(REPO).as_posix() if i.path.is_relative_to(REPO) else i.path.name
 
 
 def connector_violations(imports: list[Imported]) -> list[str]:
+    """connector/: stdlib, requests, cachetools, marshmallow (and itself). Never Flask, SQLAlchemy, app, webhooks."""
     allowed = {"requests", "cachetools", "marshmallow", "connector"}
     return [str(i) for i in imports if i.top not in STDLIB and i.top not in allowed]
 
 
-def webhooks_violations(imports: list[Imported]) -> list[str]:
+def app_violations(imports: list[Imported]) -> list[str]:
+    """app/: connector freely; webhooks only in create_app and the worker/CLI wiring; no other first-party package."""
     bad = []
     for i in imports:
-        targets = i.targets
-        if any(_is(t, m) for t in (i.module, *targets) for m in OUTBOUND_MODULES):
+        if i.top == "webhooks" and _rel(i) not in APP_WEBHOOK_WIRING:
+            bad.append(f"{i} (webhooks only in {', '.join(APP_WEBHOOK_WIRING)})")
+        elif i.top in FIRST_PARTY and i.top not in {"app", "connector", "webhooks"}:
+            bad.append(str(i))
+    return bad
+
+
+def services_violations(imports: list[Imported]) -> list[str]:
+    """app/services/: plain arguments in, plain results or domain errors out: no Flask, no HTTP error layer."""
+    bad = []
+    for i in imports:
+        if i.top in FLASK:
+            bad.append(f"{i} (services are Flask-free)")
+        elif any(_is(t, m) for t in (i.module, *i.targets) for m in ("app.errors", "app.api", "app.extensions")):
+            bad.append(f"{i} (services raise app.services.errors, never HTTP errors)")
+    return bad
+
+
+def webhooks_violations(imports: list[Imported]) -> list[str]:
+    """webhooks/: Flask, SQLAlchemy, app's db/models/errors/extensions/history/queue/retry, connector's
+    statuses and parsing. Never an outbound call, never app.services."""
+    bad = []
+    for i in imports:
+        if any(_is(t, m) for t in (i.module, *i.targets) for m in OUTBOUND_MODULES):
             bad.append(f"{i} (outbound I/O)")
         elif i.top == "connector":
-            if not all(any(_is(t, v) for v in CONNECTOR_VOCABULARY) for t in targets):
-                bad.append(f"{i} (only connector's vocabulary: {', '.join(CONNECTOR_VOCABULARY)})")
-        elif any(_is(t, m) for t in targets for m in ("app.services", "app.worker", "app.cli")):
-            bad.append(f"{i} (service code that calls out)")
-        elif i.top in {"sandbox", "migrations", "scripts", "bench"}:
+            if not _all_under(i, WEBHOOKS_MAY_IMPORT_FROM_CONNECTOR):
+                bad.append(f"{i} (only {', '.join(WEBHOOKS_MAY_IMPORT_FROM_CONNECTOR)})")
+        elif i.top == "app":
+            if not _all_under(i, WEBHOOKS_MAY_IMPORT_FROM_APP):
+                bad.append(f"{i} (only {', '.join(WEBHOOKS_MAY_IMPORT_FROM_APP)})")
+        elif i.top in STDLIB or i.top in {*FLASK, "sqlalchemy", "webhooks"}:
+            continue
+        else:
             bad.append(str(i))
     return bad
 
 
 def sandbox_violations(imports: list[Imported]) -> list[str]:
-    allowed = {"flask", "werkzeug", "requests", "sandbox"}
+    """sandbox/: stdlib, Flask, requests. Never the service's packages: it is the other side of the wire."""
+    allowed = {*FLASK, "requests", "sandbox"}
     bad = []
     for i in imports:
-        if i.top in {"app", "connector", "webhooks", "migrations", "scripts", "bench"}:
+        if i.top in FIRST_PARTY and i.top != "sandbox":
             bad.append(f"{i} (the sandbox is the other side of the wire)")
         elif i.top not in STDLIB and i.top not in allowed:
             bad.append(str(i))
@@ -142,13 +201,25 @@ def sandbox_violations(imports: list[Imported]) -> list[str]:
 
 
 def migrations_violations(imports: list[Imported]) -> list[str]:
-    allowed_app = ("app.models", "app.config", "app.db")
+    """migrations/: Alembic (and SQLAlchemy under it) with app.config, app.db, app.models."""
     bad = []
     for i in imports:
         if i.top == "app":
-            if not all(any(_is(t, a) for a in allowed_app) for t in i.targets):
+            if not _all_under(i, MIGRATIONS_MAY_IMPORT_FROM_APP):
                 bad.append(str(i))
         elif i.top not in STDLIB and i.top not in {"alembic", "sqlalchemy"}:
+            bad.append(str(i))
+    return bad
+
+
+def scripts_violations(imports: list[Imported]) -> list[str]:
+    """scripts/: app's settings, db, models and CLI; never webhooks, app.services or other internals."""
+    bad = []
+    for i in imports:
+        if i.top == "app":
+            if not _all_under(i, SCRIPTS_MAY_IMPORT_FROM_APP):
+                bad.append(f"{i} (only {', '.join(SCRIPTS_MAY_IMPORT_FROM_APP)})")
+        elif i.top in FIRST_PARTY and i.top != "scripts":
             bad.append(str(i))
     return bad
 
@@ -170,16 +241,11 @@ def environment_reads(source: str, path: Path) -> list[str]:
     return found
 
 
-# -- the rules on the real code --------------------------------------------------------
+# -- the rules on the real code: one test per rule of design.md ---------------------------
 
 
 def test_connector_imports_only_stdlib_requests_cachetools_marshmallow() -> None:
     assert connector_violations(imports_of("connector")) == []
-
-
-def test_connector_never_imports_the_service_packages() -> None:
-    imports = imports_of("connector")
-    assert [str(i) for i in imports if i.top in {"flask", "sqlalchemy", "app", "webhooks", "sandbox"}] == []
 
 
 def test_connector_never_reads_the_environment() -> None:
@@ -189,16 +255,22 @@ def test_connector_never_reads_the_environment() -> None:
     assert found == []
 
 
-def test_webhooks_never_import_http_clients_or_the_connector_client() -> None:
+def test_app_imports_webhooks_only_in_create_app_and_the_worker_cli_wiring() -> None:
+    assert app_violations(imports_of("app")) == []
+
+
+def test_services_are_flask_free_and_raise_domain_errors() -> None:
+    assert services_violations(imports_of("app/services")) == []
+
+
+def test_webhooks_import_only_what_design_md_allows() -> None:
     assert webhooks_violations(imports_of("webhooks")) == []
 
 
-def test_webhooks_use_connector_vocabulary() -> None:
-    # The receiver does rely on the shared lifecycle vocabulary; if this ever
-    # goes to zero the check above has stopped looking at real imports.
+def test_the_walk_sees_real_imports() -> None:
+    # Not a rule: if these vanish, the checks above have stopped looking at real imports.
     modules = {i.module for i in imports_of("webhooks")}
-    assert "connector.statuses" in modules
-    assert "app.models" in modules
+    assert {"connector.statuses", "connector.parsing", "app.models", "app.history", "app.queue"} <= modules
 
 
 def test_sandbox_never_imports_the_service() -> None:
@@ -209,11 +281,45 @@ def test_migrations_import_only_models_config_db_and_alembic() -> None:
     assert migrations_violations(imports_of("migrations")) == []
 
 
+def test_scripts_import_only_settings_db_models_and_cli_of_app() -> None:
+    assert scripts_violations(imports_of("scripts")) == []
+
+
+def _source_files(*packages: str) -> list[Path]:
+    return [p for package in packages for p in python_files(package)]
+
+
+def test_every_history_append_goes_through_app_history() -> None:
+    # "Every append to history goes through app.history": nothing else names the table to write it.
+    writers = [
+        p.relative_to(REPO).as_posix()
+        for p in _source_files("app", "webhooks", "scripts")
+        if re.search(r"(?<!class )StatusHistory\(|StatusHistory\.__table__", p.read_text(encoding="utf-8"))
+    ]
+    assert writers == ["app/history.py"]
+
+
+def test_every_queue_claims_through_app_queue() -> None:
+    # One claim mechanism: SKIP LOCKED appears in app/queue.py only.
+    claimers = [
+        p.relative_to(REPO).as_posix()
+        for p in _source_files("app", "webhooks")
+        if "skip_locked" in p.read_text(encoding="utf-8")
+    ]
+    assert claimers == ["app/queue.py"]
+
+
 # -- the checker itself catches what it should ------------------------------------------
 
 
 def _check(source: str, package: str) -> list[Imported]:
     return imports_in_source(source, REPO / package / "example.py")
+
+
+def test_app_wiring_modules_may_import_webhooks() -> None:
+    source = "from webhooks.processing import InboxProcessor"
+    assert app_violations(imports_in_source(source, REPO / "app" / "worker.py")) == []
+    assert app_violations(imports_in_source(source, REPO / "app" / "services" / "x.py")) != []
 
 
 @pytest.mark.parametrize(
@@ -227,13 +333,27 @@ def _check(source: str, package: str) -> list[Imported]:
         ("webhooks", "from connector.client import ConnectorClient", webhooks_violations),
         ("webhooks", "from connector import ConnectorClient", webhooks_violations),
         ("webhooks", "from ..connector import client", webhooks_violations),
-        ("webhooks", "from app.services.platform import make_client", webhooks_violations),
+        ("webhooks", "from app.services.connector_factory import make_client", webhooks_violations),
+        ("webhooks", "from app.services import prescriptions", webhooks_violations),
+        ("webhooks", "from app import services", webhooks_violations),
+        ("webhooks", "from connector.backoff import full_jitter_delay", webhooks_violations),
+        ("webhooks", "import smtplib", webhooks_violations),
+        ("app", "from webhooks.processing import InboxProcessor", app_violations),
+        ("app", "import sandbox", app_violations),
+        ("app/services", "from flask import current_app", services_violations),
+        ("app/services", "from app.errors import ApiError", services_violations),
+        ("app/services", "from werkzeug.exceptions import NotFound", services_violations),
+        ("scripts", "from app.services.prescriptions import queue_send", scripts_violations),
+        ("scripts", "from webhooks.signature import sign", scripts_violations),
+        ("scripts", "from app import services", scripts_violations),
+        ("scripts", "import connector", scripts_violations),
         ("sandbox", "from connector.statuses import LIFECYCLE", sandbox_violations),
         ("sandbox", "from webhooks.signature import verify", sandbox_violations),
         ("sandbox", "import app", sandbox_violations),
         ("migrations", "from app.services.dispatch import Dispatcher", migrations_violations),
         ("migrations", "import webhooks", migrations_violations),
         ("migrations", "from app import services", migrations_violations),
+        ("webhooks", "from connector.errors import ConnectorError", webhooks_violations),
     ],
 )
 def test_checker_flags_forbidden_imports(package: str, source: str, check) -> None:  # type: ignore[no-untyped-def]
@@ -245,8 +365,13 @@ def test_checker_flags_forbidden_imports(package: str, source: str, check) -> No
     [
         ("connector", "import requests\nimport cachetools\nfrom . import errors", connector_violations),
         ("webhooks", "from connector.statuses import LIFECYCLE", webhooks_violations),
-        ("webhooks", "from connector.errors import ConnectorError", webhooks_violations),
         ("webhooks", "from connector import statuses", webhooks_violations),
+        ("webhooks", "from connector.parsing import value_at", webhooks_violations),
+        ("webhooks", "from app.history import record_transition", webhooks_violations),
+        ("webhooks", "from app.queue import claim_rows\nfrom app.retry import RetryPolicy", webhooks_violations),
+        ("app", "from connector import ConnectorClient", app_violations),
+        ("app/services", "from sqlalchemy import select\nfrom app.services.errors import NotFound", services_violations),
+        ("scripts", "from app.config import load_settings\nfrom app.models import Patient", scripts_violations),
         ("sandbox", "import requests\nfrom flask import Flask", sandbox_violations),
         ("migrations", "from app.models import Base\nimport sqlalchemy as sa", migrations_violations),
         ("migrations", "from app import models\nfrom alembic import op", migrations_violations),

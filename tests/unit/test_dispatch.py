@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email import policy
 from email.parser import BytesParser
+from io import BytesIO
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pybreaker
 import pytest
 import requests
 import responses
+from pypdf import PdfReader
 from sqlalchemy import select, update
 
 from app.config import Settings
@@ -34,143 +35,19 @@ from app.models import (
 from app.queue import claim
 from app.services.dispatch import Dispatcher
 from connector import ConnectorClient, ConnectorSettings
-from tests.conftest import AUTH, PRESCRIBER_SECRETS
-
-BASE = "http://platform.test"
-CLIENT_ID = "erx-test-client"
-CLIENT_SECRET = "cs-platform-client-secret-7731"
-ACCESS_TOKEN = "at-access-token-5b1f0e"
-SESSION_TOKEN = "st-session-token-9c2d4a"
-RX_URL = f"{BASE}/prescriptions"
-INVALID_DATA = {
-    "success": False,
-    "message": "The given data was invalid.",
-    "errors": {"medicines.0.qty": ["The qty field is required."]},
-}
-UNAUTHORIZED_CLINIC = {
-    "success": False,
-    "message": "You trying to issue prescription to unauthorized clinic.",
-}
-
-Answer = tuple[int, dict[str, str], Any] | Exception
-
-
-# -- fakes ----------------------------------------------------------------------
-
-
-class FakeClock:
-    """Aware UTC datetimes that move only when the test says so."""
-
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
-class FakePlatform:
-    """Contract §1 auth, §4 issue and lookup. POST answers are scripted, else success."""
-
-    def __init__(self, rsps: responses.RequestsMock) -> None:
-        self.rsps = rsps
-        self.post_script: list[Answer] = []
-        self.found: dict[str, list[dict[str, Any]]] = {}
-        self.posts: list[dict[str, Any]] = []
-        self.post_headers: list[dict[str, str]] = []
-        self.lookups: list[str] = []
-        self.on_post: Callable[[], None] | None = None
-        self._seq = 0
-        rsps.add_callback(responses.POST, f"{BASE}/oauth/token", callback=self._token)
-        rsps.add_callback(responses.POST, f"{BASE}/prescriber/login", callback=self._login)
-        rsps.add_callback(responses.POST, RX_URL, callback=self._issue)
-        rsps.add_callback(responses.GET, RX_URL, callback=self._lookup)
-
-    @staticmethod
-    def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], str]:
-        return status, {"Content-Type": "application/json", **(headers or {})}, json.dumps(body)
-
-    def _token(self, request: requests.PreparedRequest) -> tuple[int, dict[str, str], str]:
-        form = parse_qs(str(request.body))
-        if form.get("client_secret") != [CLIENT_SECRET]:
-            return self._json(401, {"error": "invalid_client", "error_description": "bad"})
-        return self._json(
-            200,
-            {"access_token": ACCESS_TOKEN, "token_type": "Bearer", "expires_in": 3600, "scope": "prescriptions"},
-        )
-
-    def _login(self, request: requests.PreparedRequest) -> tuple[int, dict[str, str], str]:
-        if request.headers.get("Authorization") != f"Bearer {ACCESS_TOKEN}":
-            return self._json(401, {"success": False, "code": "access_token_expired"})
-        creds = json.loads(request.body or b"{}")
-        password, _pin = PRESCRIBER_SECRETS.get(creds.get("email"), ("", ""))
-        if not password or creds.get("password") != password:
-            return self._json(200, {"success": False, "message": "Invalid credentials"})
-        return self._json(
-            200,
-            {
-                "success": True,
-                "data": {
-                    "session_token": SESSION_TOKEN,
-                    "expires_in": 1800,
-                    "prescriber": {"id": 5531, "clinic_ids": [994]},
-                },
-            },
-        )
-
-    def _authorised(self, request: requests.PreparedRequest) -> bool:
-        return (
-            request.headers.get("Authorization") == f"Bearer {ACCESS_TOKEN}"
-            and request.headers.get("X-Session-Token") == SESSION_TOKEN
-        )
-
-    def _issue(self, request: requests.PreparedRequest) -> Any:
-        if not self._authorised(request):
-            return self._json(401, {"success": False, "code": "access_token_expired"})
-        payload = json.loads(request.body or b"{}")
-        self.posts.append(payload)
-        self.post_headers.append(dict(request.headers))
-        if self.on_post is not None:
-            self.on_post()
-        if self.post_script:
-            answer = self.post_script.pop(0)
-            if isinstance(answer, Exception):
-                return answer
-            status, headers, body = answer
-            return self._json(status, body, headers)
-        self._seq += 1
-        token = f"SRXTOKEN{self._seq:06d}"
-        return self._json(
-            200,
-            {
-                "success": True,
-                "message": "Prescription issued",
-                "data": {
-                    "prescription": {
-                        "id": token,
-                        "status": "issued",
-                        "client_ref_id": payload.get("client_ref_id"),
-                        "created_at": "2026-11-20T10:15:02Z",
-                    }
-                },
-            },
-        )
-
-    def _lookup(self, request: requests.PreparedRequest) -> Any:
-        if not self._authorised(request):
-            return self._json(401, {"success": False, "code": "access_token_expired"})
-        ref = parse_qs(urlsplit(str(request.url)).query).get("client_ref_id", [""])[0]
-        self.lookups.append(ref)
-        return self._json(200, {"success": True, "data": {"prescriptions": self.found.get(ref, [])}})
-
-    def holds(self, ref: str, token: str) -> None:
-        """The platform has a prescription for ``ref`` (e.g. committed before a lost reply)."""
-        self.found.setdefault(ref, []).append(
-            {"id": token, "status": "issued", "client_ref_id": ref, "created_at": "2026-11-20T10:15:02Z"}
-        )
-
+from tests.conftest import AUTH
+from tests.support import (
+    BASE,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    INVALID_DATA,
+    PRESCRIBER_SECRETS,
+    RX_URL,
+    UNAUTHORIZED_CLINIC,
+    FakeClock,
+    FakePlatform,
+    service_platform,
+)
 
 # -- fixtures -------------------------------------------------------------------
 
@@ -183,7 +60,7 @@ def rsps() -> Iterator[responses.RequestsMock]:
 
 @pytest.fixture
 def platform(rsps: responses.RequestsMock) -> FakePlatform:
-    return FakePlatform(rsps)
+    return service_platform(rsps)
 
 
 @pytest.fixture
@@ -206,7 +83,7 @@ def make_dispatcher(seeded: Database, settings: Settings, erx: ConnectorClient, 
             settings.with_overrides(**overrides) if overrides else settings,
             erx,
             worker_id=worker_id,
-            clock=clock,
+            now=clock,
             rand=lambda: 0.5,
         )
 
@@ -618,7 +495,10 @@ def test_region_a_prescription_is_emailed_to_the_pharmacy(client, seeded, settin
     assert "rx-000017" in message["Subject"]
     with seeded.session() as session:
         patient = session.get(Patient, rx.patient_id)
-    assert patient is not None and patient.last_name in message.get_content()
+    (attachment,) = list(message.iter_attachments())
+    assert attachment.get_content_type() == "application/pdf"
+    pdf_text = "".join(page.extract_text() for page in PdfReader(BytesIO(attachment.get_content())).pages)
+    assert patient is not None and patient.last_name in pdf_text
     assert len(rsps.calls) == 0  # no platform involved
 
 
@@ -738,7 +618,7 @@ def test_logs_carry_no_secret_token_or_patient_detail(client, seeded, with_crede
     assert [prescription(seeded, p).status for p in pids] == ["issued", "rejected", "issued"]
     assert caplog.records, "the worker logs what it does"
 
-    forbidden = {ACCESS_TOKEN, SESSION_TOKEN, CLIENT_SECRET, "SRXADOPTEDTOKEN", "SRXTOKEN000001"}
+    forbidden = {*platform.issued_access, *platform.issued_sessions, CLIENT_SECRET, "SRXADOPTEDTOKEN", "SRXTOKEN000001"}
     for password, pin in PRESCRIBER_SECRETS.values():
         forbidden |= {password, pin}
     with seeded.session() as session:
@@ -810,13 +690,13 @@ def test_webhooks_that_beat_the_token_are_applied_once_it_is_stored(client, seed
     })
     now = utcnow()
     with seeded.session() as s:
-        s.add(WebhookInbox(event_id="evt_early", event_type="prescription.status_updated", prescription_token=token,
-                           body=body, state="dead", attempts=8, next_attempt_at=now, received_at=now,
-                           last_error="unknown_prescription"))
+        s.add(WebhookInbox(event_id="evt_early", event_type="prescription.status_updated", platform_token=token,
+                           body=body.encode(), state="dead", attempts=8, next_attempt_at=now, received_at=now,
+                           last_error="unknown_prescription", awaiting_prescription=True))
     make_dispatcher().run_batch()
     assert prescription(seeded, pid).platform_token == token
 
-    InboxProcessor(seeded, worker_id="w1", clock=clock, rand=lambda: 0.5).run_batch()
+    InboxProcessor(seeded, worker_id="w1", now=clock, rand=lambda: 0.5).run_batch()
     assert prescription(seeded, pid).status == "signed"
     assert ("issued", "signed", "webhook") in history(seeded, pid)
 

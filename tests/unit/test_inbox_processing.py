@@ -17,6 +17,7 @@ from sqlalchemy import select
 from app.db import Database, utcnow
 from app.models import Prescription, StatusHistory, WebhookInbox
 from app.services.prescriptions import prescription_view
+from tests.support import FakeClock
 from webhooks.processing import InboxProcessor
 from webhooks.signature import sign
 
@@ -34,19 +35,6 @@ def at(hour: int, minute: int = 0) -> datetime:
 
 def iso(value: datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-class DateClock:
-    """Aware UTC datetimes for the processor; starts a minute ahead so fresh rows are due."""
-
-    def __init__(self) -> None:
-        self.now = utcnow() + timedelta(minutes=1)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance_to(self, when: datetime) -> None:
-        self.now = max(self.now, when)
 
 
 def event_body(
@@ -95,7 +83,7 @@ def issue(db: Database, reference: str, token: str) -> int:
 @pytest.fixture
 def deliver(app, client):  # type: ignore[no-untyped-def]
     """POST a raw body signed with the real signing function; asserts it was acknowledged."""
-    app.extensions["erx"].clock = lambda: float(SIGNED_AT)
+    app.extensions["erx"].unix_time = lambda: float(SIGNED_AT)
 
     def _deliver(body: bytes) -> dict[str, Any]:
         header = sign(body, [SECRET], timestamp=SIGNED_AT)
@@ -109,13 +97,14 @@ def deliver(app, client):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def clock() -> DateClock:
-    return DateClock()
+def clock() -> FakeClock:
+    # A minute ahead so that freshly received rows are due.
+    return FakeClock(utcnow() + timedelta(minutes=1))
 
 
 @pytest.fixture
-def processor(seeded: Database, clock: DateClock) -> InboxProcessor:
-    return InboxProcessor(seeded, worker_id="w-test", clock=clock, rand=lambda: 0.5)
+def processor(seeded: Database, clock: FakeClock) -> InboxProcessor:
+    return InboxProcessor(seeded, worker_id="w-test", now=clock, rand=lambda: 0.5)
 
 
 def status_of(db: Database, prescription_id: int) -> str:
@@ -291,7 +280,7 @@ def test_unknown_token_is_retried_with_backoff(seeded, rx, deliver, processor, c
     row = inbox_row(seeded, "evt_unknown_tok")
     assert (row.state, row.attempts, row.last_error) == ("pending", 1, "unknown_prescription")
     assert row.next_attempt_at > start  # in the future per the injected clock
-    assert row.next_attempt_at - start <= timedelta(seconds=processor.cap_s)
+    assert row.next_attempt_at - start <= timedelta(seconds=processor.policy.cap_s)
     assert row.locked_by is None and row.processed_at is None
     first_delay = row.next_attempt_at - start
 
@@ -311,7 +300,7 @@ def test_unknown_token_is_retried_with_backoff(seeded, rx, deliver, processor, c
 
 def test_unknown_token_goes_dead_after_max_attempts(seeded, deliver, clock) -> None:  # type: ignore[no-untyped-def]
     processor = InboxProcessor(
-        seeded, worker_id="w-dead", clock=clock, rand=lambda: 0.5, max_attempts=3
+        seeded, worker_id="w-dead", now=clock, rand=lambda: 0.5, max_attempts=3
     )
     deliver(event_body("evt_never_known", "signed", previous="issued", token="SRXNEVER000001"))
     for attempt in (1, 2):
@@ -373,33 +362,7 @@ def test_unprocessable_event_goes_dead_without_retry(
     assert status_of(seeded, rx) == "issued"
 
 
-# --- leases ---------------------------------------------------------------------------
-
-
-def test_worker_whose_lease_was_taken_over_does_not_apply_the_event(
-    seeded, rx, deliver, clock
-) -> None:  # type: ignore[no-untyped-def]
-    deliver(event_body("evt_lease", "signed", previous="issued"))
-    slow = InboxProcessor(seeded, worker_id="w-slow", clock=clock, rand=lambda: 0.5, lease_s=30)
-    fast = InboxProcessor(seeded, worker_id="w-fast", clock=clock, rand=lambda: 0.5, lease_s=30)
-    [inbox_id] = slow.claim()
-    assert fast.claim() == []  # leased
-    clock.advance_to(clock.now + timedelta(seconds=31))  # the slow worker's lease runs out
-    assert fast.claim() == [inbox_id]
-    assert fast.process(inbox_id) == "processed"
-    assert slow.process(inbox_id) == "processed"  # already done: reported, not reapplied
-    assert len(history(seeded, rx)) == 1
-
-
-def test_process_without_the_lease_is_refused(seeded, rx, deliver, clock) -> None:  # type: ignore[no-untyped-def]
-    deliver(event_body("evt_lease_2", "signed", previous="issued"))
-    owner = InboxProcessor(seeded, worker_id="w-owner", clock=clock, rand=lambda: 0.5)
-    other = InboxProcessor(seeded, worker_id="w-other", clock=clock, rand=lambda: 0.5)
-    [inbox_id] = owner.claim()
-    assert other.process(inbox_id) == "lost_lease"
-    assert history(seeded) == [] and status_of(seeded, rx) == "issued"
-    assert owner.process(inbox_id) == "processed"
-    assert status_of(seeded, rx) == "signed"
+# --- stopping --------------------------------------------------------------------------
 
 
 def test_stopping_mid_batch_gives_back_the_unstarted_rows(seeded, rx, deliver, processor) -> None:  # type: ignore[no-untyped-def]
@@ -431,7 +394,7 @@ def test_replay_one_event_reprocesses_without_duplicating_history(
 
 def test_replay_dead_after_the_cause_is_fixed(seeded, deliver, clock) -> None:  # type: ignore[no-untyped-def]
     processor = InboxProcessor(
-        seeded, worker_id="w-replay", clock=clock, rand=lambda: 0.5, max_attempts=1
+        seeded, worker_id="w-replay", now=clock, rand=lambda: 0.5, max_attempts=1
     )
     deliver(event_body("evt_dead_then_ok", "signed", previous="issued", token="SRXREPLAY00001"))
     deliver(b"not json at all")
@@ -488,7 +451,7 @@ def test_cli_replay_one_event(app, seeded, rx, deliver, processor) -> None:  # t
 
 def test_cli_replay_dead(app, seeded, deliver, clock) -> None:  # type: ignore[no-untyped-def]
     processor = InboxProcessor(
-        seeded, worker_id="w-cli", clock=clock, rand=lambda: 0.5, max_attempts=1
+        seeded, worker_id="w-cli", now=clock, rand=lambda: 0.5, max_attempts=1
     )
     deliver(event_body("evt_cli_dead", "printed", previous="signed", token="SRXCLIDEAD0001"))
     assert processor.run_batch() == 1

@@ -1,16 +1,18 @@
-"""Leasing rows of a table-backed queue (app/queue.py): claim and release."""
+"""The one queue mechanism (app/queue.py): claim, lease, release, reschedule, dead, reopen."""
 
 from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import select
 
 from app.db import Database
 from app.models import DispatchOutbox, Prescription, WebhookInbox
-from app.queue import claim, release
+from app.queue import claim, release, reopen, retry_or_dead
+from app.retry import RetryPolicy
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 LEASE_S = 60.0
@@ -187,7 +189,7 @@ def test_claim_works_on_the_webhook_inbox_too(seeded: Database) -> None:
             WebhookInbox(
                 event_id=f"evt_{n}",
                 event_type="prescription.status_updated",
-                body="{}",
+                body=b"{}",
                 state="pending",
                 attempts=0,
                 next_attempt_at=T0,
@@ -204,3 +206,43 @@ def test_claim_works_on_the_webhook_inbox_too(seeded: Database) -> None:
 
     assert first == ids
     assert second == []
+
+
+# -- reschedule, dead, reopen: one place decides ------------------------------------------
+
+
+def queue_row(attempts: int) -> SimpleNamespace:
+    return SimpleNamespace(
+        state="pending", attempts=attempts, next_attempt_at=T0, last_error=None, locked_by="w1", locked_until=T0
+    )
+
+
+def test_retry_or_dead_reschedules_with_the_policy_until_attempts_run_out() -> None:
+    policy = RetryPolicy(base_s=1.0, cap_s=300.0, max_attempts=3, rand=lambda: 1.0)
+    row = queue_row(attempts=2)
+
+    assert retry_or_dead(row, policy=policy, error="timeout", now=T0) == "pending"
+    assert (row.state, row.last_error, row.next_attempt_at) == ("pending", "timeout", T0 + timedelta(seconds=2))
+
+    row.attempts = 3
+    assert retry_or_dead(row, policy=policy, error="timeout", now=T0) == "dead"
+    assert row.state == "dead"
+
+
+def test_retry_or_dead_honours_retry_after() -> None:
+    policy = RetryPolicy(base_s=1.0, cap_s=300.0, max_attempts=8, rand=lambda: 0.0)
+    row = queue_row(attempts=1)
+
+    retry_or_dead(row, policy=policy, error="rate_limited", now=T0, retry_after_s=30.0)
+
+    assert row.next_attempt_at == T0 + timedelta(seconds=30)
+
+
+def test_reopen_puts_a_dead_row_back_due_now_without_a_lease() -> None:
+    row = queue_row(attempts=8)
+    row.state = "dead"
+
+    reopen(row, now=T0 + timedelta(hours=1))
+
+    assert (row.state, row.attempts, row.next_attempt_at) == ("pending", 0, T0 + timedelta(hours=1))
+    assert row.locked_by is None and row.locked_until is None

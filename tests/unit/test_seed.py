@@ -185,3 +185,20 @@ def test_clinic_with_distinct_ids_is_accepted(seeded: Database) -> None:
         session.add(Clinic(display_id="201400", platform_id=995, name="Second Clinic"))
     with seeded.session() as session:
         assert session.scalar(select(Clinic.platform_id).where(Clinic.display_id == "201400")) == 995
+
+
+def test_seeded_ids_follow_the_reference_order(seeded: Database) -> None:
+    # Demos, docs and tests say "prescription 1" and mean rx-000001, on
+    # PostgreSQL as on SQLite; the medicine lines follow their prescription.
+    with seeded.session() as session:
+        rows = session.execute(select(Prescription.id, Prescription.reference).order_by(Prescription.id)).all()
+        lines = session.execute(
+            select(PrescriptionMedicine.prescription_id, PrescriptionMedicine.position).order_by(
+                PrescriptionMedicine.id
+            )
+        ).all()
+
+    assert [(id_, ref) for id_, ref in rows[:3]] == [(1, "rx-000001"), (2, "rx-000002"), (3, "rx-000003")]
+    assert [ref for _, ref in rows] == [f"rx-{n:06d}" for n in range(1, 51)]
+    assert [id_ for id_, _ in rows] == list(range(1, 51))
+    assert [(rx, position) for rx, position in lines] == sorted(lines)

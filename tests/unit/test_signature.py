@@ -23,7 +23,7 @@ SECRETS = (VECTOR_SECRET,)
 
 
 def check(body: bytes, header: str | None, secrets=SECRETS, *, now: float = VECTOR_T) -> int:  # type: ignore[no-untyped-def]
-    return verify(body, header, secrets, tolerance_s=TOLERANCE, now=now)
+    return verify(body, header, secrets, tolerance_s=TOLERANCE, unix_time=now)
 
 
 def reason_of(body: bytes, header: str | None, secrets=SECRETS, *, now: float = VECTOR_T) -> str:  # type: ignore[no-untyped-def]

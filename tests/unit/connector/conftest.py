@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 import responses
-from connector_fakes import BASE, CLIENT_SECRET, FakeClock, FakePlatform, make_prescriber
+from connector_fakes import BASE, CLIENT_SECRET, FakePlatform, auth_platform, make_prescriber
 
 from connector import (
     ConnectorClient,
@@ -18,6 +18,7 @@ from connector import (
     PrescriberCredentials,
     TokenCache,
 )
+from tests.support import FakeClock
 
 
 @pytest.fixture
@@ -28,9 +29,7 @@ def rsps() -> Iterator[responses.RequestsMock]:
 
 @pytest.fixture
 def platform(rsps: responses.RequestsMock) -> FakePlatform:
-    fake = FakePlatform(rsps)
-    fake.install()
-    return fake
+    return auth_platform(rsps)
 
 
 @pytest.fixture
@@ -45,12 +44,12 @@ def settings() -> ConnectorSettings:
 
 @pytest.fixture
 def tokens(settings: ConnectorSettings, clock: FakeClock) -> TokenCache:
-    return TokenCache(settings, clock=clock)
+    return TokenCache(settings, monotonic=clock.monotonic)
 
 
 @pytest.fixture
 def client(settings: ConnectorSettings, clock: FakeClock) -> ConnectorClient:
-    return ConnectorClient(settings, clock=clock)
+    return ConnectorClient(settings, monotonic=clock.monotonic)
 
 
 @pytest.fixture

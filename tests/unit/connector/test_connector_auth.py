@@ -11,10 +11,11 @@ from typing import TypeVar
 import pytest
 import requests
 import responses
-from connector_fakes import TOKEN_URL, FakeClock, FakePlatform, make_prescriber
+from connector_fakes import TOKEN_URL, FakePlatform, make_prescriber
 
 from connector import ConnectorSettings, PrescriberCredentials, TokenCache, token_ttl
 from connector.errors import AuthError
+from tests.support import FakeClock
 
 T = TypeVar("T")
 
@@ -311,7 +312,7 @@ def test_zero_failure_ttl_disables_negative_cache(
     settings = ConnectorSettings(
         "https://platform.test/api", "client-1", "s", login_failure_ttl_s=0
     )
-    tokens = TokenCache(settings, clock=clock)
+    tokens = TokenCache(settings, monotonic=clock.monotonic)
     platform.bad_passwords.add(prescriber.password)
 
     for _ in range(2):
@@ -332,12 +333,12 @@ def test_lifetime_counts_from_the_request_not_the_answer(
         return (200, {}, json.dumps({"access_token": f"at-{len(calls)}", "expires_in": 3600}))
 
     rsps.add_callback("POST", TOKEN_URL, callback=slow_token)
-    requested_at = clock.now
+    requested_at = clock.monotonic()
     tokens.access_token()
 
-    clock.now = requested_at + 3539
+    clock.set_monotonic(requested_at + 3539)
     tokens.access_token()
     assert len(calls) == 1
-    clock.now = requested_at + 3540
+    clock.set_monotonic(requested_at + 3540)
     tokens.access_token()
     assert len(calls) == 2

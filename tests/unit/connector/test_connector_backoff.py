@@ -1,11 +1,10 @@
-"""Full-jitter backoff with injected randomness (contract §2)."""
+"""Full-jitter backoff arithmetic with injected randomness (contract §2); the policy is tests/unit/test_retry_policy.py."""
 
 from __future__ import annotations
 
 import pytest
 
-from connector.backoff import full_jitter_delay, retry_delay
-from connector.errors import PlatformUnavailable, RateLimited, TransportError
+from connector.backoff import full_jitter_delay
 
 
 def test_rand_zero_gives_zero() -> None:
@@ -30,21 +29,3 @@ def test_negative_attempt_is_refused() -> None:
     with pytest.raises(ValueError):
         full_jitter_delay(-1)
 
-
-def test_retry_after_is_a_floor() -> None:
-    error = RateLimited("slow down", http_status=429, retry_after_s=42.0)
-
-    assert retry_delay(error, 0, rand=lambda: 1.0) == 42.0
-    # Even beyond the cap: the platform asked for it.
-    assert retry_delay(error, 0, cap_s=10, rand=lambda: 1.0) == 42.0
-
-
-def test_jitter_wins_when_longer_than_retry_after() -> None:
-    error = RateLimited("slow down", http_status=429, retry_after_s=1.0)
-
-    assert retry_delay(error, 6, rand=lambda: 1.0) == 64.0
-
-
-def test_errors_without_retry_after_use_plain_jitter() -> None:
-    assert retry_delay(TransportError("timeout"), 2, rand=lambda: 0.5) == 2.0
-    assert retry_delay(PlatformUnavailable("down"), 0, rand=lambda: 0.0) == 0.0

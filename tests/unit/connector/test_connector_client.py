@@ -44,7 +44,7 @@ def test_issue_returns_the_nested_token(
 
     issued = client.issue(prescriber, issue_request)
 
-    assert issued.token == "SRXC49F3D4F66A7"
+    assert issued.platform_token == "SRXC49F3D4F66A7"
     assert issued.status == "issued"
     assert issued.client_ref_id == "rx-000042"
     assert issued.created_at == dt.datetime(2026, 11, 20, 10, 15, 2, tzinfo=dt.UTC)
@@ -94,7 +94,7 @@ def test_401_reauthenticates_and_retries_once(
     issued = client.issue(prescriber, issue_request)
 
     posts = rx_posts(rsps)
-    assert issued.token == "SRXC49F3D4F66A7"
+    assert issued.platform_token == "SRXC49F3D4F66A7"
     assert len(posts) == 2
     assert posts[0].headers["Authorization"] == "Bearer at-0"
     assert posts[1].headers["Authorization"] == f"Bearer {client.tokens.access_token()}"
@@ -127,7 +127,7 @@ def test_session_expired_logs_in_again_and_retries_once(
     issued = client.issue(prescriber, issue_request)
 
     posts = rx_posts(rsps)
-    assert issued.token == "SRXC49F3D4F66A7"
+    assert issued.platform_token == "SRXC49F3D4F66A7"
     assert len(posts) == 2
     assert posts[0].headers["X-Session-Token"] != posts[1].headers["X-Session-Token"]
     assert platform.login_count(prescriber) == 2
@@ -374,7 +374,7 @@ def test_find_by_client_ref_queries_and_keeps_only_our_reference(
 
     found = client.find_by_client_ref(prescriber, "rx-000042")
 
-    assert [(p.id, p.status) for p in found] == [("SRX1", "signed")]
+    assert [(p.platform_token, p.status) for p in found] == [("SRX1", "signed")]
 
 
 def test_find_by_client_ref_nothing_found(

@@ -15,9 +15,14 @@ from connector.errors import (
     PlatformUnavailable,
     RateLimited,
     ResponseParseError,
-    error_from_response,
+    classify_response,
     parse_retry_after,
 )
+
+
+def error_from_response(resp: requests.Response) -> ConnectorError | None:
+    """The error half of :func:`classify_response` (what most cases check)."""
+    return classify_response(resp)[1]
 
 
 def make_response(

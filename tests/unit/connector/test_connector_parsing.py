@@ -75,7 +75,7 @@ def test_prescription_with_history_is_read_in_utc() -> None:
 
     rx = parse_prescription(item)
 
-    assert rx.id == "SRX1"
+    assert rx.platform_token == "SRX1"
     assert rx.status == "signed"
     assert rx.client_ref_id == "rx-1"
     assert rx.created_at == dt.datetime(2026, 11, 20, 10, 15, 2, tzinfo=UTC)

@@ -14,10 +14,19 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from app.db import insert_ignore, utcnow
+from app.events.outbox import stage_status_event
 from app.models import Prescription, StatusHistory
 from connector.statuses import LIFECYCLE, can_advance
 
 SOURCES = ("service", "api", "webhook", "reconcile", "operator")
+
+
+class UnknownSource(ValueError):
+    """A transition names a source outside :data:`SOURCES` (a programming error)."""
+
+    def __init__(self, source: str) -> None:
+        super().__init__(f"unknown history source {source!r}")
+        self.source = source
 
 
 @dataclass(frozen=True)
@@ -39,13 +48,14 @@ def record_transition(
     """Append ``transition`` to the history of ``prescription`` and advance its status.
 
     The history insert is idempotent: a lifecycle status (§6) is stored at
-    most once per prescription and an event id at most once overall. The
+    most once per prescription (a partial unique index) and an event id at
+    most once overall. The
     current status moves only if :func:`connector.statuses.can_advance` allows.
     Returns ``(recorded, advanced)``. Must run inside the caller's transaction
     with ``prescription`` locked or freshly read in it.
     """
     if transition.source not in SOURCES:
-        raise ValueError(f"unknown history source {transition.source!r}")
+        raise UnknownSource(transition.source)
     received_at = transition.received_at or utcnow()
     step = transition.to_status if transition.to_status in LIFECYCLE else None
     recorded = insert_ignore(
@@ -55,7 +65,6 @@ def record_transition(
             "prescription_id": prescription.id,
             "from_status": transition.from_status,
             "to_status": transition.to_status,
-            "lifecycle_step": step,
             "occurred_at": transition.occurred_at,
             "received_at": received_at,
             "source": transition.source,
@@ -63,6 +72,8 @@ def record_transition(
             "detail": transition.detail,
         },
     )
+    if recorded:  # one event per appended row, in this transaction (issue 11)
+        stage_status_event(session, prescription, from_status=transition.from_status, to_status=transition.to_status, occurred_at=transition.occurred_at, recorded_at=received_at, source=transition.source, request_id=transition.event_id)
     advanced = False
     if step is not None and can_advance(prescription.status, transition.to_status):
         prescription.status = transition.to_status
@@ -86,16 +97,19 @@ def record_local_status(
 
     Unlike :func:`record_transition` this always moves the current status: the
     caller (dispatch, the send API, an operator) owns these transitions.
+    ``now`` is aware UTC (default: the current time). Raises
+    :class:`UnknownSource`.
     """
+    if source not in SOURCES:
+        raise UnknownSource(source)
     at = now or utcnow()
-    insert_ignore(
+    recorded = insert_ignore(
         session,
         StatusHistory.__table__,
         {
             "prescription_id": prescription.id,
             "from_status": prescription.status,
             "to_status": to_status,
-            "lifecycle_step": to_status if to_status in LIFECYCLE else None,
             "occurred_at": at,
             "received_at": at,
             "source": source,
@@ -103,6 +117,8 @@ def record_local_status(
             "detail": detail,
         },
     )
+    if recorded:  # one event per appended row, in this transaction (issue 11)
+        stage_status_event(session, prescription, from_status=prescription.status, to_status=to_status, occurred_at=at, recorded_at=at, source=source, request_id=None)
     prescription.status = to_status
     prescription.updated_at = at
     if to_status in LIFECYCLE:

@@ -1,4 +1,4 @@
-"""Building the connector client from service settings (the only place that does)."""
+"""The connector factory: builds the platform client from service settings (the only place that does)."""
 
 from __future__ import annotations
 

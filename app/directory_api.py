@@ -1,0 +1,120 @@
+"""The patient app's directory under ``/api/v1``: regions, the caller's profile and
+prescriptions, pharmacy search.
+
+Every endpoint needs a bearer JWT (:func:`app.identity.require_roles`). Services
+raise domain errors (``app/services/errors.py``); this module maps them to the one
+JSON error shape ``{"code", "message", "errors"}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Flask, Response, jsonify, request
+from marshmallow import Schema, ValidationError
+
+from app.directory_schemas import (
+    PageQuerySchema,
+    PharmacyPageSchema,
+    PharmacySearchQuerySchema,
+    PrescriptionPageSchema,
+    ProfileSchema,
+    RegionListSchema,
+    RegionUpdateSchema,
+)
+from app.errors import ApiError, error_response
+from app.extensions import services
+from app.identity import ROLES, current_identity, require_roles
+from app.services.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, Unavailable
+from app.services.patients import patient_prescriptions, patient_profile, set_region
+from app.services.pharmacies import search_pharmacies
+from app.services.regions import list_regions
+
+bp = Blueprint("directory_api", __name__, url_prefix="/api/v1")
+
+_STATUS_FOR = {NotFound: 404, Conflict: 409, Invalid: 422, Forbidden: 403, Unavailable: 503}
+_page_query = PageQuerySchema()
+_search_query = PharmacySearchQuerySchema()
+_region_update = RegionUpdateSchema()
+
+
+@bp.errorhandler(DomainError)
+def _domain_error(exc: DomainError) -> tuple[Response, int]:
+    status = next((code for kind, code in _STATUS_FOR.items() if isinstance(exc, kind)), 400)
+    return error_response(status, exc.code, exc.message, exc.errors)
+
+
+def _load(schema: Schema, data: Any) -> dict[str, Any]:
+    try:
+        return schema.load(data)
+    except ValidationError as exc:
+        raise Invalid("The request is invalid.", errors=exc.normalized_messages()) from None
+
+
+def _query(schema: Schema) -> dict[str, Any]:
+    # One value per parameter: a repeated one (?page=1&page=2) is refused, not guessed.
+    repeated = {key: ["Give this parameter once."] for key in request.args if len(request.args.getlist(key)) > 1}
+    if repeated:
+        raise Invalid("The request is invalid.", errors=repeated)
+    return _load(schema, request.args.to_dict())
+
+
+def _json_object() -> dict[str, Any]:
+    if not request.is_json:
+        raise ApiError(415, "unsupported_media_type", "Send a JSON body (Content-Type: application/json).")
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # absurdly nested JSON
+        body = None
+    if not isinstance(body, dict):
+        raise ApiError(400, "malformed_json", "The body is not a JSON object.")
+    return body
+
+
+@bp.get("/regions")
+@require_roles(*ROLES)
+def regions() -> tuple[Response, int]:
+    """Every region with its delivery method."""
+    return jsonify(RegionListSchema().dump({"regions": list_regions(services().db)})), 200
+
+
+@bp.get("/me")
+@require_roles("patient")
+def me() -> tuple[Response, int]:
+    """The calling patient's region (404 when the token's subject is no patient)."""
+    profile = patient_profile(services().db, current_identity().subject)
+    return jsonify(ProfileSchema().dump(profile)), 200
+
+
+@bp.patch("/me")
+@require_roles("patient")
+def update_me() -> tuple[Response, int]:
+    """Set the calling patient's region: body ``{"region": "A" | "B"}``."""
+    data = _load(_region_update, _json_object())
+    profile = set_region(services().db, current_identity().subject, data["region"])
+    return jsonify(ProfileSchema().dump(profile)), 200
+
+
+@bp.get("/me/prescriptions")
+@require_roles("patient")
+def my_prescriptions() -> tuple[Response, int]:
+    """The calling patient's prescriptions, newest first: ``?page=&per_page=``."""
+    args = _query(_page_query)
+    page = patient_prescriptions(services().db, current_identity().subject, page=args["page"], per_page=args["per_page"])
+    return jsonify(PrescriptionPageSchema().dump(page)), 200
+
+
+@bp.get("/pharmacies")
+@require_roles(*ROLES)
+def pharmacies() -> tuple[Response, int]:
+    """Search pharmacies: ``?q=&region=&page=&per_page=``, best matches first."""
+    args = _query(_search_query)
+    page = search_pharmacies(
+        services().db, q=args["q"], region=args["region"], page=args["page"], per_page=args["per_page"]
+    )
+    return jsonify(PharmacyPageSchema().dump(page)), 200
+
+
+def init_app(app: Flask) -> None:
+    """Register the directory blueprint on ``app``."""
+    app.register_blueprint(bp)

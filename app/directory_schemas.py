@@ -1,0 +1,105 @@
+"""Marshmallow schemas of the directory endpoints: regions, the patient's profile, pharmacy search.
+
+Request schemas refuse unknown body fields; query-string schemas ignore unknown
+parameters (browsers and proxies add cache-busters) but validate the known ones.
+Response schemas dump the services' frozen results (``app/services``).
+"""
+
+from __future__ import annotations
+
+from marshmallow import EXCLUDE, RAISE, Schema, fields, validate
+
+from app.services.paging import MAX_PER_PAGE
+from app.services.pharmacies import MAX_QUERY_LENGTH
+
+MAX_PAGE = 10_000
+
+
+class PageQuerySchema(Schema):
+    """``?page=&per_page=``: page 1-based (default 1), per_page 1..50 (default 20)."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=MAX_PAGE))
+    per_page = fields.Integer(load_default=20, validate=validate.Range(min=1, max=MAX_PER_PAGE))
+
+
+class PharmacySearchQuerySchema(PageQuerySchema):
+    """``GET /api/v1/pharmacies?region=&q=&page=&per_page=``: q up to 100 characters, region a code."""
+
+    q = fields.String(load_default=None, validate=validate.Length(max=MAX_QUERY_LENGTH))
+    region = fields.String(load_default=None, validate=validate.Length(min=1, max=8))
+
+
+class RegionUpdateSchema(Schema):
+    """``PATCH /api/v1/me`` body: ``{"region": "A" | "B"}`` (checked against the regions table)."""
+
+    class Meta:
+        unknown = RAISE
+
+    region = fields.String(required=True, validate=validate.Length(min=1, max=8))
+
+
+class RegionSchema(Schema):
+    """A region: ``code``, ``name``, ``flow`` ("email" | "erx") and ``delivery_method``."""
+
+    code = fields.String(required=True)
+    name = fields.String(required=True)
+    flow = fields.String(required=True)
+    delivery_method = fields.String(required=True)
+
+
+class RegionListSchema(Schema):
+    """``GET /api/v1/regions``: ``{"regions": [Region, ...]}``."""
+
+    regions = fields.List(fields.Nested(RegionSchema), required=True)
+
+
+class ProfileSchema(Schema):
+    """``GET/PATCH /api/v1/me``: ``{"subject", "region": Region}``."""
+
+    subject = fields.String(required=True)
+    region = fields.Nested(RegionSchema, required=True)
+
+
+class _PageSchema(Schema):
+    page = fields.Integer(required=True)
+    per_page = fields.Integer(required=True)
+    total = fields.Integer(required=True)
+
+
+class PharmacyHitSchema(Schema):
+    """One pharmacy: ``id`` (send with this), ``name``, ``address`` (one line), ``group``, ``region``, ``branch_id``."""
+
+    id = fields.Integer(required=True)
+    name = fields.String(required=True)
+    address = fields.String(required=True)
+    group = fields.String(allow_none=True)
+    region = fields.String(required=True)
+    branch_id = fields.Integer(allow_none=True)
+
+
+class PharmacyPageSchema(_PageSchema):
+    """``GET /api/v1/pharmacies``: ``{"items": [PharmacyHit], "page", "per_page", "total"}``."""
+
+    items = fields.List(fields.Nested(PharmacyHitSchema), required=True)
+
+
+class PrescriptionSummarySchema(Schema):
+    """One of the patient's prescriptions: ids, status, times (ISO 8601 UTC) and its status URL."""
+
+    id = fields.Integer(required=True)
+    reference = fields.String(required=True)
+    status = fields.String(required=True)
+    created_at = fields.DateTime(required=True)
+    updated_at = fields.DateTime(allow_none=True)
+    pharmacy_id = fields.Integer(allow_none=True)
+    pharmacy_name = fields.String(allow_none=True)
+    status_url = fields.String(required=True)
+
+
+class PrescriptionPageSchema(_PageSchema):
+    """``GET /api/v1/me/prescriptions``: ``{"items": [PrescriptionSummary], "page", "per_page", "total"}``."""
+
+    items = fields.List(fields.Nested(PrescriptionSummarySchema), required=True)

@@ -1,0 +1,161 @@
+"""Commands for the events: ``flask --app app events publish`` and ``flask --app app notify``.
+
+``events publish`` runs the publisher (a Deployment of its own in k8s/);
+``notify`` runs the reference consumer, and ``notify dlq list|replay``
+inspects and replays its dead letters. Output names ids only; a broker that
+cannot be reached is one line on stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+
+import click
+from flask import Flask
+from flask.cli import AppGroup, with_appcontext
+
+from app.config import Settings
+from app.events.amqp import BROKER_ERRORS
+from app.events.notify import (
+    NotifyConfig,
+    NotifyConsumer,
+    PatientNotifier,
+    list_dead_letters,
+    replay_dead_letters,
+)
+from app.events.publisher import EventPublisher, PublisherConfig
+from app.extensions import services
+
+
+def publisher_config(settings: Settings) -> PublisherConfig:
+    """The publisher's knobs from the service settings (EVENTS_*, AMQP_URL)."""
+    return PublisherConfig(
+        amqp_url=settings.amqp_url,
+        exchange=settings.events_exchange,
+        dlx=settings.events_dlx,
+        batch=settings.events_batch,
+        lease_s=settings.events_lease_s,
+        poll_s=settings.events_poll_s,
+        backoff_base_s=settings.events_backoff_base_s,
+        backoff_cap_s=settings.events_backoff_cap_s,
+    )
+
+
+def notify_config(settings: Settings) -> NotifyConfig:
+    """The reference consumer's knobs from the service settings (NOTIFY_*, EVENTS_*, AMQP_URL)."""
+    return NotifyConfig(
+        amqp_url=settings.amqp_url,
+        exchange=settings.events_exchange,
+        dlx=settings.events_dlx,
+        queue=settings.notify_queue,
+        max_attempts=settings.notify_max_attempts,
+        backoff_base_s=settings.events_backoff_base_s,
+        backoff_cap_s=settings.events_backoff_cap_s,
+    )
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    # SIGTERM (kubectl, the stack) and SIGINT: finish the message/batch in hand, then stop.
+    def _handler(_signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _handler)
+    signal.signal(signal.SIGINT, _handler)
+
+
+events_group = AppGroup("events", help="Status events out over RabbitMQ (docs/events.md).")
+
+
+@events_group.command("publish")
+@click.option("--max-seconds", type=float, default=None, help="Stop after this many seconds.")
+@click.option("--until-idle", is_flag=True, help="Stop when nothing is due.")
+@click.option("--exit-after-confirms", type=int, default=None, hidden=True,
+              help="Test hook: die (exit 137) after N confirms, before marking them.")
+def publish_command(max_seconds: float | None, until_idle: bool, exit_after_confirms: int | None) -> None:
+    """Publish the event outbox to the events exchange until SIGTERM."""
+    from app.worker import worker_id
+
+    svc = services()
+    stop = threading.Event()
+    confirms = 0
+
+    def crash_hook(_row_id: int) -> None:
+        nonlocal confirms
+        confirms += 1
+        if exit_after_confirms is not None and confirms >= exit_after_confirms:
+            os._exit(137)  # the chaos test's "killed between publish and mark"
+
+    publisher = EventPublisher(
+        svc.db, publisher_config(svc.settings), worker_id=worker_id(), stop=stop,
+        after_confirm=crash_hook if exit_after_confirms is not None else None,
+    )
+    _stop_on_signals(stop)
+    publisher.run(max_seconds=max_seconds, until_idle=until_idle)
+
+
+@click.group("notify", cls=AppGroup, invoke_without_command=True)
+@click.option("--max-seconds", type=float, default=None, help="Stop after this many seconds.")
+@click.option("--idle-s", type=float, default=None, help="Stop after this many seconds without a message.")
+@click.pass_context
+@with_appcontext
+def notify_group(ctx: click.Context, max_seconds: float | None, idle_s: float | None) -> None:
+    """Run the reference consumer (patient notifications) until SIGTERM; or a dlq command."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from app.services.mail import Mailer
+
+    svc = services()
+    stop = threading.Event()
+    consumer = NotifyConsumer(PatientNotifier(svc.db, Mailer(svc.settings)), notify_config(svc.settings), stop=stop)
+    _stop_on_signals(stop)
+    consumer.run(max_seconds=max_seconds, idle_s=idle_s)
+
+
+dlq_group = AppGroup("dlq", help="The notification consumer's dead letters.")
+notify_group.add_command(dlq_group)
+
+
+@dlq_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def dlq_list(as_json: bool) -> None:
+    """List dead-lettered messages: message id, routing key, reason, deaths. Leaves them in place."""
+    try:
+        letters = list_dead_letters(notify_config(services().settings))
+    except BROKER_ERRORS as exc:
+        raise click.ClickException(f"RabbitMQ unreachable ({type(exc).__name__})") from None
+    for letter in letters:
+        item = {"message_id": letter.message_id, "routing_key": letter.routing_key,
+                "reason": letter.reason, "deaths": letter.deaths}
+        click.echo(json.dumps(item) if as_json else "  ".join(f"{k}={v}" for k, v in item.items()))
+    if not letters and not as_json:
+        click.echo("no dead letters")
+
+
+@dlq_group.command("replay")
+@click.argument("message_ids", nargs=-1)
+@click.option("--all", "replay_all", is_flag=True, help="Replay every dead letter.")
+def dlq_replay(message_ids: tuple[str, ...], replay_all: bool) -> None:
+    """Send dead letters (MESSAGE_ID..., or --all) back to the notification queue."""
+    if bool(message_ids) == replay_all:
+        raise click.UsageError("give MESSAGE_ID(s) or --all, not both")
+    try:
+        replayed = replay_dead_letters(notify_config(services().settings),
+                                       message_ids=None if replay_all else set(message_ids))
+    except BROKER_ERRORS as exc:
+        raise click.ClickException(f"RabbitMQ unreachable ({type(exc).__name__})") from None
+    missing = set(message_ids) - set(replayed)
+    for message_id in replayed:
+        click.echo(f"replayed {message_id}")
+    if missing:
+        raise click.ClickException(f"not in the dead-letter queue: {', '.join(sorted(missing))}")
+    if not replayed:
+        click.echo("no dead letters")
+
+
+def init_app(app: Flask) -> None:
+    """Register ``events`` and ``notify`` on ``app`` (called from :func:`app.cli.init_app`)."""
+    app.cli.add_command(events_group)
+    app.cli.add_command(notify_group)

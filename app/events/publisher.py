@@ -1,0 +1,280 @@
+"""The event publisher: due event-outbox rows to RabbitMQ, with publisher confirms.
+
+Rows are claimed with the shared queue mechanism (:mod:`app.queue`: SKIP
+LOCKED + a lease), published in ``id`` order as persistent messages on the
+topic exchange, and marked ``published`` only once the broker confirmed them.
+A prescription's next event is never sent before its previous one is
+confirmed: a row waits while an older pending row of the same prescription
+is not in hand (held by another publisher, or rescheduled), and after a nack
+the rest of that prescription's rows in the batch are put back. When the
+broker is down the rows simply wait, and the publisher backs off with full
+jitter (``connector.backoff``). A crash between the confirm and the mark
+re-sends the message later with the same ``message_id``: consumers dedupe
+(docs/events.md, "Delivery guarantees").
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import pika
+from sqlalchemy import Row, func, select, update
+
+from app.db import Database, utcnow
+from app.events.amqp import (
+    BROKER_ERRORS,
+    ConfirmingChannel,
+    close_quietly,
+    connect,
+    declare_exchanges,
+)
+from app.events.contract import ContractError, validate_event
+from app.models import EventOutbox
+from app.queue import claim, release
+from app.retry import RetryPolicy
+
+log = logging.getLogger("app.events.publisher")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PublisherConfig:
+    """Publisher knobs; durations in seconds.
+
+    ``exchange``/``dlx``: exchange names. ``batch``: rows per claim.
+    ``lease_s``: claim lease (must outlast one batch). ``poll_s``: idle wait.
+    ``backoff_base_s``/``backoff_cap_s``: full-jitter bounds for broker outages
+    and nacked rows.
+    """
+
+    amqp_url: str
+    exchange: str
+    dlx: str
+    batch: int = 200
+    lease_s: float = 30.0
+    poll_s: float = 0.05
+    backoff_base_s: float = 0.5
+    backoff_cap_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What one batch did: rows confirmed, put back (order or nack), and declared dead."""
+
+    published: int
+    deferred: int
+    dead: int
+
+
+class EventPublisher:
+    """Publishes the event outbox. Clock, wait and randomness are injectable for tests.
+
+    ``now`` returns aware UTC datetimes; ``rand`` returns floats in [0, 1);
+    ``stop`` ends :meth:`run` (SIGTERM sets it); ``after_confirm`` is called
+    with each confirmed row id before it is marked (tests use it to crash there).
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        config: PublisherConfig,
+        *,
+        worker_id: str,
+        now: Callable[[], datetime] = utcnow,
+        rand: Callable[[], float] = random.random,
+        stop: threading.Event | None = None,
+        after_confirm: Callable[[int], None] | None = None,
+    ) -> None:
+        self.db = db
+        self.config = config
+        self.worker_id = worker_id
+        self.now = now
+        self.rand = rand
+        # The shared retry policy (app/retry.py); nothing here is ever given up on, so no attempt cap.
+        self.retry = RetryPolicy(
+            base_s=self.config.backoff_base_s, cap_s=self.config.backoff_cap_s, max_attempts=2**31, rand=rand
+        )
+        self.stop = stop or threading.Event()
+        self.after_confirm = after_confirm
+        self._connection: pika.BlockingConnection | None = None
+        self._channel: ConfirmingChannel | None = None
+
+    # -- broker ---------------------------------------------------------------------
+
+    def _open_channel(self) -> ConfirmingChannel:
+        if self._channel is None or self._channel.is_closed:
+            self.close()
+            self._connection = connect(self.config.amqp_url, name=f"erx-events-publisher {self.config.exchange} {self.worker_id}")
+            channel = ConfirmingChannel(self._connection)
+            declare_exchanges(channel.channel, exchange=self.config.exchange, dlx=self.config.dlx)
+            self._channel = channel
+        return self._channel
+
+    def close(self) -> None:
+        """Close the broker connection (if any)."""
+        close_quietly(self._connection)
+        self._connection = None
+        self._channel = None
+
+    # -- one batch ------------------------------------------------------------------
+
+    def _properties(self, row: Row[Any], now: datetime) -> pika.BasicProperties:
+        return pika.BasicProperties(
+            content_type="application/json",
+            delivery_mode=pika.DeliveryMode.Persistent,
+            message_id=row.event_id,
+            type=row.event_type,
+            timestamp=int(now.timestamp()),
+            app_id="erx-connector",
+            headers={"type": row.event_type, "version": row.version},
+        )
+
+    def run_batch(self) -> BatchResult:
+        """Claim due rows, publish them in order with confirms, mark the confirmed ones.
+
+        The batch goes out in waves: wave k holds the k-th row of each
+        prescription, is published without waiting per message, and is fully
+        confirmed before wave k+1 starts, so a prescription never has two
+        events in flight. Returns a :class:`BatchResult`. Raises one of
+        :data:`app.events.amqp.BROKER_ERRORS` when the broker goes away; rows
+        confirmed before that are still marked, the rest get their lease back.
+        """
+        channel = self._open_channel()
+        now = self.now()
+        ids = claim(self.db, EventOutbox, worker_id=self.worker_id, now=now,
+                    lease_s=self.config.lease_s, limit=self.config.batch)
+        if not ids:
+            return BatchResult(0, 0, 0)
+        with self.db.session() as session:
+            # Plain rows, not ORM objects: this is the publisher's per-event CPU.
+            rows = session.execute(
+                select(EventOutbox.id, EventOutbox.event_id, EventOutbox.prescription_id, EventOutbox.event_type,
+                       EventOutbox.version, EventOutbox.routing_key, EventOutbox.payload, EventOutbox.attempts)
+                .where(EventOutbox.id.in_(ids)).order_by(EventOutbox.id)
+            ).all()
+            # Older pending rows of the same prescriptions that are not in this batch:
+            # they must be confirmed first.
+            older = session.execute(
+                select(EventOutbox.prescription_id, func.min(EventOutbox.id)).where(
+                    EventOutbox.prescription_id.in_({r.prescription_id for r in rows}),
+                    EventOutbox.state == "pending",
+                    EventOutbox.id < max(ids),
+                    EventOutbox.id.not_in(ids),
+                ).group_by(EventOutbox.prescription_id)
+            ).all()
+        first_missing = dict(older)
+        queues: dict[int, list[Row[Any]]] = defaultdict(list)
+        for row in rows:
+            if row.id < first_missing.get(row.prescription_id, row.id + 1):
+                queues[row.prescription_id].append(row)
+        confirmed: list[int] = []
+        nacked: list[Row[Any]] = []
+        dead: list[tuple[int, str]] = []
+        try:
+            wave = 0
+            while not self.stop.is_set():
+                in_flight = {q[wave].event_id: q[wave] for q in queues.values() if len(q) > wave}
+                if not in_flight:
+                    break
+                wave += 1
+                for row in list(in_flight.values()):
+                    try:
+                        validate_event(json.loads(row.payload), event_type=row.event_type, version=row.version)
+                    except (ValueError, ContractError) as exc:
+                        # A bug, not an outage: keep it out of the stream, say so, move on.
+                        log.error("event %s does not match its contract; marked dead", row.event_id)
+                        dead.append((row.id, str(exc)))
+                        del in_flight[row.event_id]
+                        continue
+                    channel.publish(exchange=self.config.exchange, routing_key=row.routing_key,
+                                    body=row.payload.encode("utf-8"), properties=self._properties(row, now))
+                # Well inside the lease, so no other publisher can claim these rows meanwhile.
+                acked, refused = channel.wait(timeout_s=self.config.lease_s / 3)
+                for event_id in acked:
+                    confirmed.append(in_flight[event_id].id)
+                    if self.after_confirm is not None:
+                        self.after_confirm(in_flight[event_id].id)
+                for event_id in refused:
+                    row = in_flight[event_id]
+                    log.warning("broker nacked event %s; retrying later", row.event_id)
+                    nacked.append(row)
+                    queues.pop(row.prescription_id, None)  # the rest of it waits
+        finally:
+            self._finish(ids, confirmed, nacked, dead)
+        return BatchResult(len(confirmed), len(ids) - len(confirmed) - len(dead), len(dead))
+
+    def _finish(self, ids: list[int], confirmed: list[int], nacked: list[Row[Any]], dead: list[tuple[int, str]]) -> None:
+        now = self.now()
+        with self.db.session() as session:
+            if confirmed:
+                session.execute(
+                    update(EventOutbox)
+                    .where(EventOutbox.id.in_(confirmed))
+                    .values(state="published", published_at=now, locked_until=None, locked_by=None)
+                )
+            for row_id, error in dead:
+                session.execute(
+                    update(EventOutbox).where(EventOutbox.id == row_id)
+                    .values(state="dead", last_error=error[:500], locked_until=None, locked_by=None)
+                )
+            for row in nacked:
+                delay = self.retry.delay_s(row.attempts + 1)
+                session.execute(
+                    update(EventOutbox).where(EventOutbox.id == row.id).values(
+                        attempts=row.attempts + 1, last_error="nacked by the broker",
+                        next_attempt_at=now + timedelta(seconds=delay), locked_until=None, locked_by=None,
+                    )
+                )
+        # What waited for an older event, or for a stop: give the lease back now (rare).
+        done = set(confirmed) | {row_id for row_id, _ in dead} | {row.id for row in nacked}
+        release(self.db, EventOutbox, [i for i in ids if i not in done], worker_id=self.worker_id)
+
+    # -- the loop -------------------------------------------------------------------
+
+    def run(self, *, max_seconds: float | None = None, until_idle: bool = False,
+            monotonic: Callable[[], float] | None = None) -> None:
+        """Publish until :attr:`stop` is set, ``max_seconds`` pass, or (``until_idle``) nothing is due.
+
+        A broker or database failure never ends the loop: the connection is
+        dropped and the next attempt waits ``self.retry.delay_s(failures + 1)`` (the shared retry policy)
+        seconds (on :attr:`stop`, so SIGTERM still ends it at once).
+        """
+        now_s = monotonic or time.monotonic
+        deadline = None if max_seconds is None else now_s() + max_seconds
+        failures = 0
+        log.info("event publisher started")
+        try:
+            while not self.stop.is_set():
+                try:
+                    result = self.run_batch()
+                    failures = 0
+                except BROKER_ERRORS as exc:
+                    self.close()
+                    delay = self.retry.delay_s(failures + 1)
+                    failures += 1
+                    log.warning("broker unavailable (%s); retry %d in %.2f s", type(exc).__name__, failures, delay)
+                    self.stop.wait(delay)
+                    continue
+                except Exception as exc:  # noqa: BLE001 - e.g. the database restarting: back off, go on
+                    delay = self.retry.delay_s(failures + 1)
+                    failures += 1
+                    log.error("publisher batch failed (%s); retry in %.2f s", type(exc).__name__, delay)
+                    self.stop.wait(delay)
+                    continue
+                if deadline is not None and now_s() >= deadline:
+                    break
+                if result.published == 0 and result.dead == 0:
+                    if until_idle and result.deferred == 0:
+                        break
+                    self.stop.wait(self.config.poll_s)
+        finally:
+            self.close()
+            log.info("event publisher stopped")

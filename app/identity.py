@@ -1,0 +1,320 @@
+"""Who is calling: bearer JWTs, their verification, and the roles a view requires.
+
+Requests carry ``Authorization: Bearer <JWT>`` (RFC 6750). Two modes, chosen by
+settings, never by the token:
+
+- **JWKS** (production): ``JWT_JWKS_URL`` names the identity provider's key set
+  (RFC 7517). A token's ``kid`` picks the key; the key's type pins the algorithm
+  (RSA -> RS256, EC P-256 -> ES256). Symmetric (``oct``) keys in the set are
+  ignored, so an HS256 token is refused in this mode whatever its header says.
+- **HS256** (development and tests): tokens signed with ``JWT_SECRET``, minted by
+  :func:`mint_token` / ``flask --app app tokens mint``.
+
+Both check ``iss``, ``aud``, ``exp`` and ``nbf`` with ``JWT_LEEWAY_S`` seconds of
+leeway against the app's injectable unix_time (``Services.unix_time``), and require
+``sub`` and a ``role`` in :data:`ROLES`. ``alg: none`` is never accepted.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import jwt
+import requests
+from flask import current_app, g, request
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
+from app.config import DEV_JWT_SECRET, Settings
+from app.errors import ApiError
+from app.extensions import services
+from app.services.errors import Forbidden
+
+log = logging.getLogger("app.identity")
+
+ROLES = ("patient", "support", "service")
+HS_ALGORITHM = "HS256"
+# The identity provider's key types and the one algorithm each may sign with.
+# Never read from the token header: that is how "alg confusion" attacks work.
+_ALGORITHM_FOR_KEY = {"RSA": "RS256", "EC": "ES256"}
+_EXTENSION = "erx_identity"
+_CHALLENGE = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The verified caller.
+
+    ``subject``: the JWT ``sub``; for a patient, ``Patient.external_ref`` (e.g.
+    ``"pt-0001"``). ``role``: one of :data:`ROLES`.
+    """
+
+    subject: str
+    role: str
+
+
+class InvalidToken(Exception):
+    """The bearer token is missing or fails verification; ``reason`` is for logs (no token text)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def mint_token(settings: Settings, *, role: str, subject: str, ttl_s: int = 3600, now: float | None = None) -> str:
+    """Return an HS256 development token for ``subject`` with ``role``.
+
+    Signed with ``settings.jwt_secret``; ``iss``/``aud`` from settings; ``iat`` and
+    ``nbf`` = ``now`` and ``exp`` = ``now + ttl_s`` (Unix seconds, UTC; ``now``
+    defaults to the current time). Raises :class:`app.services.errors.Forbidden`
+    when ``settings.env == "production"`` (production tokens come from the
+    identity provider), ``ValueError`` for an unknown role, an empty subject or
+    a ``ttl_s`` below 1.
+    """
+    if settings.env == "production":
+        raise Forbidden("Development tokens cannot be minted in production (ERX_ENV=production).")
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}")
+    if not subject:
+        raise ValueError("subject must not be empty")
+    if ttl_s < 1:
+        raise ValueError("ttl_s must be at least 1 second")
+    issued = int(time.time() if now is None else now)
+    claims = {
+        "iss": settings.jwt_issuer,
+        "aud": settings.jwt_audience,
+        "sub": subject,
+        "role": role,
+        "iat": issued,
+        "nbf": issued,
+        "exp": issued + int(ttl_s),
+    }
+    return jwt.encode(claims, settings.jwt_secret, algorithm=HS_ALGORITHM)
+
+
+class JwksCache:
+    """The identity provider's signing keys, fetched from ``url`` and cached.
+
+    A known ``kid`` is served from the cache while the set is younger than
+    ``max_age_s``. An unknown ``kid`` (key rotation) refetches the set once, but
+    never more often than every ``min_refresh_s`` seconds, so a flood of tokens
+    with made-up kids cannot hammer the provider. ``unix_time`` returns Unix
+    seconds; ``session`` is the HTTP session (requests) used for the fetch.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        unix_time: Callable[[], float] = time.time,
+        min_refresh_s: float = 60.0,
+        max_age_s: float = 3600.0,
+        timeout_s: float = 5.0,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.url = url
+        self.unix_time = unix_time
+        self.min_refresh_s = min_refresh_s
+        self.max_age_s = max_age_s
+        self.timeout_s = timeout_s
+        self.session = session or requests.Session()
+        self.fetches = 0
+        self._keys: dict[str, tuple[Any, str]] = {}
+        self._fetched_at: float | None = None
+        self._lock = threading.Lock()
+
+    def key_for(self, kid: str) -> tuple[Any, str]:
+        """Return ``(public key, algorithm)`` for ``kid``.
+
+        Raises :class:`InvalidToken` when the kid is not in the set (after at
+        most one rate-limited refresh) or the provider cannot be reached and no
+        cached set holds it.
+        """
+        with self._lock:
+            now = self.unix_time()
+            fresh = self._fetched_at is not None and now - self._fetched_at < self.max_age_s
+            if kid in self._keys and fresh:
+                return self._keys[kid]
+            may_refresh = self._fetched_at is None or now - self._fetched_at >= self.min_refresh_s
+            if may_refresh:
+                self._refresh(now)
+            if kid in self._keys:
+                return self._keys[kid]
+        raise InvalidToken("unknown kid")
+
+    def _refresh(self, now: float) -> None:
+        self._fetched_at = now  # also on failure: the rate limit holds while the provider is down
+        self.fetches += 1
+        try:
+            response = self.session.get(self.url, timeout=self.timeout_s)
+            response.raise_for_status()
+            document = response.json()
+        except (requests.RequestException, ValueError) as exc:
+            log.warning("JWKS fetch failed: %s", type(exc).__name__)
+            return
+        self._keys = _parse_jwks(document)
+        log.info("JWKS fetched: %d signing key(s)", len(self._keys))
+
+
+def _parse_jwks(document: Any) -> dict[str, tuple[Any, str]]:
+    """Map each usable key's ``kid`` to ``(public key, algorithm)``; skip oct and unknown keys."""
+    keys: dict[str, tuple[Any, str]] = {}
+    entries = document.get("keys", []) if isinstance(document, Mapping) else []
+    for entry in entries:
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("kid"), str):
+            continue
+        if entry.get("use", "sig") != "sig":
+            continue
+        algorithm = _ALGORITHM_FOR_KEY.get(str(entry.get("kty")))
+        if algorithm is None or entry.get("alg", algorithm) != algorithm:
+            continue
+        if algorithm == "ES256" and entry.get("crv") != "P-256":
+            continue
+        try:
+            loader = RSAAlgorithm if algorithm == "RS256" else ECAlgorithm
+            keys[entry["kid"]] = (loader.from_jwk(dict(entry)), algorithm)
+        except (jwt.InvalidKeyError, ValueError, TypeError, KeyError):
+            continue
+    return keys
+
+
+class TokenVerifier:
+    """Verifies bearer tokens for one app's settings; see the module docstring for the rules."""
+
+    def __init__(self, settings: Settings, *, unix_time: Callable[[], float], jwks: JwksCache | None = None) -> None:
+        self.settings = settings
+        self.unix_time = unix_time
+        self.jwks = jwks
+        self._warned_unconfigured = False
+        if jwks is None and settings.jwt_jwks_url:
+            self.jwks = JwksCache(settings.jwt_jwks_url, unix_time=unix_time)
+
+    def verify(self, token: str) -> Identity:
+        """Return the :class:`Identity` in ``token``; raise :class:`InvalidToken` otherwise."""
+        key, algorithm = self._key_for(token)
+        s = self.settings
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[algorithm],
+                audience=s.jwt_audience,
+                issuer=s.jwt_issuer,
+                # Time claims are checked below against the injectable unix_time.
+                options={
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                    "require": ["exp", "iss", "aud", "sub"],
+                },
+            )
+        except jwt.InvalidTokenError as exc:
+            raise InvalidToken(type(exc).__name__) from None
+        self._check_times(claims)
+        subject, role = claims.get("sub"), claims.get("role")
+        if not isinstance(subject, str) or not subject:
+            raise InvalidToken("bad sub")
+        if role not in ROLES:
+            raise InvalidToken("bad role claim")
+        return Identity(subject=subject, role=role)
+
+    def _key_for(self, token: str) -> tuple[Any, str]:
+        if self.jwks is not None:
+            try:
+                header = jwt.get_unverified_header(token)
+            except jwt.InvalidTokenError:
+                raise InvalidToken("malformed") from None
+            kid = header.get("kid")
+            if not isinstance(kid, str) or not kid:
+                raise InvalidToken("no kid")
+            return self.jwks.key_for(kid)
+        if not self.settings.jwt_secret or (
+            self.settings.env == "production" and self.settings.jwt_secret == DEV_JWT_SECRET
+        ):
+            # Neither JWT_JWKS_URL nor a usable JWT_SECRET (empty, or the public development
+            # value in production, where anyone could mint tokens): nothing is accepted.
+            if not self._warned_unconfigured:
+                self._warned_unconfigured = True
+                log.error("neither JWT_JWKS_URL nor a usable JWT_SECRET is set: refusing every token")
+            raise InvalidToken("not configured")
+        return self.settings.jwt_secret, HS_ALGORITHM
+
+    def _check_times(self, claims: Mapping[str, Any]) -> None:
+        now, leeway = self.unix_time(), self.settings.jwt_leeway_s
+        exp, nbf = claims.get("exp"), claims.get("nbf")
+        if not _is_number(exp) or exp <= now - leeway:
+            raise InvalidToken("expired")
+        if nbf is not None and (not _is_number(nbf) or nbf > now + leeway):
+            raise InvalidToken("not yet valid")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _verifier() -> TokenVerifier:
+    verifier = current_app.extensions.get(_EXTENSION)
+    if verifier is None:
+        svc = services()
+        # The lambda reads the unix_time at call time, so tests may swap Services.unix_time later.
+        verifier = TokenVerifier(svc.settings, unix_time=lambda: svc.unix_time())
+        current_app.extensions[_EXTENSION] = verifier
+    return verifier
+
+
+def _bearer_token() -> str:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise InvalidToken("missing")
+    return token.strip()
+
+
+def require_roles(*roles: str) -> Callable[[F], F]:
+    """Decorate a Flask view so that only callers with one of ``roles`` reach it.
+
+    Verifies ``Authorization: Bearer <JWT>`` and stores the :class:`Identity` in
+    ``flask.g.identity``. Raises :class:`app.errors.ApiError` 401 ``invalid_token``
+    with ``WWW-Authenticate: Bearer error="invalid_token"`` when the token is
+    missing or invalid, and 403 ``forbidden`` when the role is not in ``roles``.
+    ``ValueError`` at decoration time for a role not in :data:`ROLES`.
+    """
+    unknown = [role for role in roles if role not in ROLES]
+    if unknown or not roles:
+        raise ValueError(f"roles must be among {', '.join(ROLES)}")
+
+    def decorate(view: F) -> F:
+        @functools.wraps(view)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            try:
+                identity = _verifier().verify(_bearer_token())
+            except InvalidToken as exc:
+                log.info("bearer token refused: %s", exc.reason)
+                raise ApiError(
+                    401, "invalid_token", "A valid bearer token is required.", headers=_CHALLENGE
+                ) from None
+            if identity.role not in roles:
+                raise ApiError(403, "forbidden", "Your role may not use this endpoint.")
+            g.identity = identity
+            return view(*args, **kwargs)
+
+        return wrapped  # type: ignore[return-value]
+
+    return decorate
+
+
+def current_identity() -> Identity:
+    """Return the :class:`Identity` of the current request (set by :func:`require_roles`).
+
+    Raises ``RuntimeError`` when the view is not behind :func:`require_roles`.
+    """
+    identity = g.get("identity")
+    if not isinstance(identity, Identity):
+        raise RuntimeError("no identity: the view is not decorated with require_roles")
+    return identity

@@ -1,0 +1,88 @@
+"""Dead-lettered sends: listing them, and putting one back in the queue (operator use cases)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from app.db import Database
+from app.history import record_local_status
+from app.models import DispatchOutbox, Prescription
+from app.queue import reopen
+from app.services.errors import Conflict, NotFound
+from app.services.mail import reopen_for_resend
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One dead outbox row: ids, reference, attempts, last error code, whether the outcome is unknown."""
+
+    outbox_id: int
+    prescription_id: int
+    reference: str
+    attempts: int
+    last_error: str | None
+    outcome_unknown: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-able dict, in declaration order."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Requeued:
+    """A dead letter put back in the queue."""
+
+    outbox_id: int
+    prescription_id: int
+
+
+def list_dead(db: Database) -> list[DeadLetter]:
+    """Return every dead outbox row, oldest id first."""
+    with db.session() as session:
+        rows = session.execute(
+            select(DispatchOutbox, Prescription.reference)
+            .join(Prescription, Prescription.id == DispatchOutbox.prescription_id)
+            .where(DispatchOutbox.state == "dead")
+            .order_by(DispatchOutbox.id)
+        ).all()
+        return [
+            DeadLetter(
+                outbox_id=row.id,
+                prescription_id=row.prescription_id,
+                reference=reference,
+                attempts=row.attempts,
+                last_error=row.last_error,
+                outcome_unknown=row.outcome_unknown,
+            )
+            for row, reference in rows
+        ]
+
+
+def requeue(db: Database, outbox_id: int, *, now: datetime) -> Requeued:
+    """Put dead outbox row ``outbox_id`` back in the queue, due at ``now`` (aware UTC).
+
+    Attempts restart from zero; ``outcome_unknown`` is kept, so a lookup still
+    comes before any new send. The prescription goes back to ``queued``
+    (source ``operator``). Raises :class:`NotFound` (no such row) or
+    :class:`Conflict` (the row is not dead).
+    """
+    with db.session() as session:
+        row = session.get(DispatchOutbox, outbox_id, with_for_update=True)
+        if row is None:
+            raise NotFound(f"outbox row {outbox_id} does not exist")
+        if row.state != "dead":
+            raise Conflict(f"outbox row {outbox_id} is not a dead letter (state {row.state})")
+        reopen(row, now=now)
+        row.updated_at = now
+        if row.flow == "email":
+            # An email in doubt is sent again only on this explicit decision (same Message-ID).
+            reopen_for_resend(session, row.prescription_id, now=now)
+        prescription = session.get(Prescription, row.prescription_id, with_for_update=True)
+        if prescription is None:
+            raise NotFound(f"outbox row {outbox_id} has no prescription {row.prescription_id}")
+        record_local_status(session, prescription, "queued", source="operator", detail="requeued", now=now)
+        return Requeued(outbox_id=row.id, prescription_id=row.prescription_id)

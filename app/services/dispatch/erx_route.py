@@ -1,0 +1,147 @@
+"""Region B's route: issue on the e-prescription platform, exactly once (contract §1, §2, §4).
+
+:func:`erx_job` snapshots what the send needs inside the claim's transaction;
+:class:`ErxRoute` makes the call with no transaction open, behind the circuit
+breaker: after an unknown outcome it looks the ``client_ref_id`` up first and
+adopts a token it finds, else it issues once.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import pybreaker
+
+from app.config import Settings
+from app.crypto import CredentialCipher, CredentialError
+from app.models import Prescription
+from app.services.credentials import MissingCredentials, prescriber_credentials
+from app.services.dispatch.issue_request import issue_request
+from app.services.dispatch.outcome import Attempt, Outcome
+from connector import ConnectorClient, IssueRequest, PrescriberCredentials, build_issue_payload
+from connector.errors import (
+    ConnectorError,
+    PayloadError,
+    PlatformRejected,
+    PlatformUnavailable,
+    RateLimited,
+    TransportError,
+)
+
+log = logging.getLogger("app.dispatch")
+
+
+def _trips_breaker(exc: BaseException) -> bool:
+    """Only platform-health failures count towards opening the circuit."""
+    return isinstance(exc, (TransportError, PlatformUnavailable, RateLimited))
+
+
+def make_breaker(settings: Settings) -> pybreaker.CircuitBreaker:
+    """Return the per-process circuit breaker around the platform.
+
+    Opens after ``breaker_fail_max`` consecutive transport/5xx/429 failures;
+    lets a trial call through after ``breaker_reset_s`` seconds (half-open).
+    """
+    return pybreaker.CircuitBreaker(
+        fail_max=settings.breaker_fail_max,
+        reset_timeout=settings.breaker_reset_s,
+        exclude=[lambda exc: not _trips_breaker(exc)],
+        # Keep the real error on the tripping call: it may have reached the platform.
+        throw_new_error_on_trip=False,
+        name="erx-platform",
+    )
+
+
+@dataclass(frozen=True)
+class ErxJob:
+    """A snapshot of one e-prescription send, taken inside the claim's transaction.
+
+    ``lookup_first``: an earlier attempt's outcome is unknown, so the platform
+    is asked for ``reference`` before anything is sent.
+    """
+
+    outbox_id: int
+    prescription_id: int
+    reference: str
+    credentials: PrescriberCredentials
+    request: IssueRequest
+    lookup_first: bool
+
+
+def erx_job(
+    outbox_id: int, prescription: Prescription, cipher: CredentialCipher, *, lookup_first: bool
+) -> ErxJob | Attempt:
+    """Snapshot the send of ``prescription`` (relations loaded), or say why it can't be sent.
+
+    Returns an :class:`ErxJob`, or an :class:`Attempt`: RETRY_UNSENT when the
+    prescriber's credentials are missing or undecryptable, INVALID when the
+    data could never be accepted (built once here, so it is refused now
+    without a call instead of retried until dead).
+    """
+    try:
+        credentials = prescriber_credentials(prescription.prescriber, cipher)
+    except (MissingCredentials, CredentialError) as exc:
+        return Attempt(Outcome.RETRY_UNSENT, error=exc)
+    try:
+        request = issue_request(prescription)
+        build_issue_payload(request, secure_pin=credentials.secure_pin)
+    except PayloadError as exc:
+        return Attempt(Outcome.INVALID, message=str(exc), errors=dict(exc.errors or {}))
+    return ErxJob(
+        outbox_id=outbox_id,
+        prescription_id=prescription.id,
+        reference=prescription.reference,
+        credentials=credentials,
+        request=request,
+        lookup_first=lookup_first,
+    )
+
+
+class ErxRoute:
+    """Sends :class:`ErxJob` s through ``client`` behind ``breaker``; never raises for platform errors."""
+
+    def __init__(self, client: ConnectorClient, breaker: pybreaker.CircuitBreaker) -> None:
+        self.client = client
+        self.breaker = breaker
+
+    def send(self, job: ErxJob) -> Attempt:
+        """Look up (if ``job.lookup_first``) then issue; returns the attempt's result.
+
+        ISSUED/ADOPTED with the token; REJECTED with the platform's message and
+        field errors (HTTP 200 ``success:false``); CIRCUIT_OPEN; RETRY_UNSENT
+        when the error says nothing reached the platform, else RETRY_UNKNOWN.
+        """
+        try:
+            return self.breaker.call(self._lookup_then_issue, job)
+        except pybreaker.CircuitBreakerError as exc:
+            return Attempt(Outcome.CIRCUIT_OPEN, error=exc)
+        except PlatformRejected as exc:
+            return Attempt(Outcome.REJECTED, message=exc.message, errors=dict(exc.errors or {}))
+        except ConnectorError as exc:
+            kind = Outcome.RETRY_UNKNOWN if exc.outcome_unknown else Outcome.RETRY_UNSENT
+            return Attempt(kind, error=exc)
+
+    def _lookup_then_issue(self, job: ErxJob) -> Attempt:
+        if job.lookup_first:
+            try:
+                found = self.client.find_by_client_ref(job.credentials, job.reference)
+            except PlatformRejected as exc:
+                # The lookup itself was refused: we still don't know, so we may not send.
+                raise ConnectorError(
+                    "lookup by client_ref_id was refused",
+                    code=exc.code or "lookup_refused",
+                    retryable=True,
+                    outcome_unknown=True,
+                ) from None
+            if found:
+                if len(found) > 1:
+                    log.error(
+                        "platform holds %d prescriptions for client_ref_id=%s; adopting the first",
+                        len(found),
+                        job.reference,
+                    )
+                log.info("adopted existing token: client_ref_id=%s", job.reference)
+                return Attempt(Outcome.ADOPTED, platform_token=found[0].platform_token)
+        issued = self.client.issue(job.credentials, job.request)
+        return Attempt(Outcome.ISSUED, platform_token=issued.platform_token)

@@ -1,0 +1,72 @@
+"""What one dispatch attempt came to, and the one rule for "outcome unknown".
+
+An attempt ends in exactly one :class:`Outcome` kind, carrying the token or the
+error it learned (:class:`Attempt`). Whether the platform may hold a
+prescription we have no token for (``DispatchOutbox.outcome_unknown``) is
+decided here and nowhere else: :func:`mark_intent` before a send,
+:func:`outcome_unknown_after` when the attempt is stored (contract §4: no
+idempotency key, so after an unknown outcome the next attempt looks the
+``client_ref_id`` up before it may send again).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Outcome(enum.Enum):
+    """The kinds of attempt result. ``value`` is the name stored in logs."""
+
+    ISSUED = "issued"  # the platform answered with a token
+    ADOPTED = "adopted"  # a lookup after an unknown outcome found the token
+    EMAILED = "emailed"  # Region A: the pharmacy was emailed
+    EMAIL_IN_DOUBT = "email_in_doubt"  # Region A: the server may have the message; an operator decides
+    REJECTED = "rejected"  # the platform said no (HTTP 200 success:false): never retried
+    INVALID = "invalid"  # the request could never be accepted; nothing was sent
+    RETRY_UNSENT = "retry_unsent"  # failed before anything reached the platform
+    RETRY_UNKNOWN = "retry_unknown"  # failed after the request may have been processed
+    CIRCUIT_OPEN = "circuit_open"  # the breaker refused the call: not an attempt
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt's result: its :class:`Outcome` and what it carries.
+
+    ``platform_token``: the platform's prescription token (ISSUED, ADOPTED); ``message``/``errors``:
+    the refusal and its field errors (REJECTED, INVALID); ``error``: the
+    exception to retry after (RETRY_*, CIRCUIT_OPEN).
+    """
+
+    outcome: Outcome
+    platform_token: str | None = None
+    message: str | None = None
+    errors: dict[str, Any] = field(default_factory=dict)
+    error: BaseException | None = None
+
+    @property
+    def error_code(self) -> str:
+        """The stored ``last_error``: the connector's code, else the exception's type name."""
+        code = getattr(self.error, "code", None)
+        return str(code or type(self.error).__name__)
+
+
+def mark_intent(row: Any) -> None:
+    """Record, before a send, that its outcome is unknown until a definite answer comes back."""
+    row.outcome_unknown = True
+
+
+def outcome_unknown_after(outcome: Outcome, *, unknown_before: bool) -> bool:
+    """Whether the platform may hold a prescription we have no token for, after ``outcome``.
+
+    ``unknown_before``: it was unknown before this attempt (its intent mark
+    aside). A token, or a definite "no", settles it; an attempt that sent
+    nothing leaves it as it was; one that may have reached the platform makes it
+    unknown.
+    """
+    if outcome in (Outcome.ISSUED, Outcome.ADOPTED, Outcome.REJECTED, Outcome.EMAILED):
+        return False
+    if outcome in (Outcome.RETRY_UNKNOWN, Outcome.EMAIL_IN_DOUBT):
+        return True
+    return unknown_before

@@ -1,0 +1,261 @@
+"""Status events over a real RabbitMQ: one valid v1 message per transition, routed by region.
+
+Also the reference consumer's dead-letter path: a poison message lands in the
+DLQ after NOTIFY_MAX_ATTEMPTS attempts and replays cleanly.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pika
+import pytest
+import requests
+from sqlalchemy import func, select
+
+from app import create_app
+from app.db import Database
+from app.events.amqp import connect
+from app.events.cli import notify_config, publisher_config
+from app.events.contract import validate_event
+from app.events.notify import NotifyConsumer, PatientNotifier, declare_topology
+from app.events.publisher import EventPublisher
+from app.history import Transition, record_local_status, record_transition
+from app.models import EventOutbox, NotifyInbox, Patient, Prescription, StatusHistory
+from app.services.mail import EmailJob, Mailer
+from tests.conftest import AUTH
+from tests.integration import events_support
+from tests.integration.conftest import wait_until, worker_threads
+from tests.integration.events_support import Capture, EventNames, event_settings
+from tests.integration.test_end_to_end import region_b_draft, view
+
+pytestmark = pytest.mark.integration
+amqp_url = events_support.amqp_url
+event_names = events_support.event_names
+# For the tests that need no broker: nothing is ever declared under these names.
+UNUSED_NAMES = EventNames("erx.events.never", "erx.events.dlq.never", "erx.notify.never")
+
+
+@pytest.fixture
+def live_settings(db_url, tmp_path, sandbox, amqp_url, event_names):  # type: ignore[no-untyped-def]
+    # Overrides the integration conftest's: the same service, plus this run's event names.
+    return event_settings(db_url, amqp_url, event_names, tmp_path / "mail", erx_base_url=sandbox.url)
+
+
+def publish_all(db: Database, settings) -> None:  # type: ignore[no-untyped-def]
+    """Run one publisher until the outbox is empty."""
+    EventPublisher(db, publisher_config(settings), worker_id="test-publisher").run(until_idle=True, max_seconds=30)
+
+
+def test_each_transition_of_the_flow_is_one_valid_v1_message_with_its_routing_key(live, live_settings, seeded, sandbox):
+    capture = Capture(live_settings.amqp_url, live_settings.events_exchange, "prescription.status_changed.#")
+    try:
+        sandbox.control(auto=True, auto_delay_s=0.2, auto_skip_printed_rate=0.0)
+        pid, reference, pharmacy_id = region_b_draft(seeded)
+        resp = requests.post(f"{live.url}/api/v1/prescriptions/{pid}/send", json={"pharmacy_id": pharmacy_id},
+                             headers=AUTH, timeout=10)
+        assert resp.status_code == 202
+        with worker_threads(live_settings, seeded):
+            wait_until(lambda: view(live, pid)["status"] == "dispensed", timeout_s=30)
+        publish_all(seeded, live_settings)
+        got = capture.drain()
+    finally:
+        capture.close()
+
+    with seeded.session() as s:
+        history = s.execute(
+            select(StatusHistory.from_status, StatusHistory.to_status, StatusHistory.source)
+            .where(StatusHistory.prescription_id == pid).order_by(StatusHistory.id)
+        ).all()
+    assert [(h.from_status, h.to_status) for h in history] == [
+        ("draft", "queued"), ("queued", "issued"), ("issued", "signed"), ("signed", "printed"), ("printed", "dispensed"),
+    ]
+    assert len(got) == len(history)  # exactly one message per appended row
+    for (key, props, body), row in zip(got, history, strict=True):
+        validate_event(body)
+        assert key == f"prescription.status_changed.B.{row.to_status}"
+        assert (body["from"], body["to"], body["source"]) == (row.from_status, row.to_status, row.source)
+        assert body["prescription"] == {"id": pid, "reference": reference, "region": "B", "route": "erx",
+                                        "pharmacy_id": pharmacy_id}
+        assert props.message_id == body["event_id"]
+        assert props.content_type == "application/json"
+        assert props.delivery_mode == pika.DeliveryMode.Persistent.value
+        assert props.headers == {"type": "prescription.status_changed", "version": 1}
+    # The platform's webhook event id travels as the request id of webhook-caused events.
+    assert all(body["request_id"] for _k, _p, body in got if body["source"] == "webhook")
+    with seeded.session() as s:
+        assert s.scalar(select(func.count()).select_from(EventOutbox).where(EventOutbox.state != "published")) == 0
+
+
+def _drafts(db: Database, region: str, count: int) -> list[int]:
+    with db.session() as s:
+        return list(s.scalars(
+            select(Prescription.id).join(Patient, Patient.id == Prescription.patient_id)
+            .where(Patient.region_code == region).order_by(Prescription.id).limit(count)
+        ))
+
+
+def test_a_consumer_bound_to_one_region_sees_only_its_own(seeded, tmp_path, db_url, amqp_url, event_names):
+    settings = event_settings(db_url, amqp_url, event_names, tmp_path / "mail")
+    only_a = Capture(amqp_url, event_names.exchange, "prescription.status_changed.A.#")
+    only_b = Capture(amqp_url, event_names.exchange, "prescription.status_changed.B.*")
+    try:
+        ids = {"A": _drafts(seeded, "A", 3), "B": _drafts(seeded, "B", 3)}
+        with seeded.session() as s:
+            for region_ids in ids.values():
+                for pid in region_ids:
+                    record_local_status(s, s.get(Prescription, pid), "queued", source="api")
+        publish_all(seeded, settings)
+        got_a, got_b = only_a.drain(), only_b.drain()
+    finally:
+        only_a.close()
+        only_b.close()
+    assert sorted(b["prescription"]["id"] for _k, _p, b in got_a) == ids["A"]
+    assert sorted(b["prescription"]["id"] for _k, _p, b in got_b) == ids["B"]
+    assert {k for k, _p, _b in got_a} == {"prescription.status_changed.A.queued"}
+    assert {b["prescription"]["route"] for _k, _p, b in got_a} == {"email"}
+
+
+def test_a_duplicate_transition_publishes_nothing_more(seeded, tmp_path, db_url, amqp_url, event_names):
+    settings = event_settings(db_url, amqp_url, event_names, tmp_path / "mail")
+    capture = Capture(amqp_url, event_names.exchange, "#")
+    try:
+        pid = _drafts(seeded, "B", 1)[0]
+        at = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+        for _ in range(2):  # a redelivered webhook: recorded once, published once
+            with seeded.session() as s:
+                record_transition(s, s.get(Prescription, pid), Transition(
+                    to_status="signed", from_status="issued", occurred_at=at, source="webhook", event_id="evt-dup-1"))
+        publish_all(seeded, settings)
+        got = capture.drain()
+    finally:
+        capture.close()
+    assert [(b["to"], b["request_id"]) for _k, _p, b in got] == [("signed", "evt-dup-1")]
+
+
+class FlakyMailer:
+    """Fails every send to ``poison_to`` prescriptions until ``healed``; counts attempts."""
+
+    def __init__(self, inner: Mailer, poison_prescription: int) -> None:
+        self.inner = inner
+        self.poison = poison_prescription
+        self.healed = False
+        self.attempts: dict[int, int] = {}
+
+    def send(self, job: EmailJob) -> str:
+        self.attempts[job.prescription_id] = self.attempts.get(job.prescription_id, 0) + 1
+        if job.prescription_id == self.poison and not self.healed:
+            raise ConnectionRefusedError("mail server down for this test")
+        return self.inner.send(job)
+
+
+def test_a_poison_message_lands_in_the_dlq_after_n_attempts_and_replays_cleanly(
+    seeded, tmp_path, db_url, amqp_url, event_names
+):
+    settings = event_settings(db_url, amqp_url, event_names, tmp_path / "mail", notify_max_attempts=3)
+    app = create_app(settings, db=seeded)
+    config = notify_config(settings)
+    poison, healthy = _drafts(seeded, "B", 2)
+    mailer = FlakyMailer(Mailer(settings), poison)
+    # Declare the queue first: the publisher's messages need it bound to be kept.
+    connection = connect(amqp_url, name=f"erx-tests {event_names.queue}")
+    declare_topology(connection.channel(), config)
+    connection.close()
+
+    with seeded.session() as s:
+        for pid in (poison, healthy):
+            record_local_status(s, s.get(Prescription, pid), "rejected", source="service")
+    publish_all(seeded, settings)
+    # A message that is not a valid event at all: dead-lettered at once, not retried.
+    connection = connect(amqp_url, name=f"erx-tests {event_names.queue}")
+    connection.channel().basic_publish(event_names.exchange, "prescription.status_changed.B.signed", b"{not json",
+                                       pika.BasicProperties(message_id="garbage-1"))
+    connection.close()
+
+    stop = threading.Event()
+    consumer = NotifyConsumer(PatientNotifier(seeded, mailer), config, stop=stop)
+    thread = threading.Thread(target=consumer.run, kwargs={"max_seconds": 60}, daemon=True)
+    thread.start()
+    try:
+        runner = app.test_cli_runner()
+
+        def dead() -> list[dict]:
+            result = runner.invoke(args=["notify", "dlq", "list", "--json"])
+            assert result.exit_code == 0, result.output
+            return [json.loads(line) for line in result.output.splitlines()]
+
+        wait_until(lambda: len(dead()) == 2 and mailer.attempts.get(healthy) == 1, timeout_s=30)
+        letters = {d["message_id"]: d for d in dead()}
+        assert mailer.attempts[poison] == 3  # NOTIFY_MAX_ATTEMPTS, then the DLQ
+        with seeded.session() as s:
+            poison_event = s.scalar(select(EventOutbox.event_id).where(EventOutbox.prescription_id == poison))
+        assert set(letters) == {poison_event, "garbage-1"}
+        assert letters[poison_event]["reason"] == "delivery_limit"
+        assert letters[poison_event]["routing_key"] == "prescription.status_changed.B.rejected"
+        assert letters["garbage-1"]["reason"] == "rejected"
+        with seeded.session() as s:
+            assert s.scalar(select(func.count()).select_from(NotifyInbox).where(NotifyInbox.prescription_id == poison)) == 0
+
+        mailer.healed = True
+        result = runner.invoke(args=["notify", "dlq", "replay", poison_event])
+        assert result.exit_code == 0, result.output
+        assert result.output.strip() == f"replayed {poison_event}"
+        wait_until(lambda: mailer.attempts[poison] == 4, timeout_s=30)
+        wait_until(lambda: [d["message_id"] for d in dead()] == ["garbage-1"], timeout_s=10)
+        # Replaying it again (an operator's double click) changes nothing: the dedupe row holds.
+        with seeded.session() as s:
+            rows = s.execute(select(NotifyInbox.message_id, NotifyInbox.outcome)
+                             .where(NotifyInbox.prescription_id.in_([poison, healthy]))).all()
+        assert sorted(r.outcome for r in rows) == ["emailed", "emailed"]
+        assert (tmp_path / "mail" / f"notify-{poison_event}.eml").exists()
+        missing = runner.invoke(args=["notify", "dlq", "replay", "no-such-id"])
+        assert missing.exit_code == 1
+        assert missing.output.strip().splitlines()[-1] == "Error: not in the dead-letter queue: no-such-id"
+    finally:
+        stop.set()
+        thread.join(10)
+
+
+def test_dlq_commands_fail_in_one_line_when_the_broker_is_unreachable(seeded, tmp_path, db_url):
+    from scripts.stack import free_port
+
+    settings = event_settings(db_url, f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F", UNUSED_NAMES,
+                              tmp_path / "mail")
+    result = create_app(settings, db=seeded).test_cli_runner().invoke(args=["notify", "dlq", "list"])
+    assert result.exit_code == 1
+    assert result.output.strip().startswith("Error: RabbitMQ unreachable (")
+    assert "Traceback" not in result.output
+
+
+def test_events_wait_in_the_outbox_while_the_broker_is_down(seeded, tmp_path, db_url):
+    from scripts.stack import free_port
+
+    settings = event_settings(db_url, f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F", UNUSED_NAMES,
+                              tmp_path / "mail", events_backoff_base_s=1.0, events_backoff_cap_s=8.0)
+    pid = _drafts(seeded, "A", 1)[0]
+    with seeded.session() as s:
+        record_local_status(s, s.get(Prescription, pid), "queued", source="api")
+
+    class CountingStop(threading.Event):
+        """Records each backoff wait instead of sleeping; stops after four."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.waits: list[float] = []
+
+        def wait(self, timeout: float | None = None) -> bool:
+            self.waits.append(timeout or 0.0)
+            if len(self.waits) >= 4:
+                self.set()
+            return self.is_set()
+
+    stop = CountingStop()
+    EventPublisher(seeded, publisher_config(settings), worker_id="t", stop=stop, rand=lambda: 0.5).run()
+    # Full jitter with rand 0.5: half of min(cap, base * 2**n).
+    assert stop.waits == [0.5, 1.0, 2.0, 4.0]
+    with seeded.session() as s:
+        row = s.scalars(select(EventOutbox)).one()
+    assert (row.state, row.attempts, row.locked_by) == ("pending", 0, None)
+    assert row.next_attempt_at <= datetime.now(UTC) + timedelta(seconds=1)

@@ -1,0 +1,39 @@
+"""A real CLI process logs JSON lines on stderr and keeps stdout for the command's output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from app.db import Database
+from scripts.stack import BIN, REPO_ROOT, base_env
+from tests.conftest import PRESCRIBER_SECRETS
+from tests.support import find_phi, seeded_phi
+
+
+def test_flask_cli_process_logs_json_on_stderr_only(db_url: str, seeded: Database) -> None:
+    env = base_env(DATABASE_URL=db_url, ERX_ENV="test", LOG_LEVEL="DEBUG")
+    email, (password, pin) = next(iter(PRESCRIBER_SECRETS.items()))
+    stored = subprocess.run(
+        [str(BIN / "flask"), "--app", "app", "prescribers", "set-credentials", email],
+        cwd=REPO_ROOT, env={**env, "ERX_PRESCRIBER_PASSWORD": password, "ERX_PRESCRIBER_PIN": pin},
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert stored.returncode == 0, stored.stderr[-2000:]
+    done = subprocess.run(
+        [str(BIN / "flask"), "--app", "app", "keys", "rotate"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == [
+        "rotated 0 value(s), 2 already under the newest key, 2 prescriber(s) in 1 batch(es)"
+    ]
+    records = [json.loads(line) for line in done.stderr.splitlines() if line.strip()]
+    assert any(r["logger"] == "app.keys" and r["message"] == "key rotation batch committed" for r in records)
+    assert all({"time", "level", "logger", "message", "request_id", "process"} <= r.keys() for r in records)
+    everything = (stored.stdout + stored.stderr + done.stdout + done.stderr).splitlines()
+    assert find_phi(everything, seeded_phi(seeded)) == []
+    assert password not in "\n".join(everything)
+    # The PIN is six digits: look for it outside the timestamps, where microseconds could match.
+    assert all(pin not in json.dumps({k: v for k, v in r.items() if k != "time"}) for r in records)
+    assert pin not in done.stdout + stored.stdout
