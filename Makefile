@@ -14,7 +14,7 @@ SANDBOX_PORT ?= 8765
 PORT         ?= 8000
 ERX_BASE_URL ?= http://127.0.0.1:$(SANDBOX_PORT)
 
-.PHONY: demo test test-fast lint migrate seed run worker sandbox bench clean manifests
+.PHONY: demo test test-fast browser lint migrate seed run worker sandbox bench clean manifests
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,12 +26,19 @@ demo: $(STAMP)
 	$(BIN)/python -m scripts.demo
 
 ## test: the whole suite (unit, integration, chaos, storm); PostgreSQL when DATABASE_URL is set
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest
 
 ## test-fast: everything but the slow chaos and storm tests
-test-fast: $(STAMP)
+test-fast: $(STAMP) browser
 	$(BIN)/python -m pytest -m "not slow"
+
+## browser: Debian's chromium for the page tests, from the package registry (never a browser download)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "make: installing Debian's chromium for the browser tests"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -16,7 +16,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     ``settings``: a ready :class:`Settings` (tests); default parsed from the
     environment. ``db``: an existing :class:`Database` to share (tests).
     """
-    from app import api, cli, directory_api, errors, fhir_api, logs, metrics
+    from app import api, cli, directory_api, errors, fhir_api, logs, metrics, pages
     from webhooks import routes as webhook_routes
 
     settings = settings or load_settings()
@@ -34,6 +34,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     cli.init_app(app)
     directory_api.init_app(app)
     metrics.init_app(app)
+    pages.init_app(app)
 
     @app.get("/healthz")
     def healthz() -> tuple[Response, int]:
