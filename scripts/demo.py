@@ -16,7 +16,7 @@ import time
 import requests
 from sqlalchemy import make_url, select
 
-from scripts.stack import API_TOKEN, REPO_ROOT, Stack, base_env, free_port
+from scripts.stack import REPO_ROOT, Stack, base_env, free_port
 from scripts.timeline import logs_line, timeline_lines
 
 TIMEOUT_S = 90
@@ -65,7 +65,7 @@ def main() -> int:
         print("== worker started")
 
         pid, ref, pharmacy_id, pharmacy = pick_prescription()
-        auth = {"Authorization": f"Bearer {API_TOKEN}"}
+        auth = stack.bearer(role="service")  # server to server: sees the platform token
         resp = requests.post(
             f"{stack.service_url}/api/v1/prescriptions/{pid}/send",
             json={"pharmacy_id": pharmacy_id}, headers={**auth, "Idempotency-Key": f"demo-{ref}"}, timeout=10,

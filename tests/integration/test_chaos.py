@@ -21,7 +21,7 @@ from sqlalchemy import func, select, update
 from app.models import DispatchOutbox, Patient, Pharmacy, Prescription, PrescriptionMedicine
 from app.seeding import bulk_prescriptions_sql, execute_sql_script
 from scripts.stack import Stack, base_env
-from tests.conftest import AUTH, seed_database
+from tests.conftest import seed_database
 from tests.integration.conftest import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -59,7 +59,7 @@ def test_chaos_exactly_one_prescription_each(live, live_settings, seeded, sandbo
 
     for pid in ids:
         resp = requests.post(
-            f"{live.url}/api/v1/prescriptions/{pid}/send", json={"pharmacy_id": pharmacy_id}, headers=AUTH, timeout=10
+            f"{live.url}/api/v1/prescriptions/{pid}/send", json={"pharmacy_id": pharmacy_id}, headers=live.auth(), timeout=10
         )
         assert resp.status_code == 202, resp.text
 
