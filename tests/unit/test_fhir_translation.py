@@ -8,7 +8,7 @@ import pytest
 from fhir.resources.medicationrequest import MedicationRequest
 from fhir.resources.operationoutcome import OperationOutcome
 
-from app.config import ConfigError, Settings, load_settings
+from app.config import DEV_JWT_SECRET, ConfigError, Settings, load_settings
 from app.fhir import (
     PLATFORM_TOKEN_SYSTEM,
     STATUS_MAP,
@@ -162,8 +162,15 @@ def test_jwt_settings_have_development_defaults_and_read_the_environment() -> No
 
 
 def test_production_has_no_development_jwt_secret() -> None:
-    with pytest.raises(ConfigError, match="JWT_SECRET"):
-        Settings(env="production")
+    # After the identity merge, production gets no default JWT_SECRET from the environment,
+    # and a production Settings still holding the development secret accepts no token
+    # (app/identity.py; tests/unit/test_identity.py::test_production_refuses_hs256_with_the_development_secret).
+    production = load_settings({
+        "ERX_ENV": "production", "DATABASE_URL": "postgresql://erx@db/erx", "ERX_BASE_URL": "https://p.example",
+        "ERX_CLIENT_ID": "c", "ERX_CLIENT_SECRET": "cs-prod", "WEBHOOK_SECRETS": "whsec_prod",
+        "ERX_ENCRYPTION_KEYS": "ZmVybmV0LWtleS1mb3ItcHJvZHVjdGlvbi0wMDAwMDA=", "MAIL_BACKEND": "smtp",
+    })
+    assert production.jwt_secret != DEV_JWT_SECRET
     with pytest.raises(ConfigError, match="JWT_LEEWAY_S"):
         load_settings({"JWT_LEEWAY_S": "-1"})
 
