@@ -9,7 +9,9 @@ platform answers HTTP 200 ``{"success": false, "code": "invalid_transition"}``.
   row (no send afterwards) and records ``voided``. A row a worker holds right
   now (live lease), or whose last attempt's outcome is unknown, may already
   exist on the platform: that is refused with 409 ``dispatch_in_progress``
-  (retry once the send settles, then the void goes to the platform).
+  (retry once the send settles, then the void goes to the platform). So is a
+  Region A prescription whose email may already have left (intent stage
+  ``data``, ``accepted`` or ``in_doubt``, see app/services/mail.py).
 - **Issued** (``issued``, ``signed``, ``printed``): the connector call happens
   outside any database transaction; on success ``voided`` is recorded through
   :mod:`app.history` with source ``operator`` and the reason as detail.
@@ -34,7 +36,7 @@ from sqlalchemy.orm import Session
 from app.crypto import CredentialCipher, CredentialError
 from app.db import Database, utcnow
 from app.history import Transition, record_local_status, record_transition
-from app.models import DispatchOutbox, Prescription
+from app.models import DispatchOutbox, EmailIntent, Prescription
 from app.services.credentials import MissingCredentials, prescriber_credentials
 from app.services.errors import Conflict, DomainError, Forbidden, NotFound, Unavailable
 from app.services.platform_failures import platform_failure
@@ -53,6 +55,8 @@ LOCALLY_VOIDABLE = frozenset({"draft", "queued", "dead"})
 PLATFORM_VOIDABLE = frozenset({"issued", "signed", "printed"})
 MAX_REASON_LENGTH = 500
 OUTBOX_CANCELLED = "cancelled: voided before sending"
+# Email intent stages after which the pharmacy may have the message (app/services/mail.py).
+EMAIL_MAY_HAVE_LEFT = frozenset({"data", "accepted", "in_doubt"})
 
 
 @dataclass(frozen=True)
@@ -150,6 +154,16 @@ def _refuse_final(prescription: Prescription) -> None:
 
 
 def _void_locally(session: Session, prescription: Prescription, *, reason: str, at: datetime) -> VoidResult:
+    intent_stage = session.scalar(select(EmailIntent.stage).where(EmailIntent.prescription_id == prescription.id))
+    if intent_stage in EMAIL_MAY_HAVE_LEFT:
+        # Region A: the SMTP server may already hold the PDF (app/services/mail.py); an
+        # operator settles the intent first (`outbox confirm-sent` / `outbox requeue`).
+        raise Conflict(
+            f"Prescription {prescription.id} may already have been emailed (intent {intent_stage}); "
+            "settle the email first.",
+            code="dispatch_in_progress",
+            details={"current_status": prescription.status},
+        )
     outbox = session.scalars(
         select(DispatchOutbox).where(DispatchOutbox.prescription_id == prescription.id).with_for_update()
     ).first()

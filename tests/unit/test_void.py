@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from app.config import Settings
 from app.db import Database, utcnow
 from app.history import record_local_status
-from app.models import DispatchOutbox, Pharmacy, Prescription, StatusHistory
+from app.models import DispatchOutbox, EmailIntent, Pharmacy, Prescription, StatusHistory
 from app.queue import claim
 from app.services.dispatch import Dispatcher
 from connector import ConnectorClient, ConnectorSettings
@@ -283,3 +283,26 @@ def test_void_of_unknown_prescription_is_404(client, seeded, support) -> None:  
     resp = void(client, 999_999, support)
     assert resp.status_code == 404
     assert resp.get_json()["code"] == "not_found"
+
+
+@pytest.mark.parametrize("stage", ["data", "accepted", "in_doubt"])
+def test_region_a_email_that_may_have_left_is_not_voided_locally(client, seeded, support, stage: str) -> None:  # type: ignore[no-untyped-def]
+    pid = rx_id(seeded, "rx-000017")
+    now = utcnow()
+    with seeded.session() as session:
+        rx = session.get(Prescription, pid)
+        assert rx is not None
+        record_local_status(session, rx, "queued", source="service")
+        session.add(
+            EmailIntent(
+                prescription_id=pid, message_id=f"<{pid}@test>", recipient="pharmacy@example.test",
+                stage=stage, attempts=1, created_at=now, updated_at=now,
+            )
+        )
+    before = state(seeded, pid)
+
+    resp = void(client, pid, support)
+
+    assert resp.status_code == 409
+    assert resp.get_json()["code"] == "dispatch_in_progress"
+    assert state(seeded, pid) == before
