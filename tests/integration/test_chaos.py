@@ -50,11 +50,6 @@ def test_chaos_exactly_one_prescription_each(live, live_settings, seeded, sandbo
     ids = seed_many(seeded, TOTAL)
     invalid = set(ids[::TOTAL // INVALID][:INVALID])
     with seeded.session() as s:
-        s.execute(
-            update(PrescriptionMedicine)
-            .where(PrescriptionMedicine.prescription_id.in_(invalid), PrescriptionMedicine.position == 1)
-            .values(vpid=MORPHINE, description="Morphine sulfate 10mg/5ml oral solution")
-        )
         pharmacy_id = s.scalars(select(Pharmacy.id).where(Pharmacy.branch_id == 101)).one()
 
     for pid in ids:
@@ -62,6 +57,15 @@ def test_chaos_exactly_one_prescription_each(live, live_settings, seeded, sandbo
             f"{live.url}/api/v1/prescriptions/{pid}/send", json={"pharmacy_id": pharmacy_id}, headers=live.auth(), timeout=10
         )
         assert resp.status_code == 202, resp.text
+    # Only after queueing: the pre-send check refuses a Schedule 2 drug up front (422), so
+    # the line changes between queue and dispatch (as a dm+d reschedule would) and the
+    # platform's own refusal path still runs.
+    with seeded.session() as s:
+        s.execute(
+            update(PrescriptionMedicine)
+            .where(PrescriptionMedicine.prescription_id.in_(invalid), PrescriptionMedicine.position == 1)
+            .values(vpid=MORPHINE, description="Morphine sulfate 10mg/5ml oral solution")
+        )
 
     sandbox.control(
         fail_500_rate=0.10,
