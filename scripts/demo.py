@@ -20,7 +20,7 @@ import uuid
 import requests
 from sqlalchemy import func, make_url, select
 
-from scripts.stack import API_TOKEN, BIN, REPO_ROOT, Stack, base_env, free_port
+from scripts.stack import BIN, REPO_ROOT, Stack, base_env, free_port
 from scripts.timeline import logs_line, timeline_lines
 
 TIMEOUT_S = 90
@@ -153,7 +153,7 @@ def main() -> int:
         start_events(stack)
 
         pid, ref, pharmacy_id, pharmacy = pick_prescription()
-        auth = {"Authorization": f"Bearer {API_TOKEN}"}
+        auth = stack.bearer(role="service")  # server to server: sees the platform token
         resp = requests.post(
             f"{stack.service_url}/api/v1/prescriptions/{pid}/send",
             json={"pharmacy_id": pharmacy_id}, headers={**auth, "Idempotency-Key": f"demo-{ref}"}, timeout=10,

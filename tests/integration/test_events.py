@@ -25,7 +25,6 @@ from app.events.publisher import EventPublisher
 from app.history import Transition, record_local_status, record_transition
 from app.models import EventOutbox, NotifyInbox, Patient, Prescription, StatusHistory
 from app.services.mail import Mailer, Notice
-from tests.conftest import AUTH
 from tests.integration import events_support
 from tests.integration.conftest import wait_until, worker_threads
 from tests.integration.events_support import Capture, EventNames, event_settings
@@ -55,7 +54,7 @@ def test_each_transition_of_the_flow_is_one_valid_v1_message_with_its_routing_ke
         sandbox.control(auto=True, auto_delay_s=0.2, auto_skip_printed_rate=0.0)
         pid, reference, pharmacy_id = region_b_draft(seeded)
         resp = requests.post(f"{live.url}/api/v1/prescriptions/{pid}/send", json={"pharmacy_id": pharmacy_id},
-                             headers=AUTH, timeout=10)
+                             headers=live.auth(), timeout=10)
         assert resp.status_code == 202
         with worker_threads(live_settings, seeded):
             wait_until(lambda: view(live, pid)["status"] == "dispensed", timeout_s=30)
