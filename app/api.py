@@ -15,6 +15,7 @@ from marshmallow import ValidationError
 
 from app.errors import ApiError
 from app.extensions import services
+from app.logs import current_request_id
 from app.schemas import MAX_ID, SendRequestSchema
 from app.services.prescriptions import prescription_view, queue_send
 
@@ -71,7 +72,13 @@ def send(prescription_id: int) -> tuple[Response, int]:
         data = _send_schema.load(_json_body())
     except ValidationError as exc:
         raise ApiError(422, "validation_error", "The request is invalid.", exc.normalized_messages()) from None
-    queued = queue_send(services().db, prescription_id, pharmacy_id=data["pharmacy_id"], idempotency_key=key)
+    queued = queue_send(
+        services().db,
+        prescription_id,
+        pharmacy_id=data["pharmacy_id"],
+        idempotency_key=key,
+        request_id=current_request_id(),
+    )
     response = jsonify(queued.as_dict())
     response.headers["Location"] = queued.status_url
     return response, 202

@@ -88,6 +88,7 @@ def queue_send(
     pharmacy_id: int,
     idempotency_key: str | None = None,
     now: datetime | None = None,
+    request_id: str | None = None,
 ) -> QueuedSend:
     """Queue ``prescription_id`` for sending to ``pharmacy_id``; returns a :class:`QueuedSend`.
 
@@ -97,6 +98,9 @@ def queue_send(
     :class:`NotFound` unknown prescription; :class:`Conflict` not sendable from
     its status (``details["current_status"]``); :class:`Invalid` bad
     pharmacy/region/medicines/credentials, or a reused key with a different body.
+    ``request_id``: the queuing request's id (``app.logs.current_request_id()``,
+    passed by the API layer), stored on the outbox row so the worker logs the
+    send under it.
     """
     now = now or utcnow()
     scope = f"POST {status_url(prescription_id)}/send"
@@ -108,7 +112,7 @@ def queue_send(
                 replay = _stored_result(session, scope, idempotency_key, fingerprint)
                 if replay is not None:
                     return replay
-            result = _queue(session, prescription, prescription_id, pharmacy_id, now)
+            result = _queue(session, prescription, prescription_id, pharmacy_id, now, request_id=request_id)
             if idempotency_key is not None:
                 session.add(
                     IdempotencyKey(
@@ -141,6 +145,8 @@ def _queue(
     prescription_id: int,
     pharmacy_id: int,
     now: datetime,
+    *,
+    request_id: str | None = None,
 ) -> QueuedSend:
     if prescription is None:
         raise NotFound(f"Prescription {prescription_id} does not exist.")
@@ -188,6 +194,7 @@ def _queue(
                 outcome_unknown=False,
                 created_at=now,
                 updated_at=now,
+                request_id=request_id,
             )
         )
     else:
