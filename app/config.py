@@ -122,6 +122,8 @@ class Settings:
     jwt_leeway_s: int = 30
     # Root log level of every process (app/logs.py).
     log_level: str = "INFO"
+    # The worker's own /metrics port (app/metrics.serve_worker_metrics); 0 = not served.
+    worker_metrics_port: int = 0
 
     def __post_init__(self) -> None:
         if self.env not in ("development", "test", "production"):
@@ -186,6 +188,7 @@ _NUMBERS: dict[str, tuple[str, type]] = {
     "SMTP_PORT": ("smtp_port", int),
     "SMTP_TIMEOUT_S": ("smtp_timeout_s", float),
     "JWT_LEEWAY_S": ("jwt_leeway_s", int),
+    "WORKER_METRICS_PORT": ("worker_metrics_port", int),
 }
 _STRINGS = {
     "DATABASE_URL": "database_url",
