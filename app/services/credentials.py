@@ -28,6 +28,18 @@ class MissingCredentials(RuntimeError):
     """The prescriber has no platform credentials set (``prescribers set-credentials``)."""
 
 
+class CredentialsRefused(RuntimeError):
+    """The platform refused this prescriber's stored credentials (login_failed) and they have
+    not changed since: no login is attempted until ``prescribers set-credentials``."""
+
+
+def mark_credentials_refused(prescriber: Prescriber, *, now: datetime) -> None:
+    """Record in the caller's transaction that the platform refused ``prescriber``'s login at
+    ``now`` (aware UTC; an earlier refusal keeps its time). Cleared by :func:`store_credentials`."""
+    if prescriber.credentials_refused_at is None:
+        prescriber.credentials_refused_at = now
+
+
 def credential_cipher(keys: Sequence[str]) -> CredentialCipher:
     """Return the cipher for ``keys`` (``Settings.encryption_keys``).
 

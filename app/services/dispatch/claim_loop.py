@@ -58,7 +58,7 @@ from app.queue import (
     retry_or_dead,
 )
 from app.retry import RetryPolicy
-from app.services.credentials import credential_cipher
+from app.services.credentials import credential_cipher, mark_credentials_refused
 from app.services.dispatch.email_route import email_job, send_email
 from app.services.dispatch.erx_route import ErxJob, ErxRoute, erx_job, make_breaker
 from app.services.dispatch.outcome import Attempt, Outcome, mark_intent, outcome_unknown_after
@@ -312,8 +312,7 @@ class Dispatcher:
             log.info("login refused for replaced credentials, retrying: prescription_id=%s", prescription.id)
             return "pending"
         block_credentials(row, error=attempt.error_code or "login_failed")
-        if prescriber.credentials_refused_at is None:
-            prescriber.credentials_refused_at = now
+        mark_credentials_refused(prescriber, now=now)
         self._count_send(row, "blocked_credentials", now)
         log.warning(
             "blocked_credentials (platform refused the login): prescription_id=%s prescriber_id=%s",
