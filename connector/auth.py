@@ -220,7 +220,10 @@ class TokenCache:
                 OAuth error code) when the client credentials are refused; such a
                 failure is remembered for ``login_failure_ttl_s``.
             RateLimited, PlatformUnavailable, TransportError, ResponseParseError:
-                the token endpoint failed transiently or answered garbage.
+                the token endpoint failed transiently or answered garbage; the
+                failure is shared by every caller waiting on that request and
+                remembered for ``token_failure_ttl_s`` (callers get a copy of
+                it without a request).
         """
         cached = self._lookup(self._access, _ACCESS_KEY, _ACCESS_KEY, b"")
         if cached is not None:
