@@ -25,6 +25,7 @@ from app.errors import ApiError
 from app.extensions import services
 from app.identity import current_identity, require_roles
 from app.json_body import json_object
+from app.logs import current_request_id
 from app.schemas import (
     MAX_ID,
     PrescriptionViewSchema,
@@ -110,6 +111,7 @@ def send(prescription_id: int) -> tuple[Response, int]:
         pharmacy_id=data["pharmacy_id"],
         idempotency_key=key,
         patient_ref=_own_patient_ref(),
+        request_id=current_request_id(),
     )
     response = jsonify(_send_response.dump(queued.as_dict()))
     response.headers["Location"] = queued.status_url

@@ -137,6 +137,8 @@ class Settings:
     events_backoff_cap_s: float = 30.0
     notify_queue: str = "erx.notify.patient"
     notify_max_attempts: int = 5
+    # The worker's own /metrics port (app/metrics.serve_worker_metrics); 0 = not served.
+    worker_metrics_port: int = 0
 
     def __post_init__(self) -> None:
         if self.env not in ("development", "test", "production"):
@@ -205,6 +207,7 @@ _NUMBERS: dict[str, tuple[str, type]] = {
     "EVENTS_BACKOFF_BASE_S": ("events_backoff_base_s", float),
     "EVENTS_BACKOFF_CAP_S": ("events_backoff_cap_s", float),
     "NOTIFY_MAX_ATTEMPTS": ("notify_max_attempts", int),
+    "WORKER_METRICS_PORT": ("worker_metrics_port", int),
 }
 _STRINGS = {
     "DATABASE_URL": "database_url",

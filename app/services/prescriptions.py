@@ -94,6 +94,7 @@ def queue_send(
     idempotency_key: str | None = None,
     now: datetime | None = None,
     patient_ref: str | None = None,
+    request_id: str | None = None,
 ) -> QueuedSend:
     """Queue ``prescription_id`` for sending to ``pharmacy_id``; returns a :class:`QueuedSend`.
 
@@ -107,6 +108,9 @@ def queue_send(
     (``details["current_status"]``); :class:`Invalid` when a pre-send check
     fails (:func:`presend_errors`: pharmacy, region, medicines, controlled
     drugs, patient record, credentials), or a reused key with a different body.
+    ``request_id``: the queuing request's id (``app.logs.current_request_id()``,
+    passed by the API layer), stored on the outbox row so the worker logs the
+    send under it.
     """
     now = now or utcnow()
     scope = f"POST {status_url(prescription_id)}/send"
@@ -121,7 +125,7 @@ def queue_send(
                 replay = _stored_result(session, scope, idempotency_key, fingerprint)
                 if replay is not None:
                     return replay
-            result = _queue(session, prescription, prescription_id, pharmacy_id, now)
+            result = _queue(session, prescription, prescription_id, pharmacy_id, now, request_id=request_id)
             if idempotency_key is not None:
                 session.add(
                     IdempotencyKey(
@@ -253,6 +257,8 @@ def _queue(
     prescription_id: int,
     pharmacy_id: int,
     now: datetime,
+    *,
+    request_id: str | None = None,
 ) -> QueuedSend:
     if prescription is None:
         raise NotFound(f"Prescription {prescription_id} does not exist.")
@@ -287,6 +293,7 @@ def _queue(
                 outcome_unknown=False,
                 created_at=now,
                 updated_at=now,
+                request_id=request_id,
             )
         )
     else:
