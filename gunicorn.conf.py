@@ -118,3 +118,16 @@ logconfig_dict = {
         },
     },
 }
+
+
+def child_exit(server: object, worker: object) -> None:
+    """Drop a dead worker's live gauges from the multiprocess metrics (prometheus_client docs,
+    "Multiprocess Mode": gunicorn's ``child_exit`` must call ``mark_process_dead``).
+
+    Only when ``PROMETHEUS_MULTIPROC_DIR`` is set (app/metrics.py); imported here so the
+    master loads prometheus_client only in multiprocess mode.
+    """
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]

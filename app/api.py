@@ -1,49 +1,58 @@
-"""The patient-facing API (``/api/v1``): queue a send, read a prescription's timeline.
+"""The prescription endpoints under ``/api/v1``: read one, send it, void it.
 
-Every endpoint requires ``Authorization: Bearer <token>`` with a token from
-``API_TOKENS``. Errors use the one JSON shape of app/errors.py, which also maps
-the services' domain errors (``app.services.errors``) to HTTP statuses.
+Every endpoint takes a bearer JWT (:func:`app.identity.require_roles`):
+
+- ``GET /prescriptions/<id>``: patient (own only), support, service. A
+  patient never sees the platform token.
+- ``POST /prescriptions/<id>/send``: patient (own only), service.
+- ``POST /prescriptions/<id>/void``: support.
+
+A patient asking about another patient's prescription gets 404, exactly as
+for a missing one (issue 8). Bodies and answers go through the marshmallow
+schemas of :mod:`app.schemas`. Errors use the one JSON shape of
+app/errors.py, which also maps the services' domain errors
+(``app.services.errors``) to HTTP statuses.
 """
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
-from flask import Blueprint, Flask, Response, jsonify, request
-from marshmallow import ValidationError
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from marshmallow import Schema, ValidationError
 
 from app.errors import ApiError
 from app.extensions import services
-from app.schemas import MAX_ID, SendRequestSchema
+from app.identity import current_identity, require_roles
+from app.json_body import json_object
+from app.logs import current_request_id
+from app.schemas import (
+    MAX_ID,
+    PrescriptionViewSchema,
+    SendRequestSchema,
+    SendResponseSchema,
+    VoidRequestSchema,
+)
+from app.services.connector_factory import make_client
+from app.services.credentials import credential_cipher
 from app.services.prescriptions import prescription_view, queue_send
+from app.services.void import void_prescription
+from connector import ConnectorClient
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 _send_schema = SendRequestSchema()
+_send_response = SendResponseSchema()
+_void_schema = VoidRequestSchema()
+_view_schema = PrescriptionViewSchema()
 MAX_IDEMPOTENCY_KEY = 200
+_CLIENT_EXTENSION = "erx_platform_client"
 
 
-@bp.before_request
-def _require_token() -> None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    valid = scheme.lower() == "bearer" and token and any(
-        hmac.compare_digest(token.encode(), known.encode()) for known in services().settings.api_tokens
-    )
-    if not valid:
-        raise ApiError(401, "unauthorized", "A valid bearer token is required.")
-
-
-def _json_body() -> dict[str, Any]:
-    if not request.is_json:
-        raise ApiError(415, "unsupported_media_type", "Send a JSON body (Content-Type: application/json).")
+def _load(schema: Schema, body: dict[str, Any]) -> dict[str, Any]:
     try:
-        body = request.get_json(silent=True)
-    except RecursionError:  # absurdly nested JSON
-        body = None
-    if not isinstance(body, dict):
-        raise ApiError(400, "malformed_json", "The body is not a JSON object.")
-    return body
+        return schema.load(body)
+    except ValidationError as exc:
+        raise ApiError(422, "validation_error", "The request is invalid.", exc.normalized_messages()) from None
 
 
 def _check_id(prescription_id: int) -> None:
@@ -51,12 +60,40 @@ def _check_id(prescription_id: int) -> None:
         raise ApiError(404, "not_found", "No such prescription.")
 
 
+def _own_patient_ref() -> str | None:
+    """The caller's patient reference when the caller is a patient (own data only), else None."""
+    identity = current_identity()
+    return identity.subject if identity.role == "patient" else None
+
+
+def _view(prescription_id: int) -> dict[str, Any]:
+    identity = current_identity()
+    view = prescription_view(
+        services().db,
+        prescription_id,
+        patient_ref=_own_patient_ref(),
+        include_token=identity.role in ("support", "service"),
+    )
+    return _view_schema.dump(view)
+
+
+def _platform_client() -> ConnectorClient:
+    # One client per app, created on first use: it owns the platform token cache.
+    client = current_app.extensions.get(_CLIENT_EXTENSION)
+    if client is None:
+        client = make_client(services().settings)
+        current_app.extensions[_CLIENT_EXTENSION] = client
+    return client
+
+
 @bp.post("/prescriptions/<int:prescription_id>/send")
+@require_roles("patient", "service")
 def send(prescription_id: int) -> tuple[Response, int]:
     """Queue a prescription for its region's flow; answers 202 with the status URL.
 
     Body ``{"pharmacy_id": int}``. Optional ``Idempotency-Key`` header: a repeat
     returns the first response; a different body with the same key gets 422.
+    A patient may send only their own prescriptions (another's is 404).
     """
     _check_id(prescription_id)
     key = request.headers.get("Idempotency-Key")
@@ -67,21 +104,50 @@ def send(prescription_id: int) -> tuple[Response, int]:
             "Idempotency-Key must be 1 to 200 printable characters.",
             {"Idempotency-Key": ["Invalid."]},
         )
-    try:
-        data = _send_schema.load(_json_body())
-    except ValidationError as exc:
-        raise ApiError(422, "validation_error", "The request is invalid.", exc.normalized_messages()) from None
-    queued = queue_send(services().db, prescription_id, pharmacy_id=data["pharmacy_id"], idempotency_key=key)
-    response = jsonify(queued.as_dict())
+    data = _load(_send_schema, json_object())
+    queued = queue_send(
+        services().db,
+        prescription_id,
+        pharmacy_id=data["pharmacy_id"],
+        idempotency_key=key,
+        patient_ref=_own_patient_ref(),
+        request_id=current_request_id(),
+    )
+    response = jsonify(_send_response.dump(queued.as_dict()))
     response.headers["Location"] = queued.status_url
     return response, 202
 
 
 @bp.get("/prescriptions/<int:prescription_id>")
+@require_roles("patient", "support", "service")
 def show(prescription_id: int) -> tuple[Response, int]:
-    """Return the prescription's current status, dispatch state and full timeline."""
+    """Return the prescription: status, region, pharmacy, medicines, rejection, dispatch, timeline."""
     _check_id(prescription_id)
-    return jsonify(prescription_view(services().db, prescription_id)), 200
+    return jsonify(_view(prescription_id)), 200
+
+
+@bp.post("/prescriptions/<int:prescription_id>/void")
+@require_roles("support")
+def void(prescription_id: int) -> tuple[Response, int]:
+    """Void a prescription (support): body ``{"reason"}``; answers 200 with the prescription.
+
+    409 ``already_final`` once it is final, 503 when the platform cannot be
+    reached (nothing recorded); see :func:`app.services.void.void_prescription`.
+    """
+    _check_id(prescription_id)
+    data = _load(_void_schema, json_object())
+    settings = services().settings
+    void_prescription(
+        services().db,
+        prescription_id,
+        reason=data["reason"].strip(),
+        client=_platform_client,
+        cipher=lambda: credential_cipher(settings.encryption_keys),
+        base_url=settings.erx_base_url,
+    )
+    # AUDIT: the one call site for recording who voided what — current_identity().subject
+    # voided prescription_id (the reason is in the history row; never log it).
+    return jsonify(_view(prescription_id)), 200
 
 
 def init_app(app: Flask) -> None:

@@ -24,8 +24,8 @@ from app import audit_cli, identity_cli, keys_cli
 from app.db import utcnow
 from app.extensions import services
 from app.seeding import run_seed_scripts
-from app.services.credentials import credential_cipher, store_credentials
-from app.services.dead_letters import list_dead, requeue
+from app.services.credentials import credential_cipher, store_credentials, verify_credentials
+from app.services.dead_letters import list_blocked, list_dead, requeue
 from app.services.errors import DomainError
 from app.services.mail import confirm_sent
 
@@ -66,19 +66,31 @@ prescribers = AppGroup("prescribers", help="Prescriber credentials.")
 @click.argument("email")
 @click.option("--password", envvar="ERX_PRESCRIBER_PASSWORD", prompt=True, hide_input=True)
 @click.option("--pin", envvar="ERX_PRESCRIBER_PIN", prompt=True, hide_input=True)
+@click.option(
+    "--verify", is_flag=True, help="Log in on the platform first; store nothing if the platform refuses."
+)
 @_one_line_failures
-def set_credentials(email: str, password: str, pin: str) -> None:
+def set_credentials(email: str, password: str, pin: str, verify: bool) -> None:
     """Encrypt and store a prescriber's platform password and secure PIN.
 
     Values come from a hidden prompt or ERX_PRESCRIBER_PASSWORD / ERX_PRESCRIBER_PIN,
-    never from arguments (they would show in the process list).
+    never from arguments (they would show in the process list). With --verify,
+    one login is made first and refused credentials are not stored. Storing
+    resumes the prescriber's sends parked in blocked_credentials.
     """
     if not password or not pin:
         raise click.UsageError("password and PIN must not be empty")
     svc = services()
     cipher = credential_cipher(svc.settings.encryption_keys)
-    prescriber_id = store_credentials(svc.db, cipher, email, password=password, pin=pin)
-    click.echo(f"credentials stored for prescriber {prescriber_id}")
+    if verify:
+        from app.services.connector_factory import make_client
+
+        with make_client(svc.settings) as client:
+            verify_credentials(
+                svc.db, client, email, password=password, pin=pin, base_url=svc.settings.erx_base_url
+            )
+    prescriber_id = store_credentials(svc.db, cipher, email, password=password, pin=pin, now=utcnow())
+    click.echo(f"credentials stored for prescriber {prescriber_id}" + (" (verified)" if verify else ""))
 
 
 clinics = AppGroup("clinics", help="Clinic id mapping.")
@@ -114,13 +126,30 @@ def verify_clinics_command(email: str) -> None:
 @click.option("--until-idle", is_flag=True, help="Stop when nothing is due.")
 @click.option("--no-dispatch", is_flag=True, help="Only process the webhook inbox.")
 @click.option("--no-inbox", is_flag=True, help="Only dispatch the outbox.")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve this worker's /metrics on this port (default WORKER_METRICS_PORT; 0 = off).",
+)
 @with_appcontext
 @_one_line_failures
-def worker_command(max_seconds: float | None, until_idle: bool, no_dispatch: bool, no_inbox: bool) -> None:
+def worker_command(
+    max_seconds: float | None, until_idle: bool, no_dispatch: bool, no_inbox: bool, metrics_port: int | None
+) -> None:
     """Run a worker: dispatch the outbox and apply webhook events until SIGTERM."""
+    from app.metrics import serve_worker_metrics
     from app.worker import build_worker
 
-    loop = build_worker(services(), dispatch=not no_dispatch, inbox=not no_inbox)
+    svc = services()
+    port = svc.settings.worker_metrics_port if metrics_port is None else metrics_port
+    if port:
+        try:
+            serve_worker_metrics(port)
+        except OSError as exc:
+            raise click.ClickException(f"cannot serve worker metrics on port {port} ({exc.strerror})") from None
+        click.echo(f"worker metrics on :{port}/metrics")
+    loop = build_worker(svc, dispatch=not no_dispatch, inbox=not no_inbox)
     loop.install_signal_handlers()
     loop.run(max_seconds=max_seconds, until_idle=until_idle)
 
@@ -139,6 +168,22 @@ def list_dead_command(as_json: bool) -> None:
         click.echo(json.dumps(item) if as_json else "  ".join(f"{k}={v}" for k, v in item.items()))
     if not letters and not as_json:
         click.echo("no dead letters")
+
+
+@outbox.command("list-blocked")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@_one_line_failures
+def list_blocked_command(as_json: bool) -> None:
+    """List sends parked because the platform refused their prescriber's login.
+
+    They resume by themselves once `prescribers set-credentials` stores new credentials.
+    """
+    blocked = list_blocked(services().db)
+    for send in blocked:
+        item = send.as_dict()
+        click.echo(json.dumps(item) if as_json else "  ".join(f"{k}={v}" for k, v in item.items()))
+    if not blocked and not as_json:
+        click.echo("no sends blocked on credentials")
 
 
 @outbox.command("requeue")

@@ -22,7 +22,6 @@ _DEV_DEFAULTS = {
     "ERX_CLIENT_ID": "erx-sandbox-client",
     "ERX_CLIENT_SECRET": "erx-sandbox-secret",
     "WEBHOOK_SECRETS": "whsec_sandbox_test_secret",
-    "API_TOKENS": "dev-api-token",
     # A fixed Fernet key for local data only; never used in production.
     "ERX_ENCRYPTION_KEYS": "ZGV2ZWxvcG1lbnQta2V5LW5vdC1mb3ItcHJvZHVjdCE=",
 }
@@ -85,7 +84,6 @@ class Settings:
     )
     webhook_tolerance_s: int = 300
     webhook_max_body_bytes: int = 256 * 1024
-    api_tokens: tuple[str, ...] = field(default=(_DEV_DEFAULTS["API_TOKENS"],), repr=False)
     encryption_keys: tuple[str, ...] = field(
         default=(_DEV_DEFAULTS["ERX_ENCRYPTION_KEYS"],), repr=False
     )
@@ -139,12 +137,12 @@ class Settings:
     events_backoff_cap_s: float = 30.0
     notify_queue: str = "erx.notify.patient"
     notify_max_attempts: int = 5
+    # The worker's own /metrics port (app/metrics.serve_worker_metrics); 0 = not served.
+    worker_metrics_port: int = 0
 
     def __post_init__(self) -> None:
         if self.env not in ("development", "test", "production"):
             raise ConfigError("ERX_ENV must be development, test or production")
-        if not self.api_tokens or not all(self.api_tokens):
-            raise ConfigError("API_TOKENS must list at least one token")
         if not self.webhook_secrets or not all(self.webhook_secrets):
             raise ConfigError("WEBHOOK_SECRETS must list at least one secret")
         if self.webhook_tolerance_s <= 0:
@@ -209,6 +207,7 @@ _NUMBERS: dict[str, tuple[str, type]] = {
     "EVENTS_BACKOFF_BASE_S": ("events_backoff_base_s", float),
     "EVENTS_BACKOFF_CAP_S": ("events_backoff_cap_s", float),
     "NOTIFY_MAX_ATTEMPTS": ("notify_max_attempts", int),
+    "WORKER_METRICS_PORT": ("worker_metrics_port", int),
 }
 _STRINGS = {
     "DATABASE_URL": "database_url",
@@ -240,7 +239,6 @@ _BOOLS = {
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 _LISTS = {
     "WEBHOOK_SECRETS": "webhook_secrets",
-    "API_TOKENS": "api_tokens",
     "ERX_ENCRYPTION_KEYS": "encryption_keys",
 }
 

@@ -22,9 +22,10 @@ from app.directory_schemas import (
     RegionListSchema,
     RegionUpdateSchema,
 )
-from app.errors import ApiError, error_response
+from app.errors import error_response
 from app.extensions import services
 from app.identity import ROLES, current_identity, require_roles
+from app.json_body import json_object
 from app.services.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, Unavailable
 from app.services.patients import patient_prescriptions, patient_profile, set_region
 from app.services.pharmacies import search_pharmacies
@@ -59,18 +60,6 @@ def _query(schema: Schema) -> dict[str, Any]:
     return _load(schema, request.args.to_dict())
 
 
-def _json_object() -> dict[str, Any]:
-    if not request.is_json:
-        raise ApiError(415, "unsupported_media_type", "Send a JSON body (Content-Type: application/json).")
-    try:
-        body = request.get_json(silent=True)
-    except RecursionError:  # absurdly nested JSON
-        body = None
-    if not isinstance(body, dict):
-        raise ApiError(400, "malformed_json", "The body is not a JSON object.")
-    return body
-
-
 @bp.get("/regions")
 @require_roles(*ROLES)
 def regions() -> tuple[Response, int]:
@@ -90,7 +79,7 @@ def me() -> tuple[Response, int]:
 @require_roles("patient")
 def update_me() -> tuple[Response, int]:
     """Set the calling patient's region: body ``{"region": "A" | "B"}``."""
-    data = _load(_region_update, _json_object())
+    data = _load(_region_update, json_object())
     profile = set_region(services().db, current_identity().subject, data["region"])
     return jsonify(ProfileSchema().dump(profile)), 200
 

@@ -258,6 +258,10 @@ def json_formatter() -> logging.Formatter:
 _HANDLER_MARK = "_erx_json_handler"
 
 
+QUIET_LIBRARIES = ("pika",)
+"""Libraries whose own logging :func:`configure_logging` silences (they raise what matters)."""
+
+
 def configure_logging(
     settings: Settings | None = None, *, stream: TextIO | None = None, level: str | int | None = None
 ) -> logging.Handler:
@@ -279,6 +283,10 @@ def configure_logging(
     root.addHandler(handler)
     chosen = level if level is not None else getattr(settings, "log_level", None) or "INFO"
     root.setLevel(chosen.upper() if isinstance(chosen, str) else chosen)
+    for name in QUIET_LIBRARIES:
+        # pika narrates every connection (INFO) and logs each refused one as ERROR before
+        # raising it; our code logs the failures it handles, once, with their ids.
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     return handler
 
 

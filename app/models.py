@@ -103,6 +103,11 @@ class Prescriber(Base):
     clinic_id: Mapped[int] = mapped_column(ForeignKey("clinics.id"))
     password_enc: Mapped[str | None] = mapped_column(Text)
     pin_enc: Mapped[str | None] = mapped_column(Text)
+    # When the stored credentials last changed (``set-credentials``), and when the
+    # platform last refused them (login_failed): while refused_at is set no login
+    # is attempted for this prescriber and their sends wait in blocked_credentials.
+    credentials_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    credentials_refused_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     clinic: Mapped[Clinic] = relationship()
 
     def __repr__(self) -> str:
@@ -260,7 +265,7 @@ class DispatchOutbox(Base):
     id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
     prescription_id: Mapped[int] = mapped_column(ForeignKey("prescriptions.id"), unique=True)
     flow: Mapped[str] = mapped_column(String(16))
-    state: Mapped[str] = mapped_column(String(16), default="pending")
+    state: Mapped[str] = mapped_column(String(32), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -269,9 +274,12 @@ class DispatchOutbox(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # The X-Request-ID of the API call that queued the send; the worker logs under it.
+    request_id: Mapped[str | None] = mapped_column(String(100))
     prescription: Mapped[Prescription] = relationship()
     __table_args__ = (
-        CheckConstraint("state IN ('pending', 'done', 'dead')", name="state"),
+        # blocked_credentials: the platform refused the prescriber's login; waits for set-credentials.
+        CheckConstraint("state IN ('pending', 'done', 'dead', 'blocked_credentials')", name="state"),
         Index("ix_dispatch_outbox_due", "state", "next_attempt_at"),
     )
 

@@ -14,6 +14,9 @@ and ``locked_by``, ``last_error``. Every queue goes through these functions:
 - :func:`release` / :func:`release_row` give a lease back.
 - :func:`reopen` / :func:`reopen_matching` put finished or dead rows back:
   pending, attempts from zero, due now.
+- :func:`block_credentials` parks an outbox row whose prescriber's login the
+  platform refused; :func:`reopen_matching` puts it back when the
+  credentials change (``prescribers set-credentials``).
 - :func:`retry_or_dead` is the one place that decides between rescheduling
   (with :class:`app.retry.RetryPolicy`) and ``dead``; :func:`mark_dead` for
   work that can never succeed; :func:`park` to wait without counting an
@@ -33,6 +36,9 @@ from app.retry import RetryPolicy
 
 PENDING = "pending"
 DEAD = "dead"
+# The outbox only: the platform refused the prescriber's login (login_failed).
+# Not claimed, not counted as an attempt; reopened when the credentials change.
+BLOCKED_CREDENTIALS = "blocked_credentials"
 
 
 def claim_rows(
@@ -132,6 +138,12 @@ def reopen_matching(session: Session, model: Any, *conditions: Any, now: datetim
 def mark_dead(row: Any, *, error: str) -> None:
     """Dead-letter ``row``: work that can never succeed, or whose attempts ran out."""
     row.state, row.last_error = DEAD, error
+
+
+def block_credentials(row: Any, *, error: str) -> None:
+    """Put outbox ``row`` in ``blocked_credentials`` (no lease, not claimed) until reopened."""
+    row.state, row.last_error = BLOCKED_CREDENTIALS, error
+    release_row(row)
 
 
 def park(row: Any, *, delay_s: float, now: datetime) -> None:

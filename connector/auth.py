@@ -13,9 +13,15 @@ Why this is more than a dict:
 * **Compare-then-invalidate.** A caller that saw a 401 drops the cached token
   only if it is still the one that failed; another thread may already have
   replaced it, and dropping the fresh one would cause a needless re-login storm.
+* **Shared outcome.** Callers that wait on an in-flight token request or
+  login get *its* outcome, success or failure: they never start an attempt of
+  their own behind a failed one (issue 9: a hanging token endpoint would
+  otherwise cost the tenth caller ten read timeouts).
 * **Negative cache.** A refused login is remembered for ``login_failure_ttl_s``
   so that a queue of prescriptions for a prescriber with a wrong password fails
-  fast instead of hammering the login endpoint (and risking a lockout).
+  fast instead of hammering the login endpoint (and risking a lockout); a
+  failed access-token request (5xx, 429, timeout, garbage) is remembered for
+  ``token_failure_ttl_s`` so that a failing token endpoint is not hammered either.
 * **Never shared.** Session tokens are keyed by prescriber; a prescription is
   issued as whoever owns the session (§1c).
 """
@@ -44,6 +50,7 @@ from connector.errors import (
     ResponseParseError,
     classify_response,
 )
+from connector.observe import NULL_OBSERVER, Observer
 from connector.parsing import value_at
 from connector.settings import ConnectorSettings, PrescriberCredentials
 from connector.transport import Transport
@@ -124,6 +131,27 @@ def _ttu(_key: object, entry: _Entry, now: float) -> float:
     return now + entry.ttl_s
 
 
+def _fresh_copy(exc: BaseException) -> BaseException:
+    """A new exception object equal to ``exc``, so that threads sharing one
+    failure never mutate each other's (``ConnectorClient`` sets ``outcome_unknown``)."""
+    copy = type(exc).__new__(type(exc))
+    copy.__dict__.update(exc.__dict__)
+    copy.args = exc.args
+    return copy
+
+
+class _Flight:
+    """One in-flight token request or login; waiters block on ``done`` and share the outcome."""
+
+    __slots__ = ("done", "error", "result", "waiters")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.waiters = 0  # callers sharing this flight besides its leader (tests synchronise on it)
+        self.result: _Entry | None = None
+        self.error: BaseException | None = None
+
+
 class TokenCache:
     """Thread-safe cache of the OAuth access token and prescriber sessions (contract §1).
 
@@ -135,6 +163,8 @@ class TokenCache:
             (normally the client's); a new one if None.
         monotonic: monotonic seconds (``time.monotonic``); tests pass a fake.
         transport: a ready :class:`~connector.transport.Transport` (overrides ``session``).
+        observer: told about token requests and logins
+            (:class:`~connector.observe.Observer`); a no-op if None.
     """
 
     def __init__(
@@ -144,12 +174,14 @@ class TokenCache:
         session: requests.Session | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         transport: Transport | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self._settings = settings
-        self._transport = transport or Transport(settings, session=session)
+        self._observer = observer or NULL_OBSERVER
+        self._transport = transport or Transport(settings, session=session, observer=self._observer)
         self._monotonic = monotonic
-        self._guard = threading.Lock()  # protects the caches and the lock table
-        self._locks: dict[Hashable, threading.Lock] = {}
+        self._guard = threading.Lock()  # protects the caches and the flight table
+        self._flights: dict[Hashable, _Flight] = {}
         self._access: cachetools.TLRUCache[str, _Entry] = cachetools.TLRUCache(
             maxsize=1, ttu=_ttu, timer=monotonic
         )
@@ -161,10 +193,16 @@ class TokenCache:
             ttl=settings.login_failure_ttl_s,
             timer=monotonic,
         )
+        # A transiently failed token request, remembered briefly (one entry: the client's token).
+        self._token_failures: cachetools.TTLCache[str, BaseException] = cachetools.TTLCache(
+            maxsize=1, ttl=settings.token_failure_ttl_s, timer=monotonic
+        )
         # Credentials are fingerprinted with a per-process random key so that a
         # changed password bypasses the negative cache, without keeping a
         # reusable hash of the password around.
         self._fingerprint_key = secrets.token_bytes(32)
+        # Prescriber keys that have had a session in this process (login kind "first"/"renewal").
+        self._logged_in: set[str] = set()
 
     def __repr__(self) -> str:
         return f"TokenCache(client_id={self._settings.client_id!r})"
@@ -182,19 +220,38 @@ class TokenCache:
                 OAuth error code) when the client credentials are refused; such a
                 failure is remembered for ``login_failure_ttl_s``.
             RateLimited, PlatformUnavailable, TransportError, ResponseParseError:
-                the token endpoint failed transiently or answered garbage.
+                the token endpoint failed transiently or answered garbage; the
+                failure is shared by every caller waiting on that request and
+                remembered for ``token_failure_ttl_s`` (callers get a copy of
+                it without a request).
         """
         cached = self._lookup(self._access, _ACCESS_KEY, _ACCESS_KEY, b"")
         if cached is not None:
             return cached
-        with self._lock_for(_ACCESS_KEY):
-            cached = self._lookup(self._access, _ACCESS_KEY, _ACCESS_KEY, b"")
-            if cached is not None:
-                return cached
+        return self._single_flight(_ACCESS_KEY, self._access_token_attempt).token
+
+    def _access_token_attempt(self) -> _Entry:
+        # Run by the one caller that leads the flight; a second look at the
+        # caches because a flight may have finished between lookup and start.
+        with self._guard:
+            remembered = self._token_failures.get(_ACCESS_KEY)
+        if remembered is not None:
+            raise _fresh_copy(remembered)
+        cached = self._lookup(self._access, _ACCESS_KEY, _ACCESS_KEY, b"")
+        if cached is not None:
+            return _Entry(cached, 0.0)
+        try:
             entry = self._fetch_access_token()
-            with self._guard:
-                self._access[_ACCESS_KEY] = entry
-            return entry.token
+        except AuthError:
+            raise  # a refusal is remembered by _fetch_access_token for login_failure_ttl_s
+        except ConnectorError as exc:
+            if self._settings.token_failure_ttl_s > 0:
+                with self._guard:
+                    self._token_failures[_ACCESS_KEY] = exc
+            raise
+        with self._guard:
+            self._access[_ACCESS_KEY] = entry
+        return entry
 
     def session_token(self, prescriber: PrescriberCredentials) -> str:
         """The prescriber's session token, logging in once per TTL (contract §1b).
@@ -219,10 +276,11 @@ class TokenCache:
         cached = self._lookup(self._sessions, key, failure_key, fingerprint)
         if cached is not None:
             return cached
-        with self._lock_for(("session", key)):
-            cached = self._lookup(self._sessions, key, failure_key, fingerprint)
-            if cached is not None:
-                return cached
+
+        def attempt() -> _Entry:
+            found = self._lookup(self._sessions, key, failure_key, fingerprint)
+            if found is not None:
+                return _Entry(found, 0.0, fingerprint)
             try:
                 entry = self._login(prescriber, fingerprint)
             except AuthError as exc:
@@ -231,7 +289,11 @@ class TokenCache:
                 raise
             with self._guard:
                 self._sessions[key] = entry
-            return entry.token
+            return entry
+
+        # Keyed by the credentials' fingerprint too: a caller with a changed
+        # password does not share the outcome of a login with the old one.
+        return self._single_flight(("session", key, fingerprint), attempt).token
 
     def invalidate_access_token(self, failed_token: str) -> bool:
         """Drop the cached access token if it is still ``failed_token`` (contract §1c).
@@ -263,21 +325,51 @@ class TokenCache:
             self._access.clear()
             self._sessions.clear()
             self._failures.clear()
+            self._token_failures.clear()
 
     # ---- internals --------------------------------------------------------
+
+    def _notify(self, event: str, *args: str) -> None:
+        try:
+            getattr(self._observer, event)(*args)
+        except Exception:  # noqa: BLE001 - counting must never break authentication
+            logger.warning("connector observer failed on %s", event, exc_info=True)
 
     def _fingerprint(self, prescriber: PrescriberCredentials) -> bytes:
         material = f"{prescriber.email}\x00{prescriber.password}".encode()
         return hmac.new(self._fingerprint_key, material, hashlib.sha256).digest()
 
-    def _lock_for(self, key: Hashable) -> threading.Lock:
-        # One lock per prescriber for the life of the cache: bounded by the
-        # number of prescribers, and cheaper than reference-counting locks.
+    def _single_flight(self, key: Hashable, attempt: Callable[[], _Entry]) -> _Entry:
+        """Run ``attempt`` once for all concurrent callers of ``key``; all share its outcome.
+
+        The first caller leads and runs ``attempt``; callers arriving while it
+        runs wait for it and get its entry or (a copy of) its exception, so a
+        failing endpoint costs one request and one timeout, not one per caller.
+        """
         with self._guard:
-            lock = self._locks.get(key)
-            if lock is None:
-                lock = self._locks[key] = threading.Lock()
-            return lock
+            flight = self._flights.get(key)
+            leader = flight is None
+            if flight is None:
+                flight = self._flights[key] = _Flight()
+            else:
+                flight.waiters += 1
+        if not leader:
+            flight.done.wait()
+            if flight.error is not None:
+                raise _fresh_copy(flight.error)
+            if flight.result is None:  # pragma: no cover - a leader always sets one or the other
+                raise ConnectorError("token flight ended without an outcome", code="internal")
+            return flight.result
+        try:
+            flight.result = attempt()
+            return flight.result
+        except BaseException as exc:
+            flight.error = exc
+            raise
+        finally:
+            with self._guard:
+                self._flights.pop(key, None)
+            flight.done.set()
 
     def _lookup(
         self,
@@ -331,6 +423,7 @@ class TokenCache:
         resp = self._transport.request(
             "POST",
             settings.token_path,
+            endpoint="token",
             data={
                 "grant_type": "client_credentials",
                 "client_id": settings.client_id,
@@ -387,17 +480,22 @@ class TokenCache:
                 request_id=request_id,
             )
         ttl = self._ttl(body.get("expires_in"), started)
+        self._notify("token_refreshed", "access")
         logger.info("access token obtained ttl_s=%.0f request_id=%s", ttl, request_id)
         return _Entry(token, ttl)
 
     def _login(self, prescriber: PrescriberCredentials, fingerprint: bytes) -> _Entry:
         settings = self._settings
+        with self._guard:
+            kind = "renewal" if prescriber.key in self._logged_in else "first"
+        self._notify("login", kind)
         for attempt in (1, 2):
             access = self.access_token()
             started = self._monotonic()
             resp = self._transport.request(
                 "POST",
                 settings.login_path,
+                endpoint="login",
                 headers={"Authorization": f"Bearer {access}"},
                 json={"email": prescriber.email, "password": prescriber.password},
             )
@@ -430,6 +528,9 @@ class TokenCache:
             exc.request_id = request_id
             raise
         ttl = self._ttl(body["data"].get("expires_in"), started)
+        with self._guard:
+            self._logged_in.add(prescriber.key)
+        self._notify("token_refreshed", "session")
         logger.info(
             "prescriber session obtained prescriber=%s ttl_s=%.0f request_id=%s",
             prescriber.key,
@@ -461,6 +562,7 @@ class TokenCache:
             request_id=error.request_id,
             retryable=False,
         )
+        self._notify("login_refused")
         logger.error(
             "prescriber login refused prescriber=%s code=%s request_id=%s",
             prescriber.key,

@@ -24,6 +24,7 @@ import requests
 
 from connector.auth import TokenCache
 from connector.errors import AuthError, ConnectorError, ResponseParseError, classify_response
+from connector.observe import Observer
 from connector.parsing import (
     parse_clinic,
     parse_contact,
@@ -55,6 +56,9 @@ class ConnectorClient:
         monotonic: monotonic seconds for token expiry; tests pass a fake.
         token_cache: a shared :class:`~connector.auth.TokenCache`; one is built
             on this client's session if None.
+        observer: told about every platform call, token refresh and login
+            (:class:`~connector.observe.Observer`, e.g. to count them as
+            metrics); a no-op if None.
 
     Every call sends ``Authorization: Bearer <access token>`` and the session
     header (``X-Session-Token``) with explicit ``(connect, read)`` timeouts.
@@ -67,11 +71,12 @@ class ConnectorClient:
         session: requests.Session | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         token_cache: TokenCache | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self._settings = settings
-        self._transport = Transport(settings, session=session)
+        self._transport = Transport(settings, session=session, observer=observer)
         self.tokens: TokenCache = token_cache or TokenCache(
-            settings, transport=self._transport, monotonic=monotonic
+            settings, transport=self._transport, monotonic=monotonic, observer=observer
         )
 
     def __repr__(self) -> str:
@@ -97,6 +102,7 @@ class ConnectorClient:
         *,
         json: Any = None,
         params: Mapping[str, str] | None = None,
+        endpoint: str = "other",
     ) -> tuple[dict[str, Any], str | None]:
         settings = self._settings
         for attempt in (1, 2):
@@ -118,6 +124,7 @@ class ConnectorClient:
                 },
                 json=json,
                 params=params,
+                endpoint=endpoint,
             )
             body, error = classify_response(resp, request_id_header=settings.request_id_header)
             if error is None:
@@ -192,7 +199,7 @@ class ConnectorClient:
         ref = request.client_ref_id
         try:
             body, request_id = self._call(
-                prescriber, "POST", settings.prescriptions_path, json=payload
+                prescriber, "POST", settings.prescriptions_path, json=payload, endpoint="issue"
             )
         except ConnectorError as exc:
             logger.warning(
@@ -291,6 +298,7 @@ class ConnectorClient:
             prescriber,
             "GET",
             self._settings.prescriptions_path,
+            endpoint="lookup",
             params={"client_ref_id": client_ref_id},
         )
         found = []
@@ -337,7 +345,7 @@ class ConnectorClient:
             AuthError, PlatformRejected (e.g. unknown token), RateLimited,
             PlatformUnavailable, TransportError, ResponseParseError.
         """
-        body, _ = self._call(prescriber, "GET", self._prescription_url(token))
+        body, _ = self._call(prescriber, "GET", self._prescription_url(token), endpoint="read")
         path = self._prescription_path()
         return parse_prescription(value_at(body, path), path=".".join(path))
 
@@ -365,7 +373,7 @@ class ConnectorClient:
         if not isinstance(reason, str) or not reason.strip():
             raise ValueError("reason must be a non-empty string")
         body, request_id = self._call(
-            prescriber, "POST", self._prescription_url(token, "void"), json={"reason": reason}
+            prescriber, "POST", self._prescription_url(token, "void"), json={"reason": reason}, endpoint="void"
         )
         logger.info("prescription voided prescriber=%s request_id=%s", prescriber.key, request_id)
         path = self._prescription_path()
@@ -385,7 +393,7 @@ class ConnectorClient:
             AuthError, PlatformRejected, RateLimited, PlatformUnavailable,
             TransportError, ResponseParseError.
         """
-        body, _ = self._call(prescriber, "GET", self._settings.clinics_path)
+        body, _ = self._call(prescriber, "GET", self._settings.clinics_path, endpoint="clinics")
         items = self._list_at(body, ("data", "clinics"))
         return tuple(parse_clinic(c, path=f"data.clinics.{i}") for i, c in enumerate(items))
 
@@ -408,7 +416,7 @@ class ConnectorClient:
             TransportError, ResponseParseError.
         """
         body, _ = self._call(
-            prescriber, "GET", self._settings.contacts_path, params={"type": contact_type, "q": q}
+            prescriber, "GET", self._settings.contacts_path, params={"type": contact_type, "q": q}, endpoint="contacts"
         )
         items = self._list_at(body, ("data", "contacts"))
         return tuple(parse_contact(c, path=f"data.contacts.{i}") for i, c in enumerate(items))
@@ -427,6 +435,6 @@ class ConnectorClient:
             AuthError, PlatformRejected, RateLimited, PlatformUnavailable,
             TransportError, ResponseParseError.
         """
-        body, _ = self._call(prescriber, "GET", self._settings.medicines_path, params={"search": q})
+        body, _ = self._call(prescriber, "GET", self._settings.medicines_path, params={"search": q}, endpoint="medicines")
         items = self._list_at(body, ("data", "medicines"))
         return tuple(parse_medicine(m, path=f"data.medicines.{i}") for i, m in enumerate(items))

@@ -52,6 +52,10 @@ class ConnectorSettings:
         login_failure_ttl_s: how long a failed prescriber login is remembered so
             that callers fail fast without hitting the login endpoint, seconds
             (0 disables the negative cache).
+        token_failure_ttl_s: how long a transiently failed access-token request
+            (5xx, 429, timeout, unreadable answer) is remembered so that callers
+            fail fast instead of hammering a failing token endpoint, seconds
+            (0 disables it; issue 9 point 5).
         session_cache_size: most prescriber sessions kept in memory at once.
         token_path, login_path, prescriptions_path, clinics_path, contacts_path,
             medicines_path: endpoint paths relative to ``base_url`` (§1, §3, §4, §5).
@@ -75,6 +79,7 @@ class ConnectorSettings:
     default_token_ttl_s: float = 300
     max_leeway_s: float = 60
     login_failure_ttl_s: float = 10
+    token_failure_ttl_s: float = 5
     session_cache_size: int = 1024
     token_path: str = "/oauth/token"
     login_path: str = "/prescriber/login"
@@ -98,6 +103,7 @@ class ConnectorSettings:
         _require_positive("default_token_ttl_s", self.default_token_ttl_s)
         _require_positive("max_leeway_s", self.max_leeway_s, allow_zero=True)
         _require_positive("login_failure_ttl_s", self.login_failure_ttl_s, allow_zero=True)
+        _require_positive("token_failure_ttl_s", self.token_failure_ttl_s, allow_zero=True)
         if not isinstance(self.session_cache_size, int) or self.session_cache_size < 1:
             raise ValueError("session_cache_size must be a positive integer")
         if not self.prescription_id_path or not all(

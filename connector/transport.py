@@ -9,15 +9,20 @@ must not be sent twice (§4). Exceptions from ``requests`` become
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import requests
 
 from connector.errors import ConnectorError, TransportError
+from connector.observe import NULL_OBSERVER, Observer, call_outcome
 from connector.settings import ConnectorSettings
 
 __all__ = ["Transport", "transport_error"]
+
+logger = logging.getLogger("connector")
 
 # Names from urllib3 that prove no byte of the request left this host: the TCP
 # connection was never established. Matched by class name so that the connector
@@ -110,12 +115,21 @@ class Transport:
     Keyword-only:
         session: a session to reuse (tests pass one; the app may share one);
             if None a new one is created and :meth:`close` closes it.
+        observer: told about every call (endpoint, outcome, seconds); a no-op if None.
+        monotonic: clock for call durations (seconds); only measured, never decided on.
     """
 
     def __init__(
-        self, settings: ConnectorSettings, *, session: requests.Session | None = None
+        self,
+        settings: ConnectorSettings,
+        *,
+        session: requests.Session | None = None,
+        observer: Observer | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settings = settings
+        self._observer = observer or NULL_OBSERVER
+        self._monotonic = monotonic
         self._owns_session = session is None
         if session is None:
             session = requests.Session()
@@ -132,6 +146,7 @@ class Transport:
         params: Mapping[str, str] | None = None,
         json: Any = None,
         data: Mapping[str, str] | None = None,
+        endpoint: str = "other",
     ) -> requests.Response:
         """Send one request and return the response, whatever its status.
 
@@ -142,6 +157,8 @@ class Transport:
             params: query parameters.
             json: JSON body, or None.
             data: form body, or None.
+            endpoint: the call's name for the observer, one of
+                :data:`connector.observe.ENDPOINTS` (never the URL: it holds ids).
 
         Returns:
             The ``requests.Response`` (any status code; see
@@ -154,8 +171,9 @@ class Transport:
         merged = {"Accept": "application/json", "User-Agent": self._settings.user_agent}
         if headers:
             merged.update(headers)
+        started = self._monotonic()
         try:
-            return self.session.request(
+            resp = self.session.request(
                 method,
                 self._settings.url(path),
                 headers=merged,
@@ -166,7 +184,17 @@ class Transport:
                 allow_redirects=False,
             )
         except requests.RequestException as exc:
-            raise transport_error(exc) from exc
+            error = transport_error(exc)
+            self._observe(endpoint, call_outcome(error_code=error.code), started)
+            raise error from exc
+        self._observe(endpoint, call_outcome(status=resp.status_code), started)
+        return resp
+
+    def _observe(self, endpoint: str, outcome: str, started: float) -> None:
+        try:
+            self._observer.platform_call(endpoint, outcome, max(0.0, self._monotonic() - started))
+        except Exception:  # noqa: BLE001 - counting must never break a platform call
+            logger.warning("connector observer failed on platform_call", exc_info=True)
 
     def close(self) -> None:
         """Close the session if this transport created it; a borrowed one is left open."""

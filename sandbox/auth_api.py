@@ -80,6 +80,8 @@ def prescriber_login() -> Response:
         or not isinstance(password, str)
         or not hmac.compare_digest(password.encode(), prescriber.password.encode())
     ):
+        if isinstance(email, str):
+            state.stats.count_login_refusal(email)
         return fail("Invalid credentials")
     controls = state.controls.current()
     session = state.store.open_session(prescriber.id, now=now, ttl_s=controls.session_ttl_s)

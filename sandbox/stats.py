@@ -12,6 +12,8 @@ class Stats:
 
     - ``token_requests``: every ``POST /oauth/token``.
     - ``logins`` / ``logins_by_email``: successful prescriber logins.
+    - ``login_refusals_by_email``: prescriber logins refused ("Invalid
+      credentials"), by the email tried: what could lock a real account.
     - ``issue_attempts``: every ``POST /prescriptions`` that reached the sandbox.
     - ``prescriptions_issued`` / ``issued_by_client_ref``: prescriptions created
       through the API (including ones whose response was then dropped; storms
@@ -32,6 +34,7 @@ class Stats:
             self._token_requests = 0
             self._logins = 0
             self._logins_by_email: Counter[str] = Counter()
+            self._login_refusals_by_email: Counter[str] = Counter()
             self._issue_attempts = 0
             self._issued = 0
             self._issued_by_ref: Counter[str] = Counter()
@@ -46,6 +49,10 @@ class Stats:
         with self._lock:
             self._logins += 1
             self._logins_by_email[email.lower()] += 1
+
+    def count_login_refusal(self, email: str) -> None:
+        with self._lock:
+            self._login_refusals_by_email[email.lower()] += 1
 
     def count_issue_attempt(self) -> None:
         with self._lock:
@@ -72,6 +79,7 @@ class Stats:
                 "token_requests": self._token_requests,
                 "logins": self._logins,
                 "logins_by_email": dict(self._logins_by_email),
+                "login_refusals_by_email": dict(self._login_refusals_by_email),
                 "prescriptions_issued": self._issued,
                 "issued_by_client_ref": dict(self._issued_by_ref),
                 "issue_attempts": self._issue_attempts,

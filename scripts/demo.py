@@ -13,6 +13,7 @@ received for its prescription (none, with a note, when no broker answers).
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 import uuid
@@ -20,7 +21,7 @@ import uuid
 import requests
 from sqlalchemy import func, make_url, select
 
-from scripts.stack import API_TOKEN, BIN, REPO_ROOT, Stack, base_env, free_port
+from scripts.stack import BIN, REPO_ROOT, Stack, base_env, free_port
 from scripts.timeline import logs_line, timeline_lines
 
 TIMEOUT_S = 90
@@ -60,25 +61,17 @@ def start_events(stack: Stack) -> None:
     stack._spawn("notify", [str(BIN / "flask"), "--app", "app", "notify"])
     stack._spawn("publisher", [str(BIN / "flask"), "--app", "app", "events", "publish"])
     # Messages are only kept for queues that exist: wait until the consumer declared its queue.
-    from app.config import load_settings
-    from app.events.amqp import BROKER_ERRORS, close_quietly, connect
+    ready = _flask(stack, "notify", "wait-ready", "--timeout", "20")
+    if ready.returncode == 0:
+        print("== event publisher and reference notification consumer started")
+    else:
+        print(f"== no events in this demo: {ready.stderr.strip().splitlines()[-1] if ready.stderr.strip() else 'notify not ready'}")
 
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            connection = connect(load_settings(stack.env).amqp_url, name="erx-demo probe")
-        except BROKER_ERRORS:
-            print("== RabbitMQ not reachable: no events in this demo")
-            return
-        try:
-            connection.channel().queue_declare(queue=stack.env["NOTIFY_QUEUE"], passive=True)
-            print("== event publisher and reference notification consumer started")
-            return
-        except BROKER_ERRORS:
-            time.sleep(0.3)
-        finally:
-            close_quietly(connection)
-    print("== the notification consumer did not declare its queue in time")
+
+def _flask(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``flask --app app ARGS`` with the stack's environment (the CLI, as an operator would)."""
+    return subprocess.run([str(BIN / "flask"), "--app", "app", *args], env=stack.env, capture_output=True,
+                          text=True, timeout=60, check=False)
 
 
 def print_notifications(prescription_id: int) -> None:
@@ -113,26 +106,9 @@ def print_notifications(prescription_id: int) -> None:
 
 
 def drop_event_names(stack: Stack) -> None:
-    """Delete this run's exchanges and queues; a broker that is down has nothing to delete."""
-    from app.config import load_settings
-    from app.events.amqp import BROKER_ERRORS, close_quietly, connect
-
-    if "NOTIFY_QUEUE" not in stack.env:
-        return
-    try:
-        connection = connect(load_settings(stack.env).amqp_url, name="erx-demo cleanup")
-    except BROKER_ERRORS:
-        return
-    try:
-        channel = connection.channel()
-        for queue in (stack.env["NOTIFY_QUEUE"], stack.env["NOTIFY_QUEUE"] + ".dlq"):
-            channel.queue_delete(queue=queue)
-        for exchange in (stack.env["EVENTS_EXCHANGE"], stack.env["EVENTS_DLX"]):
-            channel.exchange_delete(exchange=exchange)
-    except BROKER_ERRORS:
-        pass
-    finally:
-        close_quietly(connection)
+    """Delete this run's exchanges and queues (``flask events teardown``); a broker that is down has nothing to delete."""
+    if "NOTIFY_QUEUE" in stack.env:
+        _flask(stack, "events", "teardown")
 
 
 def main() -> int:
@@ -153,7 +129,7 @@ def main() -> int:
         start_events(stack)
 
         pid, ref, pharmacy_id, pharmacy = pick_prescription()
-        auth = {"Authorization": f"Bearer {API_TOKEN}"}
+        auth = stack.bearer(role="service")  # server to server: sees the platform token
         resp = requests.post(
             f"{stack.service_url}/api/v1/prescriptions/{pid}/send",
             json={"pharmacy_id": pharmacy_id}, headers={**auth, "Idempotency-Key": f"demo-{ref}"}, timeout=10,

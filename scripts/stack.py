@@ -21,7 +21,6 @@ import requests
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 WEBHOOK_SECRET = "whsec_sandbox_test_secret"
-API_TOKEN = "dev-api-token"
 PRESCRIBERS = {
     # The sandbox's seed identities (sandbox/directory.py): development only.
     "dr.jones@example.test": ("sandbox-jones-pass", "481516"),
@@ -109,6 +108,11 @@ class Stack:
             raise RuntimeError(f"flask {args[0]} failed: {result.stderr.strip()[-2000:]}")
         return result.stdout
 
+    def bearer(self, *, role: str = "service", subject: str = "demo-service", ttl_s: int = 3600) -> dict[str, str]:
+        """An ``Authorization`` header with a development JWT from ``flask tokens mint`` (this stack's settings)."""
+        token = self.flask("tokens", "mint", "--role", role, "--sub", subject, "--ttl", str(ttl_s)).strip()
+        return {"Authorization": f"Bearer {token}"}
+
     def prepare_database(self) -> None:
         """Migrate, seed, and store the sandbox prescribers' credentials."""
         subprocess.run([str(BIN / "alembic"), "upgrade", "head"], cwd=REPO_ROOT, env=self.env, check=True,
@@ -140,7 +144,6 @@ def base_env(**overrides: str) -> dict[str, str]:
     # whatever a developer's shell exports (only DATABASE_URL is taken from it).
     env["ERX_ENV"] = "development"
     env["WEBHOOK_SECRETS"] = WEBHOOK_SECRET
-    env["API_TOKENS"] = API_TOKEN
     for name in ("ERX_CLIENT_ID", "ERX_CLIENT_SECRET", "ERX_ENCRYPTION_KEYS", "ERX_BASE_URL"):
         env.pop(name, None)
     env["PYTHONUNBUFFERED"] = "1"

@@ -22,7 +22,7 @@ from app.models import Base
 from app.seeding import run_seed_scripts
 from tests.support import PRESCRIBER_SECRETS, FakeClock
 
-__all__ = ["AUTH", "PRESCRIBER_SECRETS", "FakeClock", "make_settings"]
+__all__ = ["PRESCRIBER_SECRETS", "FakeClock", "bearer", "make_settings"]
 from tests.support import audit_triggers_suspended
 
 REPO = Path(__file__).resolve().parent.parent
@@ -149,9 +149,6 @@ def with_credentials(app, runner):  # type: ignore[no-untyped-def]
     return app
 
 
-AUTH = {"Authorization": "Bearer dev-api-token"}
-
-
 def bearer(app, *, role: str, subject: str = "pt-0001", ttl_s: int = 3600) -> dict[str, str]:  # type: ignore[no-untyped-def]
     """``Authorization`` header with a development JWT minted for ``app``'s settings and clock."""
     from app.identity import mint_token
@@ -159,3 +156,9 @@ def bearer(app, *, role: str, subject: str = "pt-0001", ttl_s: int = 3600) -> di
     svc = app.extensions["erx"]
     token = mint_token(svc.settings, role=role, subject=subject, ttl_s=ttl_s, now=svc.unix_time())
     return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def auth(app) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """A ``service`` caller's header (server to server: sends any prescription, sees its token)."""
+    return bearer(app, role="service", subject="svc-tests")

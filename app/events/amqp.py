@@ -131,3 +131,28 @@ class ConfirmingChannel:
         acked, nacked = self._acked, self._nacked
         self._acked, self._nacked = [], []
         return acked, nacked
+
+
+def queue_exists(url: str, queue: str) -> bool:
+    """Whether ``queue`` is declared on the broker at ``url``. Raises ``BROKER_ERRORS`` when unreachable."""
+    connection = connect(url, name="erx queue probe")
+    try:
+        connection.channel().queue_declare(queue=queue, passive=True)
+        return True
+    except pika.exceptions.ChannelClosedByBroker:  # 404 NOT_FOUND: not declared (yet)
+        return False
+    finally:
+        close_quietly(connection)
+
+
+def delete_topology(url: str, *, exchanges: tuple[str, ...], queues: tuple[str, ...]) -> None:
+    """Delete ``queues`` then ``exchanges`` (missing ones are fine). Raises ``BROKER_ERRORS`` when unreachable."""
+    connection = connect(url, name="erx topology cleanup")
+    try:
+        channel = connection.channel()
+        for queue in queues:
+            channel.queue_delete(queue=queue)
+        for exchange in exchanges:
+            channel.exchange_delete(exchange=exchange)
+    finally:
+        close_quietly(connection)

@@ -12,13 +12,14 @@ import json
 import os
 import signal
 import threading
+import time
 
 import click
 from flask import Flask
 from flask.cli import AppGroup, with_appcontext
 
 from app.config import Settings
-from app.events.amqp import BROKER_ERRORS
+from app.events.amqp import BROKER_ERRORS, delete_topology, queue_exists
 from app.events.notify import (
     NotifyConfig,
     NotifyConsumer,
@@ -153,6 +154,42 @@ def dlq_replay(message_ids: tuple[str, ...], replay_all: bool) -> None:
         raise click.ClickException(f"not in the dead-letter queue: {', '.join(sorted(missing))}")
     if not replayed:
         click.echo("no dead letters")
+
+
+@notify_group.command("wait-ready")
+@click.option("--timeout", "timeout_s", type=float, default=20.0, show_default=True, help="Seconds to wait.")
+def notify_wait_ready(timeout_s: float) -> None:
+    """Wait until the consumer has declared NOTIFY_QUEUE (messages published before that are not kept)."""
+    config = notify_config(services().settings)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if queue_exists(config.amqp_url, config.queue):
+                click.echo(f"queue {config.queue} is ready")
+                return
+        except BROKER_ERRORS as exc:
+            raise click.ClickException(f"RabbitMQ unreachable at AMQP_URL ({type(exc).__name__})") from None
+        if time.monotonic() >= deadline:
+            raise click.ClickException(f"queue {config.queue} was not declared within {timeout_s:g} s (NOTIFY_QUEUE)")
+        time.sleep(0.3)
+
+
+@events_group.command("teardown")
+def events_teardown() -> None:
+    """Delete this configuration's exchanges and queues (EVENTS_EXCHANGE, EVENTS_DLX, NOTIFY_QUEUE).
+
+    For throwaway names (the demo, tests); refused in production.
+    """
+    settings = services().settings
+    if settings.env == "production":
+        raise click.ClickException("events teardown is refused when ERX_ENV=production")
+    config = notify_config(settings)
+    try:
+        delete_topology(config.amqp_url, exchanges=(config.exchange, config.dlx),
+                        queues=(config.queue, config.dlq))
+    except BROKER_ERRORS as exc:
+        raise click.ClickException(f"RabbitMQ unreachable at AMQP_URL ({type(exc).__name__})") from None
+    click.echo(f"deleted {config.exchange}, {config.dlx}, {config.queue} and its dead-letter queue")
 
 
 def init_app(app: Flask) -> None:

@@ -36,7 +36,7 @@ from app.events.amqp import BROKER_ERRORS, close_quietly, connect, declare_excha
 from app.events.contract import STATUS_CHANGED, ContractError, validate_event
 from app.models import NotifyInbox, Patient, Prescription
 from app.retry import RetryPolicy
-from app.services.mail import EmailJob
+from app.services.mail import Notice
 
 log = logging.getLogger("app.events.notify")
 
@@ -51,7 +51,7 @@ SUBJECTS = {
 class SendsEmail(Protocol):
     """What the consumer needs from a mailer: :meth:`app.services.mail.Mailer.send`."""
 
-    def send(self, job: EmailJob) -> str: ...
+    def send(self, notice: Notice) -> str: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -146,9 +146,9 @@ class PatientNotifier:
                 # Sent inside the transaction: if it raises, the dedupe row rolls back
                 # and the message is retried. (A crash after the send but before the
                 # commit re-sends it: the one at-least-once edge, docs/events.md.)
-                self.mailer.send(EmailJob(
+                self.mailer.send(Notice(
+                    key=message["event_id"],
                     prescription_id=ref["id"],
-                    reference=f"notify-{message['event_id']}",
                     to=email,
                     subject=SUBJECTS.get(message["to"], "Your prescription has changed"),
                     text=(f"Prescription {ref['reference']}: {SUBJECTS.get(message['to'], message['to'])}.\n"

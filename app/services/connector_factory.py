@@ -1,9 +1,42 @@
-"""The connector factory: builds the platform client from service settings (the only place that does)."""
+"""The connector factory: builds the platform client from service settings (the only place that does).
+
+The client gets a :class:`MetricsObserver`, so the connector's calls, token
+refreshes and logins are counted in :mod:`app.metrics` while ``connector/``
+itself imports no metrics library (``/work/shared/design.md``).
+"""
 
 from __future__ import annotations
 
+from app import metrics
 from app.config import Settings
 from connector import ConnectorClient, ConnectorSettings
+
+
+class MetricsObserver:
+    """A :class:`connector.observe.Observer` that updates :mod:`app.metrics`.
+
+    ``erx_platform_calls_total{endpoint,outcome}`` and
+    ``erx_platform_call_duration_seconds{endpoint}`` (seconds) per call;
+    ``erx_token_refreshes_total{kind}`` (``access``/``session``);
+    ``erx_logins_total{kind}`` (``first``/``renewal``); ``erx_logins_refused_total``.
+    """
+
+    def platform_call(self, endpoint: str, outcome: str, duration_s: float) -> None:
+        """Count one platform call and observe its duration in seconds."""
+        metrics.PLATFORM_CALLS.labels(endpoint=endpoint, outcome=outcome).inc()
+        metrics.PLATFORM_CALL_DURATION.labels(endpoint=endpoint).observe(duration_s)
+
+    def token_refreshed(self, kind: str) -> None:
+        """Count one token obtained (``access`` or ``session``)."""
+        metrics.TOKEN_REFRESHES.labels(kind=kind).inc()
+
+    def login(self, kind: str) -> None:
+        """Count one prescriber login attempt (``first`` or ``renewal``)."""
+        metrics.LOGINS.labels(kind=kind).inc()
+
+    def login_refused(self) -> None:
+        """Count one login the platform refused (login_failed)."""
+        metrics.LOGINS_REFUSED.inc()
 
 
 def connector_settings(settings: Settings) -> ConnectorSettings:
@@ -18,5 +51,5 @@ def connector_settings(settings: Settings) -> ConnectorSettings:
 
 
 def make_client(settings: Settings) -> ConnectorClient:
-    """Return a :class:`ConnectorClient` (one per process: it owns the token cache)."""
-    return ConnectorClient(connector_settings(settings))
+    """Return a :class:`ConnectorClient` (one per process: it owns the token cache) counting into app.metrics."""
+    return ConnectorClient(connector_settings(settings), observer=MetricsObserver())

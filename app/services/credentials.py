@@ -1,20 +1,43 @@
-"""Prescriber credentials: storing them encrypted, and turning them into connector credentials."""
+"""Prescriber credentials: checking them against the platform, storing them encrypted,
+and turning them into connector credentials.
+
+Storing new credentials is what unblocks a prescriber whose login the platform
+refused: :func:`store_credentials` clears the refusal and reopens their
+``blocked_credentials`` sends through :func:`app.queue.reopen_matching`, in
+the same transaction (issue 9, point 5).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from sqlalchemy import select
 
 from app.crypto import CredentialCipher
-from app.db import Database
-from app.models import Prescriber
+from app.db import Database, utcnow
+from app.models import DispatchOutbox, Prescriber, Prescription
+from app.queue import BLOCKED_CREDENTIALS, reopen_matching
 from app.services.errors import Invalid, Misconfigured, NotFound
-from connector import PrescriberCredentials
+from app.services.platform_failures import platform_failure
+from connector import ConnectorClient, PrescriberCredentials
+from connector.errors import AuthError, ConnectorError
 
 
 class MissingCredentials(RuntimeError):
     """The prescriber has no platform credentials set (``prescribers set-credentials``)."""
+
+
+class CredentialsRefused(RuntimeError):
+    """The platform refused this prescriber's stored credentials (login_failed) and they have
+    not changed since: no login is attempted until ``prescribers set-credentials``."""
+
+
+def mark_credentials_refused(prescriber: Prescriber, *, now: datetime) -> None:
+    """Record in the caller's transaction that the platform refused ``prescriber``'s login at
+    ``now`` (aware UTC; an earlier refusal keeps its time). Cleared by :func:`store_credentials`."""
+    if prescriber.credentials_refused_at is None:
+        prescriber.credentials_refused_at = now
 
 
 def credential_cipher(keys: Sequence[str]) -> CredentialCipher:
@@ -53,8 +76,56 @@ def prescriber_credentials(prescriber: Prescriber, cipher: CredentialCipher) -> 
     )
 
 
-def store_credentials(db: Database, cipher: CredentialCipher, email: str, *, password: str, pin: str) -> int:
+def verify_credentials(
+    db: Database, client: ConnectorClient, email: str, *, password: str, pin: str, base_url: str
+) -> int:
+    """Log in on the platform as the prescriber with login ``email`` with ``password`` (contract §1b).
+
+    Nothing is stored. Returns the prescriber's id when the platform accepts
+    the login. Raises :class:`NotFound` (no prescriber has that email),
+    :class:`Invalid` ``code="credentials_refused"`` when the platform refuses
+    the login (``login_failed``: the credentials are wrong, and storing them
+    would only risk locking the account), or the domain error of
+    :func:`~app.services.platform_failures.platform_failure` (``Unavailable``
+    naming ``ERX_BASE_URL``, ``Forbidden`` for refused client credentials)
+    when the check itself could not be made.
+    """
+    with db.session() as session:
+        prescriber = session.scalars(select(Prescriber).where(Prescriber.email == email)).first()
+        if prescriber is None:
+            raise NotFound("no prescriber has that login email")
+        prescriber_id, platform_id = prescriber.id, prescriber.platform_prescriber_id
+    credentials = PrescriberCredentials(key=str(platform_id), email=email, password=password, secure_pin=pin)
+    try:
+        client.tokens.session_token(credentials)
+    except AuthError as exc:
+        if exc.step == "login":
+            raise Invalid(
+                f"the platform at ERX_BASE_URL={base_url} refused the login of prescriber {prescriber_id} "
+                f"({exc.code or 'login_failed'}); nothing stored",
+                code="credentials_refused",
+            ) from None
+        raise platform_failure(exc, base_url=base_url, prescriber_id=prescriber_id) from None
+    except ConnectorError as exc:
+        raise platform_failure(exc, base_url=base_url, prescriber_id=prescriber_id) from None
+    return prescriber_id
+
+
+def store_credentials(
+    db: Database,
+    cipher: CredentialCipher,
+    email: str,
+    *,
+    password: str,
+    pin: str,
+    now: datetime | None = None,
+) -> int:
     """Encrypt and store the platform password and secure PIN of the prescriber with login ``email``.
+
+    In the same transaction: ``credentials_changed_at`` becomes ``now`` (aware
+    UTC), a remembered login refusal is cleared, and the prescriber's
+    ``blocked_credentials`` outbox rows are reopened (pending, due now, attempts
+    from zero) so they go out with the new credentials by themselves.
 
     Returns the prescriber's id. Raises :class:`Invalid` for an empty password
     or PIN, :class:`NotFound` when no prescriber has that email (the message
@@ -62,10 +133,25 @@ def store_credentials(db: Database, cipher: CredentialCipher, email: str, *, pas
     """
     if not password or not pin:
         raise Invalid("password and PIN must not be empty", errors={"password": ["required"], "pin": ["required"]})
+    now = now or utcnow()
     with db.session() as session:
-        prescriber = session.scalars(select(Prescriber).where(Prescriber.email == email)).first()
+        prescriber = session.scalars(
+            select(Prescriber).where(Prescriber.email == email).with_for_update()
+        ).first()
         if prescriber is None:
             raise NotFound("no prescriber has that login email")
         prescriber.password_enc = cipher.encrypt(password)
         prescriber.pin_enc = cipher.encrypt(pin)
+        prescriber.credentials_changed_at = now
+        prescriber.credentials_refused_at = None
+        reopen_matching(
+            session,
+            DispatchOutbox,
+            DispatchOutbox.state == BLOCKED_CREDENTIALS,
+            DispatchOutbox.prescription_id.in_(
+                select(Prescription.id).where(Prescription.prescriber_id == prescriber.id)
+            ),
+            now=now,
+            updated_at=now,
+        )
         return prescriber.id

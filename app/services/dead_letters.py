@@ -1,4 +1,6 @@
-"""Dead-lettered sends: listing them, and putting one back in the queue (operator use cases)."""
+"""Dead-lettered sends: listing them, and putting one back in the queue (operator use cases);
+sends parked in ``blocked_credentials`` (listing them: they resume when the
+prescriber's credentials are stored again)."""
 
 from __future__ import annotations
 
@@ -10,8 +12,8 @@ from sqlalchemy import select
 
 from app.db import Database
 from app.history import record_local_status
-from app.models import DispatchOutbox, Prescription
-from app.queue import reopen
+from app.models import DispatchOutbox, Prescriber, Prescription
+from app.queue import BLOCKED_CREDENTIALS, reopen
 from app.services.errors import Conflict, NotFound
 from app.services.mail import reopen_for_resend
 
@@ -60,6 +62,39 @@ def list_dead(db: Database) -> list[DeadLetter]:
             )
             for row, reference in rows
         ]
+
+
+@dataclass(frozen=True)
+class BlockedSend:
+    """A send parked because the platform refused its prescriber's login.
+
+    ``blocked_since``: when the platform refused that prescriber (aware UTC, ISO 8601 in ``as_dict``).
+    """
+
+    outbox_id: int
+    prescription_id: int
+    reference: str
+    prescriber_id: int
+    blocked_since: datetime | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-able dict, in declaration order."""
+        item = asdict(self)
+        item["blocked_since"] = self.blocked_since.isoformat() if self.blocked_since else None
+        return item
+
+
+def list_blocked(db: Database) -> list[BlockedSend]:
+    """Return every outbox row in ``blocked_credentials``, oldest id first."""
+    with db.session() as session:
+        rows = session.execute(
+            select(DispatchOutbox.id, Prescription.id, Prescription.reference, Prescriber.id, Prescriber.credentials_refused_at)
+            .join(Prescription, Prescription.id == DispatchOutbox.prescription_id)
+            .join(Prescriber, Prescriber.id == Prescription.prescriber_id)
+            .where(DispatchOutbox.state == BLOCKED_CREDENTIALS)
+            .order_by(DispatchOutbox.id)
+        ).all()
+        return [BlockedSend(*row) for row in rows]
 
 
 def requeue(db: Database, outbox_id: int, *, now: datetime) -> Requeued:

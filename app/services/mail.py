@@ -129,6 +129,22 @@ def build_message(job: EmailJob, *, mail_from: str, message_id: str, pdf: bytes,
     return msg
 
 
+@dataclass(frozen=True)
+class Notice:
+    """A plain-text notification (e.g. to a patient: "ready to collect"), no attachment.
+
+    ``key``: a stable, unique id of this notice (the event id), used for its
+    Message-ID and as the file backend's name; ``to``/``subject``/``text`` carry
+    the message (never logged).
+    """
+
+    key: str
+    prescription_id: int
+    to: str
+    subject: str
+    text: str
+
+
 # -- transports ---------------------------------------------------------------------
 
 
@@ -301,6 +317,31 @@ class Mailer:
                 SmtpTransport(settings) if settings.mail_backend == "smtp" else FileTransport(settings.mail_dir)
             )
         self.transport = transport
+
+    def send(self, notice: Notice, *, now: Callable[[], datetime] = utcnow) -> str:
+        """Send a plain :class:`Notice` once per call (at least once; the caller dedupes).
+
+        Returns the Message-ID (``<notice.<key>@<MAIL_FROM's domain>>``, stable per
+        notice, so a mail system can drop a redelivered copy). Raises
+        :class:`NotAccepted` or :class:`InDoubt` (both mean: retry later).
+        """
+        domain = self.settings.mail_from.rpartition("@")[2] or "erx-connector.invalid"
+        local = re.sub(r"[^A-Za-z0-9\-_]", "-", notice.key)
+        msg = EmailMessage()
+        msg["From"] = self.settings.mail_from
+        msg["To"] = notice.to
+        msg["Subject"] = notice.subject
+        msg["Message-ID"] = message_id = f"<notice.{local}@{domain}>"
+        msg["Date"] = format_datetime(now())
+        msg.set_content(notice.text)
+        self.transport.deliver(
+            sender=self.settings.mail_from,
+            recipient=notice.to,
+            data=msg.as_bytes(policy=policy.SMTP),
+            key=f"notify-{local}",
+            before_data=lambda: True,
+        )
+        return message_id
 
     def deliver_once(self, db: Database, job: EmailJob, *, now: Callable[[], datetime] = utcnow) -> Delivery:
         """Deliver ``job`` unless an earlier attempt was accepted or may have been.

@@ -22,6 +22,7 @@ from app.history import record_local_status
 from app.models import (
     DispatchOutbox,
     IdempotencyKey,
+    Medicine,
     Pharmacy,
     Prescription,
     Region,
@@ -29,7 +30,11 @@ from app.models import (
 )
 from app.queue import reopen
 from app.services.errors import Conflict, Invalid, NotFound
+from app.services.pharmacies import display_address
 from connector.statuses import rank
+
+# dm+d controlled-drug schedules the platform refuses (contract §4: "controlled_drug").
+BLOCKED_SCHEDULES = frozenset({"2", "3"})
 
 # Statuses from which a send may be (re)queued. A rejected prescription can be
 # corrected and sent again; anything queued or already on the platform cannot.
@@ -88,15 +93,24 @@ def queue_send(
     pharmacy_id: int,
     idempotency_key: str | None = None,
     now: datetime | None = None,
+    patient_ref: str | None = None,
+    request_id: str | None = None,
 ) -> QueuedSend:
     """Queue ``prescription_id`` for sending to ``pharmacy_id``; returns a :class:`QueuedSend`.
 
     One transaction writes status ``queued``, a history row and the outbox
     row, or nothing at all. ``now`` is aware UTC. With ``idempotency_key`` a
-    repeat returns the first result. Raises (``app.services.errors``):
-    :class:`NotFound` unknown prescription; :class:`Conflict` not sendable from
-    its status (``details["current_status"]``); :class:`Invalid` bad
-    pharmacy/region/medicines/credentials, or a reused key with a different body.
+    repeat returns the first result. ``patient_ref`` (a patient caller's
+    ``Patient.external_ref``) limits the send to that patient's own
+    prescriptions: another patient's answers exactly like a missing one.
+    Raises (``app.services.errors``): :class:`NotFound` unknown (or not the
+    caller's) prescription; :class:`Conflict` not sendable from its status
+    (``details["current_status"]``); :class:`Invalid` when a pre-send check
+    fails (:func:`presend_errors`: pharmacy, region, medicines, controlled
+    drugs, patient record, credentials), or a reused key with a different body.
+    ``request_id``: the queuing request's id (``app.logs.current_request_id()``,
+    passed by the API layer), stored on the outbox row so the worker logs the
+    send under it.
     """
     now = now or utcnow()
     scope = f"POST {status_url(prescription_id)}/send"
@@ -104,11 +118,14 @@ def queue_send(
     try:
         with db.session() as session:
             prescription = session.get(Prescription, prescription_id, with_for_update=True)
+            if prescription is not None and not is_visible_to(prescription, patient_ref):
+                # Before the idempotency replay: another patient's key must not reveal a stored answer.
+                raise NotFound(f"Prescription {prescription_id} does not exist.")
             if idempotency_key is not None:
                 replay = _stored_result(session, scope, idempotency_key, fingerprint)
                 if replay is not None:
                     return replay
-            result = _queue(session, prescription, prescription_id, pharmacy_id, now)
+            result = _queue(session, prescription, prescription_id, pharmacy_id, now, request_id=request_id)
             if idempotency_key is not None:
                 session.add(
                     IdempotencyKey(
@@ -135,12 +152,113 @@ def queue_send(
         return replay
 
 
+def is_visible_to(prescription: Prescription, patient_ref: str | None) -> bool:
+    """Whether a caller limited to ``patient_ref`` may see ``prescription``.
+
+    ``patient_ref`` is the patient caller's ``Patient.external_ref`` (the JWT
+    ``sub``), or None for a caller who may see every prescription (support,
+    service). A patient who may not see it is told it does not exist (404).
+    """
+    return patient_ref is None or prescription.patient.external_ref == patient_ref
+
+
+# Fields of the patient record the platform payload (contract §4) and the Region A
+# PDF both print; an empty one is refused before anything is queued.
+_PATIENT_FIELDS = {
+    "date_of_birth": "date of birth",
+    "address_line1": "address line 1",
+    "city": "town or city",
+    "post_code": "post code",
+}
+
+
+def presend_errors(
+    session: Session,
+    prescription: Prescription,
+    pharmacy: Pharmacy | None,
+    region: Region | None,
+) -> dict[str, list[str]]:
+    """Return the field errors that stop ``prescription`` going to ``pharmacy`` (empty when none).
+
+    Each message says what to fix. Checked, in the patient's ``region`` (which
+    decides the route):
+
+    - ``pharmacy_id``: unknown pharmacy; a pharmacy of another region; in an
+      ``erx`` region (B) a pharmacy without a platform branch id (contract §3).
+    - ``medicines``: none at all; a dm+d Schedule 2 or 3 controlled drug
+      (``Medicine.controlled_schedule``), which the platform refuses with
+      ``controlled_drug`` (contract §4) and which UK law requires on a paper
+      FP10PCD form whatever the route (Misuse of Drugs Regulations 2001, reg. 15).
+    - ``patient.<field>``: date of birth, address line 1, city, post code missing
+      (the payload of contract §4 and the Region A PDF need them).
+    - ``prescriber``: in an ``erx`` region, no stored platform credentials.
+
+    Messages name ids and dm+d codes, never patient details.
+    """
+    errors: dict[str, list[str]] = {}
+    if pharmacy is None:
+        errors["pharmacy_id"] = ["Unknown pharmacy: pick one from GET /api/v1/pharmacies."]
+    elif region is None or pharmacy.region_code != region.code:
+        errors["pharmacy_id"] = [
+            "The pharmacy is not in the patient's region: pick a pharmacy of region "
+            f"{prescription.patient.region_code} (GET /api/v1/pharmacies?region={prescription.patient.region_code})."
+        ]
+    elif region.flow == "erx" and pharmacy.branch_id is None:
+        errors["pharmacy_id"] = [
+            "The pharmacy has no platform branch id, so the platform cannot route to it: pick another pharmacy."
+        ]
+    if not prescription.medicines:
+        errors["medicines"] = ["The prescription has no medicines: add at least one."]
+    controlled = _controlled_lines(session, prescription)
+    if controlled:
+        errors.setdefault("medicines", []).extend(controlled)
+    patient = prescription.patient
+    for attr, label in _PATIENT_FIELDS.items():
+        if not _filled(getattr(patient, attr)):
+            errors[f"patient.{attr}"] = [f"The patient record has no {label}: add it before sending."]
+    if region is not None and region.flow == "erx":
+        prescriber = prescription.prescriber
+        if not prescriber.password_enc or not prescriber.pin_enc:
+            errors["prescriber"] = [
+                f"Prescriber {prescriber.id} has no stored platform credentials: store them with "
+                "`flask --app app prescribers set-credentials <login email>`."
+            ]
+    return errors
+
+
+def _filled(value: object) -> bool:
+    return value is not None and (not isinstance(value, str) or bool(value.strip()))
+
+
+def _controlled_lines(session: Session, prescription: Prescription) -> list[str]:
+    vpids = [line.vpid for line in prescription.medicines if line.vpid]
+    if not vpids:
+        return []
+    schedules = dict(
+        session.execute(
+            select(Medicine.vpid, Medicine.controlled_schedule).where(Medicine.vpid.in_(vpids))
+        ).all()
+    )
+    messages = []
+    for line in prescription.medicines:
+        schedule = schedules.get(line.vpid) if line.vpid else None
+        if schedule in BLOCKED_SCHEDULES:
+            messages.append(
+                f"Line {line.position} (dm+d {line.vpid}) is a Schedule {schedule} controlled drug, which "
+                "cannot be prescribed electronically: the prescriber must write it on a paper FP10PCD "
+                "prescription and remove it here."
+            )
+    return messages
+
+
 def _queue(
     session: Session,
     prescription: Prescription | None,
     prescription_id: int,
     pharmacy_id: int,
     now: datetime,
+    *,
+    request_id: str | None = None,
 ) -> QueuedSend:
     if prescription is None:
         raise NotFound(f"Prescription {prescription_id} does not exist.")
@@ -151,24 +269,11 @@ def _queue(
             details={"current_status": prescription.status},
         )
     pharmacy = session.get(Pharmacy, pharmacy_id)
-    if pharmacy is None:
-        raise Invalid("The request is invalid.", errors={"pharmacy_id": ["Unknown pharmacy."]})
     region = session.get(Region, prescription.patient.region_code)
-    if region is None or pharmacy.region_code != region.code:
-        raise Invalid(
-            "The request is invalid.", errors={"pharmacy_id": ["The pharmacy is not in the patient's region."]}
-        )
-    errors: dict[str, list[str]] = {}
-    if not prescription.medicines:
-        errors["medicines"] = ["The prescription has no medicines."]
-    if region.flow == "erx":
-        if pharmacy.branch_id is None:
-            errors["pharmacy_id"] = ["The pharmacy has no platform branch id."]
-        prescriber = prescription.prescriber
-        if not prescriber.password_enc or not prescriber.pin_enc:
-            errors["prescriber"] = ["The prescriber has no platform credentials."]
+    errors = presend_errors(session, prescription, pharmacy, region)
     if errors:
         raise Invalid("The prescription cannot be sent.", errors=errors)
+    assert pharmacy is not None and region is not None  # presend_errors refuses both missing
 
     prescription.pharmacy_id = pharmacy.id
     prescription.rejection_message = None
@@ -188,6 +293,7 @@ def _queue(
                 outcome_unknown=False,
                 created_at=now,
                 updated_at=now,
+                request_id=request_id,
             )
         )
     else:
@@ -206,19 +312,36 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 
 
-def prescription_view(db: Database, prescription_id: int) -> dict[str, Any]:
-    """Return the status resource: current status, rejection, dispatch state and timeline.
+def prescription_view(
+    db: Database,
+    prescription_id: int,
+    *,
+    patient_ref: str | None = None,
+    include_token: bool = False,
+) -> dict[str, Any]:
+    """Return the status resource of ``prescription_id`` as a JSON-able dict.
+
+    Keys: ``id``, ``reference``, ``status``, ``region``, ``pharmacy_id``,
+    ``pharmacy`` (``{"id", "name", "address"}`` with the one-line display
+    address, or None), ``medicines`` (``[{"vpid", "description", "quantity",
+    "directions"}]`` in line order), ``rejection``, ``dispatch``, ``history``,
+    and ``platform_token`` only when ``include_token`` (support and service
+    callers; a patient never sees it, the key is absent).
+
+    ``patient_ref`` limits the read to that patient's own prescriptions
+    (:func:`is_visible_to`): another patient's raises :class:`NotFound`
+    exactly like a missing one.
 
     The timeline is in lifecycle order (contract §6): the service's own steps
     (queued, retries, rejected) by time, then issued, signed, printed and the
     final status. The platform stamps events to the second, so rank, not the
     clock, orders ``issued`` (our clock) before ``signed`` (theirs); a late
-    event still sits where it belongs. Raises :class:`NotFound`. Contains ids and
-    statuses only: no patient details.
+    event still sits where it belongs. Contains ids, statuses and the
+    pharmacy's (public) address: no patient details.
     """
     with db.session() as session:
         prescription = session.get(Prescription, prescription_id)
-        if prescription is None:
+        if prescription is None or not is_visible_to(prescription, patient_ref):
             raise NotFound(f"Prescription {prescription_id} does not exist.")
         history = list(
             session.scalars(
@@ -229,13 +352,30 @@ def prescription_view(db: Database, prescription_id: int) -> dict[str, Any]:
         outbox = session.scalars(
             select(DispatchOutbox).where(DispatchOutbox.prescription_id == prescription_id)
         ).first()
-        return {
+        view: dict[str, Any] = {
             "id": prescription.id,
             "reference": prescription.reference,
             "status": prescription.status,
             "region": prescription.patient.region_code,
             "pharmacy_id": prescription.pharmacy_id,
-            "platform_token": prescription.platform_token,
+            "pharmacy": (
+                {
+                    "id": prescription.pharmacy.id,
+                    "name": prescription.pharmacy.name,
+                    "address": display_address(prescription.pharmacy),
+                }
+                if prescription.pharmacy is not None
+                else None
+            ),
+            "medicines": [
+                {
+                    "vpid": line.vpid,
+                    "description": line.description,
+                    "quantity": line.quantity,
+                    "directions": line.directions,
+                }
+                for line in prescription.medicines
+            ],
             "rejection": (
                 {
                     "message": prescription.rejection_message,
@@ -266,3 +406,6 @@ def prescription_view(db: Database, prescription_id: int) -> dict[str, Any]:
                 for h in history
             ],
         }
+        if include_token:
+            view["platform_token"] = prescription.platform_token
+        return view

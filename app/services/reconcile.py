@@ -27,10 +27,15 @@ from app.crypto import CredentialCipher, CredentialError
 from app.db import Database, utcnow
 from app.history import Transition, record_transition
 from app.models import Prescription
-from app.services.credentials import MissingCredentials, prescriber_credentials
+from app.services.credentials import (
+    CredentialsRefused,
+    MissingCredentials,
+    mark_credentials_refused,
+    prescriber_credentials,
+)
 from app.services.platform_failures import platform_failure
 from connector import ConnectorClient
-from connector.errors import ConnectorError
+from connector.errors import AuthError, ConnectorError
 from connector.statuses import FINAL_STATUSES, LIFECYCLE
 
 log = logging.getLogger("app.reconcile")
@@ -101,10 +106,13 @@ def reconcile(
         try:
             recorded += _reconcile_one(db, client, cipher, prescription_id, now)
         except ConnectorError as exc:
+            if isinstance(exc, AuthError) and exc.step == "login":
+                # Like dispatch: no further login for this prescriber until their credentials change.
+                _mark_refused(db, prescription_id, now())
             cause = platform_failure(exc, base_url=base_url or "(platform)").message
             failures.append(f"prescription {prescription_id}: {cause}")
             log.warning("reconcile failed: prescription_id=%s code=%s", prescription_id, exc.code)
-        except (MissingCredentials, CredentialError) as exc:
+        except (MissingCredentials, CredentialsRefused, CredentialError) as exc:
             failures.append(f"prescription {prescription_id}: {exc}")
             log.warning("reconcile failed: prescription_id=%s error=%s", prescription_id, type(exc).__name__)
         except Exception as exc:  # noqa: BLE001 - one bad row must not stop the run
@@ -112,6 +120,13 @@ def reconcile(
             log.warning("reconcile failed: prescription_id=%s error=%s", prescription_id, type(exc).__name__)
     log.info("reconcile done: checked=%s recorded=%s errors=%s", checked, recorded, len(failures))
     return ReconcileReport(checked, recorded, len(failures), tuple(failures))
+
+
+def _mark_refused(db: Database, prescription_id: int, now: datetime) -> None:
+    with db.session() as session:
+        prescription = session.get(Prescription, prescription_id)
+        if prescription is not None:
+            mark_credentials_refused(prescription.prescriber, now=now)
 
 
 def _reconcile_one(
@@ -125,6 +140,11 @@ def _reconcile_one(
         prescription = session.get(Prescription, prescription_id)
         if prescription is None or prescription.platform_token is None:
             raise PrescriptionGone(prescription_id)
+        if prescription.prescriber.credentials_refused_at is not None:
+            raise CredentialsRefused(
+                f"the platform refused the credentials of prescriber {prescription.prescriber_id}; "
+                "not logging in until `prescribers set-credentials` stores new ones"
+            )
         credentials = prescriber_credentials(prescription.prescriber, cipher)
         token = prescription.platform_token
     remote = client.get_prescription(credentials, token)

@@ -26,7 +26,7 @@ from app.services.connector_factory import make_client
 from app.services.dispatch import Dispatcher
 from app.worker import WorkerLoop
 from scripts.stack import Stack, base_env, free_port
-from tests.conftest import PRESCRIBER_SECRETS, make_settings
+from tests.conftest import PRESCRIBER_SECRETS, bearer, make_settings
 from webhooks.processing import InboxProcessor
 
 pytestmark = pytest.mark.integration
@@ -96,6 +96,7 @@ class LiveService:
         self.server = make_server("127.0.0.1", port, app, threaded=True)
         self.url = f"http://127.0.0.1:{port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.app = app
 
     def __enter__(self) -> LiveService:
         self.thread.start()
@@ -104,6 +105,10 @@ class LiveService:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.thread.join(10)
+
+    def auth(self, *, role: str = "service", subject: str = "svc-tests") -> dict[str, str]:
+        """An ``Authorization`` header with a development JWT for this service (default: a service caller)."""
+        return bearer(self.app, role=role, subject=subject)
 
 
 @pytest.fixture
@@ -122,7 +127,6 @@ def live(live_settings: Settings, seeded: Database, sandbox: Sandbox) -> Iterato
         )
         assert result.exit_code == 0, result.output
     with LiveService(app, sandbox.webhook_port) as service:
-        service.app = app  # type: ignore[attr-defined]
         yield service
 
 

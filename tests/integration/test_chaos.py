@@ -21,7 +21,7 @@ from sqlalchemy import func, select, update
 from app.models import DispatchOutbox, Patient, Pharmacy, Prescription, PrescriptionMedicine
 from app.seeding import bulk_prescriptions_sql, execute_sql_script
 from scripts.stack import Stack, base_env
-from tests.conftest import AUTH, seed_database
+from tests.conftest import seed_database
 from tests.integration.conftest import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -50,18 +50,22 @@ def test_chaos_exactly_one_prescription_each(live, live_settings, seeded, sandbo
     ids = seed_many(seeded, TOTAL)
     invalid = set(ids[::TOTAL // INVALID][:INVALID])
     with seeded.session() as s:
+        pharmacy_id = s.scalars(select(Pharmacy.id).where(Pharmacy.branch_id == 101)).one()
+
+    for pid in ids:
+        resp = requests.post(
+            f"{live.url}/api/v1/prescriptions/{pid}/send", json={"pharmacy_id": pharmacy_id}, headers=live.auth(), timeout=10
+        )
+        assert resp.status_code == 202, resp.text
+    # Only after queueing: the pre-send check refuses a Schedule 2 drug up front (422), so
+    # the line changes between queue and dispatch (as a dm+d reschedule would) and the
+    # platform's own refusal path still runs.
+    with seeded.session() as s:
         s.execute(
             update(PrescriptionMedicine)
             .where(PrescriptionMedicine.prescription_id.in_(invalid), PrescriptionMedicine.position == 1)
             .values(vpid=MORPHINE, description="Morphine sulfate 10mg/5ml oral solution")
         )
-        pharmacy_id = s.scalars(select(Pharmacy.id).where(Pharmacy.branch_id == 101)).one()
-
-    for pid in ids:
-        resp = requests.post(
-            f"{live.url}/api/v1/prescriptions/{pid}/send", json={"pharmacy_id": pharmacy_id}, headers=AUTH, timeout=10
-        )
-        assert resp.status_code == 202, resp.text
 
     sandbox.control(
         fail_500_rate=0.10,

@@ -6,7 +6,6 @@ import requests
 from sqlalchemy import func, select
 
 from app.models import Patient, Pharmacy, Prescription, StatusHistory, WebhookInbox
-from tests.conftest import AUTH
 from tests.integration.conftest import wait_until, worker_threads
 from webhooks.signature import sign
 
@@ -22,7 +21,7 @@ def region_b_draft(db) -> tuple[int, str, int]:  # type: ignore[no-untyped-def]
 
 
 def view(live, prescription_id: int) -> dict:  # type: ignore[no-untyped-def]
-    resp = requests.get(f"{live.url}/api/v1/prescriptions/{prescription_id}", headers=AUTH, timeout=10)
+    resp = requests.get(f"{live.url}/api/v1/prescriptions/{prescription_id}", headers=live.auth(), timeout=10)
     assert resp.status_code == 200
     return resp.json()
 
@@ -32,7 +31,7 @@ def test_send_is_signed_dispensed_and_every_transition_recorded(live, live_setti
     pid, reference, pharmacy_id = region_b_draft(seeded)
 
     resp = requests.post(
-        f"{live.url}/api/v1/prescriptions/{pid}/send", json={"pharmacy_id": pharmacy_id}, headers=AUTH, timeout=10
+        f"{live.url}/api/v1/prescriptions/{pid}/send", json={"pharmacy_id": pharmacy_id}, headers=live.auth(), timeout=10
     )
     assert resp.status_code == 202
     assert resp.json()["status"] == "queued"
@@ -61,7 +60,7 @@ def test_replayed_event_changes_nothing_and_tampered_body_is_refused(live, live_
     sandbox.control(auto=True, auto_delay_s=0.1, auto_skip_printed_rate=1.0)
     pid, _, pharmacy_id = region_b_draft(seeded)
     requests.post(
-        f"{live.url}/api/v1/prescriptions/{pid}/send", json={"pharmacy_id": pharmacy_id}, headers=AUTH, timeout=10
+        f"{live.url}/api/v1/prescriptions/{pid}/send", json={"pharmacy_id": pharmacy_id}, headers=live.auth(), timeout=10
     ).raise_for_status()
     with worker_threads(live_settings, seeded):
         wait_until(lambda: view(live, pid)["status"] == "dispensed", timeout_s=30)

@@ -24,8 +24,7 @@ from app.events.notify import NotifyConsumer, PatientNotifier, declare_topology
 from app.events.publisher import EventPublisher
 from app.history import Transition, record_local_status, record_transition
 from app.models import EventOutbox, NotifyInbox, Patient, Prescription, StatusHistory
-from app.services.mail import EmailJob, Mailer
-from tests.conftest import AUTH
+from app.services.mail import Mailer, Notice
 from tests.integration import events_support
 from tests.integration.conftest import wait_until, worker_threads
 from tests.integration.events_support import Capture, EventNames, event_settings
@@ -55,7 +54,7 @@ def test_each_transition_of_the_flow_is_one_valid_v1_message_with_its_routing_ke
         sandbox.control(auto=True, auto_delay_s=0.2, auto_skip_printed_rate=0.0)
         pid, reference, pharmacy_id = region_b_draft(seeded)
         resp = requests.post(f"{live.url}/api/v1/prescriptions/{pid}/send", json={"pharmacy_id": pharmacy_id},
-                             headers=AUTH, timeout=10)
+                             headers=live.auth(), timeout=10)
         assert resp.status_code == 202
         with worker_threads(live_settings, seeded):
             wait_until(lambda: view(live, pid)["status"] == "dispensed", timeout_s=30)
@@ -144,11 +143,11 @@ class FlakyMailer:
         self.healed = False
         self.attempts: dict[int, int] = {}
 
-    def send(self, job: EmailJob) -> str:
-        self.attempts[job.prescription_id] = self.attempts.get(job.prescription_id, 0) + 1
-        if job.prescription_id == self.poison and not self.healed:
+    def send(self, notice: Notice) -> str:
+        self.attempts[notice.prescription_id] = self.attempts.get(notice.prescription_id, 0) + 1
+        if notice.prescription_id == self.poison and not self.healed:
             raise ConnectionRefusedError("mail server down for this test")
-        return self.inner.send(job)
+        return self.inner.send(notice)
 
 
 def test_a_poison_message_lands_in_the_dlq_after_n_attempts_and_replays_cleanly(
@@ -184,7 +183,7 @@ def test_a_poison_message_lands_in_the_dlq_after_n_attempts_and_replays_cleanly(
         def dead() -> list[dict]:
             result = runner.invoke(args=["notify", "dlq", "list", "--json"])
             assert result.exit_code == 0, result.output
-            return [json.loads(line) for line in result.output.splitlines()]
+            return [json.loads(line) for line in result.stdout.splitlines()]
 
         wait_until(lambda: len(dead()) == 2 and mailer.attempts.get(healthy) == 1, timeout_s=30)
         letters = {d["message_id"]: d for d in dead()}

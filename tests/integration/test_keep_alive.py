@@ -6,7 +6,6 @@ import requests
 from sqlalchemy import select
 
 from app.models import Patient, Pharmacy, Prescription
-from tests.conftest import AUTH
 from tests.integration.conftest import wait_until, worker_threads
 
 SENDS = 5
@@ -26,7 +25,7 @@ def test_one_worker_sends_every_prescription_over_one_connection(live, live_sett
         pharmacy_id = s.scalars(select(Pharmacy.id).where(Pharmacy.branch_id == 17)).one()
     for pid in ids:
         requests.post(
-            f"{live.url}/api/v1/prescriptions/{pid}/send", json={"pharmacy_id": pharmacy_id}, headers=AUTH, timeout=10
+            f"{live.url}/api/v1/prescriptions/{pid}/send", json={"pharmacy_id": pharmacy_id}, headers=live.auth(), timeout=10
         ).raise_for_status()
     with requests.Session() as http:  # one connection of our own for every stats call
 

@@ -90,6 +90,7 @@ def test_stats_counts_and_reset(
         "token_requests": 1,
         "logins": 1,
         "logins_by_email": {"dr.jones@example.test": 1},
+        "login_refusals_by_email": {},
         "prescriptions_issued": 3,
         "issued_by_client_ref": {"a": 2, "b": 1},
         "issue_attempts": 4,

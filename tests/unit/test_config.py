@@ -15,7 +15,6 @@ PRODUCTION = {
     "ERX_CLIENT_ID": "client-prod-1",
     "ERX_CLIENT_SECRET": "client-secret-Zk29",
     "WEBHOOK_SECRETS": "whsec_new_Pq81,whsec_old_Lm02",
-    "API_TOKENS": "api-token-Ab12,api-token-Cd34",
     "ERX_ENCRYPTION_KEYS": "ZmVybmV0LWtleS1mb3ItcHJvZHVjdGlvbi0wMDAwMDA=",
     "MAIL_BACKEND": "smtp",
 }
@@ -24,8 +23,6 @@ SECRET_VALUES = (
     "client-secret-Zk29",
     "whsec_new_Pq81",
     "whsec_old_Lm02",
-    "api-token-Ab12",
-    "api-token-Cd34",
     "ZmVybmV0LWtleS1mb3ItcHJvZHVjdGlvbi0wMDAwMDA=",
 )
 REQUIRED_IN_PRODUCTION = (
@@ -34,7 +31,6 @@ REQUIRED_IN_PRODUCTION = (
     "ERX_CLIENT_ID",
     "ERX_CLIENT_SECRET",
     "WEBHOOK_SECRETS",
-    "API_TOKENS",
     "ERX_ENCRYPTION_KEYS",
 )
 
@@ -48,7 +44,6 @@ def test_empty_environment_gives_development_defaults() -> None:
     assert settings.erx_base_url == "http://127.0.0.1:8765"
     assert settings.erx_client_id == "erx-sandbox-client"
     assert settings.webhook_secrets == ("whsec_sandbox_test_secret",)
-    assert settings.api_tokens == ("dev-api-token",)
     assert len(settings.encryption_keys) == 1
     assert settings.webhook_tolerance_s == 300
     assert settings.dispatch_max_attempts == 8
@@ -67,7 +62,7 @@ def test_load_settings_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPat
 def test_settings_are_frozen() -> None:
     settings = load_settings({})
     with pytest.raises(dataclasses.FrozenInstanceError):
-        settings.api_tokens = ("other",)  # type: ignore[misc]
+        settings.webhook_secrets = ("other",)  # type: ignore[misc]
 
 
 def test_production_with_everything_set_loads() -> None:
@@ -123,17 +118,15 @@ def test_lists_split_on_commas_newest_first() -> None:
     settings = load_settings(
         {
             "WEBHOOK_SECRETS": " whsec_new , whsec_old,,whsec_oldest ",
-            "API_TOKENS": "t1,t2",
             "ERX_ENCRYPTION_KEYS": "k-new,k-old",
         }
     )
 
     assert settings.webhook_secrets == ("whsec_new", "whsec_old", "whsec_oldest")
-    assert settings.api_tokens == ("t1", "t2")
     assert settings.encryption_keys == ("k-new", "k-old")
 
 
-@pytest.mark.parametrize("name", ["API_TOKENS", "WEBHOOK_SECRETS"])
+@pytest.mark.parametrize("name", ["WEBHOOK_SECRETS"])
 def test_list_of_only_commas_is_refused(name: str) -> None:
     with pytest.raises(ConfigError, match=name):
         load_settings({name: " , ,"})

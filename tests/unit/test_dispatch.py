@@ -35,7 +35,7 @@ from app.models import (
 from app.queue import claim
 from app.services.dispatch import Dispatcher
 from connector import ConnectorClient, ConnectorSettings
-from tests.conftest import AUTH
+from tests.conftest import bearer
 from tests.support import (
     BASE,
     CLIENT_ID,
@@ -109,10 +109,15 @@ def pharmacy_id(db: Database, *, branch_id: int | None = None, email: str | None
     return value
 
 
+def service_auth(client) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """A service caller's header: sends any prescription and sees its platform token."""
+    return bearer(client.application, role="service", subject="svc-tests")
+
+
 def queue(client, db: Database, reference: str, *, branch_id: int = 17, email: str | None = None) -> int:  # type: ignore[no-untyped-def]
     pid = rx_id(db, reference)
     target = pharmacy_id(db, email=email) if email else pharmacy_id(db, branch_id=branch_id)
-    resp = client.post(f"/api/v1/prescriptions/{pid}/send", json={"pharmacy_id": target}, headers=AUTH)
+    resp = client.post(f"/api/v1/prescriptions/{pid}/send", json={"pharmacy_id": target}, headers=service_auth(client))
     assert resp.status_code == 202, resp.get_data(as_text=True)
     return pid
 
@@ -138,7 +143,7 @@ def history(db: Database, pid: int) -> list[tuple[str | None, str, str]]:
 
 
 def view(client, pid: int) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    resp = client.get(f"/api/v1/prescriptions/{pid}", headers=AUTH)
+    resp = client.get(f"/api/v1/prescriptions/{pid}", headers=service_auth(client))
     assert resp.status_code == 200
     return resp.get_json()
 

@@ -156,3 +156,22 @@ def test_gunicorn_and_application_logs_go_to_stdout_only(
     assert out.count("arbiter line") == 1
     assert out.count("application line") == 1
     assert out.count("access line") == (1 if access else 0)
+
+
+def test_child_exit_drops_a_dead_workers_live_gauges_in_multiprocess_mode(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    cfg = load_conf(monkeypatch, {})
+    live = tmp_path / "gauge_livemax_4242.db"  # erx_circuit_breaker_open's file for pid 4242
+    counter = tmp_path / "counter_4242.db"  # counters stay: their totals must not drop
+    live.write_bytes(b"")
+    counter.write_bytes(b"")
+    worker = type("Worker", (), {"pid": 4242})()
+
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    cfg.child_exit(None, worker)  # single-process mode: nothing to do
+    assert live.exists()
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    cfg.child_exit(None, worker)
+    assert not live.exists() and counter.exists()

@@ -22,7 +22,6 @@ from app.logs import (
     request_id_scope,
 )
 from app.models import Patient, Prescription
-from tests.conftest import AUTH
 from tests.support import find_phi, seeded_phi
 from tests.unit.test_webhook_receiver import clock, deliver, event_body  # noqa: F401 (clock: a fixture)
 from webhooks.processing import InboxProcessor
@@ -250,13 +249,13 @@ def test_configure_logging_is_idempotent_and_leaves_other_handlers() -> None:
 
 
 @pytest.mark.usefixtures("with_credentials", "clock")
-def test_no_seeded_phi_in_logs_of_api_and_webhook_cycle(client, seeded: Database, captured) -> None:  # type: ignore[no-untyped-def]
+def test_no_seeded_phi_in_logs_of_api_and_webhook_cycle(client, auth, seeded: Database, captured) -> None:  # type: ignore[no-untyped-def]
     # ``captured`` comes last: it replaces the handler create_app installed, at DEBUG.
     with seeded.session() as session:
         rx = session.scalars(select(Prescription).where(Prescription.reference == "rx-000001")).one()
         rx_id = rx.id
-    assert client.post(f"/api/v1/prescriptions/{rx_id}/send", json={"pharmacy_id": 1}, headers=AUTH).status_code == 202
-    assert client.get(f"/api/v1/prescriptions/{rx_id}", headers=AUTH).status_code == 200
+    assert client.post(f"/api/v1/prescriptions/{rx_id}/send", json={"pharmacy_id": 1}, headers=auth).status_code == 202
+    assert client.get(f"/api/v1/prescriptions/{rx_id}", headers=auth).status_code == 200
     assert client.get(f"/api/v1/prescriptions/{rx_id}").status_code == 401
     with seeded.session() as session:
         rx = session.get(Prescription, rx_id)
@@ -266,7 +265,7 @@ def test_no_seeded_phi_in_logs_of_api_and_webhook_cycle(client, seeded: Database
     assert deliver(client, event_body("evt_phi_1")).status_code == 200  # duplicate
     assert deliver(client, event_body("evt_phi_2"), header="t=1,v1=bad").status_code == 401
     assert InboxProcessor(seeded, worker_id="test").run_batch() >= 1
-    assert client.get(f"/api/v1/prescriptions/{rx_id}", headers=AUTH).status_code == 200
+    assert client.get(f"/api/v1/prescriptions/{rx_id}", headers=auth).status_code == 200
 
     output = captured.getvalue().splitlines()
     assert len(output) >= 6  # the cycle was logged at all

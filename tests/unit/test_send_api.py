@@ -21,7 +21,6 @@ from app.models import (
     Prescription,
     StatusHistory,
 )
-from tests.conftest import AUTH
 
 # rx-000001 belongs to patient pt-0001 (Region B); rx-000017 to pt-0017 (Region A).
 REGION_B_REF = "rx-000001"
@@ -120,8 +119,9 @@ def send_url(prescription_id: int) -> str:
         {"Authorization": "Basic dev-api-token"},
         {"Authorization": "dev-api-token"},
         {"Authorization": "Bearer dev-api-token-but-longer"},
+        {"Authorization": "Bearer dev-api-token"},
     ],
-    ids=["none", "wrong", "empty", "scheme-only", "basic", "no-scheme", "prefix"],
+    ids=["none", "wrong", "empty", "scheme-only", "basic", "no-scheme", "prefix", "old-static-token"],
 )
 def test_send_without_valid_bearer_token_is_401_and_writes_nothing(
     client, seeded: Database, with_credentials, headers: dict[str, str]
@@ -133,7 +133,8 @@ def test_send_without_valid_bearer_token_is_401_and_writes_nothing(
         send_url(pid), json={"pharmacy_id": pharmacy_by_branch(seeded, 17)}, headers=headers
     )
 
-    assert_error_shape(resp, 401, "unauthorized")
+    assert_error_shape(resp, 401, "invalid_token")
+    assert resp.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
     assert snapshot(seeded, pid) == before
 
 
@@ -141,14 +142,15 @@ def test_send_without_valid_bearer_token_is_401_and_writes_nothing(
 def test_status_resource_requires_a_bearer_token(client, seeded: Database, headers) -> None:  # type: ignore[no-untyped-def]
     resp = client.get(f"/api/v1/prescriptions/{rx_id(seeded, REGION_B_REF)}", headers=headers)
 
-    body = assert_error_shape(resp, 401, "unauthorized")
+    body = assert_error_shape(resp, 401, "invalid_token")
     assert "status" not in body
 
 
-def test_bearer_scheme_is_case_insensitive(client, seeded: Database) -> None:  # type: ignore[no-untyped-def]
+def test_bearer_scheme_is_case_insensitive(auth, client, seeded: Database) -> None:  # type: ignore[no-untyped-def]
+    token = auth["Authorization"].partition(" ")[2]
     resp = client.get(
         f"/api/v1/prescriptions/{rx_id(seeded, REGION_B_REF)}",
-        headers={"Authorization": "bearer dev-api-token"},
+        headers={"Authorization": f"bearer {token}"},
     )
     assert resp.status_code == 200
 
@@ -157,12 +159,13 @@ def test_bearer_scheme_is_case_insensitive(client, seeded: Database) -> None:  #
 
 
 def test_send_queues_prescription_with_history_and_outbox(
+    auth,
     client, seeded: Database, with_credentials
 ) -> None:
     pid = rx_id(seeded, REGION_B_REF)
     pharmacy = pharmacy_by_branch(seeded, 17)
 
-    resp = client.post(send_url(pid), json={"pharmacy_id": pharmacy}, headers=AUTH)
+    resp = client.post(send_url(pid), json={"pharmacy_id": pharmacy}, headers=auth)
 
     assert resp.status_code == 202, resp.get_data(as_text=True)
     body = resp.get_json()
@@ -193,12 +196,12 @@ def test_send_queues_prescription_with_history_and_outbox(
     assert total_outbox_rows(seeded) == 1
 
 
-def test_region_a_prescription_queues_for_the_email_flow(client, seeded: Database) -> None:  # type: ignore[no-untyped-def]
+def test_region_a_prescription_queues_for_the_email_flow(auth, client, seeded: Database) -> None:  # type: ignore[no-untyped-def]
     # Region A needs no platform credentials: no with_credentials here.
     pid = rx_id(seeded, REGION_A_REF)
 
     resp = client.post(
-        send_url(pid), json={"pharmacy_id": region_a_pharmacy(seeded)}, headers=AUTH
+        send_url(pid), json={"pharmacy_id": region_a_pharmacy(seeded)}, headers=auth
     )
 
     assert resp.status_code == 202, resp.get_data(as_text=True)
@@ -211,6 +214,7 @@ def test_region_a_prescription_queues_for_the_email_flow(client, seeded: Databas
 
 
 def test_send_is_one_transaction_a_failing_outbox_write_leaves_nothing(
+    auth,
     client, seeded: Database, with_credentials
 ) -> None:
     pid = rx_id(seeded, REGION_B_REF)
@@ -223,7 +227,7 @@ def test_send_is_one_transaction_a_failing_outbox_write_leaves_nothing(
     event.listen(seeded.sessionmaker, "before_flush", refuse_outbox)
     try:
         resp = client.post(
-            send_url(pid), json={"pharmacy_id": pharmacy_by_branch(seeded, 17)}, headers=AUTH
+            send_url(pid), json={"pharmacy_id": pharmacy_by_branch(seeded, 17)}, headers=auth
         )
     finally:
         event.remove(seeded.sessionmaker, "before_flush", refuse_outbox)
@@ -234,7 +238,7 @@ def test_send_is_one_transaction_a_failing_outbox_write_leaves_nothing(
     assert snapshot(seeded, pid) == before
 
 
-def test_send_commits_exactly_once(client, seeded: Database, with_credentials) -> None:  # type: ignore[no-untyped-def]
+def test_send_commits_exactly_once(auth, client, seeded: Database, with_credentials) -> None:  # type: ignore[no-untyped-def]
     pid = rx_id(seeded, REGION_B_REF)
     pharmacy = pharmacy_by_branch(seeded, 17)
     commits: list[object] = []
@@ -244,7 +248,7 @@ def test_send_commits_exactly_once(client, seeded: Database, with_credentials) -
 
     event.listen(seeded.sessionmaker, "after_commit", count)
     try:
-        resp = client.post(send_url(pid), json={"pharmacy_id": pharmacy}, headers=AUTH)
+        resp = client.post(send_url(pid), json={"pharmacy_id": pharmacy}, headers=auth)
     finally:
         event.remove(seeded.sessionmaker, "after_commit", count)
 
@@ -256,10 +260,11 @@ def test_send_commits_exactly_once(client, seeded: Database, with_credentials) -
 
 
 def test_idempotency_key_repeat_returns_first_reply_and_queues_once(
+    auth,
     client, seeded: Database, with_credentials
 ) -> None:
     pid = rx_id(seeded, REGION_B_REF)
-    headers = {**AUTH, "Idempotency-Key": "send-abc-123"}
+    headers = {**auth, "Idempotency-Key": "send-abc-123"}
     payload = {"pharmacy_id": pharmacy_by_branch(seeded, 17)}
 
     first = client.post(send_url(pid), json=payload, headers=headers)
@@ -276,10 +281,11 @@ def test_idempotency_key_repeat_returns_first_reply_and_queues_once(
 
 
 def test_idempotency_key_reused_with_another_body_is_422(
+    auth,
     client, seeded: Database, with_credentials
 ) -> None:
     pid = rx_id(seeded, REGION_B_REF)
-    headers = {**AUTH, "Idempotency-Key": "send-abc-123"}
+    headers = {**auth, "Idempotency-Key": "send-abc-123"}
     first = client.post(
         send_url(pid), json={"pharmacy_id": pharmacy_by_branch(seeded, 17)}, headers=headers
     )
@@ -296,9 +302,10 @@ def test_idempotency_key_reused_with_another_body_is_422(
 
 
 def test_same_idempotency_key_on_another_prescription_is_independent(
+    auth,
     client, seeded: Database, with_credentials
 ) -> None:
-    headers = {**AUTH, "Idempotency-Key": "k-1"}
+    headers = {**auth, "Idempotency-Key": "k-1"}
     payload = {"pharmacy_id": pharmacy_by_branch(seeded, 17)}
     first = client.post(send_url(rx_id(seeded, "rx-000001")), json=payload, headers=headers)
     other = client.post(send_url(rx_id(seeded, "rx-000002")), json=payload, headers=headers)
@@ -309,10 +316,11 @@ def test_same_idempotency_key_on_another_prescription_is_independent(
 
 
 def test_idempotency_key_of_a_refused_request_is_not_burned(
+    auth,
     client, seeded: Database, with_credentials
 ) -> None:
     pid = rx_id(seeded, REGION_B_REF)
-    headers = {**AUTH, "Idempotency-Key": "retry-after-fix"}
+    headers = {**auth, "Idempotency-Key": "retry-after-fix"}
 
     refused = client.post(send_url(pid), json={"pharmacy_id": region_a_pharmacy(seeded)}, headers=headers)
     fixed = client.post(
@@ -326,6 +334,7 @@ def test_idempotency_key_of_a_refused_request_is_not_burned(
 
 @pytest.mark.parametrize("key", ["x" * 201, "tab\there"], ids=["too-long", "unprintable"])
 def test_invalid_idempotency_key_is_400_and_writes_nothing(
+    auth,
     client, seeded: Database, with_credentials, key: str
 ) -> None:
     pid = rx_id(seeded, REGION_B_REF)
@@ -334,7 +343,7 @@ def test_invalid_idempotency_key_is_400_and_writes_nothing(
     resp = client.post(
         send_url(pid),
         json={"pharmacy_id": pharmacy_by_branch(seeded, 17)},
-        headers={**AUTH, "Idempotency-Key": key},
+        headers={**auth, "Idempotency-Key": key},
     )
 
     assert_error_shape(resp, 400, "invalid_idempotency_key")
@@ -342,17 +351,18 @@ def test_invalid_idempotency_key_is_400_and_writes_nothing(
 
 
 def test_second_send_without_key_is_409_and_changes_nothing(
+    auth,
     client, seeded: Database, with_credentials
 ) -> None:
     pid = rx_id(seeded, REGION_B_REF)
     first = client.post(
-        send_url(pid), json={"pharmacy_id": pharmacy_by_branch(seeded, 17)}, headers=AUTH
+        send_url(pid), json={"pharmacy_id": pharmacy_by_branch(seeded, 17)}, headers=auth
     )
     assert first.status_code == 202
     after_first = snapshot(seeded, pid)
 
     resp = client.post(
-        send_url(pid), json={"pharmacy_id": pharmacy_by_branch(seeded, 101)}, headers=AUTH
+        send_url(pid), json={"pharmacy_id": pharmacy_by_branch(seeded, 101)}, headers=auth
     )
 
     body = assert_error_shape(resp, 409, "already_queued_or_sent")
@@ -360,13 +370,13 @@ def test_second_send_without_key_is_409_and_changes_nothing(
     assert snapshot(seeded, pid) == after_first
 
 
-def test_unknown_prescription_is_404(client, seeded: Database) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_prescription_is_404(auth, client, seeded: Database) -> None:  # type: ignore[no-untyped-def]
     before = total_outbox_rows(seeded)
-    resp = client.post(send_url(999_999), json={"pharmacy_id": 1}, headers=AUTH)
+    resp = client.post(send_url(999_999), json={"pharmacy_id": 1}, headers=auth)
 
     assert_error_shape(resp, 404, "not_found")
     assert total_outbox_rows(seeded) == before
-    assert_error_shape(client.get("/api/v1/prescriptions/999999", headers=AUTH), 404, "not_found")
+    assert_error_shape(client.get("/api/v1/prescriptions/999999", headers=auth), 404, "not_found")
 
 
 # -- refusals that must write nothing -----------------------------------------
@@ -439,6 +449,7 @@ INVALID_REQUESTS = {
 
 @pytest.mark.parametrize("case", list(INVALID_REQUESTS), ids=list(INVALID_REQUESTS))
 def test_invalid_send_is_refused_with_json_error_and_writes_nothing(
+    auth,
     client, seeded: Database, with_credentials, case: str
 ) -> None:
     build, status, code, field = INVALID_REQUESTS[case]
@@ -446,7 +457,7 @@ def test_invalid_send_is_refused_with_json_error_and_writes_nothing(
     before = snapshot(seeded, pid)
     assert before.status == "draft"
 
-    resp = client.post(send_url(pid), headers=AUTH, **build(seeded))
+    resp = client.post(send_url(pid), headers=auth, **build(seeded))
 
     body = assert_error_shape(resp, status, code)
     if field is not None:
@@ -460,23 +471,24 @@ def test_invalid_send_is_refused_with_json_error_and_writes_nothing(
 
 
 def test_region_b_prescription_to_region_a_pharmacy_names_the_region(
+    auth,
     client, seeded: Database, with_credentials
 ) -> None:
     resp = client.post(
         send_url(rx_id(seeded, REGION_B_REF)),
         json={"pharmacy_id": region_a_pharmacy(seeded)},
-        headers=AUTH,
+        headers=auth,
     )
     body = assert_error_shape(resp, 422, "validation_error")
     assert "region" in " ".join(body["errors"]["pharmacy_id"]).lower()
 
 
-def test_region_a_prescription_to_region_b_pharmacy_is_refused(client, seeded: Database) -> None:  # type: ignore[no-untyped-def]
+def test_region_a_prescription_to_region_b_pharmacy_is_refused(auth, client, seeded: Database) -> None:  # type: ignore[no-untyped-def]
     pid = rx_id(seeded, REGION_A_REF)
     before = snapshot(seeded, pid)
 
     resp = client.post(
-        send_url(pid), json={"pharmacy_id": pharmacy_by_branch(seeded, 17)}, headers=AUTH
+        send_url(pid), json={"pharmacy_id": pharmacy_by_branch(seeded, 17)}, headers=auth
     )
 
     body = assert_error_shape(resp, 422, "validation_error")
@@ -486,29 +498,30 @@ def test_region_a_prescription_to_region_b_pharmacy_is_refused(client, seeded: D
 
 @pytest.mark.parametrize("value", [2**63, 10**30], ids=["2**63", "10**30"])
 def test_huge_pharmacy_id_is_a_client_error_not_500(
+    auth,
     client, seeded: Database, with_credentials, value: int
 ) -> None:
     pid = rx_id(seeded, REGION_B_REF)
     before = snapshot(seeded, pid)
 
-    resp = client.post(send_url(pid), json={"pharmacy_id": value}, headers=AUTH)
+    resp = client.post(send_url(pid), json={"pharmacy_id": value}, headers=auth)
 
     body = assert_error_shape(resp, 422, "validation_error")
     assert "pharmacy_id" in body["errors"]
     assert snapshot(seeded, pid) == before
 
 
-def test_huge_prescription_id_in_path_is_404_not_500(client, seeded: Database) -> None:  # type: ignore[no-untyped-def]
-    resp = client.get(f"/api/v1/prescriptions/{10**30}", headers=AUTH)
+def test_huge_prescription_id_in_path_is_404_not_500(auth, client, seeded: Database) -> None:  # type: ignore[no-untyped-def]
+    resp = client.get(f"/api/v1/prescriptions/{10**30}", headers=auth)
     assert_error_shape(resp, 404, "not_found")
 
 
-def test_prescriber_without_credentials_is_422_and_writes_nothing(client, seeded: Database) -> None:  # type: ignore[no-untyped-def]
+def test_prescriber_without_credentials_is_422_and_writes_nothing(auth, client, seeded: Database) -> None:  # type: ignore[no-untyped-def]
     pid = rx_id(seeded, REGION_B_REF)
     before = snapshot(seeded, pid)
 
     resp = client.post(
-        send_url(pid), json={"pharmacy_id": pharmacy_by_branch(seeded, 17)}, headers=AUTH
+        send_url(pid), json={"pharmacy_id": pharmacy_by_branch(seeded, 17)}, headers=auth
     )
 
     body = assert_error_shape(resp, 422, "validation_error")
@@ -516,7 +529,7 @@ def test_prescriber_without_credentials_is_422_and_writes_nothing(client, seeded
     assert snapshot(seeded, pid) == before
 
 
-def test_prescription_without_medicines_is_422(client, seeded: Database, with_credentials) -> None:  # type: ignore[no-untyped-def]
+def test_prescription_without_medicines_is_422(auth, client, seeded: Database, with_credentials) -> None:  # type: ignore[no-untyped-def]
     from app.models import PrescriptionMedicine
 
     pid = rx_id(seeded, REGION_B_REF)
@@ -528,7 +541,7 @@ def test_prescription_without_medicines_is_422(client, seeded: Database, with_cr
     before = snapshot(seeded, pid)
 
     resp = client.post(
-        send_url(pid), json={"pharmacy_id": pharmacy_by_branch(seeded, 17)}, headers=AUTH
+        send_url(pid), json={"pharmacy_id": pharmacy_by_branch(seeded, 17)}, headers=auth
     )
 
     body = assert_error_shape(resp, 422, "validation_error")
@@ -536,21 +549,21 @@ def test_prescription_without_medicines_is_422(client, seeded: Database, with_cr
     assert snapshot(seeded, pid) == before
 
 
-def test_wrong_method_and_unknown_route_use_the_json_error_shape(client, seeded: Database) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_method_and_unknown_route_use_the_json_error_shape(auth, client, seeded: Database) -> None:  # type: ignore[no-untyped-def]
     pid = rx_id(seeded, REGION_B_REF)
-    resp = client.get(send_url(pid), headers=AUTH)
+    resp = client.get(send_url(pid), headers=auth)
     assert_error_shape(resp, 405)
     assert "POST" in resp.headers.get("Allow", "")
-    assert_error_shape(client.get("/api/v1/nowhere", headers=AUTH), 404)
+    assert_error_shape(client.get("/api/v1/nowhere", headers=auth), 404)
 
 
 # -- the status resource ------------------------------------------------------
 
 
-def test_status_of_a_draft_has_no_dispatch_and_no_history(client, seeded: Database) -> None:  # type: ignore[no-untyped-def]
+def test_status_of_a_draft_has_no_dispatch_and_no_history(auth, client, seeded: Database) -> None:  # type: ignore[no-untyped-def]
     pid = rx_id(seeded, REGION_B_REF)
 
-    resp = client.get(f"/api/v1/prescriptions/{pid}", headers=AUTH)
+    resp = client.get(f"/api/v1/prescriptions/{pid}", headers=auth)
 
     assert resp.status_code == 200
     body = resp.get_json()
@@ -565,13 +578,14 @@ def test_status_of_a_draft_has_no_dispatch_and_no_history(client, seeded: Databa
 
 
 def test_status_after_send_shows_status_dispatch_and_history(
+    auth,
     client, seeded: Database, with_credentials
 ) -> None:
     pid = rx_id(seeded, REGION_B_REF)
     pharmacy = pharmacy_by_branch(seeded, 17)
-    sent = client.post(send_url(pid), json={"pharmacy_id": pharmacy}, headers=AUTH)
+    sent = client.post(send_url(pid), json={"pharmacy_id": pharmacy}, headers=auth)
 
-    resp = client.get(sent.headers["Location"], headers=AUTH)
+    resp = client.get(sent.headers["Location"], headers=auth)
 
     assert resp.status_code == 200
     body = resp.get_json()
@@ -588,7 +602,7 @@ def test_status_after_send_shows_status_dispatch_and_history(
     assert entry["event_id"] is None
 
 
-def test_responses_never_contain_patient_details(client, seeded: Database, with_credentials) -> None:  # type: ignore[no-untyped-def]
+def test_responses_never_contain_patient_details(auth, client, seeded: Database, with_credentials) -> None:  # type: ignore[no-untyped-def]
     pid = rx_id(seeded, REGION_B_REF)
     with seeded.session() as session:
         rx = session.get(Prescription, pid)
@@ -611,11 +625,11 @@ def test_responses_never_contain_patient_details(client, seeded: Database, with_
         ]
 
     bodies = [
-        client.post(send_url(pid), json={"pharmacy_id": pharmacy_by_branch(seeded, 17)}, headers=AUTH),
-        client.get(f"/api/v1/prescriptions/{pid}", headers=AUTH),
-        client.post(send_url(pid), json={"pharmacy_id": pharmacy_by_branch(seeded, 17)}, headers=AUTH),
-        client.post(send_url(pid), json={"pharmacy_id": region_a_pharmacy(seeded)}, headers=AUTH),
-        client.post(send_url(rx_id(seeded, "rx-000025")), json={"pharmacy_id": region_a_pharmacy(seeded)}, headers=AUTH),
+        client.post(send_url(pid), json={"pharmacy_id": pharmacy_by_branch(seeded, 17)}, headers=auth),
+        client.get(f"/api/v1/prescriptions/{pid}", headers=auth),
+        client.post(send_url(pid), json={"pharmacy_id": pharmacy_by_branch(seeded, 17)}, headers=auth),
+        client.post(send_url(pid), json={"pharmacy_id": region_a_pharmacy(seeded)}, headers=auth),
+        client.post(send_url(rx_id(seeded, "rx-000025")), json={"pharmacy_id": region_a_pharmacy(seeded)}, headers=auth),
     ]
     # The repeats are refused (409 once app/services/prescriptions.py:133 is fixed).
     assert [bodies[0].status_code, bodies[1].status_code, bodies[4].status_code] == [202, 200, 422]
@@ -626,11 +640,11 @@ def test_responses_never_contain_patient_details(client, seeded: Database, with_
             assert secret and secret not in text, f"patient detail leaked in {resp.status_code} body"
 
 
-def test_oversized_body_is_413_json_and_writes_nothing(client, seeded) -> None:  # type: ignore[no-untyped-def]
+def test_oversized_body_is_413_json_and_writes_nothing(auth, client, seeded) -> None:  # type: ignore[no-untyped-def]
     resp = client.post(
         "/api/v1/prescriptions/1/send",
         data=b"{" + b" " * (1024 * 1024) + b"}",
-        headers={**AUTH, "Content-Type": "application/json"},
+        headers={**auth, "Content-Type": "application/json"},
     )
     assert resp.status_code == 413
     assert set(resp.get_json()) >= {"code", "message", "errors"}

@@ -16,7 +16,15 @@ Success -> ``issued`` + token; HTTP 200 ``success:false`` -> ``rejected``
 with the platform's message and field errors, never retried; transient
 failures -> rescheduled with full-jitter backoff (``Retry-After`` honoured,
 capped); after ``dispatch_max_attempts`` -> ``dead``. While the circuit
-breaker is open, rows wait without counting an attempt.
+breaker is open, rows wait without counting an attempt. A refused prescriber
+login (``login_failed``) -> ``blocked_credentials``, and the prescriber is
+marked refused: their other rows are blocked when claimed, with no login, until
+``prescribers set-credentials`` reopens them (issue 9: retrying a wrong
+password can lock the account).
+
+Each row is processed under ``request_id_scope(row.request_id)``: its log lines
+carry the id of the API request that queued it. Sends are counted in
+``erx_sends_total{route,outcome}`` and ``erx_send_queued_to_issued_seconds``.
 """
 
 from __future__ import annotations
@@ -31,11 +39,14 @@ import pybreaker
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
+from app import metrics
 from app.config import Settings
 from app.db import Database, utcnow
 from app.history import record_local_status
+from app.logs import request_id_scope
 from app.models import DispatchOutbox, Prescription, WebhookInbox
 from app.queue import (
+    block_credentials,
     claim,
     extend_lease,
     holds_lease,
@@ -47,7 +58,7 @@ from app.queue import (
     retry_or_dead,
 )
 from app.retry import RetryPolicy
-from app.services.credentials import credential_cipher
+from app.services.credentials import credential_cipher, mark_credentials_refused
 from app.services.dispatch.email_route import email_job, send_email
 from app.services.dispatch.erx_route import ErxJob, ErxRoute, erx_job, make_breaker
 from app.services.dispatch.outcome import Attempt, Outcome, mark_intent, outcome_unknown_after
@@ -121,11 +132,21 @@ class Dispatcher:
         """Run one attempt for a row leased to this worker; returns the row's new state.
 
         ``"skipped"`` when the row is not (or no longer) leased to this worker.
+        Every log line of the job carries the request id stored with the row.
         """
+        with self.db.session() as session:
+            request_id = session.scalar(select(DispatchOutbox.request_id).where(DispatchOutbox.id == outbox_id))
+        with request_id_scope(request_id):
+            return self._process(outbox_id)
+
+    def _process(self, outbox_id: int) -> str:
+        began = self.now()
         started = self._begin(outbox_id)
         if started is None:
             return "skipped"
         job, unknown_before = started
+        if isinstance(job, str):  # blocked without an attempt
+            return job
         if isinstance(job, Attempt):  # could not even build the request
             attempt = job
         elif isinstance(job, EmailJob):
@@ -133,18 +154,18 @@ class Dispatcher:
         else:
             attempt = self.erx.send(job)
         try:
-            return self._finish(outbox_id, attempt, unknown_before=unknown_before)
+            return self._finish(outbox_id, attempt, unknown_before=unknown_before, began=began)
         except Exception as exc:  # noqa: BLE001 - e.g. a token the schema can't hold
             # Count it like any failed attempt so the row reaches the dead letters
             # instead of coming back every lease period; the outcome stays unknown.
             log.error("storing the outcome failed: outbox_id=%s error=%s", outbox_id, type(exc).__name__)
             # Only a send that went out can have left a prescription on the platform.
             kind = Outcome.RETRY_UNKNOWN if isinstance(job, ErxJob) else Outcome.RETRY_UNSENT
-            return self._finish(outbox_id, Attempt(kind, error=exc), unknown_before=unknown_before)
+            return self._finish(outbox_id, Attempt(kind, error=exc), unknown_before=unknown_before, began=began)
 
     # -- step 1: claim-time snapshot -----------------------------------------
 
-    def _begin(self, outbox_id: int) -> tuple[ErxJob | EmailJob | Attempt, bool] | None:
+    def _begin(self, outbox_id: int) -> tuple[ErxJob | EmailJob | Attempt | str, bool] | None:
         with self.db.session() as session:
             row = session.get(DispatchOutbox, outbox_id, with_for_update=True)
             if row is None or not holds_lease(row, self.worker_id):
@@ -162,6 +183,18 @@ class Dispatcher:
                 )
             ).one()
             now = self.now()
+            if row.flow != "email" and prescription.prescriber.credentials_refused_at is not None:
+                # The platform refused these credentials and they have not changed
+                # since: no login, no attempt; set-credentials reopens the row.
+                block_credentials(row, error="login_failed")
+                row.updated_at = now
+                self._count_send(row, "blocked_credentials", now)
+                log.warning(
+                    "blocked_credentials (prescriber refused earlier): prescription_id=%s prescriber_id=%s",
+                    prescription.id,
+                    prescription.prescriber_id,
+                )
+                return "blocked_credentials", row.outcome_unknown
             # The batch's lease started at claim time; each row gets a full lease of
             # its own, longer than one attempt can take (Settings checks lease_s).
             extend_lease(row, now=now, lease_s=self.settings.lease_s)
@@ -182,7 +215,9 @@ class Dispatcher:
 
     # -- step 3: store the outcome -------------------------------------------
 
-    def _finish(self, outbox_id: int, attempt: Attempt, *, unknown_before: bool) -> str:
+    def _finish(
+        self, outbox_id: int, attempt: Attempt, *, unknown_before: bool, began: datetime | None = None
+    ) -> str:
         now = self.now()
         with self.db.session() as session:
             row = session.get(DispatchOutbox, outbox_id, with_for_update=True)
@@ -212,7 +247,10 @@ class Dispatcher:
                     session, prescription, "emailed", source="service", detail=attempt.message, now=now
                 )
                 row.state, row.last_error = "done", None
+                self._count_send(row, "emailed", now, queued_at=row.created_at)
                 return "done"
+            if attempt.outcome is Outcome.CREDENTIALS_REFUSED:
+                return self._credentials_refused(row, prescription, attempt, now, began)
             if attempt.outcome is Outcome.EMAIL_IN_DOUBT:
                 # The server may have the message: never resent automatically; an operator
                 # confirms (`outbox confirm-sent`) or requeues (same Message-ID).
@@ -220,6 +258,7 @@ class Dispatcher:
                     session, prescription, "email_in_doubt", source="service", detail=attempt.message, now=now
                 )
                 mark_dead(row, error=f"email_in_doubt: {attempt.message}")
+                self._count_send(row, "email_in_doubt", now)
                 log.warning("email in doubt, dead letter: prescription_id=%s", prescription.id)
                 return "dead"
             if attempt.outcome in (Outcome.REJECTED, Outcome.INVALID):
@@ -229,6 +268,7 @@ class Dispatcher:
                     session, prescription, "rejected", source="api", detail=attempt.message, now=now
                 )
                 row.state, row.last_error = "done", "rejected"
+                self._count_send(row, attempt.outcome.value, now)
                 log.info("rejected: prescription_id=%s", prescription.id)
                 return "done"
             return self._retry(session, row, prescription, attempt, now)
@@ -250,8 +290,44 @@ class Dispatcher:
         detail = "adopted after unknown outcome" if attempt.outcome is Outcome.ADOPTED else None
         record_local_status(session, prescription, "issued", source="api", detail=detail, now=now)
         row.state, row.last_error = "done", None
+        self._count_send(row, attempt.outcome.value, now, queued_at=row.created_at)
         log.info("issued: prescription_id=%s attempts=%s", prescription.id, row.attempts)
         return "done"
+
+    def _credentials_refused(
+        self,
+        row: DispatchOutbox,
+        prescription: Prescription,
+        attempt: Attempt,
+        now: datetime,
+        began: datetime | None,
+    ) -> str:
+        prescriber = prescription.prescriber
+        changed = prescriber.credentials_changed_at
+        if began is not None and changed is not None and changed >= began:
+            # New credentials were stored while this attempt used the old ones:
+            # the refusal is about those; try again with the new ones.
+            row.last_error = attempt.error_code
+            park(row, delay_s=0, now=now)
+            log.info("login refused for replaced credentials, retrying: prescription_id=%s", prescription.id)
+            return "pending"
+        block_credentials(row, error=attempt.error_code or "login_failed")
+        mark_credentials_refused(prescriber, now=now)
+        self._count_send(row, "blocked_credentials", now)
+        log.warning(
+            "blocked_credentials (platform refused the login): prescription_id=%s prescriber_id=%s",
+            prescription.id,
+            prescription.prescriber_id,
+        )
+        return "blocked_credentials"
+
+    @staticmethod
+    def _count_send(row: DispatchOutbox, outcome: str, now: datetime, *, queued_at: datetime | None = None) -> None:
+        """Count a send that came to ``outcome`` on ``row.flow``'s route; with ``queued_at``
+        (the outbox row's creation, when it was queued) observe queued -> issued/emailed seconds."""
+        metrics.SENDS.labels(route=row.flow, outcome=outcome).inc()
+        if queued_at is not None:
+            metrics.SEND_QUEUED_TO_ISSUED.observe(max(0.0, (now - queued_at).total_seconds()))
 
     def _retry(
         self, session: Session, row: DispatchOutbox, prescription: Prescription, attempt: Attempt, now: datetime
@@ -271,6 +347,7 @@ class Dispatcher:
         )
         if state == "dead":
             record_local_status(session, prescription, "dead", source="service", detail=row.last_error, now=now)
+            self._count_send(row, "dead", now)
             log.warning("dead letter: prescription_id=%s last_error=%s", prescription.id, row.last_error)
             return "dead"
         log.info(

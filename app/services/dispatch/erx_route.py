@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import pybreaker
 
+from app import metrics
 from app.config import Settings
 from app.crypto import CredentialCipher, CredentialError
 from app.models import Prescription
@@ -21,6 +22,7 @@ from app.services.dispatch.issue_request import issue_request
 from app.services.dispatch.outcome import Attempt, Outcome
 from connector import ConnectorClient, IssueRequest, PrescriberCredentials, build_issue_payload
 from connector.errors import (
+    AuthError,
     ConnectorError,
     PayloadError,
     PlatformRejected,
@@ -30,6 +32,13 @@ from connector.errors import (
 )
 
 log = logging.getLogger("app.dispatch")
+
+
+class _BreakerGauge(pybreaker.CircuitBreakerListener):
+    """Mirrors the breaker's state into ``erx_circuit_breaker_open`` (1 open, else 0)."""
+
+    def state_change(self, cb: pybreaker.CircuitBreaker, old_state: object, new_state: object) -> None:
+        metrics.CIRCUIT_BREAKER_OPEN.set(1 if getattr(new_state, "name", None) == pybreaker.STATE_OPEN else 0)
 
 
 def _trips_breaker(exc: BaseException) -> bool:
@@ -42,7 +51,9 @@ def make_breaker(settings: Settings) -> pybreaker.CircuitBreaker:
 
     Opens after ``breaker_fail_max`` consecutive transport/5xx/429 failures;
     lets a trial call through after ``breaker_reset_s`` seconds (half-open).
+    Its state is exported as ``erx_circuit_breaker_open`` (``app.metrics``).
     """
+    metrics.CIRCUIT_BREAKER_OPEN.set(0)
     return pybreaker.CircuitBreaker(
         fail_max=settings.breaker_fail_max,
         reset_timeout=settings.breaker_reset_s,
@@ -50,6 +61,7 @@ def make_breaker(settings: Settings) -> pybreaker.CircuitBreaker:
         # Keep the real error on the tripping call: it may have reached the platform.
         throw_new_error_on_trip=False,
         name="erx-platform",
+        listeners=[_BreakerGauge()],
     )
 
 
@@ -109,7 +121,9 @@ class ErxRoute:
         """Look up (if ``job.lookup_first``) then issue; returns the attempt's result.
 
         ISSUED/ADOPTED with the token; REJECTED with the platform's message and
-        field errors (HTTP 200 ``success:false``); CIRCUIT_OPEN; RETRY_UNSENT
+        field errors (HTTP 200 ``success:false``); CIRCUIT_OPEN;
+        CREDENTIALS_REFUSED when the platform refused the prescriber's login
+        (``login_failed``: retrying could lock the account); RETRY_UNSENT
         when the error says nothing reached the platform, else RETRY_UNKNOWN.
         """
         try:
@@ -118,6 +132,11 @@ class ErxRoute:
             return Attempt(Outcome.CIRCUIT_OPEN, error=exc)
         except PlatformRejected as exc:
             return Attempt(Outcome.REJECTED, message=exc.message, errors=dict(exc.errors or {}))
+        except AuthError as exc:
+            if exc.step == "login":
+                return Attempt(Outcome.CREDENTIALS_REFUSED, error=exc)
+            kind = Outcome.RETRY_UNKNOWN if exc.outcome_unknown else Outcome.RETRY_UNSENT
+            return Attempt(kind, error=exc)
         except ConnectorError as exc:
             kind = Outcome.RETRY_UNKNOWN if exc.outcome_unknown else Outcome.RETRY_UNSENT
             return Attempt(kind, error=exc)

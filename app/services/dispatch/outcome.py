@@ -28,6 +28,7 @@ class Outcome(enum.Enum):
     RETRY_UNSENT = "retry_unsent"  # failed before anything reached the platform
     RETRY_UNKNOWN = "retry_unknown"  # failed after the request may have been processed
     CIRCUIT_OPEN = "circuit_open"  # the breaker refused the call: not an attempt
+    CREDENTIALS_REFUSED = "credentials_refused"  # login_failed: park until the credentials change
 
 
 @dataclass(frozen=True)
