@@ -15,8 +15,8 @@
     const select = $("region");
     select.replaceChildren();
     for (const region of state.regions) {
-      const option = Erx.el("option", { value: region.code }, `${region.name} (${region.code})`);
-      if (region.code === me.region) option.selected = true;
+      const option = Erx.el("option", { value: region.code }, region.name);
+      if (region.code === me.region.code) option.selected = true;
       select.append(option);
     }
     select.disabled = false;
@@ -24,8 +24,8 @@
   }
 
   function describeRegion() {
-    const region = state.regions.find((r) => r.code === state.me.region);
-    const how = region && region.delivery === "email"
+    const region = state.me.region;
+    const how = region.flow === "email"
       ? "Your prescription is emailed to the pharmacy you choose."
       : "Your prescription is sent electronically; the pharmacy receives a secure link.";
     $("region-help").textContent = how;
@@ -40,7 +40,7 @@
       $("pharmacy-q").value = "";
     } catch (err) {
       Erx.notice(err.message);
-      $("region").value = state.me.region;
+      $("region").value = state.me.region.code;
     }
   }
 
@@ -83,7 +83,7 @@
 
   async function search(query) {
     const seq = ++state.seq;
-    const params = new URLSearchParams({ q: query, region: state.me.region, per_page: "8" });
+    const params = new URLSearchParams({ q: query, region: state.me.region.code, per_page: "8" });
     try {
       const page = await Erx.api("GET", `/api/v1/pharmacies?${params}`);
       if (seq !== state.seq) return; // a newer query has been typed since

@@ -5,8 +5,8 @@
   const $ = (id) => document.getElementById(id);
   let current = null;
 
-  async function show(id) {
-    Erx.notice("");
+  async function show(id, { keepNotice = false } = {}) {
+    if (!keepNotice) Erx.notice("");
     try {
       const rx = await Erx.api("GET", `/api/v1/prescriptions/${encodeURIComponent(id)}`);
       current = rx;
@@ -18,7 +18,9 @@
       $("detail-pharmacy").textContent = rx.pharmacy ? `${rx.pharmacy.name}, ${rx.pharmacy.address}` : "none chosen";
       $("detail-token").textContent = rx.platform_token || "not issued";
       Erx.renderTimeline($("timeline"), rx.history);
-      $("void-button").disabled = Erx.FINAL.has(rx.status) || rx.status === "draft";
+      const voidable = !Erx.FINAL.has(rx.status);
+      $("void-button").disabled = !voidable;
+      $("void").hidden = !voidable; // a final prescription cannot be voided (the API answers 409)
     } catch (err) {
       $("detail").hidden = true;
       Erx.notice(err.message);
@@ -36,7 +38,7 @@
     } catch (err) {
       Erx.notice(err.message);
     }
-    await show(current.id);
+    await show(current.id, { keepNotice: true });
   }
 
   document.addEventListener("DOMContentLoaded", () => {

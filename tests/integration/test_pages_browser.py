@@ -72,11 +72,14 @@ def test_patient_searches_sends_and_watches_until_dispensed(page, live, live_set
 
         combo = page.get_by_role("combobox", name="Pharmacy name, town or postcode")
         combo.fill("maryleb")
-        option = page.get_by_role("option").first
+        option = page.locator("#pharmacy-list [role=option]").first
         option.wait_for()
         assert "Marylebone" in option.inner_text()
         combo.press("ArrowDown")
         assert combo.get_attribute("aria-activedescendant") == "pharmacy-opt-0"
+        assert combo.get_attribute("aria-expanded") == "true"
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "patient-search.png"))
         combo.press("Enter")
         assert "Marylebone" in page.inner_text("#chosen")
         page.click("#send")
@@ -117,8 +120,6 @@ def test_support_voids_a_fresh_prescription(page, live, live_settings, seeded, s
         page.wait_for_function("document.querySelector('#detail-status').textContent === 'Voided'", timeout=30_000)
         assert f"{reference} was voided." in page.inner_text("#notice")
         page.screenshot(path=str(SCREENSHOTS / "support-page.png"), full_page=True)
-
-    assert sandbox.stats()["voided"] >= 1 if "voided" in sandbox.stats() else True
 
 
 def test_errors_read_as_sentences_not_json(page, live):
