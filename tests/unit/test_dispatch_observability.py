@@ -97,7 +97,7 @@ def test_a_send_without_a_request_id_header_gets_the_one_the_api_made(  # type: 
     with seeded.session() as session:
         pid = session.scalars(select(Prescription.id).where(Prescription.reference == "rx-000001")).one()
         pharmacy = session.scalars(select(Pharmacy.id).where(Pharmacy.branch_id == 17)).one()
-    resp = client.post(f"/api/v1/prescriptions/{pid}/send", json={"pharmacy_id": pharmacy}, headers=AUTH)
+    resp = client.post(f"/api/v1/prescriptions/{pid}/send", json={"pharmacy_id": pharmacy}, headers=bearer(client.application, role="service", subject="svc-tests"))
     with seeded.session() as session:
         stored = session.scalars(select(DispatchOutbox.request_id).where(DispatchOutbox.prescription_id == pid)).one()
     assert stored == resp.headers["X-Request-ID"]
