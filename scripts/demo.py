@@ -1,11 +1,16 @@
-"""``make demo``: one seeded Region B prescription travels to the platform sandbox and back.
+"""``make demo``: one Region B prescription travels to the platform sandbox and back, one Region A
+prescription goes to its pharmacy as a PDF by email.
 
 Migrates and seeds the database (``DATABASE_URL``, or the embedded SQLite file
 under ``instance/``), starts the sandbox (auto mode: it signs and dispenses),
-the service under gunicorn and one worker, sends one draft Region B
-prescription to a seeded pharmacy, waits for the webhooks, prints the
-timeline, stops everything and exits 0 (1 if the prescription did not arrive
-at ``dispensed`` in time). The event publisher and the reference notification
+the service under gunicorn and one worker. Then it acts as the patient app
+does, with a development token per patient (``flask tokens mint``): it
+searches a pharmacy (``GET /api/v1/pharmacies``) and sends (``POST
+.../send``) one draft of a Region B patient and one of a Region A patient,
+waits, prints both timelines (``dispensed``; ``emailed``), stops everything
+and exits 0 (1 if either did not arrive in time). The Region A email is
+written by the development mail backend under ``MAIL_DIR`` (SMTP in
+production). The event publisher and the reference notification
 consumer run too (RabbitMQ at ``AMQP_URL``, on exchange and queue names unique
 to this run, deleted at the end); the demo prints the events the consumer
 received for its prescription (none, with a note, when no broker answers).
@@ -27,30 +32,56 @@ from scripts.timeline import logs_line, timeline_lines
 TIMEOUT_S = 90
 
 
-def pick_prescription() -> tuple[int, str, int, str]:
-    """Return (prescription id, reference, pharmacy id, pharmacy name) for the demo."""
+def pick_draft(region: str) -> tuple[int, str, str]:
+    """Return (prescription id, reference, patient external ref) of the first draft of a ``region`` patient."""
     from app.config import load_settings
     from app.db import Database
-    from app.models import Patient, Pharmacy, Prescription
+    from app.models import Patient, Prescription
 
     db = Database(load_settings().database_url)
     try:
         with db.session() as session:
-            prescription = session.scalars(
-                select(Prescription)
+            row = session.execute(
+                select(Prescription.id, Prescription.reference, Patient.external_ref)
                 .join(Patient, Patient.id == Prescription.patient_id)
-                .where(Patient.region_code == "B", Prescription.status == "draft")
+                .where(Patient.region_code == region, Prescription.status == "draft")
                 .order_by(Prescription.id)
             ).first()
-            pharmacy = session.scalars(
-                select(Pharmacy).where(Pharmacy.region_code == "B", Pharmacy.branch_id.is_not(None))
-                .order_by(Pharmacy.branch_id)
-            ).first()
-            if prescription is None or pharmacy is None:
-                raise SystemExit("no draft Region B prescription left: delete instance/erx.sqlite3 or re-seed")
-            return prescription.id, prescription.reference, pharmacy.id, pharmacy.name
+            if row is None:
+                raise SystemExit(f"no draft Region {region} prescription left: delete instance/erx.sqlite3 or re-seed")
+            return row.id, row.reference, row.external_ref
     finally:
         db.dispose()
+
+
+def send_as_patient(stack: Stack, region: str, query: str) -> tuple[int, str] | None:
+    """As the patient app: search ``query`` in ``region``, send the first draft there; returns (id, reference)."""
+    pid, ref, patient_ref = pick_draft(region)
+    patient = stack.bearer(role="patient", subject=patient_ref)
+    hits = requests.get(f"{stack.service_url}/api/v1/pharmacies", params={"region": region, "q": query, "per_page": 1},
+                        headers=patient, timeout=10).json()["items"]
+    if not hits:
+        print(f"== no Region {region} pharmacy matches {query!r}")
+        return None
+    pharmacy = hits[0]
+    resp = requests.post(
+        f"{stack.service_url}/api/v1/prescriptions/{pid}/send",
+        json={"pharmacy_id": pharmacy["id"]}, headers={**patient, "Idempotency-Key": f"demo-{ref}"}, timeout=10,
+    )
+    print(f"== Region {region}: patient {patient_ref} searched {query!r}, chose {pharmacy['name']} "
+          f"({pharmacy['address']}); POST /api/v1/prescriptions/{pid}/send -> {resp.status_code}")
+    return (pid, ref) if resp.status_code == 202 else None
+
+
+def wait_for(stack: Stack, pid: int, finals: tuple[str, ...], *, auth: dict[str, str], deadline: float) -> dict:
+    """Poll the status resource with ``auth`` until it reaches one of ``finals`` or ``deadline``."""
+    view: dict = {}
+    while time.monotonic() < deadline:
+        view = requests.get(f"{stack.service_url}/api/v1/prescriptions/{pid}", headers=auth, timeout=10).json()
+        if view["status"] in finals:
+            break
+        time.sleep(0.5)
+    return view
 
 
 def start_events(stack: Stack) -> None:
@@ -74,8 +105,12 @@ def _flask(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=60, check=False)
 
 
+NOTIFIED_STATUSES = ("signed", "dispensed", "rejected")
+"""What the reference consumer binds to (app/events/notify.py): the statuses a patient is told of."""
+
+
 def print_notifications(prescription_id: int) -> None:
-    """Print what the reference consumer received for ``prescription_id`` (ids and statuses only)."""
+    """Print the events published for ``prescription_id`` and what the reference consumer received (ids only)."""
     from app.config import load_settings
     from app.db import Database
     from app.models import EventOutbox, NotifyInbox
@@ -93,7 +128,10 @@ def print_notifications(prescription_id: int) -> None:
                 published = session.scalar(
                     select(func.count()).select_from(EventOutbox)
                     .where(EventOutbox.prescription_id == prescription_id, EventOutbox.state == "published"))
-            if {r.to_status for r in rows} >= {"signed", "dispensed"} or time.monotonic() > deadline:
+                # The routing key ends in the new status: prescription.status_changed.<region>.<to>.
+                keys = session.scalars(select(EventOutbox.routing_key).where(EventOutbox.prescription_id == prescription_id))
+                expected = {key.rsplit(".", 1)[-1] for key in keys} & set(NOTIFIED_STATUSES)
+            if {r.to_status for r in rows} >= expected or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
     finally:
@@ -101,7 +139,9 @@ def print_notifications(prescription_id: int) -> None:
     print(f"\n== events: {published} published; the reference notification consumer received")
     for row in rows:
         print(f"   {row.message_id}  -> {row.to_status:<10} patient {row.outcome}")
-    if not rows:
+    if not rows and not expected:
+        print(f"   nothing: it is told only of {', '.join(NOTIFIED_STATUSES)}")
+    elif not rows:
         print("   none (is RabbitMQ running at AMQP_URL? `rabbitmq-server -detached`)")
 
 
@@ -128,29 +168,26 @@ def main() -> int:
         print("== worker started")
         start_events(stack)
 
-        pid, ref, pharmacy_id, pharmacy = pick_prescription()
-        auth = stack.bearer(role="service")  # server to server: sees the platform token
-        resp = requests.post(
-            f"{stack.service_url}/api/v1/prescriptions/{pid}/send",
-            json={"pharmacy_id": pharmacy_id}, headers={**auth, "Idempotency-Key": f"demo-{ref}"}, timeout=10,
-        )
-        print(f"== POST /api/v1/prescriptions/{pid}/send -> {resp.status_code} {resp.json()}")
-        print(f"   prescription {ref} to pharmacy {pharmacy_id} ({pharmacy})")
-        if resp.status_code != 202:
+        sent_b = send_as_patient(stack, "B", "W1U")  # a postcode prefix: Marylebone Pharmacy
+        sent_a = send_as_patient(stack, "A", "Belfast")
+        if sent_b is None or sent_a is None:
             return 1
 
-        view: dict = {}
+        service = stack.bearer(role="service")  # server to server: sees the platform token
         deadline = time.monotonic() + TIMEOUT_S
-        while time.monotonic() < deadline:
-            view = requests.get(f"{stack.service_url}/api/v1/prescriptions/{pid}", headers=auth, timeout=10).json()
-            if view["status"] in ("dispensed", "rejected", "dead"):
-                break
-            time.sleep(0.5)
-        print(f"\n== timeline of {ref} (platform token {view.get('platform_token') or '-'})")
-        print("\n".join(timeline_lines(view.get("history", []))))
-        print_notifications(pid)
-        print(f"\n== final status: {view.get('status')}  ({time.monotonic() - started:.1f} s)")
-        return 0 if view.get("status") == "dispensed" else 1
+        ok = True
+        for (pid, ref), wanted in ((sent_b, "dispensed"), (sent_a, "emailed")):
+            view = wait_for(stack, pid, (wanted, "rejected", "dead", "email_in_doubt"), auth=service, deadline=deadline)
+            where = f"platform token {view.get('platform_token') or '-'}" if wanted == "dispensed" else "PDF by email"
+            print(f"\n== Region {view.get('region')}: timeline of {ref} ({where})")
+            print("\n".join(timeline_lines(view.get("history", []))))
+            print(f"   final status: {view.get('status')}")
+            ok = ok and view.get("status") == wanted
+            print_notifications(pid)
+        mail_dir = stack.env.get("MAIL_DIR", "instance/mail")
+        print(f"\n== the Region A email (with its PDF) is under {mail_dir}/ (development mail backend)")
+        print(f"== done in {time.monotonic() - started:.1f} s")
+        return 0 if ok else 1
     finally:
         names = list(stack.procs)
         stack.stop()
