@@ -1,0 +1,98 @@
+"""The OpenAPI document (issue 8 point 4): served, committed, complete, and consistent.
+
+The committed ``docs/openapi.json`` is what client developers read; it must be
+the document the running app serves, and every route under ``/api/v1`` and
+``/webhooks`` must appear in it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from app.openapi import DOCUMENT_PATH, REGENERATE_COMMAND
+
+REPO = Path(__file__).resolve().parents[2]
+COMMITTED = REPO / "docs" / "openapi.json"
+DOCUMENTED_PREFIXES = ("/api/v1", "/webhooks")
+
+
+def _flask_to_openapi(rule: str) -> str:
+    # Flask's "<int:prescription_id>" is OpenAPI's "{prescription_id}".
+    return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule)
+
+
+def test_served_without_a_token_as_json(client) -> None:  # type: ignore[no-untyped-def]
+    response = client.get(DOCUMENT_PATH)
+
+    assert response.status_code == 200
+    assert response.mimetype == "application/json"
+    document = response.get_json()
+    assert document["openapi"].startswith("3.")
+    assert document["components"]["securitySchemes"]["bearerAuth"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": document["components"]["securitySchemes"]["bearerAuth"]["description"],
+    }
+
+
+def test_committed_document_is_the_served_one(client) -> None:  # type: ignore[no-untyped-def]
+    served = client.get(DOCUMENT_PATH).get_data(as_text=True)
+
+    assert COMMITTED.exists(), f"docs/openapi.json is missing; generate it: {REGENERATE_COMMAND}"
+    assert COMMITTED.read_text(encoding="utf-8") == served, (
+        f"docs/openapi.json differs from the served document; regenerate it: {REGENERATE_COMMAND}"
+    )
+
+
+def test_every_api_and_webhook_route_is_documented(app) -> None:  # type: ignore[no-untyped-def]
+    paths = json.loads(COMMITTED.read_text(encoding="utf-8"))["paths"]
+    missing = []
+    for rule in app.url_map.iter_rules():
+        if not rule.rule.startswith(DOCUMENTED_PREFIXES):
+            continue
+        path = _flask_to_openapi(rule.rule)
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            if method.lower() not in paths.get(path, {}):
+                missing.append(f"{method} {path}")
+    assert not missing, f"routes missing from the OpenAPI document (describe them in app/openapi.py): {missing}"
+
+
+def test_every_documented_operation_is_a_route(app) -> None:  # type: ignore[no-untyped-def]
+    routes = {
+        (method.lower(), _flask_to_openapi(rule.rule))
+        for rule in app.url_map.iter_rules()
+        for method in (rule.methods or set())
+    }
+    paths = json.loads(COMMITTED.read_text(encoding="utf-8"))["paths"]
+    documented = {(method, path) for path, operations in paths.items() for method in operations}
+
+    assert documented - routes == set()
+
+
+def test_token_endpoints_declare_bearer_auth_401_and_error_shape() -> None:
+    paths = json.loads(COMMITTED.read_text(encoding="utf-8"))["paths"]
+    for path, operations in paths.items():
+        if not path.startswith("/api/v1") or path == DOCUMENT_PATH:
+            continue
+        for method, operation in operations.items():
+            assert operation["security"] == [{"bearerAuth": []}], (method, path)
+            assert "401" in operation["responses"], (method, path)
+            for status, response in operation["responses"].items():
+                if status.startswith(("4", "5")):
+                    schema = response["content"]["application/json"]["schema"]
+                    assert schema == {"$ref": "#/components/schemas/Error"}, (method, path, status)
+
+
+def test_webhook_documents_its_signature_header_and_answers() -> None:
+    operation = json.loads(COMMITTED.read_text(encoding="utf-8"))["paths"]["/webhooks/platform"]["post"]
+
+    assert operation["security"] == []
+    header = next(p for p in operation["parameters"] if p["in"] == "header")
+    assert header["name"] == "X-Signature" and header["required"] is True
+    assert sorted(operation["responses"]) == ["200", "400", "401", "413", "503"]
+    assert operation["responses"]["401"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/SignatureError"
+    }
