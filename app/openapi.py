@@ -30,6 +30,7 @@ from marshmallow import INCLUDE, Schema, fields
 from app.api import MAX_IDEMPOTENCY_KEY
 from app.directory_schemas import (
     MAX_PAGE,
+    REGION_CODES,
     PharmacyPageSchema,
     PrescriptionPageSchema,
     ProfileSchema,
@@ -159,7 +160,7 @@ _REGION = {
     "in": "query",
     "required": False,
     "description": "A region code (`GET /api/v1/regions`); region B lists only pharmacies with a branch id.",
-    "schema": {"type": "string", "minLength": 1, "maxLength": 8},
+    "schema": {"type": "string", "enum": list(REGION_CODES)},
 }
 _IDEMPOTENCY_KEY = {
     "name": "Idempotency-Key",
