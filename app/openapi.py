@@ -167,7 +167,13 @@ _IDEMPOTENCY_KEY = {
     "in": "header",
     "required": False,
     "description": "A repeat with the same key returns the first answer; the same key with another body is 422.",
-    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY},
+    # Printable ASCII without surrounding spaces (HTTP trims them); the service accepts this and more.
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_IDEMPOTENCY_KEY,
+        "pattern": f"^[!-~]([ -~]{{0,{MAX_IDEMPOTENCY_KEY - 2}}}[!-~])?$",
+    },
 }
 _SIGNATURE = {
     "name": "X-Signature",

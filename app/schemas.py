@@ -42,12 +42,15 @@ class VoidRequestSchema(Schema):
     class Meta:
         unknown = RAISE
 
+    # A list, not validate.And: the same checks, and apispec can see the Length for the
+    # OpenAPI document; the pattern documents "not only spaces" (app/openapi.py).
     reason = fields.String(
         required=True,
-        validate=validate.And(
+        validate=[
             validate.Length(min=1, max=MAX_REASON_LENGTH),
             validate.Predicate("strip", error="Give a reason (not only spaces)."),
-        ),
+        ],
+        metadata={"pattern": r"\S"},
     )
 
 

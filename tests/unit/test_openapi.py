@@ -11,7 +11,14 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+from sqlalchemy import select
+
+from app.directory_schemas import REGION_CODES
+from app.models import Pharmacy, Prescription
 from app.openapi import DOCUMENT_PATH, REGENERATE_COMMAND
+from app.services.void import MAX_REASON_LENGTH
+from tests.conftest import bearer
 
 REPO = Path(__file__).resolve().parents[2]
 COMMITTED = REPO / "docs" / "openapi.json"
@@ -96,3 +103,53 @@ def test_webhook_documents_its_signature_header_and_answers() -> None:
     assert operation["responses"]["401"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/SignatureError"
     }
+
+
+# -- regressions found by schemathesis (tests/integration/test_openapi_fuzz.py) ------------
+
+
+def _components() -> dict:  # type: ignore[type-arg]
+    return json.loads(COMMITTED.read_text(encoding="utf-8"))["components"]["schemas"]
+
+
+def test_documented_region_codes_are_the_regions_table(client, seeded) -> None:  # type: ignore[no-untyped-def]
+    # Schemathesis sent PATCH /me {"region": "outcome"}, valid by the document, refused with 422.
+    codes = sorted(r["code"] for r in client.get("/api/v1/regions", headers=bearer(client.application, role="service")).get_json()["regions"])
+
+    assert sorted(REGION_CODES) == codes
+    assert _components()["RegionUpdate"]["properties"]["region"]["enum"] == codes
+    search = json.loads(COMMITTED.read_text(encoding="utf-8"))["paths"]["/api/v1/pharmacies"]["get"]
+    region = next(p for p in search["parameters"] if p["name"] == "region")
+    assert region["schema"]["enum"] == codes
+
+
+@pytest.mark.parametrize("reason", ["", "   "], ids=["empty", "blank"])
+def test_void_reason_the_document_allows_is_one_the_service_accepts(client, seeded, reason: str) -> None:  # type: ignore[no-untyped-def]
+    # Schemathesis sent {"reason": ""}: the document (validate.And hid the Length) allowed it.
+    prop = _components()["VoidRequest"]["properties"]["reason"]
+    documented_ok = prop["minLength"] <= len(reason) <= prop["maxLength"] and re.search(prop["pattern"], reason)
+    support = bearer(client.application, role="support", subject="support-7")
+
+    resp = client.post("/api/v1/prescriptions/1/void", json={"reason": reason}, headers=support)
+
+    assert not documented_ok
+    assert prop["maxLength"] == MAX_REASON_LENGTH
+    assert resp.status_code == 422
+
+
+def test_any_idempotency_key_the_document_allows_is_accepted(client, seeded) -> None:  # type: ignore[no-untyped-def]
+    # Schemathesis sent a key the document allowed (any string of 1..200) and got 400.
+    send = json.loads(COMMITTED.read_text(encoding="utf-8"))["paths"]["/api/v1/prescriptions/{prescription_id}/send"]
+    schema = next(p for p in send["post"]["parameters"] if p["name"] == "Idempotency-Key")["schema"]
+    key = "k" + "~ !" * 66 + "z"  # 200 characters: printable ASCII, inner spaces
+    with seeded.session() as session:
+        pid = session.scalar(select(Prescription.id).where(Prescription.reference == "rx-000017"))  # Region A
+        pharmacy = session.scalar(select(Pharmacy.id).where(Pharmacy.email == "ards@pharmacy-a.example.test"))
+    headers = {**bearer(client.application, role="service", subject="svc-tests"), "Idempotency-Key": key}
+
+    resp = client.post(f"/api/v1/prescriptions/{pid}/send", json={"pharmacy_id": pharmacy}, headers=headers)
+
+    assert len(key) == schema["maxLength"] and re.fullmatch(schema["pattern"], key)
+    for refused in (" k", "k ", "k\x7f", "\u00e9", ""):
+        assert not re.fullmatch(schema["pattern"], refused), refused
+    assert resp.status_code == 202, resp.get_data(as_text=True)
