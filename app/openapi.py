@@ -162,17 +162,19 @@ _REGION = {
     "description": "A region code (`GET /api/v1/regions`); region B lists only pharmacies with a branch id.",
     "schema": {"type": "string", "enum": list(REGION_CODES)},
 }
+_KEY_CHAR = "[ -~\\xa1-\\xac\\xae-\\xff]"
 _IDEMPOTENCY_KEY = {
     "name": "Idempotency-Key",
     "in": "header",
     "required": False,
     "description": "A repeat with the same key returns the first answer; the same key with another body is 422.",
-    # Printable ASCII without surrounding spaces (HTTP trims them); the service accepts this and more.
+    # What app/api.py accepts, as HTTP carries it (ISO-8859-1): printable characters (no
+    # controls, no soft hyphen), at least one of them not a space.
     "schema": {
         "type": "string",
         "minLength": 1,
         "maxLength": MAX_IDEMPOTENCY_KEY,
-        "pattern": f"^[!-~]([ -~]{{0,{MAX_IDEMPOTENCY_KEY - 2}}}[!-~])?$",
+        "pattern": f"^{_KEY_CHAR}*{_KEY_CHAR.replace(' ', '!')}{_KEY_CHAR}*$",
     },
 }
 _SIGNATURE = {

@@ -43,14 +43,15 @@ class VoidRequestSchema(Schema):
         unknown = RAISE
 
     # A list, not validate.And: the same checks, and apispec can see the Length for the
-    # OpenAPI document; the pattern documents "not only spaces" (app/openapi.py).
+    # OpenAPI document. The pattern documents "not only spaces" as str.strip sees them:
+    # a regex \s (ECMA, as OpenAPI validators read it) misses \x1c-\x1f and \x85.
     reason = fields.String(
         required=True,
         validate=[
             validate.Length(min=1, max=MAX_REASON_LENGTH),
             validate.Predicate("strip", error="Give a reason (not only spaces)."),
         ],
-        metadata={"pattern": r"\S"},
+        metadata={"pattern": r"[^\s\x1c-\x1f\x85]"},
     )
 
 
