@@ -33,7 +33,7 @@ from schemathesis.config import SchemathesisConfig
 from app.openapi import DOCUMENT_PATH
 from tests.conftest import bearer
 
-MAX_EXAMPLES = 150
+MAX_EXAMPLES = 10
 SUBJECTS = {"patient": "pt-0001", "support": "support-tests", "service": "svc-tests"}
 SEEDED_IDS = (1, 2)  # pt-0001's prescription, another patient's (scripts/seed/002_test_prescriptions.sql)
 WEBHOOK = "/webhooks/platform"
