@@ -109,7 +109,9 @@ _JSON_BODY = (400, 413, 415, 422)
 class _Operation:
     """One documented operation: ``path`` in OpenAPI form, ``method`` lower case.
 
-    ``ok``: (2xx status, response schema). ``errors``: error statuses it can give.
+    ``ok``: (2xx status, response schema or None, description). ``errors``: the
+    error statuses it can give (401 and 503 are added to every token endpoint);
+    ``extra_responses``: statuses described by hand (the webhook's 400 and 401).
     ``roles``: the JWT roles allowed (empty: no bearer token, e.g. the webhook).
     """
 
@@ -177,6 +179,8 @@ _IDEMPOTENCY_KEY = {
         "pattern": f"^{_KEY_CHAR}*{_KEY_CHAR.replace(' ', '!')}{_KEY_CHAR}*$",
     },
 }
+# webhooks.routes.SIGNATURE_HEADER: app may import webhooks only in create_app (design.md);
+# tests/unit/test_openapi.py keeps the two names equal.
 _SIGNATURE = {
     "name": "X-Signature",
     "in": "header",

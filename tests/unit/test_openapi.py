@@ -19,6 +19,7 @@ from app.models import Pharmacy, Prescription
 from app.openapi import DOCUMENT_PATH, REGENERATE_COMMAND
 from app.services.void import MAX_REASON_LENGTH
 from tests.conftest import bearer
+from webhooks.routes import SIGNATURE_HEADER
 
 REPO = Path(__file__).resolve().parents[2]
 COMMITTED = REPO / "docs" / "openapi.json"
@@ -98,7 +99,7 @@ def test_webhook_documents_its_signature_header_and_answers() -> None:
 
     assert operation["security"] == []
     header = next(p for p in operation["parameters"] if p["in"] == "header")
-    assert header["name"] == "X-Signature" and header["required"] is True
+    assert header["name"] == SIGNATURE_HEADER and header["required"] is True
     assert sorted(operation["responses"]) == ["200", "400", "401", "413", "503"]
     assert operation["responses"]["401"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/SignatureError"
