@@ -35,6 +35,9 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     directory_api.init_app(app)
     metrics.init_app(app)
     pages.init_app(app)
+    from app import openapi  # after the blueprints it documents
+
+    openapi.init_app(app)
 
     @app.get("/healthz")
     def healthz() -> tuple[Response, int]:

@@ -97,11 +97,11 @@ def send(prescription_id: int) -> tuple[Response, int]:
     """
     _check_id(prescription_id)
     key = request.headers.get("Idempotency-Key")
-    if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY and key.isprintable()):
+    if key is not None and not (key.strip() and len(key) <= MAX_IDEMPOTENCY_KEY and key.isprintable()):
         raise ApiError(
             400,
             "invalid_idempotency_key",
-            "Idempotency-Key must be 1 to 200 printable characters.",
+            "Idempotency-Key must be 1 to 200 printable characters, not only spaces.",
             {"Idempotency-Key": ["Invalid."]},
         )
     data = _load(_send_schema, json_object())

@@ -13,6 +13,9 @@ from app.services.paging import MAX_PER_PAGE
 from app.services.pharmacies import MAX_QUERY_LENGTH
 
 MAX_PAGE = 10_000
+# The region codes of the seeded regions table (scripts/seed/001_reference.sql), for the
+# OpenAPI document; the table stays the validator. tests/unit/test_openapi.py keeps them equal.
+REGION_CODES = ("A", "B")
 
 
 class PageQuerySchema(Schema):
@@ -29,7 +32,9 @@ class PharmacySearchQuerySchema(PageQuerySchema):
     """``GET /api/v1/pharmacies?region=&q=&page=&per_page=``: q up to 100 characters, region a code."""
 
     q = fields.String(load_default=None, validate=validate.Length(max=MAX_QUERY_LENGTH))
-    region = fields.String(load_default=None, validate=validate.Length(min=1, max=8))
+    region = fields.String(
+        load_default=None, validate=validate.Length(min=1, max=8), metadata={"enum": list(REGION_CODES)}
+    )
 
 
 class RegionUpdateSchema(Schema):
@@ -38,7 +43,9 @@ class RegionUpdateSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    region = fields.String(required=True, validate=validate.Length(min=1, max=8))
+    region = fields.String(
+        required=True, validate=validate.Length(min=1, max=8), metadata={"enum": list(REGION_CODES)}
+    )
 
 
 class RegionSchema(Schema):
