@@ -31,8 +31,13 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from app import queue_wakeup
 from app.db import Database
 from app.retry import RetryPolicy
+
+# Every writer of a queue row imports this module: from here on, committing a
+# pending row also wakes the listening workers (PostgreSQL NOTIFY).
+queue_wakeup.install()
 
 PENDING = "pending"
 DEAD = "dead"
@@ -133,6 +138,7 @@ def reopen_matching(session: Session, model: Any, *conditions: Any, now: datetim
         .where(*conditions)
         .values(state=PENDING, attempts=0, next_attempt_at=now, locked_until=None, locked_by=None, **values)
     )
+    queue_wakeup.notify_queued(session, model)
 
 
 def mark_dead(row: Any, *, error: str) -> None:

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from flask import Blueprint, Flask, Response, g, jsonify, request
+from sqlalchemy import literal_column
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.db import insert_ignore_statement, utcnow
 from app.errors import ApiError
 from app.extensions import services
 from app.models import WebhookInbox
+from app.queue_wakeup import INBOX_CHANNEL, notify_sql
 from webhooks.errors import SignatureError
 from webhooks.events import envelope
 from webhooks.signature import verify
@@ -35,6 +38,23 @@ class WebhookOutcome:
 
 
 bp = Blueprint("webhooks", __name__)
+_STORE: dict[str, Any] = {}
+
+
+def _store_statement(dialect: str) -> Any:
+    """The receipt INSERT for ``dialect``, built once; on PostgreSQL it also wakes the inbox workers.
+
+    ``RETURNING pg_notify(...)`` runs only for a row actually inserted (not a
+    duplicate) and is delivered when the insert commits: one round trip, no
+    extra statement (see app/queue_wakeup.py).
+    """
+    stmt = _STORE.get(dialect)
+    if stmt is None:
+        stmt = insert_ignore_statement(dialect, WebhookInbox.__table__)
+        if dialect == "postgresql":
+            stmt = stmt.returning(literal_column(notify_sql(INBOX_CHANNEL)))
+        _STORE[dialect] = stmt
+    return stmt
 SIGNATURE_HEADER = "X-Signature"
 
 
@@ -88,7 +108,7 @@ def receive() -> tuple[Response, int]:
         # Core, one prepared statement, one short transaction: this is the hot path.
         with svc.db.engine.begin() as conn:
             result = conn.execute(
-                insert_ignore_statement(conn.dialect.name, WebhookInbox.__table__),
+                _store_statement(conn.dialect.name),
                 {
                     "event_id": env.event_id,
                     "event_type": env.event_type,
