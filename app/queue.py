@@ -46,6 +46,15 @@ DEAD = "dead"
 BLOCKED_CREDENTIALS = "blocked_credentials"
 
 
+def wakeup_sql(model: Any) -> str:
+    """The SQL expression that wakes the workers of ``model``'s queue (PostgreSQL ``pg_notify``).
+
+    For Core writers that add a pending row themselves (the webhook receiver's
+    ``INSERT ... RETURNING``); ORM writers are covered by :mod:`app.queue_wakeup`.
+    """
+    return queue_wakeup.notify_sql(queue_wakeup.CHANNELS[model])
+
+
 def claim_rows(
     session: Session,
     model: Any,

@@ -19,7 +19,7 @@ from app.db import insert_ignore_statement, utcnow
 from app.errors import ApiError
 from app.extensions import services
 from app.models import WebhookInbox
-from app.queue_wakeup import INBOX_CHANNEL, notify_sql
+from app.queue import wakeup_sql
 from webhooks.errors import SignatureError
 from webhooks.events import envelope
 from webhooks.signature import verify
@@ -52,7 +52,7 @@ def _store_statement(dialect: str) -> Any:
     if stmt is None:
         stmt = insert_ignore_statement(dialect, WebhookInbox.__table__)
         if dialect == "postgresql":
-            stmt = stmt.returning(literal_column(notify_sql(INBOX_CHANNEL)))
+            stmt = stmt.returning(literal_column(wakeup_sql(WebhookInbox)))
         _STORE[dialect] = stmt
     return stmt
 SIGNATURE_HEADER = "X-Signature"
