@@ -38,22 +38,22 @@ class WebhookOutcome:
 
 
 bp = Blueprint("webhooks", __name__)
-_STORE: dict[str, Any] = {}
+_STORE: dict[tuple[str, bool], Any] = {}
 
 
-def _store_statement(dialect: str) -> Any:
-    """The receipt INSERT for ``dialect``, built once; on PostgreSQL it also wakes the inbox workers.
+def _store_statement(dialect: str, *, wake: bool) -> Any:
+    """The receipt INSERT for ``dialect``, built once; with ``wake`` (PostgreSQL) it also wakes the inbox workers.
 
     ``RETURNING pg_notify(...)`` runs only for a row actually inserted (not a
     duplicate) and is delivered when the insert commits: one round trip, no
     extra statement (see app/queue_wakeup.py).
     """
-    stmt = _STORE.get(dialect)
+    stmt = _STORE.get((dialect, wake))
     if stmt is None:
         stmt = insert_ignore_statement(dialect, WebhookInbox.__table__)
-        if dialect == "postgresql":
+        if wake:
             stmt = stmt.returning(literal_column(wakeup_sql(WebhookInbox)))
-        _STORE[dialect] = stmt
+        _STORE[(dialect, wake)] = stmt
     return stmt
 SIGNATURE_HEADER = "X-Signature"
 
@@ -108,7 +108,13 @@ def receive() -> tuple[Response, int]:
         # Core, one prepared statement, one short transaction: this is the hot path.
         with svc.db.engine.begin() as conn:
             result = conn.execute(
-                _store_statement(conn.dialect.name),
+                _store_statement(
+                    conn.dialect.name,
+                    # Only a pending event is work; in poll mode (WORKER_WAKEUP=poll) nobody listens.
+                    wake=env.state == "pending"
+                    and conn.dialect.name == "postgresql"
+                    and settings.worker_wakeup != "poll",
+                ),
                 {
                     "event_id": env.event_id,
                     "event_type": env.event_type,
@@ -126,6 +132,7 @@ def receive() -> tuple[Response, int]:
                 },
             )
             inserted = bool(result.rowcount)
+            result.close()
     except SQLAlchemyError as exc:
         log.error("webhook not stored: event_id=%s db_error=%s", env.event_id, type(exc).__name__)
         raise ApiError(503, "inbox_unavailable", "The event could not be stored; retry.") from None
