@@ -118,6 +118,22 @@ def test_receipt_notifies_once_per_stored_event_and_not_for_duplicates(
     assert _notifications_until_marker(listener, seeded) == [""]
 
 
+def test_receiver_in_poll_mode_notifies_nobody(seeded: Database, listener: Any, settings: Any) -> None:
+    from app import create_app
+    from tests.unit.test_inbox_processing import PATH, SECRET, SIGNED_AT
+    from webhooks.signature import sign
+
+    app = create_app(dataclasses.replace(settings, worker_wakeup="poll"), db=seeded)
+    app.extensions["erx"].unix_time = lambda: float(SIGNED_AT)
+    body = event_body("evt_wake_pollmode", "signed", previous="issued", occurred=at(10, 15))
+    response = app.test_client().post(
+        PATH, data=body, headers={"X-Signature": sign(body, [SECRET], timestamp=SIGNED_AT)},
+        content_type="application/json",
+    )
+    assert response.status_code == 200
+    assert _notifications_until_marker(listener, seeded) == []
+
+
 def test_reopen_notifies_but_a_claim_does_not(
     seeded: Database, listener: Any, deliver: Any  # noqa: F811
 ) -> None:
