@@ -93,10 +93,13 @@ def _after_flush(session: Session, _flush_context: Any) -> None:
     done = session.info.get(_NOTIFIED_KEY)
     if done is None or done[0] is not transaction:
         done = session.info[_NOTIFIED_KEY] = (transaction, set())
+    # Inside a savepoint a notification can be rolled back with it: send again next time.
+    remember = not session.in_nested_transaction()
     for channel in sorted(channels - done[1]):
         # Same transaction as the row: delivered on commit, dropped on rollback.
         session.connection().execute(text(f"SELECT {notify_sql(channel)}"))
-        done[1].add(channel)
+        if remember:
+            done[1].add(channel)
 
 
 _installed = threading.Lock()
