@@ -139,6 +139,8 @@ class Settings:
     notify_max_attempts: int = 5
     # The worker's own /metrics port (app/metrics.serve_worker_metrics); 0 = not served.
     worker_metrics_port: int = 0
+    # Worker wake-ups (issue 10): auto = notify on PostgreSQL, poll on SQLite; poll behind a transaction pooler.
+    worker_wakeup: str = "auto"
 
     def __post_init__(self) -> None:
         if self.env not in ("development", "test", "production"):
@@ -231,6 +233,7 @@ _STRINGS = {
     "EVENTS_EXCHANGE": "events_exchange",
     "EVENTS_DLX": "events_dlx",
     "NOTIFY_QUEUE": "notify_queue",
+    "WORKER_WAKEUP": "worker_wakeup",
 }
 _BOOLS = {
     "SMTP_STARTTLS": "smtp_starttls",
@@ -283,6 +286,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             if raw not in _TRUE + _FALSE:
                 raise ConfigError(f"{name} must be true or false")
             values[attr] = raw in _TRUE
+    if str(values.get("worker_wakeup", "auto")).lower() not in ("auto", "notify", "poll"):
+        raise ConfigError("WORKER_WAKEUP must be auto, notify or poll")
     url = str(values.get("database_url", ""))
     if url.startswith("postgres://") or url.startswith("postgresql://"):
         # The service speaks psycopg2; accept the common short forms too.

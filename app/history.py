@@ -8,14 +8,16 @@ or duplicate event is still recorded (once) but never moves it back.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
-from app.db import insert_ignore, utcnow
-from app.events.outbox import stage_status_event
-from app.models import Prescription, StatusHistory
+from app.db import insert_ignore, insert_ignore_statement, utcnow
+from app.events.outbox import stage_status_event, status_event_values
+from app.models import EventOutbox, Prescription, StatusHistory
 from connector.statuses import LIFECYCLE, can_advance
 
 SOURCES = ("service", "api", "webhook", "reconcile", "operator")
@@ -82,6 +84,81 @@ def record_transition(
         prescription.last_event_at = received_at
     prescription.updated_at = received_at
     return recorded, advanced
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One transition of a batch: ``prescription`` (locked), its patient's ``region`` code and ``route`` (flow)."""
+
+    prescription: Prescription
+    region: str
+    route: str
+    transition: Transition
+
+
+def record_transitions(session: Session, items: Sequence[BatchItem]) -> list[bool]:
+    """:func:`record_transition` for many transitions at once, with the same rows as one by one.
+
+    Every transition must carry an ``event_id`` (the webhook's: it matches
+    inserted history rows back to their items) and a lifecycle ``to_status``.
+    One ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` appends the history
+    rows (in ``items`` order, so of two events for the same step the first
+    wins, as one by one), one INSERT stages one event row per appended history
+    row (issue 11), and the prescriptions move forward only, in item order,
+    flushed as one executemany. Returns ``recorded`` per item. Raises
+    :class:`UnknownSource`, or ValueError for an item without an event id or
+    with a local status. Must run inside the caller's transaction with every
+    prescription locked.
+    """
+    if not items:
+        return []
+    values = []
+    for item in items:
+        t = item.transition
+        if t.source not in SOURCES:
+            raise UnknownSource(t.source)
+        if t.event_id is None or t.to_status not in LIFECYCLE:
+            raise ValueError("a batched transition needs an event id and a lifecycle status")
+        values.append(
+            {
+                "prescription_id": item.prescription.id,
+                "from_status": t.from_status,
+                "to_status": t.to_status,
+                "occurred_at": t.occurred_at,
+                "received_at": t.received_at or utcnow(),
+                "source": t.source,
+                "event_id": t.event_id,
+                "detail": t.detail,
+            }
+        )
+    stmt = insert_ignore_statement(session.get_bind().dialect.name, StatusHistory.__table__)
+    inserted = set(session.scalars(stmt.returning(StatusHistory.event_id), values))
+    recorded = [item.transition.event_id in inserted for item in items]
+    events = [
+        status_event_values(
+            item.prescription,
+            region=item.region,
+            route=item.route,
+            from_status=item.transition.from_status,
+            to_status=item.transition.to_status,
+            occurred_at=item.transition.occurred_at,
+            recorded_at=row["received_at"],
+            source=item.transition.source,
+            request_id=item.transition.event_id,
+        )
+        for item, row, was_recorded in zip(items, values, recorded, strict=True)
+        if was_recorded
+    ]
+    if events:  # one event per appended row, in this transaction (issue 11)
+        session.execute(insert(EventOutbox), events)
+    for item, row in zip(items, values, strict=True):
+        prescription, received_at = item.prescription, row["received_at"]
+        if can_advance(prescription.status, item.transition.to_status):
+            prescription.status = item.transition.to_status
+        if prescription.last_event_at is None or prescription.last_event_at < received_at:
+            prescription.last_event_at = received_at
+        prescription.updated_at = received_at
+    return recorded
 
 
 def record_local_status(

@@ -31,14 +31,28 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from app import queue_wakeup
 from app.db import Database
 from app.retry import RetryPolicy
+
+# Every writer of a queue row imports this module: from here on, committing a
+# pending row also wakes the listening workers (PostgreSQL NOTIFY).
+queue_wakeup.install()
 
 PENDING = "pending"
 DEAD = "dead"
 # The outbox only: the platform refused the prescriber's login (login_failed).
 # Not claimed, not counted as an attempt; reopened when the credentials change.
 BLOCKED_CREDENTIALS = "blocked_credentials"
+
+
+def wakeup_sql(model: Any) -> str:
+    """The SQL expression that wakes the workers of ``model``'s queue (PostgreSQL ``pg_notify``).
+
+    For Core writers that add a pending row themselves (the webhook receiver's
+    ``INSERT ... RETURNING``); ORM writers are covered by :mod:`app.queue_wakeup`.
+    """
+    return queue_wakeup.notify_sql(queue_wakeup.CHANNELS[model])
 
 
 def claim_rows(
@@ -133,6 +147,7 @@ def reopen_matching(session: Session, model: Any, *conditions: Any, now: datetim
         .where(*conditions)
         .values(state=PENDING, attempts=0, next_attempt_at=now, locked_until=None, locked_by=None, **values)
     )
+    queue_wakeup.notify_queued(session, model)
 
 
 def mark_dead(row: Any, *, error: str) -> None:

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from app import queue_wakeup
 from app.extensions import Services
 from app.services.connector_factory import make_client
 from app.services.dispatch import Dispatcher
@@ -50,11 +51,35 @@ def build_worker(svc: Services, *, dispatch: bool = True, inbox: bool = True) ->
     wid = worker_id()
     dispatcher = Dispatcher(svc.db, svc.settings, make_client(svc.settings), worker_id=wid) if dispatch else None
     processor = build_inbox_processor(svc, wid=wid) if inbox else None
-    return WorkerLoop(dispatcher, processor, poll_s=svc.settings.worker_poll_s)
+    stop = threading.Event()
+    return WorkerLoop(
+        dispatcher,
+        processor,
+        poll_s=svc.settings.worker_poll_s,
+        stop=stop,
+        waiter=build_waiter(svc, stop, dispatch=dispatch, inbox=inbox),
+    )
+
+
+def build_waiter(
+    svc: Services, stop: threading.Event, *, dispatch: bool, inbox: bool
+) -> queue_wakeup.PollWaiter | queue_wakeup.NotifyWaiter:
+    """How an idle worker waits: ``LISTEN`` on its queues' channels, or a plain poll (``WORKER_WAKEUP``)."""
+    mode = queue_wakeup.resolve_mode(svc.settings.worker_wakeup, dialect=svc.db.engine.dialect.name)
+    if mode == "poll":
+        return queue_wakeup.PollWaiter(stop)
+    channels = [queue_wakeup.OUTBOX_CHANNEL] * dispatch + [queue_wakeup.INBOX_CHANNEL] * inbox
+    return queue_wakeup.NotifyWaiter(svc.db.engine, channels, stop)
 
 
 class WorkerLoop:
-    """Alternates dispatch and inbox batches; sleeps ``poll_s`` seconds when idle."""
+    """Alternates dispatch and inbox batches; when idle, waits up to ``poll_s`` seconds.
+
+    ``waiter`` does the waiting: :class:`app.queue_wakeup.NotifyWaiter` returns
+    as soon as a queue row is committed (PostgreSQL), the default
+    :class:`app.queue_wakeup.PollWaiter` simply sleeps. A batch closes when it
+    is full or the queue has nothing more due, never on a fixed cadence.
+    """
 
     def __init__(
         self,
@@ -63,18 +88,25 @@ class WorkerLoop:
         *,
         poll_s: float,
         stop: threading.Event | None = None,
+        waiter: queue_wakeup.PollWaiter | queue_wakeup.NotifyWaiter | None = None,
     ) -> None:
         self.dispatcher = dispatcher
         self.inbox = inbox
         self.poll_s = poll_s
         self.stop = stop or threading.Event()
+        self.waiter = waiter or queue_wakeup.PollWaiter(self.stop)
+
+    def request_stop(self) -> None:
+        """Ask the loop to stop: the current job finishes, an idle wait ends at once."""
+        self.stop.set()
+        self.waiter.interrupt()
 
     def install_signal_handlers(self) -> None:
         """Make SIGTERM and SIGINT request a clean stop."""
 
         def _stop(signum: int, _frame: object) -> None:
             log.info("signal %s: finishing the current job, then stopping", signum)
-            self.stop.set()
+            self.request_stop()
 
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
@@ -92,7 +124,15 @@ class WorkerLoop:
     def run(self, *, max_seconds: float | None = None, until_idle: bool = False) -> None:
         """Loop until stopped, ``max_seconds`` elapse, or (``until_idle``) nothing is due."""
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
-        log.info("worker started")
+        self.waiter.wait(0.0)  # LISTEN before the first batch: nothing committed after it goes unheard
+        log.info("worker started: wake-up by %s", self.waiter.mode)
+        try:
+            self._loop(deadline, until_idle=until_idle)
+        finally:
+            self.waiter.close()
+        log.info("worker stopped")
+
+    def _loop(self, deadline: float | None, *, until_idle: bool) -> None:
         while not self.stop.is_set():
             try:
                 handled = self.run_once()
@@ -105,5 +145,4 @@ class WorkerLoop:
             if deadline is not None and time.monotonic() >= deadline:
                 break
             if handled == 0:
-                self.stop.wait(self.poll_s)
-        log.info("worker stopped")
+                self.waiter.wait(self.poll_s)

@@ -23,13 +23,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db import Database, utcnow
-from app.history import Transition, record_transition
-from app.models import Prescription, WebhookInbox
+from app.history import BatchItem, Transition, record_transition, record_transitions
+from app.models import Patient, Prescription, Region, WebhookInbox
 from app.queue import claim_rows, mark_dead, release_row, reopen, retry_or_dead
 from app.retry import RetryPolicy
 from connector.statuses import LIFECYCLE
 from webhooks.errors import EventPayloadError
-from webhooks.events import decode_body, envelope, parse_status_event
+from webhooks.events import StatusEvent, decode_body, envelope, parse_status_event
 
 log = logging.getLogger("webhooks.processing")
 
@@ -95,14 +95,91 @@ class InboxProcessor:
                 limit=self.batch,
             )
             rows.sort(key=lambda r: (r.platform_token or "", r.id))
+            todo = []
             for row in rows:
                 if should_stop():
                     release_row(row)
-                    continue
+                else:
+                    todo.append(row)
+            if len(todo) > 1 and self._apply_together(session, todo):
+                return len(todo)
+            for row in todo:
                 # Per event, so processed_at is when this event was applied, not when the batch began.
                 self._handle(session, row, self.now())
                 handled += 1
         return handled
+
+    def _apply_together(self, session: Session, rows: list[WebhookInbox]) -> bool:
+        """Apply ``rows`` set-based: a handful of statements for the whole batch.
+
+        One locking SELECT for every prescription the batch names (in token
+        order, as one by one), one history INSERT, one event-outbox INSERT,
+        then the inbox rows and prescriptions as executemany UPDATEs
+        (:func:`app.history.record_transitions`). Stores exactly what
+        :meth:`_handle` would, row by row. Returns False, with nothing
+        changed, if anything fails: the caller then applies the rows one by
+        one, so that a failure undoes only its own event.
+        """
+        now = self.now()
+        session.flush()  # the claim's lease stamps stay outside the savepoint
+        try:
+            with session.begin_nested():
+                parsed: list[tuple[WebhookInbox, StatusEvent | None, str | None]] = []
+                for row in rows:
+                    try:
+                        event = parse_status_event(decode_body(row.body))
+                        if event.status not in LIFECYCLE:
+                            raise EventPayloadError("unknown_status", "event status is not a lifecycle status")
+                        parsed.append((row, event, None))
+                    except EventPayloadError as exc:
+                        parsed.append((row, None, exc.reason))
+                tokens = sorted({event.platform_token for _, event, _ in parsed if event is not None})
+                found: dict[str, tuple[Prescription, str, str]] = {}
+                if tokens:
+                    result = session.execute(
+                        select(Prescription, Patient.region_code, Region.flow)
+                        .join(Patient, Patient.id == Prescription.patient_id)
+                        .join(Region, Region.code == Patient.region_code)
+                        .where(Prescription.platform_token.in_(tokens))
+                        .order_by(Prescription.platform_token)
+                        .with_for_update(of=Prescription)
+                    )
+                    for prescription, region, route in result:
+                        found[prescription.platform_token] = (prescription, region, route)
+                items = [
+                    BatchItem(
+                        prescription=found[event.platform_token][0],
+                        region=found[event.platform_token][1],
+                        route=found[event.platform_token][2],
+                        transition=Transition(
+                            to_status=event.status,
+                            from_status=event.previous_status,
+                            occurred_at=event.occurred_at,
+                            received_at=row.received_at,
+                            source="webhook",
+                            event_id=row.event_id,
+                        ),
+                    )
+                    for row, event, _ in parsed
+                    if event is not None and event.platform_token in found
+                ]
+                record_transitions(session, items)
+                for row, event, error in parsed:
+                    if error is not None:
+                        mark_dead(row, error=error)
+                        row.processed_at = now
+                        log.warning("webhook dead: event_id=%s reason=%s", row.event_id, error)
+                    elif event is not None and event.platform_token not in found:
+                        self._retry(row, "unknown_prescription", now, awaiting_prescription=True)
+                    else:
+                        row.state, row.processed_at, row.last_error = "processed", now, None
+                        row.awaiting_prescription = False
+                    release_row(row)
+                session.flush()
+        except Exception as exc:  # noqa: BLE001 - fall back to one savepoint per event
+            log.info("webhook batch applied one by one: %s", type(exc).__name__)
+            return False
+        return True
 
     def _handle(self, session: Session, row: WebhookInbox, now: datetime) -> str:
         """Apply ``row`` in a savepoint and set its state; one failure undoes only itself."""

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from flask import Blueprint, Flask, Response, g, jsonify, request
+from sqlalchemy import literal_column
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.db import insert_ignore_statement, utcnow
 from app.errors import ApiError
 from app.extensions import services
 from app.models import WebhookInbox
+from app.queue import wakeup_sql
 from webhooks.errors import SignatureError
 from webhooks.events import envelope
 from webhooks.signature import verify
@@ -35,6 +38,23 @@ class WebhookOutcome:
 
 
 bp = Blueprint("webhooks", __name__)
+_STORE: dict[tuple[str, bool], Any] = {}
+
+
+def _store_statement(dialect: str, *, wake: bool) -> Any:
+    """The receipt INSERT for ``dialect``, built once; with ``wake`` (PostgreSQL) it also wakes the inbox workers.
+
+    ``RETURNING pg_notify(...)`` runs only for a row actually inserted (not a
+    duplicate) and is delivered when the insert commits: one round trip, no
+    extra statement (see app/queue_wakeup.py).
+    """
+    stmt = _STORE.get((dialect, wake))
+    if stmt is None:
+        stmt = insert_ignore_statement(dialect, WebhookInbox.__table__)
+        if wake:
+            stmt = stmt.returning(literal_column(wakeup_sql(WebhookInbox)))
+        _STORE[(dialect, wake)] = stmt
+    return stmt
 SIGNATURE_HEADER = "X-Signature"
 
 
@@ -88,7 +108,13 @@ def receive() -> tuple[Response, int]:
         # Core, one prepared statement, one short transaction: this is the hot path.
         with svc.db.engine.begin() as conn:
             result = conn.execute(
-                insert_ignore_statement(conn.dialect.name, WebhookInbox.__table__),
+                _store_statement(
+                    conn.dialect.name,
+                    # Only a pending event is work; in poll mode (WORKER_WAKEUP=poll) nobody listens.
+                    wake=env.state == "pending"
+                    and conn.dialect.name == "postgresql"
+                    and settings.worker_wakeup != "poll",
+                ),
                 {
                     "event_id": env.event_id,
                     "event_type": env.event_type,
@@ -106,6 +132,7 @@ def receive() -> tuple[Response, int]:
                 },
             )
             inserted = bool(result.rowcount)
+            result.close()
     except SQLAlchemyError as exc:
         log.error("webhook not stored: event_id=%s db_error=%s", env.event_id, type(exc).__name__)
         raise ApiError(503, "inbox_unavailable", "The event could not be stored; retry.") from None

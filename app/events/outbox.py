@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -32,6 +33,57 @@ def rfc3339(moment: datetime) -> str:
 def routing_key(region: str, to_status: str) -> str:
     """Return ``prescription.status_changed.<region>.<to>`` (docs/events.md, "Routing keys")."""
     return f"{STATUS_CHANGED}.{region}.{to_status}"
+
+
+def status_event_values(
+    prescription: Prescription,
+    *,
+    region: str,
+    route: str,
+    from_status: str | None,
+    to_status: str,
+    occurred_at: datetime,
+    recorded_at: datetime,
+    source: str,
+    request_id: str | None,
+) -> dict[str, Any]:
+    """The column values of one ``prescription.status_changed`` v1 event row (a fresh event id).
+
+    ``region`` and ``route`` are the patient's region code and its flow; the
+    other arguments are as for :func:`stage_status_event`. Used where event
+    rows are inserted many at once (the inbox's set-based apply).
+    """
+    event_id = str(uuid.uuid4())
+    message = {
+        "event_id": event_id,
+        "type": STATUS_CHANGED,
+        "version": STATUS_CHANGED_VERSION,
+        "occurred_at": rfc3339(occurred_at),
+        "recorded_at": rfc3339(recorded_at),
+        "prescription": {
+            "id": prescription.id,
+            "reference": prescription.reference,
+            "region": region,
+            "route": route,
+            "pharmacy_id": prescription.pharmacy_id,
+        },
+        "from": from_status,
+        "to": to_status,
+        "source": source,
+        "request_id": request_id,
+    }
+    return {
+        "event_id": event_id,
+        "prescription_id": prescription.id,
+        "event_type": STATUS_CHANGED,
+        "version": STATUS_CHANGED_VERSION,
+        "routing_key": routing_key(region, to_status),
+        "payload": json.dumps(message, separators=(",", ":")),
+        "state": "pending",
+        "attempts": 0,
+        "next_attempt_at": recorded_at,
+        "created_at": recorded_at,
+    }
 
 
 def stage_status_event(
@@ -66,36 +118,18 @@ def stage_status_event(
         .join(Region, Region.code == Patient.region_code)
         .where(Patient.id == prescription.patient_id)
     ).one()
-    event_id = str(uuid.uuid4())
-    message = {
-        "event_id": event_id,
-        "type": STATUS_CHANGED,
-        "version": STATUS_CHANGED_VERSION,
-        "occurred_at": rfc3339(occurred_at),
-        "recorded_at": rfc3339(recorded_at),
-        "prescription": {
-            "id": prescription.id,
-            "reference": prescription.reference,
-            "region": region,
-            "route": route,
-            "pharmacy_id": prescription.pharmacy_id,
-        },
-        "from": from_status,
-        "to": to_status,
-        "source": source,
-        "request_id": request_id,
-    }
     row = EventOutbox(
-        event_id=event_id,
-        prescription_id=prescription.id,
-        event_type=STATUS_CHANGED,
-        version=STATUS_CHANGED_VERSION,
-        routing_key=routing_key(region, to_status),
-        payload=json.dumps(message, separators=(",", ":")),
-        state="pending",
-        attempts=0,
-        next_attempt_at=recorded_at,
-        created_at=recorded_at,
+        **status_event_values(
+            prescription,
+            region=region,
+            route=route,
+            from_status=from_status,
+            to_status=to_status,
+            occurred_at=occurred_at,
+            recorded_at=recorded_at,
+            source=source,
+            request_id=request_id,
+        )
     )
     session.add(row)
     return row

@@ -1,0 +1,227 @@
+"""Wake idle workers when a queue row is committed, instead of waiting for the next poll.
+
+On PostgreSQL, committing a due ``pending`` row of the dispatch outbox or the
+webhook inbox also sends ``NOTIFY`` on that queue's channel, in the same
+transaction (PostgreSQL delivers it only if, and when, the transaction
+commits; https://www.postgresql.org/docs/current/sql-notify.html). A worker
+``LISTEN``s on a dedicated connection and waits with ``select()`` on its
+socket, the poll interval as the timeout: a notification wakes it at once,
+and the poll still finds what no notification announced (retries coming due,
+rows written by hand). SQLite has no NOTIFY: there, and behind a pooler in
+transaction mode (which cannot hold a ``LISTEN`` session), workers poll.
+
+``WORKER_WAKEUP`` chooses: ``notify`` (the default on PostgreSQL) or ``poll``
+(the only mode on SQLite).
+
+Sending is wired once, as a session event (:func:`install`): any ORM flush
+that inserts a pending queue row or moves one back to ``pending``
+(``queue_send``, :func:`app.queue.reopen`, replay) adds one
+``pg_notify`` to its transaction. The webhook receiver, which writes with
+Core, folds the notification into its INSERT (:func:`notify_sql`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.orm import Session, attributes
+
+from app.models import DispatchOutbox, WebhookInbox
+
+log = logging.getLogger("app.queue_wakeup")
+
+OUTBOX_CHANNEL = "erx_dispatch_outbox"
+INBOX_CHANNEL = "erx_webhook_inbox"
+CHANNELS: dict[type, str] = {DispatchOutbox: OUTBOX_CHANNEL, WebhookInbox: INBOX_CHANNEL}
+MODES = ("notify", "poll")
+
+_NOTIFIED_KEY = "queue_wakeup.notified"
+
+
+def resolve_mode(setting: str, *, dialect: str) -> str:
+    """Return the wake-up mode to use: ``notify`` or ``poll``.
+
+    ``setting`` is ``WORKER_WAKEUP`` (``""``/``auto``, ``notify`` or ``poll``);
+    ``dialect`` the engine's dialect name. Anything but PostgreSQL polls.
+    Raises ValueError for an unknown setting.
+    """
+    wanted = (setting or "auto").strip().lower()
+    if wanted not in (*MODES, "auto"):
+        raise ValueError(f"WORKER_WAKEUP must be notify, poll or auto, not {setting!r}")
+    if dialect != "postgresql":
+        return "poll"
+    return "poll" if wanted == "poll" else "notify"
+
+
+def notify_sql(channel: str) -> str:
+    """The SQL expression that notifies ``channel`` (PostgreSQL), for a RETURNING clause or a SELECT."""
+    return f"pg_notify('{channel}', '')"
+
+
+def _queued_channels(session: Session) -> set[str]:
+    """Channels whose queue got a row that is pending now (new, or moved back to pending) in this flush."""
+    channels: set[str] = set()
+    for obj in session.new:
+        channel = CHANNELS.get(type(obj))
+        if channel is not None and getattr(obj, "state", None) == "pending":
+            channels.add(channel)
+    for obj in session.dirty:
+        channel = CHANNELS.get(type(obj))
+        if channel is None or channel in channels or obj.state != "pending":
+            continue
+        # A lease stamped on an already pending row (a claim) is not news: only a state change is.
+        if attributes.get_history(obj, "state").added:
+            channels.add(channel)
+    return channels
+
+
+def _after_flush(session: Session, _flush_context: Any) -> None:
+    bind = session.get_bind()
+    if bind.dialect.name != "postgresql":
+        return
+    channels = _queued_channels(session)
+    if not channels:
+        return
+    transaction = session.get_transaction()
+    done = session.info.get(_NOTIFIED_KEY)
+    if done is None or done[0] is not transaction:
+        done = session.info[_NOTIFIED_KEY] = (transaction, set())
+    # Inside a savepoint a notification can be rolled back with it: send again next time.
+    remember = not session.in_nested_transaction()
+    for channel in sorted(channels - done[1]):
+        # Same transaction as the row: delivered on commit, dropped on rollback.
+        session.connection().execute(text(f"SELECT {notify_sql(channel)}"))
+        if remember:
+            done[1].add(channel)
+
+
+_installed = threading.Lock()
+_done = False
+
+
+def install() -> None:
+    """Register the after-flush hook on every ORM session (idempotent)."""
+    global _done
+    with _installed:
+        if not _done:
+            event.listen(Session, "after_flush", _after_flush)
+            _done = True
+
+
+def notify_queued(session: Session, model: Any) -> None:
+    """Notify ``model``'s queue channel in ``session``'s transaction (PostgreSQL; no-op elsewhere).
+
+    For Core statements the after-flush hook cannot see (:func:`app.queue.reopen_matching`).
+    """
+    channel = CHANNELS.get(model)
+    if channel is not None and session.get_bind().dialect.name == "postgresql":
+        session.execute(text(f"SELECT {notify_sql(channel)}"))
+
+
+class PollWaiter:
+    """Waits ``timeout_s`` seconds or until ``stop`` is set: the poll mode."""
+
+    mode = "poll"
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+
+    def wait(self, timeout_s: float) -> bool:
+        """Sleep up to ``timeout_s`` seconds; returns True if stopping."""
+        return self.stop.wait(timeout_s)
+
+    def interrupt(self) -> None:
+        """Nothing to do: :meth:`wait` returns as soon as ``stop`` is set."""
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class NotifyWaiter:
+    """``LISTEN``s on ``channels`` over a dedicated psycopg2 connection; :meth:`wait` returns on a notification.
+
+    ``engine`` is a PostgreSQL SQLAlchemy engine; the listening connection is
+    taken from its dialect (not from the pool: it stays in autocommit for
+    the worker's life). If the connection breaks, the waiter falls back to
+    polling and reconnects on the next wait.
+    """
+
+    mode = "notify"
+
+    def __init__(self, engine: Any, channels: Iterable[str], stop: threading.Event) -> None:
+        self.engine = engine
+        self.channels = tuple(channels)
+        self.stop = stop
+        self._conn: Any = None
+        # A self-pipe, so that a stop request ends a select() at once (safe from a signal handler).
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+
+    def _connect(self) -> Any:
+        raw = self.engine.raw_connection()
+        # Detach the DBAPI connection from the pool: it is ours until close().
+        raw.detach()
+        conn = raw.dbapi_connection
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            for channel in self.channels:
+                cur.execute(f"LISTEN {channel}")
+        return conn
+
+    def listen(self) -> None:
+        """Open the listening connection now (so that nothing committed after this is missed)."""
+        if self._conn is None:
+            self._conn = self._connect()
+
+    def wait(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` seconds for a notification; returns True if stopping.
+
+        Pending notifications are drained, so a burst of commits wakes the
+        worker once. A broken connection degrades to a plain sleep this time.
+        """
+        if self.stop.is_set():
+            return True
+        try:
+            self.listen()
+            conn = self._conn
+            conn.poll()
+            if not conn.notifies and not self.stop.is_set():
+                ready, _, _ = select.select([conn, self._wake_r], [], [], timeout_s)
+                if self._wake_r in ready:
+                    self._drain_pipe()
+                conn.poll()
+            conn.notifies.clear()
+        except Exception as exc:  # noqa: BLE001 - the database restarting: poll, reconnect next time
+            log.warning("wake-up listener lost: %s; polling", type(exc).__name__)
+            self.close()
+            return self.stop.wait(timeout_s)
+        return self.stop.is_set()
+
+    def interrupt(self) -> None:
+        """End a :meth:`wait` in progress now (call after setting ``stop``; async-signal-safe)."""
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:  # the pipe is full: a wake-up is already pending
+            pass
+
+    def _drain_pipe(self) -> None:
+        try:
+            while os.read(self._wake_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        """Close the listening connection."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):  # already gone
+                conn.close()

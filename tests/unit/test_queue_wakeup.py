@@ -1,0 +1,250 @@
+"""Worker wake-ups (issue 10): a committed queue row wakes a listening worker at once.
+
+On PostgreSQL the receiver's INSERT and every ORM flush that makes a queue row
+pending notify the queue's channel in the same transaction; a worker waiting
+with a long poll interval wakes when the row commits, long before the poll
+would have. SQLite (and ``WORKER_WAKEUP=poll``) polls, and the poll still
+finds rows that no notification announced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import select as select_module
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import select, text
+
+from app.config import ConfigError, load_settings
+from app.db import Database, utcnow
+from app.extensions import Services
+from app.models import WebhookInbox
+from app.queue import claim, mark_dead, reopen
+from app.queue_wakeup import INBOX_CHANNEL, NotifyWaiter, PollWaiter, resolve_mode
+from app.worker import WorkerLoop, build_waiter
+from tests.unit.test_inbox_processing import (  # noqa: F401 - fixtures
+    REFERENCE,
+    TOKEN,
+    at,
+    clock,
+    deliver,
+    event_body,
+    issue,
+    status_of,
+)
+from webhooks.processing import InboxProcessor
+
+# Far longer than any wake-up may take: a worker that only polled would miss every assertion.
+LONG_POLL_S = 60.0
+WAKE_WITHIN_S = 10.0
+
+
+def _require_postgres(db: Database) -> None:
+    if not db.is_postgres:
+        pytest.skip("NOTIFY is PostgreSQL-only; SQLite polls (covered below)")
+
+
+@pytest.fixture
+def listener(seeded: Database) -> Iterator[Any]:
+    """A raw psycopg2 connection LISTENing on the inbox channel, to see exactly what was sent."""
+    _require_postgres(seeded)
+    raw = seeded.engine.raw_connection()
+    raw.detach()
+    conn = raw.dbapi_connection
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"LISTEN {INBOX_CHANNEL}")
+    yield conn
+    conn.close()
+
+
+def _notifications_until_marker(conn: Any, db: Database) -> list[str]:
+    """Send a marker notification, then return the payloads received before it (commit order)."""
+    with db.engine.begin() as c:
+        c.execute(text("SELECT pg_notify(:channel, 'marker')"), {"channel": INBOX_CHANNEL})
+    payloads: list[str] = []
+    while True:
+        conn.poll()
+        while conn.notifies:
+            payload = conn.notifies.pop(0).payload
+            if payload == "marker":
+                return payloads
+            payloads.append(payload)
+        ready, _, _ = select_module.select([conn], [], [], WAKE_WITHIN_S)
+        assert ready, "the marker notification never arrived"
+
+
+# --- choosing the mode --------------------------------------------------------------------
+
+
+def test_mode_is_notify_on_postgres_and_poll_on_sqlite_or_when_asked() -> None:
+    assert resolve_mode("auto", dialect="postgresql") == "notify"
+    assert resolve_mode("", dialect="postgresql") == "notify"
+    assert resolve_mode("poll", dialect="postgresql") == "poll"  # behind a transaction-mode pooler
+    assert resolve_mode("auto", dialect="sqlite") == "poll"
+    assert resolve_mode("notify", dialect="sqlite") == "poll"  # SQLite has no NOTIFY
+    with pytest.raises(ValueError):
+        resolve_mode("sometimes", dialect="postgresql")
+
+
+def test_worker_wakeup_setting_is_validated() -> None:
+    assert load_settings({"WORKER_WAKEUP": "poll"}).worker_wakeup == "poll"
+    assert load_settings({}).worker_wakeup == "auto"
+    with pytest.raises(ConfigError, match="WORKER_WAKEUP"):
+        load_settings({"WORKER_WAKEUP": "always"})
+
+
+def test_waiter_follows_database_and_setting(app, seeded: Database) -> None:  # type: ignore[no-untyped-def]
+    svc: Services = app.extensions["erx"]
+    stop = threading.Event()
+    waiter = build_waiter(svc, stop, dispatch=True, inbox=True)
+    assert isinstance(waiter, NotifyWaiter if seeded.is_postgres else PollWaiter)
+    polled = Services(settings=dataclasses.replace(svc.settings, worker_wakeup="poll"), db=seeded)
+    assert isinstance(build_waiter(polled, stop, dispatch=True, inbox=True), PollWaiter)
+
+
+# --- what sends a notification ------------------------------------------------------------
+
+
+def test_receipt_notifies_once_per_stored_event_and_not_for_duplicates(
+    seeded: Database, listener: Any, deliver: Any  # noqa: F811
+) -> None:
+    body = event_body("evt_wake_receipt", "signed", previous="issued", occurred=at(10, 15))
+    deliver(body)
+    deliver(body)  # a duplicate stores nothing and wakes nobody
+    assert _notifications_until_marker(listener, seeded) == [""]
+
+
+def test_receiver_in_poll_mode_notifies_nobody(seeded: Database, listener: Any, settings: Any) -> None:
+    from app import create_app
+    from tests.unit.test_inbox_processing import PATH, SECRET, SIGNED_AT
+    from webhooks.signature import sign
+
+    app = create_app(dataclasses.replace(settings, worker_wakeup="poll"), db=seeded)
+    app.extensions["erx"].unix_time = lambda: float(SIGNED_AT)
+    body = event_body("evt_wake_pollmode", "signed", previous="issued", occurred=at(10, 15))
+    response = app.test_client().post(
+        PATH, data=body, headers={"X-Signature": sign(body, [SECRET], timestamp=SIGNED_AT)},
+        content_type="application/json",
+    )
+    assert response.status_code == 200
+    assert _notifications_until_marker(listener, seeded) == []
+
+
+def test_reopen_notifies_but_a_claim_does_not(
+    seeded: Database, listener: Any, deliver: Any  # noqa: F811
+) -> None:
+    deliver(event_body("evt_wake_reopen", "signed", previous="issued", occurred=at(10, 15)))
+    assert _notifications_until_marker(listener, seeded) == [""]
+    # A claim stamps a lease on a row that was already pending: not news.
+    assert claim(seeded, WebhookInbox, worker_id="w", now=utcnow(), lease_s=30.0, limit=10)
+    with seeded.session() as session:
+        row = session.scalars(select(WebhookInbox).where(WebhookInbox.event_id == "evt_wake_reopen")).one()
+        mark_dead(row, error="test")
+    assert _notifications_until_marker(listener, seeded) == []
+    with seeded.session() as session:
+        row = session.scalars(select(WebhookInbox).where(WebhookInbox.event_id == "evt_wake_reopen")).one()
+        reopen(row, now=utcnow())
+    assert _notifications_until_marker(listener, seeded) == [""]
+
+
+def test_rolled_back_row_wakes_nobody(seeded: Database, listener: Any) -> None:
+    with pytest.raises(RuntimeError), seeded.session() as session:
+        session.add(
+            WebhookInbox(
+                event_id="evt_wake_rollback", event_type="x", body=b"{}", state="pending", attempts=0,
+                next_attempt_at=utcnow(), received_at=utcnow(), awaiting_prescription=False,
+            )
+        )
+        session.flush()
+        raise RuntimeError("abort")
+    assert _notifications_until_marker(listener, seeded) == []
+
+
+# --- a worker wakes at once ---------------------------------------------------------------
+
+
+def _run_in_thread(loop: WorkerLoop) -> threading.Thread:
+    thread = threading.Thread(target=loop.run, daemon=True)
+    thread.start()
+    return thread
+
+
+def _wait_ready(waiter: NotifyWaiter) -> None:
+    for _ in range(1000):
+        if waiter._conn is not None:  # noqa: SLF001 - LISTEN issued: the loop is about to wait
+            return
+        threading.Event().wait(0.01)
+    raise AssertionError("the worker never started listening")
+
+
+def test_listening_worker_applies_an_event_long_before_its_poll_interval(
+    seeded: Database, deliver: Any, clock: Any  # noqa: F811
+) -> None:
+    _require_postgres(seeded)
+    rx = issue(seeded, REFERENCE, TOKEN)
+    stop = threading.Event()
+    waiter = NotifyWaiter(seeded.engine, [INBOX_CHANNEL], stop)
+    applied = threading.Event()
+
+    class Watching(InboxProcessor):
+        def run_batch(self, should_stop: Any = lambda: False) -> int:
+            handled = super().run_batch(should_stop)
+            if handled:
+                applied.set()
+            return handled
+
+    loop = WorkerLoop(None, Watching(seeded, worker_id="w-wake", now=clock, rand=lambda: 0.5),
+                      poll_s=LONG_POLL_S, stop=stop, waiter=waiter)
+    thread = _run_in_thread(loop)
+    try:
+        _wait_ready(waiter)
+        deliver(event_body("evt_wake_worker", "signed", previous="issued", occurred=at(10, 15)))
+        assert applied.wait(WAKE_WITHIN_S), "the worker slept through the notification"
+        assert status_of(seeded, rx) == "signed"
+    finally:
+        loop.request_stop()  # ends the 60 s wait at once
+        thread.join(WAKE_WITHIN_S)
+    assert not thread.is_alive()
+
+
+def test_listening_worker_still_polls_for_rows_nobody_announced(
+    seeded: Database, deliver: Any, clock: Any  # noqa: F811
+) -> None:
+    _require_postgres(seeded)
+    rx = issue(seeded, REFERENCE, TOKEN)
+    stop = threading.Event()
+    waiter = NotifyWaiter(seeded.engine, [INBOX_CHANNEL], stop)
+    processor = InboxProcessor(seeded, worker_id="w-poll", now=clock, rand=lambda: 0.5)
+    # Stored while no worker listens: no notification will ever announce it.
+    deliver(event_body("evt_wake_unannounced", "signed", previous="issued", occurred=at(10, 15)))
+    waiter.listen()
+    loop = WorkerLoop(None, processor, poll_s=0.01, stop=stop, waiter=waiter)
+    loop.run(until_idle=True)
+    assert status_of(seeded, rx) == "signed"
+
+
+def test_broken_listener_falls_back_to_polling(seeded: Database) -> None:
+    _require_postgres(seeded)
+    stop = threading.Event()
+    waiter = NotifyWaiter(seeded.engine, [INBOX_CHANNEL], stop)
+    waiter.listen()
+    waiter._conn.close()  # noqa: SLF001 - the database went away under the listener
+    assert waiter.wait(0.0) is False  # no exception: polled instead
+    assert waiter._conn is None  # noqa: SLF001 - reconnects on the next wait
+    assert waiter.wait(0.0) is False
+    assert waiter._conn is not None  # noqa: SLF001
+    waiter.close()
+
+
+def test_polling_worker_applies_stored_events(seeded: Database, deliver: Any, clock: Any) -> None:  # noqa: F811
+    rx = issue(seeded, REFERENCE, TOKEN)
+    deliver(event_body("evt_wake_sqlite", "signed", previous="issued", occurred=at(10, 15)))
+    stop = threading.Event()
+    loop = WorkerLoop(None, InboxProcessor(seeded, worker_id="w-sqlite", now=clock, rand=lambda: 0.5),
+                      poll_s=0.01, stop=stop, waiter=PollWaiter(stop))
+    loop.run(until_idle=True)
+    assert status_of(seeded, rx) == "signed"
