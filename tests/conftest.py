@@ -6,6 +6,8 @@ contain "test" because every test empties it), SQLite in a temp folder otherwise
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -162,3 +164,17 @@ def bearer(app, *, role: str, subject: str = "pt-0001", ttl_s: int = 3600) -> di
 def auth(app) -> dict[str, str]:  # type: ignore[no-untyped-def]
     """A ``service`` caller's header (server to server: sends any prescription, sees its token)."""
     return bearer(app, role="service", subject="svc-tests")
+
+
+@pytest.fixture
+def captured() -> Iterator[io.StringIO]:
+    """Every log record of this process as JSON lines (app/logs.py) in a buffer, at DEBUG; restored afterwards."""
+    from app.logs import configure_logging
+
+    root = logging.getLogger()
+    level = root.level
+    buffer = io.StringIO()
+    handler = configure_logging(stream=buffer, level="DEBUG")
+    yield buffer
+    root.removeHandler(handler)
+    root.setLevel(level)

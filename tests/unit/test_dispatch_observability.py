@@ -7,9 +7,7 @@ prometheus_client's default registry (single-process mode in tests).
 
 from __future__ import annotations
 
-import io
 import json
-import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -19,7 +17,6 @@ from prometheus_client import REGISTRY
 from sqlalchemy import select
 
 from app.db import Database
-from app.logs import configure_logging
 from app.models import DispatchOutbox, Pharmacy, Prescription
 from app.services.connector_factory import MetricsObserver
 from app.services.dispatch import Dispatcher, make_breaker
@@ -45,17 +42,6 @@ def dispatcher(seeded: Database, settings) -> Iterator[Dispatcher]:  # type: ign
     settings_ = ConnectorSettings(base_url=BASE, client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
     with ConnectorClient(settings_, observer=MetricsObserver()) as erx:
         yield Dispatcher(seeded, settings, erx, worker_id="w1", now=clock, rand=lambda: 0.5)
-
-
-@pytest.fixture
-def captured() -> Iterator[io.StringIO]:
-    root = logging.getLogger()
-    level = root.level
-    buffer = io.StringIO()
-    handler = configure_logging(stream=buffer, level="DEBUG")
-    yield buffer
-    root.removeHandler(handler)
-    root.setLevel(level)
 
 
 def queue(client, db: Database, reference: str, **headers: str) -> int:  # type: ignore[no-untyped-def]

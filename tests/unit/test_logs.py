@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
 from datetime import date
 
 import pytest
@@ -25,18 +24,6 @@ from app.models import Patient, Prescription
 from tests.support import find_phi, seeded_phi
 from tests.unit.test_webhook_receiver import clock, deliver, event_body  # noqa: F401 (clock: a fixture)
 from webhooks.processing import InboxProcessor
-
-
-@pytest.fixture
-def captured() -> Iterator[io.StringIO]:
-    """Every record of this process as JSON lines in a buffer, at DEBUG; restored afterwards."""
-    root = logging.getLogger()
-    level = root.level
-    buffer = io.StringIO()
-    handler = configure_logging(stream=buffer, level="DEBUG")
-    yield buffer
-    root.removeHandler(handler)
-    root.setLevel(level)
 
 
 def lines(buffer: io.StringIO) -> list[dict]:
