@@ -22,6 +22,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.audit import PLATFORM, record_by
 from app.db import Database, utcnow
 from app.history import Transition, record_transition
 from app.models import Prescription, WebhookInbox
@@ -154,6 +155,7 @@ class InboxProcessor:
                 event_id=row.event_id,
             ),
         )
+        record_by(session, PLATFORM, action="webhook-applied", prescription_id=prescription.id, now=self.now())
 
     def replay(self, *, event_id: str | None = None, dead: bool = False) -> list[tuple[str, str]]:
         """Reset stored events to pending and apply them now, in one transaction.
