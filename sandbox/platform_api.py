@@ -120,6 +120,8 @@ def issue_prescription() -> Response:
         log.info("injected timeout_before_commit (nothing created)")
         state.sleep(controls.fault_sleep_s)
         return faults.gateway_timeout_response()
+    if controls.issue_delay_s:
+        state.sleep(controls.issue_delay_s)
 
     payload = json_body()
     errors = validate_issue(payload)

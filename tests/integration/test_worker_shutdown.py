@@ -53,3 +53,56 @@ def test_sigterm_finishes_current_job_and_releases_the_rest(live, seeded, sandbo
     assert all(row.state == "pending" for row in rows)
     attempted = [row for row in rows if row.attempts]
     assert 1 <= len(attempted) <= 2  # the job in hand finished (as a retry); the rest went back untouched
+
+
+def test_sigterm_mid_send_completes_it_once_and_the_next_worker_sends_the_rest(
+    live, seeded, sandbox, db_url, tmp_path
+):
+    """A slow but healthy platform: the send in hand when SIGTERM arrives is issued (once),
+    the process exits 0 within the grace period, and its other claims go to the next worker."""
+    with seeded.session() as s:
+        rows = list(s.execute(
+            select(Prescription.id, Prescription.reference).join(Patient, Patient.id == Prescription.patient_id)
+            .where(Patient.region_code == "B").order_by(Prescription.id).limit(5)
+        ))
+        pharmacy_id = s.scalars(select(Pharmacy.id).where(Pharmacy.branch_id == 17)).one()
+    for pid, _ in rows:
+        queue_send(seeded, pid, pharmacy_id=pharmacy_id)
+    sandbox.control(issue_delay_s=3.0)
+    grace_s = 15.0
+
+    stack = Stack(
+        env=base_env(DATABASE_URL=db_url, ERX_BASE_URL=sandbox.url, ERX_ENV="test", WORKER_BATCH="5",
+                     ERX_READ_TIMEOUT_S="10", WORKER_POLL_S="0.05", LEASE_S="120"),
+        log_dir=tmp_path / "logs",
+    )
+    try:
+        first = stack.start_worker("worker-1")
+        wait_until(lambda: sandbox.stats()["issue_attempts"] >= 1, timeout_s=30, interval_s=0.05)
+        first.send_signal(signal.SIGTERM)  # the platform holds this send for 3 s
+        started = time.monotonic()
+        assert first.wait(grace_s) == 0
+        assert time.monotonic() - started < grace_s
+
+        stats = sandbox.stats()
+        assert stats["prescriptions_issued"] == 1 and stats["issue_attempts"] == 1
+        with seeded.session() as s:
+            outbox = list(s.scalars(select(DispatchOutbox).order_by(DispatchOutbox.id)))
+            statuses = dict(s.execute(select(Prescription.id, Prescription.status)).all())
+        assert [row.state for row in outbox].count("done") == 1
+        assert all(row.locked_by is None for row in outbox)  # the other claims were released
+        assert sorted(statuses[pid] for pid, _ in rows) == ["issued"] + ["queued"] * 4
+
+        sandbox.control(issue_delay_s=0.0)
+        stack.start_worker("worker-2")
+
+        def all_issued() -> bool:
+            with seeded.session() as s:
+                found = s.scalars(select(Prescription.status).where(Prescription.id.in_([p for p, _ in rows])))
+                return set(found) <= {"issued", "signed", "printed", "dispensed"}
+
+        wait_until(all_issued, timeout_s=60, interval_s=0.1)
+    finally:
+        stack.stop()
+    # Exactly once at the platform for every prescription, the interrupted one included.
+    assert sandbox.stats()["issued_by_client_ref"] == {ref: 1 for _, ref in rows}
