@@ -208,6 +208,9 @@ def void_prescription(prescription_id: str) -> Response:
     The optional ``reason`` is accepted and not kept (it may carry patient details).
     """
     state = get_state()
+    delay_s = state.controls.current().void_delay_s
+    if delay_s:
+        state.sleep(delay_s)
     try:
         change = state.store.transition(prescription_id, "voided", now=state.clock())
     except UnknownPrescription:

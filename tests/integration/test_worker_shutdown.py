@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import signal
+import threading
 import time
 
 import pytest
+import requests
 from sqlalchemy import select
 
 from app.models import DispatchOutbox, Patient, Pharmacy, Prescription
 from app.services.prescriptions import queue_send
-from scripts.stack import Stack, base_env
+from scripts.stack import Stack, base_env, free_port
 from tests.integration.conftest import wait_until
 
 pytestmark = pytest.mark.integration
@@ -106,3 +108,44 @@ def test_sigterm_mid_send_completes_it_once_and_the_next_worker_sends_the_rest(
         stack.stop()
     # Exactly once at the platform for every prescription, the interrupted one included.
     assert sandbox.stats()["issued_by_client_ref"] == {ref: 1 for _, ref in rows}
+
+
+def test_sigterm_to_gunicorn_finishes_the_slow_request_in_hand(live, seeded, sandbox, db_url, tmp_path):
+    """gunicorn's graceful_timeout: a void held 3 s by the platform still gets its 200."""
+    with seeded.session() as s:
+        pid = s.scalars(
+            select(Prescription.id).join(Patient, Patient.id == Prescription.patient_id)
+            .where(Patient.region_code == "B").order_by(Prescription.id).limit(1)
+        ).one()
+        pharmacy_id = s.scalars(select(Pharmacy.id).where(Pharmacy.branch_id == 17)).one()
+    queue_send(seeded, pid, pharmacy_id=pharmacy_id)
+    stack = Stack(
+        env=base_env(DATABASE_URL=db_url, ERX_BASE_URL=sandbox.url, ERX_ENV="test", WORKER_POLL_S="0.05",
+                     ERX_READ_TIMEOUT_S="10", GUNICORN_GRACEFUL_TIMEOUT="15"),
+        log_dir=tmp_path / "logs",
+    )
+    answers: list[requests.Response] = []
+    try:
+        stack.start_worker("worker")
+
+        def issued() -> bool:
+            with seeded.session() as s:
+                return s.get(Prescription, pid).status == "issued"
+
+        wait_until(issued, timeout_s=30, interval_s=0.1)
+        url = stack.start_service(port=free_port(), workers=1)
+        support = stack.bearer(role="support", subject="agent-1")
+        sandbox.control(void_delay_s=3.0)
+        caller = threading.Thread(target=lambda: answers.append(requests.post(
+            f"{url}/api/v1/prescriptions/{pid}/void", json={"reason": "duplicate"}, headers=support, timeout=30
+        )))
+        caller.start()
+        time.sleep(1.0)  # the void is now waiting on the platform (held 3 s)
+        service = stack.procs["service"]
+        service.send_signal(signal.SIGTERM)
+        caller.join(30)
+        assert service.wait(20) == 0
+    finally:
+        stack.stop()
+    assert [a.status_code for a in answers] == [200]
+    assert answers[0].json()["status"] == "voided"
