@@ -16,7 +16,7 @@ import requests
 from sqlalchemy import select
 
 from app.models import DispatchOutbox, Patient, Pharmacy, Prescriber, Prescription
-from tests.conftest import AUTH, PRESCRIBER_SECRETS
+from tests.conftest import PRESCRIBER_SECRETS
 from tests.integration.conftest import wait_until, worker_threads
 
 JONES, PATEL = "dr.jones@example.test", "dr.patel@example.test"
@@ -42,7 +42,7 @@ def send(live, db, prescription_id: int) -> None:  # type: ignore[no-untyped-def
     resp = requests.post(
         f"{live.url}/api/v1/prescriptions/{prescription_id}/send",
         json={"pharmacy_id": pharmacy_id},
-        headers=AUTH,
+        headers=live.auth(),
         timeout=10,
     )
     assert resp.status_code == 202, resp.text

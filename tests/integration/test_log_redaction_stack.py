@@ -21,7 +21,14 @@ import requests
 from sqlalchemy import select, update
 
 from app.config import _DEV_DEFAULTS, DEV_JWT_SECRET
-from app.models import DispatchOutbox, Patient, Pharmacy, Prescriber, Prescription, PrescriptionMedicine
+from app.models import (
+    DispatchOutbox,
+    Patient,
+    Pharmacy,
+    Prescriber,
+    Prescription,
+    PrescriptionMedicine,
+)
 from scripts.stack import PRESCRIBERS, WEBHOOK_SECRET, Stack, base_env, free_port
 from tests.integration.conftest import wait_until
 from tests.support import PhiValue, scan_log_files, seeded_phi
