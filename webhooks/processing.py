@@ -85,6 +85,7 @@ class InboxProcessor:
         many events were handled.
         """
         handled = 0
+        applied: list[int] = []
         with self.db.session() as session:
             rows = claim_rows(
                 session,
@@ -101,15 +102,30 @@ class InboxProcessor:
                     release_row(row)
                     continue
                 # Per event, so processed_at is when this event was applied, not when the batch began.
-                self._handle(session, row, self.now())
+                self._handle(session, row, self.now(), applied)
                 handled += 1
+            self._audit(session, applied)
         return handled
 
-    def _handle(self, session: Session, row: WebhookInbox, now: datetime) -> str:
-        """Apply ``row`` in a savepoint and set its state; one failure undoes only itself."""
+    def _audit(self, session: Session, applied: list[int]) -> None:
+        """One ``webhook-applied`` audit row per applied event, after the batch's row locks.
+
+        Last in the transaction on purpose: the audit chain's lock (app/audit.py) is then
+        always taken after any prescription lock, as the API's send and void take it, so
+        a batch holding the chain lock never waits on a prescription a sender holds.
+        """
+        now = self.now()
+        for prescription_id in applied:
+            record_by(session, PLATFORM, action="webhook-applied", prescription_id=prescription_id, now=now)
+
+    def _handle(self, session: Session, row: WebhookInbox, now: datetime, applied: list[int]) -> str:
+        """Apply ``row`` in a savepoint and set its state; one failure undoes only itself.
+
+        The id of a prescription the event was applied to is appended to ``applied``.
+        """
         try:
             with session.begin_nested():
-                self._apply(session, row)
+                prescription_id = self._apply(session, row)
         except EventPayloadError as exc:
             mark_dead(row, error=exc.reason)
             row.processed_at = now
@@ -121,6 +137,7 @@ class InboxProcessor:
         else:
             row.state, row.processed_at, row.last_error = "processed", now, None
             row.awaiting_prescription = False
+            applied.append(prescription_id)
             log.debug("webhook applied: event_id=%s", row.event_id)
         release_row(row)
         return row.state
@@ -134,7 +151,7 @@ class InboxProcessor:
         else:
             log.info("webhook retry: event_id=%s attempt=%s reason=%s", row.event_id, row.attempts, error)
 
-    def _apply(self, session: Session, row: WebhookInbox) -> None:
+    def _apply(self, session: Session, row: WebhookInbox) -> int:
         event = parse_status_event(decode_body(row.body))
         if event.status not in LIFECYCLE:
             raise EventPayloadError("unknown_status", "event status is not a lifecycle status")
@@ -155,7 +172,7 @@ class InboxProcessor:
                 event_id=row.event_id,
             ),
         )
-        record_by(session, PLATFORM, action="webhook-applied", prescription_id=prescription.id, now=self.now())
+        return prescription.id
 
     def replay(self, *, event_id: str | None = None, dead: bool = False) -> list[tuple[str, str]]:
         """Reset stored events to pending and apply them now, in one transaction.
@@ -168,6 +185,7 @@ class InboxProcessor:
         if event_id is None and not dead:
             raise ValueError("replay needs an event id or dead=True")
         results: list[tuple[str, str]] = []
+        applied: list[int] = []
         with self.db.session() as session:
             query = select(WebhookInbox).with_for_update()
             query = query.where(WebhookInbox.event_id == event_id) if event_id is not None else query.where(
@@ -179,7 +197,8 @@ class InboxProcessor:
                 reopen(row, now=self.now())
                 row.state, row.last_error, row.awaiting_prescription = env.state, env.error, False
                 if row.state == "pending":
-                    self._handle(session, row, self.now())
+                    self._handle(session, row, self.now(), applied)
                 results.append((row.event_id, row.state))
+            self._audit(session, applied)
         return results
 
