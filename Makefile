@@ -62,6 +62,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.dispatch
 	bash bench/webhooks/run.sh
 	$(BIN)/python -m bench.events
+	$(BIN)/python -m bench.memory
 
 ## manifests: render the k8s overlays, validate them offline, scan them and the Dockerfile, test the alert rules
 manifests:

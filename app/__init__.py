@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from flask import Flask, Response, jsonify
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app.config import Settings, load_settings
 from app.db import Database
@@ -24,6 +26,10 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     app.config["JSON_SORT_KEYS"] = False
     # No request body we accept is near this; the webhook receiver has its own, smaller cap.
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
+    if settings.trusted_proxies:
+        # X-Forwarded-For/-Proto/-Host from exactly this many hops are believed (audit client_addr).
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
     app.extensions["erx"] = Services(settings=settings, db=db or Database(settings.database_url))
     logs.configure_logging(settings)
     logs.init_app(app)
@@ -45,8 +51,15 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
 
     @app.get("/readyz")
     def readyz() -> tuple[Response, int]:
-        with app.extensions["erx"].db.session() as session:
-            session.execute(text("SELECT 1"))
+        # Not ready while the database is unreachable (503, the one error shape). A pooled
+        # connection that died is discarded when it fails, so a later probe reconnects.
+        try:
+            with app.extensions["erx"].db.session() as session:
+                session.execute(text("SELECT 1"))
+        except DBAPIError:
+            return errors.error_response(
+                503, "database_unavailable", "The service cannot reach its database; retry later."
+            )
         return jsonify({"status": "ready"}), 200
 
     return app

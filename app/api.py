@@ -21,6 +21,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from marshmallow import Schema, ValidationError
 
+from app.access_audit import record_access, request_accessor
 from app.errors import ApiError
 from app.extensions import services
 from app.identity import current_identity, require_roles
@@ -112,6 +113,7 @@ def send(prescription_id: int) -> tuple[Response, int]:
         idempotency_key=key,
         patient_ref=_own_patient_ref(),
         request_id=current_request_id(),
+        audit=request_accessor(),
     )
     response = jsonify(_send_response.dump(queued.as_dict()))
     response.headers["Location"] = queued.status_url
@@ -123,7 +125,9 @@ def send(prescription_id: int) -> tuple[Response, int]:
 def show(prescription_id: int) -> tuple[Response, int]:
     """Return the prescription: status, region, pharmacy, medicines, rejection, dispatch, timeline."""
     _check_id(prescription_id)
-    return jsonify(_view(prescription_id)), 200
+    view = _view(prescription_id)
+    record_access("read", prescription_id)
+    return jsonify(view), 200
 
 
 @bp.post("/prescriptions/<int:prescription_id>/void")
@@ -144,9 +148,8 @@ def void(prescription_id: int) -> tuple[Response, int]:
         client=_platform_client,
         cipher=lambda: credential_cipher(settings.encryption_keys),
         base_url=settings.erx_base_url,
+        audit=request_accessor(),
     )
-    # AUDIT: the one call site for recording who voided what — current_identity().subject
-    # voided prescription_id (the reason is in the history row; never log it).
     return jsonify(_view(prescription_id)), 200
 
 

@@ -39,8 +39,26 @@ GENESIS_HASH = "0" * 64
 # pg_advisory_xact_lock key for the chain: the ASCII bytes of "erxaudit" as a signed 64-bit int.
 AUDIT_LOCK_KEY = int.from_bytes(b"erxaudit", "big", signed=True)
 # What an audit row can say was done; a typo should fail loudly, not start a new action.
+# API reads: read (one prescription), list (/me/prescriptions, one row per prescription
+# listed), fhir-read / fhir-search / fhir-history; changes: send, void, webhook-applied,
+# requeue, confirm-sent, reconcile (a transition the reconcile job recorded).
 ACTIONS = frozenset(
-    {"read", "send", "void", "export", "webhook-applied", "requeue", "replay", "reconcile-applied"}
+    {
+        "read",
+        "list",
+        "send",
+        "void",
+        "export",
+        "fhir-read",
+        "fhir-search",
+        "fhir-history",
+        "webhook-applied",
+        "requeue",
+        "confirm-sent",
+        "replay",
+        "reconcile",
+        "reconcile-applied",
+    }
 )
 EXPORT_FORMAT = "erx-audit-export/1"
 
@@ -148,6 +166,43 @@ def record(
     session.add(event)
     session.flush()
     return event
+
+
+@dataclass(frozen=True)
+class Accessor:
+    """Who is acting, as recorded on each audit row they cause.
+
+    ``actor``: API token subject, ``"platform"`` (webhooks), ``"operator"`` (CLI)
+    or ``"reconcile"``; ``role``: patient, support, service, platform, operator;
+    ``request_id``: the HTTP request id (``X-Request-ID``) when there is one;
+    ``client_addr``: the caller's address as the app sees it (after ProxyFix).
+    """
+
+    actor: str
+    role: str
+    request_id: str | None = None
+    client_addr: str | None = None
+
+
+PLATFORM = Accessor(actor="platform", role="platform")
+OPERATOR = Accessor(actor="operator", role="operator")
+RECONCILER = Accessor(actor="reconcile", role="service")
+
+
+def record_by(
+    session: Session, accessor: Accessor, *, action: str, prescription_id: int | None, now: datetime
+) -> AuditEvent:
+    """:func:`record` with the who of ``accessor``; same transaction rules and errors."""
+    return record(
+        session,
+        actor=accessor.actor,
+        role=accessor.role,
+        action=action,
+        prescription_id=prescription_id,
+        request_id=accessor.request_id,
+        client_addr=accessor.client_addr,
+        now=now,
+    )
 
 
 @dataclass(frozen=True)

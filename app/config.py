@@ -141,8 +141,13 @@ class Settings:
     worker_metrics_port: int = 0
     # Worker wake-ups (issue 10): auto = notify on PostgreSQL, poll on SQLite; poll behind a transaction pooler.
     worker_wakeup: str = "auto"
+    # Reverse proxies in front of the web tier whose X-Forwarded-* headers are trusted
+    # (werkzeug ProxyFix); 0 = none, the audit's client address is the TCP peer.
+    trusted_proxies: int = 0
 
     def __post_init__(self) -> None:
+        if self.trusted_proxies < 0:
+            raise ConfigError("TRUSTED_PROXIES must be 0 or more")
         if self.env not in ("development", "test", "production"):
             raise ConfigError("ERX_ENV must be development, test or production")
         if not self.webhook_secrets or not all(self.webhook_secrets):
@@ -210,6 +215,7 @@ _NUMBERS: dict[str, tuple[str, type]] = {
     "EVENTS_BACKOFF_CAP_S": ("events_backoff_cap_s", float),
     "NOTIFY_MAX_ATTEMPTS": ("notify_max_attempts", int),
     "WORKER_METRICS_PORT": ("worker_metrics_port", int),
+    "TRUSTED_PROXIES": ("trusted_proxies", int),
 }
 _STRINGS = {
     "DATABASE_URL": "database_url",

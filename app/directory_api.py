@@ -13,6 +13,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, jsonify, request
 from marshmallow import Schema, ValidationError
 
+from app.access_audit import record_access
 from app.directory_schemas import (
     PageQuerySchema,
     PharmacyPageSchema,
@@ -90,6 +91,7 @@ def my_prescriptions() -> tuple[Response, int]:
     """The calling patient's prescriptions, newest first: ``?page=&per_page=``."""
     args = _query(_page_query)
     page = patient_prescriptions(services().db, current_identity().subject, page=args["page"], per_page=args["per_page"])
+    record_access("list", *(item.id for item in page.items))
     return jsonify(PrescriptionPageSchema().dump(page)), 200
 
 

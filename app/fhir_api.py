@@ -24,6 +24,7 @@ from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from app import fhir
+from app.access_audit import record_access
 from app.errors import ApiError
 from app.extensions import services
 from app.identity import current_identity, require_roles
@@ -98,6 +99,16 @@ def _view() -> tuple[str | None, bool]:
     return (identity.subject if identity.role == "patient" else None), identity.role == "support"
 
 
+def _listed_prescriptions(bundle: Any) -> list[int]:
+    """The distinct prescription ids behind a Bundle's MedicationRequest entries, in order."""
+    ids: dict[int, None] = {}
+    for entry in bundle.entry or ():
+        resource_id = getattr(entry.resource, "id", None)
+        if getattr(entry.resource, "resource_type", None) == "MedicationRequest" and resource_id:
+            ids[fhir.parse_resource_id(resource_id)[0]] = None
+    return list(ids)
+
+
 def _base_url() -> str:
     return request.url_root.rstrip("/") + bp.url_prefix
 
@@ -111,6 +122,7 @@ def read(resource_id: str) -> Response:
         resource = fhir.read_medication_request(
             session, resource_id, patient_ref=patient_ref, show_platform_token=show_token
         )
+    record_access("fhir-read", fhir.parse_resource_id(resource_id)[0])
     headers = {"ETag": f'W/"{resource.meta.versionId}"'} if resource.meta and resource.meta.versionId else {}
     return _fhir_response(resource, headers=headers)
 
@@ -137,6 +149,7 @@ def search() -> Response:
             patient_ref=patient_ref,
             show_platform_token=show_token,
         )
+    record_access("fhir-search", *_listed_prescriptions(bundle))
     return _fhir_response(bundle)
 
 
@@ -154,6 +167,7 @@ def history(resource_id: str) -> Response:
             patient_ref=patient_ref,
             show_platform_token=show_token,
         )
+    record_access("fhir-history", fhir.parse_resource_id(resource_id)[0])
     return _fhir_response(bundle)
 
 

@@ -44,6 +44,10 @@ class ControlValues:
     commit_then_drop_rate: float = 0.0
     session_expired_rate: float = 0.0
     fault_sleep_s: float = 5.0
+    # Every issue call is held this many seconds and then succeeds: a slow but healthy platform.
+    issue_delay_s: float = 0.0
+    # Every void call is held this many seconds before it is answered (a slow web request upstream).
+    void_delay_s: float = 0.0
     token_ttl_s: float = 3600.0
     session_ttl_s: float = 1800.0
     omit_expires_in: bool = False

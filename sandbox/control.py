@@ -29,6 +29,8 @@ RATE_KEYS = frozenset(
 SECONDS_KEYS = frozenset(
     {
         "fault_sleep_s",
+        "issue_delay_s",
+        "void_delay_s",
         "token_ttl_s",
         "session_ttl_s",
         "auto_delay_s",

@@ -120,6 +120,8 @@ def issue_prescription() -> Response:
         log.info("injected timeout_before_commit (nothing created)")
         state.sleep(controls.fault_sleep_s)
         return faults.gateway_timeout_response()
+    if controls.issue_delay_s:
+        state.sleep(controls.issue_delay_s)
 
     payload = json_body()
     errors = validate_issue(payload)
@@ -206,6 +208,9 @@ def void_prescription(prescription_id: str) -> Response:
     The optional ``reason`` is accepted and not kept (it may carry patient details).
     """
     state = get_state()
+    delay_s = state.controls.current().void_delay_s
+    if delay_s:
+        state.sleep(delay_s)
     try:
         change = state.store.transition(prescription_id, "voided", now=state.clock())
     except UnknownPrescription:

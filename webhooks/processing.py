@@ -22,6 +22,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.audit import PLATFORM, record_by
 from app.db import Database, utcnow
 from app.history import BatchItem, Transition, record_transition, record_transitions
 from app.models import Patient, Prescription, Region, WebhookInbox
@@ -84,6 +85,7 @@ class InboxProcessor:
         many events were handled.
         """
         handled = 0
+        applied: list[int] = []
         with self.db.session() as session:
             rows = claim_rows(
                 session,
@@ -101,15 +103,17 @@ class InboxProcessor:
                     release_row(row)
                 else:
                     todo.append(row)
-            if len(todo) > 1 and self._apply_together(session, todo):
+            if len(todo) > 1 and self._apply_together(session, todo, applied):
+                self._audit(session, applied)
                 return len(todo)
             for row in todo:
                 # Per event, so processed_at is when this event was applied, not when the batch began.
-                self._handle(session, row, self.now())
+                self._handle(session, row, self.now(), applied)
                 handled += 1
+            self._audit(session, applied)
         return handled
 
-    def _apply_together(self, session: Session, rows: list[WebhookInbox]) -> bool:
+    def _apply_together(self, session: Session, rows: list[WebhookInbox], applied: list[int]) -> bool:
         """Apply ``rows`` set-based: a handful of statements for the whole batch.
 
         One locking SELECT for every prescription the batch names (in token
@@ -118,9 +122,11 @@ class InboxProcessor:
         (:func:`app.history.record_transitions`). Stores exactly what
         :meth:`_handle` would, row by row. Returns False, with nothing
         changed, if anything fails: the caller then applies the rows one by
-        one, so that a failure undoes only its own event.
+        one, so that a failure undoes only its own event. The ids of the
+        prescriptions events were applied to are appended to ``applied``.
         """
         now = self.now()
+        batch_applied: list[int] = []
         session.flush()  # the claim's lease stamps stay outside the savepoint
         try:
             with session.begin_nested():
@@ -174,18 +180,34 @@ class InboxProcessor:
                     else:
                         row.state, row.processed_at, row.last_error = "processed", now, None
                         row.awaiting_prescription = False
+                        batch_applied.append(found[event.platform_token][0].id)
                     release_row(row)
                 session.flush()
         except Exception as exc:  # noqa: BLE001 - fall back to one savepoint per event
             log.info("webhook batch applied one by one: %s", type(exc).__name__)
             return False
+        applied.extend(batch_applied)
         return True
 
-    def _handle(self, session: Session, row: WebhookInbox, now: datetime) -> str:
-        """Apply ``row`` in a savepoint and set its state; one failure undoes only itself."""
+    def _audit(self, session: Session, applied: list[int]) -> None:
+        """One ``webhook-applied`` audit row per applied event, after the batch's row locks.
+
+        Last in the transaction on purpose: the audit chain's lock (app/audit.py) is then
+        always taken after any prescription lock, as the API's send and void take it, so
+        a batch holding the chain lock never waits on a prescription a sender holds.
+        """
+        now = self.now()
+        for prescription_id in applied:
+            record_by(session, PLATFORM, action="webhook-applied", prescription_id=prescription_id, now=now)
+
+    def _handle(self, session: Session, row: WebhookInbox, now: datetime, applied: list[int]) -> str:
+        """Apply ``row`` in a savepoint and set its state; one failure undoes only itself.
+
+        The id of a prescription the event was applied to is appended to ``applied``.
+        """
         try:
             with session.begin_nested():
-                self._apply(session, row)
+                prescription_id = self._apply(session, row)
         except EventPayloadError as exc:
             mark_dead(row, error=exc.reason)
             row.processed_at = now
@@ -197,6 +219,7 @@ class InboxProcessor:
         else:
             row.state, row.processed_at, row.last_error = "processed", now, None
             row.awaiting_prescription = False
+            applied.append(prescription_id)
             log.debug("webhook applied: event_id=%s", row.event_id)
         release_row(row)
         return row.state
@@ -210,7 +233,7 @@ class InboxProcessor:
         else:
             log.info("webhook retry: event_id=%s attempt=%s reason=%s", row.event_id, row.attempts, error)
 
-    def _apply(self, session: Session, row: WebhookInbox) -> None:
+    def _apply(self, session: Session, row: WebhookInbox) -> int:
         event = parse_status_event(decode_body(row.body))
         if event.status not in LIFECYCLE:
             raise EventPayloadError("unknown_status", "event status is not a lifecycle status")
@@ -231,6 +254,7 @@ class InboxProcessor:
                 event_id=row.event_id,
             ),
         )
+        return prescription.id
 
     def replay(self, *, event_id: str | None = None, dead: bool = False) -> list[tuple[str, str]]:
         """Reset stored events to pending and apply them now, in one transaction.
@@ -243,6 +267,7 @@ class InboxProcessor:
         if event_id is None and not dead:
             raise ValueError("replay needs an event id or dead=True")
         results: list[tuple[str, str]] = []
+        applied: list[int] = []
         with self.db.session() as session:
             query = select(WebhookInbox).with_for_update()
             query = query.where(WebhookInbox.event_id == event_id) if event_id is not None else query.where(
@@ -254,7 +279,8 @@ class InboxProcessor:
                 reopen(row, now=self.now())
                 row.state, row.last_error, row.awaiting_prescription = env.state, env.error, False
                 if row.state == "pending":
-                    self._handle(session, row, self.now())
+                    self._handle(session, row, self.now(), applied)
                 results.append((row.event_id, row.state))
+            self._audit(session, applied)
         return results
 

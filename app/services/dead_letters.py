@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from app.audit import OPERATOR, record_by
 from app.db import Database
 from app.history import record_local_status
 from app.models import DispatchOutbox, Prescriber, Prescription
@@ -102,7 +103,7 @@ def requeue(db: Database, outbox_id: int, *, now: datetime) -> Requeued:
 
     Attempts restart from zero; ``outcome_unknown`` is kept, so a lookup still
     comes before any new send. The prescription goes back to ``queued``
-    (source ``operator``). Raises :class:`NotFound` (no such row) or
+    (source ``operator``), with a ``requeue`` audit row (actor ``operator``). Raises :class:`NotFound` (no such row) or
     :class:`Conflict` (the row is not dead).
     """
     with db.session() as session:
@@ -120,4 +121,5 @@ def requeue(db: Database, outbox_id: int, *, now: datetime) -> Requeued:
         if prescription is None:
             raise NotFound(f"outbox row {outbox_id} has no prescription {row.prescription_id}")
         record_local_status(session, prescription, "queued", source="operator", detail="requeued", now=now)
+        record_by(session, OPERATOR, action="requeue", prescription_id=prescription.id, now=now)
         return Requeued(outbox_id=row.id, prescription_id=row.prescription_id)

@@ -53,6 +53,7 @@ from typing import Protocol
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from app.audit import OPERATOR, record_by
 from app.config import Settings
 from app.db import Database, insert_ignore, utcnow
 from app.history import record_local_status
@@ -473,7 +474,8 @@ def confirm_sent(db: Database, outbox_id: int, *, now: datetime | None = None) -
     """An operator confirms that a parked (in-doubt) email did reach the pharmacy.
 
     Marks the intent ``accepted``, the outbox row ``done`` and records
-    ``emailed`` (source ``operator``). Returns the prescription id. Raises
+    ``emailed`` (source ``operator``) with a ``confirm-sent`` audit row (actor
+    ``operator``). Returns the prescription id. Raises
     :class:`NotFound` (no such outbox row) or :class:`Conflict` (not a
     parked email).
     """
@@ -497,4 +499,5 @@ def confirm_sent(db: Database, outbox_id: int, *, now: datetime | None = None) -
         row.state, row.outcome_unknown, row.last_error, row.updated_at = "done", False, None, at
         row.locked_by = row.locked_until = None
         record_local_status(session, prescription, "emailed", source="operator", detail="confirmed by operator", now=at)
+        record_by(session, OPERATOR, action="confirm-sent", prescription_id=prescription.id, now=at)
         return prescription.id

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.audit import Accessor, record_by
 from app.db import Database, utcnow
 from app.history import record_local_status
 from app.models import (
@@ -95,6 +96,7 @@ def queue_send(
     now: datetime | None = None,
     patient_ref: str | None = None,
     request_id: str | None = None,
+    audit: Accessor | None = None,
 ) -> QueuedSend:
     """Queue ``prescription_id`` for sending to ``pharmacy_id``; returns a :class:`QueuedSend`.
 
@@ -110,7 +112,8 @@ def queue_send(
     drugs, patient record, credentials), or a reused key with a different body.
     ``request_id``: the queuing request's id (``app.logs.current_request_id()``,
     passed by the API layer), stored on the outbox row so the worker logs the
-    send under it.
+    send under it. ``audit``: who is sending; a ``send`` audit row is written in
+    the same transaction (an idempotent replay writes none: nothing changed).
     """
     now = now or utcnow()
     scope = f"POST {status_url(prescription_id)}/send"
@@ -126,6 +129,8 @@ def queue_send(
                 if replay is not None:
                     return replay
             result = _queue(session, prescription, prescription_id, pharmacy_id, now, request_id=request_id)
+            if audit is not None:
+                record_by(session, audit, action="send", prescription_id=prescription_id, now=now)
             if idempotency_key is not None:
                 session.add(
                     IdempotencyKey(

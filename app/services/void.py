@@ -33,6 +33,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.audit import Accessor, record_by
 from app.crypto import CredentialCipher, CredentialError
 from app.db import Database, utcnow
 from app.history import Transition, record_local_status, record_transition
@@ -90,6 +91,7 @@ def void_prescription(
     cipher: Callable[[], CredentialCipher],
     base_url: str,
     now: Callable[[], datetime] = utcnow,
+    audit: Accessor | None = None,
 ) -> VoidResult:
     """Void ``prescription_id`` for support staff; returns a :class:`VoidResult`.
 
@@ -97,7 +99,8 @@ def void_prescription(
     the platform and kept as the history row's detail. ``client`` and
     ``cipher`` build the platform client and the credential cipher on demand
     (only an issued prescription needs them). ``base_url`` (``ERX_BASE_URL``)
-    is named in failure messages. ``now`` returns aware UTC.
+    is named in failure messages. ``now`` returns aware UTC. ``audit``: who is
+    voiding; a ``void`` audit row is written in the transaction that records it.
 
     Raises (``app.services.errors``): :class:`NotFound`; :class:`Conflict`
     ``already_final`` (final status, or the platform's ``invalid_transition``,
@@ -111,7 +114,10 @@ def void_prescription(
             raise NotFound(f"Prescription {prescription_id} does not exist.")
         _refuse_final(prescription)
         if prescription.status in LOCALLY_VOIDABLE:
-            return _void_locally(session, prescription, reason=reason, at=now())
+            at = now()
+            if audit is not None:
+                record_by(session, audit, action="void", prescription_id=prescription_id, now=at)
+            return _void_locally(session, prescription, reason=reason, at=at)
         if prescription.status not in PLATFORM_VOIDABLE or not prescription.platform_token:
             raise Conflict(
                 f"Prescription {prescription_id} is {prescription.status}; it cannot be voided.",
@@ -140,6 +146,8 @@ def void_prescription(
                 detail=reason,
             ),
         )
+        if audit is not None:
+            record_by(session, audit, action="void", prescription_id=prescription_id, now=at)
     log.info("prescription %s voided at the platform (was %s)", prescription_id, target.status)
     return VoidResult(prescription_id=prescription_id, from_status=target.status, at_platform=True)
 

@@ -56,6 +56,8 @@ DEFAULT_CONTROLS: dict[str, Any] = {
     "fail_503_rate": 0.0,
     "rate_limit_rate": 0.0,
     "timeout_before_commit_rate": 0.0,
+    "issue_delay_s": 0.0,
+    "void_delay_s": 0.0,
     "commit_then_drop_rate": 0.0,
     "session_expired_rate": 0.0,
     "webhook_duplicate_rate": 0.0,

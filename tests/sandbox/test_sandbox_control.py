@@ -23,6 +23,8 @@ CONTROL_KEYS = {
     "commit_then_drop_rate",
     "session_expired_rate",
     "fault_sleep_s",
+    "issue_delay_s",
+    "void_delay_s",
     "token_ttl_s",
     "session_ttl_s",
     "omit_expires_in",

@@ -118,6 +118,7 @@ FLASK = ("flask", "werkzeug")
 # Where app may wire webhooks in: create_app, and the worker/CLI wiring.
 APP_WEBHOOK_WIRING = ("app/__init__.py", "app/worker.py", "app/cli.py")
 WEBHOOKS_MAY_IMPORT_FROM_APP = (
+    "app.audit",  # issue 9: a webhook-applied audit row in the transaction that applies the event
     "app.db",
     "app.models",
     "app.errors",

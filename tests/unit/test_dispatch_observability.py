@@ -45,11 +45,12 @@ def dispatcher(seeded: Database, settings) -> Iterator[Dispatcher]:  # type: ign
 
 
 def queue(client, db: Database, reference: str, **headers: str) -> int:  # type: ignore[no-untyped-def]
+    auth = bearer(client.application, role="service", subject="svc-tests")
     with db.session() as session:
         pid = session.scalars(select(Prescription.id).where(Prescription.reference == reference)).one()
         pharmacy = session.scalars(select(Pharmacy.id).where(Pharmacy.branch_id == 17)).one()
     resp = client.post(
-        f"/api/v1/prescriptions/{pid}/send", json={"pharmacy_id": pharmacy}, headers={**bearer(client.application, role="service", subject="svc-tests"), **headers}
+        f"/api/v1/prescriptions/{pid}/send", json={"pharmacy_id": pharmacy}, headers={**auth, **headers}
     )
     assert resp.status_code == 202, resp.get_data(as_text=True)
     return pid
@@ -78,12 +79,12 @@ def test_the_request_id_of_the_send_is_on_every_log_line_of_its_job(  # type: ig
 
 
 def test_a_send_without_a_request_id_header_gets_the_one_the_api_made(  # type: ignore[no-untyped-def]
-    client, seeded, with_credentials
+    client, seeded, with_credentials, auth
 ) -> None:
     with seeded.session() as session:
         pid = session.scalars(select(Prescription.id).where(Prescription.reference == "rx-000001")).one()
         pharmacy = session.scalars(select(Pharmacy.id).where(Pharmacy.branch_id == 17)).one()
-    resp = client.post(f"/api/v1/prescriptions/{pid}/send", json={"pharmacy_id": pharmacy}, headers=bearer(client.application, role="service", subject="svc-tests"))
+    resp = client.post(f"/api/v1/prescriptions/{pid}/send", json={"pharmacy_id": pharmacy}, headers=auth)
     with seeded.session() as session:
         stored = session.scalars(select(DispatchOutbox.request_id).where(DispatchOutbox.prescription_id == pid)).one()
     assert stored == resp.headers["X-Request-ID"]

@@ -1,0 +1,154 @@
+"""Issue 9, point 6: every read and change of a prescription leaves one audit row
+(who, as what, did what, to which prescription, request id, client address), a
+refused call leaves none, and the chain still verifies after the whole flow."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import select
+
+from app import create_app
+from app.audit import verify
+from app.db import Database
+from app.models import AuditEvent, Pharmacy, Prescription
+from tests.conftest import bearer, make_settings
+from tests.unit.test_webhook_receiver import clock, deliver, event_body  # noqa: F401 (clock: a fixture)
+from webhooks.processing import InboxProcessor
+
+Row = tuple[str, str, str, int | None]
+
+
+def rows(db: Database, after: int = 0) -> list[AuditEvent]:
+    with db.session() as session:
+        found = session.scalars(select(AuditEvent).where(AuditEvent.id > after).order_by(AuditEvent.id)).all()
+        session.expunge_all()
+        return list(found)
+
+
+def summary(db: Database, after: int = 0) -> list[Row]:
+    return [(r.actor, r.role, r.action, r.prescription_id) for r in rows(db, after)]
+
+
+def last_id(db: Database) -> int:
+    found = rows(db)
+    return found[-1].id if found else 0
+
+
+def rx_id(db: Database, reference: str) -> int:
+    with db.session() as session:
+        return session.scalars(select(Prescription.id).where(Prescription.reference == reference)).one()
+
+
+@pytest.fixture
+def ids(seeded: Database) -> Iterator[dict[str, int]]:
+    # rx-000001, rx-000025 and rx-000049 belong to pt-0001, rx-000002 to pt-0002 (scripts/seed/002).
+    with seeded.session() as session:
+        pharmacy = session.scalars(select(Pharmacy.id).where(Pharmacy.branch_id == 17)).one()
+    yield {
+        "own": rx_id(seeded, "rx-000001"),
+        "own2": rx_id(seeded, "rx-000025"),
+        "own3": rx_id(seeded, "rx-000049"),
+        "other": rx_id(seeded, "rx-000002"),
+        "pharmacy": pharmacy,
+    }
+
+
+def test_each_api_read_and_change_writes_one_row(app, client, seeded, with_credentials, ids) -> None:  # type: ignore[no-untyped-def]
+    patient = bearer(app, role="patient", subject="pt-0001")
+    service = bearer(app, role="service", subject="svc-7")
+    support = bearer(app, role="support", subject="agent-3")
+    own, other = ids["own"], ids["other"]
+
+    resp = client.post(
+        f"/api/v1/prescriptions/{own}/send",
+        json={"pharmacy_id": ids["pharmacy"]},
+        headers={**service, "X-Request-ID": "req-send-1"},
+    )
+    assert resp.status_code == 202, resp.get_data(as_text=True)
+    [send] = rows(seeded)
+    assert (send.actor, send.role, send.action, send.prescription_id) == ("svc-7", "service", "send", own)
+    assert send.request_id == "req-send-1" and send.client_addr == "127.0.0.1"
+
+    mark = last_id(seeded)
+    assert client.get(f"/api/v1/prescriptions/{own}", headers=patient).status_code == 200
+    read = rows(seeded, mark)
+    assert [(r.actor, r.role, r.action, r.prescription_id) for r in read] == [("pt-0001", "patient", "read", own)]
+    assert read[0].request_id and read[0].occurred_at is not None
+
+    mark = last_id(seeded)
+    assert client.get("/api/v1/me/prescriptions", headers=patient).status_code == 200
+    listed = summary(seeded, mark)
+    assert {r[3] for r in listed} == {own, ids["own2"], ids["own3"]}
+    assert {r[:3] for r in listed} == {("pt-0001", "patient", "list")}
+
+    mark = last_id(seeded)
+    assert client.post(f"/api/v1/prescriptions/{other}/void", json={"reason": "duplicate"}, headers=support).status_code == 200
+    assert summary(seeded, mark) == [("agent-3", "support", "void", other)]
+
+
+def test_each_fhir_read_writes_one_row(app, client, seeded, ids) -> None:  # type: ignore[no-untyped-def]
+    support = bearer(app, role="support", subject="agent-3")
+    own = ids["own"]
+    assert client.get(f"/fhir/R4/MedicationRequest/{own}-1", headers=support).status_code == 200
+    assert client.get(f"/fhir/R4/MedicationRequest/{own}-1/_history", headers=support).status_code == 200
+    mark = last_id(seeded)
+    assert client.get("/fhir/R4/MedicationRequest?patient=pt-0001", headers=support).status_code == 200
+    searched = summary(seeded, mark)
+    assert summary(seeded)[:2] == [
+        ("agent-3", "support", "fhir-read", own),
+        ("agent-3", "support", "fhir-history", own),
+    ]
+    assert {r[3] for r in searched} == {own, ids["own2"], ids["own3"]}
+    assert {r[:3] for r in searched} == {("agent-3", "support", "fhir-search")}
+
+
+def test_refused_calls_write_no_row(app, client, seeded, with_credentials, ids) -> None:  # type: ignore[no-untyped-def]
+    patient = bearer(app, role="patient", subject="pt-0001")
+    own, other = ids["own"], ids["other"]
+    answers = [
+        client.get(f"/api/v1/prescriptions/{own}").status_code,  # no token
+        client.get(f"/api/v1/prescriptions/{other}", headers=patient).status_code,  # another patient's
+        client.post(f"/api/v1/prescriptions/{own}/void", json={"reason": "x"}, headers=patient).status_code,
+        client.post(f"/api/v1/prescriptions/{other}/send", json={"pharmacy_id": ids["pharmacy"]}, headers=patient).status_code,
+        client.get(f"/fhir/R4/MedicationRequest/{other}-1", headers=patient).status_code,
+        client.get("/api/v1/prescriptions/999999", headers=bearer(app, role="support", subject="a")).status_code,
+    ]
+    assert answers == [401, 404, 403, 404, 404, 404]
+    assert rows(seeded) == []
+
+
+@pytest.mark.usefixtures("clock")
+def test_an_applied_webhook_is_audited_as_the_platform(client, seeded, ids) -> None:  # type: ignore[no-untyped-def]
+    token = "SRXAUDIT000001"
+    with seeded.session() as session:
+        rx = session.get(Prescription, ids["own"])
+        rx.platform_token, rx.status = token, "issued"
+    assert deliver(client, event_body("evt_audit_1", token=token)).status_code == 200
+    assert InboxProcessor(seeded, worker_id="w-audit").run_batch() == 1
+    assert summary(seeded) == [("platform", "platform", "webhook-applied", ids["own"])]
+    assert verify(seeded).ok
+
+
+def test_client_address_comes_from_the_trusted_proxy(db_url: str, seeded: Database, ids) -> None:  # type: ignore[no-untyped-def]
+    behind = create_app(make_settings(db_url, trusted_proxies=1), db=seeded)
+    support = bearer(behind, role="support", subject="agent-3")
+    headers = {**support, "X-Forwarded-For": "203.0.113.9"}
+    assert behind.test_client().get(f"/api/v1/prescriptions/{ids['own']}", headers=headers).status_code == 200
+    [row] = rows(seeded)
+    assert row.client_addr == "203.0.113.9"
+
+
+def test_the_chain_verifies_after_a_whole_flow(app, client, runner, seeded, with_credentials, ids) -> None:  # type: ignore[no-untyped-def]
+    service = bearer(app, role="service", subject="svc-7")
+    support = bearer(app, role="support", subject="agent-3")
+    for key in ("own", "own2"):
+        assert client.post(
+            f"/api/v1/prescriptions/{ids[key]}/send", json={"pharmacy_id": ids["pharmacy"]}, headers=service
+        ).status_code == 202
+        assert client.get(f"/api/v1/prescriptions/{ids[key]}", headers=support).status_code == 200
+    assert client.post(f"/api/v1/prescriptions/{ids['own2']}/void", json={"reason": "duplicate"}, headers=support).status_code == 200
+    assert [r[2] for r in summary(seeded)] == ["send", "read", "send", "read", "void"]
+    result = runner.invoke(args=["audit", "verify"])
+    assert result.exit_code == 0 and result.output.strip() == "audit chain ok: 5 rows"
