@@ -2,7 +2,7 @@
 prescriptions, pharmacy search.
 
 Every endpoint needs a bearer JWT (:func:`app.identity.require_roles`). Services
-raise domain errors (``app/services/errors.py``); this module maps them to the one
+raise domain errors (``app/services/errors.py``); the app's one handler (app/errors.py) maps them to the
 JSON error shape ``{"code", "message", "errors"}``.
 """
 
@@ -23,27 +23,19 @@ from app.directory_schemas import (
     RegionListSchema,
     RegionUpdateSchema,
 )
-from app.errors import error_response
 from app.extensions import services
 from app.identity import ROLES, current_identity, require_roles
 from app.json_body import json_object
-from app.services.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, Unavailable
+from app.services.errors import Invalid
 from app.services.patients import patient_prescriptions, patient_profile, set_region
 from app.services.pharmacies import search_pharmacies
 from app.services.regions import list_regions
 
 bp = Blueprint("directory_api", __name__, url_prefix="/api/v1")
 
-_STATUS_FOR = {NotFound: 404, Conflict: 409, Invalid: 422, Forbidden: 403, Unavailable: 503}
 _page_query = PageQuerySchema()
 _search_query = PharmacySearchQuerySchema()
 _region_update = RegionUpdateSchema()
-
-
-@bp.errorhandler(DomainError)
-def _domain_error(exc: DomainError) -> tuple[Response, int]:
-    status = next((code for kind, code in _STATUS_FOR.items() if isinstance(exc, kind)), 400)
-    return error_response(status, exc.code, exc.message, exc.errors)
 
 
 def _load(schema: Schema, data: Any) -> dict[str, Any]:
