@@ -18,7 +18,7 @@ import signal
 import ssl
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -46,6 +46,7 @@ from app.services.prescriptions import queue_send
 from scripts.stack import Stack, base_env, free_port
 from tests.conftest import make_settings
 from tests.integration.conftest import wait_until
+from tests.support import FakeClock
 
 pytestmark = pytest.mark.integration
 
@@ -104,15 +105,9 @@ def smtp() -> Iterator[tuple[Controller, Handler]]:
         controller.stop()
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
+# The worker's clock starts at the real now: operator commands (requeue) stamp the
+# real time, and a fixed date would leave their rows due in the clock's future.
+Clock = FakeClock
 
 
 def smtp_settings(db_url: str, port: int, **overrides: Any) -> Settings:
