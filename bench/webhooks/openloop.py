@@ -28,6 +28,8 @@ class OpenLoopResult:
 
     ``latency_ms``: from the request's actual send to its full response, for
     every answered request; ``lag_ms``: actual send minus scheduled send;
+    ``from_schedule_ms``: scheduled send to full response (what a sender at
+    this fixed rate waits when the server falls behind), per answered request;
     ``statuses``: count per HTTP status; ``errors``: requests without an
     answer (socket errors, timeouts), by exception name.
     """
@@ -40,6 +42,7 @@ class OpenLoopResult:
     ok: int = 0
     latency_ms: list[float] = field(default_factory=list)
     lag_ms: list[float] = field(default_factory=list)
+    from_schedule_ms: list[float] = field(default_factory=list)
     statuses: dict[int, int] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
     started_at: float = 0.0
@@ -72,7 +75,7 @@ def run(
 
     def worker() -> None:
         conn = http.client.HTTPConnection(host, port, timeout=timeout_s)
-        latency, lag, statuses, errors = [], [], {}, {}
+        latency, lag, from_schedule, statuses, errors = [], [], [], {}, {}
         sent = answered = ok = 0
         while (job := jobs.get()) is not None:
             i, due = job
@@ -90,7 +93,9 @@ def run(
                 conn.close()
                 conn = http.client.HTTPConnection(host, port, timeout=timeout_s)
                 continue
-            latency.append((time.perf_counter() - t0) * 1000)
+            t1 = time.perf_counter()
+            latency.append((t1 - t0) * 1000)
+            from_schedule.append((t1 - due) * 1000)
             answered += 1
             statuses[resp.status] = statuses.get(resp.status, 0) + 1
             ok += 200 <= resp.status < 300
@@ -101,6 +106,7 @@ def run(
         with lock:
             result.latency_ms.extend(latency)
             result.lag_ms.extend(lag)
+            result.from_schedule_ms.extend(from_schedule)
             result.sent += sent
             result.answered += answered
             result.ok += ok

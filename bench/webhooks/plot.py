@@ -71,7 +71,7 @@ def plot_history(data: dict[str, Any], out: Path) -> Path:
     h = data["history"]
     asyncs = sorted((x for x in h["loads"] if x["slot"] == "async"), key=lambda x: x["round"])
     syncs = sorted((x for x in h["loads"] if x["slot"] == "sync"), key=lambda x: x["round"])
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(8.5, 4.5))
     for rows, key, label, color, dx in (
         (asyncs, "receipt_to_history_ms", "async: receipt -> history visible", "C0", -0.1),
         (syncs, "request_latency_ms", "sync: request latency (applied in the request)", "C1", 0.1),
