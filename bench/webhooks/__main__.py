@@ -645,7 +645,9 @@ def print_report(data: dict[str, Any]) -> None:
             rows.append([x["round"], x["position"], x["slot"], fmt(x["achieved_rate_per_s"], 0), x["ok_2xx"],
                          x["history_rows"], f"{fmt(x['request_latency_ms']['p50'], 1)} / "
                          f"{fmt(x['request_latency_ms']['p99'], 1)}",
-                         f"{fmt(rth.get('p50'), 1)} / {fmt(rth.get('p99'), 1)}" if rth else "(in the request)",
+                         (f"{fmt(rth.get('p50'), 1)} / {fmt(rth.get('p99'), 1)}"
+                          + (f" (>=: {rth['not_applied']} not applied)" if rth.get("lower_bound") else ""))
+                         if rth else "(in the request)",
                          f"{fmt(pa.get('p50'), 1)} / {fmt(pa.get('p99'), 1)}" if pa else "",
                          fmt(x["schedule_lag_ms"]["p99"], 1),
                          fmt((x.get("latency_from_schedule_ms") or {}).get("p99"), 1)])
@@ -665,7 +667,9 @@ def print_report(data: dict[str, Any]) -> None:
              "receipt->history seen p50 / p99 ms", "processed_at - receipt p50 / p99 ms", "events = history rows"],
             [[fmt(s["load"]["rps"], 0), fmt(s["intake_per_s"], 0), fmt(s["applied_per_s"], 0),
               fmt(s["apply_over_intake"], 3), f"{s['backlog_at_load_end']:,} ({fmt(s['backlog_at_load_end_s_of_intake'], 2)} s)",
-              f"{fmt(s['drain_after_load_s'], 1)} s", f"{fmt(rth['p50'], 0)} / {fmt(rth['p99'], 0)}",
+              f"{fmt(s['drain_after_load_s'], 1)} s" + ("" if s["drained"] else " (NOT drained)"),
+              f"{fmt(rth['p50'], 0)} / {fmt(rth['p99'], 0)}"
+              + (f" (>=: {rth['not_applied']} not applied)" if rth.get("lower_bound") else ""),
               f"{fmt(pa['p50'], 0)} / {fmt(pa['p99'], 0)}", f"{s['events']:,} = {s['history_rows']:,}"]]))
     if data["targets"]:
         print()
