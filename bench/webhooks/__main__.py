@@ -344,6 +344,8 @@ class Bench:
             "statuses": {str(k): v for k, v in res.statuses.items()}, "errors": res.errors,
             "achieved_rate_per_s": round(res.sent / res.duration_s, 1) if res.duration_s else None,
             "request_latency_ms": latency_summary(res.latency_ms),
+            # Every value, sorted, for the distribution plot (python -m bench.webhooks.plot).
+            "request_latency_values_ms": sorted(round(v, 1) for v in res.latency_ms),
             "schedule_lag_ms": latency_summary(res.lag_ms),
             "latency_from_schedule_ms": latency_summary(res.from_schedule_ms),
             # Sent later than due: the server did not keep up with the fixed rate (the generator has
@@ -356,6 +358,8 @@ class Bench:
         if watcher is not None:
             seen = {e: v for e, v in watcher.seen.items() if e.startswith(prefix)}
             entry["receipt_to_history_ms"] = receipt_to_history(times, seen, time.time())
+            entry["receipt_to_history_values_ms"] = sorted(
+                round((seen[e][1] - rec) * 1000, 1) for e, (rec, _, _) in times.items() if e in seen)
             entry["events_seen_by_watcher"] = len(seen)
             entry["watcher"] = {"polls": watcher.polls, "interval_ms": watcher.interval_s * 1000,
                                 "error": watcher.error}

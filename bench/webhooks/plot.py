@@ -8,7 +8,7 @@ Usage::
   connection count, with the run's A/A band (reference copy / reference).
 * ``bench-history.png``: receipt -> history (async, service + inbox workers)
   against the synchronous receiver's request latency at the steady rate:
-  p50 and p99 per round.
+  p50 and p99 per round, and the distribution (CDF) of every event.
 * ``bench-saturation.png``: intake and applied events per second over the
   saturation load and its drain.
 """
@@ -71,7 +71,7 @@ def plot_history(data: dict[str, Any], out: Path) -> Path:
     h = data["history"]
     asyncs = sorted((x for x in h["loads"] if x["slot"] == "async"), key=lambda x: x["round"])
     syncs = sorted((x for x in h["loads"] if x["slot"] == "sync"), key=lambda x: x["round"])
-    fig, ax = plt.subplots(figsize=(8.5, 4.5))
+    fig, (ax, cdf) = plt.subplots(1, 2, figsize=(13, 4.5))
     for rows, key, label, color, dx in (
         (asyncs, "receipt_to_history_ms", "async: receipt -> history visible", "C0", -0.1),
         (syncs, "request_latency_ms", "sync: request latency (applied in the request)", "C1", 0.1),
@@ -88,8 +88,25 @@ def plot_history(data: dict[str, Any], out: Path) -> Path:
     ax.set_xticks(sorted({x["round"] for x in h["loads"]}))
     ax.set_ylabel("ms (log)")
     ax.legend(fontsize=7)
-    ax.set_title(f"Receipt to history at {h['rate_per_s']:g} events/s, {h['inbox_workers']} inbox workers\n"
-                 + _subtitle(data), fontsize=9)
+    ax.set_title("p50 and p99 per round", fontsize=9)
+    for rows, key, label, color in (
+        (asyncs, "receipt_to_history_values_ms", "async: receipt -> history", "C0"),
+        (syncs, "request_latency_values_ms", "sync: request latency", "C1"),
+    ):
+        for i, x in enumerate(rows):
+            values = x.get(key) or []
+            if values:
+                ys = [(k + 1) / len(values) for k in range(len(values))]
+                cdf.plot(values, ys, color=color, alpha=0.5 + 0.5 * (i == 0), linewidth=1,
+                         label=f"{label}, round {x['round']}")
+    cdf.set_xscale("log")
+    cdf.set_xlabel("ms (log)")
+    cdf.set_ylabel("fraction of events")
+    cdf.axhline(0.99, color="grey", linewidth=0.8, linestyle=":")
+    cdf.set_title("distribution (every event, every round)", fontsize=9)
+    cdf.legend(fontsize=7)
+    fig.suptitle(f"Receipt to history at {h['rate_per_s']:g} events/s, {h['inbox_workers']} inbox workers, "
+                 "against the synchronous receiver\n" + _subtitle(data), fontsize=9)
     fig.tight_layout()
     path = out / "bench-history.png"
     fig.savefig(path, dpi=100)
