@@ -88,3 +88,17 @@ def busy_pct(seconds: float = 1.0) -> float | None:
     if total1 <= total0:
         return None
     return round(100.0 * (busy1 - busy0) / (total1 - total0), 1)
+
+
+def cpu_by_pid(pids: Iterable[int]) -> dict[int, float]:
+    """CPU seconds (user + system) of each live process in ``pids``; gone ones are left out.
+
+    Take it before and after a phase and subtract per pid: a process that
+    started during the phase counts from zero, one that ended is lost.
+    """
+    found = {}
+    for pid in pids:
+        stat = _stat(pid)
+        if stat is not None:
+            found[pid] = stat[2]
+    return found

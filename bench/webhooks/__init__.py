@@ -1,5 +1,6 @@
-"""Webhook receiver benchmark: the service vs a minimal reference receiver, under wrk.
+"""Webhook benchmark (issue 10): ingest against a bare reference receiver (with an A/A copy),
+receipt -> history at a steady rate against a synchronous receiver, and saturation.
 
 Run with ``bash bench/webhooks/run.sh`` (installs wrk if missing), which runs
-``python -m bench.webhooks``; see ``bench/webhooks/__main__.py``.
+``python -m bench.webhooks``; see ``bench/webhooks/__main__.py`` and docs/benchmarks.md section 2.
 """

@@ -1,538 +1,516 @@
-"""``python -m bench.webhooks`` (normally via ``bash bench/webhooks/run.sh``): the webhook receiver under wrk.
+"""``python -m bench.webhooks`` (normally ``bash bench/webhooks/run.sh``): the webhook side of issue 10.
 
-Measured, in one run, on loopback, against a throwaway database (``bench.database``):
+Three phases, each against its reference in the same run, on loopback, on a
+throwaway database (``bench.database``); ``--phases`` picks them:
 
-1. Throughput and latency of ``POST /webhooks/platform`` on the service
-   (``gunicorn -c gunicorn.conf.py wsgi:app``, started by ``Stack.start_service``)
-   and on the REFERENCE receiver ``bench/webhooks/reference.py`` (HMAC verify +
-   one INSERT + commit) under the SAME gunicorn settings (same conf file, same
-   ``WEB_CONCURRENCY`` and ``GUNICORN_THREADS``), at 32 connections and at 1,
-   ``--duration`` seconds each, in ``--rounds`` rounds that alternate which
-   server goes first; medians are reported. wrk posts
-   pre-signed ~1 KB events with unique ids (``post_signed.lua``).
-   Targets: service rps >= 0.9 x reference rps, and p99 < 50 ms, at 32 connections.
-2. Receipt -> history: real status events (signed/printed/dispensed) for
-   prescriptions stored as ``issued`` with platform tokens, sent to the service
-   while ``--inbox-workers`` ``flask --app app worker --no-dispatch`` processes
-   run. Per event: ``webhook_inbox.processed_at - received_at``, p50 and p99
-   over every event of the phase once the workers drained them. The worker
-   stamps ``processed_at`` when its batch transaction starts, so this is a
-   lower bound; a probe also polls a sample of ~300 events every 25 ms and
-   reports when each was first visible as processed (its batch committed):
-   an upper bound at most one poll late.
+``ingest``
+    Requests per second of ``POST /webhooks/platform`` under wrk (pre-signed
+    ~1 KB events, unique ids, ``post_signed.lua``) at 32 and at 1 connection,
+    for three slots under the SAME ``gunicorn.conf.py`` and settings: the
+    service (``wsgi:app``), the bare reference receiver
+    (``bench/webhooks/reference.py``: HMAC + one INSERT + commit) and a second
+    copy of that reference (the A/A pair). Every round starts each slot's
+    gunicorn anew, runs it alone, and rotates which slot goes first. Reports
+    every round, the pooled median of the per-round ratios service/reference
+    and reference-copy/reference, server CPU (gunicorn master + workers, from
+    /proc) and PostgreSQL CPU (this database's client backends) per request.
+``history``
+    Receipt -> history at a STEADY ``--history-rate`` (200) events/s from an
+    open-loop generator (``openloop.py``), real status events for issued
+    prescriptions. Slot ``async``: the service with ``--inbox-workers``
+    ``flask --app app worker --no-dispatch`` processes; a watcher
+    (``harness.HistoryWatcher``) polls the history every 10 ms and records
+    when each event's row became visible: minus the row's ``received_at`` that
+    is receipt -> history. Slot ``sync``: ``sync_receiver.py``, which stores
+    AND applies the event inside the request with the project's own code; its
+    request latency is the reference. Alternating rounds; target: async
+    receipt -> history p99 <= 2 x the sync request p99 (pooled median of the
+    per-round ratios).
+``saturation``
+    The service with the inbox workers under wrk at 32 connections for
+    ``--saturation-duration`` (60) s: the inbox's apply rate over its intake
+    rate, receipt -> history p50/p99, the backlog left when the load stopped
+    and how long it took to drain, and both rates per second.
 
-Prints Markdown tables and writes ``bench/results/webhooks.json``.
+Every wrk phase checks its rows exactly: rows stored == 2xx answers + requests
+still in flight when the load stopped, as counted by the Lua script per
+thread. A failed check, a wrapped request pool or a non-2xx answer makes the
+run exit 1 (after writing the results). Writes ``bench/results/webhooks.json``
+(``webhooks-sqlite.json`` on SQLite); ``--plot`` then draws the PNGs under
+``docs/`` (``python -m bench.webhooks.plot``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
-import resource
-import runpy
 import shutil
-import subprocess
 import sys
-import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, text
 
 from bench import procstat
-from bench.database import BenchDatabase, bulk_seed_sql, run_sql
-from bench.report import fmt, machine, markdown_table, percentile, preflight, ratio, write_results
-from bench.webhooks.events import Target, run_tag, write_requests
+from bench.database import BenchDatabase
+from bench.report import fmt, machine, markdown_table, percentile, preflight, write_results
+from bench.webhooks import openloop
+from bench.webhooks.events import Target, run_tag, signed_requests, write_requests
+from bench.webhooks.harness import (
+    HARNESS_APP_NAME,
+    PATH,
+    CpuMeter,
+    HistoryWatcher,
+    Server,
+    drain,
+    gunicorn_settings,
+    inbox_times,
+    run_wrk,
+    seed_issued,
+    settle_rows,
+    start_inbox_workers,
+    start_server,
+    stop_process,
+    wrk_summary,
+)
 from bench.webhooks.reference import TABLE as REFERENCE_TABLE
 from bench.webhooks.reference import create_table
-from scripts.stack import BIN, REPO_ROOT, WEBHOOK_SECRET, Stack, base_env, free_port, wait_http
+from bench.webhooks.stats import (
+    RowCheck,
+    latency_summary,
+    per_round_ratios,
+    pooled_median,
+    rate_series,
+    slot_order,
+    spread,
+)
+from scripts.stack import REPO_ROOT, WEBHOOK_SECRET, Stack, base_env
 
-HERE = Path(__file__).resolve().parent
-LUA = HERE / "post_signed.lua"
 WORK_DIR = REPO_ROOT / "instance" / "bench" / "webhooks"
 LOG_DIR = REPO_ROOT / "instance" / "bench" / "logs" / "webhooks"
-PATH = "/webhooks/platform"
-RPS_RATIO_TARGET = 0.9
-P99_TARGET_MS = 50.0
+PHASES = ("ingest", "history", "saturation")
+INGEST_SLOTS = ("service", "reference", "reference-copy")
+HISTORY_SLOTS = ("async", "sync")
+INGEST_RATIO_TARGET = 1.0
+HISTORY_RATIO_TARGET = 2.0
+SATURATION_P99_TARGET_MS = 1000.0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line (see ``--help``); exits with a usage error on bad values."""
     p = argparse.ArgumentParser(prog="python -m bench.webhooks", description=__doc__.split("\n")[0])
-    p.add_argument("--duration", type=float, default=10.0, help="seconds per measured phase (default 10)")
-    p.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up per server (default 3)")
-    p.add_argument("--connections", default="32,1", help="comma-separated wrk connection counts (default 32,1)")
-    p.add_argument("--rounds", type=int, default=3,
-                   help="rounds, alternating which server goes first; medians are reported (default 3)")
-    p.add_argument("--inbox-workers", type=int, default=2, help="inbox workers in the history phases (default 2)")
-    p.add_argument("--history-connections", default="32,1",
-                   help="connection counts of the receipt->history phases ('' to skip; default 32,1)")
-    p.add_argument("--max-rps", type=float, default=3000.0,
-                   help="first guess of the highest rps, sizes the pre-signed request pools (default 3000)")
-    p.add_argument("--drain-timeout", type=float, default=180.0,
-                   help="seconds to wait for the workers to drain a history phase (default 180)")
-    p.add_argument("--service-target", default="wsgi:app",
-                   help=f"WSGI app in the service slot; '{REFERENCE_TARGET}' makes an A/A run that checks "
-                        "the harness (ratio ~1 expected; receipt->history phases are skipped)")
+    p.add_argument("--phases", default=None,
+                   help="comma-separated, of ingest,history,saturation (default: all; on SQLite ingest,history)")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of the ingest and history phases (default 3)")
+    p.add_argument("--duration", type=float, default=8.0, help="ingest: seconds per slot and connection count (8)")
+    p.add_argument("--warmup", type=float, default=2.0, help="ingest: seconds of warm-up per fresh server (2)")
+    p.add_argument("--connections", default="32,1", help="ingest: wrk connection counts (default 32,1)")
+    p.add_argument("--max-rps", type=float, default=1500.0,
+                   help="first guess of the highest rps, sizes the pre-signed request pools (default 1500)")
+    p.add_argument("--history-rate", type=float, default=200.0, help="history: events per second (default 200)")
+    p.add_argument("--history-duration", type=float, default=15.0, help="history: seconds per round and slot (15)")
+    p.add_argument("--history-connections", type=int, default=64,
+                   help="history: keep-alive connections of the open-loop generator, enough that it never "
+                        "waits for a free one (default 64)")
+    p.add_argument("--inbox-workers", type=int, default=2,
+                   help="inbox worker processes in the history and saturation phases (default 2)")
+    p.add_argument("--saturation-duration", type=float, default=60.0, help="saturation: seconds of wrk (60)")
+    p.add_argument("--saturation-connections", type=int, default=32, help="saturation: wrk connections (32)")
+    p.add_argument("--drain-timeout", type=float, default=120.0,
+                   help="seconds to wait for the inbox workers to drain after a load (default 120)")
+    p.add_argument("--plot", action="store_true", help="draw docs/bench-*.png from the results afterwards")
     args = p.parse_args(argv)
-    if args.service_target != "wsgi:app":
-        args.history_connections = ""
     args.connections = [int(c) for c in str(args.connections).split(",") if c.strip()]
-    args.history_connections = [int(c) for c in str(args.history_connections).split(",") if c.strip()]
     if not 1 <= args.duration <= 300 or not 0 <= args.warmup <= 60:
         p.error("--duration must be 1..300 s and --warmup 0..60 s")
-    if not args.connections or not all(1 <= c <= 1024 for c in args.connections + args.history_connections):
+    if not args.connections or not all(1 <= c <= 1024 for c in args.connections):
         p.error("connection counts must be 1..1024")
-    if not 1 <= args.rounds <= 5 or not 1 <= args.inbox_workers <= 8:
-        p.error("--rounds must be 1..5 and --inbox-workers 1..8")
+    if not 1 <= args.rounds <= 9 or not 1 <= args.inbox_workers <= 8:
+        p.error("--rounds must be 1..9 and --inbox-workers 1..8")
+    if not 1 <= args.history_rate <= 5000 or not 1 <= args.history_duration <= 600:
+        p.error("--history-rate must be 1..5000 and --history-duration 1..600 s")
+    if not 1 <= args.saturation_duration <= 600 or not 1 <= args.saturation_connections <= 1024:
+        p.error("--saturation-duration must be 1..600 s and --saturation-connections 1..1024")
+    if args.phases is not None:
+        args.phases = [x.strip() for x in args.phases.split(",") if x.strip()]
+        unknown = set(args.phases) - set(PHASES)
+        if unknown or not args.phases:
+            p.error(f"--phases takes {','.join(PHASES)}; unknown: {','.join(sorted(unknown)) or '(none given)'}")
     return args
 
 
-# -- servers ----------------------------------------------------------------------
+class Bench:
+    """One run: the stack, the database, the counters and what every phase measured."""
 
-
-def gunicorn_settings(env: dict[str, str]) -> dict[str, Any]:
-    """What gunicorn.conf.py resolves to in ``env`` (workers, threads, worker class...)."""
-    saved = dict(os.environ)
-    try:
-        os.environ.clear()
-        os.environ.update(env)
-        conf = runpy.run_path(str(REPO_ROOT / "gunicorn.conf.py"))
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    keys = ("workers", "threads", "worker_class", "keepalive", "timeout", "accesslog", "loglevel")
-    return {k: conf.get(k) for k in keys}
-
-
-@dataclass
-class Server:
-    name: str
-    url: str
-    pid: int
-    log: Path
-
-
-REFERENCE_TARGET = "bench.webhooks.reference:app"
-
-
-def start_server(stack: Stack, name: str, port: int, workers: int, *, service_target: str = "wsgi:app") -> Server:
-    """Start ``service`` (with Stack.start_service) or ``reference``: the same gunicorn command
-    line, conf file and settings; only the WSGI target differs.
-
-    ``service_target`` other than ``wsgi:app`` is for checking the harness itself: with
-    the reference in both slots (an A/A run) the ratio must come out near 1.
-    """
-    if name == "service" and service_target == "wsgi:app":
-        stack.start_service(port=port, workers=workers)
-    else:
-        proc = stack._spawn(
-            name,
-            [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", REFERENCE_TARGET if name == "reference" else service_target],
-            {"BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": str(workers)},
-        )
-        wait_http(f"http://127.0.0.1:{port}/healthz", proc=proc)
-    return Server(name, f"http://127.0.0.1:{port}", stack.procs[name].pid, LOG_DIR / f"{name}.log")
-
-
-# -- one wrk run ----------------------------------------------------------------------
-
-
-@dataclass
-class Phase:
-    server: str
-    connections: int
-    duration_s: float
-    prefix: str
-    pool: int
-    wrk: dict[str, Any] = field(default_factory=dict)
-    cpu: dict[str, float] = field(default_factory=dict)
-    rows_stored: int | None = None
-    cpu_busy_pct: float | None = None
-    other_cpu_pct: float | None = None
-    steal_pct: float | None = None
-
-    @property
-    def rps(self) -> float:
-        return self.wrk["requests"] / (self.wrk["duration_us"] / 1e6)
-
-    def as_json(self) -> dict[str, Any]:
-        w = self.wrk
-        ok = w["requests"] - w["errors_status"]
-        return {
-            "server": self.server,
-            "connections": self.connections,
-            "duration_s": round(w["duration_us"] / 1e6, 3),
-            "requests": w["requests"],
-            "non_2xx": w["errors_status"],
-            "socket_errors": {k: w[f"errors_{k}"] for k in ("connect", "read", "write", "timeout")},
-            "rps": round(self.rps, 1),
-            "latency_ms": {
-                "mean": round(w["latency_mean_us"] / 1000, 2),
-                "p50": round(w["latency_p50_us"] / 1000, 2),
-                "p90": round(w["latency_p90_us"] / 1000, 2),
-                "p99": round(w["latency_p99_us"] / 1000, 2),
-                "p99.9": round(w["latency_p999_us"] / 1000, 2),
-                "max": round(w["latency_max_us"] / 1000, 2),
-            },
-            "rows_stored": self.rows_stored,
-            "rows_match_2xx": self.rows_stored is not None and self.rows_stored >= ok,
-            "request_pool": self.pool,
-            "pool_wrapped": w["wrapped"],
-            "cpu_ms_per_request": {k: round(v / max(w["requests"], 1) * 1000, 3) for k, v in self.cpu.items()},
-            "machine_cpu_busy_pct": _round(self.cpu_busy_pct, 1),
-            # Busy CPU not used by the server, PostgreSQL, wrk or the inbox workers:
-            # another program competing for the machine during the phase.
-            "other_cpu_pct": _round(self.other_cpu_pct, 1),
-            # CPU the hypervisor gave to other guests during the phase (shared VM noise).
-            "steal_pct": _round(self.steal_pct, 1),
-        }
-
-
-def run_wrk(
-    server: Server, *, connections: int, duration: float, requests_file: Path, log_name: str,
-    extra_pids: list[int] | None = None,
-) -> tuple[dict[str, Any], dict[str, float], dict[str, float | None]]:
-    """Run wrk once; returns (BENCH_JSON of post_signed.lua, CPU seconds by party, machine
-    percentages: ``busy``, ``other`` (busy not explained by the parties) and ``steal``)."""
-    threads = min(connections, 2)
-    cmd = [
-        "wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration:g}s", "--timeout", "10s",
-        "--latency", "-s", str(LUA), server.url + PATH, "--", str(requests_file), str(threads),
-    ]
-    cpu_before = {
-        "server": procstat.tree_cpu([server.pid]),
-        "postgres": procstat.named_cpu("postgres"),
-        "inbox_workers": procstat.tree_cpu(extra_pids or []),
-    }
-    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    busy0, total0, steal0 = procstat.machine_busy()
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 120, check=False)
-    busy1, total1, steal1 = procstat.machine_busy()
-    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = {
-        "server": procstat.tree_cpu([server.pid]) - cpu_before["server"],
-        "postgres": procstat.named_cpu("postgres") - cpu_before["postgres"],
-        "wrk": (children_after.ru_utime + children_after.ru_stime)
-        - (children_before.ru_utime + children_before.ru_stime),
-    }
-    if extra_pids:
-        cpu["inbox_workers"] = procstat.tree_cpu(extra_pids) - cpu_before["inbox_workers"]
-    (LOG_DIR / f"wrk-{log_name}.txt").write_text(" ".join(cmd) + "\n\n" + out.stdout + out.stderr)
-    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
-    if out.returncode != 0 or line is None:
-        raise RuntimeError(f"wrk failed ({out.returncode}): {out.stderr.strip()[-500:]}")
-    machine_pct: dict[str, float | None] = {"busy": None, "other": None, "steal": None}
-    if total1 > total0:
-        span = total1 - total0
-        machine_pct = {
-            "busy": 100.0 * (busy1 - busy0) / span,
-            "other": max(0.0, 100.0 * ((busy1 - busy0) - sum(cpu.values())) / span),
-            "steal": 100.0 * (steal1 - steal0) / span,
-        }
-    return json.loads(line.split(" ", 1)[1]), cpu, machine_pct
-
-
-def stored_rows(engine: Any, table: str, prefix: str) -> int:
-    with engine.connect() as conn:
-        return int(conn.execute(
-            text(f"SELECT count(*) FROM {table} WHERE event_id LIKE :p"), {"p": prefix + "%"}
-        ).scalar())
-
-
-class Runner:
-    """Runs phases against the servers with pools of unique pre-signed events."""
-
-    def __init__(
-        self, args: argparse.Namespace, engine: Any, stack: Stack, servers: dict[str, Server], *, workers: int
-    ) -> None:
-        self.args = args
-        self.workers = workers
-        self.restarts: list[str] = []
-        self.stack = stack
-        self.engine = engine
-        self.servers = servers
+    def __init__(self, args: argparse.Namespace, bench_db: BenchDatabase, stack: Stack, engine: Any,
+                 workers: int) -> None:
+        self.args, self.db, self.stack, self.engine, self.workers = args, bench_db, stack, engine, workers
         self.tag = run_tag()
         self.seq = 0
         self.best_rps: dict[int, float] = {}
-        self.service_rps: dict[int, float] = {}
-        self.fake_targets = [Target(f"SRXFAKE{i:08d}", f"rx-fake-{i:06d}") for i in range(4000)]
+        self.failures: list[str] = []
+        self.warnings: list[str] = []
+        self.targets: list[Target] = []
 
-    def pool_size(self, connections: int, duration: float) -> int:
-        """Requests to pre-sign: 1.5 x the best rate seen at ``connections``, never below the guess."""
-        floor = self.args.max_rps if connections >= 8 else self.args.max_rps / 3
-        guess = max(self.best_rps.get(connections, 0.0), floor)
-        return int(math.ceil(guess * 1.5 * duration)) + 500
-
-    def next_prefix(self, code: str) -> str:
+    def prefix(self, code: str) -> str:
+        """A new, unique event-id prefix for one load."""
         self.seq += 1
         return f"evt_{self.tag}{code}{self.seq:03d}_"
 
-    def phase(
-        self, server_name: str, connections: int, duration: float, *, code: str,
-        targets: list[Target] | None = None, extra_pids: list[int] | None = None, pool: int | None = None,
-        on_start: Any = None,
-    ) -> Phase:
-        """One wrk run; ``on_start(prefix, pool)`` is called just before wrk starts."""
+    def take_targets(self, count: int) -> list[Target]:
+        """``count`` issued prescriptions no earlier load has used."""
+        if count > len(self.targets):
+            raise RuntimeError(f"{count} prescriptions needed, {len(self.targets)} seeded")
+        taken, self.targets = self.targets[:count], self.targets[count:]
+        return taken
+
+    def warn(self, message: str) -> None:
+        """Note something the figures must be read with (the run still counts)."""
+        self.warnings.append(message)
+        print(f"   ** {message} **", flush=True)
+
+    def fail(self, message: str) -> None:
+        """Note a failed check (the run then exits 1) and say it at once."""
+        self.failures.append(message)
+        print(f"   ** CHECK FAILED: {message} **", flush=True)
+
+    # -- ingest ------------------------------------------------------------------------------
+
+    def wrk_load(self, server: Server, table: str, connections: int, duration: float, *, code: str,
+                 targets: list[Target] | None = None, pool: int | None = None,
+                 worker_pids: list[int] | None = None) -> dict[str, Any]:
+        """One wrk load on ``server`` with a pool of unique signed events; checks the rows exactly.
+
+        Redone once with a pool twice as large if a wrk thread ran out of events
+        (which would send duplicates). Returns the phase's results.
+        """
+        fake = [Target(f"SRXFAKE{i:08d}", f"rx-fake-{i:06d}") for i in range(4000)]
         for attempt in (1, 2):
-            server = self._alive(server_name, "before")
             size = pool or self.pool_size(connections, duration)
-            if attempt == 2:
-                size *= 2
-            prefix = self.next_prefix(code)
+            size *= attempt
+            prefix = self.prefix(code)
             path = WORK_DIR / f"{prefix}.req"
-            write_requests(path, prefix=prefix, count=size, targets=targets or self.fake_targets,
-                           secret=WEBHOOK_SECRET)
-            if on_start is not None:
-                on_start(prefix, size)
+            write_requests(path, prefix=prefix, count=size, targets=targets or fake, secret=WEBHOOK_SECRET)
+            meter = CpuMeter(self.engine, server.pid, worker_pids)
+            meter.start()
             try:
-                wrk, cpu, pct = run_wrk(
-                    server, connections=connections, duration=duration, requests_file=path,
-                    log_name=f"{server_name}-c{connections}-{code}{self.seq:03d}", extra_pids=extra_pids,
-                )
+                w = run_wrk(server.url, connections=connections, duration=duration, requests_file=path,
+                            log_path=LOG_DIR / f"wrk-{server.name}-c{connections}-{code}{self.seq:03d}.txt")
             finally:
                 path.unlink(missing_ok=True)
-            result = Phase(server_name, connections, duration, prefix, size, wrk, cpu,
-                           cpu_busy_pct=pct["busy"], other_cpu_pct=pct["other"], steal_pct=pct["steal"])
-            # Rows are counted after wrk stopped: requests still in flight then may add a few.
-            reference_app = server_name == "reference" or self.args.service_target == REFERENCE_TARGET
-            table = REFERENCE_TABLE if reference_app else "webhook_inbox"
-            result.rows_stored = stored_rows(self.engine, table, prefix)
-            if code != "W":  # a cold server's warm-up says little about the pool needed
-                self.best_rps[connections] = max(self.best_rps.get(connections, 0.0), result.rps)
-            if code == "M" and server_name == "service":
-                self.service_rps[connections] = result.rps
-            proc = self.stack.procs[server_name]
-            if proc.poll() is not None:
-                # Not ours: something else signalled the server (see its log). Redo the phase once.
-                print(f"   the {server_name} server exited ({proc.returncode}) during the phase: "
-                      "restarting it and running the phase again", flush=True)
+            usage = meter.stop()
+            check = RowCheck(rows=0, ok=w["ok"], sent=w["sent"], answered=w["answered"])
+            rows = settle_rows(self.engine, table, prefix, check.expected)
+            check = RowCheck(rows=rows, ok=w["ok"], sent=w["sent"], answered=w["answered"])
+            summary = wrk_summary(w)
+            if w["wrapped"] and attempt == 1 and targets is None:
+                print(f"   request pool of {size} ran out at {summary['rps']:.0f} rps: running the load again",
+                      flush=True)
                 continue
-            if not wrk["wrapped"] or targets is not None:
-                return result
-            print(f"   request pool of {size} ran out at {result.rps:.0f} rps: running the phase again", flush=True)
+            break
+        if code != "W":
+            self.best_rps[connections] = max(self.best_rps.get(connections, 0.0), summary["rps"] or 0.0)
+        n = max(w["requests"], 1)
+        result = {
+            "slot": server.slot, "connections": connections, "prefix": prefix, **summary,
+            "cpu_ms_per_request": {k: None if v is None else round(v / n * 1000, 3)
+                                   for k, v in usage["cpu_s"].items()},
+            "cpu_s": usage["cpu_s"], "machine_pct": usage["machine_pct"], "row_check": check.as_json(),
+        }
+        what = f"{server.name} c={connections} ({code})"
+        if not check.holds:
+            self.fail(f"{what}: {check.rows} rows stored, expected {check.expected} "
+                      f"({check.ok} 2xx + {check.in_flight} in flight)")
+        if w["wrapped"]:
+            self.fail(f"{what}: the request pool ran out ({w['wrapped']} wraps): duplicates were sent")
+        if w["errors_status"]:
+            self.fail(f"{what}: {w['errors_status']} non-2xx answers")
         return result
 
-    def _alive(self, name: str, when: str) -> Server:
-        """The server ``name``, restarted on its port (once per phase) if it has exited."""
-        proc = self.stack.procs[name]
-        if proc.poll() is None:
-            return self.servers[name]
-        port = int(self.servers[name].url.rsplit(":", 1)[1])
-        self.restarts.append(f"{name} exited ({proc.returncode}) {when} a phase; restarted")
-        self.servers[name] = start_server(self.stack, name, port, self.workers,
-                                          service_target=self.args.service_target)
-        return self.servers[name]
+    def pool_size(self, connections: int, duration: float) -> int:
+        """Requests to pre-sign: 1.5 x the best rate seen at ``connections`` (never below the guess)."""
+        floor = self.args.max_rps if connections >= 8 else self.args.max_rps / 3
+        return int(math.ceil(max(self.best_rps.get(connections, 0.0), floor) * 1.5 * duration)) + 500
 
+    def empty_table(self, table: str) -> None:
+        """Start a slot on an empty table, as every other slot does."""
+        with self.engine.begin() as conn:
+            conn.execute(text(f"DELETE FROM {table}" if self.db.kind == "sqlite" else f"TRUNCATE {table}"))
 
-# -- receipt -> history ---------------------------------------------------------------------
+    def ingest(self) -> dict[str, Any]:
+        """Phase ``ingest``: the three slots, fresh servers per round, rotating order."""
+        a = self.args
+        loads: list[dict[str, Any]] = []
+        for rnd in range(a.rounds):
+            for position, slot in enumerate(slot_order(INGEST_SLOTS, rnd)):
+                table = "webhook_inbox" if slot == "service" else REFERENCE_TABLE
+                self.empty_table(table)
+                server = start_server(self.stack, slot, f"{slot}-r{rnd + 1}", self.workers)
+                try:
+                    if a.warmup > 0:
+                        self.wrk_load(server, table, max(a.connections), a.warmup, code="W")
+                    for conns in a.connections:
+                        load = self.wrk_load(server, table, conns, a.duration, code="I")
+                        load.update(round=rnd + 1, position=position + 1)
+                        loads.append(load)
+                        lat = load["latency_ms"]
+                        cpu = load["cpu_ms_per_request"]
+                        print(f"== ingest round {rnd + 1} {slot:14s} c={conns:<3d} {load['rps']:8.1f} rps  "
+                              f"p50 {lat['p50']:6.2f} ms  p99 {lat['p99']:7.2f} ms  server CPU {cpu['server']:.3f} "
+                              f"ms/req  PG {fmt(cpu['postgres'], 3)} ms/req  rows "
+                              f"{'ok' if load['row_check']['holds'] else 'MISMATCH'}", flush=True)
+                finally:
+                    stop_process(self.stack, server.name)
+        comparisons = []
+        for conns in a.connections:
+            by_slot = {s: sorted((x for x in loads if x["slot"] == s and x["connections"] == conns),
+                                 key=lambda x: x["round"]) for s in INGEST_SLOTS}
+            rps = {s: [x["rps"] for x in by_slot[s]] for s in INGEST_SLOTS}
+            svc_ratio = per_round_ratios(rps["service"], rps["reference"])
+            aa_ratio = per_round_ratios(rps["reference-copy"], rps["reference"])
+            cpu = {s: {k: _median([x["cpu_ms_per_request"][k] for x in by_slot[s]]) for k in ("server", "postgres")}
+                   for s in INGEST_SLOTS}
+            comparisons.append({
+                "connections": conns,
+                "rps_per_round": rps,
+                "ratio_service_over_reference_per_round": _r3(svc_ratio),
+                "ratio_copy_over_reference_per_round": _r3(aa_ratio),
+                "pooled_median_service_over_reference": _r3(pooled_median(svc_ratio)),
+                "pooled_median_copy_over_reference": _r3(pooled_median(aa_ratio)),
+                "aa_band": _r3(spread(aa_ratio)),
+                "p99_ms_median": {s: _median([x["latency_ms"]["p99"] for x in by_slot[s]]) for s in INGEST_SLOTS},
+                "cpu_ms_per_request_median": cpu,
+            })
+        return {"loads": loads, "comparisons": comparisons}
 
+    # -- receipt -> history at a steady rate ---------------------------------------------------
 
-def issued_targets(engine: Any, count: int) -> list[Target]:
-    """Add ``count`` prescriptions with the bulk seed, store them as issued with tokens, return them."""
-    with engine.connect() as conn:
-        existing = int(conn.execute(text("SELECT count(*) FROM prescriptions WHERE reference LIKE 'rx-%'")).scalar())
-    run_sql(engine, bulk_seed_sql(existing + count))
-    with engine.begin() as conn:
-        pharmacy = conn.execute(text("SELECT min(id) FROM pharmacies WHERE branch_id IS NOT NULL")).scalar()
-        conn.execute(
-            text(
-                "UPDATE prescriptions SET status = 'issued', pharmacy_id = :ph,"
-                " platform_token = 'SRXB' || CAST(id AS VARCHAR(20))"
-                " WHERE status = 'draft' AND platform_token IS NULL AND reference LIKE 'rx-%'"
-            ),
-            {"ph": pharmacy},
-        )
-        rows = conn.execute(
-            text(
-                "SELECT platform_token, reference FROM prescriptions WHERE status = 'issued'"
-                " AND platform_token LIKE 'SRXB%' ORDER BY id DESC"
-            )
-        ).all()
-    return [Target(token, ref) for token, ref in rows[:count]]
-
-
-def wait_worker_ready(stack: Stack, names: list[str], timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    for name in names:
-        log = stack.log_dir / f"{name}.log"
-        while time.monotonic() < deadline:
-            if stack.procs[name].poll() is not None:
-                raise RuntimeError(f"{name} exited with {stack.procs[name].returncode}; see {log}")
-            if log.exists() and "worker started" in log.read_text(errors="replace"):
-                break
-            time.sleep(0.2)
-        else:
-            raise RuntimeError(f"{name} did not start within {timeout_s} s")
-
-
-def drain(engine: Any, prefix: str, timeout_s: float) -> tuple[float, bool]:
-    """Wait until no event of ``prefix`` is pending; returns (seconds waited, drained)."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout_s:
-        with engine.connect() as conn:
-            pending = conn.execute(
-                text("SELECT count(*) FROM webhook_inbox WHERE event_id LIKE :p AND state = 'pending'"),
-                {"p": prefix + "%"},
-            ).scalar()
-        if not pending:
-            return time.monotonic() - started, True
-        time.sleep(0.25)
-    return time.monotonic() - started, False
-
-
-def history_latency(engine: Any, prefix: str) -> dict[str, Any]:
-    """Receipt -> history row (processed_at - received_at) for every event of ``prefix``."""
-    from sqlalchemy import func, select
-
-    from app.models import StatusHistory, WebhookInbox
-
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(WebhookInbox.state, WebhookInbox.received_at, WebhookInbox.processed_at)
-            .where(WebhookInbox.event_id.like(prefix + "%"))
-        ).all()
-        history_rows = conn.execute(
-            select(func.count()).select_from(StatusHistory).where(StatusHistory.event_id.like(prefix + "%"))
-        ).scalar()
-    states: dict[str, int] = {}
-    lat_ms = []
-    for state, received, processed in rows:
-        states[state] = states.get(state, 0) + 1
-        if state == "processed" and processed is not None:
-            lat_ms.append((processed - received).total_seconds() * 1000)
-    window = None
-    if rows:
-        first = min(r[1] for r in rows)
-        last = max((r[2] for r in rows if r[2] is not None), default=None)
-        window = (last - first).total_seconds() if last else None
-    return {
-        "events_stored": len(rows),
-        "states": states,
-        "history_rows": int(history_rows or 0),
-        "receipt_to_history_ms": {
-            "p50": _round(percentile(lat_ms, 50)),
-            "p90": _round(percentile(lat_ms, 90)),
-            "p99": _round(percentile(lat_ms, 99)),
-            "max": _round(max(lat_ms) if lat_ms else None),
-        },
-        "worker_throughput_per_s": round(len(lat_ms) / window, 1) if window else None,
-    }
-
-
-class VisibilityProbe:
-    """When does a sample of events become visible as processed, i.e. when did its batch commit?
-
-    ``processed_at`` is stamped by the inbox worker at the START of the batch
-    transaction that appends the history rows (webhooks/processing.py), so
-    ``processed_at - received_at`` is a lower bound of receipt -> history. This
-    probe polls a sample of event ids every ``interval_s`` on its own connection;
-    an event first seen processed by a query that started at T was committed
-    before T and after the previous query started: T - received_at is an upper
-    bound, at most one interval late. Loopback, bounded by ``stop()`` and ``timeout_s``.
-    """
-
-    def __init__(self, engine: Any, *, interval_s: float = 0.025, timeout_s: float = 600.0) -> None:
-        self.engine = engine
-        self.interval_s = interval_s
-        self.timeout_s = timeout_s
-        self.visible: dict[str, tuple[Any, Any]] = {}  # event_id -> (received_at, visible_at)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.polls = 0
-
-    def start(self, event_ids: list[str]) -> None:
-        self._thread = threading.Thread(target=self._run, args=(list(event_ids),), daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-
-    def _run(self, unseen: list[str]) -> None:
-        from datetime import UTC, datetime
-
-        from sqlalchemy import select
-
-        from app.models import WebhookInbox
-
-        deadline = time.monotonic() + self.timeout_s
-        with self.engine.connect() as conn:
-            while unseen and not self._stop.is_set() and time.monotonic() < deadline:
-                started = time.time()
-                rows = conn.execute(
-                    select(WebhookInbox.event_id, WebhookInbox.received_at).where(
-                        WebhookInbox.event_id.in_(unseen), WebhookInbox.state != "pending"
-                    )
-                ).all()
-                conn.rollback()  # a fresh snapshot for the next poll
-                self.polls += 1
-                if rows:
-                    at = datetime.fromtimestamp(started, UTC)
-                    for event_id, received_at in rows:
-                        self.visible[event_id] = (received_at, at)
-                    seen = {r[0] for r in rows}
-                    unseen = [e for e in unseen if e not in seen]
-                self._stop.wait(max(0.0, self.interval_s - (time.time() - started)))
-
-    def summary(self) -> dict[str, Any]:
-        lat_ms = [(at - received).total_seconds() * 1000 for received, at in self.visible.values()]
+    def history(self) -> dict[str, Any]:
+        """Phase ``history``: async (service + inbox workers) against sync (apply in the request)."""
+        a = self.args
+        count = int(math.ceil(a.history_rate * a.history_duration))
+        rounds: list[dict[str, Any]] = []
+        for rnd in range(a.rounds):
+            for position, slot in enumerate(slot_order(HISTORY_SLOTS, rnd)):
+                entry = self.history_load(slot, rnd, count)
+                entry.update(round=rnd + 1, position=position + 1)
+                rounds.append(entry)
+        by_slot = {s: sorted((x for x in rounds if x["slot"] == s), key=lambda x: x["round"]) for s in HISTORY_SLOTS}
+        async_p99 = [x["receipt_to_history_ms"]["p99"] for x in by_slot["async"]]
+        sync_p99 = [x["request_latency_ms"]["p99"] for x in by_slot["sync"]]
+        ratios = per_round_ratios(async_p99, sync_p99)
         return {
-            "sampled_events_seen": len(lat_ms),
-            "poll_interval_ms": self.interval_s * 1000,
-            "polls": self.polls,
-            "p50": _round(percentile(lat_ms, 50)),
-            "p90": _round(percentile(lat_ms, 90)),
-            "p99": _round(percentile(lat_ms, 99)),
-            "max": _round(max(lat_ms) if lat_ms else None),
+            "rate_per_s": a.history_rate, "duration_s": a.history_duration, "events_per_load": count,
+            "inbox_workers": a.inbox_workers, "loads": rounds,
+            "ratio_async_receipt_to_history_p99_over_sync_request_p99_per_round": _r3(ratios),
+            "pooled_median_ratio": _r3(pooled_median(ratios)),
+            "async_receipt_to_history_p50_per_round": [x["receipt_to_history_ms"]["p50"] for x in by_slot["async"]],
+            "async_receipt_to_history_p99_per_round": async_p99,
+            "sync_request_p50_per_round": [x["request_latency_ms"]["p50"] for x in by_slot["sync"]],
+            "sync_request_p99_per_round": sync_p99,
         }
 
+    def history_load(self, slot: str, rnd: int, count: int) -> dict[str, Any]:
+        """One open-loop load at the history rate on a fresh ``slot``; returns its results."""
+        a = self.args
+        prefix = self.prefix("H")
+        requests = list(signed_requests(prefix=prefix, count=count, targets=self.take_targets(math.ceil(count / 3)),
+                                        secret=WEBHOOK_SECRET))
+        name = f"{slot}-r{rnd + 1}"
+        server = start_server(self.stack, "service" if slot == "async" else "sync", name, self.workers)
+        workers = start_inbox_workers(self.stack, name, a.inbox_workers) if slot == "async" else []
+        watcher = HistoryWatcher(self.engine, interval_s=0.01) if slot == "async" else None
+        try:
+            if watcher is not None:
+                watcher.start()
+            meter = CpuMeter(self.engine, server.pid, [self.stack.procs[n].pid for n in workers])
+            meter.start()
+            res = openloop.run(server.url + PATH, requests, rate=a.history_rate,
+                               connections=a.history_connections)
+            usage = meter.stop()
+            waited, drained = drain(self.engine, prefix, a.drain_timeout) if workers else (0.0, True)
+            times, history_rows = inbox_times(self.engine, prefix)
+            if watcher is not None:
+                self._wait_seen(watcher, prefix, history_rows)
+                watcher.stop()
+        finally:
+            if watcher is not None:
+                watcher.stop()
+            for n in [*workers, server.name]:
+                stop_process(self.stack, n)
+        check = RowCheck(rows=len(times), ok=res.ok, sent=res.sent, answered=res.answered)
+        entry: dict[str, Any] = {
+            "slot": slot, "prefix": prefix, "scheduled": res.scheduled, "sent": res.sent, "ok_2xx": res.ok,
+            "statuses": {str(k): v for k, v in res.statuses.items()}, "errors": res.errors,
+            "achieved_rate_per_s": round(res.sent / res.duration_s, 1) if res.duration_s else None,
+            "request_latency_ms": latency_summary(res.latency_ms),
+            # Every value, sorted, for the distribution plot (python -m bench.webhooks.plot).
+            "request_latency_values_ms": sorted(round(v, 1) for v in res.latency_ms),
+            "schedule_lag_ms": latency_summary(res.lag_ms),
+            "latency_from_schedule_ms": latency_summary(res.from_schedule_ms),
+            # Sent later than due: the server did not keep up with the fixed rate (the generator has
+            # --history-connections connections; each waits for its answer before sending again).
+            "kept_up": (percentile(res.lag_ms, 99) or 0.0) < 100.0,
+            "row_check": check.as_json(), "history_rows": history_rows,
+            "states": _count_states(times), "drain_after_load_s": round(waited, 2), "drained": drained,
+            "cpu_s": usage["cpu_s"], "machine_pct": usage["machine_pct"],
+        }
+        if watcher is not None:
+            seen = {e: v for e, v in watcher.seen.items() if e.startswith(prefix)}
+            entry["receipt_to_history_ms"] = receipt_to_history(times, seen, time.time())
+            entry["receipt_to_history_values_ms"] = sorted(
+                round((seen[e][1] - rec) * 1000, 1) for e, (rec, _, _) in times.items() if e in seen)
+            entry["events_seen_by_watcher"] = len(seen)
+            entry["watcher"] = {"polls": watcher.polls, "interval_ms": watcher.interval_s * 1000,
+                                "error": watcher.error}
+            entry["processed_at_minus_received_ms"] = latency_summary(
+                [(p - r) * 1000 for r, p, s in times.values() if p is not None and s == "processed"])
+        if not check.holds:
+            self.fail(f"history {name}: {check.rows} inbox rows, expected {check.expected}")
+        if not drained:
+            self.warn(f"history {name}: the workers had not drained the inbox {waited:.0f} s after the load "
+                      "(receipt->history counts the events still waiting at their wait so far: a lower bound)")
+        elif history_rows != res.ok:
+            self.fail(f"history {name}: {history_rows} history rows for {res.ok} accepted events")
+        if res.ok != res.scheduled:
+            self.fail(f"history {name}: {res.ok} of {res.scheduled} events accepted ({res.statuses}, {res.errors})")
+        lat = entry["request_latency_ms"]
+        line = f"== history round {rnd + 1} {slot:5s} {entry['achieved_rate_per_s']}/s  request p50 {lat['p50']} ms p99 {lat['p99']} ms"
+        if watcher is not None:
+            rth = entry["receipt_to_history_ms"]
+            line += (f"  receipt->history p50 {rth['p50']} ms p99 {rth['p99']} ms "
+                     f"({entry['events_seen_by_watcher']} seen)")
+        print(line + f"  schedule lag p99 {entry['schedule_lag_ms']['p99']} ms"
+              + ("" if entry["kept_up"] else "  ** fell behind the rate: see latency_from_schedule_ms **"), flush=True)
+        return entry
 
-def _round(value: float | None, digits: int = 1) -> float | None:
-    return None if value is None else round(value, digits)
+    @staticmethod
+    def _wait_seen(watcher: HistoryWatcher, prefix: str, expected: int, timeout_s: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and watcher.error is None:
+            if sum(1 for e in list(watcher.seen) if e.startswith(prefix)) >= expected:
+                return
+            time.sleep(0.05)
+
+    # -- saturation ------------------------------------------------------------------------------
+
+    def saturation(self) -> dict[str, Any]:
+        """Phase ``saturation``: wrk on the service with the inbox workers running."""
+        a = self.args
+        conns, duration = a.saturation_connections, a.saturation_duration
+        rate_guess = self.best_rps.get(conns, a.max_rps)
+        pool = int(math.ceil(rate_guess * 1.3 * duration)) + 1000
+        targets = self.take_targets(min(math.ceil(pool / 3), len(self.targets)))
+        pool = min(pool, 3 * len(targets))
+        server = start_server(self.stack, "service", "saturation", self.workers)
+        workers = start_inbox_workers(self.stack, "saturation", a.inbox_workers)
+        watcher = HistoryWatcher(self.engine, interval_s=0.025)
+        try:
+            watcher.start()
+            t0 = time.time()
+            load = self.wrk_load(server, "webhook_inbox", conns, duration, code="S", targets=targets, pool=pool,
+                                 worker_pids=[self.stack.procs[n].pid for n in workers])
+            t1 = time.time()
+            prefix = load["prefix"]
+            waited, drained = drain(self.engine, prefix, a.drain_timeout)
+            times, history_rows = inbox_times(self.engine, prefix)
+            self._wait_seen(watcher, prefix, history_rows)
+            watcher.stop()
+        finally:
+            watcher.stop()
+            for n in [*workers, server.name]:
+                stop_process(self.stack, n)
+        seen = {e: v for e, v in watcher.seen.items() if e.startswith(prefix)}
+        received = [r for r, _, _ in times.values()]
+        visible = [v for _, v in seen.values()]
+        start = min(received) if received else t0
+        window = max(t1 - start, 1e-6)
+        intake = sum(1 for t in received if t <= t1) / window
+        applied = sum(1 for t in visible if t <= t1) / window
+        backlog = sum(1 for t in received if t <= t1) - sum(1 for t in visible if t <= t1)
+        end = max([t1, *visible]) + 1
+        result = {
+            "connections": conns, "duration_s": duration, "inbox_workers": a.inbox_workers, "load": load,
+            "intake_per_s": round(intake, 1), "applied_per_s": round(applied, 1),
+            "apply_over_intake": round(applied / intake, 3) if intake else None,
+            "backlog_at_load_end": backlog,
+            "backlog_at_load_end_s_of_intake": round(backlog / intake, 2) if intake else None,
+            "drain_after_load_s": round(waited, 2), "drained": drained,
+            "events": len(times), "history_rows": history_rows, "events_seen_by_watcher": len(seen),
+            "receipt_to_history_ms": receipt_to_history(times, seen, time.time()),
+            "processed_at_minus_received_ms": latency_summary(
+                [(p - r) * 1000 for r, p, s in times.values() if p is not None and s == "processed"]),
+            "series": {"start_unix": round(start, 3), "load_end_s": round(t1 - start, 2), "step_s": 1.0,
+                       "intake_per_s": rate_series(received, start, end), "applied_per_s": rate_series(visible, start, end)},
+            "watcher": {"polls": watcher.polls, "interval_ms": watcher.interval_s * 1000, "error": watcher.error},
+        }
+        if not drained:
+            self.warn(f"saturation: the workers had not drained the inbox {waited:.0f} s after the load "
+                      "(receipt->history counts the events still waiting at their wait so far: a lower bound)")
+        elif history_rows != len(times):
+            self.fail(f"saturation: {history_rows} history rows for {len(times)} stored events")
+        rth = result["receipt_to_history_ms"]
+        print(f"== saturation c={conns} {duration:g} s, {a.inbox_workers} inbox workers: intake {intake:.0f}/s, "
+              f"applied {applied:.0f}/s (ratio {fmt(result['apply_over_intake'], 3)}), backlog at end {backlog}, "
+              f"drained in {waited:.1f} s; receipt->history p50 {rth['p50']} ms p99 {rth['p99']} ms", flush=True)
+        return result
 
 
-def median(values: list[float]) -> float | None:
-    """The median (mean of the two middle values for an even count)."""
-    return percentile(values, 50)
+def receipt_to_history(times: dict[str, tuple[float, float | None, str]], seen: dict[str, tuple[float, float]],
+                       now: float) -> dict[str, Any]:
+    """Receipt -> history (ms) over every stored event: visible - received for those the watcher saw,
+    ``now`` - received (a lower bound) for those still not applied; ``not_applied`` counts the latter."""
+    values = [(seen[e][1] - rec) * 1000 if e in seen else (now - rec) * 1000 for e, (rec, _, _) in times.items()]
+    missing = sum(1 for e in times if e not in seen)
+    return {**latency_summary(values), "not_applied": missing, "lower_bound": bool(missing)}
 
 
-def summary(phases: list[Phase]) -> dict[str, Any]:
-    """Median figures over the rounds of one server at one connection count."""
-    js = [p.as_json() for p in phases]
+def _median(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    v = percentile(present, 50)
+    return None if v is None else round(v, 3)
 
-    def med(get: Any) -> float | None:
-        return _round(median([get(j) for j in js]), 2)
 
-    return {
-        "rounds": len(js),
-        "rps": med(lambda j: j["rps"]),
-        "latency_ms": {k: med(lambda j, k=k: j["latency_ms"][k]) for k in ("p50", "p90", "p99")},
-        "requests": sum(j["requests"] for j in js),
-        "non_2xx": sum(j["non_2xx"] for j in js),
-        "cpu_ms_per_request": {
-            k: med(lambda j, k=k: j["cpu_ms_per_request"].get(k, 0.0)) for k in ("server", "postgres", "wrk")
-        },
-        "machine_cpu_busy_pct": med(lambda j: j["machine_cpu_busy_pct"] or 0.0),
-        "other_cpu_pct": med(lambda j: j["other_cpu_pct"] or 0.0),
-        "steal_pct": med(lambda j: j["steal_pct"] or 0.0),
-    }
+def _r3(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [None if v is None else round(v, 3) for v in value]
+    return None if value is None else round(value, 3)
+
+
+def _count_states(times: dict[str, tuple[float, float | None, str]]) -> dict[str, int]:
+    states: dict[str, int] = {}
+    for _, _, state in times.values():
+        states[state] = states.get(state, 0) + 1
+    return states
+
+
+def history_events_needed(args: argparse.Namespace, phases: list[str]) -> int:
+    """Issued prescriptions to seed: one per three events of the history and saturation loads."""
+    total = 0
+    if "history" in phases:
+        total += args.rounds * len(HISTORY_SLOTS) * math.ceil(math.ceil(args.history_rate * args.history_duration) / 3)
+    if "saturation" in phases:
+        total += math.ceil((int(math.ceil(args.max_rps * 1.3 * args.saturation_duration)) + 1000) / 3)
+    return total
 
 
 # -- main -------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the chosen phases; returns 0, or 1 when a check failed (2: wrk missing)."""
     args = parse_args(argv)
     if shutil.which("wrk") is None:
         print("wrk is not installed: run `bash bench/webhooks/run.sh`, which installs it", file=sys.stderr)
         return 2
     wall = time.monotonic()
     bench_db = BenchDatabase.from_env()
+    sqlite = bench_db.kind == "sqlite"
+    if args.phases is None:
+        args.phases = ["ingest", "history"] if sqlite else list(PHASES)
+        if sqlite:
+            print("== SQLite: the saturation phase is skipped by default (one write lock serialises receiver "
+                  "and workers; the figures that count are PostgreSQL's); --phases saturation runs it", flush=True)
     busy_before = procstat.busy_pct()
     preflight(busy_before)
     LOG_DIR.mkdir(parents=True, exist_ok=True)
@@ -541,218 +519,166 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(WORK_DIR, ignore_errors=True)
     env = base_env(DATABASE_URL=bench_db.url, ERX_ENV="development", WEBHOOK_SECRETS=WEBHOOK_SECRET)
     gconf = gunicorn_settings(env)
-    print(f"== webhook benchmark: database {bench_db.label}, gunicorn {gconf['workers']} workers x "
-          f"{gconf['threads']} threads ({gconf['worker_class']}) for both servers", flush=True)
+    print(f"== webhook benchmark: database {bench_db.label}, phases {','.join(args.phases)}, gunicorn "
+          f"{gconf['workers']} workers x {gconf['threads']} threads ({gconf['worker_class']}) in every slot",
+          flush=True)
     bench_db.recreate()
     stack = Stack(env=env, log_dir=LOG_DIR)
-    engine = probe_engine = None
-    phases: list[Phase] = []
-    history: list[dict[str, Any]] = []
-    restarts: list[str] = []
+    engine = None
+    results: dict[str, Any] = {}
+    bench: Bench | None = None
     try:
-        from app.db import make_engine
-
         stack.prepare_database()
-        engine = make_engine(bench_db.url)
-        # The probe only reads: a plain engine, so that on SQLite it never takes the
-        # write lock (the app's engine begins every transaction IMMEDIATE).
-        probe_engine = create_engine(bench_db.url, connect_args={"timeout": 10} if bench_db.kind == "sqlite" else {})
+        connect_args: dict[str, Any] = ({"timeout": 30} if sqlite else {"application_name": HARNESS_APP_NAME})
+        engine = create_engine(bench_db.url, connect_args=connect_args)
+        if sqlite:
+            with engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA journal_mode=WAL")
         create_table(engine)
         db_version = bench_db.server_version()
-        servers = {
-            name: start_server(stack, name, free_port(), int(gconf["workers"]), service_target=args.service_target)
-            for name in ("service", "reference")
-        }
-        runner = Runner(args, engine, stack, servers, workers=int(gconf["workers"]))
-        restarts = runner.restarts
-
-        for name in ("reference", "service"):
-            if args.warmup > 0:
-                print(f"== warm-up {name} ({args.warmup:g} s)", flush=True)
-                runner.phase(name, max(args.connections), args.warmup, code="W")
-        for rnd in range(args.rounds):
-            for conns in args.connections:
-                # Alternate who goes first, so that order effects (a checkpoint or an autovacuum
-                # left behind by the previous phase, a noisy neighbour) fall on both alike.
-                order = ("reference", "service") if rnd % 2 == 0 else ("service", "reference")
-                for name in order:
-                    result = runner.phase(name, conns, args.duration, code="M")
-                    phases.append(result)
-                    print(f"== round {rnd + 1} {name:9s} c={conns:<3d} {result.rps:8.1f} rps  "
-                          f"p50 {result.wrk['latency_p50_us'] / 1000:6.2f} ms  "
-                          f"p99 {result.wrk['latency_p99_us'] / 1000:6.2f} ms  "
-                          f"non-2xx {result.wrk['errors_status']}", flush=True)
-
-        if args.history_connections:
-            # Free the CPU the idle reference holds, and drop the events of the measured
-            # phases (fake tokens, never processed) so the workers see only this phase's.
-            stack.procs["reference"].terminate()
-            stack.procs["reference"].wait(20)
-            with engine.begin() as conn:
-                conn.execute(text("DELETE FROM webhook_inbox"))
-            names = [f"inbox-worker-{i + 1}" for i in range(args.inbox_workers)]
-            for name in names:
-                stack.start_worker(name, "--no-dispatch")
-            wait_worker_ready(stack, names)
-            worker_pids = [stack.procs[n].pid for n in names]
-            for conns in args.history_connections:
-                pool = runner.pool_size(conns, args.duration)
-                targets = issued_targets(engine, int(math.ceil(pool / 3)))
-                print(f"== receipt->history: service c={conns} with {len(names)} inbox workers, "
-                      f"{len(targets)} issued prescriptions", flush=True)
-                probe = VisibilityProbe(probe_engine, timeout_s=args.duration + args.drain_timeout + 30)
-                # What wrk will send: the service's own rate, a little lower with workers running.
-                expected = int(0.9 * runner.service_rps.get(conns, args.max_rps) * args.duration)
-
-                def start_probe(prefix: str, size: int, probe: VisibilityProbe = probe, expected: int = expected) -> None:
-                    # About 300 events spread over what wrk will send (it sends the lines in order).
-                    span = max(1, min(size, expected))
-                    step = max(1, span // 300)
-                    probe.start([f"{prefix}{i:010d}" for i in range(0, span, step)])
-
-                result = runner.phase("service", conns, args.duration, code="H", targets=targets,
-                                      extra_pids=worker_pids, pool=len(targets) * 3, on_start=start_probe)
-                waited, drained = drain(engine, result.prefix, args.drain_timeout)
-                time.sleep(0.2)  # one more poll after the last commit
-                probe.stop()
-                latency = history_latency(engine, result.prefix)
-                latency["receipt_to_commit_sampled_ms"] = probe.summary()
-                entry = {
-                    "connections": conns,
-                    "inbox_workers": len(names),
-                    "load": result.as_json(),
-                    "drain_after_load_s": round(waited, 2),
-                    "drained": drained,
-                    **latency,
-                }
-                history.append(entry)
-                lat, seen = latency["receipt_to_history_ms"], latency["receipt_to_commit_sampled_ms"]
-                print(f"   {result.rps:.1f} rps while processing; receipt->history (processed_at) p50 {lat['p50']} ms, "
-                      f"p99 {lat['p99']} ms; seen committed (sample of {seen['sampled_events_seen']}) p50 "
-                      f"{seen['p50']} ms, p99 {seen['p99']} ms; drained {waited:.1f} s after the load", flush=True)
+        bench = Bench(args, bench_db, stack, engine, int(gconf["workers"]))
+        needed = history_events_needed(args, args.phases)
+        if needed:
+            print(f"== seeding {needed:,} issued prescriptions", flush=True)
+            bench.targets = seed_issued(engine, needed)
+        for phase in PHASES:
+            if phase in args.phases:
+                print(f"== phase {phase}", flush=True)
+                results[phase] = getattr(bench, phase)()
     finally:
         stack.stop()
-        for eng in (engine, probe_engine):
-            if eng is not None:
-                eng.dispose()
+        if engine is not None:
+            engine.dispose()
         bench_db.finish()
         shutil.rmtree(WORK_DIR, ignore_errors=True)
-
-    return report(args, gconf, db_version, phases, history, time.monotonic() - wall, busy_before, restarts)
-
-
-def report(
-    args: argparse.Namespace, gconf: dict[str, Any], db_version: str, phases: list[Phase],
-    history: list[dict[str, Any]], wall_s: float, busy_before: float | None, restarts: list[str],
-) -> int:
-    by_key: dict[tuple[str, int], list[Phase]] = {}
-    for p in phases:
-        by_key.setdefault((p.server, p.connections), []).append(p)
-    comparisons = []
-    rows = []
-    sqlite = db_version.startswith("SQLite")  # no separate database server to account
-    for conns in args.connections:
-        refs, svcs = by_key[("reference", conns)], by_key[("service", conns)]
-        ref, svc = summary(refs), summary(svcs)
-        rps_ratio = ratio(svc["rps"], ref["rps"])
-        p99_ratio = ratio(svc["latency_ms"]["p99"], ref["latency_ms"]["p99"])
-        per_round = [round(s_.rps / r_.rps, 3) for r_, s_ in zip(refs, svcs, strict=True)]
-        comparisons.append({
-            "connections": conns,
-            "reference": ref,
-            "service": svc,
-            "rps_ratio_service_over_reference": round(rps_ratio, 3) if rps_ratio else None,
-            "rps_ratio_per_round": per_round,
-            "p99_ratio_service_over_reference": round(p99_ratio, 3) if p99_ratio else None,
-            "rounds": [p.as_json() for p in refs + svcs],
-        })
-        for name, sm in (("reference", ref), ("service", svc)):
-            cpu = sm["cpu_ms_per_request"]
-            rows.append([
-                name, conns, f"{sm['requests']:,}", fmt(sm["rps"], 0), fmt(sm["latency_ms"]["p50"], 1),
-                fmt(sm["latency_ms"]["p99"], 1), sm["non_2xx"], fmt(cpu["server"], 2),
-                "in server" if sqlite else fmt(cpu["postgres"], 2),
-                f"{fmt(sm['other_cpu_pct'], 0, '%')} / {fmt(sm['steal_pct'], 0, '%')}",
-            ])
-        rows.append(["**service / reference**", conns, "",
-                     f"**{fmt(rps_ratio, 2)}x** ({', '.join(f'{r:.2f}' for r in per_round)})", "",
-                     f"{fmt(p99_ratio, 2)}x", "", fmt(ratio(svc['cpu_ms_per_request']['server'],
-                                                           ref['cpu_ms_per_request']['server']), 2, "x"),
-                     "", ""])
-
-    c32 = next((c for c in comparisons if c["connections"] == 32), comparisons[0])
-    targets = [
-        {
-            "target": f"service rps >= {RPS_RATIO_TARGET} x reference rps at {c32['connections']} connections",
-            "measured": c32["rps_ratio_service_over_reference"],
-            "met": (c32["rps_ratio_service_over_reference"] or 0) >= RPS_RATIO_TARGET,
-        },
-        {
-            "target": f"service p99 < {P99_TARGET_MS:g} ms at {c32['connections']} connections",
-            "measured": c32["service"]["latency_ms"]["p99"],
-            "met": (c32["service"]["latency_ms"]["p99"] or 1e9) < P99_TARGET_MS,
-            "reference_p99_ms": c32["reference"]["latency_ms"]["p99"],
-        },
-    ]
-    valid = all(
-        p.as_json()["pool_wrapped"] == 0 and p.as_json()["rows_match_2xx"] and p.wrk["errors_status"] == 0
-        for p in phases
-    )
-    result = {
+    assert bench is not None
+    data = {
         "benchmark": "webhooks",
         "database": db_version,
         "machine": machine(busy_before_pct=busy_before),
         "gunicorn": gconf,
-        "settings": {
-            "duration_s": args.duration, "warmup_s": args.warmup, "rounds": args.rounds,
-            "connections": args.connections, "history_connections": args.history_connections,
-            "inbox_workers": args.inbox_workers, "body_bytes": 1024,
-        },
-        "comparisons": comparisons,
-        "targets": targets,
-        "receipt_to_history": history,
-        "service_target": args.service_target,
-        "server_restarts": restarts,
-        "valid": valid,
-        "wall_s": round(wall_s, 1),
+        "settings": {k: v for k, v in vars(args).items() if k != "plot"},
+        **results,
+        "targets": targets(results),
+        "failures": bench.failures,
+        "warnings": bench.warnings,
+        "valid": not bench.failures,
+        "wall_s": round(time.monotonic() - wall, 1),
     }
-    name = "webhooks" + ("-sqlite" if sqlite else "") + ("" if args.service_target == "wsgi:app" else "-aa")
-    path = write_results(name, result)
+    path = write_results("webhooks" + ("-sqlite" if sqlite else ""), data)
+    print_report(data)
+    print(f"\nresults: {path.relative_to(REPO_ROOT)}  (wall {data['wall_s']} s)")
+    if args.plot:
+        from bench.webhooks import plot
 
-    print()
-    print(f"Webhook receiver: ~1 KB signed events, unique ids, {args.rounds} x {args.duration:g} s per server and "
-          f"connection count (medians), {db_version}, {result['machine']['cpus']} CPUs, gunicorn "
-          f"{gconf['workers']} workers x {gconf['threads']} threads ({gconf['worker_class']}) for both servers")
-    print()
-    print(markdown_table(
-        ["server", "conns", "requests", "req/s", "p50 ms", "p99 ms", "non-2xx",
-         "server CPU ms/req", "DB CPU ms/req", "other load / steal"],
-        rows,
-    ))
-    print()
-    print(markdown_table(
-        ["target", "measured", "met"],
-        [[t["target"], fmt(t["measured"], 3 if "rps" in t["target"] else 1)
-          + (f" (reference: {fmt(t['reference_p99_ms'], 1)} ms)" if "reference_p99_ms" in t else ""),
-          "yes" if t["met"] else "**NO**"] for t in targets],
-    ))
-    if history:
+        plot.main([str(path)])
+    if bench.failures:
+        print("\n** INVALID RUN: " + "; ".join(bench.failures) + " **", file=sys.stderr)
+        return 1
+    return 0
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 10's webhook targets against what this run measured."""
+    out: list[dict[str, Any]] = []
+    for c in results.get("ingest", {}).get("comparisons", []):
+        med = c["pooled_median_service_over_reference"]
+        out.append({"target": f"ingest at {c['connections']} conns: pooled median service/reference >= "
+                              f"{INGEST_RATIO_TARGET}", "measured": med, "aa_band": c["aa_band"],
+                    "met": med is not None and med >= INGEST_RATIO_TARGET})
+        cpu = c["cpu_ms_per_request_median"]
+        out.append({"target": f"ingest at {c['connections']} conns: service server CPU/request <= reference's",
+                    "measured": [cpu["service"]["server"], cpu["reference"]["server"]],
+                    "met": (cpu["service"]["server"] or 1e9) <= (cpu["reference"]["server"] or 0)})
+    h = results.get("history")
+    if h:
+        med = h["pooled_median_ratio"]
+        out.append({"target": f"receipt->history p99 at {h['rate_per_s']:g}/s <= {HISTORY_RATIO_TARGET} x the sync "
+                              "receiver's request p99 (pooled median of rounds)", "measured": med,
+                    "met": med is not None and med <= HISTORY_RATIO_TARGET})
+    s = results.get("saturation")
+    if s:
+        out.append({"target": f"saturation: apply/intake >= 1.0 (no backlog left; {s['inbox_workers']} workers)",
+                    "measured": s["apply_over_intake"], "backlog_at_load_end": s["backlog_at_load_end"],
+                    "met": (s["backlog_at_load_end_s_of_intake"] or 0) <= 1.0})
+        p99 = s["receipt_to_history_ms"]["p99"]
+        out.append({"target": f"saturation: receipt->history p99 < {SATURATION_P99_TARGET_MS:g} ms",
+                    "measured": p99, "met": p99 is not None and p99 < SATURATION_P99_TARGET_MS})
+    return out
+
+
+def print_report(data: dict[str, Any]) -> None:
+    """The Markdown tables of a run (every round)."""
+    m = data["machine"]
+    g = data["gunicorn"]
+    print(f"\nWebhook benchmark: {data['database']}, {m['cpus']} CPUs ({m['cpu_model']}), commit {m['git_commit']}, "
+          f"gunicorn {g['workers']} workers x {g['threads']} threads, busy before the run {m['busy_before_run_pct']}%")
+    ing = data.get("ingest")
+    if ing:
+        rows = []
+        for load in sorted(ing["loads"], key=lambda x: (x["connections"] * -1, x["round"], x["position"])):
+            cpu = load["cpu_ms_per_request"]
+            mp = load["machine_pct"]
+            rows.append([load["round"], load["position"], load["slot"], load["connections"], f"{load['requests']:,}",
+                         fmt(load["rps"], 0), fmt(load["latency_ms"]["p50"], 2), fmt(load["latency_ms"]["p99"], 1),
+                         fmt(cpu["server"], 3), fmt(cpu["postgres"], 3) if cpu["postgres"] is not None else "in server",
+                         f"{fmt(mp['other'], 0, '%')} / {fmt(mp['steal'], 0, '%')}",
+                         "ok" if load["row_check"]["holds"] else "**MISMATCH**"])
+        print("\n### Ingest, every round\n")
+        print(markdown_table(["round", "order", "slot", "conns", "requests", "req/s", "p50 ms", "p99 ms",
+                              "server CPU ms/req", "PG CPU ms/req", "other load / steal", "rows"], rows))
         print()
         print(markdown_table(
-            ["load on the service", "inbox workers", "req/s during", "events", "processed", "history rows",
-             "processed_at - received_at p50 / p99 ms", "seen committed p50 / p99 ms (sample)",
-             "worker events/s", "drain after load s"],
-            [[f"{h['connections']} conns, {args.duration:g} s", h["inbox_workers"], fmt(h["load"]["rps"], 0),
-              h["events_stored"], h["states"].get("processed", 0), h["history_rows"],
-              f"{fmt(h['receipt_to_history_ms']['p50'], 0)} / {fmt(h['receipt_to_history_ms']['p99'], 0)}",
-              f"{fmt(h['receipt_to_commit_sampled_ms']['p50'], 0)} / {fmt(h['receipt_to_commit_sampled_ms']['p99'], 0)}"
-              f" ({h['receipt_to_commit_sampled_ms']['sampled_events_seen']})",
-              fmt(h["worker_throughput_per_s"], 0), fmt(h["drain_after_load_s"], 1)] for h in history],
-        ))
-    print()
-    print(f"results: {path.relative_to(REPO_ROOT)}  (wall {result['wall_s']} s)"
-          + ("" if valid else "  ** INVALID RUN: see non-2xx / wrapped pools / missing rows in the JSON **"))
-    return 0 if valid else 1
+            ["conns", "service/reference per round", "**pooled median**", "copy/reference per round (A/A)",
+             "A/A median", "server CPU ms/req svc / ref / copy", "PG CPU ms/req svc / ref / copy"],
+            [[c["connections"], ", ".join(fmt(x, 3) for x in c["ratio_service_over_reference_per_round"]),
+              f"**{fmt(c['pooled_median_service_over_reference'], 3)}**",
+              ", ".join(fmt(x, 3) for x in c["ratio_copy_over_reference_per_round"]),
+              fmt(c["pooled_median_copy_over_reference"], 3),
+              " / ".join(fmt(c["cpu_ms_per_request_median"][s]["server"], 3) for s in INGEST_SLOTS),
+              " / ".join(fmt(c["cpu_ms_per_request_median"][s]["postgres"], 3) for s in INGEST_SLOTS)]
+             for c in ing["comparisons"]]))
+    h = data.get("history")
+    if h:
+        print(f"\n### Receipt to history at {h['rate_per_s']:g} events/s (open loop), "
+              f"{h['inbox_workers']} inbox workers, every round\n")
+        rows = []
+        for x in sorted(h["loads"], key=lambda x: (x["round"], x["position"])):
+            rth = x.get("receipt_to_history_ms") or {}
+            pa = x.get("processed_at_minus_received_ms") or {}
+            rows.append([x["round"], x["position"], x["slot"], fmt(x["achieved_rate_per_s"], 0), x["ok_2xx"],
+                         x["history_rows"], f"{fmt(x['request_latency_ms']['p50'], 1)} / "
+                         f"{fmt(x['request_latency_ms']['p99'], 1)}",
+                         (f"{fmt(rth.get('p50'), 1)} / {fmt(rth.get('p99'), 1)}"
+                          + (f" (>=: {rth['not_applied']} not applied)" if rth.get("lower_bound") else ""))
+                         if rth else "(in the request)",
+                         f"{fmt(pa.get('p50'), 1)} / {fmt(pa.get('p99'), 1)}" if pa else "",
+                         fmt(x["schedule_lag_ms"]["p99"], 1),
+                         fmt((x.get("latency_from_schedule_ms") or {}).get("p99"), 1)])
+        print(markdown_table(["round", "order", "slot", "sent/s", "2xx", "history rows", "request p50 / p99 ms",
+                              "receipt->history seen p50 / p99 ms", "processed_at - receipt p50 / p99 ms",
+                              "schedule lag p99 ms", "due -> answered p99 ms"], rows))
+        print(f"\nasync receipt->history p99 / sync request p99 per round: "
+              f"{', '.join(fmt(r, 2) for r in h['ratio_async_receipt_to_history_p99_over_sync_request_p99_per_round'])}"
+              f"; pooled median **{fmt(h['pooled_median_ratio'], 2)}**")
+    s = data.get("saturation")
+    if s:
+        print(f"\n### Saturation: {s['connections']} connections for {s['duration_s']:g} s, "
+              f"{s['inbox_workers']} inbox workers\n")
+        rth, pa = s["receipt_to_history_ms"], s["processed_at_minus_received_ms"]
+        print(markdown_table(
+            ["req/s", "intake /s", "applied /s", "apply / intake", "backlog at load end", "drained after",
+             "receipt->history seen p50 / p99 ms", "processed_at - receipt p50 / p99 ms", "events = history rows"],
+            [[fmt(s["load"]["rps"], 0), fmt(s["intake_per_s"], 0), fmt(s["applied_per_s"], 0),
+              fmt(s["apply_over_intake"], 3), f"{s['backlog_at_load_end']:,} ({fmt(s['backlog_at_load_end_s_of_intake'], 2)} s)",
+              f"{fmt(s['drain_after_load_s'], 1)} s" + ("" if s["drained"] else " (NOT drained)"),
+              f"{fmt(rth['p50'], 0)} / {fmt(rth['p99'], 0)}"
+              + (f" (>=: {rth['not_applied']} not applied)" if rth.get("lower_bound") else ""),
+              f"{fmt(pa['p50'], 0)} / {fmt(pa['p99'], 0)}", f"{s['events']:,} = {s['history_rows']:,}"]]))
+    if data["targets"]:
+        print()
+        print(markdown_table(["target", "measured", "met"],
+                             [[t["target"], t["measured"], "yes" if t["met"] else "**NO**"] for t in data["targets"]]))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import hmac
 import json
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -97,6 +97,32 @@ def signature(secret: str, timestamp: int, body: bytes) -> str:
     return f"t={timestamp},v1={mac.hexdigest()}"
 
 
+def signed_requests(
+    *,
+    prefix: str,
+    count: int,
+    targets: Sequence[Target],
+    secret: str,
+) -> Iterator[tuple[str, bytes]]:
+    """``count`` signed events as ``(X-Signature value, body)`` pairs, made one at a time.
+
+    Event ``i`` is about ``targets[i % len(targets)]`` and makes transition
+    ``i // len(targets)`` of :data:`TRANSITIONS` (signed, then printed, then
+    dispensed), so with ``len(targets) * 3 >= count`` every event is a real,
+    new lifecycle step. Ids are ``prefix`` + a zero-padded sequence number.
+    Raises ValueError without targets.
+    """
+    if not targets:
+        raise ValueError("at least one target is needed")
+    now = time.time()
+    timestamp = int(now)
+    for i in range(count):
+        target = targets[i % len(targets)]
+        status, previous = TRANSITIONS[min(i // len(targets), len(TRANSITIONS) - 1)]
+        body = event_body(f"{prefix}{i:010d}", target, status, previous, now)
+        yield signature(secret, timestamp, body), body
+
+
 def write_requests(
     path: Path,
     *,
@@ -105,22 +131,10 @@ def write_requests(
     targets: Sequence[Target],
     secret: str,
 ) -> int:
-    """Write ``count`` signed events to ``path``; returns the number written.
-
-    Event ``i`` is about ``targets[i % len(targets)]`` and makes transition
-    ``i // len(targets)`` of :data:`TRANSITIONS` (signed, then printed, then
-    dispensed), so with ``len(targets) * 3 >= count`` every event is a real,
-    new lifecycle step. Ids are ``prefix`` + a zero-padded sequence number.
-    """
-    if not targets:
-        raise ValueError("at least one target is needed")
-    now = time.time()
-    timestamp = int(now)
+    """Write :func:`signed_requests` to ``path`` for wrk, one ``<signature>\\t<body>`` line each;
+    returns the number written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as out:
-        for i in range(count):
-            target = targets[i % len(targets)]
-            status, previous = TRANSITIONS[min(i // len(targets), len(TRANSITIONS) - 1)]
-            body = event_body(f"{prefix}{i:010d}", target, status, previous, now)
-            out.write(f"{signature(secret, timestamp, body)}\t{body.decode('utf-8')}\n")
+        for sig, body in signed_requests(prefix=prefix, count=count, targets=targets, secret=secret):
+            out.write(f"{sig}\t{body.decode('utf-8')}\n")
     return count

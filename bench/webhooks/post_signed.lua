@@ -8,6 +8,10 @@
 -- sends lines k, k+T, k+2T, ... so no two threads send the same event. If a
 -- thread runs out of lines it starts again (duplicates!) and counts a wrap;
 -- done() reports wraps so that the driver can reject or redo the run.
+-- Every thread counts the requests it issued ("sent"), the responses it got
+-- ("answered") and the 2xx among them ("ok"): when the load stops, sent -
+-- answered requests were still in flight (or lost to a socket error), so the
+-- driver's row check is exact: rows stored == ok + (sent - answered).
 -- done() prints one line "BENCH_JSON {...}" with counts and latency (microseconds).
 
 local threads = {}
@@ -47,10 +51,19 @@ function init(args)
    pool = #reqs
    idx = 0
    sent = 0
+   verified = false
+   answered = 0
+   ok = 0
    wrapped = 0
 end
 
 function request()
+   if id == 0 and not verified then
+      -- wrk (script_verify_request, wrk.c) calls request() once on thread 0 before
+      -- any connection exists, to check the request parses; nothing is sent.
+      verified = true
+      return reqs[1]
+   end
    idx = idx + 1
    if idx > pool then
       idx = 1
@@ -60,10 +73,19 @@ function request()
    return reqs[idx]
 end
 
+function response(status, headers, body)
+   answered = answered + 1
+   if status >= 200 and status < 300 then
+      ok = ok + 1
+   end
+end
+
 function done(summary, latency, requests)
-   local sent, wrapped, pool = 0, 0, 0
+   local sent, answered, ok, wrapped, pool = 0, 0, 0, 0, 0
    for _, t in ipairs(threads) do
       sent = sent + (t:get("sent") or 0)
+      answered = answered + (t:get("answered") or 0)
+      ok = ok + (t:get("ok") or 0)
       wrapped = wrapped + (t:get("wrapped") or 0)
       pool = pool + (t:get("pool") or 0)
    end
@@ -72,11 +94,11 @@ function done(summary, latency, requests)
       '"errors_connect":%d,"errors_read":%d,"errors_write":%d,"errors_status":%d,"errors_timeout":%d,' ..
       '"latency_mean_us":%.1f,"latency_stdev_us":%.1f,"latency_min_us":%d,"latency_max_us":%d,' ..
       '"latency_p50_us":%d,"latency_p90_us":%d,"latency_p99_us":%d,"latency_p999_us":%d,' ..
-      '"sent":%d,"pool":%d,"wrapped":%d}\n',
+      '"sent":%d,"answered":%d,"ok":%d,"pool":%d,"wrapped":%d}\n',
       summary.requests, summary.duration, summary.bytes,
       summary.errors.connect, summary.errors.read, summary.errors.write,
       summary.errors.status, summary.errors.timeout,
       latency.mean, latency.stdev, latency.min, latency.max,
       latency:percentile(50), latency:percentile(90), latency:percentile(99), latency:percentile(99.9),
-      sent, pool, wrapped))
+      sent, answered, ok, pool, wrapped))
 end

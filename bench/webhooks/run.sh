@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Webhook receiver benchmark: installs wrk if it is missing, then runs
-# `python -m bench.webhooks` (service vs reference receiver under wrk, and
-# receipt->history latency with inbox workers). Arguments pass through, e.g.
+# Webhook benchmark (issue 10): installs wrk if it is missing, then runs
+# `python -m bench.webhooks`: ingest (service vs the bare reference receiver and
+# a copy of it, fresh servers per round), receipt->history at a steady 200/s
+# (inbox workers vs a synchronous receiver) and saturation (wrk, 32 connections,
+# 60 s, inbox workers running). Arguments pass through, e.g.
 #
-#   bash bench/webhooks/run.sh --duration 10 --connections 32,1
-#   BENCH_DB=sqlite bash bench/webhooks/run.sh
+#   bash bench/webhooks/run.sh --phases ingest --rounds 3
+#   bash bench/webhooks/run.sh --phases saturation --inbox-workers 3 --plot
+#   BENCH_DB=sqlite bash bench/webhooks/run.sh      # ingest + history only
 #
-# Loopback only. Results: bench/results/webhooks.json.
+# Loopback only. Results: bench/results/webhooks.json; exits 1 if a row check failed.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"

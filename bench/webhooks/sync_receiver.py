@@ -1,0 +1,72 @@
+"""The synchronous receiver: the reference for receipt -> history (issue 10, "Measure").
+
+The service's own app, whose ``POST /webhooks/platform`` does what an
+integration without an inbox worker does (the seed integration's way): it
+verifies and stores the event with the service's receiver (webhooks/routes.py,
+unchanged: the inbox row is committed), then applies that event before
+answering, with the inbox worker's own code (``webhooks.processing.InboxProcessor``:
+prescription lock, history row through ``app.history``, forward-only status,
+event-outbox row, audit), in a second short transaction. Its request latency
+is the time a webhook takes to reach the history when nothing is queued.
+No logic is copied: the receiver and the processor are the project's.
+
+Served by gunicorn with the service's own ``gunicorn.conf.py``::
+
+    DATABASE_URL=... WORKER_WAKEUP=poll gunicorn -c gunicorn.conf.py bench.webhooks.sync_receiver:app
+
+(``WORKER_WAKEUP=poll``: nobody listens, so the receiver's INSERT carries no NOTIFY.)
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from flask import Flask, g
+from sqlalchemy import select
+
+from app import create_app
+from app.models import WebhookInbox
+from webhooks.processing import InboxProcessor
+
+
+def apply_now(processor: InboxProcessor, event_id: str) -> str | None:
+    """Apply the stored pending event ``event_id`` now, in one transaction; returns its new state.
+
+    The row is locked as the worker's claim would lock it; None when it is no
+    longer pending (a duplicate delivery already applied). Uses the processor's
+    per-event path (``_handle``: savepoint, history, status, retry/dead on
+    failure) and its audit step, exactly as ``run_batch`` applies one event.
+    """
+    with processor.db.session() as session:
+        row = session.scalars(
+            select(WebhookInbox)
+            .where(WebhookInbox.event_id == event_id, WebhookInbox.state == "pending")
+            .with_for_update()
+        ).first()
+        if row is None:
+            return None
+        applied: list[int] = []
+        state = processor._handle(session, row, processor.now(), applied)  # noqa: SLF001 - the worker's own step
+        processor._audit(session, applied)  # noqa: SLF001
+        return state
+
+
+def create_sync_app() -> Flask:
+    """The service app with the receiver wrapped: store (the real receiver), then apply before answering."""
+    app = create_app()
+    processor = InboxProcessor(app.extensions["erx"].db, worker_id=f"sync-receiver-{os.getpid()}")
+    receive = app.view_functions["webhooks.receive"]
+
+    def receive_and_apply(*args: Any, **kwargs: Any) -> Any:
+        response, status = receive(*args, **kwargs)
+        outcome = getattr(g, "webhook_outcome", None)
+        if status == 200 and outcome is not None and outcome.kind == "received":
+            apply_now(processor, response.get_json()["event_id"])
+        return response, status
+
+    app.view_functions["webhooks.receive"] = receive_and_apply
+    return app
+
+
+app = create_sync_app() if "DATABASE_URL" in os.environ else None
