@@ -113,6 +113,28 @@ class InboxProcessor:
             self._audit(session, applied)
         return handled
 
+    def apply_pending(self, event_id: str) -> str | None:
+        """Apply the stored ``pending`` event ``event_id`` now, in one transaction of its own.
+
+        The synchronous path (a batch of one, by event id): the row is locked as a
+        claim locks it, applied with the same steps as :meth:`run_batch` (savepoint,
+        history through :mod:`app.history`, forward-only status, event-outbox row,
+        retry or dead on failure, audit). Returns the row's new state, or None
+        when it is not pending, or a worker holds it now (it applies it).
+        Used by the synchronous reference receiver of ``bench/webhooks``.
+        """
+        applied: list[int] = []
+        with self.db.session() as session:
+            query = select(WebhookInbox).where(WebhookInbox.event_id == event_id, WebhookInbox.state == "pending")
+            if self.db.is_postgres:
+                query = query.with_for_update(skip_locked=True)
+            row = session.scalars(query).first()
+            if row is None:
+                return None
+            state = self._handle(session, row, self.now(), applied)
+            self._audit(session, applied)
+        return state
+
     def _apply_together(self, session: Session, rows: list[WebhookInbox], applied: list[int]) -> bool:
         """Apply ``rows`` set-based: a handful of statements for the whole batch.
 

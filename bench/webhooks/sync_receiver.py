@@ -23,33 +23,9 @@ import os
 from typing import Any
 
 from flask import Flask, g
-from sqlalchemy import select
 
 from app import create_app
-from app.models import WebhookInbox
 from webhooks.processing import InboxProcessor
-
-
-def apply_now(processor: InboxProcessor, event_id: str) -> str | None:
-    """Apply the stored pending event ``event_id`` now, in one transaction; returns its new state.
-
-    The row is locked as the worker's claim would lock it; None when it is no
-    longer pending (a duplicate delivery already applied). Uses the processor's
-    per-event path (``_handle``: savepoint, history, status, retry/dead on
-    failure) and its audit step, exactly as ``run_batch`` applies one event.
-    """
-    with processor.db.session() as session:
-        row = session.scalars(
-            select(WebhookInbox)
-            .where(WebhookInbox.event_id == event_id, WebhookInbox.state == "pending")
-            .with_for_update()
-        ).first()
-        if row is None:
-            return None
-        applied: list[int] = []
-        state = processor._handle(session, row, processor.now(), applied)  # noqa: SLF001 - the worker's own step
-        processor._audit(session, applied)  # noqa: SLF001
-        return state
 
 
 def create_sync_app() -> Flask:
@@ -62,7 +38,7 @@ def create_sync_app() -> Flask:
         response, status = receive(*args, **kwargs)
         outcome = getattr(g, "webhook_outcome", None)
         if status == 200 and outcome is not None and outcome.kind == "received":
-            apply_now(processor, response.get_json()["event_id"])
+            processor.apply_pending(response.get_json()["event_id"])
         return response, status
 
     app.view_functions["webhooks.receive"] = receive_and_apply
