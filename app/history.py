@@ -15,10 +15,15 @@ from datetime import datetime
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
+from app import queue_wakeup
 from app.db import insert_ignore, insert_ignore_statement, utcnow
 from app.events.outbox import stage_status_event, status_event_values
 from app.models import EventOutbox, Prescription, StatusHistory
 from connector.statuses import LIFECYCLE, can_advance
+
+# Committing a staged event row wakes the event publisher (PostgreSQL NOTIFY in the
+# same transaction; the ORM rows of stage_status_event through the after-flush hook).
+queue_wakeup.install()
 
 SOURCES = ("service", "api", "webhook", "reconcile", "operator")
 
@@ -151,6 +156,7 @@ def record_transitions(session: Session, items: Sequence[BatchItem]) -> list[boo
     ]
     if events:  # one event per appended row, in this transaction (issue 11)
         session.execute(insert(EventOutbox), events)
+        queue_wakeup.notify_queued(session, EventOutbox)
     for item, row in zip(items, values, strict=True):
         prescription, received_at = item.prescription, row["received_at"]
         if can_advance(prescription.status, item.transition.to_status):

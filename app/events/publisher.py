@@ -1,7 +1,7 @@
 """The event publisher: due event-outbox rows to RabbitMQ, with publisher confirms.
 
-Rows are claimed with the shared queue mechanism (:mod:`app.queue`: SKIP
-LOCKED + a lease), published in ``id`` order as persistent messages on the
+Rows are claimed and read in one statement with the shared queue mechanism
+(:func:`app.queue.claim_returning`: SKIP LOCKED + a lease), published in ``id`` order as persistent messages on the
 topic exchange, and marked ``published`` only once the broker confirmed them.
 A prescription's next event is never sent before its previous one is
 confirmed: a row waits while an older pending row of the same prescription
@@ -11,6 +11,11 @@ broker is down the rows simply wait, and the publisher backs off with full
 jitter (``connector.backoff``). A crash between the confirm and the mark
 re-sends the message later with the same ``message_id``: consumers dedupe
 (docs/events.md, "Delivery guarantees").
+
+An idle publisher waits on :mod:`app.queue_wakeup`: on PostgreSQL the
+transaction that stages an event row also NOTIFYs ``erx_event_outbox``, which
+wakes it at once; ``poll_s`` is the fallback poll (and the only wake-up on
+SQLite or with ``WORKER_WAKEUP=poll``).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from typing import Any
 import pika
 from sqlalchemy import Row, func, select, update
 
+from app import queue_wakeup
 from app.db import Database, utcnow
 from app.events.amqp import (
     BROKER_ERRORS,
@@ -39,7 +45,7 @@ from app.events.amqp import (
 )
 from app.events.contract import ContractError, validate_event
 from app.models import EventOutbox
-from app.queue import claim, release
+from app.queue import claim_returning, release
 from app.retry import RetryPolicy
 
 log = logging.getLogger("app.events.publisher")
@@ -50,7 +56,9 @@ class PublisherConfig:
     """Publisher knobs; durations in seconds.
 
     ``exchange``/``dlx``: exchange names. ``batch``: rows per claim.
-    ``lease_s``: claim lease (must outlast one batch). ``poll_s``: idle wait.
+    ``lease_s``: claim lease (must outlast one batch). ``poll_s``: idle wait
+    (with NOTIFY wake-ups, the fallback poll for what no notification announced:
+    rows coming due after a backoff, rows released by another publisher).
     ``backoff_base_s``/``backoff_cap_s``: full-jitter bounds for broker outages
     and nacked rows.
     """
@@ -60,7 +68,7 @@ class PublisherConfig:
     dlx: str
     batch: int = 200
     lease_s: float = 30.0
-    poll_s: float = 0.05
+    poll_s: float = 0.5
     backoff_base_s: float = 0.5
     backoff_cap_s: float = 30.0
 
@@ -80,6 +88,8 @@ class EventPublisher:
     ``now`` returns aware UTC datetimes; ``rand`` returns floats in [0, 1);
     ``stop`` ends :meth:`run` (SIGTERM sets it); ``after_confirm`` is called
     with each confirmed row id before it is marked (tests use it to crash there).
+    ``waiter`` does the idle waiting (:func:`app.queue_wakeup.waiter_for` on
+    :data:`app.queue_wakeup.EVENTS_CHANNEL`); default: a plain poll.
     """
 
     def __init__(
@@ -92,6 +102,7 @@ class EventPublisher:
         rand: Callable[[], float] = random.random,
         stop: threading.Event | None = None,
         after_confirm: Callable[[int], None] | None = None,
+        waiter: queue_wakeup.PollWaiter | queue_wakeup.NotifyWaiter | None = None,
     ) -> None:
         self.db = db
         self.config = config
@@ -104,6 +115,7 @@ class EventPublisher:
         )
         self.stop = stop or threading.Event()
         self.after_confirm = after_confirm
+        self.waiter = waiter or queue_wakeup.PollWaiter(self.stop)
         self._connection: pika.BlockingConnection | None = None
         self._channel: ConfirmingChannel | None = None
 
@@ -117,6 +129,11 @@ class EventPublisher:
             declare_exchanges(channel.channel, exchange=self.config.exchange, dlx=self.config.dlx)
             self._channel = channel
         return self._channel
+
+    def request_stop(self) -> None:
+        """Ask :meth:`run` to stop: the batch in hand finishes, an idle wait ends at once (signal-safe)."""
+        self.stop.set()
+        self.waiter.interrupt()
 
     def close(self) -> None:
         """Close the broker connection (if any)."""
@@ -149,24 +166,27 @@ class EventPublisher:
         """
         channel = self._open_channel()
         now = self.now()
-        ids = claim(self.db, EventOutbox, worker_id=self.worker_id, now=now,
-                    lease_s=self.config.lease_s, limit=self.config.batch)
-        if not ids:
-            return BatchResult(0, 0, 0)
         with self.db.session() as session:
-            # Plain rows, not ORM objects: this is the publisher's per-event CPU.
-            rows = session.execute(
-                select(EventOutbox.id, EventOutbox.event_id, EventOutbox.prescription_id, EventOutbox.event_type,
-                       EventOutbox.version, EventOutbox.routing_key, EventOutbox.payload, EventOutbox.attempts)
-                .where(EventOutbox.id.in_(ids)).order_by(EventOutbox.id)
-            ).all()
-            # Older pending rows of the same prescriptions that are not in this batch:
-            # they must be confirmed first.
+            # Claim and read in one statement; plain rows, not ORM objects (per-event CPU).
+            rows = sorted(
+                claim_returning(
+                    session, EventOutbox,
+                    (EventOutbox.id, EventOutbox.event_id, EventOutbox.prescription_id, EventOutbox.event_type,
+                     EventOutbox.version, EventOutbox.routing_key, EventOutbox.payload, EventOutbox.attempts),
+                    worker_id=self.worker_id, now=now, lease_s=self.config.lease_s, limit=self.config.batch,
+                ),
+                key=lambda r: r.id,
+            )
+            if not rows:
+                return BatchResult(0, 0, 0)
+            ids = [r.id for r in rows]
+            # Older pending rows of the same prescriptions that are not in this batch
+            # (same transaction): they must be confirmed first.
             older = session.execute(
                 select(EventOutbox.prescription_id, func.min(EventOutbox.id)).where(
                     EventOutbox.prescription_id.in_({r.prescription_id for r in rows}),
                     EventOutbox.state == "pending",
-                    EventOutbox.id < max(ids),
+                    EventOutbox.id < ids[-1],
                     EventOutbox.id.not_in(ids),
                 ).group_by(EventOutbox.prescription_id)
             ).all()
@@ -250,7 +270,11 @@ class EventPublisher:
         now_s = monotonic or time.monotonic
         deadline = None if max_seconds is None else now_s() + max_seconds
         failures = 0
-        log.info("event publisher started")
+        try:
+            self.waiter.listen()  # LISTEN before the first batch: nothing committed after it goes unheard
+        except Exception as exc:  # noqa: BLE001 - the database not up yet: the first idle wait retries
+            log.warning("wake-up listener not opened (%s); polling until it is", type(exc).__name__)
+        log.info("event publisher started: wake-up by %s", self.waiter.mode)
         try:
             while not self.stop.is_set():
                 try:
@@ -274,7 +298,8 @@ class EventPublisher:
                 if result.published == 0 and result.dead == 0:
                     if until_idle and result.deferred == 0:
                         break
-                    self.stop.wait(self.config.poll_s)
+                    self.waiter.wait(self.config.poll_s)
         finally:
+            self.waiter.close()
             self.close()
             log.info("event publisher stopped")
