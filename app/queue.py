@@ -11,7 +11,7 @@ and ``locked_by``, ``last_error``. Every queue goes through these functions:
   the outbox, whose work makes an outbound call, commits the claim before
   it. The inbox claims inside the transaction that applies the rows (no
   outbound call), so a crash rolls the claim back with the work.
-  :func:`claim_returning` leases and reads in ONE statement (``UPDATE ...
+  :func:`claim_returning` (:func:`claim_statement`) leases and reads in ONE statement (``UPDATE ...
   RETURNING``) for a worker that wants plain column values, not ORM rows
   (the event publisher).
 - :func:`release` / :func:`release_row` give a lease back.
@@ -111,6 +111,43 @@ def claim(
         return [row.id for row in rows]
 
 
+def claim_statement(
+    model: Any,
+    columns: Sequence[Any],
+    *,
+    postgres: bool,
+    worker_id: str,
+    now: datetime,
+    lease_s: float,
+    limit: int,
+) -> Any:
+    """The statement of :func:`claim_returning`: ``UPDATE ... WHERE id IN (SELECT ... LIMIT n) RETURNING``.
+
+    The same rows as :func:`claim_rows` (due, oldest due first, ``FOR UPDATE
+    SKIP LOCKED`` when ``postgres``), leased the same way. Returned unexecuted
+    so that a caller can wrap it (a PostgreSQL CTE) and still have one round trip.
+    """
+    due = (
+        select(model.id)
+        .where(
+            model.state == PENDING,
+            model.next_attempt_at <= now,
+            or_(model.locked_until.is_(None), model.locked_until < now),
+        )
+        .order_by(model.next_attempt_at, model.id)
+        .limit(limit)
+    )
+    if postgres:
+        due = due.with_for_update(skip_locked=True)
+    return (
+        update(model)
+        .where(model.id.in_(due.scalar_subquery()))
+        .values(locked_until=now + timedelta(seconds=lease_s), locked_by=worker_id)
+        .returning(*columns)
+        .execution_options(synchronize_session=False)
+    )
+
+
 def claim_returning(
     session: Session,
     model: Any,
@@ -123,32 +160,13 @@ def claim_returning(
 ) -> list[Row[Any]]:
     """Lease up to ``limit`` due ``pending`` rows of ``model`` and return their ``columns``, in one statement.
 
-    The same rows as :func:`claim_rows` (due, oldest due first, ``FOR UPDATE
-    SKIP LOCKED`` on PostgreSQL) leased the same way, but as ``UPDATE ...
-    WHERE id IN (SELECT ... LIMIT n) RETURNING <columns>``: one round trip,
-    no ORM objects. ``columns`` are ``model``'s column attributes; the rows
-    come back in no particular order (sort them). The lease holds once the
-    caller's transaction commits. ``now`` is aware UTC; ``lease_s`` seconds.
+    See :func:`claim_statement`: one round trip, no ORM objects. ``columns``
+    are ``model``'s column attributes; the rows come back in no particular
+    order (sort them). The lease holds once the caller's transaction commits.
+    ``now`` is aware UTC; ``lease_s`` seconds.
     """
-    due = (
-        select(model.id)
-        .where(
-            model.state == PENDING,
-            model.next_attempt_at <= now,
-            or_(model.locked_until.is_(None), model.locked_until < now),
-        )
-        .order_by(model.next_attempt_at, model.id)
-        .limit(limit)
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        due = due.with_for_update(skip_locked=True)
-    statement = (
-        update(model)
-        .where(model.id.in_(due.scalar_subquery()))
-        .values(locked_until=now + timedelta(seconds=lease_s), locked_by=worker_id)
-        .returning(*columns)
-        .execution_options(synchronize_session=False)
-    )
+    statement = claim_statement(model, columns, postgres=session.get_bind().dialect.name == "postgresql",
+                                worker_id=worker_id, now=now, lease_s=lease_s, limit=limit)
     return list(session.execute(statement).all())
 
 

@@ -20,19 +20,21 @@ SQLite or with ``WORKER_WAKEUP=poll``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import pika
-from sqlalchemy import Row, func, select, update
+from sqlalchemy import Connection, Row, func, select, update
+from sqlalchemy.orm import aliased
 
 from app import queue_wakeup
 from app.db import Database, utcnow
@@ -45,7 +47,7 @@ from app.events.amqp import (
 )
 from app.events.contract import ContractError, validate_event
 from app.models import EventOutbox
-from app.queue import claim_returning, release
+from app.queue import claim_returning, claim_statement, release
 from app.retry import RetryPolicy
 
 log = logging.getLogger("app.events.publisher")
@@ -71,6 +73,21 @@ class PublisherConfig:
     poll_s: float = 0.5
     backoff_base_s: float = 0.5
     backoff_cap_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    """A claimed row (SQLite path), shaped like the PostgreSQL path's result rows."""
+
+    id: int
+    event_id: str
+    prescription_id: int
+    event_type: str
+    version: int
+    routing_key: str
+    payload: str
+    attempts: int
+    blocked_by: int | None = None
 
 
 @dataclass(frozen=True)
@@ -118,6 +135,7 @@ class EventPublisher:
         self.waiter = waiter or queue_wakeup.PollWaiter(self.stop)
         self._connection: pika.BlockingConnection | None = None
         self._channel: ConfirmingChannel | None = None
+        self._conn: Connection | None = None
 
     # -- broker ---------------------------------------------------------------------
 
@@ -136,7 +154,8 @@ class EventPublisher:
         self.waiter.interrupt()
 
     def close(self) -> None:
-        """Close the broker connection (if any)."""
+        """Close the broker connection and the publisher's database connection (if any)."""
+        self._close_db()
         close_quietly(self._connection)
         self._connection = None
         self._channel = None
@@ -166,34 +185,13 @@ class EventPublisher:
         """
         channel = self._open_channel()
         now = self.now()
-        with self.db.session() as session:
-            # Claim and read in one statement; plain rows, not ORM objects (per-event CPU).
-            rows = sorted(
-                claim_returning(
-                    session, EventOutbox,
-                    (EventOutbox.id, EventOutbox.event_id, EventOutbox.prescription_id, EventOutbox.event_type,
-                     EventOutbox.version, EventOutbox.routing_key, EventOutbox.payload, EventOutbox.attempts),
-                    worker_id=self.worker_id, now=now, lease_s=self.config.lease_s, limit=self.config.batch,
-                ),
-                key=lambda r: r.id,
-            )
-            if not rows:
-                return BatchResult(0, 0, 0)
-            ids = [r.id for r in rows]
-            # Older pending rows of the same prescriptions that are not in this batch
-            # (same transaction): they must be confirmed first.
-            older = session.execute(
-                select(EventOutbox.prescription_id, func.min(EventOutbox.id)).where(
-                    EventOutbox.prescription_id.in_({r.prescription_id for r in rows}),
-                    EventOutbox.state == "pending",
-                    EventOutbox.id < ids[-1],
-                    EventOutbox.id.not_in(ids),
-                ).group_by(EventOutbox.prescription_id)
-            ).all()
-        first_missing = dict(older)
+        rows = self._claim(now)
+        if not rows:
+            return BatchResult(0, 0, 0)
+        ids = [r.id for r in rows]
         queues: dict[int, list[Row[Any]]] = defaultdict(list)
         for row in rows:
-            if row.id < first_missing.get(row.prescription_id, row.id + 1):
+            if row.blocked_by is None:
                 queues[row.prescription_id].append(row)
         confirmed: list[int] = []
         nacked: list[Row[Any]] = []
@@ -231,9 +229,91 @@ class EventPublisher:
             self._finish(ids, confirmed, nacked, dead)
         return BatchResult(len(confirmed), len(ids) - len(confirmed) - len(dead), len(dead))
 
+    # -- the database -----------------------------------------------------------------
+
+    _COLUMNS = (EventOutbox.id, EventOutbox.event_id, EventOutbox.prescription_id, EventOutbox.event_type,
+                EventOutbox.version, EventOutbox.routing_key, EventOutbox.payload, EventOutbox.attempts)
+
+    def _pg(self) -> Connection:
+        """The publisher's own PostgreSQL connection, in autocommit: one round trip per statement.
+
+        ``synchronous_commit`` is off on it: it only writes leases and marks, and
+        losing the last of those to a server crash re-sends messages (duplicates,
+        which consumers dedupe), never loses one; event rows are written
+        elsewhere, durably.
+        """
+        if self._conn is None or self._conn.closed or self._conn.invalidated:
+            conn = self.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            conn.exec_driver_sql("SET synchronous_commit TO off")
+            self._conn = conn
+        return self._conn
+
+    def _close_db(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.closed:
+            with contextlib.suppress(Exception):  # already broken
+                conn.invalidate()  # not back to the pool: it carries synchronous_commit off
+                conn.close()
+
+    def _claim(self, now: datetime) -> list[Row[Any]]:
+        """Lease due rows and read them, with ``blocked_by``: an older pending row of the same prescription
+        outside this batch (its id, else None) that must be confirmed first.
+
+        PostgreSQL: ONE statement, the claim as a CTE and the order check over it
+        (it sees the rows as they were before the claim: pending, not yet leased).
+        SQLite: the claim, then the check, in one transaction. Rows in id order.
+        """
+        kw = {"worker_id": self.worker_id, "now": now, "lease_s": self.config.lease_s, "limit": self.config.batch}
+        if self.db.is_postgres:
+            claimed = claim_statement(EventOutbox, self._COLUMNS, postgres=True, **kw).cte("claimed")
+            older = aliased(EventOutbox)
+            blocked_by = (
+                select(func.min(older.id))
+                .where(older.prescription_id == claimed.c.prescription_id, older.state == "pending",
+                       older.id < claimed.c.id, older.id.not_in(select(claimed.c.id)))
+                .scalar_subquery()
+            )
+            try:
+                return list(self._pg().execute(
+                    select(claimed, blocked_by.label("blocked_by")).order_by(claimed.c.id)).all())
+            except Exception:
+                self._close_db()
+                raise
+        with self.db.session() as session:
+            rows = sorted(claim_returning(session, EventOutbox, self._COLUMNS, **kw), key=lambda r: r.id)
+            if not rows:
+                return []
+            ids = [r.id for r in rows]
+            first_missing = dict(session.execute(
+                select(EventOutbox.prescription_id, func.min(EventOutbox.id)).where(
+                    EventOutbox.prescription_id.in_({r.prescription_id for r in rows}),
+                    EventOutbox.state == "pending",
+                    EventOutbox.id < ids[-1],
+                    EventOutbox.id.not_in(ids),
+                ).group_by(EventOutbox.prescription_id)
+            ).all())
+        return [_Claimed(*r, blocked_by=first_missing.get(r.prescription_id)
+                         if r.id > first_missing.get(r.prescription_id, r.id) else None) for r in rows]
+
+    @contextlib.contextmanager
+    def _writes(self) -> Iterator[Any]:
+        """Where the marks go: the autocommit connection (PostgreSQL), else a session's transaction."""
+        if not self.db.is_postgres:
+            with self.db.session() as session:
+                yield session
+            return
+        try:
+            yield self._pg()
+        except Exception:
+            self._close_db()
+            raise
+
     def _finish(self, ids: list[int], confirmed: list[int], nacked: list[Row[Any]], dead: list[tuple[int, str]]) -> None:
         now = self.now()
-        with self.db.session() as session:
+        # One statement in the usual case (all confirmed). On PostgreSQL each statement
+        # commits alone: they touch disjoint rows, and a crash in between only leaves
+        # leases that expire (re-sends), as a crash before the mark does.
+        with self._writes() as session:
             if confirmed:
                 session.execute(
                     update(EventOutbox)
