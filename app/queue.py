@@ -116,16 +116,19 @@ def claim_statement(
     columns: Sequence[Any],
     *,
     postgres: bool,
-    worker_id: str,
-    now: datetime,
-    lease_s: float,
+    worker_id: Any,
+    now: Any,
+    until: Any,
     limit: int,
 ) -> Any:
     """The statement of :func:`claim_returning`: ``UPDATE ... WHERE id IN (SELECT ... LIMIT n) RETURNING``.
 
-    The same rows as :func:`claim_rows` (due, oldest due first, ``FOR UPDATE
-    SKIP LOCKED`` when ``postgres``), leased the same way. Returned unexecuted
-    so that a caller can wrap it (a PostgreSQL CTE) and still have one round trip.
+    The same rows as :func:`claim_rows` (due at ``now``, oldest due first,
+    ``FOR UPDATE SKIP LOCKED`` when ``postgres``), leased to ``worker_id``
+    until ``until`` (aware UTC). ``worker_id``, ``now`` and ``until`` may be
+    values or ``bindparam()`` s, so that a caller can build the statement
+    once. Returned unexecuted so that a caller can also wrap it (a PostgreSQL
+    CTE) and still have one round trip.
     """
     due = (
         select(model.id)
@@ -142,7 +145,7 @@ def claim_statement(
     return (
         update(model)
         .where(model.id.in_(due.scalar_subquery()))
-        .values(locked_until=now + timedelta(seconds=lease_s), locked_by=worker_id)
+        .values(locked_until=until, locked_by=worker_id)
         .returning(*columns)
         .execution_options(synchronize_session=False)
     )
@@ -166,7 +169,7 @@ def claim_returning(
     ``now`` is aware UTC; ``lease_s`` seconds.
     """
     statement = claim_statement(model, columns, postgres=session.get_bind().dialect.name == "postgresql",
-                                worker_id=worker_id, now=now, lease_s=lease_s, limit=limit)
+                                worker_id=worker_id, now=now, until=now + timedelta(seconds=lease_s), limit=limit)
     return list(session.execute(statement).all())
 
 

@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pika
-from sqlalchemy import Connection, Row, func, select, update
+from sqlalchemy import Connection, Row, bindparam, func, select, update
 from sqlalchemy.orm import aliased
 
 from app import queue_wakeup
@@ -136,6 +136,7 @@ class EventPublisher:
         self._connection: pika.BlockingConnection | None = None
         self._channel: ConfirmingChannel | None = None
         self._conn: Connection | None = None
+        self._claim_sql: Any = None
 
     # -- broker ---------------------------------------------------------------------
 
@@ -263,22 +264,15 @@ class EventPublisher:
         (it sees the rows as they were before the claim: pending, not yet leased).
         SQLite: the claim, then the check, in one transaction. Rows in id order.
         """
-        kw = {"worker_id": self.worker_id, "now": now, "lease_s": self.config.lease_s, "limit": self.config.batch}
         if self.db.is_postgres:
-            claimed = claim_statement(EventOutbox, self._COLUMNS, postgres=True, **kw).cte("claimed")
-            older = aliased(EventOutbox)
-            blocked_by = (
-                select(func.min(older.id))
-                .where(older.prescription_id == claimed.c.prescription_id, older.state == "pending",
-                       older.id < claimed.c.id, older.id.not_in(select(claimed.c.id)))
-                .scalar_subquery()
-            )
             try:
-                return list(self._pg().execute(
-                    select(claimed, blocked_by.label("blocked_by")).order_by(claimed.c.id)).all())
+                return list(self._pg().execute(self._pg_claim(), {
+                    "claim_now": now, "claim_until": now + timedelta(seconds=self.config.lease_s),
+                    "claim_worker": self.worker_id}).all())
             except Exception:
                 self._close_db()
                 raise
+        kw = {"worker_id": self.worker_id, "now": now, "lease_s": self.config.lease_s, "limit": self.config.batch}
         with self.db.session() as session:
             rows = sorted(claim_returning(session, EventOutbox, self._COLUMNS, **kw), key=lambda r: r.id)
             if not rows:
@@ -294,6 +288,24 @@ class EventPublisher:
             ).all())
         return [_Claimed(*r, blocked_by=first_missing.get(r.prescription_id)
                          if r.id > first_missing.get(r.prescription_id, r.id) else None) for r in rows]
+
+    def _pg_claim(self) -> Any:
+        # Built once per publisher (about 2 ms of CPU to build, 0.2 ms to run when nothing is due).
+        if self._claim_sql is not None:
+            return self._claim_sql
+        claimed = claim_statement(
+            EventOutbox, self._COLUMNS, postgres=True, worker_id=bindparam("claim_worker"),
+            now=bindparam("claim_now"), until=bindparam("claim_until"), limit=self.config.batch,
+        ).cte("claimed")
+        older = aliased(EventOutbox)
+        blocked_by = (
+            select(func.min(older.id))
+            .where(older.prescription_id == claimed.c.prescription_id, older.state == "pending",
+                   older.id < claimed.c.id, older.id.not_in(select(claimed.c.id)))
+            .scalar_subquery()
+        )
+        self._claim_sql = select(claimed, blocked_by.label("blocked_by")).order_by(claimed.c.id)
+        return self._claim_sql
 
     @contextlib.contextmanager
     def _writes(self) -> Iterator[Any]:
