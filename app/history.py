@@ -59,7 +59,9 @@ def record_transition(
     most once overall. The
     current status moves only if :func:`connector.statuses.can_advance` allows.
     Returns ``(recorded, advanced)``. Must run inside the caller's transaction
-    with ``prescription`` locked or freshly read in it.
+    with ``prescription`` locked in it (``SELECT ... FOR UPDATE``): the lock is
+    what makes a prescription's event ids follow commit order, which the event
+    publisher's per-prescription order relies on (docs/events.md).
     """
     if transition.source not in SOURCES:
         raise UnknownSource(transition.source)
@@ -181,7 +183,8 @@ def record_local_status(
     Unlike :func:`record_transition` this always moves the current status: the
     caller (dispatch, the send API, an operator) owns these transitions.
     ``now`` is aware UTC (default: the current time). Raises
-    :class:`UnknownSource`.
+    :class:`UnknownSource`. As :func:`record_transition`, call it with
+    ``prescription`` locked in the caller's transaction.
     """
     if source not in SOURCES:
         raise UnknownSource(source)

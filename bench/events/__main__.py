@@ -13,14 +13,20 @@ What runs (loopback only, every loop bounded in count and time):
    alternating which phase goes first:
 
    * measured: each tick appends one history row (``record_local_status`` in its
-     own transaction, which stages the event); lag = arrival time at the consumer
-     minus the row's ``recorded_at``;
+     own transaction, prescription locked first, which stages the event and its
+     NOTIFY), from ``--writers`` processes of ``--threads`` threads on an open-loop
+     schedule (``bench/events/writers.py``: a slow commit never delays the next
+     tick); lag = arrival time at the consumer minus the row's ``recorded_at``;
    * reference: each tick is one bare ``basic_publish`` with publisher confirms
      from this process to the same exchange; lag = arrival minus the time just
      before the publish: the broker's and the consumer's own round trip.
 
-Prints a Markdown table (p50, p99, max per phase and round) and writes
-``bench/results/events.json``.
+Prints a Markdown table (p50, p99, max per phase and round; for the measured
+phase also the achieved rate, how late the appends committed against their
+schedule, and the publisher's CPU share) and writes ``bench/results/events.json``;
+``--plot PATH`` draws the lag CDF of every phase of every round (matplotlib);
+``--profile FILE`` runs the publisher under cProfile in CPU time
+(``bench/events/cpuprofile.py``).
 """
 
 from __future__ import annotations
