@@ -232,7 +232,7 @@ def plot(path: Path, lags: dict[tuple[int, str], list[float]], *, rate: float, v
     ax.set_xlabel("lag to the consumer, ms (log)")
     ax.set_ylabel("fraction of messages")
     ax.set_title(f"bench.events: {rate:.0f} transitions/s, one publisher ({version.split(' (')[0]})", fontsize=10)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
