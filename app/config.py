@@ -130,7 +130,7 @@ class Settings:
     amqp_url: str = field(default="amqp://guest:guest@127.0.0.1:5672/%2F", repr=False)
     events_exchange: str = "erx.events"
     events_dlx: str = "erx.events.dlq"
-    events_poll_s: float = 0.05
+    events_poll_s: float = 0.5  # idle wait, s: the fallback poll when NOTIFY wakes the publisher (WORKER_WAKEUP)
     events_batch: int = 200
     events_lease_s: float = 30.0
     events_backoff_base_s: float = 0.5

@@ -15,10 +15,15 @@ from datetime import datetime
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
+from app import queue_wakeup
 from app.db import insert_ignore, insert_ignore_statement, utcnow
 from app.events.outbox import stage_status_event, status_event_values
 from app.models import EventOutbox, Prescription, StatusHistory
 from connector.statuses import LIFECYCLE, can_advance
+
+# Committing a staged event row wakes the event publisher (PostgreSQL NOTIFY in the
+# same transaction; the ORM rows of stage_status_event through the after-flush hook).
+queue_wakeup.install()
 
 SOURCES = ("service", "api", "webhook", "reconcile", "operator")
 
@@ -54,7 +59,9 @@ def record_transition(
     most once overall. The
     current status moves only if :func:`connector.statuses.can_advance` allows.
     Returns ``(recorded, advanced)``. Must run inside the caller's transaction
-    with ``prescription`` locked or freshly read in it.
+    with ``prescription`` locked in it (``SELECT ... FOR UPDATE``): the lock is
+    what makes a prescription's event ids follow commit order, which the event
+    publisher's per-prescription order relies on (docs/events.md).
     """
     if transition.source not in SOURCES:
         raise UnknownSource(transition.source)
@@ -151,6 +158,7 @@ def record_transitions(session: Session, items: Sequence[BatchItem]) -> list[boo
     ]
     if events:  # one event per appended row, in this transaction (issue 11)
         session.execute(insert(EventOutbox), events)
+        queue_wakeup.notify_queued(session, EventOutbox)
     for item, row in zip(items, values, strict=True):
         prescription, received_at = item.prescription, row["received_at"]
         if can_advance(prescription.status, item.transition.to_status):
@@ -175,7 +183,8 @@ def record_local_status(
     Unlike :func:`record_transition` this always moves the current status: the
     caller (dispatch, the send API, an operator) owns these transitions.
     ``now`` is aware UTC (default: the current time). Raises
-    :class:`UnknownSource`.
+    :class:`UnknownSource`. As :func:`record_transition`, call it with
+    ``prescription`` locked in the caller's transaction.
     """
     if source not in SOURCES:
         raise UnknownSource(source)

@@ -11,6 +11,9 @@ and ``locked_by``, ``last_error``. Every queue goes through these functions:
   the outbox, whose work makes an outbound call, commits the claim before
   it. The inbox claims inside the transaction that applies the rows (no
   outbound call), so a crash rolls the claim back with the work.
+  :func:`claim_returning` (:func:`claim_statement`) leases and reads in ONE statement (``UPDATE ...
+  RETURNING``) for a worker that wants plain column values, not ORM rows
+  (the event publisher).
 - :func:`release` / :func:`release_row` give a lease back.
 - :func:`reopen` / :func:`reopen_matching` put finished or dead rows back:
   pending, attempts from zero, due now.
@@ -25,10 +28,11 @@ and ``locked_by``, ``last_error``. Every queue goes through these functions:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Row, or_, select, update
 from sqlalchemy.orm import Session
 
 from app import queue_wakeup
@@ -105,6 +109,68 @@ def claim(
             session, model, is_postgres=db.is_postgres, worker_id=worker_id, now=now, lease_s=lease_s, limit=limit
         )
         return [row.id for row in rows]
+
+
+def claim_statement(
+    model: Any,
+    columns: Sequence[Any],
+    *,
+    postgres: bool,
+    worker_id: Any,
+    now: Any,
+    until: Any,
+    limit: int,
+) -> Any:
+    """The statement of :func:`claim_returning`: ``UPDATE ... WHERE id IN (SELECT ... LIMIT n) RETURNING``.
+
+    The same rows as :func:`claim_rows` (due at ``now``, oldest due first,
+    ``FOR UPDATE SKIP LOCKED`` when ``postgres``), leased to ``worker_id``
+    until ``until`` (aware UTC). ``worker_id``, ``now`` and ``until`` may be
+    values or ``bindparam()`` s, so that a caller can build the statement
+    once. Returned unexecuted so that a caller can also wrap it (a PostgreSQL
+    CTE) and still have one round trip.
+    """
+    due = (
+        select(model.id)
+        .where(
+            model.state == PENDING,
+            model.next_attempt_at <= now,
+            or_(model.locked_until.is_(None), model.locked_until < now),
+        )
+        .order_by(model.next_attempt_at, model.id)
+        .limit(limit)
+    )
+    if postgres:
+        due = due.with_for_update(skip_locked=True)
+    return (
+        update(model)
+        .where(model.id.in_(due.scalar_subquery()))
+        .values(locked_until=until, locked_by=worker_id)
+        .returning(*columns)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def claim_returning(
+    session: Session,
+    model: Any,
+    columns: Sequence[Any],
+    *,
+    worker_id: str,
+    now: datetime,
+    lease_s: float,
+    limit: int,
+) -> list[Row[Any]]:
+    """Lease up to ``limit`` due ``pending`` rows of ``model`` and return their ``columns``, in one statement.
+
+    See :func:`claim_statement`: one round trip, no ORM objects. ``columns``
+    are ``model``'s column attributes; the rows come back in no particular
+    order (sort them). The lease holds once the caller's transaction commits.
+    ``now`` is aware UTC; ``lease_s`` seconds.
+    """
+    statement = claim_statement(model, columns, postgres=session.get_bind().dialect.name == "postgresql",
+                                worker_id=worker_id, now=now, until=now + timedelta(seconds=lease_s), limit=limit)
+    return list(session.execute(statement).all())
 
 
 def extend_lease(row: Any, *, now: datetime, lease_s: float) -> None:

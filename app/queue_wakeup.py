@@ -1,7 +1,8 @@
 """Wake idle workers when a queue row is committed, instead of waiting for the next poll.
 
-On PostgreSQL, committing a due ``pending`` row of the dispatch outbox or the
-webhook inbox also sends ``NOTIFY`` on that queue's channel, in the same
+On PostgreSQL, committing a due ``pending`` row of the dispatch outbox, the
+webhook inbox or the event outbox (a status event staged with its history
+row, issue 11) also sends ``NOTIFY`` on that queue's channel, in the same
 transaction (PostgreSQL delivers it only if, and when, the transaction
 commits; https://www.postgresql.org/docs/current/sql-notify.html). A worker
 ``LISTEN``s on a dedicated connection and waits with ``select()`` on its
@@ -10,14 +11,16 @@ and the poll still finds what no notification announced (retries coming due,
 rows written by hand). SQLite has no NOTIFY: there, and behind a pooler in
 transaction mode (which cannot hold a ``LISTEN`` session), workers poll.
 
-``WORKER_WAKEUP`` chooses: ``notify`` (the default on PostgreSQL) or ``poll``
-(the only mode on SQLite).
+``WORKER_WAKEUP`` chooses, for the workers and the event publisher alike:
+``notify`` (the default on PostgreSQL) or ``poll`` (the only mode on SQLite).
 
 Sending is wired once, as a session event (:func:`install`): any ORM flush
 that inserts a pending queue row or moves one back to ``pending``
 (``queue_send``, :func:`app.queue.reopen`, replay) adds one
 ``pg_notify`` to its transaction. The webhook receiver, which writes with
-Core, folds the notification into its INSERT (:func:`notify_sql`).
+Core, folds the notification into its INSERT (:func:`notify_sql`); the
+set-based history append (:func:`app.history.record_transitions`) calls
+:func:`notify_queued` after its Core INSERT of event rows.
 """
 
 from __future__ import annotations
@@ -33,13 +36,14 @@ from typing import Any
 from sqlalchemy import event, text
 from sqlalchemy.orm import Session, attributes
 
-from app.models import DispatchOutbox, WebhookInbox
+from app.models import DispatchOutbox, EventOutbox, WebhookInbox
 
 log = logging.getLogger("app.queue_wakeup")
 
 OUTBOX_CHANNEL = "erx_dispatch_outbox"
 INBOX_CHANNEL = "erx_webhook_inbox"
-CHANNELS: dict[type, str] = {DispatchOutbox: OUTBOX_CHANNEL, WebhookInbox: INBOX_CHANNEL}
+EVENTS_CHANNEL = "erx_event_outbox"
+CHANNELS: dict[type, str] = {DispatchOutbox: OUTBOX_CHANNEL, WebhookInbox: INBOX_CHANNEL, EventOutbox: EVENTS_CHANNEL}
 MODES = ("notify", "poll")
 
 _NOTIFIED_KEY = "queue_wakeup.notified"
@@ -58,6 +62,18 @@ def resolve_mode(setting: str, *, dialect: str) -> str:
     if dialect != "postgresql":
         return "poll"
     return "poll" if wanted == "poll" else "notify"
+
+
+def waiter_for(setting: str, engine: Any, channels: Iterable[str], stop: threading.Event) -> PollWaiter | NotifyWaiter:
+    """How an idle worker waits on ``channels``: a :class:`NotifyWaiter`, or a :class:`PollWaiter`.
+
+    ``setting`` is ``WORKER_WAKEUP`` (see :func:`resolve_mode`); ``engine`` the
+    SQLAlchemy engine whose dialect decides and whose database is listened to.
+    Raises ValueError for an unknown setting.
+    """
+    if resolve_mode(setting, dialect=engine.dialect.name) == "poll":
+        return PollWaiter(stop)
+    return NotifyWaiter(engine, channels, stop)
 
 
 def notify_sql(channel: str) -> str:
@@ -118,7 +134,8 @@ def install() -> None:
 def notify_queued(session: Session, model: Any) -> None:
     """Notify ``model``'s queue channel in ``session``'s transaction (PostgreSQL; no-op elsewhere).
 
-    For Core statements the after-flush hook cannot see (:func:`app.queue.reopen_matching`).
+    For Core statements the after-flush hook cannot see (:func:`app.queue.reopen_matching`,
+    the event rows of :func:`app.history.record_transitions`).
     """
     channel = CHANNELS.get(model)
     if channel is not None and session.get_bind().dialect.name == "postgresql":
@@ -132,6 +149,9 @@ class PollWaiter:
 
     def __init__(self, stop: threading.Event) -> None:
         self.stop = stop
+
+    def listen(self) -> None:
+        """Nothing to open: polling needs no connection."""
 
     def wait(self, timeout_s: float) -> bool:
         """Sleep up to ``timeout_s`` seconds; returns True if stopping."""

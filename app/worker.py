@@ -65,11 +65,8 @@ def build_waiter(
     svc: Services, stop: threading.Event, *, dispatch: bool, inbox: bool
 ) -> queue_wakeup.PollWaiter | queue_wakeup.NotifyWaiter:
     """How an idle worker waits: ``LISTEN`` on its queues' channels, or a plain poll (``WORKER_WAKEUP``)."""
-    mode = queue_wakeup.resolve_mode(svc.settings.worker_wakeup, dialect=svc.db.engine.dialect.name)
-    if mode == "poll":
-        return queue_wakeup.PollWaiter(stop)
     channels = [queue_wakeup.OUTBOX_CHANNEL] * dispatch + [queue_wakeup.INBOX_CHANNEL] * inbox
-    return queue_wakeup.NotifyWaiter(svc.db.engine, channels, stop)
+    return queue_wakeup.waiter_for(svc.settings.worker_wakeup, svc.db.engine, channels, stop)
 
 
 class WorkerLoop:

@@ -13,11 +13,13 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 
 import click
 from flask import Flask
 from flask.cli import AppGroup, with_appcontext
 
+from app import queue_wakeup
 from app.config import Settings
 from app.events.amqp import BROKER_ERRORS, delete_topology, queue_exists
 from app.events.notify import (
@@ -58,10 +60,13 @@ def notify_config(settings: Settings) -> NotifyConfig:
     )
 
 
-def _stop_on_signals(stop: threading.Event) -> None:
-    # SIGTERM (kubectl, the stack) and SIGINT: finish the message/batch in hand, then stop.
+def _stop_on_signals(stop: threading.Event, interrupt: Callable[[], None] | None = None) -> None:
+    # SIGTERM (kubectl, the stack) and SIGINT: finish the message/batch in hand, then stop;
+    # ``interrupt`` ends an idle wait on a LISTEN connection at once.
     def _handler(_signum: int, _frame: object) -> None:
         stop.set()
+        if interrupt is not None:
+            interrupt()
 
     signal.signal(signal.SIGTERM, _handler)
     signal.signal(signal.SIGINT, _handler)
@@ -89,11 +94,12 @@ def publish_command(max_seconds: float | None, until_idle: bool, exit_after_conf
         if exit_after_confirms is not None and confirms >= exit_after_confirms:
             os._exit(137)  # the chaos test's "killed between publish and mark"
 
+    waiter = queue_wakeup.waiter_for(svc.settings.worker_wakeup, svc.db.engine, [queue_wakeup.EVENTS_CHANNEL], stop)
     publisher = EventPublisher(
         svc.db, publisher_config(svc.settings), worker_id=worker_id(), stop=stop,
-        after_confirm=crash_hook if exit_after_confirms is not None else None,
+        after_confirm=crash_hook if exit_after_confirms is not None else None, waiter=waiter,
     )
-    _stop_on_signals(stop)
+    _stop_on_signals(stop, waiter.interrupt)
     publisher.run(max_seconds=max_seconds, until_idle=until_idle)
 
 

@@ -24,6 +24,7 @@ from app.events.notify import NotifyConsumer, PatientNotifier, declare_topology
 from app.events.publisher import EventPublisher
 from app.history import Transition, record_local_status, record_transition
 from app.models import EventOutbox, NotifyInbox, Patient, Prescription, StatusHistory
+from app.queue_wakeup import EVENTS_CHANNEL, NotifyWaiter
 from app.services.mail import Mailer, Notice
 from tests.integration import events_support
 from tests.integration.conftest import wait_until, worker_threads
@@ -259,3 +260,30 @@ def test_events_wait_in_the_outbox_while_the_broker_is_down(seeded, tmp_path, db
         row = s.scalars(select(EventOutbox)).one()
     assert (row.state, row.attempts, row.locked_by) == ("pending", 0, None)
     assert row.next_attempt_at <= datetime.now(UTC) + timedelta(seconds=1)
+
+
+def test_a_listening_publisher_sends_a_committed_event_long_before_its_poll(seeded, tmp_path, db_url, amqp_url,
+                                                                          event_names):
+    if not seeded.is_postgres:
+        pytest.skip("NOTIFY is PostgreSQL-only; SQLite polls (the other tests here)")
+    settings = event_settings(db_url, amqp_url, event_names, tmp_path / "mail", events_poll_s=60.0)
+    capture = Capture(amqp_url, event_names.exchange, "prescription.status_changed.#")
+    stop = threading.Event()
+    waiter = NotifyWaiter(seeded.engine, [EVENTS_CHANNEL], stop)
+    publisher = EventPublisher(seeded, publisher_config(settings), worker_id="t-wake", stop=stop, waiter=waiter)
+    thread = threading.Thread(target=publisher.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: waiter._conn is not None, timeout_s=10)  # noqa: SLF001 - LISTEN issued
+        pid = _drafts(seeded, "A", 1)[0]
+        with seeded.session() as s:
+            record_local_status(s, s.get(Prescription, pid), "queued", source="api")
+        got: list = []
+        # Far inside the 60 s poll: only the NOTIFY can have woken it.
+        wait_until(lambda: bool(got.extend(capture.drain()) or got), timeout_s=10)
+    finally:
+        publisher.request_stop()  # ends the 60 s wait at once
+        thread.join(10)
+        capture.close()
+    assert not thread.is_alive()
+    assert [(b["prescription"]["id"], b["to"]) for _k, _p, b in got] == [(pid, "queued")]

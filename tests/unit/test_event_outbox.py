@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from app.events.contract import validate_event
 from app.events.outbox import rfc3339, routing_key
-from app.events.publisher import EventPublisher, PublisherConfig
+from app.events.publisher import BatchResult, EventPublisher, PublisherConfig
 from app.history import Transition, record_local_status, record_transition
 from app.models import EventOutbox, Prescription
 
@@ -139,3 +139,23 @@ def test_an_event_that_breaks_its_contract_is_marked_dead_not_sent(seeded) -> No
     result = FakePublisher(seeded, channel).run_batch()
     assert (result.published, result.dead, channel.sent) == (0, 1, [])
     assert _events(seeded)[0].state == "dead"
+
+
+def test_an_older_event_leased_by_another_publisher_holds_back_the_newer_one(seeded) -> None:  # type: ignore[no-untyped-def]
+    _stage(seeded, [5], "queued")
+    _stage(seeded, [5], "rejected")
+    first, second = _events(seeded)
+    now = datetime.now(UTC)
+    with seeded.session() as s:  # another publisher holds the first one
+        s.get(EventOutbox, first.id).locked_by = "other"
+        s.get(EventOutbox, first.id).locked_until = now + timedelta(seconds=30)
+    channel = FakeChannel()
+    publisher = FakePublisher(seeded, channel, now=lambda: now)
+    assert publisher.run_batch() == BatchResult(0, 1, 0)
+    assert channel.sent == []
+    held = {e.id: e for e in _events(seeded)}[second.id]
+    assert (held.state, held.locked_by) == ("pending", None)  # its lease given back at once
+    with seeded.session() as s:  # the other publisher died: its lease ran out
+        s.get(EventOutbox, first.id).locked_until = now - timedelta(seconds=1)
+    assert publisher.run_batch().published == 2
+    assert channel.sent == [first.event_id, second.event_id]

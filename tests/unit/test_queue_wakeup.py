@@ -21,9 +21,10 @@ from sqlalchemy import select, text
 from app.config import ConfigError, load_settings
 from app.db import Database, utcnow
 from app.extensions import Services
-from app.models import WebhookInbox
+from app.history import BatchItem, Transition, record_local_status, record_transitions
+from app.models import Patient, Prescription, Region, WebhookInbox
 from app.queue import claim, mark_dead, reopen
-from app.queue_wakeup import INBOX_CHANNEL, NotifyWaiter, PollWaiter, resolve_mode
+from app.queue_wakeup import EVENTS_CHANNEL, INBOX_CHANNEL, NotifyWaiter, PollWaiter, resolve_mode
 from app.worker import WorkerLoop, build_waiter
 from tests.unit.test_inbox_processing import (  # noqa: F401 - fixtures
     REFERENCE,
@@ -47,24 +48,38 @@ def _require_postgres(db: Database) -> None:
         pytest.skip("NOTIFY is PostgreSQL-only; SQLite polls (covered below)")
 
 
-@pytest.fixture
-def listener(seeded: Database) -> Iterator[Any]:
-    """A raw psycopg2 connection LISTENing on the inbox channel, to see exactly what was sent."""
-    _require_postgres(seeded)
-    raw = seeded.engine.raw_connection()
+def _listen(db: Database, channel: str) -> Any:
+    """A raw psycopg2 connection LISTENing on ``channel``, to see exactly what was sent."""
+    _require_postgres(db)
+    raw = db.engine.raw_connection()
     raw.detach()
     conn = raw.dbapi_connection
     conn.autocommit = True
     with conn.cursor() as cur:
-        cur.execute(f"LISTEN {INBOX_CHANNEL}")
+        cur.execute(f"LISTEN {channel}")
+    return conn
+
+
+@pytest.fixture
+def listener(seeded: Database) -> Iterator[Any]:
+    """LISTENing on the inbox channel."""
+    conn = _listen(seeded, INBOX_CHANNEL)
     yield conn
     conn.close()
 
 
-def _notifications_until_marker(conn: Any, db: Database) -> list[str]:
+@pytest.fixture
+def events_listener(seeded: Database) -> Iterator[Any]:
+    """LISTENing on the event outbox's channel (the publisher's)."""
+    conn = _listen(seeded, EVENTS_CHANNEL)
+    yield conn
+    conn.close()
+
+
+def _notifications_until_marker(conn: Any, db: Database, channel: str = INBOX_CHANNEL) -> list[str]:
     """Send a marker notification, then return the payloads received before it (commit order)."""
     with db.engine.begin() as c:
-        c.execute(text("SELECT pg_notify(:channel, 'marker')"), {"channel": INBOX_CHANNEL})
+        c.execute(text("SELECT pg_notify(:channel, 'marker')"), {"channel": channel})
     payloads: list[str] = []
     while True:
         conn.poll()
@@ -162,6 +177,32 @@ def test_rolled_back_row_wakes_nobody(seeded: Database, listener: Any) -> None:
         session.flush()
         raise RuntimeError("abort")
     assert _notifications_until_marker(listener, seeded) == []
+
+
+def test_a_staged_status_event_wakes_the_publisher_when_it_commits(seeded: Database, events_listener: Any) -> None:
+    with seeded.session() as session:
+        pid = session.scalars(select(Prescription.id).order_by(Prescription.id)).first()
+        record_local_status(session, session.get(Prescription, pid), "queued", source="api")
+    assert _notifications_until_marker(events_listener, seeded, EVENTS_CHANNEL) == [""]
+    with pytest.raises(RuntimeError), seeded.session() as session:
+        record_local_status(session, session.get(Prescription, pid), "rejected", source="api")
+        session.flush()
+        raise RuntimeError("abort: the transition never happened")
+    assert _notifications_until_marker(events_listener, seeded, EVENTS_CHANNEL) == []
+
+
+def test_a_set_based_history_append_wakes_the_publisher(seeded: Database, events_listener: Any) -> None:
+    # record_transitions writes its event rows with Core, out of the after-flush hook's sight.
+    with seeded.session() as session:
+        rx, region, route = session.execute(
+            select(Prescription, Patient.region_code, Region.flow)
+            .join(Patient, Patient.id == Prescription.patient_id).join(Region, Region.code == Patient.region_code)
+            .order_by(Prescription.id).limit(1).with_for_update(of=Prescription)
+        ).one()
+        transition = Transition(to_status="issued", from_status=rx.status, occurred_at=utcnow(), source="webhook",
+                                event_id="evt_wake_events_batch")
+        assert record_transitions(session, [BatchItem(rx, region, route, transition)]) == [True]
+    assert _notifications_until_marker(events_listener, seeded, EVENTS_CHANNEL) == [""]
 
 
 # --- a worker wakes at once ---------------------------------------------------------------
