@@ -2,12 +2,15 @@
 
 The service, the sandbox (in automatic mode) and the workers run for real, as
 in tests/integration; the browser talks to the service over loopback HTTP.
-Screenshots go to docs/screenshots/ (the README shows them).
+Screenshots go to a temporary folder; with ``UPDATE_SCREENSHOTS=1`` to docs/screenshots/
+(the README shows them), so an ordinary test run leaves the checkout unchanged.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +24,11 @@ from tests.integration.conftest import wait_until, worker_threads
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+SCREENSHOTS = (
+    Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1"
+    else Path(tempfile.gettempdir()) / "erx-screenshots"
+)
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
