@@ -120,15 +120,17 @@ class InboxProcessor:
         claim locks it, applied with the same steps as :meth:`run_batch` (savepoint,
         history through :mod:`app.history`, forward-only status, event-outbox row,
         retry or dead on failure, audit). Returns the row's new state, or None
-        when it is not pending, or a worker holds it now (it applies it).
+        when it is not pending (a worker or an earlier delivery applied it).
         Used by the synchronous reference receiver of ``bench/webhooks``.
         """
         applied: list[int] = []
         with self.db.session() as session:
-            query = select(WebhookInbox).where(WebhookInbox.event_id == event_id, WebhookInbox.state == "pending")
-            if self.db.is_postgres:
-                query = query.with_for_update(skip_locked=True)
-            row = session.scalars(query).first()
+            # Not a claim: wait for a worker that holds the row; PostgreSQL then re-checks "pending".
+            row = session.scalars(
+                select(WebhookInbox)
+                .where(WebhookInbox.event_id == event_id, WebhookInbox.state == "pending")
+                .with_for_update()
+            ).first()
             if row is None:
                 return None
             state = self._handle(session, row, self.now(), applied)
