@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - the fixtures imported from test_dispatch are parameters below
 """The dispatch worker's concurrent sends (``WORKER_SEND_THREADS``) and its statement budget.
 
 The fake platform (``responses``) and the real database, as in ``test_dispatch``;
