@@ -55,7 +55,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pybreaker
-from sqlalchemy import Row, select, update
+from sqlalchemy import Row, or_, select, update
 from sqlalchemy.orm import Session, joinedload, make_transient_to_detached, selectinload
 
 from app import metrics
@@ -389,7 +389,8 @@ class Dispatcher:
                 session,
                 WebhookInbox,
                 WebhookInbox.platform_token == attempt.platform_token,
-                WebhookInbox.state.in_(("pending", "dead")),
+                # Two equalities, not IN (...): an expanding IN is re-rendered on every execution.
+                or_(WebhookInbox.state == "pending", WebhookInbox.state == "dead"),
                 WebhookInbox.awaiting_prescription.is_(True),
                 now=now,
                 processed_at=None,
