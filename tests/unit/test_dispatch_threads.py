@@ -180,3 +180,91 @@ def test_stopping_releases_the_rows_not_started(client, seeded, with_credentials
     assert statuses == ["issued", "issued", "queued", "queued", "queued", "queued"]
     rows = [outbox_of(seeded, p) for p in pids[2:]]
     assert [(r.locked_by, r.attempts, r.state) for r in rows] == [(None, 0, "pending")] * 4
+
+
+# -- the breaker shared by the send threads ------------------------------------------
+
+
+def _breaker(fail_max: int = 2, reset_s: float = 60.0) -> Any:
+    import pybreaker
+
+    from connector.errors import TransportError
+
+    return pybreaker.CircuitBreaker(
+        fail_max=fail_max, reset_timeout=reset_s, exclude=[lambda exc: not isinstance(exc, TransportError)],
+        throw_new_error_on_trip=False,
+    )
+
+
+def test_the_breaker_lets_sends_run_at_once() -> None:
+    from app.services.dispatch.erx_route import ConcurrentBreaker
+
+    gate = ConcurrentBreaker(_breaker())
+    both_inside = threading.Barrier(2, timeout=10)  # broken if the calls ran one after the other
+    results: list[str] = []
+
+    def call() -> None:
+        results.append(gate.call(lambda: (both_inside.wait(), "ok")[1]))
+
+    runners = [threading.Thread(target=call) for _ in range(2)]
+    for t in runners:
+        t.start()
+    for t in runners:
+        t.join(timeout=15)
+    assert results == ["ok", "ok"]
+
+
+def test_the_shared_breaker_opens_after_fail_max_and_ignores_business_errors() -> None:
+    import pybreaker
+
+    from app.services.dispatch.erx_route import ConcurrentBreaker
+    from connector.errors import PlatformRejected, TransportError
+
+    breaker = _breaker(fail_max=2)
+    gate = ConcurrentBreaker(breaker)
+
+    def down() -> None:
+        raise TransportError("connection refused", code="connect_error", retryable=True, outcome_unknown=False)
+
+    def no() -> None:
+        raise PlatformRejected("Invalid data")
+
+    for _ in range(3):
+        with pytest.raises(PlatformRejected):
+            gate.call(no)
+    assert breaker.current_state == pybreaker.STATE_CLOSED
+    for _ in range(2):
+        with pytest.raises(TransportError):
+            gate.call(down)
+    assert breaker.current_state == pybreaker.STATE_OPEN
+    with pytest.raises(pybreaker.CircuitBreakerError):
+        gate.call(lambda: "never called")
+
+
+def test_a_half_open_breaker_lets_one_trial_through_at_a_time() -> None:
+    import pybreaker
+
+    from app.services.dispatch.erx_route import ConcurrentBreaker
+
+    breaker = _breaker(fail_max=1, reset_s=0.0)
+    breaker.open()
+    gate = ConcurrentBreaker(breaker)
+    inside, release = threading.Event(), threading.Event()
+    trial_result: list[str] = []
+
+    def trial() -> str:
+        inside.set()
+        release.wait(10)
+        return "trial"
+
+    runner = threading.Thread(target=lambda: trial_result.append(gate.call(trial)))
+    runner.start()
+    assert inside.wait(10)
+    assert breaker.current_state == pybreaker.STATE_HALF_OPEN
+    with pytest.raises(pybreaker.CircuitBreakerError):
+        gate.call(lambda: "second")  # refused while the trial is out
+    release.set()
+    runner.join(timeout=10)
+    assert trial_result == ["trial"]
+    assert breaker.current_state == pybreaker.STATE_CLOSED
+    assert gate.call(lambda: "after") == "after"
