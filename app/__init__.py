@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         # X-Forwarded-For/-Proto/-Host from exactly this many hops are believed (audit client_addr).
         n = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
-    app.extensions["erx"] = Services(settings=settings, db=db or Database(settings.database_url))
+    app.extensions["erx"] = Services(settings=settings, db=db or Database(settings.database_url, pool_size=settings.db_pool_size))
     logs.configure_logging(settings)
     logs.init_app(app)
     errors.init_app(app)

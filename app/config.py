@@ -48,6 +48,7 @@ _POSITIVE = (
     "inbox_backoff_cap_s",
     "worker_poll_s",
     "worker_batch",
+    "worker_send_threads",
     "reconcile_after_s",
     "smtp_timeout_s",
     "events_poll_s",
@@ -57,6 +58,10 @@ _POSITIVE = (
     "events_backoff_cap_s",
     "notify_max_attempts",
 )
+
+
+# requests' default HTTPAdapter keeps 10 connections per host (pool_maxsize): one per send thread.
+MAX_SEND_THREADS = 10
 
 
 class ConfigError(ValueError):
@@ -101,6 +106,10 @@ class Settings:
     # Worker loop.
     worker_poll_s: float = 0.5
     worker_batch: int = 10
+    # Sends one dispatch worker process runs at once (issue 10): a thread pool, each thread
+    # with its own database session; 1 = one after the other. At most 10: requests keeps 10
+    # connections per host; the database pool grows to fit (app.db.Database).
+    worker_send_threads: int = 4
     # Reconciliation: ask the platform about non-final prescriptions quiet this long.
     reconcile_after_s: float = 3600.0
     # Region A email flow.
@@ -166,6 +175,8 @@ class Settings:
             raise ConfigError(
                 f"LEASE_S must exceed {longest_attempt:.0f} s (6 x (ERX_CONNECT_TIMEOUT_S + ERX_READ_TIMEOUT_S))"
             )
+        if self.worker_send_threads > MAX_SEND_THREADS:
+            raise ConfigError(f"WORKER_SEND_THREADS must be between 1 and {MAX_SEND_THREADS}")
         if not math.isfinite(self.breaker_reset_s) or self.breaker_reset_s < 0:
             raise ConfigError("BREAKER_RESET_S must be a finite number of seconds >= 0")
         if self.mail_backend not in ("file", "smtp"):
@@ -178,6 +189,11 @@ class Settings:
             raise ConfigError("JWT_LEEWAY_S must be >= 0")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ConfigError("LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+
+    @property
+    def db_pool_size(self) -> int:
+        """Database connections a process keeps: 5, or one per send thread plus the claiming thread."""
+        return max(5, self.worker_send_threads + 1)
 
     def with_overrides(self, **changes: object) -> Settings:
         """Return a copy with ``changes`` applied (tests use this)."""
@@ -204,6 +220,7 @@ _NUMBERS: dict[str, tuple[str, type]] = {
     "INBOX_BACKOFF_CAP_S": ("inbox_backoff_cap_s", float),
     "WORKER_POLL_S": ("worker_poll_s", float),
     "WORKER_BATCH": ("worker_batch", int),
+    "WORKER_SEND_THREADS": ("worker_send_threads", int),
     "RECONCILE_AFTER_S": ("reconcile_after_s", float),
     "SMTP_PORT": ("smtp_port", int),
     "SMTP_TIMEOUT_S": ("smtp_timeout_s", float),

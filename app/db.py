@@ -25,12 +25,13 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, pool_size: int = 5) -> Engine:
     """Create the engine for ``url``.
 
     SQLite: the parent folder is created, and each connection gets WAL,
     foreign keys and a 10 s busy timeout so that the web process and several
-    workers can share one file. PostgreSQL: a pre-pinged pool.
+    workers can share one file. PostgreSQL: a pool keeping ``pool_size``
+    connections (up to 10 more on demand, closed when returned).
     """
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
@@ -58,15 +59,19 @@ def make_engine(url: str) -> Engine:
         return engine
     # No pre-ping: it costs a round trip on every checkout (the webhook hot path).
     # A connection that died is discarded when it fails; callers answer 503 or retry.
-    return create_engine(url, pool_size=5, max_overflow=10, pool_recycle=1800)
+    return create_engine(url, pool_size=pool_size, max_overflow=10, pool_recycle=1800)
 
 
 class Database:
-    """The engine and a session factory for one database URL."""
+    """The engine and a session factory for one database URL.
 
-    def __init__(self, url: str) -> None:
+    ``pool_size``: connections the pool keeps (PostgreSQL); at least one per
+    thread that holds a session at once (e.g. ``WORKER_SEND_THREADS`` + 1).
+    """
+
+    def __init__(self, url: str, *, pool_size: int = 5) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, pool_size=pool_size)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
 
     @property

@@ -11,8 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import bindparam, insert, literal_column, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from app import queue_wakeup
@@ -177,35 +179,87 @@ def record_local_status(
     source: str,
     detail: str | None = None,
     now: datetime | None = None,
+    region: str | None = None,
+    route: str | None = None,
 ) -> None:
     """Set a service-side status (queued, rejected, dead, emailed, issued) and log it.
 
     Unlike :func:`record_transition` this always moves the current status: the
     caller (dispatch, the send API, an operator) owns these transitions.
-    ``now`` is aware UTC (default: the current time). Raises
-    :class:`UnknownSource`. As :func:`record_transition`, call it with
-    ``prescription`` locked in the caller's transaction.
+    ``now`` is aware UTC (default: the current time). ``region`` (the
+    patient's region code) and ``route`` (its flow), when the caller already
+    knows them, spare the event row a query; on PostgreSQL the history row
+    and its event row are then written by ONE statement
+    (``WITH h AS (INSERT ... ON CONFLICT DO NOTHING RETURNING) INSERT INTO
+    event_outbox SELECT ... FROM h``). Raises :class:`UnknownSource`. As
+    :func:`record_transition`, call it with ``prescription`` locked in the
+    caller's transaction.
     """
     if source not in SOURCES:
         raise UnknownSource(source)
     at = now or utcnow()
-    recorded = insert_ignore(
-        session,
-        StatusHistory.__table__,
-        {
-            "prescription_id": prescription.id,
-            "from_status": prescription.status,
-            "to_status": to_status,
-            "occurred_at": at,
-            "received_at": at,
-            "source": source,
-            "event_id": None,
-            "detail": detail,
-        },
-    )
-    if recorded:  # one event per appended row, in this transaction (issue 11)
-        stage_status_event(session, prescription, from_status=prescription.status, to_status=to_status, occurred_at=at, recorded_at=at, source=source, request_id=None)
+    history = {
+        "prescription_id": prescription.id,
+        "from_status": prescription.status,
+        "to_status": to_status,
+        "occurred_at": at,
+        "received_at": at,
+        "source": source,
+        "event_id": None,
+        "detail": detail,
+    }
+    dialect = session.get_bind().dialect.name
+    if region is not None and route is not None:
+        event = status_event_values(
+            prescription, region=region, route=route, from_status=prescription.status, to_status=to_status,
+            occurred_at=at, recorded_at=at, source=source, request_id=None,
+        )
+        if dialect == "postgresql":
+            # One round trip: the event row exists exactly when the history row was appended.
+            params = {f"h_{k}": v for k, v in history.items()} | {f"e_{k}": v for k, v in event.items()}
+            session.execute(_history_with_event_pg(tuple(event)), params)
+        elif insert_ignore(session, StatusHistory.__table__, history):
+            session.execute(insert(EventOutbox), [event])  # SQLite: the publisher polls
+    else:
+        recorded = insert_ignore(session, StatusHistory.__table__, history)
+        if recorded:  # one event per appended row, in this transaction (issue 11)
+            stage_status_event(session, prescription, from_status=prescription.status, to_status=to_status, occurred_at=at, recorded_at=at, source=source, request_id=None)
     prescription.status = to_status
     prescription.updated_at = at
     if to_status in LIFECYCLE:
         prescription.last_event_at = at
+
+
+_HISTORY_WITH_EVENT: dict[tuple[str, ...], Any] = {}
+
+
+def _history_with_event_pg(event_columns: tuple[str, ...]) -> Any:
+    """The PostgreSQL statement appending a history row and, if it was appended, its event row (built once).
+
+    The event row's insert also notifies the publisher's channel (app/queue_wakeup.py):
+    a Core insert is invisible to the after-flush hook.
+
+    Bind parameters: ``h_<history column>`` and ``e_<event_outbox column>``.
+    """
+    stmt = _HISTORY_WITH_EVENT.get(event_columns)
+    if stmt is None:
+        hist, events = StatusHistory.__table__, EventOutbox.__table__
+        appended = (
+            postgresql.insert(hist)
+            .values({c: bindparam(f"h_{c}", type_=hist.c[c].type) for c in _HISTORY_COLUMNS})
+            .on_conflict_do_nothing()
+            .returning(hist.c.id)
+            .cte("appended")
+        )
+        rows = select(*(bindparam(f"e_{c}", type_=events.c[c].type) for c in event_columns)).select_from(appended)
+        stmt = _HISTORY_WITH_EVENT[event_columns] = (
+            insert(events)
+            .from_select(list(event_columns), rows)
+            .add_cte(appended, nest_here=True)
+            # Wakes the event publisher, on commit, only when an event row was staged.
+            .returning(literal_column(queue_wakeup.notify_sql(queue_wakeup.CHANNELS[EventOutbox])))
+        )
+    return stmt
+
+
+_HISTORY_COLUMNS = ("prescription_id", "from_status", "to_status", "occurred_at", "received_at", "source", "event_id", "detail")

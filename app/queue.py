@@ -7,9 +7,11 @@ and ``locked_by``, ``last_error``. Every queue goes through these functions:
 - :func:`claim_rows` picks due rows with ``FOR UPDATE SKIP LOCKED``
   (PostgreSQL; SQLite serialises writers instead) and stamps a lease
   (``locked_until``) and the worker's id, inside the caller's transaction.
-  :func:`claim` does so in a short transaction of its own and returns ids:
-  the outbox, whose work makes an outbound call, commits the claim before
-  it. The inbox claims inside the transaction that applies the rows (no
+  :func:`claim_returning` does so in ONE statement of its own transaction
+  (``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED LIMIT n)
+  RETURNING``) and returns the columns asked for; :func:`claim` returns the
+  ids. The outbox, whose work makes an outbound call, commits the claim
+  before it. The inbox claims inside the transaction that applies the rows (no
   outbound call), so a crash rolls the claim back with the work.
   :func:`claim_returning` (:func:`claim_statement`) leases and reads in ONE statement (``UPDATE ...
   RETURNING``) for a worker that wants plain column values, not ORM rows
@@ -94,6 +96,50 @@ def claim_rows(
     return rows
 
 
+def claim_returning(
+    db: Database,
+    model: Any,
+    *columns: Any,
+    worker_id: str,
+    now: datetime,
+    lease_s: float,
+    limit: int,
+) -> list[Row[Any]]:
+    """Lease up to ``limit`` due rows of ``model`` to ``worker_id`` in one statement; returns them.
+
+    The same rows as :func:`claim_rows` (due ``pending`` rows, no live lease,
+    oldest due first; ``SKIP LOCKED`` on PostgreSQL), leased for ``lease_s``
+    seconds from ``now`` (aware UTC), in a short transaction of its own, as
+    ``UPDATE ... WHERE id IN (SELECT ... LIMIT n) RETURNING id, next_attempt_at,
+    *columns``. Returns one row per claimed id (``row.id`` and the ``columns``
+    by name), oldest due first. SQLite 3.35+ (RETURNING) is required there.
+    """
+    due = (
+        select(model.id)
+        .where(
+            model.state == PENDING,
+            model.next_attempt_at <= now,
+            or_(model.locked_until.is_(None), model.locked_until < now),
+        )
+        .order_by(model.next_attempt_at, model.id)
+        .limit(limit)
+    )
+    if db.is_postgres:
+        due = due.with_for_update(skip_locked=True)
+    stmt = (
+        update(model)
+        .where(model.id.in_(due.scalar_subquery()))
+        .values(locked_until=now + timedelta(seconds=lease_s), locked_by=worker_id)
+        .returning(model.id, model.next_attempt_at, *columns)
+        .execution_options(synchronize_session=False)
+    )
+    with db.session() as session:
+        rows = list(session.execute(stmt))
+    # RETURNING comes in no particular order.
+    rows.sort(key=lambda r: (r.next_attempt_at, r.id))
+    return rows
+
+
 def claim(
     db: Database,
     model: Any,
@@ -103,12 +149,9 @@ def claim(
     lease_s: float,
     limit: int,
 ) -> list[int]:
-    """:func:`claim_rows` in one short transaction of its own; returns the claimed ids."""
-    with db.session() as session:
-        rows = claim_rows(
-            session, model, is_postgres=db.is_postgres, worker_id=worker_id, now=now, lease_s=lease_s, limit=limit
-        )
-        return [row.id for row in rows]
+    """:func:`claim_returning` that returns only the claimed ids, oldest due first."""
+    rows = claim_returning(db, model, worker_id=worker_id, now=now, lease_s=lease_s, limit=limit)
+    return [row.id for row in rows]
 
 
 def claim_statement(
@@ -206,14 +249,21 @@ def reopen(row: Any, *, now: datetime) -> None:
     release_row(row)
 
 
-def reopen_matching(session: Session, model: Any, *conditions: Any, now: datetime, **values: Any) -> None:
-    """:func:`reopen` every row of ``model`` matching ``conditions`` in one statement; ``values`` set more columns."""
-    session.execute(
+def reopen_matching(session: Session, model: Any, *conditions: Any, now: datetime, **values: Any) -> int:
+    """:func:`reopen` every row of ``model`` matching ``conditions`` in one statement; ``values`` set more columns.
+
+    Returns how many rows were reopened; the queue's workers are woken
+    (:func:`app.queue_wakeup.notify_queued`) only when there was at least one.
+    """
+    result = session.execute(
         update(model)
         .where(*conditions)
         .values(state=PENDING, attempts=0, next_attempt_at=now, locked_until=None, locked_by=None, **values)
     )
-    queue_wakeup.notify_queued(session, model)
+    reopened = int(result.rowcount or 0)
+    if reopened:
+        queue_wakeup.notify_queued(session, model)
+    return reopened
 
 
 def mark_dead(row: Any, *, error: str) -> None:

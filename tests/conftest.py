@@ -111,6 +111,10 @@ def make_settings(db_url: str, **overrides: object) -> Settings:
         "inbox_backoff_cap_s": 0.5,
         "worker_poll_s": 0.05,
         "erx_read_timeout_s": 2.0,
+        # Fake platforms answer scripted replies in arrival order: one send at a time, so
+        # each reply meets the prescription the test means. Threaded sends have their own
+        # tests (tests/unit/test_dispatch_threads.py) and run in the worker processes.
+        "worker_send_threads": 1,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

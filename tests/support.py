@@ -213,8 +213,10 @@ class FakePlatform:
                 return answer
             status, headers, body = answer
             return self._json(status, body, headers)
-        self._issued += 1
-        return self._json(200, success_issue_body(f"SRXTOKEN{self._issued:06d}", payload.get("client_ref_id")))
+        with self._lock:  # the dispatch worker may send from several threads
+            self._issued += 1
+            token = f"SRXTOKEN{self._issued:06d}"
+        return self._json(200, success_issue_body(token, payload.get("client_ref_id")))
 
     def _lookup(self, request: requests.PreparedRequest) -> Any:
         if not self._authorised(request):

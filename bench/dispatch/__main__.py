@@ -18,9 +18,11 @@ What runs (loopback only, every loop bounded in count and time):
      (``connector.build_issue_payload``), ``client_ref_id`` = ``naive-<ref>``;
    * measured: one ``WorkerLoop`` with the ``Dispatcher``, built as
      ``flask --app app worker --no-inbox`` builds them and kept for the whole
-     run (one worker process, its token cache warm after the first send),
+     run (one worker process, its token cache warm after the first send,
+     ``--threads`` sends at once, default ``WORKER_SEND_THREADS``),
      draining the outbox in this process, timed from its first claim to an
-     empty queue.
+     empty queue. SQL statements are counted on the worker's engine
+     (``before_cursor_execute``) and divided by the sends.
 
 Auth calls are ``token_requests + logins`` (deltas of ``GET /sandbox/stats``)
 per 1,000 sends. ``--rtt-ms`` adds network latency with a proxy process
@@ -36,6 +38,7 @@ import dataclasses
 import logging
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -73,6 +76,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
              "(a remote platform); default 0: direct",
     )
     parser.add_argument(
+        "--threads", type=int, default=None,
+        help="the worker's send threads (WORKER_SEND_THREADS; default: the setting, 4)",
+    )
+    parser.add_argument(
         "--profile", action="store_true",
         help="also write a cProfile of the worker phase to bench/results/dispatch-worker.prof",
     )
@@ -83,6 +90,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--rounds must be between 1 and min(20, --count)")
     if not 0 <= args.rtt_ms <= 500:
         parser.error("--rtt-ms must be between 0 and 500")
+    if args.threads is not None and not 1 <= args.threads <= 10:
+        parser.error("--threads must be between 1 and 10")
     return args
 
 
@@ -302,6 +311,8 @@ class Worker:
         from app.worker import WorkerLoop, worker_id
 
         self.db = db
+        # Statement text (first 70 characters) -> [count, seconds from execute to its answer].
+        self.statement_times: dict[str, list[float]] = {}
         self.client = make_client(settings)
         self.loop = WorkerLoop(
             Dispatcher(db, settings, self.client, worker_id=worker_id()), None, poll_s=settings.worker_poll_s
@@ -312,10 +323,21 @@ class Worker:
         from app.models import DispatchOutbox
 
         statements = 0
+        counting = threading.Lock()  # the send threads execute statements at once
 
-        def _count(*_args: Any) -> None:
+        def _count(conn: Any, *_args: Any) -> None:
             nonlocal statements
-            statements += 1
+            conn.info["bench_started"] = time.perf_counter()
+            with counting:
+                statements += 1
+
+        def _timed(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            took = time.perf_counter() - conn.info.pop("bench_started", time.perf_counter())
+            key = " ".join(statement.split())[:70]
+            with counting:
+                seen = self.statement_times.setdefault(key, [0, 0.0])
+                seen[0] += 1
+                seen[1] += took
 
         with self.db.session() as session:
             done_before = session.scalar(
@@ -323,6 +345,7 @@ class Worker:
             )
         before = sandbox_stats(base)
         event.listen(self.db.engine, "before_cursor_execute", _count)
+        event.listen(self.db.engine, "after_cursor_execute", _timed)
         cpu0, started = time.process_time(), time.perf_counter()
         if profiler is not None:
             profiler.enable()
@@ -332,6 +355,7 @@ class Worker:
             profiler.disable()
         elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu0
         event.remove(self.db.engine, "before_cursor_execute", _count)
+        event.remove(self.db.engine, "after_cursor_execute", _timed)
         with self.db.session() as session:
             done = session.scalar(select(func.count()).select_from(DispatchOutbox).where(DispatchOutbox.state == "done"))
             pending = session.scalar(
@@ -377,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         from app.db import Database
 
         stack.prepare_database()
-        db = Database(bench_db.url)
+        db = Database(bench_db.url, pool_size=11)
         run_sql(db.engine, bulk_seed_sql(seed_total_for_region_b(args.count)))
         ids, pharmacies = region_b_drafts(db, args.count)
 
@@ -400,7 +424,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit("the latency proxy did not start")
             platform = f"http://127.0.0.1:{int(ready.split()[-1])}"
             print(f"== platform round trip: +{args.rtt_ms:g} ms (latency proxy at {platform})", flush=True)
-        settings = load_settings({**stack.env, "ERX_BASE_URL": platform})
+        overrides = {"WORKER_SEND_THREADS": str(args.threads)} if args.threads else {}
+        settings = load_settings({**stack.env, "ERX_BASE_URL": platform, **overrides})
         worker = Worker(db, settings)
         profiler = cProfile.Profile() if args.profile else None
         size = -(-len(ids) // args.rounds)
@@ -438,7 +463,15 @@ def main(argv: list[str] | None = None) -> int:
         bench_db.finish()
 
     ref = naive.as_json()
-    got = measured.as_json(sql_statements_per_send=round(measured.statements / max(measured.sent, 1), 2))
+    top = sorted(worker.statement_times.items(), key=lambda kv: -kv[1][1])[:10] if worker else []
+    got = measured.as_json(
+        sql_statements_per_send=round(measured.statements / max(measured.sent, 1), 2),
+        # Where the worker's database time goes: execute -> answer, summed over the rounds (commits not included).
+        statement_ms_per_send=[
+            {"statement": text, "count": int(n), "ms_per_send": round(sec / max(measured.sent, 1) * 1000, 3)}
+            for text, (n, sec) in top
+        ],
+    )
     speedup = ratio(got["per_second"], ref["per_second"])
     auth_ratio = ratio(got["auth_calls_per_1000_sends"], ref["auth_calls_per_1000_sends"])
     per_round = [
@@ -455,7 +488,8 @@ def main(argv: list[str] | None = None) -> int:
         "added_rtt_ms": args.rtt_ms,
         "database": db_version,
         "machine": machine(busy_before_pct=busy_before),
-        "worker_settings": {"worker_batch": settings.worker_batch, "worker_poll_s": settings.worker_poll_s},
+        "worker_settings": {"worker_batch": settings.worker_batch, "worker_poll_s": settings.worker_poll_s,
+                            "worker_send_threads": settings.worker_send_threads},
         "reference": ref,
         "measured": got,
         "ratios": {
@@ -497,8 +531,11 @@ def main(argv: list[str] | None = None) -> int:
         rows,
     ))
     print()
-    print(f"worker: {got['sql_statements_per_send']} SQL statements and {got['cpu_ms_per_send_in_this_process']} ms "
+    print(f"worker: {settings.worker_send_threads} send thread(s); {got['sql_statements_per_send']} SQL statements "
+          f"and {got['cpu_ms_per_send_in_this_process']} ms "
           f"CPU per send; naive client: {ref['cpu_ms_per_send_in_this_process']} ms CPU per send")
+    for row in got["statement_ms_per_send"][:6]:
+        print(f"  {row['ms_per_send']:7.3f} ms/send  x{row['count']:<5} {row['statement']}")
     print(f"machine busy (mean of rounds): naive {ref['machine_busy_pct_mean']}%, worker "
           f"{got['machine_busy_pct_mean']}%; worst hypervisor steal {ref['steal_pct_max']}% / {got['steal_pct_max']}%")
     print(f"results: {path.relative_to(REPO_ROOT)}  (wall {result['wall_s']} s)"

@@ -111,3 +111,27 @@ def test_reconcile_does_not_log_in_for_a_refused_prescriber(  # type: ignore[no-
 
     assert report.errors == 1 and "set-credentials" in report.failures[0]
     assert platform.logins.get(JONES, 0) == 0
+
+
+def test_credentials_stored_while_a_batch_is_out_are_used_for_its_later_sends(  # type: ignore[no-untyped-def]
+    client, runner, seeded, with_credentials, platform, make_dispatcher
+) -> None:
+    first, second = (queue(client, seeded, ref) for ref in references(seeded, JONES, 2))
+    password, old_pin = PRESCRIBER_SECRETS[JONES]
+    new_pin = "909090"
+    stored: list[bool] = []
+
+    def operator_rotates_the_pin() -> None:
+        if not stored:  # during the batch's first send
+            stored.append(True)
+            result = runner.invoke(
+                args=["prescribers", "set-credentials", JONES],
+                env={"ERX_PRESCRIBER_PASSWORD": password, "ERX_PRESCRIBER_PIN": new_pin},
+            )
+            assert result.exit_code == 0, result.output
+
+    platform.on_post = operator_rotates_the_pin
+    assert make_dispatcher().run_batch() == 2  # one claim, one read of both prescriptions
+
+    assert [p["secure_pin"] for p in platform.posts] == [old_pin, new_pin]
+    assert states(seeded, [first, second]) == [("done", 1), ("done", 1)]

@@ -228,3 +228,13 @@ def test_production_refuses_the_file_mail_backend() -> None:
 def test_a_lease_shorter_than_one_attempt_is_refused() -> None:
     with pytest.raises(ConfigError, match="LEASE_S"):
         load_settings({"LEASE_S": "30", "ERX_CONNECT_TIMEOUT_S": "3", "ERX_READ_TIMEOUT_S": "10"})
+
+
+def test_send_threads_default_to_four_and_stay_within_the_http_pool() -> None:
+    settings = load_settings({})
+    assert settings.worker_send_threads == 4
+    assert settings.db_pool_size >= settings.worker_send_threads + 1
+    assert load_settings({"WORKER_SEND_THREADS": "10"}).db_pool_size == 11
+    for bad in ("0", "11", "-1"):
+        with pytest.raises(ConfigError, match="WORKER_SEND_THREADS"):
+            load_settings({"WORKER_SEND_THREADS": bad})

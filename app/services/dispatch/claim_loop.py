@@ -1,16 +1,31 @@
 """The dispatch worker's loop: claim outbox rows, run one attempt each, store what it came to.
 
-For each claimed row (contract §1, §2, §4):
+A batch is claimed in one statement (:func:`app.queue.claim_returning`,
+which also returns each row's request id, flow and ``outcome_unknown``), and
+its prescriptions with everything a send needs are read in one query. Then,
+for each claimed row (contract §1, §2, §4), on up to ``WORKER_SEND_THREADS``
+threads at once, each with its own database session:
 
-1. In a short transaction: check the lease, count the attempt, and snapshot
-   what the route needs (:func:`~app.services.dispatch.erx_route.erx_job` or
-   :func:`~app.services.dispatch.email_route.email_job`); mark the intent
-   (outcome unknown) before an e-prescription send.
+1. Snapshot what the route needs (:func:`~app.services.dispatch.erx_route.erx_job`
+   or :func:`~app.services.dispatch.email_route.email_job`), then ONE guarded
+   UPDATE checks the lease (``locked_by`` = this worker, ``pending``), counts
+   the attempt, gives the row a full lease of its own and marks the intent
+   (outcome unknown) before an e-prescription send; it also returns the
+   prescriber's refusal mark and credentials date, so a refused login blocks
+   the row without a login and credentials changed since the snapshot are
+   read again.
 2. With no transaction open: the route's call.
 3. In a short transaction, if the lease is still ours: store the
    :class:`~app.services.dispatch.outcome.Attempt` through
    :mod:`app.history` and the one queue mechanism (:mod:`app.queue`) with the
-   one retry policy (:mod:`app.retry`).
+   one retry policy (:mod:`app.retry`). An issued send costs four statements
+   on PostgreSQL (guarded outbox UPDATE, history + event row in one statement,
+   the reopen of webhooks waiting for the token, the prescription UPDATE);
+   other outcomes lock and read the row first.
+
+Stopping (``should_stop``) releases the rows not started; the ones in flight
+finish. The circuit breaker, the token cache and the metrics are shared by the
+threads (:class:`~app.services.dispatch.erx_route.ConcurrentBreaker`).
 
 Success -> ``issued`` + token; HTTP 200 ``success:false`` -> ``rejected``
 with the platform's message and field errors, never retried; transient
@@ -32,24 +47,27 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections.abc import Callable
-from datetime import datetime
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
 import pybreaker
-from sqlalchemy import select
-from sqlalchemy.orm import Session, joinedload, selectinload
+from sqlalchemy import Row, or_, select, update
+from sqlalchemy.orm import Session, joinedload, make_transient_to_detached
 
 from app import metrics
 from app.config import Settings
 from app.db import Database, utcnow
 from app.history import record_local_status
 from app.logs import request_id_scope
-from app.models import DispatchOutbox, Prescription, WebhookInbox
+from app.models import DispatchOutbox, Prescriber, Prescription, WebhookInbox
 from app.queue import (
+    PENDING,
     block_credentials,
-    claim,
-    extend_lease,
-    holds_lease,
+    claim_returning,
     mark_dead,
     park,
     release,
@@ -61,23 +79,51 @@ from app.retry import RetryPolicy
 from app.services.credentials import credential_cipher, mark_credentials_refused
 from app.services.dispatch.email_route import email_job, send_email
 from app.services.dispatch.erx_route import ErxJob, ErxRoute, erx_job, make_breaker
-from app.services.dispatch.outcome import Attempt, Outcome, mark_intent, outcome_unknown_after
+from app.services.dispatch.outcome import Attempt, Outcome, intent_values, outcome_unknown_after
 from app.services.errors import Invalid
 from app.services.mail import EmailJob, Mailer
 from connector import ConnectorClient
 
 log = logging.getLogger("app.dispatch")
 
+# What the claim returns for each row (besides id and next_attempt_at).
+_CLAIMED = (
+    DispatchOutbox.prescription_id,
+    DispatchOutbox.flow,
+    DispatchOutbox.request_id,
+    DispatchOutbox.outcome_unknown,
+    DispatchOutbox.created_at,
+)
+
+
+# Everything a payload needs, eagerly: one query with joins (the medicines order by position).
+_FOR_A_SEND = (
+    joinedload(Prescription.patient),
+    joinedload(Prescription.prescriber),
+    joinedload(Prescription.clinic),
+    joinedload(Prescription.pharmacy),
+    joinedload(Prescription.medicines),
+)
+
 
 class OutboxRowVanished(RuntimeError):
     """An outbox row's prescription is gone while the row is leased (a broken foreign key)."""
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """One prescription as read for a batch: relations loaded, detached (read only), and when it was read."""
+
+    prescription: Prescription
+    read_at: datetime
 
 
 class Dispatcher:
     """Claims due outbox rows and fulfils them (one process or many; see module docs).
 
     ``now`` returns aware UTC datetimes and ``rand`` floats in [0, 1), both
-    injectable so backoff is testable without sleeping. Raises
+    injectable so backoff is testable without sleeping. ``settings.worker_send_threads``
+    sends run at once (1: one after the other). Raises
     :class:`app.services.errors.Misconfigured` for unusable ``ERX_ENCRYPTION_KEYS``.
     """
 
@@ -101,6 +147,7 @@ class Dispatcher:
         self.erx = ErxRoute(client, self.breaker)
         self.cipher = credential_cipher(settings.encryption_keys)
         self.now = now
+        self.threads = max(1, settings.worker_send_threads)
         self.policy = RetryPolicy(
             base_s=settings.dispatch_backoff_base_s,
             cap_s=settings.dispatch_backoff_cap_s,
@@ -109,24 +156,60 @@ class Dispatcher:
         )
 
     def run_batch(self, should_stop: Callable[[], bool] = lambda: False) -> int:
-        """Claim one batch and process it; returns how many rows were handled.
+        """Claim one batch and process it; returns how many rows were started.
 
-        If ``should_stop()`` turns true, the rows not yet started are released.
+        ``should_stop()`` is asked before each row starts (in claim order, as a
+        send thread comes free); once it is true, the rows not yet started are
+        released and the ones in flight finish. An error in one row's job does
+        not stop the others; the first one is raised once they have finished.
         """
-        ids = claim(
+        claimed = claim_returning(
             self.db,
             DispatchOutbox,
+            *_CLAIMED,
             worker_id=self.worker_id,
             now=self.now(),
             lease_s=self.settings.lease_s,
-            limit=self.settings.worker_batch,
+            limit=max(self.settings.worker_batch, self.threads),
         )
-        for done, outbox_id in enumerate(ids):
-            if should_stop():
-                release(self.db, DispatchOutbox, ids[done:], worker_id=self.worker_id)
-                return done
-            self.process(outbox_id)
-        return len(ids)
+        if not claimed:
+            return 0
+        snapshots = self._snapshots(row.prescription_id for row in claimed)
+        threads = min(self.threads, len(claimed))
+        if threads == 1:
+            for done, row in enumerate(claimed):
+                if should_stop():
+                    release(self.db, DispatchOutbox, [r.id for r in claimed[done:]], worker_id=self.worker_id)
+                    return done
+                self._run(row, snapshots.get(row.prescription_id))
+            return len(claimed)
+        return self._run_threaded(claimed, snapshots, threads, should_stop)
+
+    def _run_threaded(
+        self,
+        claimed: list[Row[Any]],
+        snapshots: dict[int, _Snapshot],
+        threads: int,
+        should_stop: Callable[[], bool],
+    ) -> int:
+        free = threading.Semaphore(threads)
+        futures: list[Future[str]] = []
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="dispatch-send") as pool:
+            for row in claimed:
+                free.acquire()  # a row starts only when a thread is free for it
+                if should_stop():
+                    free.release()
+                    break
+                future = pool.submit(self._run, row, snapshots.get(row.prescription_id))
+                future.add_done_callback(lambda _f: free.release())
+                futures.append(future)
+            if len(futures) < len(claimed):
+                unstarted = [r.id for r in claimed[len(futures):]]
+                release(self.db, DispatchOutbox, unstarted, worker_id=self.worker_id)
+        errors = [f.exception() for f in futures if f.exception() is not None]
+        if errors:
+            raise errors[0]
+        return len(futures)
 
     def process(self, outbox_id: int) -> str:
         """Run one attempt for a row leased to this worker; returns the row's new state.
@@ -135,18 +218,37 @@ class Dispatcher:
         Every log line of the job carries the request id stored with the row.
         """
         with self.db.session() as session:
-            request_id = session.scalar(select(DispatchOutbox.request_id).where(DispatchOutbox.id == outbox_id))
-        with request_id_scope(request_id):
-            return self._process(outbox_id)
+            row = session.execute(
+                select(DispatchOutbox.id, *_CLAIMED).where(DispatchOutbox.id == outbox_id)
+            ).one_or_none()
+        if row is None:
+            return "skipped"
+        return self._run(row, self._snapshots([row.prescription_id]).get(row.prescription_id))
 
-    def _process(self, outbox_id: int) -> str:
-        began = self.now()
-        started = self._begin(outbox_id)
+    def _run(self, row: Row[Any], snapshot: _Snapshot | None) -> str:
+        with request_id_scope(row.request_id):
+            return self._process(row, snapshot)
+
+    def _snapshots(self, prescription_ids: Iterable[int]) -> dict[int, _Snapshot]:
+        """Read the prescriptions with everything a send needs, in one query; keyed by id."""
+        read_at = self.now()
+        with self.db.session() as session:
+            found = session.scalars(
+                select(Prescription).where(Prescription.id.in_(sorted(set(prescription_ids)))).options(*_FOR_A_SEND)
+            ).unique()
+            return {p.id: _Snapshot(p, read_at) for p in found}
+
+    def _process(self, row: Row[Any], snapshot: _Snapshot | None) -> str:
+        if snapshot is None:
+            raise OutboxRowVanished(f"outbox row {row.id} has no prescription {row.prescription_id}")
+        began = snapshot.read_at
+        started = self._begin(row, snapshot)
         if started is None:
             return "skipped"
-        job, unknown_before = started
+        job, began, attempts = started
         if isinstance(job, str):  # blocked without an attempt
             return job
+        unknown_before = bool(row.outcome_unknown)
         if isinstance(job, Attempt):  # could not even build the request
             attempt = job
         elif isinstance(job, EmailJob):
@@ -154,64 +256,162 @@ class Dispatcher:
         else:
             attempt = self.erx.send(job)
         try:
-            return self._finish(outbox_id, attempt, unknown_before=unknown_before, began=began)
+            if attempt.outcome in (Outcome.ISSUED, Outcome.ADOPTED):
+                return self._finish_issued(row, snapshot.prescription, attempt, attempts=attempts)
+            return self._finish(row.id, attempt, unknown_before=unknown_before, began=began)
         except Exception as exc:  # noqa: BLE001 - e.g. a token the schema can't hold
             # Count it like any failed attempt so the row reaches the dead letters
             # instead of coming back every lease period; the outcome stays unknown.
-            log.error("storing the outcome failed: outbox_id=%s error=%s", outbox_id, type(exc).__name__)
+            log.error("storing the outcome failed: outbox_id=%s error=%s", row.id, type(exc).__name__)
             # Only a send that went out can have left a prescription on the platform.
             kind = Outcome.RETRY_UNKNOWN if isinstance(job, ErxJob) else Outcome.RETRY_UNSENT
-            return self._finish(outbox_id, Attempt(kind, error=exc), unknown_before=unknown_before, began=began)
+            return self._finish(row.id, Attempt(kind, error=exc), unknown_before=unknown_before, began=began)
 
-    # -- step 1: claim-time snapshot -----------------------------------------
+    # -- step 1: count the attempt ---------------------------------------------
 
-    def _begin(self, outbox_id: int) -> tuple[ErxJob | EmailJob | Attempt | str, bool] | None:
-        with self.db.session() as session:
-            row = session.get(DispatchOutbox, outbox_id, with_for_update=True)
-            if row is None or not holds_lease(row, self.worker_id):
-                return None
-            # Everything the payload needs in two queries instead of a lazy load each.
-            prescription = session.scalars(
-                select(Prescription)
-                .where(Prescription.id == row.prescription_id)
-                .options(
-                    joinedload(Prescription.patient),
-                    joinedload(Prescription.prescriber),
-                    joinedload(Prescription.clinic),
-                    joinedload(Prescription.pharmacy),
-                    selectinload(Prescription.medicines),
-                )
-            ).one()
-            now = self.now()
-            if row.flow != "email" and prescription.prescriber.credentials_refused_at is not None:
-                # The platform refused these credentials and they have not changed
-                # since: no login, no attempt; set-credentials reopens the row.
-                block_credentials(row, error="login_failed")
-                row.updated_at = now
-                self._count_send(row, "blocked_credentials", now)
-                log.warning(
-                    "blocked_credentials (prescriber refused earlier): prescription_id=%s prescriber_id=%s",
-                    prescription.id,
-                    prescription.prescriber_id,
-                )
-                return "blocked_credentials", row.outcome_unknown
+    def _job(self, row: Row[Any], prescription: Prescription) -> ErxJob | EmailJob | Attempt:
+        """What the route needs for ``row``, from ``prescription`` (relations loaded); no SQL."""
+        if row.flow == "email":
+            try:
+                return email_job(prescription)
+            except Invalid as exc:
+                return Attempt(Outcome.INVALID, message=exc.message, errors=exc.errors)
+        return erx_job(row.id, prescription, self.cipher, lookup_first=bool(row.outcome_unknown))
+
+    def _begin(
+        self, row: Row[Any], snapshot: _Snapshot
+    ) -> tuple[ErxJob | EmailJob | Attempt | str, datetime, int] | None:
+        """Count the attempt in one guarded UPDATE; returns ``(job, credentials read at, attempts)``.
+
+        None when the row is not (or no longer) leased to this worker; the job
+        is ``"blocked_credentials"`` when the prescriber's login was refused
+        earlier (no attempt counted).
+        """
+        prescription = snapshot.prescription
+        job = self._job(row, prescription)
+        now = self.now()
+        erx = row.flow != "email"
+        values: dict[str, Any] = {
+            "attempts": DispatchOutbox.attempts + 1,
             # The batch's lease started at claim time; each row gets a full lease of
             # its own, longer than one attempt can take (Settings checks lease_s).
-            extend_lease(row, now=now, lease_s=self.settings.lease_s)
-            row.attempts += 1
-            row.updated_at = now
-            unknown_before = row.outcome_unknown
-            if row.flow == "email":
-                try:
-                    return email_job(prescription), unknown_before
-                except Invalid as exc:
-                    return Attempt(Outcome.INVALID, message=exc.message, errors=exc.errors), unknown_before
-            job = erx_job(row.id, prescription, self.cipher, lookup_first=unknown_before)
-            if isinstance(job, ErxJob):
-                # From here until a definite answer, a crash or a lost response
-                # means "look it up before sending again".
-                mark_intent(row)
-            return job, unknown_before
+            "locked_until": now + timedelta(seconds=self.settings.lease_s),
+            "updated_at": now,
+        }
+        if isinstance(job, ErxJob):
+            # From here until a definite answer, a crash or a lost response
+            # means "look it up before sending again".
+            values.update(intent_values())
+        prescriber = select(Prescriber).where(Prescriber.id == prescription.prescriber_id)
+        stmt = (
+            update(DispatchOutbox)
+            .where(
+                DispatchOutbox.id == row.id,
+                DispatchOutbox.locked_by == self.worker_id,
+                DispatchOutbox.state == PENDING,
+            )
+            .values(values)
+            .returning(
+                DispatchOutbox.attempts,
+                prescriber.with_only_columns(Prescriber.credentials_refused_at).scalar_subquery(),
+                prescriber.with_only_columns(Prescriber.credentials_changed_at).scalar_subquery(),
+            )
+            .execution_options(synchronize_session=False)
+        )
+        with self.db.session() as session:
+            counted = session.execute(stmt).one_or_none()
+            if counted is None:
+                return None  # not (or no longer) leased to this worker
+            attempts, refused_at, changed_at = counted
+            if erx and refused_at is not None:
+                return self._blocked(session, row, prescription, now), snapshot.read_at, attempts - 1
+            began = snapshot.read_at
+            if erx and changed_at != prescription.prescriber.credentials_changed_at:
+                # New credentials since the batch was read: send with those.
+                began = now
+                prescription = session.scalars(
+                    select(Prescription).where(Prescription.id == prescription.id).options(*_FOR_A_SEND)
+                ).unique().one()
+                fresh = self._job(row, prescription)
+                if isinstance(fresh, ErxJob) != isinstance(job, ErxJob):
+                    outbox = session.get(DispatchOutbox, row.id)
+                    assert outbox is not None  # locked by the UPDATE above
+                    outbox.outcome_unknown = isinstance(fresh, ErxJob) or bool(row.outcome_unknown)
+                job = fresh
+            return job, began, attempts
+
+    def _blocked(self, session: Session, row: Row[Any], prescription: Prescription, now: datetime) -> str:
+        """The platform refused these credentials and they have not changed since: no login, no attempt."""
+        outbox = session.get(DispatchOutbox, row.id)
+        assert outbox is not None  # locked by the guarded UPDATE
+        # Undo what the guarded UPDATE counted: this is not an attempt.
+        outbox.attempts = max(outbox.attempts - 1, 0)
+        outbox.outcome_unknown = bool(row.outcome_unknown)
+        block_credentials(outbox, error="login_failed")
+        outbox.updated_at = now
+        self._count_send(outbox, "blocked_credentials", now)
+        log.warning(
+            "blocked_credentials (prescriber refused earlier): prescription_id=%s prescriber_id=%s",
+            prescription.id,
+            prescription.prescriber_id,
+        )
+        return "blocked_credentials"
+
+    # -- step 3, happy path: issued ---------------------------------------------
+
+    def _finish_issued(self, row: Row[Any], snapshot: Prescription, attempt: Attempt, *, attempts: int) -> str:
+        """Store a token (ISSUED/ADOPTED) in four statements on PostgreSQL; ``"lost_lease"`` if the lease is gone."""
+        now = self.now()
+        with self.db.session() as session:
+            # The guarded UPDATE takes the row's lock: it serialises this prescription's
+            # dispatch; webhooks and reconciliation can't touch it before its token is stored.
+            stored = session.execute(
+                update(DispatchOutbox)
+                .where(DispatchOutbox.id == row.id, DispatchOutbox.locked_by == self.worker_id)
+                .values(
+                    state="done", last_error=None, locked_by=None, locked_until=None,
+                    outcome_unknown=outcome_unknown_after(attempt.outcome, unknown_before=bool(row.outcome_unknown)),
+                    updated_at=now,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            if not stored.rowcount:
+                return self._lost_lease(row.id, attempt)
+            prescription = _attached(session, snapshot)
+            # Webhooks may have beaten this commit; let the ones waiting for this token be applied now.
+            reopen_matching(
+                session,
+                WebhookInbox,
+                WebhookInbox.platform_token == attempt.platform_token,
+                # Two equalities, not IN (...): an expanding IN is re-rendered on every execution.
+                or_(WebhookInbox.state == "pending", WebhookInbox.state == "dead"),
+                WebhookInbox.awaiting_prescription.is_(True),
+                now=now,
+                processed_at=None,
+            )
+            detail = "adopted after unknown outcome" if attempt.outcome is Outcome.ADOPTED else None
+            record_local_status(
+                session, prescription, "issued", source="api", detail=detail, now=now,
+                region=snapshot.patient.region_code, route=row.flow,
+            )
+            prescription.platform_token = attempt.platform_token
+        metrics.SENDS.labels(route=row.flow, outcome=attempt.outcome.value).inc()
+        metrics.SEND_QUEUED_TO_ISSUED.observe(max(0.0, (now - row.created_at).total_seconds()))
+        log.info("issued: prescription_id=%s attempts=%s", snapshot.id, attempts)
+        return "done"
+
+    @staticmethod
+    def _lost_lease(outbox_id: int, attempt: Attempt) -> str:
+        # Our lease ran out and another worker owns the row now; it will
+        # look the reference up first (outcome_unknown), so nothing is lost.
+        issued = attempt.outcome in (Outcome.ISSUED, Outcome.ADOPTED)
+        log.log(
+            logging.ERROR if issued else logging.WARNING,
+            "lease lost before storing outcome=%s: outbox_id=%s",
+            attempt.outcome.value,
+            outbox_id,
+        )
+        return "lost_lease"
 
     # -- step 3: store the outcome -------------------------------------------
 
@@ -222,16 +422,7 @@ class Dispatcher:
         with self.db.session() as session:
             row = session.get(DispatchOutbox, outbox_id, with_for_update=True)
             if row is None or row.locked_by != self.worker_id:
-                # Our lease ran out and another worker owns the row now; it will
-                # look the reference up first (outcome_unknown), so nothing is lost.
-                issued = attempt.outcome in (Outcome.ISSUED, Outcome.ADOPTED)
-                log.log(
-                    logging.ERROR if issued else logging.WARNING,
-                    "lease lost before storing outcome=%s: outbox_id=%s",
-                    attempt.outcome.value,
-                    outbox_id,
-                )
-                return "lost_lease"
+                return self._lost_lease(outbox_id, attempt)
             # The outbox row's lock serialises this prescription's dispatch; webhooks
             # and reconciliation can't touch it before its token is stored here.
             prescription = session.get(Prescription, row.prescription_id)
@@ -241,7 +432,7 @@ class Dispatcher:
             release_row(row)
             row.outcome_unknown = outcome_unknown_after(attempt.outcome, unknown_before=unknown_before)
             if attempt.outcome in (Outcome.ISSUED, Outcome.ADOPTED):
-                return self._issued(session, row, prescription, attempt, now)
+                raise ValueError("a token is stored by _finish_issued")
             if attempt.outcome is Outcome.EMAILED:
                 record_local_status(
                     session, prescription, "emailed", source="service", detail=attempt.message, now=now
@@ -272,27 +463,6 @@ class Dispatcher:
                 log.info("rejected: prescription_id=%s", prescription.id)
                 return "done"
             return self._retry(session, row, prescription, attempt, now)
-
-    def _issued(
-        self, session: Session, row: DispatchOutbox, prescription: Prescription, attempt: Attempt, now: datetime
-    ) -> str:
-        prescription.platform_token = attempt.platform_token
-        # Webhooks may have beaten this commit; let the ones waiting for this token be applied now.
-        reopen_matching(
-            session,
-            WebhookInbox,
-            WebhookInbox.platform_token == attempt.platform_token,
-            WebhookInbox.state.in_(("pending", "dead")),
-            WebhookInbox.awaiting_prescription.is_(True),
-            now=now,
-            processed_at=None,
-        )
-        detail = "adopted after unknown outcome" if attempt.outcome is Outcome.ADOPTED else None
-        record_local_status(session, prescription, "issued", source="api", detail=detail, now=now)
-        row.state, row.last_error = "done", None
-        self._count_send(row, attempt.outcome.value, now, queued_at=row.created_at)
-        log.info("issued: prescription_id=%s attempts=%s", prescription.id, row.attempts)
-        return "done"
 
     def _credentials_refused(
         self,
@@ -358,3 +528,26 @@ class Dispatcher:
             row.next_attempt_at.isoformat(),
         )
         return "pending"
+
+
+def _attached(session: Session, snapshot: Prescription) -> Prescription:
+    """A persistent, clean copy of ``snapshot``'s own columns in ``session``, without a query.
+
+    Only the columns read by :func:`app.history.record_local_status` and the
+    status event are copied; what the caller then sets is flushed as one
+    UPDATE of the changed columns. Relations are not carried over.
+    """
+    copy = Prescription(
+        id=snapshot.id,
+        reference=snapshot.reference,
+        patient_id=snapshot.patient_id,
+        prescriber_id=snapshot.prescriber_id,
+        pharmacy_id=snapshot.pharmacy_id,
+        status=snapshot.status,
+        platform_token=snapshot.platform_token,
+        last_event_at=snapshot.last_event_at,
+        updated_at=snapshot.updated_at,
+    )
+    make_transient_to_detached(copy)  # as if freshly loaded: no pending changes
+    session.add(copy)
+    return copy

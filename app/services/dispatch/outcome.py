@@ -3,7 +3,8 @@
 An attempt ends in exactly one :class:`Outcome` kind, carrying the token or the
 error it learned (:class:`Attempt`). Whether the platform may hold a
 prescription we have no token for (``DispatchOutbox.outcome_unknown``) is
-decided here and nowhere else: :func:`mark_intent` before a send,
+decided here and nowhere else: :func:`mark_intent` (or, for one UPDATE
+statement, :func:`intent_values`) before a send,
 :func:`outcome_unknown_after` when the attempt is stored (contract §4: no
 idempotency key, so after an unknown outcome the next attempt looks the
 ``client_ref_id`` up before it may send again).
@@ -53,9 +54,15 @@ class Attempt:
         return str(code or type(self.error).__name__)
 
 
+def intent_values() -> dict[str, Any]:
+    """The outbox column values that record, before a send, that its outcome is unknown (for an UPDATE)."""
+    return {"outcome_unknown": True}
+
+
 def mark_intent(row: Any) -> None:
     """Record, before a send, that its outcome is unknown until a definite answer comes back."""
-    row.outcome_unknown = True
+    for column, value in intent_values().items():
+        setattr(row, column, value)
 
 
 def outcome_unknown_after(outcome: Outcome, *, unknown_before: bool) -> bool:
