@@ -7,15 +7,15 @@ and ``locked_by``, ``last_error``. Every queue goes through these functions:
 - :func:`claim_rows` picks due rows with ``FOR UPDATE SKIP LOCKED``
   (PostgreSQL; SQLite serialises writers instead) and stamps a lease
   (``locked_until``) and the worker's id, inside the caller's transaction.
-  :func:`claim_returning` does so in ONE statement of its own transaction
-  (``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED LIMIT n)
-  RETURNING``) and returns the columns asked for; :func:`claim` returns the
-  ids. The outbox, whose work makes an outbound call, commits the claim
-  before it. The inbox claims inside the transaction that applies the rows (no
-  outbound call), so a crash rolls the claim back with the work.
-  :func:`claim_returning` (:func:`claim_statement`) leases and reads in ONE statement (``UPDATE ...
-  RETURNING``) for a worker that wants plain column values, not ORM rows
-  (the event publisher).
+  :func:`claim_returning` leases and reads in ONE statement (``UPDATE ...
+  WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED LIMIT n) RETURNING``,
+  built by :func:`claim_statement`) inside the caller's transaction, for a
+  worker that wants plain column values, not ORM rows (the event
+  publisher); :func:`claim_batch` does so in a short transaction of its
+  own (the dispatch outbox, whose work makes an outbound call, commits the
+  claim before it), and :func:`claim` returns just the ids. The inbox claims
+  inside the transaction that applies the rows (no outbound call), so a
+  crash rolls the claim back with the work.
 - :func:`release` / :func:`release_row` give a lease back.
 - :func:`reopen` / :func:`reopen_matching` put finished or dead rows back:
   pending, attempts from zero, due now.
@@ -96,7 +96,7 @@ def claim_rows(
     return rows
 
 
-def claim_returning(
+def claim_batch(
     db: Database,
     model: Any,
     *columns: Any,
@@ -105,36 +105,17 @@ def claim_returning(
     lease_s: float,
     limit: int,
 ) -> list[Row[Any]]:
-    """Lease up to ``limit`` due rows of ``model`` to ``worker_id`` in one statement; returns them.
+    """:func:`claim_returning` in a short transaction of its own, oldest due first.
 
-    The same rows as :func:`claim_rows` (due ``pending`` rows, no live lease,
-    oldest due first; ``SKIP LOCKED`` on PostgreSQL), leased for ``lease_s``
-    seconds from ``now`` (aware UTC), in a short transaction of its own, as
-    ``UPDATE ... WHERE id IN (SELECT ... LIMIT n) RETURNING id, next_attempt_at,
-    *columns``. Returns one row per claimed id (``row.id`` and the ``columns``
-    by name), oldest due first. SQLite 3.35+ (RETURNING) is required there.
+    Returns one row per claimed id with ``id``, ``next_attempt_at`` and the
+    ``columns`` by name; the lease (``lease_s`` seconds from ``now``, aware
+    UTC) holds on return. SQLite 3.35+ (RETURNING) is required there.
     """
-    due = (
-        select(model.id)
-        .where(
-            model.state == PENDING,
-            model.next_attempt_at <= now,
-            or_(model.locked_until.is_(None), model.locked_until < now),
-        )
-        .order_by(model.next_attempt_at, model.id)
-        .limit(limit)
-    )
-    if db.is_postgres:
-        due = due.with_for_update(skip_locked=True)
-    stmt = (
-        update(model)
-        .where(model.id.in_(due.scalar_subquery()))
-        .values(locked_until=now + timedelta(seconds=lease_s), locked_by=worker_id)
-        .returning(model.id, model.next_attempt_at, *columns)
-        .execution_options(synchronize_session=False)
-    )
     with db.session() as session:
-        rows = list(session.execute(stmt))
+        rows = claim_returning(
+            session, model, (model.id, model.next_attempt_at, *columns),
+            worker_id=worker_id, now=now, lease_s=lease_s, limit=limit,
+        )
     # RETURNING comes in no particular order.
     rows.sort(key=lambda r: (r.next_attempt_at, r.id))
     return rows
@@ -149,8 +130,8 @@ def claim(
     lease_s: float,
     limit: int,
 ) -> list[int]:
-    """:func:`claim_returning` that returns only the claimed ids, oldest due first."""
-    rows = claim_returning(db, model, worker_id=worker_id, now=now, lease_s=lease_s, limit=limit)
+    """:func:`claim_batch` that returns only the claimed ids, oldest due first."""
+    rows = claim_batch(db, model, worker_id=worker_id, now=now, lease_s=lease_s, limit=limit)
     return [row.id for row in rows]
 
 

@@ -205,6 +205,23 @@ def test_a_set_based_history_append_wakes_the_publisher(seeded: Database, events
     assert _notifications_until_marker(events_listener, seeded, EVENTS_CHANNEL) == [""]
 
 
+def test_a_local_status_written_in_one_statement_wakes_the_publisher(seeded: Database, events_listener: Any) -> None:
+    # With region and route given, PostgreSQL appends history and event in one Core statement (dispatch's path).
+    with seeded.session() as session:
+        rx, region, route = session.execute(
+            select(Prescription, Patient.region_code, Region.flow)
+            .join(Patient, Patient.id == Prescription.patient_id).join(Region, Region.code == Patient.region_code)
+            .order_by(Prescription.id).limit(1).with_for_update(of=Prescription)
+        ).one()
+        record_local_status(session, rx, "issued", source="api", region=region, route=route)
+    assert _notifications_until_marker(events_listener, seeded, EVENTS_CHANNEL) == [""]
+    # A lifecycle step is stored once: again, it appends nothing, stages nothing, and wakes nobody.
+    with seeded.session() as session:
+        rx = session.get(Prescription, rx.id, with_for_update=True)
+        record_local_status(session, rx, "issued", source="api", region=region, route=route)
+    assert _notifications_until_marker(events_listener, seeded, EVENTS_CHANNEL) == []
+
+
 # --- a worker wakes at once ---------------------------------------------------------------
 
 

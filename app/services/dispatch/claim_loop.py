@@ -1,6 +1,6 @@
 """The dispatch worker's loop: claim outbox rows, run one attempt each, store what it came to.
 
-A batch is claimed in one statement (:func:`app.queue.claim_returning`,
+A batch is claimed in one statement (:func:`app.queue.claim_batch`,
 which also returns each row's request id, flow and ``outcome_unknown``), and
 its prescriptions with everything a send needs are read in one query. Then,
 for each claimed row (contract §1, §2, §4), on up to ``WORKER_SEND_THREADS``
@@ -67,7 +67,7 @@ from app.models import DispatchOutbox, Prescriber, Prescription, WebhookInbox
 from app.queue import (
     PENDING,
     block_credentials,
-    claim_returning,
+    claim_batch,
     mark_dead,
     park,
     release,
@@ -163,7 +163,7 @@ class Dispatcher:
         released and the ones in flight finish. An error in one row's job does
         not stop the others; the first one is raised once they have finished.
         """
-        claimed = claim_returning(
+        claimed = claim_batch(
             self.db,
             DispatchOutbox,
             *_CLAIMED,
