@@ -11,6 +11,13 @@ from flask import current_app
 from app.config import Settings
 from app.db import Database
 
+WebhookListener = Callable[[str, str | None, float], None]
+"""Told of each webhook delivery the receiver decided: ``(kind, reason, unix_time)``.
+
+``kind`` is ``received``, ``duplicate`` or ``rejected``; ``reason`` the refusal's
+reason (None otherwise); ``unix_time`` the receiver's clock (Unix seconds, UTC).
+"""
+
 
 @dataclass
 class Services:
@@ -18,11 +25,15 @@ class Services:
 
     ``unix_time`` returns Unix seconds (a float, UTC); tests replace it to
     check the webhook timestamp tolerance without sleeping.
+    ``webhook_listeners`` are called in order by the webhook receiver, once per
+    delivery it decided (app/metrics.py registers the counters), so the
+    receiver imports no metrics and no per-request hook is needed.
     """
 
     settings: Settings
     db: Database
     unix_time: Callable[[], float] = field(default=time.time)
+    webhook_listeners: list[WebhookListener] = field(default_factory=list)
 
 
 def services() -> Services:
