@@ -5,11 +5,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from flask import current_app
 
 from app.config import Settings
 from app.db import Database
+
+if TYPE_CHECKING:
+    from app.queue_wakeup import NotifyCoalescer
 
 WebhookListener = Callable[[str, str | None, float], None]
 """Told of each webhook delivery the receiver decided: ``(kind, reason, unix_time)``.
@@ -28,12 +32,15 @@ class Services:
     ``webhook_listeners`` are called in order by the webhook receiver, once per
     delivery it decided (app/metrics.py registers the counters), so the
     receiver imports no metrics and no per-request hook is needed.
+    ``inbox_notifier`` wakes the inbox workers after receipts (PostgreSQL in
+    ``notify`` mode; None otherwise), see :class:`app.queue_wakeup.NotifyCoalescer`.
     """
 
     settings: Settings
     db: Database
     unix_time: Callable[[], float] = field(default=time.time)
     webhook_listeners: list[WebhookListener] = field(default_factory=list)
+    inbox_notifier: NotifyCoalescer | None = None
 
 
 def services() -> Services:

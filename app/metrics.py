@@ -237,7 +237,8 @@ def mark_worker_dead(pid: int) -> None:
 
 
 def init_app(app: Flask) -> None:
-    """Register ``GET /metrics`` (no auth: keep it off the Ingress; scraped inside the cluster)."""
+    """Register ``GET /metrics`` (no auth: keep it off the Ingress; scraped inside the cluster), and
+    the receipt listener that counts webhook deliveries (``Services.webhook_listeners``)."""
     from flask import Blueprint, Response
 
     from app.extensions import services

@@ -35,11 +35,14 @@ def _store_statement(dialect: str, *, wake: bool) -> Any:
 
     ``RETURNING pg_notify(...)`` runs only for a row actually inserted (not a
     duplicate) and is delivered when the insert commits: one round trip, no
-    extra statement (see app/queue_wakeup.py).
+    extra statement (see app/queue_wakeup.py; the receiver asks its
+    ``NotifyCoalescer`` whether to use it).
     """
     stmt = _STORE.get((dialect, wake))
     if stmt is None:
-        stmt = insert_ignore_statement(dialect, WebhookInbox.__table__)
+        # inline(): the receiver needs only the row count, so SQLAlchemy must not fetch the
+        # new id (without RETURNING it would run `SELECT nextval(...)` first: a round trip).
+        stmt = insert_ignore_statement(dialect, WebhookInbox.__table__).inline()
         if wake:
             stmt = stmt.returning(literal_column(wakeup_sql(WebhookInbox)))
         _STORE[(dialect, wake)] = stmt
@@ -119,16 +122,17 @@ def receive() -> Response:
     now = utcnow()
     pending = env.state == "pending"
     engine = svc.db.engine
+    # Only a pending event is work; nobody listens on SQLite or in poll mode (notifier None).
+    # Notifying in the INSERT itself at most once per window per process, else right after
+    # (app/queue_wakeup.py NotifyCoalescer: every NOTIFY serialises commits in PostgreSQL).
+    notifier = svc.inbox_notifier if pending else None
+    wake = notifier is not None and notifier.claim()
     try:
         # Core, one statement built once, committed on its own (one round trip on
         # PostgreSQL: app.db.single_statement): this is the hot path.
         with single_statement(engine) as conn:
             result = conn.execute(
-                _store_statement(
-                    engine.dialect.name,
-                    # Only a pending event is work; in poll mode (WORKER_WAKEUP=poll) nobody listens.
-                    wake=pending and engine.dialect.name == "postgresql" and settings.worker_wakeup != "poll",
-                ),
+                _store_statement(engine.dialect.name, wake=wake),
                 {
                     "event_id": env.event_id,
                     "event_type": env.event_type,
@@ -150,6 +154,8 @@ def receive() -> Response:
     except SQLAlchemyError as exc:
         log.error("webhook not stored: event_id=%s db_error=%s", env.event_id, type(exc).__name__)
         raise ApiError(503, "inbox_unavailable", "The event could not be stored; retry.") from None
+    if inserted and notifier is not None and not wake:
+        notifier.owe()  # committed without a notification: one follows within the window
     _notify(svc, "received" if inserted else "duplicate")
     # The inbox row is the audit record of every receipt; per-event logging is for debugging.
     if log.isEnabledFor(logging.DEBUG):

@@ -15,14 +15,17 @@ alternate which app goes first. Per request it reports:
   INSERT + COMMIT cost the database. Background processes (WAL writer,
   checkpointer) are not included;
 
-then, with ``--profile``, cProfile's top functions (own time) for one round of
+then, with ``--interleaved N``, N rounds in which the two apps are called in lockstep
+(request i of each, alternating which goes first), the thread CPU of each call
+summed per app: the least noisy comparison on a shared machine; with
+``--profile``, cProfile's top functions (own time) for one round of
 each app, and the DB CPU per INSERT + COMMIT of statement variants run with
 psycopg2 alone (``--sql-variants``): the service's INSERT with and without
 ``RETURNING pg_notify``, the reference's, and the inbox table without its
 secondary indexes, so that each column/index/notify can be priced on its own.
 
     BENCH_PG_DB=erx_bench_receiver .venv/bin/python -m bench.webhooks.profile_receiver \\
-        --requests 20000 --rounds 3 --profile --sql-variants
+        --requests 20000 --rounds 3 --interleaved 3 --profile --sql-variants
 
 Figures are CPU per request, not throughput: they do not depend on how many
 cores the machine has, but a busy machine still inflates them (cache, frequency),
@@ -150,6 +153,22 @@ def measure(
     return {"app_ms": (cpu1 - cpu0) / n * 1000, "db_ms": (db1 - db0) / n * 1000, "rps": n / (wall1 - wall0)}
 
 
+def interleaved(apps: dict[str, Any], requests: dict[str, list[tuple[bytes, str]]]) -> dict[str, float]:
+    """App CPU ms per request of each app, calling them in lockstep (request i of each, the order
+    alternating), so that whatever else the machine does weighs on both alike. ``time.thread_time``
+    around each call; the DB backends' CPU is not separated here (see :func:`measure`)."""
+    names = list(apps)
+    spent = dict.fromkeys(names, 0.0)
+    count = min(len(r) for r in requests.values())
+    for i in range(count):
+        for name in names if i % 2 == 0 else reversed(names):
+            t0 = time.thread_time()
+            if drive(apps[name], requests[name][i : i + 1]) != 1:
+                raise SystemExit(f"{name}: request {i} was not answered 200")
+            spent[name] += time.thread_time() - t0
+    return {name: spent[name] / count * 1000 for name in names}
+
+
 def profile_top(app: Any, requests: list[tuple[bytes, str]], top: int) -> str:
     """cProfile one pass of ``requests`` through ``app``; the ``top`` functions by own time."""
     prof = cProfile.Profile()
@@ -238,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.webhooks.profile_receiver", description=__doc__.split("\n")[0])
     p.add_argument("--requests", type=int, default=20000, help="requests per app per round (default 20000)")
     p.add_argument("--rounds", type=int, default=3, help="rounds, alternating which app goes first (default 3; 0: only --profile/--sql-variants)")
+    p.add_argument("--interleaved", type=int, default=0, metavar="ROUNDS",
+                   help="also ROUNDS lockstep rounds: both apps called request by request (app CPU only)")
     p.add_argument("--profile", action="store_true", help="also cProfile one round of each app")
     p.add_argument("--top", type=int, default=25, help="functions shown per profile (default 25)")
     p.add_argument("--sql-variants", action="store_true", help="also price INSERT variants with psycopg2 alone")
@@ -282,6 +303,16 @@ def main(argv: list[str] | None = None) -> int:
             if not app_ms:
                 continue
             print(f"| median | {name} | {app_ms[len(app_ms) // 2]:.3f} | {db_ms[len(db_ms) // 2]:.3f} | |")
+        if args.interleaved:
+            print("\n| lockstep round | reference app CPU ms/req | service app CPU ms/req | service / reference |")
+            print("|---:|---:|---:|---:|")
+            ratios = []
+            for rnd in range(args.interleaved):
+                reqs = {name: signed_requests(f"evt_{tag}_i{rnd}{name[0]}_", args.requests) for name in apps}
+                got = interleaved(apps, reqs)
+                ratios.append(got["service"] / got["reference"])
+                print(f"| {rnd + 1} | {got['reference']:.3f} | {got['service']:.3f} | {ratios[-1]:.2f} |", flush=True)
+            print(f"| median | | | {sorted(ratios)[len(ratios) // 2]:.2f} |")
         if args.profile:
             for name in ("service", "reference"):
                 reqs = signed_requests(f"evt_{tag}_p{name[0]}_", min(args.requests, 5000))
