@@ -135,14 +135,18 @@ class NotifyCoalescer:
     WAL flush (``PreCommit_Notify`` in src/backend/commands/async.c, "serialize
     writers ... hold till after commit"), so notifying every webhook receipt stops
     concurrent receipts from sharing a WAL flush. The receiver therefore asks
-    :meth:`claim` before its INSERT: True (no notification from this process for
-    ``window_s``) means "notify in this statement"; otherwise it inserts without
-    notifying and, once the row is committed, calls :meth:`owe`. A daemon thread
-    (started on the first :meth:`owe`) then sends one notification through ``send``
-    (its own transaction) when the window since the last one ends: every committed
-    row is announced at most ``window_s`` seconds after its commit, by a
-    notification committed after it. An owed notification lost at process exit
-    only delays the row until the workers' next poll (``WORKER_POLL_S``).
+    :meth:`claim` before its INSERT. A ticket (no notification from this process for
+    ``window_s``) means "notify in this statement", and once that INSERT committed
+    its notification the receiver calls :meth:`settle` with it: rows owed before the
+    claim committed before that notification, so they are announced. Otherwise
+    (None) it inserts without notifying and, once the row is committed, calls
+    :meth:`owe`. What is still owed ``2 * window_s`` after the last notification
+    is sent by a daemon thread through ``send`` (its own transaction; started by
+    :meth:`owe` when none runs, ending after 30 s with nothing owed). So every
+    committed row is announced by a notification committed after it, at most
+    ``2 * window_s`` seconds later; under load a later receipt's INSERT carries it.
+    An owed notification lost at process exit only delays the row until the
+    workers' next poll (``WORKER_POLL_S``).
 
     ``send``: callable that commits one notification, errors are logged and
     dropped (the poll covers them); ``clock``: monotonic seconds (injectable);
@@ -164,20 +168,28 @@ class NotifyCoalescer:
         self._cond = threading.Condition(threading.Lock())
         self._last: float | None = None
         self._owed = False
+        self._owe_seq = 0
         self._thread: threading.Thread | None = None
 
-    def claim(self) -> bool:
-        """True if the caller should notify in its own statement now (the window has passed)."""
+    def claim(self) -> int | None:
+        """A ticket (int) if the caller should notify in its own statement now, else None."""
         with self._cond:
             now = self.clock()
             if self._last is None or now - self._last >= self.window_s:
                 self._last = now
-                return True
-            return False
+                return self._owe_seq
+            return None
+
+    def settle(self, ticket: int) -> None:
+        """The statement of :meth:`claim`'s ``ticket`` committed a notification: what was owed before is paid."""
+        with self._cond:
+            if self._owe_seq == ticket:
+                self._owed = False
 
     def owe(self) -> None:
-        """Record that a row was committed without a notification: one will follow within the window."""
+        """Record that a row was committed without a notification: one will follow."""
         with self._cond:
+            self._owe_seq += 1
             if self._owed:
                 return
             self._owed = True
@@ -188,14 +200,14 @@ class NotifyCoalescer:
             self._cond.notify()
 
     def due_in(self) -> float | None:
-        """Seconds until the owed notification may be sent (<= 0: now), or None if none is owed."""
+        """Seconds until the background send of what is owed (<= 0: now), or None if nothing is owed."""
         with self._cond:
             return self._due_in_locked()
 
     def _due_in_locked(self) -> float | None:
         if not self._owed:
             return None
-        return 0.0 if self._last is None else self._last + self.window_s - self.clock()
+        return 0.0 if self._last is None else self._last + 2 * self.window_s - self.clock()
 
     def flush(self) -> bool:
         """Send the owed notification if it is due; returns True if one was sent."""
@@ -219,16 +231,24 @@ class NotifyCoalescer:
             with self._cond:
                 due = self._due_in_locked()
                 while due is None or due > 0:
-                    self._cond.wait(due)  # None: until owed; else until the window ends
+                    if due is None and not self._cond.wait(_IDLE_EXIT_S):
+                        if not self._owed:  # idle: end; the next owe() starts a new thread
+                            self._thread = None
+                            return
+                    elif due is not None:
+                        self._cond.wait(due)  # until the window ends
                     due = self._due_in_locked()
                 self._owed = False
                 self._last = self.clock()
             self._send()
 
 
+_IDLE_EXIT_S = 30.0
+
+
 RECEIPT_NOTIFY_WINDOW_S = 0.01
 """The receiver's :class:`NotifyCoalescer` window: at most 100 inbox notifications a second
-per web process, each row announced within 10 ms of its commit."""
+per web process, each row announced within 20 ms of its commit."""
 
 
 def receipt_notifier(engine: Any, setting: str) -> NotifyCoalescer | None:

@@ -126,7 +126,8 @@ def receive() -> Response:
     # Notifying in the INSERT itself at most once per window per process, else right after
     # (app/queue_wakeup.py NotifyCoalescer: every NOTIFY serialises commits in PostgreSQL).
     notifier = svc.inbox_notifier if pending else None
-    wake = notifier is not None and notifier.claim()
+    ticket = notifier.claim() if notifier is not None else None
+    wake = ticket is not None
     try:
         # Core, one statement built once, committed on its own (one round trip on
         # PostgreSQL: app.db.single_statement): this is the hot path.
@@ -154,8 +155,11 @@ def receive() -> Response:
     except SQLAlchemyError as exc:
         log.error("webhook not stored: event_id=%s db_error=%s", env.event_id, type(exc).__name__)
         raise ApiError(503, "inbox_unavailable", "The event could not be stored; retry.") from None
-    if inserted and notifier is not None and not wake:
-        notifier.owe()  # committed without a notification: one follows within the window
+    if inserted and notifier is not None:
+        if ticket is not None:
+            notifier.settle(ticket)  # this commit carried a notification: earlier rows announced too
+        else:
+            notifier.owe()  # committed without a notification: one follows (app/queue_wakeup.py)
     _notify(svc, "received" if inserted else "duplicate")
     # The inbox row is the audit record of every receipt; per-event logging is for debugging.
     if log.isEnabledFor(logging.DEBUG):
