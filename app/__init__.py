@@ -18,7 +18,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     ``settings``: a ready :class:`Settings` (tests); default parsed from the
     environment. ``db``: an existing :class:`Database` to share (tests).
     """
-    from app import api, cli, directory_api, errors, fhir_api, logs, metrics, pages
+    from app import api, cli, directory_api, errors, fhir_api, logs, metrics, pages, queue_wakeup
     from webhooks import routes as webhook_routes
 
     settings = settings or load_settings()
@@ -30,7 +30,12 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         # X-Forwarded-For/-Proto/-Host from exactly this many hops are believed (audit client_addr).
         n = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
-    app.extensions["erx"] = Services(settings=settings, db=db or Database(settings.database_url, pool_size=settings.db_pool_size))
+    database = db or Database(settings.database_url, pool_size=settings.db_pool_size)
+    app.extensions["erx"] = Services(
+        settings=settings,
+        db=database,
+        inbox_notifier=queue_wakeup.receipt_notifier(database.engine, settings.worker_wakeup),
+    )
     logs.configure_logging(settings)
     logs.init_app(app)
     errors.init_app(app)

@@ -90,6 +90,36 @@ class Database:
         self.engine.dispose()
 
 
+@contextmanager
+def single_statement(engine: Engine) -> Iterator[Any]:
+    """Yield a Connection on which each statement commits on its own (PostgreSQL: driver autocommit).
+
+    For a write that is ONE statement (the webhook receipt's INSERT): psycopg2
+    otherwise sends ``BEGIN`` before the statement and ``COMMIT`` after it, three
+    round trips where one does; in autocommit the server commits the statement
+    when it completes (atomically, before ``execute`` returns), so an answer
+    sent after it still follows the commit. psycopg2's ``autocommit`` flag is a
+    client-side switch (no round trip), set for the block and cleared before
+    the connection goes back to the pool; SQLAlchemy's own
+    ``isolation_level="AUTOCOMMIT"`` option is not used because resetting it on
+    check-in costs a ``SET default_transaction_isolation`` round trip.
+    SQLite (and any other driver) gets an ordinary ``engine.begin()`` block.
+    Errors propagate as SQLAlchemy raises them.
+    """
+    if engine.dialect.name != "postgresql":
+        with engine.begin() as conn:
+            yield conn
+        return
+    with engine.connect() as conn:
+        dbapi_conn = conn.connection.dbapi_connection
+        dbapi_conn.autocommit = True  # type: ignore[union-attr]
+        try:
+            yield conn
+        finally:
+            if not dbapi_conn.closed:  # type: ignore[union-attr]  # invalidated on a disconnect
+                dbapi_conn.autocommit = False  # type: ignore[union-attr]
+
+
 def insert_ignore(session: Session, table: Table, values: Mapping[str, Any]) -> bool:
     """INSERT ``values`` into ``table`` unless a unique key already holds them.
 

@@ -24,10 +24,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from pythonjsonlogger.json import JsonFormatter
 
 if TYPE_CHECKING:
-    from flask import Flask, Response
+    from flask import Flask
 
     from app.config import Settings
 
@@ -52,8 +52,8 @@ log = logging.getLogger("app.requests")
 
 
 def new_request_id() -> str:
-    """Return a fresh request id: 32 lowercase hex characters (uuid4)."""
-    return uuid.uuid4().hex
+    """Return a fresh request id: 32 lowercase hex characters (128 random bits, like a uuid4's hex)."""
+    return os.urandom(16).hex()
 
 
 def valid_request_id(value: str | None) -> bool:
@@ -290,6 +290,50 @@ def configure_logging(
     return handler
 
 
+class RequestIdMiddleware:
+    """WSGI middleware giving each request a request id (see :func:`init_app`).
+
+    A middleware rather than Flask ``before``/``after``/``teardown_request`` hooks:
+    one call per request, no ``flask.g`` or proxy lookups, and the header reaches
+    every response, error pages included. ``wsgi_app``: the WSGI callable to wrap.
+    """
+
+    def __init__(self, wsgi_app: Any) -> None:
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        supplied = environ.get(_REQUEST_ID_ENVIRON)
+        rid = supplied if valid_request_id(supplied) else new_request_id()
+        started = time.perf_counter()
+
+        def start_with_id(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            headers.append((REQUEST_ID_HEADER, rid))
+            if log.isEnabledFor(logging.DEBUG):
+                # DEBUG: gunicorn's access log already records each request (it can print the
+                # X-Request-ID response header), and the webhook path is kept free of
+                # per-request INFO lines (webhooks/routes.py).
+                log.debug(
+                    "request",
+                    extra={
+                        "method": environ.get("REQUEST_METHOD"),
+                        # The path as Flask reads it (no query string: it may carry search text).
+                        "path": "/" + environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8", "replace").lstrip("/"),
+                        "status": int(status[:3]),
+                        "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                    },
+                )
+            return start_response(status, headers, exc_info)
+
+        token = _request_id.set(rid)
+        try:
+            return self.wsgi_app(environ, start_with_id)
+        finally:
+            _request_id.reset(token)
+
+
+_REQUEST_ID_ENVIRON = "HTTP_" + REQUEST_ID_HEADER.upper().replace("-", "_")
+
+
 def init_app(app: Flask) -> None:
     """Give each request a request id and log one DEBUG summary line per request.
 
@@ -297,43 +341,7 @@ def init_app(app: Flask) -> None:
     else a new one; it is echoed in the response's ``X-Request-ID`` header and
     readable through :func:`current_request_id` while the request runs. The
     summary line has method, path (no query string: it may carry search text),
-    status and duration in milliseconds.
+    status and duration in milliseconds. Installed as :class:`RequestIdMiddleware`
+    around ``app.wsgi_app``.
     """
-    from flask import g, request
-
-    @app.before_request
-    def _start_request() -> None:
-        supplied = request.headers.get(REQUEST_ID_HEADER)
-        rid = supplied if valid_request_id(supplied) else new_request_id()
-        g.erx_request_id_token = _request_id.set(rid)
-        g.erx_request_id = rid
-        g.erx_request_started = time.perf_counter()
-
-    @app.after_request
-    def _finish_request(response: Response) -> Response:
-        rid = g.get("erx_request_id")
-        if rid:
-            response.headers[REQUEST_ID_HEADER] = rid
-            started = g.get("erx_request_started", time.perf_counter())
-            # DEBUG: gunicorn's access log already records each request (it can print the
-            # X-Request-ID response header), and the webhook path is kept free of per-request
-            # INFO lines (webhooks/routes.py).
-            log.debug(
-                "request",
-                extra={
-                    "method": request.method,
-                    "path": request.path,
-                    "status": response.status_code,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-                },
-            )
-        return response
-
-    @app.teardown_request
-    def _end_request(_exc: BaseException | None) -> None:
-        token = g.pop("erx_request_id_token", None)
-        if token is not None:
-            try:
-                _request_id.reset(token)
-            except ValueError:  # set in another context (should not happen); drop it instead
-                _request_id.set(None)
+    app.wsgi_app = RequestIdMiddleware(app.wsgi_app)  # type: ignore[method-assign]

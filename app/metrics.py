@@ -237,8 +237,9 @@ def mark_worker_dead(pid: int) -> None:
 
 
 def init_app(app: Flask) -> None:
-    """Register ``GET /metrics`` (no auth: keep it off the Ingress; scraped inside the cluster)."""
-    from flask import Blueprint, Response, g
+    """Register ``GET /metrics`` (no auth: keep it off the Ingress; scraped inside the cluster), and
+    the receipt listener that counts webhook deliveries (``Services.webhook_listeners``)."""
+    from flask import Blueprint, Response
 
     from app.extensions import services
 
@@ -249,14 +250,13 @@ def init_app(app: Flask) -> None:
         return Response(render(services().db), content_type=CONTENT_TYPE_LATEST)
 
     app.register_blueprint(bp)
+    # The receiver reports each delivery it decided (webhooks/routes.py); count it here.
+    app.extensions["erx"].webhook_listeners.append(_count_webhook)
 
-    @app.after_request
-    def _count_webhook(response: Response) -> Response:
-        # The receiver leaves its outcome on g (webhooks.routes.WebhookOutcome); count it here.
-        outcome = g.pop("webhook_outcome", None)
-        if outcome is not None:
-            if outcome.kind == "rejected":
-                webhook_rejected(outcome.reason or "unknown")
-            else:
-                webhook_received(duplicate=outcome.kind == "duplicate", now=outcome.at or 0.0)
-        return response
+
+def _count_webhook(kind: str, reason: str | None, at: float) -> None:
+    """A :data:`app.extensions.WebhookListener`: count one delivery the receiver decided."""
+    if kind == "rejected":
+        webhook_rejected(reason or "unknown")
+    else:
+        webhook_received(duplicate=kind == "duplicate", now=at)

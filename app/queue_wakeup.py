@@ -30,12 +30,14 @@ import logging
 import os
 import select
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.orm import Session, attributes
 
+from app.db import single_statement
 from app.models import DispatchOutbox, EventOutbox, WebhookInbox
 
 log = logging.getLogger("app.queue_wakeup")
@@ -140,6 +142,148 @@ def notify_queued(session: Session, model: Any) -> None:
     channel = CHANNELS.get(model)
     if channel is not None and session.get_bind().dialect.name == "postgresql":
         session.execute(text(f"SELECT {notify_sql(channel)}"))
+
+
+class NotifyCoalescer:
+    """At most one ``NOTIFY`` per ``window_s`` from this process, and no commit left unannounced.
+
+    PostgreSQL serialises the commits of all transactions that sent ``NOTIFY``: each
+    takes one database-wide lock before committing and holds it through its commit's
+    WAL flush (``PreCommit_Notify`` in src/backend/commands/async.c, "serialize
+    writers ... hold till after commit"), so notifying every webhook receipt stops
+    concurrent receipts from sharing a WAL flush. The receiver therefore asks
+    :meth:`claim` before its INSERT. A ticket (no notification from this process for
+    ``window_s``) means "notify in this statement", and once that INSERT committed
+    its notification the receiver calls :meth:`settle` with it: rows owed before the
+    claim committed before that notification, so they are announced. Otherwise
+    (None) it inserts without notifying and, once the row is committed, calls
+    :meth:`owe`. What is still owed ``2 * window_s`` after the last notification
+    is sent by a daemon thread through ``send`` (its own transaction; started by
+    :meth:`owe` when none runs, ending after 30 s with nothing owed). So every
+    committed row is announced by a notification committed after it, at most
+    ``2 * window_s`` seconds later; under load a later receipt's INSERT carries it.
+    An owed notification lost at process exit only delays the row until the
+    workers' next poll (``WORKER_POLL_S``).
+
+    ``send``: callable that commits one notification, errors are logged and
+    dropped (the poll covers them); ``clock``: monotonic seconds (injectable);
+    ``start_thread=False`` leaves sending to explicit :meth:`flush` calls (tests).
+    """
+
+    def __init__(
+        self,
+        send: Callable[[], None],
+        *,
+        window_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        start_thread: bool = True,
+    ) -> None:
+        self.send = send
+        self.window_s = window_s
+        self.clock = clock
+        self.start_thread = start_thread
+        self._cond = threading.Condition(threading.Lock())
+        self._last: float | None = None
+        self._owed = False
+        self._owe_seq = 0
+        self._thread: threading.Thread | None = None
+
+    def claim(self) -> int | None:
+        """A ticket (int) if the caller should notify in its own statement now, else None."""
+        with self._cond:
+            now = self.clock()
+            if self._last is None or now - self._last >= self.window_s:
+                self._last = now
+                return self._owe_seq
+            return None
+
+    def settle(self, ticket: int) -> None:
+        """The statement of :meth:`claim`'s ``ticket`` committed a notification: what was owed before is paid."""
+        with self._cond:
+            if self._owe_seq == ticket:
+                self._owed = False
+
+    def owe(self) -> None:
+        """Record that a row was committed without a notification: one will follow."""
+        with self._cond:
+            self._owe_seq += 1
+            if self._owed:
+                return
+            self._owed = True
+            if self.start_thread and (self._thread is None or not self._thread.is_alive()):
+                # Started here, not in __init__: after gunicorn forks, in the process that sends.
+                self._thread = threading.Thread(target=self._run, name="erx-notify-coalescer", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def due_in(self) -> float | None:
+        """Seconds until the background send of what is owed (<= 0: now), or None if nothing is owed."""
+        with self._cond:
+            return self._due_in_locked()
+
+    def _due_in_locked(self) -> float | None:
+        if not self._owed:
+            return None
+        return 0.0 if self._last is None else self._last + 2 * self.window_s - self.clock()
+
+    def flush(self) -> bool:
+        """Send the owed notification if it is due; returns True if one was sent."""
+        with self._cond:
+            due = self._due_in_locked()
+            if due is None or due > 0:
+                return False
+            self._owed = False
+            self._last = self.clock()
+        self._send()
+        return True
+
+    def _send(self) -> None:
+        try:
+            self.send()
+        except Exception as exc:  # noqa: BLE001 - the workers' poll finds the row anyway
+            log.warning("queue wake-up not sent: %s", type(exc).__name__)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                due = self._due_in_locked()
+                while due is None or due > 0:
+                    if due is None and not self._cond.wait(_IDLE_EXIT_S):
+                        if not self._owed:  # idle: end; the next owe() starts a new thread
+                            self._thread = None
+                            return
+                    elif due is not None:
+                        self._cond.wait(due)  # until the window ends
+                    due = self._due_in_locked()
+                self._owed = False
+                self._last = self.clock()
+            self._send()
+
+
+_IDLE_EXIT_S = 30.0
+
+
+RECEIPT_NOTIFY_WINDOW_S = 0.01
+"""The receiver's :class:`NotifyCoalescer` window: at most 100 inbox notifications a second
+per web process, each row announced within 20 ms of its commit."""
+
+
+def receipt_notifier(engine: Any, setting: str) -> NotifyCoalescer | None:
+    """The webhook receiver's coalescer for the inbox channel, or None when nobody listens.
+
+    ``engine``: the app's engine; ``setting``: ``WORKER_WAKEUP``. None on SQLite and
+    in poll mode (:func:`resolve_mode`). Its ``send`` commits ``SELECT pg_notify`` on
+    a pooled connection, in one round trip (:func:`app.db.single_statement`).
+    """
+    if resolve_mode(setting, dialect=engine.dialect.name) != "notify":
+        return None
+    sql = f"SELECT {notify_sql(INBOX_CHANNEL)}"
+
+    def send() -> None:
+        with single_statement(engine) as conn:
+            conn.exec_driver_sql(sql).close()
+
+    return NotifyCoalescer(send, window_s=RECEIPT_NOTIFY_WINDOW_S)
 
 
 class PollWaiter:

@@ -7,17 +7,17 @@ is sent only after the inbox row is committed (contract §7: at-least-once).
 
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, Flask, Response, g, jsonify, request
+from flask import Blueprint, Flask, Response, request
 from sqlalchemy import literal_column
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.db import insert_ignore_statement, utcnow
+from app.db import insert_ignore_statement, single_statement, utcnow
 from app.errors import ApiError
-from app.extensions import services
+from app.extensions import Services, services
 from app.models import WebhookInbox
 from app.queue import wakeup_sql
 from webhooks.errors import SignatureError
@@ -25,17 +25,6 @@ from webhooks.events import envelope
 from webhooks.signature import verify
 
 log = logging.getLogger("webhooks")
-@dataclass(frozen=True)
-class WebhookOutcome:
-    """What the receiver did with one delivery, left on ``flask.g.webhook_outcome`` for
-    whoever counts deliveries (app/metrics.py, as an ``after_request`` hook), so the
-    receiver itself imports no metrics. ``kind``: received | duplicate | rejected;
-    ``reason``: the refusal's reason; ``at``: Unix seconds of an acknowledged receipt."""
-
-    kind: str
-    reason: str | None = None
-    at: float | None = None
-
 
 bp = Blueprint("webhooks", __name__)
 _STORE: dict[tuple[str, bool], Any] = {}
@@ -46,41 +35,68 @@ def _store_statement(dialect: str, *, wake: bool) -> Any:
 
     ``RETURNING pg_notify(...)`` runs only for a row actually inserted (not a
     duplicate) and is delivered when the insert commits: one round trip, no
-    extra statement (see app/queue_wakeup.py).
+    extra statement (see app/queue_wakeup.py; the receiver asks its
+    ``NotifyCoalescer`` whether to use it).
     """
     stmt = _STORE.get((dialect, wake))
     if stmt is None:
-        stmt = insert_ignore_statement(dialect, WebhookInbox.__table__)
+        # inline(): the receiver needs only the row count, so SQLAlchemy must not fetch the
+        # new id (without RETURNING it would run `SELECT nextval(...)` first: a round trip).
+        stmt = insert_ignore_statement(dialect, WebhookInbox.__table__).inline()
         if wake:
             stmt = stmt.returning(literal_column(wakeup_sql(WebhookInbox)))
         _STORE[(dialect, wake)] = stmt
     return stmt
+
+
 SIGNATURE_HEADER = "X-Signature"
+_SIGNATURE_ENVIRON = "HTTP_X_SIGNATURE"
+# The acknowledgement's bytes are what ``jsonify`` writes outside debug mode (sorted keys,
+# compact, ASCII-escaped, trailing newline), composed without the JSON provider.
+_encode_str = json.JSONEncoder(ensure_ascii=True).encode
 
 
-def _read_body(limit: int) -> bytes:
-    declared = request.content_length
-    if declared is not None and declared > limit:
-        raise ApiError(413, "payload_too_large", f"Webhook bodies are limited to {limit} bytes.")
-    raw = request.stream.read(limit + 1)
+def _acknowledgement(event_id: str, *, duplicate: bool) -> Response:
+    body = f'{{"duplicate":{"true" if duplicate else "false"},"event_id":{_encode_str(event_id)},"received":true}}\n'
+    return Response(body, 200, mimetype="application/json")
+
+
+def _notify(svc: Services, kind: str, reason: str | None = None) -> None:
+    """Tell the receipt listeners (app/metrics.py counts) what became of this delivery."""
+    at = svc.unix_time()
+    for listener in svc.webhook_listeners:
+        listener(kind, reason, at)
+
+
+def _read_body(environ: dict[str, Any], declared: int | None, limit: int) -> bytes:
+    if declared is not None:
+        if declared > limit:
+            raise ApiError(413, "payload_too_large", f"Webhook bodies are limited to {limit} bytes.")
+        # Reading at most the declared length straight from the WSGI input is safe (PEP 3333);
+        # a client that sends fewer bytes gets a body its signature does not match.
+        return environ["wsgi.input"].read(declared) if declared else b""
+    raw = request.stream.read(limit + 1)  # chunked: no declared length, read up to the cap
     if len(raw) > limit:
         raise ApiError(413, "payload_too_large", f"Webhook bodies are limited to {limit} bytes.")
     return raw
 
 
 @bp.post("/webhooks/platform")
-def receive() -> tuple[Response, int]:
+def receive() -> Response:
     """Verify the ``X-Signature`` over the raw body, store the event, answer 200.
 
     401 ``invalid_signature`` (with ``reason``) writes nothing; 400 ``empty_body``
     for an empty (or whitespace-only) body, even when signed; 413 for bodies
     over ``WEBHOOK_MAX_BODY_BYTES``; 503 when the inbox cannot be written, so
     the platform retries. A duplicate event id answers 200 and adds nothing.
+    The 200 body is ``{"duplicate": bool, "event_id": str, "received": true}``.
     """
     svc = services()
     settings = svc.settings
-    raw = _read_body(settings.webhook_max_body_bytes)
-    signature = request.headers.get(SIGNATURE_HEADER)
+    req = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup, not one per use
+    environ = req.environ
+    raw = _read_body(environ, req.content_length, settings.webhook_max_body_bytes)
+    signature = environ.get(_SIGNATURE_ENVIRON)
     try:
         verify(
             raw,
@@ -91,7 +107,7 @@ def receive() -> tuple[Response, int]:
         )
     except SignatureError as exc:
         log.warning("webhook refused: reason=%s", exc.reason)
-        g.webhook_outcome = WebhookOutcome("rejected", reason=exc.reason)
+        _notify(svc, "rejected", exc.reason)
         raise ApiError(
             401,
             "invalid_signature",
@@ -100,21 +116,24 @@ def receive() -> tuple[Response, int]:
             reason=exc.reason,
         ) from None
     if not raw.strip():  # signed or not, an empty body is not an event: refuse, store nothing
-        g.webhook_outcome = WebhookOutcome("rejected", reason="empty_body")
+        _notify(svc, "rejected", "empty_body")
         raise ApiError(400, "empty_body", "The webhook body is empty: it is not an event.", {"body": ["Empty."]})
     env = envelope(raw)
     now = utcnow()
+    pending = env.state == "pending"
+    engine = svc.db.engine
+    # Only a pending event is work; nobody listens on SQLite or in poll mode (notifier None).
+    # Notifying in the INSERT itself at most once per window per process, else right after
+    # (app/queue_wakeup.py NotifyCoalescer: every NOTIFY serialises commits in PostgreSQL).
+    notifier = svc.inbox_notifier if pending else None
+    ticket = notifier.claim() if notifier is not None else None
+    wake = ticket is not None
     try:
-        # Core, one prepared statement, one short transaction: this is the hot path.
-        with svc.db.engine.begin() as conn:
+        # Core, one statement built once, committed on its own (one round trip on
+        # PostgreSQL: app.db.single_statement): this is the hot path.
+        with single_statement(engine) as conn:
             result = conn.execute(
-                _store_statement(
-                    conn.dialect.name,
-                    # Only a pending event is work; in poll mode (WORKER_WAKEUP=poll) nobody listens.
-                    wake=env.state == "pending"
-                    and conn.dialect.name == "postgresql"
-                    and settings.worker_wakeup != "poll",
-                ),
+                _store_statement(engine.dialect.name, wake=wake),
                 {
                     "event_id": env.event_id,
                     "event_type": env.event_type,
@@ -127,7 +146,7 @@ def receive() -> tuple[Response, int]:
                     "next_attempt_at": now,
                     "last_error": env.error,
                     "received_at": now,
-                    "processed_at": None if env.state == "pending" else now,
+                    "processed_at": None if pending else now,
                     "awaiting_prescription": False,
                 },
             )
@@ -136,16 +155,22 @@ def receive() -> tuple[Response, int]:
     except SQLAlchemyError as exc:
         log.error("webhook not stored: event_id=%s db_error=%s", env.event_id, type(exc).__name__)
         raise ApiError(503, "inbox_unavailable", "The event could not be stored; retry.") from None
-    g.webhook_outcome = WebhookOutcome("received" if inserted else "duplicate", at=svc.unix_time())
+    if inserted and notifier is not None:
+        if ticket is not None:
+            notifier.settle(ticket)  # this commit carried a notification: earlier rows announced too
+        else:
+            notifier.owe()  # committed without a notification: one follows (app/queue_wakeup.py)
+    _notify(svc, "received" if inserted else "duplicate")
     # The inbox row is the audit record of every receipt; per-event logging is for debugging.
-    log.debug(
-        "webhook stored: event_id=%s type=%s state=%s duplicate=%s",
-        env.event_id,
-        env.event_type,
-        env.state,
-        not inserted,
-    )
-    return jsonify({"received": True, "event_id": env.event_id, "duplicate": not inserted}), 200
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug(
+            "webhook stored: event_id=%s type=%s state=%s duplicate=%s",
+            env.event_id,
+            env.event_type,
+            env.state,
+            not inserted,
+        )
+    return _acknowledgement(env.event_id, duplicate=not inserted)
 
 
 def init_app(app: Flask) -> None:

@@ -306,3 +306,110 @@ def test_polling_worker_applies_stored_events(seeded: Database, deliver: Any, cl
                       poll_s=0.01, stop=stop, waiter=PollWaiter(stop))
     loop.run(until_idle=True)
     assert status_of(seeded, rx) == "signed"
+
+
+# --- the receiver's coalesced notifications ------------------------------------------------
+
+
+class _Ticks:
+    """A monotonic clock the test moves by hand (seconds)."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_coalescer_notifies_inline_once_per_window_and_owes_the_rest() -> None:
+    from app.queue_wakeup import NotifyCoalescer
+
+    sent: list[float] = []
+    ticks = _Ticks()
+    c = NotifyCoalescer(lambda: sent.append(ticks.now), window_s=0.01, clock=ticks, start_thread=False)
+    first = c.claim()
+    assert first is not None  # nothing sent yet: notify in the statement itself
+    c.settle(first)
+    ticks.now += 0.004
+    assert c.claim() is None  # within the window: insert without, then owe
+    assert c.due_in() is None
+    c.owe()
+    c.owe()  # several rows committed in the window: still one notification
+    assert c.due_in() == pytest.approx(0.016)  # sent 2 windows after the last one, unless a receipt carries it
+    assert c.flush() is False and sent == []
+    ticks.now += 0.016
+    assert c.flush() is True and sent == [ticks.now]
+    assert c.flush() is False and c.due_in() is None  # paid
+    assert c.claim() is None  # the trailing notification opened a new window
+    ticks.now += 0.01
+    assert c.claim() is not None
+
+
+def test_a_later_receipt_carries_what_is_owed_unless_more_was_owed_after_its_claim() -> None:
+    from app.queue_wakeup import NotifyCoalescer
+
+    ticks = _Ticks()
+    c = NotifyCoalescer(lambda: None, window_s=0.01, clock=ticks, start_thread=False)
+    c.settle(c.claim())  # type: ignore[arg-type]
+    ticks.now += 0.002
+    assert c.claim() is None
+    c.owe()  # row A committed, not announced
+    ticks.now += 0.01
+    ticket = c.claim()
+    assert ticket is not None  # receipt B notifies in its INSERT; A committed before B's claim
+    c.settle(ticket)
+    assert c.due_in() is None  # A is announced by B's commit
+    ticks.now += 0.01
+    ticket = c.claim()
+    assert ticket is not None
+    c.owe()  # row C committed after D's claim: D's commit may come first, so C stays owed
+    c.settle(ticket)
+    assert c.due_in() is not None
+
+
+def test_coalescer_failure_to_send_is_logged_not_raised() -> None:
+    from app.queue_wakeup import NotifyCoalescer
+
+    def broken() -> None:
+        raise OSError("database gone")
+
+    ticks = _Ticks()
+    c = NotifyCoalescer(broken, window_s=0.01, clock=ticks, start_thread=False)
+    c.owe()
+    assert c.flush() is True  # attempted; the workers' poll finds the row anyway
+    assert c.due_in() is None
+
+
+def test_receipts_within_a_window_are_announced_after_their_commit(
+    app, seeded: Database, listener: Any, deliver: Any  # type: ignore[no-untyped-def]  # noqa: F811
+) -> None:
+    from app.queue_wakeup import NotifyCoalescer
+
+    svc: Services = app.extensions["erx"]
+    assert svc.inbox_notifier is not None
+    ticks = _Ticks()
+    manual = NotifyCoalescer(svc.inbox_notifier.send, window_s=0.01, clock=ticks, start_thread=False)
+    svc.inbox_notifier = manual
+    deliver(event_body("evt_coalesce_1", "signed", previous="issued", occurred=at(10, 15)))
+    deliver(event_body("evt_coalesce_2", "signed", previous="issued", occurred=at(10, 15)))
+    # The first notified in its INSERT; the second is committed and owed, not yet announced.
+    assert _notifications_until_marker(listener, seeded) == [""]
+    assert manual.due_in() is not None
+    ticks.now += 0.02
+    assert manual.flush() is True
+    assert _notifications_until_marker(listener, seeded) == [""]
+
+
+def test_owed_notification_is_sent_by_the_background_thread(
+    seeded: Database, listener: Any, deliver: Any  # noqa: F811
+) -> None:
+    for n in range(5):  # back to back: most fall in the first one's 10 ms window
+        deliver(event_body(f"evt_coalesce_bg_{n}", "signed", previous="issued", occurred=at(10, 15)))
+    received = 0
+    while received < 2:  # the inline one, then (within 10 ms of the last commit) the trailing one
+        listener.poll()
+        received += len(listener.notifies)
+        listener.notifies.clear()
+        if received < 2:
+            ready, _, _ = select_module.select([listener], [], [], WAKE_WITHIN_S)
+            assert ready, "the owed notification never came"

@@ -534,3 +534,40 @@ def test_logs_never_contain_the_body(app, client, clock, seeded, caplog) -> None
         assert marker not in text, record.name
         assert "Amelia" not in text
     assert marker not in caplog.text
+
+
+# --- the receipt's single-statement write ----------------------------------------------
+
+
+def test_receipt_statement_is_committed_on_return_and_pooled_connections_stay_transactional(
+    db_url, seeded
+) -> None:  # type: ignore[no-untyped-def]
+    """The INSERT commits on its own (one round trip on PostgreSQL); the connection goes back to
+    the pool in ordinary transactional mode, even after a failed statement, so other code on it
+    still gets BEGIN/ROLLBACK (an autocommit leak would make ORM sessions non-atomic)."""
+    from sqlalchemy import text
+
+    from app.db import single_statement
+
+    db = Database(db_url)  # used one checkout at a time: its pool holds one connection
+    try:
+        with single_statement(db.engine) as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO webhook_inbox (event_id, body, state, attempts, next_attempt_at, received_at,"
+                    " awaiting_prescription) VALUES ('evt_single', :b, 'dead', 0, :t, :t, false)"
+                ),
+                {"b": b"x", "t": utcnow()},
+            )
+            if db.is_postgres:  # visible to another connection before the block ends: committed
+                assert [r.event_id for r in inbox(seeded) if r.event_id == "evt_single"] == ["evt_single"]
+        with pytest.raises(Exception), single_statement(db.engine) as conn:  # noqa: B017, PT011
+            conn.execute(text("SELECT * FROM no_such_table"))
+        with db.engine.connect() as conn:
+            if db.is_postgres:
+                assert conn.connection.dbapi_connection.autocommit is False  # type: ignore[union-attr]
+            conn.execute(text("DELETE FROM webhook_inbox WHERE event_id = 'evt_single'"))
+            conn.rollback()  # a transaction to roll back: the delete must not have committed
+        assert [r.event_id for r in inbox(seeded) if r.event_id == "evt_single"] == ["evt_single"]
+    finally:
+        db.dispose()
