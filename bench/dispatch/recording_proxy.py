@@ -48,6 +48,9 @@ class RecordingProxy(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # The headers and the body leave in two writes: with Nagle on, the body waits for the
+    # worker's delayed ACK of the headers (~40 ms on Linux), a delay outside "seconds".
+    disable_nagle_algorithm = True
     server: RecordingProxy
 
     def log_message(self, *_args: Any) -> None:  # quiet
