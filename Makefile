@@ -60,6 +60,7 @@ sandbox: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.dispatch
+	$(BIN)/python -m bench.send_latency
 	bash bench/webhooks/run.sh
 	$(BIN)/python -m bench.events
 	$(BIN)/python -m bench.memory
