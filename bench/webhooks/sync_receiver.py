@@ -22,27 +22,31 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from flask import Flask, g
+from flask import Flask
 
 from app import create_app
 from webhooks.processing import InboxProcessor
 
 
-def create_sync_app() -> Flask:
-    """The service app with the receiver wrapped: store (the real receiver), then apply before answering."""
-    app = create_app()
+def make_synchronous(app: Flask) -> Flask:
+    """Wrap ``app``'s webhook receiver: store (the real receiver), then apply before answering; returns ``app``."""
     processor = InboxProcessor(app.extensions["erx"].db, worker_id=f"sync-receiver-{os.getpid()}")
     receive = app.view_functions["webhooks.receive"]
 
     def receive_and_apply(*args: Any, **kwargs: Any) -> Any:
-        response, status = receive(*args, **kwargs)
-        outcome = getattr(g, "webhook_outcome", None)
-        if status == 200 and outcome is not None and outcome.kind == "received":
-            processor.apply_pending(response.get_json()["event_id"])
-        return response, status
+        response = receive(*args, **kwargs)  # refusals raise ApiError, answered by the app as usual
+        ack = response.get_json()
+        if response.status_code == 200 and ack.get("duplicate") is False:  # newly stored: apply it now
+            processor.apply_pending(ack["event_id"])
+        return response
 
     app.view_functions["webhooks.receive"] = receive_and_apply
     return app
+
+
+def create_sync_app() -> Flask:
+    """The service app (settings from the environment) with a synchronous receiver."""
+    return make_synchronous(create_app())
 
 
 app = create_sync_app() if "DATABASE_URL" in os.environ else None
