@@ -112,6 +112,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--history-connections", type=int, default=64,
                    help="history: keep-alive connections of the open-loop generator, enough that it never "
                         "waits for a free one (default 64)")
+    p.add_argument("--web-nice", type=int, default=0,
+                   help="history (async slot) and saturation: start the web tier at this niceness (0-19), "
+                        "the share a CPU limit would leave it beside the workers on one machine (default 0)")
     p.add_argument("--inbox-workers", type=int, default=2,
                    help="inbox worker processes in the history and saturation phases (default 2)")
     p.add_argument("--saturation-duration", type=float, default=60.0, help="saturation: seconds of wrk (60)")
@@ -320,7 +323,8 @@ class Bench:
         # The ingest phase leaves thousands of pending events for unknown tokens: workers
         # started on them would retry those first and the measured events would wait.
         self.empty_table("webhook_inbox")
-        server = start_server(self.stack, "service" if slot == "async" else "sync", name, self.workers)
+        server = start_server(self.stack, "service" if slot == "async" else "sync", name, self.workers,
+                              nice=a.web_nice if slot == "async" else 0)
         workers = start_inbox_workers(self.stack, name, a.inbox_workers) if slot == "async" else []
         watcher = HistoryWatcher(self.engine, interval_s=0.01) if slot == "async" else None
         try:
@@ -406,7 +410,7 @@ class Bench:
         targets = self.take_targets(min(math.ceil(pool / 3), len(self.targets)))
         pool = min(pool, 3 * len(targets))
         self.empty_table("webhook_inbox")  # only this phase's events (see history_load)
-        server = start_server(self.stack, "service", "saturation", self.workers)
+        server = start_server(self.stack, "service", "saturation", self.workers, nice=a.web_nice)
         workers = start_inbox_workers(self.stack, "saturation", a.inbox_workers)
         watcher = HistoryWatcher(self.engine, interval_s=0.025)
         try:
@@ -434,7 +438,8 @@ class Bench:
         backlog = sum(1 for t in received if t <= t1) - sum(1 for t in visible if t <= t1)
         end = max([t1, *visible]) + 1
         result = {
-            "connections": conns, "duration_s": duration, "inbox_workers": a.inbox_workers, "load": load,
+            "connections": conns, "duration_s": duration, "inbox_workers": a.inbox_workers, "web_nice": a.web_nice,
+            "load": load,
             "intake_per_s": round(intake, 1), "applied_per_s": round(applied, 1),
             "apply_over_intake": round(applied / intake, 3) if intake else None,
             "backlog_at_load_end": backlog,
@@ -454,7 +459,7 @@ class Bench:
         elif history_rows != len(times):
             self.fail(f"saturation: {history_rows} history rows for {len(times)} stored events")
         rth = result["receipt_to_history_ms"]
-        print(f"== saturation c={conns} {duration:g} s, {a.inbox_workers} inbox workers: intake {intake:.0f}/s, "
+        print(f"== saturation c={conns} {duration:g} s, {a.inbox_workers} inbox workers, web nice {a.web_nice}: intake {intake:.0f}/s, "
               f"applied {applied:.0f}/s (ratio {fmt(result['apply_over_intake'], 3)}), backlog at end {backlog}, "
               f"drained in {waited:.1f} s; receipt->history p50 {rth['p50']} ms p99 {rth['p99']} ms", flush=True)
         return result

@@ -68,13 +68,20 @@ class Server:
     pid: int
 
 
-def start_server(stack: Stack, slot: str, name: str, workers: int, *, timeout_s: float = 90.0) -> Server:
-    """Start slot ``slot`` as process ``name`` on a free port; returns once ``/healthz`` answers."""
+def start_server(
+    stack: Stack, slot: str, name: str, workers: int, *, timeout_s: float = 90.0, nice: int = 0
+) -> Server:
+    """Start slot ``slot`` as process ``name`` on a free port; returns once ``/healthz`` answers.
+
+    ``nice`` > 0 starts gunicorn (and so every worker and thread) at that niceness: on
+    one small machine, the CPU share a web Deployment's CPU limit would give it.
+    """
     target, extra = SLOTS[slot]
     port = free_port()
+    command = [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", target]
     proc = stack._spawn(  # noqa: SLF001 - the stack's one way to start and log a process
         name,
-        [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", target],
+        ["nice", "-n", str(nice), *command] if nice > 0 else command,
         {"BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": str(workers), **extra},
     )
     wait_http(f"http://127.0.0.1:{port}/healthz", proc=proc, timeout_s=timeout_s)
