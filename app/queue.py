@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, or_, select, update
+from sqlalchemy import Row, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from app import queue_wakeup
@@ -230,17 +230,43 @@ def reopen(row: Any, *, now: datetime) -> None:
     release_row(row)
 
 
+def reopen_statement(model: Any, *conditions: Any, now: Any = None, **values: Any) -> Any:
+    """The UPDATE of :func:`reopen_matching`; ``values`` set more columns.
+
+    To build once, ``conditions`` may hold ``bindparam()`` s and ``now`` (the due
+    time) left None makes it the bind parameter ``reopen_now``: run such a
+    statement with :func:`reopen_prepared`.
+    """
+    due = bindparam("reopen_now") if now is None else now
+    return (
+        update(model)
+        .where(*conditions)
+        .values(state=PENDING, attempts=0, next_attempt_at=due, locked_until=None, locked_by=None, **values)
+    )
+
+
+def reopen_prepared(session: Session, model: Any, statement: Any, *, now: datetime, **params: Any) -> int:
+    """Run a :func:`reopen_statement` of ``model``'s queue, due at ``now``; returns how many rows were reopened.
+
+    ``params`` bind the statement's own parameters. It runs as Core on the
+    session's connection (in its transaction); the queue's workers are woken
+    (:func:`app.queue_wakeup.notify_queued`) only when at least one row was reopened.
+    """
+    result = session.connection().execute(statement, {"reopen_now": now, **params})
+    reopened = int(result.rowcount or 0)
+    if reopened:
+        queue_wakeup.notify_queued(session, model)
+    return reopened
+
+
 def reopen_matching(session: Session, model: Any, *conditions: Any, now: datetime, **values: Any) -> int:
     """:func:`reopen` every row of ``model`` matching ``conditions`` in one statement; ``values`` set more columns.
 
     Returns how many rows were reopened; the queue's workers are woken
     (:func:`app.queue_wakeup.notify_queued`) only when there was at least one.
     """
-    result = session.execute(
-        update(model)
-        .where(*conditions)
-        .values(state=PENDING, attempts=0, next_attempt_at=now, locked_until=None, locked_by=None, **values)
-    )
+    # Through the ORM session (not Core as reopen_prepared): objects of these rows it holds see the change.
+    result = session.execute(reopen_statement(model, *conditions, now=now, **values))
     reopened = int(result.rowcount or 0)
     if reopened:
         queue_wakeup.notify_queued(session, model)

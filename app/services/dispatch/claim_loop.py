@@ -55,7 +55,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pybreaker
-from sqlalchemy import Row, or_, select, update
+from sqlalchemy import Row, bindparam, or_, select, update
 from sqlalchemy.orm import Session, joinedload, make_transient_to_detached
 
 from app import metrics
@@ -72,7 +72,8 @@ from app.queue import (
     park,
     release,
     release_row,
-    reopen_matching,
+    reopen_prepared,
+    reopen_statement,
     retry_or_dead,
 )
 from app.retry import RetryPolicy
@@ -103,6 +104,58 @@ _FOR_A_SEND = (
     joinedload(Prescription.clinic),
     joinedload(Prescription.pharmacy),
     joinedload(Prescription.medicines),
+)
+
+
+def _count_attempt_statement(intent: bool) -> Any:
+    """Before a send: the guarded UPDATE counting the attempt (built once per ``intent``).
+
+    Matches only while the row is ``pending`` and leased to ``:worker_id``; sets
+    attempts + 1, a fresh lease (``:until``), ``updated_at`` (``:now``) and, with
+    ``intent``, the intent mark; returns the attempts and the prescriber's
+    refusal and credentials-change times (``:prescriber_id``).
+    """
+    prescriber = select(Prescriber).where(Prescriber.id == bindparam("prescriber_id"))
+    values: dict[str, Any] = {
+        "attempts": DispatchOutbox.attempts + 1,
+        "locked_until": bindparam("until"),
+        "updated_at": bindparam("now"),
+    }
+    if intent:
+        values.update(intent_values())
+    return (
+        update(DispatchOutbox)
+        .where(
+            DispatchOutbox.id == bindparam("outbox_id"),
+            DispatchOutbox.locked_by == bindparam("worker_id"),
+            DispatchOutbox.state == PENDING,
+        )
+        .values(values)
+        .returning(
+            DispatchOutbox.attempts,
+            prescriber.with_only_columns(Prescriber.credentials_refused_at).scalar_subquery(),
+            prescriber.with_only_columns(Prescriber.credentials_changed_at).scalar_subquery(),
+        )
+    )
+
+
+# Built once: building a statement costs more Python than executing a cached one.
+_COUNT_ATTEMPT = {intent: _count_attempt_statement(intent) for intent in (False, True)}
+# After a token: the outbox row is done if the lease is still ours (no row: it was lost).
+_STORE_ISSUED = (
+    update(DispatchOutbox)
+    .where(DispatchOutbox.id == bindparam("outbox_id"), DispatchOutbox.locked_by == bindparam("worker_id"))
+    .values(state="done", last_error=None, locked_by=None, locked_until=None,
+            outcome_unknown=bindparam("unknown"), updated_at=bindparam("now"))
+)
+# Webhooks may have beaten the token's commit: the ones waiting for it are applied now.
+# Two equalities, not IN (...): an expanding IN is re-rendered on every execution.
+_REOPEN_WAITING = reopen_statement(
+    WebhookInbox,
+    WebhookInbox.platform_token == bindparam("token"),  # not a column's name: those are the SET clause's
+    or_(WebhookInbox.state == "pending", WebhookInbox.state == "dead"),
+    WebhookInbox.awaiting_prescription.is_(True),
+    processed_at=None,
 )
 
 
@@ -291,35 +344,20 @@ class Dispatcher:
         job = self._job(row, prescription)
         now = self.now()
         erx = row.flow != "email"
-        values: dict[str, Any] = {
-            "attempts": DispatchOutbox.attempts + 1,
+        params = {
+            "outbox_id": row.id,
+            "worker_id": self.worker_id,
             # The batch's lease started at claim time; each row gets a full lease of
             # its own, longer than one attempt can take (Settings checks lease_s).
-            "locked_until": now + timedelta(seconds=self.settings.lease_s),
-            "updated_at": now,
+            "until": now + timedelta(seconds=self.settings.lease_s),
+            "now": now,
+            "prescriber_id": prescription.prescriber_id,
         }
-        if isinstance(job, ErxJob):
-            # From here until a definite answer, a crash or a lost response
-            # means "look it up before sending again".
-            values.update(intent_values())
-        prescriber = select(Prescriber).where(Prescriber.id == prescription.prescriber_id)
-        stmt = (
-            update(DispatchOutbox)
-            .where(
-                DispatchOutbox.id == row.id,
-                DispatchOutbox.locked_by == self.worker_id,
-                DispatchOutbox.state == PENDING,
-            )
-            .values(values)
-            .returning(
-                DispatchOutbox.attempts,
-                prescriber.with_only_columns(Prescriber.credentials_refused_at).scalar_subquery(),
-                prescriber.with_only_columns(Prescriber.credentials_changed_at).scalar_subquery(),
-            )
-            .execution_options(synchronize_session=False)
-        )
+        # From here until a definite answer, a crash or a lost response means
+        # "look it up before sending again" (the intent mark, for an e-prescription send).
+        stmt = _COUNT_ATTEMPT[isinstance(job, ErxJob)]
         with self.db.session() as session:
-            counted = session.execute(stmt).one_or_none()
+            counted = session.connection().execute(stmt, params).one_or_none()
             if counted is None:
                 return None  # not (or no longer) leased to this worker
             attempts, refused_at, changed_at = counted
@@ -365,30 +403,20 @@ class Dispatcher:
         with self.db.session() as session:
             # The guarded UPDATE takes the row's lock: it serialises this prescription's
             # dispatch; webhooks and reconciliation can't touch it before its token is stored.
-            stored = session.execute(
-                update(DispatchOutbox)
-                .where(DispatchOutbox.id == row.id, DispatchOutbox.locked_by == self.worker_id)
-                .values(
-                    state="done", last_error=None, locked_by=None, locked_until=None,
-                    outcome_unknown=outcome_unknown_after(attempt.outcome, unknown_before=bool(row.outcome_unknown)),
-                    updated_at=now,
-                )
-                .execution_options(synchronize_session=False)
+            stored = session.connection().execute(
+                _STORE_ISSUED,
+                {
+                    "outbox_id": row.id,
+                    "worker_id": self.worker_id,
+                    "unknown": outcome_unknown_after(attempt.outcome, unknown_before=bool(row.outcome_unknown)),
+                    "now": now,
+                },
             )
             if not stored.rowcount:
                 return self._lost_lease(row.id, attempt)
             prescription = _attached(session, snapshot)
             # Webhooks may have beaten this commit; let the ones waiting for this token be applied now.
-            reopen_matching(
-                session,
-                WebhookInbox,
-                WebhookInbox.platform_token == attempt.platform_token,
-                # Two equalities, not IN (...): an expanding IN is re-rendered on every execution.
-                or_(WebhookInbox.state == "pending", WebhookInbox.state == "dead"),
-                WebhookInbox.awaiting_prescription.is_(True),
-                now=now,
-                processed_at=None,
-            )
+            reopen_prepared(session, WebhookInbox, _REOPEN_WAITING, now=now, token=attempt.platform_token)
             detail = "adopted after unknown outcome" if attempt.outcome is Outcome.ADOPTED else None
             record_local_status(
                 session, prescription, "issued", source="api", detail=detail, now=now,
