@@ -61,6 +61,19 @@ def wakeup_sql(model: Any) -> str:
     return queue_wakeup.notify_sql(queue_wakeup.CHANNELS[model])
 
 
+def _due(query: Any, model: Any, *, now: Any, limit: int) -> Any:
+    """``query`` narrowed to ``model``'s due rows: pending, due at ``now``, no live lease; oldest due first."""
+    return (
+        query.where(
+            model.state == PENDING,
+            model.next_attempt_at <= now,
+            or_(model.locked_until.is_(None), model.locked_until < now),
+        )
+        .order_by(model.next_attempt_at, model.id)
+        .limit(limit)
+    )
+
+
 def claim_rows(
     session: Session,
     model: Any,
@@ -77,16 +90,7 @@ def claim_rows(
     the lease lasts ``lease_s`` seconds. Returns the rows, oldest due first;
     the lease holds once the caller's transaction commits.
     """
-    query = (
-        select(model)
-        .where(
-            model.state == PENDING,
-            model.next_attempt_at <= now,
-            or_(model.locked_until.is_(None), model.locked_until < now),
-        )
-        .order_by(model.next_attempt_at, model.id)
-        .limit(limit)
-    )
+    query = _due(select(model), model, now=now, limit=limit)
     if is_postgres:
         query = query.with_for_update(skip_locked=True)
     rows = list(session.scalars(query))
@@ -154,16 +158,7 @@ def claim_statement(
     once. Returned unexecuted so that a caller can also wrap it (a PostgreSQL
     CTE) and still have one round trip.
     """
-    due = (
-        select(model.id)
-        .where(
-            model.state == PENDING,
-            model.next_attempt_at <= now,
-            or_(model.locked_until.is_(None), model.locked_until < now),
-        )
-        .order_by(model.next_attempt_at, model.id)
-        .limit(limit)
-    )
+    due = _due(select(model.id), model, now=now, limit=limit)
     if postgres:
         due = due.with_for_update(skip_locked=True)
     return (
