@@ -247,11 +247,7 @@ def reopen_prepared(session: Session, model: Any, statement: Any, *, now: dateti
     session's connection (in its transaction); the queue's workers are woken
     (:func:`app.queue_wakeup.notify_queued`) only when at least one row was reopened.
     """
-    result = session.connection().execute(statement, {"reopen_now": now, **params})
-    reopened = int(result.rowcount or 0)
-    if reopened:
-        queue_wakeup.notify_queued(session, model)
-    return reopened
+    return _wake_if_reopened(session, model, session.connection().execute(statement, {"reopen_now": now, **params}))
 
 
 def reopen_matching(session: Session, model: Any, *conditions: Any, now: datetime, **values: Any) -> int:
@@ -261,7 +257,11 @@ def reopen_matching(session: Session, model: Any, *conditions: Any, now: datetim
     (:func:`app.queue_wakeup.notify_queued`) only when there was at least one.
     """
     # Through the ORM session (not Core as reopen_prepared): objects of these rows it holds see the change.
-    result = session.execute(reopen_statement(model, *conditions, now=now, **values))
+    return _wake_if_reopened(session, model, session.execute(reopen_statement(model, *conditions, now=now, **values)))
+
+
+def _wake_if_reopened(session: Session, model: Any, result: Any) -> int:
+    """How many rows a reopen UPDATE's ``result`` reopened; wakes ``model``'s workers when any."""
     reopened = int(result.rowcount or 0)
     if reopened:
         queue_wakeup.notify_queued(session, model)
