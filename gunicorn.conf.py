@@ -19,8 +19,13 @@ file. Names, defaults and meaning (also in docs/operations.md, "Process settings
 | GUNICORN_WORKER_TMP_DIR        | unset (tmpdir)   | worker_tmp_dir        |
 
 Every log line (gunicorn's own, access lines when enabled, and the application's
-through the root logger) goes to stdout: in a container the runtime collects
-stdout, and one stream keeps lines of one request in order. gunicorn's shared
+through the root logger) is written ONCE, as a redacted JSON line, to stderr: one
+handler on the root logger (app.logs.json_handler), gunicorn's loggers propagating
+to it with none of their own, and a record factory masking every record at creation
+(app.logs.install_redaction), so no handler can write an unmasked line. stdout stays
+empty. Metrics: with more than one worker, prometheus_client's multiprocess mode
+(PROMETHEUS_MULTIPROC_DIR; a fresh directory is made when unset, and the directory is
+emptied at start; ``child_exit`` marks dead workers). gunicorn's shared
 control socket (new in gunicorn 24+, default ``$HOME/.gunicorn/gunicorn.ctl``)
 is disabled: every instance on a host would share that one path, the read-only
 root filesystem in k8s has no writable $HOME, and nothing here uses it.
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import tempfile
 
 
 def _int_env(name: str, default: int) -> int:
@@ -83,18 +89,20 @@ limit_request_field_size = 32768
 # gunicorn 27 starts a control socket server in the arbiter unless told not to.
 control_socket_disable = True
 
+# -- logging: one stream, redacted once -------------------------------------------------
 access_log_enabled = _flag_env("GUNICORN_ACCESSLOG")
 loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info").lower()
 accesslog = "-" if access_log_enabled else None
 errorlog = "-"
-# gunicorn sends errorlog "-" to stderr; this dict (merged over gunicorn's
-# CONFIG_DEFAULTS) routes its loggers and the root logger to stdout instead.
+# Merged over gunicorn's CONFIG_DEFAULTS: the root logger gets the service's JSON handler
+# (app/logs.py: redaction, request ids; stderr), gunicorn's loggers get no handler of their
+# own and propagate to it. In each worker, create_app() replaces that handler with an
+# identical one (configure_logging), never adds a second.
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
-    "root": {"level": "INFO", "handlers": ["stdout"]},
+    "root": {"level": "INFO", "handlers": ["json"]},
     "loggers": {
-        # Both propagate to root: one handler, one stream, no duplicates.
         "gunicorn.error": {"level": loglevel.upper(), "handlers": [], "propagate": True},
         # With a logconfig_dict gunicorn formats access lines always; WARNING
         # drops them unless GUNICORN_ACCESSLOG asks for them.
@@ -104,20 +112,33 @@ logconfig_dict = {
             "propagate": True,
         },
     },
-    "handlers": {
-        "stdout": {
-            "class": "logging.StreamHandler",
-            "formatter": "generic",
-            "stream": "ext://sys.stdout",
-        },
-    },
-    "formatters": {
-        "generic": {
-            "format": "%(asctime)s [%(process)d] [%(levelname)s] %(name)s %(message)s",
-            "class": "logging.Formatter",
-        },
-    },
+    "handlers": {"json": {"()": "app.logs.json_handler"}},
+    "formatters": {},
 }
+
+
+# -- metrics: multiprocess mode ----------------------------------------------------------
+# prometheus_client picks its storage when a process first imports it: the variable must be
+# set here, in the master, before any worker imports the app. Unset with several workers, a
+# fresh private directory stands in (make run, docker run); k8s sets a memory-backed emptyDir.
+if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip():
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="erx-metrics-")
+
+
+def on_starting(server: object) -> None:
+    """Empty the multiprocess metrics directory before the first worker starts.
+
+    A container restart keeps its emptyDir: the files of the previous run's workers
+    would otherwise be added to this run's counters (prometheus_client docs,
+    "Multiprocess Mode": the directory must be wiped between runs).
+    """
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
+    if not path:
+        return
+    os.makedirs(path, exist_ok=True)
+    for name in os.listdir(path):
+        if name.endswith(".db"):
+            os.remove(os.path.join(path, name))
 
 
 def child_exit(server: object, worker: object) -> None:

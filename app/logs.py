@@ -9,8 +9,12 @@
   it from a valid ``X-Request-ID`` header (or makes one) for each request and
   returns it in the response; the worker wraps each job in
   :func:`request_id_scope` with the id of the request that queued it.
-- Redaction happens in ONE place, :class:`RedactionFilter`, attached to the
-  handler, so every record any logger emits passes through it: sensitive keys
+- Redaction happens where no handler can bypass it: :func:`install_redaction`
+  puts a log record factory in place, so every record any logger of the process
+  creates (the application's, gunicorn's, a library's) has its message, exception
+  and stack text masked before any handler sees it, whatever that handler's
+  format; :class:`RedactionFilter` on the JSON handler also masks the ``extra=``
+  fields that handler writes. Sensitive keys
   (password, PIN, secret, token, authorization, names, date of birth, address,
   post code, email, phone) have their values replaced by ``[redacted]``, in
   ``extra`` fields and in ``key=value`` text; values that look like an email,
@@ -186,33 +190,74 @@ def redact_value(value: Any, *, key: str | None = None) -> Any:
 _RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
-class RedactionFilter(logging.Filter):
-    """The one redaction point: masks the message, ``extra`` fields, exception and stack text.
+_REDACTED_MARK = "_erx_redacted"
 
-    Attached to the handler (not a logger), so records propagated from every
-    logger pass through it. Never drops a record: always returns True.
+
+def _redact_record_text(record: logging.LogRecord) -> None:
+    """Mask ``record``'s message, exception and stack text in place (once: marks the record)."""
+    if getattr(record, _REDACTED_MARK, False):
+        return
+    if isinstance(record.msg, dict):
+        record.msg = redact_value(record.msg)
+    else:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string must not lose the line
+            message = f"{record.msg!s} {record.args!r}"
+        record.msg, record.args = redact_text(message), None
+    if record.exc_info:
+        # Exception texts can carry SQL parameters or request data: format once, mask.
+        record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info))
+        record.exc_info = None
+    elif record.exc_text:
+        record.exc_text = redact_text(record.exc_text)
+    if record.stack_info:
+        record.stack_info = redact_text(record.stack_info)
+    record.__dict__[_REDACTED_MARK] = True
+
+
+_RECORD_ATTRS = _RECORD_ATTRS | {_REDACTED_MARK}
+
+
+class RedactionFilter(logging.Filter):
+    """Masks a record's message, ``extra`` fields, exception and stack text.
+
+    On the JSON handler, for the ``extra=`` fields it writes (the record factory of
+    :func:`install_redaction` has masked the text already; done again here only for
+    a record made without it). Never drops a record: always returns True.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, dict):
-            record.msg = redact_value(record.msg)
-        else:
-            try:
-                message = record.getMessage()
-            except Exception:  # a bad format string must not lose the line
-                message = f"{record.msg!s} {record.args!r}"
-            record.msg, record.args = redact_text(message), None
+        _redact_record_text(record)
         for key in [k for k in vars(record) if k not in _RECORD_ATTRS]:
             setattr(record, key, redact_value(getattr(record, key), key=key))
-        if record.exc_info:
-            # Exception texts can carry SQL parameters or request data: format once, mask.
-            record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info))
-            record.exc_info = None
-        elif record.exc_text:
-            record.exc_text = redact_text(record.exc_text)
-        if record.stack_info:
-            record.stack_info = redact_text(record.stack_info)
         return True
+
+
+_FACTORY_MARK = "_erx_redacting_factory"
+
+
+def install_redaction() -> None:
+    """Make every log record of this process redacted at creation (idempotent).
+
+    Wraps the current :func:`logging.getLogRecordFactory`: each record's message
+    (with its arguments), exception and stack text are masked (:func:`redact_text`)
+    before any filter or handler sees it, so a handler someone else adds (gunicorn's,
+    a library's, a plain-text one) cannot write the unmasked text. ``extra=`` fields
+    are set on a record after the factory returns, so :class:`RedactionFilter` on the
+    JSON handler masks those.
+    """
+    current = logging.getLogRecordFactory()
+    if getattr(current, _FACTORY_MARK, False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = current(*args, **kwargs)
+        _redact_record_text(record)
+        return record
+
+    setattr(factory, _FACTORY_MARK, True)
+    logging.setLogRecordFactory(factory)
 
 
 class RequestIdFilter(logging.Filter):
@@ -262,6 +307,22 @@ QUIET_LIBRARIES = ("pika",)
 """Libraries whose own logging :func:`configure_logging` silences (they raise what matters)."""
 
 
+def json_handler(stream: TextIO | None = None) -> logging.Handler:
+    """The JSON-lines handler (request id, redaction, :func:`json_formatter`) on ``stream``.
+
+    Default stream: ``sys.stderr`` looked up at each write. Also installs the redacting
+    record factory (:func:`install_redaction`). gunicorn.conf.py names this function in
+    its ``logconfig_dict`` so that gunicorn's own lines take the same path.
+    """
+    install_redaction()
+    handler: logging.Handler = _StderrHandler() if stream is None else logging.StreamHandler(stream)
+    setattr(handler, _HANDLER_MARK, True)
+    handler.addFilter(RequestIdFilter())
+    handler.addFilter(RedactionFilter())
+    handler.setFormatter(json_formatter())
+    return handler
+
+
 def configure_logging(
     settings: Settings | None = None, *, stream: TextIO | None = None, level: str | int | None = None
 ) -> logging.Handler:
@@ -269,17 +330,15 @@ def configure_logging(
 
     ``settings``: its ``log_level`` (``LOG_LEVEL``, default INFO) sets the root
     level unless ``level`` is given. Idempotent: a handler installed by an
-    earlier call is replaced, handlers installed by others (pytest's capture,
-    gunicorn's) are left alone. Returns the installed handler.
+    earlier call (or by gunicorn.conf.py through :func:`json_handler`) is replaced,
+    handlers installed by others (pytest's capture) are left alone; every record is
+    redacted at creation either way (:func:`install_redaction`). Returns the
+    installed handler.
     """
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
         root.removeHandler(old)
-    handler: logging.Handler = _StderrHandler() if stream is None else logging.StreamHandler(stream)
-    setattr(handler, _HANDLER_MARK, True)
-    handler.addFilter(RequestIdFilter())
-    handler.addFilter(RedactionFilter())
-    handler.setFormatter(json_formatter())
+    handler = json_handler(stream)
     root.addHandler(handler)
     chosen = level if level is not None else getattr(settings, "log_level", None) or "INFO"
     root.setLevel(chosen.upper() if isinstance(chosen, str) else chosen)

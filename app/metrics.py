@@ -107,10 +107,17 @@ def webhook_rejected(reason: str) -> None:
 
 # -- read from the database at scrape time ------------------------------------------------------
 
-# Pending rows in both queues: the combined depth the workers' KEDA scaler scales on.
+# Due rows in both queues: pending, due now, no live lease (app.queue's claim filter). Rows
+# waiting out a backoff are not work a new worker could do: during a platform outage they
+# pile up, and scaling on them would add workers that only wait too. This is the combined
+# depth the workers' KEDA scaler scales on (k8s/base/worker-scaledobject.yaml, word for word).
+_DUE = (
+    "state = 'pending' AND next_attempt_at <= CURRENT_TIMESTAMP "
+    "AND (locked_until IS NULL OR locked_until < CURRENT_TIMESTAMP)"
+)
 QUEUE_DEPTH_SQL = (
-    "SELECT (SELECT count(*) FROM dispatch_outbox WHERE state = 'pending') "
-    "+ (SELECT count(*) FROM webhook_inbox WHERE state = 'pending')"
+    f"SELECT (SELECT count(*) FROM dispatch_outbox WHERE {_DUE}) "
+    f"+ (SELECT count(*) FROM webhook_inbox WHERE {_DUE})"
 )
 DISPATCH_DEPTH_SQL = "SELECT count(*) FROM dispatch_outbox WHERE state = 'pending'"
 INBOX_DEPTH_SQL = "SELECT count(*) FROM webhook_inbox WHERE state = 'pending'"
@@ -121,8 +128,10 @@ IN_FLIGHT_STATUSES = ("queued", *(s for s in LIFECYCLE if s not in FINAL_STATUSE
 IN_FLIGHT_SQL = "SELECT count(*) FROM prescriptions WHERE status IN ({})".format(
     ", ".join(f"'{s}'" for s in IN_FLIGHT_STATUSES)
 )
+# The ``queue`` label values: "outbox" (the dispatch outbox) and "inbox" (the webhook inbox),
+# the names the alert rules, the runbook and the CLI (`flask --app app outbox ...`) use.
 QUEUES = {
-    "dispatch": (DispatchOutbox, DISPATCH_DEPTH_SQL, DISPATCH_DEAD_SQL),
+    "outbox": (DispatchOutbox, DISPATCH_DEPTH_SQL, DISPATCH_DEAD_SQL),
     "inbox": (WebhookInbox, INBOX_DEPTH_SQL, INBOX_DEAD_SQL),
 }
 
@@ -130,9 +139,9 @@ QUEUES = {
 class QueueCollector(Collector):
     """Queue gauges computed from the database on each scrape.
 
-    ``erx_queue_depth{queue}``: pending rows per queue (``dispatch``, ``inbox``)
-    and ``queue="all"``, :data:`QUEUE_DEPTH_SQL` (the KEDA query; do not sum it
-    with the others). ``erx_queue_oldest_due_age_seconds{queue}``: seconds since
+    ``erx_queue_depth{queue}``: pending rows per queue (``outbox``, ``inbox``; backing-off
+    rows included) and ``queue="due"``, :data:`QUEUE_DEPTH_SQL` (the KEDA query: due rows of
+    both queues only; do not sum it with the others). ``erx_queue_oldest_due_age_seconds{queue}``: seconds since
     the oldest pending row became due (0 when none is due).
     ``erx_dead_letters{queue}``: rows in state dead. ``erx_prescriptions_in_flight``:
     prescriptions in :data:`IN_FLIGHT_STATUSES`. ``now`` returns an aware UTC
@@ -147,7 +156,9 @@ class QueueCollector(Collector):
     @staticmethod
     def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
         return (
-            GaugeMetricFamily("erx_queue_depth", "Pending rows per queue (queue=all: both, the KEDA query).", labels=["queue"]),
+            GaugeMetricFamily(
+                "erx_queue_depth", "Pending rows per queue (queue=due: due rows of both, the KEDA query).", labels=["queue"]
+            ),
             GaugeMetricFamily(
                 "erx_queue_oldest_due_age_seconds", "Seconds since the oldest pending row became due.", labels=["queue"]
             ),
@@ -164,7 +175,7 @@ class QueueCollector(Collector):
         now = self.now()
         try:
             with self.db.engine.connect() as conn:
-                depth.add_metric(["all"], float(conn.execute(text(QUEUE_DEPTH_SQL)).scalar_one()))
+                depth.add_metric(["due"], float(conn.execute(text(QUEUE_DEPTH_SQL)).scalar_one()))
                 for queue, (model, depth_sql, dead_sql) in QUEUES.items():
                     depth.add_metric([queue], float(conn.execute(text(depth_sql)).scalar_one()))
                     dead.add_metric([queue], float(conn.execute(text(dead_sql)).scalar_one()))

@@ -1,4 +1,4 @@
-"""gunicorn.conf.py: process settings from the environment, logs on stdout, no control socket.
+"""gunicorn.conf.py: process settings from the environment, JSON logs on stderr, no control socket.
 
 The file is loaded the way gunicorn loads it (gunicorn's own config machinery, the
 pinned gunicorn), so a setting name this gunicorn does not know would show up here
@@ -7,8 +7,10 @@ instead of being silently ignored at start-up.
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
+import os
 import runpy
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,6 +56,9 @@ def load_conf(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> Config:
     """gunicorn's Config after reading gunicorn.conf.py with exactly ``env`` for its variables."""
     for name in ENV_NAMES:
         monkeypatch.delenv(name, raising=False)
+    # Loading the file sets PROMETHEUS_MULTIPROC_DIR when several workers run; recorded
+    # here so that monkeypatch takes it out of this process's environment afterwards.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return _ConfOnly().cfg
@@ -133,6 +138,7 @@ def test_the_shared_control_socket_is_disabled(monkeypatch: pytest.MonkeyPatch) 
 def test_a_malformed_number_names_its_variable(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
     for other in ENV_NAMES:
         monkeypatch.delenv(other, raising=False)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")
     monkeypatch.setenv(name, value)
 
     with pytest.raises(ValueError, match=name):
@@ -141,21 +147,46 @@ def test_a_malformed_number_names_its_variable(monkeypatch: pytest.MonkeyPatch, 
 
 @pytest.mark.usefixtures("restore_logging")
 @pytest.mark.parametrize("access", ["", "1"])
-def test_gunicorn_and_application_logs_go_to_stdout_only(
+def test_gunicorn_and_application_logs_are_one_redacted_json_stream_on_stderr(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], access: str
 ) -> None:
     cfg = load_conf(monkeypatch, {"GUNICORN_ACCESSLOG": access})
     Logger(cfg)  # applies errorlog/accesslog/logconfig_dict exactly as the arbiter does
 
     logging.getLogger("gunicorn.error").info("arbiter line")
-    logging.getLogger("app.worker").info("application line")
+    logging.getLogger("app.worker").info("application line for jo@example.test")
     logging.getLogger("gunicorn.access").info("access line")
 
     out, err = capsys.readouterr()
-    assert err == ""
-    assert out.count("arbiter line") == 1
-    assert out.count("application line") == 1
-    assert out.count("access line") == (1 if access else 0)
+    assert out == ""
+    lines = [json.loads(line) for line in err.splitlines()]
+    messages = [line["message"] for line in lines]
+    assert messages.count("arbiter line") == 1
+    assert messages.count("application line for [redacted]") == 1
+    assert messages.count("access line") == (1 if access else 0)
+    assert "jo@example.test" not in err
+
+
+def test_several_workers_get_a_multiprocess_directory_emptied_at_start(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    cfg = load_conf(monkeypatch, {"WEB_CONCURRENCY": "4"})
+    made = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    assert made.is_dir()
+    (made / "counter_1.db").write_bytes(b"")
+    cfg.on_starting(None)
+    assert list(made.iterdir()) == []
+
+    # An operator's directory (the k8s emptyDir) is kept and emptied, not replaced.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    (tmp_path / "gauge_livemax_7.db").write_bytes(b"")
+    load_conf(monkeypatch, {"WEB_CONCURRENCY": "4", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}).on_starting(None)
+    assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+    # One worker: single-process mode, nothing set.
+    load_conf(monkeypatch, {"WEB_CONCURRENCY": "1"})
+    assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == ""
 
 
 def test_child_exit_drops_a_dead_workers_live_gauges_in_multiprocess_mode(

@@ -64,7 +64,7 @@ def test_metrics_endpoint_exposes_every_name(client, monkeypatch) -> None:  # ty
     helped = {line.split()[2] for line in body.splitlines() if line.startswith("# HELP ")}
     assert set(NAMES) <= helped, sorted(set(NAMES) - helped)
     values = samples(body)
-    assert values[("erx_queue_depth", (("queue", "all"),))] == 0.0
+    assert values[("erx_queue_depth", (("queue", "due"),))] == 0.0
 
 
 def add_queue_rows(db: Database) -> None:
@@ -104,13 +104,15 @@ def test_queue_collector_numbers_match_the_rows(seeded: Database) -> None:
     add_queue_rows(seeded)
     families = {f.name: f for f in QueueCollector(seeded, now=lambda: T).collect()}
     by = {name: {tuple(s.labels.values()): s.value for s in fam.samples} for name, fam in families.items()}
-    assert by["erx_queue_depth"] == {("all",): 6.0, ("dispatch",): 3.0, ("inbox",): 3.0}
-    assert by["erx_queue_oldest_due_age_seconds"] == {("dispatch",): 30.0, ("inbox",): 100.0}
-    assert by["erx_dead_letters"] == {("dispatch",): 2.0, ("inbox",): 1.0}
+    due = by["erx_queue_depth"].pop(("due",))
+    assert by["erx_queue_depth"] == {("outbox",): 3.0, ("inbox",): 3.0}
+    assert by["erx_queue_oldest_due_age_seconds"] == {("outbox",): 30.0, ("inbox",): 100.0}
+    assert by["erx_dead_letters"] == {("outbox",): 2.0, ("inbox",): 1.0}
     assert by["erx_prescriptions_in_flight"] == {(): 6.0}
-    # The KEDA query on its own gives the same combined depth.
+    # queue="due" is the KEDA query itself (against the database's clock; what counts as due
+    # is tested in tests/integration/test_keda_query.py).
     with seeded.engine.connect() as conn:
-        assert conn.execute(text(QUEUE_DEPTH_SQL)).scalar_one() == 6
+        assert conn.execute(text(QUEUE_DEPTH_SQL)).scalar_one() == due
 
 
 def test_queue_collector_with_nothing_due_reports_zero_age(seeded: Database) -> None:
@@ -169,7 +171,7 @@ def test_multiprocess_mode_sums_two_writing_processes(client, tmp_path, monkeypa
     assert values[("erx_webhooks_rejected_total", (("reason", "no_match"),))] == 2.0
     assert values[("erx_webhook_last_received_timestamp_seconds", ())] == 1004.0  # max over processes
     assert values[("erx_platform_call_duration_seconds_count", (("endpoint", "issue"),))] == 2.0
-    assert values[("erx_queue_depth", (("queue", "all"),))] == 0.0  # the database gauges are there too
+    assert values[("erx_queue_depth", (("queue", "due"),))] == 0.0  # the database gauges are there too
 
 
 def test_worker_serves_its_own_metrics(seeded: Database, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -183,7 +185,7 @@ def test_worker_serves_its_own_metrics(seeded: Database, monkeypatch) -> None:  
         server.server_close()
         thread.join(timeout=10)
     assert "# HELP erx_sends_total" in body
-    assert samples(body)[("erx_queue_depth", (("queue", "dispatch"),))] == 0.0
+    assert samples(body)[("erx_queue_depth", (("queue", "outbox"),))] == 0.0
 
 
 @pytest.mark.parametrize("name", NAMES)
