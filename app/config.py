@@ -269,6 +269,35 @@ _LISTS = {
 }
 
 
+# -- production deployment checks ----------------------------------------------------------
+
+# The identity provider: without all three every bearer token is refused (401) while the
+# pods report ready, so production refuses to start instead (docs/operations.md,
+# "Identity provider"; the overlays set them).
+IDENTITY_PROVIDER_SETTINGS = ("JWT_JWKS_URL", "JWT_ISSUER", "JWT_AUDIENCE")
+
+
+def check_production_deployment(environ: Mapping[str, str]) -> None:
+    """Refuse a production environment a deployed service could not serve from.
+
+    ``environ``: the process environment (``ERX_ENV=production`` already established).
+    Raises :class:`ConfigError` with one line naming every missing identity-provider
+    setting (:data:`IDENTITY_PROVIDER_SETTINGS`), or a ``JWT_JWKS_URL`` that is not an
+    https URL (RFC 7517 key sets are fetched over TLS; http only on the loopback, for
+    tests). Never echoes a value.
+    """
+    missing = [name for name in IDENTITY_PROVIDER_SETTINGS if not environ.get(name, "").strip()]
+    if missing:
+        raise ConfigError(
+            f"missing identity provider settings in production: {', '.join(missing)} "
+            "(docs/operations.md, \"Identity provider\")"
+        )
+    url = environ["JWT_JWKS_URL"].strip()
+    loopback = url.startswith(("http://127.0.0.1:", "http://localhost:", "http://[::1]:"))
+    if not url.startswith("https://") and not loopback:
+        raise ConfigError("JWT_JWKS_URL must be an https:// URL in production")
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Parse settings from ``environ`` (default ``os.environ``).
 
@@ -287,6 +316,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         reused = [name for name, dev in _DEV_DEFAULTS.items() if dev in _split(env[name])]
         if reused:
             raise ConfigError(f"development values are not allowed in production: {', '.join(reused)}")
+        check_production_deployment(env)
     values: dict[str, object] = {"env": mode}
     if mode == "production":
         values["jwt_secret"] = ""  # no development default; JWT_SECRET below, if set

@@ -17,6 +17,9 @@ PRODUCTION = {
     "WEBHOOK_SECRETS": "whsec_new_Pq81,whsec_old_Lm02",
     "ERX_ENCRYPTION_KEYS": "ZmVybmV0LWtleS1mb3ItcHJvZHVjdGlvbi0wMDAwMDA=",
     "MAIL_BACKEND": "smtp",
+    "JWT_JWKS_URL": "https://idp.example.test/.well-known/jwks.json",
+    "JWT_ISSUER": "https://idp.example.test/",
+    "JWT_AUDIENCE": "erx-connector",
 }
 SECRET_VALUES = (
     "db-pass-Q7x",
@@ -238,3 +241,28 @@ def test_send_threads_default_to_four_and_stay_within_the_http_pool() -> None:
     for bad in ("0", "11", "-1"):
         with pytest.raises(ConfigError, match="WORKER_SEND_THREADS"):
             load_settings({"WORKER_SEND_THREADS": bad})
+
+
+IDENTITY_PROVIDER = ("JWT_JWKS_URL", "JWT_ISSUER", "JWT_AUDIENCE")
+
+
+@pytest.mark.parametrize("absent", [(name,) for name in IDENTITY_PROVIDER] + [IDENTITY_PROVIDER])
+def test_production_refuses_to_start_without_its_identity_provider(absent: tuple[str, ...]) -> None:
+    # Without them every bearer token would get 401 while the pods report ready.
+    env = {k: v for k, v in PRODUCTION.items() if k not in absent}
+
+    with pytest.raises(ConfigError) as excinfo:
+        load_settings(env)
+
+    message = str(excinfo.value)
+    assert "\n" not in message
+    assert all(name in message for name in absent)
+    assert not any(name in message for name in IDENTITY_PROVIDER if name not in absent)
+    assert not any(value in message for value in PRODUCTION.values() if value != "production")
+
+
+def test_production_wants_the_key_set_over_https() -> None:
+    with pytest.raises(ConfigError, match="JWT_JWKS_URL must be an https:// URL"):
+        load_settings({**PRODUCTION, "JWT_JWKS_URL": "http://idp.example.test/jwks.json"})
+    # The loopback (a provider started by a test) is the one exception.
+    assert load_settings({**PRODUCTION, "JWT_JWKS_URL": "http://127.0.0.1:9/jwks.json"}).jwt_jwks_url
