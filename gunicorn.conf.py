@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 import tempfile
 
 
@@ -126,12 +127,25 @@ if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip():
 
 
 def on_starting(server: object) -> None:
-    """Empty the multiprocess metrics directory before the first worker starts.
+    """Check the service's settings, then empty the multiprocess metrics directory.
 
-    A container restart keeps its emptyDir: the files of the previous run's workers
-    would otherwise be added to this run's counters (prometheus_client docs,
-    "Multiprocess Mode": the directory must be wiped between runs).
+    Settings first, in the master: a ConfigError (a production setting missing, a
+    malformed value) ends gunicorn with one line on stderr naming the setting and exit
+    status 1, before any worker is forked (otherwise each worker would fail to boot
+    with a traceback). app.config imports no metrics code, so the multiprocess choice
+    made above still reaches the workers.
+
+    Then the directory: a container restart keeps its emptyDir, and the files of the
+    previous run's workers would be added to this run's counters (prometheus_client
+    docs, "Multiprocess Mode": the directory must be wiped between runs).
     """
+    from app.config import ConfigError, load_settings
+
+    try:
+        load_settings()
+    except ConfigError as exc:
+        print(f"erx-connector: configuration error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
     if not path:
         return
