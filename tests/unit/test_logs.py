@@ -232,6 +232,33 @@ def test_configure_logging_is_idempotent_and_leaves_other_handlers() -> None:
         root.setLevel(level)
 
 
+
+def test_a_handler_added_by_someone_else_gets_masked_text_too(captured) -> None:  # type: ignore[no-untyped-def]
+    # The record factory masks at creation: a plain-text handler (a library's basicConfig,
+    # a debugging aid) attached next to ours, or on a child logger, cannot write the raw text.
+    plain = io.StringIO()
+    foreign = logging.StreamHandler(plain)
+    foreign.setFormatter(logging.Formatter("%(name)s %(message)s"))
+    child = logging.getLogger("some.library")
+    root = logging.getLogger()
+    root.addHandler(foreign)
+    child.addHandler(foreign)
+    try:
+        child.warning("auth Bearer abc.def.ghi for %s at %s", "jo@example.test", "BS8 2BY")
+        try:
+            raise ValueError("boom for jo@example.test")
+        except ValueError:
+            child.exception("failed")
+    finally:
+        root.removeHandler(foreign)
+        child.removeHandler(foreign)
+    text = plain.getvalue()
+    assert text.count("auth Bearer [redacted] for [redacted] at [redacted]") == 2  # child's and root's
+    assert "ValueError: boom for [redacted]" in text
+    assert "jo@example.test" not in text and "abc.def.ghi" not in text and "BS8 2BY" not in text
+    ours = [line for line in lines(captured) if line["logger"] == "some.library"]
+    assert [line["message"] for line in ours][0] == "auth Bearer [redacted] for [redacted] at [redacted]"
+
 # -- no seeded PHI in the logs of a full request cycle -----------------------------------------
 
 
