@@ -45,5 +45,11 @@ COPY alembic.ini gunicorn.conf.py wsgi.py ./
 # Bytecode compiled now, as root: at run time the filesystem is read-only.
 RUN python -m compileall -q app connector webhooks migrations scripts gunicorn.conf.py wsgi.py
 USER 10001:10001
-EXPOSE 8000
+# 8000: the web tier (gunicorn; its /metrics in multiprocess mode: gunicorn.conf.py sets
+# PROMETHEUS_MULTIPROC_DIR to a fresh directory when several workers run, k8s mounts an
+# emptyDir there). 9100: a worker's /metrics (`flask --app app worker --metrics-port 9100`,
+# as k8s/base/worker-deployment.yaml runs it). Not set here: PROMETHEUS_MULTIPROC_DIR in
+# the image would switch the single-process commands (worker, migrate, reconcile) to a
+# directory they do not have.
+EXPOSE 8000 9100
 CMD ["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
