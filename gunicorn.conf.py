@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import sys
 import tempfile
 
@@ -122,8 +123,15 @@ logconfig_dict = {
 # prometheus_client picks its storage when a process first imports it: the variable must be
 # set here, in the master, before any worker imports the app. Unset with several workers, a
 # fresh private directory stands in (make run, docker run); k8s sets a memory-backed emptyDir.
+_made_metrics_dir = ""
 if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip():
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="erx-metrics-")
+    _made_metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="erx-metrics-")
+
+
+def on_exit(server: object) -> None:
+    """Remove the metrics directory this file made (never one the operator set)."""
+    if _made_metrics_dir:
+        shutil.rmtree(_made_metrics_dir, ignore_errors=True)
 
 
 def on_starting(server: object) -> None:

@@ -176,13 +176,18 @@ def test_several_workers_get_a_multiprocess_directory_emptied_at_start(
     (made / "counter_1.db").write_bytes(b"")
     cfg.on_starting(None)
     assert list(made.iterdir()) == []
+    cfg.on_exit(None)  # the directory it made goes with the arbiter
+    assert not made.exists()
 
     # An operator's directory (the k8s emptyDir) is kept and emptied, not replaced.
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     (tmp_path / "gauge_livemax_7.db").write_bytes(b"")
-    load_conf(monkeypatch, {"WEB_CONCURRENCY": "4", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}).on_starting(None)
+    own = load_conf(monkeypatch, {"WEB_CONCURRENCY": "4", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)})
+    own.on_starting(None)
     assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(tmp_path)
     assert list(tmp_path.iterdir()) == []
+    own.on_exit(None)
+    assert tmp_path.is_dir()
 
     # One worker: single-process mode, nothing set.
     load_conf(monkeypatch, {"WEB_CONCURRENCY": "1"})
