@@ -23,6 +23,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 OVERLAYS = ("staging", "production")
 SECRET_EXAMPLE = REPO / "k8s" / "base" / "secret.example.yaml"
+# Seconds a started gunicorn or worker gets to answer: several processes importing the app
+# at once on a busy CI machine take far longer than on a quiet one.
+STARTUP_S = 120.0
 
 
 @dataclass(frozen=True)

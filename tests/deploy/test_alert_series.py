@@ -33,8 +33,8 @@ from sqlalchemy import select, update
 from app.db import Database
 from app.models import DispatchOutbox, Patient, Pharmacy, Prescriber, Prescription, WebhookInbox
 from app.services.prescriptions import queue_send
-from scripts.stack import PRESCRIBERS, WEBHOOK_SECRET, Stack, base_env, free_port, wait_http
-from tests.deploy.rendered import REPO, render
+from scripts.stack import BIN, PRESCRIBERS, WEBHOOK_SECRET, Stack, base_env, free_port, wait_http
+from tests.deploy.rendered import REPO, STARTUP_S, render
 from tests.integration.conftest import wait_until
 from tests.unit.test_webhook_receiver import event_body
 from webhooks.signature import sign
@@ -142,22 +142,26 @@ def test_rules_and_keda_match_what_web_and_worker_export(seeded: Database, db_ur
             stored = ("wrong-password-3c9a", pin) if email == BAD else (password, pin)
             stack.flask("prescribers", "set-credentials", email,
                         env={"ERX_PRESCRIBER_PASSWORD": stored[0], "ERX_PRESCRIBER_PIN": stored[1]})
-        url = stack.start_service(port=web_port, workers=4)
+        # As Stack.start_service does, with more time to answer (4 workers start at once).
+        web = stack._spawn("service", [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"],
+                           {"BIND": f"127.0.0.1:{web_port}", "WEB_CONCURRENCY": "4"})
+        url = f"http://127.0.0.1:{web_port}"
+        wait_http(url + "/healthz", proc=web, timeout_s=STARTUP_S)
         worker = stack.start_worker("worker", "--metrics-port", str(worker_port))
-        wait_http(worker_metrics, proc=worker)
+        wait_http(worker_metrics, proc=worker, timeout_s=STARTUP_S)
 
         # Healthy: one send issued.
         issued = send(seeded, GOOD, taken, "alerts-healthy")
-        wait_until(lambda: outbox_state(seeded, issued) == "done", timeout_s=60, interval_s=0.2)
+        wait_until(lambda: outbox_state(seeded, issued) == "done", timeout_s=120, interval_s=0.2)
         healthy = {"web": scrape(web_metrics), "worker": scrape(worker_metrics)}
 
         # Faults: a refused login, then platform 503s until the breaker opens.
         refused = send(seeded, BAD, taken, "alerts-refused")
-        wait_until(lambda: outbox_state(seeded, refused) == "blocked_credentials", timeout_s=60, interval_s=0.2)
+        wait_until(lambda: outbox_state(seeded, refused) == "blocked_credentials", timeout_s=120, interval_s=0.2)
         requests.post(f"{stack.sandbox_url}/sandbox/control", json={"fail_503_rate": 1.0}, timeout=10).raise_for_status()
         for i in range(2):
             send(seeded, GOOD, taken, f"alerts-503-{i}")
-        wait_until(lambda: scrape(worker_metrics).get("erx_circuit_breaker_open") == 1.0, timeout_s=60, interval_s=0.2)
+        wait_until(lambda: scrape(worker_metrics).get("erx_circuit_breaker_open") == 1.0, timeout_s=120, interval_s=0.2)
         # Webhooks: accepted, and one with a signature nobody holds.
         for i in range(WEBHOOKS):
             assert deliver(url, f"evt_alerts_{i}") == 200

@@ -29,7 +29,7 @@ from cryptography.fernet import Fernet
 
 from app.config import load_settings
 from scripts.stack import BIN, REPO_ROOT, Stack, base_env, free_port, wait_http
-from tests.deploy.rendered import OVERLAYS, Render, path_routed, render
+from tests.deploy.rendered import OVERLAYS, STARTUP_S, Render, path_routed, render
 from tests.unit.test_identity import RSA_KEY, KeyServer
 
 pytestmark = pytest.mark.integration  # about 15 s per overlay
@@ -137,8 +137,8 @@ def test_the_rendered_overlay_serves_its_routes(overlay: str, seeded, db_url: st
     worker = spawn(command, worker_env, tmp_path / "worker.log")
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_http(base + "/healthz", proc=web)
-        wait_http(f"http://127.0.0.1:{worker_port}/metrics", proc=worker)
+        wait_http(base + "/healthz", proc=web, timeout_s=STARTUP_S)
+        wait_http(f"http://127.0.0.1:{worker_port}/metrics", proc=worker, timeout_s=STARTUP_S)
         assert requests.get(base + "/readyz", timeout=10).status_code == 200
 
         def get(path: str, **kwargs: Any) -> requests.Response:

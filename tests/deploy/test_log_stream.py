@@ -17,6 +17,7 @@ import requests
 
 from scripts.stack import BIN, REPO_ROOT, base_env, free_port, wait_http
 from tests.deploy.log_probe_wsgi import PROBE_EMAIL, PROBE_POSTCODE, PROBE_TOKEN
+from tests.deploy.rendered import STARTUP_S
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +38,7 @@ def test_gunicorn_writes_each_record_once_as_redacted_json(db_url: str, seeded) 
     proc = subprocess.Popen([str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "tests.deploy.log_probe_wsgi:app"],
                             cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wait_http(f"http://127.0.0.1:{port}/healthz", proc=proc)
+        wait_http(f"http://127.0.0.1:{port}/healthz", proc=proc, timeout_s=STARTUP_S)
         response = requests.get(f"http://127.0.0.1:{port}/_log_probe", params={"email": PROBE_EMAIL}, timeout=10)
         assert response.status_code == 200
     finally:
