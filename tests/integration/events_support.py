@@ -17,9 +17,12 @@ from pathlib import Path
 
 import pika
 import pytest
+from sqlalchemy import delete
 
 from app.config import Settings
 from app.events.amqp import BROKER_ERRORS, close_quietly, connect
+from notifier.settings import NotifierSettings
+from notifier.store import create_schema, inbox, open_engine
 from tests.conftest import make_settings
 
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
@@ -83,7 +86,7 @@ def event_settings(db_url: str, amqp_url: str, names: EventNames, mail_dir: Path
 
 
 def event_env(settings: Settings) -> dict[str, str]:
-    """Environment for ``flask --app app events publish`` / ``notify`` subprocesses with ``settings``."""
+    """Environment for ``flask --app app events publish`` / ``python -m notifier`` subprocesses."""
     from scripts.stack import base_env
 
     return base_env(
@@ -99,6 +102,50 @@ def event_env(settings: Settings) -> dict[str, str]:
         EVENTS_BACKOFF_BASE_S=str(settings.events_backoff_base_s),
         EVENTS_BACKOFF_CAP_S=str(settings.events_backoff_cap_s),
     )
+
+
+def notifier_settings(settings: Settings, **overrides: object) -> NotifierSettings:
+    """The notifier's settings matching the service ``settings`` (same broker names, database, mail dir)."""
+    values: dict[str, object] = {
+        "database_url": settings.database_url,
+        "amqp_url": settings.amqp_url,
+        "exchange": settings.events_exchange,
+        "dlx": settings.events_dlx,
+        "queue": settings.notify_queue,
+        "max_attempts": settings.notify_max_attempts,
+        "backoff_base_s": settings.events_backoff_base_s,
+        "backoff_cap_s": settings.events_backoff_cap_s,
+        "mail_dir": settings.mail_dir,
+    }
+    values.update(overrides)
+    return NotifierSettings(**values)  # type: ignore[arg-type]
+
+
+def empty_notifier_inbox(db_url: str) -> None:
+    """Create the notifier's table if missing and delete its rows (the service's fixtures do not know it)."""
+    engine = open_engine(db_url)
+    try:
+        create_schema(engine)
+        with engine.begin() as conn:
+            conn.execute(delete(inbox))
+    finally:
+        engine.dispose()
+
+
+def notifier_rows(db_url: str, *, prescription_ids: list[int] | None = None) -> list:
+    """The notifier's inbox rows (message_id, prescription_id, to_status, outcome) in the order handled."""
+    from sqlalchemy import select
+
+    engine = open_engine(db_url)
+    try:
+        statement = select(inbox.c.message_id, inbox.c.prescription_id, inbox.c.to_status,
+                           inbox.c.outcome).order_by(inbox.c.id)
+        if prescription_ids is not None:
+            statement = statement.where(inbox.c.prescription_id.in_(prescription_ids))
+        with engine.connect() as conn:
+            return list(conn.execute(statement).all())
+    finally:
+        engine.dispose()
 
 
 class Capture:

@@ -1,18 +1,17 @@
-"""The reference consumer: the patient notification service's side of the events.
+"""The reference consumer: one event in, at most one patient notice out, exactly once per event.
 
-It binds a durable quorum queue (``NOTIFY_QUEUE``) to
-``prescription.status_changed.*.{signed,dispensed,rejected}``, and for each
-message, in ONE database transaction, records the ``message_id`` in its own
-dedupe table (``notify_inbox``) and sends the patient an email through the
-service's :class:`~app.services.mail.Mailer`. A redelivered or re-published
-message finds its row and is only acknowledged. A message that fails
-``NOTIFY_MAX_ATTEMPTS`` times is dead-lettered by the broker (the queue's
-``x-delivery-limit``) to ``EVENTS_DLX`` and lands in ``<NOTIFY_QUEUE>.dlq``;
-a message that does not match its contract goes there at once (retrying
-cannot fix it). ``flask notify dlq list|replay`` inspects and replays it.
-
-In production the notification service has its own database and patient
-directory; here it shares the service's database as an example and test fixture.
+It consumes its durable quorum queue (``NOTIFY_QUEUE``), bound to
+``prescription.status_changed.*.{signed,dispensed,rejected,emailed}``
+(:mod:`contracts.event_topology`, which the publisher declares too, so events
+published before this consumer first ran are waiting for it). For each
+message, in ONE database transaction, it records the ``message_id`` in its
+own dedupe table (``notifier_inbox``) and sends the patient a notice. A
+redelivered or re-published message finds its row and is only acknowledged.
+A message that fails ``NOTIFY_MAX_ATTEMPTS`` times is dead-lettered by the
+broker (the queue's ``x-delivery-limit``) to ``EVENTS_DLX`` and lands in
+``<NOTIFY_QUEUE>.dlq``; a message that does not match its contract goes there
+at once (retrying cannot fix it). ``python -m notifier dlq list|replay``
+inspects and replays it.
 """
 
 from __future__ import annotations
@@ -24,88 +23,57 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import pika
 from pika.adapters.blocking_connection import BlockingChannel
-from sqlalchemy import select
+from sqlalchemy import Engine
 
-from app.db import Database, insert_ignore, utcnow
-from app.events.amqp import BROKER_ERRORS, close_quietly, connect, declare_exchanges
-from app.events.contract import STATUS_CHANGED, ContractError, validate_event
-from app.models import NotifyInbox, Patient, Prescription
-from app.retry import RetryPolicy
-from app.services.mail import Notice
+from contracts.event_schemas import ContractError, validate_event
+from contracts.event_topology import EventTopology, declare, event_topology
+from notifier.broker import BROKER_ERRORS, close_quietly, connect
+from notifier.mailer import Notice
+from notifier.settings import NotifierSettings
+from notifier.store import patient_email, record_once
 
-log = logging.getLogger("app.events.notify")
+log = logging.getLogger("notifier.consumer")
 
-NOTIFY_STATUSES = ("signed", "dispensed", "rejected")
 SUBJECTS = {
     "signed": "Your prescription has been sent to your pharmacy",
+    "emailed": "Your prescription has been sent to your pharmacy",
     "dispensed": "Your prescription is ready to collect",
     "rejected": "We could not send your prescription",
 }
+"""What the patient is told for each status the queue binds (plain words, no PHI)."""
 
 
-class SendsEmail(Protocol):
-    """What the consumer needs from a mailer: :meth:`app.services.mail.Mailer.send`."""
+class SendsNotices(Protocol):
+    """What the consumer needs from a mailer: :meth:`notifier.mailer.NoticeMailer.send`."""
 
     def send(self, notice: Notice) -> str: ...
 
 
-@dataclass(frozen=True, kw_only=True)
-class NotifyConfig:
-    """Consumer knobs: broker URL, exchange names, queue, attempts before the DLQ, prefetch."""
-
-    amqp_url: str
-    exchange: str
-    dlx: str
-    queue: str
-    max_attempts: int = 5
-    prefetch: int = 20
-    backoff_base_s: float = 0.5
-    backoff_cap_s: float = 30.0
-
-    @property
-    def dlq(self) -> str:
-        """The dead-letter queue's name: ``<queue>.dlq``."""
-        return f"{self.queue}.dlq"
+def topology_of(settings: NotifierSettings) -> EventTopology:
+    """The exchanges, the notification queue and its DLQ, as the publisher declares them."""
+    return event_topology(exchange=settings.exchange, dlx=settings.dlx, notify_queue=settings.queue,
+                          notify_max_attempts=settings.max_attempts)
 
 
-def binding_keys() -> tuple[str, ...]:
-    """The routing keys the notification queue binds: any region, three statuses."""
-    return tuple(f"{STATUS_CHANGED}.*.{status}" for status in NOTIFY_STATUSES)
+def backoff_s(failures: int, *, base_s: float, cap_s: float, rand: Callable[[], float]) -> float:
+    """Full jitter: ``rand() * min(cap_s, base_s * 2**(failures - 1))`` seconds (``failures`` >= 1).
 
-
-def declare_topology(channel: BlockingChannel, config: NotifyConfig) -> None:
-    """Declare exchanges, the quorum queue with its delivery limit and DLX, the DLQ, bindings.
-
-    ``x-delivery-limit`` counts returns: a message nacked ``max_attempts``
-    times (returned ``max_attempts - 1`` times, then failing once more) is
-    dead-lettered (RabbitMQ docs, "Quorum Queues", poison message handling).
+    AWS Architecture Blog, "Exponential Backoff And Jitter" (2015).
     """
-    declare_exchanges(channel, exchange=config.exchange, dlx=config.dlx)
-    channel.queue_declare(queue=config.dlq, durable=True)
-    channel.queue_bind(queue=config.dlq, exchange=config.dlx, routing_key="#")
-    channel.queue_declare(
-        queue=config.queue,
-        durable=True,
-        arguments={
-            "x-queue-type": "quorum",
-            "x-delivery-limit": max(0, config.max_attempts - 1),
-            "x-dead-letter-exchange": config.dlx,
-        },
-    )
-    for key in binding_keys():
-        channel.queue_bind(queue=config.queue, exchange=config.exchange, routing_key=key)
+    return rand() * min(cap_s, base_s * 2 ** max(0, failures - 1))
 
 
 class PatientNotifier:
-    """Applies one message: dedupe + email, in one transaction. No broker code here."""
+    """Applies one message: dedupe + notice, in one transaction. No broker code here."""
 
-    def __init__(self, db: Database, mailer: SendsEmail, *, now: Callable[[], datetime] = utcnow) -> None:
-        self.db = db
+    def __init__(self, engine: Engine, mailer: SendsNotices, *,
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.engine = engine
         self.mailer = mailer
         self.now = now
 
@@ -125,14 +93,10 @@ class PatientNotifier:
         if message_id != message["event_id"]:
             raise ContractError("message_id differs from event_id", {"$.event_id": "fails message_id"})
         ref = message["prescription"]
-        with self.db.session() as session:
-            found = session.execute(
-                select(Patient.email).join(Prescription, Prescription.patient_id == Patient.id)
-                .where(Prescription.id == ref["id"])
-            ).first()
-            email = found[0] if found else None
+        with self.engine.begin() as conn:
+            email = patient_email(conn, ref["id"])
             outcome = "emailed" if email else "no_email"
-            inserted = insert_ignore(session, NotifyInbox.__table__, {
+            inserted = record_once(conn, {
                 "message_id": message["event_id"],
                 "prescription_id": ref["id"],
                 "to_status": message["to"],
@@ -146,12 +110,13 @@ class PatientNotifier:
                 # Sent inside the transaction: if it raises, the dedupe row rolls back
                 # and the message is retried. (A crash after the send but before the
                 # commit re-sends it: the one at-least-once edge, docs/events.md.)
+                subject = SUBJECTS.get(message["to"], "Your prescription has changed")
                 self.mailer.send(Notice(
                     key=message["event_id"],
                     prescription_id=ref["id"],
                     to=email,
-                    subject=SUBJECTS.get(message["to"], "Your prescription has changed"),
-                    text=(f"Prescription {ref['reference']}: {SUBJECTS.get(message['to'], message['to'])}.\n"
+                    subject=subject,
+                    text=(f"Prescription {ref['reference']}: {subject}.\n"
                           "This message was sent automatically; please do not reply.\n"),
                 ))
         log.info("notify %s prescription=%s to=%s: %s", message["event_id"], ref["id"], message["to"], outcome)
@@ -164,18 +129,14 @@ class NotifyConsumer:
     def __init__(
         self,
         notifier: PatientNotifier,
-        config: NotifyConfig,
+        settings: NotifierSettings,
         *,
         rand: Callable[[], float] = random.random,
         stop: threading.Event | None = None,
     ) -> None:
         self.notifier = notifier
-        self.config = config
+        self.settings = settings
         self.rand = rand
-        # The shared retry policy (app/retry.py); nothing here is ever given up on, so no attempt cap.
-        self.retry = RetryPolicy(
-            base_s=self.config.backoff_base_s, cap_s=self.config.backoff_cap_s, max_attempts=2**31, rand=rand
-        )
         self.stop = stop or threading.Event()
         self.handled = 0
 
@@ -193,19 +154,23 @@ class NotifyConsumer:
         self.handled += 1
 
     def run(self, *, max_seconds: float | None = None, idle_s: float | None = None) -> None:
-        """Consume until stopped, ``max_seconds`` pass, or no message came for ``idle_s`` seconds."""
+        """Consume until stopped, ``max_seconds`` pass, or no message came for ``idle_s`` seconds.
+
+        A broker failure never ends the loop: it waits :func:`backoff_s` (on
+        :attr:`stop`, so SIGTERM still ends it at once) and reconnects.
+        """
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
         failures = 0
         last_activity = time.monotonic()
-        log.info("notify consumer started")
+        log.info("notifier started: queue %s", self.settings.queue)
         while not self.stop.is_set():
             connection = None
             try:
-                connection = connect(self.config.amqp_url, name=f"erx-notify-consumer {self.config.queue}")
+                connection = connect(self.settings.amqp_url, name=f"erx-notifier {self.settings.queue}")
                 channel = connection.channel()
-                declare_topology(channel, self.config)
-                channel.basic_qos(prefetch_count=self.config.prefetch)
-                channel.basic_consume(self.config.queue, self._on_message)
+                declare(channel, topology_of(self.settings))
+                channel.basic_qos(prefetch_count=self.settings.prefetch)
+                channel.basic_consume(self.settings.queue, self._on_message)
                 failures = 0
                 while not self.stop.is_set():
                     before = self.handled
@@ -218,13 +183,14 @@ class NotifyConsumer:
                     if idle_s is not None and now - last_activity >= idle_s:
                         self.stop.set()
             except BROKER_ERRORS as exc:
-                delay = self.retry.delay_s(failures + 1)
                 failures += 1
+                delay = backoff_s(failures, base_s=self.settings.backoff_base_s,
+                                  cap_s=self.settings.backoff_cap_s, rand=self.rand)
                 log.warning("broker unavailable (%s); reconnect %d in %.2f s", type(exc).__name__, failures, delay)
                 self.stop.wait(delay)
             finally:
                 close_quietly(connection)
-        log.info("notify consumer stopped")
+        log.info("notifier stopped")
 
 
 @dataclass(frozen=True)
@@ -248,18 +214,18 @@ def _death(props: pika.BasicProperties, fallback_key: str) -> tuple[str, str, in
     return key, reason.decode() if isinstance(reason, bytes) else str(reason), sum(int(d.get("count", 1)) for d in deaths)
 
 
-def list_dead_letters(config: NotifyConfig) -> list[DeadLetter]:
+def list_dead_letters(settings: NotifierSettings) -> list[DeadLetter]:
     """Read every message in the DLQ without removing it (each is returned afterwards).
 
     Raises one of :data:`BROKER_ERRORS` when the broker is unreachable.
     """
-    connection = connect(config.amqp_url, name=f"erx-notify-dlq {config.queue}")
+    connection = connect(settings.amqp_url, name=f"erx-notifier-dlq {settings.queue}")
     try:
         channel = connection.channel()
-        declare_topology(channel, config)
+        declare(channel, topology_of(settings))
         found: list[DeadLetter] = []
         while True:
-            method, props, _body = channel.basic_get(config.dlq, auto_ack=False)
+            method, props, _body = channel.basic_get(settings.dlq, auto_ack=False)
             if method is None:
                 break
             key, reason, deaths = _death(props, method.routing_key)
@@ -270,7 +236,7 @@ def list_dead_letters(config: NotifyConfig) -> list[DeadLetter]:
         close_quietly(connection)
 
 
-def replay_dead_letters(config: NotifyConfig, *, message_ids: set[str] | None) -> list[str]:
+def replay_dead_letters(settings: NotifierSettings, *, message_ids: set[str] | None) -> list[str]:
     """Move DLQ messages (all, or those in ``message_ids``) back to the notification queue.
 
     Each is re-published, with confirms, straight to the notification queue
@@ -278,14 +244,14 @@ def replay_dead_letters(config: NotifyConfig, *, message_ids: set[str] | None) -
     twice; its death history is dropped so it gets ``max_attempts`` fresh tries.
     The DLQ copy is acknowledged only after the confirm. Returns the replayed ids.
     """
-    connection = connect(config.amqp_url, name=f"erx-notify-dlq {config.queue}")
+    connection = connect(settings.amqp_url, name=f"erx-notifier-dlq {settings.queue}")
     replayed: list[str] = []
     try:
         channel = connection.channel()
-        declare_topology(channel, config)
+        declare(channel, topology_of(settings))
         channel.confirm_delivery()
         while True:
-            method, props, body = channel.basic_get(config.dlq, auto_ack=False)
+            method, props, body = channel.basic_get(settings.dlq, auto_ack=False)
             if method is None:
                 break
             if message_ids is not None and props.message_id not in message_ids:
@@ -293,7 +259,7 @@ def replay_dead_letters(config: NotifyConfig, *, message_ids: set[str] | None) -
             headers = {k: v for k, v in (props.headers or {}).items() if not k.startswith("x-")}
             channel.basic_publish(
                 exchange="",
-                routing_key=config.queue,
+                routing_key=settings.queue,
                 body=body,
                 properties=pika.BasicProperties(
                     content_type=props.content_type,
