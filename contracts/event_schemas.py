@@ -71,7 +71,7 @@ def _validator(event_type: str, version: int) -> Draft202012Validator:
 
 
 class UnsupportedSchema(ValueError):
-    """:func:`compile_check` met a keyword (or keyword value) it does not implement; ``keyword`` names it."""
+    """:func:`compile_check` met a keyword (or value) it does not implement (``keyword``)."""
 
     def __init__(self, keyword: str) -> None:
         super().__init__(f"compile_check does not implement {keyword!r}")
@@ -79,13 +79,17 @@ class UnsupportedSchema(ValueError):
 
 
 # Keywords without an assertion (annotations): nothing to check.
-_ANNOTATIONS = frozenset({"$schema", "$id", "$comment", "title", "description", "examples", "default"})
+_ANNOTATIONS = frozenset(
+    {"$schema", "$id", "$comment", "title", "description", "examples", "default"}
+)
 _SCALARS = (str, int, float, bool, type(None))
 
 
 def _is_integer(value: Any) -> bool:
     # Draft 6+ (so 2020-12): a float with no fractional part is an integer; a bool is not.
-    return (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, float) and value.is_integer())
+    return (isinstance(value, int) and not isinstance(value, bool)) or (
+        isinstance(value, float) and value.is_integer()
+    )
 
 
 def _is_number(value: Any) -> bool:
@@ -93,7 +97,13 @@ def _is_number(value: Any) -> bool:
 
 
 # The JSON types that are exactly one Python class each (after json.loads).
-_PLAIN_TYPES: dict[str, type] = {"string": str, "boolean": bool, "null": type(None), "object": dict, "array": list}
+_PLAIN_TYPES: dict[str, type] = {
+    "string": str,
+    "boolean": bool,
+    "null": type(None),
+    "object": dict,
+    "array": list,
+}
 
 
 def _type_check(names: list[str]) -> Callable[[Any], bool]:
@@ -167,14 +177,22 @@ def compile_check(schema: dict[str, Any]) -> Callable[[Any], bool]:
             checks.append(lambda v, c=value: _equal(v, c))
         elif keyword == "enum" and all(isinstance(e, _SCALARS) for e in value):
             if all(isinstance(e, str) for e in value):
-                checks.append(lambda v, options=frozenset(value): isinstance(v, str) and v in options)
+                checks.append(
+                    lambda v, options=frozenset(value): isinstance(v, str) and v in options
+                )
             else:
                 checks.append(lambda v, options=tuple(value): any(_equal(v, o) for o in options))
         elif keyword == "required":
-            checks.append(lambda v, names=frozenset(value): not isinstance(v, dict) or names.issubset(v))
+            checks.append(
+                lambda v, names=frozenset(value): not isinstance(v, dict) or names.issubset(v)
+            )
         elif keyword == "properties":
             checks.append(_properties({name: compile_check(sub) for name, sub in value.items()}))
-        elif keyword == "additionalProperties" and value in (True, False) and "patternProperties" not in schema:
+        elif (
+            keyword == "additionalProperties"
+            and value in (True, False)
+            and "patternProperties" not in schema
+        ):
             if value is False:
                 known = frozenset(schema.get("properties", {}))
                 checks.append(lambda v, known=known: not isinstance(v, dict) or known.issuperset(v))
@@ -205,7 +223,12 @@ def _fast_check(event_type: str, version: int) -> Callable[[Any], bool] | None:
         return None
 
 
-def validate_event(message: dict[str, Any], *, event_type: str = STATUS_CHANGED, version: int = STATUS_CHANGED_VERSION) -> None:
+def validate_event(
+    message: dict[str, Any],
+    *,
+    event_type: str = STATUS_CHANGED,
+    version: int = STATUS_CHANGED_VERSION,
+) -> None:
     """Raise :class:`ContractError` unless ``message`` validates against its schema.
 
     A valid message costs one call of the compiled predicate
@@ -218,11 +241,17 @@ def validate_event(message: dict[str, Any], *, event_type: str = STATUS_CHANGED,
     if fast is not None and fast(message):
         return
     errors = {
-        "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path): err.validator
+        "$"
+        + "".join(
+            f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path
+        ): err.validator
         for err in _validator(event_type, version).iter_errors(message)
     }
     if errors:
-        raise ContractError(f"message does not match {event_type} v{version}", {k: f"fails {v}" for k, v in errors.items()})
+        raise ContractError(
+            f"message does not match {event_type} v{version}",
+            {k: f"fails {v}" for k, v in errors.items()},
+        )
 
 
 def _types(node: dict[str, Any]) -> list[str]:
@@ -287,7 +316,11 @@ def compatibility_problems(locked: dict[str, Any], schema: dict[str, Any]) -> li
             lost = set(before["types"]) - set(after["types"])
             if lost:
                 problems.append(f"{path}.{name}: type narrowed (lost {', '.join(sorted(lost))})")
-            if before["enum"] is not None and after["enum"] is not None and set(before["enum"]) - set(after["enum"]):
+            if (
+                before["enum"] is not None
+                and after["enum"] is not None
+                and set(before["enum"]) - set(after["enum"])
+            ):
                 problems.append(f"{path}.{name}: enum narrowed")
             if before["enum"] is None and after["enum"] is not None:
                 problems.append(f"{path}.{name}: enum added (narrowed)")

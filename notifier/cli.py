@@ -39,7 +39,7 @@ def _settings(ctx: click.Context) -> NotifierSettings:
 @click.group(help="The reference notification consumer of status events (docs/events.md).")
 @click.pass_context
 def main(ctx: click.Context) -> None:
-    """Load the settings once (unless given as ``obj``); every command reads them from the context."""
+    """Load the settings once (unless given as ``obj``); commands read them from the context."""
     if isinstance(ctx.obj, NotifierSettings):
         return
     try:
@@ -50,13 +50,18 @@ def main(ctx: click.Context) -> None:
 
 @main.command("run")
 @click.option("--max-seconds", type=float, default=None, help="Stop after this many seconds.")
-@click.option("--idle-s", type=float, default=None, help="Stop after this many seconds without a message.")
+@click.option(
+    "--idle-s", type=float, default=None, help="Stop after this many seconds without a message."
+)
 @click.pass_context
 def run_command(ctx: click.Context, max_seconds: float | None, idle_s: float | None) -> None:
     """Consume NOTIFY_QUEUE until SIGTERM: dedupe each event, notify the patient."""
     settings = _settings(ctx)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
     engine = open_engine(settings.database_url)
     try:
         create_schema(engine)
@@ -77,7 +82,9 @@ def run_command(ctx: click.Context, max_seconds: float | None, idle_s: float | N
 
 
 @main.command("received")
-@click.option("--prescription", "prescription_id", type=int, default=None, help="Only this prescription id.")
+@click.option(
+    "--prescription", "prescription_id", type=int, default=None, help="Only this prescription id."
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON array.")
 @click.pass_context
 def received_command(ctx: click.Context, prescription_id: int | None, as_json: bool) -> None:
@@ -89,8 +96,15 @@ def received_command(ctx: click.Context, prescription_id: int | None, as_json: b
         raise click.ClickException(f"database unavailable ({type(exc).__name__})") from None
     finally:
         engine.dispose()
-    items = [{"message_id": r.message_id, "prescription_id": r.prescription_id, "to": r.to_status,
-              "outcome": r.outcome} for r in rows]
+    items = [
+        {
+            "message_id": r.message_id,
+            "prescription_id": r.prescription_id,
+            "to": r.to_status,
+            "outcome": r.outcome,
+        }
+        for r in rows
+    ]
     if as_json:
         click.echo(json.dumps(items))
         return
@@ -109,14 +123,21 @@ def dlq_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON array.")
 @click.pass_context
 def dlq_list(ctx: click.Context, as_json: bool) -> None:
-    """List dead-lettered messages: message id, routing key, reason, deaths. Leaves them in place."""
+    """List dead letters: message id, routing key, reason, deaths. Leaves them in place."""
     settings = _settings(ctx)
     try:
         letters = list_dead_letters(settings)
     except BROKER_ERRORS as exc:
         raise click.ClickException(unreachable(settings.amqp_url, exc)) from None
-    items = [{"message_id": letter.message_id, "routing_key": letter.routing_key,
-              "reason": letter.reason, "deaths": letter.deaths} for letter in letters]
+    items = [
+        {
+            "message_id": letter.message_id,
+            "routing_key": letter.routing_key,
+            "reason": letter.reason,
+            "deaths": letter.deaths,
+        }
+        for letter in letters
+    ]
     if as_json:
         click.echo(json.dumps(items))
         return
@@ -136,7 +157,9 @@ def dlq_replay(ctx: click.Context, message_ids: tuple[str, ...], replay_all: boo
         raise click.UsageError("give MESSAGE_ID(s) or --all, not both")
     settings = _settings(ctx)
     try:
-        replayed = replay_dead_letters(settings, message_ids=None if replay_all else set(message_ids))
+        replayed = replay_dead_letters(
+            settings, message_ids=None if replay_all else set(message_ids)
+        )
     except BROKER_ERRORS as exc:
         raise click.ClickException(unreachable(settings.amqp_url, exc)) from None
     missing = set(message_ids) - set(replayed)

@@ -56,8 +56,12 @@ class SendsNotices(Protocol):
 
 def topology_of(settings: NotifierSettings) -> EventTopology:
     """The exchanges, the notification queue and its DLQ, as the publisher declares them."""
-    return event_topology(exchange=settings.exchange, dlx=settings.dlx, notify_queue=settings.queue,
-                          notify_max_attempts=settings.max_attempts)
+    return event_topology(
+        exchange=settings.exchange,
+        dlx=settings.dlx,
+        notify_queue=settings.queue,
+        notify_max_attempts=settings.max_attempts,
+    )
 
 
 def backoff_s(failures: int, *, base_s: float, cap_s: float, rand: Callable[[], float]) -> float:
@@ -71,8 +75,13 @@ def backoff_s(failures: int, *, base_s: float, cap_s: float, rand: Callable[[], 
 class PatientNotifier:
     """Applies one message: dedupe + notice, in one transaction. No broker code here."""
 
-    def __init__(self, engine: Engine, mailer: SendsNotices, *,
-                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        mailer: SendsNotices,
+        *,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.engine = engine
         self.mailer = mailer
         self.now = now
@@ -91,19 +100,24 @@ class PatientNotifier:
             raise ContractError("message is not JSON", {"$": "fails json"}) from None
         validate_event(message)
         if message_id != message["event_id"]:
-            raise ContractError("message_id differs from event_id", {"$.event_id": "fails message_id"})
+            raise ContractError(
+                "message_id differs from event_id", {"$.event_id": "fails message_id"}
+            )
         ref = message["prescription"]
         with self.engine.begin() as conn:
             email = patient_email(conn, ref["id"])
             outcome = "emailed" if email else "no_email"
-            inserted = record_once(conn, {
-                "message_id": message["event_id"],
-                "prescription_id": ref["id"],
-                "to_status": message["to"],
-                "outcome": outcome,
-                "occurred_at": datetime.fromisoformat(message["occurred_at"]),
-                "processed_at": self.now(),
-            })
+            inserted = record_once(
+                conn,
+                {
+                    "message_id": message["event_id"],
+                    "prescription_id": ref["id"],
+                    "to_status": message["to"],
+                    "outcome": outcome,
+                    "occurred_at": datetime.fromisoformat(message["occurred_at"]),
+                    "processed_at": self.now(),
+                },
+            )
             if not inserted:
                 return "duplicate"
             if email:
@@ -111,15 +125,25 @@ class PatientNotifier:
                 # and the message is retried. (A crash after the send but before the
                 # commit re-sends it: the one at-least-once edge, docs/events.md.)
                 subject = SUBJECTS.get(message["to"], "Your prescription has changed")
-                self.mailer.send(Notice(
-                    key=message["event_id"],
-                    prescription_id=ref["id"],
-                    to=email,
-                    subject=subject,
-                    text=(f"Prescription {ref['reference']}: {subject}.\n"
-                          "This message was sent automatically; please do not reply.\n"),
-                ))
-        log.info("notify %s prescription=%s to=%s: %s", message["event_id"], ref["id"], message["to"], outcome)
+                self.mailer.send(
+                    Notice(
+                        key=message["event_id"],
+                        prescription_id=ref["id"],
+                        to=email,
+                        subject=subject,
+                        text=(
+                            f"Prescription {ref['reference']}: {subject}.\n"
+                            "This message was sent automatically; please do not reply.\n"
+                        ),
+                    )
+                )
+        log.info(
+            "notify %s prescription=%s to=%s: %s",
+            message["event_id"],
+            ref["id"],
+            message["to"],
+            outcome,
+        )
         return outcome
 
 
@@ -140,14 +164,20 @@ class NotifyConsumer:
         self.stop = stop or threading.Event()
         self.handled = 0
 
-    def _on_message(self, channel: BlockingChannel, method: Any, props: pika.BasicProperties, body: bytes) -> None:
+    def _on_message(
+        self, channel: BlockingChannel, method: Any, props: pika.BasicProperties, body: bytes
+    ) -> None:
         try:
             self.notifier.handle(body, props.message_id)
         except ContractError as exc:
             log.error("poison message %s (%s): dead-lettered", props.message_id, exc)
             channel.basic_nack(method.delivery_tag, requeue=False)
         except Exception as exc:  # noqa: BLE001 - any failure: let the broker count and retry
-            log.warning("message %s failed (%s); returned to the queue", props.message_id, type(exc).__name__)
+            log.warning(
+                "message %s failed (%s); returned to the queue",
+                props.message_id,
+                type(exc).__name__,
+            )
             channel.basic_nack(method.delivery_tag, requeue=True)
         else:
             channel.basic_ack(method.delivery_tag)
@@ -166,7 +196,9 @@ class NotifyConsumer:
         while not self.stop.is_set():
             connection = None
             try:
-                connection = connect(self.settings.amqp_url, name=f"erx-notifier {self.settings.queue}")
+                connection = connect(
+                    self.settings.amqp_url, name=f"erx-notifier {self.settings.queue}"
+                )
                 channel = connection.channel()
                 declare(channel, topology_of(self.settings))
                 channel.basic_qos(prefetch_count=self.settings.prefetch)
@@ -184,9 +216,18 @@ class NotifyConsumer:
                         self.stop.set()
             except BROKER_ERRORS as exc:
                 failures += 1
-                delay = backoff_s(failures, base_s=self.settings.backoff_base_s,
-                                  cap_s=self.settings.backoff_cap_s, rand=self.rand)
-                log.warning("broker unavailable (%s); reconnect %d in %.2f s", type(exc).__name__, failures, delay)
+                delay = backoff_s(
+                    failures,
+                    base_s=self.settings.backoff_base_s,
+                    cap_s=self.settings.backoff_cap_s,
+                    rand=self.rand,
+                )
+                log.warning(
+                    "broker unavailable (%s); reconnect %d in %.2f s",
+                    type(exc).__name__,
+                    failures,
+                    delay,
+                )
                 self.stop.wait(delay)
             finally:
                 close_quietly(connection)
@@ -211,7 +252,11 @@ def _death(props: pika.BasicProperties, fallback_key: str) -> tuple[str, str, in
     keys = first.get("routing-keys") or [fallback_key]
     key = keys[0].decode() if isinstance(keys[0], bytes) else keys[0]
     reason = first.get("reason", b"unknown")
-    return key, reason.decode() if isinstance(reason, bytes) else str(reason), sum(int(d.get("count", 1)) for d in deaths)
+    return (
+        key,
+        reason.decode() if isinstance(reason, bytes) else str(reason),
+        sum(int(d.get("count", 1)) for d in deaths),
+    )
 
 
 def list_dead_letters(settings: NotifierSettings) -> list[DeadLetter]:

@@ -42,7 +42,7 @@ class Notice:
 
 
 def message_id_for(key: str, mail_from: str) -> str:
-    """``<notice.<key>@<domain of mail_from>>`` with anything but ``[A-Za-z0-9-_]`` in key as ``-``."""
+    """``<notice.<key>@<domain of mail_from>>``; outside ``[A-Za-z0-9-_]``, ``-``."""
     domain = mail_from.rpartition("@")[2] or "erx-connector.invalid"
     return f"<notice.{re.sub(r'[^A-Za-z0-9_-]', '-', key)}@{domain}>"
 
@@ -50,8 +50,9 @@ def message_id_for(key: str, mail_from: str) -> str:
 class NoticeMailer:
     """Sends a :class:`Notice` through ``MAIL_BACKEND``: ``smtp`` or ``file`` (``MAIL_DIR``)."""
 
-    def __init__(self, settings: NotifierSettings, *,
-                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(
+        self, settings: NotifierSettings, *, now: Callable[[], datetime] = lambda: datetime.now(UTC)
+    ) -> None:
         self.settings = settings
         self.now = now
 

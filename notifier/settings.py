@@ -68,14 +68,24 @@ class NotifierSettings:
 
 
 _STRINGS = {
-    "AMQP_URL": "amqp_url", "EVENTS_EXCHANGE": "exchange", "EVENTS_DLX": "dlx", "NOTIFY_QUEUE": "queue",
-    "MAIL_BACKEND": "mail_backend", "MAIL_DIR": "mail_dir", "MAIL_FROM": "mail_from",
-    "SMTP_HOST": "smtp_host", "SMTP_USERNAME": "smtp_username", "SMTP_PASSWORD": "smtp_password",
+    "AMQP_URL": "amqp_url",
+    "EVENTS_EXCHANGE": "exchange",
+    "EVENTS_DLX": "dlx",
+    "NOTIFY_QUEUE": "queue",
+    "MAIL_BACKEND": "mail_backend",
+    "MAIL_DIR": "mail_dir",
+    "MAIL_FROM": "mail_from",
+    "SMTP_HOST": "smtp_host",
+    "SMTP_USERNAME": "smtp_username",
+    "SMTP_PASSWORD": "smtp_password",
 }
 _NUMBERS: dict[str, tuple[str, type]] = {
-    "NOTIFY_MAX_ATTEMPTS": ("max_attempts", int), "NOTIFY_PREFETCH": ("prefetch", int),
-    "EVENTS_BACKOFF_BASE_S": ("backoff_base_s", float), "EVENTS_BACKOFF_CAP_S": ("backoff_cap_s", float),
-    "SMTP_PORT": ("smtp_port", int), "SMTP_TIMEOUT_S": ("smtp_timeout_s", float),
+    "NOTIFY_MAX_ATTEMPTS": ("max_attempts", int),
+    "NOTIFY_PREFETCH": ("prefetch", int),
+    "EVENTS_BACKOFF_BASE_S": ("backoff_base_s", float),
+    "EVENTS_BACKOFF_CAP_S": ("backoff_cap_s", float),
+    "SMTP_PORT": ("smtp_port", int),
+    "SMTP_TIMEOUT_S": ("smtp_timeout_s", float),
 }
 
 

@@ -50,9 +50,15 @@ inbox = Table(
 
 # The service's tables, read only: never part of create_all.
 directory = MetaData()
-patients = Table("patients", directory, Column("id", Integer, primary_key=True), Column("email", String))
-prescriptions = Table("prescriptions", directory, Column("id", Integer, primary_key=True),
-                      Column("patient_id", Integer))
+patients = Table(
+    "patients", directory, Column("id", Integer, primary_key=True), Column("email", String)
+)
+prescriptions = Table(
+    "prescriptions",
+    directory,
+    Column("id", Integer, primary_key=True),
+    Column("patient_id", Integer),
+)
 
 
 def open_engine(url: str) -> Engine:
@@ -71,7 +77,8 @@ def create_schema(engine: Engine) -> None:
 def patient_email(conn: Connection, prescription_id: int) -> str | None:
     """The email of the patient of ``prescription_id``, or None (no such prescription, no email)."""
     row = conn.execute(
-        select(patients.c.email).join(prescriptions, prescriptions.c.patient_id == patients.c.id)
+        select(patients.c.email)
+        .join(prescriptions, prescriptions.c.patient_id == patients.c.id)
         .where(prescriptions.c.id == prescription_id)
     ).first()
     return row[0] if row and row[0] else None
@@ -83,7 +90,9 @@ def record_once(conn: Connection, values: dict[str, object]) -> bool:
     ``INSERT ... ON CONFLICT (message_id) DO NOTHING`` (PostgreSQL and SQLite).
     """
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(inbox).values(**values).on_conflict_do_nothing(index_elements=["message_id"])
+    statement = (
+        dialect.insert(inbox).values(**values).on_conflict_do_nothing(index_elements=["message_id"])
+    )
     return conn.execute(statement).rowcount == 1
 
 
@@ -100,8 +109,13 @@ class Received:
 
 def received(engine: Engine, *, prescription_id: int | None = None) -> list[Received]:
     """The handled messages in the order handled, all or one prescription's; [] before the first."""
-    statement = select(inbox.c.message_id, inbox.c.prescription_id, inbox.c.to_status, inbox.c.outcome,
-                       inbox.c.processed_at).order_by(inbox.c.id)
+    statement = select(
+        inbox.c.message_id,
+        inbox.c.prescription_id,
+        inbox.c.to_status,
+        inbox.c.outcome,
+        inbox.c.processed_at,
+    ).order_by(inbox.c.id)
     if prescription_id is not None:
         statement = statement.where(inbox.c.prescription_id == prescription_id)
     create_schema(engine)

@@ -87,7 +87,7 @@ def wait_for(stack: Stack, pid: int, finals: tuple[str, ...], *, auth: dict[str,
 
 
 def start_events(stack: Stack) -> None:
-    """Start ``events publish``, then the notifier (``python -m notifier run``), on names unique to this run.
+    """Start ``events publish``, then ``python -m notifier run``, on names unique to this run.
 
     The publisher goes first, as an operator following the README would start
     it: it declares the notifier's queue before it publishes, so nothing is
@@ -108,15 +108,16 @@ def _flask(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _received(stack: Stack, prescription_id: int) -> list[dict]:
-    """What the notifier handled for ``prescription_id`` (``python -m notifier received --json``)."""
-    done = subprocess.run([str(BIN / "python"), "-m", "notifier", "received", "--prescription",
-                           str(prescription_id), "--json"], env=stack.env, capture_output=True, text=True,
-                          timeout=60, check=False, cwd=REPO_ROOT)
+    """What the notifier handled for ``prescription_id`` (``python -m notifier received``)."""
+    args = [str(BIN / "python"), "-m", "notifier", "received", "--prescription", str(prescription_id),
+            "--json"]
+    done = subprocess.run(args, env=stack.env, capture_output=True, text=True, timeout=60,
+                          check=False, cwd=REPO_ROOT)
     return json.loads(done.stdout) if done.returncode == 0 and done.stdout.strip() else []
 
 
 NOTIFIED_STATUSES = ("signed", "dispensed", "rejected", "emailed")
-"""What the reference consumer binds to (contracts/event_topology.py): the statuses a patient is told of."""
+"""The statuses a patient is told of: what the notifier binds (contracts/event_topology.py)."""
 
 
 def print_notifications(stack: Stack, prescription_id: int) -> None:

@@ -52,17 +52,17 @@ def close_quietly(connection: pika.BlockingConnection | None) -> None:
 
 
 class ConfirmTimeout(pika.exceptions.AMQPError):
-    """The broker did not answer (a confirm, a declare, the handshake) in time: treat it as broken."""
+    """The broker did not answer (a confirm, a declare, the handshake) in time: it is broken."""
 
 
 def broker_address(url: str) -> str:
-    """``host:port`` of an ``amqp://user:pass@host:port/vhost`` URL: safe to print (no credentials)."""
+    """``host:port`` of an ``amqp://user:pass@host:port/vhost`` URL: safe to print."""
     params = pika.URLParameters(url)
     return f"{params.host}:{params.port}"
 
 
 def unreachable(url: str, exc: BaseException) -> str:
-    """The one-line message for a broker that cannot be reached: address and error class, no credentials.
+    """The one line for a broker that cannot be reached: address and error class, no credentials.
 
     ``RabbitMQ unreachable at 127.0.0.1:5672 (AMQPConnectionError)``.
     """
@@ -119,7 +119,11 @@ class ConfirmingChannel:
         self._wake()
 
     def _on_open_error(self, _connection: Any, error: BaseException | str) -> None:
-        self._error = error if isinstance(error, BaseException) else pika.exceptions.AMQPConnectionError(error)
+        self._error = (
+            error
+            if isinstance(error, BaseException)
+            else pika.exceptions.AMQPConnectionError(error)
+        )
         self._wake()
 
     def _on_connection_closed(self, _connection: Any, reason: BaseException) -> None:
@@ -151,8 +155,10 @@ class ConfirmingChannel:
 
     # -- driving the loop ---------------------------------------------------------------
 
-    def _run_until(self, done: Callable[[], bool], *, what: str, timeout_s: float | None = None) -> None:
-        """Run the I/O loop until ``done()``; raises the broker's error or :class:`ConfirmTimeout`."""
+    def _run_until(
+        self, done: Callable[[], bool], *, what: str, timeout_s: float | None = None
+    ) -> None:
+        """Run the I/O loop until ``done()``; raises the broker's error or a timeout."""
         limit = self.timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + limit
         ioloop = self.connection.ioloop
@@ -184,8 +190,12 @@ class ConfirmingChannel:
     @property
     def is_closed(self) -> bool:
         """True once the channel or its connection is gone (or failed)."""
-        return (self._error is not None or self.connection.is_closed
-                or self.channel is None or self.channel.is_closed)
+        return (
+            self._error is not None
+            or self.connection.is_closed
+            or self.channel is None
+            or self.channel.is_closed
+        )
 
     def service(self) -> None:
         """Let the connection do its housekeeping (heartbeats, a close from the broker); no wait.
@@ -205,30 +215,49 @@ class ConfirmingChannel:
 
     def exchange_declare(self, *, exchange: str, exchange_type: str, durable: bool) -> None:
         """Declare an exchange and wait for the broker's answer."""
-        self._call(self.channel.exchange_declare, f"exchange.declare {exchange}",
-                   exchange=exchange, exchange_type=exchange_type, durable=durable)
+        self._call(
+            self.channel.exchange_declare,
+            f"exchange.declare {exchange}",
+            exchange=exchange,
+            exchange_type=exchange_type,
+            durable=durable,
+        )
 
     def queue_declare(self, *, queue: str, durable: bool, arguments: dict[str, Any] | None) -> None:
         """Declare a queue and wait for the broker's answer."""
-        self._call(self.channel.queue_declare, f"queue.declare {queue}",
-                   queue=queue, durable=durable, arguments=arguments)
+        self._call(
+            self.channel.queue_declare,
+            f"queue.declare {queue}",
+            queue=queue,
+            durable=durable,
+            arguments=arguments,
+        )
 
     def queue_bind(self, *, queue: str, exchange: str, routing_key: str) -> None:
         """Bind ``queue`` to ``exchange`` with ``routing_key`` and wait for the broker's answer."""
-        self._call(self.channel.queue_bind, f"queue.bind {queue}",
-                   queue=queue, exchange=exchange, routing_key=routing_key)
+        self._call(
+            self.channel.queue_bind,
+            f"queue.bind {queue}",
+            queue=queue,
+            exchange=exchange,
+            routing_key=routing_key,
+        )
 
     # -- publishing ---------------------------------------------------------------------
 
-    def publish(self, *, exchange: str, routing_key: str, body: bytes, properties: pika.BasicProperties) -> None:
-        """Queue one message (``properties.message_id`` identifies it in :meth:`wait`); does not wait.
+    def publish(
+        self, *, exchange: str, routing_key: str, body: bytes, properties: pika.BasicProperties
+    ) -> None:
+        """Queue one message (``properties.message_id`` names it in :meth:`wait`); does not wait.
 
         Raises pika's ``ChannelWrongStateError`` (one of :data:`BROKER_ERRORS`)
         on a closed channel.
         """
         if self._error is not None:
             raise self._error
-        self.channel.basic_publish(exchange=exchange, routing_key=routing_key, body=body, properties=properties)
+        self.channel.basic_publish(
+            exchange=exchange, routing_key=routing_key, body=body, properties=properties
+        )
         self._tag += 1
         self._outstanding[self._tag] = properties.message_id or ""
 
@@ -239,8 +268,11 @@ class ConfirmingChannel:
         after ``timeout_s`` seconds, or one of :data:`BROKER_ERRORS` if the
         connection drops: then nothing unconfirmed may be assumed delivered.
         """
-        self._run_until(lambda: not self._outstanding, what=f"{len(self._outstanding)} publisher confirms",
-                        timeout_s=timeout_s)
+        self._run_until(
+            lambda: not self._outstanding,
+            what=f"{len(self._outstanding)} publisher confirms",
+            timeout_s=timeout_s,
+        )
         acked, nacked = self._acked, self._nacked
         self._acked, self._nacked = [], []
         return acked, nacked
@@ -254,11 +286,13 @@ class ConfirmingChannel:
             if self.connection.is_open:
                 self.connection.close()
             self._error = None
-            self._run_until(lambda: self.connection.is_closed, what="connection.close", timeout_s=2.0)
+            self._run_until(
+                lambda: self.connection.is_closed, what="connection.close", timeout_s=2.0
+            )
 
 
 def queue_exists(url: str, queue: str) -> bool:
-    """Whether ``queue`` is declared on the broker at ``url``. Raises ``BROKER_ERRORS`` when unreachable."""
+    """Whether ``queue`` is declared at ``url``. Raises ``BROKER_ERRORS`` when unreachable."""
     connection = connect(url, name="erx queue probe")
     try:
         connection.channel().queue_declare(queue=queue, passive=True)
@@ -270,7 +304,10 @@ def queue_exists(url: str, queue: str) -> bool:
 
 
 def delete_topology(url: str, *, exchanges: tuple[str, ...], queues: tuple[str, ...]) -> None:
-    """Delete ``queues`` then ``exchanges`` (missing ones are fine). Raises ``BROKER_ERRORS`` when unreachable."""
+    """Delete ``queues`` then ``exchanges`` (missing ones are fine).
+
+    Raises ``BROKER_ERRORS`` when unreachable.
+    """
     connection = connect(url, name="erx topology cleanup")
     try:
         channel = connection.channel()

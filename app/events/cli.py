@@ -58,9 +58,16 @@ events_group = AppGroup("events", help="Status events out over RabbitMQ (docs/ev
 @events_group.command("publish")
 @click.option("--max-seconds", type=float, default=None, help="Stop after this many seconds.")
 @click.option("--until-idle", is_flag=True, help="Stop when nothing is due.")
-@click.option("--exit-after-confirms", type=int, default=None, hidden=True,
-              help="Test hook: die (exit 137) after N confirms, before marking them.")
-def publish_command(max_seconds: float | None, until_idle: bool, exit_after_confirms: int | None) -> None:
+@click.option(
+    "--exit-after-confirms",
+    type=int,
+    default=None,
+    hidden=True,
+    help="Test hook: die (exit 137) after N confirms, before marking them.",
+)
+def publish_command(
+    max_seconds: float | None, until_idle: bool, exit_after_confirms: int | None
+) -> None:
     """Publish the event outbox to the events exchange until SIGTERM."""
     from app.worker import worker_id
 
@@ -74,10 +81,16 @@ def publish_command(max_seconds: float | None, until_idle: bool, exit_after_conf
         if exit_after_confirms is not None and confirms >= exit_after_confirms:
             os._exit(137)  # the chaos test's "killed between publish and mark"
 
-    waiter = queue_wakeup.waiter_for(svc.settings.worker_wakeup, svc.db.engine, [queue_wakeup.EVENTS_CHANNEL], stop)
+    waiter = queue_wakeup.waiter_for(
+        svc.settings.worker_wakeup, svc.db.engine, [queue_wakeup.EVENTS_CHANNEL], stop
+    )
     publisher = EventPublisher(
-        svc.db, publisher_config(svc.settings), worker_id=worker_id(), stop=stop,
-        after_confirm=crash_hook if exit_after_confirms is not None else None, waiter=waiter,
+        svc.db,
+        publisher_config(svc.settings),
+        worker_id=worker_id(),
+        stop=stop,
+        after_confirm=crash_hook if exit_after_confirms is not None else None,
+        waiter=waiter,
     )
     _stop_on_signals(stop, waiter.interrupt)
     publisher.run(max_seconds=max_seconds, until_idle=until_idle)
@@ -92,10 +105,15 @@ def events_teardown() -> None:
     settings = services().settings
     if settings.env == "production":
         raise click.ClickException("events teardown is refused when ERX_ENV=production")
-    queues = (settings.notify_queue, f"{settings.notify_queue}.dlq") if settings.notify_queue else ()
+    queues = (
+        (settings.notify_queue, f"{settings.notify_queue}.dlq") if settings.notify_queue else ()
+    )
     try:
-        delete_topology(settings.amqp_url, exchanges=(settings.events_exchange, settings.events_dlx),
-                        queues=queues)
+        delete_topology(
+            settings.amqp_url,
+            exchanges=(settings.events_exchange, settings.events_dlx),
+            queues=queues,
+        )
     except BROKER_ERRORS as exc:
         raise click.ClickException(unreachable(settings.amqp_url, exc)) from None
     deleted = ", ".join((settings.events_exchange, settings.events_dlx, *queues))

@@ -44,9 +44,13 @@ def downgrade() -> None:
         sa.Column("outcome", sa.String(length=16), nullable=False),
         sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("processed_at", sa.DateTime(timezone=True), nullable=False),
-        sa.CheckConstraint("outcome IN ('emailed', 'no_email')", name=op.f("ck_notify_inbox_outcome")),
+        sa.CheckConstraint(
+            "outcome IN ('emailed', 'no_email')", name=op.f("ck_notify_inbox_outcome")
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_notify_inbox")),
         sa.UniqueConstraint("message_id", name=op.f("uq_notify_inbox_message_id")),
     )
     with op.batch_alter_table("notify_inbox", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_notify_inbox_prescription_id"), ["prescription_id"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_notify_inbox_prescription_id"), ["prescription_id"], unique=False
+        )

@@ -53,21 +53,33 @@ UNUSED_NAMES = EventNames("erx.events.never", "erx.events.dlq.never", "erx.notif
 @pytest.fixture
 def live_settings(db_url, tmp_path, sandbox, amqp_url, event_names):  # type: ignore[no-untyped-def]
     # Overrides the integration conftest's: the same service, plus this run's event names.
-    return event_settings(db_url, amqp_url, event_names, tmp_path / "mail", erx_base_url=sandbox.url)
+    return event_settings(
+        db_url, amqp_url, event_names, tmp_path / "mail", erx_base_url=sandbox.url
+    )
 
 
 def publish_all(db: Database, settings) -> None:  # type: ignore[no-untyped-def]
     """Run one publisher until the outbox is empty."""
-    EventPublisher(db, publisher_config(settings), worker_id="test-publisher").run(until_idle=True, max_seconds=30)
+    EventPublisher(db, publisher_config(settings), worker_id="test-publisher").run(
+        until_idle=True, max_seconds=30
+    )
 
 
-def test_each_transition_of_the_flow_is_one_valid_v1_message_with_its_routing_key(live, live_settings, seeded, sandbox):
-    capture = Capture(live_settings.amqp_url, live_settings.events_exchange, "prescription.status_changed.#")
+def test_each_transition_of_the_flow_is_one_valid_v1_message_with_its_routing_key(
+    live, live_settings, seeded, sandbox
+):
+    capture = Capture(
+        live_settings.amqp_url, live_settings.events_exchange, "prescription.status_changed.#"
+    )
     try:
         sandbox.control(auto=True, auto_delay_s=0.2, auto_skip_printed_rate=0.0)
         pid, reference, pharmacy_id = region_b_draft(seeded)
-        resp = requests.post(f"{live.url}/api/v1/prescriptions/{pid}/send", json={"pharmacy_id": pharmacy_id},
-                             headers=live.auth(), timeout=10)
+        resp = requests.post(
+            f"{live.url}/api/v1/prescriptions/{pid}/send",
+            json={"pharmacy_id": pharmacy_id},
+            headers=live.auth(),
+            timeout=10,
+        )
         assert resp.status_code == 202
         with worker_threads(live_settings, seeded):
             wait_until(lambda: view(live, pid)["status"] == "dispensed", timeout_s=30)
@@ -79,18 +91,32 @@ def test_each_transition_of_the_flow_is_one_valid_v1_message_with_its_routing_ke
     with seeded.session() as s:
         history = s.execute(
             select(StatusHistory.from_status, StatusHistory.to_status, StatusHistory.source)
-            .where(StatusHistory.prescription_id == pid).order_by(StatusHistory.id)
+            .where(StatusHistory.prescription_id == pid)
+            .order_by(StatusHistory.id)
         ).all()
     assert [(h.from_status, h.to_status) for h in history] == [
-        ("draft", "queued"), ("queued", "issued"), ("issued", "signed"), ("signed", "printed"), ("printed", "dispensed"),
+        ("draft", "queued"),
+        ("queued", "issued"),
+        ("issued", "signed"),
+        ("signed", "printed"),
+        ("printed", "dispensed"),
     ]
     assert len(got) == len(history)  # exactly one message per appended row
     for (key, props, body), row in zip(got, history, strict=True):
         validate_event(body)
         assert key == f"prescription.status_changed.B.{row.to_status}"
-        assert (body["from"], body["to"], body["source"]) == (row.from_status, row.to_status, row.source)
-        assert body["prescription"] == {"id": pid, "reference": reference, "region": "B", "route": "erx",
-                                        "pharmacy_id": pharmacy_id}
+        assert (body["from"], body["to"], body["source"]) == (
+            row.from_status,
+            row.to_status,
+            row.source,
+        )
+        assert body["prescription"] == {
+            "id": pid,
+            "reference": reference,
+            "region": "B",
+            "route": "erx",
+            "pharmacy_id": pharmacy_id,
+        }
         assert props.message_id == body["event_id"]
         assert props.content_type == "application/json"
         assert props.delivery_mode == pika.DeliveryMode.Persistent.value
@@ -98,18 +124,32 @@ def test_each_transition_of_the_flow_is_one_valid_v1_message_with_its_routing_ke
     # The platform's webhook event id travels as the request id of webhook-caused events.
     assert all(body["request_id"] for _k, _p, body in got if body["source"] == "webhook")
     with seeded.session() as s:
-        assert s.scalar(select(func.count()).select_from(EventOutbox).where(EventOutbox.state != "published")) == 0
+        assert (
+            s.scalar(
+                select(func.count())
+                .select_from(EventOutbox)
+                .where(EventOutbox.state != "published")
+            )
+            == 0
+        )
 
 
 def _drafts(db: Database, region: str, count: int) -> list[int]:
     with db.session() as s:
-        return list(s.scalars(
-            select(Prescription.id).join(Patient, Patient.id == Prescription.patient_id)
-            .where(Patient.region_code == region).order_by(Prescription.id).limit(count)
-        ))
+        return list(
+            s.scalars(
+                select(Prescription.id)
+                .join(Patient, Patient.id == Prescription.patient_id)
+                .where(Patient.region_code == region)
+                .order_by(Prescription.id)
+                .limit(count)
+            )
+        )
 
 
-def test_a_consumer_bound_to_one_region_sees_only_its_own(seeded, tmp_path, db_url, amqp_url, event_names):
+def test_a_consumer_bound_to_one_region_sees_only_its_own(
+    seeded, tmp_path, db_url, amqp_url, event_names
+):
     settings = event_settings(db_url, amqp_url, event_names, tmp_path / "mail")
     only_a = Capture(amqp_url, event_names.exchange, "prescription.status_changed.A.#")
     only_b = Capture(amqp_url, event_names.exchange, "prescription.status_changed.B.*")
@@ -130,7 +170,9 @@ def test_a_consumer_bound_to_one_region_sees_only_its_own(seeded, tmp_path, db_u
     assert {b["prescription"]["route"] for _k, _p, b in got_a} == {"email"}
 
 
-def test_a_duplicate_transition_publishes_nothing_more(seeded, tmp_path, db_url, amqp_url, event_names):
+def test_a_duplicate_transition_publishes_nothing_more(
+    seeded, tmp_path, db_url, amqp_url, event_names
+):
     settings = event_settings(db_url, amqp_url, event_names, tmp_path / "mail")
     capture = Capture(amqp_url, event_names.exchange, "#")
     try:
@@ -138,8 +180,17 @@ def test_a_duplicate_transition_publishes_nothing_more(seeded, tmp_path, db_url,
         at = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
         for _ in range(2):  # a redelivered webhook: recorded once, published once
             with seeded.session() as s:
-                record_transition(s, s.get(Prescription, pid), Transition(
-                    to_status="signed", from_status="issued", occurred_at=at, source="webhook", event_id="evt-dup-1"))
+                record_transition(
+                    s,
+                    s.get(Prescription, pid),
+                    Transition(
+                        to_status="signed",
+                        from_status="issued",
+                        occurred_at=at,
+                        source="webhook",
+                        event_id="evt-dup-1",
+                    ),
+                )
         publish_all(seeded, settings)
         got = capture.drain()
     finally:
@@ -166,7 +217,9 @@ class FlakyMailer:
 def test_a_poison_message_lands_in_the_dlq_after_n_attempts_and_replays_cleanly(
     seeded, tmp_path, db_url, amqp_url, event_names
 ):
-    settings = event_settings(db_url, amqp_url, event_names, tmp_path / "mail", notify_max_attempts=3)
+    settings = event_settings(
+        db_url, amqp_url, event_names, tmp_path / "mail", notify_max_attempts=3
+    )
     nsettings = notifier_settings(settings)
     empty_notifier_inbox(db_url)
     poison, healthy = _drafts(seeded, "B", 2)
@@ -178,8 +231,12 @@ def test_a_poison_message_lands_in_the_dlq_after_n_attempts_and_replays_cleanly(
     publish_all(seeded, settings)  # declares the notifier's queue before publishing
     # A message that is not a valid event at all: dead-lettered at once, not retried.
     connection = connect(amqp_url, name=f"erx-tests {event_names.queue}")
-    connection.channel().basic_publish(event_names.exchange, "prescription.status_changed.B.signed", b"{not json",
-                                       pika.BasicProperties(message_id="garbage-1"))
+    connection.channel().basic_publish(
+        event_names.exchange,
+        "prescription.status_changed.B.signed",
+        b"{not json",
+        pika.BasicProperties(message_id="garbage-1"),
+    )
     connection.close()
 
     stop = threading.Event()
@@ -199,7 +256,9 @@ def test_a_poison_message_lands_in_the_dlq_after_n_attempts_and_replays_cleanly(
         letters = {d["message_id"]: d for d in dead()}
         assert mailer.attempts[poison] == 3  # NOTIFY_MAX_ATTEMPTS, then the DLQ
         with seeded.session() as s:
-            poison_event = s.scalar(select(EventOutbox.event_id).where(EventOutbox.prescription_id == poison))
+            poison_event = s.scalar(
+                select(EventOutbox.event_id).where(EventOutbox.prescription_id == poison)
+            )
         assert set(letters) == {poison_event, "garbage-1"}
         assert letters[poison_event]["reason"] == "delivery_limit"
         assert letters[poison_event]["routing_key"] == "prescription.status_changed.B.rejected"
@@ -217,7 +276,10 @@ def test_a_poison_message_lands_in_the_dlq_after_n_attempts_and_replays_cleanly(
         assert (tmp_path / "mail" / f"notify-{poison_event}.eml").exists()
         missing = runner.invoke(notifier_main, ["dlq", "replay", "no-such-id"], obj=nsettings)
         assert missing.exit_code == 1
-        assert missing.output.strip().splitlines()[-1] == "Error: not in the dead-letter queue: no-such-id"
+        assert (
+            missing.output.strip().splitlines()[-1]
+            == "Error: not in the dead-letter queue: no-such-id"
+        )
     finally:
         stop.set()
         thread.join(10)
@@ -230,23 +292,39 @@ def test_dlq_commands_fail_in_one_line_naming_host_and_port_when_the_broker_is_u
     from scripts.stack import free_port
 
     port = free_port()
-    settings = event_settings(db_url, f"amqp://guest:s3cret@127.0.0.1:{port}/%2F", UNUSED_NAMES,
-                              tmp_path / "mail")
+    settings = event_settings(
+        db_url, f"amqp://guest:s3cret@127.0.0.1:{port}/%2F", UNUSED_NAMES, tmp_path / "mail"
+    )
     result = CliRunner().invoke(notifier_main, ["dlq", "list"], obj=notifier_settings(settings))
     assert result.exit_code == 1
-    assert result.output.strip() == f"Error: RabbitMQ unreachable at 127.0.0.1:{port} (AMQPConnectionError)"
+    assert (
+        result.output.strip()
+        == f"Error: RabbitMQ unreachable at 127.0.0.1:{port} (AMQPConnectionError)"
+    )
     # The service's own command says it the same way, and neither prints the credentials.
     teardown = create_app(settings, db=seeded).test_cli_runner().invoke(args=["events", "teardown"])
     assert teardown.exit_code == 1
-    assert teardown.output.strip() == f"Error: RabbitMQ unreachable at 127.0.0.1:{port} (AMQPConnectionError)"
-    assert "s3cret" not in result.output + teardown.output and "guest" not in result.output + teardown.output
+    assert (
+        teardown.output.strip()
+        == f"Error: RabbitMQ unreachable at 127.0.0.1:{port} (AMQPConnectionError)"
+    )
+    assert (
+        "s3cret" not in result.output + teardown.output
+        and "guest" not in result.output + teardown.output
+    )
 
 
 def test_events_wait_in_the_outbox_while_the_broker_is_down(seeded, tmp_path, db_url):
     from scripts.stack import free_port
 
-    settings = event_settings(db_url, f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F", UNUSED_NAMES,
-                              tmp_path / "mail", events_backoff_base_s=1.0, events_backoff_cap_s=8.0)
+    settings = event_settings(
+        db_url,
+        f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F",
+        UNUSED_NAMES,
+        tmp_path / "mail",
+        events_backoff_base_s=1.0,
+        events_backoff_cap_s=8.0,
+    )
     pid = _drafts(seeded, "A", 1)[0]
     with seeded.session() as s:
         record_local_status(s, s.get(Prescription, pid), "queued", source="api")
@@ -265,7 +343,9 @@ def test_events_wait_in_the_outbox_while_the_broker_is_down(seeded, tmp_path, db
             return self.is_set()
 
     stop = CountingStop()
-    EventPublisher(seeded, publisher_config(settings), worker_id="t", stop=stop, rand=lambda: 0.5).run()
+    EventPublisher(
+        seeded, publisher_config(settings), worker_id="t", stop=stop, rand=lambda: 0.5
+    ).run()
     # Full jitter with rand 0.5: half of min(cap, base * 2**n).
     assert stop.waits == [0.5, 1.0, 2.0, 4.0]
     with seeded.session() as s:
@@ -274,15 +354,18 @@ def test_events_wait_in_the_outbox_while_the_broker_is_down(seeded, tmp_path, db
     assert row.next_attempt_at <= datetime.now(UTC) + timedelta(seconds=1)
 
 
-def test_a_listening_publisher_sends_a_committed_event_long_before_its_poll(seeded, tmp_path, db_url, amqp_url,
-                                                                          event_names):
+def test_a_listening_publisher_sends_a_committed_event_long_before_its_poll(
+    seeded, tmp_path, db_url, amqp_url, event_names
+):
     if not seeded.is_postgres:
         pytest.skip("NOTIFY is PostgreSQL-only; SQLite polls (the other tests here)")
     settings = event_settings(db_url, amqp_url, event_names, tmp_path / "mail", events_poll_s=60.0)
     capture = Capture(amqp_url, event_names.exchange, "prescription.status_changed.#")
     stop = threading.Event()
     waiter = NotifyWaiter(seeded.engine, [EVENTS_CHANNEL], stop)
-    publisher = EventPublisher(seeded, publisher_config(settings), worker_id="t-wake", stop=stop, waiter=waiter)
+    publisher = EventPublisher(
+        seeded, publisher_config(settings), worker_id="t-wake", stop=stop, waiter=waiter
+    )
     thread = threading.Thread(target=publisher.run, daemon=True)
     thread.start()
     try:
@@ -319,32 +402,57 @@ def test_events_published_before_the_notifier_ever_ran_wait_for_it_and_region_a_
     for n, status in enumerate(("signed", "dispensed")):
         with seeded.session() as s:
             rx = s.get(Prescription, region_b)
-            record_transition(s, rx, Transition(to_status=status, from_status=rx.status,
-                                                occurred_at=at + timedelta(minutes=n), source="webhook",
-                                                event_id=f"evt-first-{status}"))
+            record_transition(
+                s,
+                rx,
+                Transition(
+                    to_status=status,
+                    from_status=rx.status,
+                    occurred_at=at + timedelta(minutes=n),
+                    source="webhook",
+                    event_id=f"evt-first-{status}",
+                ),
+            )
     publish_all(seeded, settings)
     with seeded.session() as s:
-        assert s.scalar(select(func.count()).select_from(EventOutbox).where(EventOutbox.state != "published")) == 0
+        assert (
+            s.scalar(
+                select(func.count())
+                .select_from(EventOutbox)
+                .where(EventOutbox.state != "published")
+            )
+            == 0
+        )
 
     # Only now does the notifier start, for the first time.
     nsettings = notifier_settings(settings)
     engine = open_engine(db_url)
     try:
-        NotifyConsumer(PatientNotifier(engine, NoticeMailer(nsettings)), nsettings).run(max_seconds=30, idle_s=2.0)
+        NotifyConsumer(PatientNotifier(engine, NoticeMailer(nsettings)), nsettings).run(
+            max_seconds=30, idle_s=2.0
+        )
     finally:
         engine.dispose()
 
     rows = notifier_rows(db_url, prescription_ids=[region_a, region_b])
-    assert [(r.prescription_id, r.to_status, r.outcome) for r in rows if r.prescription_id == region_a] == [
-        (region_a, "emailed", "emailed")]
+    assert [
+        (r.prescription_id, r.to_status, r.outcome) for r in rows if r.prescription_id == region_a
+    ] == [(region_a, "emailed", "emailed")]
     assert [(r.to_status, r.outcome) for r in rows if r.prescription_id == region_b] == [
-        ("signed", "emailed"), ("dispensed", "emailed")]
+        ("signed", "emailed"),
+        ("dispensed", "emailed"),
+    ]
     # The Region A patient got a notice saying where the prescription went.
     with seeded.session() as s:
-        emailed_event = s.scalar(select(EventOutbox.event_id).where(
-            EventOutbox.prescription_id == region_a, EventOutbox.routing_key.like("%.A.emailed")))
-    notice = email.message_from_bytes((tmp_path / "mail" / f"notify-{emailed_event}.eml").read_bytes(),
-                                      policy=email.policy.default)
+        emailed_event = s.scalar(
+            select(EventOutbox.event_id).where(
+                EventOutbox.prescription_id == region_a, EventOutbox.routing_key.like("%.A.emailed")
+            )
+        )
+    notice = email.message_from_bytes(
+        (tmp_path / "mail" / f"notify-{emailed_event}.eml").read_bytes(),
+        policy=email.policy.default,
+    )
     assert notice["Subject"] == "Your prescription has been sent to your pharmacy"
     assert notice["Message-ID"].strip() == f"<notice.{emailed_event}@erx-connector.example.test>"
 
@@ -354,7 +462,9 @@ def test_the_publisher_declares_the_notifier_queue_with_the_notifier_arguments(
 ):
     # Publisher and notifier declare one topology (contracts.event_topology): a second
     # declaration with other arguments would be refused by the broker.
-    settings = event_settings(db_url, amqp_url, event_names, tmp_path / "mail", notify_max_attempts=3)
+    settings = event_settings(
+        db_url, amqp_url, event_names, tmp_path / "mail", notify_max_attempts=3
+    )
     publish_all(seeded, settings)
     connection = connect(amqp_url, name=f"erx-tests {event_names.queue}")
     try:
@@ -364,6 +474,8 @@ def test_the_publisher_declares_the_notifier_queue_with_the_notifier_arguments(
     finally:
         connection.close()
     nsettings = notifier_settings(settings)
-    result = CliRunner().invoke(notifier_main, ["dlq", "list", "--json"], obj=nsettings)  # declares too
+    result = CliRunner().invoke(
+        notifier_main, ["dlq", "list", "--json"], obj=nsettings
+    )  # declares too
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == []

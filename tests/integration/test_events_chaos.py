@@ -43,19 +43,30 @@ event_names = events_support.event_names
 
 # Ten transitions per prescription; the consumer acts on rejected (x3), signed and dispensed.
 STEPS = (
-    ("local", "queued", "service"), ("local", "rejected", "service"),
-    ("local", "queued", "operator"), ("local", "rejected", "service"),
-    ("local", "queued", "operator"), ("local", "rejected", "service"),
-    ("local", "queued", "operator"), ("platform", "issued", "api"),
-    ("platform", "signed", "webhook"), ("platform", "dispensed", "webhook"),
+    ("local", "queued", "service"),
+    ("local", "rejected", "service"),
+    ("local", "queued", "operator"),
+    ("local", "rejected", "service"),
+    ("local", "queued", "operator"),
+    ("local", "rejected", "service"),
+    ("local", "queued", "operator"),
+    ("platform", "issued", "api"),
+    ("platform", "signed", "webhook"),
+    ("platform", "dispensed", "webhook"),
 )
 NOTIFIED = {"rejected", "signed", "dispensed"}
 
 
 def _spawn(args: list[str], env: dict[str, str], log_path) -> subprocess.Popen:  # type: ignore[no-untyped-def]
     log = open(log_path, "ab")  # noqa: SIM115 - closed with the process
-    program = [str(BIN / "python"), "-m", "notifier"] if args[0] == "run" else [str(BIN / "flask"), "--app", "app"]
-    return subprocess.Popen([*program, *args], cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    program = (
+        [str(BIN / "python"), "-m", "notifier"]
+        if args[0] == "run"
+        else [str(BIN / "flask"), "--app", "app"]
+    )
+    return subprocess.Popen(
+        [*program, *args], cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
 
 
 def _queue_exists(url: str, queue: str) -> bool:
@@ -75,7 +86,9 @@ def _queue_exists(url: str, queue: str) -> bool:
 def test_500_transitions_through_a_publisher_crash_and_cut_connections_take_effect_exactly_once(
     seeded, tmp_path, db_url, amqp_url, event_names
 ):
-    settings = event_settings(db_url, amqp_url, event_names, tmp_path / "mail", notify_max_attempts=10)
+    settings = event_settings(
+        db_url, amqp_url, event_names, tmp_path / "mail", notify_max_attempts=10
+    )
     env = event_env(settings)
     empty_notifier_inbox(db_url)
     capture = Capture(amqp_url, event_names.exchange, "#")
@@ -87,7 +100,9 @@ def test_500_transitions_through_a_publisher_crash_and_cut_connections_take_effe
         consumer = _spawn(["run"], env, tmp_path / "notify.log")
         procs.append(consumer)
         wait_until(lambda: _queue_exists(amqp_url, event_names.queue), timeout_s=30)
-        doomed = _spawn(["events", "publish", "--exit-after-confirms", "120"], env, tmp_path / "publisher-1.log")
+        doomed = _spawn(
+            ["events", "publish", "--exit-after-confirms", "120"], env, tmp_path / "publisher-1.log"
+        )
         procs.append(doomed)
 
         def generate() -> None:
@@ -99,9 +114,17 @@ def test_500_transitions_through_a_publisher_crash_and_cut_connections_take_effe
                         if kind == "local":
                             record_local_status(s, rx, status, source=source)
                         else:
-                            record_transition(s, rx, Transition(
-                                to_status=status, from_status=rx.status, occurred_at=at + timedelta(minutes=n),
-                                source=source, event_id=f"chaos-{pid}-{status}"))
+                            record_transition(
+                                s,
+                                rx,
+                                Transition(
+                                    to_status=status,
+                                    from_status=rx.status,
+                                    occurred_at=at + timedelta(minutes=n),
+                                    source=source,
+                                    event_id=f"chaos-{pid}-{status}",
+                                ),
+                            )
                     time.sleep(0.008)  # ~100 transitions/s: the run spans the chaos below
 
         generator = threading.Thread(target=generate, daemon=True)
@@ -112,7 +135,11 @@ def test_500_transitions_through_a_publisher_crash_and_cut_connections_take_effe
 
         def published() -> int:
             with seeded.session() as s:
-                return s.scalar(select(func.count()).select_from(EventOutbox).where(EventOutbox.state == "published"))
+                return s.scalar(
+                    select(func.count())
+                    .select_from(EventOutbox)
+                    .where(EventOutbox.state == "published")
+                )
 
         wait_until(lambda: published() >= 250, timeout_s=60)
         closed = close_connections_named(event_names.exchange.rsplit("-", 1)[1])
@@ -138,8 +165,11 @@ def test_500_transitions_through_a_publisher_crash_and_cut_connections_take_effe
         capture.close()
 
     with seeded.session() as s:
-        outbox = s.execute(select(EventOutbox.event_id, EventOutbox.prescription_id, EventOutbox.routing_key)
-                           .order_by(EventOutbox.id)).all()
+        outbox = s.execute(
+            select(
+                EventOutbox.event_id, EventOutbox.prescription_id, EventOutbox.routing_key
+            ).order_by(EventOutbox.id)
+        ).all()
     inbox = notifier_rows(db_url)
     assert len(outbox) == 500
     # The crash re-sent what was confirmed but not marked: duplicates on the wire...
@@ -168,7 +198,9 @@ def test_500_transitions_through_a_publisher_crash_and_cut_connections_take_effe
     assert by_rx == {pid: [r.event_id for r in notified if r.prescription_id == pid] for pid in ids}
     # Exactly one email per effect: the consumer logs each send once, by event id.
     log_text = (tmp_path / "notify.log").read_text()
-    sends = collections.Counter(re.findall(r"notify ([0-9a-f-]{36}) prescription=\d+ to=\w+: emailed", log_text))
+    sends = collections.Counter(
+        re.findall(r"notify ([0-9a-f-]{36}) prescription=\d+ to=\w+: emailed", log_text)
+    )
     emailed = {r.message_id for r in inbox if r.outcome == "emailed"}
     assert set(sends) == emailed and set(sends.values()) == {1}
     assert len(list((tmp_path / "mail").glob("notify-*.eml"))) == len(emailed)

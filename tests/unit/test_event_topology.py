@@ -21,15 +21,22 @@ class RecordingChannel:
         self.calls.append(("bind", queue, exchange, routing_key))
 
 
-def test_the_notifier_queue_binds_every_status_a_patient_is_told_of_including_region_a_emailed() -> None:
+def test_the_notifier_queue_binds_every_status_a_patient_is_told_of_with_emailed() -> None:
     channel = RecordingChannel()
-    declare(channel, event_topology(exchange="ex", dlx="dlx", notify_queue="q", notify_max_attempts=5))
+    declare(
+        channel, event_topology(exchange="ex", dlx="dlx", notify_queue="q", notify_max_attempts=5)
+    )
     assert channel.calls == [
         ("exchange", "ex", "topic", True),
         ("exchange", "dlx", "topic", True),
         ("queue", "q.dlq", True, None),
         ("bind", "q.dlq", "dlx", "#"),
-        ("queue", "q", True, {"x-queue-type": "quorum", "x-delivery-limit": 4, "x-dead-letter-exchange": "dlx"}),
+        (
+            "queue",
+            "q",
+            True,
+            {"x-queue-type": "quorum", "x-delivery-limit": 4, "x-dead-letter-exchange": "dlx"},
+        ),
         ("bind", "q", "ex", "prescription.status_changed.*.signed"),
         ("bind", "q", "ex", "prescription.status_changed.*.dispensed"),
         ("bind", "q", "ex", "prescription.status_changed.*.rejected"),
@@ -39,5 +46,7 @@ def test_the_notifier_queue_binds_every_status_a_patient_is_told_of_including_re
 
 def test_without_a_notifier_queue_only_the_exchanges_are_declared() -> None:
     channel = RecordingChannel()
-    declare(channel, event_topology(exchange="ex", dlx="dlx", notify_queue="", notify_max_attempts=5))
+    declare(
+        channel, event_topology(exchange="ex", dlx="dlx", notify_queue="", notify_max_attempts=5)
+    )
     assert [c[0] for c in channel.calls] == ["exchange", "exchange"]
