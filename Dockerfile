@@ -41,9 +41,11 @@ COPY connector connector
 COPY webhooks webhooks
 COPY migrations migrations
 COPY scripts scripts
+# The event contract: the schemas and the module app.events.contract re-exports.
+COPY contracts contracts
 COPY alembic.ini gunicorn.conf.py wsgi.py ./
 # Bytecode compiled now, as root: at run time the filesystem is read-only.
-RUN python -m compileall -q app connector webhooks migrations scripts gunicorn.conf.py wsgi.py
+RUN python -m compileall -q app connector webhooks migrations scripts contracts gunicorn.conf.py wsgi.py
 USER 10001:10001
 # 8000: the web tier (gunicorn; its /metrics in multiprocess mode: gunicorn.conf.py sets
 # PROMETHEUS_MULTIPROC_DIR to a fresh directory when several workers run, k8s mounts an

@@ -410,21 +410,3 @@ class EventOutbox(Base):
         CheckConstraint("state IN ('pending', 'published', 'dead')", name="state"),
         Index("ix_event_outbox_due", "state", "next_attempt_at"),
     )
-
-
-class NotifyInbox(Base):
-    """The reference consumer's dedupe table: one row per AMQP ``message_id`` handled.
-
-    Inserted in the same transaction as the consumer's effect, so a redelivered
-    or re-published message finds its row and does nothing (docs/events.md).
-    """
-
-    __tablename__ = "notify_inbox"
-    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
-    message_id: Mapped[str] = mapped_column(String(100), unique=True)
-    prescription_id: Mapped[int] = mapped_column(Integer, index=True)
-    to_status: Mapped[str] = mapped_column(String(16))
-    outcome: Mapped[str] = mapped_column(String(16))
-    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    processed_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    __table_args__ = (CheckConstraint("outcome IN ('emailed', 'no_email')", name="outcome"),)

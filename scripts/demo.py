@@ -11,13 +11,15 @@ waits, prints both timelines (``dispensed``; ``emailed``), stops everything
 and exits 0 (1 if either did not arrive in time). The Region A email is
 written by the development mail backend under ``MAIL_DIR`` (SMTP in
 production). The event publisher and the reference notification
-consumer run too (RabbitMQ at ``AMQP_URL``, on exchange and queue names unique
-to this run, deleted at the end); the demo prints the events the consumer
-received for its prescription (none, with a note, when no broker answers).
+consumer (``python -m notifier run``) run too (RabbitMQ at ``AMQP_URL``, on
+exchange and queue names unique to this run, deleted at the end); the demo
+prints the events the consumer received for each prescription (none, with a
+note, when no broker answers).
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -85,18 +87,18 @@ def wait_for(stack: Stack, pid: int, finals: tuple[str, ...], *, auth: dict[str,
 
 
 def start_events(stack: Stack) -> None:
-    """Start ``events publish`` and ``notify`` on names unique to this run (a shared broker stays clean)."""
+    """Start ``events publish``, then ``python -m notifier run``, on names unique to this run.
+
+    The publisher goes first, as an operator following the README would start
+    it: it declares the notifier's queue before it publishes, so nothing is
+    lost while the notifier starts.
+    """
     suffix = uuid.uuid4().hex[:8]
     stack.env.update(EVENTS_EXCHANGE=f"erx.events.demo-{suffix}", EVENTS_DLX=f"erx.events.dlq.demo-{suffix}",
                      NOTIFY_QUEUE=f"erx.notify.demo-{suffix}")
-    stack._spawn("notify", [str(BIN / "flask"), "--app", "app", "notify"])
     stack._spawn("publisher", [str(BIN / "flask"), "--app", "app", "events", "publish"])
-    # Messages are only kept for queues that exist: wait until the consumer declared its queue.
-    ready = _flask(stack, "notify", "wait-ready", "--timeout", "20")
-    if ready.returncode == 0:
-        print("== event publisher and reference notification consumer started")
-    else:
-        print(f"== no events in this demo: {ready.stderr.strip().splitlines()[-1] if ready.stderr.strip() else 'notify not ready'}")
+    stack._spawn("notifier", [str(BIN / "python"), "-m", "notifier", "run"])
+    print("== event publisher and reference notification consumer (python -m notifier) started")
 
 
 def _flask(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
@@ -105,40 +107,45 @@ def _flask(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=60, check=False)
 
 
-NOTIFIED_STATUSES = ("signed", "dispensed", "rejected")
-"""What the reference consumer binds to (app/events/notify.py): the statuses a patient is told of."""
+def _received(stack: Stack, prescription_id: int) -> list[dict]:
+    """What the notifier handled for ``prescription_id`` (``python -m notifier received``)."""
+    args = [str(BIN / "python"), "-m", "notifier", "received", "--prescription", str(prescription_id),
+            "--json"]
+    done = subprocess.run(args, env=stack.env, capture_output=True, text=True, timeout=60,
+                          check=False, cwd=REPO_ROOT)
+    return json.loads(done.stdout) if done.returncode == 0 and done.stdout.strip() else []
 
 
-def print_notifications(prescription_id: int) -> None:
+NOTIFIED_STATUSES = ("signed", "dispensed", "rejected", "emailed")
+"""The statuses a patient is told of: what the notifier binds (contracts/event_topology.py)."""
+
+
+def print_notifications(stack: Stack, prescription_id: int) -> None:
     """Print the events published for ``prescription_id`` and what the reference consumer received (ids only)."""
     from app.config import load_settings
     from app.db import Database
-    from app.models import EventOutbox, NotifyInbox
+    from app.models import EventOutbox
 
     db = Database(load_settings().database_url)
     try:
         deadline = time.monotonic() + 15
         while True:
+            rows = _received(stack, prescription_id)
             with db.session() as session:
-                rows = session.execute(
-                    select(NotifyInbox.message_id, NotifyInbox.to_status, NotifyInbox.outcome)
-                    .join(EventOutbox, EventOutbox.event_id == NotifyInbox.message_id)
-                    .where(EventOutbox.prescription_id == prescription_id).order_by(NotifyInbox.id)
-                ).all()
                 published = session.scalar(
                     select(func.count()).select_from(EventOutbox)
                     .where(EventOutbox.prescription_id == prescription_id, EventOutbox.state == "published"))
                 # The routing key ends in the new status: prescription.status_changed.<region>.<to>.
                 keys = session.scalars(select(EventOutbox.routing_key).where(EventOutbox.prescription_id == prescription_id))
                 expected = {key.rsplit(".", 1)[-1] for key in keys} & set(NOTIFIED_STATUSES)
-            if {r.to_status for r in rows} >= expected or time.monotonic() > deadline:
+            if {r["to"] for r in rows} >= expected or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
     finally:
         db.dispose()
     print(f"\n== events: {published} published; the reference notification consumer received")
     for row in rows:
-        print(f"   {row.message_id}  -> {row.to_status:<10} patient {row.outcome}")
+        print(f"   {row['message_id']}  -> {row['to']:<10} patient {row['outcome']}")
     if not rows and not expected:
         print(f"   nothing: it is told only of {', '.join(NOTIFIED_STATUSES)}")
     elif not rows:
@@ -183,7 +190,7 @@ def main() -> int:
             print("\n".join(timeline_lines(view.get("history", []))))
             print(f"   final status: {view.get('status')}")
             ok = ok and view.get("status") == wanted
-            print_notifications(pid)
+            print_notifications(stack, pid)
         mail_dir = stack.env.get("MAIL_DIR", "instance/mail")
         print(f"\n== the Region A email (with its PDF) is under {mail_dir}/ (development mail backend)")
         print(f"== done in {time.monotonic() - started:.1f} s")

@@ -38,17 +38,12 @@ from sqlalchemy.orm import aliased
 
 from app import queue_wakeup
 from app.db import Database, utcnow
-from app.events.amqp import (
-    BROKER_ERRORS,
-    ConfirmingChannel,
-    close_quietly,
-    connect,
-    declare_exchanges,
-)
+from app.events.amqp import BROKER_ERRORS, ConfirmingChannel, connection_parameters
 from app.events.contract import ContractError, validate_event
 from app.models import EventOutbox
 from app.queue import claim_returning, claim_statement, release
 from app.retry import RetryPolicy
+from contracts.event_topology import EventTopology, declare, event_topology
 
 log = logging.getLogger("app.events.publisher")
 
@@ -62,17 +57,27 @@ class PublisherConfig:
     (with NOTIFY wake-ups, the fallback poll for what no notification announced:
     rows coming due after a backoff, rows released by another publisher).
     ``backoff_base_s``/``backoff_cap_s``: full-jitter bounds for broker outages
-    and nacked rows.
+    and nacked rows. ``notify_queue``/``notify_max_attempts``: the reference
+    consumer's queue, declared (with its dead-letter queue and bindings) before
+    the first publish so that nothing is dropped for lack of a binding; empty:
+    declare the exchanges only.
     """
 
     amqp_url: str
     exchange: str
     dlx: str
+    notify_queue: str = ""
+    notify_max_attempts: int = 5
     batch: int = 200
     lease_s: float = 30.0
     poll_s: float = 0.5
     backoff_base_s: float = 0.5
     backoff_cap_s: float = 30.0
+
+    def topology(self) -> EventTopology:
+        """What the publisher declares on each (re)connect (:mod:`contracts.event_topology`)."""
+        return event_topology(exchange=self.exchange, dlx=self.dlx, notify_queue=self.notify_queue,
+                              notify_max_attempts=self.notify_max_attempts)
 
 
 @dataclass(frozen=True)
@@ -133,7 +138,6 @@ class EventPublisher:
         self.stop = stop or threading.Event()
         self.after_confirm = after_confirm
         self.waiter = waiter or queue_wakeup.PollWaiter(self.stop)
-        self._connection: pika.BlockingConnection | None = None
         self._channel: ConfirmingChannel | None = None
         self._conn: Connection | None = None
         self._claim_sql: Any = None
@@ -141,13 +145,27 @@ class EventPublisher:
     # -- broker ---------------------------------------------------------------------
 
     def _open_channel(self) -> ConfirmingChannel:
-        if self._channel is None or self._channel.is_closed:
-            self.close()
-            self._connection = connect(self.config.amqp_url, name=f"erx-events-publisher {self.config.exchange} {self.worker_id}")
-            channel = ConfirmingChannel(self._connection)
-            declare_exchanges(channel.channel, exchange=self.config.exchange, dlx=self.config.dlx)
-            self._channel = channel
-        return self._channel
+        """The confirm channel, (re)connected if needed, with the durable topology declared on it.
+
+        Declaring the consumer queues before any publish is what keeps events
+        published before a consumer first ran: they wait in its queue.
+        """
+        if self._channel is not None and not self._channel.is_closed:
+            try:
+                self._channel.service()  # heartbeats, or a close from the broker, while idle
+                return self._channel
+            except BROKER_ERRORS as exc:
+                log.info("broker connection lost while idle (%s); reconnecting", type(exc).__name__)
+        self.close()
+        name = f"erx-events-publisher {self.config.exchange} {self.worker_id}"
+        channel = ConfirmingChannel(connection_parameters(self.config.amqp_url, name=name))
+        try:
+            declare(channel, self.config.topology())
+        except BaseException:
+            channel.close()
+            raise
+        self._channel = channel
+        return channel
 
     def request_stop(self) -> None:
         """Ask :meth:`run` to stop: the batch in hand finishes, an idle wait ends at once (signal-safe)."""
@@ -157,8 +175,8 @@ class EventPublisher:
     def close(self) -> None:
         """Close the broker connection and the publisher's database connection (if any)."""
         self._close_db()
-        close_quietly(self._connection)
-        self._connection = None
+        if self._channel is not None:
+            self._channel.close()
         self._channel = None
 
     # -- one batch ------------------------------------------------------------------

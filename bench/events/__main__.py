@@ -262,8 +262,12 @@ def main() -> None:
     bench_db.recreate()
     suffix = uuid.uuid4().hex[:8]
     exchange = f"erx.events.bench-{suffix}"
+    # The publisher declares the notifier's queue as in production (messages routed to it
+    # too), under a name of this run's own, deleted at the end with its dead-letter queue.
+    notify_queue = f"erx.notify.bench-{suffix}"
     env = base_env(DATABASE_URL=bench_db.url, AMQP_URL=AMQP_URL, EVENTS_EXCHANGE=exchange,
-                   EVENTS_DLX=f"erx.events.dlq.bench-{suffix}", ERX_ENV="development")
+                   EVENTS_DLX=f"erx.events.dlq.bench-{suffix}", NOTIFY_QUEUE=notify_queue,
+                   ERX_ENV="development")
     cfg = Config(str(REPO_ROOT / "alembic.ini"))
     os.environ["DATABASE_URL"] = bench_db.url
     command.upgrade(cfg, "head")
@@ -313,6 +317,8 @@ def main() -> None:
         consumer.close()
         cleanup = connect(AMQP_URL, name="bench cleanup")
         channel = cleanup.channel()
+        for queue in (notify_queue, f"{notify_queue}.dlq"):
+            channel.queue_delete(queue=queue)
         channel.exchange_delete(exchange=exchange)
         channel.exchange_delete(exchange=f"erx.events.dlq.bench-{suffix}")
         close_quietly(cleanup)

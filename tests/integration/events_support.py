@@ -17,9 +17,12 @@ from pathlib import Path
 
 import pika
 import pytest
+from sqlalchemy import delete
 
 from app.config import Settings
 from app.events.amqp import BROKER_ERRORS, close_quietly, connect
+from notifier.settings import NotifierSettings
+from notifier.store import create_schema, inbox, open_engine
 from tests.conftest import make_settings
 
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
@@ -43,8 +46,10 @@ def amqp_url() -> str:
     try:
         connection = connect(AMQP_URL, name="erx-tests probe")
     except BROKER_ERRORS as exc:
-        pytest.skip(f"RabbitMQ not reachable at {AMQP_URL.split('@')[-1]} ({type(exc).__name__}); "
-                    "start it with `rabbitmq-server -detached` (.ci/run does)")
+        pytest.skip(
+            f"RabbitMQ not reachable at {AMQP_URL.split('@')[-1]} ({type(exc).__name__}); "
+            "start it with `rabbitmq-server -detached` (.ci/run does)"
+        )
     close_quietly(connection)
     return AMQP_URL
 
@@ -52,7 +57,9 @@ def amqp_url() -> str:
 @pytest.fixture
 def event_names(amqp_url: str) -> Iterator[EventNames]:
     suffix = uuid.uuid4().hex[:10]
-    names = EventNames(f"erx.events.test-{suffix}", f"erx.events.dlq.test-{suffix}", f"erx.notify.test-{suffix}")
+    names = EventNames(
+        f"erx.events.test-{suffix}", f"erx.events.dlq.test-{suffix}", f"erx.notify.test-{suffix}"
+    )
     yield names
     connection = connect(amqp_url, name="erx-tests cleanup")
     try:
@@ -65,7 +72,9 @@ def event_names(amqp_url: str) -> Iterator[EventNames]:
         close_quietly(connection)
 
 
-def event_settings(db_url: str, amqp_url: str, names: EventNames, mail_dir: Path, **overrides: object) -> Settings:
+def event_settings(
+    db_url: str, amqp_url: str, names: EventNames, mail_dir: Path, **overrides: object
+) -> Settings:
     """Test settings with this run's exchange/queue names and fast backoff."""
     values: dict[str, object] = {
         "mail_dir": str(mail_dir),
@@ -83,7 +92,7 @@ def event_settings(db_url: str, amqp_url: str, names: EventNames, mail_dir: Path
 
 
 def event_env(settings: Settings) -> dict[str, str]:
-    """Environment for ``flask --app app events publish`` / ``notify`` subprocesses with ``settings``."""
+    """Environment for ``flask --app app events publish`` / ``python -m notifier`` subprocesses."""
     from scripts.stack import base_env
 
     return base_env(
@@ -101,8 +110,53 @@ def event_env(settings: Settings) -> dict[str, str]:
     )
 
 
+def notifier_settings(settings: Settings, **overrides: object) -> NotifierSettings:
+    """The notifier's settings matching ``settings``: broker names, database, mail dir."""
+    values: dict[str, object] = {
+        "database_url": settings.database_url,
+        "amqp_url": settings.amqp_url,
+        "exchange": settings.events_exchange,
+        "dlx": settings.events_dlx,
+        "queue": settings.notify_queue,
+        "max_attempts": settings.notify_max_attempts,
+        "backoff_base_s": settings.events_backoff_base_s,
+        "backoff_cap_s": settings.events_backoff_cap_s,
+        "mail_dir": settings.mail_dir,
+    }
+    values.update(overrides)
+    return NotifierSettings(**values)  # type: ignore[arg-type]
+
+
+def empty_notifier_inbox(db_url: str) -> None:
+    """Create the notifier's table if missing and empty it (the service's fixtures skip it)."""
+    engine = open_engine(db_url)
+    try:
+        create_schema(engine)
+        with engine.begin() as conn:
+            conn.execute(delete(inbox))
+    finally:
+        engine.dispose()
+
+
+def notifier_rows(db_url: str, *, prescription_ids: list[int] | None = None) -> list:
+    """The notifier's inbox rows (message_id, prescription_id, to_status, outcome), in order."""
+    from sqlalchemy import select
+
+    engine = open_engine(db_url)
+    try:
+        statement = select(
+            inbox.c.message_id, inbox.c.prescription_id, inbox.c.to_status, inbox.c.outcome
+        ).order_by(inbox.c.id)
+        if prescription_ids is not None:
+            statement = statement.where(inbox.c.prescription_id.in_(prescription_ids))
+        with engine.connect() as conn:
+            return list(conn.execute(statement).all())
+    finally:
+        engine.dispose()
+
+
 class Capture:
-    """An exclusive, server-named queue bound to ``exchange`` with ``patterns``; drains what arrived."""
+    """An exclusive, server-named queue bound to ``exchange`` with ``patterns``; drains it."""
 
     def __init__(self, amqp_url: str, exchange: str, *patterns: str) -> None:
         self.connection = connect(amqp_url, name=f"erx-tests capture {exchange}")
@@ -126,21 +180,36 @@ class Capture:
 
 
 def close_connections_named(fragment: str) -> int:
-    """Close only this run's broker connections (``rabbitmqctl close_connection``); returns how many.
+    """Close only this run's broker connections (``rabbitmqctl close_connection``); a count.
 
     Less disruptive than ``close_all_connections``, which would also cut other
     test runs sharing the broker.
     """
     listing = subprocess.run(
-        ["rabbitmqctl", "-q", "list_connections", "pid", "client_properties", "--formatter", "json"],
-        capture_output=True, text=True, check=True, timeout=60,
+        [
+            "rabbitmqctl",
+            "-q",
+            "list_connections",
+            "pid",
+            "client_properties",
+            "--formatter",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     )
     closed = 0
     for conn in json.loads(listing.stdout or "[]"):
         props = conn.get("client_properties")
         text = json.dumps(props)
         if fragment in text:
-            subprocess.run(["rabbitmqctl", "-q", "close_connection", conn["pid"], "chaos test"],
-                           capture_output=True, check=False, timeout=60)
+            subprocess.run(
+                ["rabbitmqctl", "-q", "close_connection", conn["pid"], "chaos test"],
+                capture_output=True,
+                check=False,
+                timeout=60,
+            )
             closed += 1
     return closed

@@ -1,7 +1,7 @@
 """Chaos for the events: 500 transitions while the publisher dies and the broker cuts connections.
 
 The publisher and the reference consumer run as the real commands
-(``flask --app app events publish`` / ``notify``). Mid-run, the first publisher
+(``flask --app app events publish`` / ``python -m notifier run``). Mid-run, the first publisher
 dies between the broker's confirm and its database mark (a duplicate publish),
 and this run's broker connections are closed (``rabbitmqctl close_connection``
 for our connections only: the broker is shared with other test runs, so no
@@ -24,15 +24,17 @@ from sqlalchemy import func, select
 
 from app.events.amqp import BROKER_ERRORS, close_quietly, connect
 from app.history import Transition, record_local_status, record_transition
-from app.models import EventOutbox, NotifyInbox, Prescription
+from app.models import EventOutbox, Prescription
 from scripts.stack import BIN, REPO_ROOT
 from tests.integration import events_support
 from tests.integration.conftest import wait_until
 from tests.integration.events_support import (
     Capture,
     close_connections_named,
+    empty_notifier_inbox,
     event_env,
     event_settings,
+    notifier_rows,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -41,19 +43,30 @@ event_names = events_support.event_names
 
 # Ten transitions per prescription; the consumer acts on rejected (x3), signed and dispensed.
 STEPS = (
-    ("local", "queued", "service"), ("local", "rejected", "service"),
-    ("local", "queued", "operator"), ("local", "rejected", "service"),
-    ("local", "queued", "operator"), ("local", "rejected", "service"),
-    ("local", "queued", "operator"), ("platform", "issued", "api"),
-    ("platform", "signed", "webhook"), ("platform", "dispensed", "webhook"),
+    ("local", "queued", "service"),
+    ("local", "rejected", "service"),
+    ("local", "queued", "operator"),
+    ("local", "rejected", "service"),
+    ("local", "queued", "operator"),
+    ("local", "rejected", "service"),
+    ("local", "queued", "operator"),
+    ("platform", "issued", "api"),
+    ("platform", "signed", "webhook"),
+    ("platform", "dispensed", "webhook"),
 )
 NOTIFIED = {"rejected", "signed", "dispensed"}
 
 
 def _spawn(args: list[str], env: dict[str, str], log_path) -> subprocess.Popen:  # type: ignore[no-untyped-def]
     log = open(log_path, "ab")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen([str(BIN / "flask"), "--app", "app", *args], cwd=REPO_ROOT, env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
+    program = (
+        [str(BIN / "python"), "-m", "notifier"]
+        if args[0] == "run"
+        else [str(BIN / "flask"), "--app", "app"]
+    )
+    return subprocess.Popen(
+        [*program, *args], cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
 
 
 def _queue_exists(url: str, queue: str) -> bool:
@@ -73,18 +86,23 @@ def _queue_exists(url: str, queue: str) -> bool:
 def test_500_transitions_through_a_publisher_crash_and_cut_connections_take_effect_exactly_once(
     seeded, tmp_path, db_url, amqp_url, event_names
 ):
-    settings = event_settings(db_url, amqp_url, event_names, tmp_path / "mail", notify_max_attempts=10)
+    settings = event_settings(
+        db_url, amqp_url, event_names, tmp_path / "mail", notify_max_attempts=10
+    )
     env = event_env(settings)
+    empty_notifier_inbox(db_url)
     capture = Capture(amqp_url, event_names.exchange, "#")
     procs: list[subprocess.Popen] = []
     with seeded.session() as s:
         ids = list(s.scalars(select(Prescription.id).order_by(Prescription.id)))
     assert len(ids) == 50
     try:
-        consumer = _spawn(["notify"], env, tmp_path / "notify.log")
+        consumer = _spawn(["run"], env, tmp_path / "notify.log")
         procs.append(consumer)
         wait_until(lambda: _queue_exists(amqp_url, event_names.queue), timeout_s=30)
-        doomed = _spawn(["events", "publish", "--exit-after-confirms", "120"], env, tmp_path / "publisher-1.log")
+        doomed = _spawn(
+            ["events", "publish", "--exit-after-confirms", "120"], env, tmp_path / "publisher-1.log"
+        )
         procs.append(doomed)
 
         def generate() -> None:
@@ -96,9 +114,17 @@ def test_500_transitions_through_a_publisher_crash_and_cut_connections_take_effe
                         if kind == "local":
                             record_local_status(s, rx, status, source=source)
                         else:
-                            record_transition(s, rx, Transition(
-                                to_status=status, from_status=rx.status, occurred_at=at + timedelta(minutes=n),
-                                source=source, event_id=f"chaos-{pid}-{status}"))
+                            record_transition(
+                                s,
+                                rx,
+                                Transition(
+                                    to_status=status,
+                                    from_status=rx.status,
+                                    occurred_at=at + timedelta(minutes=n),
+                                    source=source,
+                                    event_id=f"chaos-{pid}-{status}",
+                                ),
+                            )
                     time.sleep(0.008)  # ~100 transitions/s: the run spans the chaos below
 
         generator = threading.Thread(target=generate, daemon=True)
@@ -109,7 +135,11 @@ def test_500_transitions_through_a_publisher_crash_and_cut_connections_take_effe
 
         def published() -> int:
             with seeded.session() as s:
-                return s.scalar(select(func.count()).select_from(EventOutbox).where(EventOutbox.state == "published"))
+                return s.scalar(
+                    select(func.count())
+                    .select_from(EventOutbox)
+                    .where(EventOutbox.state == "published")
+                )
 
         wait_until(lambda: published() >= 250, timeout_s=60)
         closed = close_connections_named(event_names.exchange.rsplit("-", 1)[1])
@@ -119,8 +149,7 @@ def test_500_transitions_through_a_publisher_crash_and_cut_connections_take_effe
         wait_until(lambda: published() == 500, timeout_s=60)
 
         def effects() -> int:
-            with seeded.session() as s:
-                return s.scalar(select(func.count()).select_from(NotifyInbox))
+            return len(notifier_rows(db_url))
 
         wait_until(lambda: effects() == 250, timeout_s=60)
         time.sleep(1.0)  # let any late duplicate arrive: it must change nothing
@@ -136,10 +165,12 @@ def test_500_transitions_through_a_publisher_crash_and_cut_connections_take_effe
         capture.close()
 
     with seeded.session() as s:
-        outbox = s.execute(select(EventOutbox.event_id, EventOutbox.prescription_id, EventOutbox.routing_key)
-                           .order_by(EventOutbox.id)).all()
-        inbox = s.execute(select(NotifyInbox.message_id, NotifyInbox.prescription_id, NotifyInbox.outcome)
-                          .order_by(NotifyInbox.id)).all()
+        outbox = s.execute(
+            select(
+                EventOutbox.event_id, EventOutbox.prescription_id, EventOutbox.routing_key
+            ).order_by(EventOutbox.id)
+        ).all()
+    inbox = notifier_rows(db_url)
     assert len(outbox) == 500
     # The crash re-sent what was confirmed but not marked: duplicates on the wire...
     sent = [body["event_id"] for _key, _props, body in got]
@@ -167,7 +198,9 @@ def test_500_transitions_through_a_publisher_crash_and_cut_connections_take_effe
     assert by_rx == {pid: [r.event_id for r in notified if r.prescription_id == pid] for pid in ids}
     # Exactly one email per effect: the consumer logs each send once, by event id.
     log_text = (tmp_path / "notify.log").read_text()
-    sends = collections.Counter(re.findall(r"notify ([0-9a-f-]{36}) prescription=\d+ to=\w+: emailed", log_text))
+    sends = collections.Counter(
+        re.findall(r"notify ([0-9a-f-]{36}) prescription=\d+ to=\w+: emailed", log_text)
+    )
     emailed = {r.message_id for r in inbox if r.outcome == "emailed"}
     assert set(sends) == emailed and set(sends.values()) == {1}
     assert len(list((tmp_path / "mail").glob("notify-*.eml"))) == len(emailed)

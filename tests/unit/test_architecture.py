@@ -397,3 +397,13 @@ def test_environment_check_flags_reads(source: str) -> None:
 
 def test_environment_check_allows_other_os_use() -> None:
     assert environment_reads("import os\np = os.path.join('a', 'b')", Path("example.py")) == []
+
+
+def test_notifier_imports_only_the_contract_pika_sqlalchemy_click_and_itself() -> None:
+    # design.md: notifier/ is a downstream service: contracts/, pika, its own modules and
+    # the mailer it needs (stdlib smtplib/email); never app internals, nor any other
+    # package of this repository.
+    allowed = {"contracts", "notifier", "pika", "sqlalchemy", "click"}
+    bad = [str(i) for i in imports_of("notifier") if i.top not in STDLIB and i.top not in allowed]
+    assert bad == []
+    assert {i.top for i in imports_of("notifier")} >= {"contracts", "pika"}  # the walk sees real imports
