@@ -11,6 +11,7 @@ from __future__ import annotations
 from marshmallow import RAISE, Schema, fields, validate
 
 from app.services.void import MAX_REASON_LENGTH
+from app.text_input import Text
 
 MAX_ID = 2**63 - 1  # the largest BIGINT primary key
 
@@ -45,8 +46,9 @@ class VoidRequestSchema(Schema):
     # A list, not validate.And: the same checks, and apispec can see the Length for the
     # OpenAPI document. The pattern documents "not only spaces" as str.strip sees them:
     # a regex \s (ECMA, as OpenAPI validators read it) misses \x1c-\x1f and \x85.
-    reason = fields.String(
+    reason = Text(
         required=True,
+        multiline=True,
         validate=[
             validate.Length(min=1, max=MAX_REASON_LENGTH),
             validate.Predicate("strip", error="Give a reason (not only spaces)."),
