@@ -95,8 +95,9 @@ def mint_token(settings: Settings, *, role: str, subject: str, ttl_s: int = 3600
     defaults to the current time). Raises :class:`app.services.errors.Forbidden`
     when ``settings.env == "production"`` (production tokens come from the
     identity provider), ``ValueError`` for an unknown role, a subject that does not
-    fully match :data:`SUBJECT_PATTERN`, or a ``ttl_s`` below 1 or above
-    ``settings.jwt_max_ttl_s`` (such a token would be refused).
+    fully match :data:`SUBJECT_PATTERN`, or a ``ttl_s`` below 1. A ``ttl_s`` above
+    ``settings.jwt_max_ttl_s`` is cut to it (a longer-lived token would be refused);
+    ``flask tokens mint`` refuses such a ``--ttl`` outright.
     """
     if settings.env == "production":
         raise Forbidden("Development tokens cannot be minted in production (ERX_ENV=production).")
@@ -104,8 +105,9 @@ def mint_token(settings: Settings, *, role: str, subject: str, ttl_s: int = 3600
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     if not valid_subject(subject):
         raise ValueError("subject must be 1 to 255 printable ASCII characters without spaces")
-    if ttl_s < 1 or ttl_s > settings.jwt_max_ttl_s:
-        raise ValueError(f"ttl_s must be between 1 and {settings.jwt_max_ttl_s} seconds (JWT_MAX_TTL_S)")
+    if ttl_s < 1:
+        raise ValueError("ttl_s must be at least 1 second")
+    ttl_s = min(ttl_s, settings.jwt_max_ttl_s)
     issued = int(time.time() if now is None else now)
     claims = {
         "iss": settings.jwt_issuer,

@@ -25,6 +25,8 @@ def mint(role: str, subject: str, ttl_s: int) -> None:
         raise click.ClickException(
             "JWT_SECRET is not set: export the server's JWT_SECRET before minting a token."
         )
+    if ttl_s > svc.settings.jwt_max_ttl_s:
+        raise click.UsageError(f"--ttl must be at most {svc.settings.jwt_max_ttl_s} seconds (JWT_MAX_TTL_S)")
     try:
         token = mint_token(svc.settings, role=role, subject=subject, ttl_s=ttl_s, now=svc.unix_time())
     except Forbidden as exc:

@@ -218,9 +218,13 @@ def test_lifetime_up_to_jwt_max_ttl_s_is_accepted_and_above_refused(app, client,
     assert_invalid_token(client.get(ME, headers=auth(above)))
 
 
-def test_mint_refuses_a_lifetime_above_the_limit(settings) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(ValueError, match="JWT_MAX_TTL_S"):
-        mint_token(settings, role="patient", subject="pt-0001", ttl_s=settings.jwt_max_ttl_s + 1)
+def test_mint_never_exceeds_the_lifetime_limit(app, settings) -> None:  # type: ignore[no-untyped-def]
+    token = mint_token(settings, role="patient", subject="pt-0001", ttl_s=8 * 3600, now=NOW)
+    payload = jwt.decode(token, options={"verify_signature": False})
+    cli = app.test_cli_runner().invoke(args=["tokens", "mint", "--role", "patient", "--sub", "pt-0001", "--ttl", "3601"])
+
+    assert payload["exp"] - payload["iat"] == settings.jwt_max_ttl_s
+    assert cli.exit_code != 0 and "JWT_MAX_TTL_S" in cli.output
     with pytest.raises(ValueError, match="printable"):
         mint_token(settings, role="patient", subject="pt-0001\n")
 
