@@ -5,7 +5,8 @@
 (the webhook receiver parses the platform's body after its HMAC check). Before any schema
 runs, a body is refused when:
 
-- it is not UTF-8 JSON (RFC 8259 section 8.1) or not an object: 400 ``malformed_json``;
+- it is not UTF-8 JSON (RFC 8259 section 8.1; no ``NaN``/``Infinity``) or not an object:
+  400 ``malformed_json``;
 - an object repeats a key (RFC 8259 section 4 leaves the meaning of duplicate names to
   each parser, so two readers of one body could disagree): 400 ``duplicate_key``;
 - arrays and objects nest deeper than :data:`MAX_JSON_DEPTH`: 400 ``too_deeply_nested``.
@@ -47,6 +48,11 @@ def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+def _refuse_constant(name: str) -> Any:
+    # NaN and Infinity are Python's extensions, not JSON (RFC 8259 section 6).
+    raise JsonBodyError("malformed_json", "The body is not valid JSON.")
+
+
 def _depth(value: Any) -> int:
     """Nesting depth of arrays/objects (a scalar is 0), without recursion."""
     deepest, stack = 0, [(value, 1)]
@@ -70,7 +76,7 @@ def parse_json_object(raw: bytes | str) -> dict[str, Any]:
     """
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-        body = json.loads(text, object_pairs_hook=_refuse_duplicates)
+        body = json.loads(text, object_pairs_hook=_refuse_duplicates, parse_constant=_refuse_constant)
     except RecursionError:
         raise JsonBodyError("too_deeply_nested", _too_deep()) from None
     except (UnicodeDecodeError, ValueError) as exc:
