@@ -172,3 +172,22 @@ def _answer_gunicorn_errors_in_json() -> None:
 
 _answer_gunicorn_errors_in_json()
 # --- end of the JSON error block ------------------------------------------------------------
+
+
+# --- One development JWT secret for every worker ---------------------------------------------
+# Without JWT_SECRET a development app makes a random secret per process (app/config.py: no
+# committed value may verify a token). Each gunicorn worker is a process, so a token minted
+# by one worker (the development page) would fail in another: the master makes the one
+# secret here, before forking, and the workers inherit it. Never in production, never logged.
+if (os.environ.get("ERX_ENV", "").strip() or "development") != "production" and not os.environ.get(
+    "JWT_SECRET", ""
+).strip():
+    import logging as _logging
+    import secrets as _secrets
+
+    os.environ["JWT_SECRET"] = _secrets.token_urlsafe(32)
+    _logging.getLogger("app.config").warning(
+        "JWT_SECRET is not set: the workers share a random secret made for this server; "
+        "tokens from `flask tokens mint` verify only with JWT_SECRET exported to both"
+    )
+# --- end of the development JWT secret block ---------------------------------------------------

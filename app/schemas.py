@@ -53,7 +53,12 @@ class VoidRequestSchema(Schema):
             validate.Length(min=1, max=MAX_REASON_LENGTH),
             validate.Predicate("strip", error="Give a reason (not only spaces)."),
         ],
-        metadata={"pattern": r"[^\s\x1c-\x1f\x85]"},
+        # Free text without control characters (tab and line feed allowed) and one character
+        # that is neither a space nor a control somewhere (app/text_input.py).
+        metadata={
+            "pattern": r"^[^\x00-\x08\x0b-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f]"
+            r"[^\x00-\x08\x0b-\x1f\x7f-\x9f]*$"
+        },
     )
 
 

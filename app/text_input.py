@@ -32,6 +32,10 @@ from app.errors import ApiError
 
 _REFUSED_SINGLE_LINE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _REFUSED_MULTILINE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+# The accepted text as an anchored OpenAPI "pattern" (lone surrogates cannot occur in
+# valid JSON text, so a pattern need not name them).
+SINGLE_LINE_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
+MULTILINE_PATTERN = r"^[^\x00-\x08\x0b-\x1f\x7f-\x9f]*$"
 MESSAGE = "Remove control characters (such as NUL or line breaks) and unpaired surrogates."
 MULTILINE_MESSAGE = "Remove control characters (tab and line breaks are fine) and unpaired surrogates."
 # Request headers whose values the service keeps (idempotency rows, log lines).
@@ -58,7 +62,11 @@ class Text(fields.String):
     """
 
     def __init__(self, *args: Any, multiline: bool = False, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        metadata = dict(kwargs.pop("metadata", None) or {})
+        if "enum" not in metadata:
+            # The same rule for the OpenAPI document (ECMA 262 and Python read it alike).
+            metadata.setdefault("pattern", MULTILINE_PATTERN if multiline else SINGLE_LINE_PATTERN)
+        super().__init__(*args, metadata=metadata, **kwargs)
         self.multiline = multiline
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
