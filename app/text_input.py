@@ -80,6 +80,10 @@ class Text(fields.String):
 def _request_text_errors() -> dict[str, list[str]]:
     """Field name -> messages for every refused value in the path, query string and stored headers."""
     errors: dict[str, list[str]] = {}
+    if request.routing_exception is not None:
+        # No route matched (typed converters refuse a non-integer id): the answer is the
+        # JSON 404/405, whatever the path holds, and nothing reads the request further.
+        return errors
     if control_character_problem(request.path) is not None:
         errors["path"] = [MESSAGE]
     for key, values in request.args.lists():
