@@ -174,3 +174,63 @@ def child_exit(server: object, worker: object) -> None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]
+
+
+# --- Errors gunicorn answers itself, in the service's JSON shape --------------------------
+# Before a request reaches the app, gunicorn refuses what breaks its own limits: a request
+# line over limit_request_line (8190 bytes, its maximum) -> 414, more than
+# limit_request_fields (100) headers or one over limit_request_field_size (above) -> 431,
+# and unparseable HTTP -> 400. Its page for these is HTML; every client of this service
+# reads {"code", "message", "errors"} (app/errors.py), so the writer is replaced by one that
+# answers that JSON. gunicorn's message is not echoed: it quotes the request line, which can
+# carry search text. Limits and codes: README, "Request size limits".
+_JSON_ERROR_MESSAGES = {
+    400: "The request is not valid HTTP.",
+    414: "The request line (method, path and query) is longer than 8190 bytes.",
+    431: "Too many request headers (more than 100), or one longer than 32768 bytes.",
+}
+
+
+def _write_json_error(sock: object, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn.util.write_error's signature: write ``status_int`` as the JSON error shape."""
+    import json as _json
+
+    from gunicorn import util as _util
+
+    code = "".join(ch if ch.isalnum() else "_" for ch in reason.lower()).strip("_") or "error"
+    message = _JSON_ERROR_MESSAGES.get(status_int, reason)
+    body = _json.dumps({"code": code, "message": message, "errors": {}}).encode("ascii")
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    _util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+def _answer_gunicorn_errors_in_json() -> None:
+    from gunicorn import util as _util
+
+    _util.write_error = _write_json_error  # looked up at call time by gunicorn's workers
+
+
+_answer_gunicorn_errors_in_json()
+# --- end of the JSON error block ------------------------------------------------------------
+
+
+# --- One development JWT secret for every worker ---------------------------------------------
+# Without JWT_SECRET a development app makes a random secret per process (app/config.py: no
+# committed value may verify a token). Each gunicorn worker is a process, so a token minted
+# by one worker (the development page) would fail in another: the master makes the one
+# secret here, before forking, and the workers inherit it. Never in production, never logged.
+if (os.environ.get("ERX_ENV", "").strip() or "development") != "production" and not os.environ.get(
+    "JWT_SECRET", ""
+).strip():
+    import logging as _logging
+    import secrets as _secrets
+
+    os.environ["JWT_SECRET"] = _secrets.token_urlsafe(32)
+    _logging.getLogger("app.config").warning(
+        "JWT_SECRET is not set: the workers share a random secret made for this server; "
+        "tokens from `flask tokens mint` verify only with JWT_SECRET exported to both"
+    )
+# --- end of the development JWT secret block ---------------------------------------------------

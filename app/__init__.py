@@ -49,6 +49,11 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     from app import openapi  # after the blueprints it documents
 
     openapi.init_app(app)
+    # The input boundary and the rate limits wrap every registered view, so they come last.
+    from app import rate_limits, text_input
+
+    text_input.init_app(app)
+    rate_limits.init_app(app, settings)
 
     @app.get("/healthz")
     def healthz() -> tuple[Response, int]:

@@ -8,8 +8,11 @@ Secrets have development defaults (the sandbox's) only when ``ERX_ENV`` is not
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import secrets
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,10 +29,35 @@ _DEV_DEFAULTS = {
     "ERX_ENCRYPTION_KEYS": "ZGV2ZWxvcG1lbnQta2V5LW5vdC1mb3ItcHJvZHVjdCE=",
 }
 _REQUIRED_IN_PRODUCTION = tuple(_DEV_DEFAULTS) + ("DATABASE_URL", "ERX_BASE_URL")
-# The HS256 secret for development tokens (`flask tokens mint`); production verifies
-# the identity provider's RS256/ES256 tokens against JWT_JWKS_URL instead. 32+ bytes:
-# RFC 7518 section 3.2 wants an HMAC key at least as long as the hash.
-DEV_JWT_SECRET = "dev-jwt-secret-not-for-production-0123456789"
+# The HS256 secret for development tokens (`flask tokens mint`) comes from JWT_SECRET;
+# production verifies the identity provider's RS256/ES256 tokens against JWT_JWKS_URL.
+# No value is committed: a committed secret would let anyone mint accepted tokens.
+_generated_jwt_secret: str | None = None
+_generated_lock = threading.Lock()
+log = logging.getLogger("app.config")
+
+
+def development_jwt_secret() -> str:
+    """Return this process's random HS256 secret, made (and logged, once) on first use.
+
+    32 random bytes, URL-safe base64 (RFC 7518 section 3.2: an HMAC key at least as long
+    as the hash). The default of :attr:`Settings.jwt_secret` when ``JWT_SECRET`` is unset
+    outside production: tokens minted by this process verify here, and nowhere else.
+    """
+    global _generated_jwt_secret
+    with _generated_lock:
+        if _generated_jwt_secret is None:
+            _generated_jwt_secret = secrets.token_urlsafe(32)
+            log.warning(
+                "JWT_SECRET is not set: development tokens use a random secret made for this "
+                "process; set JWT_SECRET to share one between the server and `flask tokens mint`"
+            )
+        return _generated_jwt_secret
+
+
+def is_generated_jwt_secret(value: str) -> bool:
+    """True when ``value`` is this process's :func:`development_jwt_secret` (never in production)."""
+    return _generated_jwt_secret is not None and value == _generated_jwt_secret
 
 
 # Durations and counts that must be finite and above zero (a negative lease would
@@ -128,11 +156,19 @@ class Settings:
     # A Unicode .ttf for PDF text outside Latin-1 (default: DejaVu Sans if installed).
     pdf_font_path: str = ""
     # Identity (issue 8): bearer JWTs. HS256 with jwt_secret unless jwt_jwks_url is set.
-    jwt_secret: str = field(default=DEV_JWT_SECRET, repr=False)
+    jwt_secret: str = field(default_factory=development_jwt_secret, repr=False)
     jwt_issuer: str = "erx-connector-dev"
     jwt_audience: str = "erx-connector"
     jwt_jwks_url: str | None = None
     jwt_leeway_s: int = 30
+    # The longest token lifetime accepted, exp - iat (seconds); iat is required.
+    jwt_max_ttl_s: int = 3600
+    # Rate limits (Flask-Limiter syntax, "N per minute;M per hour"): per subject and per
+    # client address, on search, send and failed token verification. README, "Rate limits".
+    rate_limit_storage_url: str = field(default="memory://", repr=False)
+    rate_limit_search: str = "120 per minute"
+    rate_limit_send: str = "30 per minute"
+    rate_limit_auth_failures: str = "30 per minute"
     # Root log level of every process (app/logs.py).
     log_level: str = "INFO"
     # Status events over RabbitMQ (issue 11, docs/events.md).
@@ -183,8 +219,10 @@ class Settings:
             raise ConfigError("MAIL_BACKEND must be file or smtp")
         if self.smtp_username and not self.smtp_starttls and self.env == "production":
             raise ConfigError("SMTP_USERNAME needs SMTP_STARTTLS in production (no cleartext passwords)")
-        if self.env == "production" and self.jwt_secret == DEV_JWT_SECRET:
-            raise ConfigError("JWT_SECRET: the development value is not allowed in production")
+        if self.env == "production" and is_generated_jwt_secret(self.jwt_secret):
+            raise ConfigError("JWT_SECRET: a per-process development secret is not allowed in production")
+        if self.jwt_max_ttl_s < 1:
+            raise ConfigError("JWT_MAX_TTL_S must be at least 1 second")
         if self.jwt_leeway_s < 0:
             raise ConfigError("JWT_LEEWAY_S must be >= 0")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
@@ -225,6 +263,7 @@ _NUMBERS: dict[str, tuple[str, type]] = {
     "SMTP_PORT": ("smtp_port", int),
     "SMTP_TIMEOUT_S": ("smtp_timeout_s", float),
     "JWT_LEEWAY_S": ("jwt_leeway_s", int),
+    "JWT_MAX_TTL_S": ("jwt_max_ttl_s", int),
     "EVENTS_POLL_S": ("events_poll_s", float),
     "EVENTS_BATCH": ("events_batch", int),
     "EVENTS_LEASE_S": ("events_lease_s", float),
@@ -257,6 +296,10 @@ _STRINGS = {
     "EVENTS_DLX": "events_dlx",
     "NOTIFY_QUEUE": "notify_queue",
     "WORKER_WAKEUP": "worker_wakeup",
+    "RATE_LIMIT_STORAGE_URL": "rate_limit_storage_url",
+    "RATE_LIMIT_SEARCH": "rate_limit_search",
+    "RATE_LIMIT_SEND": "rate_limit_send",
+    "RATE_LIMIT_AUTH_FAILURES": "rate_limit_auth_failures",
 }
 _BOOLS = {
     "SMTP_STARTTLS": "smtp_starttls",

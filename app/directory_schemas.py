@@ -7,15 +7,21 @@ Response schemas dump the services' frozen results (``app/services``).
 
 from __future__ import annotations
 
-from marshmallow import EXCLUDE, RAISE, Schema, fields, validate
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates
 
 from app.services.paging import MAX_PER_PAGE
 from app.services.pharmacies import MAX_QUERY_LENGTH
+from app.text_folding import fold
+from app.text_input import Text
 
 MAX_PAGE = 10_000
 # The region codes of the seeded regions table (scripts/seed/001_reference.sql), for the
 # OpenAPI document; the table stays the validator. tests/unit/test_openapi.py keeps them equal.
 REGION_CODES = ("A", "B")
+FOLDS_TO_NOTHING = (
+    "Type at least one letter or digit of a pharmacy name, town or postcode "
+    "(spaces, punctuation and symbols alone match nothing); leave q empty to list every pharmacy."
+)
 
 
 class PageQuerySchema(Schema):
@@ -29,12 +35,23 @@ class PageQuerySchema(Schema):
 
 
 class PharmacySearchQuerySchema(PageQuerySchema):
-    """``GET /api/v1/pharmacies?region=&q=&page=&per_page=``: q up to 100 characters, region a code."""
+    """``GET /api/v1/pharmacies?region=&q=&page=&per_page=``: q up to 100 characters, region a code.
 
-    q = fields.String(load_default=None, validate=validate.Length(max=MAX_QUERY_LENGTH))
-    region = fields.String(
+    An absent or empty ``q`` (``q=``) means no filter: every pharmacy of the region, as the
+    README documents. A ``q`` that folds to nothing (only spaces, punctuation or symbols,
+    :func:`app.text_folding.fold`) would silently mean the same, so it is refused (422) with
+    a message saying what to type.
+    """
+
+    q = Text(load_default=None, validate=validate.Length(max=MAX_QUERY_LENGTH))
+    region = Text(
         load_default=None, validate=validate.Length(min=1, max=8), metadata={"enum": list(REGION_CODES)}
     )
+
+    @validates("q")
+    def _q_matches_something(self, value: str | None, **_: object) -> None:
+        if value and not fold(value):
+            raise ValidationError(FOLDS_TO_NOTHING)
 
 
 class RegionUpdateSchema(Schema):
@@ -43,7 +60,7 @@ class RegionUpdateSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    region = fields.String(
+    region = Text(
         required=True, validate=validate.Length(min=1, max=8), metadata={"enum": list(REGION_CODES)}
     )
 

@@ -108,6 +108,9 @@ def init_app(app: Flask) -> None:
     def _http_error(exc: HTTPException) -> tuple[Response, int]:
         status = exc.code or 500
         message = exc.description or exc.name
+        if status == 429:
+            # Flask-Limiter's description is the limit itself ("3 per 1 minute"): say what to do.
+            message = "Too many requests: wait the number of seconds in Retry-After, then retry."
         response, status = error_response(status, _code_for(exc), message)
         if status == 405 and exc.get_response().headers.get("Allow"):
             response.headers["Allow"] = exc.get_response().headers["Allow"]

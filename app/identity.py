@@ -11,14 +11,22 @@ settings, never by the token:
   :func:`mint_token` / ``flask --app app tokens mint``.
 
 Both check ``iss``, ``aud``, ``exp`` and ``nbf`` with ``JWT_LEEWAY_S`` seconds of
-leeway against the app's injectable unix_time (``Services.unix_time``), and require
-``sub`` and a ``role`` in :data:`ROLES`. ``alg: none`` is never accepted.
+leeway against the app's injectable unix_time (``Services.unix_time``), require ``iat``
+with a lifetime ``exp - iat`` of at most ``JWT_MAX_TTL_S`` seconds (a token valid for
+centuries is a stolen credential that never dies), a ``sub`` that fully matches
+:data:`SUBJECT_PATTERN`, a string ``role``, and no control characters or lone surrogates
+in any string claim (:mod:`app.text_input`). ``alg: none`` is never accepted.
+
+Roles: a verified token whose ``role`` is not one of :data:`ROLES` is authenticated but
+not authorised: 403 ``forbidden`` on every endpoint, like a known role the endpoint does
+not admit (README, "Identity, roles and the directory endpoints").
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -30,10 +38,11 @@ import requests
 from flask import current_app, g, request
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from app.config import DEV_JWT_SECRET, Settings
+from app.config import Settings, is_generated_jwt_secret
 from app.errors import ApiError
 from app.extensions import services
 from app.services.errors import Forbidden
+from app.text_input import control_character_problem
 
 log = logging.getLogger("app.identity")
 
@@ -46,6 +55,15 @@ _EXTENSION = "erx_identity"
 _CHALLENGE = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
 
 F = TypeVar("F", bound=Callable[..., Any])
+# A subject: 1..255 printable ASCII characters, no spaces (patient refs such as "pt-0001",
+# identity-provider ids such as "auth0|5f1c" or UUIDs). Always used with re.fullmatch:
+# "$" would also match before a trailing newline.
+SUBJECT_PATTERN = re.compile(r"[!-~]{1,255}")
+
+
+def valid_subject(subject: object) -> bool:
+    """True when ``subject`` is a str that fully matches :data:`SUBJECT_PATTERN`."""
+    return isinstance(subject, str) and SUBJECT_PATTERN.fullmatch(subject) is not None
 
 
 @dataclass(frozen=True)
@@ -53,7 +71,8 @@ class Identity:
     """The verified caller.
 
     ``subject``: the JWT ``sub``; for a patient, ``Patient.external_ref`` (e.g.
-    ``"pt-0001"``). ``role``: one of :data:`ROLES`.
+    ``"pt-0001"``). ``role``: the token's role claim; one of :data:`ROLES` for any
+    caller a view admits (an unknown role is refused with 403 by :func:`require_roles`).
     """
 
     subject: str
@@ -75,17 +94,20 @@ def mint_token(settings: Settings, *, role: str, subject: str, ttl_s: int = 3600
     ``nbf`` = ``now`` and ``exp`` = ``now + ttl_s`` (Unix seconds, UTC; ``now``
     defaults to the current time). Raises :class:`app.services.errors.Forbidden`
     when ``settings.env == "production"`` (production tokens come from the
-    identity provider), ``ValueError`` for an unknown role, an empty subject or
-    a ``ttl_s`` below 1.
+    identity provider), ``ValueError`` for an unknown role, a subject that does not
+    fully match :data:`SUBJECT_PATTERN`, or a ``ttl_s`` below 1. A ``ttl_s`` above
+    ``settings.jwt_max_ttl_s`` is cut to it (a longer-lived token would be refused);
+    ``flask tokens mint`` refuses such a ``--ttl`` outright.
     """
     if settings.env == "production":
         raise Forbidden("Development tokens cannot be minted in production (ERX_ENV=production).")
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
-    if not subject:
-        raise ValueError("subject must not be empty")
+    if not valid_subject(subject):
+        raise ValueError("subject must be 1 to 255 printable ASCII characters without spaces")
     if ttl_s < 1:
         raise ValueError("ttl_s must be at least 1 second")
+    ttl_s = min(ttl_s, settings.jwt_max_ttl_s)
     issued = int(time.time() if now is None else now)
     claims = {
         "iss": settings.jwt_issuer,
@@ -212,16 +234,17 @@ class TokenVerifier:
                     "verify_exp": False,
                     "verify_nbf": False,
                     "verify_iat": False,
-                    "require": ["exp", "iss", "aud", "sub"],
+                    "require": ["exp", "iat", "iss", "aud", "sub"],
                 },
             )
         except jwt.InvalidTokenError as exc:
             raise InvalidToken(type(exc).__name__) from None
+        _check_claim_text(claims)
         self._check_times(claims)
         subject, role = claims.get("sub"), claims.get("role")
-        if not isinstance(subject, str) or not subject:
+        if not valid_subject(subject):
             raise InvalidToken("bad sub")
-        if role not in ROLES:
+        if not isinstance(role, str) or not role:
             raise InvalidToken("bad role claim")
         return Identity(subject=subject, role=role)
 
@@ -236,10 +259,10 @@ class TokenVerifier:
                 raise InvalidToken("no kid")
             return self.jwks.key_for(kid)
         if not self.settings.jwt_secret or (
-            self.settings.env == "production" and self.settings.jwt_secret == DEV_JWT_SECRET
+            self.settings.env == "production" and is_generated_jwt_secret(self.settings.jwt_secret)
         ):
-            # Neither JWT_JWKS_URL nor a usable JWT_SECRET (empty, or the public development
-            # value in production, where anyone could mint tokens): nothing is accepted.
+            # Neither JWT_JWKS_URL nor a usable JWT_SECRET (empty, or in production a secret
+            # nobody configured): nothing is accepted.
             if not self._warned_unconfigured:
                 self._warned_unconfigured = True
                 log.error("neither JWT_JWKS_URL nor a usable JWT_SECRET is set: refusing every token")
@@ -248,11 +271,25 @@ class TokenVerifier:
 
     def _check_times(self, claims: Mapping[str, Any]) -> None:
         now, leeway = self.unix_time(), self.settings.jwt_leeway_s
-        exp, nbf = claims.get("exp"), claims.get("nbf")
+        exp, nbf, iat = claims.get("exp"), claims.get("nbf"), claims.get("iat")
         if not _is_number(exp) or exp <= now - leeway:
             raise InvalidToken("expired")
+        if not _is_number(iat) or iat > now + leeway:
+            raise InvalidToken("bad iat")
+        if exp - iat > self.settings.jwt_max_ttl_s:
+            raise InvalidToken("lifetime above JWT_MAX_TTL_S")
         if nbf is not None and (not _is_number(nbf) or nbf > now + leeway):
             raise InvalidToken("not yet valid")
+
+
+def _check_claim_text(claims: Mapping[str, Any]) -> None:
+    """Raise :class:`InvalidToken` when a string claim (or a string in a list claim) has
+    control characters or lone surrogates: they would reach queries and logs."""
+    for value in claims.values():
+        texts = value if isinstance(value, list) else [value]
+        for text in texts:
+            if isinstance(text, str) and control_character_problem(text) is not None:
+                raise InvalidToken("control characters in a claim")
 
 
 def _is_number(value: Any) -> bool:
@@ -276,13 +313,35 @@ def _bearer_token() -> str:
     return token.strip()
 
 
+_REQUEST_RESULT = "erx_identity_result"
+
+
+def request_identity() -> Identity | None:
+    """Verify the current request's bearer token once; return its :class:`Identity` or None.
+
+    The outcome is kept on ``flask.g`` for the rest of the request, so the rate limits
+    (:mod:`app.rate_limits`, which key on the verified subject before the view runs) and
+    :func:`require_roles` verify a token once. None when the token is missing or invalid
+    (the reason is logged at INFO, never the token).
+    """
+    if _REQUEST_RESULT not in g:
+        try:
+            result: Identity | InvalidToken = _verifier().verify(_bearer_token())
+        except InvalidToken as exc:
+            result = exc
+        setattr(g, _REQUEST_RESULT, result)
+    result = g.get(_REQUEST_RESULT)
+    return result if isinstance(result, Identity) else None
+
+
 def require_roles(*roles: str) -> Callable[[F], F]:
     """Decorate a Flask view so that only callers with one of ``roles`` reach it.
 
     Verifies ``Authorization: Bearer <JWT>`` and stores the :class:`Identity` in
     ``flask.g.identity``. Raises :class:`app.errors.ApiError` 401 ``invalid_token``
     with ``WWW-Authenticate: Bearer error="invalid_token"`` when the token is
-    missing or invalid, and 403 ``forbidden`` when the role is not in ``roles``.
+    missing or invalid, and 403 ``forbidden`` when the role is not in ``roles``
+    (including a role that is not in :data:`ROLES` at all).
     ``ValueError`` at decoration time for a role not in :data:`ROLES`.
     """
     unknown = [role for role in roles if role not in ROLES]
@@ -292,10 +351,9 @@ def require_roles(*roles: str) -> Callable[[F], F]:
     def decorate(view: F) -> F:
         @functools.wraps(view)
         def wrapped(*args: Any, **kwargs: Any) -> Any:
-            try:
-                identity = _verifier().verify(_bearer_token())
-            except InvalidToken as exc:
-                log.info("bearer token refused: %s", exc.reason)
+            identity = request_identity()
+            if identity is None:
+                log.info("bearer token refused: %s", g.get(_REQUEST_RESULT))
                 raise ApiError(
                     401, "invalid_token", "A valid bearer token is required.", headers=_CHALLENGE
                 ) from None

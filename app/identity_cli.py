@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 from flask.cli import AppGroup
 
+from app.config import is_generated_jwt_secret
 from app.extensions import services
 from app.identity import ROLES, mint_token
 from app.services.errors import Forbidden
@@ -19,6 +20,13 @@ tokens = AppGroup("tokens", help="Development bearer tokens.")
 def mint(role: str, subject: str, ttl_s: int) -> None:
     """Print an HS256 token signed with JWT_SECRET. Refused when ERX_ENV=production."""
     svc = services()
+    if is_generated_jwt_secret(svc.settings.jwt_secret):
+        # The secret was made for this process alone: no server would accept the token.
+        raise click.ClickException(
+            "JWT_SECRET is not set: export the server's JWT_SECRET before minting a token."
+        )
+    if ttl_s > svc.settings.jwt_max_ttl_s:
+        raise click.UsageError(f"--ttl must be at most {svc.settings.jwt_max_ttl_s} seconds (JWT_MAX_TTL_S)")
     try:
         token = mint_token(svc.settings, role=role, subject=subject, ttl_s=ttl_s, now=svc.unix_time())
     except Forbidden as exc:

@@ -46,6 +46,7 @@ from app.schemas import (
 )
 from app.services.paging import MAX_PER_PAGE
 from app.services.pharmacies import MAX_QUERY_LENGTH
+from app.text_input import SINGLE_LINE_PATTERN
 
 OPENAPI_VERSION = "3.0.3"
 API_VERSION = "1"
@@ -154,8 +155,13 @@ _Q = {
     "name": "q",
     "in": "query",
     "required": False,
-    "description": "Name, town or postcode (a prefix such as `W1U` matches); case- and accent-insensitive.",
-    "schema": {"type": "string", "maxLength": MAX_QUERY_LENGTH},
+    "description": (
+        "Name, town or postcode (a prefix such as `W1U` matches); case- and accent-insensitive. "
+        "Absent or empty: every pharmacy. Only spaces, punctuation or symbols: 422."
+    ),
+    # No control characters (app/text_input.py); "folds to nothing" has no regex, so it is
+    # documented above and answered 422 like any invalid parameter.
+    "schema": {"type": "string", "maxLength": MAX_QUERY_LENGTH, "pattern": SINGLE_LINE_PATTERN},
 }
 _REGION = {
     "name": "region",

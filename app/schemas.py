@@ -11,6 +11,7 @@ from __future__ import annotations
 from marshmallow import RAISE, Schema, fields, validate
 
 from app.services.void import MAX_REASON_LENGTH
+from app.text_input import Text
 
 MAX_ID = 2**63 - 1  # the largest BIGINT primary key
 
@@ -45,13 +46,19 @@ class VoidRequestSchema(Schema):
     # A list, not validate.And: the same checks, and apispec can see the Length for the
     # OpenAPI document. The pattern documents "not only spaces" as str.strip sees them:
     # a regex \s (ECMA, as OpenAPI validators read it) misses \x1c-\x1f and \x85.
-    reason = fields.String(
+    reason = Text(
         required=True,
+        multiline=True,
         validate=[
             validate.Length(min=1, max=MAX_REASON_LENGTH),
             validate.Predicate("strip", error="Give a reason (not only spaces)."),
         ],
-        metadata={"pattern": r"[^\s\x1c-\x1f\x85]"},
+        # Free text without control characters (tab and line feed allowed) and one character
+        # that is neither a space nor a control somewhere (app/text_input.py).
+        metadata={
+            "pattern": r"^[^\x00-\x08\x0b-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f]"
+            r"[^\x00-\x08\x0b-\x1f\x7f-\x9f]*$"
+        },
     )
 
 

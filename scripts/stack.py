@@ -7,6 +7,7 @@ run the same processes the same way. Loopback only.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -147,5 +148,8 @@ def base_env(**overrides: str) -> dict[str, str]:
     for name in ("ERX_CLIENT_ID", "ERX_CLIENT_SECRET", "ERX_ENCRYPTION_KEYS", "ERX_BASE_URL"):
         env.pop(name, None)
     env["PYTHONUNBUFFERED"] = "1"
+    # The server and `flask tokens mint` are separate processes: they must share one
+    # HS256 secret, made fresh for this stack (no committed value ever verifies a token).
+    env.setdefault("JWT_SECRET", secrets.token_urlsafe(32))
     env.update(overrides)
     return env

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -100,6 +101,9 @@ def seeded(db: Database) -> Database:
     return db
 
 
+TEST_JWT_SECRET = secrets.token_urlsafe(32)
+
+
 def make_settings(db_url: str, **overrides: object) -> Settings:
     """Test settings: development secrets, fast retries."""
     values: dict[str, object] = {
@@ -115,6 +119,13 @@ def make_settings(db_url: str, **overrides: object) -> Settings:
         # each reply meets the prescription the test means. Threaded sends have their own
         # tests (tests/unit/test_dispatch_threads.py) and run in the worker processes.
         "worker_send_threads": 1,
+        # Tests make many calls from one address within a minute; the rate-limit tests
+        # (tests/unit/test_rate_limits.py) set low limits themselves.
+        # Made per test run: no committed value ever verifies a token.
+        "jwt_secret": TEST_JWT_SECRET,
+        "rate_limit_search": "100000 per minute",
+        "rate_limit_send": "100000 per minute",
+        "rate_limit_auth_failures": "100000 per minute",
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -20,7 +20,7 @@ import pytest
 import requests
 from sqlalchemy import select, update
 
-from app.config import _DEV_DEFAULTS, DEV_JWT_SECRET
+from app.config import _DEV_DEFAULTS
 from app.models import (
     DispatchOutbox,
     Patient,
@@ -84,7 +84,7 @@ def test_no_phi_or_secret_in_any_process_log(seeded, db_url, tmp_path: Path) -> 
         "webhook_secret": WEBHOOK_SECRET,
         "client_secret": _DEV_DEFAULTS["ERX_CLIENT_SECRET"],
         "encryption_key": _DEV_DEFAULTS["ERX_ENCRYPTION_KEYS"],
-        "jwt_secret": DEV_JWT_SECRET,
+        "jwt_secret": stack.env["JWT_SECRET"],
         "wrong_password": WRONG_PASSWORD,
         "wrong_pin": WRONG_PIN,
     }

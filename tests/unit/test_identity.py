@@ -10,6 +10,8 @@ import base64
 import hashlib
 import hmac
 import json
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from app import create_app
-from app.config import ConfigError, Settings
+from app.config import REPO_ROOT, ConfigError, Settings, development_jwt_secret
 from app.db import Database
 from app.identity import ROLES, Identity, JwksCache, current_identity, mint_token, require_roles
 from app.services.errors import Forbidden
@@ -171,17 +173,60 @@ def test_alg_none_is_refused(app, client, clock) -> None:  # type: ignore[no-unt
         {"sub": None},
         {"sub": ""},
         {"role": None},
-        {"role": "admin"},
+        {"role": 7},
         {"exp": "tomorrow"},
         {"nbf": "now"},
+        {"iat": None},
+        {"iat": "now"},
+        {"exp": NOW + 10 * 365 * 24 * 3600},
+        {"sub": "pt-0001\n"},
+        {"sub": "pt-0001\x00"},
+        {"sub": "pt 0001"},
+        {"role": "patient\x00"},
+        {"name": "Ann\x00"},
+        {"sub": "pt-0001\ud800"},
     ],
-    ids=["wrong-aud", "wrong-iss", "no-aud", "no-iss", "no-exp", "no-sub", "empty-sub", "no-role", "unknown-role",
-         "exp-not-number", "nbf-not-number"],
+    ids=["wrong-aud", "wrong-iss", "no-aud", "no-iss", "no-exp", "no-sub", "empty-sub", "no-role", "role-not-text",
+         "exp-not-number", "nbf-not-number", "no-iat", "iat-not-number", "exp-a-decade-away",
+         "sub-trailing-newline", "sub-nul", "sub-space", "role-nul", "other-claim-nul", "sub-lone-surrogate"],
 )
 def test_bad_claims_are_refused(app, client, clock, changes) -> None:  # type: ignore[no-untyped-def]
     token = hs256(app.extensions["erx"].settings, **changes)
 
     assert_invalid_token(client.get(ME, headers=auth(token)))
+
+
+def test_an_unknown_role_is_authenticated_but_not_authorised_403(app, client, clock) -> None:  # type: ignore[no-untyped-def]
+    # One rule (README): a valid token whose role is not one of ROLES gets 403, like a wrong role.
+    token = hs256(app.extensions["erx"].settings, role="admin")
+
+    response = client.get(ME, headers=auth(token))
+
+    assert response.status_code == 403
+    assert response.get_json()["code"] == "forbidden"
+    assert "WWW-Authenticate" not in response.headers
+
+
+def test_lifetime_up_to_jwt_max_ttl_s_is_accepted_and_above_refused(app, client, clock) -> None:  # type: ignore[no-untyped-def]
+    settings = app.extensions["erx"].settings
+    assert settings.jwt_max_ttl_s == 3600  # the documented default
+
+    at_limit = hs256(settings, iat=NOW - 10, exp=NOW - 10 + 3600)
+    above = hs256(settings, iat=NOW - 10, exp=NOW - 10 + 3601)
+
+    assert client.get(ME, headers=auth(at_limit)).status_code == 200
+    assert_invalid_token(client.get(ME, headers=auth(above)))
+
+
+def test_mint_never_exceeds_the_lifetime_limit(app, settings) -> None:  # type: ignore[no-untyped-def]
+    token = mint_token(settings, role="patient", subject="pt-0001", ttl_s=8 * 3600, now=NOW)
+    payload = jwt.decode(token, options={"verify_signature": False})
+    cli = app.test_cli_runner().invoke(args=["tokens", "mint", "--role", "patient", "--sub", "pt-0001", "--ttl", "3601"])
+
+    assert payload["exp"] - payload["iat"] == settings.jwt_max_ttl_s
+    assert cli.exit_code != 0 and "JWT_MAX_TTL_S" in cli.output
+    with pytest.raises(ValueError, match="printable"):
+        mint_token(settings, role="patient", subject="pt-0001\n")
 
 
 @pytest.mark.parametrize("role", ["support", "service"])
@@ -213,9 +258,9 @@ def test_role_rules_of_each_endpoint(app, client, clock, method, path, allowed) 
 
 
 def test_production_refuses_hs256_with_the_development_secret(settings: Settings, seeded: Database) -> None:
-    # The public development secret can't even be configured in production...
+    # The per-process development secret can't even be configured in production...
     with pytest.raises(ConfigError, match="JWT_SECRET"):
-        settings.with_overrides(env="production")
+        settings.with_overrides(env="production", jwt_secret=development_jwt_secret())
     # ...and production without JWT_SECRET nor a JWKS URL lets nobody in, dev tokens included.
     prod = create_app(settings.with_overrides(env="production", jwt_secret=""), db=seeded)
     token = hs256(settings, iat=None, nbf=None, exp=2**40)
@@ -521,3 +566,44 @@ def test_a_bad_leeway_is_a_config_error_naming_the_variable(value: str) -> None:
 
     with pytest.raises(ConfigError, match="JWT_LEEWAY_S"):
         load_settings({"JWT_LEEWAY_S": value})
+
+
+# The value app/config.py carried until no committed value could verify a token.
+FORMERLY_COMMITTED_SECRET = "dev-jwt-secret-not-for-production-0123456789"
+
+
+def test_no_committed_secret_verifies_a_token(app, client, clock) -> None:  # type: ignore[no-untyped-def]
+    settings = app.extensions["erx"].settings
+    forged = jwt.encode(claims(settings), FORMERLY_COMMITTED_SECRET, algorithm="HS256")
+
+    assert settings.jwt_secret != FORMERLY_COMMITTED_SECRET
+    assert_invalid_token(client.get(ME, headers=auth(forged)))
+
+
+def test_development_without_jwt_secret_uses_a_random_per_process_secret() -> None:
+    from app.config import load_settings
+
+    first = load_settings({"ERX_ENV": "development"}).jwt_secret
+    again = load_settings({"ERX_ENV": "development"}).jwt_secret
+    script = (
+        "from app.config import load_settings; load_settings({'ERX_ENV': 'development'}); "
+        "print(load_settings({'ERX_ENV': 'development'}).jwt_secret)"
+    )
+    other = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=REPO_ROOT
+    )
+
+    assert len(first) >= 43 and first == again  # one per process: minted and verified alike
+    assert other.stdout.strip() not in ("", first)  # another process has its own
+    assert other.stderr.count("JWT_SECRET is not set") == 1  # logged once, never the value
+    assert other.stdout.strip() not in other.stderr
+    assert load_settings({"ERX_ENV": "development", "JWT_SECRET": "s" * 32}).jwt_secret == "s" * 32
+
+
+def test_tokens_mint_cli_refuses_without_jwt_secret(settings: Settings, seeded: Database) -> None:
+    dev = create_app(settings.with_overrides(jwt_secret=development_jwt_secret()), db=seeded)
+
+    result = dev.test_cli_runner().invoke(args=["tokens", "mint", "--role", "patient", "--sub", "pt-0001"])
+
+    assert result.exit_code != 0
+    assert "JWT_SECRET is not set" in result.output
