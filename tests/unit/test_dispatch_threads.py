@@ -186,20 +186,17 @@ def test_stopping_releases_the_rows_not_started(client, seeded, with_credentials
 
 
 def _breaker(fail_max: int = 2, reset_s: float = 60.0) -> Any:
-    import pybreaker
-
+    from app.circuit_breaker import CircuitBreaker
     from connector.errors import TransportError
 
-    return pybreaker.CircuitBreaker(
-        fail_max=fail_max, reset_timeout=reset_s, exclude=[lambda exc: not isinstance(exc, TransportError)],
-        throw_new_error_on_trip=False,
+    return CircuitBreaker(
+        fail_max=fail_max, reset_timeout_s=reset_s,
+        counts=lambda exc: isinstance(exc, TransportError),
     )
 
 
 def test_the_breaker_lets_sends_run_at_once() -> None:
-    from app.services.dispatch.erx_route import ConcurrentBreaker
-
-    gate = ConcurrentBreaker(_breaker())
+    gate = _breaker()
     both_inside = threading.Barrier(2, timeout=10)  # broken if the calls ran one after the other
     results: list[str] = []
 
@@ -215,13 +212,10 @@ def test_the_breaker_lets_sends_run_at_once() -> None:
 
 
 def test_the_shared_breaker_opens_after_fail_max_and_ignores_business_errors() -> None:
-    import pybreaker
-
-    from app.services.dispatch.erx_route import ConcurrentBreaker
+    from app.circuit_breaker import BreakerState, CircuitOpen
     from connector.errors import PlatformRejected, TransportError
 
     breaker = _breaker(fail_max=2)
-    gate = ConcurrentBreaker(breaker)
 
     def down() -> None:
         raise TransportError("connection refused", code="connect_error", retryable=True, outcome_unknown=False)
@@ -231,24 +225,22 @@ def test_the_shared_breaker_opens_after_fail_max_and_ignores_business_errors() -
 
     for _ in range(3):
         with pytest.raises(PlatformRejected):
-            gate.call(no)
-    assert breaker.current_state == pybreaker.STATE_CLOSED
+            breaker.call(no)
+    assert breaker.state is BreakerState.CLOSED
     for _ in range(2):
         with pytest.raises(TransportError):
-            gate.call(down)
-    assert breaker.current_state == pybreaker.STATE_OPEN
-    with pytest.raises(pybreaker.CircuitBreakerError):
-        gate.call(lambda: "never called")
+            breaker.call(down)
+    assert breaker.state is BreakerState.OPEN
+    with pytest.raises(CircuitOpen):
+        breaker.call(lambda: "never called")
 
 
 def test_a_half_open_breaker_lets_one_trial_through_at_a_time() -> None:
-    import pybreaker
-
-    from app.services.dispatch.erx_route import ConcurrentBreaker
+    from app.circuit_breaker import BreakerState, CircuitOpen
 
     breaker = _breaker(fail_max=1, reset_s=0.0)
     breaker.open()
-    gate = ConcurrentBreaker(breaker)
+    gate = breaker
     inside, release = threading.Event(), threading.Event()
     trial_result: list[str] = []
 
@@ -260,11 +252,45 @@ def test_a_half_open_breaker_lets_one_trial_through_at_a_time() -> None:
     runner = threading.Thread(target=lambda: trial_result.append(gate.call(trial)))
     runner.start()
     assert inside.wait(10)
-    assert breaker.current_state == pybreaker.STATE_HALF_OPEN
-    with pytest.raises(pybreaker.CircuitBreakerError):
+    assert breaker.state is BreakerState.HALF_OPEN
+    with pytest.raises(CircuitOpen):
         gate.call(lambda: "second")  # refused while the trial is out
     release.set()
     runner.join(timeout=10)
     assert trial_result == ["trial"]
-    assert breaker.current_state == pybreaker.STATE_CLOSED
+    assert breaker.state is BreakerState.CLOSED
     assert gate.call(lambda: "after") == "after"
+
+
+def test_the_breaker_stays_open_for_its_reset_timeout_on_its_clock() -> None:
+    from app.circuit_breaker import BreakerState, CircuitBreaker, CircuitOpen
+    from connector.errors import TransportError
+
+    now = [100.0]
+    changes: list[tuple[str, str]] = []
+    breaker = CircuitBreaker(
+        fail_max=1, reset_timeout_s=30.0, counts=lambda exc: isinstance(exc, TransportError),
+        clock=lambda: now[0], listeners=[lambda old, new: changes.append((old.value, new.value))],
+    )
+
+    def down() -> None:
+        raise TransportError("timeout", code="timeout", retryable=True, outcome_unknown=True)
+
+    with pytest.raises(TransportError):
+        breaker.call(down)
+    now[0] += 29.9
+    with pytest.raises(CircuitOpen):
+        breaker.call(lambda: "too early")
+    now[0] += 0.2
+    with pytest.raises(TransportError):
+        breaker.call(down)  # the half-open trial fails: open again, for another 30 s
+    assert breaker.state is BreakerState.OPEN
+    now[0] += 29.9
+    with pytest.raises(CircuitOpen):
+        breaker.call(lambda: "too early")
+    now[0] += 0.2
+    assert breaker.call(lambda: "ok") == "ok"
+    assert changes == [
+        ("closed", "open"), ("open", "half-open"), ("half-open", "open"),
+        ("open", "half-open"), ("half-open", "closed"),
+    ]

@@ -25,7 +25,7 @@ threads at once, each with its own database session:
 
 Stopping (``should_stop``) releases the rows not started; the ones in flight
 finish. The circuit breaker, the token cache and the metrics are shared by the
-threads (:class:`~app.services.dispatch.erx_route.ConcurrentBreaker`).
+threads (:class:`app.circuit_breaker.CircuitBreaker`).
 
 Success -> ``issued`` + token; HTTP 200 ``success:false`` -> ``rejected``
 with the platform's message and field errors, never retried; transient
@@ -54,11 +54,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import pybreaker
 from sqlalchemy import Row, bindparam, or_, select, update
 from sqlalchemy.orm import Session, joinedload, make_transient_to_detached
 
 from app import metrics
+from app.circuit_breaker import CircuitBreaker
 from app.config import Settings
 from app.db import Database, utcnow
 from app.history import record_local_status
@@ -188,7 +188,7 @@ class Dispatcher:
         *,
         worker_id: str,
         mailer: Mailer | None = None,
-        breaker: pybreaker.CircuitBreaker | None = None,
+        breaker: CircuitBreaker | None = None,
         now: Callable[[], datetime] = utcnow,
         rand: Callable[[], float] = random.random,
     ) -> None:
