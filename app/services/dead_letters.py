@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from app.audit import OPERATOR, record_by
 from app.db import Database
-from app.history import record_local_status
+from app.history import Change, local, record
 from app.models import DispatchOutbox, Prescriber, Prescription
 from app.queue import BLOCKED_CREDENTIALS, reopen
 from app.services.errors import Conflict, NotFound
@@ -120,6 +120,7 @@ def requeue(db: Database, outbox_id: int, *, now: datetime) -> Requeued:
         prescription = session.get(Prescription, row.prescription_id, with_for_update=True)
         if prescription is None:
             raise NotFound(f"outbox row {outbox_id} has no prescription {row.prescription_id}")
-        record_local_status(session, prescription, "queued", source="operator", detail="requeued", now=now)
+        record(session, [Change(prescription, local(
+            prescription, "queued", source="operator", detail="requeued", now=now))])
         record_by(session, OPERATOR, action="requeue", prescription_id=prescription.id, now=now)
         return Requeued(outbox_id=row.id, prescription_id=row.prescription_id)

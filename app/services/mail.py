@@ -56,7 +56,7 @@ from sqlalchemy.orm import Session
 from app.audit import OPERATOR, record_by
 from app.config import Settings
 from app.db import Database, insert_ignore, utcnow
-from app.history import record_local_status
+from app.history import Change, local, record
 from app.models import DispatchOutbox, EmailIntent, Prescription
 from app.services.errors import Conflict, Invalid, NotFound
 from app.services.prescription_pdf import (
@@ -498,6 +498,7 @@ def confirm_sent(db: Database, outbox_id: int, *, now: datetime | None = None) -
         intent.last_error = "confirmed by an operator"
         row.state, row.outcome_unknown, row.last_error, row.updated_at = "done", False, None, at
         row.locked_by = row.locked_until = None
-        record_local_status(session, prescription, "emailed", source="operator", detail="confirmed by operator", now=at)
+        record(session, [Change(prescription, local(
+            prescription, "emailed", source="operator", detail="confirmed by operator", now=at))])
         record_by(session, OPERATOR, action="confirm-sent", prescription_id=prescription.id, now=at)
         return prescription.id

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from app.audit import Accessor, record_by
 from app.db import Database, utcnow
-from app.history import record_local_status
+from app.history import Change, local, record
 from app.models import (
     DispatchOutbox,
     IdempotencyKey,
@@ -283,7 +283,8 @@ def _queue(
     prescription.pharmacy_id = pharmacy.id
     prescription.rejection_message = None
     prescription.rejection_errors = None
-    record_local_status(session, prescription, "queued", source="service", detail=f"flow={region.flow}", now=now)
+    record(session, [Change(prescription, local(
+        prescription, "queued", source="service", detail=f"flow={region.flow}", now=now))])
     outbox = session.scalars(
         select(DispatchOutbox).where(DispatchOutbox.prescription_id == prescription.id)
     ).first()

@@ -61,7 +61,7 @@ from app import metrics
 from app.circuit_breaker import CircuitBreaker
 from app.config import Settings
 from app.db import Database, utcnow
-from app.history import record_local_status
+from app.history import Change, local, record
 from app.logs import request_id_scope
 from app.models import DispatchOutbox, Prescriber, Prescription, WebhookInbox
 from app.queue import (
@@ -418,10 +418,10 @@ class Dispatcher:
             # Webhooks may have beaten this commit; let the ones waiting for this token be applied now.
             reopen_prepared(session, WebhookInbox, _REOPEN_WAITING, now=now, token=attempt.platform_token)
             detail = "adopted after unknown outcome" if attempt.outcome is Outcome.ADOPTED else None
-            record_local_status(
-                session, prescription, "issued", source="api", detail=detail, now=now,
-                region=snapshot.patient.region_code, route=row.flow,
-            )
+            issued = local(prescription, "issued", source="api", detail=detail, now=now)
+            record(session, [Change(
+                prescription, issued, region=snapshot.patient.region_code, route=row.flow,
+            )])
             prescription.platform_token = attempt.platform_token
         metrics.SENDS.labels(route=row.flow, outcome=attempt.outcome.value).inc()
         metrics.SEND_QUEUED_TO_ISSUED.observe(max(0.0, (now - row.created_at).total_seconds()))
@@ -462,9 +462,8 @@ class Dispatcher:
             if attempt.outcome in (Outcome.ISSUED, Outcome.ADOPTED):
                 raise ValueError("a token is stored by _finish_issued")
             if attempt.outcome is Outcome.EMAILED:
-                record_local_status(
-                    session, prescription, "emailed", source="service", detail=attempt.message, now=now
-                )
+                record(session, [Change(prescription, local(
+                    prescription, "emailed", source="service", detail=attempt.message, now=now))])
                 row.state, row.last_error = "done", None
                 self._count_send(row, "emailed", now, queued_at=row.created_at)
                 return "done"
@@ -473,9 +472,9 @@ class Dispatcher:
             if attempt.outcome is Outcome.EMAIL_IN_DOUBT:
                 # The server may have the message: never resent automatically; an operator
                 # confirms (`outbox confirm-sent`) or requeues (same Message-ID).
-                record_local_status(
-                    session, prescription, "email_in_doubt", source="service", detail=attempt.message, now=now
-                )
+                record(session, [Change(prescription, local(
+                    prescription, "email_in_doubt", source="service", detail=attempt.message, now=now,
+                ))])
                 mark_dead(row, error=f"email_in_doubt: {attempt.message}")
                 self._count_send(row, "email_in_doubt", now)
                 log.warning("email in doubt, dead letter: prescription_id=%s", prescription.id)
@@ -483,9 +482,8 @@ class Dispatcher:
             if attempt.outcome in (Outcome.REJECTED, Outcome.INVALID):
                 prescription.rejection_message = attempt.message
                 prescription.rejection_errors = json.dumps(attempt.errors)
-                record_local_status(
-                    session, prescription, "rejected", source="api", detail=attempt.message, now=now
-                )
+                record(session, [Change(prescription, local(
+                    prescription, "rejected", source="api", detail=attempt.message, now=now))])
                 row.state, row.last_error = "done", "rejected"
                 self._count_send(row, attempt.outcome.value, now)
                 log.info("rejected: prescription_id=%s", prescription.id)
@@ -544,7 +542,8 @@ class Dispatcher:
             retry_after_s=getattr(attempt.error, "retry_after_s", None),
         )
         if state == "dead":
-            record_local_status(session, prescription, "dead", source="service", detail=row.last_error, now=now)
+            record(session, [Change(prescription, local(
+                prescription, "dead", source="service", detail=row.last_error, now=now))])
             self._count_send(row, "dead", now)
             log.warning("dead letter: prescription_id=%s last_error=%s", prescription.id, row.last_error)
             return "dead"
@@ -561,7 +560,7 @@ class Dispatcher:
 def _attached(session: Session, snapshot: Prescription) -> Prescription:
     """A persistent, clean copy of ``snapshot``'s own columns in ``session``, without a query.
 
-    Only the columns read by :func:`app.history.record_local_status` and the
+    Only the columns read by :func:`app.history.record` and the
     status event are copied; what the caller then sets is flushed as one
     UPDATE of the changed columns. Relations are not carried over.
     """
