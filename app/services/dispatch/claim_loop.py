@@ -18,9 +18,10 @@ threads at once, each with its own database session:
 3. In a short transaction, if the lease is still ours: store the
    :class:`~app.services.dispatch.outcome.Attempt` through
    :mod:`app.history` and the one queue mechanism (:mod:`app.queue`) with the
-   one retry policy (:mod:`app.retry`). An issued send costs four statements
-   on PostgreSQL (guarded outbox UPDATE, history + event row in one statement,
-   the reopen of webhooks waiting for the token, the prescription UPDATE);
+   one retry policy (:mod:`app.retry`). An issued send costs five statements
+   on PostgreSQL (step 1's guarded UPDATE; the guarded outbox UPDATE, history +
+   event row in one statement, the reopen of webhooks waiting for the token,
+   the prescription UPDATE), plus its share of the batch's claim and read;
    other outcomes lock and read the row first.
 
 Stopping (``should_stop``) releases the rows not started; the ones in flight
@@ -398,7 +399,7 @@ class Dispatcher:
     # -- step 3, happy path: issued ---------------------------------------------
 
     def _finish_issued(self, row: Row[Any], snapshot: Prescription, attempt: Attempt, *, attempts: int) -> str:
-        """Store a token (ISSUED/ADOPTED) in four statements on PostgreSQL; ``"lost_lease"`` if the lease is gone."""
+        """Store a token (ISSUED/ADOPTED); ``"lost_lease"`` if the lease is gone (see the module docs)."""
         now = self.now()
         with self.db.session() as session:
             # The guarded UPDATE takes the row's lock: it serialises this prescription's
