@@ -78,7 +78,11 @@ from app.queue import (
     retry_or_dead,
 )
 from app.retry import RetryPolicy
-from app.services.credentials import credential_cipher, mark_credentials_refused
+from app.services.credentials import (
+    credential_cipher,
+    mark_credentials_refused,
+    refused_login_cause,
+)
 from app.services.dispatch.email_route import email_job, send_email
 from app.services.dispatch.erx_route import ErxJob, ErxRoute, erx_job, make_breaker
 from app.services.dispatch.outcome import Attempt, Outcome, intent_values, outcome_unknown_after
@@ -386,9 +390,9 @@ class Dispatcher:
         # Undo what the guarded UPDATE counted: this is not an attempt.
         outbox.attempts = max(outbox.attempts - 1, 0)
         outbox.outcome_unknown = bool(row.outcome_unknown)
-        block_credentials(outbox, error="login_failed")
+        block_credentials(outbox, error=refused_login_cause(prescription.prescriber_id))
         outbox.updated_at = now
-        self._count_send(outbox, "blocked_credentials", now)
+        self._count_send(outbox, "blocked_credentials", now, reason="login_failed")
         log.warning(
             "blocked_credentials (prescriber refused earlier): prescription_id=%s prescriber_id=%s",
             prescription.id,
@@ -470,6 +474,18 @@ class Dispatcher:
                 return "done"
             if attempt.outcome is Outcome.CREDENTIALS_REFUSED:
                 return self._credentials_refused(row, prescription, attempt, now, began)
+            if attempt.outcome is Outcome.CREDENTIALS_UNUSABLE:
+                # A configuration fault: no retry can fix it and nothing was sent, so it
+                # is not an attempt; parked with its cause until the credentials (or the
+                # keys, then `outbox requeue`) are fixed.
+                row.attempts = max(row.attempts - 1, 0)
+                block_credentials(row, error=attempt.cause)
+                self._count_send(row, "blocked_credentials", now, reason=attempt.error_code)
+                log.warning(
+                    "blocked_credentials (%s): prescription_id=%s prescriber_id=%s",
+                    attempt.error_code, prescription.id, prescription.prescriber_id,
+                )
+                return "blocked_credentials"
             if attempt.outcome is Outcome.EMAIL_IN_DOUBT:
                 # The server may have the message: never resent automatically; an operator
                 # confirms (`outbox confirm-sent`) or requeues (same Message-ID).
@@ -477,7 +493,7 @@ class Dispatcher:
                     prescription, "email_in_doubt", source="service", detail=attempt.message, now=now,
                 ))])
                 mark_dead(row, error=f"email_in_doubt: {attempt.message}")
-                self._count_send(row, "email_in_doubt", now)
+                self._count_send(row, "email_in_doubt", now, reason="email_in_doubt")
                 log.warning("email in doubt, dead letter: prescription_id=%s", prescription.id)
                 return "dead"
             if attempt.outcome in (Outcome.REJECTED, Outcome.INVALID):
@@ -508,9 +524,9 @@ class Dispatcher:
             park(row, delay_s=0, now=now)
             log.info("login refused for replaced credentials, retrying: prescription_id=%s", prescription.id)
             return "pending"
-        block_credentials(row, error=attempt.error_code or "login_failed")
+        block_credentials(row, error=refused_login_cause(prescriber.id))
         mark_credentials_refused(prescriber, now=now)
-        self._count_send(row, "blocked_credentials", now)
+        self._count_send(row, "blocked_credentials", now, reason="login_failed")
         log.warning(
             "blocked_credentials (platform refused the login): prescription_id=%s prescriber_id=%s",
             prescription.id,
@@ -519,10 +535,23 @@ class Dispatcher:
         return "blocked_credentials"
 
     @staticmethod
-    def _count_send(row: DispatchOutbox, outcome: str, now: datetime, *, queued_at: datetime | None = None) -> None:
-        """Count a send that came to ``outcome`` on ``row.flow``'s route; with ``queued_at``
-        (the outbox row's creation, when it was queued) observe queued -> issued/emailed seconds."""
+    def _count_send(
+        row: DispatchOutbox,
+        outcome: str,
+        now: datetime,
+        *,
+        queued_at: datetime | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """Count a send that came to ``outcome`` on ``row.flow``'s route.
+
+        With ``queued_at`` (the outbox row's creation, when it was queued) observe
+        queued -> issued/emailed seconds; with ``reason`` (a reason code) count a
+        send stopped for an operator in ``erx_sends_stopped_total``.
+        """
         metrics.SENDS.labels(route=row.flow, outcome=outcome).inc()
+        if reason is not None:
+            metrics.SENDS_STOPPED.labels(route=row.flow, outcome=outcome, reason=reason).inc()
         if queued_at is not None:
             metrics.SEND_QUEUED_TO_ISSUED.observe(max(0.0, (now - queued_at).total_seconds()))
 
@@ -538,21 +567,21 @@ class Dispatcher:
         state = retry_or_dead(
             row,
             policy=self.policy,
-            error=attempt.error_code,
+            error=attempt.cause,
             now=now,
             retry_after_s=getattr(attempt.error, "retry_after_s", None),
         )
         if state == "dead":
             record(session, [Change(prescription, local(
                 prescription, "dead", source="service", detail=row.last_error, now=now))])
-            self._count_send(row, "dead", now)
-            log.warning("dead letter: prescription_id=%s last_error=%s", prescription.id, row.last_error)
+            self._count_send(row, "dead", now, reason=attempt.error_code)
+            log.warning("dead letter: prescription_id=%s reason=%s", prescription.id, attempt.error_code)
             return "dead"
         log.info(
             "retry scheduled: prescription_id=%s attempt=%s error=%s next_attempt_at=%s",
             prescription.id,
             row.attempts,
-            row.last_error,
+            attempt.error_code,
             row.next_attempt_at.isoformat(),
         )
         return "pending"

@@ -18,7 +18,11 @@ from app.circuit_breaker import BreakerState, CircuitBreaker, CircuitOpen
 from app.config import Settings
 from app.crypto import CredentialCipher, CredentialError
 from app.models import Prescription
-from app.services.credentials import MissingCredentials, prescriber_credentials
+from app.services.credentials import (
+    MissingCredentials,
+    prescriber_credentials,
+    unusable_credentials_cause,
+)
 from app.services.dispatch.issue_request import issue_request
 from app.services.dispatch.outcome import Attempt, Outcome
 from connector import ConnectorClient, IssueRequest, PrescriberCredentials, build_issue_payload
@@ -85,15 +89,21 @@ def erx_job(
 ) -> ErxJob | Attempt:
     """Snapshot the send of ``prescription`` (relations loaded), or say why it can't be sent.
 
-    Returns an :class:`ErxJob`, or an :class:`Attempt`: RETRY_UNSENT when the
-    prescriber's credentials are missing or undecryptable, INVALID when the
+    Returns an :class:`ErxJob`, or an :class:`Attempt`: CREDENTIALS_UNUSABLE
+    (with its one-line cause) when the prescriber's credentials are missing or
+    undecryptable, a configuration fault no retry can fix, INVALID when the
     data could never be accepted (built once here, so it is refused now
     without a call instead of retried until dead).
     """
     try:
         credentials = prescriber_credentials(prescription.prescriber, cipher)
     except (MissingCredentials, CredentialError) as exc:
-        return Attempt(Outcome.RETRY_UNSENT, error=exc)
+        reason = "credentials_missing" if isinstance(exc, MissingCredentials) else "credentials_undecryptable"
+        return Attempt(
+            Outcome.CREDENTIALS_UNUSABLE,
+            message=unusable_credentials_cause(prescription.prescriber_id, exc),
+            reason=reason,
+        )
     try:
         request = issue_request(prescription)
         build_issue_payload(request, secure_pin=credentials.secure_pin)

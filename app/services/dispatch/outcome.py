@@ -16,6 +16,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from connector.errors import ConnectorError
+
 
 class Outcome(enum.Enum):
     """The kinds of attempt result. ``value`` is the name stored in logs."""
@@ -30,6 +32,9 @@ class Outcome(enum.Enum):
     RETRY_UNKNOWN = "retry_unknown"  # failed after the request may have been processed
     CIRCUIT_OPEN = "circuit_open"  # the breaker refused the call: not an attempt
     CREDENTIALS_REFUSED = "credentials_refused"  # login_failed: park until the credentials change
+    # Missing or undecryptable stored credentials: a configuration fault, nothing was
+    # sent; parked (blocked_credentials) with its cause instead of retried as transient.
+    CREDENTIALS_UNUSABLE = "credentials_unusable"
 
 
 @dataclass(frozen=True)
@@ -37,8 +42,10 @@ class Attempt:
     """One attempt's result: its :class:`Outcome` and what it carries.
 
     ``platform_token``: the platform's prescription token (ISSUED, ADOPTED); ``message``/``errors``:
-    the refusal and its field errors (REJECTED, INVALID); ``error``: the
-    exception to retry after (RETRY_*, CIRCUIT_OPEN).
+    the refusal and its field errors (REJECTED, INVALID), or the one-line cause
+    of a configuration fault (CREDENTIALS_UNUSABLE); ``error``: the exception
+    to retry after (RETRY_*, CIRCUIT_OPEN); ``reason``: a reason code of a
+    configuration fault (a small fixed set, for metrics).
     """
 
     outcome: Outcome
@@ -46,12 +53,33 @@ class Attempt:
     message: str | None = None
     errors: dict[str, Any] = field(default_factory=dict)
     error: BaseException | None = None
+    reason: str | None = None
 
     @property
     def error_code(self) -> str:
-        """The stored ``last_error``: the connector's code, else the exception's type name."""
+        """The reason code: ``reason``, else the connector's code, else the exception's type name.
+
+        A small fixed set (the connector's codes, our exception types): fit for a metric label
+        and for ``last_error`` while the row is still retried.
+        """
+        if self.reason is not None:
+            return self.reason
         code = getattr(self.error, "code", None)
         return str(code or type(self.error).__name__)
+
+    @property
+    def cause(self) -> str:
+        """The one line an operator reads on a dead letter: what went wrong, never PHI.
+
+        ``message`` when set; else a connector error's own text (safe by contract:
+        no PHI, secrets or bodies) with its status, code and request id; else the
+        reason code only (another exception's text may quote request data).
+        """
+        if self.message:
+            return self.message
+        if isinstance(self.error, ConnectorError):
+            return str(self.error)
+        return self.error_code
 
 
 def intent_values() -> dict[str, Any]:
