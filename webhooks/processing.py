@@ -26,7 +26,15 @@ from app.audit import PLATFORM, record_by
 from app.db import Database, utcnow
 from app.history import Change, Transition, record
 from app.models import Patient, Prescription, Region, WebhookInbox
-from app.queue import claim_rows, mark_dead, release_row, reopen, retry_or_dead
+from app.queue import (
+    claim_rows,
+    count_attempt,
+    finish,
+    mark_dead,
+    release_row,
+    reopen,
+    retry_or_dead,
+)
 from app.retry import RetryPolicy
 from connector.statuses import LIFECYCLE
 from webhooks.errors import EventPayloadError
@@ -213,8 +221,8 @@ class InboxProcessor:
             elif event is not None and event.platform_token not in found:
                 self._retry(row, "unknown_prescription", now, awaiting_prescription=True)
             else:
-                row.state, row.processed_at, row.last_error = "processed", now, None
-                row.awaiting_prescription = False
+                finish(row, state="processed")
+                row.processed_at, row.awaiting_prescription = now, False
                 applied.append(found[event.platform_token][0].id)
             release_row(row)
         return applied
@@ -247,7 +255,7 @@ class InboxProcessor:
         return row.state
 
     def _retry(self, row: WebhookInbox, error: str, now: datetime, *, awaiting_prescription: bool) -> None:
-        row.attempts += 1
+        count_attempt(row)
         row.awaiting_prescription = awaiting_prescription
         if retry_or_dead(row, policy=self.policy, error=error, now=now) == "dead":
             row.processed_at = now
@@ -276,8 +284,10 @@ class InboxProcessor:
                 # Re-classify: an event of another type stays ignored, an unreadable one dead.
                 env = envelope(row.body)
                 reopen(row, now=self.now())
-                row.state, row.last_error, row.awaiting_prescription = env.state, env.error, False
-                if row.state == "pending":
+                row.awaiting_prescription = False
+                if env.state != "pending":
+                    finish(row, state=env.state, note=env.error)
+                else:
                     self._handle(session, row, self.now(), applied)
                 results.append((row.event_id, row.state))
             self._audit(session, applied)

@@ -29,7 +29,7 @@ from app.models import (
     Region,
     StatusHistory,
 )
-from app.queue import reopen
+from app.queue import pending_values, reopen
 from app.services.errors import Conflict, Invalid, NotFound
 from app.services.pharmacies import display_address
 from connector.statuses import rank
@@ -293,9 +293,7 @@ def _queue(
             DispatchOutbox(
                 prescription_id=prescription.id,
                 flow=region.flow,
-                state="pending",
-                attempts=0,
-                next_attempt_at=now,
+                **pending_values(now=now),
                 outcome_unknown=False,
                 created_at=now,
                 updated_at=now,
@@ -305,7 +303,7 @@ def _queue(
     else:
         # Re-sending after a rejection: a definite "no" means nothing was created.
         reopen(outbox, now=now)
-        outbox.flow, outbox.updated_at, outbox.last_error = region.flow, now, None
+        outbox.flow, outbox.updated_at = region.flow, now
     return QueuedSend(
         id=prescription.id,
         reference=prescription.reference,

@@ -38,6 +38,7 @@ from app.crypto import CredentialCipher, CredentialError
 from app.db import Database, utcnow
 from app.history import Change, Transition, local, record
 from app.models import DispatchOutbox, EmailIntent, Prescription
+from app.queue import finish
 from app.services.credentials import MissingCredentials, prescriber_credentials
 from app.services.errors import Conflict, DomainError, Forbidden, NotFound, Unavailable
 from app.services.platform_failures import platform_failure
@@ -190,8 +191,8 @@ def _void_locally(session: Session, prescription: Prescription, *, reason: str, 
                 details={"current_status": prescription.status},
             )
         # "done" is never claimed again; the note says why it ended.
-        outbox.state, outbox.last_error = "done", OUTBOX_CANCELLED
-        outbox.locked_until, outbox.locked_by, outbox.updated_at = None, None, at
+        finish(outbox, note=OUTBOX_CANCELLED)
+        outbox.updated_at = at
     from_status = prescription.status
     record(session, [Change(prescription, local(
         prescription, "voided", source="operator", detail=reason, now=at))])

@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, bindparam, or_, select, update
+from sqlalchemy import Row, bindparam, or_, select
 from sqlalchemy.orm import Session, joinedload, make_transient_to_detached
 
 from app import metrics
@@ -67,8 +67,11 @@ from app.logs import request_id_scope
 from app.models import DispatchOutbox, Prescriber, Prescription, WebhookInbox
 from app.queue import (
     PENDING,
+    attempt_statement,
     block_credentials,
     claim_batch,
+    finish,
+    finish_statement,
     mark_dead,
     park,
     release,
@@ -76,6 +79,7 @@ from app.queue import (
     reopen_prepared,
     reopen_statement,
     retry_or_dead,
+    uncount_attempt,
 )
 from app.retry import RetryPolicy
 from app.services.credentials import (
@@ -85,7 +89,15 @@ from app.services.credentials import (
 )
 from app.services.dispatch.email_route import email_job, send_email
 from app.services.dispatch.erx_route import ErxJob, ErxRoute, erx_job, make_breaker
-from app.services.dispatch.outcome import Attempt, Outcome, intent_values, outcome_unknown_after
+from app.services.dispatch.outcome import (
+    Attempt,
+    Outcome,
+    intent_values,
+    mark_intent,
+    outcome_unknown_after,
+    settle,
+    undo_intent,
+)
 from app.services.errors import Invalid
 from app.services.mail import EmailJob, Mailer
 from connector import ConnectorClient
@@ -121,21 +133,17 @@ def _count_attempt_statement(intent: bool) -> Any:
     refusal and credentials-change times (``:prescriber_id``).
     """
     prescriber = select(Prescriber).where(Prescriber.id == bindparam("prescriber_id"))
-    values: dict[str, Any] = {
-        "attempts": DispatchOutbox.attempts + 1,
-        "locked_until": bindparam("until"),
-        "updated_at": bindparam("now"),
-    }
+    values: dict[str, Any] = {"updated_at": bindparam("now")}
     if intent:
         values.update(intent_values())
     return (
-        update(DispatchOutbox)
-        .where(
+        attempt_statement(
+            DispatchOutbox,
             DispatchOutbox.id == bindparam("outbox_id"),
             DispatchOutbox.locked_by == bindparam("worker_id"),
             DispatchOutbox.state == PENDING,
+            **values,
         )
-        .values(values)
         .returning(
             DispatchOutbox.attempts,
             prescriber.with_only_columns(Prescriber.credentials_refused_at).scalar_subquery(),
@@ -147,11 +155,13 @@ def _count_attempt_statement(intent: bool) -> Any:
 # Built once: building a statement costs more Python than executing a cached one.
 _COUNT_ATTEMPT = {intent: _count_attempt_statement(intent) for intent in (False, True)}
 # After a token: the outbox row is done if the lease is still ours (no row: it was lost).
-_STORE_ISSUED = (
-    update(DispatchOutbox)
-    .where(DispatchOutbox.id == bindparam("outbox_id"), DispatchOutbox.locked_by == bindparam("worker_id"))
-    .values(state="done", last_error=None, locked_by=None, locked_until=None,
-            outcome_unknown=bindparam("unknown"), updated_at=bindparam("now"))
+_STORE_ISSUED = finish_statement(
+    DispatchOutbox,
+    DispatchOutbox.id == bindparam("outbox_id"),
+    DispatchOutbox.locked_by == bindparam("worker_id"),
+    last_error=None,
+    outcome_unknown=bindparam("unknown"),  # outcome_unknown_after(), computed per send
+    updated_at=bindparam("now"),
 )
 # Webhooks may have beaten the token's commit: the ones waiting for it are applied now.
 # Two equalities, not IN (...): an expanding IN is re-rendered on every execution.
@@ -165,7 +175,7 @@ _REOPEN_WAITING = reopen_statement(
 
 
 class OutboxRowVanished(RuntimeError):
-    """An outbox row's prescription is gone while the row is leased (a broken foreign key)."""
+    """An outbox row, or its prescription, is gone while the row is leased (a broken foreign key)."""
 
 
 @dataclass(frozen=True)
@@ -377,19 +387,20 @@ class Dispatcher:
                 ).unique().one()
                 fresh = self._job(row, prescription)
                 if isinstance(fresh, ErxJob) != isinstance(job, ErxJob):
-                    outbox = session.get(DispatchOutbox, row.id)
-                    assert outbox is not None  # locked by the UPDATE above
-                    outbox.outcome_unknown = isinstance(fresh, ErxJob) or bool(row.outcome_unknown)
+                    outbox = _leased_row(session, row.id)
+                    if isinstance(fresh, ErxJob):
+                        mark_intent(outbox)
+                    else:
+                        undo_intent(outbox, unknown_before=bool(row.outcome_unknown))
                 job = fresh
             return job, began, attempts
 
     def _blocked(self, session: Session, row: Row[Any], prescription: Prescription, now: datetime) -> str:
         """The platform refused these credentials and they have not changed since: no login, no attempt."""
-        outbox = session.get(DispatchOutbox, row.id)
-        assert outbox is not None  # locked by the guarded UPDATE
+        outbox = _leased_row(session, row.id)
         # Undo what the guarded UPDATE counted: this is not an attempt.
-        outbox.attempts = max(outbox.attempts - 1, 0)
-        outbox.outcome_unknown = bool(row.outcome_unknown)
+        uncount_attempt(outbox)
+        undo_intent(outbox, unknown_before=bool(row.outcome_unknown))
         block_credentials(outbox, error=refused_login_cause(prescription.prescriber_id))
         outbox.updated_at = now
         self._count_send(outbox, "blocked_credentials", now, reason="login_failed")
@@ -463,13 +474,13 @@ class Dispatcher:
                 raise OutboxRowVanished(f"outbox row {outbox_id} has no prescription {row.prescription_id}")
             row.updated_at = now
             release_row(row)
-            row.outcome_unknown = outcome_unknown_after(attempt.outcome, unknown_before=unknown_before)
+            settle(row, attempt.outcome, unknown_before=unknown_before)
             if attempt.outcome in (Outcome.ISSUED, Outcome.ADOPTED):
                 raise ValueError("a token is stored by _finish_issued")
             if attempt.outcome is Outcome.EMAILED:
                 record(session, [Change(prescription, local(
                     prescription, "emailed", source="service", detail=attempt.message, now=now))])
-                row.state, row.last_error = "done", None
+                finish(row)
                 self._count_send(row, "emailed", now, queued_at=row.created_at)
                 return "done"
             if attempt.outcome is Outcome.CREDENTIALS_REFUSED:
@@ -478,7 +489,7 @@ class Dispatcher:
                 # A configuration fault: no retry can fix it and nothing was sent, so it
                 # is not an attempt; parked with its cause until the credentials (or the
                 # keys, then `outbox requeue`) are fixed.
-                row.attempts = max(row.attempts - 1, 0)
+                uncount_attempt(row)
                 block_credentials(row, error=attempt.cause)
                 self._count_send(row, "blocked_credentials", now, reason=attempt.error_code)
                 log.warning(
@@ -501,7 +512,7 @@ class Dispatcher:
                 prescription.rejection_errors = json.dumps(attempt.errors)
                 record(session, [Change(prescription, local(
                     prescription, "rejected", source="api", detail=attempt.message, now=now))])
-                row.state, row.last_error = "done", "rejected"
+                finish(row, note="rejected")
                 self._count_send(row, attempt.outcome.value, now)
                 log.info("rejected: prescription_id=%s", prescription.id)
                 return "done"
@@ -520,8 +531,7 @@ class Dispatcher:
         if began is not None and changed is not None and changed >= began:
             # New credentials were stored while this attempt used the old ones:
             # the refusal is about those; try again with the new ones.
-            row.last_error = attempt.error_code
-            park(row, delay_s=0, now=now)
+            park(row, delay_s=0, now=now, error=attempt.error_code)
             log.info("login refused for replaced credentials, retrying: prescription_id=%s", prescription.id)
             return "pending"
         block_credentials(row, error=refused_login_cause(prescriber.id))
@@ -560,9 +570,8 @@ class Dispatcher:
     ) -> str:
         if attempt.outcome is Outcome.CIRCUIT_OPEN:
             # The platform was not asked: no attempt counted; wait out the breaker.
-            row.attempts = max(row.attempts - 1, 0)
-            row.last_error = "circuit_open"
-            park(row, delay_s=self.policy.breaker_wait_s(self.settings.breaker_reset_s), now=now)
+            uncount_attempt(row)
+            park(row, delay_s=self.policy.breaker_wait_s(self.settings.breaker_reset_s), now=now, error="circuit_open")
             return "pending"
         state = retry_or_dead(
             row,
@@ -585,6 +594,14 @@ class Dispatcher:
             row.next_attempt_at.isoformat(),
         )
         return "pending"
+
+
+def _leased_row(session: Session, outbox_id: int) -> DispatchOutbox:
+    """The outbox row this worker's guarded UPDATE just locked, as an ORM object."""
+    outbox = session.get(DispatchOutbox, outbox_id)
+    if outbox is None:  # the UPDATE matched it in this transaction: only a broken database
+        raise OutboxRowVanished(f"outbox row {outbox_id} is gone while leased")
+    return outbox
 
 
 def _attached(session: Session, snapshot: Prescription) -> Prescription:

@@ -4,8 +4,9 @@ An attempt ends in exactly one :class:`Outcome` kind, carrying the token or the
 error it learned (:class:`Attempt`). Whether the platform may hold a
 prescription we have no token for (``DispatchOutbox.outcome_unknown``) is
 decided here and nowhere else: :func:`mark_intent` (or, for one UPDATE
-statement, :func:`intent_values`) before a send,
-:func:`outcome_unknown_after` when the attempt is stored (contract §4: no
+statement, :func:`intent_values`) before a send, :func:`undo_intent` when the
+send did not start after all, :func:`settle` (or, for one UPDATE statement,
+:func:`outcome_unknown_after`) when the attempt is stored (contract §4: no
 idempotency key, so after an unknown outcome the next attempt looks the
 ``client_ref_id`` up before it may send again).
 """
@@ -91,6 +92,16 @@ def mark_intent(row: Any) -> None:
     """Record, before a send, that its outcome is unknown until a definite answer comes back."""
     for column, value in intent_values().items():
         setattr(row, column, value)
+
+
+def undo_intent(row: Any, *, unknown_before: bool) -> None:
+    """Take back :func:`mark_intent`: the send did not start, so it is as unknown as before."""
+    row.outcome_unknown = unknown_before
+
+
+def settle(row: Any, outcome: Outcome, *, unknown_before: bool) -> None:
+    """Store on ``row`` whether its outcome is unknown after ``outcome`` (:func:`outcome_unknown_after`)."""
+    row.outcome_unknown = outcome_unknown_after(outcome, unknown_before=unknown_before)
 
 
 def outcome_unknown_after(outcome: Outcome, *, unknown_before: bool) -> bool:
