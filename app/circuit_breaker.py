@@ -41,7 +41,7 @@ class CircuitOpen(RuntimeError):
 
 
 class BreakerListener(Protocol):
-    """Told of every state change (metrics); called with the breaker's lock held, so keep it short."""
+    """Told of every state change (metrics); runs with the breaker's lock held: keep it short."""
 
     def __call__(self, old: BreakerState, new: BreakerState) -> None: ...
 
@@ -83,7 +83,7 @@ class CircuitBreaker:
 
     @property
     def state(self) -> BreakerState:
-        """The current state (an open circuit whose timeout passed still reads open until a call)."""
+        """The current state (an open circuit past its timeout reads open until the next call)."""
         return self._state
 
     @property
@@ -118,7 +118,7 @@ class CircuitBreaker:
         return result
 
     def _admit(self) -> bool:
-        """Whether the call may go (raises :class:`CircuitOpen` if not); True for the half-open trial."""
+        """Whether the call may go (else :class:`CircuitOpen`); True for the half-open trial."""
         with self._lock:
             if self._state is BreakerState.OPEN:
                 if self._clock() < self._opened_at + self.reset_timeout_s:

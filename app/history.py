@@ -158,7 +158,8 @@ def _move(prescription: Prescription, transition: Transition, received_at: datet
     lifecycle = transition.to_status in LIFECYCLE
     if transition.ours or (lifecycle and can_advance(prescription.status, transition.to_status)):
         prescription.status = transition.to_status
-    if lifecycle and (prescription.last_event_at is None or prescription.last_event_at < received_at):
+    last = prescription.last_event_at
+    if lifecycle and (last is None or last < received_at):
         prescription.last_event_at = received_at
     prescription.updated_at = received_at
 

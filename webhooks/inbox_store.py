@@ -37,7 +37,7 @@ _STORE: dict[tuple[str, bool], Any] = {}
 
 
 def _store_statement(dialect: str, *, wake: bool) -> Any:
-    """The receipt INSERT for ``dialect``, built once; with ``wake`` it also wakes the inbox workers.
+    """The receipt INSERT for ``dialect``, built once; with ``wake`` it wakes the inbox workers.
 
     ``RETURNING pg_notify(...)`` runs only for a row actually inserted (not a
     duplicate) and is delivered when the insert commits: one round trip, no
@@ -63,7 +63,7 @@ def store_event(
     now: datetime,
     notifier: WakeUps | None,
 ) -> bool:
-    """Insert the delivery ``raw`` (the bytes exactly as signed, with ``signature``) unless its event id is known.
+    """Insert the delivery ``raw`` (bytes as signed, ``signature``) unless its event id is known.
 
     ``env`` is the envelope read from ``raw``; ``now`` the receipt time (aware
     UTC); ``notifier`` the process's wake-up coalescer, or None where nobody
@@ -91,14 +91,15 @@ def store_event(
     }
     try:
         with single_statement(db.engine) as conn:
-            result = conn.execute(_store_statement(db.engine.dialect.name, wake=ticket is not None), values)
+            statement = _store_statement(db.engine.dialect.name, wake=ticket is not None)
+            result = conn.execute(statement, values)
             inserted = bool(result.rowcount)
             result.close()
     except SQLAlchemyError as exc:
         raise InboxUnavailable(type(exc).__name__) from None
     if inserted and notifier is not None:
         if ticket is not None:
-            notifier.settle(ticket)  # this commit carried a notification: earlier rows announced too
+            notifier.settle(ticket)  # this commit notified: the rows owed before are announced
         else:
             notifier.owe()  # committed without a notification: one follows
     return inserted

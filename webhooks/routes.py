@@ -33,7 +33,8 @@ _encode_str = json.JSONEncoder(ensure_ascii=True).encode
 
 def _acknowledgement(event_id: str, *, duplicate: bool) -> Response:
     """The 200 body ``{"duplicate": bool, "event_id": str, "received": true}``."""
-    body = f'{{"duplicate":{"true" if duplicate else "false"},"event_id":{_encode_str(event_id)},"received":true}}\n'
+    flag = "true" if duplicate else "false"
+    body = f'{{"duplicate":{flag},"event_id":{_encode_str(event_id)},"received":true}}\n'
     return Response(body, 200, mimetype="application/json")
 
 
@@ -82,16 +83,19 @@ def receive() -> Response:
                        reason=exc.reason) from None
     if not raw.strip():  # signed or not, an empty body is not an event: refuse, store nothing
         _notify(svc, "rejected", "empty_body")
-        raise ApiError(400, "empty_body", "The webhook body is empty: it is not an event.", {"body": ["Empty."]})
+        raise ApiError(400, "empty_body", "The webhook body is empty: it is not an event.",
+                       {"body": ["Empty."]})
     env = envelope(raw)
     try:
-        inserted = store_event(svc.db, env, raw, signature, now=utcnow(), notifier=svc.inbox_notifier)
+        inserted = store_event(svc.db, env, raw, signature, now=utcnow(),
+                               notifier=svc.inbox_notifier)
     except InboxUnavailable as exc:
         log.error("webhook not stored: event_id=%s db_error=%s", env.event_id, exc)
         raise ApiError(503, "inbox_unavailable", "The event could not be stored; retry.") from None
     _notify(svc, "received" if inserted else "duplicate")
     # The inbox row is the audit record of every receipt; per-event logging is for debugging.
-    log.debug("webhook stored: event_id=%s state=%s duplicate=%s", env.event_id, env.state, not inserted)
+    log.debug("webhook stored: event_id=%s state=%s duplicate=%s",
+              env.event_id, env.state, not inserted)
     return _acknowledgement(env.event_id, duplicate=not inserted)
 
 

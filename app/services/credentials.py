@@ -4,7 +4,7 @@ and turning them into connector credentials.
 Storing new credentials is what unblocks a prescriber whose login the platform
 refused: :func:`store_credentials` clears the refusal and reopens their
 ``blocked_credentials`` sends through :func:`app.queue.reopen_matching`, in
-the same transaction (issue 9, point 5).
+the same transaction, so a send is never left parked on credentials that were fixed.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from app.services.mail import reopen_for_resend
 
 @dataclass(frozen=True)
 class DeadLetter:
-    """One dead outbox row: ids, reference, attempts, the one-line cause, whether the outcome is unknown."""
+    """One dead outbox row: ids, reference, attempts, the one-line cause, outcome unknown or not."""
 
     outbox_id: int
     prescription_id: int
@@ -67,7 +67,7 @@ def list_dead(db: Database) -> list[DeadLetter]:
 
 @dataclass(frozen=True)
 class BlockedSend:
-    """A send parked because its prescriber's credentials can't be used (refused, missing, undecryptable).
+    """A send parked: its prescriber's credentials can't be used (refused, missing, undecryptable).
 
     ``blocked_since``: when the platform refused that prescriber (aware UTC, ISO 8601 in
     ``as_dict``; None when no login was refused); ``last_error``: the one-line cause.

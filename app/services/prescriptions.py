@@ -278,7 +278,8 @@ def _queue(
     errors = presend_errors(session, prescription, pharmacy, region)
     if errors:
         raise Invalid("The prescription cannot be sent.", errors=errors)
-    assert pharmacy is not None and region is not None  # presend_errors refuses both missing
+    if pharmacy is None or region is None:  # presend_errors refuses both missing
+        raise RuntimeError(f"prescription {prescription_id} passed the pre-send checks incomplete")
 
     prescription.pharmacy_id = pharmacy.id
     prescription.rejection_message = None

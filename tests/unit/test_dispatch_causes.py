@@ -61,13 +61,17 @@ def test_undecryptable_credentials_block_at_once_with_the_cause_and_resume_when_
 
     assert make_dispatcher().run_batch() == 1
 
-    cause = f"the credentials of prescriber {jones_id(seeded)} do not decrypt with any key in ERX_ENCRYPTION_KEYS"
+    cause = (
+        f"the credentials of prescriber {jones_id(seeded)} do not decrypt with any key in "
+        "ERX_ENCRYPTION_KEYS"
+    )
     row = outbox_of(seeded, pid)
     # Not retried as transient: parked at once, no attempt counted, nothing sent.
     assert (row.state, row.attempts, row.last_error) == ("blocked_credentials", 0, cause)
     assert platform.posts == [] and platform.logins.get(JONES, 0) == 0
     assert view(client, pid)["dispatch"]["last_error"] == cause
-    assert [(i["prescription_id"], i["last_error"]) for i in listed(runner, "list-blocked")] == [(pid, cause)]
+    blocked = listed(runner, "list-blocked")
+    assert [(i["prescription_id"], i["last_error"]) for i in blocked] == [(pid, cause)]
     assert stopped("credentials_undecryptable") == before + 1
 
     store(runner, JONES, PRESCRIBER_SECRETS[JONES][0])
@@ -80,14 +84,18 @@ def test_missing_credentials_block_with_the_command_that_fixes_them(  # type: ig
 ) -> None:
     pid = queue(client, seeded, references(seeded, JONES, 1)[0])  # the send checks they exist
     with seeded.session() as s:  # removed while the send waits in the queue
-        s.execute(update(Prescriber).where(Prescriber.email == JONES).values(password_enc=None, pin_enc=None))
+        s.execute(
+            update(Prescriber).where(Prescriber.email == JONES)
+            .values(password_enc=None, pin_enc=None)
+        )
 
     make_dispatcher().run_batch()
 
     row = outbox_of(seeded, pid)
     assert row.state == "blocked_credentials"
     assert row.last_error == (
-        f"prescriber {jones_id(seeded)} has no platform credentials; run `prescribers set-credentials`"
+        f"prescriber {jones_id(seeded)} has no platform credentials; "
+        "run `prescribers set-credentials`"
     )
 
 

@@ -1,4 +1,4 @@
-"""Worker wake-ups (issue 10): a committed queue row wakes a listening worker at once.
+"""Worker wake-ups: a committed queue row wakes a listening worker at once.
 
 On PostgreSQL the receiver's INSERT and every ORM flush that makes a queue row
 pending notify the queue's channel in the same transaction; a worker waiting

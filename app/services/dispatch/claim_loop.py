@@ -35,8 +35,11 @@ capped); after ``dispatch_max_attempts`` -> ``dead``. While the circuit
 breaker is open, rows wait without counting an attempt. A refused prescriber
 login (``login_failed``) -> ``blocked_credentials``, and the prescriber is
 marked refused: their other rows are blocked when claimed, with no login, until
-``prescribers set-credentials`` reopens them (issue 9: retrying a wrong
-password can lock the account).
+``prescribers set-credentials`` reopens them (retrying a wrong password can
+lock the account). Missing or undecryptable stored credentials, a configuration
+fault no retry fixes, block the row at once too. Dead and blocked rows carry the
+one-line cause an operator acts on as ``last_error``; metrics count them by a
+reason code (``erx_sends_stopped_total``).
 
 Each row is processed under ``request_id_scope(row.request_id)``: its log lines
 carry the id of the API request that queued it. Sends are counted in

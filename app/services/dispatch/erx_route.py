@@ -98,7 +98,8 @@ def erx_job(
     try:
         credentials = prescriber_credentials(prescription.prescriber, cipher)
     except (MissingCredentials, CredentialError) as exc:
-        reason = "credentials_missing" if isinstance(exc, MissingCredentials) else "credentials_undecryptable"
+        missing = isinstance(exc, MissingCredentials)
+        reason = "credentials_missing" if missing else "credentials_undecryptable"
         return Attempt(
             Outcome.CREDENTIALS_UNUSABLE,
             message=unusable_credentials_cause(prescription.prescriber_id, exc),
@@ -120,7 +121,7 @@ def erx_job(
 
 
 class ErxRoute:
-    """Sends :class:`ErxJob` s through ``client`` behind ``breaker``; never raises for platform errors.
+    """Sends :class:`ErxJob` s through ``client`` behind ``breaker``; never raises platform errors.
 
     Thread-safe: the send threads of one Dispatcher share one route, its
     client (thread-safe token cache) and its breaker

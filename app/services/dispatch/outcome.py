@@ -26,7 +26,8 @@ class Outcome(enum.Enum):
     ISSUED = "issued"  # the platform answered with a token
     ADOPTED = "adopted"  # a lookup after an unknown outcome found the token
     EMAILED = "emailed"  # Region A: the pharmacy was emailed
-    EMAIL_IN_DOUBT = "email_in_doubt"  # Region A: the server may have the message; an operator decides
+    # Region A: the server may have the message; an operator decides.
+    EMAIL_IN_DOUBT = "email_in_doubt"
     REJECTED = "rejected"  # the platform said no (HTTP 200 success:false): never retried
     INVALID = "invalid"  # the request could never be accepted; nothing was sent
     RETRY_UNSENT = "retry_unsent"  # failed before anything reached the platform
@@ -84,7 +85,7 @@ class Attempt:
 
 
 def intent_values() -> dict[str, Any]:
-    """The outbox column values that record, before a send, that its outcome is unknown (for an UPDATE)."""
+    """The outbox values recording, before a send, that its outcome is unknown (an UPDATE)."""
     return {"outcome_unknown": True}
 
 
@@ -100,7 +101,7 @@ def undo_intent(row: Any, *, unknown_before: bool) -> None:
 
 
 def settle(row: Any, outcome: Outcome, *, unknown_before: bool) -> None:
-    """Store on ``row`` whether its outcome is unknown after ``outcome`` (:func:`outcome_unknown_after`)."""
+    """Store on ``row`` whether its outcome is unknown after ``outcome`` (the rule below)."""
     row.outcome_unknown = outcome_unknown_after(outcome, unknown_before=unknown_before)
 
 
