@@ -40,7 +40,14 @@ class UnknownSource(ValueError):
 
 @dataclass(frozen=True)
 class Transition:
-    """A status change learned from ``source``; times are aware UTC datetimes."""
+    """A status change learned from ``source``; times are aware UTC datetimes.
+
+    ``ours``: the service decided this status itself (the send, dispatch, an
+    operator): it always becomes the current status, even backwards (a
+    requeue). Otherwise (a webhook, reconciliation) the current status moves
+    forward only. ``actor``: who did it, stored only where the history table
+    has the column (an operator's void). Build ours with :func:`local`.
+    """
 
     to_status: str
     from_status: str | None
@@ -49,126 +56,84 @@ class Transition:
     received_at: datetime | None = None
     event_id: str | None = None
     detail: str | None = None
+    ours: bool = False
+    actor: str | None = None
+
+
+@dataclass(frozen=True)
+class Change:
+    """One transition of one prescription, as :func:`record` takes it.
+
+    ``prescription`` must be locked in the caller's transaction. ``region``
+    (the patient's region code) and ``route`` (its flow), when the caller
+    already knows them, spare the event row a query.
+    """
+
+    prescription: Prescription
+    transition: Transition
+    region: str | None = None
+    route: str | None = None
+
+
+def local(
+    prescription: Prescription,
+    to_status: str,
+    *,
+    source: str,
+    detail: str | None = None,
+    now: datetime | None = None,
+    actor: str | None = None,
+) -> Transition:
+    """A status the service sets itself (queued, rejected, dead, emailed, issued, voided).
+
+    From the prescription's current status, at ``now`` (aware UTC; default:
+    the current time), always moving the current status (``ours``).
+    """
+    at = now or utcnow()
+    return Transition(
+        to_status=to_status, from_status=prescription.status, occurred_at=at, received_at=at,
+        source=source, detail=detail, ours=True, actor=actor,
+    )
+
+
+def record(session: Session, changes: Sequence[Change]) -> list[bool]:
+    """Append each change to its prescription's history and move its current status.
+
+    The one way a prescription's status is recorded: the send, dispatch,
+    webhooks, reconciliation, voids and operators all call it. Per change, in
+    order:
+
+    - the history row is appended at most once: a lifecycle status (contract
+      §6) once per prescription (a partial unique index), an event id once
+      overall; a duplicate is skipped, never an error;
+    - each appended row stages one ``prescription.status_changed`` event row in
+      the same transaction (docs/events.md);
+    - the current status moves (:func:`_move`): always for ``ours``, else
+      forward only (:func:`connector.statuses.can_advance`).
+
+    Returns, per change, whether its history row was appended. Raises
+    :class:`UnknownSource`. Must run inside the caller's transaction with
+    every prescription locked (``SELECT ... FOR UPDATE``): the lock is what
+    makes a prescription's event ids follow commit order, which the event
+    publisher's per-prescription order relies on (docs/events.md).
+    """
+    rows = [_history_row(change) for change in changes]
+    recorded = _append(session, changes, rows)
+    for change, row in zip(changes, rows, strict=True):
+        _move(change.prescription, change.transition, row["received_at"])
+    return recorded
 
 
 def record_transition(
     session: Session, prescription: Prescription, transition: Transition
 ) -> tuple[bool, bool]:
-    """Append ``transition`` to the history of ``prescription`` and advance its status.
+    """Deprecated: ``record(session, [Change(prescription, transition)])``.
 
-    The history insert is idempotent: a lifecycle status (§6) is stored at
-    most once per prescription (a partial unique index) and an event id at
-    most once overall. The
-    current status moves only if :func:`connector.statuses.can_advance` allows.
-    Returns ``(recorded, advanced)``. Must run inside the caller's transaction
-    with ``prescription`` locked in it (``SELECT ... FOR UPDATE``): the lock is
-    what makes a prescription's event ids follow commit order, which the event
-    publisher's per-prescription order relies on (docs/events.md).
+    Returns ``(recorded, advanced)``; kept for the tests and benches that still call it.
     """
-    if transition.source not in SOURCES:
-        raise UnknownSource(transition.source)
-    received_at = transition.received_at or utcnow()
-    step = transition.to_status if transition.to_status in LIFECYCLE else None
-    recorded = insert_ignore(
-        session,
-        StatusHistory.__table__,
-        {
-            "prescription_id": prescription.id,
-            "from_status": transition.from_status,
-            "to_status": transition.to_status,
-            "occurred_at": transition.occurred_at,
-            "received_at": received_at,
-            "source": transition.source,
-            "event_id": transition.event_id,
-            "detail": transition.detail,
-        },
-    )
-    if recorded:  # one event per appended row, in this transaction (issue 11)
-        stage_status_event(session, prescription, from_status=transition.from_status, to_status=transition.to_status, occurred_at=transition.occurred_at, recorded_at=received_at, source=transition.source, request_id=transition.event_id)
-    advanced = False
-    if step is not None and can_advance(prescription.status, transition.to_status):
-        prescription.status = transition.to_status
-        advanced = True
-    if step is not None and (prescription.last_event_at is None or prescription.last_event_at < received_at):
-        prescription.last_event_at = received_at
-    prescription.updated_at = received_at
-    return recorded, advanced
-
-
-@dataclass(frozen=True)
-class BatchItem:
-    """One transition of a batch: ``prescription`` (locked), its patient's ``region`` code and ``route`` (flow)."""
-
-    prescription: Prescription
-    region: str
-    route: str
-    transition: Transition
-
-
-def record_transitions(session: Session, items: Sequence[BatchItem]) -> list[bool]:
-    """:func:`record_transition` for many transitions at once, with the same rows as one by one.
-
-    Every transition must carry an ``event_id`` (the webhook's: it matches
-    inserted history rows back to their items) and a lifecycle ``to_status``.
-    One ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` appends the history
-    rows (in ``items`` order, so of two events for the same step the first
-    wins, as one by one), one INSERT stages one event row per appended history
-    row (issue 11), and the prescriptions move forward only, in item order,
-    flushed as one executemany. Returns ``recorded`` per item. Raises
-    :class:`UnknownSource`, or ValueError for an item without an event id or
-    with a local status. Must run inside the caller's transaction with every
-    prescription locked.
-    """
-    if not items:
-        return []
-    values = []
-    for item in items:
-        t = item.transition
-        if t.source not in SOURCES:
-            raise UnknownSource(t.source)
-        if t.event_id is None or t.to_status not in LIFECYCLE:
-            raise ValueError("a batched transition needs an event id and a lifecycle status")
-        values.append(
-            {
-                "prescription_id": item.prescription.id,
-                "from_status": t.from_status,
-                "to_status": t.to_status,
-                "occurred_at": t.occurred_at,
-                "received_at": t.received_at or utcnow(),
-                "source": t.source,
-                "event_id": t.event_id,
-                "detail": t.detail,
-            }
-        )
-    stmt = insert_ignore_statement(session.get_bind().dialect.name, StatusHistory.__table__)
-    inserted = set(session.scalars(stmt.returning(StatusHistory.event_id), values))
-    recorded = [item.transition.event_id in inserted for item in items]
-    events = [
-        status_event_values(
-            item.prescription,
-            region=item.region,
-            route=item.route,
-            from_status=item.transition.from_status,
-            to_status=item.transition.to_status,
-            occurred_at=item.transition.occurred_at,
-            recorded_at=row["received_at"],
-            source=item.transition.source,
-            request_id=item.transition.event_id,
-        )
-        for item, row, was_recorded in zip(items, values, recorded, strict=True)
-        if was_recorded
-    ]
-    if events:  # one event per appended row, in this transaction (issue 11)
-        session.execute(insert(EventOutbox), events)
-        queue_wakeup.notify_queued(session, EventOutbox)
-    for item, row in zip(items, values, strict=True):
-        prescription, received_at = item.prescription, row["received_at"]
-        if can_advance(prescription.status, item.transition.to_status):
-            prescription.status = item.transition.to_status
-        if prescription.last_event_at is None or prescription.last_event_at < received_at:
-            prescription.last_event_at = received_at
-        prescription.updated_at = received_at
-    return recorded
+    before = prescription.status
+    (recorded,) = record(session, [Change(prescription, transition)])
+    return recorded, prescription.status != before
 
 
 def record_local_status(
@@ -181,65 +146,122 @@ def record_local_status(
     now: datetime | None = None,
     region: str | None = None,
     route: str | None = None,
+    actor: str | None = None,
 ) -> None:
-    """Set a service-side status (queued, rejected, dead, emailed, issued) and log it.
+    """Deprecated: ``record(session, [Change(prescription, local(...), region, route)])``."""
+    transition = local(prescription, to_status, source=source, detail=detail, now=now, actor=actor)
+    record(session, [Change(prescription, transition, region=region, route=route)])
 
-    Unlike :func:`record_transition` this always moves the current status: the
-    caller (dispatch, the send API, an operator) owns these transitions.
-    ``now`` is aware UTC (default: the current time). ``region`` (the
-    patient's region code) and ``route`` (its flow), when the caller already
-    knows them, spare the event row a query; on PostgreSQL the history row
-    and its event row are then written by ONE statement
-    (``WITH h AS (INSERT ... ON CONFLICT DO NOTHING RETURNING) INSERT INTO
-    event_outbox SELECT ... FROM h``). Raises :class:`UnknownSource`. As
-    :func:`record_transition`, call it with ``prescription`` locked in the
-    caller's transaction.
-    """
-    if source not in SOURCES:
-        raise UnknownSource(source)
-    at = now or utcnow()
-    history = {
-        "prescription_id": prescription.id,
-        "from_status": prescription.status,
-        "to_status": to_status,
-        "occurred_at": at,
-        "received_at": at,
-        "source": source,
-        "event_id": None,
-        "detail": detail,
+
+def _move(prescription: Prescription, transition: Transition, received_at: datetime) -> None:
+    """The one rule for the current status: ours always moves it, a learned one forward only."""
+    lifecycle = transition.to_status in LIFECYCLE
+    if transition.ours or (lifecycle and can_advance(prescription.status, transition.to_status)):
+        prescription.status = transition.to_status
+    last = prescription.last_event_at
+    if lifecycle and (last is None or last < received_at):
+        prescription.last_event_at = received_at
+    prescription.updated_at = received_at
+
+
+def _history_row(change: Change) -> dict[str, Any]:
+    t = change.transition
+    if t.source not in SOURCES:
+        raise UnknownSource(t.source)
+    row = {
+        "prescription_id": change.prescription.id,
+        "from_status": t.from_status,
+        "to_status": t.to_status,
+        "occurred_at": t.occurred_at,
+        "received_at": t.received_at or utcnow(),
+        "source": t.source,
+        "event_id": t.event_id,
+        "detail": t.detail,
     }
+    if t.actor is not None:
+        row["actor"] = t.actor  # the column arrives with the operators' void audit migration
+    return row
+
+
+def _event(change: Change, row: dict[str, Any]) -> dict[str, Any]:
+    t = change.transition
+    if change.region is None or change.route is None:
+        raise ValueError("an event row needs the patient's region and route")
+    return status_event_values(
+        change.prescription, region=change.region, route=change.route,
+        from_status=t.from_status, to_status=t.to_status, occurred_at=t.occurred_at,
+        recorded_at=row["received_at"], source=t.source, request_id=t.event_id,
+    )
+
+
+def _append(session: Session, changes: Sequence[Change], rows: list[dict[str, Any]]) -> list[bool]:
+    """Insert the history rows (skipping duplicates) and one event row per appended one.
+
+    The statements are chosen for the fewest round trips; they store the same rows:
+
+    - PostgreSQL, one change whose region and route are known (dispatch's
+      ``issued``): ONE statement, ``WITH h AS (INSERT ... ON CONFLICT DO
+      NOTHING RETURNING) INSERT INTO event_outbox SELECT ... FROM h``;
+    - several changes, each with an event id and region and route (the inbox's
+      batch): one ``INSERT ... ON CONFLICT DO NOTHING RETURNING event_id``
+      executemany (in order, so of two events for the same step the first
+      wins) and one event INSERT;
+    - otherwise one INSERT per change, and its event row.
+    """
+    if not changes:
+        return []
+    known = all(c.region is not None and c.route is not None for c in changes)
     dialect = session.get_bind().dialect.name
-    if region is not None and route is not None:
-        event = status_event_values(
-            prescription, region=region, route=route, from_status=prescription.status, to_status=to_status,
-            occurred_at=at, recorded_at=at, source=source, request_id=None,
-        )
-        if dialect == "postgresql":
-            # One round trip: the event row exists exactly when the history row was appended.
-            params = {f"h_{k}": v for k, v in history.items()} | {f"e_{k}": v for k, v in event.items()}
-            session.execute(_history_with_event_pg(tuple(event)), params)
-        elif insert_ignore(session, StatusHistory.__table__, history):
-            session.execute(insert(EventOutbox), [event])  # SQLite: the publisher polls
-    else:
-        recorded = insert_ignore(session, StatusHistory.__table__, history)
-        if recorded:  # one event per appended row, in this transaction (issue 11)
-            stage_status_event(session, prescription, from_status=prescription.status, to_status=to_status, occurred_at=at, recorded_at=at, source=source, request_id=None)
-    prescription.status = to_status
-    prescription.updated_at = at
-    if to_status in LIFECYCLE:
-        prescription.last_event_at = at
+    if known and len(changes) == 1 and dialect == "postgresql" and "actor" not in rows[0]:
+        event = _event(changes[0], rows[0])
+        params = {f"h_{k}": v for k, v in rows[0].items()} | {f"e_{k}": v for k, v in event.items()}
+        returned = session.execute(_history_with_event_pg(tuple(event)), params).first()
+        return [returned is not None]
+    batch = len(changes) > 1 and len({tuple(r) for r in rows}) == 1
+    if known and batch and all(c.transition.event_id is not None for c in changes):
+        stmt = insert_ignore_statement(dialect, StatusHistory.__table__)
+        inserted = set(session.scalars(stmt.returning(StatusHistory.event_id), rows))
+        recorded = [c.transition.event_id in inserted for c in changes]
+        _stage(session, changes, rows, recorded)
+        return recorded
+    recorded = [insert_ignore(session, StatusHistory.__table__, row) for row in rows]
+    _stage(session, changes, rows, recorded)
+    return recorded
+
+
+def _stage(
+    session: Session, changes: Sequence[Change], rows: list[dict[str, Any]], recorded: list[bool]
+) -> None:
+    """One event row per appended history row, in this transaction (docs/events.md)."""
+    events = []
+    for change, row, appended in zip(changes, rows, recorded, strict=True):
+        if not appended:
+            continue
+        if change.region is None or change.route is None:
+            t = change.transition
+            stage_status_event(
+                session, change.prescription, from_status=t.from_status, to_status=t.to_status,
+                occurred_at=t.occurred_at, recorded_at=row["received_at"], source=t.source,
+                request_id=t.event_id,
+            )
+        else:
+            events.append(_event(change, row))
+    if events:
+        session.execute(insert(EventOutbox), events)
+        # A Core insert is invisible to the after-flush hook: wake the publisher here.
+        queue_wakeup.notify_queued(session, EventOutbox)
 
 
 _HISTORY_WITH_EVENT: dict[tuple[str, ...], Any] = {}
 
 
 def _history_with_event_pg(event_columns: tuple[str, ...]) -> Any:
-    """The PostgreSQL statement appending a history row and, if it was appended, its event row (built once).
+    """The PostgreSQL statement appending a history row and, if appended, its event row.
 
-    The event row's insert also notifies the publisher's channel (app/queue_wakeup.py):
-    a Core insert is invisible to the after-flush hook.
-
-    Bind parameters: ``h_<history column>`` and ``e_<event_outbox column>``.
+    Built once per set of event columns. The event row's insert also notifies
+    the publisher's channel (app/queue_wakeup.py): a Core insert is invisible
+    to the after-flush hook. Bind parameters: ``h_<history column>`` and
+    ``e_<event_outbox column>``; returns one row when the event row was staged.
     """
     stmt = _HISTORY_WITH_EVENT.get(event_columns)
     if stmt is None:
@@ -251,7 +273,9 @@ def _history_with_event_pg(event_columns: tuple[str, ...]) -> Any:
             .returning(hist.c.id)
             .cte("appended")
         )
-        rows = select(*(bindparam(f"e_{c}", type_=events.c[c].type) for c in event_columns)).select_from(appended)
+        rows = select(
+            *(bindparam(f"e_{c}", type_=events.c[c].type) for c in event_columns)
+        ).select_from(appended)
         stmt = _HISTORY_WITH_EVENT[event_columns] = (
             insert(events)
             .from_select(list(event_columns), rows)
@@ -262,4 +286,7 @@ def _history_with_event_pg(event_columns: tuple[str, ...]) -> Any:
     return stmt
 
 
-_HISTORY_COLUMNS = ("prescription_id", "from_status", "to_status", "occurred_at", "received_at", "source", "event_id", "detail")
+_HISTORY_COLUMNS = (
+    "prescription_id", "from_status", "to_status", "occurred_at", "received_at", "source",
+    "event_id", "detail",
+)

@@ -80,6 +80,12 @@ CIRCUIT_BREAKER_OPEN = Gauge(
     multiprocess_mode="livemax",
 )
 SENDS = Counter("erx_sends_total", "Prescription sends finished, by route (erx, email) and outcome.", ["route", "outcome"])
+SENDS_STOPPED = Counter(
+    "erx_sends_stopped_total",
+    "Sends stopped for an operator (dead letter, blocked credentials), by route, outcome and "
+    "reason code (a small fixed set; the sentence is the row's last_error).",
+    ["route", "outcome", "reason"],
+)
 SEND_QUEUED_TO_ISSUED = Histogram(
     "erx_send_queued_to_issued_seconds",
     "Seconds from status queued to issued (or emailed).",

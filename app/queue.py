@@ -1,4 +1,4 @@
-"""The one table-backed queue mechanism: the dispatch outbox and the webhook inbox.
+"""The one table-backed queue mechanism: the dispatch outbox, the webhook inbox, the event outbox.
 
 A queue row has ``state`` (``pending`` until it is ``done``/``processed``,
 ``dead`` or ``ignored``), ``attempts``, ``next_attempt_at``, ``locked_until``
@@ -16,7 +16,11 @@ and ``locked_by``, ``last_error``. Every queue goes through these functions:
   claim before it), and :func:`claim` returns just the ids. The inbox claims
   inside the transaction that applies the rows (no outbound call), so a
   crash rolls the claim back with the work.
-- :func:`release` / :func:`release_row` give a lease back.
+- :func:`release` / :func:`release_row` give a lease back; :func:`finish`
+  (or, for a statement built once, :func:`finish_statement`) ends a row's work.
+- :func:`attempt_statement` counts an attempt and renews the lease before
+  work that makes an outbound call; :func:`count_attempt` /
+  :func:`uncount_attempt` for rows held as ORM objects.
 - :func:`reopen` / :func:`reopen_matching` put finished or dead rows back:
   pending, attempts from zero, due now.
 - :func:`block_credentials` parks an outbox row whose prescriber's login the
@@ -25,7 +29,11 @@ and ``locked_by``, ``last_error``. Every queue goes through these functions:
 - :func:`retry_or_dead` is the one place that decides between rescheduling
   (with :class:`app.retry.RetryPolicy`) and ``dead``; :func:`mark_dead` for
   work that can never succeed; :func:`park` to wait without counting an
-  attempt (the breaker is open).
+  attempt (the breaker is open). :func:`dead_statement` and
+  :func:`reschedule_statement` do the same by id for a worker that holds no
+  ORM rows (the event publisher).
+
+No other module writes these columns (``tests/unit/test_architecture.py``).
 """
 
 from __future__ import annotations
@@ -192,16 +200,6 @@ def claim_returning(
     return list(session.execute(statement).all())
 
 
-def extend_lease(row: Any, *, now: datetime, lease_s: float) -> None:
-    """Give ``row`` a full lease of ``lease_s`` seconds from ``now`` (aware UTC)."""
-    row.locked_until = now + timedelta(seconds=lease_s)
-
-
-def holds_lease(row: Any, worker_id: str) -> bool:
-    """True when ``row`` is pending and leased to ``worker_id``."""
-    return row.state == PENDING and row.locked_by == worker_id
-
-
 def release_row(row: Any) -> None:
     """Drop ``row``'s lease (the work on it is finished, or given back)."""
     row.locked_by = row.locked_until = None
@@ -220,9 +218,14 @@ def release(db: Database, model: Any, ids: list[int], *, worker_id: str) -> None
 
 
 def reopen(row: Any, *, now: datetime) -> None:
-    """Put ``row`` back in the queue: pending, attempts from zero, due at ``now``, no lease."""
-    row.state, row.attempts, row.next_attempt_at = PENDING, 0, now
+    """Put ``row`` back in the queue: pending, attempts from zero, due at ``now``, no lease, no error."""
+    row.state, row.attempts, row.next_attempt_at, row.last_error = PENDING, 0, now, None
     release_row(row)
+
+
+def pending_values(*, now: datetime) -> dict[str, Any]:
+    """The queue columns of a new row: pending, no attempt yet, due at ``now`` (aware UTC)."""
+    return {"state": PENDING, "attempts": 0, "next_attempt_at": now}
 
 
 def reopen_statement(model: Any, *conditions: Any, now: Any = None, **values: Any) -> Any:
@@ -268,6 +271,61 @@ def _wake_if_reopened(session: Session, model: Any, result: Any) -> int:
     return reopened
 
 
+def finish(row: Any, *, state: str = "done", note: str | None = None) -> None:
+    """Finish ``row``: ``state`` (``done``, ``processed``, ``ignored``), ``note`` as ``last_error``, no lease."""
+    row.state, row.last_error = state, note
+    release_row(row)
+
+
+def finish_statement(model: Any, *conditions: Any, state: str = "done", **values: Any) -> Any:
+    """The UPDATE that finishes ``model``'s rows matching ``conditions``: ``state``, no lease.
+
+    ``values`` set more columns (``last_error``, ``published_at``, ...); they may be
+    ``bindparam()`` s, so that a caller can build the statement once.
+    """
+    return (
+        update(model)
+        .where(*conditions)
+        .values(state=state, locked_until=None, locked_by=None, **values)
+    )
+
+
+def dead_statement(model: Any, *conditions: Any, error: Any, **values: Any) -> Any:
+    """The UPDATE that dead-letters ``model``'s rows matching ``conditions`` with ``error``, no lease."""
+    return finish_statement(model, *conditions, state=DEAD, last_error=error, **values)
+
+
+def reschedule_statement(model: Any, *conditions: Any, attempts: Any, error: Any, due: Any) -> Any:
+    """The UPDATE that counts a failed attempt (``attempts`` in all), due again at ``due``, no lease."""
+    return (
+        update(model)
+        .where(*conditions)
+        .values(attempts=attempts, last_error=error, next_attempt_at=due, locked_until=None, locked_by=None)
+    )
+
+
+def attempt_statement(model: Any, *conditions: Any, **values: Any) -> Any:
+    """The UPDATE that counts an attempt on ``model``'s rows matching ``conditions`` before it starts.
+
+    ``attempts`` + 1 and a fresh lease until the bind parameter ``until`` (aware
+    UTC); ``values`` set more columns. Unexecuted, so that the caller can add
+    ``RETURNING`` and build it once.
+    """
+    return update(model).where(*conditions).values(
+        attempts=model.attempts + 1, locked_until=bindparam("until"), **values
+    )
+
+
+def count_attempt(row: Any) -> None:
+    """Count one more attempt on ``row`` (before :func:`retry_or_dead`)."""
+    row.attempts += 1
+
+
+def uncount_attempt(row: Any) -> None:
+    """Take back an attempt counted before it started, for work that turned out not to be one."""
+    row.attempts = max(row.attempts - 1, 0)
+
+
 def mark_dead(row: Any, *, error: str) -> None:
     """Dead-letter ``row``: work that can never succeed, or whose attempts ran out."""
     row.state, row.last_error = DEAD, error
@@ -279,9 +337,14 @@ def block_credentials(row: Any, *, error: str) -> None:
     release_row(row)
 
 
-def park(row: Any, *, delay_s: float, now: datetime) -> None:
-    """Put ``row`` off for ``delay_s`` seconds from ``now`` without deciding anything else."""
+def park(row: Any, *, delay_s: float, now: datetime, error: str | None = None) -> None:
+    """Put ``row`` off for ``delay_s`` seconds from ``now`` without deciding anything else.
+
+    ``error``, when given, is stored as ``last_error`` (why it waits).
+    """
     row.next_attempt_at = now + timedelta(seconds=delay_s)
+    if error is not None:
+        row.last_error = error
 
 
 def retry_or_dead(

@@ -24,9 +24,17 @@ from sqlalchemy.orm import Session
 
 from app.audit import PLATFORM, record_by
 from app.db import Database, utcnow
-from app.history import BatchItem, Transition, record_transition, record_transitions
+from app.history import Change, Transition, record
 from app.models import Patient, Prescription, Region, WebhookInbox
-from app.queue import claim_rows, mark_dead, release_row, reopen, retry_or_dead
+from app.queue import (
+    claim_rows,
+    count_attempt,
+    finish,
+    mark_dead,
+    release_row,
+    reopen,
+    retry_or_dead,
+)
 from app.retry import RetryPolicy
 from connector.statuses import LIFECYCLE
 from webhooks.errors import EventPayloadError
@@ -38,10 +46,6 @@ log = logging.getLogger("webhooks.processing")
 # worker ever sees it; it only has to outlast the transaction if rows are
 # given back unprocessed at shutdown, which releases them explicitly.
 _BATCH_LEASE_S = 60.0
-
-
-class UnknownPrescription(Exception):
-    """No prescription holds the event's token (yet)."""
 
 
 class InboxProcessor:
@@ -138,80 +142,90 @@ class InboxProcessor:
         return state
 
     def _apply_together(self, session: Session, rows: list[WebhookInbox], applied: list[int]) -> bool:
-        """Apply ``rows`` set-based: a handful of statements for the whole batch.
+        """Apply ``rows`` set-based (:meth:`_apply_rows`) in one savepoint.
 
-        One locking SELECT for every prescription the batch names (in token
-        order, as one by one), one history INSERT, one event-outbox INSERT,
-        then the inbox rows and prescriptions as executemany UPDATEs
-        (:func:`app.history.record_transitions`). Stores exactly what
-        :meth:`_handle` would, row by row. Returns False, with nothing
-        changed, if anything fails: the caller then applies the rows one by
-        one, so that a failure undoes only its own event. The ids of the
-        prescriptions events were applied to are appended to ``applied``.
+        Returns False, with nothing changed, if anything fails: the caller then
+        applies the rows one by one (:meth:`_handle`, the same steps for a
+        batch of one), so that a failure undoes only its own event. The ids of
+        the prescriptions events were applied to are appended to ``applied``.
         """
         now = self.now()
-        batch_applied: list[int] = []
         session.flush()  # the claim's lease stamps stay outside the savepoint
         try:
             with session.begin_nested():
-                parsed: list[tuple[WebhookInbox, StatusEvent | None, str | None]] = []
-                for row in rows:
-                    try:
-                        event = parse_status_event(decode_body(row.body))
-                        if event.status not in LIFECYCLE:
-                            raise EventPayloadError("unknown_status", "event status is not a lifecycle status")
-                        parsed.append((row, event, None))
-                    except EventPayloadError as exc:
-                        parsed.append((row, None, exc.reason))
-                tokens = sorted({event.platform_token for _, event, _ in parsed if event is not None})
-                found: dict[str, tuple[Prescription, str, str]] = {}
-                if tokens:
-                    result = session.execute(
-                        select(Prescription, Patient.region_code, Region.flow)
-                        .join(Patient, Patient.id == Prescription.patient_id)
-                        .join(Region, Region.code == Patient.region_code)
-                        .where(Prescription.platform_token.in_(tokens))
-                        .order_by(Prescription.platform_token)
-                        .with_for_update(of=Prescription)
-                    )
-                    for prescription, region, route in result:
-                        found[prescription.platform_token] = (prescription, region, route)
-                items = [
-                    BatchItem(
-                        prescription=found[event.platform_token][0],
-                        region=found[event.platform_token][1],
-                        route=found[event.platform_token][2],
-                        transition=Transition(
-                            to_status=event.status,
-                            from_status=event.previous_status,
-                            occurred_at=event.occurred_at,
-                            received_at=row.received_at,
-                            source="webhook",
-                            event_id=row.event_id,
-                        ),
-                    )
-                    for row, event, _ in parsed
-                    if event is not None and event.platform_token in found
-                ]
-                record_transitions(session, items)
-                for row, event, error in parsed:
-                    if error is not None:
-                        mark_dead(row, error=error)
-                        row.processed_at = now
-                        log.warning("webhook dead: event_id=%s reason=%s", row.event_id, error)
-                    elif event is not None and event.platform_token not in found:
-                        self._retry(row, "unknown_prescription", now, awaiting_prescription=True)
-                    else:
-                        row.state, row.processed_at, row.last_error = "processed", now, None
-                        row.awaiting_prescription = False
-                        batch_applied.append(found[event.platform_token][0].id)
-                    release_row(row)
+                batch_applied = self._apply_rows(session, rows, now)
                 session.flush()
         except Exception as exc:  # noqa: BLE001 - fall back to one savepoint per event
             log.info("webhook batch applied one by one: %s", type(exc).__name__)
             return False
         applied.extend(batch_applied)
         return True
+
+    def _apply_rows(self, session: Session, rows: list[WebhookInbox], now: datetime) -> list[int]:
+        """Apply ``rows`` and settle each one; returns the ids of the prescriptions applied to.
+
+        The one path of the inbox, for a batch or one row: one locking SELECT
+        for every prescription the rows name (in token order, so two workers
+        cannot deadlock), one :func:`app.history.record` for all their
+        transitions (history, event-outbox rows, forward-only status), then
+        each row is processed, dead (unreadable) or retried (its prescription
+        is not known yet). Raises whatever else fails; the caller's savepoint
+        undoes it.
+        """
+        parsed: list[tuple[WebhookInbox, StatusEvent | None, str | None]] = []
+        for row in rows:
+            try:
+                event = parse_status_event(decode_body(row.body))
+                if event.status not in LIFECYCLE:
+                    raise EventPayloadError("unknown_status", "event status is not a lifecycle status")
+                parsed.append((row, event, None))
+            except EventPayloadError as exc:
+                parsed.append((row, None, exc.reason))
+        tokens = sorted({event.platform_token for _, event, _ in parsed if event is not None})
+        found: dict[str, tuple[Prescription, str, str]] = {}
+        if tokens:
+            result = session.execute(
+                select(Prescription, Patient.region_code, Region.flow)
+                .join(Patient, Patient.id == Prescription.patient_id)
+                .join(Region, Region.code == Patient.region_code)
+                .where(Prescription.platform_token.in_(tokens))
+                .order_by(Prescription.platform_token)
+                .with_for_update(of=Prescription)
+            )
+            for prescription, region, route in result:
+                found[prescription.platform_token] = (prescription, region, route)
+        changes = [
+            Change(
+                prescription=found[event.platform_token][0],
+                region=found[event.platform_token][1],
+                route=found[event.platform_token][2],
+                transition=Transition(
+                    to_status=event.status,
+                    from_status=event.previous_status,
+                    occurred_at=event.occurred_at,
+                    received_at=row.received_at,
+                    source="webhook",
+                    event_id=row.event_id,
+                ),
+            )
+            for row, event, _ in parsed
+            if event is not None and event.platform_token in found
+        ]
+        record(session, changes)
+        applied: list[int] = []
+        for row, event, error in parsed:
+            if error is not None:
+                mark_dead(row, error=error)
+                row.processed_at = now
+                log.warning("webhook dead: event_id=%s reason=%s", row.event_id, error)
+            elif event is not None and event.platform_token not in found:
+                self._retry(row, "unknown_prescription", now, awaiting_prescription=True)
+            else:
+                finish(row, state="processed")
+                row.processed_at, row.awaiting_prescription = now, False
+                applied.append(found[event.platform_token][0].id)
+            release_row(row)
+        return applied
 
     def _audit(self, session: Session, applied: list[int]) -> None:
         """One ``webhook-applied`` audit row per applied event, after the batch's row locks.
@@ -225,60 +239,29 @@ class InboxProcessor:
             record_by(session, PLATFORM, action="webhook-applied", prescription_id=prescription_id, now=now)
 
     def _handle(self, session: Session, row: WebhookInbox, now: datetime, applied: list[int]) -> str:
-        """Apply ``row`` in a savepoint and set its state; one failure undoes only itself.
+        """Apply ``row`` (:meth:`_apply_rows`) in a savepoint; one failure undoes only itself.
 
-        The id of a prescription the event was applied to is appended to ``applied``.
+        A failure is counted as an attempt (retry, then dead). The id of a
+        prescription the event was applied to is appended to ``applied``.
         """
         try:
             with session.begin_nested():
-                prescription_id = self._apply(session, row)
-        except EventPayloadError as exc:
-            mark_dead(row, error=exc.reason)
-            row.processed_at = now
-            log.warning("webhook dead: event_id=%s reason=%s", row.event_id, exc.reason)
-        except UnknownPrescription:
-            self._retry(row, "unknown_prescription", now, awaiting_prescription=True)
+                applied_here = self._apply_rows(session, [row], now)
         except Exception as exc:  # noqa: BLE001 - any failure is counted, then dead-lettered
             self._retry(row, type(exc).__name__, now, awaiting_prescription=False)
+            release_row(row)
         else:
-            row.state, row.processed_at, row.last_error = "processed", now, None
-            row.awaiting_prescription = False
-            applied.append(prescription_id)
-            log.debug("webhook applied: event_id=%s", row.event_id)
-        release_row(row)
+            applied.extend(applied_here)
         return row.state
 
     def _retry(self, row: WebhookInbox, error: str, now: datetime, *, awaiting_prescription: bool) -> None:
-        row.attempts += 1
+        count_attempt(row)
         row.awaiting_prescription = awaiting_prescription
         if retry_or_dead(row, policy=self.policy, error=error, now=now) == "dead":
             row.processed_at = now
             log.warning("webhook dead: event_id=%s reason=%s", row.event_id, error)
         else:
             log.info("webhook retry: event_id=%s attempt=%s reason=%s", row.event_id, row.attempts, error)
-
-    def _apply(self, session: Session, row: WebhookInbox) -> int:
-        event = parse_status_event(decode_body(row.body))
-        if event.status not in LIFECYCLE:
-            raise EventPayloadError("unknown_status", "event status is not a lifecycle status")
-        prescription = session.scalars(
-            select(Prescription).where(Prescription.platform_token == event.platform_token).with_for_update()
-        ).first()
-        if prescription is None:
-            raise UnknownPrescription(event.platform_token)
-        record_transition(
-            session,
-            prescription,
-            Transition(
-                to_status=event.status,
-                from_status=event.previous_status,
-                occurred_at=event.occurred_at,
-                received_at=row.received_at,
-                source="webhook",
-                event_id=row.event_id,
-            ),
-        )
-        return prescription.id
 
     def replay(self, *, event_id: str | None = None, dead: bool = False) -> list[tuple[str, str]]:
         """Reset stored events to pending and apply them now, in one transaction.
@@ -301,8 +284,10 @@ class InboxProcessor:
                 # Re-classify: an event of another type stays ignored, an unreadable one dead.
                 env = envelope(row.body)
                 reopen(row, now=self.now())
-                row.state, row.last_error, row.awaiting_prescription = env.state, env.error, False
-                if row.state == "pending":
+                row.awaiting_prescription = False
+                if env.state != "pending":
+                    finish(row, state=env.state, note=env.error)
+                else:
                     self._handle(session, row, self.now(), applied)
                 results.append((row.event_id, row.state))
             self._audit(session, applied)

@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pika
-from sqlalchemy import Connection, Row, bindparam, func, select, update
+from sqlalchemy import Connection, Row, bindparam, func, select
 from sqlalchemy.orm import aliased
 
 from app import queue_wakeup
@@ -41,7 +41,14 @@ from app.db import Database, utcnow
 from app.events.amqp import BROKER_ERRORS, ConfirmingChannel, connection_parameters
 from app.events.contract import ContractError, validate_event
 from app.models import EventOutbox
-from app.queue import claim_returning, claim_statement, release
+from app.queue import (
+    claim_returning,
+    claim_statement,
+    dead_statement,
+    finish_statement,
+    release,
+    reschedule_statement,
+)
 from app.retry import RetryPolicy
 from contracts.event_topology import EventTopology, declare, event_topology
 
@@ -345,24 +352,17 @@ class EventPublisher:
         # leases that expire (re-sends), as a crash before the mark does.
         with self._writes() as session:
             if confirmed:
-                session.execute(
-                    update(EventOutbox)
-                    .where(EventOutbox.id.in_(confirmed))
-                    .values(state="published", published_at=now, locked_until=None, locked_by=None)
-                )
+                session.execute(finish_statement(
+                    EventOutbox, EventOutbox.id.in_(confirmed), state="published", published_at=now,
+                ))
             for row_id, error in dead:
-                session.execute(
-                    update(EventOutbox).where(EventOutbox.id == row_id)
-                    .values(state="dead", last_error=error[:500], locked_until=None, locked_by=None)
-                )
+                session.execute(dead_statement(EventOutbox, EventOutbox.id == row_id, error=error[:500]))
             for row in nacked:
                 delay = self.retry.delay_s(row.attempts + 1)
-                session.execute(
-                    update(EventOutbox).where(EventOutbox.id == row.id).values(
-                        attempts=row.attempts + 1, last_error="nacked by the broker",
-                        next_attempt_at=now + timedelta(seconds=delay), locked_until=None, locked_by=None,
-                    )
-                )
+                session.execute(reschedule_statement(
+                    EventOutbox, EventOutbox.id == row.id, attempts=row.attempts + 1,
+                    error="nacked by the broker", due=now + timedelta(seconds=delay),
+                ))
         # What waited for an older event, or for a stop: give the lease back now (rare).
         done = set(confirmed) | {row_id for row_id, _ in dead} | {row.id for row in nacked}
         release(self.db, EventOutbox, [i for i in ids if i not in done], worker_id=self.worker_id)

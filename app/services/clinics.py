@@ -15,7 +15,11 @@ from sqlalchemy import select
 from app.crypto import CredentialCipher, CredentialError
 from app.db import Database
 from app.models import Clinic, Prescriber
-from app.services.credentials import MissingCredentials, prescriber_credentials
+from app.services.credentials import (
+    MissingCredentials,
+    prescriber_credentials,
+    unusable_credentials_cause,
+)
 from app.services.errors import Invalid, NotFound
 from app.services.platform_failures import platform_failure
 from connector import ConnectorClient
@@ -56,14 +60,8 @@ def verify_clinics(
         prescriber_id = prescriber.id
         try:
             credentials = prescriber_credentials(prescriber, cipher)
-        except MissingCredentials:
-            raise Invalid(
-                f"prescriber {prescriber_id} has no platform credentials; run `prescribers set-credentials`"
-            ) from None
-        except CredentialError:
-            raise Invalid(
-                f"the credentials of prescriber {prescriber_id} do not decrypt with any key in ERX_ENCRYPTION_KEYS"
-            ) from None
+        except (MissingCredentials, CredentialError) as exc:
+            raise Invalid(unusable_credentials_cause(prescriber_id, exc)) from None
     try:
         remote = {c.display_id: c.id for c in client.list_clinics(credentials)}
     except ConnectorError as exc:

@@ -4,7 +4,7 @@ and turning them into connector credentials.
 Storing new credentials is what unblocks a prescriber whose login the platform
 refused: :func:`store_credentials` clears the refusal and reopens their
 ``blocked_credentials`` sends through :func:`app.queue.reopen_matching`, in
-the same transaction (issue 9, point 5).
+the same transaction, so a send is never left parked on credentials that were fixed.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from app.crypto import CredentialCipher
+from app.crypto import CredentialCipher, CredentialError
 from app.db import Database, utcnow
 from app.models import DispatchOutbox, Prescriber, Prescription
 from app.queue import BLOCKED_CREDENTIALS, reopen_matching
@@ -38,6 +38,25 @@ def mark_credentials_refused(prescriber: Prescriber, *, now: datetime) -> None:
     ``now`` (aware UTC; an earlier refusal keeps its time). Cleared by :func:`store_credentials`."""
     if prescriber.credentials_refused_at is None:
         prescriber.credentials_refused_at = now
+
+
+def unusable_credentials_cause(prescriber_id: int, exc: MissingCredentials | CredentialError) -> str:
+    """The one-line cause an operator reads when ``prescriber_id``'s stored credentials can't be used.
+
+    The same sentence in the CLI (``clinics verify``), on dead letters and blocked
+    rows (``last_error``) and in the API's dispatch state; it names the fix.
+    """
+    if isinstance(exc, MissingCredentials):
+        return f"prescriber {prescriber_id} has no platform credentials; run `prescribers set-credentials`"
+    return f"the credentials of prescriber {prescriber_id} do not decrypt with any key in ERX_ENCRYPTION_KEYS"
+
+
+def refused_login_cause(prescriber_id: int) -> str:
+    """The one-line cause of a row blocked because the platform refused ``prescriber_id``'s login."""
+    return (
+        f"the platform refused the login of prescriber {prescriber_id} (login_failed); "
+        "run `prescribers set-credentials`"
+    )
 
 
 def credential_cipher(keys: Sequence[str]) -> CredentialCipher:

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from app.audit import OPERATOR, record_by
 from app.db import Database
-from app.history import record_local_status
+from app.history import Change, local, record
 from app.models import DispatchOutbox, Prescriber, Prescription
 from app.queue import BLOCKED_CREDENTIALS, reopen
 from app.services.errors import Conflict, NotFound
@@ -21,7 +21,7 @@ from app.services.mail import reopen_for_resend
 
 @dataclass(frozen=True)
 class DeadLetter:
-    """One dead outbox row: ids, reference, attempts, last error code, whether the outcome is unknown."""
+    """One dead outbox row: ids, reference, attempts, the one-line cause, outcome unknown or not."""
 
     outbox_id: int
     prescription_id: int
@@ -67,9 +67,10 @@ def list_dead(db: Database) -> list[DeadLetter]:
 
 @dataclass(frozen=True)
 class BlockedSend:
-    """A send parked because the platform refused its prescriber's login.
+    """A send parked: its prescriber's credentials can't be used (refused, missing, undecryptable).
 
-    ``blocked_since``: when the platform refused that prescriber (aware UTC, ISO 8601 in ``as_dict``).
+    ``blocked_since``: when the platform refused that prescriber (aware UTC, ISO 8601 in
+    ``as_dict``; None when no login was refused); ``last_error``: the one-line cause.
     """
 
     outbox_id: int
@@ -77,6 +78,7 @@ class BlockedSend:
     reference: str
     prescriber_id: int
     blocked_since: datetime | None
+    last_error: str | None
 
     def as_dict(self) -> dict[str, Any]:
         """The fields as a JSON-able dict, in declaration order."""
@@ -89,7 +91,10 @@ def list_blocked(db: Database) -> list[BlockedSend]:
     """Return every outbox row in ``blocked_credentials``, oldest id first."""
     with db.session() as session:
         rows = session.execute(
-            select(DispatchOutbox.id, Prescription.id, Prescription.reference, Prescriber.id, Prescriber.credentials_refused_at)
+            select(
+                DispatchOutbox.id, Prescription.id, Prescription.reference, Prescriber.id,
+                Prescriber.credentials_refused_at, DispatchOutbox.last_error,
+            )
             .join(Prescription, Prescription.id == DispatchOutbox.prescription_id)
             .join(Prescriber, Prescriber.id == Prescription.prescriber_id)
             .where(DispatchOutbox.state == BLOCKED_CREDENTIALS)
@@ -103,14 +108,16 @@ def requeue(db: Database, outbox_id: int, *, now: datetime) -> Requeued:
 
     Attempts restart from zero; ``outcome_unknown`` is kept, so a lookup still
     comes before any new send. The prescription goes back to ``queued``
-    (source ``operator``), with a ``requeue`` audit row (actor ``operator``). Raises :class:`NotFound` (no such row) or
-    :class:`Conflict` (the row is not dead).
+    (source ``operator``), with a ``requeue`` audit row (actor ``operator``).
+    A ``blocked_credentials`` row is requeued the same way (after a key was put
+    back in ``ERX_ENCRYPTION_KEYS``). Raises :class:`NotFound` (no such row) or
+    :class:`Conflict` (the row is neither dead nor blocked).
     """
     with db.session() as session:
         row = session.get(DispatchOutbox, outbox_id, with_for_update=True)
         if row is None:
             raise NotFound(f"outbox row {outbox_id} does not exist")
-        if row.state != "dead":
+        if row.state not in ("dead", BLOCKED_CREDENTIALS):
             raise Conflict(f"outbox row {outbox_id} is not a dead letter (state {row.state})")
         reopen(row, now=now)
         row.updated_at = now
@@ -120,6 +127,8 @@ def requeue(db: Database, outbox_id: int, *, now: datetime) -> Requeued:
         prescription = session.get(Prescription, row.prescription_id, with_for_update=True)
         if prescription is None:
             raise NotFound(f"outbox row {outbox_id} has no prescription {row.prescription_id}")
-        record_local_status(session, prescription, "queued", source="operator", detail="requeued", now=now)
+        if prescription.status != "queued":  # a blocked send's prescription still is
+            record(session, [Change(prescription, local(
+                prescription, "queued", source="operator", detail="requeued", now=now))])
         record_by(session, OPERATOR, action="requeue", prescription_id=prescription.id, now=now)
         return Requeued(outbox_id=row.id, prescription_id=row.prescription_id)

@@ -56,8 +56,9 @@ from sqlalchemy.orm import Session
 from app.audit import OPERATOR, record_by
 from app.config import Settings
 from app.db import Database, insert_ignore, utcnow
-from app.history import record_local_status
+from app.history import Change, local, record
 from app.models import DispatchOutbox, EmailIntent, Prescription
+from app.queue import finish
 from app.services.errors import Conflict, Invalid, NotFound
 from app.services.prescription_pdf import (
     PrescriptionSnapshot,
@@ -496,8 +497,13 @@ def confirm_sent(db: Database, outbox_id: int, *, now: datetime | None = None) -
             raise NotFound(f"outbox row {outbox_id} has no prescription {row.prescription_id}")
         intent.stage, intent.accepted_at, intent.updated_at = "accepted", at, at
         intent.last_error = "confirmed by an operator"
-        row.state, row.outcome_unknown, row.last_error, row.updated_at = "done", False, None, at
-        row.locked_by = row.locked_until = None
-        record_local_status(session, prescription, "emailed", source="operator", detail="confirmed by operator", now=at)
+        # Imported here: the dispatch package imports this module (its email route).
+        from app.services.dispatch.outcome import Outcome, settle
+
+        finish(row)
+        settle(row, Outcome.EMAILED, unknown_before=bool(row.outcome_unknown))
+        row.updated_at = at
+        record(session, [Change(prescription, local(
+            prescription, "emailed", source="operator", detail="confirmed by operator", now=at))])
         record_by(session, OPERATOR, action="confirm-sent", prescription_id=prescription.id, now=at)
         return prescription.id

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from app.audit import Accessor, record_by
 from app.db import Database, utcnow
-from app.history import record_local_status
+from app.history import Change, local, record
 from app.models import (
     DispatchOutbox,
     IdempotencyKey,
@@ -29,7 +29,7 @@ from app.models import (
     Region,
     StatusHistory,
 )
-from app.queue import reopen
+from app.queue import pending_values, reopen
 from app.services.errors import Conflict, Invalid, NotFound
 from app.services.pharmacies import display_address
 from connector.statuses import rank
@@ -278,12 +278,14 @@ def _queue(
     errors = presend_errors(session, prescription, pharmacy, region)
     if errors:
         raise Invalid("The prescription cannot be sent.", errors=errors)
-    assert pharmacy is not None and region is not None  # presend_errors refuses both missing
+    if pharmacy is None or region is None:  # presend_errors refuses both missing
+        raise RuntimeError(f"prescription {prescription_id} passed the pre-send checks incomplete")
 
     prescription.pharmacy_id = pharmacy.id
     prescription.rejection_message = None
     prescription.rejection_errors = None
-    record_local_status(session, prescription, "queued", source="service", detail=f"flow={region.flow}", now=now)
+    record(session, [Change(prescription, local(
+        prescription, "queued", source="service", detail=f"flow={region.flow}", now=now))])
     outbox = session.scalars(
         select(DispatchOutbox).where(DispatchOutbox.prescription_id == prescription.id)
     ).first()
@@ -292,9 +294,7 @@ def _queue(
             DispatchOutbox(
                 prescription_id=prescription.id,
                 flow=region.flow,
-                state="pending",
-                attempts=0,
-                next_attempt_at=now,
+                **pending_values(now=now),
                 outcome_unknown=False,
                 created_at=now,
                 updated_at=now,
@@ -304,7 +304,7 @@ def _queue(
     else:
         # Re-sending after a rejection: a definite "no" means nothing was created.
         reopen(outbox, now=now)
-        outbox.flow, outbox.updated_at, outbox.last_error = region.flow, now, None
+        outbox.flow, outbox.updated_at = region.flow, now
     return QueuedSend(
         id=prescription.id,
         reference=prescription.reference,

@@ -26,7 +26,7 @@ from sqlalchemy import and_, or_, select
 from app.audit import RECONCILER, record_by
 from app.crypto import CredentialCipher, CredentialError
 from app.db import Database, utcnow
-from app.history import Transition, record_transition
+from app.history import Change, Transition, record
 from app.models import Prescription
 from app.services.credentials import (
     CredentialsRefused,
@@ -158,17 +158,13 @@ def _reconcile_one(
         for change in remote.history:
             status, at = change.status, change.at
             if status in LIFECYCLE:
-                added, _ = record_transition(
-                    session,
-                    prescription,
-                    Transition(
-                        to_status=status,
-                        from_status=previous,
-                        occurred_at=at,
-                        received_at=now(),
-                        source="reconcile",
-                    ),
-                )
+                (added,) = record(session, [Change(prescription, Transition(
+                    to_status=status,
+                    from_status=previous,
+                    occurred_at=at,
+                    received_at=now(),
+                    source="reconcile",
+                ))])
                 recorded += int(added)
             previous = status
         if recorded:

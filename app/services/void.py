@@ -36,8 +36,9 @@ from sqlalchemy.orm import Session
 from app.audit import Accessor, record_by
 from app.crypto import CredentialCipher, CredentialError
 from app.db import Database, utcnow
-from app.history import Transition, record_local_status, record_transition
+from app.history import Change, Transition, local, record
 from app.models import DispatchOutbox, EmailIntent, Prescription
+from app.queue import finish
 from app.services.credentials import MissingCredentials, prescriber_credentials
 from app.services.errors import Conflict, DomainError, Forbidden, NotFound, Unavailable
 from app.services.platform_failures import platform_failure
@@ -134,18 +135,14 @@ def void_prescription(
         if prescription is None:  # pragma: no cover - prescriptions are never deleted
             raise NotFound(f"Prescription {prescription_id} does not exist.")
         at = now()
-        record_transition(
-            session,
-            prescription,
-            Transition(
-                to_status="voided",
-                from_status=prescription.status,
-                occurred_at=at,
-                received_at=at,
-                source="operator",
-                detail=reason,
-            ),
-        )
+        record(session, [Change(prescription, Transition(
+            to_status="voided",
+            from_status=prescription.status,
+            occurred_at=at,
+            received_at=at,
+            source="operator",
+            detail=reason,
+        ))])
         if audit is not None:
             record_by(session, audit, action="void", prescription_id=prescription_id, now=at)
     log.info("prescription %s voided at the platform (was %s)", prescription_id, target.status)
@@ -194,10 +191,11 @@ def _void_locally(session: Session, prescription: Prescription, *, reason: str, 
                 details={"current_status": prescription.status},
             )
         # "done" is never claimed again; the note says why it ended.
-        outbox.state, outbox.last_error = "done", OUTBOX_CANCELLED
-        outbox.locked_until, outbox.locked_by, outbox.updated_at = None, None, at
+        finish(outbox, note=OUTBOX_CANCELLED)
+        outbox.updated_at = at
     from_status = prescription.status
-    record_local_status(session, prescription, "voided", source="operator", detail=reason, now=at)
+    record(session, [Change(prescription, local(
+        prescription, "voided", source="operator", detail=reason, now=at))])
     log.info("prescription %s voided before issue (was %s)", prescription.id, from_status)
     return VoidResult(prescription_id=prescription.id, from_status=from_status, at_platform=False)
 

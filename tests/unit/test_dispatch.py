@@ -16,13 +16,13 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-import pybreaker
 import pytest
 import requests
 import responses
 from pypdf import PdfReader
 from sqlalchemy import select, update
 
+from app.circuit_breaker import BreakerState
 from app.config import Settings
 from app.db import Database
 from app.models import (
@@ -415,7 +415,7 @@ def test_open_breaker_reschedules_without_calling_the_platform(client, seeded, w
 
     assert dispatcher.run_batch() == 3
 
-    assert dispatcher.breaker.current_state == pybreaker.STATE_OPEN
+    assert dispatcher.breaker.state is BreakerState.OPEN
     assert len(platform.posts) == 2  # the third row never reached the platform
     third = outbox_of(seeded, pids[2])
     assert third.state == "pending"
@@ -455,7 +455,7 @@ def test_breaker_lets_a_trial_call_through_once_its_reset_timeout_has_passed(cli
     platform.post_script = [(503, {}, {"success": False})]
     dispatcher = make_dispatcher(breaker_fail_max=1, breaker_reset_s=0.0)
     dispatcher.run_batch()
-    assert dispatcher.breaker.current_state == pybreaker.STATE_OPEN
+    assert dispatcher.breaker.state is BreakerState.OPEN
     calls_while_open = len(platform.posts) + len(platform.lookups)
 
     for _ in range(3):
@@ -465,7 +465,7 @@ def test_breaker_lets_a_trial_call_through_once_its_reset_timeout_has_passed(cli
     # Half-open lets one trial call through; it succeeds and the breaker closes.
     assert len(platform.posts) + len(platform.lookups) > calls_while_open
     assert prescription(seeded, pid).status == "issued"
-    assert dispatcher.breaker.current_state == pybreaker.STATE_CLOSED
+    assert dispatcher.breaker.state is BreakerState.CLOSED
 
 
 def test_rejections_do_not_open_the_breaker(client, seeded, with_credentials, platform, make_dispatcher) -> None:  # type: ignore[no-untyped-def]
@@ -475,7 +475,7 @@ def test_rejections_do_not_open_the_breaker(client, seeded, with_credentials, pl
 
     dispatcher.run_batch()
 
-    assert dispatcher.breaker.current_state == pybreaker.STATE_CLOSED
+    assert dispatcher.breaker.state is BreakerState.CLOSED
     assert [prescription(seeded, p).status for p in pids] == ["rejected", "rejected", "issued"]
 
 

@@ -1,4 +1,4 @@
-"""Worker wake-ups (issue 10): a committed queue row wakes a listening worker at once.
+"""Worker wake-ups: a committed queue row wakes a listening worker at once.
 
 On PostgreSQL the receiver's INSERT and every ORM flush that makes a queue row
 pending notify the queue's channel in the same transaction; a worker waiting
@@ -21,7 +21,7 @@ from sqlalchemy import select, text
 from app.config import ConfigError, load_settings
 from app.db import Database, utcnow
 from app.extensions import Services
-from app.history import BatchItem, Transition, record_local_status, record_transitions
+from app.history import Change, Transition, record, record_local_status
 from app.models import Patient, Prescription, Region, WebhookInbox
 from app.queue import claim, mark_dead, reopen
 from app.queue_wakeup import EVENTS_CHANNEL, INBOX_CHANNEL, NotifyWaiter, PollWaiter, resolve_mode
@@ -192,16 +192,20 @@ def test_a_staged_status_event_wakes_the_publisher_when_it_commits(seeded: Datab
 
 
 def test_a_set_based_history_append_wakes_the_publisher(seeded: Database, events_listener: Any) -> None:
-    # record_transitions writes its event rows with Core, out of the after-flush hook's sight.
+    # A batch's event rows are written with Core, out of the after-flush hook's sight.
     with seeded.session() as session:
-        rx, region, route = session.execute(
+        found = session.execute(
             select(Prescription, Patient.region_code, Region.flow)
             .join(Patient, Patient.id == Prescription.patient_id).join(Region, Region.code == Patient.region_code)
-            .order_by(Prescription.id).limit(1).with_for_update(of=Prescription)
-        ).one()
-        transition = Transition(to_status="issued", from_status=rx.status, occurred_at=utcnow(), source="webhook",
-                                event_id="evt_wake_events_batch")
-        assert record_transitions(session, [BatchItem(rx, region, route, transition)]) == [True]
+            .order_by(Prescription.id).limit(2).with_for_update(of=Prescription)
+        ).all()
+        changes = [
+            Change(rx, Transition(to_status="issued", from_status=rx.status, occurred_at=utcnow(),
+                                  source="webhook", event_id=f"evt_wake_events_batch_{rx.id}"),
+                   region=region, route=route)
+            for rx, region, route in found
+        ]
+        assert record(session, changes) == [True, True]
     assert _notifications_until_marker(events_listener, seeded, EVENTS_CHANNEL) == [""]
 
 

@@ -18,14 +18,15 @@ threads at once, each with its own database session:
 3. In a short transaction, if the lease is still ours: store the
    :class:`~app.services.dispatch.outcome.Attempt` through
    :mod:`app.history` and the one queue mechanism (:mod:`app.queue`) with the
-   one retry policy (:mod:`app.retry`). An issued send costs four statements
-   on PostgreSQL (guarded outbox UPDATE, history + event row in one statement,
-   the reopen of webhooks waiting for the token, the prescription UPDATE);
+   one retry policy (:mod:`app.retry`). An issued send costs five statements
+   on PostgreSQL (step 1's guarded UPDATE; the guarded outbox UPDATE, history +
+   event row in one statement, the reopen of webhooks waiting for the token,
+   the prescription UPDATE), plus its share of the batch's claim and read;
    other outcomes lock and read the row first.
 
 Stopping (``should_stop``) releases the rows not started; the ones in flight
 finish. The circuit breaker, the token cache and the metrics are shared by the
-threads (:class:`~app.services.dispatch.erx_route.ConcurrentBreaker`).
+threads (:class:`app.circuit_breaker.CircuitBreaker`).
 
 Success -> ``issued`` + token; HTTP 200 ``success:false`` -> ``rejected``
 with the platform's message and field errors, never retried; transient
@@ -34,8 +35,11 @@ capped); after ``dispatch_max_attempts`` -> ``dead``. While the circuit
 breaker is open, rows wait without counting an attempt. A refused prescriber
 login (``login_failed``) -> ``blocked_credentials``, and the prescriber is
 marked refused: their other rows are blocked when claimed, with no login, until
-``prescribers set-credentials`` reopens them (issue 9: retrying a wrong
-password can lock the account).
+``prescribers set-credentials`` reopens them (retrying a wrong password can
+lock the account). Missing or undecryptable stored credentials, a configuration
+fault no retry fixes, block the row at once too. Dead and blocked rows carry the
+one-line cause an operator acts on as ``last_error``; metrics count them by a
+reason code (``erx_sends_stopped_total``).
 
 Each row is processed under ``request_id_scope(row.request_id)``: its log lines
 carry the id of the API request that queued it. Sends are counted in
@@ -54,20 +58,23 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import pybreaker
-from sqlalchemy import Row, bindparam, or_, select, update
+from sqlalchemy import Row, bindparam, or_, select
 from sqlalchemy.orm import Session, joinedload, make_transient_to_detached
 
 from app import metrics
+from app.circuit_breaker import CircuitBreaker
 from app.config import Settings
 from app.db import Database, utcnow
-from app.history import record_local_status
+from app.history import Change, local, record
 from app.logs import request_id_scope
 from app.models import DispatchOutbox, Prescriber, Prescription, WebhookInbox
 from app.queue import (
     PENDING,
+    attempt_statement,
     block_credentials,
     claim_batch,
+    finish,
+    finish_statement,
     mark_dead,
     park,
     release,
@@ -75,12 +82,25 @@ from app.queue import (
     reopen_prepared,
     reopen_statement,
     retry_or_dead,
+    uncount_attempt,
 )
 from app.retry import RetryPolicy
-from app.services.credentials import credential_cipher, mark_credentials_refused
+from app.services.credentials import (
+    credential_cipher,
+    mark_credentials_refused,
+    refused_login_cause,
+)
 from app.services.dispatch.email_route import email_job, send_email
 from app.services.dispatch.erx_route import ErxJob, ErxRoute, erx_job, make_breaker
-from app.services.dispatch.outcome import Attempt, Outcome, intent_values, outcome_unknown_after
+from app.services.dispatch.outcome import (
+    Attempt,
+    Outcome,
+    intent_values,
+    mark_intent,
+    outcome_unknown_after,
+    settle,
+    undo_intent,
+)
 from app.services.errors import Invalid
 from app.services.mail import EmailJob, Mailer
 from connector import ConnectorClient
@@ -116,21 +136,17 @@ def _count_attempt_statement(intent: bool) -> Any:
     refusal and credentials-change times (``:prescriber_id``).
     """
     prescriber = select(Prescriber).where(Prescriber.id == bindparam("prescriber_id"))
-    values: dict[str, Any] = {
-        "attempts": DispatchOutbox.attempts + 1,
-        "locked_until": bindparam("until"),
-        "updated_at": bindparam("now"),
-    }
+    values: dict[str, Any] = {"updated_at": bindparam("now")}
     if intent:
         values.update(intent_values())
     return (
-        update(DispatchOutbox)
-        .where(
+        attempt_statement(
+            DispatchOutbox,
             DispatchOutbox.id == bindparam("outbox_id"),
             DispatchOutbox.locked_by == bindparam("worker_id"),
             DispatchOutbox.state == PENDING,
+            **values,
         )
-        .values(values)
         .returning(
             DispatchOutbox.attempts,
             prescriber.with_only_columns(Prescriber.credentials_refused_at).scalar_subquery(),
@@ -142,11 +158,13 @@ def _count_attempt_statement(intent: bool) -> Any:
 # Built once: building a statement costs more Python than executing a cached one.
 _COUNT_ATTEMPT = {intent: _count_attempt_statement(intent) for intent in (False, True)}
 # After a token: the outbox row is done if the lease is still ours (no row: it was lost).
-_STORE_ISSUED = (
-    update(DispatchOutbox)
-    .where(DispatchOutbox.id == bindparam("outbox_id"), DispatchOutbox.locked_by == bindparam("worker_id"))
-    .values(state="done", last_error=None, locked_by=None, locked_until=None,
-            outcome_unknown=bindparam("unknown"), updated_at=bindparam("now"))
+_STORE_ISSUED = finish_statement(
+    DispatchOutbox,
+    DispatchOutbox.id == bindparam("outbox_id"),
+    DispatchOutbox.locked_by == bindparam("worker_id"),
+    last_error=None,
+    outcome_unknown=bindparam("unknown"),  # outcome_unknown_after(), computed per send
+    updated_at=bindparam("now"),
 )
 # Webhooks may have beaten the token's commit: the ones waiting for it are applied now.
 # Two equalities, not IN (...): an expanding IN is re-rendered on every execution.
@@ -160,7 +178,7 @@ _REOPEN_WAITING = reopen_statement(
 
 
 class OutboxRowVanished(RuntimeError):
-    """An outbox row's prescription is gone while the row is leased (a broken foreign key)."""
+    """An outbox row, or its prescription, is gone while the row is leased (a broken foreign key)."""
 
 
 @dataclass(frozen=True)
@@ -188,7 +206,7 @@ class Dispatcher:
         *,
         worker_id: str,
         mailer: Mailer | None = None,
-        breaker: pybreaker.CircuitBreaker | None = None,
+        breaker: CircuitBreaker | None = None,
         now: Callable[[], datetime] = utcnow,
         rand: Callable[[], float] = random.random,
     ) -> None:
@@ -372,22 +390,23 @@ class Dispatcher:
                 ).unique().one()
                 fresh = self._job(row, prescription)
                 if isinstance(fresh, ErxJob) != isinstance(job, ErxJob):
-                    outbox = session.get(DispatchOutbox, row.id)
-                    assert outbox is not None  # locked by the UPDATE above
-                    outbox.outcome_unknown = isinstance(fresh, ErxJob) or bool(row.outcome_unknown)
+                    outbox = _leased_row(session, row.id)
+                    if isinstance(fresh, ErxJob):
+                        mark_intent(outbox)
+                    else:
+                        undo_intent(outbox, unknown_before=bool(row.outcome_unknown))
                 job = fresh
             return job, began, attempts
 
     def _blocked(self, session: Session, row: Row[Any], prescription: Prescription, now: datetime) -> str:
         """The platform refused these credentials and they have not changed since: no login, no attempt."""
-        outbox = session.get(DispatchOutbox, row.id)
-        assert outbox is not None  # locked by the guarded UPDATE
+        outbox = _leased_row(session, row.id)
         # Undo what the guarded UPDATE counted: this is not an attempt.
-        outbox.attempts = max(outbox.attempts - 1, 0)
-        outbox.outcome_unknown = bool(row.outcome_unknown)
-        block_credentials(outbox, error="login_failed")
+        uncount_attempt(outbox)
+        undo_intent(outbox, unknown_before=bool(row.outcome_unknown))
+        block_credentials(outbox, error=refused_login_cause(prescription.prescriber_id))
         outbox.updated_at = now
-        self._count_send(outbox, "blocked_credentials", now)
+        self._count_send(outbox, "blocked_credentials", now, reason="login_failed")
         log.warning(
             "blocked_credentials (prescriber refused earlier): prescription_id=%s prescriber_id=%s",
             prescription.id,
@@ -398,7 +417,7 @@ class Dispatcher:
     # -- step 3, happy path: issued ---------------------------------------------
 
     def _finish_issued(self, row: Row[Any], snapshot: Prescription, attempt: Attempt, *, attempts: int) -> str:
-        """Store a token (ISSUED/ADOPTED) in four statements on PostgreSQL; ``"lost_lease"`` if the lease is gone."""
+        """Store a token (ISSUED/ADOPTED); ``"lost_lease"`` if the lease is gone (see the module docs)."""
         now = self.now()
         with self.db.session() as session:
             # The guarded UPDATE takes the row's lock: it serialises this prescription's
@@ -418,10 +437,10 @@ class Dispatcher:
             # Webhooks may have beaten this commit; let the ones waiting for this token be applied now.
             reopen_prepared(session, WebhookInbox, _REOPEN_WAITING, now=now, token=attempt.platform_token)
             detail = "adopted after unknown outcome" if attempt.outcome is Outcome.ADOPTED else None
-            record_local_status(
-                session, prescription, "issued", source="api", detail=detail, now=now,
-                region=snapshot.patient.region_code, route=row.flow,
-            )
+            issued = local(prescription, "issued", source="api", detail=detail, now=now)
+            record(session, [Change(
+                prescription, issued, region=snapshot.patient.region_code, route=row.flow,
+            )])
             prescription.platform_token = attempt.platform_token
         metrics.SENDS.labels(route=row.flow, outcome=attempt.outcome.value).inc()
         metrics.SEND_QUEUED_TO_ISSUED.observe(max(0.0, (now - row.created_at).total_seconds()))
@@ -458,35 +477,45 @@ class Dispatcher:
                 raise OutboxRowVanished(f"outbox row {outbox_id} has no prescription {row.prescription_id}")
             row.updated_at = now
             release_row(row)
-            row.outcome_unknown = outcome_unknown_after(attempt.outcome, unknown_before=unknown_before)
+            settle(row, attempt.outcome, unknown_before=unknown_before)
             if attempt.outcome in (Outcome.ISSUED, Outcome.ADOPTED):
                 raise ValueError("a token is stored by _finish_issued")
             if attempt.outcome is Outcome.EMAILED:
-                record_local_status(
-                    session, prescription, "emailed", source="service", detail=attempt.message, now=now
-                )
-                row.state, row.last_error = "done", None
+                record(session, [Change(prescription, local(
+                    prescription, "emailed", source="service", detail=attempt.message, now=now))])
+                finish(row)
                 self._count_send(row, "emailed", now, queued_at=row.created_at)
                 return "done"
             if attempt.outcome is Outcome.CREDENTIALS_REFUSED:
                 return self._credentials_refused(row, prescription, attempt, now, began)
+            if attempt.outcome is Outcome.CREDENTIALS_UNUSABLE:
+                # A configuration fault: no retry can fix it and nothing was sent, so it
+                # is not an attempt; parked with its cause until the credentials (or the
+                # keys, then `outbox requeue`) are fixed.
+                uncount_attempt(row)
+                block_credentials(row, error=attempt.cause)
+                self._count_send(row, "blocked_credentials", now, reason=attempt.error_code)
+                log.warning(
+                    "blocked_credentials (%s): prescription_id=%s prescriber_id=%s",
+                    attempt.error_code, prescription.id, prescription.prescriber_id,
+                )
+                return "blocked_credentials"
             if attempt.outcome is Outcome.EMAIL_IN_DOUBT:
                 # The server may have the message: never resent automatically; an operator
                 # confirms (`outbox confirm-sent`) or requeues (same Message-ID).
-                record_local_status(
-                    session, prescription, "email_in_doubt", source="service", detail=attempt.message, now=now
-                )
+                record(session, [Change(prescription, local(
+                    prescription, "email_in_doubt", source="service", detail=attempt.message, now=now,
+                ))])
                 mark_dead(row, error=f"email_in_doubt: {attempt.message}")
-                self._count_send(row, "email_in_doubt", now)
+                self._count_send(row, "email_in_doubt", now, reason="email_in_doubt")
                 log.warning("email in doubt, dead letter: prescription_id=%s", prescription.id)
                 return "dead"
             if attempt.outcome in (Outcome.REJECTED, Outcome.INVALID):
                 prescription.rejection_message = attempt.message
                 prescription.rejection_errors = json.dumps(attempt.errors)
-                record_local_status(
-                    session, prescription, "rejected", source="api", detail=attempt.message, now=now
-                )
-                row.state, row.last_error = "done", "rejected"
+                record(session, [Change(prescription, local(
+                    prescription, "rejected", source="api", detail=attempt.message, now=now))])
+                finish(row, note="rejected")
                 self._count_send(row, attempt.outcome.value, now)
                 log.info("rejected: prescription_id=%s", prescription.id)
                 return "done"
@@ -505,13 +534,12 @@ class Dispatcher:
         if began is not None and changed is not None and changed >= began:
             # New credentials were stored while this attempt used the old ones:
             # the refusal is about those; try again with the new ones.
-            row.last_error = attempt.error_code
-            park(row, delay_s=0, now=now)
+            park(row, delay_s=0, now=now, error=attempt.error_code)
             log.info("login refused for replaced credentials, retrying: prescription_id=%s", prescription.id)
             return "pending"
-        block_credentials(row, error=attempt.error_code or "login_failed")
+        block_credentials(row, error=refused_login_cause(prescriber.id))
         mark_credentials_refused(prescriber, now=now)
-        self._count_send(row, "blocked_credentials", now)
+        self._count_send(row, "blocked_credentials", now, reason="login_failed")
         log.warning(
             "blocked_credentials (platform refused the login): prescription_id=%s prescriber_id=%s",
             prescription.id,
@@ -520,10 +548,23 @@ class Dispatcher:
         return "blocked_credentials"
 
     @staticmethod
-    def _count_send(row: DispatchOutbox, outcome: str, now: datetime, *, queued_at: datetime | None = None) -> None:
-        """Count a send that came to ``outcome`` on ``row.flow``'s route; with ``queued_at``
-        (the outbox row's creation, when it was queued) observe queued -> issued/emailed seconds."""
+    def _count_send(
+        row: DispatchOutbox,
+        outcome: str,
+        now: datetime,
+        *,
+        queued_at: datetime | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """Count a send that came to ``outcome`` on ``row.flow``'s route.
+
+        With ``queued_at`` (the outbox row's creation, when it was queued) observe
+        queued -> issued/emailed seconds; with ``reason`` (a reason code) count a
+        send stopped for an operator in ``erx_sends_stopped_total``.
+        """
         metrics.SENDS.labels(route=row.flow, outcome=outcome).inc()
+        if reason is not None:
+            metrics.SENDS_STOPPED.labels(route=row.flow, outcome=outcome, reason=reason).inc()
         if queued_at is not None:
             metrics.SEND_QUEUED_TO_ISSUED.observe(max(0.0, (now - queued_at).total_seconds()))
 
@@ -532,36 +573,44 @@ class Dispatcher:
     ) -> str:
         if attempt.outcome is Outcome.CIRCUIT_OPEN:
             # The platform was not asked: no attempt counted; wait out the breaker.
-            row.attempts = max(row.attempts - 1, 0)
-            row.last_error = "circuit_open"
-            park(row, delay_s=self.policy.breaker_wait_s(self.settings.breaker_reset_s), now=now)
+            uncount_attempt(row)
+            park(row, delay_s=self.policy.breaker_wait_s(self.settings.breaker_reset_s), now=now, error="circuit_open")
             return "pending"
         state = retry_or_dead(
             row,
             policy=self.policy,
-            error=attempt.error_code,
+            error=attempt.cause,
             now=now,
             retry_after_s=getattr(attempt.error, "retry_after_s", None),
         )
         if state == "dead":
-            record_local_status(session, prescription, "dead", source="service", detail=row.last_error, now=now)
-            self._count_send(row, "dead", now)
-            log.warning("dead letter: prescription_id=%s last_error=%s", prescription.id, row.last_error)
+            record(session, [Change(prescription, local(
+                prescription, "dead", source="service", detail=row.last_error, now=now))])
+            self._count_send(row, "dead", now, reason=attempt.error_code)
+            log.warning("dead letter: prescription_id=%s reason=%s", prescription.id, attempt.error_code)
             return "dead"
         log.info(
             "retry scheduled: prescription_id=%s attempt=%s error=%s next_attempt_at=%s",
             prescription.id,
             row.attempts,
-            row.last_error,
+            attempt.error_code,
             row.next_attempt_at.isoformat(),
         )
         return "pending"
 
 
+def _leased_row(session: Session, outbox_id: int) -> DispatchOutbox:
+    """The outbox row this worker's guarded UPDATE just locked, as an ORM object."""
+    outbox = session.get(DispatchOutbox, outbox_id)
+    if outbox is None:  # the UPDATE matched it in this transaction: only a broken database
+        raise OutboxRowVanished(f"outbox row {outbox_id} is gone while leased")
+    return outbox
+
+
 def _attached(session: Session, snapshot: Prescription) -> Prescription:
     """A persistent, clean copy of ``snapshot``'s own columns in ``session``, without a query.
 
-    Only the columns read by :func:`app.history.record_local_status` and the
+    Only the columns read by :func:`app.history.record` and the
     status event are copied; what the caller then sets is flushed as one
     UPDATE of the changed columns. Relations are not carried over.
     """

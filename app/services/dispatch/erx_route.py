@@ -9,19 +9,20 @@ adopts a token it finds, else it issues once.
 from __future__ import annotations
 
 import logging
-import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import TypeVar
-
-import pybreaker
 
 from app import metrics
+from app.circuit_breaker import BreakerState, CircuitBreaker, CircuitOpen
 from app.config import Settings
 from app.crypto import CredentialCipher, CredentialError
 from app.models import Prescription
-from app.services.credentials import MissingCredentials, prescriber_credentials
+from app.services.credentials import (
+    MissingCredentials,
+    prescriber_credentials,
+    unusable_credentials_cause,
+)
 from app.services.dispatch.issue_request import issue_request
 from app.services.dispatch.outcome import Attempt, Outcome
 from connector import ConnectorClient, IssueRequest, PrescriberCredentials, build_issue_payload
@@ -37,14 +38,9 @@ from connector.errors import (
 
 log = logging.getLogger("app.dispatch")
 
-T = TypeVar("T")
-
-
-class _BreakerGauge(pybreaker.CircuitBreakerListener):
+def _breaker_gauge(old: BreakerState, new: BreakerState) -> None:
     """Mirrors the breaker's state into ``erx_circuit_breaker_open`` (1 open, else 0)."""
-
-    def state_change(self, cb: pybreaker.CircuitBreaker, old_state: object, new_state: object) -> None:
-        metrics.CIRCUIT_BREAKER_OPEN.set(1 if getattr(new_state, "name", None) == pybreaker.STATE_OPEN else 0)
+    metrics.CIRCUIT_BREAKER_OPEN.set(1 if new is BreakerState.OPEN else 0)
 
 
 def _trips_breaker(exc: BaseException) -> bool:
@@ -52,79 +48,24 @@ def _trips_breaker(exc: BaseException) -> bool:
     return isinstance(exc, (TransportError, PlatformUnavailable, RateLimited))
 
 
-def make_breaker(settings: Settings) -> pybreaker.CircuitBreaker:
-    """Return the per-process circuit breaker around the platform.
+def make_breaker(
+    settings: Settings, *, clock: Callable[[], float] = time.monotonic
+) -> CircuitBreaker:
+    """Return the per-process circuit breaker around the platform, shared by the send threads.
 
     Opens after ``breaker_fail_max`` consecutive transport/5xx/429 failures;
-    lets a trial call through after ``breaker_reset_s`` seconds (half-open).
-    Its state is exported as ``erx_circuit_breaker_open`` (``app.metrics``).
+    lets one trial call through after ``breaker_reset_s`` seconds (half-open)
+    on ``clock`` (monotonic seconds). Its state is exported as
+    ``erx_circuit_breaker_open`` (``app.metrics``).
     """
     metrics.CIRCUIT_BREAKER_OPEN.set(0)
-    return pybreaker.CircuitBreaker(
+    return CircuitBreaker(
         fail_max=settings.breaker_fail_max,
-        reset_timeout=settings.breaker_reset_s,
-        exclude=[lambda exc: not _trips_breaker(exc)],
-        # Keep the real error on the tripping call: it may have reached the platform.
-        throw_new_error_on_trip=False,
-        name="erx-platform",
-        listeners=[_BreakerGauge()],
+        reset_timeout_s=settings.breaker_reset_s,
+        counts=_trips_breaker,
+        clock=clock,
+        listeners=[_breaker_gauge],
     )
-
-
-class ConcurrentBreaker:
-    """Lets several send threads call through one :class:`pybreaker.CircuitBreaker` at once.
-
-    ``pybreaker.CircuitBreaker.call`` (1.4.1) holds the breaker's lock for the
-    whole guarded call, so threads sharing it would send one at a time. Here
-    the lock is held only to decide whether a call may go (closed; open and its
-    ``reset_timeout`` elapsed: half-open, one trial call at a time) and to
-    record its result with pybreaker's own state objects (failure counting,
-    opening, closing, listeners), so the state machine and its metrics stay
-    pybreaker's. Raises :class:`pybreaker.CircuitBreakerError` when the call
-    may not go; otherwise whatever ``func`` raises, or returns its result.
-    """
-
-    def __init__(self, breaker: pybreaker.CircuitBreaker) -> None:
-        self.breaker = breaker
-        self._trial_in_flight = False
-        self._trial_guard = threading.Lock()
-
-    def call(self, func: Callable[..., T], *args: object) -> T:
-        """Run ``func(*args)`` if the breaker lets it through; see the class docs."""
-        breaker = self.breaker
-        trial = False
-        with breaker._lock:  # noqa: SLF001 - the breaker's own lock guards its state
-            state = breaker.current_state
-            if state == pybreaker.STATE_OPEN:
-                opened_at = breaker._state_storage.opened_at  # noqa: SLF001
-                if opened_at and datetime.now(UTC) < opened_at + timedelta(seconds=breaker.reset_timeout):
-                    raise pybreaker.CircuitBreakerError("Timeout not elapsed yet, circuit breaker still open")
-                breaker.half_open()
-                state = pybreaker.STATE_HALF_OPEN
-            if state == pybreaker.STATE_HALF_OPEN:
-                with self._trial_guard:
-                    if self._trial_in_flight:
-                        raise pybreaker.CircuitBreakerError("a trial call is in flight, circuit breaker half-open")
-                    self._trial_in_flight = trial = True
-            for listener in breaker.listeners:
-                listener.before_call(breaker, func, *args)
-        try:
-            result = func(*args)
-        except BaseException as exc:
-            with breaker._lock:  # noqa: SLF001
-                self._end_trial(trial)
-                # Counts a platform-health failure (may open the circuit) and re-raises exc.
-                breaker.state._handle_error(exc)  # noqa: SLF001
-            raise
-        with breaker._lock:  # noqa: SLF001
-            self._end_trial(trial)
-            breaker.state._handle_success()  # noqa: SLF001
-        return result
-
-    def _end_trial(self, trial: bool) -> None:
-        if trial:
-            with self._trial_guard:
-                self._trial_in_flight = False
 
 
 @dataclass(frozen=True)
@@ -148,15 +89,22 @@ def erx_job(
 ) -> ErxJob | Attempt:
     """Snapshot the send of ``prescription`` (relations loaded), or say why it can't be sent.
 
-    Returns an :class:`ErxJob`, or an :class:`Attempt`: RETRY_UNSENT when the
-    prescriber's credentials are missing or undecryptable, INVALID when the
+    Returns an :class:`ErxJob`, or an :class:`Attempt`: CREDENTIALS_UNUSABLE
+    (with its one-line cause) when the prescriber's credentials are missing or
+    undecryptable, a configuration fault no retry can fix, INVALID when the
     data could never be accepted (built once here, so it is refused now
     without a call instead of retried until dead).
     """
     try:
         credentials = prescriber_credentials(prescription.prescriber, cipher)
     except (MissingCredentials, CredentialError) as exc:
-        return Attempt(Outcome.RETRY_UNSENT, error=exc)
+        missing = isinstance(exc, MissingCredentials)
+        reason = "credentials_missing" if missing else "credentials_undecryptable"
+        return Attempt(
+            Outcome.CREDENTIALS_UNUSABLE,
+            message=unusable_credentials_cause(prescription.prescriber_id, exc),
+            reason=reason,
+        )
     try:
         request = issue_request(prescription)
         build_issue_payload(request, secure_pin=credentials.secure_pin)
@@ -173,16 +121,16 @@ def erx_job(
 
 
 class ErxRoute:
-    """Sends :class:`ErxJob` s through ``client`` behind ``breaker``; never raises for platform errors.
+    """Sends :class:`ErxJob` s through ``client`` behind ``breaker``; never raises platform errors.
 
     Thread-safe: the send threads of one Dispatcher share one route, its
-    client (thread-safe token cache) and its breaker (:class:`ConcurrentBreaker`).
+    client (thread-safe token cache) and its breaker
+    (:class:`app.circuit_breaker.CircuitBreaker`, which lets them call at once).
     """
 
-    def __init__(self, client: ConnectorClient, breaker: pybreaker.CircuitBreaker) -> None:
+    def __init__(self, client: ConnectorClient, breaker: CircuitBreaker) -> None:
         self.client = client
         self.breaker = breaker
-        self._gate = ConcurrentBreaker(breaker)  # several send threads at once (WORKER_SEND_THREADS)
 
     def send(self, job: ErxJob) -> Attempt:
         """Look up (if ``job.lookup_first``) then issue; returns the attempt's result.
@@ -194,8 +142,8 @@ class ErxRoute:
         when the error says nothing reached the platform, else RETRY_UNKNOWN.
         """
         try:
-            return self._gate.call(self._lookup_then_issue, job)
-        except pybreaker.CircuitBreakerError as exc:
+            return self.breaker.call(self._lookup_then_issue, job)
+        except CircuitOpen as exc:
             return Attempt(Outcome.CIRCUIT_OPEN, error=exc)
         except PlatformRejected as exc:
             return Attempt(Outcome.REJECTED, message=exc.message, errors=dict(exc.errors or {}))

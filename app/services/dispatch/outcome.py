@@ -4,8 +4,9 @@ An attempt ends in exactly one :class:`Outcome` kind, carrying the token or the
 error it learned (:class:`Attempt`). Whether the platform may hold a
 prescription we have no token for (``DispatchOutbox.outcome_unknown``) is
 decided here and nowhere else: :func:`mark_intent` (or, for one UPDATE
-statement, :func:`intent_values`) before a send,
-:func:`outcome_unknown_after` when the attempt is stored (contract §4: no
+statement, :func:`intent_values`) before a send, :func:`undo_intent` when the
+send did not start after all, :func:`settle` (or, for one UPDATE statement,
+:func:`outcome_unknown_after`) when the attempt is stored (contract §4: no
 idempotency key, so after an unknown outcome the next attempt looks the
 ``client_ref_id`` up before it may send again).
 """
@@ -16,6 +17,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from connector.errors import ConnectorError
+
 
 class Outcome(enum.Enum):
     """The kinds of attempt result. ``value`` is the name stored in logs."""
@@ -23,13 +26,17 @@ class Outcome(enum.Enum):
     ISSUED = "issued"  # the platform answered with a token
     ADOPTED = "adopted"  # a lookup after an unknown outcome found the token
     EMAILED = "emailed"  # Region A: the pharmacy was emailed
-    EMAIL_IN_DOUBT = "email_in_doubt"  # Region A: the server may have the message; an operator decides
+    # Region A: the server may have the message; an operator decides.
+    EMAIL_IN_DOUBT = "email_in_doubt"
     REJECTED = "rejected"  # the platform said no (HTTP 200 success:false): never retried
     INVALID = "invalid"  # the request could never be accepted; nothing was sent
     RETRY_UNSENT = "retry_unsent"  # failed before anything reached the platform
     RETRY_UNKNOWN = "retry_unknown"  # failed after the request may have been processed
     CIRCUIT_OPEN = "circuit_open"  # the breaker refused the call: not an attempt
     CREDENTIALS_REFUSED = "credentials_refused"  # login_failed: park until the credentials change
+    # Missing or undecryptable stored credentials: a configuration fault, nothing was
+    # sent; parked (blocked_credentials) with its cause instead of retried as transient.
+    CREDENTIALS_UNUSABLE = "credentials_unusable"
 
 
 @dataclass(frozen=True)
@@ -37,8 +44,10 @@ class Attempt:
     """One attempt's result: its :class:`Outcome` and what it carries.
 
     ``platform_token``: the platform's prescription token (ISSUED, ADOPTED); ``message``/``errors``:
-    the refusal and its field errors (REJECTED, INVALID); ``error``: the
-    exception to retry after (RETRY_*, CIRCUIT_OPEN).
+    the refusal and its field errors (REJECTED, INVALID), or the one-line cause
+    of a configuration fault (CREDENTIALS_UNUSABLE); ``error``: the exception
+    to retry after (RETRY_*, CIRCUIT_OPEN); ``reason``: a reason code of a
+    configuration fault (a small fixed set, for metrics).
     """
 
     outcome: Outcome
@@ -46,16 +55,37 @@ class Attempt:
     message: str | None = None
     errors: dict[str, Any] = field(default_factory=dict)
     error: BaseException | None = None
+    reason: str | None = None
 
     @property
     def error_code(self) -> str:
-        """The stored ``last_error``: the connector's code, else the exception's type name."""
+        """The reason code: ``reason``, else the connector's code, else the exception's type name.
+
+        A small fixed set (the connector's codes, our exception types): fit for a metric label
+        and for ``last_error`` while the row is still retried.
+        """
+        if self.reason is not None:
+            return self.reason
         code = getattr(self.error, "code", None)
         return str(code or type(self.error).__name__)
 
+    @property
+    def cause(self) -> str:
+        """The one line an operator reads on a dead letter: what went wrong, never PHI.
+
+        ``message`` when set; else a connector error's own text (safe by contract:
+        no PHI, secrets or bodies) with its status, code and request id; else the
+        reason code only (another exception's text may quote request data).
+        """
+        if self.message:
+            return self.message
+        if isinstance(self.error, ConnectorError):
+            return str(self.error)
+        return self.error_code
+
 
 def intent_values() -> dict[str, Any]:
-    """The outbox column values that record, before a send, that its outcome is unknown (for an UPDATE)."""
+    """The outbox values recording, before a send, that its outcome is unknown (an UPDATE)."""
     return {"outcome_unknown": True}
 
 
@@ -63,6 +93,16 @@ def mark_intent(row: Any) -> None:
     """Record, before a send, that its outcome is unknown until a definite answer comes back."""
     for column, value in intent_values().items():
         setattr(row, column, value)
+
+
+def undo_intent(row: Any, *, unknown_before: bool) -> None:
+    """Take back :func:`mark_intent`: the send did not start, so it is as unknown as before."""
+    row.outcome_unknown = unknown_before
+
+
+def settle(row: Any, outcome: Outcome, *, unknown_before: bool) -> None:
+    """Store on ``row`` whether its outcome is unknown after ``outcome`` (the rule below)."""
+    row.outcome_unknown = outcome_unknown_after(outcome, unknown_before=unknown_before)
 
 
 def outcome_unknown_after(outcome: Outcome, *, unknown_before: bool) -> bool:
