@@ -88,6 +88,7 @@ def seal_command(loop: bool) -> None:
         origin=origin,
         interval_s=svc.settings.audit_seal_interval_s,
         should_stop=lambda: bool(stopping),
+        max_unsealed_age_s=svc.settings.audit_unsealed_max_age_s,
     )
     click.echo(f"audit sealer stopped: {total} rows sealed")
 

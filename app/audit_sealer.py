@@ -437,16 +437,22 @@ def seal_loop(
     should_stop: Callable[[], bool] = lambda: False,
     sleep: Callable[[float], None] = time.sleep,
     now: Callable[[], datetime] = utcnow,
+    verify_every_s: float = 300.0,
+    max_unsealed_age_s: float = 60.0,
 ) -> int:
     """Seal every ``interval_s`` seconds while holding the lease; return the rows sealed.
 
     Without the lease it waits and retries (another sealer is running). A full
-    batch seals again at once (a backlog drains without waiting). Database
-    errors are logged by type and retried after ``interval_s``.
+    batch seals again at once (a backlog drains without waiting). Every
+    ``verify_every_s`` seconds the lease holder also runs an incremental
+    :func:`verify` (0 = never), logging each problem and counting it in
+    ``erx_audit_verify_failures_total`` for the alert. Database errors are
+    logged by type and retried after ``interval_s``.
     """
     who = holder or default_holder()
     total = 0
     renew_at = 0.0
+    verify_at = time.monotonic() + verify_every_s
     try:
         while not should_stop():
             try:
@@ -456,6 +462,11 @@ def seal_loop(
                         continue
                     renew_at = time.monotonic() + lease_s / 3
                 result = seal_once(db, keys, origin=origin, now=now)
+                if verify_every_s and time.monotonic() >= verify_at:
+                    verify_at = time.monotonic() + verify_every_s
+                    report = verify(db, keys, max_unsealed_age_s=max_unsealed_age_s, now=now)
+                    for line in report.problems:
+                        log.error("audit verify: %s", line)
             except Exception as exc:  # noqa: BLE001 - keep sealing after a database hiccup
                 log.warning("audit seal failed: %s", type(exc).__name__)
                 renew_at = 0.0
