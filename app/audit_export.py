@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from app.audit import iso_utc, leaf_data, record
 from app.audit_keys import SigningKey, public_keys_document
-from app.audit_sealer import latest_checkpoint, leaf_positions, prove_inclusion
+from app.audit_sealer import StoredTree, latest_checkpoint, leaf_positions, prove_inclusion
 from app.db import Database
 from app.models import AuditEvent, DispatchOutbox, Prescription, StatusHistory, WebhookInbox
 from app.services.errors import NotFound
@@ -189,6 +189,7 @@ def export_prescription(
 
 def _audit_rows(session: Session, rows: Sequence[AuditEvent], size: int) -> list[dict[str, Any]]:
     positions = leaf_positions(session, [r.id for r in rows])
+    tree = StoredTree(session)
     out = []
     for a in rows:
         item: dict[str, Any] = {
@@ -220,6 +221,6 @@ def _audit_rows(session: Session, rows: Sequence[AuditEvent], size: int) -> list
             )
             item["sealed"] = True
             item["leaf"] = {"index": index, "data": data.decode("utf-8"), "hash": leaf.hex()}
-            item["inclusion_proof"] = [h.hex() for h in prove_inclusion(session, index, size)]
+            item["inclusion_proof"] = [h.hex() for h in prove_inclusion(session, index, size, tree=tree)]
         out.append(item)
     return out

@@ -198,6 +198,30 @@ class Frontier:
         nodes.append(h)
         self.size += 1
 
+    def extend(self, leaves: Sequence[bytes]) -> None:
+        """Append many leaf hashes: whole aligned blocks are reduced level by level.
+
+        Same result as :meth:`append` per leaf, several times faster on long runs
+        (``audit verify`` folds millions of leaves).
+        """
+        i, n = 0, len(leaves)
+        while i < n:
+            size = self.size
+            aligned = (size & -size).bit_length() - 1 if size else 62
+            bits = min(aligned, (n - i).bit_length() - 1)
+            block = 1 << bits
+            level = list(leaves[i : i + block])
+            sha = hashlib.sha256
+            while len(level) > 1:
+                level = [sha(b"\x01" + level[j] + level[j + 1]).digest() for j in range(0, len(level), 2)]
+            h, carry = level[0], size >> bits
+            while carry & 1:
+                h = node_hash(self.nodes.pop(), h)
+                carry >>= 1
+            self.nodes.append(h)
+            self.size += block
+            i += block
+
     def root(self) -> bytes:
         """``MTH`` of the leaves so far (:data:`EMPTY_ROOT` when none)."""
         if not self.nodes:

@@ -76,7 +76,7 @@ def verify_inclusion(index: int, size: int, leaf: bytes, proof: list[bytes], roo
 
 def parse_vkey(vkey: str) -> tuple[str, bytes, bytes]:
     """``name+hexid+base64(0x01||key)`` -> (name, 4-byte id, 32-byte Ed25519 public key)."""
-    name, key_id, blob = vkey.split("+")
+    name, key_id, blob = vkey.split("+", 2)  # base64 may contain "+" too
     raw = base64.b64decode(blob)
     if raw[:1] != b"\x01" or len(raw) != 33:
         raise ValueError("not an Ed25519 verifier key")

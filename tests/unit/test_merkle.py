@@ -114,3 +114,16 @@ def test_bad_requests_are_refused() -> None:
         Frontier(3, [HASHES[0]])
     assert not verify_inclusion(5, 4, HASHES[0], [], HASHES[0])
     assert not verify_consistency(3, 2, HASHES[0], HASHES[0], [])
+
+
+@pytest.mark.parametrize("split", [0, 1, 3, 8, 13, 64])
+def test_extend_equals_append_leaf_by_leaf(split: int) -> None:
+    one, many = Frontier(), Frontier()
+    for leaf in HASHES:
+        one.append(leaf)
+    for leaf in HASHES[:split]:
+        many.append(leaf)
+    middle = max(split, 40)
+    many.extend(HASHES[split:middle])
+    many.extend(HASHES[middle:])
+    assert many.size == one.size and many.nodes == one.nodes and many.root() == mth(DATA)
