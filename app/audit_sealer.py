@@ -546,17 +546,21 @@ def _chunk_python(session: Session, lo: int, hi: int) -> _Leaves:
     return out
 
 
-def _leaf_chunks(db: Database, start: int, end: int, *, workers: int) -> Iterator[_Leaves]:
-    """The leaf chunks from ``start`` to ``end`` in order, fetched ``workers`` at a time ahead."""
-    fetch = _chunk_postgres if db.is_postgres else _chunk_python
+def _leaf_chunks(db: Database, session: Session, start: int, end: int, *, workers: int) -> Iterator[_Leaves]:
+    """The leaf chunks from ``start`` to ``end`` in order: on PostgreSQL fetched ``workers`` at a
+    time ahead on their own connections; on SQLite in ``session`` (one connection writes at a time,
+    and every transaction there takes the write lock)."""
+    if not db.is_postgres:
+        for lo in range(start, end, VERIFY_CHUNK):
+            yield _chunk_python(session, lo, min(lo + VERIFY_CHUNK, end))
+        return
+    fetch = _chunk_postgres
 
     def one(lo: int) -> _Leaves:
-        with db.session() as session:
-            if db.is_postgres:
-                # Many rows per statement and no row locks: a plan that hashes the whole table
-                # for each chunk would read it once per chunk.
-                session.execute(text("SET LOCAL enable_hashjoin = off"))
-            return fetch(session, lo, min(lo + VERIFY_CHUNK, end))
+        with db.session() as own:
+            # A plan that hashes the whole table for each chunk would read it once per chunk.
+            own.execute(text("SET LOCAL enable_hashjoin = off"))
+            return fetch(own, lo, min(lo + VERIFY_CHUNK, end))
 
     starts = range(start, end, VERIFY_CHUNK)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -655,7 +659,7 @@ def verify(
         due = sorted((cp for cp in trusted if cp.tree_size > start), key=lambda c: (c.tree_size, c.id))
         due_sizes = [cp.tree_size for cp in due]
         due_at = 0
-        chunks = _leaf_chunks(db, start, leaves_total, workers=workers if db.is_postgres else 1)
+        chunks = _leaf_chunks(db, session, start, leaves_total, workers=workers)
         seq = start
         while seq < leaves_total or due_at < len(due):
             if seq >= leaves_total:
