@@ -116,7 +116,17 @@ def leaf_data(
     datetime or its :func:`iso_utc` text.
     """
     when = occurred_at if isinstance(occurred_at, str) else iso_utc(occurred_at)
-    items = [LEAF_FORMAT, event_id, actor, role, action, prescription_id, when, request_id, client_addr]
+    items = [
+        LEAF_FORMAT,
+        event_id,
+        actor,
+        role,
+        action,
+        prescription_id,
+        when,
+        request_id,
+        client_addr,
+    ]
     return json.dumps(items, ensure_ascii=False).encode("utf-8")
 
 
@@ -134,7 +144,13 @@ def _content_of(event: AuditEvent) -> dict[str, Any]:
 
 
 def _check(
-    *, actor: str, role: str, action: str, request_id: str | None, client_addr: str | None, now: datetime
+    *,
+    actor: str,
+    role: str,
+    action: str,
+    request_id: str | None,
+    client_addr: str | None,
+    now: datetime,
 ) -> None:
     if action not in ACTIONS:
         raise ValueError(f"unknown audit action {action!r}")
@@ -158,7 +174,14 @@ def _values(
     client_addr: str | None,
     now: datetime,
 ) -> dict[str, Any]:
-    _check(actor=actor, role=role, action=action, request_id=request_id, client_addr=client_addr, now=now)
+    _check(
+        actor=actor,
+        role=role,
+        action=action,
+        request_id=request_id,
+        client_addr=client_addr,
+        now=now,
+    )
     return {
         "actor": actor,
         "role": role,
@@ -201,7 +224,9 @@ def record(
         client_addr=client_addr,
         now=now,
     )
-    return int(session.execute(insert(AuditEvent).values(values).returning(AuditEvent.id)).scalar_one())
+    return int(
+        session.execute(insert(AuditEvent).values(values).returning(AuditEvent.id)).scalar_one()
+    )
 
 
 @dataclass(frozen=True)
@@ -228,7 +253,10 @@ RECONCILER = Accessor(actor="reconcile", role="service")
 def record_by(
     session: Session, accessor: Accessor, *, action: str, prescription_id: int | None, now: datetime
 ) -> int:
-    """:func:`record` with the who of ``accessor``; same transaction rules and errors; the new id."""
+    """:func:`record` with the who of ``accessor``; same transaction rules and errors.
+
+    Returns the new row's id.
+    """
     return record(
         session,
         actor=accessor.actor,
@@ -305,7 +333,9 @@ def verify_chain(db: Database, *, batch: int = 1000) -> VerifyResult:
                 select(AuditEvent)
                 # Chained rows predate the sealer, so their txid is NULL: an index range on
                 # PostgreSQL instead of a scan of every row.
-                .where(AuditEvent.id > last_id, AuditEvent.txid.is_(None), AuditEvent.hash.is_not(None))
+                .where(
+                    AuditEvent.id > last_id, AuditEvent.txid.is_(None), AuditEvent.hash.is_not(None)
+                )
                 .order_by(AuditEvent.id)
                 .limit(batch)
             ).all()
@@ -314,9 +344,13 @@ def verify_chain(db: Database, *, batch: int = 1000) -> VerifyResult:
             for event in rows:
                 count += 1
                 if event.prev_hash != expected_prev:
-                    return VerifyResult(False, count, event.id, "prev_hash does not match the previous row's hash")
+                    return VerifyResult(
+                        False, count, event.id, "prev_hash does not match the previous row's hash"
+                    )
                 if row_hash(_content_of(event)) != event.hash:
-                    return VerifyResult(False, count, event.id, "hash does not match the row's content")
+                    return VerifyResult(
+                        False, count, event.id, "hash does not match the row's content"
+                    )
                 expected_prev = event.hash
             last_id = rows[-1].id
             session.expunge_all()

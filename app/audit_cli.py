@@ -38,7 +38,11 @@ def _keys() -> tuple[SigningKey, ...]:
 
 
 @audit.command("verify")
-@click.option("--full", is_flag=True, help="Check every leaf, not only those after the last verified checkpoint.")
+@click.option(
+    "--full",
+    is_flag=True,
+    help="Check every leaf, not only those after the last verified checkpoint.",
+)
 @click.option(
     "--max-unsealed-age",
     type=click.FloatRange(min=0),
@@ -107,10 +111,17 @@ def generate_key_command() -> None:
 
 @audit.command("export")
 @click.argument("prescription")
-@click.option("--out", type=click.Path(dir_okay=False, writable=True), default=None, help="Write here, not stdout.")
-@click.option("--actor", default=None, help="Who is exporting (default: the operating-system user).")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Write here, not stdout.",
+)
+@click.option(
+    "--actor", default=None, help="Who is exporting (default: the operating-system user)."
+)
 def export_command(prescription: str, out: str | None, actor: str | None) -> None:
-    """Write PRESCRIPTION's (id or reference) complete record as JSON; the export is itself audited."""
+    """Write PRESCRIPTION's (id or reference) complete record as JSON; the export is audited too."""
     try:
         who = actor or getpass.getuser()
     except (KeyError, OSError):  # no user name in a bare container
@@ -139,6 +150,7 @@ def export_command(prescription: str, out: str | None, actor: str | None) -> Non
         raise click.ClickException(f"cannot write {out}: {exc.strerror}") from None
     click.echo(
         f"exported prescription {record['prescription']['id']} to {out}: "
-        f"{len(record['status_history'])} transitions, {len(record['webhook_events'])} webhook events, "
+        f"{len(record['status_history'])} transitions, "
+        f"{len(record['webhook_events'])} webhook events, "
         f"{len(record['audit_events'])} audit rows"
     )

@@ -33,7 +33,9 @@ def _find_prescription(session: Session, key: str | int) -> Prescription:
     if text_key.isdigit():
         found = session.get(Prescription, int(text_key))
     else:
-        found = session.scalars(select(Prescription).where(Prescription.reference == text_key)).first()
+        found = session.scalars(
+            select(Prescription).where(Prescription.reference == text_key)
+        ).first()
     if found is None:
         raise NotFound(f"no prescription {text_key}")
     return found
@@ -119,9 +121,13 @@ def export_prescription(
             now=now,
         )
         history = session.scalars(
-            select(StatusHistory).where(StatusHistory.prescription_id == rx.id).order_by(StatusHistory.id)
+            select(StatusHistory)
+            .where(StatusHistory.prescription_id == rx.id)
+            .order_by(StatusHistory.id)
         ).all()
-        outbox = session.scalars(select(DispatchOutbox).where(DispatchOutbox.prescription_id == rx.id)).first()
+        outbox = session.scalars(
+            select(DispatchOutbox).where(DispatchOutbox.prescription_id == rx.id)
+        ).first()
         audit_rows = session.scalars(
             select(AuditEvent).where(AuditEvent.prescription_id == rx.id).order_by(AuditEvent.id)
         ).all()
@@ -186,7 +192,6 @@ def export_prescription(
         }
 
 
-
 def _audit_rows(session: Session, rows: Sequence[AuditEvent], size: int) -> list[dict[str, Any]]:
     positions = leaf_positions(session, [r.id for r in rows])
     tree = StoredTree(session)
@@ -221,6 +226,8 @@ def _audit_rows(session: Session, rows: Sequence[AuditEvent], size: int) -> list
             )
             item["sealed"] = True
             item["leaf"] = {"index": index, "data": data.decode("utf-8"), "hash": leaf.hex()}
-            item["inclusion_proof"] = [h.hex() for h in prove_inclusion(session, index, size, tree=tree)]
+            item["inclusion_proof"] = [
+                h.hex() for h in prove_inclusion(session, index, size, tree=tree)
+            ]
         out.append(item)
     return out

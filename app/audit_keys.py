@@ -68,7 +68,9 @@ class SigningKey:
     @property
     def vkey(self) -> str:
         """The C2SP verifier key: ``<name>+<hex key id>+<base64(0x01 || public key)>``."""
-        return f"{self.name}+{self.key_id_hex}+{base64.b64encode(ED25519_TYPE + self.public).decode()}"
+        return (
+            f"{self.name}+{self.key_id_hex}+{base64.b64encode(ED25519_TYPE + self.public).decode()}"
+        )
 
     def verify(self, message: bytes, signature: bytes) -> bool:
         """True when ``signature`` is this key's Ed25519 signature of ``message``."""
@@ -126,7 +128,9 @@ def signing_keys(settings: Settings) -> tuple[SigningKey, ...]:
     if settings.env == "production":
         raise AuditKeyError("AUDIT_SIGNING_KEYS is required in production")
     if not _dev_logged:
-        log.warning("audit checkpoints are signed with the development key (AUDIT_SIGNING_KEYS is empty)")
+        log.warning(
+            "audit checkpoints are signed with the development key (AUDIT_SIGNING_KEYS is empty)"
+        )
         _dev_logged = True
     return (_from_private(origin, Ed25519PrivateKey.from_private_bytes(_DEV_SEED)),)
 
@@ -141,7 +145,10 @@ def checkpoint_text(*, origin: str, size: int, root: bytes, at: datetime) -> str
 
 
 def sign_note(text: str, key: SigningKey) -> str:
-    """``text`` as a signed note with ``key``'s signature line; raises AuditKeyError if verify-only."""
+    """``text`` as a signed note with ``key``'s signature line.
+
+    Raises :class:`AuditKeyError` for a verify-only key.
+    """
     if key.private is None:
         raise AuditKeyError("a verify-only key cannot sign")
     signature = key.private.sign(text.encode())

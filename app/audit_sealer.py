@@ -82,7 +82,9 @@ UNSEALED_AGE = Gauge(
     "erx_audit_unsealed_oldest_age_seconds",
     "Age of the oldest committed audit row not yet sealed (0 when none), as of the last seal.",
 )
-LAST_SEAL = Gauge("erx_audit_last_seal_timestamp_seconds", "Unix time of the sealer's last successful seal.")
+LAST_SEAL = Gauge(
+    "erx_audit_last_seal_timestamp_seconds", "Unix time of the sealer's last successful seal."
+)
 TREE_SIZE = Gauge("erx_audit_tree_size", "Leaves in the audit Merkle tree after the last seal.")
 VERIFY_FAILURES = Counter(
     "erx_audit_verify_failures_total", "Problems found by audit verify (one per reported line)."
@@ -126,7 +128,14 @@ def _state(session: Session, *, lock: bool) -> AuditSealState:
     if found is not None:
         return found
     found = AuditSealState(
-        id=STATE_ID, horizon=0, upto=0, pending_xids="", last_event_id=0, tree_size=0, frontier=b"", drain_after=0
+        id=STATE_ID,
+        horizon=0,
+        upto=0,
+        pending_xids="",
+        last_event_id=0,
+        tree_size=0,
+        frontier=b"",
+        drain_after=0,
     )
     session.add(found)
     session.flush()
@@ -191,7 +200,9 @@ class StoredTree:
         else:
             rows = self.session.execute(
                 select(AuditTreeNode.idx, AuditTreeNode.hash)
-                .where(AuditTreeNode.level == level, AuditTreeNode.idx >= lo, AuditTreeNode.idx < hi)
+                .where(
+                    AuditTreeNode.level == level, AuditTreeNode.idx >= lo, AuditTreeNode.idx < hi
+                )
                 .order_by(AuditTreeNode.idx)
             ).all()
         if len(rows) == hi - lo:
@@ -209,7 +220,9 @@ class StoredTree:
         base = level - level % NODE_LEVEL_STEP
         if base == level and level > 0:
             found = self.session.scalar(
-                select(AuditTreeNode.hash).where(AuditTreeNode.level == level, AuditTreeNode.idx == idx)
+                select(AuditTreeNode.hash).where(
+                    AuditTreeNode.level == level, AuditTreeNode.idx == idx
+                )
             )
             if found is not None:
                 self._cache[key] = bytes(found)
@@ -330,7 +343,11 @@ def _new_rows(session: Session, state: AuditSealState, *, limit: int) -> list[An
     query = select(*_COLUMNS).where(snap.condition(), AuditEvent.id > state.drain_after)
     rows = list(session.execute(query.order_by(AuditEvent.id).limit(limit)).all())
     if len(rows) < limit:
-        state.horizon, state.upto, state.pending_xids = snap.xmin, snap.hi, ",".join(map(str, snap.pending))
+        state.horizon, state.upto, state.pending_xids = (
+            snap.xmin,
+            snap.hi,
+            ",".join(map(str, snap.pending)),
+        )
         state.drain, state.drain_after = None, 0
     else:
         state.drain_after = rows[-1].id
@@ -359,8 +376,10 @@ def _unsealed_condition(state: AuditSealState) -> Any:
     """The rows not yet sealed, as a SQL expression (PostgreSQL)."""
     snap = _snapshot_of(state)
     if snap is not None:
-        return (snap.condition() & (AuditEvent.id > state.drain_after)) | (AuditEvent.txid >= snap.hi) | (
-            AuditEvent.txid.in_(snap.pending)
+        return (
+            (snap.condition() & (AuditEvent.id > state.drain_after))
+            | (AuditEvent.txid >= snap.hi)
+            | (AuditEvent.txid.in_(snap.pending))
         )
     cond = AuditEvent.txid >= state.upto
     pending = _xids(state.pending_xids)
@@ -412,20 +431,34 @@ def seal_once(
             at = now()
             root = frontier.root()
             key = keys[0]
-            note = sign_note(checkpoint_text(origin=origin, size=frontier.size, root=root, at=at), key)
+            note = sign_note(
+                checkpoint_text(origin=origin, size=frontier.size, root=root, at=at), key
+            )
             checkpoint_id = session.execute(
                 insert(AuditCheckpoint)
-                .values(tree_size=frontier.size, root_hash=root, signed_at=at, key_id=key.key_id_hex, note=note)
+                .values(
+                    tree_size=frontier.size,
+                    root_hash=root,
+                    signed_at=at,
+                    key_id=key.key_id_hex,
+                    note=note,
+                )
                 .returning(AuditCheckpoint.id)
             ).scalar_one()
-            state.tree_size, state.frontier, state.sealed_at = frontier.size, frontier.to_bytes(), at
+            state.tree_size, state.frontier, state.sealed_at = (
+                frontier.size,
+                frontier.to_bytes(),
+                at,
+            )
             state.last_event_id = max(state.last_event_id, rows[-1].id)
         oldest = _oldest_unsealed(session, state, now())
         size = state.tree_size
     UNSEALED_AGE.set(oldest)
     TREE_SIZE.set(size)
     LAST_SEAL.set(time.time())
-    return SealResult(sealed=len(leaves), tree_size=size, checkpoint_id=checkpoint_id, oldest_unsealed_s=oldest)
+    return SealResult(
+        sealed=len(leaves), tree_size=size, checkpoint_id=checkpoint_id, oldest_unsealed_s=oldest
+    )
 
 
 def seal_loop(
@@ -546,7 +579,9 @@ def _chunk_python(session: Session, lo: int, hi: int) -> _Leaves:
     return out
 
 
-def _leaf_chunks(db: Database, session: Session, start: int, end: int, *, workers: int) -> Iterator[_Leaves]:
+def _leaf_chunks(
+    db: Database, session: Session, start: int, end: int, *, workers: int
+) -> Iterator[_Leaves]:
     """The leaf chunks from ``start`` to ``end`` in order: on PostgreSQL fetched ``workers`` at a
     time ahead on their own connections; on SQLite in ``session`` (one connection writes at a time,
     and every transaction there takes the write lock)."""
@@ -582,7 +617,11 @@ def _unsealed_but_due(session: Session, state: AuditSealState) -> list[int]:
         passed = (AuditEvent.txid < state.horizon) | AuditEvent.txid.is_(None)
     else:
         passed = AuditEvent.id <= state.last_event_id
-    return list(session.scalars(select(AuditEvent.id).where(passed, ~sealed).order_by(AuditEvent.id).limit(20)))
+    return list(
+        session.scalars(
+            select(AuditEvent.id).where(passed, ~sealed).order_by(AuditEvent.id).limit(20)
+        )
+    )
 
 
 def verify(
@@ -633,10 +672,14 @@ def verify(
                 problems.append(f"checkpoint {cp.id}: malformed note ({exc})")
                 continue
             if parsed is None:
-                problems.append(f"checkpoint {cp.id}: signature does not verify with any audit public key")
+                problems.append(
+                    f"checkpoint {cp.id}: signature does not verify with any audit public key"
+                )
                 continue
             if parsed.size != cp.tree_size or parsed.root != bytes(cp.root_hash):
-                problems.append(f"checkpoint {cp.id}: stored size or root differs from its signed note")
+                problems.append(
+                    f"checkpoint {cp.id}: stored size or root differs from its signed note"
+                )
                 continue
             trusted.append(cp)
 
@@ -651,12 +694,15 @@ def verify(
                 start = mark.tree_size
             else:
                 problems.append(
-                    f"checkpoint {mark.id}: the stored tree no longer matches this verified checkpoint"
+                    f"checkpoint {mark.id}: the stored tree no longer matches "
+                    "this verified checkpoint"
                 )
                 frontier = Frontier()
 
         # Every leaf from start: the row behind it unchanged, and the tree at each checkpoint size.
-        due = sorted((cp for cp in trusted if cp.tree_size > start), key=lambda c: (c.tree_size, c.id))
+        due = sorted(
+            (cp for cp in trusted if cp.tree_size > start), key=lambda c: (c.tree_size, c.id)
+        )
         due_sizes = [cp.tree_size for cp in due]
         due_at = 0
         chunks = _leaf_chunks(db, session, start, leaves_total, workers=workers)
@@ -665,7 +711,8 @@ def verify(
             if seq >= leaves_total:
                 for cp in due[due_at:]:
                     problems.append(
-                        f"checkpoint {cp.id}: claims {cp.tree_size} leaves, only {leaves_total} are stored"
+                        f"checkpoint {cp.id}: claims {cp.tree_size} leaves, "
+                        f"only {leaves_total} are stored"
                     )
                 break
             hi = min(seq + VERIFY_CHUNK, leaves_total)
@@ -689,8 +736,8 @@ def verify(
                     cp = due[due_at]
                     if frontier.root() != bytes(cp.root_hash):
                         problems.append(
-                            f"checkpoint {cp.id} (size {cp.tree_size}): root is not the tree of the "
-                            "sealed rows (a fork, or leaves rewritten)"
+                            f"checkpoint {cp.id} (size {cp.tree_size}): root is not the "
+                            "tree of the sealed rows (a fork, or leaves rewritten)"
                         )
                     due_at += 1
             seq = hi
@@ -701,28 +748,42 @@ def verify(
             try:
                 proof = consistency_proof(first.tree_size, last.tree_size, tree.subtree)
                 consistent = verify_consistency(
-                    first.tree_size, last.tree_size, bytes(first.root_hash), bytes(last.root_hash), proof
+                    first.tree_size,
+                    last.tree_size,
+                    bytes(first.root_hash),
+                    bytes(last.root_hash),
+                    proof,
                 )
             except (LookupError, ValueError):
                 consistent = False
             if not consistent:
                 problems.append(
-                    f"checkpoint {last.id} does not extend checkpoint {first.id}: consistency proof fails"
+                    f"checkpoint {last.id} does not extend checkpoint {first.id}: "
+                    "consistency proof fails"
                 )
         for cp_prev, cp in zip(trusted, trusted[1:], strict=False):
             if cp.tree_size < cp_prev.tree_size:
-                problems.append(f"checkpoint {cp.id} is smaller than checkpoint {cp_prev.id}: the log shrank")
+                problems.append(
+                    f"checkpoint {cp.id} is smaller than checkpoint {cp_prev.id}: the log shrank"
+                )
 
         for event_id in _unsealed_but_due(session, state):
-            problems.append(f"audit row {event_id} is not in the sealed tree but the sealer passed it")
+            problems.append(
+                f"audit row {event_id} is not in the sealed tree but the sealer passed it"
+            )
         age = _oldest_unsealed(session, state, at)
         if age > max_unsealed_age_s:
-            problems.append(f"unsealed audit rows: the oldest is {age:.0f} s old (limit {max_unsealed_age_s:.0f} s)")
+            problems.append(
+                f"unsealed audit rows: the oldest is {age:.0f} s old "
+                f"(limit {max_unsealed_age_s:.0f} s)"
+            )
 
     if full:
         chain = verify_chain(db)
         if not chain.ok:
-            problems.append(f"pre-sealer hash chain broken at row {chain.first_bad_id}: {chain.reason}")
+            problems.append(
+                f"pre-sealer hash chain broken at row {chain.first_bad_id}: {chain.reason}"
+            )
     if problems:
         VERIFY_FAILURES.inc(len(problems))
     elif record_mark and trusted:
@@ -746,7 +807,9 @@ def verify(
 
 def latest_checkpoint(session: Session) -> AuditCheckpoint | None:
     """The newest checkpoint (highest id), or None before the first seal."""
-    return session.scalars(select(AuditCheckpoint).order_by(AuditCheckpoint.id.desc()).limit(1)).first()
+    return session.scalars(
+        select(AuditCheckpoint).order_by(AuditCheckpoint.id.desc()).limit(1)
+    ).first()
 
 
 def leaf_positions(session: Session, event_ids: Sequence[int]) -> dict[int, tuple[int, bytes]]:
@@ -754,12 +817,16 @@ def leaf_positions(session: Session, event_ids: Sequence[int]) -> dict[int, tupl
     if not event_ids:
         return {}
     rows = session.execute(
-        select(AuditLeaf.event_id, AuditLeaf.seq, AuditLeaf.leaf_hash).where(AuditLeaf.event_id.in_(event_ids))
+        select(AuditLeaf.event_id, AuditLeaf.seq, AuditLeaf.leaf_hash).where(
+            AuditLeaf.event_id.in_(event_ids)
+        )
     ).all()
     return {r[0]: (r[1], bytes(r[2])) for r in rows}
 
 
-def prove_inclusion(session: Session, index: int, size: int, *, tree: StoredTree | None = None) -> list[bytes]:
+def prove_inclusion(
+    session: Session, index: int, size: int, *, tree: StoredTree | None = None
+) -> list[bytes]:
     """The RFC 9162 inclusion proof of leaf ``index`` in the stored tree of ``size`` leaves.
 
     Pass one ``tree`` for several proofs: the subtrees they share are read once.

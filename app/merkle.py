@@ -89,8 +89,10 @@ def inclusion_proof(index: int, size: int, subtree: Subtree) -> list[bytes]:
     return path
 
 
-def verify_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[bytes], root: bytes) -> bool:
-    """RFC 9162 section 2.1.3.2: does ``proof`` show leaf hash ``leaf`` at ``index`` under ``root``?"""
+def verify_inclusion(
+    index: int, size: int, leaf: bytes, proof: Sequence[bytes], root: bytes
+) -> bool:
+    """RFC 9162 2.1.3.2: does ``proof`` put leaf hash ``leaf`` at ``index`` under ``root``?"""
     if not 0 <= index < size:
         return False
     fn, sn, r = index, size - 1, leaf
@@ -140,7 +142,7 @@ def consistency_proof(old_size: int, new_size: int, subtree: Subtree) -> list[by
 def verify_consistency(
     old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]
 ) -> bool:
-    """RFC 9162 section 2.1.4.2: does ``proof`` show the tree ``old_root`` is a prefix of ``new_root``?"""
+    """RFC 9162 2.1.4.2: does ``proof`` show tree ``old_root`` is a prefix of ``new_root``?"""
     if not 0 < old_size <= new_size:
         return False
     if old_size == new_size:
@@ -184,7 +186,9 @@ class Frontier:
 
     def __init__(self, size: int = 0, nodes: Sequence[bytes] = ()) -> None:
         if len(nodes) != bin(size).count("1"):
-            raise ProofError(f"a frontier of size {size} has {bin(size).count('1')} nodes, not {len(nodes)}")
+            raise ProofError(
+                f"a frontier of size {size} has {bin(size).count('1')} nodes, not {len(nodes)}"
+            )
         self.size = size
         self.nodes = list(nodes)
 
@@ -213,7 +217,9 @@ class Frontier:
             level = list(leaves[i : i + block])
             sha = hashlib.sha256
             while len(level) > 1:
-                level = [sha(b"\x01" + level[j] + level[j + 1]).digest() for j in range(0, len(level), 2)]
+                level = [
+                    sha(b"\x01" + level[j] + level[j + 1]).digest() for j in range(0, len(level), 2)
+                ]
             h, carry = level[0], size >> bits
             while carry & 1:
                 h = node_hash(self.nodes.pop(), h)

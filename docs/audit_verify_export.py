@@ -130,7 +130,9 @@ def check(export: dict, vkeys: list[str]) -> tuple[list[str], int]:
         leaf = hashlib.sha256(b"\x00" + leaf_bytes(row)).digest()
         proof = [bytes.fromhex(h) for h in row["inclusion_proof"]]
         if not verify_inclusion(row["leaf"]["index"], size, leaf, proof, root):
-            problems.append(f"audit row {row['id']}: not included in checkpoint {checkpoint['id']} as exported")
+            problems.append(
+                f"audit row {row['id']}: not included in checkpoint {checkpoint['id']} as exported"
+            )
         checked += 1
     return problems, checked
 
@@ -139,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     """Command line entry point; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("export", help="the JSON file written by `flask --app app audit export`")
-    parser.add_argument("--vkey", action="append", default=[], help="a trusted verifier key (repeatable)")
+    parser.add_argument(
+        "--vkey", action="append", default=[], help="a trusted verifier key (repeatable)"
+    )
     args = parser.parse_args(argv)
     try:
         with open(args.export, encoding="utf-8") as fh:
@@ -154,8 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     unsealed = sum(1 for r in export["audit_events"] if not r.get("sealed"))
     print(
-        f"audit export ok: prescription {export['prescription']['id']}, {checked} sealed rows proven "
-        f"against checkpoint {export['checkpoint']['id']} (size {export['checkpoint']['tree_size']}), "
+        f"audit export ok: prescription {export['prescription']['id']}, "
+        f"{checked} sealed rows proven against checkpoint {export['checkpoint']['id']} "
+        f"(size {export['checkpoint']['tree_size']}), "
         f"{unsealed} not yet sealed"
     )
     return 0

@@ -39,21 +39,29 @@ KEYS: tuple[SigningKey, ...] = parse_private_keys((KEY_A,), origin=ORIGIN)
 LONG = 1e9  # an unsealed-age limit no test row reaches
 
 
-def add(db: Database, n: int = 1, *, prescription_id: int | None = 1, action: str = "read",
-        at: datetime = T0) -> list[int]:
+def add(
+    db: Database,
+    n: int = 1,
+    *,
+    prescription_id: int | None = 1,
+    action: str = "read",
+    at: datetime = T0,
+) -> list[int]:
     ids = []
     with db.session() as session:
         for i in range(n):
-            ids.append(record(
-                session,
-                actor=f"user-{i % 7}",
-                role="support",
-                action=action,
-                prescription_id=prescription_id,
-                request_id=f"rid-{i}",
-                client_addr="10.0.0.7",
-                now=at + timedelta(seconds=i),
-            ))
+            ids.append(
+                record(
+                    session,
+                    actor=f"user-{i % 7}",
+                    role="support",
+                    action=action,
+                    prescription_id=prescription_id,
+                    request_id=f"rid-{i}",
+                    client_addr="10.0.0.7",
+                    now=at + timedelta(seconds=i),
+                )
+            )
     return ids
 
 
@@ -73,7 +81,9 @@ def tamper(db: Database, statement: str, **params: object) -> None:
 
 
 def problems(db: Database, keys: tuple[SigningKey, ...] = KEYS, **kwargs: object) -> list[str]:
-    return list(verify(db, keys, full=True, max_unsealed_age_s=LONG, now=lambda: T0, **kwargs).problems)
+    return list(
+        verify(db, keys, full=True, max_unsealed_age_s=LONG, now=lambda: T0, **kwargs).problems
+    )
 
 
 def test_append_is_one_insert_and_reads_nothing(seeded: Database) -> None:
@@ -85,13 +95,25 @@ def test_append_is_one_insert_and_reads_nothing(seeded: Database) -> None:
     event.listen(seeded.engine, "before_cursor_execute", seen)
     try:
         with seeded.session() as session:
-            append_many(session, PLATFORM, action="webhook-applied", prescription_ids=[1, 2, 3], now=T0)
-            record(session, actor="a", role="support", action="read", prescription_id=4, request_id=None,
-                   client_addr=None, now=T0)
+            append_many(
+                session, PLATFORM, action="webhook-applied", prescription_ids=[1, 2, 3], now=T0
+            )
+            record(
+                session,
+                actor="a",
+                role="support",
+                action="read",
+                prescription_id=4,
+                request_id=None,
+                client_addr=None,
+                now=T0,
+            )
     finally:
         event.remove(seeded.engine, "before_cursor_execute", seen)
     work = [s for s in statements if not s.startswith(("BEGIN", "COMMIT"))]
-    assert len(work) == 2 and all(s.lstrip().upper().startswith("INSERT INTO AUDIT_EVENTS") for s in work)
+    assert len(work) == 2 and all(
+        s.lstrip().upper().startswith("INSERT INTO AUDIT_EVENTS") for s in work
+    )
     assert not any("lock" in s.lower() for s in statements)
     assert count(seeded) == 4
 
@@ -108,7 +130,9 @@ def test_sealed_rows_verify_and_the_mark_moves_on(seeded: Database) -> None:
     again = verify(seeded, KEYS, max_unsealed_age_s=LONG, now=lambda: T0)
     assert again.ok and again.from_size == 305 and again.leaves_checked == 2
     with seeded.session() as session:
-        leaves = session.execute(select(AuditLeaf.seq, AuditLeaf.event_id).order_by(AuditLeaf.seq)).all()
+        leaves = session.execute(
+            select(AuditLeaf.seq, AuditLeaf.event_id).order_by(AuditLeaf.seq)
+        ).all()
         cps = session.scalars(select(AuditCheckpoint).order_by(AuditCheckpoint.id)).all()
     assert [e for _, e in leaves][:300] == ids and [s for s, _ in leaves] == list(range(307))
     assert [c.tree_size for c in cps] == [300, 305, 307]
@@ -119,10 +143,26 @@ def test_the_database_and_python_agree_on_every_leaf(seeded: Database) -> None:
     # Non-ASCII, quotes, control characters and NULLs: PostgreSQL's json_build_array text
     # (verify) must equal app.audit.leaf_data (seal) byte for byte.
     with seeded.session() as session:
-        record(session, actor='o\'brien "x"\t\u00e9\u4e2d\\', role="support", action="read",
-               prescription_id=None, request_id=None, client_addr="::1", now=T0)
-        record(session, actor="a\x01\x1f\x7f/", role="patient", action="list", prescription_id=2**40,
-               request_id="r" * 100, client_addr=None, now=T0.replace(microsecond=0))
+        record(
+            session,
+            actor='o\'brien "x"\t\u00e9\u4e2d\\',
+            role="support",
+            action="read",
+            prescription_id=None,
+            request_id=None,
+            client_addr="::1",
+            now=T0,
+        )
+        record(
+            session,
+            actor="a\x01\x1f\x7f/",
+            role="patient",
+            action="list",
+            prescription_id=2**40,
+            request_id="r" * 100,
+            client_addr=None,
+            now=T0.replace(microsecond=0),
+        )
     seal(seeded)
     assert problems(seeded) == []
 
@@ -146,9 +186,17 @@ def test_an_inserted_row_is_reported(seeded: Database) -> None:
     seal(seeded)
     # A row slipped in behind the sealer: an id (and on PostgreSQL a transaction) it has passed.
     with seeded.engine.begin() as conn:
-        conn.execute(insert(AuditEvent).values(
-            id=ids[0] - 1 if ids[0] > 1 else 0, actor="mallory", role="support", action="read",
-            prescription_id=1, occurred_at=T0, txid=1 if seeded.is_postgres else None))
+        conn.execute(
+            insert(AuditEvent).values(
+                id=ids[0] - 1 if ids[0] > 1 else 0,
+                actor="mallory",
+                role="support",
+                action="read",
+                prescription_id=1,
+                occurred_at=T0,
+                txid=1 if seeded.is_postgres else None,
+            )
+        )
     found = problems(seeded)
     assert len(found) == 1 and "is not in the sealed tree but the sealer passed it" in found[0]
 
@@ -158,7 +206,9 @@ def test_a_rewritten_leaf_breaks_the_signed_checkpoint(seeded: Database) -> None
     seal(seeded)
     # Row and leaf rewritten together: the stored tree no longer has the signed root.
     with seeded.engine.begin() as conn:
-        conn.execute(text("UPDATE audit_leaves SET leaf_hash = :h WHERE seq = 1"), {"h": b"\x11" * 32})
+        conn.execute(
+            text("UPDATE audit_leaves SET leaf_hash = :h WHERE seq = 1"), {"h": b"\x11" * 32}
+        )
     found = problems(seeded)
     assert f"audit row {ids[1]} (leaf 1) was changed after it was sealed" in found
     assert any("root is not the tree of the sealed rows" in p for p in found)
@@ -177,7 +227,9 @@ def test_an_old_unsealed_tail_is_reported(seeded: Database) -> None:
 def _store_checkpoint(db: Database, *, size: int, root: bytes, key: SigningKey) -> int:
     note = sign_note(checkpoint_text(origin=ORIGIN, size=size, root=root, at=T0), key)
     with db.session() as session:
-        cp = AuditCheckpoint(tree_size=size, root_hash=root, signed_at=T0, key_id=key.key_id_hex, note=note)
+        cp = AuditCheckpoint(
+            tree_size=size, root_hash=root, signed_at=T0, key_id=key.key_id_hex, note=note
+        )
         session.add(cp)
         session.flush()
         return cp.id
@@ -187,9 +239,14 @@ def test_a_forked_checkpoint_is_reported(seeded: Database) -> None:
     add(seeded, 6)
     seal(seeded)
     # Validly signed, but over other leaves: a log that shows different histories to different readers.
-    fork = _store_checkpoint(seeded, size=6, root=root_of([bytes([i]) * 32 for i in range(6)]), key=KEYS[0])
+    fork = _store_checkpoint(
+        seeded, size=6, root=root_of([bytes([i]) * 32 for i in range(6)]), key=KEYS[0]
+    )
     found = problems(seeded)
-    assert f"checkpoint {fork} (size 6): root is not the tree of the sealed rows (a fork, or leaves rewritten)" in found
+    assert (
+        f"checkpoint {fork} (size 6): root is not the tree of the sealed rows (a fork, or leaves rewritten)"
+        in found
+    )
     assert any(p.startswith(f"checkpoint {fork} does not extend checkpoint") for p in found)
 
 
@@ -200,7 +257,9 @@ def test_a_checkpoint_with_a_bad_signature_is_reported(seeded: Database) -> None
     with seeded.session() as session:
         root = bytes(session.scalars(select(AuditCheckpoint.root_hash)).one())
     bad = _store_checkpoint(seeded, size=2, root=root, key=stranger)
-    assert problems(seeded) == [f"checkpoint {bad}: signature does not verify with any audit public key"]
+    assert problems(seeded) == [
+        f"checkpoint {bad}: signature does not verify with any audit public key"
+    ]
 
 
 def test_key_rotation_old_checkpoints_verify_with_the_old_key(seeded: Database) -> None:
@@ -218,20 +277,44 @@ def test_key_rotation_old_checkpoints_verify_with_the_old_key(seeded: Database) 
     assert len(dropped) == 1 and "signature does not verify" in dropped[0]
 
 
-def test_rows_chained_before_the_sealer_are_sealed_first_and_their_chain_checked(seeded: Database) -> None:
+def test_rows_chained_before_the_sealer_are_sealed_first_and_their_chain_checked(
+    seeded: Database,
+) -> None:
     prev = "0" * 64
     with seeded.engine.begin() as conn:
         for i in range(3):
-            content = row_content(actor="old", role="support", action="read", prescription_id=i,
-                                  occurred_at=T0, request_id=None, client_addr=None, prev_hash=prev)
+            content = row_content(
+                actor="old",
+                role="support",
+                action="read",
+                prescription_id=i,
+                occurred_at=T0,
+                request_id=None,
+                client_addr=None,
+                prev_hash=prev,
+            )
             h = row_hash(content)
-            conn.execute(insert(AuditEvent).values(actor="old", role="support", action="read", prescription_id=i,
-                                                   occurred_at=T0, prev_hash=prev, hash=h, txid=None))
+            conn.execute(
+                insert(AuditEvent).values(
+                    actor="old",
+                    role="support",
+                    action="read",
+                    prescription_id=i,
+                    occurred_at=T0,
+                    prev_hash=prev,
+                    hash=h,
+                    txid=None,
+                )
+            )
             prev = h
     add(seeded, 2)
     assert seal(seeded) == 5
     assert problems(seeded) == []
-    tamper(seeded, "UPDATE audit_events SET prev_hash = :p WHERE prescription_id = 1 AND actor = 'old'", p="e" * 64)
+    tamper(
+        seeded,
+        "UPDATE audit_events SET prev_hash = :p WHERE prescription_id = 1 AND actor = 'old'",
+        p="e" * 64,
+    )
     found = problems(seeded)
     assert any(p.startswith("pre-sealer hash chain broken at row") for p in found)
 
@@ -240,7 +323,10 @@ def test_cli_verify_ok_and_one_line_per_problem(app, seeded: Database) -> None: 
     runner = app.test_cli_runner()
     ids = add(seeded, 4, at=datetime.now(UTC))
     # (The first use of the development key logs a warning once: look at the last line.)
-    assert runner.invoke(args=["audit", "seal"]).output.strip().splitlines()[-1] == "sealed 4 rows: tree size 4"
+    assert (
+        runner.invoke(args=["audit", "seal"]).output.strip().splitlines()[-1]
+        == "sealed 4 rows: tree size 4"
+    )
     ok = runner.invoke(args=["audit", "verify", "--full"])
     assert ok.exit_code == 0, ok.output
     assert ok.output.strip() == "audit log ok: 4 sealed rows, 4 checked from leaf 0, 1 checkpoints"
@@ -257,7 +343,7 @@ def test_cli_verify_ok_and_one_line_per_problem(app, seeded: Database) -> None: 
 def test_cli_public_keys(app) -> None:  # type: ignore[no-untyped-def]
     result = app.test_cli_runner().invoke(args=["audit", "public-keys"])
     assert result.exit_code == 0
-    [key] = json.loads(result.output[result.output.index('{\n'):])["keys"]
+    [key] = json.loads(result.output[result.output.index("{\n") :])["keys"]
     assert key["algorithm"] == "ed25519" and len(base64.b64decode(key["public_key"])) == 32
     assert key["vkey"].startswith(f"{key['name']}+{key['key_id']}+")
 
@@ -269,19 +355,29 @@ def run_offline_check(path: Path, *vkeys: str) -> subprocess.CompletedProcess[st
     return subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
 
 
-def test_an_export_verifies_offline_and_a_doctored_one_does_not(app, seeded: Database, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_an_export_verifies_offline_and_a_doctored_one_does_not(
+    app, seeded: Database, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     runner = app.test_cli_runner()
     add(seeded, 5, prescription_id=3)
     add(seeded, 40, prescription_id=4)  # other rows around it: real proofs, not a one-leaf tree
     add(seeded, 2, prescription_id=3)
     assert runner.invoke(args=["audit", "seal"]).exit_code == 0
     out = tmp_path / "export.json"
-    assert runner.invoke(args=["audit", "export", "rx-000003", "--out", str(out), "--actor", "auditor"]).exit_code == 0
+    assert (
+        runner.invoke(
+            args=["audit", "export", "rx-000003", "--out", str(out), "--actor", "auditor"]
+        ).exit_code
+        == 0
+    )
     listed = runner.invoke(args=["audit", "public-keys"]).output
-    vkey = json.loads(listed[listed.index("{\n"):])["keys"][0]["vkey"]
+    vkey = json.loads(listed[listed.index("{\n") :])["keys"][0]["vkey"]
     good = run_offline_check(out, vkey)
     assert good.returncode == 0, good.stderr
-    assert "7 sealed rows proven against checkpoint" in good.stdout and "1 not yet sealed" in good.stdout
+    assert (
+        "7 sealed rows proven against checkpoint" in good.stdout
+        and "1 not yet sealed" in good.stdout
+    )
 
     data = json.loads(out.read_text())
     data["audit_events"][2]["actor"] = "someone-else"
@@ -300,20 +396,42 @@ def test_an_export_verifies_offline_and_a_doctored_one_does_not(app, seeded: Dat
 
 def test_record_rolls_back_with_the_callers_transaction(seeded: Database) -> None:
     with pytest.raises(RuntimeError), seeded.session() as session:
-        record(session, actor="a", role="support", action="read", prescription_id=1, request_id=None,
-               client_addr=None, now=T0)
+        record(
+            session,
+            actor="a",
+            role="support",
+            action="read",
+            prescription_id=1,
+            request_id=None,
+            client_addr=None,
+            now=T0,
+        )
         raise RuntimeError("caller failed")
     assert count(seeded) == 0
 
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"action": "peek"}, {"now": datetime(2026, 1, 1)}, {"actor": ""}, {"role": "x" * 33}, {"request_id": "r" * 101}],
+    [
+        {"action": "peek"},
+        {"now": datetime(2026, 1, 1)},
+        {"actor": ""},
+        {"role": "x" * 33},
+        {"request_id": "r" * 101},
+    ],
     ids=["unknown-action", "naive-time", "no-actor", "long-role", "long-request-id"],
 )
 def test_record_refuses_bad_input(seeded: Database, kwargs: dict) -> None:
-    values = {"actor": "a", "role": "support", "action": "read", "prescription_id": 1, "request_id": None,
-              "client_addr": None, "now": T0, **kwargs}
+    values = {
+        "actor": "a",
+        "role": "support",
+        "action": "read",
+        "prescription_id": 1,
+        "request_id": None,
+        "client_addr": None,
+        "now": T0,
+        **kwargs,
+    }
     with pytest.raises(ValueError), seeded.session() as session:
         record(session, **values)
     assert count(seeded) == 0
@@ -338,21 +456,34 @@ def test_truncate_is_refused_on_postgresql(seeded: Database) -> None:
     assert count(seeded) == 1
 
 
-
-
 # -- CLI export ---------------------------------------------------------------------------
 
 
 @pytest.mark.usefixtures("clock")
-def test_cli_export_writes_the_prescriptions_complete_record(app, client, seeded: Database, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_cli_export_writes_the_prescriptions_complete_record(
+    app, client, seeded: Database, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     token = "SRXTEST0000001"
     with seeded.session() as session:
-        rx = session.scalars(select(Prescription).where(Prescription.reference == "rx-000001")).one()
-        other = session.scalars(select(Prescription).where(Prescription.reference == "rx-000002")).one()
+        rx = session.scalars(
+            select(Prescription).where(Prescription.reference == "rx-000001")
+        ).one()
+        other = session.scalars(
+            select(Prescription).where(Prescription.reference == "rx-000002")
+        ).one()
         rx_id, other_id = rx.id, other.id
         record_local_status(session, rx, "queued", source="api", now=T0)
-        session.add(DispatchOutbox(prescription_id=rx.id, flow="erx", state="done", attempts=1, next_attempt_at=T0,
-                                   created_at=T0, updated_at=T0))
+        session.add(
+            DispatchOutbox(
+                prescription_id=rx.id,
+                flow="erx",
+                state="done",
+                attempts=1,
+                next_attempt_at=T0,
+                created_at=T0,
+                updated_at=T0,
+            )
+        )
         rx.platform_token, rx.status = token, "issued"
     body = event_body("evt_export_1", token=token)
     assert deliver(client, body).status_code == 200
@@ -362,7 +493,9 @@ def test_cli_export_writes_the_prescriptions_complete_record(app, client, seeded
     seal(seeded)
 
     out = tmp_path / "export.json"
-    result = app.test_cli_runner().invoke(args=["audit", "export", str(rx_id), "--out", str(out), "--actor", "auditor-1"])
+    result = app.test_cli_runner().invoke(
+        args=["audit", "export", str(rx_id), "--out", str(out), "--actor", "auditor-1"]
+    )
     assert result.exit_code == 0, result.output
     assert result.output.strip() == (
         f"exported prescription {rx_id} to {out}: 1 transitions, 1 webhook events, 3 audit rows"
@@ -376,7 +509,9 @@ def test_cli_export_writes_the_prescriptions_complete_record(app, client, seeded
     [event] = data["webhook_events"]
     assert event["event_id"] == "evt_export_1" and event["body"].encode() == body
     with seeded.session() as session:
-        stored = session.scalars(select(WebhookInbox).where(WebhookInbox.event_id == "evt_export_1")).one()
+        stored = session.scalars(
+            select(WebhookInbox).where(WebhookInbox.event_id == "evt_export_1")
+        ).one()
         assert event["id"] == stored.id
     actions = [(a["action"], a["actor"]) for a in data["audit_events"]]
     assert actions[-1] == ("export", "auditor-1")
@@ -395,7 +530,9 @@ def test_cli_export_by_reference_to_stdout(app, seeded: Database) -> None:  # ty
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data["prescription"]["reference"] == "rx-000003"
-    assert data["status_history"] == [] and data["webhook_events"] == [] and data["dispatch"] is None
+    assert (
+        data["status_history"] == [] and data["webhook_events"] == [] and data["dispatch"] is None
+    )
     assert [a["action"] for a in data["audit_events"]] == ["export"]
 
 
