@@ -40,7 +40,7 @@ from app.schemas import (
 )
 from app.services.connector_factory import make_client
 from app.services.credentials import credential_cipher
-from app.services.prescription_reads import Viewer, find_view
+from app.services.prescription_reads import AUDIT_APPEND_IS_ONE_STATEMENT, Viewer, find_view
 from app.services.prescriptions import queue_send
 from app.services.void import void_prescription
 from connector import ConnectorClient
@@ -78,7 +78,7 @@ def _viewer() -> Viewer:
 
 
 def _view(prescription_id: int) -> dict[str, Any]:
-    with services().db.session() as session:
+    with services().db.read_session() as session:
         view = find_view(session, viewer=_viewer(), prescription_id=prescription_id)
     if view is None:
         raise ApiError(404, "not_found", "No such prescription.")
@@ -163,7 +163,7 @@ def show(prescription_id: str) -> tuple[Response, int]:
     the commit. ``ETag``/``If-None-Match``: see :func:`app.conditional.respond_conditionally`.
     """
     key = _prescription_key(prescription_id)
-    with services().db.session() as session:
+    with services().db.read_session(autocommit=AUDIT_APPEND_IS_ONE_STATEMENT) as session:
         view = find_view(session, viewer=_viewer(), **key)
         if view is None:
             raise ApiError(404, "not_found", "No such prescription.")
@@ -194,7 +194,7 @@ def lookup() -> tuple[Response, int]:
             {name: [message] for name in ("reference", "platform_token")},
         )
     name, (value,) = next(iter(given.items()))
-    with services().db.session() as session:
+    with services().db.read_session(autocommit=AUDIT_APPEND_IS_ONE_STATEMENT) as session:
         view = find_view(session, viewer=_viewer(), **{name: _text_key(name, value)})
         items = [_view_schema.dump(view)] if view is not None else []
         record_by(

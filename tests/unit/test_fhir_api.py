@@ -263,12 +263,18 @@ def test_support_sees_every_patient_and_the_platform_token(client, seeded, token
     assert tokens == [f"{TOKEN}{b}"]
 
 
-def test_service_sees_every_patient_without_the_platform_token(client, seeded, token_for) -> None:  # type: ignore[no-untyped-def]
+def test_service_sees_every_patient_and_the_platform_token_as_in_the_api(client, seeded, token_for) -> None:  # type: ignore[no-untyped-def]
+    # One rule across API and FHIR: support and service see the platform token, patients never.
     b = move(seeded, "rx-000001", "signed")
     service = token_for("service", "notifier")
     response = get(client, f"/fhir/R4/MedicationRequest/{b}-1", service)
     assert response.status_code == 200
-    assert TOKEN not in response.get_data(as_text=True)
+    resource = MedicationRequest.parse_raw(response.get_data())
+    assert [i.value for i in resource.identifier if i.system == PLATFORM_TOKEN_SYSTEM] == [f"{TOKEN}{b}"]
+    api = client.get(f"/api/v1/prescriptions/{b}", headers=service).get_json()
+    assert api["platform_token"] == f"{TOKEN}{b}"
+    patient = get(client, f"/fhir/R4/MedicationRequest/{b}-1", token_for("patient", "pt-0001"))
+    assert patient.status_code == 200 and TOKEN not in patient.get_data(as_text=True)
     search = Bundle.parse_raw(get(client, "/fhir/R4/MedicationRequest?patient=pt-0017", service).get_data())
     assert search.total and {e.resource.subject.reference for e in search.entry} == {"Patient/pt-0017"}
 
@@ -335,7 +341,8 @@ def test_writes_are_405_and_unknown_paths_404_as_outcomes(client, seeded, token_
         response = getattr(client, method)("/fhir/R4/MedicationRequest/1-1", headers=auth, json={})
         assert_outcome(response, 405, "not-supported")
     assert_outcome(client.post("/fhir/R4/MedicationRequest", headers=auth, json={}), 405, "not-supported")
-    assert_outcome(client.get("/fhir/R4/Patient/pt-0001", headers=auth), 404, "not-found")
+    assert_outcome(client.post("/fhir/R4/Patient/pt-0001", headers=auth, json={}), 405, "not-supported")
+    assert_outcome(client.get("/fhir/R4/Encounter/1", headers=auth), 404, "not-found")
     assert_outcome(client.get("/fhir/R4/", headers=auth), 404, "not-found")
 
 
