@@ -23,14 +23,13 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from marshmallow import Schema, ValidationError
 
 from app.access_audit import request_accessor
-from app.audit import record_by
 from app.conditional import respond_conditionally
-from app.db import utcnow
 from app.errors import ApiError
 from app.extensions import services
 from app.identity import current_identity, require_roles
 from app.json_body import json_object
 from app.logs import current_request_id
+from app.read_access import AUDIT_APPEND_IS_ONE_STATEMENT, append_read_audit
 from app.schemas import (
     MAX_ID,
     PrescriptionViewSchema,
@@ -40,7 +39,7 @@ from app.schemas import (
 )
 from app.services.connector_factory import make_client
 from app.services.credentials import credential_cipher
-from app.services.prescription_reads import AUDIT_APPEND_IS_ONE_STATEMENT, Viewer, find_view
+from app.services.prescription_reads import Viewer, find_view
 from app.services.prescriptions import queue_send
 from app.services.void import void_prescription
 from connector import ConnectorClient
@@ -168,8 +167,7 @@ def show(prescription_id: str) -> tuple[Response, int]:
         if view is None:
             raise ApiError(404, "not_found", "No such prescription.")
         response, not_modified = respond_conditionally(_view_schema.dump(view))
-        action = "read-not-modified" if not_modified else "read"
-        record_by(session, request_accessor(), action=action, prescription_id=view["id"], now=utcnow())
+        append_read_audit(session, "read-not-modified" if not_modified else "read", [view["id"]])
     return response, response.status_code
 
 
@@ -197,13 +195,7 @@ def lookup() -> tuple[Response, int]:
     with services().db.read_session(autocommit=AUDIT_APPEND_IS_ONE_STATEMENT) as session:
         view = find_view(session, viewer=_viewer(), **{name: _text_key(name, value)})
         items = [_view_schema.dump(view)] if view is not None else []
-        record_by(
-            session,
-            request_accessor(),
-            action="read" if view is not None else "lookup",
-            prescription_id=view["id"] if view is not None else None,
-            now=utcnow(),
-        )
+        append_read_audit(session, "read" if view is not None else "lookup", [view["id"] if view else None])
     return jsonify({"items": items}), 200
 
 

@@ -13,10 +13,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, jsonify, request
 from marshmallow import Schema, ValidationError
 
-from app.access_audit import request_accessor
-from app.audit import record_by
 from app.conditional import respond_conditionally
-from app.db import utcnow
 from app.directory_schemas import (
     PageQuerySchema,
     PharmacyPageSchema,
@@ -29,6 +26,7 @@ from app.directory_schemas import (
 from app.extensions import services
 from app.identity import ROLES, current_identity, require_roles
 from app.json_body import json_object
+from app.read_access import AUDIT_APPEND_IS_ONE_STATEMENT, append_read_audit
 from app.services.errors import Invalid
 from app.services.patients import patient_prescription_page, patient_profile, set_region
 from app.services.pharmacies import search_pharmacies
@@ -90,16 +88,13 @@ def my_prescriptions() -> tuple[Response, int]:
     ``ETag``/``If-None-Match`` as the single read (304 records ``list-not-modified``).
     """
     args = _query(_page_query)
-    with services().db.session() as session:
+    with services().db.read_session(autocommit=AUDIT_APPEND_IS_ONE_STATEMENT) as session:
         page = patient_prescription_page(
             session, current_identity().subject, page=args["page"], per_page=args["per_page"]
         )
         response, not_modified = respond_conditionally(_prescription_page.dump(page))
-        # One row per id returned until the audit trail stores a list in one row.
-        accessor, now = request_accessor(), utcnow()
-        for item in page.items:
-            action = "list-not-modified" if not_modified else "list"
-            record_by(session, accessor, action=action, prescription_id=item["id"], now=now)
+        action = "list-not-modified" if not_modified else "list"
+        append_read_audit(session, action, [item["id"] for item in page.items])
     return response, response.status_code
 
 

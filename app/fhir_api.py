@@ -31,14 +31,11 @@ from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from app import fhir
-from app.access_audit import request_accessor
-from app.audit import record_by
-from app.db import utcnow
 from app.errors import ApiError
 from app.extensions import services
 from app.identity import current_identity, require_roles
+from app.read_access import AUDIT_APPEND_IS_ONE_STATEMENT, append_read_audit
 from app.services.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, Unavailable
-from app.services.prescription_reads import AUDIT_APPEND_IS_ONE_STATEMENT
 
 # The CapabilityStatement's software version: the API's major version.
 API_VERSION = "1"
@@ -118,9 +115,7 @@ def _audited_read(action: str, build: Any, ids_of: Any) -> Any:
     ``ids_of(result)``, in the read's own session (one query plus the audit append)."""
     with services().db.read_session(autocommit=AUDIT_APPEND_IS_ONE_STATEMENT) as session:
         result = build(session)
-        accessor, now = request_accessor(), utcnow()
-        for prescription_id in ids_of(result):
-            record_by(session, accessor, action=action, prescription_id=prescription_id, now=now)
+        append_read_audit(session, action, ids_of(result))
     return result
 
 

@@ -36,16 +36,6 @@ from app.models import (
 )
 from connector.statuses import rank
 
-AUDIT_APPEND_IS_ONE_STATEMENT = False
-"""Whether ``app.audit``'s append is one plain INSERT (no lock, no read of the previous row).
-
-While it chains rows under a transaction-level advisory lock, a read and its
-audit row must share one transaction (``BEGIN``, view, lock, previous hash,
-INSERT, ``COMMIT``). Once the append is one INSERT, reads run in driver
-autocommit (:meth:`app.db.Database.read_session`): the view SELECT and the
-audit INSERT, two statements and no BEGIN/COMMIT.
-"""
-
 # Column names of the medicine lines and history entries inside the JSON aggregates.
 _MEDICINE_KEYS = ("position", "vpid", "description", "quantity", "directions")
 _HISTORY_KEYS = (
