@@ -17,6 +17,7 @@ app/errors.py, which also maps the services' domain errors
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
@@ -84,29 +85,35 @@ def _view(prescription_id: int) -> dict[str, Any]:
     return _view_schema.dump(view)
 
 
-# Our references are "rx-000025"; anything printable up to the column's width is looked up.
-_REFERENCE_MAX = 64
+# Our references ("rx-000025") and platform tokens are printable ASCII without spaces.
+_KEY_PATTERN = re.compile(r"[!-~]{1,64}")
+KEY_PATTERN = "^[!-~]{1,64}$"  # the same rule as OpenAPI writes it (app/openapi.py)
 
 
 def _text_key(name: str, value: str) -> str:
-    """``value`` of the parameter ``name`` checked as a reference or platform token (422 if not)."""
-    if not value or len(value) > _REFERENCE_MAX or not value.isprintable() or value != value.strip():
+    """``value`` of the query parameter ``name`` checked as a reference or platform token (422 if not)."""
+    if not _KEY_PATTERN.fullmatch(value):
         raise ApiError(
             422,
             "validation_error",
             "The request is invalid.",
-            {name: [f"1 to {_REFERENCE_MAX} printable characters, no surrounding spaces."]},
+            {name: ["1 to 64 printable ASCII characters, no spaces."]},
         )
     return value
 
 
 def _prescription_key(value: str) -> dict[str, Any]:
-    """The lookup key for a path segment: digits are an id, anything else our reference."""
+    """The lookup key for a path segment: digits are an id, anything else our reference.
+
+    Anything that cannot be an id or a reference names no prescription: 404.
+    """
     if value.isascii() and value.isdigit():
         prescription_id = int(value)
         _check_id(prescription_id)
         return {"prescription_id": prescription_id}
-    return {"reference": _text_key("prescription_id", value)}
+    if not _KEY_PATTERN.fullmatch(value):
+        raise ApiError(404, "not_found", "No such prescription.")
+    return {"reference": value}
 
 
 def _platform_client() -> ConnectorClient:

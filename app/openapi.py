@@ -27,7 +27,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, Flask, Response
 from marshmallow import INCLUDE, Schema, fields
 
-from app.api import MAX_IDEMPOTENCY_KEY
+from app.api import KEY_PATTERN, MAX_IDEMPOTENCY_KEY
 from app.directory_schemas import (
     MAX_PAGE,
     REGION_CODES,
@@ -149,7 +149,7 @@ _PRESCRIPTION_ID_OR_REFERENCE = {
     "description": (
         "The prescription's id (as in `status_url`) or our reference (`rx-000025`, as quoted to the pharmacy)."
     ),
-    "schema": {"type": "string", "minLength": 1, "maxLength": 64, "example": "rx-000025"},
+    "schema": {"type": "string", "pattern": KEY_PATTERN, "example": "rx-000025"},
 }
 _IF_NONE_MATCH = {
     "name": "If-None-Match",
@@ -175,7 +175,7 @@ def _lookup_parameter(name: str, description: str) -> dict[str, Any]:
         "in": "query",
         "required": False,
         "description": f"{description} Give exactly one of `reference` or `platform_token`.",
-        "schema": {"type": "string", "minLength": 1, "maxLength": 64},
+        "schema": {"type": "string", "pattern": KEY_PATTERN},
     }
 
 

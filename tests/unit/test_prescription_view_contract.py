@@ -93,7 +93,7 @@ def test_reference_in_the_id_slot_is_the_same_view(app, client, seeded) -> None:
     assert by_reference.headers["ETag"] == by_id.headers["ETag"]
 
 
-@pytest.mark.parametrize("path", ["rx-000017", "rx-999999", "no-such"])
+@pytest.mark.parametrize("path", ["rx-000017", "rx-999999", "no-such", "rx%20000001", "x" * 65, "%C3%A9"])
 def test_unknown_or_another_patients_reference_is_a_json_404(app, client, seeded, path: str) -> None:  # type: ignore[no-untyped-def]
     response = client.get(f"/api/v1/prescriptions/{path}", headers=_headers(app, "patient"))
 
