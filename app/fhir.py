@@ -64,6 +64,7 @@ exposed: it may echo patient details.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -132,6 +133,7 @@ _STATUS_REASONS = {
 }
 
 MAX_COUNT = 100
+MAX_OFFSET = 10**9
 DEFAULT_COUNT = 50
 
 
@@ -442,23 +444,28 @@ def read_medication_request(
     )
 
 
+PATIENT_SEARCH_PATTERN = r"^(.*Patient/)?[A-Za-z0-9.\-]{1,64}$"
+"""What ``?patient=`` accepts: an id with FHIR's id characters (http://hl7.org/fhir/R4/datatypes.html#id),
+bare, as ``Patient/<id>`` or as an absolute URL ending so (OpenAPI documents this pattern)."""
+_PATIENT_SEARCH = re.compile(PATIENT_SEARCH_PATTERN)
+
+
 def patient_ref_from_search(value: str | None) -> str:
     """Return the patient's external ref from a ``patient`` search value.
 
     Accepts ``pt-0001``, ``Patient/pt-0001`` or an absolute URL ending in
-    ``/Patient/pt-0001`` (http://hl7.org/fhir/R4/search.html#reference).
-    Raises :class:`Invalid` (field ``patient``) when missing or empty.
+    ``/Patient/pt-0001`` (http://hl7.org/fhir/R4/search.html#reference), the
+    id made of FHIR id characters (:data:`PATIENT_SEARCH_PATTERN`). Raises
+    :class:`Invalid` (field ``patient``) when missing, empty or anything else.
     """
-    raw = (value or "").strip()
-    if "Patient/" in raw:
-        raw = raw.rsplit("Patient/", 1)[1]
-    if not raw or "/" in raw:
+    raw = value or ""
+    if not _PATIENT_SEARCH.fullmatch(raw):
         raise Invalid(
             "Search MedicationRequest by patient: ?patient=<ref>.",
             code="invalid_search",
             errors={"patient": ["Required: a patient reference such as Patient/pt-0001."]},
         )
-    return raw
+    return raw.rsplit("Patient/", 1)[-1]
 
 
 def parse_count(

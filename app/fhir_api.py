@@ -156,7 +156,9 @@ def search() -> Response:
     patient_ref, show_token = _view()
     patient = fhir.patient_ref_from_search(request.args.get("patient"))
     count = fhir.parse_count(request.args.get("_count"))
-    offset = fhir.parse_count(request.args.get("_offset"), name="_offset", default=0, maximum=10**9, clamp=False)
+    offset = fhir.parse_count(
+        request.args.get("_offset"), name="_offset", default=0, maximum=fhir.MAX_OFFSET, clamp=False
+    )
     base = _base_url()
     next_query = urlencode({"patient": patient, "_count": count, "_offset": offset + count})
     bundle = _audited_read(

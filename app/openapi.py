@@ -37,6 +37,7 @@ from app.directory_schemas import (
     RegionListSchema,
     RegionUpdateSchema,
 )
+from app.fhir import MAX_OFFSET, PATIENT_SEARCH_PATTERN
 from app.schemas import (
     MAX_ID,
     PrescriptionViewSchema,
@@ -539,11 +540,12 @@ def fhir_paths() -> dict[str, dict[str, Any]]:
     }
     offset_parameter = {
         "name": "_offset", "in": "query", "required": False, "description": "Matches to skip.",
-        "schema": {"type": "integer", "minimum": 0, "default": 0},
+        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0},
     }
     patient_parameter = {
         "name": "patient", "in": "query", "required": True,
-        "description": "`Patient/<ref>` or `<ref>`.", "schema": {"type": "string", "minLength": 1},
+        "description": "`Patient/<ref>`, `<ref>` or an absolute URL ending in `Patient/<ref>`.",
+        "schema": {"type": "string", "pattern": PATIENT_SEARCH_PATTERN},
     }
     return {
         f"{FHIR_BASE}/metadata": {
