@@ -67,7 +67,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from fhir.resources.bundle import Bundle
@@ -89,7 +89,7 @@ from app.models import (
     StatusHistory,
 )
 from app.services.errors import Invalid, NotFound
-from app.services.prescription_reads import Viewer, aggregated, find_row, view_select
+from app.services.prescription_reads import Viewer, aggregated, as_utc, find_row, view_select
 from connector.statuses import LIFECYCLE, can_advance
 
 FHIR_JSON = "application/fhir+json"
@@ -316,11 +316,6 @@ class HistoryFacts:
     event_id: str | None
 
 
-def _utc(value: Any) -> datetime:
-    parsed = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-
-
 @dataclass(frozen=True)
 class Loaded:
     """A prescription read in one query: its facts, lines (by position) and history (append order)."""
@@ -360,8 +355,8 @@ class Loaded:
                 id=h["id"],
                 from_status=h["from_status"],
                 to_status=h["to_status"],
-                occurred_at=_utc(h["occurred_at"]),
-                received_at=_utc(h["received_at"]),
+                occurred_at=as_utc(h["occurred_at"]),
+                received_at=as_utc(h["received_at"]),
                 source=h["source"],
                 event_id=h["event_id"],
             )

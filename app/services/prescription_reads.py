@@ -34,6 +34,7 @@ from app.models import (
     PrescriptionMedicine,
     StatusHistory,
 )
+from app.services.pharmacies import one_line_address
 from connector.statuses import rank
 
 # Column names of the medicine lines and history entries inside the JSON aggregates.
@@ -216,18 +217,22 @@ def patient_page(session: Session, *, viewer: Viewer, subject: str, limit: int, 
     return RowPage(rows=(), total=int(counted[1]), patient_found=True)
 
 
-def iso(value: datetime | str | None) -> str | None:
-    """Return ``value`` as ISO 8601 UTC with ``Z`` (``2026-11-20T10:15:08Z``), or None.
+def as_utc(value: datetime | str) -> datetime:
+    """Return ``value`` as an aware UTC datetime.
 
     Accepts an aware datetime, or the text a JSON aggregate carries: PostgreSQL
     renders ``timestamptz`` with its offset, SQLite stores naive UTC text.
     """
+    parsed = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def iso(value: datetime | str | None) -> str | None:
+    """Return ``value`` (as :func:`as_utc` takes it) as ISO 8601 UTC with ``Z``
+    (``2026-11-20T10:15:08Z``), or None."""
     if value is None:
         return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return value.isoformat().replace("+00:00", "Z")
+    return as_utc(value).isoformat().replace("+00:00", "Z")
 
 
 def aggregated(value: Any) -> list[dict[str, Any]]:
@@ -292,9 +297,8 @@ def view_from_row(row: Any, *, viewer: Viewer) -> dict[str, Any]:
             {
                 "id": row["pharmacy_id"],
                 "name": row["pharmacy_name"],
-                "address": (
-                    f"{row['pharmacy_address_line1']}, {row['pharmacy_city']} "
-                    f"{row['pharmacy_post_code']}"
+                "address": one_line_address(
+                    row["pharmacy_address_line1"], row["pharmacy_city"], row["pharmacy_post_code"]
                 ),
             }
             if row["pharmacy_id"] is not None
