@@ -21,6 +21,7 @@ from flask.cli import AppGroup, with_appcontext
 
 from app import queue_wakeup
 from app.config import Settings
+from app.connection_names import broker_unreachable
 from app.events.amqp import BROKER_ERRORS, delete_topology, queue_exists
 from app.events.notify import (
     NotifyConfig,
@@ -132,7 +133,7 @@ def dlq_list(as_json: bool) -> None:
     try:
         letters = list_dead_letters(notify_config(services().settings))
     except BROKER_ERRORS as exc:
-        raise click.ClickException(f"RabbitMQ unreachable ({type(exc).__name__})") from None
+        raise click.ClickException(broker_unreachable(exc, services().settings.amqp_url)) from None
     for letter in letters:
         item = {"message_id": letter.message_id, "routing_key": letter.routing_key,
                 "reason": letter.reason, "deaths": letter.deaths}
@@ -152,7 +153,7 @@ def dlq_replay(message_ids: tuple[str, ...], replay_all: bool) -> None:
         replayed = replay_dead_letters(notify_config(services().settings),
                                        message_ids=None if replay_all else set(message_ids))
     except BROKER_ERRORS as exc:
-        raise click.ClickException(f"RabbitMQ unreachable ({type(exc).__name__})") from None
+        raise click.ClickException(broker_unreachable(exc, services().settings.amqp_url)) from None
     missing = set(message_ids) - set(replayed)
     for message_id in replayed:
         click.echo(f"replayed {message_id}")
@@ -174,7 +175,7 @@ def notify_wait_ready(timeout_s: float) -> None:
                 click.echo(f"queue {config.queue} is ready")
                 return
         except BROKER_ERRORS as exc:
-            raise click.ClickException(f"RabbitMQ unreachable at AMQP_URL ({type(exc).__name__})") from None
+            raise click.ClickException(broker_unreachable(exc, config.amqp_url)) from None
         if time.monotonic() >= deadline:
             raise click.ClickException(f"queue {config.queue} was not declared within {timeout_s:g} s (NOTIFY_QUEUE)")
         time.sleep(0.3)
@@ -194,7 +195,7 @@ def events_teardown() -> None:
         delete_topology(config.amqp_url, exchanges=(config.exchange, config.dlx),
                         queues=(config.queue, config.dlq))
     except BROKER_ERRORS as exc:
-        raise click.ClickException(f"RabbitMQ unreachable at AMQP_URL ({type(exc).__name__})") from None
+        raise click.ClickException(broker_unreachable(exc, config.amqp_url)) from None
     click.echo(f"deleted {config.exchange}, {config.dlx}, {config.queue} and its dead-letter queue")
 
 
