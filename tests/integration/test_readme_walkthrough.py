@@ -53,7 +53,7 @@ def section_blocks(readme: str, heading: str = SECTION) -> list[list[str]]:
 
 def test_section_blocks_reads_continuations_and_subsections():
     text = "## Running the service\n\nText\n\n    a \\\n      b\n    c\n\n### Sub\n\n    d\n\n## Next\n\n    e\n"
-    assert section_blocks(text) == [["a       b", "c"], ["d"]]
+    assert section_blocks(text) == [["a    b", "c"], ["d"]]
 
 
 @pytest.fixture
