@@ -58,6 +58,11 @@ ACTIONS = frozenset(
         "replay",
         "reconcile",
         "reconcile-applied",
+        # Reads answered 304 (If-None-Match matched): still an access, so still a row.
+        "read-not-modified",
+        "list-not-modified",
+        # A support/service lookup by reference or platform token that found nothing.
+        "lookup",
     }
 )
 EXPORT_FORMAT = "erx-audit-export/1"

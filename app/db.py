@@ -85,6 +85,35 @@ class Database:
         with self.sessionmaker() as session, session.begin():
             yield session
 
+    @contextmanager
+    def read_session(self, *, autocommit: bool = True) -> Iterator[Session]:
+        """Yield a session for a read and its audit row, in as few round trips as the driver allows.
+
+        PostgreSQL with ``autocommit``: psycopg2's client-side autocommit flag
+        (no round trip) is set for the block, so each statement commits on its
+        own and no ``BEGIN``/``COMMIT`` is sent: a read (one SELECT) plus a
+        one-INSERT audit append is two round trips, and the INSERT has
+        committed before the answer is sent. Only for blocks whose writes are
+        each one statement: nothing spans two statements. Without
+        ``autocommit``, and on SQLite, this is :meth:`session` (one
+        transaction). The flag is cleared before the connection returns to the
+        pool. Errors propagate.
+        """
+        if not (autocommit and self.is_postgres):
+            with self.session() as session:
+                yield session
+            return
+        with self.engine.connect() as conn:
+            dbapi_conn = conn.connection.dbapi_connection
+            dbapi_conn.autocommit = True  # type: ignore[union-attr]
+            try:
+                with Session(bind=conn, expire_on_commit=False) as session:
+                    yield session
+                    session.commit()  # flushes pending rows; psycopg2 sends no COMMIT in autocommit
+            finally:
+                if not dbapi_conn.closed:  # type: ignore[union-attr]  # invalidated on a disconnect
+                    dbapi_conn.autocommit = False  # type: ignore[union-attr]
+
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()

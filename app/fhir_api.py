@@ -1,12 +1,19 @@
 """The read-only FHIR R4 endpoints (``/fhir/R4``), speaking ``application/fhir+json``.
 
+    GET /fhir/R4/metadata                          the CapabilityStatement (no token needed)
     GET /fhir/R4/MedicationRequest/<id>            read (id: "<prescription id>-<line>")
     GET /fhir/R4/MedicationRequest?patient=<ref>   search: a searchset Bundle (_count, _offset)
     GET /fhir/R4/MedicationRequest/<id>/_history   history: a history Bundle from the status history
+    GET /fhir/R4/Patient/<ref>                     the subject (identity only; a patient: own only)
+    GET /fhir/R4/Practitioner/<id>                 the requester (a prescriber)
+    GET /fhir/R4/Organization/<id>                 the dispensing pharmacy
 
-Same roles as the API: a patient sees only their own prescriptions (another
-patient's reads as 404), support and service see all; only support sees the
-platform token. Every error, including the 401/403 of the bearer check and
+Same roles and the same platform-token rule as the API: a patient sees only
+their own prescriptions (another patient's reads as 404), support and service
+see all, and only support and service see the platform token (an
+``identifier``). A bare prescription id or our reference in place of a
+MedicationRequest id answers 404 with the ids that exist. Each read is one
+query plus its audit row (no lock, no lazy load). Every error, including the 401/403 of the bearer check and
 unknown paths under ``/fhir/R4``, is an ``OperationOutcome`` with the matching
 HTTP status (http://hl7.org/fhir/R4/http.html#Status-Codes). Translation lives
 in ``app/fhir.py``; this module only parses the request and picks the caller's view.
@@ -24,12 +31,15 @@ from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from app import fhir
-from app.access_audit import record_access
 from app.connection_names import url_location
 from app.errors import ApiError
 from app.extensions import services
 from app.identity import current_identity, require_roles
+from app.read_access import AUDIT_APPEND_IS_ONE_STATEMENT, append_read_audit
 from app.services.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, Unavailable
+
+# The CapabilityStatement's software version: the API's major version.
+API_VERSION = "1"
 
 log = logging.getLogger("app.fhir_api")
 
@@ -99,9 +109,19 @@ def _unexpected(exc: Exception) -> Response:
 
 
 def _view() -> tuple[str | None, bool]:
-    """The caller's view: the only patient they may see (None: all) and whether the platform token shows."""
+    """The caller's view: the only patient they may see (None: all) and whether the platform token
+    shows (support and service, as in the API)."""
     identity = current_identity()
-    return (identity.subject if identity.role == "patient" else None), identity.role == "support"
+    return (identity.subject if identity.role == "patient" else None), identity.role in ("support", "service")
+
+
+def _audited_read(action: str, build: Any, ids_of: Any) -> Any:
+    """Return ``build(session)``, with one ``action`` audit row per prescription id of
+    ``ids_of(result)``, in the read's own session (one query plus the audit append)."""
+    with services().db.read_session(autocommit=AUDIT_APPEND_IS_ONE_STATEMENT) as session:
+        result = build(session)
+        append_read_audit(session, action, ids_of(result))
+    return result
 
 
 def _listed_prescriptions(bundle: Any) -> list[int]:
@@ -123,11 +143,13 @@ def _base_url() -> str:
 def read(resource_id: str) -> Response:
     """Return one MedicationRequest (``ETag`` and ``meta.versionId``: its history length)."""
     patient_ref, show_token = _view()
-    with services().db.session() as session:
-        resource = fhir.read_medication_request(
+    resource = _audited_read(
+        "fhir-read",
+        lambda session: fhir.read_medication_request(
             session, resource_id, patient_ref=patient_ref, show_platform_token=show_token
-        )
-    record_access("fhir-read", fhir.parse_resource_id(resource_id)[0])
+        ),
+        lambda found: [fhir.parse_resource_id(found.id)[0]],
+    )
     headers = {"ETag": f'W/"{resource.meta.versionId}"'} if resource.meta and resource.meta.versionId else {}
     return _fhir_response(resource, headers=headers)
 
@@ -142,8 +164,9 @@ def search() -> Response:
     offset = fhir.parse_count(request.args.get("_offset"), name="_offset", default=0, maximum=10**9, clamp=False)
     base = _base_url()
     next_query = urlencode({"patient": patient, "_count": count, "_offset": offset + count})
-    with services().db.session() as session:
-        bundle = fhir.search_medication_requests(
+    bundle = _audited_read(
+        "fhir-search",
+        lambda session: fhir.search_medication_requests(
             session,
             patient=patient,
             base_url=base,
@@ -153,8 +176,9 @@ def search() -> Response:
             offset=offset,
             patient_ref=patient_ref,
             show_platform_token=show_token,
-        )
-    record_access("fhir-search", *_listed_prescriptions(bundle))
+        ),
+        _listed_prescriptions,
+    )
     return _fhir_response(bundle)
 
 
@@ -163,8 +187,10 @@ def search() -> Response:
 def history(resource_id: str) -> Response:
     """Return the history Bundle of one MedicationRequest, newest version first."""
     patient_ref, show_token = _view()
-    with services().db.session() as session:
-        bundle = fhir.medication_request_history(
+    history_of: list[int] = []
+
+    def build(session: Any) -> Any:
+        bundle, prescription_id = fhir.medication_request_history(
             session,
             resource_id,
             base_url=_base_url(),
@@ -172,8 +198,45 @@ def history(resource_id: str) -> Response:
             patient_ref=patient_ref,
             show_platform_token=show_token,
         )
-    record_access("fhir-history", fhir.parse_resource_id(resource_id)[0])
+        history_of.append(prescription_id)
+        return bundle
+
+    bundle = _audited_read("fhir-history", build, lambda _: history_of)
     return _fhir_response(bundle)
+
+
+@bp.get("/metadata")
+def metadata() -> Response:
+    """The ``CapabilityStatement``: what this server supports. No token: FHIR clients call it first."""
+    return _fhir_response(fhir.capability_statement(base_url=_base_url(), software_version=API_VERSION))
+
+
+@bp.get("/Patient/<ref>")
+@require_roles("patient", "support", "service")
+def patient(ref: str) -> Response:
+    """Return ``Patient/<ref>`` (identity only); a patient reads only their own (another's is 404)."""
+    patient_ref, _ = _view()
+    with services().db.read_session() as session:
+        resource = fhir.read_patient(session, ref, patient_ref=patient_ref)
+    return _fhir_response(resource)
+
+
+@bp.get("/Practitioner/<practitioner_id>")
+@require_roles("patient", "support", "service")
+def practitioner(practitioner_id: str) -> Response:
+    """Return ``Practitioner/<id>``: a prescriber's id and name."""
+    with services().db.read_session() as session:
+        resource = fhir.read_practitioner(session, practitioner_id)
+    return _fhir_response(resource)
+
+
+@bp.get("/Organization/<organization_id>")
+@require_roles("patient", "support", "service")
+def organization(organization_id: str) -> Response:
+    """Return ``Organization/<id>``: a pharmacy's name, address and platform branch id."""
+    with services().db.read_session() as session:
+        resource = fhir.read_organization(session, organization_id)
+    return _fhir_response(resource)
 
 
 @bp.route("/", defaults={"rest": ""}, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"])

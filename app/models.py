@@ -210,7 +210,11 @@ class Prescription(Base):
     medicines: Mapped[list[PrescriptionMedicine]] = relationship(
         order_by="PrescriptionMedicine.position", back_populates="prescription"
     )
-    __table_args__ = (Index("ix_prescriptions_status_last_event", "status", "last_event_at"),)
+    __table_args__ = (
+        Index("ix_prescriptions_status_last_event", "status", "last_event_at"),
+        # A patient's list, newest first (GET /api/v1/me/prescriptions, FHIR search by patient).
+        Index("ix_prescriptions_patient_created", "patient_id", "created_at", "id"),
+    )
 
 
 class PrescriptionMedicine(Base):
@@ -255,6 +259,8 @@ class StatusHistory(Base):
     source: Mapped[str] = mapped_column(String(16))
     event_id: Mapped[str | None] = mapped_column(String(100), unique=True)
     detail: Mapped[str | None] = mapped_column(Text)
+    # Who did an operator step such as a void ("support:<subject>"); None for everything else.
+    actor: Mapped[str | None] = mapped_column(String(240))
     __table_args__ = (
         Index(
             "uq_history_lifecycle_step",

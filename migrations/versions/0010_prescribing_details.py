@@ -1,7 +1,7 @@
 """clinics: address, phone; prescribers: registration body and number, address; medicines: unit of measure
 
 Revision ID: 0010
-Revises: 0007
+Revises: 0009
 Create Date: 2026-12-07
 
 The Region A PDF carries what a private prescription must (Human Medicines
@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0010"
-down_revision: str | None = "0007"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
