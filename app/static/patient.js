@@ -135,10 +135,10 @@
   async function loadPrescriptions() {
     const page = await Erx.api("GET", "/api/v1/me/prescriptions?per_page=20");
     const items = page.items || [];
-    // Medicines and prescriber come from each prescription's own view; a missing one still lists.
-    const details = await Promise.all(
-      items.map((rx) => Erx.api("GET", `/api/v1/prescriptions/${rx.id}`).catch(() => null)),
-    );
+    // Each item carries its view (medicines, prescriber); an older service sends a summary
+    // only, so those are fetched one by one, and a missing one still lists.
+    const details = await Promise.all(items.map((rx) => (rx.medicines
+      ? rx : Erx.api("GET", `/api/v1/prescriptions/${rx.id}`).catch(() => null))));
     const list = $("prescriptions");
     list.replaceChildren();
     $("rx-loading").hidden = true;
