@@ -1,7 +1,9 @@
 """Operator commands: ``flask --app app <command>``. Each parses, calls a service, prints.
 
-seed, prescribers set-credentials, clinics verify, worker, outbox list-dead /
-requeue, webhooks replay, reconcile. Output names ids and statuses only. A
+seed, prescribers set-credentials / list, clinics verify, worker, outbox
+list-dead / list-blocked / requeue, webhooks list / replay, reconcile. Every
+``--json`` output is ONE JSON document (an array, ``[]`` when empty), so that
+``jq`` and scripts read it whole. Output names ids and statuses only. A
 command that fails prints ONE line naming the cause (the setting, URL or
 prescriber at fault) and exits non-zero, never a traceback: services raise
 domain errors (``app.services.errors``) and :func:`_one_line_failures` turns
@@ -21,6 +23,7 @@ from flask.cli import AppGroup, with_appcontext
 from sqlalchemy.exc import OperationalError
 
 from app import audit_cli, identity_cli, keys_cli
+from app.connection_names import url_location
 from app.db import utcnow
 from app.extensions import services
 from app.seeding import run_seed_scripts
@@ -28,8 +31,21 @@ from app.services.credentials import credential_cipher, store_credentials, verif
 from app.services.dead_letters import list_blocked, list_dead, requeue
 from app.services.errors import DomainError
 from app.services.mail import confirm_sent
+from app.services.operator_lists import list_inbox, list_prescribers
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _print_rows(rows: list[dict[str, Any]], *, as_json: bool, empty: str) -> None:
+    """Print ``rows``: one JSON array (``[]`` when empty) with ``as_json``, else one
+    ``key=value`` line per row, or ``empty`` when there are none."""
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        click.echo("  ".join(f"{k}={v}" for k, v in row.items()))
+    if not rows:
+        click.echo(empty)
 
 
 def _one_line_failures(command: F) -> F:
@@ -44,7 +60,10 @@ def _one_line_failures(command: F) -> F:
         except OperationalError as exc:
             # The URL may carry a password: name the setting, not its value.
             reason = type(exc.orig).__name__ if exc.orig is not None else "OperationalError"
-            raise click.ClickException(f"cannot reach the database at DATABASE_URL ({reason})") from None
+            where = url_location(services().settings.database_url)
+            raise click.ClickException(
+                f"cannot reach the database at {where} (DATABASE_URL): {reason}"
+            ) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -89,8 +108,17 @@ def set_credentials(email: str, password: str, pin: str, verify: bool) -> None:
             verify_credentials(
                 svc.db, client, email, password=password, pin=pin, base_url=svc.settings.erx_base_url
             )
-    prescriber_id = store_credentials(svc.db, cipher, email, password=password, pin=pin, now=utcnow())
-    click.echo(f"credentials stored for prescriber {prescriber_id}" + (" (verified)" if verify else ""))
+    store_credentials(svc.db, cipher, email, password=password, pin=pin, now=utcnow())
+    click.echo(f"credentials stored for prescriber {email}" + (" (verified)" if verify else ""))
+
+
+@prescribers.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array.")
+@_one_line_failures
+def list_prescribers_command(as_json: bool) -> None:
+    """List prescribers: login, name, clinic, and whether credentials are stored, blocked or missing."""
+    rows = [row.as_dict() for row in list_prescribers(services().db)]
+    _print_rows(rows, as_json=as_json, empty="no prescribers (run `flask --app app seed`)")
 
 
 clinics = AppGroup("clinics", help="Clinic id mapping.")
@@ -158,32 +186,24 @@ outbox = AppGroup("outbox", help="The dispatch outbox and its dead letters.")
 
 
 @outbox.command("list-dead")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array.")
 @_one_line_failures
 def list_dead_command(as_json: bool) -> None:
     """List dead-lettered sends: outbox id, prescription id, reference, attempts, last error."""
-    letters = list_dead(services().db)
-    for letter in letters:
-        item = letter.as_dict()
-        click.echo(json.dumps(item) if as_json else "  ".join(f"{k}={v}" for k, v in item.items()))
-    if not letters and not as_json:
-        click.echo("no dead letters")
+    rows = [letter.as_dict() for letter in list_dead(services().db)]
+    _print_rows(rows, as_json=as_json, empty="no dead letters")
 
 
 @outbox.command("list-blocked")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array.")
 @_one_line_failures
 def list_blocked_command(as_json: bool) -> None:
     """List sends parked because the platform refused their prescriber's login.
 
     They resume by themselves once `prescribers set-credentials` stores new credentials.
     """
-    blocked = list_blocked(services().db)
-    for send in blocked:
-        item = send.as_dict()
-        click.echo(json.dumps(item) if as_json else "  ".join(f"{k}={v}" for k, v in item.items()))
-    if not blocked and not as_json:
-        click.echo("no sends blocked on credentials")
+    rows = [send.as_dict() for send in list_blocked(services().db)]
+    _print_rows(rows, as_json=as_json, empty="no sends blocked on credentials")
 
 
 @outbox.command("requeue")
@@ -205,6 +225,20 @@ def confirm_sent_command(outbox_id: int) -> None:
 
 
 webhooks_group = AppGroup("webhooks", help="The webhook inbox.")
+
+
+@webhooks_group.command("list")
+@click.option("--dead", is_flag=True, help="Only dead events (processing gave up; `webhooks replay`).")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON array.")
+@_one_line_failures
+def list_webhooks_command(dead: bool, limit: int, as_json: bool) -> None:
+    """List stored webhook events, newest first: ids, type, state, attempts, times, last error.
+
+    Bodies are never printed (they can carry patient details).
+    """
+    rows = [row.as_dict() for row in list_inbox(services().db, dead=dead, limit=limit)]
+    _print_rows(rows, as_json=as_json, empty="no dead webhook events" if dead else "no webhook events")
 
 
 @webhooks_group.command("replay")

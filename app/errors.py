@@ -17,6 +17,8 @@ from flask import Flask, Response, jsonify
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
+from app.connection_names import url_location
+from app.extensions import services
 from app.services.errors import (
     Conflict,
     DomainError,
@@ -119,7 +121,11 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(OperationalError)
     def _db_down(exc: OperationalError) -> tuple[Response, int]:
         # The database is unreachable or locked: the caller may retry; nothing was stored.
-        log.error("database unavailable: %s", type(exc.orig).__name__ if exc.orig else "unknown")
+        log.error(
+            "database unavailable: %s at %s",
+            type(exc.orig).__name__ if exc.orig else "unknown",
+            url_location(services().settings.database_url),
+        )
         response, status = error_response(
             503, "database_unavailable", "The service cannot reach its database; retry later."
         )

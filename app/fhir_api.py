@@ -31,6 +31,7 @@ from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from app import fhir
+from app.connection_names import url_location
 from app.errors import ApiError
 from app.extensions import services
 from app.identity import current_identity, require_roles
@@ -90,7 +91,11 @@ def _http_error(exc: HTTPException) -> Response:
 
 @bp.errorhandler(OperationalError)
 def _db_down(exc: OperationalError) -> Response:
-    log.error("database unavailable: %s", type(exc.orig).__name__ if exc.orig else "unknown")
+    log.error(
+        "database unavailable: %s at %s",
+        type(exc.orig).__name__ if exc.orig else "unknown",
+        url_location(services().settings.database_url),
+    )
     response = _outcome(503, "database_unavailable", "The service cannot reach its database; retry later.")
     response.headers["Retry-After"] = "5"
     return response

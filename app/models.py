@@ -84,6 +84,9 @@ class Clinic(Base):
     display_id: Mapped[str] = mapped_column(String(32), unique=True)
     platform_id: Mapped[int] = mapped_column(Integer, unique=True)
     name: Mapped[str] = mapped_column(String(200))
+    # Printed on the Region A prescription (Human Medicines Regulations 2012, reg. 217).
+    address: Mapped[str | None] = mapped_column(String(300))
+    phone: Mapped[str | None] = mapped_column(String(32))
     # Set by `flask clinics verify` once the platform confirmed the mapping.
     verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     __table_args__ = (
@@ -110,7 +113,18 @@ class Prescriber(Base):
     # is attempted for this prescriber and their sends wait in blocked_credentials.
     credentials_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     credentials_refused_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The professional register (GMC, GPhC or NMC), its number and the practice address the
+    # Region A prescription carries (Human Medicines Regulations 2012, reg. 217).
+    registration_body: Mapped[str | None] = mapped_column(String(8))
+    registration_number: Mapped[str | None] = mapped_column(String(16))
+    address: Mapped[str | None] = mapped_column(String(300))
     clinic: Mapped[Clinic] = relationship()
+    __table_args__ = (
+        CheckConstraint(
+            "registration_body IS NULL OR registration_body IN ('GMC', 'GPhC', 'NMC')",
+            name="registration_body_known",
+        ),
+    )
 
     def __repr__(self) -> str:
         return f"<Prescriber id={self.id}>"
@@ -166,6 +180,8 @@ class Medicine(Base):
     controlled_schedule: Mapped[str | None] = mapped_column(String(4))
     default_qty: Mapped[int] = mapped_column(Integer)
     default_directions: Mapped[str] = mapped_column(String(300))
+    # dm+d unit of measure of a quantity of this VMP ("tablet", "ml", ...): "28" alone is ambiguous.
+    unit_of_measure: Mapped[str | None] = mapped_column(String(60))
 
 
 class Prescription(Base):

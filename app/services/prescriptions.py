@@ -223,8 +223,8 @@ def presend_errors(
         prescriber = prescription.prescriber
         if not prescriber.password_enc or not prescriber.pin_enc:
             errors["prescriber"] = [
-                f"Prescriber {prescriber.id} has no stored platform credentials: store them with "
-                "`flask --app app prescribers set-credentials <login email>`."
+                f"Prescriber {prescriber.email} has no stored platform credentials: store them with "
+                f"`flask --app app prescribers set-credentials {prescriber.email}`."
             ]
     return errors
 

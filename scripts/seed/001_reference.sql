@@ -140,3 +140,26 @@ INSERT INTO patients (external_ref, region_code, first_name, last_name, gender, 
   ('pt-0023', 'A', 'Erin', 'Stewart', 'female', '1997-08-29', 'erin.stewart@patient.example.test', '07700 900191', '25 Church Street', '', 'Portadown', 'BT62 3LQ', 'United Kingdom'),
   ('pt-0024', 'A', 'Patrick', 'Moore', 'male', '1980-05-05', 'patrick.moore@patient.example.test', '07700 900202', '10 Castle Street', '', 'Newry', 'BT34 1DN', 'United Kingdom')
 ON CONFLICT DO NOTHING;
+
+-- What the Region A prescription prints (Human Medicines Regulations 2012, reg. 217):
+-- the clinic's address and telephone, each prescriber's register (GMC, GPhC or NMC),
+-- number and practice address, and each VMP's dm+d unit of measure. UPDATEs, so that a
+-- database seeded before these columns existed gets them on the next `flask seed`.
+-- Registration numbers are fictional; the telephone is in Ofcom's drama range.
+UPDATE clinics SET address = '10 Harley Street, London W1G 9PF', phone = '020 7946 0123'
+  WHERE display_id = '201334' AND address IS NULL;
+UPDATE prescribers SET registration_body = 'GMC', registration_number = '7012345',
+  address = '10 Harley Street, London W1G 9PF'
+  WHERE platform_prescriber_id = 5531 AND registration_number IS NULL;
+UPDATE prescribers SET registration_body = 'GMC', registration_number = '7023456',
+  address = '10 Harley Street, London W1G 9PF'
+  WHERE platform_prescriber_id = 5532 AND registration_number IS NULL;
+UPDATE medicines SET unit_of_measure = 'pre-filled disposable injection'
+  WHERE seq_no BETWEEN 1 AND 5 AND unit_of_measure IS NULL;
+UPDATE medicines SET unit_of_measure = 'capsule' WHERE seq_no IN (6, 8, 19) AND unit_of_measure IS NULL;
+UPDATE medicines SET unit_of_measure = 'gastro-resistant capsule' WHERE seq_no = 9 AND unit_of_measure IS NULL;
+UPDATE medicines SET unit_of_measure = 'tablet'
+  WHERE seq_no IN (7, 10, 11, 14, 15, 16, 17, 20) AND unit_of_measure IS NULL;
+UPDATE medicines SET unit_of_measure = 'inhaler' WHERE seq_no = 12 AND unit_of_measure IS NULL;
+UPDATE medicines SET unit_of_measure = 'orodispersible tablet' WHERE seq_no = 13 AND unit_of_measure IS NULL;
+UPDATE medicines SET unit_of_measure = 'ml' WHERE seq_no = 18 AND unit_of_measure IS NULL;

@@ -100,3 +100,68 @@ def test_the_same_snapshot_and_date_give_the_same_bytes() -> None:
     assert render_prescription_pdf(snapshot(), created_at=at).content == render_prescription_pdf(
         snapshot(), created_at=at
     ).content
+
+
+def test_the_pdf_carries_what_regulation_217_and_a_pharmacist_need() -> None:
+    """Human Medicines Regulations 2012, reg. 217, plus what a UK pharmacist checks."""
+    full = snapshot(
+        prescribed_on=date(2026, 12, 2),
+        patient_date_of_birth=date(2016, 12, 3),  # 9 the day before their 10th birthday
+        clinic_address="10 Harley Street, London W1G 9PF",
+        clinic_phone="020 7946 0123",
+        prescriber_registration_body="GMC",
+        prescriber_registration_number="7012345",
+        prescriber_address="10 Harley Street, London W1G 9PF",
+        audit_reference="rx-000017/17",
+        medicines=(
+            MedicineItem("323509004", "Amoxicillin 500mg capsules", 21, "One capsule three times a day",
+                         strength="500mg", form="capsule", unit="capsule"),
+            MedicineItem("322503009", "Morphine sulfate 10mg/5ml oral solution", 100, "5ml every four hours",
+                         strength="10mg/5ml", form="oral solution", unit="ml"),
+            MedicineItem("320176004", "Salbutamol 100micrograms/dose inhaler CFC free", 1, "Two puffs",
+                         strength="100micrograms/dose", form="pressurised inhalation", unit="inhaler"),
+        ),
+    )
+    text = text_of(render_prescription_pdf(full).content)
+    for label, expected in {
+        "prescriber's name": "Dr Alice Jones",
+        "registration body and number": "GMC 7012345",
+        "prescriber's address": "Address 10 Harley Street, London W1G 9PF",
+        "clinic": "Harley Street Clinic",
+        "clinic's address": "Clinic address 10 Harley Street, London W1G 9PF",
+        "clinic's telephone": "020 7946 0123",
+        "date": "Date 02 December 2026",
+        "patient's name": "Zoë Ó'Brien",
+        "patient's address": "12 Ormeau Road, Belfast BT7 1EB",
+        "date of birth and age": "03 December 2016 (age 9)",
+        "strength, form": "500mg, capsule",
+        "quantity with unit": "21 capsules",
+        "liquid in ml": "100 ml",
+        "single unit": "1 inhaler",
+        "directions": "One capsule three times a day",
+        "signature statement": "Issued electronically by erx-connector on behalf of Dr Alice Jones (GMC 7012345)",
+        "no wet signature": "It carries no handwritten signature",
+        "audit reference": "Audit reference: rx-000017/17",
+    }.items():
+        assert expected in text, label
+
+
+def test_snapshot_from_the_seeded_database_fills_every_field(seeded) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import select
+
+    from app.models import Pharmacy, Prescription
+    from app.services.prescription_pdf import prescription_snapshot
+
+    with seeded.session() as s:
+        rx = s.scalars(select(Prescription).where(Prescription.reference == "rx-000002")).one()
+        rx.pharmacy = s.scalars(select(Pharmacy).where(Pharmacy.region_code == "A")).first()
+        snap = prescription_snapshot(rx)
+        s.rollback()
+    assert snap.prescriber_registration_body in ("GMC", "GPhC", "NMC")
+    assert snap.prescriber_registration_number.isdigit()
+    assert snap.prescriber_address and snap.clinic_address and snap.clinic_phone
+    assert snap.audit_reference.startswith("rx-000002/")
+    assert snap.medicines and all(m.unit and m.strength and m.form for m in snap.medicines)
+    text = text_of(render_prescription_pdf(snap).content)
+    assert "not recorded" not in text
+    assert snap.medicines[0].quantity_text() in text

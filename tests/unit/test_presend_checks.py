@@ -175,6 +175,8 @@ def test_region_b_prescriber_without_credentials_is_told_how_to_store_them(app, 
     message = refused(send(app, client, seeded, "rx-000001"), "prescriber")
 
     assert "set-credentials" in message
+    # Named by login, as `prescribers list` shows it, never by an internal id.
+    assert "dr.patel@example.test" in message and "Prescriber 2 " not in message
     assert written(seeded) == before
 
 
