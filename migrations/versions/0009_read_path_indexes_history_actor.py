@@ -1,7 +1,7 @@
 """prescriptions: index for a patient's list; status history: who did an operator step
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 Create Date: 2026-12-07
 
 ``GET /api/v1/me/prescriptions`` and the FHIR search by patient filter

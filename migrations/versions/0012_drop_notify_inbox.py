@@ -1,7 +1,7 @@
 """notify_inbox leaves the service: the reference consumer keeps its own table
 
 Revision ID: 0012
-Revises: 0007
+Revises: 0010
 Create Date: 2026-12-07
 
 The reference notification consumer is now the separate ``notifier`` package,
