@@ -32,7 +32,7 @@ from sqlalchemy import Engine
 
 from contracts.event_schemas import ContractError, validate_event
 from contracts.event_topology import EventTopology, declare, event_topology
-from notifier.broker import BROKER_ERRORS, close_quietly, connect
+from notifier.broker import BROKER_ERRORS, close_quietly, connect, unreachable
 from notifier.mailer import Notice
 from notifier.settings import NotifierSettings
 from notifier.store import patient_email, record_once
@@ -223,8 +223,8 @@ class NotifyConsumer:
                     rand=self.rand,
                 )
                 log.warning(
-                    "broker unavailable (%s); reconnect %d in %.2f s",
-                    type(exc).__name__,
+                    "%s; reconnect %d in %.2f s",
+                    unreachable(self.settings.amqp_url, exc),
                     failures,
                     delay,
                 )

@@ -102,7 +102,11 @@ class ConfirmingChannel:
             on_open_error_callback=self._on_open_error,
             on_close_callback=self._on_connection_closed,
         )
-        self._run_until(lambda: self._selected, what="connection and confirm.select")
+        try:
+            self._run_until(lambda: self._selected, what="connection and confirm.select")
+        except BaseException:
+            self.close()
+            raise
 
     # -- callbacks (run inside the I/O loop) ------------------------------------------
 
@@ -278,17 +282,23 @@ class ConfirmingChannel:
         return acked, nacked
 
     def close(self) -> None:
-        """Close the connection (briefly waiting for the broker's close-ok); errors are ignored."""
-        if self.connection.is_closed:
-            return
-        # A dead socket or a broker gone away: nothing left to close politely.
+        """Close the connection (briefly waiting for the broker's close-ok) and release its I/O loop.
+
+        Errors are ignored: a dead socket or a broker gone away leaves nothing to
+        close politely. Safe to call more than once.
+        """
         with contextlib.suppress(Exception):
-            if self.connection.is_open:
+            if not (self.connection.is_closed or self.connection.is_closing):
                 self.connection.close()
             self._error = None
-            self._run_until(
-                lambda: self.connection.is_closed, what="connection.close", timeout_s=2.0
-            )
+            if not self.connection.is_closed:
+                self._run_until(
+                    lambda: self.connection.is_closed, what="connection.close", timeout_s=2.0
+                )
+        # Each connection has its own I/O loop, holding a socket pair for wake-ups:
+        # without this, every reconnect during an outage would leak two descriptors.
+        with contextlib.suppress(Exception):
+            self.connection.ioloop.close()
 
 
 def queue_exists(url: str, queue: str) -> bool:

@@ -38,7 +38,12 @@ from sqlalchemy.orm import aliased
 
 from app import queue_wakeup
 from app.db import Database, utcnow
-from app.events.amqp import BROKER_ERRORS, ConfirmingChannel, connection_parameters
+from app.events.amqp import (
+    BROKER_ERRORS,
+    ConfirmingChannel,
+    connection_parameters,
+    unreachable,
+)
 from app.events.contract import ContractError, validate_event
 from app.models import EventOutbox
 from app.queue import (
@@ -394,7 +399,8 @@ class EventPublisher:
                     self.close()
                     delay = self.retry.delay_s(failures + 1)
                     failures += 1
-                    log.warning("broker unavailable (%s); retry %d in %.2f s", type(exc).__name__, failures, delay)
+                    log.warning("%s; retry %d in %.2f s", unreachable(self.config.amqp_url, exc),
+                                failures, delay)
                     self.stop.wait(delay)
                     continue
                 except Exception as exc:  # noqa: BLE001 - e.g. the database restarting: back off, go on

@@ -314,12 +314,13 @@ def test_dlq_commands_fail_in_one_line_naming_host_and_port_when_the_broker_is_u
     )
 
 
-def test_events_wait_in_the_outbox_while_the_broker_is_down(seeded, tmp_path, db_url):
+def test_events_wait_in_the_outbox_while_the_broker_is_down(seeded, tmp_path, db_url, caplog):
     from scripts.stack import free_port
 
+    port = free_port()
     settings = event_settings(
         db_url,
-        f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F",
+        f"amqp://guest:s3cret@127.0.0.1:{port}/%2F",
         UNUSED_NAMES,
         tmp_path / "mail",
         events_backoff_base_s=1.0,
@@ -348,6 +349,9 @@ def test_events_wait_in_the_outbox_while_the_broker_is_down(seeded, tmp_path, db
     ).run()
     # Full jitter with rand 0.5: half of min(cap, base * 2**n).
     assert stop.waits == [0.5, 1.0, 2.0, 4.0]
+    # The operator reads where the broker was expected, never its credentials.
+    assert f"RabbitMQ unreachable at 127.0.0.1:{port} (AMQPConnectionError); retry 4" in caplog.text
+    assert "s3cret" not in caplog.text
     with seeded.session() as s:
         row = s.scalars(select(EventOutbox)).one()
     assert (row.state, row.attempts, row.locked_by) == ("pending", 0, None)
