@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import limits
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # Development-only defaults. They match the sandbox's seed identities (sandbox/README)
@@ -230,6 +232,13 @@ class Settings:
             raise ConfigError("SMTP_USERNAME needs SMTP_STARTTLS in production (no cleartext passwords)")
         if self.env == "production" and is_generated_jwt_secret(self.jwt_secret):
             raise ConfigError("JWT_SECRET: a per-process development secret is not allowed in production")
+        for name in ("rate_limit_search", "rate_limit_send", "rate_limit_auth_failures"):
+            try:
+                limits.parse_many(getattr(self, name))
+            except ValueError:
+                raise ConfigError(f"{name.upper()} must be like '120 per minute' or '120/minute'") from None
+        if not self.rate_limit_storage_url.startswith(("memory://", "redis://", "rediss://")):
+            raise ConfigError("RATE_LIMIT_STORAGE_URL must be memory:// or a redis:// URL")
         if self.jwt_max_ttl_s < 1:
             raise ConfigError("JWT_MAX_TTL_S must be at least 1 second")
         if self.jwt_leeway_s < 0:

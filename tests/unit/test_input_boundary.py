@@ -194,3 +194,23 @@ def test_a_token_claim_with_a_nul_is_401_invalid_token(app, client) -> None:  # 
 
     assert response.status_code == 401
     assert response.get_json()["code"] == "invalid_token"
+
+
+def test_every_text_field_of_every_request_schema_uses_the_one_rule() -> None:
+    import inspect
+
+    from marshmallow import Schema, fields
+
+    from app import directory_schemas, schemas
+    from app.text_input import Text
+
+    request_schemas = [
+        cls for module in (schemas, directory_schemas) for _, cls in inspect.getmembers(module, inspect.isclass)
+        if issubclass(cls, Schema) and cls.__module__ == module.__name__ and cls.__name__.endswith(
+            ("RequestSchema", "QuerySchema", "UpdateSchema"))
+    ]
+    assert len(request_schemas) >= 5
+    for cls in request_schemas:
+        for name, field in cls().fields.items():
+            if isinstance(field, fields.String):
+                assert isinstance(field, Text), f"{cls.__name__}.{name} is a plain String"

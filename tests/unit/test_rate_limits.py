@@ -131,3 +131,13 @@ def test_counters_are_shared_through_redis(settings, seeded) -> None:  # type: i
     finally:
         for key in store.scan_iter(KEYS):
             store.delete(key)
+
+
+def test_malformed_limit_settings_fail_at_start_up_naming_the_variable() -> None:
+    from app.config import ConfigError, load_settings
+
+    with pytest.raises(ConfigError, match="RATE_LIMIT_SEARCH"):
+        load_settings({"RATE_LIMIT_SEARCH": "lots"})
+    with pytest.raises(ConfigError, match="RATE_LIMIT_STORAGE_URL"):
+        load_settings({"RATE_LIMIT_STORAGE_URL": "memcached://x"})
+    assert load_settings({"RATE_LIMIT_SEND": "5/minute"}).rate_limit_send == "5/minute"
