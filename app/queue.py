@@ -13,7 +13,7 @@ and ``locked_by``, ``last_error``. Every queue goes through these functions:
   worker that wants plain column values, not ORM rows (the event
   publisher); :func:`claim_batch` does so in a short transaction of its
   own (the dispatch outbox, whose work makes an outbound call, commits the
-  claim before it), and :func:`claim` returns just the ids. The inbox claims
+  claim before it). The inbox claims
   inside the transaction that applies the rows (no outbound call), so a
   crash rolls the claim back with the work.
 - :func:`release` / :func:`release_row` give a lease back; :func:`finish`
@@ -131,20 +131,6 @@ def claim_batch(
     # RETURNING comes in no particular order.
     rows.sort(key=lambda r: (r.next_attempt_at, r.id))
     return rows
-
-
-def claim(
-    db: Database,
-    model: Any,
-    *,
-    worker_id: str,
-    now: datetime,
-    lease_s: float,
-    limit: int,
-) -> list[int]:
-    """:func:`claim_batch` that returns only the claimed ids, oldest due first."""
-    rows = claim_batch(db, model, worker_id=worker_id, now=now, lease_s=lease_s, limit=limit)
-    return [row.id for row in rows]
 
 
 def claim_statement(

@@ -19,7 +19,7 @@ that inserts a pending queue row or moves one back to ``pending``
 (``queue_send``, :func:`app.queue.reopen`, replay) adds one
 ``pg_notify`` to its transaction. The webhook receiver, which writes with
 Core, folds the notification into its INSERT (:func:`notify_sql`); the
-set-based history append (:func:`app.history.record_transitions`) calls
+set-based history append (:func:`app.history.record`, for a batch) calls
 :func:`notify_queued` after its Core INSERT of event rows.
 """
 
@@ -137,7 +137,7 @@ def notify_queued(session: Session, model: Any) -> None:
     """Notify ``model``'s queue channel in ``session``'s transaction (PostgreSQL; no-op elsewhere).
 
     For Core statements the after-flush hook cannot see (:func:`app.queue.reopen_matching`,
-    the event rows of :func:`app.history.record_transitions`).
+    the event rows of a batch in :func:`app.history.record`).
     """
     channel = CHANNELS.get(model)
     if channel is not None and session.get_bind().dialect.name == "postgresql":

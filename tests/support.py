@@ -25,6 +25,7 @@ from sqlalchemy import Connection, select, text
 
 from app.db import Database
 from app.models import Patient
+from app.queue import claim_batch
 
 PRESCRIBER_SECRETS = {
     "dr.jones@example.test": ("sandbox-jones-pass", "481516"),
@@ -372,3 +373,8 @@ def audit_triggers_suspended(conn: Connection) -> Iterator[None]:
     yield
     for _name, sql in triggers:
         conn.execute(text(sql))
+
+
+def claimed_ids(db: Database, model: Any, **options: Any) -> list[int]:
+    """The ids of the rows :func:`app.queue.claim_batch` leases (same options), oldest due first."""
+    return [row.id for row in claim_batch(db, model, **options)]

@@ -32,7 +32,6 @@ from app.models import (
     Prescription,
     StatusHistory,
 )
-from app.queue import claim
 from app.services.dispatch import Dispatcher
 from connector import ConnectorClient, ConnectorSettings
 from tests.conftest import bearer
@@ -46,6 +45,7 @@ from tests.support import (
     UNAUTHORIZED_CLINIC,
     FakeClock,
     FakePlatform,
+    claimed_ids,
     service_platform,
 )
 
@@ -555,7 +555,7 @@ def test_unbuildable_patient_details_are_rejected_not_retried(client, seeded, wi
 def test_row_taken_over_by_another_worker_is_not_written(client, seeded, with_credentials, platform, make_dispatcher, clock) -> None:  # type: ignore[no-untyped-def]
     pid = queue(client, seeded, "rx-000001")
     dispatcher = make_dispatcher("w1")
-    (outbox_id,) = claim(seeded, DispatchOutbox, worker_id="w1", now=clock(), lease_s=120, limit=10)
+    (outbox_id,) = claimed_ids(seeded, DispatchOutbox, worker_id="w1", now=clock(), lease_s=120, limit=10)
     taken_until = clock() + timedelta(minutes=10)
 
     def lease_expires_and_w2_takes_over() -> None:
@@ -583,7 +583,7 @@ def test_row_taken_over_by_another_worker_is_not_written(client, seeded, with_cr
 
 def test_process_skips_a_row_leased_to_someone_else(client, seeded, with_credentials, platform, make_dispatcher, clock) -> None:  # type: ignore[no-untyped-def]
     pid = queue(client, seeded, "rx-000001")
-    (outbox_id,) = claim(seeded, DispatchOutbox, worker_id="w2", now=clock(), lease_s=120, limit=10)
+    (outbox_id,) = claimed_ids(seeded, DispatchOutbox, worker_id="w2", now=clock(), lease_s=120, limit=10)
 
     assert make_dispatcher("w1").process(outbox_id) == "skipped"
 
@@ -712,7 +712,7 @@ def test_each_row_gets_a_fresh_lease_when_its_attempt_starts(client, seeded, wit
     platform.on_post = lambda: leases.append(outbox_of(seeded, pid).locked_until)
     dispatcher = make_dispatcher()
     claimed_at = clock()
-    ids = claim(seeded, DispatchOutbox, worker_id="w1", now=claimed_at, lease_s=120, limit=10)
+    ids = claimed_ids(seeded, DispatchOutbox, worker_id="w1", now=claimed_at, lease_s=120, limit=10)
     clock.advance(100)  # the batch's lease is nearly over when this row's turn comes
     dispatcher.process(ids[0])
     assert leases and leases[0] == claimed_at + timedelta(seconds=100 + dispatcher.settings.lease_s)

@@ -18,7 +18,7 @@ from sqlalchemy import event, select, update
 
 from app.db import Database
 from app.models import DispatchOutbox, Patient, Prescription
-from app.queue import claim
+from tests.support import claimed_ids
 from tests.unit.test_dispatch import (  # noqa: F401 - fixtures
     clock,
     erx,
@@ -142,7 +142,7 @@ def test_a_lease_lost_during_a_threaded_send_is_not_written(client, seeded, with
 def test_a_row_leased_to_another_worker_is_skipped_by_every_thread(client, seeded, with_credentials, platform, make_dispatcher, clock) -> None:  # type: ignore[no-untyped-def]
     refs = region_b_drafts(seeded, 3)
     pids = [queue(client, seeded, ref) for ref in refs]
-    ids = claim(seeded, DispatchOutbox, worker_id="w2", now=clock(), lease_s=120, limit=10)
+    ids = claimed_ids(seeded, DispatchOutbox, worker_id="w2", now=clock(), lease_s=120, limit=10)
     dispatcher = make_dispatcher("w1", worker_send_threads=4)
     assert dispatcher.run_batch() == 0  # nothing due: w2 holds the leases
     assert [dispatcher.process(i) for i in ids] == ["skipped"] * 3

@@ -11,8 +11,9 @@ from sqlalchemy import select
 
 from app.db import Database
 from app.models import DispatchOutbox, Prescription, WebhookInbox
-from app.queue import claim, release, reopen, retry_or_dead
+from app.queue import release, reopen, retry_or_dead
 from app.retry import RetryPolicy
+from tests.support import claimed_ids
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 LEASE_S = 60.0
@@ -54,7 +55,7 @@ def lease_of(db: Database, row_id: int) -> tuple[str | None, datetime | None]:
 
 
 def take(db: Database, worker: str, now: datetime, limit: int = 100) -> list[int]:
-    return claim(db, DispatchOutbox, worker_id=worker, now=now, lease_s=LEASE_S, limit=limit)
+    return claimed_ids(db, DispatchOutbox, worker_id=worker, now=now, lease_s=LEASE_S, limit=limit)
 
 
 def test_claim_leases_rows_so_another_worker_gets_none(seeded: Database) -> None:
@@ -201,8 +202,8 @@ def test_claim_works_on_the_webhook_inbox_too(seeded: Database) -> None:
         session.flush()
         ids = [r.id for r in rows]
 
-    first = claim(seeded, WebhookInbox, worker_id="w1", now=T0, lease_s=LEASE_S, limit=10)
-    second = claim(seeded, WebhookInbox, worker_id="w2", now=T0, lease_s=LEASE_S, limit=10)
+    first = claimed_ids(seeded, WebhookInbox, worker_id="w1", now=T0, lease_s=LEASE_S, limit=10)
+    second = claimed_ids(seeded, WebhookInbox, worker_id="w2", now=T0, lease_s=LEASE_S, limit=10)
 
     assert first == ids
     assert second == []

@@ -23,9 +23,10 @@ from app.db import Database, utcnow
 from app.extensions import Services
 from app.history import Change, Transition, record, record_local_status
 from app.models import Patient, Prescription, Region, WebhookInbox
-from app.queue import claim, mark_dead, reopen
+from app.queue import mark_dead, reopen
 from app.queue_wakeup import EVENTS_CHANNEL, INBOX_CHANNEL, NotifyWaiter, PollWaiter, resolve_mode
 from app.worker import WorkerLoop, build_waiter
+from tests.support import claimed_ids
 from tests.unit.test_inbox_processing import (  # noqa: F401 - fixtures
     REFERENCE,
     TOKEN,
@@ -155,7 +156,7 @@ def test_reopen_notifies_but_a_claim_does_not(
     deliver(event_body("evt_wake_reopen", "signed", previous="issued", occurred=at(10, 15)))
     assert _notifications_until_marker(listener, seeded) == [""]
     # A claim stamps a lease on a row that was already pending: not news.
-    assert claim(seeded, WebhookInbox, worker_id="w", now=utcnow(), lease_s=30.0, limit=10)
+    assert claimed_ids(seeded, WebhookInbox, worker_id="w", now=utcnow(), lease_s=30.0, limit=10)
     with seeded.session() as session:
         row = session.scalars(select(WebhookInbox).where(WebhookInbox.event_id == "evt_wake_reopen")).one()
         mark_dead(row, error="test")

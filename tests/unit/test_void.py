@@ -21,11 +21,18 @@ from app.config import Settings
 from app.db import Database, utcnow
 from app.history import record_local_status
 from app.models import DispatchOutbox, EmailIntent, Pharmacy, Prescription, StatusHistory
-from app.queue import claim
 from app.services.dispatch import Dispatcher
 from connector import ConnectorClient, ConnectorSettings
 from tests.conftest import bearer, make_settings
-from tests.support import BASE, CLIENT_ID, CLIENT_SECRET, RX_URL, FakePlatform, service_platform
+from tests.support import (
+    BASE,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    RX_URL,
+    FakePlatform,
+    claimed_ids,
+    service_platform,
+)
 
 TOKEN = "SRXVOID00001"
 VOID_URL = f"{RX_URL}/{TOKEN}/void"
@@ -251,7 +258,7 @@ def test_queued_prescription_a_worker_holds_is_409_and_left_alone(  # type: igno
         json={"pharmacy_id": branch_pharmacy(seeded)},
         headers=bearer(app, role="service", subject="svc"),
     ).status_code == 202
-    assert claim(seeded, DispatchOutbox, worker_id="w1", now=utcnow(), lease_s=120, limit=10)
+    assert claimed_ids(seeded, DispatchOutbox, worker_id="w1", now=utcnow(), lease_s=120, limit=10)
     before = state(seeded, pid)
 
     resp = void(client, pid, support)
