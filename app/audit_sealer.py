@@ -92,10 +92,10 @@ VERIFY_FAILURES = Counter(
 
 # The leaf hash of app.audit.leaf_data, computed by PostgreSQL (verify reads no row into Python).
 LEAF_SQL = (
-    "sha256('\\x00'::bytea || convert_to(json_build_array("
-    "'erx-audit-leaf/1'::text, e.id, e.actor, e.role, e.action, e.prescription_id, "
-    "to_char(e.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "
-    "e.request_id, e.client_addr)::text, 'UTF8'))"
+    "sha256('\\x00'::bytea || convert_to(concat_ws(',', 'erx-audit-leaf/1', e.id, "
+    "quote_nullable(e.actor), quote_nullable(e.role), quote_nullable(e.action), "
+    "coalesce(e.prescription_id::text, 'NULL'), (e.occurred_at AT TIME ZONE 'UTC')::text, "
+    "quote_nullable(e.request_id), quote_nullable(e.client_addr)), 'UTF8'))"
 )
 
 
@@ -593,8 +593,10 @@ def _leaf_chunks(
 
     def one(lo: int) -> _Leaves:
         with db.session() as own:
-            # A plan that hashes the whole table for each chunk would read it once per chunk.
+            # A plan that hashes the whole table for each chunk would read it once per chunk;
+            # LEAF_SQL writes times in DateStyle ISO.
             own.execute(text("SET LOCAL enable_hashjoin = off"))
+            own.execute(text("SET LOCAL DateStyle = 'ISO, MDY'"))
             return fetch(own, lo, min(lo + VERIFY_CHUNK, end))
 
     starts = range(start, end, VERIFY_CHUNK)
