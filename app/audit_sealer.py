@@ -189,22 +189,44 @@ class StoredTree:
     def __init__(self, session: Session) -> None:
         self.session = session
         self._cache: dict[tuple[int, int], bytes] = {}
+        self._blocks: dict[tuple[int, int], list[bytes]] = {}
+
+    def _fetch(self, level: int, lo: int, hi: int) -> list[Any]:
+        if level == 0:
+            query = select(AuditLeaf.seq, AuditLeaf.leaf_hash).where(
+                AuditLeaf.seq >= lo, AuditLeaf.seq < hi
+            )
+            return list(self.session.execute(query.order_by(AuditLeaf.seq)).all())
+        query = select(AuditTreeNode.idx, AuditTreeNode.hash).where(
+            AuditTreeNode.level == level, AuditTreeNode.idx >= lo, AuditTreeNode.idx < hi
+        )
+        return list(self.session.execute(query.order_by(AuditTreeNode.idx)).all())
+
+    def _block(self, level: int, number: int) -> list[bytes]:
+        """The stored hashes of one aligned block of 256 at ``level``, up to the first gap.
+
+        Proofs for nearby leaves share blocks, so an export reads each block once.
+        """
+        key = (level, number)
+        if key not in self._blocks:
+            span = 1 << NODE_LEVEL_STEP
+            out: list[bytes] = []
+            for position, value in self._fetch(level, number * span, (number + 1) * span):
+                if position != number * span + len(out):
+                    break
+                out.append(bytes(value))
+            self._blocks[key] = out
+        return self._blocks[key]
 
     def _level_hashes(self, level: int, lo: int, hi: int) -> list[bytes]:
-        if level == 0:
-            rows = self.session.execute(
-                select(AuditLeaf.seq, AuditLeaf.leaf_hash)
-                .where(AuditLeaf.seq >= lo, AuditLeaf.seq < hi)
-                .order_by(AuditLeaf.seq)
-            ).all()
-        else:
-            rows = self.session.execute(
-                select(AuditTreeNode.idx, AuditTreeNode.hash)
-                .where(
-                    AuditTreeNode.level == level, AuditTreeNode.idx >= lo, AuditTreeNode.idx < hi
-                )
-                .order_by(AuditTreeNode.idx)
-            ).all()
+        span = 1 << NODE_LEVEL_STEP
+        if hi - lo <= span and lo // span == (hi - 1) // span:
+            block = self._block(level, lo // span)
+            got = block[lo % span : lo % span + (hi - lo)]
+            if len(got) == hi - lo:
+                return got
+            self._blocks.pop((level, lo // span), None)  # stale or short: read again below
+        rows = self._fetch(level, lo, hi)
         if len(rows) == hi - lo:
             return [bytes(r[1]) for r in rows]
         if level == 0:
@@ -219,13 +241,10 @@ class StoredTree:
             return self._cache[key]
         base = level - level % NODE_LEVEL_STEP
         if base == level and level > 0:
-            found = self.session.scalar(
-                select(AuditTreeNode.hash).where(
-                    AuditTreeNode.level == level, AuditTreeNode.idx == idx
-                )
-            )
-            if found is not None:
-                self._cache[key] = bytes(found)
+            span = 1 << NODE_LEVEL_STEP
+            block = self._block(level, idx // span)
+            if idx % span < len(block):
+                self._cache[key] = block[idx % span]
                 return self._cache[key]
             base = level - NODE_LEVEL_STEP
         span = level - base
