@@ -99,6 +99,30 @@ def row_hash(content: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+def sql_literal(value: str | None) -> str:
+    """``value`` as PostgreSQL's ``quote_nullable()`` writes it: ``NULL``, or single-quoted
+    with ``'`` doubled and, when it holds a backslash, ``E`` before it and ``\\`` doubled."""
+    if value is None:
+        return "NULL"
+    quoted = value.replace("'", "''")
+    if "\\" in value:
+        return "E'" + quoted.replace("\\", "\\\\") + "'"
+    return "'" + quoted + "'"
+
+
+def sql_timestamp(value: datetime | str) -> str:
+    """UTC time as PostgreSQL writes a ``timestamp`` with DateStyle ISO:
+    ``YYYY-MM-DD HH:MM:SS[.ffffff]``, trailing zeros of the fraction dropped.
+    ``value``: an aware datetime or its :func:`iso_utc` text."""
+    text = value if isinstance(value, str) else iso_utc(value)
+    if text is None:
+        raise ValueError("a leaf needs a time")
+    stamp = text.rstrip("Z").replace("T", " ")
+    if "." in stamp:
+        stamp = stamp.rstrip("0").rstrip(".")
+    return stamp
+
+
 def leaf_data(
     *,
     event_id: int,
@@ -112,27 +136,27 @@ def leaf_data(
 ) -> bytes:
     """The bytes one audit row contributes to the Merkle tree (hashed as an RFC 9162 leaf).
 
-    UTF-8 of the JSON array ``[LEAF_FORMAT, id, actor, role, action,
-    prescription_id, occurred_at, request_id, client_addr]`` written as
-    PostgreSQL's ``json_build_array(...)::text`` writes it (``", "`` between
-    items, non-ASCII as is, control characters escaped), so the database can
-    recompute it (app/audit_sealer.py, ``LEAF_SQL``) and an auditor can rebuild
-    it from an export (docs/audit_verify_export.py). ``occurred_at``: an aware
-    datetime or its :func:`iso_utc` text.
+    UTF-8 of ``LEAF_FORMAT,id,actor,role,action,prescription_id,occurred_at,
+    request_id,client_addr``: text fields as :func:`sql_literal` quotes them,
+    the time as :func:`sql_timestamp` writes it, a missing prescription as
+    ``NULL``. This is exactly PostgreSQL's ``concat_ws(',', ...)`` of
+    ``quote_nullable`` columns, so the database recomputes it cheaply
+    (app/audit_sealer.py, ``LEAF_SQL``), and an auditor rebuilds it from an
+    export (docs/audit_verify_export.py). Quoting keeps it unambiguous.
+    ``occurred_at``: an aware datetime or its :func:`iso_utc` text.
     """
-    when = occurred_at if isinstance(occurred_at, str) else iso_utc(occurred_at)
-    items = [
+    fields = [
         LEAF_FORMAT,
-        event_id,
-        actor,
-        role,
-        action,
-        prescription_id,
-        when,
-        request_id,
-        client_addr,
+        str(event_id),
+        sql_literal(actor),
+        sql_literal(role),
+        sql_literal(action),
+        "NULL" if prescription_id is None else str(prescription_id),
+        sql_timestamp(occurred_at),
+        sql_literal(request_id),
+        sql_literal(client_addr),
     ]
-    return json.dumps(items, ensure_ascii=False).encode("utf-8")
+    return ",".join(fields).encode("utf-8")
 
 
 def _content_of(event: AuditEvent) -> dict[str, Any]:

@@ -92,10 +92,10 @@ VERIFY_FAILURES = Counter(
 
 # The leaf hash of app.audit.leaf_data, computed by PostgreSQL (verify reads no row into Python).
 LEAF_SQL = (
-    "sha256('\\x00'::bytea || convert_to(json_build_array("
-    "'erx-audit-leaf/1'::text, e.id, e.actor, e.role, e.action, e.prescription_id, "
-    "to_char(e.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "
-    "e.request_id, e.client_addr)::text, 'UTF8'))"
+    "sha256('\\x00'::bytea || convert_to(concat_ws(',', 'erx-audit-leaf/1', e.id, "
+    "quote_nullable(e.actor), quote_nullable(e.role), quote_nullable(e.action), "
+    "coalesce(e.prescription_id::text, 'NULL'), (e.occurred_at AT TIME ZONE 'UTC')::text, "
+    "quote_nullable(e.request_id), quote_nullable(e.client_addr)), 'UTF8'))"
 )
 
 
@@ -189,22 +189,44 @@ class StoredTree:
     def __init__(self, session: Session) -> None:
         self.session = session
         self._cache: dict[tuple[int, int], bytes] = {}
+        self._blocks: dict[tuple[int, int], list[bytes]] = {}
+
+    def _fetch(self, level: int, lo: int, hi: int) -> list[Any]:
+        if level == 0:
+            query = select(AuditLeaf.seq, AuditLeaf.leaf_hash).where(
+                AuditLeaf.seq >= lo, AuditLeaf.seq < hi
+            )
+            return list(self.session.execute(query.order_by(AuditLeaf.seq)).all())
+        query = select(AuditTreeNode.idx, AuditTreeNode.hash).where(
+            AuditTreeNode.level == level, AuditTreeNode.idx >= lo, AuditTreeNode.idx < hi
+        )
+        return list(self.session.execute(query.order_by(AuditTreeNode.idx)).all())
+
+    def _block(self, level: int, number: int) -> list[bytes]:
+        """The stored hashes of one aligned block of 256 at ``level``, up to the first gap.
+
+        Proofs for nearby leaves share blocks, so an export reads each block once.
+        """
+        key = (level, number)
+        if key not in self._blocks:
+            span = 1 << NODE_LEVEL_STEP
+            out: list[bytes] = []
+            for position, value in self._fetch(level, number * span, (number + 1) * span):
+                if position != number * span + len(out):
+                    break
+                out.append(bytes(value))
+            self._blocks[key] = out
+        return self._blocks[key]
 
     def _level_hashes(self, level: int, lo: int, hi: int) -> list[bytes]:
-        if level == 0:
-            rows = self.session.execute(
-                select(AuditLeaf.seq, AuditLeaf.leaf_hash)
-                .where(AuditLeaf.seq >= lo, AuditLeaf.seq < hi)
-                .order_by(AuditLeaf.seq)
-            ).all()
-        else:
-            rows = self.session.execute(
-                select(AuditTreeNode.idx, AuditTreeNode.hash)
-                .where(
-                    AuditTreeNode.level == level, AuditTreeNode.idx >= lo, AuditTreeNode.idx < hi
-                )
-                .order_by(AuditTreeNode.idx)
-            ).all()
+        span = 1 << NODE_LEVEL_STEP
+        if hi - lo <= span and lo // span == (hi - 1) // span:
+            block = self._block(level, lo // span)
+            got = block[lo % span : lo % span + (hi - lo)]
+            if len(got) == hi - lo:
+                return got
+            self._blocks.pop((level, lo // span), None)  # stale or short: read again below
+        rows = self._fetch(level, lo, hi)
         if len(rows) == hi - lo:
             return [bytes(r[1]) for r in rows]
         if level == 0:
@@ -219,13 +241,10 @@ class StoredTree:
             return self._cache[key]
         base = level - level % NODE_LEVEL_STEP
         if base == level and level > 0:
-            found = self.session.scalar(
-                select(AuditTreeNode.hash).where(
-                    AuditTreeNode.level == level, AuditTreeNode.idx == idx
-                )
-            )
-            if found is not None:
-                self._cache[key] = bytes(found)
+            span = 1 << NODE_LEVEL_STEP
+            block = self._block(level, idx // span)
+            if idx % span < len(block):
+                self._cache[key] = block[idx % span]
                 return self._cache[key]
             base = level - NODE_LEVEL_STEP
         span = level - base
@@ -593,8 +612,10 @@ def _leaf_chunks(
 
     def one(lo: int) -> _Leaves:
         with db.session() as own:
-            # A plan that hashes the whole table for each chunk would read it once per chunk.
+            # A plan that hashes the whole table for each chunk would read it once per chunk;
+            # LEAF_SQL writes times in DateStyle ISO.
             own.execute(text("SET LOCAL enable_hashjoin = off"))
+            own.execute(text("SET LOCAL DateStyle = 'ISO, MDY'"))
             return fetch(own, lo, min(lo + VERIFY_CHUNK, end))
 
     starts = range(start, end, VERIFY_CHUNK)

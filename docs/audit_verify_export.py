@@ -33,20 +33,35 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 LEAF_FORMAT = "erx-audit-leaf/1"  # app/audit.py leaf_data
 
 
+def quote(value: str | None) -> str:
+    """PostgreSQL's quote_nullable(): NULL, or '...' with ' doubled (E'...' and \\ doubled
+    when the value holds a backslash)."""
+    if value is None:
+        return "NULL"
+    quoted = value.replace("'", "''")
+    if "\\" in value:
+        return "E'" + quoted.replace("\\", "\\\\") + "'"
+    return "'" + quoted + "'"
+
+
 def leaf_bytes(row: dict) -> bytes:
     """The leaf of one audit row, exactly as the service builds it (app/audit.py leaf_data)."""
-    items = [
+    when = row["occurred_at"].rstrip("Z").replace("T", " ")  # 2026-12-01T09:30:00.120000Z
+    if "." in when:
+        when = when.rstrip("0").rstrip(".")  # -> 2026-12-01 09:30:00.12
+    pid = row["prescription_id"]
+    fields = [
         LEAF_FORMAT,
-        row["id"],
-        row["actor"],
-        row["role"],
-        row["action"],
-        row["prescription_id"],
-        row["occurred_at"],
-        row["request_id"],
-        row["client_addr"],
+        str(row["id"]),
+        quote(row["actor"]),
+        quote(row["role"]),
+        quote(row["action"]),
+        "NULL" if pid is None else str(pid),
+        when,
+        quote(row["request_id"]),
+        quote(row["client_addr"]),
     ]
-    return json.dumps(items, ensure_ascii=False).encode("utf-8")
+    return ",".join(fields).encode("utf-8")
 
 
 def node(left: bytes, right: bytes) -> bytes:

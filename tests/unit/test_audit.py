@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import event, func, insert, select, text
 from sqlalchemy.exc import DBAPIError
 
-from app.audit import PLATFORM, append_many, record, row_content, row_hash
+from app.audit import PLATFORM, append_many, leaf_data, record, row_content, row_hash
 from app.audit_keys import SigningKey, checkpoint_text, parse_private_keys, sign_note
 from app.audit_sealer import seal_once, verify
 from app.db import Database
@@ -140,7 +140,7 @@ def test_sealed_rows_verify_and_the_mark_moves_on(seeded: Database) -> None:
 
 
 def test_the_database_and_python_agree_on_every_leaf(seeded: Database) -> None:
-    # Non-ASCII, quotes, control characters and NULLs: PostgreSQL's json_build_array text
+    # Non-ASCII, quotes, backslashes, control characters and NULLs: PostgreSQL's LEAF_SQL
     # (verify) must equal app.audit.leaf_data (seal) byte for byte.
     with seeded.session() as session:
         record(
@@ -163,8 +163,45 @@ def test_the_database_and_python_agree_on_every_leaf(seeded: Database) -> None:
             client_addr=None,
             now=T0.replace(microsecond=0),
         )
+        record(
+            session,
+            actor="\\'",
+            role="x",
+            action="read",
+            prescription_id=0,
+            request_id="",
+            client_addr="''",
+            now=T0.replace(microsecond=120000),
+        )
     seal(seeded)
     assert problems(seeded) == []
+
+
+def test_leaf_data_is_quoted_and_unambiguous() -> None:
+    def leaf(**overrides: object) -> bytes:
+        values: dict = {
+            "event_id": 7,
+            "actor": "a",
+            "role": "support",
+            "action": "read",
+            "prescription_id": 3,
+            "occurred_at": T0,
+            "request_id": None,
+            "client_addr": "10.0.0.1",
+        }
+        return leaf_data(**{**values, **overrides})
+
+    assert leaf() == (
+        b"erx-audit-leaf/1,7,'a','support','read',3,2026-12-01 09:30:00.123456,NULL,'10.0.0.1'"
+    )
+    assert leaf(actor="o'b\\c", prescription_id=None, occurred_at=T0.replace(microsecond=0)) == (
+        b"erx-audit-leaf/1,7,E'o''b\\\\c','support','read',NULL,2026-12-01 09:30:00,NULL,'10.0.0.1'"
+    )
+    # A comma inside a field cannot pass for a field boundary.
+    assert leaf(actor="a','support") != leaf(actor="a", role="support','support")
+    assert leaf(occurred_at="2026-12-01T09:30:00.120000Z") == leaf(
+        occurred_at=T0.replace(microsecond=120000)
+    )
 
 
 def test_a_changed_row_is_reported(seeded: Database) -> None:
