@@ -257,7 +257,7 @@ def history_entries(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     (support's text), else None; ``actor`` who did an operator step (e.g.
     ``"support:<subject>"``), else None.
     """
-    ordered = sorted(rows, key=lambda h: (rank(h["to_status"]), iso(h["occurred_at"]) or "", h["id"]))
+    ordered = sorted(rows, key=lambda h: (rank(h["to_status"]), as_utc(h["occurred_at"]), h["id"]))
     return [
         {
             "from": h["from_status"],

@@ -219,3 +219,19 @@ def test_a_page_past_the_end_still_counts(app, client, seeded) -> None:  # type:
     assert past.status_code == 200 and past.get_json()["items"] == [] and past.get_json()["total"] == total
     unknown = client.get("/api/v1/me/prescriptions", headers=_headers(app, "patient", "pt-nobody"))
     assert unknown.status_code == 404 and unknown.get_json()["code"] == "patient_not_found"
+
+
+def test_timeline_orders_by_time_to_the_microsecond(seeded) -> None:  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime
+
+    from app.services.prescription_reads import history_entries
+
+    at = datetime(2026, 11, 20, 10, 15, 8, tzinfo=UTC)
+    rows = [
+        {"id": 1, "from_status": "queued", "to_status": "rejected", "occurred_at": at.replace(microsecond=500000),
+         "received_at": at, "source": "service", "event_id": None, "detail": None, "actor": None},
+        {"id": 2, "from_status": "draft", "to_status": "queued", "occurred_at": "2026-11-20 10:15:08",
+         "received_at": at, "source": "service", "event_id": None, "detail": None, "actor": None},
+    ]
+
+    assert [h["to"] for h in history_entries(rows)] == ["queued", "rejected"]
