@@ -127,18 +127,21 @@ notify_group.add_command(dlq_group)
 
 
 @dlq_group.command("list")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array ([] when empty).")
 def dlq_list(as_json: bool) -> None:
     """List dead-lettered messages: message id, routing key, reason, deaths. Leaves them in place."""
     try:
         letters = list_dead_letters(notify_config(services().settings))
     except BROKER_ERRORS as exc:
         raise click.ClickException(broker_unreachable(exc, services().settings.amqp_url)) from None
-    for letter in letters:
-        item = {"message_id": letter.message_id, "routing_key": letter.routing_key,
-                "reason": letter.reason, "deaths": letter.deaths}
-        click.echo(json.dumps(item) if as_json else "  ".join(f"{k}={v}" for k, v in item.items()))
-    if not letters and not as_json:
+    items = [{"message_id": letter.message_id, "routing_key": letter.routing_key,
+              "reason": letter.reason, "deaths": letter.deaths} for letter in letters]
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+        return
+    for item in items:
+        click.echo("  ".join(f"{k}={v}" for k, v in item.items()))
+    if not letters:
         click.echo("no dead letters")
 
 

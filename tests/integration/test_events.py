@@ -184,7 +184,7 @@ def test_a_poison_message_lands_in_the_dlq_after_n_attempts_and_replays_cleanly(
         def dead() -> list[dict]:
             result = runner.invoke(args=["notify", "dlq", "list", "--json"])
             assert result.exit_code == 0, result.output
-            return [json.loads(line) for line in result.stdout.splitlines()]
+            return json.loads(result.stdout)  # one JSON document
 
         wait_until(lambda: len(dead()) == 2 and mailer.attempts.get(healthy) == 1, timeout_s=30)
         letters = {d["message_id"]: d for d in dead()}
