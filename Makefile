@@ -40,7 +40,12 @@ browser:
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 	@# axe-core for the accessibility checks, pinned by tests/browser/package-lock.json (no CDN)
-	@test -f tests/browser/node_modules/axe-core/axe.min.js || npm ci --prefix tests/browser --no-audit --no-fund --silent
+	@test -f tests/browser/node_modules/axe-core/axe.min.js || { \
+	  command -v npm >/dev/null 2>&1 || { \
+	    echo "make: installing Debian's npm for axe-core"; \
+	    SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq npm >/dev/null; }; \
+	  npm ci --prefix tests/browser --no-audit --no-fund --silent; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

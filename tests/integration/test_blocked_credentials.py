@@ -113,7 +113,7 @@ def test_refused_login_parks_the_prescribers_sends_with_one_login_until_credenti
 
         listed = live.app.test_cli_runner().invoke(args=["outbox", "list-blocked", "--json"])
         assert listed.exit_code == 0, listed.output
-        assert sorted(json.loads(line)["prescription_id"] for line in listed.output.splitlines()) == jones
+        assert sorted(item["prescription_id"] for item in json.loads(listed.output)) == jones
 
         # New credentials: the parked sends resume by themselves.
         assert set_credentials(live, JONES, PRESCRIBER_SECRETS[JONES][0]).exit_code == 0

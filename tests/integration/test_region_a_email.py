@@ -287,7 +287,7 @@ def test_a_lost_reply_after_data_parks_the_email_until_an_operator_decides(seede
     assert error is not None and error.startswith("email_in_doubt: no reply to the DATA terminator")
     runner = app.test_cli_runner()
     listed = runner.invoke(args=["outbox", "list-dead", "--json"])
-    (item,) = [json.loads(line) for line in listed.output.splitlines()]
+    (item,) = json.loads(listed.output)  # one JSON document
     assert item["prescription_id"] == pid and item["outcome_unknown"] is True
     assert item["last_error"].startswith("email_in_doubt")
 
@@ -365,7 +365,7 @@ def test_a_worker_killed_after_the_server_accepted_never_sends_a_second_copy(see
     assert len(handler.messages) == 1
     assert state(seeded, pid)[:2] == ("email_in_doubt", "dead")
     listed = stack.flask("outbox", "list-dead", "--json")
-    (item,) = [json.loads(line) for line in listed.splitlines()]
+    (item,) = json.loads(listed)  # one JSON document
     assert item["prescription_id"] == pid and item["last_error"].startswith("email_in_doubt")
     out = stack.flask("outbox", "confirm-sent", str(item["outbox_id"]))
     assert "confirmed" in out

@@ -375,7 +375,7 @@ def test_max_attempts_dead_letters_and_cli_lists_and_requeues(app, client, seede
     assert f"outbox_id={row.id}" in listed.output
     assert "reference=rx-000002" in listed.output
     as_json = runner.invoke(args=["outbox", "list-dead", "--json"])
-    items = [json.loads(line) for line in as_json.output.splitlines() if line.strip()]
+    items = json.loads(as_json.output)  # one JSON document
     assert [(i["outbox_id"], i["prescription_id"], i["attempts"]) for i in items] == [(row.id, pid, 3)]
 
     requeued = runner.invoke(args=["outbox", "requeue", str(row.id)])
