@@ -239,7 +239,7 @@ def test_a_handler_added_by_someone_else_gets_masked_text_too(captured) -> None:
     plain = io.StringIO()
     foreign = logging.StreamHandler(plain)
     foreign.setFormatter(logging.Formatter("%(name)s %(message)s"))
-    child = logging.getLogger("some.library")
+    child = logging.getLogger("thirdparty.client")
     root = logging.getLogger()
     root.addHandler(foreign)
     child.addHandler(foreign)
@@ -256,7 +256,7 @@ def test_a_handler_added_by_someone_else_gets_masked_text_too(captured) -> None:
     assert text.count("auth Bearer [redacted] for [redacted] at [redacted]") == 2  # child's and root's
     assert "ValueError: boom for [redacted]" in text
     assert "jo@example.test" not in text and "abc.def.ghi" not in text and "BS8 2BY" not in text
-    ours = [line for line in lines(captured) if line["logger"] == "some.library"]
+    ours = [line for line in lines(captured) if line["logger"] == "thirdparty.client"]
     assert [line["message"] for line in ours][0] == "auth Bearer [redacted] for [redacted] at [redacted]"
 
 # -- no seeded PHI in the logs of a full request cycle -----------------------------------------
