@@ -50,14 +50,18 @@ class Imported:
 
     @property
     def targets(self) -> tuple[str, ...]:
-        """What the statement may load: ``from a import b`` is ``a.b`` (a submodule or a name in a)."""
+        """What the statement may load: ``from a import b`` is ``a.b`` (a submodule or a name)."""
         if not self.names:
             return (self.module,)
         return tuple(f"{self.module}.{n}" for n in self.names)
 
     def __str__(self) -> str:
         where = self.path.relative_to(REPO) if self.path.is_relative_to(REPO) else self.path
-        what = f"from {self.module} import {', '.join(self.names)}" if self.names else f"import {self.module}"
+        what = (
+            f"from {self.module} import {', '.join(self.names)}"
+            if self.names
+            else f"import {self.module}"
+        )
         return f"{where}:{self.line} {what}"
 
 
@@ -114,7 +118,7 @@ FLASK = ("flask", "werkzeug")
 # Where app may wire webhooks in: create_app, and the worker/CLI wiring.
 APP_WEBHOOK_WIRING = ("app/__init__.py", "app/worker.py", "app/cli.py")
 WEBHOOKS_MAY_IMPORT_FROM_APP = (
-    "app.audit",  # append only: a webhook-applied audit row in the transaction that applies the event
+    "app.audit",  # append only: a webhook-applied audit row where the event is applied
     "app.db",
     "app.models",
     "app.errors",
@@ -129,7 +133,7 @@ SCRIPTS_MAY_IMPORT_FROM_APP = ("app.config", "app.db", "app.models", "app.cli")
 
 
 def _all_under(i: Imported, prefixes: tuple[str, ...]) -> bool:
-    """Every target of ``i`` lies under one of ``prefixes`` (``from app import models`` is ``app.models``)."""
+    """Every target of ``i`` lies under one of ``prefixes`` (``from app import models``)."""
     return all(any(_is(t, p) for p in prefixes) for t in i.targets)
 
 
@@ -138,13 +142,13 @@ def _rel(i: Imported) -> str:
 
 
 def connector_violations(imports: list[Imported]) -> list[str]:
-    """connector/: stdlib, requests, cachetools, marshmallow (and itself). Never Flask, SQLAlchemy, app, webhooks."""
+    """connector/: stdlib, requests, cachetools, marshmallow, itself. No Flask, SQLAlchemy, app."""
     allowed = {"requests", "cachetools", "marshmallow", "connector"}
     return [str(i) for i in imports if i.top not in STDLIB and i.top not in allowed]
 
 
 def app_violations(imports: list[Imported]) -> list[str]:
-    """app/: connector freely; webhooks only in create_app and the worker/CLI wiring; no other first-party package."""
+    """app/: connector; webhooks only in create_app and the worker/CLI wiring; no other ours."""
     bad = []
     for i in imports:
         if i.top == "webhooks" and _rel(i) not in APP_WEBHOOK_WIRING:
@@ -155,12 +159,16 @@ def app_violations(imports: list[Imported]) -> list[str]:
 
 
 def services_violations(imports: list[Imported]) -> list[str]:
-    """app/services/: plain arguments in, plain results or domain errors out: no Flask, no HTTP error layer."""
+    """app/services/: plain arguments in, plain results or domain errors out: no Flask, no HTTP."""
     bad = []
     for i in imports:
         if i.top in FLASK:
             bad.append(f"{i} (services are Flask-free)")
-        elif any(_is(t, m) for t in (i.module, *i.targets) for m in ("app.errors", "app.api", "app.extensions")):
+        elif any(
+            _is(t, m)
+            for t in (i.module, *i.targets)
+            for m in ("app.errors", "app.api", "app.extensions")
+        ):
             bad.append(f"{i} (services raise app.services.errors, never HTTP errors)")
     return bad
 
@@ -186,7 +194,7 @@ def webhooks_violations(imports: list[Imported]) -> list[str]:
 
 
 def sandbox_violations(imports: list[Imported]) -> list[str]:
-    """sandbox/: stdlib, Flask, requests. Never the service's packages: it is the other side of the wire."""
+    """sandbox/: stdlib, Flask, requests. Never the service: it is the other side of the wire."""
     allowed = {*FLASK, "requests", "sandbox"}
     bad = []
     for i in imports:
@@ -210,7 +218,7 @@ def migrations_violations(imports: list[Imported]) -> list[str]:
 
 
 def scripts_violations(imports: list[Imported]) -> list[str]:
-    """scripts/: app's settings, db, models and CLI; never webhooks, app.services or other internals."""
+    """scripts/: app's settings, db, models and CLI; never webhooks, app.services or internals."""
     bad = []
     for i in imports:
         if i.top == "app":
@@ -225,12 +233,16 @@ NOTIFIER_MAY_IMPORT = ("contracts", "pika", "notifier")
 
 
 def notifier_violations(imports: list[Imported]) -> list[str]:
-    """notifier/: ``contracts/``, pika, its own modules and the mailer it needs; never ``app`` internals."""
+    """notifier/: ``contracts/``, pika, its own modules, the mailer it needs; never ``app``."""
     bad = []
     for i in imports:
         if i.top in FIRST_PARTY or i.top == "app":
             bad.append(f"{i} (a downstream service: only the event contract and its own modules)")
-        elif i.top not in STDLIB and i.top not in NOTIFIER_MAY_IMPORT and i.top not in NOTIFIER_MAILERS:
+        elif (
+            i.top not in STDLIB
+            and i.top not in NOTIFIER_MAY_IMPORT
+            and i.top not in NOTIFIER_MAILERS
+        ):
             bad.append(str(i))
     return bad
 
@@ -248,10 +260,22 @@ def environment_reads(source: str, path: Path) -> list[str]:
             if isinstance(node.value, ast.Name) and node.value.id in {"os", "posix", "nt"}:
                 found.append(f"{path.name}:{node.lineno} os.{node.attr}")
         elif isinstance(node, ast.ImportFrom) and node.module in {"os", "posix", "nt"}:
-            found += [f"{path.name}:{node.lineno} from os import {a.name}" for a in node.names if a.name in names]
+            found += [
+                f"{path.name}:{node.lineno} from os import {a.name}"
+                for a in node.names
+                if a.name in names
+            ]
         elif isinstance(node, ast.Import):
-            found += [f"{path.name}:{node.lineno} import {a.name}" for a in node.names if a.name in {"dotenv", "environs", "decouple"}]
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in {"dotenv", "environs", "decouple"}:
+            found += [
+                f"{path.name}:{node.lineno} import {a.name}"
+                for a in node.names
+                if a.name in {"dotenv", "environs", "decouple"}
+            ]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in {
+            "dotenv",
+            "environs",
+            "decouple",
+        }:
             found.append(f"{path.name}:{node.lineno} from {node.module}")
     return found
 
@@ -285,7 +309,13 @@ def test_webhooks_import_only_what_design_md_allows() -> None:
 def test_the_walk_sees_real_imports() -> None:
     # Not a rule: if these vanish, the checks above have stopped looking at real imports.
     modules = {i.module for i in imports_of("webhooks")}
-    assert {"connector.statuses", "connector.parsing", "app.models", "app.history", "app.queue"} <= modules
+    assert {
+        "connector.statuses",
+        "connector.parsing",
+        "app.models",
+        "app.history",
+        "app.queue",
+    } <= modules
 
 
 def test_sandbox_never_imports_the_service() -> None:
@@ -309,7 +339,9 @@ def test_every_history_append_goes_through_app_history() -> None:
     writers = [
         p.relative_to(REPO).as_posix()
         for p in _source_files("app", "webhooks", "scripts")
-        if re.search(r"(?<!class )StatusHistory\(|StatusHistory\.__table__", p.read_text(encoding="utf-8"))
+        if re.search(
+            r"(?<!class )StatusHistory\(|StatusHistory\.__table__", p.read_text(encoding="utf-8")
+        )
     ]
     assert writers == ["app/history.py"]
 
@@ -324,9 +356,13 @@ def test_notifier_imports_only_the_contract_pika_and_its_own_modules() -> None:
 
 # The queue tables and their lease and state columns (app/queue.py's module docs).
 QUEUE_MODELS = frozenset({"DispatchOutbox", "WebhookInbox", "EventOutbox"})
-QUEUE_COLUMNS = frozenset({"state", "attempts", "next_attempt_at", "locked_until", "locked_by", "last_error"})
+QUEUE_COLUMNS = frozenset(
+    {"state", "attempts", "next_attempt_at", "locked_until", "locked_by", "last_error"}
+)
 # Objects with columns of the same names that are not queue rows: (file, variable).
-NOT_QUEUE_ROWS = frozenset({("app/services/mail.py", "intent")})  # EmailIntent: Region A's send record
+NOT_QUEUE_ROWS = frozenset(
+    {("app/services/mail.py", "intent")}
+)  # EmailIntent: Region A's send record
 
 
 def _flat(target: ast.expr) -> list[ast.expr]:
@@ -336,7 +372,7 @@ def _flat(target: ast.expr) -> list[ast.expr]:
 
 
 def _updated_models(node: ast.expr) -> set[str]:
-    """The models named by ``update(X)`` / ``insert(X)`` calls in a method chain such as ``update(X).where()``."""
+    """The models of ``update(X)`` / ``insert(X)`` calls in a chain like ``update(X).where()``."""
     found: set[str] = set()
     while isinstance(node, (ast.Call, ast.Attribute)):
         if isinstance(node, ast.Call):
@@ -352,7 +388,7 @@ def _updated_models(node: ast.expr) -> set[str]:
 
 @dataclass(frozen=True)
 class Write:
-    """One write of a column: ``base.column = ...``, ``update(Model).values(column=...)`` or ``Model(column=...)``."""
+    """One column write: ``x.column = ...``, ``update(Model).values(column=...)``, ``Model()``."""
 
     path: str
     line: int
@@ -366,7 +402,7 @@ class Write:
 def column_writes(
     source: str, path: str, columns: frozenset[str], models: frozenset[str], *, constructors: bool
 ) -> list[Write]:
-    """Every write of ``columns``: attribute assignments on any object but ``self``, ``.values(...)``
+    """Every write of ``columns``: attribute assignments on anything but ``self``, ``.values(...)``
     of an UPDATE/INSERT of one of ``models`` and, with ``constructors``, ``Model(column=...)``."""
     found: list[Write] = []
     for node in ast.walk(ast.parse(source, filename=path)):
@@ -390,26 +426,41 @@ def column_writes(
     return found
 
 
-def _writes_in(*packages: str, columns: frozenset[str], models: frozenset[str], constructors: bool) -> list[Write]:
+def _writes_in(
+    *packages: str, columns: frozenset[str], models: frozenset[str], constructors: bool
+) -> list[Write]:
     return [
         w
         for p in _source_files(*packages)
         for w in column_writes(
-            p.read_text(encoding="utf-8"), p.relative_to(REPO).as_posix(), columns, models,
+            p.read_text(encoding="utf-8"),
+            p.relative_to(REPO).as_posix(),
+            columns,
+            models,
             constructors=constructors,
         )
     ]
 
 
 def test_only_app_queue_writes_lease_and_state_columns() -> None:
-    writes = _writes_in("app", "webhooks", columns=QUEUE_COLUMNS, models=QUEUE_MODELS, constructors=True)
-    outside = [str(w) for w in writes if w.path != "app/queue.py" and (w.path, w.base) not in NOT_QUEUE_ROWS]
+    writes = _writes_in(
+        "app", "webhooks", columns=QUEUE_COLUMNS, models=QUEUE_MODELS, constructors=True
+    )
+    outside = [
+        str(w)
+        for w in writes
+        if w.path != "app/queue.py" and (w.path, w.base) not in NOT_QUEUE_ROWS
+    ]
     assert outside == []
 
 
 def test_only_app_history_sets_a_prescriptions_status() -> None:
     writes = _writes_in(
-        "app", "webhooks", columns=frozenset({"status"}), models=frozenset({"Prescription"}), constructors=False
+        "app",
+        "webhooks",
+        columns=frozenset({"status"}),
+        models=frozenset({"Prescription"}),
+        constructors=False,
     )
     assert [str(w) for w in writes if w.path != "app/history.py"] == []
 
@@ -417,7 +468,10 @@ def test_only_app_history_sets_a_prescriptions_status() -> None:
 def test_outcome_unknown_changes_only_through_the_dispatch_outcome_rule() -> None:
     # A new outbox row starts with its outcome known (constructors are not changes).
     writes = _writes_in(
-        "app", "webhooks", columns=frozenset({"outcome_unknown"}), models=frozenset({"DispatchOutbox"}),
+        "app",
+        "webhooks",
+        columns=frozenset({"outcome_unknown"}),
+        models=frozenset({"DispatchOutbox"}),
         constructors=False,
     )
     assert [str(w) for w in writes if w.path != "app/services/dispatch/outcome.py"] == []
@@ -427,17 +481,25 @@ def test_outcome_unknown_changes_only_through_the_dispatch_outcome_rule() -> Non
 
 # Underscore names that are public by their library's documentation, and the one use the
 # event publisher's rework removes (the lead empties this list once it has merged).
-PRIVATE_ACCESS_ALLOWED = frozenset({
-    "os._exit",  # documented: exit without cleanup, in a forked child
-    "app/events/amqp.py self.channel._impl",
-})
+PRIVATE_ACCESS_ALLOWED = frozenset(
+    {
+        "os._exit",  # documented: exit without cleanup, in a forked child
+        "app/events/amqp.py self.channel._impl",
+    }
+)
 
 
-def private_accesses(source: str, path: str, own_modules: frozenset[str] = frozenset()) -> list[str]:
-    """``x._name`` (one leading underscore, not a dunder) on anything but ``self``, ``cls`` or our modules."""
+def private_accesses(
+    source: str, path: str, own_modules: frozenset[str] = frozenset()
+) -> list[str]:
+    """``x._name`` (one leading underscore, no dunder) on anything but self, cls, our modules."""
     found = []
     for node in ast.walk(ast.parse(source, filename=path)):
-        if not (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")):
+        if not (
+            isinstance(node, ast.Attribute)
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+        ):
             continue
         owner = node.value
         if isinstance(owner, ast.Name) and (owner.id in {"self", "cls"} or owner.id in own_modules):
@@ -450,12 +512,18 @@ def private_accesses(source: str, path: str, own_modules: frozenset[str] = froze
 
 
 def _own_module_names(source: str) -> frozenset[str]:
-    """Names bound by importing first-party modules (``from app import metrics`` binds ``metrics``)."""
+    """Names bound by importing first-party modules (``from app import metrics``: ``metrics``)."""
     names = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
-            names |= {(a.asname or a.name).split(".")[0] for a in node.names if a.name.split(".")[0] in FIRST_PARTY}
-        elif isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").split(".")[0] in FIRST_PARTY):
+            names |= {
+                (a.asname or a.name).split(".")[0]
+                for a in node.names
+                if a.name.split(".")[0] in FIRST_PARTY
+            }
+        elif isinstance(node, ast.ImportFrom) and (
+            node.level or (node.module or "").split(".")[0] in FIRST_PARTY
+        ):
             names |= {a.asname or a.name for a in node.names}
     return frozenset(names)
 
@@ -481,18 +549,31 @@ def _check(source: str, package: str) -> list[Imported]:
         ("row.state = 'done'", QUEUE_COLUMNS, QUEUE_MODELS),
         ("row.locked_by, row.locked_until = None, None", QUEUE_COLUMNS, QUEUE_MODELS),
         ("row.attempts += 1", QUEUE_COLUMNS, QUEUE_MODELS),
-        ("s = update(EventOutbox).where(x).values(state='dead', last_error=e)", QUEUE_COLUMNS, QUEUE_MODELS),
+        (
+            "s = update(EventOutbox).where(x).values(state='dead', last_error=e)",
+            QUEUE_COLUMNS,
+            QUEUE_MODELS,
+        ),
         ("r = DispatchOutbox(prescription_id=1, state='pending')", QUEUE_COLUMNS, QUEUE_MODELS),
         ("rx.status = 'issued'", frozenset({"status"}), frozenset({"Prescription"})),
-        ("update(Prescription).values(status='dead')", frozenset({"status"}), frozenset({"Prescription"})),
+        (
+            "update(Prescription).values(status='dead')",
+            frozenset({"status"}),
+            frozenset({"Prescription"}),
+        ),
     ],
 )
-def test_write_checker_flags_column_writes(source: str, columns: frozenset[str], models: frozenset[str]) -> None:
+def test_write_checker_flags_column_writes(
+    source: str, columns: frozenset[str], models: frozenset[str]
+) -> None:
     assert column_writes(source, "app/x.py", columns, models, constructors=True) != []
 
 
 def test_write_checker_ignores_reads_and_other_tables() -> None:
-    source = "if row.state == 'dead':\n    x = row.attempts\nupdate(EmailIntent).values(last_error=None)\nself.state = 1"
+    source = (
+        "if row.state == 'dead':\n    x = row.attempts\n"
+        "update(EmailIntent).values(last_error=None)\nself.state = 1"
+    )
     assert column_writes(source, "app/x.py", QUEUE_COLUMNS, QUEUE_MODELS, constructors=True) == []
 
 
@@ -559,20 +640,44 @@ def test_checker_flags_forbidden_imports(package: str, source: str, check) -> No
 @pytest.mark.parametrize(
     ("package", "source", "check"),
     [
-        ("connector", "import requests\nimport cachetools\nfrom . import errors", connector_violations),
+        (
+            "connector",
+            "import requests\nimport cachetools\nfrom . import errors",
+            connector_violations,
+        ),
         ("webhooks", "from connector.statuses import LIFECYCLE", webhooks_violations),
         ("webhooks", "from connector import statuses", webhooks_violations),
         ("webhooks", "from connector.parsing import value_at", webhooks_violations),
         ("webhooks", "from app.history import record_transition", webhooks_violations),
-        ("webhooks", "from app.queue import claim_rows\nfrom app.retry import RetryPolicy", webhooks_violations),
+        (
+            "webhooks",
+            "from app.queue import claim_rows\nfrom app.retry import RetryPolicy",
+            webhooks_violations,
+        ),
         ("app", "from connector import ConnectorClient", app_violations),
-        ("app/services", "from sqlalchemy import select\nfrom app.services.errors import NotFound", services_violations),
-        ("scripts", "from app.config import load_settings\nfrom app.models import Patient", scripts_violations),
+        (
+            "app/services",
+            "from sqlalchemy import select\nfrom app.services.errors import NotFound",
+            services_violations,
+        ),
+        (
+            "scripts",
+            "from app.config import load_settings\nfrom app.models import Patient",
+            scripts_violations,
+        ),
         ("sandbox", "import requests\nfrom flask import Flask", sandbox_violations),
-        ("migrations", "from app.models import Base\nimport sqlalchemy as sa", migrations_violations),
+        (
+            "migrations",
+            "from app.models import Base\nimport sqlalchemy as sa",
+            migrations_violations,
+        ),
         ("migrations", "from app import models\nfrom alembic import op", migrations_violations),
         ("webhooks", "from app.audit import PLATFORM, record_by", webhooks_violations),
-        ("notifier", "import pika\nfrom contracts.events import x\nimport smtplib", notifier_violations),
+        (
+            "notifier",
+            "import pika\nfrom contracts.events import x\nimport smtplib",
+            notifier_violations,
+        ),
     ],
 )
 def test_checker_allows_permitted_imports(package: str, source: str, check) -> None:  # type: ignore[no-untyped-def]
