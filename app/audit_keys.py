@@ -24,7 +24,7 @@ import base64
 import binascii
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from cryptography.exceptions import InvalidSignature
@@ -58,7 +58,7 @@ class SigningKey:
     name: str
     key_id: bytes
     public: bytes
-    private: Ed25519PrivateKey | None = None
+    private: Ed25519PrivateKey | None = field(default=None, repr=False, compare=False)
 
     @property
     def key_id_hex(self) -> str:

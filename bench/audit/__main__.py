@@ -104,7 +104,16 @@ def phase_lag(url: str, *, rate: float, duration: float, appenders: int) -> dict
     )
     db = Database(url, pool_size=appenders + 1)
     per_thread = rate / appenders
-    start = time.monotonic() + 2.0  # let the sealer start
+    waited = time.monotonic()
+    with db.engine.connect() as conn:  # appends start once the sealer holds its lease
+        while not conn.execute(
+            text("SELECT count(*) FROM audit_seal_state WHERE holder IS NOT NULL")
+        ).scalar():
+            if time.monotonic() - waited > 300 or sealer.poll() is not None:
+                raise SystemExit("the sealer did not start")
+            time.sleep(0.1)
+            conn.rollback()
+    start = time.monotonic()
 
     def appender(k: int) -> None:
         n = 0
@@ -149,6 +158,9 @@ def phase_lag(url: str, *, rate: float, duration: float, appenders: int) -> dict
             .all()
         )
         total = conn.execute(text("SELECT count(*) FROM audit_events")).scalar_one()
+        span = conn.execute(
+            text("SELECT extract(epoch FROM max(occurred_at) - min(occurred_at)) FROM audit_events")
+        ).scalar_one()
     db.dispose()
     lags = [float(x) for x in rows if x is not None]
     return {
@@ -158,6 +170,7 @@ def phase_lag(url: str, *, rate: float, duration: float, appenders: int) -> dict
         "p99_s": round(percentile(lags, 0.99), 3),
         "max_s": round(max(lags), 3),
         "rate_per_s": rate,
+        "achieved_rate_per_s": round(total / float(span), 1) if span else 0.0,
         "duration_s": duration,
     }
 
