@@ -267,4 +267,7 @@ def _history_with_event_pg(event_columns: tuple[str, ...]) -> Any:
     return stmt
 
 
-_HISTORY_COLUMNS = ("prescription_id", "from_status", "to_status", "occurred_at", "received_at", "source", "event_id", "detail", "actor")
+_HISTORY_COLUMNS = (
+    "prescription_id", "from_status", "to_status", "occurred_at", "received_at", "source",
+    "event_id", "detail", "actor",
+)
