@@ -74,7 +74,8 @@ def _own_patient_ref() -> str | None:
 
 def _viewer() -> Viewer:
     identity = current_identity()
-    return Viewer(patient_ref=_own_patient_ref(), privileged=identity.role in ("support", "service"))
+    staff = identity.role in ("support", "service")
+    return Viewer(patient_ref=_own_patient_ref(), privileged=staff)
 
 
 def _view(prescription_id: int) -> dict[str, Any]:
@@ -91,7 +92,11 @@ KEY_PATTERN = "^[!-~]{1,64}$"  # the same rule as OpenAPI writes it (app/openapi
 
 
 def _text_key(name: str, value: str) -> str:
-    """``value`` of the query parameter ``name`` checked as a reference or platform token (422 if not)."""
+    """``value`` of the query parameter ``name``, checked as a reference or platform token.
+
+    Raises :class:`ApiError` 422 naming ``name`` when it is not 1 to 64
+    printable ASCII characters without spaces.
+    """
     if not _KEY_PATTERN.fullmatch(value):
         raise ApiError(
             422,
@@ -161,8 +166,8 @@ def send(prescription_id: int) -> tuple[Response, int]:
 @bp.get("/prescriptions/<prescription_id>")
 @require_roles("patient", "support", "service")
 def show(prescription_id: str) -> tuple[Response, int]:
-    """Return the prescription: status, region, pharmacy, medicines, prescriber, rejection, dispatch,
-    timeline. ``prescription_id`` is the numeric id or our reference (``rx-000025``).
+    """Return the prescription: status, region, pharmacy, medicines, prescriber, rejection,
+    dispatch, timeline. ``prescription_id`` is the numeric id or our reference (``rx-000025``).
 
     One query reads the view (the caller's visibility is part of it), one INSERT
     writes the audit row (``read``, or ``read-not-modified`` for a 304), then
@@ -202,7 +207,8 @@ def lookup() -> tuple[Response, int]:
     with services().db.read_session(autocommit=AUDIT_APPEND_IS_ONE_STATEMENT) as session:
         view = find_view(session, viewer=_viewer(), **{name: _text_key(name, value)})
         items = [_view_schema.dump(view)] if view is not None else []
-        append_read_audit(session, "read" if view is not None else "lookup", [view["id"] if view else None])
+        found = [view["id"]] if view is not None else [None]
+        append_read_audit(session, "read" if view is not None else "lookup", found)
     return jsonify({"items": items}), 200
 
 

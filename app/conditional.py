@@ -26,7 +26,7 @@ def etag_of(body: Any) -> str:
 
 
 def respond_conditionally(body: Any) -> tuple[Response, bool]:
-    """Answer ``body`` as JSON with its ``ETag``, or 304 with no body when ``If-None-Match`` matches.
+    """Answer ``body`` as JSON with its ``ETag``, or 304 with no body if ``If-None-Match`` matches.
 
     Uses the current Flask request's ``If-None-Match`` (weak comparison, as RFC
     9110 section 13.1.2 requires for it; ``*`` matches). Sets

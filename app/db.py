@@ -70,7 +70,12 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
 
 # libpq's TCP keepalive options (https://www.postgresql.org/docs/15/libpq-connect.html):
 # first probe after 60 s idle, then every 10 s, dead after 3 unanswered probes.
-_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 60, "keepalives_interval": 10, "keepalives_count": 3}
+_KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 60,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
 
 
 class Database:

@@ -129,7 +129,8 @@ class PrescriptionSummarySchema(Schema):
     pharmacy_id = fields.Integer(allow_none=True)
     pharmacy_name = fields.String(allow_none=True)
     status_url = fields.String(required=True)
-    # The rest of the prescription's view (GET /api/v1/prescriptions/<id>), so the page needs one call.
+    # The rest of the prescription's view (GET /api/v1/prescriptions/<id>):
+    # the page needs one call.
     region = fields.String()
     prescriber = fields.Nested(PrescriberSummarySchema)
     pharmacy = fields.Nested(PharmacySummarySchema, allow_none=True)

@@ -222,18 +222,32 @@ def medication_request_data(
     """
     ours = status or prescription.status
     identifiers: list[dict[str, Any]] = [
-        {"use": "official", "system": LINE_SYSTEM, "value": f"{prescription.reference}/{line.position}"},
+        {
+            "use": "official",
+            "system": LINE_SYSTEM,
+            "value": f"{prescription.reference}/{line.position}",
+        },
         # The prescription's own reference too, so a search by identifier finds every line.
         {"use": "usual", "system": REFERENCE_SYSTEM, "value": prescription.reference},
     ]
     if show_platform_token and prescription.platform_token:
-        identifiers.append({"use": "secondary", "system": PLATFORM_TOKEN_SYSTEM, "value": prescription.platform_token})
+        identifiers.append(
+            {
+                "use": "secondary",
+                "system": PLATFORM_TOKEN_SYSTEM,
+                "value": prescription.platform_token,
+            }
+        )
     medication: dict[str, Any] = {"text": line.description}
     if line.vpid:
-        medication["coding"] = [{"system": DMD_SYSTEM, "code": line.vpid, "display": line.description}]
+        medication["coding"] = [
+            {"system": DMD_SYSTEM, "code": line.vpid, "display": line.description}
+        ]
     dispense: dict[str, Any] = {"quantity": {"value": line.quantity}}
     if prescription.pharmacy is not None:
-        dispense["performer"] = _reference("Organization", prescription.pharmacy.id, prescription.pharmacy.name)
+        dispense["performer"] = _reference(
+            "Organization", prescription.pharmacy.id, prescription.pharmacy.name
+        )
     data: dict[str, Any] = {
         "resourceType": "MedicationRequest",
         "id": resource_id(line),
@@ -244,7 +258,9 @@ def medication_request_data(
         "medicationCodeableConcept": medication,
         "subject": _reference("Patient", prescription.patient.external_ref),
         "authoredOn": prescription.created_at,
-        "requester": _reference("Practitioner", prescription.prescriber.id, prescription.prescriber.name),
+        "requester": _reference(
+            "Practitioner", prescription.prescriber.id, prescription.prescriber.name
+        ),
         "groupIdentifier": {"system": REFERENCE_SYSTEM, "value": prescription.reference},
         "dosageInstruction": [{"sequence": 1, "text": line.directions}],
         "dispenseRequest": dispense,
@@ -278,7 +294,7 @@ class PatientKey:
 
 @dataclass(frozen=True)
 class PrescriptionFacts:
-    """What the translation reads of a prescription, as one view row carries it (times aware UTC)."""
+    """What the translation reads of a prescription, as a view row carries it (aware UTC)."""
 
     id: int
     reference: str
@@ -318,7 +334,7 @@ class HistoryFacts:
 
 @dataclass(frozen=True)
 class Loaded:
-    """A prescription read in one query: its facts, lines (by position) and history (append order)."""
+    """A prescription read in one query: facts, lines (by position), history (append order)."""
 
     prescription: PrescriptionFacts
     lines: tuple[LineFacts, ...]
@@ -336,7 +352,9 @@ class Loaded:
             updated_at=row["updated_at"],
             patient=PatientKey(row["patient_ref"]),
             prescriber=Named(row["prescriber_id"], row["prescriber_name"]),
-            pharmacy=Named(row["pharmacy_id"], row["pharmacy_name"]) if row["pharmacy_id"] else None,
+            pharmacy=Named(row["pharmacy_id"], row["pharmacy_name"])
+            if row["pharmacy_id"]
+            else None,
         )
         lines = tuple(
             LineFacts(
@@ -376,7 +394,9 @@ def _existing_ids(loaded: Loaded) -> list[str]:
     return [f"{line.prescription_id}-{line.position}" for line in loaded.lines]
 
 
-def _visible_line(session: Session, resource: str, *, patient_ref: str | None) -> tuple[Loaded, LineFacts]:
+def _visible_line(
+    session: Session, resource: str, *, patient_ref: str | None
+) -> tuple[Loaded, LineFacts]:
     """The prescription and line behind ``MedicationRequest/<resource>``, in one query.
 
     A bare prescription id (``12``) or our reference (``rx-000012``), or a line
@@ -385,7 +405,9 @@ def _visible_line(session: Session, resource: str, *, patient_ref: str | None) -
     (only for a prescription the caller may see).
     """
     prescription_key, position = _lookup_key(resource)
-    row = find_row(session, viewer=Viewer(patient_ref=patient_ref, privileged=False), **prescription_key)
+    row = find_row(
+        session, viewer=Viewer(patient_ref=patient_ref, privileged=False), **prescription_key
+    )
     # Another patient's prescription reads exactly like a missing one: no existence leak.
     if row is None:
         raise NotFound(f"MedicationRequest/{resource} does not exist.")
@@ -440,7 +462,8 @@ def read_medication_request(
 
 
 PATIENT_SEARCH_PATTERN = r"^(.*Patient/)?[A-Za-z0-9.\-]{1,64}$"
-"""What ``?patient=`` accepts: an id with FHIR's id characters (http://hl7.org/fhir/R4/datatypes.html#id),
+"""What ``?patient=`` accepts: an id of FHIR's id characters
+(http://hl7.org/fhir/R4/datatypes.html#id),
 bare, as ``Patient/<id>`` or as an absolute URL ending so (OpenAPI documents this pattern)."""
 _PATIENT_SEARCH = re.compile(PATIENT_SEARCH_PATTERN)
 
@@ -464,7 +487,12 @@ def patient_ref_from_search(value: str | None) -> str:
 
 
 def parse_count(
-    value: str | None, *, name: str = "_count", default: int = DEFAULT_COUNT, maximum: int = MAX_COUNT, clamp: bool = True
+    value: str | None,
+    *,
+    name: str = "_count",
+    default: int = DEFAULT_COUNT,
+    maximum: int = MAX_COUNT,
+    clamp: bool = True,
 ) -> int:
     """Parse a non-negative integer search control (``_count``, ``_offset``).
 
@@ -510,7 +538,10 @@ def search_medication_requests(
         # One query: the page of lines with each prescription's view row, and the total.
         stmt = (
             view_select(session.get_bind().dialect.name)
-            .add_columns(PrescriptionMedicine.position.label("line_position"), over(func.count()).label("total"))
+            .add_columns(
+                PrescriptionMedicine.position.label("line_position"),
+                over(func.count()).label("total"),
+            )
             .join(PrescriptionMedicine, PrescriptionMedicine.prescription_id == Prescription.id)
             .where(Patient.external_ref == patient)
             .order_by(Prescription.id, PrescriptionMedicine.position)
@@ -521,13 +552,16 @@ def search_medication_requests(
         if rows:
             total = int(rows[0].total)
         elif offset:
-            total = session.scalar(
-                select(func.count())
-                .select_from(PrescriptionMedicine)
-                .join(Prescription, Prescription.id == PrescriptionMedicine.prescription_id)
-                .join(Patient, Patient.id == Prescription.patient_id)
-                .where(Patient.external_ref == patient)
-            ) or 0
+            total = (
+                session.scalar(
+                    select(func.count())
+                    .select_from(PrescriptionMedicine)
+                    .join(Prescription, Prescription.id == PrescriptionMedicine.prescription_id)
+                    .join(Patient, Patient.id == Prescription.patient_id)
+                    .where(Patient.external_ref == patient)
+                )
+                or 0
+            )
         for row in rows[:count]:
             loaded = Loaded.from_row(row._mapping)
             line = next(m for m in loaded.lines if m.position == row.line_position)
@@ -553,7 +587,13 @@ def search_medication_requests(
     if next_url and offset + len(found) < total and count:
         links.append({"relation": "next", "url": next_url})
     return Bundle.parse_obj(
-        {"resourceType": "Bundle", "type": "searchset", "total": total, "link": links, "entry": entries or None}
+        {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "total": total,
+            "link": links,
+            "entry": entries or None,
+        }
     )
 
 
@@ -684,13 +724,15 @@ def _numeric_id(kind: str, value: str) -> int:
 
 
 def read_practitioner(session: Session, value: str) -> Practitioner:
-    """Return ``Practitioner/<id>``: a prescriber's id and name (a MedicationRequest's ``requester``).
+    """Return ``Practitioner/<id>``: a prescriber's id and name (MedicationRequest.requester).
 
     Professional details, not patient data: any caller may read them. One query.
     Raises :class:`NotFound` for an unknown or malformed id.
     """
     prescriber_id = _numeric_id("Practitioner", value)
-    row = session.execute(select(Prescriber.id, Prescriber.name).where(Prescriber.id == prescriber_id)).first()
+    row = session.execute(
+        select(Prescriber.id, Prescriber.name).where(Prescriber.id == prescriber_id)
+    ).first()
     if row is None:
         raise NotFound(f"Practitioner/{prescriber_id} does not exist.")
     return Practitioner.parse_obj(
@@ -705,15 +747,21 @@ def read_practitioner(session: Session, value: str) -> Practitioner:
 
 
 def read_organization(session: Session, value: str) -> Organization:
-    """Return ``Organization/<id>``: a pharmacy (a MedicationRequest's ``dispenseRequest.performer``).
+    """Return ``Organization/<id>``: a pharmacy (MedicationRequest.dispenseRequest.performer).
 
     Name, public address and the platform branch id when it has one; any
     caller may read it. One query. Raises :class:`NotFound` for an unknown or malformed id.
     """
     pharmacy_id = _numeric_id("Organization", value)
     row = session.execute(
-        select(Pharmacy.id, Pharmacy.name, Pharmacy.branch_id, Pharmacy.address_line1, Pharmacy.city, Pharmacy.post_code)
-        .where(Pharmacy.id == pharmacy_id)
+        select(
+            Pharmacy.id,
+            Pharmacy.name,
+            Pharmacy.branch_id,
+            Pharmacy.address_line1,
+            Pharmacy.city,
+            Pharmacy.post_code,
+        ).where(Pharmacy.id == pharmacy_id)
     ).first()
     if row is None:
         raise NotFound(f"Organization/{pharmacy_id} does not exist.")
@@ -723,14 +771,30 @@ def read_organization(session: Session, value: str) -> Organization:
         "active": True,
         # "prov": Healthcare Provider (http://hl7.org/fhir/R4/codesystem-organization-type.html).
         "type": [
-            {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/organization-type", "code": "prov"}],
-             "text": "Pharmacy"}
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/organization-type",
+                        "code": "prov",
+                    }
+                ],
+                "text": "Pharmacy",
+            }
         ],
         "name": row.name,
-        "address": [{"line": [row.address_line1], "city": row.city, "postalCode": row.post_code, "country": "GB"}],
+        "address": [
+            {
+                "line": [row.address_line1],
+                "city": row.city,
+                "postalCode": row.post_code,
+                "country": "GB",
+            }
+        ],
     }
     if row.branch_id is not None:
-        data["identifier"] = [{"use": "secondary", "system": PHARMACY_BRANCH_SYSTEM, "value": str(row.branch_id)}]
+        data["identifier"] = [
+            {"use": "secondary", "system": PHARMACY_BRANCH_SYSTEM, "value": str(row.branch_id)}
+        ]
     return Organization.parse_obj(data)
 
 
@@ -739,7 +803,9 @@ CAPABILITY_DATE = "2026-12-07"
 
 
 def capability_statement(*, base_url: str, software_version: str) -> CapabilityStatement:
-    """Return the server's ``CapabilityStatement`` (http://hl7.org/fhir/R4/capabilitystatement.html).
+    """Return the server's ``CapabilityStatement``.
+
+    Defined at http://hl7.org/fhir/R4/capabilitystatement.html.
 
     What ``/fhir/R4`` supports: JSON only; read-only; ``MedicationRequest``
     read, search by ``patient`` (with ``_count`` and ``_offset``) and
@@ -756,27 +822,46 @@ def capability_statement(*, base_url: str, software_version: str) -> CapabilityS
             "publisher": "erx-connector",
             "kind": "instance",
             "software": {"name": "erx-connector", "version": software_version},
-            "implementation": {"description": "Read-only FHIR R4 view of e-prescriptions", "url": base_url},
+            "implementation": {
+                "description": "Read-only FHIR R4 view of e-prescriptions",
+                "url": base_url,
+            },
             "fhirVersion": "4.0.1",
             "format": ["json"],
             "rest": [
                 {
                     "mode": "server",
                     "security": {
-                        "description": "Authorization: Bearer <JWT> with role patient (own records only), "
-                        "support or service. Only support and service see the platform token.",
+                        "description": "Authorization: Bearer <JWT> with role patient "
+                        "(own records only), support or service. Only support and "
+                        "service see the platform token.",
                     },
                     "resource": [
                         {
                             "type": "MedicationRequest",
-                            "interaction": [{"code": "read"}, {"code": "search-type"}, {"code": "history-instance"}],
+                            "interaction": [
+                                {"code": "read"},
+                                {"code": "search-type"},
+                                {"code": "history-instance"},
+                            ],
                             "versioning": "versioned",
                             "readHistory": False,
                             "searchParam": [
-                                {"name": "patient", "type": "reference",
-                                 "documentation": "Required: Patient/<ref> or <ref>."},
-                                {"name": "_count", "type": "number", "documentation": f"Page size, at most {MAX_COUNT}."},
-                                {"name": "_offset", "type": "number", "documentation": "Matches to skip."},
+                                {
+                                    "name": "patient",
+                                    "type": "reference",
+                                    "documentation": "Required: Patient/<ref> or <ref>.",
+                                },
+                                {
+                                    "name": "_count",
+                                    "type": "number",
+                                    "documentation": f"Page size, at most {MAX_COUNT}.",
+                                },
+                                {
+                                    "name": "_offset",
+                                    "type": "number",
+                                    "documentation": "Matches to skip.",
+                                },
                             ],
                         },
                         {"type": "Patient", "interaction": read},
@@ -811,7 +896,9 @@ class Outcome:
     resource: OperationOutcome
 
 
-def operation_outcome(status: int, code: str, message: str, errors: dict[str, Any] | None = None) -> Outcome:
+def operation_outcome(
+    status: int, code: str, message: str, errors: dict[str, Any] | None = None
+) -> Outcome:
     """Build the ``OperationOutcome`` for an error (http://hl7.org/fhir/R4/operationoutcome.html).
 
     ``status``: HTTP status; ``code``: our snake_case error code (in
@@ -823,7 +910,10 @@ def operation_outcome(status: int, code: str, message: str, errors: dict[str, An
         {
             "severity": "error",
             "code": issue_type,
-            "details": {"coding": [{"system": f"{NAMESPACE}/CodeSystem/error-code", "code": code}], "text": message},
+            "details": {
+                "coding": [{"system": f"{NAMESPACE}/CodeSystem/error-code", "code": code}],
+                "text": message,
+            },
             "diagnostics": message,
         }
     ]
@@ -837,4 +927,6 @@ def operation_outcome(status: int, code: str, message: str, errors: dict[str, An
                 "expression": [str(field)],
             }
         )
-    return Outcome(status, OperationOutcome.parse_obj({"resourceType": "OperationOutcome", "issue": issues}))
+    return Outcome(
+        status, OperationOutcome.parse_obj({"resourceType": "OperationOutcome", "issue": issues})
+    )

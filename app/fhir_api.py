@@ -13,7 +13,8 @@ their own prescriptions (another patient's reads as 404), support and service
 see all, and only support and service see the platform token (an
 ``identifier``). A bare prescription id or our reference in place of a
 MedicationRequest id answers 404 with the ids that exist. Each read is one
-query plus its audit row (no lock, no lazy load). Every error, including the 401/403 of the bearer check and
+query plus its audit row (no lock, no lazy load). Every error, including the
+401/403 of the bearer check and
 unknown paths under ``/fhir/R4``, is an ``OperationOutcome`` with the matching
 HTTP status (http://hl7.org/fhir/R4/http.html#Status-Codes). Translation lives
 in ``app/fhir.py``; this module only parses the request and picks the caller's view.
@@ -54,14 +55,18 @@ _DOMAIN_STATUS: dict[type[DomainError], int] = {
 }
 
 
-def _fhir_response(resource: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+def _fhir_response(
+    resource: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
     response = Response(resource.json(), status=status, mimetype=fhir.FHIR_JSON)
     for name, value in (headers or {}).items():
         response.headers[name] = value
     return response
 
 
-def _outcome(status: int, code: str, message: str, errors: dict[str, Any] | None = None) -> Response:
+def _outcome(
+    status: int, code: str, message: str, errors: dict[str, Any] | None = None
+) -> Response:
     outcome = fhir.operation_outcome(status, code, message, errors)
     return _fhir_response(outcome.resource, outcome.status)
 
@@ -104,7 +109,11 @@ def _db_down(exc: OperationalError) -> Response:
 @bp.errorhandler(Exception)
 def _unexpected(exc: Exception) -> Response:
     # Only the type and the frames: an exception's text can carry SQL parameters (PHI).
-    log.error("unhandled error %s\n%s", type(exc).__name__, "".join(traceback.format_tb(exc.__traceback__)))
+    log.error(
+        "unhandled error %s\n%s",
+        type(exc).__name__,
+        "".join(traceback.format_tb(exc.__traceback__)),
+    )
     return _outcome(500, "internal_error", "An unexpected error occurred.")
 
 
@@ -112,7 +121,10 @@ def _view() -> tuple[str | None, bool]:
     """The caller's view: the only patient they may see (None: all) and whether the platform token
     shows (support and service, as in the API)."""
     identity = current_identity()
-    return (identity.subject if identity.role == "patient" else None), identity.role in ("support", "service")
+    return (identity.subject if identity.role == "patient" else None), identity.role in (
+        "support",
+        "service",
+    )
 
 
 def _audited_read(action: str, build: Any, ids_of: Any) -> Any:
@@ -150,7 +162,11 @@ def read(resource_id: str) -> Response:
         ),
         lambda found: [fhir.parse_resource_id(found.id)[0]],
     )
-    headers = {"ETag": f'W/"{resource.meta.versionId}"'} if resource.meta and resource.meta.versionId else {}
+    headers = (
+        {"ETag": f'W/"{resource.meta.versionId}"'}
+        if resource.meta and resource.meta.versionId
+        else {}
+    )
     return _fhir_response(resource, headers=headers)
 
 
@@ -209,14 +225,16 @@ def history(resource_id: str) -> Response:
 
 @bp.get("/metadata")
 def metadata() -> Response:
-    """The ``CapabilityStatement``: what this server supports. No token: FHIR clients call it first."""
-    return _fhir_response(fhir.capability_statement(base_url=_base_url(), software_version=API_VERSION))
+    """The ``CapabilityStatement``: what this server supports (no token: clients call it first)."""
+    return _fhir_response(
+        fhir.capability_statement(base_url=_base_url(), software_version=API_VERSION)
+    )
 
 
 @bp.get("/Patient/<ref>")
 @require_roles("patient", "support", "service")
 def patient(ref: str) -> Response:
-    """Return ``Patient/<ref>`` (identity only); a patient reads only their own (another's is 404)."""
+    """Return ``Patient/<ref>`` (identity only); a patient reads only their own (else 404)."""
     patient_ref, _ = _view()
     with services().db.read_session() as session:
         resource = fhir.read_patient(session, ref, patient_ref=patient_ref)

@@ -45,8 +45,8 @@ class Transition:
     ``ours``: the service decided this status itself (the send, dispatch, an
     operator): it always becomes the current status, even backwards (a
     requeue). Otherwise (a webhook, reconciliation) the current status moves
-    forward only. ``actor``: who did it, stored only where the history table
-    has the column (an operator's void). Build ours with :func:`local`.
+    forward only. ``actor``: who did it, stored in the history row
+    (an operator's void; None otherwise). Build ours with :func:`local`.
     """
 
     to_status: str
@@ -177,9 +177,8 @@ def _history_row(change: Change) -> dict[str, Any]:
         "source": t.source,
         "event_id": t.event_id,
         "detail": t.detail,
+        "actor": t.actor,
     }
-    if t.actor is not None:
-        row["actor"] = t.actor  # the column arrives with the operators' void audit migration
     return row
 
 
@@ -212,7 +211,7 @@ def _append(session: Session, changes: Sequence[Change], rows: list[dict[str, An
         return []
     known = all(c.region is not None and c.route is not None for c in changes)
     dialect = session.get_bind().dialect.name
-    if known and len(changes) == 1 and dialect == "postgresql" and "actor" not in rows[0]:
+    if known and len(changes) == 1 and dialect == "postgresql":
         event = _event(changes[0], rows[0])
         params = {f"h_{k}": v for k, v in rows[0].items()} | {f"e_{k}": v for k, v in event.items()}
         returned = session.execute(_history_with_event_pg(tuple(event)), params).first()
@@ -288,5 +287,5 @@ def _history_with_event_pg(event_columns: tuple[str, ...]) -> Any:
 
 _HISTORY_COLUMNS = (
     "prescription_id", "from_status", "to_status", "occurred_at", "received_at", "source",
-    "event_id", "detail",
+    "event_id", "detail", "actor",
 )

@@ -37,7 +37,7 @@ from app.directory_schemas import (
     RegionListSchema,
     RegionUpdateSchema,
 )
-from app.fhir import MAX_OFFSET, PATIENT_SEARCH_PATTERN
+from app.fhir_openapi import fhir_paths
 from app.schemas import (
     MAX_ID,
     PrescriptionViewSchema,
@@ -83,7 +83,8 @@ class SignatureErrorSchema(ErrorSchema):
 
 
 class PrescriptionLookupSchema(Schema):
-    """``GET /api/v1/prescriptions?reference=|platform_token=``: ``{"items": [prescription]}`` (0 or 1)."""
+    """``GET /api/v1/prescriptions?reference=|platform_token=``: ``{"items": [prescription]}``,
+    0 or 1 items."""
 
     items = fields.List(fields.Nested(PrescriptionViewSchema), required=True)
 
@@ -149,7 +150,8 @@ _PRESCRIPTION_ID_OR_REFERENCE = {
     "in": "path",
     "required": True,
     "description": (
-        "The prescription's id (as in `status_url`) or our reference (`rx-000025`, as quoted to the pharmacy)."
+        "The prescription's id (as in `status_url`) or our reference (`rx-000025`, as "
+        "quoted to the pharmacy)."
     ),
     "schema": {"type": "string", "pattern": KEY_PATTERN, "example": "rx-000025"},
 }
@@ -157,7 +159,9 @@ _IF_NONE_MATCH = {
     "name": "If-None-Match",
     "in": "header",
     "required": False,
-    "description": "The `ETag` of an earlier answer: 304 with no body while nothing the caller sees changed.",
+    "description": (
+        "The `ETag` of an earlier answer: 304 with no body while nothing the caller sees changed."
+    ),
     "schema": {"type": "string"},
 }
 _NOT_MODIFIED = {
@@ -166,7 +170,9 @@ _NOT_MODIFIED = {
             "Not modified (`If-None-Match` matched the current `ETag`): no body. Still an access: "
             "the audit trail records it (`read-not-modified` / `list-not-modified`)."
         ),
-        "headers": {"ETag": {"description": "The current entity tag.", "schema": {"type": "string"}}},
+        "headers": {
+            "ETag": {"description": "The current entity tag.", "schema": {"type": "string"}}
+        },
     }
 }
 
@@ -260,14 +266,18 @@ _OPERATIONS: tuple[_Operation, ...] = (
         path="/api/v1/prescriptions/{prescription_id}",
         method="get",
         operation_id="getPrescription",
-        summary="A prescription: status, pharmacy, medicines, prescriber, timeline; by id or by our reference.",
+        summary=(
+            "A prescription: status, pharmacy, medicines, prescriber, timeline; by id or by our "
+            "reference."
+        ),
         tag="prescriptions",
         roles=("patient", "support", "service"),
         parameters=(_PRESCRIPTION_ID_OR_REFERENCE, _IF_NONE_MATCH),
         ok=(
             200,
             PrescriptionViewSchema,
-            "The prescription with its `ETag`; `platform_token` and `patient` only for support and service.",
+            "The prescription with its `ETag`; `platform_token` and `patient` only for support "
+            "and service.",
         ),
         errors=(*_ALWAYS, 404, 422),
         extra_responses=_NOT_MODIFIED,
@@ -289,7 +299,9 @@ _OPERATIONS: tuple[_Operation, ...] = (
         ),
         ok=(200, PrescriptionLookupSchema, "`{\"items\": [prescription]}`: 0 or 1 items."),
         errors=(*_ALWAYS, 403, 422),
-        description="Neither or both parameters, or one given twice, is 422. One audit row per lookup.",
+        description=(
+            "Neither or both parameters, or one given twice, is 422. One audit row per lookup."
+        ),
     ),
     _Operation(
         path="/api/v1/prescriptions/{prescription_id}/void",
@@ -342,7 +354,11 @@ _OPERATIONS: tuple[_Operation, ...] = (
         tag="directory",
         roles=("patient",),
         parameters=(_PAGE, _PER_PAGE, _IF_NONE_MATCH),
-        ok=(200, PrescriptionPageSchema, "One page of prescriptions, each with its view; with an `ETag`."),
+        ok=(
+            200,
+            PrescriptionPageSchema,
+            "One page of prescriptions, each with its view; with an `ETag`.",
+        ),
         errors=(*_ALWAYS, 403, 404, 422),
         extra_responses=_NOT_MODIFIED,
     ),
@@ -390,7 +406,10 @@ def _operation(op: _Operation) -> dict[str, Any]:
         responses[str(status)]["content"] = {"application/json": {"schema": schema}}
     if 304 in op.extra_responses:
         responses[str(status)]["headers"] = {
-            "ETag": {"description": "Changes whenever anything in the answer changes.", "schema": {"type": "string"}}
+            "ETag": {
+                "description": "Changes whenever anything in the answer changes.",
+                "schema": {"type": "string"},
+            }
         }
     if status == 202:
         responses[str(status)]["headers"] = {
@@ -444,7 +463,8 @@ def build_spec() -> dict[str, Any]:
                 "The patient app's API (regions, pharmacy search, send, status, void) and the "
                 "e-prescription platform's webhook receiver. Errors share one shape: "
                 '`{"code", "message", "errors"}`. The read-only FHIR R4 view lives under '
-                "`/fhir/R4` (FHIR resources as `application/fhir+json`, errors as OperationOutcome)."
+                "`/fhir/R4` (FHIR resources as `application/fhir+json`, errors as "
+                "OperationOutcome)."
             )
         },
     )
@@ -474,133 +494,10 @@ def build_spec() -> dict[str, Any]:
             },
         }
     }
-    paths.update(fhir_paths())
+    paths.update(fhir_paths(security_scheme=BEARER))
     for path, operations in paths.items():
         spec.path(path=path, operations=operations)
     return spec.to_dict()
-
-
-FHIR_BASE = "/fhir/R4"
-_FHIR_JSON = "application/fhir+json"
-
-
-def _fhir_content(resource: str) -> dict[str, Any]:
-    return {
-        _FHIR_JSON: {
-            "schema": {
-                "type": "object",
-                "description": f"A FHIR R4 {resource} (http://hl7.org/fhir/R4/{resource.lower()}.html).",
-                "properties": {"resourceType": {"type": "string", "enum": [resource]}},
-                "required": ["resourceType"],
-            }
-        }
-    }
-
-
-def _fhir_operation(
-    operation_id: str, summary: str, resource: str, *, parameters: Sequence[dict[str, Any]] = (),
-    errors: Sequence[int] = (401, 404, 503), secured: bool = True, description: str = "",
-) -> dict[str, Any]:
-    responses: dict[str, Any] = {"200": {"description": f"A {resource}.", "content": _fhir_content(resource)}}
-    for code in errors:
-        responses[str(code)] = {
-            "description": f"{_ERROR_WHY.get(code, 'Refused.')} As an OperationOutcome.",
-            "content": _fhir_content("OperationOutcome"),
-        }
-    operation: dict[str, Any] = {
-        "operationId": operation_id,
-        "summary": summary,
-        "description": description,
-        "tags": ["fhir"],
-        "responses": dict(sorted(responses.items())),
-        "security": [{BEARER: []}] if secured else [],
-    }
-    if parameters:
-        operation["parameters"] = [dict(p) for p in parameters]
-    return operation
-
-
-def _fhir_path_parameter(name: str, description: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "description": description, "schema": {"type": "string"}}
-
-
-def fhir_paths() -> dict[str, dict[str, Any]]:
-    """The read-only FHIR R4 endpoints (``app/fhir_api.py``) as OpenAPI paths.
-
-    Bodies are FHIR resources in ``application/fhir+json``, described by their
-    ``resourceType`` with a link to the R4 definition (the models of
-    ``fhir.resources`` validate them in the tests); errors are OperationOutcomes.
-    Roles as the API: a patient sees only their own prescriptions and Patient;
-    support and service see everything, including the platform token.
-    """
-    roles = "Roles: `patient` (own records only), `support`, `service`."
-    medication_request_id = _fhir_path_parameter(
-        "resource_id",
-        "`<prescription id>-<line>`, e.g. `12-1`. A bare prescription id or our reference answers 404 "
-        "with the MedicationRequest ids that exist.",
-    )
-    count_parameter = {
-        "name": "_count", "in": "query", "required": False,
-        "description": "Page size (at most 100; larger values are lowered).",
-        "schema": {"type": "integer", "minimum": 0, "default": 50},
-    }
-    offset_parameter = {
-        "name": "_offset", "in": "query", "required": False, "description": "Matches to skip.",
-        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0},
-    }
-    patient_parameter = {
-        "name": "patient", "in": "query", "required": True,
-        "description": "`Patient/<ref>`, `<ref>` or an absolute URL ending in `Patient/<ref>`.",
-        "schema": {"type": "string", "pattern": PATIENT_SEARCH_PATTERN},
-    }
-    return {
-        f"{FHIR_BASE}/metadata": {
-            "get": _fhir_operation(
-                "fhirCapabilities", "The CapabilityStatement: what this FHIR server supports.",
-                "CapabilityStatement", errors=(), secured=False,
-            )
-        },
-        f"{FHIR_BASE}/MedicationRequest": {
-            "get": _fhir_operation(
-                "fhirSearchMedicationRequests", "Search a patient's MedicationRequests (one per prescription line).",
-                "Bundle", parameters=(patient_parameter, count_parameter, offset_parameter),
-                errors=(400, 401, 503), description=f"{roles} Another patient's search is empty.",
-            )
-        },
-        f"{FHIR_BASE}/MedicationRequest/{{resource_id}}": {
-            "get": _fhir_operation(
-                "fhirReadMedicationRequest", "Read one MedicationRequest (`ETag`: its version).",
-                "MedicationRequest", parameters=(medication_request_id,), description=roles,
-            )
-        },
-        f"{FHIR_BASE}/MedicationRequest/{{resource_id}}/_history": {
-            "get": _fhir_operation(
-                "fhirMedicationRequestHistory", "A MedicationRequest's versions, one per status change, newest first.",
-                "Bundle", parameters=(medication_request_id,), description=roles,
-            )
-        },
-        f"{FHIR_BASE}/Patient/{{ref}}": {
-            "get": _fhir_operation(
-                "fhirReadPatient", "A MedicationRequest's subject: identity only (no name, birth date or address).",
-                "Patient", parameters=(_fhir_path_parameter("ref", "The patient reference, e.g. `pt-0001`."),),
-                description=f"{roles} A patient reads only their own.",
-            )
-        },
-        f"{FHIR_BASE}/Practitioner/{{practitioner_id}}": {
-            "get": _fhir_operation(
-                "fhirReadPractitioner", "A MedicationRequest's requester: the prescriber's id and name.",
-                "Practitioner", parameters=(_fhir_path_parameter("practitioner_id", "The prescriber's id."),),
-                description=roles,
-            )
-        },
-        f"{FHIR_BASE}/Organization/{{organization_id}}": {
-            "get": _fhir_operation(
-                "fhirReadOrganization", "A MedicationRequest's dispensing pharmacy: name, address, branch id.",
-                "Organization", parameters=(_fhir_path_parameter("organization_id", "The pharmacy's id."),),
-                description=roles,
-            )
-        },
-    }
 
 
 @lru_cache(maxsize=1)

@@ -28,7 +28,9 @@ two statements and no BEGIN/COMMIT.
 """
 
 
-def append_read_audit(session: Session, action: str, prescription_ids: Iterable[int | None]) -> None:
+def append_read_audit(
+    session: Session, action: str, prescription_ids: Iterable[int | None]
+) -> None:
     """Append the audit record of one read by the current caller, now (UTC), in ``session``.
 
     ``action``: one of :data:`app.audit.ACTIONS` (``read``, ``list``,

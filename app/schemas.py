@@ -105,11 +105,16 @@ class HistoryEntrySchema(Schema):
     source = fields.String(required=True)
     event_id = fields.String(allow_none=True)
     reason = fields.String(
-        allow_none=True, metadata={"description": "The stored reason of a void (support's text), else null."}
+        allow_none=True,
+        metadata={"description": "The stored reason of a void (support's text), else null."},
     )
     actor = fields.String(
         allow_none=True,
-        metadata={"description": 'Who did an operator step such as a void ("support:<subject>"), else null.'},
+        metadata={
+            "description": (
+                'Who did an operator step such as a void ("support:<subject>"), else null.'
+            )
+        },
     )
 
 
@@ -144,8 +149,11 @@ class PrescriptionViewSchema(Schema):
     dispatch = fields.Nested(DispatchSchema, allow_none=True)
     history = fields.List(fields.Nested(HistoryEntrySchema))
     platform_token = fields.String(allow_none=True)
-    created_at = fields.String(metadata={"description": "When it was written, ISO 8601 UTC with Z."})
+    created_at = fields.String(
+        metadata={"description": "When it was written, ISO 8601 UTC with Z."}
+    )
     prescriber = fields.Nested(PrescriberSummarySchema)
     patient = fields.Nested(
-        PatientSummarySchema, metadata={"description": "Support and service callers only; absent for a patient."}
+        PatientSummarySchema,
+        metadata={"description": "Support and service callers only; absent for a patient."},
     )

@@ -40,7 +40,14 @@ from connector.statuses import rank
 # Column names of the medicine lines and history entries inside the JSON aggregates.
 _MEDICINE_KEYS = ("position", "vpid", "description", "quantity", "directions")
 _HISTORY_KEYS = (
-    "id", "from_status", "to_status", "occurred_at", "received_at", "source", "event_id", "detail",
+    "id",
+    "from_status",
+    "to_status",
+    "occurred_at",
+    "received_at",
+    "source",
+    "event_id",
+    "detail",
     "actor",
 )
 
@@ -61,7 +68,8 @@ class Viewer:
 
 
 def _json_rows(dialect: str, columns: Sequence[tuple[str, Any]]) -> Any:
-    """An aggregate of one JSON object per row: ``[{key: value}, ...]`` (PostgreSQL NULL when empty)."""
+    """An aggregate of one JSON object per row, ``[{key: value}, ...]`` (NULL on PostgreSQL
+    when there is no row)."""
     pairs: list[Any] = []
     for key, column in columns:
         pairs += [literal(key), column]
@@ -185,7 +193,9 @@ class RowPage:
     patient_found: bool
 
 
-def patient_page(session: Session, *, viewer: Viewer, subject: str, limit: int, offset: int) -> RowPage:
+def patient_page(
+    session: Session, *, viewer: Viewer, subject: str, limit: int, offset: int
+) -> RowPage:
     """Return one page of ``subject``'s prescriptions, newest first (``created_at``, then ``id``).
 
     One query carries the page and the total (a window count). Only a page
@@ -204,7 +214,9 @@ def patient_page(session: Session, *, viewer: Viewer, subject: str, limit: int, 
     )
     rows = session.execute(stmt).all()
     if rows:
-        return RowPage(rows=tuple(r._mapping for r in rows), total=int(rows[0].total), patient_found=True)
+        return RowPage(
+            rows=tuple(r._mapping for r in rows), total=int(rows[0].total), patient_found=True
+        )
     counted = session.execute(
         select(Patient.id, func.count(Prescription.id))
         .select_from(Patient)
@@ -308,7 +320,10 @@ def view_from_row(row: Any, *, viewer: Viewer) -> dict[str, Any]:
             {k: m[k] for k in ("vpid", "description", "quantity", "directions")} for m in medicines
         ],
         "rejection": (
-            {"message": row["rejection_message"], "errors": json.loads(row["rejection_errors"] or "{}")}
+            {
+                "message": row["rejection_message"],
+                "errors": json.loads(row["rejection_errors"] or "{}"),
+            }
             if row["status"] == "rejected"
             else None
         ),

@@ -318,7 +318,7 @@ def prescription_view(
     patient_ref: str | None = None,
     include_token: bool = False,
 ) -> dict[str, Any]:
-    """Return the status resource of ``prescription_id`` as a JSON-able dict, in its own transaction.
+    """Return the status resource of ``prescription_id`` as a JSON-able dict (own transaction).
 
     The keys and the timeline's order are
     :func:`app.services.prescription_reads.view_from_row`'s; ``include_token``

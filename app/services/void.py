@@ -165,7 +165,12 @@ def _refuse_final(prescription: Prescription) -> None:
 
 
 def _void_locally(
-    session: Session, prescription: Prescription, *, reason: str, at: datetime, actor: str | None = None
+    session: Session,
+    prescription: Prescription,
+    *,
+    reason: str,
+    at: datetime,
+    actor: str | None = None,
 ) -> VoidResult:
     intent_stage = session.scalar(select(EmailIntent.stage).where(EmailIntent.prescription_id == prescription.id))
     if intent_stage in EMAIL_MAY_HAVE_LEFT:

@@ -29,7 +29,9 @@ def _id(db: Database, reference: str) -> int:
 def _audit(db: Database) -> list[tuple[str, str, int | None]]:
     with db.session() as session:
         rows = session.execute(
-            select(AuditEvent.actor, AuditEvent.action, AuditEvent.prescription_id).order_by(AuditEvent.id)
+            select(AuditEvent.actor, AuditEvent.action, AuditEvent.prescription_id).order_by(
+                AuditEvent.id
+            )
         ).all()
     return [tuple(r) for r in rows]  # type: ignore[misc]
 
@@ -47,7 +49,9 @@ def _patient_name(db: Database, ref: str) -> str:
 # -- the view's keys ------------------------------------------------------------------
 
 
-def test_view_names_the_prescriber_and_when_it_was_written(app, client, seeded) -> None:  # type: ignore[no-untyped-def]
+def test_view_names_the_prescriber_and_when_it_was_written(
+    app: Any, client: Any, seeded: Any
+) -> None:
     body = client.get("/api/v1/prescriptions/1", headers=_headers(app, "patient")).get_json()
 
     assert body["created_at"].endswith("Z") and "T" in body["created_at"]
@@ -55,22 +59,26 @@ def test_view_names_the_prescriber_and_when_it_was_written(app, client, seeded) 
     assert {"id", "reference", "status", "region", "pharmacy", "medicines", "history"} <= set(body)
 
 
-def test_patient_block_for_staff_only(app, client, seeded) -> None:  # type: ignore[no-untyped-def]
+def test_patient_block_for_staff_only(app: Any, client: Any, seeded: Any) -> None:
     name = _patient_name(seeded, "pt-0001")
     for role in ("support", "service"):
-        body = client.get("/api/v1/prescriptions/1", headers=_headers(app, role, f"{role}-1")).get_json()
+        body = client.get(
+            "/api/v1/prescriptions/1", headers=_headers(app, role, f"{role}-1")
+        ).get_json()
         assert body["patient"] == {"ref": "pt-0001", "name": name}
     as_patient = client.get("/api/v1/prescriptions/1", headers=_headers(app, "patient"))
     assert "patient" not in as_patient.get_json() and name not in as_patient.get_data(as_text=True)
 
 
-def test_history_carries_the_void_reason_and_who_voided(app, client, seeded) -> None:  # type: ignore[no-untyped-def]
+def test_history_carries_the_void_reason_and_who_voided(app: Any, client: Any, seeded: Any) -> None:
     pid = _id(seeded, "rx-000001")
     with seeded.session() as session:
         record_local_status(session, session.get(Prescription, pid), "queued", source="service")
     support = _headers(app, "support", "support-7")
 
-    voided = client.post(f"/api/v1/prescriptions/{pid}/void", json={"reason": REASON}, headers=support)
+    voided = client.post(
+        f"/api/v1/prescriptions/{pid}/void", json={"reason": REASON}, headers=support
+    )
 
     assert voided.status_code == 200, voided.get_data(as_text=True)
     history = client.get(f"/api/v1/prescriptions/{pid}", headers=support).get_json()["history"]
@@ -83,7 +91,7 @@ def test_history_carries_the_void_reason_and_who_voided(app, client, seeded) -> 
 # -- a reference in the id slot, and the lookup ---------------------------------------------
 
 
-def test_reference_in_the_id_slot_is_the_same_view(app, client, seeded) -> None:  # type: ignore[no-untyped-def]
+def test_reference_in_the_id_slot_is_the_same_view(app: Any, client: Any, seeded: Any) -> None:
     headers = _headers(app, "patient")
     by_id = client.get("/api/v1/prescriptions/1", headers=headers)
     by_reference = client.get("/api/v1/prescriptions/rx-000001", headers=headers)
@@ -93,8 +101,12 @@ def test_reference_in_the_id_slot_is_the_same_view(app, client, seeded) -> None:
     assert by_reference.headers["ETag"] == by_id.headers["ETag"]
 
 
-@pytest.mark.parametrize("path", ["rx-000017", "rx-999999", "no-such", "rx%20000001", "x" * 65, "%C3%A9"])
-def test_unknown_or_another_patients_reference_is_a_json_404(app, client, seeded, path: str) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(
+    "path", ["rx-000017", "rx-999999", "no-such", "rx%20000001", "x" * 65, "%C3%A9"]
+)
+def test_unknown_or_another_patients_reference_is_a_json_404(
+    app: Any, client: Any, seeded: Any, path: str
+) -> None:
     response = client.get(f"/api/v1/prescriptions/{path}", headers=_headers(app, "patient"))
 
     assert response.status_code == 404
@@ -102,7 +114,9 @@ def test_unknown_or_another_patients_reference_is_a_json_404(app, client, seeded
 
 
 @pytest.mark.parametrize("role", ["support", "service"])
-def test_lookup_by_reference_and_by_platform_token(app, client, seeded, role: str) -> None:  # type: ignore[no-untyped-def]
+def test_lookup_by_reference_and_by_platform_token(
+    app: Any, client: Any, seeded: Any, role: str
+) -> None:
     pid = _id(seeded, "rx-000017")
     with seeded.session() as session:
         session.get(Prescription, pid).platform_token = "SRXLOOKUP0001"
@@ -118,15 +132,19 @@ def test_lookup_by_reference_and_by_platform_token(app, client, seeded, role: st
     assert _audit(seeded)[-2:] == [(f"{role}-1", "read", pid), (f"{role}-1", "read", pid)]
 
 
-def test_lookup_that_finds_nothing_is_empty_and_audited(app, client, seeded) -> None:  # type: ignore[no-untyped-def]
-    response = client.get("/api/v1/prescriptions?reference=rx-999999", headers=_headers(app, "support", "s-1"))
+def test_lookup_that_finds_nothing_is_empty_and_audited(app: Any, client: Any, seeded: Any) -> None:
+    response = client.get(
+        "/api/v1/prescriptions?reference=rx-999999", headers=_headers(app, "support", "s-1")
+    )
 
     assert response.status_code == 200 and response.get_json() == {"items": []}
     assert _audit(seeded) == [("s-1", "lookup", None)]
 
 
-def test_patients_may_not_look_up(app, client, seeded) -> None:  # type: ignore[no-untyped-def]
-    response = client.get("/api/v1/prescriptions?reference=rx-000001", headers=_headers(app, "patient"))
+def test_patients_may_not_look_up(app: Any, client: Any, seeded: Any) -> None:
+    response = client.get(
+        "/api/v1/prescriptions?reference=rx-000001", headers=_headers(app, "patient")
+    )
 
     assert response.status_code == 403 and response.get_json()["code"] == "forbidden"
     assert _audit(seeded) == []
@@ -134,10 +152,19 @@ def test_patients_may_not_look_up(app, client, seeded) -> None:  # type: ignore[
 
 @pytest.mark.parametrize(
     "query",
-    ["", "?reference=rx-000001&platform_token=x", "?reference=rx-000001&reference=rx-000002",
-     "?reference=", "?reference=%20rx-000001", "?platform_token=" + "x" * 65, "?reference=rx%0A1"],
+    [
+        "",
+        "?reference=rx-000001&platform_token=x",
+        "?reference=rx-000001&reference=rx-000002",
+        "?reference=",
+        "?reference=%20rx-000001",
+        "?platform_token=" + "x" * 65,
+        "?reference=rx%0A1",
+    ],
 )
-def test_lookup_needs_exactly_one_well_formed_key(app, client, seeded, query: str) -> None:  # type: ignore[no-untyped-def]
+def test_lookup_needs_exactly_one_well_formed_key(
+    app: Any, client: Any, seeded: Any, query: str
+) -> None:
     response = client.get(f"/api/v1/prescriptions{query}", headers=_headers(app, "support", "s-1"))
 
     assert response.status_code == 422
@@ -149,7 +176,9 @@ def test_lookup_needs_exactly_one_well_formed_key(app, client, seeded, query: st
 # -- conditional GET ---------------------------------------------------------------------
 
 
-def test_if_none_match_answers_304_and_the_access_is_still_audited(app, client, seeded) -> None:  # type: ignore[no-untyped-def]
+def test_if_none_match_answers_304_and_the_access_is_still_audited(
+    app: Any, client: Any, seeded: Any
+) -> None:
     headers = _headers(app, "patient")
     first = client.get("/api/v1/prescriptions/1", headers=headers)
     etag = first.headers["ETag"]
@@ -161,7 +190,7 @@ def test_if_none_match_answers_304_and_the_access_is_still_audited(app, client, 
     assert [a for _, a, _ in _audit(seeded)] == ["read", "read-not-modified"]
 
 
-def test_a_status_change_changes_the_etag(app, client, seeded) -> None:  # type: ignore[no-untyped-def]
+def test_a_status_change_changes_the_etag(app: Any, client: Any, seeded: Any) -> None:
     headers = _headers(app, "patient")
     etag = client.get("/api/v1/prescriptions/1", headers=headers).headers["ETag"]
     with seeded.session() as session:
@@ -173,28 +202,41 @@ def test_a_status_change_changes_the_etag(app, client, seeded) -> None:  # type:
     assert changed.get_json()["status"] == "queued"
 
 
-def test_roles_that_see_different_keys_get_different_etags(app, client, seeded) -> None:  # type: ignore[no-untyped-def]
-    patient = client.get("/api/v1/prescriptions/1", headers=_headers(app, "patient")).headers["ETag"]
-    support = client.get("/api/v1/prescriptions/1", headers=_headers(app, "support", "s-1")).headers["ETag"]
+def test_roles_that_see_different_keys_get_different_etags(
+    app: Any, client: Any, seeded: Any
+) -> None:
+    patient = client.get("/api/v1/prescriptions/1", headers=_headers(app, "patient")).headers[
+        "ETag"
+    ]
+    support = client.get(
+        "/api/v1/prescriptions/1", headers=_headers(app, "support", "s-1")
+    ).headers["ETag"]
 
     assert patient != support
 
 
-def test_the_list_is_conditional_too(app, client, seeded) -> None:  # type: ignore[no-untyped-def]
+def test_the_list_is_conditional_too(app: Any, client: Any, seeded: Any) -> None:
     headers = _headers(app, "patient")
     first = client.get("/api/v1/me/prescriptions?per_page=50", headers=headers)
     ids = [item["id"] for item in first.get_json()["items"]]
 
-    again = client.get("/api/v1/me/prescriptions?per_page=50", headers=headers | {"If-None-Match": first.headers["ETag"]})
+    again = client.get(
+        "/api/v1/me/prescriptions?per_page=50",
+        headers=headers | {"If-None-Match": first.headers["ETag"]},
+    )
 
     assert again.status_code == 304 and again.get_data() == b""
-    assert [(a, p) for _, a, p in _audit(seeded)] == [("list", i) for i in ids] + [("list-not-modified", i) for i in ids]
+    assert [(a, p) for _, a, p in _audit(seeded)] == [("list", i) for i in ids] + [
+        ("list-not-modified", i) for i in ids
+    ]
 
 
 # -- the list carries each prescription's view ------------------------------------------------
 
 
-def test_list_items_carry_the_view_and_keep_the_summary_keys(app, client, seeded) -> None:  # type: ignore[no-untyped-def]
+def test_list_items_carry_the_view_and_keep_the_summary_keys(
+    app: Any, client: Any, seeded: Any
+) -> None:
     with seeded.session() as session:
         record_local_status(session, session.get(Prescription, 1), "queued", source="service")
     headers = _headers(app, "patient")
@@ -203,35 +245,66 @@ def test_list_items_carry_the_view_and_keep_the_summary_keys(app, client, seeded
 
     item = next(i for i in page["items"] if i["id"] == 1)
     single = client.get("/api/v1/prescriptions/1", headers=headers).get_json()
-    for key in ("reference", "status", "region", "prescriber", "pharmacy", "medicines", "history", "dispatch"):
+    for key in (
+        "reference",
+        "status",
+        "region",
+        "prescriber",
+        "pharmacy",
+        "medicines",
+        "history",
+        "dispatch",
+    ):
         assert item[key] == single[key], key
     assert {"created_at", "updated_at", "pharmacy_id", "pharmacy_name", "status_url"} <= set(item)
     assert "platform_token" not in item and "patient" not in item
     assert page["total"] == len(page["items"])
 
 
-def test_a_page_past_the_end_still_counts(app, client, seeded) -> None:  # type: ignore[no-untyped-def]
+def test_a_page_past_the_end_still_counts(app: Any, client: Any, seeded: Any) -> None:
     headers = _headers(app, "patient")
     total = client.get("/api/v1/me/prescriptions", headers=headers).get_json()["total"]
 
     past = client.get("/api/v1/me/prescriptions?page=99", headers=headers)
 
-    assert past.status_code == 200 and past.get_json()["items"] == [] and past.get_json()["total"] == total
+    assert (
+        past.status_code == 200
+        and past.get_json()["items"] == []
+        and past.get_json()["total"] == total
+    )
     unknown = client.get("/api/v1/me/prescriptions", headers=_headers(app, "patient", "pt-nobody"))
     assert unknown.status_code == 404 and unknown.get_json()["code"] == "patient_not_found"
 
 
-def test_timeline_orders_by_time_to_the_microsecond(seeded) -> None:  # type: ignore[no-untyped-def]
+def test_timeline_orders_by_time_to_the_microsecond(seeded: Any) -> None:
     from datetime import UTC, datetime
 
     from app.services.prescription_reads import history_entries
 
     at = datetime(2026, 11, 20, 10, 15, 8, tzinfo=UTC)
     rows = [
-        {"id": 1, "from_status": "queued", "to_status": "rejected", "occurred_at": at.replace(microsecond=500000),
-         "received_at": at, "source": "service", "event_id": None, "detail": None, "actor": None},
-        {"id": 2, "from_status": "draft", "to_status": "queued", "occurred_at": "2026-11-20 10:15:08",
-         "received_at": at, "source": "service", "event_id": None, "detail": None, "actor": None},
+        {
+            "id": 1,
+            "from_status": "queued",
+            "to_status": "rejected",
+            "occurred_at": at.replace(microsecond=500000),
+            "received_at": at,
+            "source": "service",
+            "event_id": None,
+            "detail": None,
+            "actor": None,
+        },
+        {
+            "id": 2,
+            "from_status": "draft",
+            "to_status": "queued",
+            "occurred_at": "2026-11-20 10:15:08",
+            "received_at": at,
+            "source": "service",
+            "event_id": None,
+            "detail": None,
+            "actor": None,
+        },
     ]
 
     assert [h["to"] for h in history_entries(rows)] == ["queued", "rejected"]

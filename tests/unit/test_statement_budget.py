@@ -132,9 +132,15 @@ def _one_insert_append(session: Any, action: str, prescription_ids: Any) -> None
     now = utcnow()
     rows = [
         {
-            "actor": "budget-test", "role": "service", "action": action, "prescription_id": pid,
-            "occurred_at": now, "request_id": None, "client_addr": None,
-            "prev_hash": uuid.uuid4().hex * 2, "hash": uuid.uuid4().hex * 2,
+            "actor": "budget-test",
+            "role": "service",
+            "action": action,
+            "prescription_id": pid,
+            "occurred_at": now,
+            "request_id": None,
+            "client_addr": None,
+            "prev_hash": uuid.uuid4().hex * 2,
+            "hash": uuid.uuid4().hex * 2,
         }
         for pid in ids
     ]
@@ -167,12 +173,21 @@ def _reads(app: Any) -> dict[str, tuple[str, dict[str, str]]]:
 
 
 READS = [
-    "read-as-patient", "read-as-support", "read-by-reference", "lookup-by-reference",
-    "lookup-finding-nothing", "list-of-50", "fhir-read", "fhir-search", "fhir-history",
+    "read-as-patient",
+    "read-as-support",
+    "read-by-reference",
+    "lookup-by-reference",
+    "lookup-finding-nothing",
+    "list-of-50",
+    "fhir-read",
+    "fhir-search",
+    "fhir-history",
 ]
 
 
-def _get(client: Any, statements: StatementLog, name: str, extra: dict[str, str] | None = None) -> tuple[Any, list[str]]:
+def _get(
+    client: Any, statements: StatementLog, name: str, extra: dict[str, str] | None = None
+) -> tuple[Any, list[str]]:
     url, headers = _reads(client.application)[name]
     client.get(url, headers=headers)  # warm: first use compiles statements, fills caches
     return statements.record(lambda: client.get(url, headers=headers | (extra or {})))
@@ -180,7 +195,7 @@ def _get(client: Any, statements: StatementLog, name: str, extra: dict[str, str]
 
 @pytest.mark.parametrize("name", READS)
 def test_every_audited_read_is_within_the_budget(
-    client, statements, one_insert_append, name: str  # type: ignore[no-untyped-def]
+    client: Any, statements: StatementLog, one_insert_append: None, name: str
 ) -> None:
     response, sent = _get(client, statements, name)
 
@@ -191,18 +206,24 @@ def test_every_audited_read_is_within_the_budget(
     assert len(sent) <= BUDGET, sent
 
 
-def test_a_304_is_within_the_budget_and_audited(client, statements, one_insert_append) -> None:  # type: ignore[no-untyped-def]
+def test_a_304_is_within_the_budget_and_audited(
+    client: Any, statements: Any, one_insert_append: Any
+) -> None:
     url, headers = _reads(client.application)["read-as-patient"]
     etag = client.get(url, headers=headers).headers["ETag"]
 
-    response, sent = statements.record(lambda: client.get(url, headers=headers | {"If-None-Match": etag}))
+    response, sent = statements.record(
+        lambda: client.get(url, headers=headers | {"If-None-Match": etag})
+    )
 
     assert response.status_code == 304 and response.get_data() == b""
     assert [_kind(s) for s in sent] == ["query", "audit-insert"], sent
 
 
 @pytest.mark.parametrize("name", READS)
-def test_with_todays_chained_append_the_view_is_still_one_query(client, statements, name: str) -> None:  # type: ignore[no-untyped-def]
+def test_with_todays_chained_append_the_view_is_still_one_query(
+    client: Any, statements: Any, name: str
+) -> None:
     response, sent = _get(client, statements, name)
 
     assert response.status_code == 200, response.get_data(as_text=True)
@@ -210,7 +231,9 @@ def test_with_todays_chained_append_the_view_is_still_one_query(client, statemen
     assert kinds.count("query") == 1, sent
     # Nothing but the view, the audit's own statements and one transaction around them.
     assert set(kinds) <= {"query", "audit-chain", "audit-insert", "transaction"}, sent
-    assert kinds.count("transaction") == 2 and kinds[0] == "transaction" and sent[-1] == "COMMIT", sent
+    assert kinds.count("transaction") == 2 and kinds[0] == "transaction" and sent[-1] == "COMMIT", (
+        sent
+    )
 
 
 @pytest.mark.parametrize(
@@ -221,7 +244,9 @@ def test_with_todays_chained_append_the_view_is_still_one_query(client, statemen
         ("/fhir/R4/Organization/1", "support"),
     ],
 )
-def test_fhir_reference_reads_are_one_statement(client, statements, url: str, role: str) -> None:  # type: ignore[no-untyped-def]
+def test_fhir_reference_reads_are_one_statement(
+    client: Any, statements: Any, url: str, role: str
+) -> None:
     headers = bearer(client.application, role=role, subject="pt-0001")
     client.get(url, headers=headers)
 
