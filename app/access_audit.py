@@ -1,18 +1,22 @@
 """The API layer's one call for auditing who read or changed which prescription.
 
-Views call :func:`record_access` after a successful read (its own short
-transaction, so a refused or failed call leaves no row), or pass
-:func:`request_accessor` to a service that records the change in its own
-transaction (send, void). Rows go through :mod:`app.audit` (a plain INSERT, no lock).
+Read endpoints (API and FHIR) call :func:`append_read_audit` in the read's own
+session, so the answer is sent only after the view and its row are both
+written (a read that fails writes nothing). Services that change a
+prescription (send, void) take :func:`request_accessor` and record the change
+in their own transaction. Rows go through :mod:`app.audit` (a plain INSERT, no
+lock, no read of another row).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from flask import request
+from sqlalchemy.orm import Session
 
 from app.audit import Accessor, append_many
 from app.db import utcnow
-from app.extensions import services
 from app.identity import current_identity
 from app.logs import current_request_id
 
@@ -29,15 +33,26 @@ def request_accessor() -> Accessor:
     )
 
 
-def record_access(action: str, *prescription_ids: int) -> None:
-    """Append one ``action`` audit row per prescription id, for the current caller, now (UTC).
+AUDIT_APPEND_IS_ONE_STATEMENT = True
+"""Whether ``app.audit``'s append is one plain INSERT (no lock, no read of another row).
 
-    One multi-row INSERT, committed in its own transaction (a list of 50 is one statement). Raises ValueError for an action not in
-    :data:`app.audit.ACTIONS`; database errors propagate (the caller answers 503).
+It is (the sealer adds rows to the signed tree after they commit), so reads
+run in driver autocommit (:meth:`app.db.Database.read_session`): the view
+SELECT and the audit INSERT, two statements and no BEGIN/COMMIT. Set False
+only for an append that needs a transaction around it.
+"""
+
+
+def append_read_audit(
+    session: Session, action: str, prescription_ids: Iterable[int | None]
+) -> None:
+    """Append the audit record of one read by the current caller, now (UTC), in ``session``.
+
+    ``action``: one of :data:`app.audit.ACTIONS` (``read``, ``list``,
+    ``read-not-modified``, ``fhir-search``...); ``prescription_ids``: the
+    prescriptions the caller was shown (None for a lookup that found nothing).
+    One row per id, all in one multi-row INSERT (:func:`app.audit.append_many`).
+    Raises ValueError for an unknown action; database errors propagate.
     """
-    if not prescription_ids:
-        return
-    accessor = request_accessor()
-    now = utcnow()
-    with services().db.session() as session:
-        append_many(session, accessor, action=action, prescription_ids=prescription_ids, now=now)
+    append_many(session, request_accessor(), action=action,
+                prescription_ids=list(prescription_ids), now=utcnow())

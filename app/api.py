@@ -23,14 +23,13 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from marshmallow import Schema, ValidationError
 
-from app.access_audit import request_accessor
+from app.access_audit import AUDIT_APPEND_IS_ONE_STATEMENT, append_read_audit, request_accessor
 from app.conditional import respond_conditionally
 from app.errors import ApiError
 from app.extensions import services
 from app.identity import current_identity, require_roles
 from app.json_body import json_object
 from app.logs import current_request_id
-from app.read_access import AUDIT_APPEND_IS_ONE_STATEMENT, append_read_audit
 from app.schemas import (
     MAX_ID,
     PrescriptionViewSchema,

@@ -13,6 +13,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, jsonify, request
 from marshmallow import Schema, ValidationError
 
+from app.access_audit import AUDIT_APPEND_IS_ONE_STATEMENT, append_read_audit
 from app.conditional import respond_conditionally
 from app.directory_schemas import (
     PageQuerySchema,
@@ -26,7 +27,6 @@ from app.directory_schemas import (
 from app.extensions import services
 from app.identity import ROLES, current_identity, require_roles
 from app.json_body import json_object
-from app.read_access import AUDIT_APPEND_IS_ONE_STATEMENT, append_read_audit
 from app.services.errors import Invalid
 from app.services.patients import patient_prescription_page, patient_profile, set_region
 from app.services.pharmacies import search_pharmacies

@@ -32,11 +32,11 @@ from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from app import fhir
+from app.access_audit import AUDIT_APPEND_IS_ONE_STATEMENT, append_read_audit
 from app.connection_names import url_location
 from app.errors import ApiError
 from app.extensions import services
 from app.identity import current_identity, require_roles
-from app.read_access import AUDIT_APPEND_IS_ONE_STATEMENT, append_read_audit
 from app.services.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, Unavailable
 
 # The CapabilityStatement's software version: the API's major version.

@@ -15,30 +15,21 @@ for one that is not, nor in autocommit), including the pool's reset on
 check-in. No pool pre-ping exists (``app/db.py``); it would show as a
 statement here.
 
-The audit append is being rewritten to one plain INSERT (no lock, no read of
-the previous row). The budget tests run the endpoints with that append (a
-stand-in that writes one multi-row INSERT, replacing
-:func:`app.read_access.append_read_audit`) and with
-:data:`app.read_access.AUDIT_APPEND_IS_ONE_STATEMENT` set, so reads run in
-driver autocommit: this is the shape the service takes once the new append is
-merged. A second set of tests runs today's chained append unchanged and checks
-what does not depend on it: the view is one query and nothing else but the
-audit's own statements and the transaction's BEGIN/COMMIT is sent.
+The audit append is one plain INSERT (no lock, no read of another row:
+:func:`app.access_audit.append_read_audit`), so reads run in driver
+autocommit: the view SELECT and the audit INSERT, two statements.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg2.extensions
 import pytest
-from sqlalchemy import event, insert
+from sqlalchemy import event
 
-from app import api, directory_api, fhir_api
-from app.db import Database, utcnow
-from app.models import AuditEvent
+from app.db import Database
 from tests.conftest import bearer
 
 _IDLE = psycopg2.extensions.TRANSACTION_STATUS_IDLE
@@ -107,8 +98,8 @@ def _kind(statement: str) -> str:
     upper = statement.upper()
     if upper in ("BEGIN", "COMMIT", "ROLLBACK"):
         return "transaction"
-    if "PG_ADVISORY_XACT_LOCK" in upper or upper.startswith("SELECT AUDIT_EVENTS.HASH"):
-        return "audit-chain"  # today's chained append: removed by the one-INSERT append
+    if "PG_ADVISORY" in upper:
+        return "lock"
     if upper.startswith("INSERT INTO AUDIT_EVENTS"):
         return "audit-insert"
     if upper.startswith("SAVEPOINT") or upper.startswith("RELEASE SAVEPOINT"):
@@ -124,35 +115,6 @@ def statements(seeded: Database) -> Iterator[StatementLog]:
         pytest.skip("the statement budget is PostgreSQL's (round trips to a networked server)")
     with StatementLog(seeded) as log:
         yield log
-
-
-def _one_insert_append(session: Any, action: str, prescription_ids: Any) -> None:
-    # Stand-in for the one-INSERT append: every id of the read in ONE statement, no lock, no read.
-    ids = list(prescription_ids)
-    now = utcnow()
-    rows = [
-        {
-            "actor": "budget-test",
-            "role": "service",
-            "action": action,
-            "prescription_id": pid,
-            "occurred_at": now,
-            "request_id": None,
-            "client_addr": None,
-            "prev_hash": uuid.uuid4().hex * 2,
-            "hash": uuid.uuid4().hex * 2,
-        }
-        for pid in ids
-    ]
-    if rows:
-        session.execute(insert(AuditEvent).values(rows))
-
-
-@pytest.fixture
-def one_insert_append(monkeypatch: pytest.MonkeyPatch) -> None:
-    for module in (api, directory_api, fhir_api):
-        monkeypatch.setattr(module, "append_read_audit", _one_insert_append)
-        monkeypatch.setattr(module, "AUDIT_APPEND_IS_ONE_STATEMENT", True)
 
 
 def _reads(app: Any) -> dict[str, tuple[str, dict[str, str]]]:
@@ -195,7 +157,7 @@ def _get(
 
 @pytest.mark.parametrize("name", READS)
 def test_every_audited_read_is_within_the_budget(
-    client: Any, statements: StatementLog, one_insert_append: None, name: str
+    client: Any, statements: StatementLog, name: str
 ) -> None:
     response, sent = _get(client, statements, name)
 
@@ -203,11 +165,12 @@ def test_every_audited_read_is_within_the_budget(
     kinds = [_kind(s) for s in sent]
     assert kinds.count("query") == 1, sent  # the view (and the caller's patient row) in ONE query
     assert kinds.count("audit-insert") == 1, sent  # every id of the read in one audit INSERT
+    assert "lock" not in kinds, sent  # no advisory lock on any read
     assert len(sent) <= BUDGET, sent
 
 
 def test_a_304_is_within_the_budget_and_audited(
-    client: Any, statements: Any, one_insert_append: Any
+    client: Any, statements: Any
 ) -> None:
     url, headers = _reads(client.application)["read-as-patient"]
     etag = client.get(url, headers=headers).headers["ETag"]
@@ -218,22 +181,6 @@ def test_a_304_is_within_the_budget_and_audited(
 
     assert response.status_code == 304 and response.get_data() == b""
     assert [_kind(s) for s in sent] == ["query", "audit-insert"], sent
-
-
-@pytest.mark.parametrize("name", READS)
-def test_with_todays_chained_append_the_view_is_still_one_query(
-    client: Any, statements: Any, name: str
-) -> None:
-    response, sent = _get(client, statements, name)
-
-    assert response.status_code == 200, response.get_data(as_text=True)
-    kinds = [_kind(s) for s in sent]
-    assert kinds.count("query") == 1, sent
-    # Nothing but the view, the audit's own statements and one transaction around them.
-    assert set(kinds) <= {"query", "audit-chain", "audit-insert", "transaction"}, sent
-    assert kinds.count("transaction") == 2 and kinds[0] == "transaction" and sent[-1] == "COMMIT", (
-        sent
-    )
 
 
 @pytest.mark.parametrize(
