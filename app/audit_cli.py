@@ -49,11 +49,17 @@ def _keys() -> tuple[SigningKey, ...]:
     default=None,
     help="Seconds an unsealed row may wait (default: AUDIT_UNSEALED_MAX_AGE_S).",
 )
-def verify_command(full: bool, max_unsealed_age: float | None) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1, max=16),
+    default=2,
+    help="PostgreSQL connections recomputing leaf hashes at once (default 2).",
+)
+def verify_command(full: bool, max_unsealed_age: float | None, workers: int) -> None:
     """Check the sealed audit log; print one line per problem and exit 1 if any."""
     settings = services().settings
     limit = settings.audit_unsealed_max_age_s if max_unsealed_age is None else max_unsealed_age
-    report = verify(services().db, _keys(), full=full, max_unsealed_age_s=limit)
+    report = verify(services().db, _keys(), full=full, max_unsealed_age_s=limit, workers=workers)
     if not report.ok:
         for line in report.problems:
             click.echo(f"audit verify: {line}", err=True)

@@ -242,6 +242,9 @@ def bulk_seal(url: str) -> int:
             ),
             {"x": xmax, "s": size, "f": frontier.to_bytes()},
         )
+        conn.execute(text("ANALYZE audit_events"))
+        conn.execute(text("ANALYZE audit_leaves"))
+        conn.execute(text("ANALYZE audit_tree_nodes"))
     engine.dispose()
     return size
 
