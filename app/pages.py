@@ -102,7 +102,9 @@ def _render(template: str, *, role: str, subject: str) -> str:
 @bp.get("/")
 def patient_page() -> str:
     """The patient's page: region, pharmacy search, send, live timeline."""
-    return _render("patient.html", role="patient", subject=page_subject(request.args.get("patient")))
+    return _render(
+        "patient.html", role="patient", subject=page_subject(request.args.get("patient"))
+    )
 
 
 @bp.get("/support")
@@ -127,7 +129,9 @@ def page_token() -> tuple[Response, int]:
     elif role == "support":
         subject = DEV_SUPPORT_SUBJECT
     else:
-        raise ApiError(422, "validation_error", "Invalid role.", {"role": ["Use patient or support."]})
+        raise ApiError(
+            422, "validation_error", "Invalid role.", {"role": ["Use patient or support."]}
+        )
     token = _dev_token(role=role, subject=subject)
     response = jsonify({"token": token, "expires_in": PAGE_TOKEN_TTL_S})
     response.headers["Cache-Control"] = "no-store"

@@ -39,7 +39,7 @@ class PrescriberListing:
 
 
 def credentials_state(prescriber: Prescriber) -> str:
-    """``"missing"``, ``"blocked"`` or ``"stored"`` for ``prescriber`` (see :class:`PrescriberListing`)."""
+    """``"missing"``, ``"blocked"`` or ``"stored"`` (see :class:`PrescriberListing`)."""
     if not prescriber.password_enc or not prescriber.pin_enc:
         return "missing"
     return "blocked" if prescriber.credentials_refused_at is not None else "stored"
@@ -49,7 +49,9 @@ def list_prescribers(db: Database) -> list[PrescriberListing]:
     """Every prescriber, by login email."""
     with db.session() as session:
         rows = session.execute(
-            select(Prescriber, Clinic).join(Clinic, Clinic.id == Prescriber.clinic_id).order_by(Prescriber.email)
+            select(Prescriber, Clinic)
+            .join(Clinic, Clinic.id == Prescriber.clinic_id)
+            .order_by(Prescriber.email)
         ).all()
         return [
             PrescriberListing(

@@ -1,4 +1,4 @@
-"""clinics: address, phone; prescribers: registration body and number, address; medicines: unit of measure
+"""prescribing details: clinic address and phone, prescriber register, number and address, unit of measure
 
 Revision ID: 0010
 Revises: 0009
@@ -35,7 +35,9 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("registration_body", sa.String(length=8), nullable=True))
         batch_op.add_column(sa.Column("registration_number", sa.String(length=16), nullable=True))
         batch_op.add_column(sa.Column("address", sa.String(length=300), nullable=True))
-        batch_op.create_check_constraint(op.f("ck_prescribers_registration_body_known"), _KNOWN_BODIES)
+        batch_op.create_check_constraint(
+            op.f("ck_prescribers_registration_body_known"), _KNOWN_BODIES
+        )
     with op.batch_alter_table("medicines", schema=None) as batch_op:
         batch_op.add_column(sa.Column("unit_of_measure", sa.String(length=60), nullable=True))
 

@@ -40,8 +40,14 @@ SCREENSHOTS = (
 )
 AXE = REPO / "tests" / "browser" / "node_modules" / "axe-core" / "axe.min.js"
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 PHONE = {"width": 360, "height": 780}
 DESKTOP = {"width": 1280, "height": 1000}
@@ -53,7 +59,9 @@ def browser() -> Iterator[object]:
 
     executable = shutil.which("chromium") or "/usr/bin/chromium"
     if not Path(executable).exists():
-        pytest.fail("Debian's chromium is missing: `make test` installs it (apt-get install chromium)")
+        pytest.fail(
+            "Debian's chromium is missing: `make test` installs it (apt-get install chromium)"
+        )
     with sync_playwright() as pw:
         chromium = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         yield chromium
@@ -107,7 +115,9 @@ def csp_errors(page) -> list[str]:  # type: ignore[no-untyped-def]
     return [m for m in page.console_errors if "Content Security Policy" in m]
 
 
-def first_draft(db, region: str, *, patient: str | None = None) -> tuple[int, str, str]:  # type: ignore[no-untyped-def]
+def first_draft(  # type: ignore[no-untyped-def]
+    db, region: str, *, patient: str | None = None
+) -> tuple[int, str, str]:
     with db.session() as s:
         query = (
             select(Prescription, Patient.external_ref)
@@ -121,7 +131,9 @@ def first_draft(db, region: str, *, patient: str | None = None) -> tuple[int, st
         return rx.id, rx.reference, ref
 
 
-def test_patient_searches_sends_and_watches_until_dispensed(page, live, live_settings, seeded, sandbox):
+def test_patient_searches_sends_and_watches_until_dispensed(
+    page, live, live_settings, seeded, sandbox
+):
     sandbox.control(auto=True, auto_delay_s=0.3, auto_skip_printed_rate=0.0)
     pid, reference, patient_ref = first_draft(seeded, "B")
 
@@ -219,7 +231,9 @@ def test_region_change_is_confirmed_before_it_is_saved(page, live, seeded):
     page.select_option("#region", "A")
     page.locator("#region-confirm").wait_for()
     assert "Northern Ireland" in page.inner_text("#region-confirm-text")
-    assert requests.get(me, headers=patient, timeout=10).json()["region"]["code"] == "B"  # not saved yet
+    assert (
+        requests.get(me, headers=patient, timeout=10).json()["region"]["code"] == "B"
+    )  # not saved yet
     page.click("#region-no")
     assert page.input_value("#region") == "B"
     assert page.locator("#region-confirm").is_hidden()
@@ -235,9 +249,16 @@ def test_controlled_drug_refusal_speaks_to_the_patient(page, live, seeded):
     pid, _reference, patient_ref = first_draft(seeded, "B", patient="pt-0003")
     with seeded.session() as s:
         morphine = s.scalars(select(Medicine).where(Medicine.controlled_schedule == "2")).first()
-        s.add(PrescriptionMedicine(prescription_id=pid, position=9, vpid=morphine.vpid,
-                                   description=morphine.description, quantity=100,
-                                   directions=morphine.default_directions))
+        s.add(
+            PrescriptionMedicine(
+                prescription_id=pid,
+                position=9,
+                vpid=morphine.vpid,
+                description=morphine.description,
+                quantity=100,
+                directions=morphine.default_directions,
+            )
+        )
     page.goto(f"{live.url}/?patient={patient_ref}")
     page.wait_for_selector("#region:not([disabled])")
     page.click(f"button[data-id='{pid}']")
@@ -287,24 +308,47 @@ def test_page_token_lives_15_minutes_and_is_refreshed_before_expiry(browser, liv
         with page.expect_response(lambda r: "/page-token" in r.url) as refreshed:
             page.clock.run_for("12:30")  # 80% of 15 minutes: before the token expires
         assert refreshed.value.status == 200
-        wait_until(lambda: page.get_attribute('meta[name="erx-token"]', "content") != first, timeout_s=5)
+        wait_until(
+            lambda: page.get_attribute('meta[name="erx-token"]', "content") != first, timeout_s=5
+        )
         fresh = page.get_attribute('meta[name="erx-token"]', "content")
-        assert jwt.decode(fresh, live_settings.jwt_secret, algorithms=["HS256"],
-                          audience=live_settings.jwt_audience)["sub"] == "pt-0001"
+        assert (
+            jwt.decode(
+                fresh,
+                live_settings.jwt_secret,
+                algorithms=["HS256"],
+                audience=live_settings.jwt_audience,
+            )["sub"]
+            == "pt-0001"
+        )
     finally:
         context.close()
 
 
-def _send_and_wait_issued(live, seeded, patient_ref: str, pid: int) -> None:  # type: ignore[no-untyped-def]
+def _send_and_wait_issued(  # type: ignore[no-untyped-def]
+    live, seeded, patient_ref: str, pid: int
+) -> None:
     patient = live.auth(role="patient", subject=patient_ref)
-    pharmacies = requests.get(f"{live.url}/api/v1/pharmacies", params={"q": "Marylebone", "region": "B"},
-                              headers=patient, timeout=10).json()["items"]
-    resp = requests.post(f"{live.url}/api/v1/prescriptions/{pid}/send",
-                         json={"pharmacy_id": pharmacies[0]["id"]}, headers=patient, timeout=10)
+    pharmacies = requests.get(
+        f"{live.url}/api/v1/pharmacies",
+        params={"q": "Marylebone", "region": "B"},
+        headers=patient,
+        timeout=10,
+    ).json()["items"]
+    resp = requests.post(
+        f"{live.url}/api/v1/prescriptions/{pid}/send",
+        json={"pharmacy_id": pharmacies[0]["id"]},
+        headers=patient,
+        timeout=10,
+    )
     assert resp.status_code == 202, resp.text
     wait_until(
-        lambda: requests.get(f"{live.url}/api/v1/prescriptions/{pid}", headers=patient, timeout=10).json()["status"]
-        == "issued",
+        lambda: (
+            requests.get(
+                f"{live.url}/api/v1/prescriptions/{pid}", headers=patient, timeout=10
+            ).json()["status"]
+            == "issued"
+        ),
         timeout_s=30,
     )
 

@@ -30,29 +30,43 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 SECTION = "## Running the service"
 LONG_RUNNING = ("make sandbox", "make run", "make worker")
+# The walkthrough runs; "### Seed data" (psql and createdb on a PostgreSQL server) does not:
+# it would create a database outside the temporary folder.
+WALKTHROUGH = ("### A walkthrough",)
 
 
-def section_blocks(readme: str, heading: str = SECTION) -> list[list[str]]:
-    """The indented code blocks of the level-2 section ``heading`` (its subsections included),
-    each as a list of commands (backslash continuations joined, comments kept for bash)."""
+def section_blocks(
+    readme: str, heading: str = SECTION, *, subsections: tuple[str, ...] = WALKTHROUGH
+) -> list[list[str]]:
+    """The indented code blocks of the level-2 section ``heading`` and of its ``subsections``
+    (other subsections, such as the PostgreSQL seeding alternative, are left out), each as a
+    list of commands (backslash continuations joined, comments kept for bash)."""
     start = readme.index(heading + "\n")
-    following = re.search(r"^## ", readme[start + len(heading):], re.M)
-    body = readme[start: start + len(heading) + following.start()] if following else readme[start:]
+    following = re.search(r"^## ", readme[start + len(heading) :], re.M)
+    body = readme[start : start + len(heading) + following.start()] if following else readme[start:]
     blocks: list[list[str]] = []
     current: list[str] = []
+    included = True
     for line in body.splitlines() + [""]:
+        if line.startswith("### "):
+            included = line.startswith(subsections)
         if line.startswith("    ") and (current or line.strip()):
             current.append(line[4:])
             continue
         if current:
             joined = "\n".join(current).replace("\\\n", " ")
-            blocks.append([c for c in joined.splitlines() if c.strip()])
+            if included:
+                blocks.append([c for c in joined.splitlines() if c.strip()])
             current = []
     return blocks
 
 
 def test_section_blocks_reads_continuations_and_subsections():
-    text = "## Running the service\n\nText\n\n    a \\\n      b\n    c\n\n### Sub\n\n    d\n\n## Next\n\n    e\n"
+    text = (
+        "## Running the service\n\nText\n\n    a \\\n      b\n    c\n\n"
+        "### A walkthrough\n\n    d\n\n"
+        "### Seed data\n\n    createdb x\n\n## Next\n\n    e\n"
+    )
     assert section_blocks(text) == [["a    b", "c"], ["d"]]
 
 
@@ -67,16 +81,27 @@ def clone(tmp_path: Path) -> Iterator[Path]:
 def _env(port: int, sandbox_port: int) -> dict[str, str]:
     keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")
     env = {k: v for k, v in os.environ.items() if k in keep}
-    env.update(PORT=str(port), SANDBOX_PORT=str(sandbox_port), ERX_BASE_URL=f"http://127.0.0.1:{sandbox_port}")
+    env.update(
+        PORT=str(port),
+        SANDBOX_PORT=str(sandbox_port),
+        ERX_BASE_URL=f"http://127.0.0.1:{sandbox_port}",
+    )
     return env
 
 
 def _bash(script: str, *, cwd: Path, env: dict[str, str], timeout_s: float) -> str:
     result = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script], cwd=cwd, env=env, capture_output=True, text=True,
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=timeout_s,
     )
-    assert result.returncode == 0, f"README commands failed:\n{script}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+    assert result.returncode == 0, (
+        f"README commands failed:\n{script}\n"
+        f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+    )
     return result.stdout
 
 
@@ -96,11 +121,21 @@ def test_readme_running_the_service_works_verbatim_from_a_fresh_clone(clone: Pat
                     logs.mkdir(parents=True, exist_ok=True)
                     name = command.split()[1]
                     out = (logs / f"{name}.log").open("wb")
-                    proc = subprocess.Popen(["bash", "-c", command], cwd=clone, env=env, stdout=out,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
+                    proc = subprocess.Popen(
+                        ["bash", "-c", command],
+                        cwd=clone,
+                        env=env,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
                     background.append(proc)
                     if name == "sandbox":
-                        wait_http(f"http://127.0.0.1:{sandbox_port}/sandbox/stats", timeout_s=60, proc=proc)
+                        wait_http(
+                            f"http://127.0.0.1:{sandbox_port}/sandbox/stats",
+                            timeout_s=60,
+                            proc=proc,
+                        )
                     elif name == "run":
                         wait_http(f"http://127.0.0.1:{port}/healthz", timeout_s=60, proc=proc)
                 else:
@@ -124,6 +159,8 @@ def test_readme_running_the_service_works_verbatim_from_a_fresh_clone(clone: Pat
     assert everything.count("credentials=stored") == 2, everything
     assert "clinic display_id=201334 platform_id=994: ok" in everything
     # The walkthrough's two ends: Region B dispensed, Region A emailed with the PDF on disk.
-    assert re.search(r'"reference":\s*"rx-000001".*?"status":\s*"dispensed"|"status":\s*"dispensed"', everything)
+    assert re.search(
+        r'"reference":\s*"rx-000001".*?"status":\s*"dispensed"|"status":\s*"dispensed"', everything
+    )
     assert re.search(r'"status":\s*"emailed"', everything)
     assert (clone / "instance" / "mail" / "rx-000017.eml").is_file()

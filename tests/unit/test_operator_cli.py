@@ -28,8 +28,10 @@ def run(runner, *args: str):  # type: ignore[no-untyped-def]
 
 def test_prescribers_list_names_logins_clinic_and_credential_state(runner, seeded):
     assert "credentials=missing" in run(runner, "prescribers", "list")
-    store = runner.invoke(args=["prescribers", "set-credentials", JONES],
-                          env={"ERX_PRESCRIBER_PASSWORD": "pw", "ERX_PRESCRIBER_PIN": "1234"})
+    store = runner.invoke(
+        args=["prescribers", "set-credentials", JONES],
+        env={"ERX_PRESCRIBER_PASSWORD": "pw", "ERX_PRESCRIBER_PIN": "1234"},
+    )
     assert store.exit_code == 0 and f"credentials stored for prescriber {JONES}" in store.output
     rows = json.loads(run(runner, "prescribers", "list", "--json"))
     by_login = {row["login"]: row for row in rows}
@@ -38,10 +40,13 @@ def test_prescribers_list_names_logins_clinic_and_credential_state(runner, seede
     assert by_login[JONES]["name"] == "Dr Rhiannon Jones"
     assert by_login[JONES]["clinic"] == "Harley Street Weight Clinic"
     with seeded.session() as s:
-        s.execute(update(Prescriber).where(Prescriber.email == JONES).values(credentials_refused_at=NOW))
-    assert {r["login"]: r["credentials"] for r in json.loads(run(runner, "prescribers", "list", "--json"))}[
-        JONES
-    ] == "blocked"
+        s.execute(
+            update(Prescriber).where(Prescriber.email == JONES).values(credentials_refused_at=NOW)
+        )
+    assert {
+        r["login"]: r["credentials"]
+        for r in json.loads(run(runner, "prescribers", "list", "--json"))
+    }[JONES] == "blocked"
     text = run(runner, "prescribers", "list")
     assert f"login={JONES}" in text and "credentials=blocked" in text
     assert "pw" not in text.split() and "1234" not in text
@@ -49,7 +54,12 @@ def test_prescribers_list_names_logins_clinic_and_credential_state(runner, seede
 
 @pytest.mark.parametrize(
     "command",
-    [("outbox", "list-dead"), ("outbox", "list-blocked"), ("webhooks", "list"), ("webhooks", "list", "--dead")],
+    [
+        ("outbox", "list-dead"),
+        ("outbox", "list-blocked"),
+        ("webhooks", "list"),
+        ("webhooks", "list", "--dead"),
+    ],
 )
 def test_every_json_listing_is_one_document_even_when_empty(runner, seeded, command):
     assert json.loads(run(runner, *command, "--json")) == []
@@ -59,9 +69,19 @@ def test_outbox_list_dead_json_is_one_array(runner, seeded):
     with seeded.session() as s:
         ids = s.scalars(select(Prescription.id).order_by(Prescription.id).limit(2)).all()
         for pid in ids:
-            s.add(DispatchOutbox(prescription_id=pid, flow="erx", state="dead", attempts=3,
-                                 next_attempt_at=NOW, outcome_unknown=False, last_error="platform_unavailable",
-                                 created_at=NOW, updated_at=NOW))
+            s.add(
+                DispatchOutbox(
+                    prescription_id=pid,
+                    flow="erx",
+                    state="dead",
+                    attempts=3,
+                    next_attempt_at=NOW,
+                    outcome_unknown=False,
+                    last_error="platform_unavailable",
+                    created_at=NOW,
+                    updated_at=NOW,
+                )
+            )
     rows = json.loads(run(runner, "outbox", "list-dead", "--json"))
     assert [row["prescription_id"] for row in rows] == ids
     assert rows[0]["last_error"] == "platform_unavailable"
@@ -70,14 +90,26 @@ def test_outbox_list_dead_json_is_one_array(runner, seeded):
 def test_webhooks_list_shows_the_inbox_and_dead_events_without_bodies(runner, seeded):
     with seeded.session() as s:
         for n, state in enumerate(("processed", "dead", "pending")):
-            s.add(WebhookInbox(event_id=f"evt-{n}", event_type="prescription.signed", platform_token=f"SRX{n}",
-                               body=b'{"patient": "Amelia Hughes"}', signature="t=1,v1=x", state=state,
-                               attempts=n, next_attempt_at=NOW, received_at=NOW,
-                               last_error="bad_payload" if state == "dead" else None))
+            s.add(
+                WebhookInbox(
+                    event_id=f"evt-{n}",
+                    event_type="prescription.signed",
+                    platform_token=f"SRX{n}",
+                    body=b'{"patient": "Amelia Hughes"}',
+                    signature="t=1,v1=x",
+                    state=state,
+                    attempts=n,
+                    next_attempt_at=NOW,
+                    received_at=NOW,
+                    last_error="bad_payload" if state == "dead" else None,
+                )
+            )
     everything = json.loads(run(runner, "webhooks", "list", "--json"))
     assert [row["event_id"] for row in everything] == ["evt-2", "evt-1", "evt-0"]  # newest first
     dead = json.loads(run(runner, "webhooks", "list", "--dead", "--json"))
-    assert [(row["event_id"], row["state"], row["last_error"]) for row in dead] == [("evt-1", "dead", "bad_payload")]
+    assert [(row["event_id"], row["state"], row["last_error"]) for row in dead] == [
+        ("evt-1", "dead", "bad_payload")
+    ]
     text = run(runner, "webhooks", "list")
     assert "event_id=evt-1" in text and "state=dead" in text
     assert "Amelia" not in text and "v1=x" not in text
@@ -91,7 +123,9 @@ def test_an_unreachable_database_is_named_by_host_and_port_never_credentials(tmp
     result = app.test_cli_runner().invoke(args=["prescribers", "list"])
     assert result.exit_code == 1
     lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
-    assert lines == [f"Error: cannot reach the database at 127.0.0.1:{port} (DATABASE_URL): OperationalError"]
+    assert lines == [
+        f"Error: cannot reach the database at 127.0.0.1:{port} (DATABASE_URL): OperationalError"
+    ]
     assert "s3cret" not in result.output and "erx:" not in result.output
 
 

@@ -40,7 +40,9 @@ def test_page_templates_carry_no_inline_script_or_style(client):
 def test_page_tokens_live_at_most_15_minutes(client, settings):
     for path in ("/?patient=pt-0002", "/support"):
         token = _page_token(client.get(path).get_data(as_text=True))
-        claims = jwt.decode(token, settings.jwt_secret, algorithms=["HS256"], audience=settings.jwt_audience)
+        claims = jwt.decode(
+            token, settings.jwt_secret, algorithms=["HS256"], audience=settings.jwt_audience
+        )
         assert claims["exp"] - claims["iat"] == PAGE_TOKEN_TTL_S == 900
 
 
@@ -50,7 +52,9 @@ def test_page_token_endpoint_mints_a_fresh_short_token(client, settings):
     assert resp.headers["Cache-Control"] == "no-store"
     body = resp.get_json()
     assert body["expires_in"] == 900
-    claims = jwt.decode(body["token"], settings.jwt_secret, algorithms=["HS256"], audience=settings.jwt_audience)
+    claims = jwt.decode(
+        body["token"], settings.jwt_secret, algorithms=["HS256"], audience=settings.jwt_audience
+    )
     assert (claims["sub"], claims["role"]) == ("pt-0002", "patient")
     support = client.get("/page-token?role=support").get_json()
     assert jwt.decode(support["token"], options={"verify_signature": False})["role"] == "support"
