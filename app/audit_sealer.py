@@ -218,7 +218,12 @@ class StoredTree:
             self._blocks[key] = out
         return self._blocks[key]
 
-    def _level_hashes(self, level: int, lo: int, hi: int) -> list[bytes]:
+    def remember(self, level: int, idx: int, value: bytes) -> None:
+        """Cache the hash of the perfect subtree ``idx`` at ``level`` (just computed and stored)."""
+        self._cache[(level, idx)] = value
+
+    def level_hashes(self, level: int, lo: int, hi: int) -> list[bytes]:
+        """The hashes of nodes ``lo`` to ``hi - 1`` (exclusive) at ``level``, in order."""
         span = 1 << NODE_LEVEL_STEP
         if hi - lo <= span and lo // span == (hi - 1) // span:
             block = self._block(level, lo // span)
@@ -248,7 +253,7 @@ class StoredTree:
                 return self._cache[key]
             base = level - NODE_LEVEL_STEP
         span = level - base
-        value = root_of(self._level_hashes(base, idx << span, (idx + 1) << span))
+        value = root_of(self.level_hashes(base, idx << span, (idx + 1) << span))
         self._cache[key] = value
         return value
 
@@ -383,9 +388,9 @@ def _store_nodes(session: Session, tree: StoredTree, old_size: int, new_size: in
             below = level - span
             values = []
             for idx in range(first, last):
-                children = tree._level_hashes(below, idx << span, (idx + 1) << span)
+                children = tree.level_hashes(below, idx << span, (idx + 1) << span)
                 value = root_of(children)
-                tree._cache[(level, idx)] = value
+                tree.remember(level, idx, value)
                 values.append({"level": level, "idx": idx, "hash": value})
             session.execute(insert(AuditTreeNode), values)
         level += NODE_LEVEL_STEP

@@ -229,7 +229,8 @@ def scripts_violations(imports: list[Imported]) -> list[str]:
     return bad
 
 
-NOTIFIER_MAY_IMPORT = ("contracts", "pika", "notifier")
+# Its CLI (click) and its own table (sqlalchemy) are libraries, not the service's internals.
+NOTIFIER_MAY_IMPORT = ("contracts", "pika", "notifier", "click", "sqlalchemy")
 
 
 def notifier_violations(imports: list[Imported]) -> list[str]:
@@ -344,12 +345,6 @@ def test_every_history_append_goes_through_app_history() -> None:
         )
     ]
     assert writers == ["app/history.py"]
-
-
-def test_notifier_imports_only_the_contract_pika_and_its_own_modules() -> None:
-    if not (REPO / "notifier").is_dir():
-        pytest.skip("notifier/ is not in this tree yet (the reference consumer moves out of app/)")
-    assert notifier_violations(imports_of("notifier")) == []
 
 
 # -- who writes what: assignments and UPDATEs, walked with ast ---------------------------------
@@ -484,9 +479,11 @@ def test_outcome_unknown_changes_only_through_the_dispatch_outcome_rule() -> Non
 PRIVATE_ACCESS_ALLOWED = frozenset(
     {
         "os._exit",  # documented: exit without cleanup, in a forked child
-        "app/events/amqp.py self.channel._impl",
     }
 )
+# Public API spelled with one underscore so it cannot clash with field names: SQLAlchemy's
+# Row._mapping and the namedtuple methods (docs of each).
+DOCUMENTED_UNDERSCORE_API = frozenset({"_mapping", "_asdict", "_fields", "_replace", "_make"})
 
 
 def private_accesses(
@@ -503,6 +500,11 @@ def private_accesses(
             continue
         owner = node.value
         if isinstance(owner, ast.Name) and (owner.id in {"self", "cls"} or owner.id in own_modules):
+            continue
+        if node.attr in DOCUMENTED_UNDERSCORE_API:
+            continue
+        # super()._hook: overriding a library's documented extension point (marshmallow fields)
+        if isinstance(owner, ast.Call) and isinstance(owner.func, ast.Name) and owner.func.id == "super":
             continue
         text = ast.unparse(node)
         if text in PRIVATE_ACCESS_ALLOWED or f"{path} {text}" in PRIVATE_ACCESS_ALLOWED:
@@ -701,11 +703,7 @@ def test_environment_check_allows_other_os_use() -> None:
     assert environment_reads("import os\np = os.path.join('a', 'b')", Path("example.py")) == []
 
 
-def test_notifier_imports_only_the_contract_pika_sqlalchemy_click_and_itself() -> None:
-    # design.md: notifier/ is a downstream service: contracts/, pika, its own modules and
-    # the mailer it needs (stdlib smtplib/email); never app internals, nor any other
-    # package of this repository.
-    allowed = {"contracts", "notifier", "pika", "sqlalchemy", "click"}
-    bad = [str(i) for i in imports_of("notifier") if i.top not in STDLIB and i.top not in allowed]
-    assert bad == []
-    assert {i.top for i in imports_of("notifier")} >= {"contracts", "pika"}  # the walk sees real imports
+def test_notifier_imports_only_the_contract_pika_and_its_own_modules() -> None:
+    found = imports_of("notifier")
+    assert notifier_violations(found) == []
+    assert {i.top for i in found} >= {"contracts", "pika"}  # the walk sees real imports

@@ -42,7 +42,7 @@ def jones_id(db) -> int:  # type: ignore[no-untyped-def]
 def listed(runner, command: str) -> list[dict]:  # type: ignore[no-untyped-def,type-arg]
     result = runner.invoke(args=["outbox", command, "--json"])
     assert result.exit_code == 0, result.output
-    return [json.loads(line) for line in result.output.splitlines() if line.strip()]
+    return json.loads(result.stdout)  # one JSON document
 
 
 def test_undecryptable_credentials_block_at_once_with_the_cause_and_resume_when_replaced(  # type: ignore[no-untyped-def]

@@ -84,9 +84,18 @@ def test_page_subject_is_a_full_match(raw, subject):
     assert page_subject(raw) == subject
 
 
-def test_the_patient_page_mints_for_the_default_when_the_subject_has_a_newline(client):
-    token = _page_token(client.get("/?patient=pt-0002%0A").get_data(as_text=True))
-    assert jwt.decode(token, options={"verify_signature": False})["sub"] == "pt-0001"
+def test_a_subject_with_a_newline_is_refused_not_minted(client):
+    # The one input boundary refuses control characters in any query value before the page.
+    resp = client.get("/?patient=pt-0002%0A")
+    assert resp.status_code == 422
+    assert resp.get_json()["errors"].keys() == {"patient"}
+
+
+def test_the_page_subject_check_is_a_full_match():
+    from app.pages import DEFAULT_PATIENT, page_subject
+
+    assert page_subject("pt-0002\n") == DEFAULT_PATIENT
+    assert page_subject("pt-0002") == "pt-0002"
 
 
 def test_favicon_is_a_small_icon(client):
