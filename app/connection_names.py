@@ -32,9 +32,3 @@ def url_location(url: str) -> str:
     if ":" in host:  # an IPv6 literal goes back in brackets (RFC 3986 section 3.2.2)
         host = f"[{host}]"
     return f"{host}:{port}" if port else host
-
-
-def broker_unreachable(exc: BaseException, url: str) -> str:
-    """The one-line message for a broker that cannot be reached:
-    ``RabbitMQ unreachable (AMQPConnectionError) at 127.0.0.1:5672``."""
-    return f"RabbitMQ unreachable ({type(exc).__name__}) at {url_location(url)}"

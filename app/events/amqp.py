@@ -14,6 +14,8 @@ from typing import Any
 
 import pika
 
+from app.connection_names import url_location
+
 # What a broker outage looks like to pika: connection/channel errors and socket errors.
 BROKER_ERRORS: tuple[type[BaseException], ...] = (pika.exceptions.AMQPError, OSError)
 
@@ -55,18 +57,12 @@ class ConfirmTimeout(pika.exceptions.AMQPError):
     """The broker did not answer (a confirm, a declare, the handshake) in time: it is broken."""
 
 
-def broker_address(url: str) -> str:
-    """``host:port`` of an ``amqp://user:pass@host:port/vhost`` URL: safe to print."""
-    params = pika.URLParameters(url)
-    return f"{params.host}:{params.port}"
-
-
 def unreachable(url: str, exc: BaseException) -> str:
     """The one line for a broker that cannot be reached: address and error class, no credentials.
 
     ``RabbitMQ unreachable at 127.0.0.1:5672 (AMQPConnectionError)``.
     """
-    return f"RabbitMQ unreachable at {broker_address(url)} ({type(exc).__name__})"
+    return f"RabbitMQ unreachable at {url_location(url)} ({type(exc).__name__})"
 
 
 class ConfirmingChannel:

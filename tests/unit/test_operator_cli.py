@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy import select, update
 
 from app import create_app
-from app.connection_names import broker_unreachable, url_location
+from app.connection_names import url_location
+from app.events.amqp import unreachable
 from app.models import DispatchOutbox, Prescriber, Prescription, WebhookInbox
 from scripts.stack import free_port
 from tests.conftest import make_settings
@@ -147,5 +148,5 @@ def test_url_location_keeps_host_and_port_only(url, where):
 
 
 def test_broker_message_names_the_error_and_where():
-    message = broker_unreachable(ConnectionRefusedError(), "amqp://guest:guest@127.0.0.1:5672/%2F")
-    assert message == "RabbitMQ unreachable (ConnectionRefusedError) at 127.0.0.1:5672"
+    message = unreachable("amqp://guest:guest@127.0.0.1:5672/%2F", ConnectionRefusedError())
+    assert message == "RabbitMQ unreachable at 127.0.0.1:5672 (ConnectionRefusedError)"
