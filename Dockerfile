@@ -41,7 +41,7 @@ COPY connector connector
 COPY webhooks webhooks
 COPY migrations migrations
 COPY scripts scripts
-# The event contract: the schemas and the module app.events.contract re-exports.
+# The event contract: the schemas and the module app.mechanisms.event_contract re-exports.
 COPY contracts contracts
 COPY alembic.ini gunicorn.conf.py wsgi.py ./
 # Bytecode compiled now, as root: at run time the filesystem is read-only.

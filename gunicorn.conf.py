@@ -20,9 +20,9 @@ file. Names, defaults and meaning (also in docs/operations.md, "Process settings
 
 Every log line (gunicorn's own, access lines when enabled, and the application's
 through the root logger) is written ONCE, as a redacted JSON line, to stderr: one
-handler on the root logger (app.logs.json_handler), gunicorn's loggers propagating
+handler on the root logger (app.foundation.logs.json_handler), gunicorn's loggers propagating
 to it with none of their own, and a record factory masking every record at creation
-(app.logs.install_redaction), so no handler can write an unmasked line. stdout stays
+(app.foundation.logs.install_redaction), so no handler can write an unmasked line. stdout stays
 empty. Metrics: with more than one worker, prometheus_client's multiprocess mode
 (PROMETHEUS_MULTIPROC_DIR; a fresh directory is made when unset, and the directory is
 emptied at start; ``child_exit`` marks dead workers). gunicorn's shared
@@ -97,7 +97,7 @@ loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info").lower()
 accesslog = "-" if access_log_enabled else None
 errorlog = "-"
 # Merged over gunicorn's CONFIG_DEFAULTS: the root logger gets the service's JSON handler
-# (app/logs.py: redaction, request ids; stderr), gunicorn's loggers get no handler of their
+# (app/foundation/logs.py: redaction, request ids; stderr), gunicorn's loggers get no handler of their
 # own and propagate to it. In each worker, create_app() replaces that handler with an
 # identical one (configure_logging), never adds a second.
 logconfig_dict = {
@@ -114,7 +114,7 @@ logconfig_dict = {
             "propagate": True,
         },
     },
-    "handlers": {"json": {"()": "app.logs.json_handler"}},
+    "handlers": {"json": {"()": "app.foundation.logs.json_handler"}},
     "formatters": {},
 }
 
@@ -140,14 +140,14 @@ def on_starting(server: object) -> None:
     Settings first, in the master: a ConfigError (a production setting missing, a
     malformed value) ends gunicorn with one line on stderr naming the setting and exit
     status 1, before any worker is forked (otherwise each worker would fail to boot
-    with a traceback). app.config imports no metrics code, so the multiprocess choice
+    with a traceback). app.foundation.config imports no metrics code, so the multiprocess choice
     made above still reaches the workers.
 
     Then the directory: a container restart keeps its emptyDir, and the files of the
     previous run's workers would be added to this run's counters (prometheus_client
     docs, "Multiprocess Mode": the directory must be wiped between runs).
     """
-    from app.config import ConfigError, load_settings
+    from app.foundation.config import ConfigError, load_settings
 
     try:
         load_settings()
@@ -167,7 +167,7 @@ def child_exit(server: object, worker: object) -> None:
     """Drop a dead worker's live gauges from the multiprocess metrics (prometheus_client docs,
     "Multiprocess Mode": gunicorn's ``child_exit`` must call ``mark_process_dead``).
 
-    Only when ``PROMETHEUS_MULTIPROC_DIR`` is set (app/metrics.py); imported here so the
+    Only when ``PROMETHEUS_MULTIPROC_DIR`` is set (app/mechanisms/metrics.py); imported here so the
     master loads prometheus_client only in multiprocess mode.
     """
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -181,7 +181,7 @@ def child_exit(server: object, worker: object) -> None:
 # line over limit_request_line (8190 bytes, its maximum) -> 414, more than
 # limit_request_fields (100) headers or one over limit_request_field_size (above) -> 431,
 # and unparseable HTTP -> 400. Its page for these is HTML; every client of this service
-# reads {"code", "message", "errors"} (app/errors.py), so the writer is replaced by one that
+# reads {"code", "message", "errors"} (app/interfaces/errors.py), so the writer is replaced by one that
 # answers that JSON. gunicorn's message is not echoed: it quotes the request line, which can
 # carry search text. Limits and codes: README, "Request size limits".
 _JSON_ERROR_MESSAGES = {
@@ -218,7 +218,7 @@ _answer_gunicorn_errors_in_json()
 
 
 # --- One development JWT secret for every worker ---------------------------------------------
-# Without JWT_SECRET a development app makes a random secret per process (app/config.py: no
+# Without JWT_SECRET a development app makes a random secret per process (app/foundation/config.py: no
 # committed value may verify a token). Each gunicorn worker is a process, so a token minted
 # by one worker (the development page) would fail in another: the master makes the one
 # secret here, before forking, and the workers inherit it. Never in production, never logged.
@@ -229,7 +229,7 @@ if (os.environ.get("ERX_ENV", "").strip() or "development") != "production" and 
     import secrets as _secrets
 
     os.environ["JWT_SECRET"] = _secrets.token_urlsafe(32)
-    _logging.getLogger("app.config").warning(
+    _logging.getLogger("app.foundation.config").warning(
         "JWT_SECRET is not set: the workers share a random secret made for this server; "
         "tokens from `flask tokens mint` verify only with JWT_SECRET exported to both"
     )

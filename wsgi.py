@@ -1,10 +1,10 @@
 """WSGI entry point: ``gunicorn wsgi:app`` (settings from the environment; in development
-also from ``.env``, see app/dotenv_loading.py)."""
+also from ``.env``, see app/foundation/dotenv_loading.py)."""
 
 import gc
 
 from app import create_app
-from app.dotenv_loading import load_development_dotenv
+from app.foundation.dotenv_loading import load_development_dotenv
 
 load_development_dotenv()
 app = create_app()

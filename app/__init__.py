@@ -7,9 +7,9 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from app.config import Settings, load_settings
-from app.db import Database
-from app.extensions import Services
+from app.foundation.config import Settings, load_settings
+from app.foundation.db import Database
+from app.mechanisms.runtime import Runtime
 
 
 def create_app(settings: Settings | None = None, *, db: Database | None = None) -> Flask:
@@ -18,7 +18,10 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     ``settings``: a ready :class:`Settings` (tests); default parsed from the
     environment. ``db``: an existing :class:`Database` to share (tests).
     """
-    from app import api, cli, directory_api, errors, fhir_api, logs, metrics, pages, queue_wakeup
+    from app.foundation import logs
+    from app.interfaces import api, cli, directory_api, errors, fhir_api, pages
+    from app.mechanisms import metrics
+    from app.mechanisms import wakeup as queue_wakeup
     from webhooks import routes as webhook_routes
 
     settings = settings or load_settings()
@@ -31,7 +34,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         n = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
     database = db or Database(settings.database_url, pool_size=settings.db_pool_size)
-    app.extensions["erx"] = Services(
+    app.extensions["erx"] = Runtime(
         settings=settings,
         db=database,
         inbox_notifier=queue_wakeup.receipt_notifier(database.engine, settings.worker_wakeup),
@@ -46,11 +49,11 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     directory_api.init_app(app)
     metrics.init_app(app)
     pages.init_app(app)
-    from app import openapi  # after the blueprints it documents
+    from app.interfaces import openapi
 
     openapi.init_app(app)
     # The input boundary and the rate limits wrap every registered view, so they come last.
-    from app import rate_limits, text_input
+    from app.interfaces import rate_limits, text_input
 
     text_input.init_app(app)
     rate_limits.init_app(app, settings)

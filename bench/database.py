@@ -16,8 +16,8 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from app.seeding import bulk_prescriptions_sql
-from app.seeding import execute_sql_script as run_sql  # noqa: F401 - re-exported for the benchmarks
+from app.services.seeding import bulk_prescriptions_sql
+from app.services.seeding import execute_sql_script as run_sql  # noqa: F401 - re-exported for the benchmarks
 from scripts.stack import REPO_ROOT
 
 NAME_PATTERN = re.compile(r"^erx_bench[a-z0-9_]{0,40}$")

@@ -6,7 +6,7 @@
    ``extra`` fields) through the service's handler (redaction filter + JSON
    formatter) into memory, against the same records through a plain
    ``logging.Formatter`` with no filter: microseconds per record.
-3. Audit: ``--audit-rows`` calls of ``app.audit.record``, each in its own
+3. Audit: ``--audit-rows`` calls of ``app.mechanisms.audit.record``, each in its own
    transaction as an API call would (latency percentiles), then ``verify`` over
    all of them (rows per second).
 4. Keys: ``--prescribers`` prescribers with password and PIN under an old key,
@@ -27,13 +27,13 @@ from typing import Any
 from cryptography.fernet import Fernet
 from sqlalchemy import insert, select
 
-from app.audit import record
-from app.audit_keys import generate_private_key, parse_private_keys
-from app.audit_sealer import seal_once, verify
-from app.crypto import CredentialCipher
-from app.db import Database, utcnow
-from app.logs import configure_logging
-from app.models import Clinic, Prescriber
+from app.foundation.crypto import CredentialCipher
+from app.foundation.db import Database, utcnow
+from app.foundation.logs import configure_logging
+from app.foundation.models import Clinic, Prescriber
+from app.mechanisms.audit import record
+from app.mechanisms.audit_keys import generate_private_key, parse_private_keys
+from app.mechanisms.audit_sealer import seal_once, verify
 from app.services.keys import rotate_credentials
 from bench.database import BenchDatabase
 from bench.report import fmt, machine, markdown_table, percentile, write_results

@@ -2,7 +2,7 @@
 
 The connector itself never sleeps and never resends an issue. This is only the
 arithmetic; the retry policy (caps, ``Retry-After``, the breaker's wait,
-attempts) is the service's, in :mod:`app.retry`.
+attempts) is the service's, in :mod:`app.mechanisms.retry`.
 Randomness is injected so that tests can pin it, as stripe-python does.
 """
 

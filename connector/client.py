@@ -9,7 +9,7 @@ Retry policy, in one place (:meth:`ConnectorClient._call`):
   timeout, reset or 5xx: there is no idempotency key and a token cannot be
   re-sent (§4). The error says ``outcome_unknown``; the caller looks the
   ``client_ref_id`` up with :meth:`ConnectorClient.find_by_client_ref` and
-  decides, with :class:`app.retry.RetryPolicy` on the service's side for the wait.
+  decides, with :class:`app.mechanisms.retry.RetryPolicy` on the service's side for the wait.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The connector may import only the standard library, requests, cachetools and
 marshmallow (``/work/shared/design.md``), so it cannot count into Prometheus
 itself. Instead it calls an :class:`Observer` that the application passes in
-(``app/services/connector_factory.py`` passes one that updates ``app.metrics``).
+(``app/services/connector_factory.py`` passes one that updates ``app.mechanisms.metrics``).
 Every label value is drawn from a small fixed vocabulary, never from request
 data: endpoint names are :data:`ENDPOINTS`, never URLs with ids in them.
 """

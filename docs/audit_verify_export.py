@@ -30,7 +30,7 @@ import sys
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-LEAF_FORMAT = "erx-audit-leaf/1"  # app/audit.py leaf_data
+LEAF_FORMAT = "erx-audit-leaf/1"  # app/mechanisms/audit.py leaf_data
 
 
 def quote(value: str | None) -> str:
@@ -45,7 +45,7 @@ def quote(value: str | None) -> str:
 
 
 def leaf_bytes(row: dict) -> bytes:
-    """The leaf of one audit row, exactly as the service builds it (app/audit.py leaf_data)."""
+    """The leaf of one audit row, exactly as the service builds it (app/mechanisms/audit.py leaf_data)."""
     when = row["occurred_at"].rstrip("Z").replace("T", " ")  # 2026-12-01T09:30:00.120000Z
     if "." in when:
         when = when.rstrip("0").rstrip(".")  # -> 2026-12-01 09:30:00.12

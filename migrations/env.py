@@ -6,9 +6,9 @@ from logging.config import fileConfig
 
 from alembic import context
 
-from app.config import load_settings
-from app.db import make_engine
-from app.models import Base
+from app.foundation.config import load_settings
+from app.foundation.db import make_engine
+from app.foundation.models import Base
 
 config = context.config
 if config.config_file_name is not None:

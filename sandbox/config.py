@@ -21,7 +21,7 @@ WEBHOOK_MAX_ATTEMPTS = 8
 
 DEFAULT_PORT = 8765
 """The sandbox's port when none is given: the service's default ``ERX_BASE_URL``
-(``app/config.py``) points here, so the two meet without configuration."""
+(``app/foundation/config.py``) points here, so the two meet without configuration."""
 
 DEFAULT_KEEP_ALIVE_S = 60.0
 """Seconds an idle client connection stays open (an AWS ALB's default idle timeout)."""

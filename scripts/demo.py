@@ -36,9 +36,9 @@ TIMEOUT_S = 90
 
 def pick_draft(region: str) -> tuple[int, str, str]:
     """Return (prescription id, reference, patient external ref) of the first draft of a ``region`` patient."""
-    from app.config import load_settings
-    from app.db import Database
-    from app.models import Patient, Prescription
+    from app.foundation.config import load_settings
+    from app.foundation.db import Database
+    from app.foundation.models import Patient, Prescription
 
     db = Database(load_settings().database_url)
     try:
@@ -122,9 +122,9 @@ NOTIFIED_STATUSES = ("signed", "dispensed", "rejected", "emailed")
 
 def print_notifications(stack: Stack, prescription_id: int) -> None:
     """Print the events published for ``prescription_id`` and what the reference consumer received (ids only)."""
-    from app.config import load_settings
-    from app.db import Database
-    from app.models import EventOutbox
+    from app.foundation.config import load_settings
+    from app.foundation.db import Database
+    from app.foundation.models import EventOutbox
 
     db = Database(load_settings().database_url)
     try:

@@ -152,7 +152,7 @@ def base_env(**overrides: str) -> dict[str, str]:
     # HS256 secret, made fresh for this stack (no committed value ever verifies a token).
     env.setdefault("JWT_SECRET", secrets.token_urlsafe(32))
     # Benchmarks and the demo drive the API from one address at machine rates: the rate
-    # limits (app/rate_limits.py) are for people and scripts on the internet, not for them.
+    # limits (app/interfaces/rate_limits.py) are for people and scripts on the internet, not for them.
     for name in ("RATE_LIMIT_SEARCH", "RATE_LIMIT_SEND", "RATE_LIMIT_AUTH_FAILURES"):
         env.setdefault(name, "1000000 per minute")
     env.update(overrides)

@@ -19,10 +19,10 @@ from alembic.config import Config
 from sqlalchemy import create_engine, make_url, text
 
 from app import create_app
-from app.config import Settings
-from app.db import Database
-from app.models import Base
-from app.seeding import run_seed_scripts
+from app.foundation.config import Settings
+from app.foundation.db import Database
+from app.foundation.models import Base
+from app.services.seeding import run_seed_scripts
 from tests.support import PRESCRIBER_SECRETS, FakeClock
 
 __all__ = ["PRESCRIBER_SECRETS", "FakeClock", "bearer", "make_settings"]
@@ -168,7 +168,7 @@ def with_credentials(app, runner):  # type: ignore[no-untyped-def]
 
 def bearer(app, *, role: str, subject: str = "pt-0001", ttl_s: int = 3600) -> dict[str, str]:  # type: ignore[no-untyped-def]
     """``Authorization`` header with a development JWT minted for ``app``'s settings and clock."""
-    from app.identity import mint_token
+    from app.interfaces.identity import mint_token
 
     svc = app.extensions["erx"]
     token = mint_token(svc.settings, role=role, subject=subject, ttl_s=ttl_s, now=svc.unix_time())
@@ -183,8 +183,8 @@ def auth(app) -> dict[str, str]:  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def captured() -> Iterator[io.StringIO]:
-    """Every log record of this process as JSON lines (app/logs.py) in a buffer, at DEBUG; restored afterwards."""
-    from app.logs import configure_logging
+    """Every log record of this process as JSON lines (app/foundation/logs.py) in a buffer, at DEBUG; restored afterwards."""
+    from app.foundation.logs import configure_logging
 
     root = logging.getLogger()
     level = root.level

@@ -23,9 +23,9 @@ import requests
 import responses
 from sqlalchemy import Connection, select, text
 
-from app.db import Database
-from app.models import Patient
-from app.queue import claim_batch
+from app.foundation.db import Database
+from app.foundation.models import Patient
+from app.mechanisms.queue import claim_batch
 
 PRESCRIBER_SECRETS = {
     "dr.jones@example.test": ("sandbox-jones-pass", "481516"),
@@ -37,7 +37,7 @@ class FakeClock:
     """One fake time behind every clock the code takes, moving only when a test says so.
 
     - ``clock()`` / ``clock.now``: aware UTC datetime (the ``now=`` parameters);
-    - ``clock.unix_time()``: the same instant as Unix seconds (``Services.unix_time``);
+    - ``clock.unix_time()``: the same instant as Unix seconds (``Runtime.unix_time``);
     - ``clock.monotonic()``: seconds since the clock was made, plus 1000
       (the connector's ``monotonic=``).
     """
@@ -376,5 +376,5 @@ def audit_triggers_suspended(conn: Connection) -> Iterator[None]:
 
 
 def claimed_ids(db: Database, model: Any, **options: Any) -> list[int]:
-    """The ids of the rows :func:`app.queue.claim_batch` leases (same options), oldest due first."""
+    """The ids of the rows :func:`app.mechanisms.queue.claim_batch` leases (same options), oldest due first."""
     return [row.id for row in claim_batch(db, model, **options)]

@@ -2,9 +2,9 @@
 
 The receiver's hot path (webhooks/routes.py). The statement is Core, built once
 per dialect, and committed on its own (one round trip on PostgreSQL:
-:func:`app.db.single_statement`). On PostgreSQL a pending row also wakes the
+:func:`app.foundation.db.single_statement`). On PostgreSQL a pending row also wakes the
 inbox workers, at most once per window per process
-(:class:`app.queue_wakeup.NotifyCoalescer`: every ``NOTIFY`` serialises commits).
+(:class:`app.mechanisms.wakeup.WakeupCoalescer`: every ``NOTIFY`` serialises commits).
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from typing import Any, Protocol
 from sqlalchemy import literal_column
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.db import Database, insert_ignore_statement, single_statement
-from app.models import WebhookInbox
-from app.queue import pending_values, wakeup_sql
+from app.foundation.db import Database, insert_ignore_statement, single_statement
+from app.foundation.models import WebhookInbox
+from app.mechanisms.queue import pending_values, wakeup_sql
 from webhooks.events import Envelope
 
 
 class WakeUps(Protocol):
-    """The process's wake-up coalescer (``app.queue_wakeup.NotifyCoalescer``), as used here."""
+    """The process's wake-up coalescer (``app.mechanisms.wakeup.WakeupCoalescer``), as used here."""
 
     def claim(self) -> int | None: ...
     def settle(self, ticket: int) -> None: ...
@@ -41,7 +41,7 @@ def _store_statement(dialect: str, *, wake: bool) -> Any:
 
     ``RETURNING pg_notify(...)`` runs only for a row actually inserted (not a
     duplicate) and is delivered when the insert commits: one round trip, no
-    extra statement (app/queue_wakeup.py).
+    extra statement (app/mechanisms/wakeup.py).
     """
     stmt = _STORE.get((dialect, wake))
     if stmt is None:

@@ -1,7 +1,7 @@
 """Applying stored webhook events: the inbox worker's half of contract §7.
 
-Inbox rows go through the one queue mechanism (:mod:`app.queue`) and the one
-retry policy (:mod:`app.retry`). Inbox work makes no outbound call, so a batch
+Inbox rows go through the one queue mechanism (:mod:`app.mechanisms.queue`) and the one
+retry policy (:mod:`app.mechanisms.retry`). Inbox work makes no outbound call, so a batch
 is claimed and applied in ONE transaction: the claim's row locks (``FOR
 UPDATE SKIP LOCKED`` on PostgreSQL) hold for the whole batch and a crash
 rolls claim and work back together. For each row the prescription is found by
@@ -22,11 +22,11 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.audit import PLATFORM, append_many
-from app.db import Database, utcnow
-from app.history import Change, Transition, record
-from app.models import Patient, Prescription, Region, WebhookInbox
-from app.queue import (
+from app.foundation.db import Database, utcnow
+from app.foundation.models import Patient, Prescription, Region, WebhookInbox
+from app.mechanisms.audit import PLATFORM, append_many
+from app.mechanisms.history import Change, Transition, record
+from app.mechanisms.queue import (
     claim_rows,
     count_attempt,
     finish,
@@ -35,7 +35,7 @@ from app.queue import (
     reopen,
     retry_or_dead,
 )
-from app.retry import RetryPolicy
+from app.mechanisms.retry import RetryPolicy
 from connector.statuses import LIFECYCLE
 from webhooks.errors import EventPayloadError
 from webhooks.events import StatusEvent, decode_body, envelope, parse_status_event
@@ -53,7 +53,7 @@ class InboxProcessor:
 
     ``now`` returns aware UTC datetimes and ``rand`` floats in [0, 1), so retry
     timing is testable without sleeping. Retries follow one
-    :class:`app.retry.RetryPolicy` (``base_s``, ``cap_s`` seconds, never sooner
+    :class:`app.mechanisms.retry.RetryPolicy` (``base_s``, ``cap_s`` seconds, never sooner
     than half of ``base_s``); after ``max_attempts`` the row goes ``dead``
     (replayable with ``flask webhooks replay``).
     """
@@ -122,7 +122,7 @@ class InboxProcessor:
 
         The synchronous path (a batch of one, by event id): the row is locked as a
         claim locks it, applied with the same steps as :meth:`run_batch` (savepoint,
-        history through :mod:`app.history`, forward-only status, event-outbox row,
+        history through :mod:`app.mechanisms.history`, forward-only status, event-outbox row,
         retry or dead on failure, audit). Returns the row's new state, or None
         when it is not pending (a worker or an earlier delivery applied it).
         Used by the synchronous reference receiver of ``bench/webhooks``.
@@ -166,7 +166,7 @@ class InboxProcessor:
 
         The one path of the inbox, for a batch or one row: one locking SELECT
         for every prescription the rows name (in token order, so two workers
-        cannot deadlock), one :func:`app.history.record` for all their
+        cannot deadlock), one :func:`app.mechanisms.history.record` for all their
         transitions (history, event-outbox rows, forward-only status), then
         each row is processed, dead (unreadable) or retried (its prescription
         is not known yet). Raises whatever else fails; the caller's savepoint

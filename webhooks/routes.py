@@ -12,9 +12,9 @@ import logging
 
 from flask import Blueprint, Flask, Response, request
 
-from app.db import utcnow
-from app.errors import ApiError
-from app.extensions import Services, services
+from app.foundation.db import utcnow
+from app.interfaces.errors import ApiError
+from app.mechanisms.runtime import Runtime, runtime
 from webhooks.errors import SignatureError
 from webhooks.events import envelope
 from webhooks.inbox_store import InboxUnavailable, store_event
@@ -38,8 +38,8 @@ def _acknowledgement(event_id: str, *, duplicate: bool) -> Response:
     return Response(body, 200, mimetype="application/json")
 
 
-def _notify(svc: Services, kind: str, reason: str | None = None) -> None:
-    """Tell the receipt listeners (app/metrics.py counts) what became of this delivery."""
+def _tell_listeners(svc: Runtime, kind: str, reason: str | None = None) -> None:
+    """Tell the receipt listeners (app/mechanisms/metrics.py counts) what became of this delivery."""
     at = svc.unix_time()
     for listener in svc.webhook_listeners:
         listener(kind, reason, at)
@@ -69,7 +69,7 @@ def receive() -> Response:
     the platform retries. A duplicate event id answers 200 and adds nothing.
     The 200 body is ``{"duplicate": bool, "event_id": str, "received": true}``.
     """
-    svc = services()
+    svc = runtime()
     settings = svc.settings
     raw = _read_body(settings.webhook_max_body_bytes)
     signature = request.headers.get(SIGNATURE_HEADER)
@@ -78,11 +78,11 @@ def receive() -> Response:
                tolerance_s=settings.webhook_tolerance_s, unix_time=svc.unix_time())
     except SignatureError as exc:
         log.warning("webhook refused: reason=%s", exc.reason)
-        _notify(svc, "rejected", exc.reason)
+        _tell_listeners(svc, "rejected", exc.reason)
         raise ApiError(401, "invalid_signature", exc.message, {SIGNATURE_HEADER: [exc.reason]},
                        reason=exc.reason) from None
     if not raw.strip():  # signed or not, an empty body is not an event: refuse, store nothing
-        _notify(svc, "rejected", "empty_body")
+        _tell_listeners(svc, "rejected", "empty_body")
         raise ApiError(400, "empty_body", "The webhook body is empty: it is not an event.",
                        {"body": ["Empty."]})
     env = envelope(raw)
@@ -92,7 +92,7 @@ def receive() -> Response:
     except InboxUnavailable as exc:
         log.error("webhook not stored: event_id=%s db_error=%s", env.event_id, exc)
         raise ApiError(503, "inbox_unavailable", "The event could not be stored; retry.") from None
-    _notify(svc, "received" if inserted else "duplicate")
+    _tell_listeners(svc, "received" if inserted else "duplicate")
     # The inbox row is the audit record of every receipt; per-event logging is for debugging.
     log.debug("webhook stored: event_id=%s state=%s duplicate=%s",
               env.event_id, env.state, not inserted)

@@ -12,15 +12,15 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from app.crypto import CredentialCipher, CredentialError
-from app.db import Database
-from app.models import Clinic, Prescriber
+from app.foundation.crypto import CredentialCipher, CredentialError
+from app.foundation.db import Database
+from app.foundation.errors import Invalid, NotFound
+from app.foundation.models import Clinic, Prescriber
 from app.services.credentials import (
     MissingCredentials,
     prescriber_credentials,
     unusable_credentials_cause,
 )
-from app.services.errors import Invalid, NotFound
 from app.services.platform_failures import platform_failure
 from connector import ConnectorClient
 from connector.errors import ConnectorError

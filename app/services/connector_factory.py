@@ -1,19 +1,19 @@
 """The connector factory: builds the platform client from service settings (the only place that does).
 
 The client gets a :class:`MetricsObserver`, so the connector's calls, token
-refreshes and logins are counted in :mod:`app.metrics` while ``connector/``
+refreshes and logins are counted in :mod:`app.mechanisms.metrics` while ``connector/``
 itself imports no metrics library (``/work/shared/design.md``).
 """
 
 from __future__ import annotations
 
-from app import metrics
-from app.config import Settings
+from app.foundation.config import Settings
+from app.mechanisms import metrics
 from connector import ConnectorClient, ConnectorSettings
 
 
 class MetricsObserver:
-    """A :class:`connector.observe.Observer` that updates :mod:`app.metrics`.
+    """A :class:`connector.observe.Observer` that updates :mod:`app.mechanisms.metrics`.
 
     ``erx_platform_calls_total{endpoint,outcome}`` and
     ``erx_platform_call_duration_seconds{endpoint}`` (seconds) per call;
@@ -51,5 +51,5 @@ def connector_settings(settings: Settings) -> ConnectorSettings:
 
 
 def make_client(settings: Settings) -> ConnectorClient:
-    """Return a :class:`ConnectorClient` (one per process: it owns the token cache) counting into app.metrics."""
+    """Return a :class:`ConnectorClient` (one per process: it owns the token cache) counting into app.mechanisms.metrics."""
     return ConnectorClient(connector_settings(settings), observer=MetricsObserver())

@@ -3,7 +3,7 @@ and turning them into connector credentials.
 
 Storing new credentials is what unblocks a prescriber whose login the platform
 refused: :func:`store_credentials` clears the refusal and reopens their
-``blocked_credentials`` sends through :func:`app.queue.reopen_matching`, in
+``blocked_credentials`` sends through :func:`app.mechanisms.queue.reopen_matching`, in
 the same transaction, so a send is never left parked on credentials that were fixed.
 """
 
@@ -14,11 +14,11 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from app.crypto import CredentialCipher, CredentialError
-from app.db import Database, utcnow
-from app.models import DispatchOutbox, Prescriber, Prescription
-from app.queue import BLOCKED_CREDENTIALS, reopen_matching
-from app.services.errors import Invalid, Misconfigured, NotFound
+from app.foundation.crypto import CredentialCipher, CredentialError
+from app.foundation.db import Database, utcnow
+from app.foundation.errors import Invalid, Misconfigured, NotFound
+from app.foundation.models import DispatchOutbox, Prescriber, Prescription
+from app.mechanisms.queue import BLOCKED_CREDENTIALS, reopen_matching
 from app.services.platform_failures import platform_failure
 from connector import ConnectorClient, PrescriberCredentials
 from connector.errors import AuthError, ConnectorError
@@ -83,7 +83,7 @@ def prescriber_credentials(prescriber: Prescriber, cipher: CredentialCipher) -> 
 
     The cache key is the platform prescriber id, so sessions are never shared
     between prescribers. Raises :class:`MissingCredentials` or
-    :class:`app.crypto.CredentialError`.
+    :class:`app.foundation.crypto.CredentialError`.
     """
     if not prescriber.password_enc or not prescriber.pin_enc:
         raise MissingCredentials(f"prescriber {prescriber.id} has no platform credentials")

@@ -10,12 +10,12 @@ from typing import Any
 
 from sqlalchemy import select
 
-from app.audit import OPERATOR, record_by
-from app.db import Database
-from app.history import Change, local, record
-from app.models import DispatchOutbox, Prescriber, Prescription
-from app.queue import BLOCKED_CREDENTIALS, reopen
-from app.services.errors import Conflict, NotFound
+from app.foundation.db import Database
+from app.foundation.errors import Conflict, NotFound
+from app.foundation.models import DispatchOutbox, Prescriber, Prescription
+from app.mechanisms.audit import OPERATOR, record_by
+from app.mechanisms.history import Change, local, record
+from app.mechanisms.queue import BLOCKED_CREDENTIALS, reopen
 from app.services.mail import reopen_for_resend
 
 

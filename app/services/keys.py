@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from app.crypto import CredentialCipher, CredentialError
-from app.db import Database
-from app.models import Prescriber
+from app.foundation.crypto import CredentialCipher, CredentialError
+from app.foundation.db import Database
+from app.foundation.models import Prescriber
 
 log = logging.getLogger("app.keys")
 _FIELDS = ("password_enc", "pin_enc")
@@ -53,7 +53,7 @@ def rotate_credentials(
     """Re-encrypt every stored password and PIN under ``keys[0]``; return a :class:`RotationReport`.
 
     ``keys``: the Fernet keys of ``ERX_ENCRYPTION_KEYS``, newest first (a
-    malformed key raises :class:`~app.config.ConfigError` naming the variable,
+    malformed key raises :class:`~app.foundation.config.ConfigError` naming the variable,
     before any row is touched). ``batch_size``: prescribers per transaction
     (>= 1, else ValueError). ``before_commit``: called with the 1-based batch
     number after the batch's changes, before its commit; an exception there

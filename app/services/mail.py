@@ -53,13 +53,13 @@ from typing import Protocol
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app.audit import OPERATOR, record_by
-from app.config import Settings
-from app.db import Database, insert_ignore, utcnow
-from app.history import Change, local, record
-from app.models import DispatchOutbox, EmailIntent, Prescription
-from app.queue import finish
-from app.services.errors import Conflict, Invalid, NotFound
+from app.foundation.config import Settings
+from app.foundation.db import Database, insert_ignore, utcnow
+from app.foundation.errors import Conflict, Invalid, NotFound
+from app.foundation.models import DispatchOutbox, EmailIntent, Prescription
+from app.mechanisms.audit import OPERATOR, record_by
+from app.mechanisms.history import Change, local, record
+from app.mechanisms.queue import finish
 from app.services.prescription_pdf import (
     PrescriptionSnapshot,
     find_unicode_font,
@@ -88,7 +88,7 @@ class EmailJob:
 def email_job(prescription: Prescription) -> EmailJob:
     """Build the :class:`EmailJob` for a Region A prescription (relations loaded).
 
-    Raises :class:`app.services.errors.Invalid` when the prescription has no pharmacy.
+    Raises :class:`app.foundation.errors.Invalid` when the prescription has no pharmacy.
     """
     if prescription.pharmacy is None:
         raise Invalid("The prescription has no pharmacy.", errors={"pharmacy_id": ["missing"]})

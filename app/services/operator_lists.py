@@ -13,8 +13,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from app.db import Database
-from app.models import Clinic, Prescriber, WebhookInbox
+from app.foundation.db import Database
+from app.foundation.models import Clinic, Prescriber, WebhookInbox
 
 
 @dataclass(frozen=True)

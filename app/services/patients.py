@@ -12,9 +12,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.db import Database
-from app.models import Patient
-from app.services.errors import NotFound
+from app.foundation.db import Database
+from app.foundation.errors import NotFound
+from app.foundation.models import Patient
 from app.services.paging import Page, page_offset
 from app.services.prescription_reads import Viewer, patient_page, view_from_row
 from app.services.prescriptions import status_url

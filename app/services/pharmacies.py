@@ -1,6 +1,6 @@
 """Pharmacy search: by name, town or postcode, accent- and case-insensitive, best first.
 
-Matching works on folded text (:mod:`app.text_folding`): every word of the query
+Matching works on folded text (:mod:`app.foundation.text_folding`): every word of the query
 must occur in the pharmacy's name, town or postcode, or the query without its
 spaces must occur in the postcode without its space ("LS6 2" and "ls62" both find
 LS6 2AL). Ranking, best first:
@@ -24,11 +24,11 @@ from typing import Any
 
 from sqlalchemy import String, and_, case, collate, func, literal_column, or_, select
 
-from app.db import Database
-from app.models import Pharmacy, Region
+from app.foundation.db import Database
+from app.foundation.models import Pharmacy, Region
+from app.foundation.text_folding import fold
 from app.services.paging import Page, page_offset
 from app.services.regions import region_or_invalid
-from app.text_folding import fold
 
 MAX_QUERY_LENGTH = 100
 
@@ -79,7 +79,7 @@ def search_pharmacies(
 ) -> Page[PharmacyHit]:
     """Return one page of pharmacies matching ``q`` (all when None/blank) in ``region`` (all when None).
 
-    ``page`` is 1-based, ``per_page`` 1..50. Raises :class:`app.services.errors.Invalid`
+    ``page`` is 1-based, ``per_page`` 1..50. Raises :class:`app.foundation.errors.Invalid`
     for an unknown region (field ``region``), ``ValueError`` for page/per_page out of range.
     """
     offset = page_offset(page=page, per_page=per_page)

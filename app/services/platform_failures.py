@@ -8,7 +8,7 @@ never a password, PIN, token or secret.
 
 from __future__ import annotations
 
-from app.services.errors import DomainError, Forbidden, NotFound, Unavailable
+from app.foundation.errors import DomainError, Forbidden, NotFound, Unavailable
 from connector.errors import (
     AuthError,
     ConnectorError,

@@ -36,7 +36,7 @@ from fpdf.enums import XPos, YPos
 from sqlalchemy import select
 from sqlalchemy.orm import object_session
 
-from app.models import Medicine, Prescription, PrescriptionMedicine
+from app.foundation.models import Medicine, Prescription, PrescriptionMedicine
 
 # Debian/Ubuntu (fonts-dejavu-core) and Fedora/Alpine locations of DejaVu Sans.
 DEFAULT_UNICODE_FONTS = (

@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, RowMapping, Select, and_, func, literal, over, select
 from sqlalchemy.orm import Session, aliased
 
-from app.models import (
+from app.foundation.models import (
     DispatchOutbox,
     Patient,
     Pharmacy,

@@ -17,10 +17,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.audit import Accessor, record_by
-from app.db import Database, utcnow
-from app.history import Change, local, record
-from app.models import (
+from app.foundation.db import Database, utcnow
+from app.foundation.errors import Conflict, Invalid, NotFound
+from app.foundation.models import (
     DispatchOutbox,
     IdempotencyKey,
     Medicine,
@@ -28,8 +27,9 @@ from app.models import (
     Prescription,
     Region,
 )
-from app.queue import pending_values, reopen
-from app.services.errors import Conflict, Invalid, NotFound
+from app.mechanisms.audit import Accessor, record_by
+from app.mechanisms.history import Change, local, record
+from app.mechanisms.queue import pending_values, reopen
 from app.services.prescription_reads import Viewer, find_view
 
 # dm+d controlled-drug schedules the platform refuses (contract §4: "controlled_drug").
@@ -103,12 +103,12 @@ def queue_send(
     repeat returns the first result. ``patient_ref`` (a patient caller's
     ``Patient.external_ref``) limits the send to that patient's own
     prescriptions: another patient's answers exactly like a missing one.
-    Raises (``app.services.errors``): :class:`NotFound` unknown (or not the
+    Raises (``app.foundation.errors``): :class:`NotFound` unknown (or not the
     caller's) prescription; :class:`Conflict` not sendable from its status
     (``details["current_status"]``); :class:`Invalid` when a pre-send check
     fails (:func:`presend_errors`: pharmacy, region, medicines, controlled
     drugs, patient record, credentials), or a reused key with a different body.
-    ``request_id``: the queuing request's id (``app.logs.current_request_id()``,
+    ``request_id``: the queuing request's id (``app.foundation.logs.current_request_id()``,
     passed by the API layer), stored on the outbox row so the worker logs the
     send under it. ``audit``: who is sending; a ``send`` audit row is written in
     the same transaction (an idempotent replay writes none: nothing changed).

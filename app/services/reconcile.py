@@ -23,11 +23,11 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import and_, or_, select
 
-from app.audit import RECONCILER, append_many
-from app.crypto import CredentialCipher, CredentialError
-from app.db import Database, utcnow
-from app.history import Change, Transition, record
-from app.models import Prescription
+from app.foundation.crypto import CredentialCipher, CredentialError
+from app.foundation.db import Database, utcnow
+from app.foundation.models import Prescription
+from app.mechanisms.audit import RECONCILER, append_many
+from app.mechanisms.history import Change, Transition, record
 from app.services.credentials import (
     CredentialsRefused,
     MissingCredentials,

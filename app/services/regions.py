@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.db import Database
-from app.models import Region
-from app.services.errors import Invalid
+from app.foundation.db import Database
+from app.foundation.errors import Invalid
+from app.foundation.models import Region
 
 # The delivery method each region flow stands for (issue 8: Region A keeps the email
 # flow, the prescription travels as a PDF; Region B goes through the platform).

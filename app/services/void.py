@@ -14,7 +14,7 @@ platform answers HTTP 200 ``{"success": false, "code": "invalid_transition"}``.
   ``data``, ``accepted`` or ``in_doubt``, see app/services/mail.py).
 - **Issued** (``issued``, ``signed``, ``printed``): the connector call happens
   outside any database transaction; on success ``voided`` is recorded through
-  :mod:`app.history` with source ``operator`` and the reason as detail.
+  :mod:`app.mechanisms.history` with source ``operator`` and the reason as detail.
 - **Final** (``dispensed``, ``expired``, ``voided``, and the service's own
   ends ``rejected`` and ``emailed``): 409 ``already_final``, as is a platform
   ``invalid_transition``.
@@ -33,14 +33,14 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.audit import Accessor, record_by
-from app.crypto import CredentialCipher, CredentialError
-from app.db import Database, utcnow
-from app.history import Change, Transition, local, record
-from app.models import DispatchOutbox, EmailIntent, Prescription
-from app.queue import finish
+from app.foundation.crypto import CredentialCipher, CredentialError
+from app.foundation.db import Database, utcnow
+from app.foundation.errors import Conflict, DomainError, Forbidden, NotFound, Unavailable
+from app.foundation.models import DispatchOutbox, EmailIntent, Prescription
+from app.mechanisms.audit import Accessor, record_by
+from app.mechanisms.history import Change, Transition, local, record
+from app.mechanisms.queue import finish
 from app.services.credentials import MissingCredentials, prescriber_credentials
-from app.services.errors import Conflict, DomainError, Forbidden, NotFound, Unavailable
 from app.services.platform_failures import platform_failure
 from connector import ConnectorClient, PrescriberCredentials
 from connector.errors import ConnectorError, PlatformRejected
@@ -103,7 +103,7 @@ def void_prescription(
     is named in failure messages. ``now`` returns aware UTC. ``audit``: who is
     voiding; a ``void`` audit row is written in the transaction that records it.
 
-    Raises (``app.services.errors``): :class:`NotFound`; :class:`Conflict`
+    Raises (``app.foundation.errors``): :class:`NotFound`; :class:`Conflict`
     ``already_final`` (final status, or the platform's ``invalid_transition``,
     contract §5) or ``dispatch_in_progress`` (a send may be on the wire);
     :class:`Unavailable` when the platform cannot be reached or refuses the

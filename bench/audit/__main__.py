@@ -13,8 +13,8 @@ server; ``--url`` to change), migrated to head and emptied first. Phases
 ``verify``
     Seeds ``--rows`` rows set-based (``INSERT ... SELECT generate_series``), seals
     them set-based (leaf hashes by the same SQL ``audit verify`` uses, tree nodes
-    and one signed checkpoint from app.merkle), then times
-    ``app.audit_sealer.verify(full=True)``, the work of ``flask --app app audit verify --full``.
+    and one signed checkpoint from app.mechanisms.merkle), then times
+    ``app.mechanisms.audit_sealer.verify(full=True)``, the work of ``flask --app app audit verify --full``.
 ``export``
     Exports one prescription's rows (``--export-rows``, spread over the seeded log)
     and times the offline check (``docs/audit_verify_export.py``): in process
@@ -84,8 +84,8 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def phase_lag(url: str, *, rate: float, duration: float, appenders: int) -> dict[str, float]:
-    from app.audit import record
-    from app.db import Database
+    from app.foundation.db import Database
+    from app.mechanisms.audit import record
 
     prepare(url)
     env = {
@@ -176,10 +176,10 @@ def phase_lag(url: str, *, rate: float, duration: float, appenders: int) -> dict
 
 
 def bulk_seal(url: str) -> int:
-    """Seal every row at once: leaves by SQL, nodes and one checkpoint in Python (app.merkle)."""
-    from app.audit_keys import checkpoint_text, parse_private_keys, sign_note
-    from app.audit_sealer import LEAF_SQL, NODE_LEVEL_STEP
-    from app.merkle import HASH_SIZE, Frontier, root_of
+    """Seal every row at once: leaves by SQL, nodes and one checkpoint in Python (app.mechanisms.merkle)."""
+    from app.mechanisms.audit_keys import checkpoint_text, parse_private_keys, sign_note
+    from app.mechanisms.audit_sealer import LEAF_SQL, NODE_LEVEL_STEP
+    from app.mechanisms.merkle import HASH_SIZE, Frontier, root_of
 
     key = parse_private_keys((BENCH_KEY,), origin=ORIGIN)[0]
     engine = create_engine(url)
@@ -270,9 +270,9 @@ def seed(url: str, rows: int, *, export_rows: int) -> None:
 
 
 def phase_verify(url: str, *, rows: int, export_rows: int) -> dict[str, float]:
-    from app.audit_keys import parse_private_keys
-    from app.audit_sealer import verify
-    from app.db import Database
+    from app.foundation.db import Database
+    from app.mechanisms.audit_keys import parse_private_keys
+    from app.mechanisms.audit_sealer import verify
 
     t0 = time.monotonic()
     seed(url, rows, export_rows=export_rows)

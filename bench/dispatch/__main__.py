@@ -100,7 +100,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def region_b_drafts(db: Any, count: int) -> tuple[list[int], list[int]]:
     """The first ``count`` Region B draft ids, and the Region B pharmacies with a branch id."""
-    from app.models import Patient, Pharmacy, Prescription
+    from app.foundation.models import Patient, Pharmacy, Prescription
 
     with db.session() as session:
         ids = list(
@@ -126,7 +126,7 @@ def region_b_drafts(db: Any, count: int) -> tuple[list[int], list[int]]:
 
 def queue(db: Any, ids: list[int], pharmacies: list[int]) -> float:
     """Queue ``ids`` (round-robin over ``pharmacies``) with ``queue_send``; returns seconds taken."""
-    from app.services.errors import DomainError
+    from app.foundation.errors import DomainError
     from app.services.prescriptions import queue_send
 
     started = time.perf_counter()
@@ -140,8 +140,8 @@ def queue(db: Any, ids: list[int], pharmacies: list[int]) -> float:
 
 def naive_jobs(db: Any, settings: Any, ids: list[int]) -> list[NaiveJob]:
     """Snapshot what each send needs, as the Dispatcher does, with ``naive-`` references."""
-    from app.crypto import CredentialCipher
-    from app.models import Prescription
+    from app.foundation.crypto import CredentialCipher
+    from app.foundation.models import Prescription
     from app.services.credentials import prescriber_credentials
     from app.services.dispatch.issue_request import (
         issue_request as _issue_request,  # the worker's own request builder
@@ -306,9 +306,9 @@ class Worker:
     """One dispatch-only WorkerLoop, built as ``flask --app app worker --no-inbox`` builds it."""
 
     def __init__(self, db: Any, settings: Any) -> None:
+        from app.interfaces.worker import WorkerLoop, worker_id
         from app.services.connector_factory import make_client
         from app.services.dispatch import Dispatcher
-        from app.worker import WorkerLoop, worker_id
 
         self.db = db
         # Statement text (first 70 characters) -> [count, seconds from execute to its answer].
@@ -320,7 +320,7 @@ class Worker:
 
     def drain(self, tally: Tally, base: str, count: int, deadline: float, profiler: Any) -> None:
         """Run until the outbox is empty (or the deadline); counts SQL statements on the way."""
-        from app.models import DispatchOutbox
+        from app.foundation.models import DispatchOutbox
 
         statements = 0
         counting = threading.Lock()  # the send threads execute statements at once
@@ -397,8 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     measured = Tally("service worker (1 WorkerLoop + Dispatcher: cached tokens, one HTTP session)")
     db = proxy = worker = None
     try:
-        from app.config import load_settings
-        from app.db import Database
+        from app.foundation.config import load_settings
+        from app.foundation.db import Database
 
         stack.prepare_database()
         db = Database(bench_db.url, pool_size=11)

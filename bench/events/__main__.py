@@ -46,11 +46,11 @@ import pika
 from alembic import command
 from alembic.config import Config
 
-from app.db import Database
-from app.events.amqp import close_quietly, connect
-from app.history import record_local_status
-from app.models import Prescription
-from app.seeding import run_seed_scripts
+from app.foundation.db import Database
+from app.foundation.models import Prescription
+from app.mechanisms.amqp import close_quietly, connect
+from app.mechanisms.history import record_local_status
+from app.services.seeding import run_seed_scripts
 from bench.database import BenchDatabase
 from bench.events.arrivals import consume
 from bench.events.writers import serve

@@ -10,7 +10,7 @@ from typing import Any
 
 import pika
 
-from app.events.amqp import close_quietly, connect
+from app.mechanisms.amqp import close_quietly, connect
 
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 

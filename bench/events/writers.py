@@ -8,7 +8,7 @@ is due at ``start + n / rate`` (wall clock, shared by every process) and is
 handled by process ``n % processes``; a tick is submitted at its due time
 whether or not earlier ones have finished (open loop: a slow commit delays
 its own row, never the schedule). Each append is its own transaction through
-:func:`app.history.record_local_status`, which stages the event row (and its
+:func:`app.mechanisms.history.record_local_status`, which stages the event row (and its
 NOTIFY) the real way.
 """
 
@@ -19,9 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import Any
 
-from app.db import Database
-from app.history import record_local_status
-from app.models import EventOutbox, Prescription
+from app.foundation.db import Database
+from app.foundation.models import EventOutbox, Prescription
+from app.mechanisms.history import record_local_status
 
 STATUSES = ("queued", "rejected")
 

@@ -10,7 +10,7 @@ and samples the resident set (``VmRSS`` of /proc/<pid>/status, KiB) every
   GET a prescription (service token), a pharmacy search, a signed webhook POST;
 - **worker**: the queue worker after ``--jobs`` applied inbox events (signed
   webhooks for one issued prescription, posted through the service in chunks;
-  each is claimed, applied through app.history and audited).
+  each is claimed, applied through app.mechanisms.history and audited).
 
 Reports every sample and the slope after warm-up (the first ``--warmup``
 samples): a least-squares line through the rest, KiB per 1,000 operations.
@@ -31,7 +31,7 @@ from typing import Any
 import requests
 from sqlalchemy import create_engine, func, select, text, update
 
-from app.models import Prescription, WebhookInbox
+from app.foundation.models import Prescription, WebhookInbox
 from bench.database import BenchDatabase
 from bench.report import machine, write_results
 from scripts.stack import REPO_ROOT, WEBHOOK_SECRET, Stack, base_env, free_port

@@ -43,10 +43,10 @@ from urllib.parse import quote
 import requests
 from sqlalchemy import text
 
-from app.config import Settings
-from app.db import make_engine
-from app.identity import mint_token
-from app.seeding import bulk_pharmacies_sql, execute_sql_script, run_seed_scripts
+from app.foundation.config import Settings
+from app.foundation.db import make_engine
+from app.interfaces.identity import mint_token
+from app.services.seeding import bulk_pharmacies_sql, execute_sql_script, run_seed_scripts
 from bench.database import BenchDatabase
 from bench.procstat import busy_pct
 from bench.report import fmt, machine, markdown_table, percentile, preflight, ratio, write_results

@@ -83,7 +83,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def region_b_drafts(db: Any, count: int) -> tuple[list[int], list[int]]:
     """``count`` Region B draft ids, and the Region B pharmacies with a branch id."""
-    from app.models import Patient, Pharmacy, Prescription
+    from app.foundation.models import Patient, Pharmacy, Prescription
 
     with db.session() as session:
         ids = list(session.scalars(
@@ -185,7 +185,7 @@ class Sender:
 
 def wait_issued(db: Any, ids: list[int], timeout_s: float = 60.0) -> dict[int, float]:
     """Wait until every id is issued (or the timeout); returns pid -> its ``issued`` history time (epoch s)."""
-    from app.models import StatusHistory
+    from app.foundation.models import StatusHistory
 
     deadline = time.monotonic() + timeout_s
     found: dict[int, datetime] = {}
@@ -240,8 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     proxy = db = None
     settings_seen: dict[str, Any] = {}
     try:
-        from app.config import load_settings
-        from app.db import Database
+        from app.foundation.config import load_settings
+        from app.foundation.db import Database
 
         stack.prepare_database()
         db = Database(bench_db.url)
@@ -371,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _references(db: Any, ids: list[int]) -> dict[int, str]:
-    from app.models import Prescription
+    from app.foundation.models import Prescription
 
     with db.session() as session:
         return dict(session.execute(

@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from app import create_app
-    from app.config import Settings
-    from app.seeding import run_seed_scripts
+    from app.foundation.config import Settings
+    from app.services.seeding import run_seed_scripts
     from webhooks.processing import InboxProcessor
     from webhooks.signature import sign
 

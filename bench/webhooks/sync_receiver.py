@@ -5,7 +5,7 @@ integration without an inbox worker does (the seed integration's way): it
 verifies and stores the event with the service's receiver (webhooks/routes.py,
 unchanged: the inbox row is committed), then applies that event before
 answering, with the inbox worker's own code (``webhooks.processing.InboxProcessor``:
-prescription lock, history row through ``app.history``, forward-only status,
+prescription lock, history row through ``app.mechanisms.history``, forward-only status,
 event-outbox row, audit), in a second short transaction. Its request latency
 is the time a webhook takes to reach the history when nothing is queued.
 No logic is copied: the receiver and the processor are the project's.

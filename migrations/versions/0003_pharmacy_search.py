@@ -6,7 +6,7 @@ Create Date: 2026-12-02
 
 On PostgreSQL the pharmacies table gets four columns the database maintains
 (GENERATED ... STORED), each folded by ``erx_fold`` (the SQL twin of
-``app.text_folding.fold``: unaccent, lower case, apostrophes dropped, other
+``app.foundation.text_folding.fold``: unaccent, lower case, apostrophes dropped, other
 punctuation a space), and a GIN trigram index on the one the search matches
 against. SQLite needs nothing: the service registers ``erx_fold`` as a Python
 function on every connection and computes the same values in the query.

@@ -5,7 +5,7 @@ Revises: 0001
 Create Date: 2026-12-02
 
 Triggers refuse UPDATE, DELETE (and TRUNCATE on PostgreSQL) so that not even the
-service's own database role can rewrite the trail; the hash chain (app/audit.py)
+service's own database role can rewrite the trail; the hash chain (app/mechanisms/audit.py)
 makes any change made around them (a superuser disabling the trigger) visible
 to ``flask --app app audit verify``.
 """

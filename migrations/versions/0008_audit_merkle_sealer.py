@@ -9,7 +9,7 @@ Appends no longer chain (no lock, no read of the previous row): ``prev_hash`` an
 revision, which ``flask --app app audit verify`` still checks as a chain. On
 PostgreSQL each new row records its transaction id (``txid``, default
 ``pg_current_xact_id()``) so that the sealer never seals past a transaction that
-is still in flight. The sealer (app/audit_sealer.py) writes ``audit_leaves``,
+is still in flight. The sealer (app/mechanisms/audit_sealer.py) writes ``audit_leaves``,
 ``audit_tree_nodes``, ``audit_checkpoints`` and its one ``audit_seal_state`` row;
 its first seal takes the pre-existing rows, in id order, as the first leaves.
 

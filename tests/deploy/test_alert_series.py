@@ -30,8 +30,15 @@ import requests
 import yaml
 from sqlalchemy import select, update
 
-from app.db import Database
-from app.models import DispatchOutbox, Patient, Pharmacy, Prescriber, Prescription, WebhookInbox
+from app.foundation.db import Database
+from app.foundation.models import (
+    DispatchOutbox,
+    Patient,
+    Pharmacy,
+    Prescriber,
+    Prescription,
+    WebhookInbox,
+)
 from app.services.prescriptions import queue_send
 from scripts.stack import BIN, PRESCRIBERS, WEBHOOK_SECRET, Stack, base_env, free_port, wait_http
 from tests.deploy.rendered import REPO, STARTUP_S, render

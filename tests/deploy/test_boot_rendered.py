@@ -27,7 +27,7 @@ import pytest
 import requests
 from cryptography.fernet import Fernet
 
-from app.config import load_settings
+from app.foundation.config import load_settings
 from scripts.stack import BIN, REPO_ROOT, Stack, base_env, free_port, wait_http
 from tests.deploy.rendered import OVERLAYS, STARTUP_S, Render, path_routed, render
 from tests.unit.test_identity import RSA_KEY, KeyServer

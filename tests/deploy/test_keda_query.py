@@ -15,9 +15,9 @@ import psycopg2
 from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 
-from app.db import Database
-from app.metrics import QueueCollector
-from app.models import DispatchOutbox, Prescription, WebhookInbox
+from app.foundation.db import Database
+from app.foundation.models import DispatchOutbox, Prescription, WebhookInbox
+from app.mechanisms.metrics import QueueCollector
 from tests.deploy.rendered import render
 
 HOUR = timedelta(hours=1)

@@ -13,7 +13,7 @@ import re
 
 import pytest
 
-from app.metrics import QUEUE_DEPTH_SQL
+from app.mechanisms.metrics import QUEUE_DEPTH_SQL
 from tests.deploy.rendered import OVERLAYS, path_routed, render, secret_example
 
 INTERNAL = ("/metrics", "/readyz", "/healthz")

@@ -20,11 +20,11 @@ import requests
 from werkzeug.serving import make_server
 
 from app import create_app
-from app.config import Settings
-from app.db import Database
+from app.foundation.config import Settings
+from app.foundation.db import Database
+from app.interfaces.worker import WorkerLoop
 from app.services.connector_factory import make_client
 from app.services.dispatch import Dispatcher
-from app.worker import WorkerLoop
 from scripts.stack import Stack, base_env, free_port
 from tests.conftest import PRESCRIBER_SECRETS, bearer, make_settings
 from webhooks.processing import InboxProcessor

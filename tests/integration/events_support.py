@@ -19,8 +19,8 @@ import pika
 import pytest
 from sqlalchemy import delete
 
-from app.config import Settings
-from app.events.amqp import BROKER_ERRORS, close_quietly, connect
+from app.foundation.config import Settings
+from app.mechanisms.amqp import BROKER_ERRORS, close_quietly, connect
 from notifier.settings import NotifierSettings
 from notifier.store import create_schema, inbox, open_engine
 from tests.conftest import make_settings

@@ -15,7 +15,7 @@ import json
 import requests
 from sqlalchemy import select
 
-from app.models import DispatchOutbox, Patient, Pharmacy, Prescriber, Prescription
+from app.foundation.models import DispatchOutbox, Patient, Pharmacy, Prescriber, Prescription
 from tests.conftest import PRESCRIBER_SECRETS
 from tests.integration.conftest import wait_until, worker_threads
 

@@ -18,8 +18,14 @@ import pytest
 import requests
 from sqlalchemy import func, select, update
 
-from app.models import DispatchOutbox, Patient, Pharmacy, Prescription, PrescriptionMedicine
-from app.seeding import bulk_prescriptions_sql, execute_sql_script
+from app.foundation.models import (
+    DispatchOutbox,
+    Patient,
+    Pharmacy,
+    Prescription,
+    PrescriptionMedicine,
+)
+from app.services.seeding import bulk_prescriptions_sql, execute_sql_script
 from scripts.stack import Stack, base_env
 from tests.conftest import seed_database
 from tests.integration.conftest import wait_until

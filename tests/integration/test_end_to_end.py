@@ -5,7 +5,7 @@ from __future__ import annotations
 import requests
 from sqlalchemy import func, select
 
-from app.models import Patient, Pharmacy, Prescription, StatusHistory, WebhookInbox
+from app.foundation.models import Patient, Pharmacy, Prescription, StatusHistory, WebhookInbox
 from tests.integration.conftest import wait_until, worker_threads
 from webhooks.signature import sign
 

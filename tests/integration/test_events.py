@@ -19,14 +19,14 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from app import create_app
-from app.db import Database
-from app.events.amqp import connect
-from app.events.cli import publisher_config
-from app.events.contract import validate_event
-from app.events.publisher import EventPublisher
-from app.history import Transition, record_local_status, record_transition
-from app.models import EventOutbox, Patient, Prescription, StatusHistory
-from app.queue_wakeup import EVENTS_CHANNEL, NotifyWaiter
+from app.foundation.db import Database
+from app.foundation.models import EventOutbox, Patient, Prescription, StatusHistory
+from app.interfaces.events_cli import publisher_config
+from app.mechanisms.amqp import connect
+from app.mechanisms.event_contract import validate_event
+from app.mechanisms.history import Transition, record_local_status, record_transition
+from app.mechanisms.wakeup import EVENTS_CHANNEL, WakeupWaiter
+from app.services.event_publisher import EventPublisher
 from notifier.cli import main as notifier_main
 from notifier.consumer import NotifyConsumer, PatientNotifier
 from notifier.mailer import Notice, NoticeMailer
@@ -366,7 +366,7 @@ def test_a_listening_publisher_sends_a_committed_event_long_before_its_poll(
     settings = event_settings(db_url, amqp_url, event_names, tmp_path / "mail", events_poll_s=60.0)
     capture = Capture(amqp_url, event_names.exchange, "prescription.status_changed.#")
     stop = threading.Event()
-    waiter = NotifyWaiter(seeded.engine, [EVENTS_CHANNEL], stop)
+    waiter = WakeupWaiter(seeded.engine, [EVENTS_CHANNEL], stop)
     publisher = EventPublisher(
         seeded, publisher_config(settings), worker_id="t-wake", stop=stop, waiter=waiter
     )

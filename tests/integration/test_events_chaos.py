@@ -22,9 +22,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from app.events.amqp import BROKER_ERRORS, close_quietly, connect
-from app.history import Transition, record_local_status, record_transition
-from app.models import EventOutbox, Prescription
+from app.foundation.models import EventOutbox, Prescription
+from app.mechanisms.amqp import BROKER_ERRORS, close_quietly, connect
+from app.mechanisms.history import Transition, record_local_status, record_transition
 from scripts.stack import BIN, REPO_ROOT
 from tests.integration import events_support
 from tests.integration.conftest import wait_until

@@ -5,7 +5,7 @@ from __future__ import annotations
 import requests
 from sqlalchemy import select
 
-from app.models import Patient, Pharmacy, Prescription
+from app.foundation.models import Patient, Pharmacy, Prescription
 from tests.integration.conftest import wait_until, worker_threads
 
 SENDS = 5

@@ -20,8 +20,8 @@ import pytest
 import requests
 from sqlalchemy import select, update
 
-from app.config import _DEV_DEFAULTS
-from app.models import (
+from app.foundation.config import _DEV_DEFAULTS
+from app.foundation.models import (
     DispatchOutbox,
     Patient,
     Pharmacy,

@@ -37,7 +37,7 @@ import schemathesis
 from schemathesis import GenerationMode
 from schemathesis.config import SchemathesisConfig
 
-from app.openapi import DOCUMENT_PATH, build_spec
+from app.interfaces.openapi import DOCUMENT_PATH, build_spec
 from tests.conftest import bearer
 
 MAX_EXAMPLES = 10
@@ -45,7 +45,7 @@ DOCUMENT = build_spec()
 SUBJECTS = {"patient": "pt-0001", "support": "support-tests", "service": "svc-tests"}
 SEEDED_IDS = (1, 2)  # pt-0001's prescription, another patient's (scripts/seed/002_test_prescriptions.sql)
 WEBHOOK = "/webhooks/platform"
-# Unknown query parameters are ignored by design (app/directory_schemas.py: cache-busters),
+# Unknown query parameters are ignored by design (app/interfaces/directory_schemas.py: cache-busters),
 # and the token is ours, valid for the role: schemathesis generates neither. A send of a
 # schema-valid body may still be refused with 422 by the pre-send checks (unknown pharmacy,
 # another region's, a controlled drug: app/services/prescriptions.py), as documented; a

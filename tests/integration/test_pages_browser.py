@@ -27,7 +27,7 @@ import requests
 from playwright.sync_api import expect
 from sqlalchemy import select
 
-from app.models import Medicine, Patient, Prescription, PrescriptionMedicine
+from app.foundation.models import Medicine, Patient, Prescription, PrescriptionMedicine
 from tests.integration.conftest import wait_until, worker_threads
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]

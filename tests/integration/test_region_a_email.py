@@ -36,9 +36,16 @@ from cryptography.x509.oid import NameOID
 from pypdf import PdfReader
 from sqlalchemy import select
 
-from app.config import Settings
-from app.db import Database
-from app.models import DispatchOutbox, EmailIntent, Patient, Pharmacy, Prescription, StatusHistory
+from app.foundation.config import Settings
+from app.foundation.db import Database
+from app.foundation.models import (
+    DispatchOutbox,
+    EmailIntent,
+    Patient,
+    Pharmacy,
+    Prescription,
+    StatusHistory,
+)
 from app.services.connector_factory import make_client
 from app.services.dispatch import Dispatcher
 from app.services.mail import Mailer, email_job

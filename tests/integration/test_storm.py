@@ -16,10 +16,17 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from app.crypto import CredentialCipher
-from app.db import utcnow
-from app.history import record_local_status
-from app.models import Clinic, Patient, Prescriber, Prescription, StatusHistory, WebhookInbox
+from app.foundation.crypto import CredentialCipher
+from app.foundation.db import utcnow
+from app.foundation.models import (
+    Clinic,
+    Patient,
+    Prescriber,
+    Prescription,
+    StatusHistory,
+    WebhookInbox,
+)
+from app.mechanisms.history import record_local_status
 from app.services.connector_factory import make_client
 from app.services.reconcile import reconcile
 from connector.statuses import LIFECYCLE

@@ -10,7 +10,7 @@ from __future__ import annotations
 import requests
 from sqlalchemy import select
 
-from app.models import Patient, Pharmacy, Prescription, WebhookInbox
+from app.foundation.models import Patient, Pharmacy, Prescription, WebhookInbox
 from app.services.connector_factory import make_client
 from app.services.credentials import credential_cipher, prescriber_credentials
 from tests.integration.conftest import wait_until, worker_threads

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from app.config import REPO_ROOT, Settings
-from app.identity import mint_token
+from app.foundation.config import REPO_ROOT, Settings
+from app.interfaces.identity import mint_token
 from scripts.stack import free_port, wait_http
 
 SECRET = "wire-errors-test-secret-of-32-bytes!"

@@ -7,7 +7,7 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from app.models import Patient, Pharmacy, Prescription
+from app.foundation.models import Patient, Pharmacy, Prescription
 from app.services.prescriptions import queue_send
 from scripts.stack import Stack, base_env, free_port, wait_http
 from tests.integration.conftest import wait_until

@@ -2,7 +2,7 @@
 
 Every import counts, including those inside functions: a lazy import still
 couples the packages. Besides the imports, design.md's sentences "every append
-to history goes through one function of ``app.history``" and "``app.queue``,
+to history goes through one function of ``app.mechanisms.history``" and "``app.mechanisms.queue``,
 the only module that writes lease and state columns" are checked on
 assignments and UPDATE statements, and no code reaches into a third-party
 library's private attributes (they break silently on a version bump).
@@ -116,20 +116,20 @@ def _is(module: str, prefix: str) -> bool:
 FIRST_PARTY = ("app", "connector", "webhooks", "sandbox", "migrations", "scripts", "bench", "tests")
 FLASK = ("flask", "werkzeug")
 # Where app may wire webhooks in: create_app, and the worker/CLI wiring.
-APP_WEBHOOK_WIRING = ("app/__init__.py", "app/worker.py", "app/cli.py")
+APP_WEBHOOK_WIRING = ("app/__init__.py", "app/interfaces/worker.py", "app/interfaces/cli.py")
 WEBHOOKS_MAY_IMPORT_FROM_APP = (
-    "app.audit",  # append only: a webhook-applied audit row where the event is applied
-    "app.db",
-    "app.models",
-    "app.errors",
-    "app.extensions",
-    "app.history",
-    "app.queue",
-    "app.retry",
+    "app.mechanisms.audit",  # append only: a webhook-applied audit row where the event is applied
+    "app.foundation.db",
+    "app.foundation.models",
+    "app.interfaces.errors",
+    "app.mechanisms.runtime",
+    "app.mechanisms.history",
+    "app.mechanisms.queue",
+    "app.mechanisms.retry",
 )
 WEBHOOKS_MAY_IMPORT_FROM_CONNECTOR = ("connector.statuses", "connector.parsing")
-MIGRATIONS_MAY_IMPORT_FROM_APP = ("app.config", "app.db", "app.models")
-SCRIPTS_MAY_IMPORT_FROM_APP = ("app.config", "app.db", "app.models", "app.cli")
+MIGRATIONS_MAY_IMPORT_FROM_APP = ("app.foundation.config", "app.foundation.db", "app.foundation.models")
+SCRIPTS_MAY_IMPORT_FROM_APP = ("app.foundation.config", "app.foundation.db", "app.foundation.models", "app.interfaces.cli")
 
 
 def _all_under(i: Imported, prefixes: tuple[str, ...]) -> bool:
@@ -167,9 +167,9 @@ def services_violations(imports: list[Imported]) -> list[str]:
         elif any(
             _is(t, m)
             for t in (i.module, *i.targets)
-            for m in ("app.errors", "app.api", "app.extensions")
+            for m in ("app.interfaces.errors", "app.interfaces.api", "app.mechanisms.runtime")
         ):
-            bad.append(f"{i} (services raise app.services.errors, never HTTP errors)")
+            bad.append(f"{i} (services raise app.foundation.errors, never HTTP errors)")
     return bad
 
 
@@ -206,7 +206,7 @@ def sandbox_violations(imports: list[Imported]) -> list[str]:
 
 
 def migrations_violations(imports: list[Imported]) -> list[str]:
-    """migrations/: Alembic (and SQLAlchemy under it) with app.config, app.db, app.models."""
+    """migrations/: Alembic (and SQLAlchemy under it) with app.foundation.config, app.foundation.db, app.foundation.models."""
     bad = []
     for i in imports:
         if i.top == "app":
@@ -313,9 +313,9 @@ def test_the_walk_sees_real_imports() -> None:
     assert {
         "connector.statuses",
         "connector.parsing",
-        "app.models",
-        "app.history",
-        "app.queue",
+        "app.foundation.models",
+        "app.mechanisms.history",
+        "app.mechanisms.queue",
     } <= modules
 
 
@@ -336,7 +336,7 @@ def _source_files(*packages: str) -> list[Path]:
 
 
 def test_every_history_append_goes_through_app_history() -> None:
-    # "Every append to history goes through app.history": nothing else names the table to write it.
+    # "Every append to history goes through app.mechanisms.history": nothing else names the table to write it.
     writers = [
         p.relative_to(REPO).as_posix()
         for p in _source_files("app", "webhooks", "scripts")
@@ -344,12 +344,12 @@ def test_every_history_append_goes_through_app_history() -> None:
             r"(?<!class )StatusHistory\(|StatusHistory\.__table__", p.read_text(encoding="utf-8")
         )
     ]
-    assert writers == ["app/history.py"]
+    assert writers == ["app/mechanisms/history.py"]
 
 
 # -- who writes what: assignments and UPDATEs, walked with ast ---------------------------------
 
-# The queue tables and their lease and state columns (app/queue.py's module docs).
+# The queue tables and their lease and state columns (app/mechanisms/queue.py's module docs).
 QUEUE_MODELS = frozenset({"DispatchOutbox", "WebhookInbox", "EventOutbox"})
 QUEUE_COLUMNS = frozenset(
     {"state", "attempts", "next_attempt_at", "locked_until", "locked_by", "last_error"}
@@ -444,7 +444,7 @@ def test_only_app_queue_writes_lease_and_state_columns() -> None:
     outside = [
         str(w)
         for w in writes
-        if w.path != "app/queue.py" and (w.path, w.base) not in NOT_QUEUE_ROWS
+        if w.path != "app/mechanisms/queue.py" and (w.path, w.base) not in NOT_QUEUE_ROWS
     ]
     assert outside == []
 
@@ -457,7 +457,7 @@ def test_only_app_history_sets_a_prescriptions_status() -> None:
         models=frozenset({"Prescription"}),
         constructors=False,
     )
-    assert [str(w) for w in writes if w.path != "app/history.py"] == []
+    assert [str(w) for w in writes if w.path != "app/mechanisms/history.py"] == []
 
 
 def test_outcome_unknown_changes_only_through_the_dispatch_outcome_rule() -> None:
@@ -594,7 +594,7 @@ def test_private_access_checker_allows_self_dunders_and_our_modules() -> None:
 
 def test_app_wiring_modules_may_import_webhooks() -> None:
     source = "from webhooks.processing import InboxProcessor"
-    assert app_violations(imports_in_source(source, REPO / "app" / "worker.py")) == []
+    assert app_violations(imports_in_source(source, REPO / "app" / "interfaces" / "worker.py")) == []
     assert app_violations(imports_in_source(source, REPO / "app" / "services" / "x.py")) != []
 
 
@@ -603,7 +603,7 @@ def test_app_wiring_modules_may_import_webhooks() -> None:
     [
         ("connector", "import flask", connector_violations),
         ("connector", "def f():\n    from sqlalchemy import select\n", connector_violations),
-        ("connector", "from app.models import Prescription", connector_violations),
+        ("connector", "from app.foundation.models import Prescription", connector_violations),
         ("webhooks", "import requests", webhooks_violations),
         ("webhooks", "from urllib.request import urlopen", webhooks_violations),
         ("webhooks", "from connector.client import ConnectorClient", webhooks_violations),
@@ -617,7 +617,7 @@ def test_app_wiring_modules_may_import_webhooks() -> None:
         ("app", "from webhooks.processing import InboxProcessor", app_violations),
         ("app", "import sandbox", app_violations),
         ("app/services", "from flask import current_app", services_violations),
-        ("app/services", "from app.errors import ApiError", services_violations),
+        ("app/services", "from app.interfaces.errors import ApiError", services_violations),
         ("app/services", "from werkzeug.exceptions import NotFound", services_violations),
         ("scripts", "from app.services.prescriptions import queue_send", scripts_violations),
         ("scripts", "from webhooks.signature import sign", scripts_violations),
@@ -630,7 +630,7 @@ def test_app_wiring_modules_may_import_webhooks() -> None:
         ("migrations", "import webhooks", migrations_violations),
         ("migrations", "from app import services", migrations_violations),
         ("webhooks", "from connector.errors import ConnectorError", webhooks_violations),
-        ("notifier", "from app.models import EventOutbox", notifier_violations),
+        ("notifier", "from app.foundation.models import EventOutbox", notifier_violations),
         ("notifier", "import webhooks", notifier_violations),
         ("notifier", "import flask", notifier_violations),
     ],
@@ -650,31 +650,31 @@ def test_checker_flags_forbidden_imports(package: str, source: str, check) -> No
         ("webhooks", "from connector.statuses import LIFECYCLE", webhooks_violations),
         ("webhooks", "from connector import statuses", webhooks_violations),
         ("webhooks", "from connector.parsing import value_at", webhooks_violations),
-        ("webhooks", "from app.history import record_transition", webhooks_violations),
+        ("webhooks", "from app.mechanisms.history import record_transition", webhooks_violations),
         (
             "webhooks",
-            "from app.queue import claim_rows\nfrom app.retry import RetryPolicy",
+            "from app.mechanisms.queue import claim_rows\nfrom app.mechanisms.retry import RetryPolicy",
             webhooks_violations,
         ),
         ("app", "from connector import ConnectorClient", app_violations),
         (
             "app/services",
-            "from sqlalchemy import select\nfrom app.services.errors import NotFound",
+            "from sqlalchemy import select\nfrom app.foundation.errors import NotFound",
             services_violations,
         ),
         (
             "scripts",
-            "from app.config import load_settings\nfrom app.models import Patient",
+            "from app.foundation.config import load_settings\nfrom app.foundation.models import Patient",
             scripts_violations,
         ),
         ("sandbox", "import requests\nfrom flask import Flask", sandbox_violations),
         (
             "migrations",
-            "from app.models import Base\nimport sqlalchemy as sa",
+            "from app.foundation.models import Base\nimport sqlalchemy as sa",
             migrations_violations,
         ),
-        ("migrations", "from app import models\nfrom alembic import op", migrations_violations),
-        ("webhooks", "from app.audit import PLATFORM, record_by", webhooks_violations),
+        ("migrations", "from app.foundation import models\nfrom alembic import op", migrations_violations),
+        ("webhooks", "from app.mechanisms.audit import PLATFORM, record_by", webhooks_violations),
         (
             "notifier",
             "import pika\nfrom contracts.events import x\nimport smtplib",
@@ -707,3 +707,74 @@ def test_notifier_imports_only_the_contract_pika_and_its_own_modules() -> None:
     found = imports_of("notifier")
     assert notifier_violations(found) == []
     assert {i.top for i in found} >= {"contracts", "pika"}  # the walk sees real imports
+
+
+# -- layers inside app/ -------------------------------------------------------------------------
+#
+# design.md: "Inside app/, layers from the bottom up, each importing only those below it: models,
+# config, db (and crypto, logs) -> mechanisms -> services -> interfaces -> create_app. The folder
+# layout shows the layers." A module may use its own layer's siblings; it never imports upward.
+
+APP_LAYERS = ("app.foundation", "app.mechanisms", "app.services", "app.interfaces")
+
+
+def app_layer(module: str) -> int:
+    """The layer of an ``app`` module: 0 foundation ... 3 interfaces, 4 the package root."""
+    for rank, prefix in enumerate(APP_LAYERS):
+        if _is(module, prefix):
+            return rank
+    return len(APP_LAYERS)  # app/__init__.py: create_app, on top
+
+
+def _module_of(path: Path) -> str:
+    rel = path.relative_to(REPO).with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+    return ".".join(parts)
+
+
+def layer_violations(imports: list[Imported]) -> list[str]:
+    """Imports from a lower app layer into a higher one (design.md, inside app/)."""
+    bad = []
+    for i in imports:
+        here = app_layer(_module_of(i.path))
+        for target in {i.module, *i.targets}:
+            if target.split(".")[0] != "app" or target == "app.":
+                continue
+            if target == "app" or not any(_is(target, p) for p in APP_LAYERS):
+                continue  # the package root's names (create_app) are used by no layer
+            if app_layer(target) > here:
+                bad.append(f"{i} ({APP_LAYERS[here] if here < 4 else 'app'} imports upward)")
+                break
+    return bad
+
+
+def test_every_app_module_sits_in_one_layer_folder() -> None:
+    loose = [
+        p.relative_to(REPO).as_posix()
+        for p in python_files("app")
+        if p.relative_to(REPO).as_posix() != "app/__init__.py"
+        and app_layer(_module_of(p)) == len(APP_LAYERS)
+    ]
+    assert loose == []
+
+
+def test_app_layers_import_only_their_own_layer_or_below() -> None:
+    assert layer_violations(imports_of("app")) == []
+
+
+@pytest.mark.parametrize(
+    ("path", "source"),
+    [
+        ("app/foundation/models.py", "from app.mechanisms.queue import claim_batch"),
+        ("app/mechanisms/audit.py", "from app.services.errors import NotFound"),
+        ("app/services/mail.py", "from app.interfaces import worker"),
+        ("app/mechanisms/history.py", "from app.interfaces.cli import cli"),
+    ],
+)
+def test_layer_rule_refuses_an_upward_import(path: str, source: str) -> None:
+    assert layer_violations(imports_in_source(source, REPO / path)) != []
+
+
+def test_layer_rule_allows_siblings_and_lower_layers() -> None:
+    source = "from app.services.paging import Page\nfrom app.foundation.db import Database"
+    assert layer_violations(imports_in_source(source, REPO / "app/services/patients.py")) == []

@@ -13,13 +13,8 @@ import pytest
 from sqlalchemy import event, func, insert, select, text
 from sqlalchemy.exc import DBAPIError
 
-from app.audit import PLATFORM, append_many, leaf_data, record, row_content, row_hash
-from app.audit_keys import SigningKey, checkpoint_text, parse_private_keys, sign_note
-from app.audit_sealer import seal_once, verify
-from app.db import Database
-from app.history import record_local_status
-from app.merkle import root_of
-from app.models import (
+from app.foundation.db import Database
+from app.foundation.models import (
     AuditCheckpoint,
     AuditEvent,
     AuditLeaf,
@@ -27,6 +22,11 @@ from app.models import (
     Prescription,
     WebhookInbox,
 )
+from app.mechanisms.audit import PLATFORM, append_many, leaf_data, record, row_content, row_hash
+from app.mechanisms.audit_keys import SigningKey, checkpoint_text, parse_private_keys, sign_note
+from app.mechanisms.audit_sealer import seal_once, verify
+from app.mechanisms.history import record_local_status
+from app.mechanisms.merkle import root_of
 from tests.support import audit_triggers_suspended, find_phi, seeded_phi
 from tests.unit.test_webhook_receiver import clock, deliver, event_body  # noqa: F401 (clock: a fixture)
 
@@ -141,7 +141,7 @@ def test_sealed_rows_verify_and_the_mark_moves_on(seeded: Database) -> None:
 
 def test_the_database_and_python_agree_on_every_leaf(seeded: Database) -> None:
     # Non-ASCII, quotes, backslashes, control characters and NULLs: PostgreSQL's LEAF_SQL
-    # (verify) must equal app.audit.leaf_data (seal) byte for byte.
+    # (verify) must equal app.mechanisms.audit.leaf_data (seal) byte for byte.
     with seeded.session() as session:
         record(
             session,
@@ -581,8 +581,8 @@ def test_cli_export_unknown_prescription_is_one_line(app, seeded: Database) -> N
 
 
 def test_signing_keys_production_needs_them_and_bad_ones_are_named_by_position() -> None:
-    from app.audit_keys import AuditKeyError, signing_keys
-    from app.config import Settings
+    from app.foundation.config import Settings
+    from app.mechanisms.audit_keys import AuditKeyError, signing_keys
 
     with pytest.raises(AuditKeyError, match="AUDIT_SIGNING_KEYS is required in production"):
         signing_keys(Settings(env="production", jwt_secret="x" * 40))

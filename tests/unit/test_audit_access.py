@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import select
 
 from app import create_app
-from app.audit_keys import parse_private_keys
-from app.audit_sealer import seal_once, verify
-from app.db import Database
-from app.models import AuditEvent, Pharmacy, Prescription
+from app.foundation.db import Database
+from app.foundation.models import AuditEvent, Pharmacy, Prescription
+from app.mechanisms.audit_keys import parse_private_keys
+from app.mechanisms.audit_sealer import seal_once, verify
 from tests.conftest import bearer, make_settings
 from tests.unit.test_webhook_receiver import clock, deliver, event_body  # noqa: F401 (clock: a fixture)
 from webhooks.processing import InboxProcessor

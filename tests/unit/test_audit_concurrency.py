@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import func, select, text
 
-from app.audit import record
-from app.audit_keys import parse_private_keys
-from app.audit_sealer import seal_once, verify
-from app.db import Database
-from app.models import AuditEvent, AuditLeaf
+from app.foundation.db import Database
+from app.foundation.models import AuditEvent, AuditLeaf
+from app.mechanisms.audit import record
+from app.mechanisms.audit_keys import parse_private_keys
+from app.mechanisms.audit_sealer import seal_once, verify
 
 T0 = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
 KEYS = parse_private_keys(

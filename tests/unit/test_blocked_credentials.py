@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
-from app.models import DispatchOutbox, Patient, Prescriber, Prescription
+from app.foundation.models import DispatchOutbox, Patient, Prescriber, Prescription
 from app.services.reconcile import reconcile
 from tests.support import PRESCRIBER_SECRETS
 from tests.unit import test_dispatch

@@ -17,8 +17,8 @@ from click.testing import Result
 from sqlalchemy import select
 
 from app import create_app
-from app.db import Database, utcnow
-from app.models import Clinic, Prescription
+from app.foundation.db import Database, utcnow
+from app.foundation.models import Clinic, Prescription
 from scripts.stack import free_port
 from tests.conftest import make_settings
 from tests.support import BASE, CLIENT_ID, CLIENT_SECRET, PRESCRIBER_SECRETS, service_platform
@@ -92,7 +92,7 @@ def test_clinics_verify_with_refused_credentials_names_the_prescriber(db_url, se
     application = cli_app(db_url, seeded, tmp_path)
     assert set_credentials(application, password="not-the-password").exit_code == 0
     with seeded.session() as session:
-        from app.models import Prescriber
+        from app.foundation.models import Prescriber
 
         prescriber_id = session.scalar(select(Prescriber.id).where(Prescriber.email == JONES))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from app.db import Database
+from app.foundation.db import Database
 from scripts.stack import BIN, REPO_ROOT, base_env
 from tests.conftest import PRESCRIBER_SECRETS
 from tests.support import find_phi, seeded_phi

@@ -1,4 +1,4 @@
-"""Settings from the environment (app/config.py): defaults, production rules, parsing, redaction."""
+"""Settings from the environment (app/foundation/config.py): defaults, production rules, parsing, redaction."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from app.config import ConfigError, Settings, default_database_url, load_settings
+from app.foundation.config import ConfigError, Settings, default_database_url, load_settings
 
 PRODUCTION = {
     "ERX_ENV": "production",

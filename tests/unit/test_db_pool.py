@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.db import Database
+from app.foundation.db import Database
 
 
 def test_checkout_costs_no_statement_and_idle_connections_are_kept_alive(seeded: Database) -> None:

@@ -1,4 +1,4 @@
-"""The directory endpoints (app/directory_api.py): regions, me, me/prescriptions, pharmacy search.
+"""The directory endpoints (app/interfaces/directory_api.py): regions, me, me/prescriptions, pharmacy search.
 
 Real database (PostgreSQL when DATABASE_URL is set, else SQLite), seeded per
 test; the same expectations on both, so both give the same results. Every
@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, text, update
 
-from app.db import Database
-from app.models import Patient, Pharmacy, Prescription
-from app.seeding import bulk_pharmacies_sql, execute_sql_script
+from app.foundation.db import Database
+from app.foundation.models import Patient, Pharmacy, Prescription
+from app.foundation.text_folding import fold
 from app.services.pharmacies import display_address
-from app.text_folding import fold
+from app.services.seeding import bulk_pharmacies_sql, execute_sql_script
 from tests.conftest import bearer
 
 UK_POSTCODE = re.compile(r"^[A-Z]{1,2}[0-9][A-Z0-9]? [0-9][ABD-HJLNP-UW-Z]{2}$")

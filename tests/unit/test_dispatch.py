@@ -22,16 +22,16 @@ import responses
 from pypdf import PdfReader
 from sqlalchemy import select, update
 
-from app.circuit_breaker import BreakerState
-from app.config import Settings
-from app.db import Database
-from app.models import (
+from app.foundation.config import Settings
+from app.foundation.db import Database
+from app.foundation.models import (
     DispatchOutbox,
     Patient,
     Pharmacy,
     Prescription,
     StatusHistory,
 )
+from app.mechanisms.circuit_breaker import BreakerState
 from app.services.dispatch import Dispatcher
 from connector import ConnectorClient, ConnectorSettings
 from tests.conftest import bearer
@@ -682,8 +682,8 @@ def test_a_rejection_before_sending_keeps_an_earlier_unknown_outcome(client, see
 
 
 def test_webhooks_that_beat_the_token_are_applied_once_it_is_stored(client, seeded, with_credentials, platform, make_dispatcher, clock) -> None:  # type: ignore[no-untyped-def]
-    from app.db import utcnow
-    from app.models import WebhookInbox
+    from app.foundation.db import utcnow
+    from app.foundation.models import WebhookInbox
     from webhooks.processing import InboxProcessor
 
     pid = queue(client, seeded, "rx-000001")

@@ -14,7 +14,7 @@ from cryptography.fernet import Fernet
 from prometheus_client import REGISTRY
 from sqlalchemy import select, update
 
-from app.models import Prescriber
+from app.foundation.models import Prescriber
 from tests.support import PRESCRIBER_SECRETS
 from tests.unit import test_dispatch
 from tests.unit.test_blocked_credentials import JONES, references, store

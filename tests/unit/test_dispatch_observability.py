@@ -16,8 +16,8 @@ import responses
 from prometheus_client import REGISTRY
 from sqlalchemy import select
 
-from app.db import Database
-from app.models import DispatchOutbox, Pharmacy, Prescription
+from app.foundation.db import Database
+from app.foundation.models import DispatchOutbox, Pharmacy, Prescription
 from app.services.connector_factory import MetricsObserver
 from app.services.dispatch import Dispatcher, make_breaker
 from connector import ConnectorClient, ConnectorSettings

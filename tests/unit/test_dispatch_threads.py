@@ -16,8 +16,8 @@ import pytest
 import requests
 from sqlalchemy import event, select, update
 
-from app.db import Database
-from app.models import DispatchOutbox, Patient, Prescription
+from app.foundation.db import Database
+from app.foundation.models import DispatchOutbox, Patient, Prescription
 from tests.support import claimed_ids
 from tests.unit.test_dispatch import (  # noqa: F401 - fixtures
     clock,
@@ -59,7 +59,7 @@ class StatementCounter:
 
     def _on(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         if statement.startswith("BEGIN"):
-            return  # SQLite's BEGIN IMMEDIATE (app/db.py); PostgreSQL's BEGIN is not a cursor execute
+            return  # SQLite's BEGIN IMMEDIATE (app/foundation/db.py); PostgreSQL's BEGIN is not a cursor execute
         with self._lock:
             self.count += 1
             self.texts[" ".join(statement.split())[:60]] += 1
@@ -187,7 +187,7 @@ def test_stopping_releases_the_rows_not_started(client, seeded, with_credentials
 
 
 def _breaker(fail_max: int = 2, reset_s: float = 60.0) -> Any:
-    from app.circuit_breaker import CircuitBreaker
+    from app.mechanisms.circuit_breaker import CircuitBreaker
     from connector.errors import TransportError
 
     return CircuitBreaker(
@@ -213,7 +213,7 @@ def test_the_breaker_lets_sends_run_at_once() -> None:
 
 
 def test_the_shared_breaker_opens_after_fail_max_and_ignores_business_errors() -> None:
-    from app.circuit_breaker import BreakerState, CircuitOpen
+    from app.mechanisms.circuit_breaker import BreakerState, CircuitOpen
     from connector.errors import PlatformRejected, TransportError
 
     breaker = _breaker(fail_max=2)
@@ -237,7 +237,7 @@ def test_the_shared_breaker_opens_after_fail_max_and_ignores_business_errors() -
 
 
 def test_a_half_open_breaker_lets_one_trial_through_at_a_time() -> None:
-    from app.circuit_breaker import BreakerState, CircuitOpen
+    from app.mechanisms.circuit_breaker import BreakerState, CircuitOpen
 
     breaker = _breaker(fail_max=1, reset_s=0.0)
     breaker.open()
@@ -264,7 +264,7 @@ def test_a_half_open_breaker_lets_one_trial_through_at_a_time() -> None:
 
 
 def test_the_breaker_stays_open_for_its_reset_timeout_on_its_clock() -> None:
-    from app.circuit_breaker import BreakerState, CircuitBreaker, CircuitOpen
+    from app.mechanisms.circuit_breaker import BreakerState, CircuitBreaker, CircuitOpen
     from connector.errors import TransportError
 
     now = [100.0]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from app.config import load_settings
-from app.dotenv_loading import load_development_dotenv
+from app.foundation.config import load_settings
+from app.foundation.dotenv_loading import load_development_dotenv
 
 REPO = Path(__file__).resolve().parents[2]
 

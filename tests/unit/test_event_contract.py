@@ -11,7 +11,7 @@ import pytest
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from app.events.contract import (
+from app.mechanisms.event_contract import (
     CONTRACTS_DIR,
     FORMAT_CHECKER,
     STATUS_CHANGED,

@@ -9,11 +9,11 @@ import pika
 import pytest
 from sqlalchemy import select
 
-from app.events.contract import validate_event
-from app.events.outbox import rfc3339, routing_key
-from app.events.publisher import BatchResult, EventPublisher, PublisherConfig
-from app.history import Transition, record_local_status, record_transition
-from app.models import EventOutbox, Prescription
+from app.foundation.models import EventOutbox, Prescription
+from app.mechanisms.event_contract import validate_event
+from app.mechanisms.event_outbox import rfc3339, routing_key
+from app.mechanisms.history import Transition, record_local_status, record_transition
+from app.services.event_publisher import BatchResult, EventPublisher, PublisherConfig
 
 AT = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
@@ -62,7 +62,7 @@ def test_rfc3339_is_utc_with_z_and_refuses_naive_times() -> None:
 
 
 class FakeChannel:
-    """Stands in for :class:`app.events.amqp.ConfirmingChannel`; nacks the message ids in ``nack``."""
+    """Stands in for :class:`app.mechanisms.amqp.ConfirmingChannel`; nacks the message ids in ``nack``."""
 
     is_closed = False
 

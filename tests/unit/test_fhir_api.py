@@ -20,8 +20,9 @@ from fhir.resources.medicationrequest import MedicationRequest
 from fhir.resources.operationoutcome import OperationOutcome
 from sqlalchemy import select
 
-from app.db import Database
-from app.fhir import (
+from app.foundation.db import Database
+from app.foundation.models import Patient, Pharmacy, Prescription, StatusHistory
+from app.interfaces.fhir import (
     DMD_SYSTEM,
     LINE_SYSTEM,
     PLATFORM_TOKEN_SYSTEM,
@@ -29,9 +30,8 @@ from app.fhir import (
     STATUS_MAP,
     TRANSITION_EXTENSION,
 )
-from app.history import Transition, record_local_status, record_transition
-from app.identity import mint_token
-from app.models import Patient, Pharmacy, Prescription, StatusHistory
+from app.interfaces.identity import mint_token
+from app.mechanisms.history import Transition, record_local_status, record_transition
 
 # rx-000001 belongs to pt-0001 (Region B); rx-000017 to pt-0017 (Region A).
 REGION_REF = {"B": "rx-000001", "A": "rx-000017"}
@@ -458,8 +458,8 @@ def test_responses_are_plain_fhir_json(client, seeded, token_for) -> None:  # ty
 def test_a_refused_role_would_be_a_403_outcome(app) -> None:  # type: ignore[no-untyped-def]
     # Every role may read FHIR today, so no request reaches this; the blueprint's handler still
     # answers the identity check's 403 as an OperationOutcome.
-    from app.errors import ApiError
-    from app.fhir_api import _api_error
+    from app.interfaces.errors import ApiError
+    from app.interfaces.fhir_api import _api_error
 
     with app.test_request_context("/fhir/R4/MedicationRequest/1-1"):
         response = _api_error(ApiError(403, "forbidden", "This role may not use this resource."))
@@ -467,7 +467,7 @@ def test_a_refused_role_would_be_a_403_outcome(app) -> None:  # type: ignore[no-
 
 
 def test_an_unexpected_error_is_a_500_outcome_without_details(client, seeded, token_for, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
-    from app import fhir
+    from app.interfaces import fhir
 
     def boom(*_args, **_kwargs):  # type: ignore[no-untyped-def]
         name = "Hug" + "hes"  # the traceback shows source lines, so keep the value out of them

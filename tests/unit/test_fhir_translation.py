@@ -1,4 +1,4 @@
-"""app/fhir.py without HTTP: the status table, ids, history replay, outcomes, edge rows; the JWT settings."""
+"""app/interfaces/fhir.py without HTTP: the status table, ids, history replay, outcomes, edge rows; the JWT settings."""
 
 from __future__ import annotations
 
@@ -8,8 +8,17 @@ import pytest
 from fhir.resources.medicationrequest import MedicationRequest
 from fhir.resources.operationoutcome import OperationOutcome
 
-from app.config import ConfigError, Settings, load_settings
-from app.fhir import (
+from app.foundation.config import ConfigError, Settings, load_settings
+from app.foundation.errors import Forbidden, Invalid, NotFound
+from app.foundation.models import (
+    Patient,
+    Pharmacy,
+    Prescriber,
+    Prescription,
+    PrescriptionMedicine,
+    StatusHistory,
+)
+from app.interfaces.fhir import (
     PLATFORM_TOKEN_SYSTEM,
     STATUS_MAP,
     medication_request,
@@ -19,16 +28,7 @@ from app.fhir import (
     replay,
     transition_extension,
 )
-from app.identity import mint_token
-from app.models import (
-    Patient,
-    Pharmacy,
-    Prescriber,
-    Prescription,
-    PrescriptionMedicine,
-    StatusHistory,
-)
-from app.services.errors import Forbidden, Invalid, NotFound
+from app.interfaces.identity import mint_token
 
 # http://hl7.org/fhir/R4/valueset-medicationrequest-status.html
 R4_MEDICATIONREQUEST_STATUS = {"active", "on-hold", "cancelled", "completed", "entered-in-error", "stopped", "draft", "unknown"}

@@ -154,7 +154,7 @@ def test_gunicorn_and_application_logs_are_one_redacted_json_stream_on_stderr(
     Logger(cfg)  # applies errorlog/accesslog/logconfig_dict exactly as the arbiter does
 
     logging.getLogger("gunicorn.error").info("arbiter line")
-    logging.getLogger("app.worker").info("application line for jo@example.test")
+    logging.getLogger("app.interfaces.worker").info("application line for jo@example.test")
     logging.getLogger("gunicorn.access").info("access line")
 
     out, err = capsys.readouterr()

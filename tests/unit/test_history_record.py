@@ -1,4 +1,4 @@
-"""The one way a status is recorded (``app.history.record``), on the real database.
+"""The one way a status is recorded (``app.mechanisms.history.record``), on the real database.
 
 What every caller relies on: a status the service sets itself always becomes current
 (even backwards: a requeue); a status learned from the platform moves it forward only but
@@ -14,9 +14,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from app.db import Database
-from app.history import Change, Transition, UnknownSource, local, record
-from app.models import EventOutbox, Patient, Prescription, Region, StatusHistory
+from app.foundation.db import Database
+from app.foundation.models import EventOutbox, Patient, Prescription, Region, StatusHistory
+from app.mechanisms.history import Change, Transition, UnknownSource, local, record
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 

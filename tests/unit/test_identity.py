@@ -1,7 +1,7 @@
-"""Identity and roles (app/identity.py): bearer JWTs, every refusal, JWKS with key rotation, the mint CLI.
+"""Identity and roles (app/interfaces/identity.py): bearer JWTs, every refusal, JWKS with key rotation, the mint CLI.
 
 Real HTTP for the JWKS: a thread on loopback serves the key set, and counts
-fetches. The app's clock (``Services.unix_time``) is fixed per test: no sleeping.
+fetches. The app's clock (``Runtime.unix_time``) is fixed per test: no sleeping.
 """
 
 from __future__ import annotations
@@ -24,10 +24,17 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from app import create_app
-from app.config import REPO_ROOT, ConfigError, Settings, development_jwt_secret
-from app.db import Database
-from app.identity import ROLES, Identity, JwksCache, current_identity, mint_token, require_roles
-from app.services.errors import Forbidden
+from app.foundation.config import REPO_ROOT, ConfigError, Settings, development_jwt_secret
+from app.foundation.db import Database
+from app.foundation.errors import Forbidden
+from app.interfaces.identity import (
+    ROLES,
+    Identity,
+    JwksCache,
+    current_identity,
+    mint_token,
+    require_roles,
+)
 from tests.conftest import bearer
 
 NOW = 1_900_000_000.0  # fixed Unix time for every token in this module
@@ -545,7 +552,7 @@ def test_jwks_ignores_symmetric_and_unusable_keys(key_server: KeyServer) -> None
 
 
 def test_jwt_settings_come_from_the_environment() -> None:
-    from app.config import load_settings
+    from app.foundation.config import load_settings
 
     settings = load_settings({
         "JWT_JWKS_URL": "https://idp.example.test/jwks.json", "JWT_ISSUER": "https://idp.example.test/",
@@ -562,13 +569,13 @@ def test_jwt_settings_come_from_the_environment() -> None:
 
 @pytest.mark.parametrize("value", ["abc", "-1", "1.5"])
 def test_a_bad_leeway_is_a_config_error_naming_the_variable(value: str) -> None:
-    from app.config import ConfigError, load_settings
+    from app.foundation.config import ConfigError, load_settings
 
     with pytest.raises(ConfigError, match="JWT_LEEWAY_S"):
         load_settings({"JWT_LEEWAY_S": value})
 
 
-# The value app/config.py carried until no committed value could verify a token.
+# The value app/foundation/config.py carried until no committed value could verify a token.
 FORMERLY_COMMITTED_SECRET = "dev-jwt-secret-not-for-production-0123456789"
 
 
@@ -581,12 +588,12 @@ def test_no_committed_secret_verifies_a_token(app, client, clock) -> None:  # ty
 
 
 def test_development_without_jwt_secret_uses_a_random_per_process_secret() -> None:
-    from app.config import load_settings
+    from app.foundation.config import load_settings
 
     first = load_settings({"ERX_ENV": "development"}).jwt_secret
     again = load_settings({"ERX_ENV": "development"}).jwt_secret
     script = (
-        "from app.config import load_settings; load_settings({'ERX_ENV': 'development'}); "
+        "from app.foundation.config import load_settings; load_settings({'ERX_ENV': 'development'}); "
         "print(load_settings({'ERX_ENV': 'development'}).jwt_secret)"
     )
     other = subprocess.run(

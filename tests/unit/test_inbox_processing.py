@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from app.db import Database, utcnow
-from app.models import Prescription, StatusHistory, WebhookInbox
+from app.foundation.db import Database, utcnow
+from app.foundation.models import Prescription, StatusHistory, WebhookInbox
 from app.services.prescriptions import prescription_view
 from tests.support import FakeClock
 from webhooks.processing import InboxProcessor

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from app.db import Database
-from app.models import EventOutbox, Prescription, StatusHistory, WebhookInbox
+from app.foundation.db import Database
+from app.foundation.models import EventOutbox, Prescription, StatusHistory, WebhookInbox
 from tests.unit.test_inbox_processing import (  # noqa: F401 - fixtures
     REFERENCE,
     TOKEN,

@@ -1,4 +1,4 @@
-"""The input boundary (app/text_input.py, app/json_body.py): no text answers a 5xx.
+"""The input boundary (app/interfaces/text_input.py, app/interfaces/json_body.py): no text answers a 5xx.
 
 Every endpoint of the Flask ``url_map`` and every operation of ``docs/openapi.json`` is
 driven with hypothesis-generated text holding control characters (C0, DEL, C1, NUL), lone
@@ -23,7 +23,7 @@ import pytest
 from hypothesis import strategies as st
 
 from app import create_app
-from app.config import REPO_ROOT
+from app.foundation.config import REPO_ROOT
 from tests.conftest import bearer, make_settings
 
 OPENAPI = json.loads(Path(REPO_ROOT, "docs", "openapi.json").read_text(encoding="utf-8"))
@@ -201,8 +201,8 @@ def test_every_text_field_of_every_request_schema_uses_the_one_rule() -> None:
 
     from marshmallow import Schema, fields
 
-    from app import directory_schemas, schemas
-    from app.text_input import Text
+    from app.interfaces import directory_schemas, schemas
+    from app.interfaces.text_input import Text
 
     request_schemas = [
         cls for module in (schemas, directory_schemas) for _, cls in inspect.getmembers(module, inspect.isclass)

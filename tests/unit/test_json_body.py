@@ -1,7 +1,7 @@
-"""One JSON loader for every body (app/json_body.py): duplicate keys, non-objects, nesting.
+"""One JSON loader for every body (app/interfaces/json_body.py): duplicate keys, non-objects, nesting.
 
 Every refusal happens before any schema runs, with the one error shape; the webhook
-receiver's parser (:func:`app.json_body.parse_json_object`) follows the same rules.
+receiver's parser (:func:`app.interfaces.json_body.parse_json_object`) follows the same rules.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from app.json_body import MAX_JSON_DEPTH, JsonBodyError, parse_json_object
+from app.interfaces.json_body import MAX_JSON_DEPTH, JsonBodyError, parse_json_object
 from tests.conftest import bearer
 
 SEND = "/api/v1/prescriptions/1/send"

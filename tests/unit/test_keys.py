@@ -1,4 +1,4 @@
-"""Key rotation of stored credentials (issue 9, point 5): app/services/keys.py, app/keys_cli.py."""
+"""Key rotation of stored credentials (issue 9, point 5): app/services/keys.py, app/interfaces/keys_cli.py."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from cryptography.fernet import Fernet
 from sqlalchemy import insert, select
 
 from app import create_app
-from app.config import ConfigError
-from app.crypto import CredentialCipher, CredentialError
-from app.db import Database
-from app.logs import configure_logging
-from app.models import Clinic, Prescriber
+from app.foundation.config import ConfigError
+from app.foundation.crypto import CredentialCipher, CredentialError
+from app.foundation.db import Database
+from app.foundation.logs import configure_logging
+from app.foundation.models import Clinic, Prescriber
 from app.services.keys import rotate_credentials
 from tests.conftest import make_settings
 

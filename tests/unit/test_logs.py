@@ -1,4 +1,4 @@
-"""JSON logs, request ids and redaction (issue 9, point 4): app/logs.py."""
+"""JSON logs, request ids and redaction (issue 9, point 4): app/foundation/logs.py."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from app.db import Database
-from app.logs import (
+from app.foundation.db import Database
+from app.foundation.logs import (
     REDACTED,
     configure_logging,
     current_request_id,
@@ -20,7 +20,7 @@ from app.logs import (
     redact_value,
     request_id_scope,
 )
-from app.models import Patient, Prescription
+from app.foundation.models import Patient, Prescription
 from tests.support import find_phi, seeded_phi
 from tests.unit.test_webhook_receiver import clock, deliver, event_body  # noqa: F401 (clock: a fixture)
 from webhooks.processing import InboxProcessor
@@ -74,7 +74,7 @@ def test_request_id_scope_sets_and_restores(captured) -> None:  # type: ignore[n
     assert current_request_id() is None
     with request_id_scope("job-rid-7") as rid:
         assert rid == "job-rid-7" and current_request_id() == "job-rid-7"
-        logging.getLogger("app.worker").info("job done", extra={"outbox_id": 7})
+        logging.getLogger("app.interfaces.worker").info("job done", extra={"outbox_id": 7})
         with request_id_scope(None) as inner:
             assert len(inner) == 32 and current_request_id() == inner
         assert current_request_id() == "job-rid-7"
@@ -308,7 +308,7 @@ def test_find_phi_reports_field_and_patient_not_the_value(seeded: Database) -> N
 
 
 def test_log_level_setting_is_read_and_checked() -> None:
-    from app.config import ConfigError, load_settings
+    from app.foundation.config import ConfigError, load_settings
 
     assert load_settings({"LOG_LEVEL": "debug"}).log_level == "debug"
     assert load_settings({}).log_level == "INFO"

@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 from sqlalchemy import select
 
-from app.db import Database
-from app.models import EmailIntent, Patient, Pharmacy, Prescription
+from app.foundation.db import Database
+from app.foundation.models import EmailIntent, Patient, Pharmacy, Prescription
 from app.services.mail import EmailJob, InDoubt, Mailer, NotAccepted, email_job
 from app.services.prescriptions import queue_send
 from tests.conftest import make_settings

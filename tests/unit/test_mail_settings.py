@@ -1,10 +1,10 @@
-"""Region A's SMTP settings (app/config.py) and the stable Message-ID (app/services/mail.py)."""
+"""Region A's SMTP settings (app/foundation/config.py) and the stable Message-ID (app/services/mail.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from app.config import ConfigError, load_settings
+from app.foundation.config import ConfigError, load_settings
 from app.services.mail import message_id_for
 from tests.unit.test_config import PRODUCTION
 

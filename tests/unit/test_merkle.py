@@ -1,4 +1,4 @@
-"""app.merkle against a naive, recursive transcription of RFC 9162 section 2.1."""
+"""app.mechanisms.merkle against a naive, recursive transcription of RFC 9162 section 2.1."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from app.merkle import (
+from app.mechanisms.merkle import (
     EMPTY_ROOT,
     Frontier,
     consistency_proof,
@@ -20,7 +20,7 @@ from app.merkle import (
 )
 
 
-# -- the RFC's definitions, written as literally as possible (independent of app.merkle) ----
+# -- the RFC's definitions, written as literally as possible (independent of app.mechanisms.merkle) ----
 def _h(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 

@@ -1,4 +1,4 @@
-"""Metrics (issue 9, point 3): app/metrics.py, /metrics, the queue collector, multiprocess mode."""
+"""Metrics (issue 9, point 3): app/mechanisms/metrics.py, /metrics, the queue collector, multiprocess mode."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select, text, update
 
-from app.db import Database
-from app.metrics import (
+from app.foundation.db import Database
+from app.foundation.models import DispatchOutbox, Prescription, WebhookInbox
+from app.mechanisms.metrics import (
     QUEUE_DEPTH_SQL,
     WEBHOOKS_DUPLICATE,
     WEBHOOKS_RECEIVED,
@@ -21,7 +22,6 @@ from app.metrics import (
     QueueCollector,
     serve_worker_metrics,
 )
-from app.models import DispatchOutbox, Prescription, WebhookInbox
 from scripts.stack import free_port
 from tests.conftest import REPO
 from tests.unit.test_webhook_receiver import NOW, clock, deliver, event_body  # noqa: F401 (clock: a fixture)
@@ -144,7 +144,7 @@ def test_webhook_receiver_counts_received_duplicate_and_rejected(client, seeded)
 
 WRITER = """
 import sys
-import app.metrics as m
+import app.mechanisms.metrics as m
 n = int(sys.argv[1])
 for _ in range(n):
     m.webhook_received(duplicate=False, now=1000.0 + n)

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from app.directory_schemas import REGION_CODES
-from app.models import Pharmacy, Prescription
-from app.openapi import DOCUMENT_PATH, REGENERATE_COMMAND
+from app.foundation.models import Pharmacy, Prescription
+from app.interfaces.directory_schemas import REGION_CODES
+from app.interfaces.openapi import DOCUMENT_PATH, REGENERATE_COMMAND
 from app.services.void import MAX_REASON_LENGTH
 from tests.conftest import bearer
 from webhooks.routes import SIGNATURE_HEADER
@@ -67,7 +67,7 @@ def test_every_api_and_webhook_route_is_documented(app) -> None:  # type: ignore
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
             if method.lower() not in paths.get(path, {}):
                 missing.append(f"{method} {path}")
-    assert not missing, f"routes missing from the OpenAPI document (describe them in app/openapi.py): {missing}"
+    assert not missing, f"routes missing from the OpenAPI document (describe them in app/interfaces/openapi.py): {missing}"
 
 
 def test_every_documented_operation_is_a_route(app) -> None:  # type: ignore[no-untyped-def]

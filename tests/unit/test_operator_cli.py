@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import select, update
 
 from app import create_app
-from app.connection_names import url_location
-from app.events.amqp import unreachable
-from app.models import DispatchOutbox, Prescriber, Prescription, WebhookInbox
+from app.foundation.connection_names import url_location
+from app.foundation.models import DispatchOutbox, Prescriber, Prescription, WebhookInbox
+from app.mechanisms.amqp import unreachable
 from scripts.stack import free_port
 from tests.conftest import make_settings
 

@@ -8,7 +8,7 @@ import jwt
 import pytest
 
 from app import create_app
-from app.pages import PAGE_TOKEN_TTL_S, page_subject
+from app.interfaces.pages import PAGE_TOKEN_TTL_S, page_subject
 
 
 def _page_token(html: str) -> str:
@@ -92,7 +92,7 @@ def test_a_subject_with_a_newline_is_refused_not_minted(client):
 
 
 def test_the_page_subject_check_is_a_full_match():
-    from app.pages import DEFAULT_PATIENT, page_subject
+    from app.interfaces.pages import DEFAULT_PATIENT, page_subject
 
     assert page_subject("pt-0002\n") == DEFAULT_PATIENT
     assert page_subject("pt-0002") == "pt-0002"

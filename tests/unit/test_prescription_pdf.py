@@ -149,7 +149,7 @@ def test_the_pdf_carries_what_regulation_217_and_a_pharmacist_need() -> None:
 def test_snapshot_from_the_seeded_database_fills_every_field(seeded) -> None:  # type: ignore[no-untyped-def]
     from sqlalchemy import select
 
-    from app.models import Pharmacy, Prescription
+    from app.foundation.models import Pharmacy, Prescription
     from app.services.prescription_pdf import prescription_snapshot
 
     with seeded.session() as s:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from app.db import Database
-from app.history import record_local_status
-from app.models import DispatchOutbox, Pharmacy, Prescription, StatusHistory
+from app.foundation.db import Database
+from app.foundation.models import DispatchOutbox, Pharmacy, Prescription, StatusHistory
+from app.mechanisms.history import record_local_status
 from app.services.pharmacies import display_address
 from tests.conftest import bearer
 

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from app.db import Database
-from app.history import record_local_status
-from app.models import AuditEvent, Patient, Prescription
+from app.foundation.db import Database
+from app.foundation.models import AuditEvent, Patient, Prescription
+from app.mechanisms.history import record_local_status
 from tests.conftest import bearer
 
 REASON = "Prescribed twice by mistake"

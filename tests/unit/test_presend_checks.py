@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from app.db import Database
-from app.models import (
+from app.foundation.db import Database
+from app.foundation.models import (
     DispatchOutbox,
     IdempotencyKey,
     Medicine,

@@ -1,4 +1,4 @@
-"""The one queue mechanism (app/queue.py): claim, lease, release, reschedule, dead, reopen."""
+"""The one queue mechanism (app/mechanisms/queue.py): claim, lease, release, reschedule, dead, reopen."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from types import SimpleNamespace
 import pytest
 from sqlalchemy import select
 
-from app.db import Database
-from app.models import DispatchOutbox, Prescription, WebhookInbox
-from app.queue import release, reopen, retry_or_dead
-from app.retry import RetryPolicy
+from app.foundation.db import Database
+from app.foundation.models import DispatchOutbox, Prescription, WebhookInbox
+from app.mechanisms.queue import release, reopen, retry_or_dead
+from app.mechanisms.retry import RetryPolicy
 from tests.support import claimed_ids
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)

@@ -18,14 +18,20 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 
-from app.config import ConfigError, load_settings
-from app.db import Database, utcnow
-from app.extensions import Services
-from app.history import Change, Transition, record, record_local_status
-from app.models import Patient, Prescription, Region, WebhookInbox
-from app.queue import mark_dead, reopen
-from app.queue_wakeup import EVENTS_CHANNEL, INBOX_CHANNEL, NotifyWaiter, PollWaiter, resolve_mode
-from app.worker import WorkerLoop, build_waiter
+from app.foundation.config import ConfigError, load_settings
+from app.foundation.db import Database, utcnow
+from app.foundation.models import Patient, Prescription, Region, WebhookInbox
+from app.interfaces.worker import WorkerLoop, build_waiter
+from app.mechanisms.history import Change, Transition, record, record_local_status
+from app.mechanisms.queue import mark_dead, reopen
+from app.mechanisms.runtime import Runtime
+from app.mechanisms.wakeup import (
+    EVENTS_CHANNEL,
+    INBOX_CHANNEL,
+    PollWaiter,
+    WakeupWaiter,
+    resolve_mode,
+)
 from tests.support import claimed_ids
 from tests.unit.test_inbox_processing import (  # noqa: F401 - fixtures
     REFERENCE,
@@ -114,11 +120,11 @@ def test_worker_wakeup_setting_is_validated() -> None:
 
 
 def test_waiter_follows_database_and_setting(app, seeded: Database) -> None:  # type: ignore[no-untyped-def]
-    svc: Services = app.extensions["erx"]
+    svc: Runtime = app.extensions["erx"]
     stop = threading.Event()
     waiter = build_waiter(svc, stop, dispatch=True, inbox=True)
-    assert isinstance(waiter, NotifyWaiter if seeded.is_postgres else PollWaiter)
-    polled = Services(settings=dataclasses.replace(svc.settings, worker_wakeup="poll"), db=seeded)
+    assert isinstance(waiter, WakeupWaiter if seeded.is_postgres else PollWaiter)
+    polled = Runtime(settings=dataclasses.replace(svc.settings, worker_wakeup="poll"), db=seeded)
     assert isinstance(build_waiter(polled, stop, dispatch=True, inbox=True), PollWaiter)
 
 
@@ -236,7 +242,7 @@ def _run_in_thread(loop: WorkerLoop) -> threading.Thread:
     return thread
 
 
-def _wait_ready(waiter: NotifyWaiter) -> None:
+def _wait_ready(waiter: WakeupWaiter) -> None:
     for _ in range(1000):
         if waiter._conn is not None:  # noqa: SLF001 - LISTEN issued: the loop is about to wait
             return
@@ -250,7 +256,7 @@ def test_listening_worker_applies_an_event_long_before_its_poll_interval(
     _require_postgres(seeded)
     rx = issue(seeded, REFERENCE, TOKEN)
     stop = threading.Event()
-    waiter = NotifyWaiter(seeded.engine, [INBOX_CHANNEL], stop)
+    waiter = WakeupWaiter(seeded.engine, [INBOX_CHANNEL], stop)
     applied = threading.Event()
 
     class Watching(InboxProcessor):
@@ -280,7 +286,7 @@ def test_listening_worker_still_polls_for_rows_nobody_announced(
     _require_postgres(seeded)
     rx = issue(seeded, REFERENCE, TOKEN)
     stop = threading.Event()
-    waiter = NotifyWaiter(seeded.engine, [INBOX_CHANNEL], stop)
+    waiter = WakeupWaiter(seeded.engine, [INBOX_CHANNEL], stop)
     processor = InboxProcessor(seeded, worker_id="w-poll", now=clock, rand=lambda: 0.5)
     # Stored while no worker listens: no notification will ever announce it.
     deliver(event_body("evt_wake_unannounced", "signed", previous="issued", occurred=at(10, 15)))
@@ -293,7 +299,7 @@ def test_listening_worker_still_polls_for_rows_nobody_announced(
 def test_broken_listener_falls_back_to_polling(seeded: Database) -> None:
     _require_postgres(seeded)
     stop = threading.Event()
-    waiter = NotifyWaiter(seeded.engine, [INBOX_CHANNEL], stop)
+    waiter = WakeupWaiter(seeded.engine, [INBOX_CHANNEL], stop)
     waiter.listen()
     waiter._conn.close()  # noqa: SLF001 - the database went away under the listener
     assert waiter.wait(0.0) is False  # no exception: polled instead
@@ -327,11 +333,11 @@ class _Ticks:
 
 
 def test_coalescer_notifies_inline_once_per_window_and_owes_the_rest() -> None:
-    from app.queue_wakeup import NotifyCoalescer
+    from app.mechanisms.wakeup import WakeupCoalescer
 
     sent: list[float] = []
     ticks = _Ticks()
-    c = NotifyCoalescer(lambda: sent.append(ticks.now), window_s=0.01, clock=ticks, start_thread=False)
+    c = WakeupCoalescer(lambda: sent.append(ticks.now), window_s=0.01, clock=ticks, start_thread=False)
     first = c.claim()
     assert first is not None  # nothing sent yet: notify in the statement itself
     c.settle(first)
@@ -351,10 +357,10 @@ def test_coalescer_notifies_inline_once_per_window_and_owes_the_rest() -> None:
 
 
 def test_a_later_receipt_carries_what_is_owed_unless_more_was_owed_after_its_claim() -> None:
-    from app.queue_wakeup import NotifyCoalescer
+    from app.mechanisms.wakeup import WakeupCoalescer
 
     ticks = _Ticks()
-    c = NotifyCoalescer(lambda: None, window_s=0.01, clock=ticks, start_thread=False)
+    c = WakeupCoalescer(lambda: None, window_s=0.01, clock=ticks, start_thread=False)
     c.settle(c.claim())  # type: ignore[arg-type]
     ticks.now += 0.002
     assert c.claim() is None
@@ -373,13 +379,13 @@ def test_a_later_receipt_carries_what_is_owed_unless_more_was_owed_after_its_cla
 
 
 def test_coalescer_failure_to_send_is_logged_not_raised() -> None:
-    from app.queue_wakeup import NotifyCoalescer
+    from app.mechanisms.wakeup import WakeupCoalescer
 
     def broken() -> None:
         raise OSError("database gone")
 
     ticks = _Ticks()
-    c = NotifyCoalescer(broken, window_s=0.01, clock=ticks, start_thread=False)
+    c = WakeupCoalescer(broken, window_s=0.01, clock=ticks, start_thread=False)
     c.owe()
     assert c.flush() is True  # attempted; the workers' poll finds the row anyway
     assert c.due_in() is None
@@ -388,12 +394,12 @@ def test_coalescer_failure_to_send_is_logged_not_raised() -> None:
 def test_receipts_within_a_window_are_announced_after_their_commit(
     app, seeded: Database, listener: Any, deliver: Any  # type: ignore[no-untyped-def]  # noqa: F811
 ) -> None:
-    from app.queue_wakeup import NotifyCoalescer
+    from app.mechanisms.wakeup import WakeupCoalescer
 
-    svc: Services = app.extensions["erx"]
+    svc: Runtime = app.extensions["erx"]
     assert svc.inbox_notifier is not None
     ticks = _Ticks()
-    manual = NotifyCoalescer(svc.inbox_notifier.send, window_s=0.01, clock=ticks, start_thread=False)
+    manual = WakeupCoalescer(svc.inbox_notifier.send, window_s=0.01, clock=ticks, start_thread=False)
     svc.inbox_notifier = manual
     deliver(event_body("evt_coalesce_1", "signed", previous="issued", occurred=at(10, 15)))
     deliver(event_body("evt_coalesce_2", "signed", previous="issued", occurred=at(10, 15)))

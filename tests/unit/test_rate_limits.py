@@ -1,4 +1,4 @@
-"""Rate limits (app/rate_limits.py): search, send and refused bearer tokens.
+"""Rate limits (app/interfaces/rate_limits.py): search, send and refused bearer tokens.
 
 Memory storage for most tests (a fresh app each); one test against the real Redis on
 127.0.0.1:6379, the production storage. Over a limit: 429, ``Retry-After`` in seconds,
@@ -18,7 +18,7 @@ from tests.conftest import bearer
 SEARCH = "/api/v1/pharmacies"
 SEND = "/api/v1/prescriptions/1/send"
 REDIS_URL = "redis://127.0.0.1:6379/15"
-KEYS = "LIMITS:LIMITER/erx/*"  # key_prefix "erx" (app/rate_limits.py)
+KEYS = "LIMITS:LIMITER/erx/*"  # key_prefix "erx" (app/interfaces/rate_limits.py)
 
 
 def _app(settings, seeded, **limits: str):  # type: ignore[no-untyped-def]
@@ -100,7 +100,7 @@ def test_webhooks_and_probes_are_never_limited(settings, seeded) -> None:  # typ
 
 
 def test_defaults_are_generous_enough_for_the_page_and_the_demo() -> None:
-    from app.config import Settings
+    from app.foundation.config import Settings
 
     defaults = Settings()
     assert (defaults.rate_limit_search, defaults.rate_limit_send, defaults.rate_limit_auth_failures) == (
@@ -134,7 +134,7 @@ def test_counters_are_shared_through_redis(settings, seeded) -> None:  # type: i
 
 
 def test_malformed_limit_settings_fail_at_start_up_naming_the_variable() -> None:
-    from app.config import ConfigError, load_settings
+    from app.foundation.config import ConfigError, load_settings
 
     with pytest.raises(ConfigError, match="RATE_LIMIT_SEARCH"):
         load_settings({"RATE_LIMIT_SEARCH": "lots"})

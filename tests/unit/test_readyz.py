@@ -3,7 +3,7 @@ is unreachable and recovers after; ``/healthz`` stays 200 throughout."""
 
 from __future__ import annotations
 
-from app.db import Database
+from app.foundation.db import Database
 from scripts.stack import free_port
 
 

@@ -1,10 +1,10 @@
-"""The one retry policy (app/retry.py) of every queue: jitter, cap, Retry-After, breaker wait."""
+"""The one retry policy (app/mechanisms/retry.py) of every queue: jitter, cap, Retry-After, breaker wait."""
 
 from __future__ import annotations
 
 import pytest
 
-from app.retry import DEFAULT_MAX_DELAY_S, RetryPolicy
+from app.mechanisms.retry import DEFAULT_MAX_DELAY_S, RetryPolicy
 
 
 def policy(rand: float, **options: float) -> RetryPolicy:

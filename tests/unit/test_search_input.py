@@ -1,4 +1,4 @@
-"""Pharmacy search input that folds to nothing (app/directory_schemas.py, app/text_folding.py).
+"""Pharmacy search input that folds to nothing (app/interfaces/directory_schemas.py, app/foundation/text_folding.py).
 
 ``q`` absent or empty lists every pharmacy (documented in the README); a ``q`` of only
 spaces, punctuation or symbols would silently mean the same, so it gets 422 saying what to type.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.directory_schemas import FOLDS_TO_NOTHING
+from app.interfaces.directory_schemas import FOLDS_TO_NOTHING
 from tests.conftest import bearer
 
 SEARCH = "/api/v1/pharmacies"

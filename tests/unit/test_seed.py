@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 
-from app.db import Database
-from app.models import (
+from app.foundation.db import Database
+from app.foundation.models import (
     Base,
     Clinic,
     Medicine,

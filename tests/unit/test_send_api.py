@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import pytest
 from sqlalchemy import event, func, select
 
-from app.db import Database
-from app.models import (
+from app.foundation.db import Database
+from app.foundation.models import (
     DispatchOutbox,
     IdempotencyKey,
     Patient,
@@ -342,7 +342,7 @@ def test_invalid_idempotency_key_is_refused_and_writes_nothing(
     auth,
     client, seeded: Database, with_credentials, key: str, status: int, code: str
 ) -> None:
-    # A control character breaks the one text rule of every input (app/text_input.py): 422.
+    # A control character breaks the one text rule of every input (app/interfaces/text_input.py): 422.
     pid = rx_id(seeded, REGION_B_REF)
     before = snapshot(seeded, pid)
 
@@ -536,7 +536,7 @@ def test_prescriber_without_credentials_is_422_and_writes_nothing(auth, client, 
 
 
 def test_prescription_without_medicines_is_422(auth, client, seeded: Database, with_credentials) -> None:  # type: ignore[no-untyped-def]
-    from app.models import PrescriptionMedicine
+    from app.foundation.models import PrescriptionMedicine
 
     pid = rx_id(seeded, REGION_B_REF)
     with seeded.session() as session:

@@ -12,11 +12,11 @@ not fold it into the statement: counted when a statement starts on a
 connection that is neither in autocommit nor already in a transaction); the
 ``COMMIT``/``ROLLBACK`` of a transaction that is open (psycopg2 sends nothing
 for one that is not, nor in autocommit), including the pool's reset on
-check-in. No pool pre-ping exists (``app/db.py``); it would show as a
+check-in. No pool pre-ping exists (``app/foundation/db.py``); it would show as a
 statement here.
 
 The audit append is one plain INSERT (no lock, no read of another row:
-:func:`app.access_audit.append_read_audit`), so reads run in driver
+:func:`app.interfaces.access_audit.append_read_audit`), so reads run in driver
 autocommit: the view SELECT and the audit INSERT, two statements.
 """
 
@@ -29,7 +29,7 @@ import psycopg2.extensions
 import pytest
 from sqlalchemy import event
 
-from app.db import Database
+from app.foundation.db import Database
 from tests.conftest import bearer
 
 _IDLE = psycopg2.extensions.TRANSACTION_STATUS_IDLE

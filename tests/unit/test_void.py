@@ -17,10 +17,10 @@ import requests
 import responses
 from sqlalchemy import func, select
 
-from app.config import Settings
-from app.db import Database, utcnow
-from app.history import record_local_status
-from app.models import DispatchOutbox, EmailIntent, Pharmacy, Prescription, StatusHistory
+from app.foundation.config import Settings
+from app.foundation.db import Database, utcnow
+from app.foundation.models import DispatchOutbox, EmailIntent, Pharmacy, Prescription, StatusHistory
+from app.mechanisms.history import record_local_status
 from app.services.dispatch import Dispatcher
 from connector import ConnectorClient, ConnectorSettings
 from tests.conftest import bearer, make_settings

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.metrics import WEBHOOKS_REJECTED
+from app.mechanisms.metrics import WEBHOOKS_REJECTED
 from tests.unit.test_webhook_receiver import clock, deliver, inbox  # noqa: F401 (clock: the receiver's fixture)
 
 pytestmark = pytest.mark.usefixtures("clock")

@@ -17,15 +17,15 @@ import pytest
 from sqlalchemy import func, select
 
 from app import create_app
-from app.db import Database, utcnow
-from app.models import Prescription, StatusHistory, WebhookInbox
+from app.foundation.db import Database, utcnow
+from app.foundation.models import Prescription, StatusHistory, WebhookInbox
 from tests.conftest import make_settings
 from tests.support import FakeClock
 from webhooks.processing import InboxProcessor
 from webhooks.signature import compute_signature, sign, verify
 
 PATH = "/webhooks/platform"
-SECRET = "whsec_sandbox_test_secret"  # the development default in app.config
+SECRET = "whsec_sandbox_test_secret"  # the development default in app.foundation.config
 NOW = 1_763_634_902
 TOKEN = "SRXTEST0000001"
 REFERENCE = "rx-000001"  # patient pt-0001, Region B (scripts/seed)
@@ -547,7 +547,7 @@ def test_receipt_statement_is_committed_on_return_and_pooled_connections_stay_tr
     still gets BEGIN/ROLLBACK (an autocommit leak would make ORM sessions non-atomic)."""
     from sqlalchemy import text
 
-    from app.db import single_statement
+    from app.foundation.db import single_statement
 
     db = Database(db_url)  # used one checkout at a time: its pool holds one connection
     try:

@@ -1,6 +1,6 @@
 """The dispatch worker's loop: claim outbox rows, run one attempt each, store what it came to.
 
-A batch is claimed in one statement (:func:`app.queue.claim_batch`,
+A batch is claimed in one statement (:func:`app.mechanisms.queue.claim_batch`,
 which also returns each row's request id, flow and ``outcome_unknown``), and
 its prescriptions with everything a send needs are read in one query. Then,
 for each claimed row (contract §1, §2, §4), on up to ``WORKER_SEND_THREADS``
@@ -17,8 +17,8 @@ threads at once, each with its own database session:
 2. With no transaction open: the route's call.
 3. In a short transaction, if the lease is still ours: store the
    :class:`~app.services.dispatch.outcome.Attempt` through
-   :mod:`app.history` and the one queue mechanism (:mod:`app.queue`) with the
-   one retry policy (:mod:`app.retry`). An issued send costs five statements
+   :mod:`app.mechanisms.history` and the one queue mechanism (:mod:`app.mechanisms.queue`) with the
+   one retry policy (:mod:`app.mechanisms.retry`). An issued send costs five statements
    on PostgreSQL (step 1's guarded UPDATE; the guarded outbox UPDATE, history +
    event row in one statement, the reopen of webhooks waiting for the token,
    the prescription UPDATE), plus its share of the batch's claim and read;
@@ -26,7 +26,7 @@ threads at once, each with its own database session:
 
 Stopping (``should_stop``) releases the rows not started; the ones in flight
 finish. The circuit breaker, the token cache and the metrics are shared by the
-threads (:class:`app.circuit_breaker.CircuitBreaker`).
+threads (:class:`app.mechanisms.circuit_breaker.CircuitBreaker`).
 
 Success -> ``issued`` + token; HTTP 200 ``success:false`` -> ``rejected``
 with the platform's message and field errors, never retried; transient
@@ -61,14 +61,15 @@ from typing import Any
 from sqlalchemy import Row, bindparam, or_, select
 from sqlalchemy.orm import Session, joinedload, make_transient_to_detached
 
-from app import metrics
-from app.circuit_breaker import CircuitBreaker
-from app.config import Settings
-from app.db import Database, utcnow
-from app.history import Change, local, record
-from app.logs import request_id_scope
-from app.models import DispatchOutbox, Prescriber, Prescription, WebhookInbox
-from app.queue import (
+from app.foundation.config import Settings
+from app.foundation.db import Database, utcnow
+from app.foundation.errors import Invalid
+from app.foundation.logs import request_id_scope
+from app.foundation.models import DispatchOutbox, Prescriber, Prescription, WebhookInbox
+from app.mechanisms import metrics
+from app.mechanisms.circuit_breaker import CircuitBreaker
+from app.mechanisms.history import Change, local, record
+from app.mechanisms.queue import (
     PENDING,
     attempt_statement,
     block_credentials,
@@ -84,7 +85,7 @@ from app.queue import (
     retry_or_dead,
     uncount_attempt,
 )
-from app.retry import RetryPolicy
+from app.mechanisms.retry import RetryPolicy
 from app.services.credentials import (
     credential_cipher,
     mark_credentials_refused,
@@ -101,7 +102,6 @@ from app.services.dispatch.outcome import (
     settle,
     undo_intent,
 )
-from app.services.errors import Invalid
 from app.services.mail import EmailJob, Mailer
 from connector import ConnectorClient
 
@@ -195,7 +195,7 @@ class Dispatcher:
     ``now`` returns aware UTC datetimes and ``rand`` floats in [0, 1), both
     injectable so backoff is testable without sleeping. ``settings.worker_send_threads``
     sends run at once (1: one after the other). Raises
-    :class:`app.services.errors.Misconfigured` for unusable ``ERX_ENCRYPTION_KEYS``.
+    :class:`app.foundation.errors.Misconfigured` for unusable ``ERX_ENCRYPTION_KEYS``.
     """
 
     def __init__(
@@ -610,7 +610,7 @@ def _leased_row(session: Session, outbox_id: int) -> DispatchOutbox:
 def _attached(session: Session, snapshot: Prescription) -> Prescription:
     """A persistent, clean copy of ``snapshot``'s own columns in ``session``, without a query.
 
-    Only the columns read by :func:`app.history.record` and the
+    Only the columns read by :func:`app.mechanisms.history.record` and the
     status event are copied; what the caller then sets is flushed as one
     UPDATE of the changed columns. Relations are not carried over.
     """

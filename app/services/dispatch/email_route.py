@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from app.db import Database
+from app.foundation.db import Database
 from app.services.dispatch.outcome import Attempt, Outcome
 from app.services.mail import EmailJob, Mailer, email_job
 

@@ -13,11 +13,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from app import metrics
-from app.circuit_breaker import BreakerState, CircuitBreaker, CircuitOpen
-from app.config import Settings
-from app.crypto import CredentialCipher, CredentialError
-from app.models import Prescription
+from app.foundation.config import Settings
+from app.foundation.crypto import CredentialCipher, CredentialError
+from app.foundation.models import Prescription
+from app.mechanisms import metrics
+from app.mechanisms.circuit_breaker import BreakerState, CircuitBreaker, CircuitOpen
 from app.services.credentials import (
     MissingCredentials,
     prescriber_credentials,
@@ -56,7 +56,7 @@ def make_breaker(
     Opens after ``breaker_fail_max`` consecutive transport/5xx/429 failures;
     lets one trial call through after ``breaker_reset_s`` seconds (half-open)
     on ``clock`` (monotonic seconds). Its state is exported as
-    ``erx_circuit_breaker_open`` (``app.metrics``).
+    ``erx_circuit_breaker_open`` (``app.mechanisms.metrics``).
     """
     metrics.CIRCUIT_BREAKER_OPEN.set(0)
     return CircuitBreaker(
@@ -125,7 +125,7 @@ class ErxRoute:
 
     Thread-safe: the send threads of one Dispatcher share one route, its
     client (thread-safe token cache) and its breaker
-    (:class:`app.circuit_breaker.CircuitBreaker`, which lets them call at once).
+    (:class:`app.mechanisms.circuit_breaker.CircuitBreaker`, which lets them call at once).
     """
 
     def __init__(self, client: ConnectorClient, breaker: CircuitBreaker) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.models import Prescription
+from app.foundation.models import Prescription
 from connector import IssueRequest, MedicineLine, PatientDetails
 from connector.errors import PayloadError
 

@@ -1,0 +1,58 @@
+"""The API layer's one call for auditing who read or changed which prescription.
+
+Read endpoints (API and FHIR) call :func:`append_read_audit` in the read's own
+session, so the answer is sent only after the view and its row are both
+written (a read that fails writes nothing). Runtime that change a
+prescription (send, void) take :func:`request_accessor` and record the change
+in their own transaction. Rows go through :mod:`app.mechanisms.audit` (a plain INSERT, no
+lock, no read of another row).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from flask import request
+from sqlalchemy.orm import Session
+
+from app.foundation.db import utcnow
+from app.foundation.logs import current_request_id
+from app.interfaces.identity import current_identity
+from app.mechanisms.audit import Accessor, append_many
+
+
+def request_accessor() -> Accessor:
+    """The verified caller of the current request: token ``sub`` and role, request id and
+    client address (``request.remote_addr``, after ProxyFix when ``TRUSTED_PROXIES`` > 0)."""
+    identity = current_identity()
+    return Accessor(
+        actor=identity.subject,
+        role=identity.role,
+        request_id=current_request_id(),
+        client_addr=(request.remote_addr or None),
+    )
+
+
+AUDIT_APPEND_IS_ONE_STATEMENT = True
+"""Whether ``app.mechanisms.audit``'s append is one plain INSERT (no lock, no read of another row).
+
+It is (the sealer adds rows to the signed tree after they commit), so reads
+run in driver autocommit (:meth:`app.foundation.db.Database.read_session`): the view
+SELECT and the audit INSERT, two statements and no BEGIN/COMMIT. Set False
+only for an append that needs a transaction around it.
+"""
+
+
+def append_read_audit(
+    session: Session, action: str, prescription_ids: Iterable[int | None]
+) -> None:
+    """Append the audit record of one read by the current caller, now (UTC), in ``session``.
+
+    ``action``: one of :data:`app.mechanisms.audit.ACTIONS` (``read``, ``list``,
+    ``read-not-modified``, ``fhir-search``...); ``prescription_ids``: the
+    prescriptions the caller was shown (None for a lookup that found nothing).
+    One row per id, all in one multi-row INSERT (:func:`app.mechanisms.audit.append_many`).
+    Raises ValueError for an unknown action; database errors propagate.
+    """
+    append_many(session, request_accessor(), action=action,
+                prescription_ids=list(prescription_ids), now=utcnow())

@@ -1,0 +1,385 @@
+"""The audit trail: one append-only row per access to a prescription, sealed in a Merkle tree.
+
+Request and worker paths append with :func:`record` / :func:`record_by` (one row)
+or :func:`append_many` (a batch, one multi-row INSERT): a plain INSERT in the
+caller's transaction, so the row commits or rolls back with the work it records,
+and appenders never wait on a lock or read another row. Tamper evidence comes
+afterwards from the sealer (app/mechanisms/audit_sealer.py): it adds committed rows, in
+order, as leaves of one log-wide RFC 9162 Merkle tree and signs a checkpoint of
+it; :func:`leaf_data` is the exact byte string each row contributes.
+
+Rows written before the sealer existed also carry a hash chain (``prev_hash``,
+``hash``: SHA-256 over the canonical JSON of the row plus ``prev_hash``,
+:func:`row_hash`); :func:`verify_chain` still checks it, and the sealer's first
+seal adds those rows to the tree too. Triggers (migration 0006) refuse UPDATE
+and DELETE (and TRUNCATE on PostgreSQL) outright.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from app.foundation.db import Database
+from app.foundation.models import AuditEvent
+
+GENESIS_HASH = "0" * 64
+# The first element of every leaf: names the encoding, so a leaf of another format cannot collide.
+LEAF_FORMAT = "erx-audit-leaf/1"
+# What an audit row can say was done; a typo should fail loudly, not start a new action.
+# API reads: read (one prescription), list (/me/prescriptions, one row per prescription
+# listed), fhir-read / fhir-search / fhir-history; changes: send, void, webhook-applied,
+# requeue, confirm-sent, reconcile (a transition the reconcile job recorded).
+ACTIONS = frozenset(
+    {
+        "read",
+        "list",
+        "send",
+        "void",
+        "export",
+        "fhir-read",
+        "fhir-search",
+        "fhir-history",
+        "webhook-applied",
+        "requeue",
+        "confirm-sent",
+        "replay",
+        "reconcile",
+        "reconcile-applied",
+        # Reads answered 304 (If-None-Match matched): still an access, so still a row.
+        "read-not-modified",
+        "list-not-modified",
+        # A support/service lookup by reference or platform token that found nothing.
+        "lookup",
+    }
+)
+
+
+def iso_utc(value: datetime | None) -> str | None:
+    """UTC ISO 8601 with microseconds and ``Z``: one spelling on PostgreSQL and SQLite."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def row_content(
+    *,
+    actor: str,
+    role: str,
+    action: str,
+    prescription_id: int | None,
+    occurred_at: datetime,
+    request_id: str | None,
+    client_addr: str | None,
+    prev_hash: str,
+) -> dict[str, Any]:
+    """The hashed content of a row: every column but ``id`` and ``hash``."""
+    return {
+        "actor": actor,
+        "role": role,
+        "action": action,
+        "prescription_id": prescription_id,
+        "occurred_at": iso_utc(occurred_at),
+        "request_id": request_id,
+        "client_addr": client_addr,
+        "prev_hash": prev_hash,
+    }
+
+
+def row_hash(content: Mapping[str, Any]) -> str:
+    """SHA-256 hex of ``content`` as canonical JSON (sorted keys, no spaces, UTF-8)."""
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def sql_literal(value: str | None) -> str:
+    """``value`` as PostgreSQL's ``quote_nullable()`` writes it: ``NULL``, or single-quoted
+    with ``'`` doubled and, when it holds a backslash, ``E`` before it and ``\\`` doubled."""
+    if value is None:
+        return "NULL"
+    quoted = value.replace("'", "''")
+    if "\\" in value:
+        return "E'" + quoted.replace("\\", "\\\\") + "'"
+    return "'" + quoted + "'"
+
+
+def sql_timestamp(value: datetime | str) -> str:
+    """UTC time as PostgreSQL writes a ``timestamp`` with DateStyle ISO:
+    ``YYYY-MM-DD HH:MM:SS[.ffffff]``, trailing zeros of the fraction dropped.
+    ``value``: an aware datetime or its :func:`iso_utc` text."""
+    text = value if isinstance(value, str) else iso_utc(value)
+    if text is None:
+        raise ValueError("a leaf needs a time")
+    stamp = text.rstrip("Z").replace("T", " ")
+    if "." in stamp:
+        stamp = stamp.rstrip("0").rstrip(".")
+    return stamp
+
+
+def leaf_data(
+    *,
+    event_id: int,
+    actor: str,
+    role: str,
+    action: str,
+    prescription_id: int | None,
+    occurred_at: datetime | str,
+    request_id: str | None,
+    client_addr: str | None,
+) -> bytes:
+    """The bytes one audit row contributes to the Merkle tree (hashed as an RFC 9162 leaf).
+
+    UTF-8 of ``LEAF_FORMAT,id,actor,role,action,prescription_id,occurred_at,
+    request_id,client_addr``: text fields as :func:`sql_literal` quotes them,
+    the time as :func:`sql_timestamp` writes it, a missing prescription as
+    ``NULL``. This is exactly PostgreSQL's ``concat_ws(',', ...)`` of
+    ``quote_nullable`` columns, so the database recomputes it cheaply
+    (app/mechanisms/audit_sealer.py, ``LEAF_SQL``), and an auditor rebuilds it from an
+    export (docs/audit_verify_export.py). Quoting keeps it unambiguous.
+    ``occurred_at``: an aware datetime or its :func:`iso_utc` text.
+    """
+    fields = [
+        LEAF_FORMAT,
+        str(event_id),
+        sql_literal(actor),
+        sql_literal(role),
+        sql_literal(action),
+        "NULL" if prescription_id is None else str(prescription_id),
+        sql_timestamp(occurred_at),
+        sql_literal(request_id),
+        sql_literal(client_addr),
+    ]
+    return ",".join(fields).encode("utf-8")
+
+
+def _content_of(event: AuditEvent) -> dict[str, Any]:
+    return row_content(
+        actor=event.actor,
+        role=event.role,
+        action=event.action,
+        prescription_id=event.prescription_id,
+        occurred_at=event.occurred_at,
+        request_id=event.request_id,
+        client_addr=event.client_addr,
+        prev_hash=event.prev_hash,
+    )
+
+
+def _check(
+    *,
+    actor: str,
+    role: str,
+    action: str,
+    request_id: str | None,
+    client_addr: str | None,
+    now: datetime,
+) -> None:
+    if action not in ACTIONS:
+        raise ValueError(f"unknown audit action {action!r}")
+    if now.tzinfo is None:
+        raise ValueError("now must be an aware UTC datetime")
+    if not actor or len(actor) > 200 or not role or len(role) > 32:
+        raise ValueError("actor (1-200 chars) and role (1-32 chars) are required")
+    if request_id is not None and len(request_id) > 100:
+        raise ValueError("request_id is longer than 100 characters")
+    if client_addr is not None and len(client_addr) > 64:
+        raise ValueError("client_addr is longer than 64 characters")
+
+
+def _values(
+    *,
+    actor: str,
+    role: str,
+    action: str,
+    prescription_id: int | None,
+    request_id: str | None,
+    client_addr: str | None,
+    now: datetime,
+) -> dict[str, Any]:
+    _check(
+        actor=actor,
+        role=role,
+        action=action,
+        request_id=request_id,
+        client_addr=client_addr,
+        now=now,
+    )
+    return {
+        "actor": actor,
+        "role": role,
+        "action": action,
+        "prescription_id": prescription_id,
+        "occurred_at": now.astimezone(UTC),
+        "request_id": request_id,
+        "client_addr": client_addr,
+    }
+
+
+def record(
+    session: Session,
+    *,
+    actor: str,
+    role: str,
+    action: str,
+    prescription_id: int | None,
+    request_id: str | None,
+    client_addr: str | None,
+    now: datetime,
+) -> int:
+    """Append one audit row in the caller's transaction; return its ``id``.
+
+    One INSERT (with RETURNING): no lock and no read of any other row, so
+    appenders never wait on one another; the sealer (app/mechanisms/audit_sealer.py) adds the
+    row to the signed Merkle tree after the caller commits. ``actor``: who (API
+    token subject, operator login; <= 200 chars, no PHI); ``role``: as what
+    (patient, support, service, operator; <= 32); ``action``: one of
+    :data:`ACTIONS`; ``now``: aware UTC datetime. The row commits or rolls back
+    with the caller's work. Raises ValueError for an unknown action, a naive
+    ``now`` or an over-long field.
+    """
+    values = _values(
+        actor=actor,
+        role=role,
+        action=action,
+        prescription_id=prescription_id,
+        request_id=request_id,
+        client_addr=client_addr,
+        now=now,
+    )
+    return int(
+        session.execute(insert(AuditEvent).values(values).returning(AuditEvent.id)).scalar_one()
+    )
+
+
+@dataclass(frozen=True)
+class Accessor:
+    """Who is acting, as recorded on each audit row they cause.
+
+    ``actor``: API token subject, ``"platform"`` (webhooks), ``"operator"`` (CLI)
+    or ``"reconcile"``; ``role``: patient, support, service, platform, operator;
+    ``request_id``: the HTTP request id (``X-Request-ID``) when there is one;
+    ``client_addr``: the caller's address as the app sees it (after ProxyFix).
+    """
+
+    actor: str
+    role: str
+    request_id: str | None = None
+    client_addr: str | None = None
+
+
+PLATFORM = Accessor(actor="platform", role="platform")
+OPERATOR = Accessor(actor="operator", role="operator")
+RECONCILER = Accessor(actor="reconcile", role="service")
+
+
+def record_by(
+    session: Session, accessor: Accessor, *, action: str, prescription_id: int | None, now: datetime
+) -> int:
+    """:func:`record` with the who of ``accessor``; same transaction rules and errors.
+
+    Returns the new row's id.
+    """
+    return record(
+        session,
+        actor=accessor.actor,
+        role=accessor.role,
+        action=action,
+        prescription_id=prescription_id,
+        request_id=accessor.request_id,
+        client_addr=accessor.client_addr,
+        now=now,
+    )
+
+
+def append_many(
+    session: Session,
+    accessor: Accessor,
+    *,
+    action: str,
+    prescription_ids: Iterable[int | None],
+    now: datetime,
+) -> int:
+    """Append one ``action`` row per prescription id, for ``accessor``, in one multi-row INSERT.
+
+    The set-based form of :func:`record_by` for batches (a list read, applied
+    webhook events, reconcile): in the caller's transaction, no lock, no read.
+    Returns the number of rows written (0 writes nothing). Raises ValueError as
+    :func:`record` does.
+    """
+    rows = [
+        _values(
+            actor=accessor.actor,
+            role=accessor.role,
+            action=action,
+            prescription_id=prescription_id,
+            request_id=accessor.request_id,
+            client_addr=accessor.client_addr,
+            now=now,
+        )
+        for prescription_id in prescription_ids
+    ]
+    if rows:
+        # Core insert with a list of parameter dicts: one INSERT ... VALUES (...), (...) statement.
+        session.execute(insert(AuditEvent).values(rows))
+    return len(rows)
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """The outcome of :func:`verify`.
+
+    ``ok``: the whole chain holds; ``count``: rows checked (all of them when ok,
+    up to and including the bad one otherwise); ``first_bad_id``: the first row
+    that breaks the chain, or None; ``reason``: why, in words (no row content).
+    """
+
+    ok: bool
+    count: int
+    first_bad_id: int | None = None
+    reason: str | None = None
+
+
+def verify_chain(db: Database, *, batch: int = 1000) -> VerifyResult:
+    """Walk the hash-chained rows (those written before the sealer) in id order; check each link.
+
+    A row is bad when its ``prev_hash`` is not the previous row's ``hash`` (a row
+    was removed, inserted or reordered before it) or when its ``hash`` does not
+    match its content (the row was changed). Reads in pages of ``batch`` rows.
+    """
+    expected_prev = GENESIS_HASH
+    count = 0
+    last_id = 0
+    with db.session() as session:
+        while True:
+            rows = session.scalars(
+                select(AuditEvent)
+                # Chained rows predate the sealer, so their txid is NULL: an index range on
+                # PostgreSQL instead of a scan of every row.
+                .where(
+                    AuditEvent.id > last_id, AuditEvent.txid.is_(None), AuditEvent.hash.is_not(None)
+                )
+                .order_by(AuditEvent.id)
+                .limit(batch)
+            ).all()
+            if not rows:
+                return VerifyResult(ok=True, count=count)
+            for event in rows:
+                count += 1
+                if event.prev_hash != expected_prev:
+                    return VerifyResult(
+                        False, count, event.id, "prev_hash does not match the previous row's hash"
+                    )
+                if row_hash(_content_of(event)) != event.hash:
+                    return VerifyResult(
+                        False, count, event.id, "hash does not match the row's content"
+                    )
+                expected_prev = event.hash
+            last_id = rows[-1].id
+            session.expunge_all()
