@@ -15,7 +15,7 @@ Why this is more than a dict:
   replaced it, and dropping the fresh one would cause a needless re-login storm.
 * **Shared outcome.** Callers that wait on an in-flight token request or
   login get *its* outcome, success or failure: they never start an attempt of
-  their own behind a failed one (issue 9: a hanging token endpoint would
+  their own behind a failed one (a hanging token endpoint would
   otherwise cost the tenth caller ten read timeouts).
 * **Negative cache.** A refused login is remembered for ``login_failure_ttl_s``
   so that a queue of prescriptions for a prescriber with a wrong password fails

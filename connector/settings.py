@@ -55,7 +55,7 @@ class ConnectorSettings:
         token_failure_ttl_s: how long a transiently failed access-token request
             (5xx, 429, timeout, unreadable answer) is remembered so that callers
             fail fast instead of hammering a failing token endpoint, seconds
-            (0 disables it; issue 9 point 5).
+            (0 disables it).
         session_cache_size: most prescriber sessions kept in memory at once.
         token_path, login_path, prescriptions_path, clinics_path, contacts_path,
             medicines_path: endpoint paths relative to ``base_url`` (§1, §3, §4, §5).

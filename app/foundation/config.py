@@ -124,21 +124,21 @@ class Settings:
     encryption_keys: tuple[str, ...] = field(
         default=(_DEV_DEFAULTS["ERX_ENCRYPTION_KEYS"],), repr=False
     )
-    # Dispatch outbox (issue 3).
+    # Dispatch outbox.
     dispatch_max_attempts: int = 8
     dispatch_backoff_base_s: float = 2.0
     dispatch_backoff_cap_s: float = 300.0
     lease_s: float = 120.0
     breaker_fail_max: int = 5
     breaker_reset_s: float = 30.0
-    # Webhook inbox (issue 4).
+    # Webhook inbox.
     inbox_max_attempts: int = 8
     inbox_backoff_base_s: float = 1.0
     inbox_backoff_cap_s: float = 300.0
     # Worker loop.
     worker_poll_s: float = 0.5
     worker_batch: int = 10
-    # Sends one dispatch worker process runs at once (issue 10): a thread pool, each thread
+    # Sends one dispatch worker process runs at once: a thread pool, each thread
     # with its own database session; 1 = one after the other. At most 10: requests keeps 10
     # connections per host; the database pool grows to fit (app.foundation.db.Database).
     worker_send_threads: int = 4
@@ -150,7 +150,7 @@ class Settings:
     smtp_host: str = "localhost"
     smtp_port: int = 25
     mail_from: str = "prescriptions@erx-connector.example.test"
-    # Region A over SMTP (issue 8): STARTTLS, credentials, per-operation timeout (seconds).
+    # Region A over SMTP: STARTTLS, credentials, per-operation timeout (seconds).
     smtp_starttls: bool = False
     smtp_username: str = ""
     smtp_password: str = field(default="", repr=False)
@@ -159,7 +159,7 @@ class Settings:
     smtp_ca_file: str = ""
     # A Unicode .ttf for PDF text outside Latin-1 (default: DejaVu Sans if installed).
     pdf_font_path: str = ""
-    # Identity (issue 8): bearer JWTs. HS256 with jwt_secret unless jwt_jwks_url is set.
+    # Identity: bearer JWTs. HS256 with jwt_secret unless jwt_jwks_url is set.
     jwt_secret: str = field(default_factory=development_jwt_secret, repr=False)
     jwt_issuer: str = "erx-connector-dev"
     jwt_audience: str = "erx-connector"
@@ -175,7 +175,7 @@ class Settings:
     rate_limit_auth_failures: str = "30 per minute"
     # Root log level of every process (app/foundation/logs.py).
     log_level: str = "INFO"
-    # Status events over RabbitMQ (issue 11, docs/events.md).
+    # Status events over RabbitMQ (docs/events.md).
     amqp_url: str = field(default="amqp://guest:guest@127.0.0.1:5672/%2F", repr=False)
     events_exchange: str = "erx.events"
     events_dlx: str = "erx.events.dlq"
@@ -188,7 +188,7 @@ class Settings:
     notify_max_attempts: int = 5
     # The worker's own /metrics port (app/mechanisms/metrics.serve_worker_metrics); 0 = not served.
     worker_metrics_port: int = 0
-    # Worker wake-ups (issue 10): auto = notify on PostgreSQL, poll on SQLite; poll behind a transaction pooler.
+    # Worker wake-ups: auto = notify on PostgreSQL, poll on SQLite; poll behind a transaction pooler.
     worker_wakeup: str = "auto"
     # Reverse proxies in front of the web tier whose X-Forwarded-* headers are trusted
     # (werkzeug ProxyFix); 0 = none, the audit's client address is the TCP peer.

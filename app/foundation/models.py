@@ -477,7 +477,7 @@ class AuditSealState(Base):
     verified_checkpoint_id: Mapped[int | None] = mapped_column(BigInteger)
     verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 class EventOutbox(Base):
-    """A status event to publish (issue 11): staged in the transaction of its history row.
+    """A status event to publish: staged in the transaction of its history row.
 
     ``payload`` is the v1 message as JSON text, built when the row is staged so
     that what is published is exactly what was committed. The publisher claims

@@ -9,7 +9,7 @@ Every endpoint takes a bearer JWT (:func:`app.interfaces.identity.require_roles`
 - ``POST /prescriptions/<id>/void``: support.
 
 A patient asking about another patient's prescription gets 404, exactly as
-for a missing one (issue 8). Bodies and answers go through the marshmallow
+for a missing one. Bodies and answers go through the marshmallow
 schemas of :mod:`app.interfaces.schemas`. Errors use the one JSON shape of
 app/interfaces/errors.py, which also maps the services' domain errors
 (``app.foundation.errors``) to HTTP statuses.

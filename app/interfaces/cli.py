@@ -290,4 +290,4 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(identity_cli.tokens)
     app.cli.add_command(audit_cli.audit)
     app.cli.add_command(keys_cli.keys)
-    __import__("app.interfaces.events_cli", fromlist=["init_app"]).init_app(app)  # events publish, notify (issue 11)
+    __import__("app.interfaces.events_cli", fromlist=["init_app"]).init_app(app)  # events publish, notify

@@ -1,4 +1,4 @@
-"""FHIR R4 at the boundary (issue 11 point 4): our prescription rows as read-only FHIR resources.
+"""FHIR R4 at the boundary: our prescription rows as read-only FHIR resources.
 
 The one translation layer between the domain and FHIR: everything FHIR-shaped
 is built here, with ``fhir.resources`` 6.4.0, whose root package is FHIR R4

@@ -1,6 +1,6 @@
 """The OpenAPI 3 document of the service's HTTP API, generated from the marshmallow schemas.
 
-One home for the contract (issue 8 point 4): every ``/api/v1`` endpoint with
+One home for the contract: every ``/api/v1`` endpoint with
 its request schema, parameters, bearer-JWT security and every response it can
 give, plus the platform's webhook receiver with its ``X-Signature`` header.
 Bodies come from :mod:`app.interfaces.schemas` and :mod:`app.interfaces.directory_schemas` through

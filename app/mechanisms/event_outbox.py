@@ -3,7 +3,7 @@
 The history function calls :func:`stage_status_event` for every history row
 it actually appends, so the event row commits or rolls back with the
 transition: a transition is never lost and never published without having
-happened (issue 11, point 2). Nothing here talks to the broker.
+happened. Nothing here talks to the broker.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 On PostgreSQL, committing a due ``pending`` row of the dispatch outbox, the
 webhook inbox or the event outbox (a status event staged with its history
-row, issue 11) also sends ``NOTIFY`` on that queue's channel, in the same
+row) also sends ``NOTIFY`` on that queue's channel, in the same
 transaction (PostgreSQL delivers it only if, and when, the transaction
 commits; https://www.postgresql.org/docs/current/sql-notify.html). A worker
 ``LISTEN``s on a dedicated connection and waits with ``select()`` on its

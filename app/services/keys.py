@@ -1,4 +1,4 @@
-"""Re-encrypt every stored prescriber password and PIN under the newest key (issue 9, point 5).
+"""Re-encrypt every stored prescriber password and PIN under the newest key.
 
 Operators prepend a new key to ``ERX_ENCRYPTION_KEYS`` and run ``flask --app app
 keys rotate``. Prescribers are walked in id order, ``batch_size`` at a time, each

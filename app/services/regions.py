@@ -11,7 +11,7 @@ from app.foundation.db import Database
 from app.foundation.errors import Invalid
 from app.foundation.models import Region
 
-# The delivery method each region flow stands for (issue 8: Region A keeps the email
+# The delivery method each region flow stands for (Region A keeps the email
 # flow, the prescription travels as a PDF; Region B goes through the platform).
 DELIVERY_METHODS = {"email": "email", "erx": "e-prescription platform"}
 

@@ -1,4 +1,4 @@
-"""event outbox and the reference consumer's dedupe table (issue 11)
+"""event outbox and the reference consumer's dedupe table
 
 Revision ID: 0005
 Revises: 0001

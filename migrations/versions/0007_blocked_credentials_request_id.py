@@ -8,8 +8,8 @@ A send whose prescriber's login the platform refused (login_failed) waits in
 state ``blocked_credentials`` (19 characters: ``state`` widens to 32) until
 ``prescribers set-credentials`` stores new credentials and reopens it; while
 ``prescribers.credentials_refused_at`` is set no login is attempted for that
-prescriber (issue 9, point 5). ``dispatch_outbox.request_id`` carries the
-queuing request's X-Request-ID into the worker's log lines (issue 9, point 4).
+prescriber. ``dispatch_outbox.request_id`` carries the
+queuing request's X-Request-ID into the worker's log lines.
 Batch mode so that SQLite (which cannot alter a CHECK constraint) rebuilds the table.
 """
 
