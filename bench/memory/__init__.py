@@ -1,1 +1,1 @@
-"""Memory benchmark: resident set of a web worker and of a queue worker under load (issue 9)."""
+"""Memory benchmark: resident set of a web worker and of a queue worker under load."""

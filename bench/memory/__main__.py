@@ -1,4 +1,4 @@
-"""``python -m bench.memory``: does a process keep growing? (issue 9, Tests and measurements)
+"""``python -m bench.memory``: does a process keep growing? (Tests and measurements)
 
 Starts the real stack (scripts/stack.py: sandbox, gunicorn with ONE worker
 process, and later ``flask --app app worker``) on a throwaway database

@@ -1,4 +1,4 @@
-"""Webhook benchmark (issue 10): ingest against a bare reference receiver (with an A/A copy),
+"""Webhook benchmark: ingest against a bare reference receiver (with an A/A copy),
 receipt -> history at a steady rate against a synchronous receiver, and saturation.
 
 Run with ``bash bench/webhooks/run.sh`` (installs wrk if missing), which runs

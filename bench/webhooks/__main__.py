@@ -1,4 +1,4 @@
-"""``python -m bench.webhooks`` (normally ``bash bench/webhooks/run.sh``): the webhook side of issue 10.
+"""``python -m bench.webhooks`` (normally ``bash bench/webhooks/run.sh``): the webhook side of the speed benches.
 
 Three phases, each against its reference in the same run, on loopback, on a
 throwaway database (``bench.database``); ``--phases`` picks them:

@@ -2,7 +2,7 @@
 
 Every server slot runs ``gunicorn -c gunicorn.conf.py <target>`` with the same
 environment, so only the WSGI app differs between slots. A slot's server is
-started fresh for each round and stopped after it (issue 10: one server
+started fresh for each round and stopped after it (one server
 instance can sit 10-20% off another for its whole life).
 """
 

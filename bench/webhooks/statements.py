@@ -1,4 +1,4 @@
-"""SQL statements the inbox worker runs per applied webhook event (issue 10, item 2).
+"""SQL statements the inbox worker runs per applied webhook event.
 
 Usage::
 

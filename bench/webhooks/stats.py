@@ -28,7 +28,7 @@ def per_round_ratios(numerators: Sequence[float | None], denominators: Sequence[
 def pooled_median(*series: Iterable[float | None]) -> float | None:
     """The median of every ratio in ``series`` taken together (Nones skipped); None if there is none.
 
-    Used for "the pooled median of the per-round ratios" (issue 10): pass the
+    Used for "the pooled median of the per-round ratios": pass the
     per-round ratios of one run, or of several runs at once.
     """
     values = [v for s in series for v in s if v is not None]

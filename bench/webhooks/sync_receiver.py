@@ -1,4 +1,4 @@
-"""The synchronous receiver: the reference for receipt -> history (issue 10, "Measure").
+"""The synchronous receiver: the reference for receipt -> history ("Measure").
 
 The service's own app, whose ``POST /webhooks/platform`` does what an
 integration without an inbox worker does (the seed integration's way): it

@@ -1,4 +1,4 @@
-"""Credentials that can't lock an account (issue 9, point 5), against the real sandbox process.
+"""Credentials that can't lock an account, against the real sandbox process.
 
 A wrong password stored for one prescriber costs exactly one refused login: the
 platform's ``login_failed`` parks that prescriber's sends in

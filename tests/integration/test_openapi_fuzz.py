@@ -1,4 +1,4 @@
-"""Schemathesis against ``/api/v1/openapi.json`` (issue 8, Tests): the API keeps its contract.
+"""Schemathesis against ``/api/v1/openapi.json`` (Tests): the API keeps its contract.
 
 The app is served in-process (WSGI) on the real test database with the seeded
 data, once per role (patient ``pt-0001``, support, service), each with a valid

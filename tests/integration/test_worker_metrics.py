@@ -1,5 +1,5 @@
 """The worker process serves its own /metrics (``flask --app app worker --metrics-port N``),
-and a send through the real sandbox moves its numbers (issue 9, point 3)."""
+and a send through the real sandbox moves its numbers."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """A refused prescriber login parks that prescriber's sends until their credentials change
-(issue 9, point 5), against the fake platform (``responses``) and the real database."""
+(point 5), against the fake platform (``responses``) and the real database."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Every failing operator command prints ONE line naming the cause and exits non-zero, never a traceback.
 
-The cases of issue 7: ``clinics verify`` with the platform down or with
+The failure cases: ``clinics verify`` with the platform down or with
 refused credentials, ``set-credentials`` with a malformed
 ``ERX_ENCRYPTION_KEYS``, ``reconcile`` against tokens the platform no longer
 knows; and the happy path of ``clinics verify`` for contrast.

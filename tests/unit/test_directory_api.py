@@ -168,7 +168,7 @@ def test_my_prescriptions_ties_break_by_id_and_paginate(app, client, seeded: Dat
     date_prescriptions(seeded, {"rx-000001": same, "rx-000025": same, "rx-000049": same})
 
     with seeded.session() as session:
-        # Seeded ids do not follow references on every database (issue 8, newcomer fixes).
+        # Seeded ids do not follow references on every database (newcomer fixes).
         by_id = session.scalars(
             select(Prescription.reference)
             .where(Prescription.reference.in_(["rx-000001", "rx-000025", "rx-000049"]))

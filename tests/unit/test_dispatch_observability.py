@@ -1,4 +1,4 @@
-"""A send's request id reaches the worker's log lines, and a send moves the metrics (issue 9, points 3 and 4).
+"""A send's request id reaches the worker's log lines, and a send moves the metrics (points 3 and 4).
 
 The send is queued through the API and dispatched by ``Dispatcher.run_batch``
 against the fake platform (``responses``); the metrics are read from

@@ -1,4 +1,4 @@
-"""The FHIR R4 boundary (``/fhir/R4``, issue 11 point 4) on the seeded database.
+"""The FHIR R4 boundary (``/fhir/R4``) on the seeded database.
 
 Prescriptions are moved through their lifecycle with the real history
 functions, then read as a patient, support and service would: every response

@@ -1,11 +1,11 @@
-"""The set-based inbox apply (issue 10) stores exactly what applying one event at a time stores.
+"""The set-based inbox apply stores exactly what applying one event at a time stores.
 
 One batch mixes what a platform really sends: an in-order step, an out-of-order
 final status, a late earlier step, a duplicate delivery of one transition under
 a second event id, an event for a token nobody holds yet, and an unreadable
 event. The batch is applied once set-based (a batch of many) and once one by
 one (batches of one); the history, the staged events (exactly one per appended
-history row, issue 11), the prescription and the inbox rows must match.
+history row), the prescription and the inbox rows must match.
 """
 
 from __future__ import annotations

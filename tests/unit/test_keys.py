@@ -1,4 +1,4 @@
-"""Key rotation of stored credentials (issue 9, point 5): app/services/keys.py, app/interfaces/keys_cli.py."""
+"""Key rotation of stored credentials: app/services/keys.py, app/interfaces/keys_cli.py."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""JSON logs, request ids and redaction (issue 9, point 4): app/foundation/logs.py."""
+"""JSON logs, request ids and redaction: app/foundation/logs.py."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Metrics (issue 9, point 3): app/mechanisms/metrics.py, /metrics, the queue collector, multiprocess mode."""
+"""Metrics: app/mechanisms/metrics.py, /metrics, the queue collector, multiprocess mode."""
 
 from __future__ import annotations
 

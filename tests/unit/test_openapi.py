@@ -1,4 +1,4 @@
-"""The OpenAPI document (issue 8 point 4): served, committed, complete, and consistent.
+"""The OpenAPI document: served, committed, complete, and consistent.
 
 The committed ``docs/openapi.json`` is what client developers read; it must be
 the document the running app serves, and every route under ``/api/v1`` and

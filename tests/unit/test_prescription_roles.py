@@ -1,4 +1,4 @@
-"""Who may read, send and void a prescription (issue 8), and what each role sees.
+"""Who may read, send and void a prescription, and what each role sees.
 
 Real database (seeded per test), Flask test client, real development JWTs.
 rx-000001 belongs to pt-0001 (Region B), rx-000017 to pt-0017 (Region A).

@@ -1,4 +1,4 @@
-"""Pre-send checks (issue 8): each a 422 whose field error says what to fix, nothing written.
+"""Pre-send checks: each a 422 whose field error says what to fix, nothing written.
 
 rx-000001 belongs to pt-0001 (Region B, the platform), rx-000017 to pt-0017
 (Region A, the PDF by email). The seed's catalogue has Schedule 2 (morphine

@@ -1,4 +1,4 @@
-"""The connector tells an optional observer about calls, token refreshes and logins (issue 9, point 3),
+"""The connector tells an optional observer about calls, token refreshes and logins,
 with a fixed endpoint vocabulary and without importing any metrics library."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A failing token endpoint is not hammered (issue 9, point 5, last bullet).
+"""A failing token endpoint is not hammered (last bullet).
 
 Callers waiting on an in-flight token request or login share its outcome,
 success or failure, and a short negative cache covers a failed token request:
