@@ -125,7 +125,9 @@ logconfig_dict = {
 # fresh private directory stands in (make run, docker run); k8s sets a memory-backed emptyDir.
 _made_metrics_dir = ""
 if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip():
-    _made_metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="erx-metrics-")
+    _made_metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(
+        prefix="erx-metrics-"
+    )
 
 
 def on_exit(server: object) -> None:

@@ -436,7 +436,9 @@ class TokenCache:
         if status == 429 or status >= 500:
             _, classified = classify_response(resp, request_id_header=settings.request_id_header)
             # 429/5xx always map to an error; the fallback only keeps that promise explicit.
-            error = classified or PlatformUnavailable(f"HTTP {status}", http_status=status, request_id=request_id)
+            error = classified or PlatformUnavailable(
+                f"HTTP {status}", http_status=status, request_id=request_id
+            )
             logger.warning(
                 "access token request failed status=%s request_id=%s", status, request_id
             )
@@ -513,7 +515,9 @@ class TokenCache:
                 continue
             raise self._login_error(prescriber, error)
         if body is None:  # classify_response returns a body or an error; never neither
-            raise ResponseParseError("login success without a body", path="<body>", code="invalid_response")
+            raise ResponseParseError(
+                "login success without a body", path="<body>", code="invalid_response"
+            )
         request_id = resp.headers.get(settings.request_id_header) or None
         try:
             token = value_at(body, ("data", "session_token"))

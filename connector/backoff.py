@@ -46,4 +46,3 @@ def full_jitter_delay(
     ceiling = min(cap_s, base_s * 2.0 ** min(attempt, _MAX_EXPONENT))
     fraction = min(1.0, max(0.0, rand()))
     return fraction * ceiling
-

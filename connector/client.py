@@ -129,7 +129,9 @@ class ConnectorClient:
             body, error = classify_response(resp, request_id_header=settings.request_id_header)
             if error is None:
                 if body is None:  # classify_response returns a body or an error; never neither
-                    raise ResponseParseError("platform success without a body", path="<body>", code="invalid_response")
+                    raise ResponseParseError(
+                        "platform success without a body", path="<body>", code="invalid_response"
+                    )
                 return body, resp.headers.get(settings.request_id_header) or None
             if attempt == 1 and isinstance(error, AuthError):
                 if error.step == "access_token":
@@ -373,7 +375,11 @@ class ConnectorClient:
         if not isinstance(reason, str) or not reason.strip():
             raise ValueError("reason must be a non-empty string")
         body, request_id = self._call(
-            prescriber, "POST", self._prescription_url(token, "void"), json={"reason": reason}, endpoint="void"
+            prescriber,
+            "POST",
+            self._prescription_url(token, "void"),
+            json={"reason": reason},
+            endpoint="void",
         )
         logger.info("prescription voided prescriber=%s request_id=%s", prescriber.key, request_id)
         path = self._prescription_path()
@@ -416,7 +422,11 @@ class ConnectorClient:
             TransportError, ResponseParseError.
         """
         body, _ = self._call(
-            prescriber, "GET", self._settings.contacts_path, params={"type": contact_type, "q": q}, endpoint="contacts"
+            prescriber,
+            "GET",
+            self._settings.contacts_path,
+            params={"type": contact_type, "q": q},
+            endpoint="contacts",
         )
         items = self._list_at(body, ("data", "contacts"))
         return tuple(parse_contact(c, path=f"data.contacts.{i}") for i, c in enumerate(items))
@@ -435,6 +445,12 @@ class ConnectorClient:
             AuthError, PlatformRejected, RateLimited, PlatformUnavailable,
             TransportError, ResponseParseError.
         """
-        body, _ = self._call(prescriber, "GET", self._settings.medicines_path, params={"search": q}, endpoint="medicines")
+        body, _ = self._call(
+            prescriber,
+            "GET",
+            self._settings.medicines_path,
+            params={"search": q},
+            endpoint="medicines",
+        )
         items = self._list_at(body, ("data", "medicines"))
         return tuple(parse_medicine(m, path=f"data.medicines.{i}") for i, m in enumerate(items))

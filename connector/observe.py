@@ -16,7 +16,18 @@ __all__ = ["ENDPOINTS", "NULL_OBSERVER", "NullObserver", "Observer", "call_outco
 
 # The endpoint names passed to Observer.platform_call (contract §1, §3, §4, §5).
 ENDPOINTS = frozenset(
-    {"token", "login", "issue", "lookup", "read", "void", "clinics", "contacts", "medicines", "other"}
+    {
+        "token",
+        "login",
+        "issue",
+        "lookup",
+        "read",
+        "void",
+        "clinics",
+        "contacts",
+        "medicines",
+        "other",
+    }
 )
 
 

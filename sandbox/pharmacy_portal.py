@@ -30,7 +30,8 @@ _PAGE = """<!doctype html>
 <table>
 <thead><tr><th>VPID</th><th>Medicine</th><th>Qty</th><th>Directions</th></tr></thead>
 <tbody>
-{% for m in rx.medicines %}<tr><td>{{ m.vpid or "" }}</td><td>{{ m.description }}</td><td>{{ m.qty }}</td><td>{{ m.directions }}</td></tr>
+{% for m in rx.medicines %}<tr><td>{{ m.vpid or "" }}</td><td>{{ m.description }}</td>
+<td>{{ m.qty }}</td><td>{{ m.directions }}</td></tr>
 {% endfor %}</tbody>
 </table>
 {% if not final %}

@@ -50,7 +50,8 @@ def run_storm(
     """Create ``count`` prescriptions (``client_ref_id`` ``storm-000001``, ...) and walk each.
 
     After its transitions, each prescription also gets ``noise_events`` events
-    of other types (``OTHER_EVENT_TYPES``) through ``emit_noise``. Each prescription is created ``len(path)`` seconds before ``now`` and makes
+    of other types (``OTHER_EVENT_TYPES``) through ``emit_noise``. Each prescription is created
+    ``len(path)`` seconds before ``now`` and makes
     one transition per second, ending at ``now``, so histories are ordered in
     time. Numbering continues across storms until ``/sandbox/reset``. Returns the
     prescriptions in their final state.

@@ -50,7 +50,9 @@ def pick_draft(region: str) -> tuple[int, str, str]:
                 .order_by(Prescription.id)
             ).first()
             if row is None:
-                raise SystemExit(f"no draft Region {region} prescription left: delete instance/erx.sqlite3 or re-seed")
+                raise SystemExit(
+                    f"no draft Region {region} prescription left: delete instance/erx.sqlite3 or re-seed"
+                )
             return row.id, row.reference, row.external_ref
     finally:
         db.dispose()
@@ -60,26 +62,38 @@ def send_as_patient(stack: Stack, region: str, query: str) -> tuple[int, str] | 
     """As the patient app: search ``query`` in ``region``, send the first draft there; returns (id, reference)."""
     pid, ref, patient_ref = pick_draft(region)
     patient = stack.bearer(role="patient", subject=patient_ref)
-    hits = requests.get(f"{stack.service_url}/api/v1/pharmacies", params={"region": region, "q": query, "per_page": 1},
-                        headers=patient, timeout=10).json()["items"]
+    hits = requests.get(
+        f"{stack.service_url}/api/v1/pharmacies",
+        params={"region": region, "q": query, "per_page": 1},
+        headers=patient,
+        timeout=10,
+    ).json()["items"]
     if not hits:
         print(f"== no Region {region} pharmacy matches {query!r}")
         return None
     pharmacy = hits[0]
     resp = requests.post(
         f"{stack.service_url}/api/v1/prescriptions/{pid}/send",
-        json={"pharmacy_id": pharmacy["id"]}, headers={**patient, "Idempotency-Key": f"demo-{ref}"}, timeout=10,
+        json={"pharmacy_id": pharmacy["id"]},
+        headers={**patient, "Idempotency-Key": f"demo-{ref}"},
+        timeout=10,
     )
-    print(f"== Region {region}: patient {patient_ref} searched {query!r}, chose {pharmacy['name']} "
-          f"({pharmacy['address']}); POST /api/v1/prescriptions/{pid}/send -> {resp.status_code}")
+    print(
+        f"== Region {region}: patient {patient_ref} searched {query!r}, chose {pharmacy['name']} "
+        f"({pharmacy['address']}); POST /api/v1/prescriptions/{pid}/send -> {resp.status_code}"
+    )
     return (pid, ref) if resp.status_code == 202 else None
 
 
-def wait_for(stack: Stack, pid: int, finals: tuple[str, ...], *, auth: dict[str, str], deadline: float) -> dict:
+def wait_for(
+    stack: Stack, pid: int, finals: tuple[str, ...], *, auth: dict[str, str], deadline: float
+) -> dict:
     """Poll the status resource with ``auth`` until it reaches one of ``finals`` or ``deadline``."""
     view: dict = {}
     while time.monotonic() < deadline:
-        view = requests.get(f"{stack.service_url}/api/v1/prescriptions/{pid}", headers=auth, timeout=10).json()
+        view = requests.get(
+            f"{stack.service_url}/api/v1/prescriptions/{pid}", headers=auth, timeout=10
+        ).json()
         if view["status"] in finals:
             break
         time.sleep(0.5)
@@ -94,8 +108,11 @@ def start_events(stack: Stack) -> None:
     lost while the notifier starts.
     """
     suffix = uuid.uuid4().hex[:8]
-    stack.env.update(EVENTS_EXCHANGE=f"erx.events.demo-{suffix}", EVENTS_DLX=f"erx.events.dlq.demo-{suffix}",
-                     NOTIFY_QUEUE=f"erx.notify.demo-{suffix}")
+    stack.env.update(
+        EVENTS_EXCHANGE=f"erx.events.demo-{suffix}",
+        EVENTS_DLX=f"erx.events.dlq.demo-{suffix}",
+        NOTIFY_QUEUE=f"erx.notify.demo-{suffix}",
+    )
     stack._spawn("publisher", [str(BIN / "flask"), "--app", "app", "events", "publish"])
     stack._spawn("notifier", [str(BIN / "python"), "-m", "notifier", "run"])
     print("== event publisher and reference notification consumer (python -m notifier) started")
@@ -103,16 +120,30 @@ def start_events(stack: Stack) -> None:
 
 def _flask(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     """Run ``flask --app app ARGS`` with the stack's environment (the CLI, as an operator would)."""
-    return subprocess.run([str(BIN / "flask"), "--app", "app", *args], env=stack.env, capture_output=True,
-                          text=True, timeout=60, check=False)
+    return subprocess.run(
+        [str(BIN / "flask"), "--app", "app", *args],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def _received(stack: Stack, prescription_id: int) -> list[dict]:
     """What the notifier handled for ``prescription_id`` (``python -m notifier received``)."""
-    args = [str(BIN / "python"), "-m", "notifier", "received", "--prescription", str(prescription_id),
-            "--json"]
-    done = subprocess.run(args, env=stack.env, capture_output=True, text=True, timeout=60,
-                          check=False, cwd=REPO_ROOT)
+    args = [
+        str(BIN / "python"),
+        "-m",
+        "notifier",
+        "received",
+        "--prescription",
+        str(prescription_id),
+        "--json",
+    ]
+    done = subprocess.run(
+        args, env=stack.env, capture_output=True, text=True, timeout=60, check=False, cwd=REPO_ROOT
+    )
     return json.loads(done.stdout) if done.returncode == 0 and done.stdout.strip() else []
 
 
@@ -133,10 +164,19 @@ def print_notifications(stack: Stack, prescription_id: int) -> None:
             rows = _received(stack, prescription_id)
             with db.session() as session:
                 published = session.scalar(
-                    select(func.count()).select_from(EventOutbox)
-                    .where(EventOutbox.prescription_id == prescription_id, EventOutbox.state == "published"))
+                    select(func.count())
+                    .select_from(EventOutbox)
+                    .where(
+                        EventOutbox.prescription_id == prescription_id,
+                        EventOutbox.state == "published",
+                    )
+                )
                 # The routing key ends in the new status: prescription.status_changed.<region>.<to>.
-                keys = session.scalars(select(EventOutbox.routing_key).where(EventOutbox.prescription_id == prescription_id))
+                keys = session.scalars(
+                    select(EventOutbox.routing_key).where(
+                        EventOutbox.prescription_id == prescription_id
+                    )
+                )
                 expected = {key.rsplit(".", 1)[-1] for key in keys} & set(NOTIFIED_STATUSES)
             if {r["to"] for r in rows} >= expected or time.monotonic() > deadline:
                 break
@@ -153,7 +193,10 @@ def print_notifications(stack: Stack, prescription_id: int) -> None:
 
 
 def drop_event_names(stack: Stack) -> None:
-    """Delete this run's exchanges and queues (``flask events teardown``); a broker that is down has nothing to delete."""
+    """Delete this run's exchanges and queues (``flask events teardown``).
+
+    A broker that is down has nothing to delete.
+    """
     if "NOTIFY_QUEUE" in stack.env:
         _flask(stack, "events", "teardown")
 
@@ -164,7 +207,11 @@ def main() -> int:
     stack = Stack(env=base_env())
     try:
         url = stack.env.get("DATABASE_URL")
-        where = make_url(url).render_as_string(hide_password=True) if url else "the embedded SQLite database"
+        where = (
+            make_url(url).render_as_string(hide_password=True)
+            if url
+            else "the embedded SQLite database"
+        )
         print("== migrating and seeding", where)
         stack.prepare_database()
         stack.start_sandbox(webhook_port=web_port, extra=["--auto", "--auto-delay", "0.5"])
@@ -184,15 +231,27 @@ def main() -> int:
         deadline = time.monotonic() + TIMEOUT_S
         ok = True
         for (pid, ref), wanted in ((sent_b, "dispensed"), (sent_a, "emailed")):
-            view = wait_for(stack, pid, (wanted, "rejected", "dead", "email_in_doubt"), auth=service, deadline=deadline)
-            where = f"platform token {view.get('platform_token') or '-'}" if wanted == "dispensed" else "PDF by email"
+            view = wait_for(
+                stack,
+                pid,
+                (wanted, "rejected", "dead", "email_in_doubt"),
+                auth=service,
+                deadline=deadline,
+            )
+            where = (
+                f"platform token {view.get('platform_token') or '-'}"
+                if wanted == "dispensed"
+                else "PDF by email"
+            )
             print(f"\n== Region {view.get('region')}: timeline of {ref} ({where})")
             print("\n".join(timeline_lines(view.get("history", []))))
             print(f"   final status: {view.get('status')}")
             ok = ok and view.get("status") == wanted
             print_notifications(stack, pid)
         mail_dir = stack.env.get("MAIL_DIR", "instance/mail")
-        print(f"\n== the Region A email (with its PDF) is under {mail_dir}/ (development mail backend)")
+        print(
+            f"\n== the Region A email (with its PDF) is under {mail_dir}/ (development mail backend)"
+        )
         print(f"== done in {time.monotonic() - started:.1f} s")
         return 0 if ok else 1
     finally:

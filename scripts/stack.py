@@ -60,7 +60,9 @@ class Stack:
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     log_dir: Path = field(default_factory=lambda: REPO_ROOT / "instance" / "logs")
 
-    def _spawn(self, name: str, args: list[str], extra_env: Mapping[str, str] | None = None) -> subprocess.Popen:
+    def _spawn(
+        self, name: str, args: list[str], extra_env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
         env = {**self.env, **(extra_env or {})}
@@ -68,15 +70,26 @@ class Stack:
         self.procs[name] = proc
         return proc
 
-    def start_sandbox(self, *, port: int | None = None, webhook_port: int, extra: Iterable[str] = ()) -> str:
+    def start_sandbox(
+        self, *, port: int | None = None, webhook_port: int, extra: Iterable[str] = ()
+    ) -> str:
         """Start ``python -m sandbox``; returns its base URL once it answers."""
         port = port or free_port()
         proc = self._spawn(
             "sandbox",
             [
-                str(BIN / "python"), "-m", "sandbox", "--host", "127.0.0.1", "--port", str(port),
-                "--webhook-url", f"http://127.0.0.1:{webhook_port}/webhooks/platform",
-                "--webhook-secret", WEBHOOK_SECRET, *extra,
+                str(BIN / "python"),
+                "-m",
+                "sandbox",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--webhook-url",
+                f"http://127.0.0.1:{webhook_port}/webhooks/platform",
+                "--webhook-secret",
+                WEBHOOK_SECRET,
+                *extra,
             ],
         )
         self.sandbox_url = f"http://127.0.0.1:{port}"
@@ -103,25 +116,42 @@ class Stack:
         """Run one ``flask --app app`` command to completion; returns its stdout."""
         result = subprocess.run(
             [str(BIN / "flask"), "--app", "app", *args],
-            cwd=REPO_ROOT, env={**self.env, **(env or {})}, capture_output=True, text=True, check=False,
+            cwd=REPO_ROOT,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if result.returncode != 0:
             raise RuntimeError(f"flask {args[0]} failed: {result.stderr.strip()[-2000:]}")
         return result.stdout
 
-    def bearer(self, *, role: str = "service", subject: str = "demo-service", ttl_s: int = 3600) -> dict[str, str]:
+    def bearer(
+        self, *, role: str = "service", subject: str = "demo-service", ttl_s: int = 3600
+    ) -> dict[str, str]:
         """An ``Authorization`` header with a development JWT from ``flask tokens mint`` (this stack's settings)."""
-        token = self.flask("tokens", "mint", "--role", role, "--sub", subject, "--ttl", str(ttl_s)).strip()
+        token = self.flask(
+            "tokens", "mint", "--role", role, "--sub", subject, "--ttl", str(ttl_s)
+        ).strip()
         return {"Authorization": f"Bearer {token}"}
 
     def prepare_database(self) -> None:
         """Migrate, seed, and store the sandbox prescribers' credentials."""
-        subprocess.run([str(BIN / "alembic"), "upgrade", "head"], cwd=REPO_ROOT, env=self.env, check=True,
-                       capture_output=True)
+        subprocess.run(
+            [str(BIN / "alembic"), "upgrade", "head"],
+            cwd=REPO_ROOT,
+            env=self.env,
+            check=True,
+            capture_output=True,
+        )
         self.flask("seed")
         for email, (password, pin) in PRESCRIBERS.items():
-            self.flask("prescribers", "set-credentials", email,
-                       env={"ERX_PRESCRIBER_PASSWORD": password, "ERX_PRESCRIBER_PIN": pin})
+            self.flask(
+                "prescribers",
+                "set-credentials",
+                email,
+                env={"ERX_PRESCRIBER_PASSWORD": password, "ERX_PRESCRIBER_PIN": pin},
+            )
 
     def stop(self, timeout_s: float = 15.0) -> None:
         """SIGTERM every process, then SIGKILL what is left after ``timeout_s``."""

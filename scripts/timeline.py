@@ -71,7 +71,8 @@ def timeline_lines(history: Sequence[Mapping[str, Any]], *, indent: str = "   ")
     ]
     widths = [max(len(row[i]) for row in [HEADER, *rows]) for i in range(len(HEADER))]
     return [
-        indent + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        indent
+        + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in [HEADER, *rows]
     ]
 

@@ -35,12 +35,18 @@ def _postgres_url() -> str | None:
     url = os.environ.get("DATABASE_URL", "")
     if not url.startswith("postgres"):
         return None
-    parsed = make_url(url.replace("postgres://", "postgresql://", 1)).set(drivername="postgresql+psycopg2")
+    parsed = make_url(url.replace("postgres://", "postgresql://", 1)).set(
+        drivername="postgresql+psycopg2"
+    )
     if "test" not in (parsed.database or ""):
-        pytest.exit(f"refusing to run tests against database {parsed.database!r}: its name must contain 'test'")
+        pytest.exit(
+            f"refusing to run tests against database {parsed.database!r}: its name must contain 'test'"
+        )
     admin = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": parsed.database}).first()
+        exists = conn.execute(
+            text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": parsed.database}
+        ).first()
         if not exists:
             conn.execute(text(f'CREATE DATABASE "{parsed.database}"'))
     admin.dispose()
@@ -183,7 +189,10 @@ def auth(app) -> dict[str, str]:  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def captured() -> Iterator[io.StringIO]:
-    """Every log record of this process as JSON lines (app/foundation/logs.py) in a buffer, at DEBUG; restored afterwards."""
+    """Every log record of this process as JSON lines (app/foundation/logs.py) in a buffer.
+
+    At DEBUG; restored afterwards.
+    """
     from app.foundation.logs import configure_logging
 
     root = logging.getLogger()

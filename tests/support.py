@@ -127,7 +127,9 @@ class FakePlatform:
     lookups: list[str] = field(default_factory=list)
     on_post: Callable[[], None] | None = None
     clinics: list[dict[str, Any]] = field(
-        default_factory=lambda: [{"id": 994, "display_id": "201334", "name": "Harley Street Clinic"}]
+        default_factory=lambda: [
+            {"id": 994, "display_id": "201334", "name": "Harley Street Clinic"}
+        ]
     )
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _seq: itertools.count = field(default_factory=itertools.count)
@@ -136,19 +138,25 @@ class FakePlatform:
     def install(self, *, auth_only: bool = False) -> FakePlatform:
         """Register the endpoints on ``rsps``; returns self."""
         self.rsps.add_callback(responses.POST, f"{self.base}/oauth/token", callback=self._token)
-        self.rsps.add_callback(responses.POST, f"{self.base}/prescriber/login", callback=self._login)
+        self.rsps.add_callback(
+            responses.POST, f"{self.base}/prescriber/login", callback=self._login
+        )
         if not auth_only:
             rx_url = f"{self.base}/prescriptions"
             self.rsps.add_callback(responses.POST, rx_url, callback=self._issue)
             self.rsps.add_callback(responses.GET, rx_url, callback=self._lookup)
-            self.rsps.add_callback(responses.GET, re.compile(re.escape(rx_url) + r"/[^/?]+$"), callback=self._read)
+            self.rsps.add_callback(
+                responses.GET, re.compile(re.escape(rx_url) + r"/[^/?]+$"), callback=self._read
+            )
             self.rsps.add_callback(responses.GET, f"{self.base}/clinics", callback=self._clinics)
         return self
 
     # -- §1 two-step auth ---------------------------------------------------------------
 
     @staticmethod
-    def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], str]:
+    def _json(
+        status: int, body: Any, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], str]:
         return status, {"Content-Type": "application/json", **(headers or {})}, json.dumps(body)
 
     def _token(self, request: requests.PreparedRequest) -> tuple[int, dict[str, str], str]:
@@ -163,14 +171,22 @@ class FakePlatform:
                 return self._json(401, {"error": "invalid_client", "error_description": "bad"})
             token = f"at-{next(self._seq)}"
             self.issued_access.append(token)
-        body: dict[str, Any] = {"access_token": token, "token_type": "Bearer", "scope": "prescriptions"}
+        body: dict[str, Any] = {
+            "access_token": token,
+            "token_type": "Bearer",
+            "scope": "prescriptions",
+        }
         if self.token_expires_in is not None:
             body["expires_in"] = self.token_expires_in
         return self._json(200, body)
 
     def _access_ok(self, request: requests.PreparedRequest) -> bool:
         auth = request.headers.get("Authorization", "")
-        return auth.startswith("Bearer ") and auth[7:] in self.issued_access and auth[7:] not in self.expired_access
+        return (
+            auth.startswith("Bearer ")
+            and auth[7:] in self.issued_access
+            and auth[7:] not in self.expired_access
+        )
 
     def _login(self, request: requests.PreparedRequest) -> tuple[int, dict[str, str], str]:
         creds = json.loads(request.body or b"{}")
@@ -186,7 +202,10 @@ class FakePlatform:
                 return self._json(200, {"success": False, "message": "Invalid credentials"})
             token = f"st-{str(email).split('@')[0]}-{next(self._seq)}"
             self.issued_sessions[token] = email
-        data: dict[str, Any] = {"session_token": token, "prescriber": {"id": 5531, "clinic_ids": [994]}}
+        data: dict[str, Any] = {
+            "session_token": token,
+            "prescriber": {"id": 5531, "clinic_ids": [994]},
+        }
         if self.session_expires_in is not None:
             data["expires_in"] = self.session_expires_in
         return self._json(200, {"success": True, "data": data})
@@ -196,7 +215,10 @@ class FakePlatform:
         return self.logins.get(prescriber.email, 0)
 
     def _authorised(self, request: requests.PreparedRequest) -> bool:
-        return self._access_ok(request) and request.headers.get("X-Session-Token") in self.issued_sessions
+        return (
+            self._access_ok(request)
+            and request.headers.get("X-Session-Token") in self.issued_sessions
+        )
 
     # -- §3 clinics, §4 issue and lookup, §5 read ------------------------------------------
 
@@ -224,7 +246,9 @@ class FakePlatform:
             return self._json(401, {"success": False, "code": "access_token_expired"})
         ref = parse_qs(urlsplit(str(request.url)).query).get("client_ref_id", [""])[0]
         self.lookups.append(ref)
-        return self._json(200, {"success": True, "data": {"prescriptions": self.found.get(ref, [])}})
+        return self._json(
+            200, {"success": True, "data": {"prescriptions": self.found.get(ref, [])}}
+        )
 
     def _read(self, request: requests.PreparedRequest) -> Any:
         if not self._authorised(request):
@@ -234,7 +258,9 @@ class FakePlatform:
             for item in items:
                 if item["id"] == token:
                     return self._json(200, {"success": True, "data": {"prescription": item}})
-        return self._json(200, {"success": False, "code": "not_found", "message": "Prescription not found."})
+        return self._json(
+            200, {"success": False, "code": "not_found", "message": "Prescription not found."}
+        )
 
     def _clinics(self, request: requests.PreparedRequest) -> Any:
         if not self._authorised(request):
@@ -244,7 +270,12 @@ class FakePlatform:
     def holds(self, ref: str, token: str) -> None:
         """The platform has a prescription for ``ref`` (e.g. committed before a lost reply)."""
         self.found.setdefault(ref, []).append(
-            {"id": token, "status": "issued", "client_ref_id": ref, "created_at": "2026-11-20T10:15:02Z"}
+            {
+                "id": token,
+                "status": "issued",
+                "client_ref_id": ref,
+                "created_at": "2026-11-20T10:15:02Z",
+            }
         )
 
 
@@ -254,7 +285,9 @@ def service_platform(rsps: responses.RequestsMock) -> FakePlatform:
     return FakePlatform(rsps, passwords=passwords, client_secret=CLIENT_SECRET).install()
 
 
-def success_issue_body(token: str = "SRXC49F3D4F66A7", ref: str | None = "rx-000042") -> dict[str, Any]:
+def success_issue_body(
+    token: str = "SRXC49F3D4F66A7", ref: str | None = "rx-000042"
+) -> dict[str, Any]:
     """The §4 issue success body for ``token`` and ``ref``."""
     return {
         "success": True,
@@ -316,7 +349,9 @@ def seeded_phi(db: Database) -> list[PhiValue]:
                 "phone_digits": re.sub(r"\D", "", p.phone or ""),
                 "email": p.email or "",
             }
-            values += [PhiValue(p.external_ref, name, value) for name, value in fields.items() if value]
+            values += [
+                PhiValue(p.external_ref, name, value) for name, value in fields.items() if value
+            ]
     return values
 
 
@@ -331,7 +366,9 @@ def _pattern(phi: PhiValue) -> re.Pattern[str]:
     return re.compile(escaped, re.IGNORECASE)
 
 
-def find_phi(lines: Iterable[str], phi: Iterable[PhiValue], *, source: str = "log") -> list[PhiFinding]:
+def find_phi(
+    lines: Iterable[str], phi: Iterable[PhiValue], *, source: str = "log"
+) -> list[PhiFinding]:
     """Return every occurrence of a ``phi`` value in ``lines`` (one finding per line and value)."""
     patterns = [(value, _pattern(value)) for value in phi]
     found: list[PhiFinding] = []
@@ -366,7 +403,9 @@ def audit_triggers_suspended(conn: Connection) -> Iterator[None]:
         conn.execute(text("SET LOCAL session_replication_role = DEFAULT"))
         return
     triggers = conn.execute(
-        text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit_events'")
+        text(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit_events'"
+        )
     ).all()
     for name, _sql in triggers:
         conn.execute(text(f'DROP TRIGGER "{name}"'))

@@ -141,7 +141,9 @@ class InboxProcessor:
             self._audit(session, applied)
         return state
 
-    def _apply_together(self, session: Session, rows: list[WebhookInbox], applied: list[int]) -> bool:
+    def _apply_together(
+        self, session: Session, rows: list[WebhookInbox], applied: list[int]
+    ) -> bool:
         """Apply ``rows`` set-based (:meth:`_apply_rows`) in one savepoint.
 
         Returns False, with nothing changed, if anything fails: the caller then
@@ -177,7 +179,9 @@ class InboxProcessor:
             try:
                 event = parse_status_event(decode_body(row.body))
                 if event.status not in LIFECYCLE:
-                    raise EventPayloadError("unknown_status", "event status is not a lifecycle status")
+                    raise EventPayloadError(
+                        "unknown_status", "event status is not a lifecycle status"
+                    )
                 parsed.append((row, event, None))
             except EventPayloadError as exc:
                 parsed.append((row, None, exc.reason))
@@ -229,9 +233,13 @@ class InboxProcessor:
 
     def _audit(self, session: Session, applied: list[int]) -> None:
         """One ``webhook-applied`` audit row per applied event: one multi-row INSERT, no lock."""
-        append_many(session, PLATFORM, action="webhook-applied", prescription_ids=applied, now=self.now())
+        append_many(
+            session, PLATFORM, action="webhook-applied", prescription_ids=applied, now=self.now()
+        )
 
-    def _handle(self, session: Session, row: WebhookInbox, now: datetime, applied: list[int]) -> str:
+    def _handle(
+        self, session: Session, row: WebhookInbox, now: datetime, applied: list[int]
+    ) -> str:
         """Apply ``row`` (:meth:`_apply_rows`) in a savepoint; one failure undoes only itself.
 
         A failure is counted as an attempt (retry, then dead). The id of a
@@ -247,14 +255,18 @@ class InboxProcessor:
             applied.extend(applied_here)
         return row.state
 
-    def _retry(self, row: WebhookInbox, error: str, now: datetime, *, awaiting_prescription: bool) -> None:
+    def _retry(
+        self, row: WebhookInbox, error: str, now: datetime, *, awaiting_prescription: bool
+    ) -> None:
         count_attempt(row)
         row.awaiting_prescription = awaiting_prescription
         if retry_or_dead(row, policy=self.policy, error=error, now=now) == "dead":
             row.processed_at = now
             log.warning("webhook dead: event_id=%s reason=%s", row.event_id, error)
         else:
-            log.info("webhook retry: event_id=%s attempt=%s reason=%s", row.event_id, row.attempts, error)
+            log.info(
+                "webhook retry: event_id=%s attempt=%s reason=%s", row.event_id, row.attempts, error
+            )
 
     def replay(self, *, event_id: str | None = None, dead: bool = False) -> list[tuple[str, str]]:
         """Reset stored events to pending and apply them now, in one transaction.
@@ -270,8 +282,10 @@ class InboxProcessor:
         applied: list[int] = []
         with self.db.session() as session:
             query = select(WebhookInbox).with_for_update()
-            query = query.where(WebhookInbox.event_id == event_id) if event_id is not None else query.where(
-                WebhookInbox.state == "dead"
+            query = (
+                query.where(WebhookInbox.event_id == event_id)
+                if event_id is not None
+                else query.where(WebhookInbox.state == "dead")
             )
             for row in session.scalars(query):
                 # Re-classify: an event of another type stays ignored, an unreadable one dead.
@@ -285,4 +299,3 @@ class InboxProcessor:
                 results.append((row.event_id, row.state))
             self._audit(session, applied)
         return results
-

@@ -74,28 +74,44 @@ def receive() -> Response:
     raw = _read_body(settings.webhook_max_body_bytes)
     signature = request.headers.get(SIGNATURE_HEADER)
     try:
-        verify(raw, signature, settings.webhook_secrets,
-               tolerance_s=settings.webhook_tolerance_s, unix_time=svc.unix_time())
+        verify(
+            raw,
+            signature,
+            settings.webhook_secrets,
+            tolerance_s=settings.webhook_tolerance_s,
+            unix_time=svc.unix_time(),
+        )
     except SignatureError as exc:
         log.warning("webhook refused: reason=%s", exc.reason)
         _tell_listeners(svc, "rejected", exc.reason)
-        raise ApiError(401, "invalid_signature", exc.message, {SIGNATURE_HEADER: [exc.reason]},
-                       reason=exc.reason) from None
+        raise ApiError(
+            401,
+            "invalid_signature",
+            exc.message,
+            {SIGNATURE_HEADER: [exc.reason]},
+            reason=exc.reason,
+        ) from None
     if not raw.strip():  # signed or not, an empty body is not an event: refuse, store nothing
         _tell_listeners(svc, "rejected", "empty_body")
-        raise ApiError(400, "empty_body", "The webhook body is empty: it is not an event.",
-                       {"body": ["Empty."]})
+        raise ApiError(
+            400,
+            "empty_body",
+            "The webhook body is empty: it is not an event.",
+            {"body": ["Empty."]},
+        )
     env = envelope(raw)
     try:
-        inserted = store_event(svc.db, env, raw, signature, now=utcnow(),
-                               notifier=svc.inbox_notifier)
+        inserted = store_event(
+            svc.db, env, raw, signature, now=utcnow(), notifier=svc.inbox_notifier
+        )
     except InboxUnavailable as exc:
         log.error("webhook not stored: event_id=%s db_error=%s", env.event_id, exc)
         raise ApiError(503, "inbox_unavailable", "The event could not be stored; retry.") from None
     _tell_listeners(svc, "received" if inserted else "duplicate")
     # The inbox row is the audit record of every receipt; per-event logging is for debugging.
-    log.debug("webhook stored: event_id=%s state=%s duplicate=%s",
-              env.event_id, env.state, not inserted)
+    log.debug(
+        "webhook stored: event_id=%s state=%s duplicate=%s", env.event_id, env.state, not inserted
+    )
     return _acknowledgement(env.event_id, duplicate=not inserted)
 
 

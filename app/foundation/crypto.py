@@ -51,7 +51,9 @@ class CredentialCipher:
         try:
             return self._fernet.decrypt(token.encode("ascii")).decode("utf-8")
         except (InvalidToken, ValueError):
-            raise CredentialError("stored credential does not decrypt with any configured key") from None
+            raise CredentialError(
+                "stored credential does not decrypt with any configured key"
+            ) from None
 
     def uses_newest_key(self, token: str) -> bool:
         """True when ``token`` decrypts with the newest key alone (nothing to rotate)."""
@@ -67,4 +69,6 @@ class CredentialCipher:
         try:
             return self._fernet.rotate(token.encode("ascii")).decode("ascii")
         except (InvalidToken, ValueError):
-            raise CredentialError("stored credential does not decrypt with any configured key") from None
+            raise CredentialError(
+                "stored credential does not decrypt with any configured key"
+            ) from None

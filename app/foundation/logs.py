@@ -116,7 +116,11 @@ _HAS_DIGIT = re.compile(r"\d")
 # shapes first. The preconditions skip a pattern when the text cannot contain its shape.
 _VALUE_PATTERNS: tuple[tuple[Any, re.Pattern[str], str], ...] = (
     # SQLAlchemy error texts list the statement's bound values (names, addresses) on one line.
-    (lambda t: "[parameters:" in t, re.compile(r"\[parameters: [^\n]*"), f"[parameters: {REDACTED}]"),
+    (
+        lambda t: "[parameters:" in t,
+        re.compile(r"\[parameters: [^\n]*"),
+        f"[parameters: {REDACTED}]",
+    ),
     # Authorization header values.
     (
         lambda t: "earer" in t or "asic" in t or "EARER" in t or "ASIC" in t,
@@ -124,15 +128,27 @@ _VALUE_PATTERNS: tuple[tuple[Any, re.Pattern[str], str], ...] = (
         r"\1 " + REDACTED,
     ),
     # JWTs: three base64url parts, the first a JSON header ("eyJ").
-    (lambda t: "eyJ" in t, re.compile(r"\beyJ[A-Za-z0-9_\-]*\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"), REDACTED),
+    (
+        lambda t: "eyJ" in t,
+        re.compile(r"\beyJ[A-Za-z0-9_\-]*\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"),
+        REDACTED,
+    ),
     # Fernet tokens (encrypted credentials): version byte 0x80 -> "gAAAAA".
     (lambda t: "gAAAAA" in t, re.compile(r"\bgAAAAA[A-Za-z0-9_\-]+=*"), REDACTED),
     # The platform's secure prescription token (contract: "SRX" + alphanumerics).
     (lambda t: "SRX" in t, re.compile(r"\bSRX[A-Z0-9]{4,}\b"), REDACTED),
-    (lambda t: "@" in t, re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"), REDACTED),
+    (
+        lambda t: "@" in t,
+        re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"),
+        REDACTED,
+    ),
     # UK phone numbers (07xxx xxxxxx, +44 7xxx xxxxxx, 01/02/03 landlines) and other
     # international numbers written with a leading "+".
-    (_HAS_DIGIT.search, re.compile(r"(?<![\w+])(?:\+44\s?\(?0?\)?\s?|0)[1-9](?:[\s\-]?\d){8,9}(?![\w])"), REDACTED),
+    (
+        _HAS_DIGIT.search,
+        re.compile(r"(?<![\w+])(?:\+44\s?\(?0?\)?\s?|0)[1-9](?:[\s\-]?\d){8,9}(?![\w])"),
+        REDACTED,
+    ),
     (lambda t: "+" in t, re.compile(r"(?<![\w+])\+[1-9](?:[\s\-]?\d){7,13}(?![\w])"), REDACTED),
     # Dates of birth: a bare calendar date. A date followed by a time ("2026-11-20T10:15Z",
     # "2026-11-20 10:15") is a timestamp and stays readable.
@@ -187,7 +203,10 @@ def redact_value(value: Any, *, key: str | None = None) -> Any:
 
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
-_RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+_RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+}
 
 
 _REDACTED_MARK = "_erx_redacted"
@@ -324,7 +343,10 @@ def json_handler(stream: TextIO | None = None) -> logging.Handler:
 
 
 def configure_logging(
-    settings: Settings | None = None, *, stream: TextIO | None = None, level: str | int | None = None
+    settings: Settings | None = None,
+    *,
+    stream: TextIO | None = None,
+    level: str | int | None = None,
 ) -> logging.Handler:
     """Send every log record of this process as a redacted JSON line to ``stream`` (default stderr).
 
@@ -376,7 +398,11 @@ class RequestIdMiddleware:
                     extra={
                         "method": environ.get("REQUEST_METHOD"),
                         # The path as Flask reads it (no query string: it may carry search text).
-                        "path": "/" + environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8", "replace").lstrip("/"),
+                        "path": "/"
+                        + environ.get("PATH_INFO", "")
+                        .encode("latin-1")
+                        .decode("utf-8", "replace")
+                        .lstrip("/"),
                         "status": int(status[:3]),
                         "duration_ms": round((time.perf_counter() - started) * 1000, 1),
                     },

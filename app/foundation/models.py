@@ -238,7 +238,9 @@ class PrescriptionMedicine(Base):
 
 
 # connector.statuses.LIFECYCLE as SQL, for the partial unique index (migration 0002 has the same text).
-LIFECYCLE_PREDICATE = "to_status IN ('issued', 'signed', 'printed', 'dispensed', 'expired', 'voided')"
+LIFECYCLE_PREDICATE = (
+    "to_status IN ('issued', 'signed', 'printed', 'dispensed', 'expired', 'voided')"
+)
 
 
 class StatusHistory(Base):
@@ -303,7 +305,9 @@ class DispatchOutbox(Base):
     prescription: Mapped[Prescription] = relationship()
     __table_args__ = (
         # blocked_credentials: the platform refused the prescriber's login; waits for set-credentials.
-        CheckConstraint("state IN ('pending', 'done', 'dead', 'blocked_credentials')", name="state"),
+        CheckConstraint(
+            "state IN ('pending', 'done', 'dead', 'blocked_credentials')", name="state"
+        ),
         Index("ix_dispatch_outbox_due", "state", "next_attempt_at"),
     )
 
@@ -385,6 +389,8 @@ class EmailIntent(Base):
     __table_args__ = (
         CheckConstraint("stage IN ('prepared', 'data', 'accepted', 'in_doubt')", name="stage"),
     )
+
+
 class AuditEvent(Base):
     """One access to or change of a prescription: who, as what, did what, when, from where.
 
@@ -476,6 +482,8 @@ class AuditSealState(Base):
     sealed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     verified_checkpoint_id: Mapped[int | None] = mapped_column(BigInteger)
     verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
 class EventOutbox(Base):
     """A status event to publish: staged in the transaction of its history row.
 

@@ -54,5 +54,10 @@ def append_read_audit(
     One row per id, all in one multi-row INSERT (:func:`app.mechanisms.audit.append_many`).
     Raises ValueError for an unknown action; database errors propagate.
     """
-    append_many(session, request_accessor(), action=action,
-                prescription_ids=list(prescription_ids), now=utcnow())
+    append_many(
+        session,
+        request_accessor(),
+        action=action,
+        prescription_ids=list(prescription_ids),
+        now=utcnow(),
+    )

@@ -61,7 +61,9 @@ def _load(schema: Schema, body: dict[str, Any]) -> dict[str, Any]:
     try:
         return schema.load(body)
     except ValidationError as exc:
-        raise ApiError(422, "validation_error", "The request is invalid.", exc.normalized_messages()) from None
+        raise ApiError(
+            422, "validation_error", "The request is invalid.", exc.normalized_messages()
+        ) from None
 
 
 def _check_id(prescription_id: int) -> None:
@@ -144,7 +146,9 @@ def send(prescription_id: int) -> tuple[Response, int]:
     """
     _check_id(prescription_id)
     key = request.headers.get("Idempotency-Key")
-    if key is not None and not (key.strip() and len(key) <= MAX_IDEMPOTENCY_KEY and key.isprintable()):
+    if key is not None and not (
+        key.strip() and len(key) <= MAX_IDEMPOTENCY_KEY and key.isprintable()
+    ):
         raise ApiError(
             400,
             "invalid_idempotency_key",

@@ -69,7 +69,9 @@ def _one_line_failures(command: F) -> F:
 
 
 @click.command("seed")
-@click.option("--reference-only", is_flag=True, help="Load reference data only, no test prescriptions.")
+@click.option(
+    "--reference-only", is_flag=True, help="Load reference data only, no test prescriptions."
+)
 @with_appcontext
 @_one_line_failures
 def seed_command(reference_only: bool) -> None:
@@ -86,7 +88,9 @@ prescribers = AppGroup("prescribers", help="Prescriber credentials.")
 @click.option("--password", envvar="ERX_PRESCRIBER_PASSWORD", prompt=True, hide_input=True)
 @click.option("--pin", envvar="ERX_PRESCRIBER_PIN", prompt=True, hide_input=True)
 @click.option(
-    "--verify", is_flag=True, help="Log in on the platform first; store nothing if the platform refuses."
+    "--verify",
+    is_flag=True,
+    help="Log in on the platform first; store nothing if the platform refuses.",
 )
 @_one_line_failures
 def set_credentials(email: str, password: str, pin: str, verify: bool) -> None:
@@ -106,7 +110,12 @@ def set_credentials(email: str, password: str, pin: str, verify: bool) -> None:
 
         with make_client(svc.settings) as client:
             verify_credentials(
-                svc.db, client, email, password=password, pin=pin, base_url=svc.settings.erx_base_url
+                svc.db,
+                client,
+                email,
+                password=password,
+                pin=pin,
+                base_url=svc.settings.erx_base_url,
             )
     store_credentials(svc.db, cipher, email, password=password, pin=pin, now=utcnow())
     click.echo(f"credentials stored for prescriber {email}" + (" (verified)" if verify else ""))
@@ -143,7 +152,9 @@ def verify_clinics_command(email: str) -> None:
     )
     for check in checks:
         verdict = "ok" if check.ok else "MISMATCH"
-        click.echo(f"clinic display_id={check.display_id} platform_id={check.platform_id}: {verdict}")
+        click.echo(
+            f"clinic display_id={check.display_id} platform_id={check.platform_id}: {verdict}"
+        )
     bad = sum(not check.ok for check in checks)
     if bad:
         raise click.ClickException(f"{bad} clinic mapping(s) disagree with the platform")
@@ -163,7 +174,11 @@ def verify_clinics_command(email: str) -> None:
 @with_appcontext
 @_one_line_failures
 def worker_command(
-    max_seconds: float | None, until_idle: bool, no_dispatch: bool, no_inbox: bool, metrics_port: int | None
+    max_seconds: float | None,
+    until_idle: bool,
+    no_dispatch: bool,
+    no_inbox: bool,
+    metrics_port: int | None,
 ) -> None:
     """Run a worker: dispatch the outbox and apply webhook events until SIGTERM."""
     from app.interfaces.worker import build_worker
@@ -175,7 +190,9 @@ def worker_command(
         try:
             serve_worker_metrics(port)
         except OSError as exc:
-            raise click.ClickException(f"cannot serve worker metrics on port {port} ({exc.strerror})") from None
+            raise click.ClickException(
+                f"cannot serve worker metrics on port {port} ({exc.strerror})"
+            ) from None
         click.echo(f"worker metrics on :{port}/metrics")
     loop = build_worker(svc, dispatch=not no_dispatch, inbox=not no_inbox)
     loop.install_signal_handlers()
@@ -228,7 +245,9 @@ webhooks_group = AppGroup("webhooks", help="The webhook inbox.")
 
 
 @webhooks_group.command("list")
-@click.option("--dead", is_flag=True, help="Only dead events (processing gave up; `webhooks replay`).")
+@click.option(
+    "--dead", is_flag=True, help="Only dead events (processing gave up; `webhooks replay`)."
+)
 @click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON array.")
 @_one_line_failures
@@ -238,7 +257,9 @@ def list_webhooks_command(dead: bool, limit: int, as_json: bool) -> None:
     Bodies are never printed (they can carry patient details).
     """
     rows = [row.as_dict() for row in list_inbox(runtime().db, dead=dead, limit=limit)]
-    _print_rows(rows, as_json=as_json, empty="no dead webhook events" if dead else "no webhook events")
+    _print_rows(
+        rows, as_json=as_json, empty="no dead webhook events" if dead else "no webhook events"
+    )
 
 
 @webhooks_group.command("replay")
@@ -259,7 +280,12 @@ def replay(event_id: str | None, dead: bool) -> None:
 
 
 @click.command("reconcile")
-@click.option("--quiet-s", type=float, default=None, help="Seconds without events (default RECONCILE_AFTER_S).")
+@click.option(
+    "--quiet-s",
+    type=float,
+    default=None,
+    help="Seconds without events (default RECONCILE_AFTER_S).",
+)
 @click.option("--limit", type=int, default=500)
 @with_appcontext
 @_one_line_failures
@@ -285,9 +311,19 @@ def reconcile_command(quiet_s: float | None, limit: int) -> None:
 
 def init_app(app: Flask) -> None:
     """Register the commands on ``app``."""
-    for command in (seed_command, prescribers, clinics, worker_command, outbox, webhooks_group, reconcile_command):
+    for command in (
+        seed_command,
+        prescribers,
+        clinics,
+        worker_command,
+        outbox,
+        webhooks_group,
+        reconcile_command,
+    ):
         app.cli.add_command(command)
     app.cli.add_command(identity_cli.tokens)
     app.cli.add_command(audit_cli.audit)
     app.cli.add_command(keys_cli.keys)
-    __import__("app.interfaces.events_cli", fromlist=["init_app"]).init_app(app)  # events publish, notify
+    __import__("app.interfaces.events_cli", fromlist=["init_app"]).init_app(
+        app
+    )  # events publish, notify

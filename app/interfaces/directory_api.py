@@ -49,7 +49,11 @@ def _load(schema: Schema, data: Any) -> dict[str, Any]:
 
 def _query(schema: Schema) -> dict[str, Any]:
     # One value per parameter: a repeated one (?page=1&page=2) is refused, not guessed.
-    repeated = {key: ["Give this parameter once."] for key in request.args if len(request.args.getlist(key)) > 1}
+    repeated = {
+        key: ["Give this parameter once."]
+        for key in request.args
+        if len(request.args.getlist(key)) > 1
+    }
     if repeated:
         raise Invalid("The request is invalid.", errors=repeated)
     return _load(schema, request.args.to_dict())
@@ -104,7 +108,11 @@ def pharmacies() -> tuple[Response, int]:
     """Search pharmacies: ``?q=&region=&page=&per_page=``, best matches first."""
     args = _query(_search_query)
     page = search_pharmacies(
-        runtime().db, q=args["q"], region=args["region"], page=args["page"], per_page=args["per_page"]
+        runtime().db,
+        q=args["q"],
+        region=args["region"],
+        page=args["page"],
+        per_page=args["per_page"],
     )
     return jsonify(PharmacyPageSchema().dump(page)), 200
 

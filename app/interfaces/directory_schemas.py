@@ -53,7 +53,9 @@ class PharmacySearchQuerySchema(PageQuerySchema):
 
     q = Text(load_default=None, validate=validate.Length(max=MAX_QUERY_LENGTH))
     region = Text(
-        load_default=None, validate=validate.Length(min=1, max=8), metadata={"enum": list(REGION_CODES)}
+        load_default=None,
+        validate=validate.Length(min=1, max=8),
+        metadata={"enum": list(REGION_CODES)},
     )
 
     @validates("q")

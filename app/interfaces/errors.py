@@ -98,7 +98,9 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> tuple[Response, int]:
-        response, status = error_response(exc.status, exc.code, exc.message, exc.errors, **exc.extra)
+        response, status = error_response(
+            exc.status, exc.code, exc.message, exc.errors, **exc.extra
+        )
         response.headers.update(exc.headers)
         return response, status
 

@@ -4,7 +4,8 @@ The one translation layer between the domain and FHIR: everything FHIR-shaped
 is built here, with ``fhir.resources`` 6.4.0, whose root package is FHIR R4
 4.0.1 (http://hl7.org/fhir/R4/); every resource is validated by its model as it
 is built. (Releases from 7.0 carry R5 at the root and only R4B, 4.3.0, as a
-sub-package: close to R4 but not R4. 6.4.0 needs pydantic 1.x, pinned.) No Flask: ``app/interfaces/fhir_api.py`` maps the domain errors raised here
+sub-package: close to R4 but not R4. 6.4.0 needs pydantic 1.x, pinned.) No Flask:
+``app/interfaces/fhir_api.py`` maps the domain errors raised here
 (:class:`NotFound`, :class:`Invalid`) to ``OperationOutcome`` responses.
 
 One ``MedicationRequest`` per prescription line

@@ -101,7 +101,9 @@ def _db_down(exc: OperationalError) -> Response:
         type(exc.orig).__name__ if exc.orig else "unknown",
         url_location(runtime().settings.database_url),
     )
-    response = _outcome(503, "database_unavailable", "The service cannot reach its database; retry later.")
+    response = _outcome(
+        503, "database_unavailable", "The service cannot reach its database; retry later."
+    )
     response.headers["Retry-After"] = "5"
     return response
 
@@ -173,7 +175,10 @@ def read(resource_id: str) -> Response:
 @bp.get("/MedicationRequest")
 @require_roles("patient", "support", "service")
 def search() -> Response:
-    """Return a searchset Bundle for ``?patient=<ref>`` (required), paged by ``_count`` (at most 100) and ``_offset``."""
+    """Return a searchset Bundle for ``?patient=<ref>`` (required).
+
+    Paged by ``_count`` (at most 100) and ``_offset``.
+    """
     patient_ref, show_token = _view()
     patient = fhir.patient_ref_from_search(request.args.get("patient"))
     count = fhir.parse_count(request.args.get("_count"))

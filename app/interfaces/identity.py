@@ -87,7 +87,9 @@ class InvalidToken(Exception):
         self.reason = reason
 
 
-def mint_token(settings: Settings, *, role: str, subject: str, ttl_s: int = 3600, now: float | None = None) -> str:
+def mint_token(
+    settings: Settings, *, role: str, subject: str, ttl_s: int = 3600, now: float | None = None
+) -> str:
     """Return an HS256 development token for ``subject`` with ``role``.
 
     Signed with ``settings.jwt_secret``; ``iss``/``aud`` from settings; ``iat`` and
@@ -210,7 +212,9 @@ def _parse_jwks(document: Any) -> dict[str, tuple[Any, str]]:
 class TokenVerifier:
     """Verifies bearer tokens for one app's settings; see the module docstring for the rules."""
 
-    def __init__(self, settings: Settings, *, unix_time: Callable[[], float], jwks: JwksCache | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, unix_time: Callable[[], float], jwks: JwksCache | None = None
+    ) -> None:
         self.settings = settings
         self.unix_time = unix_time
         self.jwks = jwks
@@ -265,7 +269,9 @@ class TokenVerifier:
             # nobody configured): nothing is accepted.
             if not self._warned_unconfigured:
                 self._warned_unconfigured = True
-                log.error("neither JWT_JWKS_URL nor a usable JWT_SECRET is set: refusing every token")
+                log.error(
+                    "neither JWT_JWKS_URL nor a usable JWT_SECRET is set: refusing every token"
+                )
             raise InvalidToken("not configured")
         return self.settings.jwt_secret, HS_ALGORITHM
 

@@ -15,8 +15,17 @@ tokens = AppGroup("tokens", help="Development bearer tokens.")
 
 @tokens.command("mint")
 @click.option("--role", type=click.Choice(ROLES), required=True, help="The role claim.")
-@click.option("--sub", "subject", required=True, help="The subject: a patient's external ref, e.g. pt-0001.")
-@click.option("--ttl", "ttl_s", type=click.IntRange(min=1), default=3600, show_default=True, help="Lifetime in seconds.")
+@click.option(
+    "--sub", "subject", required=True, help="The subject: a patient's external ref, e.g. pt-0001."
+)
+@click.option(
+    "--ttl",
+    "ttl_s",
+    type=click.IntRange(min=1),
+    default=3600,
+    show_default=True,
+    help="Lifetime in seconds.",
+)
 def mint(role: str, subject: str, ttl_s: int) -> None:
     """Print an HS256 token signed with JWT_SECRET. Refused when ERX_ENV=production."""
     svc = runtime()
@@ -26,9 +35,13 @@ def mint(role: str, subject: str, ttl_s: int) -> None:
             "JWT_SECRET is not set: export the server's JWT_SECRET before minting a token."
         )
     if ttl_s > svc.settings.jwt_max_ttl_s:
-        raise click.UsageError(f"--ttl must be at most {svc.settings.jwt_max_ttl_s} seconds (JWT_MAX_TTL_S)")
+        raise click.UsageError(
+            f"--ttl must be at most {svc.settings.jwt_max_ttl_s} seconds (JWT_MAX_TTL_S)"
+        )
     try:
-        token = mint_token(svc.settings, role=role, subject=subject, ttl_s=ttl_s, now=svc.unix_time())
+        token = mint_token(
+            svc.settings, role=role, subject=subject, ttl_s=ttl_s, now=svc.unix_time()
+        )
     except Forbidden as exc:
         raise click.ClickException(exc.message) from None
     except ValueError as exc:

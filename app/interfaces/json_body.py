@@ -43,7 +43,9 @@ def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj: dict[str, Any] = {}
     for key, value in pairs:
         if key in obj:
-            raise JsonBodyError("duplicate_key", "A key appears twice in one JSON object; send each key once.")
+            raise JsonBodyError(
+                "duplicate_key", "A key appears twice in one JSON object; send each key once."
+            )
         obj[key] = value
     return obj
 
@@ -58,7 +60,9 @@ def _depth(value: Any) -> int:
     deepest, stack = 0, [(value, 1)]
     while stack:
         node, level = stack.pop()
-        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        children = (
+            node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        )
         if children is None:
             continue
         deepest = max(deepest, level)
@@ -76,7 +80,9 @@ def parse_json_object(raw: bytes | str) -> dict[str, Any]:
     """
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-        body = json.loads(text, object_pairs_hook=_refuse_duplicates, parse_constant=_refuse_constant)
+        body = json.loads(
+            text, object_pairs_hook=_refuse_duplicates, parse_constant=_refuse_constant
+        )
     except RecursionError:
         raise JsonBodyError("too_deeply_nested", _too_deep()) from None
     except (UnicodeDecodeError, ValueError) as exc:
@@ -102,7 +108,9 @@ def json_object() -> dict[str, Any]:
     ``duplicate_key`` or ``too_deeply_nested`` as :func:`parse_json_object` refuses it.
     """
     if not request.is_json:
-        raise ApiError(415, "unsupported_media_type", "Send a JSON body (Content-Type: application/json).")
+        raise ApiError(
+            415, "unsupported_media_type", "Send a JSON body (Content-Type: application/json)."
+        )
     try:
         return parse_json_object(request.get_data(cache=True))
     except JsonBodyError as exc:

@@ -16,8 +16,13 @@ keys = AppGroup("keys", help="Encryption keys of stored credentials (ERX_ENCRYPT
 
 
 @keys.command("rotate")
-@click.option("--batch-size", type=click.IntRange(min=1), default=100, show_default=True,
-              help="Prescribers per transaction.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Prescribers per transaction.",
+)
 def rotate_command(batch_size: int) -> None:
     """Re-encrypt every prescriber password and PIN under the newest key. Safe to interrupt and rerun."""
     svc = runtime()

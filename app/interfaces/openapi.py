@@ -68,18 +68,25 @@ class ErrorSchema(Schema):
         unknown = INCLUDE
 
     code = fields.String(required=True, metadata={"description": "Machine-readable, snake_case."})
-    message = fields.String(required=True, metadata={"description": "Human-readable; no personal data."})
+    message = fields.String(
+        required=True, metadata={"description": "Human-readable; no personal data."}
+    )
     errors = fields.Dict(
         keys=fields.String(),
         required=True,
-        metadata={"description": "Field (or header) name to its messages; empty when not about a field."},
+        metadata={
+            "description": "Field (or header) name to its messages; empty when not about a field."
+        },
     )
 
 
 class SignatureErrorSchema(ErrorSchema):
     """The webhook receiver's 401: the error shape plus ``reason`` (why the signature failed)."""
 
-    reason = fields.String(required=True, metadata={"description": "missing_header, malformed_header, stale_timestamp or no_match."})
+    reason = fields.String(
+        required=True,
+        metadata={"description": "missing_header, malformed_header, stale_timestamp or no_match."},
+    )
 
 
 class PrescriptionLookupSchema(Schema):
@@ -94,7 +101,9 @@ class WebhookAckSchema(Schema):
 
     received = fields.Boolean(required=True)
     event_id = fields.String(required=True, allow_none=True)
-    duplicate = fields.Boolean(required=True, metadata={"description": "True when this event id was already stored."})
+    duplicate = fields.Boolean(
+        required=True, metadata={"description": "True when this event id was already stored."}
+    )
 
 
 # Why each error status is answered; an operation lists only those it can give.
@@ -242,7 +251,7 @@ _SIGNATURE = {
     "in": "header",
     "required": True,
     "description": (
-        "`t=<unix seconds>,v1=<hex HMAC-SHA256 of \"<t>.<raw body>\">` with the shared webhook secret "
+        '`t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">` with the shared webhook secret '
         "(platform contract §7); stale timestamps are refused."
     ),
     "schema": {"type": "string", "example": "t=1767225600,v1=5d41402abc4b2a76b9719d911017c592"},
@@ -258,7 +267,11 @@ _OPERATIONS: tuple[_Operation, ...] = (
         roles=("patient", "service"),
         body=SendRequestSchema,
         parameters=(_PRESCRIPTION_ID, _IDEMPOTENCY_KEY),
-        ok=(202, SendResponseSchema, "Queued; `Location` is the status URL. A repeat answers the same."),
+        ok=(
+            202,
+            SendResponseSchema,
+            "Queued; `Location` is the status URL. A repeat answers the same.",
+        ),
         errors=(*_JSON_BODY, 401, 403, 404, 409, 503),
         description="A patient may send only their own prescriptions; another's answers 404.",
     ),
@@ -297,7 +310,7 @@ _OPERATIONS: tuple[_Operation, ...] = (
             _lookup_parameter("reference", "Our reference, e.g. `rx-000025`."),
             _lookup_parameter("platform_token", "The platform's prescription token."),
         ),
-        ok=(200, PrescriptionLookupSchema, "`{\"items\": [prescription]}`: 0 or 1 items."),
+        ok=(200, PrescriptionLookupSchema, '`{"items": [prescription]}`: 0 or 1 items.'),
         errors=(*_ALWAYS, 403, 422),
         description=(
             "Neither or both parameters, or one given twice, is 422. One audit row per lookup."
@@ -381,7 +394,11 @@ _OPERATIONS: tuple[_Operation, ...] = (
         summary="The e-prescription platform's signed status events (verified, stored, acknowledged).",
         tag="webhooks",
         parameters=(_SIGNATURE,),
-        ok=(200, WebhookAckSchema, "Stored (or a duplicate event id, stored before); the platform stops retrying."),
+        ok=(
+            200,
+            WebhookAckSchema,
+            "Stored (or a duplicate event id, stored before); the platform stops retrying.",
+        ),
         errors=(413, 503),
         extra_responses={
             400: {
@@ -391,7 +408,7 @@ _OPERATIONS: tuple[_Operation, ...] = (
             401: {
                 "description": "The signature is missing, malformed, stale or wrong (`reason`); nothing stored.",
                 "content": {"application/json": {"schema": "SignatureError"}},
-            }
+            },
         },
         description="The raw body is verified before it is parsed; 2xx only once the event is committed.",
     ),
@@ -413,14 +430,23 @@ def _operation(op: _Operation) -> dict[str, Any]:
         }
     if status == 202:
         responses[str(status)]["headers"] = {
-            "Location": {"description": "The prescription's status URL.", "schema": {"type": "string"}}
+            "Location": {
+                "description": "The prescription's status URL.",
+                "schema": {"type": "string"},
+            }
         }
     errors = {*op.errors, *(_ALWAYS if op.roles else ())}
     for code in sorted(errors):
-        responses[str(code)] = {"description": _ERROR_WHY[code], "content": {"application/json": {"schema": "Error"}}}
+        responses[str(code)] = {
+            "description": _ERROR_WHY[code],
+            "content": {"application/json": {"schema": "Error"}},
+        }
         if code == 401:
             responses[str(code)]["headers"] = {
-                "WWW-Authenticate": {"description": 'Bearer error="invalid_token"', "schema": {"type": "string"}}
+                "WWW-Authenticate": {
+                    "description": 'Bearer error="invalid_token"',
+                    "schema": {"type": "string"},
+                }
             }
     for code, response in op.extra_responses.items():
         responses[str(code)] = response
@@ -439,11 +465,18 @@ def _operation(op: _Operation) -> dict[str, Any]:
     if op.parameters:
         operation["parameters"] = [dict(p) for p in op.parameters]
     if op.body is not None:
-        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": op.body}}}
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": op.body}},
+        }
     elif not op.roles:  # the webhook: any JSON object, verified as raw bytes first
         operation["requestBody"] = {
             "required": True,
-            "content": {"application/json": {"schema": {"type": "object", "description": "A platform event (§7)."}}},
+            "content": {
+                "application/json": {
+                    "schema": {"type": "object", "description": "A platform event (§7)."}
+                }
+            },
         }
     return operation
 
@@ -490,7 +523,10 @@ def build_spec() -> dict[str, Any]:
             "tags": ["meta"],
             "security": [],
             "responses": {
-                "200": {"description": "The document.", "content": {"application/json": {"schema": {"type": "object"}}}}
+                "200": {
+                    "description": "The document.",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                }
             },
         }
     }

@@ -61,7 +61,10 @@ def _no_verified_identity() -> bool:
 
 def _refused_bearer_token(response: Response) -> bool:
     """True for a 401 answered to a bearer token (not the webhook receiver's HMAC 401s)."""
-    return response.status_code == 401 and "bearer" in response.headers.get("WWW-Authenticate", "").lower()
+    return (
+        response.status_code == 401
+        and "bearer" in response.headers.get("WWW-Authenticate", "").lower()
+    )
 
 
 def _unlimited_path() -> bool:
@@ -94,10 +97,15 @@ def init_app(app: Flask, settings: Settings) -> Limiter:
             view = app.view_functions[endpoint]
             view = limiter.limit(value, key_func=client_address, scope=f"{scope}-addr")(view)
             view = limiter.limit(
-                value, key_func=verified_subject, scope=f"{scope}-sub", exempt_when=_no_verified_identity
+                value,
+                key_func=verified_subject,
+                scope=f"{scope}-sub",
+                exempt_when=_no_verified_identity,
             )(view)
             app.view_functions[endpoint] = view
     if settings.env == "production" and settings.rate_limit_storage_url.startswith("memory://"):
-        log.warning("RATE_LIMIT_STORAGE_URL is memory://: each process counts alone (set a redis:// URL)")
+        log.warning(
+            "RATE_LIMIT_STORAGE_URL is memory://: each process counts alone (set a redis:// URL)"
+        )
     app.extensions[_EXTENSION] = limiter
     return limiter

@@ -22,7 +22,9 @@ class SendRequestSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    pharmacy_id = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=MAX_ID))
+    pharmacy_id = fields.Integer(
+        required=True, strict=True, validate=validate.Range(min=1, max=MAX_ID)
+    )
 
 
 class SendResponseSchema(Schema):

@@ -37,7 +37,9 @@ _REFUSED_MULTILINE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 SINGLE_LINE_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
 MULTILINE_PATTERN = r"^[^\x00-\x08\x0b-\x1f\x7f-\x9f]*$"
 MESSAGE = "Remove control characters (such as NUL or line breaks) and unpaired surrogates."
-MULTILINE_MESSAGE = "Remove control characters (tab and line breaks are fine) and unpaired surrogates."
+MULTILINE_MESSAGE = (
+    "Remove control characters (tab and line breaks are fine) and unpaired surrogates."
+)
 # Request headers whose values the service keeps (idempotency rows, log lines).
 CHECKED_HEADERS = ("Idempotency-Key", "X-Request-Id")
 

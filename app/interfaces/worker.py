@@ -49,7 +49,11 @@ def build_worker(svc: Runtime, *, dispatch: bool = True, inbox: bool = True) -> 
     ``ERX_ENCRYPTION_KEYS``) before anything runs.
     """
     wid = worker_id()
-    dispatcher = Dispatcher(svc.db, svc.settings, make_client(svc.settings), worker_id=wid) if dispatch else None
+    dispatcher = (
+        Dispatcher(svc.db, svc.settings, make_client(svc.settings), worker_id=wid)
+        if dispatch
+        else None
+    )
     processor = build_inbox_processor(svc, wid=wid) if inbox else None
     stop = threading.Event()
     return WorkerLoop(
@@ -121,7 +125,9 @@ class WorkerLoop:
     def run(self, *, max_seconds: float | None = None, until_idle: bool = False) -> None:
         """Loop until stopped, ``max_seconds`` elapse, or (``until_idle``) nothing is due."""
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
-        self.waiter.wait(0.0)  # LISTEN before the first batch: nothing committed after it goes unheard
+        self.waiter.wait(
+            0.0
+        )  # LISTEN before the first batch: nothing committed after it goes unheard
         log.info("worker started: wake-up by %s", self.waiter.mode)
         try:
             self._loop(deadline, until_idle=until_idle)

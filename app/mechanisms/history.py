@@ -91,8 +91,14 @@ def local(
     """
     at = now or utcnow()
     return Transition(
-        to_status=to_status, from_status=prescription.status, occurred_at=at, received_at=at,
-        source=source, detail=detail, ours=True, actor=actor,
+        to_status=to_status,
+        from_status=prescription.status,
+        occurred_at=at,
+        received_at=at,
+        source=source,
+        detail=detail,
+        ours=True,
+        actor=actor,
     )
 
 
@@ -187,9 +193,15 @@ def _event(change: Change, row: dict[str, Any]) -> dict[str, Any]:
     if change.region is None or change.route is None:
         raise ValueError("an event row needs the patient's region and route")
     return status_event_values(
-        change.prescription, region=change.region, route=change.route,
-        from_status=t.from_status, to_status=t.to_status, occurred_at=t.occurred_at,
-        recorded_at=row["received_at"], source=t.source, request_id=t.event_id,
+        change.prescription,
+        region=change.region,
+        route=change.route,
+        from_status=t.from_status,
+        to_status=t.to_status,
+        occurred_at=t.occurred_at,
+        recorded_at=row["received_at"],
+        source=t.source,
+        request_id=t.event_id,
     )
 
 
@@ -239,8 +251,13 @@ def _stage(
         if change.region is None or change.route is None:
             t = change.transition
             stage_status_event(
-                session, change.prescription, from_status=t.from_status, to_status=t.to_status,
-                occurred_at=t.occurred_at, recorded_at=row["received_at"], source=t.source,
+                session,
+                change.prescription,
+                from_status=t.from_status,
+                to_status=t.to_status,
+                occurred_at=t.occurred_at,
+                recorded_at=row["received_at"],
+                source=t.source,
                 request_id=t.event_id,
             )
         else:
@@ -286,6 +303,13 @@ def _history_with_event_pg(event_columns: tuple[str, ...]) -> Any:
 
 
 _HISTORY_COLUMNS = (
-    "prescription_id", "from_status", "to_status", "occurred_at", "received_at", "source",
-    "event_id", "detail", "actor",
+    "prescription_id",
+    "from_status",
+    "to_status",
+    "occurred_at",
+    "received_at",
+    "source",
+    "event_id",
+    "detail",
+    "actor",
 )

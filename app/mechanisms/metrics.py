@@ -61,7 +61,9 @@ WEBHOOKS_DUPLICATE = Counter(
     "erx_webhooks_duplicate_total", "Webhook deliveries whose event id was already in the inbox."
 )
 PLATFORM_CALLS = Counter(
-    "erx_platform_calls_total", "Calls to the platform, by endpoint and outcome.", ["endpoint", "outcome"]
+    "erx_platform_calls_total",
+    "Calls to the platform, by endpoint and outcome.",
+    ["endpoint", "outcome"],
 )
 PLATFORM_CALL_DURATION = Histogram(
     "erx_platform_call_duration_seconds",
@@ -70,16 +72,24 @@ PLATFORM_CALL_DURATION = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0),
 )
 TOKEN_REFRESHES = Counter(
-    "erx_token_refreshes_total", "Platform token requests, by kind (client token, user session).", ["kind"]
+    "erx_token_refreshes_total",
+    "Platform token requests, by kind (client token, user session).",
+    ["kind"],
 )
 LOGINS = Counter("erx_logins_total", "Prescriber logins to the platform, by kind.", ["kind"])
-LOGINS_REFUSED = Counter("erx_logins_refused_total", "Prescriber logins the platform refused (login_failed).")
+LOGINS_REFUSED = Counter(
+    "erx_logins_refused_total", "Prescriber logins the platform refused (login_failed)."
+)
 CIRCUIT_BREAKER_OPEN = Gauge(
     "erx_circuit_breaker_open",
     "1 while the platform circuit breaker is open, else 0.",
     multiprocess_mode="livemax",
 )
-SENDS = Counter("erx_sends_total", "Prescription sends finished, by route (erx, email) and outcome.", ["route", "outcome"])
+SENDS = Counter(
+    "erx_sends_total",
+    "Prescription sends finished, by route (erx, email) and outcome.",
+    ["route", "outcome"],
+)
 SENDS_STOPPED = Counter(
     "erx_sends_stopped_total",
     "Sends stopped for an operator (dead letter, blocked credentials), by route, outcome and "
@@ -160,16 +170,26 @@ class QueueCollector(Collector):
         self.now = now
 
     @staticmethod
-    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+    def _families() -> tuple[
+        GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily
+    ]:
         return (
             GaugeMetricFamily(
-                "erx_queue_depth", "Pending rows per queue (queue=due: due rows of both, the KEDA query).", labels=["queue"]
+                "erx_queue_depth",
+                "Pending rows per queue (queue=due: due rows of both, the KEDA query).",
+                labels=["queue"],
             ),
             GaugeMetricFamily(
-                "erx_queue_oldest_due_age_seconds", "Seconds since the oldest pending row became due.", labels=["queue"]
+                "erx_queue_oldest_due_age_seconds",
+                "Seconds since the oldest pending row became due.",
+                labels=["queue"],
             ),
-            GaugeMetricFamily("erx_dead_letters", "Dead-lettered rows per queue.", labels=["queue"]),
-            GaugeMetricFamily("erx_prescriptions_in_flight", "Prescriptions queued or issued and not yet final."),
+            GaugeMetricFamily(
+                "erx_dead_letters", "Dead-lettered rows per queue.", labels=["queue"]
+            ),
+            GaugeMetricFamily(
+                "erx_prescriptions_in_flight", "Prescriptions queued or issued and not yet final."
+            ),
         )
 
     def describe(self) -> Iterator[Metric]:
@@ -190,7 +210,9 @@ class QueueCollector(Collector):
                             model.state == "pending", model.next_attempt_at <= now
                         )
                     ).scalar_one()
-                    age.add_metric([queue], max(0.0, (now - oldest).total_seconds()) if oldest else 0.0)
+                    age.add_metric(
+                        [queue], max(0.0, (now - oldest).total_seconds()) if oldest else 0.0
+                    )
                 in_flight.add_metric([], float(conn.execute(text(IN_FLIGHT_SQL)).scalar_one()))
         except SQLAlchemyError as exc:
             log.warning("queue metrics unavailable: %s", type(exc).__name__)
@@ -237,7 +259,9 @@ def render(db: Database | None = None) -> bytes:
     return generate_latest(build_registry(db))
 
 
-def serve_worker_metrics(port: int, *, db: Database | None = None, addr: str = "0.0.0.0") -> tuple[Any, Any]:
+def serve_worker_metrics(
+    port: int, *, db: Database | None = None, addr: str = "0.0.0.0"
+) -> tuple[Any, Any]:
     """Serve ``/metrics`` for a worker process on ``addr:port`` in a daemon thread.
 
     Pass ``db`` to include the queue gauges (normally the web tier exposes

@@ -125,8 +125,13 @@ def claim_batch(
     """
     with db.session() as session:
         rows = claim_returning(
-            session, model, (model.id, model.next_attempt_at, *columns),
-            worker_id=worker_id, now=now, lease_s=lease_s, limit=limit,
+            session,
+            model,
+            (model.id, model.next_attempt_at, *columns),
+            worker_id=worker_id,
+            now=now,
+            lease_s=lease_s,
+            limit=limit,
         )
     # RETURNING comes in no particular order.
     rows.sort(key=lambda r: (r.next_attempt_at, r.id))
@@ -181,8 +186,15 @@ def claim_returning(
     order (sort them). The lease holds once the caller's transaction commits.
     ``now`` is aware UTC; ``lease_s`` seconds.
     """
-    statement = claim_statement(model, columns, postgres=session.get_bind().dialect.name == "postgresql",
-                                worker_id=worker_id, now=now, until=now + timedelta(seconds=lease_s), limit=limit)
+    statement = claim_statement(
+        model,
+        columns,
+        postgres=session.get_bind().dialect.name == "postgresql",
+        worker_id=worker_id,
+        now=now,
+        until=now + timedelta(seconds=lease_s),
+        limit=limit,
+    )
     return list(session.execute(statement).all())
 
 
@@ -225,28 +237,43 @@ def reopen_statement(model: Any, *conditions: Any, now: Any = None, **values: An
     return (
         update(model)
         .where(*conditions)
-        .values(state=PENDING, attempts=0, next_attempt_at=due, locked_until=None, locked_by=None, **values)
+        .values(
+            state=PENDING,
+            attempts=0,
+            next_attempt_at=due,
+            locked_until=None,
+            locked_by=None,
+            **values,
+        )
     )
 
 
-def reopen_prepared(session: Session, model: Any, statement: Any, *, now: datetime, **params: Any) -> int:
+def reopen_prepared(
+    session: Session, model: Any, statement: Any, *, now: datetime, **params: Any
+) -> int:
     """Run a :func:`reopen_statement` of ``model``'s queue, due at ``now``; returns how many rows were reopened.
 
     ``params`` bind the statement's own parameters. It runs as Core on the
     session's connection (in its transaction); the queue's workers are woken
     (:func:`app.mechanisms.wakeup.notify_queued`) only when at least one row was reopened.
     """
-    return _wake_if_reopened(session, model, session.connection().execute(statement, {"reopen_now": now, **params}))
+    return _wake_if_reopened(
+        session, model, session.connection().execute(statement, {"reopen_now": now, **params})
+    )
 
 
-def reopen_matching(session: Session, model: Any, *conditions: Any, now: datetime, **values: Any) -> int:
+def reopen_matching(
+    session: Session, model: Any, *conditions: Any, now: datetime, **values: Any
+) -> int:
     """:func:`reopen` every row of ``model`` matching ``conditions`` in one statement; ``values`` set more columns.
 
     Returns how many rows were reopened; the queue's workers are woken
     (:func:`app.mechanisms.wakeup.notify_queued`) only when there was at least one.
     """
     # Through the ORM session (not Core as reopen_prepared): objects of these rows it holds see the change.
-    return _wake_if_reopened(session, model, session.execute(reopen_statement(model, *conditions, now=now, **values)))
+    return _wake_if_reopened(
+        session, model, session.execute(reopen_statement(model, *conditions, now=now, **values))
+    )
 
 
 def _wake_if_reopened(session: Session, model: Any, result: Any) -> int:
@@ -286,7 +313,13 @@ def reschedule_statement(model: Any, *conditions: Any, attempts: Any, error: Any
     return (
         update(model)
         .where(*conditions)
-        .values(attempts=attempts, last_error=error, next_attempt_at=due, locked_until=None, locked_by=None)
+        .values(
+            attempts=attempts,
+            last_error=error,
+            next_attempt_at=due,
+            locked_until=None,
+            locked_by=None,
+        )
     )
 
 
@@ -297,8 +330,10 @@ def attempt_statement(model: Any, *conditions: Any, **values: Any) -> Any:
     UTC); ``values`` set more columns. Unexecuted, so that the caller can add
     ``RETURNING`` and build it once.
     """
-    return update(model).where(*conditions).values(
-        attempts=model.attempts + 1, locked_until=bindparam("until"), **values
+    return (
+        update(model)
+        .where(*conditions)
+        .values(attempts=model.attempts + 1, locked_until=bindparam("until"), **values)
     )
 
 

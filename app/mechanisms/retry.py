@@ -50,7 +50,9 @@ class RetryPolicy:
         """
         if attempts < 1:
             raise ValueError("attempts must be >= 1")
-        delay = full_jitter_delay(attempts - 1, base_s=self.base_s, cap_s=self.cap_s, rand=self.rand)
+        delay = full_jitter_delay(
+            attempts - 1, base_s=self.base_s, cap_s=self.cap_s, rand=self.rand
+        )
         if retry_after_s is not None and retry_after_s > delay:
             delay = float(retry_after_s)
         return min(max(delay, self.floor_s), self.max_delay_s)

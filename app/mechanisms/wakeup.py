@@ -45,7 +45,11 @@ log = logging.getLogger("app.mechanisms.wakeup")
 OUTBOX_CHANNEL = "erx_dispatch_outbox"
 INBOX_CHANNEL = "erx_webhook_inbox"
 EVENTS_CHANNEL = "erx_event_outbox"
-CHANNELS: dict[type, str] = {DispatchOutbox: OUTBOX_CHANNEL, WebhookInbox: INBOX_CHANNEL, EventOutbox: EVENTS_CHANNEL}
+CHANNELS: dict[type, str] = {
+    DispatchOutbox: OUTBOX_CHANNEL,
+    WebhookInbox: INBOX_CHANNEL,
+    EventOutbox: EVENTS_CHANNEL,
+}
 MODES = ("notify", "poll")
 
 _NOTIFIED_KEY = "queue_wakeup.notified"
@@ -66,7 +70,9 @@ def resolve_mode(setting: str, *, dialect: str) -> str:
     return "poll" if wanted == "poll" else "notify"
 
 
-def waiter_for(setting: str, engine: Any, channels: Iterable[str], stop: threading.Event) -> PollWaiter | WakeupWaiter:
+def waiter_for(
+    setting: str, engine: Any, channels: Iterable[str], stop: threading.Event
+) -> PollWaiter | WakeupWaiter:
     """How an idle worker waits on ``channels``: a :class:`WakeupWaiter`, or a :class:`PollWaiter`.
 
     ``setting`` is ``WORKER_WAKEUP`` (see :func:`resolve_mode`); ``engine`` the
@@ -212,7 +218,9 @@ class WakeupCoalescer:
             self._owed = True
             if self.start_thread and (self._thread is None or not self._thread.is_alive()):
                 # Started here, not in __init__: after gunicorn forks, in the process that sends.
-                self._thread = threading.Thread(target=self._run, name="erx-notify-coalescer", daemon=True)
+                self._thread = threading.Thread(
+                    target=self._run, name="erx-notify-coalescer", daemon=True
+                )
                 self._thread.start()
             self._cond.notify()
 

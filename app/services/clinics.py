@@ -71,5 +71,7 @@ def verify_clinics(
         for clinic in session.scalars(select(Clinic).order_by(Clinic.id)):
             ok = remote.get(clinic.display_id) == clinic.platform_id
             clinic.verified_at = now if ok else None
-            checks.append(ClinicCheck(display_id=clinic.display_id, platform_id=clinic.platform_id, ok=ok))
+            checks.append(
+                ClinicCheck(display_id=clinic.display_id, platform_id=clinic.platform_id, ok=ok)
+            )
     return checks

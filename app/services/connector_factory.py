@@ -51,5 +51,8 @@ def connector_settings(settings: Settings) -> ConnectorSettings:
 
 
 def make_client(settings: Settings) -> ConnectorClient:
-    """Return a :class:`ConnectorClient` (one per process: it owns the token cache) counting into app.mechanisms.metrics."""
+    """Return a :class:`ConnectorClient` counting into app.mechanisms.metrics.
+
+    One per process: it owns the token cache.
+    """
     return ConnectorClient(connector_settings(settings), observer=MetricsObserver())

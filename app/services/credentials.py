@@ -40,7 +40,9 @@ def mark_credentials_refused(prescriber: Prescriber, *, now: datetime) -> None:
         prescriber.credentials_refused_at = now
 
 
-def unusable_credentials_cause(prescriber_id: int, exc: MissingCredentials | CredentialError) -> str:
+def unusable_credentials_cause(
+    prescriber_id: int, exc: MissingCredentials | CredentialError
+) -> str:
     """The one-line cause an operator reads when ``prescriber_id``'s stored credentials can't be used.
 
     The same sentence in the CLI (``clinics verify``), on dead letters and blocked
@@ -78,7 +80,9 @@ def credential_cipher(keys: Sequence[str]) -> CredentialCipher:
     return CredentialCipher(keys)
 
 
-def prescriber_credentials(prescriber: Prescriber, cipher: CredentialCipher) -> PrescriberCredentials:
+def prescriber_credentials(
+    prescriber: Prescriber, cipher: CredentialCipher
+) -> PrescriberCredentials:
     """Return :class:`connector.PrescriberCredentials` for ``prescriber``.
 
     The cache key is the platform prescriber id, so sessions are never shared
@@ -114,7 +118,9 @@ def verify_credentials(
         if prescriber is None:
             raise NotFound("no prescriber has that login email")
         prescriber_id, platform_id = prescriber.id, prescriber.platform_prescriber_id
-    credentials = PrescriberCredentials(key=str(platform_id), email=email, password=password, secure_pin=pin)
+    credentials = PrescriberCredentials(
+        key=str(platform_id), email=email, password=password, secure_pin=pin
+    )
     try:
         client.tokens.session_token(credentials)
     except AuthError as exc:
@@ -151,7 +157,10 @@ def store_credentials(
     does not repeat the email).
     """
     if not password or not pin:
-        raise Invalid("password and PIN must not be empty", errors={"password": ["required"], "pin": ["required"]})
+        raise Invalid(
+            "password and PIN must not be empty",
+            errors={"password": ["required"], "pin": ["required"]},
+        )
     now = now or utcnow()
     with db.session() as session:
         prescriber = session.scalars(

@@ -92,8 +92,12 @@ def list_blocked(db: Database) -> list[BlockedSend]:
     with db.session() as session:
         rows = session.execute(
             select(
-                DispatchOutbox.id, Prescription.id, Prescription.reference, Prescriber.id,
-                Prescriber.credentials_refused_at, DispatchOutbox.last_error,
+                DispatchOutbox.id,
+                Prescription.id,
+                Prescription.reference,
+                Prescriber.id,
+                Prescriber.credentials_refused_at,
+                DispatchOutbox.last_error,
             )
             .join(Prescription, Prescription.id == DispatchOutbox.prescription_id)
             .join(Prescriber, Prescriber.id == Prescription.prescriber_id)
@@ -128,7 +132,16 @@ def requeue(db: Database, outbox_id: int, *, now: datetime) -> Requeued:
         if prescription is None:
             raise NotFound(f"outbox row {outbox_id} has no prescription {row.prescription_id}")
         if prescription.status != "queued":  # a blocked send's prescription still is
-            record(session, [Change(prescription, local(
-                prescription, "queued", source="operator", detail="requeued", now=now))])
+            record(
+                session,
+                [
+                    Change(
+                        prescription,
+                        local(
+                            prescription, "queued", source="operator", detail="requeued", now=now
+                        ),
+                    )
+                ],
+            )
         record_by(session, OPERATOR, action="requeue", prescription_id=prescription.id, now=now)
         return Requeued(outbox_id=row.id, prescription_id=row.prescription_id)

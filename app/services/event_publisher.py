@@ -1,7 +1,8 @@
 """The event publisher: due event-outbox rows to RabbitMQ, with publisher confirms.
 
 Rows are claimed and read in one statement with the shared queue mechanism
-(:func:`app.mechanisms.queue.claim_returning`: SKIP LOCKED + a lease), published in ``id`` order as persistent messages on the
+(:func:`app.mechanisms.queue.claim_returning`: SKIP LOCKED + a lease), published in ``id``
+order as persistent messages on the
 topic exchange, and marked ``published`` only once the broker confirmed them.
 A prescription's next event is never sent before its previous one is
 confirmed: a row waits while an older pending row of the same prescription
@@ -88,8 +89,12 @@ class PublisherConfig:
 
     def topology(self) -> EventTopology:
         """What the publisher declares on each (re)connect (:mod:`contracts.event_topology`)."""
-        return event_topology(exchange=self.exchange, dlx=self.dlx, notify_queue=self.notify_queue,
-                              notify_max_attempts=self.notify_max_attempts)
+        return event_topology(
+            exchange=self.exchange,
+            dlx=self.dlx,
+            notify_queue=self.notify_queue,
+            notify_max_attempts=self.notify_max_attempts,
+        )
 
 
 @dataclass(frozen=True)
@@ -145,7 +150,10 @@ class EventPublisher:
         self.rand = rand
         # The shared retry policy (app/mechanisms/retry.py); nothing here is ever given up on, so no attempt cap.
         self.retry = RetryPolicy(
-            base_s=self.config.backoff_base_s, cap_s=self.config.backoff_cap_s, max_attempts=2**31, rand=rand
+            base_s=self.config.backoff_base_s,
+            cap_s=self.config.backoff_cap_s,
+            max_attempts=2**31,
+            rand=rand,
         )
         self.stop = stop or threading.Event()
         self.after_confirm = after_confirm
@@ -236,15 +244,21 @@ class EventPublisher:
                 wave += 1
                 for row in list(in_flight.values()):
                     try:
-                        validate_event(json.loads(row.payload), event_type=row.event_type, version=row.version)
+                        validate_event(
+                            json.loads(row.payload), event_type=row.event_type, version=row.version
+                        )
                     except (ValueError, ContractError) as exc:
                         # A bug, not an outage: keep it out of the stream, say so, move on.
                         log.error("event %s does not match its contract; marked dead", row.event_id)
                         dead.append((row.id, str(exc)))
                         del in_flight[row.event_id]
                         continue
-                    channel.publish(exchange=self.config.exchange, routing_key=row.routing_key,
-                                    body=row.payload.encode("utf-8"), properties=self._properties(row, now))
+                    channel.publish(
+                        exchange=self.config.exchange,
+                        routing_key=row.routing_key,
+                        body=row.payload.encode("utf-8"),
+                        properties=self._properties(row, now),
+                    )
                 # Well inside the lease, so no other publisher can claim these rows meanwhile.
                 acked, refused = channel.wait(timeout_s=self.config.lease_s / 3)
                 for event_id in acked:
@@ -262,8 +276,16 @@ class EventPublisher:
 
     # -- the database -----------------------------------------------------------------
 
-    _COLUMNS = (EventOutbox.id, EventOutbox.event_id, EventOutbox.prescription_id, EventOutbox.event_type,
-                EventOutbox.version, EventOutbox.routing_key, EventOutbox.payload, EventOutbox.attempts)
+    _COLUMNS = (
+        EventOutbox.id,
+        EventOutbox.event_id,
+        EventOutbox.prescription_id,
+        EventOutbox.event_type,
+        EventOutbox.version,
+        EventOutbox.routing_key,
+        EventOutbox.payload,
+        EventOutbox.attempts,
+    )
 
     def _pg(self) -> Connection:
         """The publisher's own PostgreSQL connection, in autocommit: one round trip per statement.
@@ -296,42 +318,78 @@ class EventPublisher:
         """
         if self.db.is_postgres:
             try:
-                return list(self._pg().execute(self._pg_claim(), {
-                    "claim_now": now, "claim_until": now + timedelta(seconds=self.config.lease_s),
-                    "claim_worker": self.worker_id}).all())
+                return list(
+                    self._pg()
+                    .execute(
+                        self._pg_claim(),
+                        {
+                            "claim_now": now,
+                            "claim_until": now + timedelta(seconds=self.config.lease_s),
+                            "claim_worker": self.worker_id,
+                        },
+                    )
+                    .all()
+                )
             except Exception:
                 self._close_db()
                 raise
-        kw = {"worker_id": self.worker_id, "now": now, "lease_s": self.config.lease_s, "limit": self.config.batch}
+        kw = {
+            "worker_id": self.worker_id,
+            "now": now,
+            "lease_s": self.config.lease_s,
+            "limit": self.config.batch,
+        }
         with self.db.session() as session:
-            rows = sorted(claim_returning(session, EventOutbox, self._COLUMNS, **kw), key=lambda r: r.id)
+            rows = sorted(
+                claim_returning(session, EventOutbox, self._COLUMNS, **kw), key=lambda r: r.id
+            )
             if not rows:
                 return []
             ids = [r.id for r in rows]
-            first_missing = dict(session.execute(
-                select(EventOutbox.prescription_id, func.min(EventOutbox.id)).where(
-                    EventOutbox.prescription_id.in_({r.prescription_id for r in rows}),
-                    EventOutbox.state == "pending",
-                    EventOutbox.id < ids[-1],
-                    EventOutbox.id.not_in(ids),
-                ).group_by(EventOutbox.prescription_id)
-            ).all())
-        return [_Claimed(*r, blocked_by=first_missing.get(r.prescription_id)
-                         if r.id > first_missing.get(r.prescription_id, r.id) else None) for r in rows]
+            first_missing = dict(
+                session.execute(
+                    select(EventOutbox.prescription_id, func.min(EventOutbox.id))
+                    .where(
+                        EventOutbox.prescription_id.in_({r.prescription_id for r in rows}),
+                        EventOutbox.state == "pending",
+                        EventOutbox.id < ids[-1],
+                        EventOutbox.id.not_in(ids),
+                    )
+                    .group_by(EventOutbox.prescription_id)
+                ).all()
+            )
+        return [
+            _Claimed(
+                *r,
+                blocked_by=first_missing.get(r.prescription_id)
+                if r.id > first_missing.get(r.prescription_id, r.id)
+                else None,
+            )
+            for r in rows
+        ]
 
     def _pg_claim(self) -> Any:
         # Built once per publisher (about 2 ms of CPU to build, 0.2 ms to run when nothing is due).
         if self._claim_sql is not None:
             return self._claim_sql
         claimed = claim_statement(
-            EventOutbox, self._COLUMNS, postgres=True, worker_id=bindparam("claim_worker"),
-            now=bindparam("claim_now"), until=bindparam("claim_until"), limit=self.config.batch,
+            EventOutbox,
+            self._COLUMNS,
+            postgres=True,
+            worker_id=bindparam("claim_worker"),
+            now=bindparam("claim_now"),
+            until=bindparam("claim_until"),
+            limit=self.config.batch,
         ).cte("claimed")
         older = aliased(EventOutbox)
         blocked_by = (
             select(func.min(older.id))
-            .where(older.prescription_id == claimed.c.prescription_id, older.state == "pending",
-                   older.id < claimed.c.id, older.id.not_in(select(claimed.c.id)))
+            .where(
+                older.prescription_id == claimed.c.prescription_id,
+                older.state == "pending",
+                older.id < claimed.c.id,
+                older.id.not_in(select(claimed.c.id)),
+            )
             .scalar_subquery()
         )
         self._claim_sql = select(claimed, blocked_by.label("blocked_by")).order_by(claimed.c.id)
@@ -350,32 +408,55 @@ class EventPublisher:
             self._close_db()
             raise
 
-    def _finish(self, ids: list[int], confirmed: list[int], nacked: list[Row[Any]], dead: list[tuple[int, str]]) -> None:
+    def _finish(
+        self,
+        ids: list[int],
+        confirmed: list[int],
+        nacked: list[Row[Any]],
+        dead: list[tuple[int, str]],
+    ) -> None:
         now = self.now()
         # One statement in the usual case (all confirmed). On PostgreSQL each statement
         # commits alone: they touch disjoint rows, and a crash in between only leaves
         # leases that expire (re-sends), as a crash before the mark does.
         with self._writes() as session:
             if confirmed:
-                session.execute(finish_statement(
-                    EventOutbox, EventOutbox.id.in_(confirmed), state="published", published_at=now,
-                ))
+                session.execute(
+                    finish_statement(
+                        EventOutbox,
+                        EventOutbox.id.in_(confirmed),
+                        state="published",
+                        published_at=now,
+                    )
+                )
             for row_id, error in dead:
-                session.execute(dead_statement(EventOutbox, EventOutbox.id == row_id, error=error[:500]))
+                session.execute(
+                    dead_statement(EventOutbox, EventOutbox.id == row_id, error=error[:500])
+                )
             for row in nacked:
                 delay = self.retry.delay_s(row.attempts + 1)
-                session.execute(reschedule_statement(
-                    EventOutbox, EventOutbox.id == row.id, attempts=row.attempts + 1,
-                    error="nacked by the broker", due=now + timedelta(seconds=delay),
-                ))
+                session.execute(
+                    reschedule_statement(
+                        EventOutbox,
+                        EventOutbox.id == row.id,
+                        attempts=row.attempts + 1,
+                        error="nacked by the broker",
+                        due=now + timedelta(seconds=delay),
+                    )
+                )
         # What waited for an older event, or for a stop: give the lease back now (rare).
         done = set(confirmed) | {row_id for row_id, _ in dead} | {row.id for row in nacked}
         release(self.db, EventOutbox, [i for i in ids if i not in done], worker_id=self.worker_id)
 
     # -- the loop -------------------------------------------------------------------
 
-    def run(self, *, max_seconds: float | None = None, until_idle: bool = False,
-            monotonic: Callable[[], float] | None = None) -> None:
+    def run(
+        self,
+        *,
+        max_seconds: float | None = None,
+        until_idle: bool = False,
+        monotonic: Callable[[], float] | None = None,
+    ) -> None:
         """Publish until :attr:`stop` is set, ``max_seconds`` pass, or (``until_idle``) nothing is due.
 
         A broker or database failure never ends the loop: the connection is
@@ -399,14 +480,20 @@ class EventPublisher:
                     self.close()
                     delay = self.retry.delay_s(failures + 1)
                     failures += 1
-                    log.warning("%s; retry %d in %.2f s", unreachable(self.config.amqp_url, exc),
-                                failures, delay)
+                    log.warning(
+                        "%s; retry %d in %.2f s",
+                        unreachable(self.config.amqp_url, exc),
+                        failures,
+                        delay,
+                    )
                     self.stop.wait(delay)
                     continue
                 except Exception as exc:  # noqa: BLE001 - e.g. the database restarting: back off, go on
                     delay = self.retry.delay_s(failures + 1)
                     failures += 1
-                    log.error("publisher batch failed (%s); retry in %.2f s", type(exc).__name__, delay)
+                    log.error(
+                        "publisher batch failed (%s); retry in %.2f s", type(exc).__name__, delay
+                    )
                     self.stop.wait(delay)
                     continue
                 if deadline is not None and now_s() >= deadline:

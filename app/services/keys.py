@@ -103,5 +103,9 @@ def rotate_credentials(
             extra={"batch": batches, "last_prescriber_id": last_id, "rotated": batch_rotated},
         )
     return RotationReport(
-        prescribers=examined, rotated=rotated, current=current, batches=batches, unreadable=tuple(unreadable)
+        prescribers=examined,
+        rotated=rotated,
+        current=current,
+        batches=batches,
+        unreadable=tuple(unreadable),
     )

@@ -112,7 +112,9 @@ def message_id_for(reference: str, prescription_id: int, mail_from: str) -> str:
     return f"<rx.{local}.{prescription_id}@{domain}>"
 
 
-def build_message(job: EmailJob, *, mail_from: str, message_id: str, pdf: bytes, now: datetime) -> EmailMessage:
+def build_message(
+    job: EmailJob, *, mail_from: str, message_id: str, pdf: bytes, now: datetime
+) -> EmailMessage:
     """The email for ``job``: cover note plus the PDF (``application/pdf``, filename with our reference)."""
     msg = EmailMessage()
     msg["From"] = mail_from
@@ -127,7 +129,9 @@ def build_message(job: EmailJob, *, mail_from: str, message_id: str, pdf: bytes,
         f"{snap.prescribed_on.isoformat()} by {snap.prescriber_name} ({snap.clinic_name}).\n"
         f"Please quote our reference {job.reference} in any reply.\n"
     )
-    msg.add_attachment(pdf, maintype="application", subtype="pdf", filename=f"prescription-{job.reference}.pdf")
+    msg.add_attachment(
+        pdf, maintype="application", subtype="pdf", filename=f"prescription-{job.reference}.pdf"
+    )
     return msg
 
 
@@ -245,7 +249,9 @@ class SmtpTransport:
             except Exception as exc:  # noqa: BLE001 - e.g. a bad TLS setting: nothing was sent
                 raise NotAccepted(f"smtp_{stage}_{type(exc).__name__}") from None
             # From the first byte of the terminator on, the server may take the message.
-            if smtp is None:  # the loop above always connects or raises; never send a bare terminator
+            if (
+                smtp is None
+            ):  # the loop above always connects or raises; never send a bare terminator
                 raise NotAccepted("smtp_not_connected")
             try:
                 smtp.send(b".\r\n")
@@ -316,7 +322,9 @@ class Mailer:
         self.settings = settings
         if transport is None:
             transport = (
-                SmtpTransport(settings) if settings.mail_backend == "smtp" else FileTransport(settings.mail_dir)
+                SmtpTransport(settings)
+                if settings.mail_backend == "smtp"
+                else FileTransport(settings.mail_dir)
             )
         self.transport = transport
 
@@ -345,7 +353,9 @@ class Mailer:
         )
         return message_id
 
-    def deliver_once(self, db: Database, job: EmailJob, *, now: Callable[[], datetime] = utcnow) -> Delivery:
+    def deliver_once(
+        self, db: Database, job: EmailJob, *, now: Callable[[], datetime] = utcnow
+    ) -> Delivery:
         """Deliver ``job`` unless an earlier attempt was accepted or may have been.
 
         Opens its own short transactions on ``db`` (never one across the SMTP
@@ -360,7 +370,9 @@ class Mailer:
                 EmailIntent.__table__,
                 {
                     "prescription_id": job.prescription_id,
-                    "message_id": message_id_for(job.reference, job.prescription_id, self.settings.mail_from),
+                    "message_id": message_id_for(
+                        job.reference, job.prescription_id, self.settings.mail_from
+                    ),
                     "recipient": job.to,
                     "stage": "prepared",
                     "attempt_id": None,
@@ -370,19 +382,31 @@ class Mailer:
                 },
             )
             intent = session.scalars(
-                select(EmailIntent).where(EmailIntent.prescription_id == job.prescription_id).with_for_update()
+                select(EmailIntent)
+                .where(EmailIntent.prescription_id == job.prescription_id)
+                .with_for_update()
             ).one()
             intent_id, message_id = intent.id, intent.message_id
             if intent.stage == "accepted":
-                log.info("email already accepted, not sent again: prescription_id=%s", job.prescription_id)
+                log.info(
+                    "email already accepted, not sent again: prescription_id=%s",
+                    job.prescription_id,
+                )
                 return Delivery("accepted", message_id, already=True)
             if intent.stage in ("data", "in_doubt"):
                 reason = intent.last_error if intent.stage == "in_doubt" else None
-                reason = reason or "an earlier attempt reached DATA and stored no reply (crash or lost connection)"
+                reason = (
+                    reason
+                    or "an earlier attempt reached DATA and stored no reply (crash or lost connection)"
+                )
                 intent.stage, intent.last_error, intent.updated_at = "in_doubt", reason, started
                 log.warning("email in doubt, parked: prescription_id=%s", job.prescription_id)
                 return Delivery("in_doubt", message_id, reason=reason)
-            intent.attempt_id, intent.attempts, intent.updated_at = attempt, intent.attempts + 1, started
+            intent.attempt_id, intent.attempts, intent.updated_at = (
+                attempt,
+                intent.attempts + 1,
+                started,
+            )
             intent.recipient = job.to
 
         try:
@@ -390,20 +414,31 @@ class Mailer:
                 job.snapshot, unicode_font_path=find_unicode_font(self.settings.pdf_font_path)
             )
         except Exception as exc:  # noqa: BLE001 - nothing was sent; retry, then dead letter
-            return self._not_accepted(db, intent_id, attempt, NotAccepted(f"pdf_{type(exc).__name__}"), now)
+            return self._not_accepted(
+                db, intent_id, attempt, NotAccepted(f"pdf_{type(exc).__name__}"), now
+            )
         if pdf.transliterated:
-            log.warning("pdf text outside Latin-1 transliterated (set PDF_FONT_PATH): prescription_id=%s",
-                        job.prescription_id)
+            log.warning(
+                "pdf text outside Latin-1 transliterated (set PDF_FONT_PATH): prescription_id=%s",
+                job.prescription_id,
+            )
         message = build_message(
-            job, mail_from=self.settings.mail_from, message_id=message_id, pdf=pdf.content, now=started
+            job,
+            mail_from=self.settings.mail_from,
+            message_id=message_id,
+            pdf=pdf.content,
+            now=started,
         )
 
         def before_data() -> bool:
             with db.session() as session:
                 moved = session.execute(
                     update(EmailIntent)
-                    .where(EmailIntent.id == intent_id, EmailIntent.attempt_id == attempt,
-                           EmailIntent.stage == "prepared")
+                    .where(
+                        EmailIntent.id == intent_id,
+                        EmailIntent.attempt_id == attempt,
+                        EmailIntent.stage == "prepared",
+                    )
                     .values(stage="data", data_started_at=now(), updated_at=now())
                 ).rowcount
             return bool(moved)
@@ -431,13 +466,24 @@ class Mailer:
             session.execute(
                 update(EmailIntent)
                 .where(EmailIntent.id == intent_id)
-                .values(stage="accepted", smtp_reply=reply, last_error=None, accepted_at=now(), updated_at=now())
+                .values(
+                    stage="accepted",
+                    smtp_reply=reply,
+                    last_error=None,
+                    accepted_at=now(),
+                    updated_at=now(),
+                )
             )
         log.info("email accepted: prescription_id=%s", job.prescription_id)
         return Delivery("accepted", message_id)
 
     def _not_accepted(
-        self, db: Database, intent_id: int, attempt: str, exc: NotAccepted, now: Callable[[], datetime]
+        self,
+        db: Database,
+        intent_id: int,
+        attempt: str,
+        exc: NotAccepted,
+        now: Callable[[], datetime],
     ) -> Delivery:
         with db.session() as session:
             intent = session.get(EmailIntent, intent_id, with_for_update=True)
@@ -486,7 +532,9 @@ def confirm_sent(db: Database, outbox_id: int, *, now: datetime | None = None) -
         if row is None:
             raise NotFound(f"no outbox row {outbox_id}")
         intent = session.scalars(
-            select(EmailIntent).where(EmailIntent.prescription_id == row.prescription_id).with_for_update()
+            select(EmailIntent)
+            .where(EmailIntent.prescription_id == row.prescription_id)
+            .with_for_update()
         ).first()
         # "accepted" too: an attempt whose lease had run out may have heard the 250 after the row was parked.
         in_doubt = intent is not None and intent.stage in ("data", "in_doubt", "accepted")
@@ -503,7 +551,20 @@ def confirm_sent(db: Database, outbox_id: int, *, now: datetime | None = None) -
         finish(row)
         settle(row, Outcome.EMAILED, unknown_before=bool(row.outcome_unknown))
         row.updated_at = at
-        record(session, [Change(prescription, local(
-            prescription, "emailed", source="operator", detail="confirmed by operator", now=at))])
+        record(
+            session,
+            [
+                Change(
+                    prescription,
+                    local(
+                        prescription,
+                        "emailed",
+                        source="operator",
+                        detail="confirmed by operator",
+                        now=at,
+                    ),
+                )
+            ],
+        )
         record_by(session, OPERATOR, action="confirm-sent", prescription_id=prescription.id, now=at)
         return prescription.id

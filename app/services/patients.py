@@ -41,7 +41,9 @@ def patient_profile(db: Database, subject: str) -> PatientProfile:
     """Return the profile of the patient ``subject``; :class:`NotFound` when there is none."""
     with db.session() as session:
         patient = _patient(session, subject)
-        return PatientProfile(subject=subject, region=region_or_invalid(session, patient.region_code))
+        return PatientProfile(
+            subject=subject, region=region_or_invalid(session, patient.region_code)
+        )
 
 
 def set_region(db: Database, subject: str, region: str) -> PatientProfile:

@@ -75,7 +75,12 @@ def _search_columns(dialect: str) -> tuple[Any, Any, Any, Any]:
 
 
 def search_pharmacies(
-    db: Database, *, q: str | None = None, region: str | None = None, page: int = 1, per_page: int = 20
+    db: Database,
+    *,
+    q: str | None = None,
+    region: str | None = None,
+    page: int = 1,
+    per_page: int = 20,
 ) -> Page[PharmacyHit]:
     """Return one page of pharmacies matching ``q`` (all when None/blank) in ``region`` (all when None).
 
@@ -92,13 +97,17 @@ def search_pharmacies(
         words = folded.split()
         compact = "".join(words)
         every_word = and_(*(text_f.like(f"%{word}%") for word in words))
-        conditions.append(or_(every_word, text_f.like(f"%{compact}%")) if len(words) > 1 else every_word)
-        order.append(case(
-            (or_(name_f == folded, city_f == folded, postcode_f == compact), 0),
-            (or_(name_f.like(f"{folded}%"), postcode_f.like(f"{compact}%")), 1),
-            (or_(city_f.like(f"{folded}%"), name_f.like(f"% {folded}%")), 2),
-            else_=3,
-        ))
+        conditions.append(
+            or_(every_word, text_f.like(f"%{compact}%")) if len(words) > 1 else every_word
+        )
+        order.append(
+            case(
+                (or_(name_f == folded, city_f == folded, postcode_f == compact), 0),
+                (or_(name_f.like(f"{folded}%"), postcode_f.like(f"{compact}%")), 1),
+                (or_(city_f.like(f"{folded}%"), name_f.like(f"% {folded}%")), 2),
+                else_=3,
+            )
+        )
     # Byte order on PostgreSQL too, so both databases sort folded names alike.
     order.append(collate(name_f, "C") if dialect == "postgresql" else name_f)
     with db.session() as session:
@@ -116,9 +125,15 @@ def search_pharmacies(
         if rows:
             total = rows[0].total
         else:  # past the last page: the window count has no row to ride on
-            total = session.scalar(
-                select(func.count()).select_from(Pharmacy).join(Region, Region.code == Pharmacy.region_code).where(*conditions)
-            ) or 0
+            total = (
+                session.scalar(
+                    select(func.count())
+                    .select_from(Pharmacy)
+                    .join(Region, Region.code == Pharmacy.region_code)
+                    .where(*conditions)
+                )
+                or 0
+            )
         hits = tuple(
             PharmacyHit(
                 id=pharmacy.id,

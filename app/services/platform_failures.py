@@ -19,7 +19,9 @@ from connector.errors import (
 )
 
 
-def platform_failure(exc: ConnectorError, *, base_url: str, prescriber_id: int | None = None) -> DomainError:
+def platform_failure(
+    exc: ConnectorError, *, base_url: str, prescriber_id: int | None = None
+) -> DomainError:
     """Return the domain error for ``exc``, raised by a call to the platform at ``base_url``.
 
     - refused client credentials (two-step auth, step 1; contract §1a) ->
@@ -46,10 +48,14 @@ def platform_failure(exc: ConnectorError, *, base_url: str, prescriber_id: int |
     if isinstance(exc, (TransportError, PlatformUnavailable, RateLimited)):
         reason = exc.code or type(exc).__name__
         return Unavailable(
-            f"the platform at ERX_BASE_URL={base_url} is unavailable ({reason})", code="platform_unavailable"
+            f"the platform at ERX_BASE_URL={base_url} is unavailable ({reason})",
+            code="platform_unavailable",
         )
     if isinstance(exc, PlatformRejected) and exc.code == "not_found":
-        return NotFound(f"the platform at ERX_BASE_URL={base_url} does not know it (not_found)", code="not_found")
+        return NotFound(
+            f"the platform at ERX_BASE_URL={base_url} does not know it (not_found)",
+            code="not_found",
+        )
     return Unavailable(
         f"the platform at ERX_BASE_URL={base_url} refused the request ({exc.code or type(exc).__name__})",
         code="platform_refused",

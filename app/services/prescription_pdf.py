@@ -110,7 +110,14 @@ class PrescriptionSnapshot:
             self.pharmacy_address,
         )
         for item in self.medicines:
-            yield from (item.vpid, item.description, item.directions, item.strength, item.form, item.unit)
+            yield from (
+                item.vpid,
+                item.description,
+                item.directions,
+                item.strength,
+                item.form,
+                item.unit,
+            )
 
 
 @dataclass(frozen=True)
@@ -191,7 +198,9 @@ def prescription_snapshot(prescription: Prescription) -> PrescriptionSnapshot:
 def registration_text(snapshot: PrescriptionSnapshot) -> str:
     """The prescriber's register and number, e.g. "GMC 7012345"; empty when unknown."""
     return " ".join(
-        p for p in (snapshot.prescriber_registration_body, snapshot.prescriber_registration_number) if p
+        p
+        for p in (snapshot.prescriber_registration_body, snapshot.prescriber_registration_number)
+        if p
     )
 
 
@@ -203,7 +212,9 @@ def age_on(born: date, on: date) -> int:
 def signature_statement(snapshot: PrescriptionSnapshot) -> str:
     """How this prescription is signed: electronically issued, never a copied wet signature."""
     registration = registration_text(snapshot)
-    who = f"{snapshot.prescriber_name} ({registration})" if registration else snapshot.prescriber_name
+    who = (
+        f"{snapshot.prescriber_name} ({registration})" if registration else snapshot.prescriber_name
+    )
     audit = snapshot.audit_reference or snapshot.reference
     return (
         f"Issued electronically by erx-connector on behalf of {who}, {snapshot.clinic_name}, who "
@@ -241,7 +252,17 @@ def _latin1(text: str) -> bool:
 
 
 # Letters with no Unicode decomposition to a Latin base letter.
-_NO_DECOMPOSITION = {"Ł": "L", "ł": "l", "Đ": "D", "đ": "d", "Ħ": "H", "ħ": "h", "ı": "i", "Œ": "OE", "œ": "oe"}
+_NO_DECOMPOSITION = {
+    "Ł": "L",
+    "ł": "l",
+    "Đ": "D",
+    "đ": "d",
+    "Ħ": "H",
+    "ħ": "h",
+    "ı": "i",
+    "Œ": "OE",
+    "œ": "oe",
+}
 
 
 def _transliterate(text: str) -> str:
@@ -254,7 +275,9 @@ def _transliterate(text: str) -> str:
         if char in _NO_DECOMPOSITION:
             out.append(_NO_DECOMPOSITION[char])
             continue
-        base = "".join(c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c))
+        base = "".join(
+            c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c)
+        )
         out.append(base if base and _latin1(base) else "?")
     return "".join(out)
 
@@ -329,7 +352,9 @@ def render_prescription_pdf(
     pdf.ln(3)
     heading("Medicines")
     pdf.set_font(family, "", 10)
-    with pdf.table(col_widths=(8, 54, 18, 40), text_align=("RIGHT", "LEFT", "RIGHT", "LEFT")) as table:
+    with pdf.table(
+        col_widths=(8, 54, 18, 40), text_align=("RIGHT", "LEFT", "RIGHT", "LEFT")
+    ) as table:
         header = table.row()
         for title in ("#", "Medicine (dm+d), strength, form", "Quantity", "Directions"):
             header.cell(title)
@@ -342,5 +367,7 @@ def render_prescription_pdf(
     pdf.ln(4)
     heading("Signature")
     pdf.set_font(family, "", 9)
-    pdf.multi_cell(width, 5, fix(signature_statement(snapshot)), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    pdf.multi_cell(
+        width, 5, fix(signature_statement(snapshot)), new_x=XPos.LMARGIN, new_y=YPos.NEXT
+    )
     return RenderedPdf(content=bytes(pdf.output()), font=family, transliterated=transliterated)

@@ -56,7 +56,12 @@ class QueuedSend:
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON body: ``{"id", "reference", "status", "status_url"}``."""
-        return {"id": self.id, "reference": self.reference, "status": self.status, "status_url": self.status_url}
+        return {
+            "id": self.id,
+            "reference": self.reference,
+            "status": self.status,
+            "status_url": self.status_url,
+        }
 
 
 def request_fingerprint(payload: Any) -> str:
@@ -126,7 +131,9 @@ def queue_send(
                 replay = _stored_result(session, scope, idempotency_key, fingerprint)
                 if replay is not None:
                     return replay
-            result = _queue(session, prescription, prescription_id, pharmacy_id, now, request_id=request_id)
+            result = _queue(
+                session, prescription, prescription_id, pharmacy_id, now, request_id=request_id
+            )
             if audit is not None:
                 record_by(session, audit, action="send", prescription_id=prescription_id, now=now)
             if idempotency_key is not None:
@@ -146,7 +153,8 @@ def queue_send(
         if idempotency_key is None:
             # A concurrent send of the same prescription won the race.
             raise Conflict(
-                "The prescription was queued by a concurrent request.", code="already_queued_or_sent"
+                "The prescription was queued by a concurrent request.",
+                code="already_queued_or_sent",
             ) from None
         with db.session() as session:
             replay = _stored_result(session, scope, idempotency_key, fingerprint)
@@ -218,7 +226,9 @@ def presend_errors(
     patient = prescription.patient
     for attr, label in _PATIENT_FIELDS.items():
         if not _filled(getattr(patient, attr)):
-            errors[f"patient.{attr}"] = [f"The patient record has no {label}: add it before sending."]
+            errors[f"patient.{attr}"] = [
+                f"The patient record has no {label}: add it before sending."
+            ]
     if region is not None and region.flow == "erx":
         prescriber = prescription.prescriber
         if not prescriber.password_enc or not prescriber.pin_enc:
@@ -282,8 +292,17 @@ def _queue(
     prescription.pharmacy_id = pharmacy.id
     prescription.rejection_message = None
     prescription.rejection_errors = None
-    record(session, [Change(prescription, local(
-        prescription, "queued", source="service", detail=f"flow={region.flow}", now=now))])
+    record(
+        session,
+        [
+            Change(
+                prescription,
+                local(
+                    prescription, "queued", source="service", detail=f"flow={region.flow}", now=now
+                ),
+            )
+        ],
+    )
     outbox = session.scalars(
         select(DispatchOutbox).where(DispatchOutbox.prescription_id == prescription.id)
     ).first()

@@ -91,7 +91,10 @@ def reconcile(
     )
     unchecked_final = and_(
         Prescription.status.in_(sorted(FINAL_STATUSES)),
-        or_(Prescription.reconciled_at.is_(None), Prescription.reconciled_at < Prescription.last_event_at),
+        or_(
+            Prescription.reconciled_at.is_(None),
+            Prescription.reconciled_at < Prescription.last_event_at,
+        ),
     )
     with db.session() as session:
         rows = session.execute(
@@ -115,10 +118,14 @@ def reconcile(
             log.warning("reconcile failed: prescription_id=%s code=%s", prescription_id, exc.code)
         except (MissingCredentials, CredentialsRefused, CredentialError) as exc:
             failures.append(f"prescription {prescription_id}: {exc}")
-            log.warning("reconcile failed: prescription_id=%s error=%s", prescription_id, type(exc).__name__)
+            log.warning(
+                "reconcile failed: prescription_id=%s error=%s", prescription_id, type(exc).__name__
+            )
         except Exception as exc:  # noqa: BLE001 - one bad row must not stop the run
             failures.append(f"prescription {prescription_id}: {type(exc).__name__}")
-            log.warning("reconcile failed: prescription_id=%s error=%s", prescription_id, type(exc).__name__)
+            log.warning(
+                "reconcile failed: prescription_id=%s error=%s", prescription_id, type(exc).__name__
+            )
     log.info("reconcile done: checked=%s recorded=%s errors=%s", checked, recorded, len(failures))
     return ReconcileReport(checked, recorded, len(failures), tuple(failures))
 
@@ -158,17 +165,31 @@ def _reconcile_one(
         for change in remote.history:
             status, at = change.status, change.at
             if status in LIFECYCLE:
-                (added,) = record(session, [Change(prescription, Transition(
-                    to_status=status,
-                    from_status=previous,
-                    occurred_at=at,
-                    received_at=now(),
-                    source="reconcile",
-                ))])
+                (added,) = record(
+                    session,
+                    [
+                        Change(
+                            prescription,
+                            Transition(
+                                to_status=status,
+                                from_status=previous,
+                                occurred_at=at,
+                                received_at=now(),
+                                source="reconcile",
+                            ),
+                        )
+                    ],
+                )
                 recorded += int(added)
             previous = status
         if recorded:
-            append_many(session, RECONCILER, action="reconcile", prescription_ids=[prescription_id], now=now())
+            append_many(
+                session,
+                RECONCILER,
+                action="reconcile",
+                prescription_ids=[prescription_id],
+                now=now(),
+            )
         # Asked and answered: not asked again until quiet_s passes (or, if final, ever).
         at = now()
         prescription.reconciled_at = max(at, prescription.last_event_at or at)

@@ -28,7 +28,10 @@ class RegionInfo:
 
 def _info(region: Region) -> RegionInfo:
     return RegionInfo(
-        code=region.code, name=region.name, flow=region.flow, delivery_method=DELIVERY_METHODS.get(region.flow, region.flow)
+        code=region.code,
+        name=region.name,
+        flow=region.flow,
+        delivery_method=DELIVERY_METHODS.get(region.flow, region.flow),
     )
 
 

@@ -67,5 +67,7 @@ def bulk_pharmacies_sql(count: int = 12000) -> str:
     """
     sql = BULK_PHARMACIES_SCRIPT.read_text(encoding="utf-8")
     if BULK_PHARMACIES_CLAUSE not in sql:
-        raise RuntimeError(f"{BULK_PHARMACIES_SCRIPT.name} no longer contains {BULK_PHARMACIES_CLAUSE!r}")
+        raise RuntimeError(
+            f"{BULK_PHARMACIES_SCRIPT.name} no longer contains {BULK_PHARMACIES_CLAUSE!r}"
+        )
     return sql.replace(BULK_PHARMACIES_CLAUSE, f"params(total) AS (SELECT {int(count)})")

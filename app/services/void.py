@@ -128,22 +128,32 @@ def void_prescription(
         target = _platform_target(prescription, cipher)
 
     # Outside any transaction: the platform call may take seconds (timeouts, re-auth).
-    _void_at_platform(client(), target, prescription_id=prescription_id, reason=reason, base_url=base_url)
+    _void_at_platform(
+        client(), target, prescription_id=prescription_id, reason=reason, base_url=base_url
+    )
 
     with db.session() as session:
         prescription = session.get(Prescription, prescription_id, with_for_update=True)
         if prescription is None:  # pragma: no cover - prescriptions are never deleted
             raise NotFound(f"Prescription {prescription_id} does not exist.")
         at = now()
-        record(session, [Change(prescription, Transition(
-            to_status="voided",
-            from_status=prescription.status,
-            occurred_at=at,
-            received_at=at,
-            source="operator",
-            detail=reason,
-            actor=_actor(audit),
-        ))])
+        record(
+            session,
+            [
+                Change(
+                    prescription,
+                    Transition(
+                        to_status="voided",
+                        from_status=prescription.status,
+                        occurred_at=at,
+                        received_at=at,
+                        source="operator",
+                        detail=reason,
+                        actor=_actor(audit),
+                    ),
+                )
+            ],
+        )
         if audit is not None:
             record_by(session, audit, action="void", prescription_id=prescription_id, now=at)
     log.info("prescription %s voided at the platform (was %s)", prescription_id, target.status)
@@ -172,7 +182,9 @@ def _void_locally(
     at: datetime,
     actor: str | None = None,
 ) -> VoidResult:
-    intent_stage = session.scalar(select(EmailIntent.stage).where(EmailIntent.prescription_id == prescription.id))
+    intent_stage = session.scalar(
+        select(EmailIntent.stage).where(EmailIntent.prescription_id == prescription.id)
+    )
     if intent_stage in EMAIL_MAY_HAVE_LEFT:
         # Region A: the SMTP server may already hold the PDF (app/services/mail.py); an
         # operator settles the intent first (`outbox confirm-sent` / `outbox requeue`).
@@ -183,7 +195,9 @@ def _void_locally(
             details={"current_status": prescription.status},
         )
     outbox = session.scalars(
-        select(DispatchOutbox).where(DispatchOutbox.prescription_id == prescription.id).with_for_update()
+        select(DispatchOutbox)
+        .where(DispatchOutbox.prescription_id == prescription.id)
+        .with_for_update()
     ).first()
     if outbox is not None:
         leased = outbox.locked_until is not None and outbox.locked_until > at
@@ -207,13 +221,24 @@ def _void_locally(
         finish(outbox, note=OUTBOX_CANCELLED)
         outbox.updated_at = at
     from_status = prescription.status
-    record(session, [Change(prescription, local(
-        prescription, "voided", source="operator", detail=reason, now=at, actor=actor))])
+    record(
+        session,
+        [
+            Change(
+                prescription,
+                local(
+                    prescription, "voided", source="operator", detail=reason, now=at, actor=actor
+                ),
+            )
+        ],
+    )
     log.info("prescription %s voided before issue (was %s)", prescription.id, from_status)
     return VoidResult(prescription_id=prescription.id, from_status=from_status, at_platform=False)
 
 
-def _platform_target(prescription: Prescription, cipher: Callable[[], CredentialCipher]) -> _PlatformTarget:
+def _platform_target(
+    prescription: Prescription, cipher: Callable[[], CredentialCipher]
+) -> _PlatformTarget:
     prescriber = prescription.prescriber
     try:
         credentials = prescriber_credentials(prescriber, cipher())
@@ -232,7 +257,12 @@ def _platform_target(prescription: Prescription, cipher: Callable[[], Credential
 
 
 def _void_at_platform(
-    client: ConnectorClient, target: _PlatformTarget, *, prescription_id: int, reason: str, base_url: str
+    client: ConnectorClient,
+    target: _PlatformTarget,
+    *,
+    prescription_id: int,
+    reason: str,
+    base_url: str,
 ) -> None:
     try:
         client.void(target.credentials, target.token, reason=reason)
@@ -245,9 +275,13 @@ def _void_at_platform(
                 code="already_final",
                 details={"platform_code": "invalid_transition"},
             ) from None
-        raise _unavailable(platform_failure(exc, base_url=base_url, prescriber_id=target.prescriber_id)) from None
+        raise _unavailable(
+            platform_failure(exc, base_url=base_url, prescriber_id=target.prescriber_id)
+        ) from None
     except ConnectorError as exc:
-        raise _unavailable(platform_failure(exc, base_url=base_url, prescriber_id=target.prescriber_id)) from None
+        raise _unavailable(
+            platform_failure(exc, base_url=base_url, prescriber_id=target.prescriber_id)
+        ) from None
 
 
 def _unavailable(error: DomainError) -> DomainError:

@@ -99,12 +99,16 @@ class Build:
     def values(self, tier: str, key: str) -> tuple[float, float]:
         return self.healthy[tier].get(key, 0.0), self.faulted[tier][key]
 
-    def expected(self, alert: str, *, value: float, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    def expected(
+        self, alert: str, *, value: float, labels: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         rule = self.rules[alert]
         labels = {**rule.get("labels", {}), **(labels or {})}
         return {
             "exp_labels": labels,
-            "exp_annotations": {k: fill(v, value=value, labels=labels) for k, v in rule["annotations"].items()},
+            "exp_annotations": {
+                k: fill(v, value=value, labels=labels) for k, v in rule["annotations"].items()
+            },
         }
 
 
@@ -115,18 +119,28 @@ def tests(b: Build) -> list[dict[str, Any]]:
     inputs, fired = [], []
     for key in b.keys("web", "erx_dead_letters"):
         h, f = b.values("web", key)
-        inputs += [{"series": series(key, pod), "values": f"{num(h)}x40 {num(f)}x30"} for pod in WEB_PODS]
+        inputs += [
+            {"series": series(key, pod), "values": f"{num(h)}x40 {num(f)}x30"} for pod in WEB_PODS
+        ]
         if f > h:
-            fired.append(b.expected("ErxDeadLettersGrowing", value=round(f - h), labels={"queue": labels_of(key)["queue"]}))
-    out.append({
-        "name": "recorded dead letters: fire per queue once they grow, once for two pods",
-        "interval": "1m",
-        "input_series": inputs,
-        "alert_rule_test": [
-            {"eval_time": "40m", "alertname": "ErxDeadLettersGrowing", "exp_alerts": []},
-            {"eval_time": "50m", "alertname": "ErxDeadLettersGrowing", "exp_alerts": fired},
-        ],
-    })
+            fired.append(
+                b.expected(
+                    "ErxDeadLettersGrowing",
+                    value=round(f - h),
+                    labels={"queue": labels_of(key)["queue"]},
+                )
+            )
+    out.append(
+        {
+            "name": "recorded dead letters: fire per queue once they grow, once for two pods",
+            "interval": "1m",
+            "input_series": inputs,
+            "alert_rule_test": [
+                {"eval_time": "40m", "alertname": "ErxDeadLettersGrowing", "exp_alerts": []},
+                {"eval_time": "50m", "alertname": "ErxDeadLettersGrowing", "exp_alerts": fired},
+            ],
+        }
+    )
 
     # ErxInboxLagging / ErxOutboxLagging: the recorded backlog age from 6m on, growing.
     inputs, checks = [], []
@@ -134,69 +148,97 @@ def tests(b: Build) -> list[dict[str, Any]]:
     for key in b.keys("web", "erx_queue_oldest_due_age_seconds"):
         queue = labels_of(key)["queue"]
         h, f = b.values("web", key)
-        inputs += [{"series": series(key, pod), "values": f"{num(h)}x5 {int(f)}+60x20"} for pod in WEB_PODS]
+        inputs += [
+            {"series": series(key, pod), "values": f"{num(h)}x5 {int(f)}+60x20"} for pod in WEB_PODS
+        ]
         if queue in thresholds:
             alert = thresholds.pop(queue)
             checks += [
                 {"eval_time": "4m", "alertname": alert, "exp_alerts": []},
-                {"eval_time": "12m", "alertname": alert, "exp_alerts": [b.expected(alert, value=int(f) + 6 * 60)]},
+                {
+                    "eval_time": "12m",
+                    "alertname": alert,
+                    "exp_alerts": [b.expected(alert, value=int(f) + 6 * 60)],
+                },
             ]
     if thresholds:
         raise SystemExit(f"generate_tests.py: no recorded backlog age for {sorted(thresholds)}")
-    out.append({
-        "name": "recorded backlog older than the thresholds: both lagging alerts fire after 5 minutes",
-        "interval": "1m",
-        "input_series": inputs,
-        "alert_rule_test": checks,
-    })
+    out.append(
+        {
+            "name": "recorded backlog older than the thresholds: both lagging alerts fire after 5 minutes",
+            "interval": "1m",
+            "input_series": inputs,
+            "alert_rule_test": checks,
+        }
+    )
 
     # ErxCircuitBreakerOpen: the recorded open breaker in one worker pod from 3m on.
     (key,) = b.keys("worker", "erx_circuit_breaker_open")
     h, f = b.values("worker", key)
-    out.append({
-        "name": "recorded open breaker in one worker: fires after 3 minutes",
-        "interval": "1m",
-        "input_series": [
-            {"series": series(key, WORKER_PODS[0]), "values": f"{num(h)}x2 {num(f)}x10"},
-            {"series": series(key, WORKER_PODS[1]), "values": f"{num(h)}x12"},
-        ],
-        "alert_rule_test": [
-            {"eval_time": "4m", "alertname": "ErxCircuitBreakerOpen", "exp_alerts": []},
-            {"eval_time": "7m", "alertname": "ErxCircuitBreakerOpen",
-             "exp_alerts": [b.expected("ErxCircuitBreakerOpen", value=f)]},
-        ],
-    })
+    out.append(
+        {
+            "name": "recorded open breaker in one worker: fires after 3 minutes",
+            "interval": "1m",
+            "input_series": [
+                {"series": series(key, WORKER_PODS[0]), "values": f"{num(h)}x2 {num(f)}x10"},
+                {"series": series(key, WORKER_PODS[1]), "values": f"{num(h)}x12"},
+            ],
+            "alert_rule_test": [
+                {"eval_time": "4m", "alertname": "ErxCircuitBreakerOpen", "exp_alerts": []},
+                {
+                    "eval_time": "7m",
+                    "alertname": "ErxCircuitBreakerOpen",
+                    "exp_alerts": [b.expected("ErxCircuitBreakerOpen", value=f)],
+                },
+            ],
+        }
+    )
 
     # ErxLoginsRefused: the recorded refusal at 11m; quiet again 15 minutes later.
     (key,) = b.keys("worker", "erx_logins_refused_total")
     h, f = b.values("worker", key)
-    out.append({
-        "name": "recorded refused login: fires at once, clears after 15 quiet minutes",
-        "interval": "1m",
-        "input_series": [{"series": series(key, WORKER_PODS[0]), "values": f"{num(h)}x10 {num(f)}x40"}],
-        "alert_rule_test": [
-            {"eval_time": "10m", "alertname": "ErxLoginsRefused", "exp_alerts": []},
-            {"eval_time": "12m", "alertname": "ErxLoginsRefused",
-             "exp_alerts": [b.expected("ErxLoginsRefused", value=round(f - h))]},
-            {"eval_time": "40m", "alertname": "ErxLoginsRefused", "exp_alerts": []},
-        ],
-    })
+    out.append(
+        {
+            "name": "recorded refused login: fires at once, clears after 15 quiet minutes",
+            "interval": "1m",
+            "input_series": [
+                {"series": series(key, WORKER_PODS[0]), "values": f"{num(h)}x10 {num(f)}x40"}
+            ],
+            "alert_rule_test": [
+                {"eval_time": "10m", "alertname": "ErxLoginsRefused", "exp_alerts": []},
+                {
+                    "eval_time": "12m",
+                    "alertname": "ErxLoginsRefused",
+                    "exp_alerts": [b.expected("ErxLoginsRefused", value=round(f - h))],
+                },
+                {"eval_time": "40m", "alertname": "ErxLoginsRefused", "exp_alerts": []},
+            ],
+        }
+    )
 
     # ErxNoWebhooksWhileInFlight: last webhook at the start, the recorded in-flight count.
     (last,) = b.keys("web", "erx_webhook_last_received_timestamp_seconds")
     (flight,) = b.keys("web", "erx_prescriptions_in_flight")
     _, in_flight = b.values("web", flight)
-    out.append({
-        "name": "no webhook for over an hour with the recorded prescriptions in flight: fires",
-        "interval": "1m",
-        "input_series": [{"series": series(last, pod), "values": "0x90"} for pod in WEB_PODS]
-        + [{"series": series(flight, pod), "values": f"{num(in_flight)}x90"} for pod in WEB_PODS],
-        "alert_rule_test": [
-            {"eval_time": "65m", "alertname": "ErxNoWebhooksWhileInFlight", "exp_alerts": []},
-            {"eval_time": "75m", "alertname": "ErxNoWebhooksWhileInFlight",
-             "exp_alerts": [b.expected("ErxNoWebhooksWhileInFlight", value=75 * 60)]},
-        ],
-    })
+    out.append(
+        {
+            "name": "no webhook for over an hour with the recorded prescriptions in flight: fires",
+            "interval": "1m",
+            "input_series": [{"series": series(last, pod), "values": "0x90"} for pod in WEB_PODS]
+            + [
+                {"series": series(flight, pod), "values": f"{num(in_flight)}x90"}
+                for pod in WEB_PODS
+            ],
+            "alert_rule_test": [
+                {"eval_time": "65m", "alertname": "ErxNoWebhooksWhileInFlight", "exp_alerts": []},
+                {
+                    "eval_time": "75m",
+                    "alertname": "ErxNoWebhooksWhileInFlight",
+                    "exp_alerts": [b.expected("ErxNoWebhooksWhileInFlight", value=75 * 60)],
+                },
+            ],
+        }
+    )
 
     # Healthy: every recorded series at its healthy value, webhooks arriving each minute.
     inputs = []
@@ -205,15 +247,20 @@ def tests(b: Build) -> list[dict[str, Any]]:
             if key.startswith("erx_webhook_last_received_timestamp_seconds"):
                 inputs += [{"series": series(key, pod), "values": "0+60x90"} for pod in pods]
             else:
-                inputs += [{"series": series(key, pod), "values": f"{num(value)}x90"} for pod in pods]
-    out.append({
-        "name": "recorded healthy values: no alert fires",
-        "interval": "1m",
-        "input_series": inputs,
-        "alert_rule_test": [
-            {"eval_time": "80m", "alertname": alert, "exp_alerts": []} for alert in sorted(b.rules)
-        ],
-    })
+                inputs += [
+                    {"series": series(key, pod), "values": f"{num(value)}x90"} for pod in pods
+                ]
+    out.append(
+        {
+            "name": "recorded healthy values: no alert fires",
+            "interval": "1m",
+            "input_series": inputs,
+            "alert_rule_test": [
+                {"eval_time": "80m", "alertname": alert, "exp_alerts": []}
+                for alert in sorted(b.rules)
+            ],
+        }
+    )
     return out
 
 
@@ -228,8 +275,11 @@ def main(argv: list[str]) -> int:
     text = render()
     if argv[1:] == ["--check"]:
         if OUT.read_text() != text:
-            print(f"{OUT.name} is not what generate_tests.py makes of {RECORDING.name}: run "
-                  "`python k8s/alerts/generate_tests.py` and commit it", file=sys.stderr)
+            print(
+                f"{OUT.name} is not what generate_tests.py makes of {RECORDING.name}: run "
+                "`python k8s/alerts/generate_tests.py` and commit it",
+                file=sys.stderr,
+            )
             return 1
         return 0
     OUT.write_text(text)

@@ -28,7 +28,9 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 # connector.statuses.LIFECYCLE when this revision was written; a migration must not follow later code.
-LIFECYCLE_PREDICATE = "to_status IN ('issued', 'signed', 'printed', 'dispensed', 'expired', 'voided')"
+LIFECYCLE_PREDICATE = (
+    "to_status IN ('issued', 'signed', 'printed', 'dispensed', 'expired', 'voided')"
+)
 
 
 def upgrade() -> None:
@@ -41,7 +43,9 @@ def upgrade() -> None:
         batch_op.create_index("ix_webhook_inbox_platform_token", ["platform_token"], unique=False)
         batch_op.add_column(sa.Column("signature", sa.Text(), nullable=True))
         batch_op.add_column(
-            sa.Column("awaiting_prescription", sa.Boolean(), nullable=False, server_default=sa.false())
+            sa.Column(
+                "awaiting_prescription", sa.Boolean(), nullable=False, server_default=sa.false()
+            )
         )
         if postgres:
             batch_op.alter_column(
@@ -80,7 +84,9 @@ def downgrade() -> None:
     op.drop_index("uq_history_lifecycle_step", table_name="prescription_status_history")
     with op.batch_alter_table("prescription_status_history", schema=None) as batch_op:
         batch_op.add_column(sa.Column("lifecycle_step", sa.String(length=16), nullable=True))
-    op.execute(f"UPDATE prescription_status_history SET lifecycle_step = to_status WHERE {LIFECYCLE_PREDICATE}")
+    op.execute(
+        f"UPDATE prescription_status_history SET lifecycle_step = to_status WHERE {LIFECYCLE_PREDICATE}"
+    )
     with op.batch_alter_table("prescription_status_history", schema=None) as batch_op:
         batch_op.create_unique_constraint("uq_history_step", ["prescription_id", "lifecycle_step"])
 
@@ -100,6 +106,8 @@ def downgrade() -> None:
         batch_op.drop_index("ix_webhook_inbox_platform_token")
         batch_op.alter_column("platform_token", new_column_name="prescription_token")
     with op.batch_alter_table("webhook_inbox", schema=None) as batch_op:
-        batch_op.create_index("ix_webhook_inbox_prescription_token", ["prescription_token"], unique=False)
+        batch_op.create_index(
+            "ix_webhook_inbox_prescription_token", ["prescription_token"], unique=False
+        )
     if not postgres:
         op.execute("UPDATE webhook_inbox SET body = CAST(body AS TEXT) WHERE typeof(body) = 'blob'")

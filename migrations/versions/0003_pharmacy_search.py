@@ -57,8 +57,12 @@ def upgrade() -> None:
     op.execute("CREATE EXTENSION IF NOT EXISTS unaccent")
     op.execute(FOLD_FUNCTION)
     for name, expression in SEARCH_COLUMNS.items():
-        op.execute(f"ALTER TABLE pharmacies ADD COLUMN {name} text GENERATED ALWAYS AS ({expression}) STORED")
-    op.execute("CREATE INDEX ix_pharmacies_search_text_trgm ON pharmacies USING gin (search_text gin_trgm_ops)")
+        op.execute(
+            f"ALTER TABLE pharmacies ADD COLUMN {name} text GENERATED ALWAYS AS ({expression}) STORED"
+        )
+    op.execute(
+        "CREATE INDEX ix_pharmacies_search_text_trgm ON pharmacies USING gin (search_text gin_trgm_ops)"
+    )
 
 
 def downgrade() -> None:

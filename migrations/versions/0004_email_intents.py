@@ -42,7 +42,8 @@ def upgrade() -> None:
         sa.Column("data_started_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("accepted_at", sa.DateTime(timezone=True), nullable=True),
         sa.CheckConstraint(
-            "stage IN ('prepared', 'data', 'accepted', 'in_doubt')", name=op.f("ck_email_intents_stage")
+            "stage IN ('prepared', 'data', 'accepted', 'in_doubt')",
+            name=op.f("ck_email_intents_stage"),
         ),
         sa.ForeignKeyConstraint(
             ["prescription_id"],

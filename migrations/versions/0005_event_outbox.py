@@ -38,16 +38,22 @@ def upgrade() -> None:
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
-        sa.CheckConstraint("state IN ('pending', 'published', 'dead')", name=op.f("ck_event_outbox_state")),
+        sa.CheckConstraint(
+            "state IN ('pending', 'published', 'dead')", name=op.f("ck_event_outbox_state")
+        ),
         sa.ForeignKeyConstraint(
-            ["prescription_id"], ["prescriptions.id"], name=op.f("fk_event_outbox_prescription_id_prescriptions")
+            ["prescription_id"],
+            ["prescriptions.id"],
+            name=op.f("fk_event_outbox_prescription_id_prescriptions"),
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_event_outbox")),
         sa.UniqueConstraint("event_id", name=op.f("uq_event_outbox_event_id")),
     )
     with op.batch_alter_table("event_outbox", schema=None) as batch_op:
         batch_op.create_index("ix_event_outbox_due", ["state", "next_attempt_at"], unique=False)
-        batch_op.create_index(batch_op.f("ix_event_outbox_prescription_id"), ["prescription_id"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_event_outbox_prescription_id"), ["prescription_id"], unique=False
+        )
 
     op.create_table(
         "notify_inbox",
@@ -58,12 +64,16 @@ def upgrade() -> None:
         sa.Column("outcome", sa.String(length=16), nullable=False),
         sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("processed_at", sa.DateTime(timezone=True), nullable=False),
-        sa.CheckConstraint("outcome IN ('emailed', 'no_email')", name=op.f("ck_notify_inbox_outcome")),
+        sa.CheckConstraint(
+            "outcome IN ('emailed', 'no_email')", name=op.f("ck_notify_inbox_outcome")
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_notify_inbox")),
         sa.UniqueConstraint("message_id", name=op.f("uq_notify_inbox_message_id")),
     )
     with op.batch_alter_table("notify_inbox", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_notify_inbox_prescription_id"), ["prescription_id"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_notify_inbox_prescription_id"), ["prescription_id"], unique=False
+        )
 
 
 def downgrade() -> None:

@@ -68,7 +68,9 @@ def upgrade() -> None:
         sa.UniqueConstraint("hash", name=op.f("uq_audit_events_hash")),
     )
     with op.batch_alter_table("audit_events", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_audit_events_prescription_id"), ["prescription_id"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_audit_events_prescription_id"), ["prescription_id"], unique=False
+        )
     if op.get_bind().dialect.name == "postgresql":
         op.execute(_PG_FUNCTION)
         for statement in _PG_TRIGGERS:

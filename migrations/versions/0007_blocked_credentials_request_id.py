@@ -32,12 +32,18 @@ _NEW_STATES = "state IN ('pending', 'done', 'dead', 'blocked_credentials')"
 def upgrade() -> None:
     with op.batch_alter_table("dispatch_outbox", schema=None) as batch_op:
         batch_op.drop_constraint(op.f("ck_dispatch_outbox_state"), type_="check")
-        batch_op.alter_column("state", existing_type=sa.String(length=16), type_=sa.String(length=32))
+        batch_op.alter_column(
+            "state", existing_type=sa.String(length=16), type_=sa.String(length=32)
+        )
         batch_op.create_check_constraint(op.f("ck_dispatch_outbox_state"), _NEW_STATES)
         batch_op.add_column(sa.Column("request_id", sa.String(length=100), nullable=True))
     with op.batch_alter_table("prescribers", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("credentials_changed_at", sa.DateTime(timezone=True), nullable=True))
-        batch_op.add_column(sa.Column("credentials_refused_at", sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(
+            sa.Column("credentials_changed_at", sa.DateTime(timezone=True), nullable=True)
+        )
+        batch_op.add_column(
+            sa.Column("credentials_refused_at", sa.DateTime(timezone=True), nullable=True)
+        )
 
 
 def downgrade() -> None:
@@ -51,5 +57,7 @@ def downgrade() -> None:
     with op.batch_alter_table("dispatch_outbox", schema=None) as batch_op:
         batch_op.drop_column("request_id")
         batch_op.drop_constraint(op.f("ck_dispatch_outbox_state"), type_="check")
-        batch_op.alter_column("state", existing_type=sa.String(length=32), type_=sa.String(length=16))
+        batch_op.alter_column(
+            "state", existing_type=sa.String(length=32), type_=sa.String(length=16)
+        )
         batch_op.create_check_constraint(op.f("ck_dispatch_outbox_state"), _OLD_STATES)

@@ -140,7 +140,12 @@ def worker_threads(settings: Settings, db: Database, count: int = 1) -> Iterator
         wid = f"test-worker-{i}"
         loop = WorkerLoop(
             Dispatcher(db, settings, make_client(settings), worker_id=wid),
-            InboxProcessor(db, worker_id=wid, base_s=settings.inbox_backoff_base_s, cap_s=settings.inbox_backoff_cap_s),
+            InboxProcessor(
+                db,
+                worker_id=wid,
+                base_s=settings.inbox_backoff_base_s,
+                cap_s=settings.inbox_backoff_cap_s,
+            ),
             poll_s=settings.worker_poll_s,
         )
         thread = threading.Thread(target=loop.run, daemon=True)

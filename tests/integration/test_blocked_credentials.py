@@ -29,7 +29,11 @@ def region_b_drafts(db, email: str, count: int) -> list[int]:  # type: ignore[no
                 select(Prescription.id)
                 .join(Patient, Patient.id == Prescription.patient_id)
                 .join(Prescriber, Prescriber.id == Prescription.prescriber_id)
-                .where(Patient.region_code == "B", Prescription.status == "draft", Prescriber.email == email)
+                .where(
+                    Patient.region_code == "B",
+                    Prescription.status == "draft",
+                    Prescriber.email == email,
+                )
                 .order_by(Prescription.id)
                 .limit(count)
             )
@@ -63,7 +67,11 @@ def outbox_states(db, ids: list[int]) -> list[str]:  # type: ignore[no-untyped-d
 def set_credentials(live, email: str, password: str, *, verify: bool = False):  # type: ignore[no-untyped-def]
     args = ["prescribers", "set-credentials", email] + (["--verify"] if verify else [])
     return live.app.test_cli_runner().invoke(
-        args=args, env={"ERX_PRESCRIBER_PASSWORD": password, "ERX_PRESCRIBER_PIN": PRESCRIBER_SECRETS[email][1]}
+        args=args,
+        env={
+            "ERX_PRESCRIBER_PASSWORD": password,
+            "ERX_PRESCRIBER_PIN": PRESCRIBER_SECRETS[email][1],
+        },
     )
 
 
@@ -80,7 +88,10 @@ def test_verify_refuses_to_store_credentials_the_platform_refuses(live, seeded, 
     assert "Traceback" not in result.output
     assert "not-the-password" not in result.output
     with seeded.session() as s:
-        assert s.scalars(select(Prescriber.password_enc).where(Prescriber.email == JONES)).one() == before
+        assert (
+            s.scalars(select(Prescriber.password_enc).where(Prescriber.email == JONES)).one()
+            == before
+        )
     assert sandbox.stats()["login_refusals_by_email"] == {JONES: 1}
 
     good = set_credentials(live, JONES, PRESCRIBER_SECRETS[JONES][0], verify=True)
@@ -99,11 +110,15 @@ def test_refused_login_parks_the_prescribers_sends_with_one_login_until_credenti
     for pid in jones[:2] + patel:
         send(live, seeded, pid)
     with worker_threads(live_settings, seeded, count=2):
-        wait_until(lambda: outbox_states(seeded, jones[:2]) == ["blocked_credentials"] * 2, timeout_s=30)
+        wait_until(
+            lambda: outbox_states(seeded, jones[:2]) == ["blocked_credentials"] * 2, timeout_s=30
+        )
         wait_until(lambda: outbox_states(seeded, patel) == ["done"], timeout_s=30)
         # A send queued after the refusal is parked without another login.
         send(live, seeded, jones[2])
-        wait_until(lambda: outbox_states(seeded, jones) == ["blocked_credentials"] * 3, timeout_s=30)
+        wait_until(
+            lambda: outbox_states(seeded, jones) == ["blocked_credentials"] * 3, timeout_s=30
+        )
 
         # Exactly one refused login for that prescriber; the other one is unaffected.
         stats = sandbox.stats()
@@ -124,6 +139,8 @@ def test_refused_login_parks_the_prescribers_sends_with_one_login_until_credenti
     assert stats["logins_by_email"][JONES] == 1
     with seeded.session() as s:
         statuses = s.scalars(select(Prescription.status).where(Prescription.id.in_(jones))).all()
-        refused_at = s.scalars(select(Prescriber.credentials_refused_at).where(Prescriber.email == JONES)).one()
+        refused_at = s.scalars(
+            select(Prescriber.credentials_refused_at).where(Prescriber.email == JONES)
+        ).one()
     assert set(statuses) <= {"issued", "signed", "printed", "dispensed"}
     assert refused_at is None

@@ -43,24 +43,32 @@ def seed_many(db, total_region_b: int) -> list[int]:  # type: ignore[no-untyped-
     with db.session() as s:
         ids = list(
             s.scalars(
-                select(Prescription.id).join(Patient, Patient.id == Prescription.patient_id)
-                .where(Patient.region_code == "B").order_by(Prescription.id).limit(total_region_b)
+                select(Prescription.id)
+                .join(Patient, Patient.id == Prescription.patient_id)
+                .where(Patient.region_code == "B")
+                .order_by(Prescription.id)
+                .limit(total_region_b)
             )
         )
     assert len(ids) == total_region_b
     return ids
 
 
-def test_chaos_exactly_one_prescription_each(live, live_settings, seeded, sandbox, db_url, tmp_path: Path):
+def test_chaos_exactly_one_prescription_each(
+    live, live_settings, seeded, sandbox, db_url, tmp_path: Path
+):
     seed_database(seeded)  # idempotent: proves a second seed adds nothing before the bulk run
     ids = seed_many(seeded, TOTAL)
-    invalid = set(ids[::TOTAL // INVALID][:INVALID])
+    invalid = set(ids[:: TOTAL // INVALID][:INVALID])
     with seeded.session() as s:
         pharmacy_id = s.scalars(select(Pharmacy.id).where(Pharmacy.branch_id == 101)).one()
 
     for pid in ids:
         resp = requests.post(
-            f"{live.url}/api/v1/prescriptions/{pid}/send", json={"pharmacy_id": pharmacy_id}, headers=live.auth(), timeout=10
+            f"{live.url}/api/v1/prescriptions/{pid}/send",
+            json={"pharmacy_id": pharmacy_id},
+            headers=live.auth(),
+            timeout=10,
         )
         assert resp.status_code == 202, resp.text
     # Only after queueing: the pre-send check refuses a Schedule 2 drug up front (422), so
@@ -69,7 +77,10 @@ def test_chaos_exactly_one_prescription_each(live, live_settings, seeded, sandbo
     with seeded.session() as s:
         s.execute(
             update(PrescriptionMedicine)
-            .where(PrescriptionMedicine.prescription_id.in_(invalid), PrescriptionMedicine.position == 1)
+            .where(
+                PrescriptionMedicine.prescription_id.in_(invalid),
+                PrescriptionMedicine.position == 1,
+            )
             .values(vpid=MORPHINE, description="Morphine sulfate 10mg/5ml oral solution")
         )
 
@@ -102,9 +113,14 @@ def test_chaos_exactly_one_prescription_each(live, live_settings, seeded, sandbo
     victim = stack.start_worker("worker-1")
     stack.start_worker("worker-2")
     try:
+
         def done_count() -> int:
             with seeded.session() as s:
-                return s.scalar(select(func.count()).select_from(DispatchOutbox).where(DispatchOutbox.state != "pending"))
+                return s.scalar(
+                    select(func.count())
+                    .select_from(DispatchOutbox)
+                    .where(DispatchOutbox.state != "pending")
+                )
 
         wait_until(lambda: done_count() >= TOTAL // 3, timeout_s=120)
         victim.send_signal(signal.SIGKILL)
@@ -118,11 +134,17 @@ def test_chaos_exactly_one_prescription_each(live, live_settings, seeded, sandbo
     stats = sandbox.stats()
     with seeded.session() as s:
         rows = s.execute(
-            select(Prescription.id, Prescription.reference, Prescription.status, Prescription.platform_token)
-            .where(Prescription.id.in_(ids))
+            select(
+                Prescription.id,
+                Prescription.reference,
+                Prescription.status,
+                Prescription.platform_token,
+            ).where(Prescription.id.in_(ids))
         ).all()
         outbox_states = dict(
-            s.execute(select(DispatchOutbox.state, func.count()).group_by(DispatchOutbox.state)).all()
+            s.execute(
+                select(DispatchOutbox.state, func.count()).group_by(DispatchOutbox.state)
+            ).all()
         )
     by_status: dict[str, int] = {}
     for _, _, status, _ in rows:
@@ -135,7 +157,9 @@ def test_chaos_exactly_one_prescription_each(live, live_settings, seeded, sandbo
 
     # Exactly one platform prescription per client_ref_id, and only for valid ones.
     issued_refs = stats["issued_by_client_ref"]
-    assert all(count == 1 for count in issued_refs.values()), {k: v for k, v in issued_refs.items() if v != 1}
+    assert all(count == 1 for count in issued_refs.values()), {
+        k: v for k, v in issued_refs.items() if v != 1
+    }
     assert outbox_states == {"done": TOTAL}
     assert by_status == {"issued": TOTAL - INVALID, "rejected": INVALID}, (by_status, elapsed)
     for pid, reference, status, token in rows:

@@ -13,25 +13,34 @@ from webhooks.signature import sign
 def region_b_draft(db) -> tuple[int, str, int]:  # type: ignore[no-untyped-def]
     with db.session() as s:
         rx = s.scalars(
-            select(Prescription).join(Patient, Patient.id == Prescription.patient_id)
-            .where(Patient.region_code == "B", Prescription.status == "draft").order_by(Prescription.id)
+            select(Prescription)
+            .join(Patient, Patient.id == Prescription.patient_id)
+            .where(Patient.region_code == "B", Prescription.status == "draft")
+            .order_by(Prescription.id)
         ).first()
         pharmacy = s.scalars(select(Pharmacy).where(Pharmacy.branch_id == 17)).one()
         return rx.id, rx.reference, pharmacy.id
 
 
 def view(live, prescription_id: int) -> dict:  # type: ignore[no-untyped-def]
-    resp = requests.get(f"{live.url}/api/v1/prescriptions/{prescription_id}", headers=live.auth(), timeout=10)
+    resp = requests.get(
+        f"{live.url}/api/v1/prescriptions/{prescription_id}", headers=live.auth(), timeout=10
+    )
     assert resp.status_code == 200
     return resp.json()
 
 
-def test_send_is_signed_dispensed_and_every_transition_recorded(live, live_settings, seeded, sandbox):
+def test_send_is_signed_dispensed_and_every_transition_recorded(
+    live, live_settings, seeded, sandbox
+):
     sandbox.control(auto=True, auto_delay_s=0.2, auto_skip_printed_rate=0.0)
     pid, reference, pharmacy_id = region_b_draft(seeded)
 
     resp = requests.post(
-        f"{live.url}/api/v1/prescriptions/{pid}/send", json={"pharmacy_id": pharmacy_id}, headers=live.auth(), timeout=10
+        f"{live.url}/api/v1/prescriptions/{pid}/send",
+        json={"pharmacy_id": pharmacy_id},
+        headers=live.auth(),
+        timeout=10,
     )
     assert resp.status_code == 202
     assert resp.json()["status"] == "queued"
@@ -56,18 +65,25 @@ def test_send_is_signed_dispensed_and_every_transition_recorded(live, live_setti
     assert stats["logins"] == 1
 
 
-def test_replayed_event_changes_nothing_and_tampered_body_is_refused(live, live_settings, seeded, sandbox):
+def test_replayed_event_changes_nothing_and_tampered_body_is_refused(
+    live, live_settings, seeded, sandbox
+):
     sandbox.control(auto=True, auto_delay_s=0.1, auto_skip_printed_rate=1.0)
     pid, _, pharmacy_id = region_b_draft(seeded)
     requests.post(
-        f"{live.url}/api/v1/prescriptions/{pid}/send", json={"pharmacy_id": pharmacy_id}, headers=live.auth(), timeout=10
+        f"{live.url}/api/v1/prescriptions/{pid}/send",
+        json={"pharmacy_id": pharmacy_id},
+        headers=live.auth(),
+        timeout=10,
     ).raise_for_status()
     with worker_threads(live_settings, seeded):
         wait_until(lambda: view(live, pid)["status"] == "dispensed", timeout_s=30)
     before = view(live, pid)["history"]
 
     with seeded.session() as s:
-        event = s.scalars(select(WebhookInbox).where(WebhookInbox.state == "processed").order_by(WebhookInbox.id)).first()
+        event = s.scalars(
+            select(WebhookInbox).where(WebhookInbox.state == "processed").order_by(WebhookInbox.id)
+        ).first()
         raw = event.body
         inbox_count = s.scalar(select(func.count()).select_from(WebhookInbox))
         history_count = s.scalar(select(func.count()).select_from(StatusHistory))
@@ -75,7 +91,14 @@ def test_replayed_event_changes_nothing_and_tampered_body_is_refused(live, live_
     import time
 
     url = f"{live.url}/webhooks/platform"
-    replay = requests.post(url, data=raw, headers={"X-Signature": sign(raw, live_settings.webhook_secrets, timestamp=int(time.time()))}, timeout=10)
+    replay = requests.post(
+        url,
+        data=raw,
+        headers={
+            "X-Signature": sign(raw, live_settings.webhook_secrets, timestamp=int(time.time()))
+        },
+        timeout=10,
+    )
     assert replay.status_code == 200
     assert replay.json()["duplicate"] is True
 

@@ -11,7 +11,9 @@ from tests.integration.conftest import wait_until, worker_threads
 SENDS = 5
 
 
-def test_one_worker_sends_every_prescription_over_one_connection(live, live_settings, seeded, sandbox):  # type: ignore[no-untyped-def]
+def test_one_worker_sends_every_prescription_over_one_connection(
+    live, live_settings, seeded, sandbox
+):  # type: ignore[no-untyped-def]
     with seeded.session() as s:
         ids = list(
             s.scalars(
@@ -25,7 +27,10 @@ def test_one_worker_sends_every_prescription_over_one_connection(live, live_sett
         pharmacy_id = s.scalars(select(Pharmacy.id).where(Pharmacy.branch_id == 17)).one()
     for pid in ids:
         requests.post(
-            f"{live.url}/api/v1/prescriptions/{pid}/send", json={"pharmacy_id": pharmacy_id}, headers=live.auth(), timeout=10
+            f"{live.url}/api/v1/prescriptions/{pid}/send",
+            json={"pharmacy_id": pharmacy_id},
+            headers=live.auth(),
+            timeout=10,
         ).raise_for_status()
     with requests.Session() as http:  # one connection of our own for every stats call
 

@@ -44,11 +44,18 @@ WRONG_PIN = "908172"
 FINAL = {"dispensed", "emailed", "rejected", "voided", "expired"}
 
 
-def draft(db, *, region: str, prescriber_email: str | None = None, skip: tuple[int, ...] = ()) -> int:  # type: ignore[no-untyped-def]
+def draft(
+    db, *, region: str, prescriber_email: str | None = None, skip: tuple[int, ...] = ()
+) -> int:  # type: ignore[no-untyped-def]
     with db.session() as s:
         query = (
-            select(Prescription.id).join(Patient, Patient.id == Prescription.patient_id)
-            .where(Patient.region_code == region, Prescription.status == "draft", Prescription.id.not_in(skip or (0,)))
+            select(Prescription.id)
+            .join(Patient, Patient.id == Prescription.patient_id)
+            .where(
+                Patient.region_code == region,
+                Prescription.status == "draft",
+                Prescription.id.not_in(skip or (0,)),
+            )
             .order_by(Prescription.id)
         )
         if prescriber_email:
@@ -67,7 +74,9 @@ def status(db, pid: int) -> str:  # type: ignore[no-untyped-def]
 
 def outbox_state(db, pid: int) -> str | None:  # type: ignore[no-untyped-def]
     with db.session() as s:
-        return s.scalars(select(DispatchOutbox.state).where(DispatchOutbox.prescription_id == pid)).first()
+        return s.scalars(
+            select(DispatchOutbox.state).where(DispatchOutbox.prescription_id == pid)
+        ).first()
 
 
 def test_no_phi_or_secret_in_any_process_log(seeded, db_url, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -75,8 +84,12 @@ def test_no_phi_or_secret_in_any_process_log(seeded, db_url, tmp_path: Path) -> 
     port = free_port()
     stack = Stack(
         env=base_env(
-            DATABASE_URL=db_url, ERX_ENV="test", MAIL_BACKEND="file", MAIL_DIR=str(tmp_path / "mail"),
-            WORKER_POLL_S="0.05", LOG_LEVEL="DEBUG",
+            DATABASE_URL=db_url,
+            ERX_ENV="test",
+            MAIL_BACKEND="file",
+            MAIL_DIR=str(tmp_path / "mail"),
+            WORKER_POLL_S="0.05",
+            LOG_LEVEL="DEBUG",
         ),
         log_dir=log_dir,
     )
@@ -94,42 +107,78 @@ def test_no_phi_or_secret_in_any_process_log(seeded, db_url, tmp_path: Path) -> 
         stack.start_sandbox(webhook_port=port, extra=["--auto", "--auto-delay", "0.2"])
         for email, (password, pin) in PRESCRIBERS.items():
             stored = (WRONG_PASSWORD, WRONG_PIN) if email == BAD else (password, pin)
-            stack.flask("prescribers", "set-credentials", email,
-                        env={"ERX_PRESCRIBER_PASSWORD": stored[0], "ERX_PRESCRIBER_PIN": stored[1]})
+            stack.flask(
+                "prescribers",
+                "set-credentials",
+                email,
+                env={"ERX_PRESCRIBER_PASSWORD": stored[0], "ERX_PRESCRIBER_PIN": stored[1]},
+            )
         url = stack.start_service(port=port, workers=2)
         service = stack.bearer(role="service", subject="svc-logs")
         secrets["jwt"] = service["Authorization"].split(" ", 1)[1]
 
         with seeded.session() as s:
             pharmacy_b = s.scalars(select(Pharmacy.id).where(Pharmacy.branch_id == 17)).one()
-            pharmacy_a = s.scalars(select(Pharmacy.id).where(Pharmacy.email == REGION_A_PHARMACY)).one()
+            pharmacy_a = s.scalars(
+                select(Pharmacy.id).where(Pharmacy.email == REGION_A_PHARMACY)
+            ).one()
         region_b = draft(seeded, region="B", prescriber_email=GOOD)
         rejected = draft(seeded, region="B", prescriber_email=GOOD, skip=(region_b,))
         blocked = draft(seeded, region="B", prescriber_email=BAD)
         region_a = draft(seeded, region="A")
-        sends = [(region_b, pharmacy_b), (rejected, pharmacy_b), (blocked, pharmacy_b), (region_a, pharmacy_a)]
+        sends = [
+            (region_b, pharmacy_b),
+            (rejected, pharmacy_b),
+            (blocked, pharmacy_b),
+            (region_a, pharmacy_a),
+        ]
         for pid, pharmacy in sends:
-            resp = requests.post(f"{url}/api/v1/prescriptions/{pid}/send", json={"pharmacy_id": pharmacy},
-                                 headers=service, timeout=10)
+            resp = requests.post(
+                f"{url}/api/v1/prescriptions/{pid}/send",
+                json={"pharmacy_id": pharmacy},
+                headers=service,
+                timeout=10,
+            )
             assert resp.status_code == 202, resp.text
         # After queueing (the pre-send check would refuse it up front): the platform's refusal path.
         with seeded.session() as s:
-            s.execute(update(PrescriptionMedicine)
-                      .where(PrescriptionMedicine.prescription_id == rejected, PrescriptionMedicine.position == 1)
-                      .values(vpid=MORPHINE, description="Morphine sulfate 10mg/5ml oral solution"))
+            s.execute(
+                update(PrescriptionMedicine)
+                .where(
+                    PrescriptionMedicine.prescription_id == rejected,
+                    PrescriptionMedicine.position == 1,
+                )
+                .values(vpid=MORPHINE, description="Morphine sulfate 10mg/5ml oral solution")
+            )
 
         body = b'{"event_id":"evt_forged","type":"prescription.status_updated"}'
-        forged = requests.post(f"{url}/webhooks/platform", data=body, timeout=10, headers={
-            "Content-Type": "application/json", "X-Signature": sign(body, ["not-the-secret"], timestamp=int(time.time()))})
+        forged = requests.post(
+            f"{url}/webhooks/platform",
+            data=body,
+            timeout=10,
+            headers={
+                "Content-Type": "application/json",
+                "X-Signature": sign(body, ["not-the-secret"], timestamp=int(time.time())),
+            },
+        )
         assert forged.status_code in (400, 401, 403)
 
         stack.start_worker("worker")
         wait_until(lambda: status(seeded, region_b) == "dispensed", timeout_s=60, interval_s=0.2)
         wait_until(lambda: status(seeded, region_a) == "emailed", timeout_s=60, interval_s=0.2)
         wait_until(lambda: status(seeded, rejected) == "rejected", timeout_s=60, interval_s=0.2)
-        wait_until(lambda: outbox_state(seeded, blocked) == "blocked_credentials", timeout_s=60, interval_s=0.2)
+        wait_until(
+            lambda: outbox_state(seeded, blocked) == "blocked_credentials",
+            timeout_s=60,
+            interval_s=0.2,
+        )
         # Read it back as a patient would (the response carries PHI; the logs must not).
-        assert requests.get(f"{url}/api/v1/prescriptions/{region_b}", headers=service, timeout=10).status_code == 200
+        assert (
+            requests.get(
+                f"{url}/api/v1/prescriptions/{region_b}", headers=service, timeout=10
+            ).status_code
+            == 200
+        )
     finally:
         stack.stop()
 

@@ -43,7 +43,10 @@ from tests.conftest import bearer
 MAX_EXAMPLES = 10
 DOCUMENT = build_spec()
 SUBJECTS = {"patient": "pt-0001", "support": "support-tests", "service": "svc-tests"}
-SEEDED_IDS = (1, 2)  # pt-0001's prescription, another patient's (scripts/seed/002_test_prescriptions.sql)
+SEEDED_IDS = (
+    1,
+    2,
+)  # pt-0001's prescription, another patient's (scripts/seed/002_test_prescriptions.sql)
 WEBHOOK = "/webhooks/platform"
 # Unknown query parameters are ignored by design (app/interfaces/directory_schemas.py: cache-busters),
 # and the token is ours, valid for the role: schemathesis generates neither. A send of a
@@ -114,10 +117,14 @@ def fuzz_problems(operation: Any, mode: GenerationMode, run: Any, **fixed: Any) 
     return []
 
 
-@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=["valid", "invalid"])
+@pytest.mark.parametrize(
+    "mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=["valid", "invalid"]
+)
 @pytest.mark.parametrize("role", sorted(SUBJECTS))
 def test_api_keeps_its_documented_contract(app, role: str, mode: GenerationMode) -> None:  # type: ignore[no-untyped-def]
-    schema = schemathesis.openapi.from_wsgi(DOCUMENT_PATH, app, config=SchemathesisConfig.from_str(CONFIG))
+    schema = schemathesis.openapi.from_wsgi(
+        DOCUMENT_PATH, app, config=SchemathesisConfig.from_str(CONFIG)
+    )
     headers = bearer(app, role=role, subject=SUBJECTS[role])
     failures: list[str] = []
     driven: set[str] = set()
@@ -134,8 +141,12 @@ def test_api_keeps_its_documented_contract(app, role: str, mode: GenerationMode)
                 operation, mode, lambda op=operation, **f: _run(op, headers, mode, **f), **fixed
             )
         driven.add(operation.label)
-    documented = {f"{method.upper()} {path}" for path, item in DOCUMENT["paths"].items() for method in item
-                  if method in ("get", "put", "post", "patch", "delete")}
+    documented = {
+        f"{method.upper()} {path}"
+        for path, item in DOCUMENT["paths"].items()
+        for method in item
+        if method in ("get", "put", "post", "patch", "delete")
+    }
     # Not driven, by name: the webhook (above) and the document itself, which schemathesis
     # leaves out of the operations it loads from that document. Any other gap fails here.
     assert documented - driven == {f"POST {WEBHOOK}", f"GET {DOCUMENT_PATH}"}, documented - driven
@@ -151,17 +162,33 @@ class _FakeOperation:
 @pytest.mark.parametrize(
     ("raised", "mode", "raw", "expected"),
     [
-        (SystemError("AST constructor recursion depth mismatch"), GenerationMode.POSITIVE, {}, "internal error"),
+        (
+            SystemError("AST constructor recursion depth mismatch"),
+            GenerationMode.POSITIVE,
+            {},
+            "internal error",
+        ),
         (RecursionError("deep"), GenerationMode.NEGATIVE, {}, "internal error"),
-        (hypothesis.errors.Unsatisfiable("x"), GenerationMode.NEGATIVE, {"parameters": [{"name": "q"}]},
-         "internal error"),
+        (
+            hypothesis.errors.Unsatisfiable("x"),
+            GenerationMode.NEGATIVE,
+            {"parameters": [{"name": "q"}]},
+            "internal error",
+        ),
         (hypothesis.errors.Unsatisfiable("x"), GenerationMode.POSITIVE, {}, "internal error"),
         (AssertionError("ST202"), GenerationMode.POSITIVE, {}, "failure"),
         (hypothesis.errors.Unsatisfiable("x"), GenerationMode.NEGATIVE, {}, None),
         (None, GenerationMode.POSITIVE, {}, None),
     ],
-    ids=["ast-crash", "recursion", "unsatisfiable-with-input", "unsatisfiable-positive", "check-failure",
-         "nothing-to-break", "clean"],
+    ids=[
+        "ast-crash",
+        "recursion",
+        "unsatisfiable-with-input",
+        "unsatisfiable-positive",
+        "check-failure",
+        "nothing-to-break",
+        "clean",
+    ],
 )
 def test_an_internal_error_is_never_counted_clean(raised, mode, raw, expected) -> None:  # type: ignore[no-untyped-def]
     def run() -> None:

@@ -86,7 +86,9 @@ class Handler:
             self.refuse_data -= 1
             return "452 4.3.1 Insufficient system storage"
         with self.lock:
-            self.messages.append(BytesParser(policy=policy.default).parsebytes(envelope.original_content))
+            self.messages.append(
+                BytesParser(policy=policy.default).parsebytes(envelope.original_content)
+            )
             self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
         if self.kill_pid_on_data is not None:
             os.kill(self.kill_pid_on_data, signal.SIGKILL)
@@ -119,15 +121,19 @@ Clock = FakeClock
 
 def smtp_settings(db_url: str, port: int, **overrides: Any) -> Settings:
     values: dict[str, Any] = {"smtp_timeout_s": 5.0, **overrides}
-    return make_settings(db_url, mail_backend="smtp", smtp_host="127.0.0.1", smtp_port=port, **values)
+    return make_settings(
+        db_url, mail_backend="smtp", smtp_host="127.0.0.1", smtp_port=port, **values
+    )
 
 
 def region_a_prescription(db: Database, clock: Clock) -> int:
     """Queue the first Region A draft for the Ards pharmacy; returns its id."""
     with db.session() as s:
         pid = s.scalars(
-            select(Prescription.id).join(Patient, Patient.id == Prescription.patient_id)
-            .where(Patient.region_code == "A", Prescription.status == "draft").order_by(Prescription.id)
+            select(Prescription.id)
+            .join(Patient, Patient.id == Prescription.patient_id)
+            .where(Patient.region_code == "A", Prescription.status == "draft")
+            .order_by(Prescription.id)
         ).first()
         pharmacy_id = s.scalars(select(Pharmacy.id).where(Pharmacy.email == PHARMACY_EMAIL)).one()
     assert pid is not None
@@ -137,7 +143,9 @@ def region_a_prescription(db: Database, clock: Clock) -> int:
 
 
 def dispatcher(db: Database, settings: Settings, clock: Clock) -> Dispatcher:
-    return Dispatcher(db, settings, make_client(settings), worker_id="mail-test", now=clock, rand=lambda: 0.5)
+    return Dispatcher(
+        db, settings, make_client(settings), worker_id="mail-test", now=clock, rand=lambda: 0.5
+    )
 
 
 def state(db: Database, pid: int) -> tuple[str, str, int, str | None]:
@@ -150,14 +158,20 @@ def state(db: Database, pid: int) -> tuple[str, str, int, str | None]:
 
 def history(db: Database, pid: int) -> list[tuple[str, str]]:
     with db.session() as s:
-        rows = s.scalars(select(StatusHistory).where(StatusHistory.prescription_id == pid).order_by(StatusHistory.id))
+        rows = s.scalars(
+            select(StatusHistory)
+            .where(StatusHistory.prescription_id == pid)
+            .order_by(StatusHistory.id)
+        )
         return [(h.to_status, h.source) for h in rows]
 
 
 def pdf_text(message: EmailMessage) -> str:
     (attachment,) = list(message.iter_attachments())
     assert attachment.get_content_type() == "application/pdf"
-    return "\n".join(page.extract_text() for page in PdfReader(BytesIO(attachment.get_content())).pages)
+    return "\n".join(
+        page.extract_text() for page in PdfReader(BytesIO(attachment.get_content())).pages
+    )
 
 
 def our_logs(caplog: pytest.LogCaptureFixture) -> str:
@@ -203,7 +217,11 @@ def test_the_pharmacy_receives_the_prescription_pdf_exactly_once(seeded, db_url,
     assert medicines
     for description, quantity, directions in medicines:
         assert description in flat and directions in flat and str(quantity) in text.split()
-    assert (intent.stage, intent.attempts, intent.smtp_reply) == ("accepted", 1, "250 2.0.0 OK queued as TEST1")
+    assert (intent.stage, intent.attempts, intent.smtp_reply) == (
+        "accepted",
+        1,
+        "250 2.0.0 OK queued as TEST1",
+    )
     assert state(seeded, pid)[:2] == ("emailed", "done")
     assert history(seeded, pid) == [("queued", "service"), ("emailed", "service")]
 
@@ -227,7 +245,9 @@ def test_a_refused_rcpt_is_retried_with_backoff_and_delivered_once(seeded, db_ur
     assert state(seeded, pid) == ("emailed", "done", 2, None)
 
 
-def test_a_refusal_of_the_message_itself_is_retried_and_delivered_once(seeded, db_url, smtp) -> None:  # type: ignore[no-untyped-def]
+def test_a_refusal_of_the_message_itself_is_retried_and_delivered_once(
+    seeded, db_url, smtp
+) -> None:  # type: ignore[no-untyped-def]
     controller, handler = smtp
     handler.refuse_data = 1
     clock = Clock()
@@ -260,7 +280,9 @@ def test_a_server_that_is_down_is_retried_and_delivered_once(seeded, db_url, smt
     assert state(seeded, pid)[:2] == ("emailed", "done")
 
 
-def test_an_acceptance_stored_before_a_crash_is_recorded_without_sending_again(seeded, db_url, smtp) -> None:  # type: ignore[no-untyped-def]
+def test_an_acceptance_stored_before_a_crash_is_recorded_without_sending_again(
+    seeded, db_url, smtp
+) -> None:  # type: ignore[no-untyped-def]
     controller, handler = smtp
     clock = Clock()
     settings = smtp_settings(db_url, controller.port)
@@ -277,7 +299,9 @@ def test_an_acceptance_stored_before_a_crash_is_recorded_without_sending_again(s
     assert state(seeded, pid)[:2] == ("emailed", "done")
 
 
-def test_a_lost_reply_after_data_parks_the_email_until_an_operator_decides(seeded, db_url, smtp, app) -> None:  # type: ignore[no-untyped-def]
+def test_a_lost_reply_after_data_parks_the_email_until_an_operator_decides(
+    seeded, db_url, smtp, app
+) -> None:  # type: ignore[no-untyped-def]
     controller, handler = smtp
     handler.drop_after_data = 1
     clock = Clock()
@@ -316,11 +340,16 @@ def test_an_operator_confirms_an_email_in_doubt(seeded, db_url, smtp, app) -> No
     pid = region_a_prescription(seeded, clock)
     dispatcher(seeded, smtp_settings(db_url, controller.port), clock).run_batch()
     with seeded.session() as s:
-        outbox_id = s.scalars(select(DispatchOutbox.id).where(DispatchOutbox.prescription_id == pid)).one()
+        outbox_id = s.scalars(
+            select(DispatchOutbox.id).where(DispatchOutbox.prescription_id == pid)
+        ).one()
     runner = app.test_cli_runner()
 
     wrong = runner.invoke(args=["outbox", "confirm-sent", str(outbox_id + 1000)])
-    assert wrong.exit_code != 0 and wrong.output.strip().splitlines()[-1] == f"Error: no outbox row {outbox_id + 1000}"
+    assert (
+        wrong.exit_code != 0
+        and wrong.output.strip().splitlines()[-1] == f"Error: no outbox row {outbox_id + 1000}"
+    )
     result = runner.invoke(args=["outbox", "confirm-sent", str(outbox_id)])
     assert result.exit_code == 0, result.output
     again = runner.invoke(args=["outbox", "confirm-sent", str(outbox_id)])
@@ -334,7 +363,9 @@ def test_an_operator_confirms_an_email_in_doubt(seeded, db_url, smtp, app) -> No
 # -- the worker killed right after the server took the message ------------------------------
 
 
-def test_a_worker_killed_after_the_server_accepted_never_sends_a_second_copy(seeded, db_url, smtp, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_worker_killed_after_the_server_accepted_never_sends_a_second_copy(
+    seeded, db_url, smtp, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     controller, handler = smtp
     clock = Clock()
     clock.now = datetime.now(UTC)  # the worker processes use the real clock
@@ -361,7 +392,9 @@ def test_a_worker_killed_after_the_server_accepted_never_sends_a_second_copy(see
         handler.kill_pid_on_data = None
         assert len(handler.messages) == 1
         with seeded.session() as s:
-            stage = s.scalars(select(EmailIntent.stage).where(EmailIntent.prescription_id == pid)).one()
+            stage = s.scalars(
+                select(EmailIntent.stage).where(EmailIntent.prescription_id == pid)
+            ).one()
         assert stage == "data"  # the marker committed right before DATA survived the kill
 
         stack.start_worker("worker-2", "--no-inbox")
@@ -396,7 +429,9 @@ def self_signed(tmp_path: Path) -> tuple[Path, Path]:
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            ),
             critical=False,
         )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
@@ -405,7 +440,11 @@ def self_signed(tmp_path: Path) -> tuple[Path, Path]:
     cert_path, key_path = tmp_path / "smtp.crt", tmp_path / "smtp.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
     )
     return cert_path, key_path
 
@@ -438,7 +477,11 @@ def test_starttls_with_credentials_delivers_once(seeded, db_url, tls_smtp, caplo
     clock = Clock()
     pid = region_a_prescription(seeded, clock)
     settings = smtp_settings(
-        db_url, controller.port, smtp_starttls=True, smtp_username=SMTP_USER, smtp_password=SMTP_PASSWORD,
+        db_url,
+        controller.port,
+        smtp_starttls=True,
+        smtp_username=SMTP_USER,
+        smtp_password=SMTP_PASSWORD,
         smtp_ca_file=str(ca_file),
     )
     caplog.set_level("DEBUG")
@@ -455,8 +498,13 @@ def test_a_wrong_password_is_retried_not_sent(seeded, db_url, tls_smtp) -> None:
     clock = Clock()
     pid = region_a_prescription(seeded, clock)
     settings = smtp_settings(
-        db_url, controller.port, smtp_starttls=True, smtp_username=SMTP_USER, smtp_password="wrong",
-        smtp_ca_file=str(ca_file), smtp_timeout_s=1.0,  # the server may stay silent after a refused AUTH
+        db_url,
+        controller.port,
+        smtp_starttls=True,
+        smtp_username=SMTP_USER,
+        smtp_password="wrong",
+        smtp_ca_file=str(ca_file),
+        smtp_timeout_s=1.0,  # the server may stay silent after a refused AUTH
     )
 
     dispatcher(seeded, settings, clock).run_batch()
@@ -467,19 +515,29 @@ def test_a_wrong_password_is_retried_not_sent(seeded, db_url, tls_smtp) -> None:
     assert error is not None and error.startswith("smtp_auth_")
 
 
-def test_an_untrusted_certificate_is_refused_before_anything_is_sent(seeded, db_url, tls_smtp) -> None:  # type: ignore[no-untyped-def]
+def test_an_untrusted_certificate_is_refused_before_anything_is_sent(
+    seeded, db_url, tls_smtp
+) -> None:  # type: ignore[no-untyped-def]
     controller, handler, _ = tls_smtp
     clock = Clock()
     pid = region_a_prescription(seeded, clock)
     settings = smtp_settings(
-        db_url, controller.port, smtp_starttls=True, smtp_username=SMTP_USER, smtp_password=SMTP_PASSWORD,
+        db_url,
+        controller.port,
+        smtp_starttls=True,
+        smtp_username=SMTP_USER,
+        smtp_password=SMTP_PASSWORD,
     )
 
     dispatcher(seeded, settings, clock).run_batch()
 
     assert handler.messages == []
     status, outbox_state, _, error = state(seeded, pid)
-    assert (status, outbox_state, error) == ("queued", "pending", "smtp_starttls_SSLCertVerificationError")
+    assert (status, outbox_state, error) == (
+        "queued",
+        "pending",
+        "smtp_starttls_SSLCertVerificationError",
+    )
 
 
 def test_no_patient_detail_is_logged(seeded, db_url, smtp, caplog) -> None:  # type: ignore[no-untyped-def]
@@ -495,8 +553,14 @@ def test_no_patient_detail_is_logged(seeded, db_url, smtp, caplog) -> None:  # t
     assert len(handler.messages) == 1
     with seeded.session() as s:
         patient = s.get(Prescription, pid).patient  # type: ignore[union-attr]
-        forbidden = {patient.first_name, patient.last_name, patient.address_line1, patient.post_code,
-                     patient.date_of_birth.isoformat(), PHARMACY_EMAIL}
+        forbidden = {
+            patient.first_name,
+            patient.last_name,
+            patient.address_line1,
+            patient.post_code,
+            patient.date_of_birth.isoformat(),
+            PHARMACY_EMAIL,
+        }
     assert sorted(f for f in forbidden if f and f in our_logs(caplog)) == []
 
 
@@ -505,7 +569,11 @@ def test_tls_verification_can_be_switched_off_for_a_test_server(seeded, db_url, 
     clock = Clock()
     pid = region_a_prescription(seeded, clock)
     settings = smtp_settings(
-        db_url, controller.port, smtp_starttls=True, smtp_username=SMTP_USER, smtp_password=SMTP_PASSWORD,
+        db_url,
+        controller.port,
+        smtp_starttls=True,
+        smtp_username=SMTP_USER,
+        smtp_password=SMTP_PASSWORD,
         smtp_tls_verify=False,
     )
 

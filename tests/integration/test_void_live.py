@@ -19,15 +19,21 @@ from tests.integration.conftest import wait_until, worker_threads
 def region_b_draft(db) -> tuple[int, int]:  # type: ignore[no-untyped-def]
     with db.session() as s:
         rx = s.scalars(
-            select(Prescription).join(Patient, Patient.id == Prescription.patient_id)
-            .where(Patient.region_code == "B", Prescription.status == "draft").order_by(Prescription.id)
+            select(Prescription)
+            .join(Patient, Patient.id == Prescription.patient_id)
+            .where(Patient.region_code == "B", Prescription.status == "draft")
+            .order_by(Prescription.id)
         ).first()
         pharmacy = s.scalars(select(Pharmacy).where(Pharmacy.branch_id == 17)).one()
         return rx.id, pharmacy.id
 
 
 def view(live, pid: int, role: str = "support") -> dict:  # type: ignore[no-untyped-def]
-    resp = requests.get(f"{live.url}/api/v1/prescriptions/{pid}", headers=live.auth(role=role, subject="s-1"), timeout=10)
+    resp = requests.get(
+        f"{live.url}/api/v1/prescriptions/{pid}",
+        headers=live.auth(role=role, subject="s-1"),
+        timeout=10,
+    )
     assert resp.status_code == 200, resp.text
     return resp.json()
 
@@ -41,7 +47,9 @@ def inbox_settled(db) -> bool:  # type: ignore[no-untyped-def]
 def platform_status(live_settings, db, pid: int) -> str:  # type: ignore[no-untyped-def]
     with db.session() as s:
         rx = s.get(Prescription, pid)
-        credentials = prescriber_credentials(rx.prescriber, credential_cipher(live_settings.encryption_keys))
+        credentials = prescriber_credentials(
+            rx.prescriber, credential_cipher(live_settings.encryption_keys)
+        )
         token = rx.platform_token
     with make_client(live_settings) as client:
         return client.get_prescription(credentials, token).status
@@ -50,7 +58,10 @@ def platform_status(live_settings, db, pid: int) -> str:  # type: ignore[no-unty
 def test_support_voids_an_issued_prescription_at_the_sandbox(live, live_settings, seeded, sandbox):  # type: ignore[no-untyped-def]
     pid, pharmacy_id = region_b_draft(seeded)
     sent = requests.post(
-        f"{live.url}/api/v1/prescriptions/{pid}/send", json={"pharmacy_id": pharmacy_id}, headers=live.auth(), timeout=10
+        f"{live.url}/api/v1/prescriptions/{pid}/send",
+        json={"pharmacy_id": pharmacy_id},
+        headers=live.auth(),
+        timeout=10,
     )
     assert sent.status_code == 202
     with worker_threads(live_settings, seeded):
@@ -66,7 +77,10 @@ def test_support_voids_an_issued_prescription_at_the_sandbox(live, live_settings
         assert resp.json()["status"] == "voided"
         assert platform_status(live_settings, seeded, pid) == "voided"
         # The sandbox's own "voided" webhook arrives and is applied: nothing is added.
-        wait_until(lambda: sandbox.stats()["webhooks"]["pending"] == 0 and inbox_settled(seeded), timeout_s=15)
+        wait_until(
+            lambda: sandbox.stats()["webhooks"]["pending"] == 0 and inbox_settled(seeded),
+            timeout_s=15,
+        )
 
     body = view(live, pid)
     assert [(h["to"], h["source"]) for h in body["history"]].count(("voided", "operator")) == 1
@@ -82,12 +96,17 @@ def test_support_voids_an_issued_prescription_at_the_sandbox(live, live_settings
     assert again.json()["code"] == "already_final"
 
 
-def test_platform_says_invalid_transition_once_dispensed_there(live, live_settings, seeded, sandbox):  # type: ignore[no-untyped-def]
+def test_platform_says_invalid_transition_once_dispensed_there(
+    live, live_settings, seeded, sandbox
+):  # type: ignore[no-untyped-def]
     # Our record still says "issued" (webhooks held back) while the sandbox has dispensed it.
     sandbox.control(webhook_hold=True, auto=True, auto_delay_s=0.1)
     pid, pharmacy_id = region_b_draft(seeded)
     requests.post(
-        f"{live.url}/api/v1/prescriptions/{pid}/send", json={"pharmacy_id": pharmacy_id}, headers=live.auth(), timeout=10
+        f"{live.url}/api/v1/prescriptions/{pid}/send",
+        json={"pharmacy_id": pharmacy_id},
+        headers=live.auth(),
+        timeout=10,
     ).raise_for_status()
     with worker_threads(live_settings, seeded):
         wait_until(lambda: view(live, pid)["status"] == "issued", timeout_s=30)

@@ -44,7 +44,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]
     gunicorn = Path(sys.executable).with_name("gunicorn")
     proc = subprocess.Popen(
         [str(gunicorn), "-c", "gunicorn.conf.py", "wsgi:app"],
-        cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", proc=proc)
@@ -63,18 +66,24 @@ def _exchange(server: tuple[str, int], raw: bytes) -> tuple[int, dict[str, str],
             chunks.append(chunk)
     head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    headers = {
+        k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])
+    }
     return int(lines[0].split()[1]), headers, body
 
 
-def _request(path: str, *, method: str = "GET", headers: list[str] = (), body: bytes = b"") -> bytes:  # type: ignore[assignment]
+def _request(
+    path: str, *, method: str = "GET", headers: list[str] = (), body: bytes = b""
+) -> bytes:  # type: ignore[assignment]
     lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", "Connection: close", *headers]
     if body:
         lines.append(f"Content-Length: {len(body)}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
-def assert_json_error(status: int, headers: dict[str, str], body: bytes, expected: int, code: str) -> None:
+def assert_json_error(
+    status: int, headers: dict[str, str], body: bytes, expected: int, code: str
+) -> None:
     assert status == expected, body[:200]
     assert headers["content-type"].startswith("application/json"), headers
     document = json.loads(body)
@@ -90,7 +99,9 @@ def test_an_over_long_request_line_is_414_json(server) -> None:  # type: ignore[
 
 
 def test_too_many_headers_is_431_json(server) -> None:  # type: ignore[no-untyped-def]
-    answer = _exchange(server, _request("/api/v1/regions", headers=[f"X-H{n}: v" for n in range(150)]))
+    answer = _exchange(
+        server, _request("/api/v1/regions", headers=[f"X-H{n}: v" for n in range(150)])
+    )
 
     assert_json_error(*answer, 431, "request_header_fields_too_large")
 
@@ -115,7 +126,13 @@ def test_malformed_http_is_400_json(server) -> None:  # type: ignore[no-untyped-
         ("DELETE", "/api/v1/regions", b"", 405, "method_not_allowed"),
         ("GET", "/webhooks/nothing-here", b"", 404, "not_found"),
         ("GET", "/webhooks/platform", b"", 405, "method_not_allowed"),
-        ("POST", "/api/v1/prescriptions/1/send", b"x" * (1024 * 1024 + 1), 413, "request_entity_too_large"),
+        (
+            "POST",
+            "/api/v1/prescriptions/1/send",
+            b"x" * (1024 * 1024 + 1),
+            413,
+            "request_entity_too_large",
+        ),
     ],
 )
 def test_werkzeug_errors_are_json(server, method, path, body, status, code) -> None:  # type: ignore[no-untyped-def]

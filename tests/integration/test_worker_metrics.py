@@ -27,13 +27,17 @@ def scrape(url: str) -> dict[str, float]:
 def test_worker_serves_metrics_and_a_send_moves_them(live, seeded, sandbox, db_url, tmp_path):
     with seeded.session() as s:
         pid = s.scalars(
-            select(Prescription.id).join(Patient, Patient.id == Prescription.patient_id)
-            .where(Patient.region_code == "B", Prescription.status == "draft").order_by(Prescription.id)
+            select(Prescription.id)
+            .join(Patient, Patient.id == Prescription.patient_id)
+            .where(Patient.region_code == "B", Prescription.status == "draft")
+            .order_by(Prescription.id)
         ).first()
         pharmacy_id = s.scalars(select(Pharmacy.id).where(Pharmacy.branch_id == 17)).one()
     port = free_port()
     stack = Stack(
-        env=base_env(DATABASE_URL=db_url, ERX_BASE_URL=sandbox.url, ERX_ENV="test", WORKER_POLL_S="0.05"),
+        env=base_env(
+            DATABASE_URL=db_url, ERX_BASE_URL=sandbox.url, ERX_ENV="test", WORKER_POLL_S="0.05"
+        ),
         log_dir=tmp_path / "logs",
     )
     worker = stack.start_worker("worker", "--metrics-port", str(port), "--no-inbox")
@@ -43,7 +47,10 @@ def test_worker_serves_metrics_and_a_send_moves_them(live, seeded, sandbox, db_u
         assert scrape(url).get('erx_sends_total{outcome="issued",route="erx"}', 0.0) == 0.0
         queue_send(seeded, pid, pharmacy_id=pharmacy_id, request_id="metrics-test-1")
 
-        wait_until(lambda: scrape(url).get('erx_sends_total{outcome="issued",route="erx"}') == 1.0, timeout_s=30)
+        wait_until(
+            lambda: scrape(url).get('erx_sends_total{outcome="issued",route="erx"}') == 1.0,
+            timeout_s=30,
+        )
         samples = scrape(url)
     finally:
         stack.stop()

@@ -128,8 +128,17 @@ WEBHOOKS_MAY_IMPORT_FROM_APP = (
     "app.mechanisms.retry",
 )
 WEBHOOKS_MAY_IMPORT_FROM_CONNECTOR = ("connector.statuses", "connector.parsing")
-MIGRATIONS_MAY_IMPORT_FROM_APP = ("app.foundation.config", "app.foundation.db", "app.foundation.models")
-SCRIPTS_MAY_IMPORT_FROM_APP = ("app.foundation.config", "app.foundation.db", "app.foundation.models", "app.interfaces.cli")
+MIGRATIONS_MAY_IMPORT_FROM_APP = (
+    "app.foundation.config",
+    "app.foundation.db",
+    "app.foundation.models",
+)
+SCRIPTS_MAY_IMPORT_FROM_APP = (
+    "app.foundation.config",
+    "app.foundation.db",
+    "app.foundation.models",
+    "app.interfaces.cli",
+)
 
 
 def _all_under(i: Imported, prefixes: tuple[str, ...]) -> bool:
@@ -206,7 +215,7 @@ def sandbox_violations(imports: list[Imported]) -> list[str]:
 
 
 def migrations_violations(imports: list[Imported]) -> list[str]:
-    """migrations/: Alembic (and SQLAlchemy under it) with app.foundation.config, app.foundation.db, app.foundation.models."""
+    """migrations/: Alembic (and SQLAlchemy under it) with app.foundation config, db, models."""
     bad = []
     for i in imports:
         if i.top == "app":
@@ -504,7 +513,11 @@ def private_accesses(
         if node.attr in DOCUMENTED_UNDERSCORE_API:
             continue
         # super()._hook: overriding a library's documented extension point (marshmallow fields)
-        if isinstance(owner, ast.Call) and isinstance(owner.func, ast.Name) and owner.func.id == "super":
+        if (
+            isinstance(owner, ast.Call)
+            and isinstance(owner.func, ast.Name)
+            and owner.func.id == "super"
+        ):
             continue
         text = ast.unparse(node)
         if text in PRIVATE_ACCESS_ALLOWED or f"{path} {text}" in PRIVATE_ACCESS_ALLOWED:
@@ -594,7 +607,9 @@ def test_private_access_checker_allows_self_dunders_and_our_modules() -> None:
 
 def test_app_wiring_modules_may_import_webhooks() -> None:
     source = "from webhooks.processing import InboxProcessor"
-    assert app_violations(imports_in_source(source, REPO / "app" / "interfaces" / "worker.py")) == []
+    assert (
+        app_violations(imports_in_source(source, REPO / "app" / "interfaces" / "worker.py")) == []
+    )
     assert app_violations(imports_in_source(source, REPO / "app" / "services" / "x.py")) != []
 
 
@@ -673,7 +688,11 @@ def test_checker_flags_forbidden_imports(package: str, source: str, check) -> No
             "from app.foundation.models import Base\nimport sqlalchemy as sa",
             migrations_violations,
         ),
-        ("migrations", "from app.foundation import models\nfrom alembic import op", migrations_violations),
+        (
+            "migrations",
+            "from app.foundation import models\nfrom alembic import op",
+            migrations_violations,
+        ),
         ("webhooks", "from app.mechanisms.audit import PLATFORM, record_by", webhooks_violations),
         (
             "notifier",

@@ -589,9 +589,13 @@ def test_signing_keys_production_needs_them_and_bad_ones_are_named_by_position()
     with pytest.raises(AuditKeyError, match="entry 2 is not a 32-byte Ed25519 key") as caught:
         signing_keys(Settings(audit_signing_keys=(KEY_A, base64.b64encode(b"short").decode())))
     assert KEY_A not in str(caught.value)
-    newest_first = signing_keys(Settings(audit_signing_keys=(KEY_B, KEY_A), audit_log_origin=ORIGIN))
+    newest_first = signing_keys(
+        Settings(audit_signing_keys=(KEY_B, KEY_A), audit_log_origin=ORIGIN)
+    )
     assert [k.key_id_hex for k in newest_first] == [
         k.key_id_hex for k in parse_private_keys((KEY_B, KEY_A), origin=ORIGIN)
     ]
     dev = signing_keys(Settings())
-    assert len(dev) == 1 and dev[0].public == signing_keys(Settings())[0].public  # all processes agree
+    assert (
+        len(dev) == 1 and dev[0].public == signing_keys(Settings())[0].public
+    )  # all processes agree

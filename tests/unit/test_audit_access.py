@@ -23,7 +23,9 @@ Row = tuple[str, str, str, int | None]
 
 def rows(db: Database, after: int = 0) -> list[AuditEvent]:
     with db.session() as session:
-        found = session.scalars(select(AuditEvent).where(AuditEvent.id > after).order_by(AuditEvent.id)).all()
+        found = session.scalars(
+            select(AuditEvent).where(AuditEvent.id > after).order_by(AuditEvent.id)
+        ).all()
         session.expunge_all()
         return list(found)
 
@@ -39,7 +41,9 @@ def last_id(db: Database) -> int:
 
 def rx_id(db: Database, reference: str) -> int:
     with db.session() as session:
-        return session.scalars(select(Prescription.id).where(Prescription.reference == reference)).one()
+        return session.scalars(
+            select(Prescription.id).where(Prescription.reference == reference)
+        ).one()
 
 
 @pytest.fixture
@@ -56,7 +60,9 @@ def ids(seeded: Database) -> Iterator[dict[str, int]]:
     }
 
 
-def test_each_api_read_and_change_writes_one_row(app, client, seeded, with_credentials, ids) -> None:  # type: ignore[no-untyped-def]
+def test_each_api_read_and_change_writes_one_row(
+    app, client, seeded, with_credentials, ids
+) -> None:  # type: ignore[no-untyped-def]
     patient = bearer(app, role="patient", subject="pt-0001")
     service = bearer(app, role="service", subject="svc-7")
     support = bearer(app, role="support", subject="agent-3")
@@ -69,13 +75,20 @@ def test_each_api_read_and_change_writes_one_row(app, client, seeded, with_crede
     )
     assert resp.status_code == 202, resp.get_data(as_text=True)
     [send] = rows(seeded)
-    assert (send.actor, send.role, send.action, send.prescription_id) == ("svc-7", "service", "send", own)
+    assert (send.actor, send.role, send.action, send.prescription_id) == (
+        "svc-7",
+        "service",
+        "send",
+        own,
+    )
     assert send.request_id == "req-send-1" and send.client_addr == "127.0.0.1"
 
     mark = last_id(seeded)
     assert client.get(f"/api/v1/prescriptions/{own}", headers=patient).status_code == 200
     read = rows(seeded, mark)
-    assert [(r.actor, r.role, r.action, r.prescription_id) for r in read] == [("pt-0001", "patient", "read", own)]
+    assert [(r.actor, r.role, r.action, r.prescription_id) for r in read] == [
+        ("pt-0001", "patient", "read", own)
+    ]
     assert read[0].request_id and read[0].occurred_at is not None
 
     mark = last_id(seeded)
@@ -85,7 +98,12 @@ def test_each_api_read_and_change_writes_one_row(app, client, seeded, with_crede
     assert {r[:3] for r in listed} == {("pt-0001", "patient", "list")}
 
     mark = last_id(seeded)
-    assert client.post(f"/api/v1/prescriptions/{other}/void", json={"reason": "duplicate"}, headers=support).status_code == 200
+    assert (
+        client.post(
+            f"/api/v1/prescriptions/{other}/void", json={"reason": "duplicate"}, headers=support
+        ).status_code
+        == 200
+    )
     assert summary(seeded, mark) == [("agent-3", "support", "void", other)]
 
 
@@ -93,9 +111,14 @@ def test_each_fhir_read_writes_one_row(app, client, seeded, ids) -> None:  # typ
     support = bearer(app, role="support", subject="agent-3")
     own = ids["own"]
     assert client.get(f"/fhir/R4/MedicationRequest/{own}-1", headers=support).status_code == 200
-    assert client.get(f"/fhir/R4/MedicationRequest/{own}-1/_history", headers=support).status_code == 200
+    assert (
+        client.get(f"/fhir/R4/MedicationRequest/{own}-1/_history", headers=support).status_code
+        == 200
+    )
     mark = last_id(seeded)
-    assert client.get("/fhir/R4/MedicationRequest?patient=pt-0001", headers=support).status_code == 200
+    assert (
+        client.get("/fhir/R4/MedicationRequest?patient=pt-0001", headers=support).status_code == 200
+    )
     searched = summary(seeded, mark)
     assert summary(seeded)[:2] == [
         ("agent-3", "support", "fhir-read", own),
@@ -110,11 +133,21 @@ def test_refused_calls_write_no_row(app, client, seeded, with_credentials, ids) 
     own, other = ids["own"], ids["other"]
     answers = [
         client.get(f"/api/v1/prescriptions/{own}").status_code,  # no token
-        client.get(f"/api/v1/prescriptions/{other}", headers=patient).status_code,  # another patient's
-        client.post(f"/api/v1/prescriptions/{own}/void", json={"reason": "x"}, headers=patient).status_code,
-        client.post(f"/api/v1/prescriptions/{other}/send", json={"pharmacy_id": ids["pharmacy"]}, headers=patient).status_code,
+        client.get(
+            f"/api/v1/prescriptions/{other}", headers=patient
+        ).status_code,  # another patient's
+        client.post(
+            f"/api/v1/prescriptions/{own}/void", json={"reason": "x"}, headers=patient
+        ).status_code,
+        client.post(
+            f"/api/v1/prescriptions/{other}/send",
+            json={"pharmacy_id": ids["pharmacy"]},
+            headers=patient,
+        ).status_code,
         client.get(f"/fhir/R4/MedicationRequest/{other}-1", headers=patient).status_code,
-        client.get("/api/v1/prescriptions/999999", headers=bearer(app, role="support", subject="a")).status_code,
+        client.get(
+            "/api/v1/prescriptions/999999", headers=bearer(app, role="support", subject="a")
+        ).status_code,
     ]
     assert answers == [401, 404, 403, 404, 404, 404]
     assert rows(seeded) == []
@@ -129,7 +162,9 @@ def test_an_applied_webhook_is_audited_as_the_platform(client, seeded, ids) -> N
     assert deliver(client, event_body("evt_audit_1", token=token)).status_code == 200
     assert InboxProcessor(seeded, worker_id="w-audit").run_batch() == 1
     assert summary(seeded) == [("platform", "platform", "webhook-applied", ids["own"])]
-    keys = parse_private_keys(("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",), origin="erx.test/audit")
+    keys = parse_private_keys(
+        ("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",), origin="erx.test/audit"
+    )
     assert seal_once(seeded, keys, origin="erx.test/audit").sealed == 1
     assert verify(seeded, keys, full=True).ok
 
@@ -138,20 +173,37 @@ def test_client_address_comes_from_the_trusted_proxy(db_url: str, seeded: Databa
     behind = create_app(make_settings(db_url, trusted_proxies=1), db=seeded)
     support = bearer(behind, role="support", subject="agent-3")
     headers = {**support, "X-Forwarded-For": "203.0.113.9"}
-    assert behind.test_client().get(f"/api/v1/prescriptions/{ids['own']}", headers=headers).status_code == 200
+    assert (
+        behind.test_client().get(f"/api/v1/prescriptions/{ids['own']}", headers=headers).status_code
+        == 200
+    )
     [row] = rows(seeded)
     assert row.client_addr == "203.0.113.9"
 
 
-def test_the_chain_verifies_after_a_whole_flow(app, client, runner, seeded, with_credentials, ids) -> None:  # type: ignore[no-untyped-def]
+def test_the_chain_verifies_after_a_whole_flow(
+    app, client, runner, seeded, with_credentials, ids
+) -> None:  # type: ignore[no-untyped-def]
     service = bearer(app, role="service", subject="svc-7")
     support = bearer(app, role="support", subject="agent-3")
     for key in ("own", "own2"):
-        assert client.post(
-            f"/api/v1/prescriptions/{ids[key]}/send", json={"pharmacy_id": ids["pharmacy"]}, headers=service
-        ).status_code == 202
+        assert (
+            client.post(
+                f"/api/v1/prescriptions/{ids[key]}/send",
+                json={"pharmacy_id": ids["pharmacy"]},
+                headers=service,
+            ).status_code
+            == 202
+        )
         assert client.get(f"/api/v1/prescriptions/{ids[key]}", headers=support).status_code == 200
-    assert client.post(f"/api/v1/prescriptions/{ids['own2']}/void", json={"reason": "duplicate"}, headers=support).status_code == 200
+    assert (
+        client.post(
+            f"/api/v1/prescriptions/{ids['own2']}/void",
+            json={"reason": "duplicate"},
+            headers=support,
+        ).status_code
+        == 200
+    )
     assert [r[2] for r in summary(seeded)] == ["send", "read", "send", "read", "void"]
     assert runner.invoke(args=["audit", "seal"]).exit_code == 0
     result = runner.invoke(args=["audit", "verify"])

@@ -32,7 +32,11 @@ def references(db, email: str, count: int) -> list[str]:  # type: ignore[no-unty
                 select(Prescription.reference)
                 .join(Patient, Patient.id == Prescription.patient_id)
                 .join(Prescriber, Prescriber.id == Prescription.prescriber_id)
-                .where(Patient.region_code == "B", Prescription.status == "draft", Prescriber.email == email)
+                .where(
+                    Patient.region_code == "B",
+                    Prescription.status == "draft",
+                    Prescriber.email == email,
+                )
                 .order_by(Prescription.id)
                 .limit(count)
             )
@@ -42,7 +46,10 @@ def references(db, email: str, count: int) -> list[str]:  # type: ignore[no-unty
 def store(runner, email: str, password: str):  # type: ignore[no-untyped-def]
     result = runner.invoke(
         args=["prescribers", "set-credentials", email],
-        env={"ERX_PRESCRIBER_PASSWORD": password, "ERX_PRESCRIBER_PIN": PRESCRIBER_SECRETS[email][1]},
+        env={
+            "ERX_PRESCRIBER_PASSWORD": password,
+            "ERX_PRESCRIBER_PIN": PRESCRIBER_SECRETS[email][1],
+        },
     )
     assert result.exit_code == 0, result.output
     return result
@@ -52,7 +59,9 @@ def states(db, pids: list[int]) -> list[tuple[str, int]]:  # type: ignore[no-unt
     with db.session() as s:
         rows = {
             r.prescription_id: (r.state, r.attempts)
-            for r in s.scalars(select(DispatchOutbox).where(DispatchOutbox.prescription_id.in_(pids)))
+            for r in s.scalars(
+                select(DispatchOutbox).where(DispatchOutbox.prescription_id.in_(pids))
+            )
         }
     return [rows[p] for p in pids]
 
@@ -78,7 +87,9 @@ def test_refused_login_blocks_without_further_logins_and_new_credentials_resume(
     assert platform.logins[JONES] == 1
     listed = runner.invoke(args=["outbox", "list-blocked"])
     assert listed.exit_code == 0
-    assert f"prescription_id={first}" in listed.output and f"prescription_id={second}" in listed.output
+    assert (
+        f"prescription_id={first}" in listed.output and f"prescription_id={second}" in listed.output
+    )
     assert f"prescription_id={other}" not in listed.output
 
     store(runner, JONES, PRESCRIBER_SECRETS[JONES][0])
@@ -87,7 +98,12 @@ def test_refused_login_blocks_without_further_logins_and_new_credentials_resume(
     assert states(seeded, [first, second]) == [("done", 1), ("done", 1)]
     assert platform.logins[JONES] == 2  # the refused one, then one with the new password
     with seeded.session() as s:
-        assert s.scalars(select(Prescriber.credentials_refused_at).where(Prescriber.email == JONES)).one() is None
+        assert (
+            s.scalars(
+                select(Prescriber.credentials_refused_at).where(Prescriber.email == JONES)
+            ).one()
+            is None
+        )
 
 
 def test_reconcile_does_not_log_in_for_a_refused_prescriber(  # type: ignore[no-untyped-def]
@@ -102,11 +118,20 @@ def test_reconcile_does_not_log_in_for_a_refused_prescriber(  # type: ignore[no-
         s.execute(
             update(Prescription)
             .where(Prescription.reference == reference)
-            .values(status="issued", platform_token="SRXTOKEN000001", last_event_at=clock() - timedelta(hours=2))
+            .values(
+                status="issued",
+                platform_token="SRXTOKEN000001",
+                last_event_at=clock() - timedelta(hours=2),
+            )
         )
 
     report = reconcile(
-        seeded, erx, credential_cipher(settings.encryption_keys), quiet_s=3600, now=clock, base_url="http://x"
+        seeded,
+        erx,
+        credential_cipher(settings.encryption_keys),
+        quiet_s=3600,
+        now=clock,
+        base_url="http://x",
     )
 
     assert report.errors == 1 and "set-credentials" in report.failures[0]

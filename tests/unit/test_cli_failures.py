@@ -30,7 +30,9 @@ def one_line_failure(result: Result) -> str:
     """The failure's single output line (asserts exit code, no traceback, one line)."""
     assert result.exit_code != 0, result.output
     assert "Traceback" not in result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(
+        result.exception
+    )
     lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert len(lines) == 1, result.output
     return lines[0]
@@ -73,7 +75,10 @@ def test_clinics_verify_agrees_with_the_platform(db_url, seeded, tmp_path, rsps)
     assert result.exit_code == 0, result.output
     assert "clinic display_id=201334 platform_id=994: ok" in result.output
     with seeded.session() as session:
-        assert session.scalar(select(Clinic.verified_at).where(Clinic.display_id == "201334")) is not None
+        assert (
+            session.scalar(select(Clinic.verified_at).where(Clinic.display_id == "201334"))
+            is not None
+        )
 
 
 def test_clinics_verify_with_the_platform_down_names_the_url(db_url, seeded, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -87,7 +92,9 @@ def test_clinics_verify_with_the_platform_down_names_the_url(db_url, seeded, tmp
     assert "unavailable" in line
 
 
-def test_clinics_verify_with_refused_credentials_names_the_prescriber(db_url, seeded, tmp_path, rsps) -> None:  # type: ignore[no-untyped-def]
+def test_clinics_verify_with_refused_credentials_names_the_prescriber(
+    db_url, seeded, tmp_path, rsps
+) -> None:  # type: ignore[no-untyped-def]
     service_platform(rsps)
     application = cli_app(db_url, seeded, tmp_path)
     assert set_credentials(application, password="not-the-password").exit_code == 0
@@ -103,7 +110,9 @@ def test_clinics_verify_with_refused_credentials_names_the_prescriber(db_url, se
     assert "not-the-password" not in line and JONES not in line
 
 
-def test_clinics_verify_with_refused_client_credentials_names_the_settings(db_url, seeded, tmp_path, rsps) -> None:  # type: ignore[no-untyped-def]
+def test_clinics_verify_with_refused_client_credentials_names_the_settings(
+    db_url, seeded, tmp_path, rsps
+) -> None:  # type: ignore[no-untyped-def]
     service_platform(rsps)
     application = cli_app(db_url, seeded, tmp_path, erx_client_secret="cs-wrong-secret-000000")
     assert set_credentials(application).exit_code == 0
@@ -114,8 +123,12 @@ def test_clinics_verify_with_refused_client_credentials_names_the_settings(db_ur
     assert "cs-wrong-secret" not in line
 
 
-@pytest.mark.parametrize("keys", [("not-a-fernet-key",), ("ä" * 44,)], ids=["not_base64", "not_ascii"])
-def test_set_credentials_with_a_malformed_encryption_key_names_the_variable(db_url, seeded, tmp_path, keys) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(
+    "keys", [("not-a-fernet-key",), ("ä" * 44,)], ids=["not_base64", "not_ascii"]
+)
+def test_set_credentials_with_a_malformed_encryption_key_names_the_variable(
+    db_url, seeded, tmp_path, keys
+) -> None:  # type: ignore[no-untyped-def]
     application = cli_app(db_url, seeded, tmp_path, encryption_keys=keys)
 
     line = one_line_failure(set_credentials(application))
@@ -125,7 +138,9 @@ def test_set_credentials_with_a_malformed_encryption_key_names_the_variable(db_u
     assert keys[0] not in line
 
 
-def test_set_credentials_for_an_unknown_prescriber_fails_in_one_line(db_url, seeded, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_set_credentials_for_an_unknown_prescriber_fails_in_one_line(
+    db_url, seeded, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
     application = cli_app(db_url, seeded, tmp_path)
     result = application.test_cli_runner().invoke(
         args=["prescribers", "set-credentials", "nobody@example.test"],
@@ -137,13 +152,17 @@ def test_set_credentials_for_an_unknown_prescriber_fails_in_one_line(db_url, see
     assert "no prescriber" in line and "nobody@example.test" not in line
 
 
-def test_reconcile_against_a_token_the_platform_no_longer_knows(db_url, seeded, tmp_path, rsps) -> None:  # type: ignore[no-untyped-def]
+def test_reconcile_against_a_token_the_platform_no_longer_knows(
+    db_url, seeded, tmp_path, rsps
+) -> None:  # type: ignore[no-untyped-def]
     service_platform(rsps)  # knows no prescription at all
     application = cli_app(db_url, seeded, tmp_path)
     for email in PRESCRIBER_SECRETS:
         assert set_credentials(application, email).exit_code == 0
     with seeded.session() as session:
-        rx = session.scalars(select(Prescription).where(Prescription.reference == "rx-000001")).one()
+        rx = session.scalars(
+            select(Prescription).where(Prescription.reference == "rx-000001")
+        ).one()
         rx.platform_token, rx.status, rx.last_event_at = "SRXFORGOTTEN001", "issued", utcnow()
         rx_id = rx.id
 
@@ -159,7 +178,9 @@ def test_reconcile_against_a_token_the_platform_no_longer_knows(db_url, seeded, 
 def test_requeue_of_an_unknown_row_fails_in_one_line(db_url, seeded, tmp_path) -> None:  # type: ignore[no-untyped-def]
     application = cli_app(db_url, seeded, tmp_path)
 
-    line = one_line_failure(application.test_cli_runner().invoke(args=["outbox", "requeue", "999999"]))
+    line = one_line_failure(
+        application.test_cli_runner().invoke(args=["outbox", "requeue", "999999"])
+    )
 
     assert "outbox row 999999" in line
 

@@ -16,21 +16,35 @@ def test_flask_cli_process_logs_json_on_stderr_only(db_url: str, seeded: Databas
     email, (password, pin) = next(iter(PRESCRIBER_SECRETS.items()))
     stored = subprocess.run(
         [str(BIN / "flask"), "--app", "app", "prescribers", "set-credentials", email],
-        cwd=REPO_ROOT, env={**env, "ERX_PRESCRIBER_PASSWORD": password, "ERX_PRESCRIBER_PIN": pin},
-        capture_output=True, text=True, timeout=120, check=False,
+        cwd=REPO_ROOT,
+        env={**env, "ERX_PRESCRIBER_PASSWORD": password, "ERX_PRESCRIBER_PIN": pin},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert stored.returncode == 0, stored.stderr[-2000:]
     done = subprocess.run(
         [str(BIN / "flask"), "--app", "app", "keys", "rotate"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.splitlines() == [
         "rotated 0 value(s), 2 already under the newest key, 2 prescriber(s) in 1 batch(es)"
     ]
     records = [json.loads(line) for line in done.stderr.splitlines() if line.strip()]
-    assert any(r["logger"] == "app.keys" and r["message"] == "key rotation batch committed" for r in records)
-    assert all({"time", "level", "logger", "message", "request_id", "process"} <= r.keys() for r in records)
+    assert any(
+        r["logger"] == "app.keys" and r["message"] == "key rotation batch committed"
+        for r in records
+    )
+    assert all(
+        {"time", "level", "logger", "message", "request_id", "process"} <= r.keys() for r in records
+    )
     everything = (stored.stdout + stored.stderr + done.stdout + done.stderr).splitlines()
     assert find_phi(everything, seeded_phi(seeded)) == []
     assert password not in "\n".join(everything)

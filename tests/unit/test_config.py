@@ -137,7 +137,12 @@ def test_list_of_only_commas_is_refused(name: str) -> None:
 
 def test_numbers_are_parsed_with_their_types() -> None:
     settings = load_settings(
-        {"DISPATCH_MAX_ATTEMPTS": "3", "LEASE_S": "145.5", "WEBHOOK_TOLERANCE_S": " 120 ", "SMTP_PORT": "2525"}
+        {
+            "DISPATCH_MAX_ATTEMPTS": "3",
+            "LEASE_S": "145.5",
+            "WEBHOOK_TOLERANCE_S": " 120 ",
+            "SMTP_PORT": "2525",
+        }
     )
 
     assert settings.dispatch_max_attempts == 3
@@ -265,4 +270,6 @@ def test_production_wants_the_key_set_over_https() -> None:
     with pytest.raises(ConfigError, match="JWT_JWKS_URL must be an https:// URL"):
         load_settings({**PRODUCTION, "JWT_JWKS_URL": "http://idp.example.test/jwks.json"})
     # The loopback (a provider started by a test) is the one exception.
-    assert load_settings({**PRODUCTION, "JWT_JWKS_URL": "http://127.0.0.1:9/jwks.json"}).jwt_jwks_url
+    assert load_settings(
+        {**PRODUCTION, "JWT_JWKS_URL": "http://127.0.0.1:9/jwks.json"}
+    ).jwt_jwks_url

@@ -7,10 +7,25 @@ from pathlib import Path
 from scripts.timeline import format_utc, logs_line, source_label, timeline_lines
 
 HISTORY = [
-    {"from": None, "to": "queued", "occurred_at": "2026-12-02T10:15:02.987654Z", "source": "service"},
-    {"from": "queued", "to": "issued", "occurred_at": "2026-12-02T10:15:03.120000+00:00", "source": "api"},
+    {
+        "from": None,
+        "to": "queued",
+        "occurred_at": "2026-12-02T10:15:02.987654Z",
+        "source": "service",
+    },
+    {
+        "from": "queued",
+        "to": "issued",
+        "occurred_at": "2026-12-02T10:15:03.120000+00:00",
+        "source": "api",
+    },
     {"from": "issued", "to": "signed", "occurred_at": "2026-12-02T10:15:04Z", "source": "webhook"},
-    {"from": "signed", "to": "dispensed", "occurred_at": "2026-12-02T11:15:05+01:00", "source": "reconcile"},
+    {
+        "from": "signed",
+        "to": "dispensed",
+        "occurred_at": "2026-12-02T11:15:05+01:00",
+        "source": "reconcile",
+    },
 ]
 
 
@@ -51,5 +66,9 @@ def test_an_empty_history_says_so() -> None:
 
 
 def test_the_logs_line_names_each_file_under_the_repository(tmp_path: Path) -> None:
-    line = logs_line(tmp_path / "instance" / "logs", ["sandbox", "service", "worker"], root=tmp_path)
-    assert line == "== logs: instance/logs/ (sandbox.log, service.log, worker.log); each run appends"
+    line = logs_line(
+        tmp_path / "instance" / "logs", ["sandbox", "service", "worker"], root=tmp_path
+    )
+    assert (
+        line == "== logs: instance/logs/ (sandbox.log, service.log, worker.log); each run appends"
+    )

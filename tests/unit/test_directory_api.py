@@ -39,13 +39,26 @@ def names(body: dict[str, Any]) -> list[str]:
     return [hit["name"] for hit in body["items"]]
 
 
-def add_pharmacy(db: Database, name: str, *, region: str = "B", branch_id: int | None = None, city: str = "Testford",
-                 post_code: str = "TF1 1AA", group: str | None = "All Other Pharmacies") -> int:
+def add_pharmacy(
+    db: Database,
+    name: str,
+    *,
+    region: str = "B",
+    branch_id: int | None = None,
+    city: str = "Testford",
+    post_code: str = "TF1 1AA",
+    group: str | None = "All Other Pharmacies",
+) -> int:
     with db.session() as session:
         pharmacy = Pharmacy(
-            region_code=region, name=name, branch_id=branch_id, group_name=group,
-            email=f"{abs(hash((name, city)))}@pharmacy.example.test", address_line1="1 Test Street",
-            city=city, post_code=post_code,
+            region_code=region,
+            name=name,
+            branch_id=branch_id,
+            group_name=group,
+            email=f"{abs(hash((name, city)))}@pharmacy.example.test",
+            address_line1="1 Test Street",
+            city=city,
+            post_code=post_code,
         )
         session.add(pharmacy)
         session.flush()
@@ -69,9 +82,18 @@ def test_regions_name_their_delivery_method(app, client) -> None:  # type: ignor
 
     assert body == {
         "regions": [
-            {"code": "A", "name": "Region A (email to pharmacy)", "flow": "email", "delivery_method": "email"},
-            {"code": "B", "name": "Region B (e-prescription platform)", "flow": "erx",
-             "delivery_method": "e-prescription platform"},
+            {
+                "code": "A",
+                "name": "Region A (email to pharmacy)",
+                "flow": "email",
+                "delivery_method": "email",
+            },
+            {
+                "code": "B",
+                "name": "Region B (e-prescription platform)",
+                "flow": "erx",
+                "delivery_method": "e-prescription platform",
+            },
         ]
     }
 
@@ -103,7 +125,10 @@ def test_patch_me_sets_the_region(app, client, seeded: Database) -> None:  # typ
     assert response.get_json()["region"]["code"] == "A"
     assert client.get("/api/v1/me", headers=headers).get_json()["region"]["code"] == "A"
     with seeded.session() as session:
-        assert session.scalar(select(Patient.region_code).where(Patient.external_ref == "pt-0001")) == "A"
+        assert (
+            session.scalar(select(Patient.region_code).where(Patient.external_ref == "pt-0001"))
+            == "A"
+        )
 
 
 @pytest.mark.parametrize(
@@ -118,12 +143,17 @@ def test_patch_me_sets_the_region(app, client, seeded: Database) -> None:  # typ
         ([], 400, None),
     ],
 )
-def test_patch_me_refuses_bad_bodies_and_writes_nothing(app, client, seeded, body, status, field) -> None:  # type: ignore[no-untyped-def]
+def test_patch_me_refuses_bad_bodies_and_writes_nothing(
+    app, client, seeded, body, status, field
+) -> None:  # type: ignore[no-untyped-def]
     response = client.patch("/api/v1/me", json=body, headers=bearer(app, role="patient"))
 
     assert_error(response, status, field)
     with seeded.session() as session:
-        assert session.scalar(select(Patient.region_code).where(Patient.external_ref == "pt-0001")) == "B"
+        assert (
+            session.scalar(select(Patient.region_code).where(Patient.external_ref == "pt-0001"))
+            == "B"
+        )
 
 
 def test_patch_me_needs_json(app, client) -> None:  # type: ignore[no-untyped-def]
@@ -133,7 +163,9 @@ def test_patch_me_needs_json(app, client) -> None:  # type: ignore[no-untyped-de
 
 
 def test_patch_me_for_an_unknown_subject_is_404(app, client) -> None:  # type: ignore[no-untyped-def]
-    response = client.patch("/api/v1/me", json={"region": "A"}, headers=bearer(app, role="patient", subject="pt-9999"))
+    response = client.patch(
+        "/api/v1/me", json={"region": "A"}, headers=bearer(app, role="patient", subject="pt-9999")
+    )
 
     assert_error(response, 404)
 
@@ -144,14 +176,24 @@ def test_patch_me_for_an_unknown_subject_is_404(app, client) -> None:  # type: i
 def date_prescriptions(db: Database, created: dict[str, datetime]) -> None:
     with db.session() as session:
         for reference, when in created.items():
-            session.execute(update(Prescription).where(Prescription.reference == reference).values(created_at=when))
+            session.execute(
+                update(Prescription)
+                .where(Prescription.reference == reference)
+                .values(created_at=when)
+            )
 
 
 def test_my_prescriptions_newest_first_and_only_mine(app, client, seeded: Database) -> None:  # type: ignore[no-untyped-def]
     # pt-0001 owns rx-000001, rx-000025 and rx-000049 (patient (n-1) % 24 + 1).
     base = datetime(2026, 11, 1, tzinfo=UTC)
-    date_prescriptions(seeded, {"rx-000001": base + timedelta(days=2), "rx-000025": base + timedelta(days=3),
-                                "rx-000049": base + timedelta(days=1)})
+    date_prescriptions(
+        seeded,
+        {
+            "rx-000001": base + timedelta(days=2),
+            "rx-000025": base + timedelta(days=3),
+            "rx-000049": base + timedelta(days=1),
+        },
+    )
 
     body = get(client, app, "/api/v1/me/prescriptions").get_json()
 
@@ -175,7 +217,10 @@ def test_my_prescriptions_ties_break_by_id_and_paginate(app, client, seeded: Dat
             .order_by(Prescription.id.desc())
         ).all()
 
-    pages = [get(client, app, f"/api/v1/me/prescriptions?per_page=2&page={n}").get_json() for n in (1, 2, 3)]
+    pages = [
+        get(client, app, f"/api/v1/me/prescriptions?per_page=2&page={n}").get_json()
+        for n in (1, 2, 3)
+    ]
 
     assert [[i["reference"] for i in p["items"]] for p in pages] == [by_id[:2], by_id[2:], []]
     assert [p["total"] for p in pages] == [3, 3, 3]
@@ -184,9 +229,19 @@ def test_my_prescriptions_ties_break_by_id_and_paginate(app, client, seeded: Dat
 
 def test_my_prescriptions_for_a_patient_without_any(app, client, seeded: Database) -> None:  # type: ignore[no-untyped-def]
     with seeded.session() as session:
-        session.add(Patient(external_ref="pt-new", region_code="B", first_name="N", last_name="P", gender="other",
-                            date_of_birth=datetime(1990, 1, 1).date(), address_line1="1 Road", city="Leeds",
-                            post_code="LS1 1AA"))
+        session.add(
+            Patient(
+                external_ref="pt-new",
+                region_code="B",
+                first_name="N",
+                last_name="P",
+                gender="other",
+                date_of_birth=datetime(1990, 1, 1).date(),
+                address_line1="1 Road",
+                city="Leeds",
+                post_code="LS1 1AA",
+            )
+        )
 
     body = get(client, app, "/api/v1/me/prescriptions", subject="pt-new").get_json()
 
@@ -195,8 +250,15 @@ def test_my_prescriptions_for_a_patient_without_any(app, client, seeded: Databas
 
 @pytest.mark.parametrize(
     ("query", "field"),
-    [("page=0", "page"), ("page=abc", "page"), ("per_page=0", "per_page"), ("per_page=51", "per_page"),
-     ("per_page=2.5", "per_page"), ("page=99999999999999999999", "page"), ("page=1&page=2", "page")],
+    [
+        ("page=0", "page"),
+        ("page=abc", "page"),
+        ("per_page=0", "per_page"),
+        ("per_page=51", "per_page"),
+        ("per_page=2.5", "per_page"),
+        ("page=99999999999999999999", "page"),
+        ("page=1&page=2", "page"),
+    ],
 )
 def test_bad_paging_parameters_are_422(app, client, query, field) -> None:  # type: ignore[no-untyped-def]
     assert_error(get(client, app, f"/api/v1/me/prescriptions?{query}"), 422, field)
@@ -210,14 +272,22 @@ def test_each_hit_has_what_the_app_shows_and_sends_with(app, client) -> None:  #
     body = search(client, app, q="marylebone")
 
     assert body["items"] == [
-        {"id": body["items"][0]["id"], "name": "Marylebone Pharmacy", "address": "48 Marylebone High Street, London W1U 5HS",
-         "group": "All Other Pharmacies", "region": "B", "branch_id": 17}
+        {
+            "id": body["items"][0]["id"],
+            "name": "Marylebone Pharmacy",
+            "address": "48 Marylebone High Street, London W1U 5HS",
+            "group": "All Other Pharmacies",
+            "region": "B",
+            "branch_id": 17,
+        }
     ]
     assert body["total"] == 1
 
 
 def test_search_is_case_insensitive(app, client) -> None:  # type: ignore[no-untyped-def]
-    assert names(search(client, app, q="BOOTS", per_page=50)) == names(search(client, app, q="boots", per_page=50))
+    assert names(search(client, app, q="BOOTS", per_page=50)) == names(
+        search(client, app, q="boots", per_page=50)
+    )
     assert len(names(search(client, app, q="BoOtS", per_page=50))) == 8
 
 
@@ -236,9 +306,13 @@ def test_search_by_postcode_with_or_without_the_space(app, client, q) -> None:  
 
 
 def test_search_is_accent_insensitive_both_ways(app, client, seeded: Database) -> None:  # type: ignore[no-untyped-def]
-    add_pharmacy(seeded, "Pharmacie Côté Sud", branch_id=9001, city="Llanfairpwll", post_code="LL61 5UJ")
+    add_pharmacy(
+        seeded, "Pharmacie Côté Sud", branch_id=9001, city="Llanfairpwll", post_code="LL61 5UJ"
+    )
     add_pharmacy(seeded, "Muller Chemists", branch_id=9002)
-    add_pharmacy(seeded, "Ó Briain's Pharmacy", branch_id=9003, city="Caernarfon", post_code="LL55 1AB")
+    add_pharmacy(
+        seeded, "Ó Briain's Pharmacy", branch_id=9003, city="Caernarfon", post_code="LL55 1AB"
+    )
 
     assert names(search(client, app, q="cote")) == ["Pharmacie Côté Sud"]
     assert names(search(client, app, q="CÔTÉ sud")) == ["Pharmacie Côté Sud"]
@@ -247,19 +321,25 @@ def test_search_is_accent_insensitive_both_ways(app, client, seeded: Database) -
     assert names(search(client, app, q="Ó%20Briain%27s")) == ["Ó Briain's Pharmacy"]
 
 
-def test_search_ranks_exact_then_prefix_then_word_then_substring(app, client, seeded: Database) -> None:  # type: ignore[no-untyped-def]
-    add_pharmacy(seeded, "Windmill Chemist", branch_id=9011)        # substring
-    add_pharmacy(seeded, "Old Mill Pharmacy", branch_id=9012)       # a word starts with it
-    add_pharmacy(seeded, "Millbrook Pharmacy", branch_id=9013)      # name prefix
-    add_pharmacy(seeded, "Mill", branch_id=9014)                    # the whole name
-    add_pharmacy(seeded, "Corner Pharmacy", branch_id=9015, city="Millport", post_code="KA28 0AA")  # town prefix
+def test_search_ranks_exact_then_prefix_then_word_then_substring(
+    app, client, seeded: Database
+) -> None:  # type: ignore[no-untyped-def]
+    add_pharmacy(seeded, "Windmill Chemist", branch_id=9011)  # substring
+    add_pharmacy(seeded, "Old Mill Pharmacy", branch_id=9012)  # a word starts with it
+    add_pharmacy(seeded, "Millbrook Pharmacy", branch_id=9013)  # name prefix
+    add_pharmacy(seeded, "Mill", branch_id=9014)  # the whole name
+    add_pharmacy(
+        seeded, "Corner Pharmacy", branch_id=9015, city="Millport", post_code="KA28 0AA"
+    )  # town prefix
 
     body = search(client, app, q="mill")
 
     assert names(body) == [
         "Mill",
-        "Mill Road Pharmacy", "Millbrook Pharmacy",   # name prefix, by name
-        "Corner Pharmacy", "Old Mill Pharmacy",       # town or a word's prefix, by name
+        "Mill Road Pharmacy",
+        "Millbrook Pharmacy",  # name prefix, by name
+        "Corner Pharmacy",
+        "Old Mill Pharmacy",  # town or a word's prefix, by name
         "Windmill Chemist",
     ]
 
@@ -289,7 +369,9 @@ def test_region_filter(app, client) -> None:  # type: ignore[no-untyped-def]
     assert all(hit["branch_id"] is None for hit in region_a["items"])
     assert region_b["total"] == 40 and {hit["region"] for hit in region_b["items"]} == {"B"}
     assert names(search(client, app, q="lisburn road", region="A")) == ["Lisburn Road Pharmacy"]
-    assert [h["branch_id"] for h in search(client, app, q="lisburn road", region="B")["items"]] == [120]
+    assert [h["branch_id"] for h in search(client, app, q="lisburn road", region="B")["items"]] == [
+        120
+    ]
 
 
 def test_region_b_never_lists_a_pharmacy_without_branch_id(app, client, seeded: Database) -> None:  # type: ignore[no-untyped-def]
@@ -321,7 +403,12 @@ def test_odd_queries_never_500(app, client, q) -> None:  # type: ignore[no-untyp
 
 @pytest.mark.parametrize(
     ("query", "field"),
-    [("region=Z", "region"), ("region=", "region"), ("q=" + "a" * 101, "q"), ("region=" + "A" * 9, "region")],
+    [
+        ("region=Z", "region"),
+        ("region=", "region"),
+        ("q=" + "a" * 101, "q"),
+        ("region=" + "A" * 9, "region"),
+    ],
 )
 def test_bad_search_parameters_are_422_with_field_errors(app, client, query, field) -> None:  # type: ignore[no-untyped-def]
     assert_error(get(client, app, f"/api/v1/pharmacies?{query}"), 422, field)
@@ -348,10 +435,20 @@ def test_bulk_pharmacies_are_realistic_and_searchable(app, client, seeded: Datab
 
     with seeded.session() as session:
         bulk = session.scalars(select(Pharmacy).where(Pharmacy.email.like("bulk%"))).all()
-        b_total = session.scalar(select(func.count()).select_from(Pharmacy).where(Pharmacy.region_code == "B")) or 0
-        b_listed = session.scalar(
-            select(func.count()).select_from(Pharmacy).where(Pharmacy.region_code == "B", Pharmacy.branch_id.is_not(None))
-        ) or 0
+        b_total = (
+            session.scalar(
+                select(func.count()).select_from(Pharmacy).where(Pharmacy.region_code == "B")
+            )
+            or 0
+        )
+        b_listed = (
+            session.scalar(
+                select(func.count())
+                .select_from(Pharmacy)
+                .where(Pharmacy.region_code == "B", Pharmacy.branch_id.is_not(None))
+            )
+            or 0
+        )
     assert len(bulk) == 12000
     assert all(UK_POSTCODE.match(p.post_code) for p in bulk)
     branch_ids = [p.branch_id for p in bulk if p.branch_id is not None]
@@ -363,18 +460,34 @@ def test_bulk_pharmacies_are_realistic_and_searchable(app, client, seeded: Datab
 
     # Region B lists exactly the B pharmacies with a branch id, never the others.
     assert search(client, app, region="B")["total"] == b_listed < b_total
-    assert search(client, app, q="muller", per_page=50)["total"] == search(client, app, q="Müller", per_page=50)["total"] > 0
+    assert (
+        search(client, app, q="muller", per_page=50)["total"]
+        == search(client, app, q="Müller", per_page=50)["total"]
+        > 0
+    )
     assert names(search(client, app, q="W1U 5HS"))[0] == "Marylebone Pharmacy"
 
 
 def test_postgres_fold_matches_python_fold(seeded: Database) -> None:
     if not seeded.is_postgres:
-        pytest.skip("erx_fold() in SQL exists on PostgreSQL (migration 0003); SQLite calls the Python fold")
-    samples = ["Crème Brûlée's  PHARMACY", "St George’s Terrace", "LS6 2AL", "Straße Øresund Æsop Łódź",
-               "Ó Súilleabháin & Llŷr", "Zoë-Chloé (Brontë)", "  --  ", "Ünïcödé 123"]
+        pytest.skip(
+            "erx_fold() in SQL exists on PostgreSQL (migration 0003); SQLite calls the Python fold"
+        )
+    samples = [
+        "Crème Brûlée's  PHARMACY",
+        "St George’s Terrace",
+        "LS6 2AL",
+        "Straße Øresund Æsop Łódź",
+        "Ó Súilleabháin & Llŷr",
+        "Zoë-Chloé (Brontë)",
+        "  --  ",
+        "Ünïcödé 123",
+    ]
     with seeded.engine.connect() as conn:
         for sample in samples:
-            assert conn.execute(text("SELECT erx_fold(:v)"), {"v": sample}).scalar() == fold(sample), sample
+            assert conn.execute(text("SELECT erx_fold(:v)"), {"v": sample}).scalar() == fold(
+                sample
+            ), sample
 
 
 def test_postgres_search_uses_the_trigram_index(app, seeded: Database) -> None:  # type: ignore[no-untyped-def]
@@ -386,6 +499,9 @@ def test_postgres_search_uses_the_trigram_index(app, seeded: Database) -> None: 
     with seeded.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("VACUUM ANALYZE pharmacies"))
         plan = "\n".join(
-            row[0] for row in conn.execute(text("EXPLAIN SELECT id FROM pharmacies WHERE search_text LIKE '%headingley%'"))
+            row[0]
+            for row in conn.execute(
+                text("EXPLAIN SELECT id FROM pharmacies WHERE search_text LIKE '%headingley%'")
+            )
         )
     assert "ix_pharmacies_search_text_trgm" in plan

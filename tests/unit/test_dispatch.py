@@ -65,7 +65,9 @@ def platform(rsps: responses.RequestsMock) -> FakePlatform:
 
 @pytest.fixture
 def erx() -> Iterator[ConnectorClient]:
-    with ConnectorClient(ConnectorSettings(base_url=BASE, client_id=CLIENT_ID, client_secret=CLIENT_SECRET)) as c:
+    with ConnectorClient(
+        ConnectorSettings(base_url=BASE, client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
+    ) as c:
         yield c
 
 
@@ -103,7 +105,11 @@ def rx_id(db: Database, reference: str) -> int:
 def pharmacy_id(db: Database, *, branch_id: int | None = None, email: str | None = None) -> int:
     with db.session() as session:
         query = select(Pharmacy.id)
-        query = query.where(Pharmacy.branch_id == branch_id) if branch_id else query.where(Pharmacy.email == email)
+        query = (
+            query.where(Pharmacy.branch_id == branch_id)
+            if branch_id
+            else query.where(Pharmacy.email == email)
+        )
         value = session.scalar(query)
     assert value is not None
     return value
@@ -114,17 +120,25 @@ def service_auth(client) -> dict[str, str]:  # type: ignore[no-untyped-def]
     return bearer(client.application, role="service", subject="svc-tests")
 
 
-def queue(client, db: Database, reference: str, *, branch_id: int = 17, email: str | None = None) -> int:  # type: ignore[no-untyped-def]
+def queue(
+    client, db: Database, reference: str, *, branch_id: int = 17, email: str | None = None
+) -> int:  # type: ignore[no-untyped-def]
     pid = rx_id(db, reference)
     target = pharmacy_id(db, email=email) if email else pharmacy_id(db, branch_id=branch_id)
-    resp = client.post(f"/api/v1/prescriptions/{pid}/send", json={"pharmacy_id": target}, headers=service_auth(client))
+    resp = client.post(
+        f"/api/v1/prescriptions/{pid}/send",
+        json={"pharmacy_id": target},
+        headers=service_auth(client),
+    )
     assert resp.status_code == 202, resp.get_data(as_text=True)
     return pid
 
 
 def outbox_of(db: Database, pid: int) -> DispatchOutbox:
     with db.session() as session:
-        return session.scalars(select(DispatchOutbox).where(DispatchOutbox.prescription_id == pid)).one()
+        return session.scalars(
+            select(DispatchOutbox).where(DispatchOutbox.prescription_id == pid)
+        ).one()
 
 
 def prescription(db: Database, pid: int) -> Prescription:
@@ -137,7 +151,9 @@ def prescription(db: Database, pid: int) -> Prescription:
 def history(db: Database, pid: int) -> list[tuple[str | None, str, str]]:
     with db.session() as session:
         rows = session.scalars(
-            select(StatusHistory).where(StatusHistory.prescription_id == pid).order_by(StatusHistory.id)
+            select(StatusHistory)
+            .where(StatusHistory.prescription_id == pid)
+            .order_by(StatusHistory.id)
         )
         return [(h.from_status, h.to_status, h.source) for h in rows]
 
@@ -155,7 +171,9 @@ def posts_for(platform: FakePlatform, reference: str) -> int:
 # -- success --------------------------------------------------------------------
 
 
-def test_success_issues_stores_token_and_history(client, seeded, with_credentials, platform, make_dispatcher, clock) -> None:  # type: ignore[no-untyped-def]
+def test_success_issues_stores_token_and_history(
+    client, seeded, with_credentials, platform, make_dispatcher, clock
+) -> None:  # type: ignore[no-untyped-def]
     pid = queue(client, seeded, "rx-000001")
 
     handled = make_dispatcher().run_batch()
@@ -176,7 +194,9 @@ def test_success_issues_stores_token_and_history(client, seeded, with_credential
     assert len(platform.posts) == 1
 
 
-def test_issue_payload_uses_internal_clinic_id_branch_id_and_reference(client, seeded, with_credentials, platform, make_dispatcher) -> None:  # type: ignore[no-untyped-def]
+def test_issue_payload_uses_internal_clinic_id_branch_id_and_reference(
+    client, seeded, with_credentials, platform, make_dispatcher
+) -> None:  # type: ignore[no-untyped-def]
     pid = queue(client, seeded, "rx-000001", branch_id=101)
     with seeded.session() as session:
         rx = session.get(Prescription, pid)
@@ -194,7 +214,11 @@ def test_issue_payload_uses_internal_clinic_id_branch_id_and_reference(client, s
     assert payload["client_ref_id"] == "rx-000001"
     assert payload["secure_pin"] == PRESCRIBER_SECRETS[prescriber_email][1]
     assert payload["patient"]["first_name"] == patient.first_name
-    birth = (payload["patient"]["birth_day"], payload["patient"]["birth_month"], payload["patient"]["birth_year"])
+    birth = (
+        payload["patient"]["birth_day"],
+        payload["patient"]["birth_month"],
+        payload["patient"]["birth_year"],
+    )
     assert birth == ("07", "03", "1984")
     assert payload["patient"]["phone"] == "447700900123"
     assert [(m["vpid"], m["qty"]) for m in payload["medicines"]] == lines
@@ -208,7 +232,9 @@ def test_issue_payload_uses_internal_clinic_id_branch_id_and_reference(client, s
     [(INVALID_DATA, INVALID_DATA["errors"]), (UNAUTHORIZED_CLINIC, {})],
     ids=["validation", "unauthorized-clinic"],
 )
-def test_business_rejection_is_final_and_visible(client, seeded, with_credentials, platform, make_dispatcher, clock, answer, errors) -> None:  # type: ignore[no-untyped-def]
+def test_business_rejection_is_final_and_visible(
+    client, seeded, with_credentials, platform, make_dispatcher, clock, answer, errors
+) -> None:  # type: ignore[no-untyped-def]
     pid = queue(client, seeded, "rx-000001")
     platform.post_script = [(200, {}, answer)]
 
@@ -231,7 +257,9 @@ def test_business_rejection_is_final_and_visible(client, seeded, with_credential
     assert platform.lookups == []
 
 
-def test_rejected_prescription_can_be_corrected_and_sent_again(client, seeded, with_credentials, platform, make_dispatcher, clock) -> None:  # type: ignore[no-untyped-def]
+def test_rejected_prescription_can_be_corrected_and_sent_again(
+    client, seeded, with_credentials, platform, make_dispatcher, clock
+) -> None:  # type: ignore[no-untyped-def]
     pid = queue(client, seeded, "rx-000001")
     platform.post_script = [(200, {}, UNAUTHORIZED_CLINIC)]
     make_dispatcher().run_batch()
@@ -260,7 +288,9 @@ def test_rejected_prescription_can_be_corrected_and_sent_again(client, seeded, w
     ],
     ids=["500", "502", "read-timeout", "reset"],
 )
-def test_unknown_outcome_is_rescheduled_with_backoff(client, seeded, with_credentials, platform, make_dispatcher, clock, failure) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_outcome_is_rescheduled_with_backoff(
+    client, seeded, with_credentials, platform, make_dispatcher, clock, failure
+) -> None:  # type: ignore[no-untyped-def]
     pid = queue(client, seeded, "rx-000001")
     platform.post_script = [failure]
     dispatcher = make_dispatcher(dispatch_backoff_base_s=2.0, dispatch_backoff_cap_s=300.0)
@@ -284,7 +314,9 @@ def test_unknown_outcome_is_rescheduled_with_backoff(client, seeded, with_creden
     assert len(platform.posts) == 1
 
 
-def test_after_unknown_outcome_the_platform_token_is_adopted_without_a_second_post(client, seeded, with_credentials, platform, make_dispatcher, clock) -> None:  # type: ignore[no-untyped-def]
+def test_after_unknown_outcome_the_platform_token_is_adopted_without_a_second_post(
+    client, seeded, with_credentials, platform, make_dispatcher, clock
+) -> None:  # type: ignore[no-untyped-def]
     pid = queue(client, seeded, "rx-000001")
     platform.post_script = [(500, {}, {"success": False})]
     dispatcher = make_dispatcher()
@@ -305,7 +337,9 @@ def test_after_unknown_outcome_the_platform_token_is_adopted_without_a_second_po
     assert history(seeded, pid)[-1] == ("queued", "issued", "api")
 
 
-def test_after_read_timeout_an_empty_lookup_leads_to_one_new_post(client, seeded, with_credentials, platform, make_dispatcher, clock) -> None:  # type: ignore[no-untyped-def]
+def test_after_read_timeout_an_empty_lookup_leads_to_one_new_post(
+    client, seeded, with_credentials, platform, make_dispatcher, clock
+) -> None:  # type: ignore[no-untyped-def]
     pid = queue(client, seeded, "rx-000001")
     platform.post_script = [requests.exceptions.ReadTimeout("read timed out")]
     dispatcher = make_dispatcher()
@@ -322,9 +356,13 @@ def test_after_read_timeout_an_empty_lookup_leads_to_one_new_post(client, seeded
     assert outbox_of(seeded, pid).outcome_unknown is False
 
 
-def test_rate_limit_honours_retry_after_and_needs_no_lookup(client, seeded, with_credentials, platform, make_dispatcher, clock) -> None:  # type: ignore[no-untyped-def]
+def test_rate_limit_honours_retry_after_and_needs_no_lookup(
+    client, seeded, with_credentials, platform, make_dispatcher, clock
+) -> None:  # type: ignore[no-untyped-def]
     pid = queue(client, seeded, "rx-000001")
-    platform.post_script = [(429, {"Retry-After": "30"}, {"success": False, "message": "Too many requests"})]
+    platform.post_script = [
+        (429, {"Retry-After": "30"}, {"success": False, "message": "Too many requests"})
+    ]
     dispatcher = make_dispatcher()
     now = clock()
 
@@ -348,7 +386,9 @@ def test_rate_limit_honours_retry_after_and_needs_no_lookup(client, seeded, with
 # -- dead letters and the operator CLI ---------------------------------------------
 
 
-def test_max_attempts_dead_letters_and_cli_lists_and_requeues(app, client, seeded, with_credentials, platform, make_dispatcher, clock) -> None:  # type: ignore[no-untyped-def]
+def test_max_attempts_dead_letters_and_cli_lists_and_requeues(
+    app, client, seeded, with_credentials, platform, make_dispatcher, clock
+) -> None:  # type: ignore[no-untyped-def]
     pid = queue(client, seeded, "rx-000002")
     platform.post_script = [(500, {}, {"success": False})] * 3
     dispatcher = make_dispatcher(dispatch_max_attempts=3, breaker_fail_max=100)
@@ -376,7 +416,9 @@ def test_max_attempts_dead_letters_and_cli_lists_and_requeues(app, client, seede
     assert "reference=rx-000002" in listed.output
     as_json = runner.invoke(args=["outbox", "list-dead", "--json"])
     items = json.loads(as_json.output)  # one JSON document
-    assert [(i["outbox_id"], i["prescription_id"], i["attempts"]) for i in items] == [(row.id, pid, 3)]
+    assert [(i["outbox_id"], i["prescription_id"], i["attempts"]) for i in items] == [
+        (row.id, pid, 3)
+    ]
 
     requeued = runner.invoke(args=["outbox", "requeue", str(row.id)])
     assert requeued.exit_code == 0, requeued.output
@@ -407,7 +449,9 @@ def test_requeue_refuses_a_row_that_is_not_dead(app, client, seeded, with_creden
 # -- circuit breaker -----------------------------------------------------------------
 
 
-def test_open_breaker_reschedules_without_calling_the_platform(client, seeded, with_credentials, platform, make_dispatcher, clock) -> None:  # type: ignore[no-untyped-def]
+def test_open_breaker_reschedules_without_calling_the_platform(
+    client, seeded, with_credentials, platform, make_dispatcher, clock
+) -> None:  # type: ignore[no-untyped-def]
     pids = [queue(client, seeded, ref) for ref in ("rx-000001", "rx-000002", "rx-000003")]
     platform.post_script = [(503, {}, {"success": False})] * 5
     dispatcher = make_dispatcher(breaker_fail_max=2, breaker_reset_s=30.0)
@@ -434,7 +478,9 @@ def test_open_breaker_reschedules_without_calling_the_platform(client, seeded, w
     assert all(outbox_of(seeded, p).state == "pending" for p in pids)
 
 
-def test_failure_that_trips_the_breaker_still_counts_and_stays_unknown(client, seeded, with_credentials, platform, make_dispatcher) -> None:  # type: ignore[no-untyped-def]
+def test_failure_that_trips_the_breaker_still_counts_and_stays_unknown(
+    client, seeded, with_credentials, platform, make_dispatcher
+) -> None:  # type: ignore[no-untyped-def]
     """The POST that trips the breaker was sent and got a 5xx: its outcome is unknown."""
     pids = [queue(client, seeded, ref) for ref in ("rx-000001", "rx-000002")]
     platform.post_script = [(500, {}, {"success": False})] * 2
@@ -449,7 +495,9 @@ def test_failure_that_trips_the_breaker_still_counts_and_stays_unknown(client, s
     assert second.outcome_unknown is True
 
 
-def test_breaker_lets_a_trial_call_through_once_its_reset_timeout_has_passed(client, seeded, with_credentials, platform, make_dispatcher, clock) -> None:  # type: ignore[no-untyped-def]
+def test_breaker_lets_a_trial_call_through_once_its_reset_timeout_has_passed(
+    client, seeded, with_credentials, platform, make_dispatcher, clock
+) -> None:  # type: ignore[no-untyped-def]
     # breaker_reset_s=0: the reset timeout has always passed, so no sleeping is needed.
     pid = queue(client, seeded, "rx-000001")
     platform.post_script = [(503, {}, {"success": False})]
@@ -468,7 +516,9 @@ def test_breaker_lets_a_trial_call_through_once_its_reset_timeout_has_passed(cli
     assert dispatcher.breaker.state is BreakerState.CLOSED
 
 
-def test_rejections_do_not_open_the_breaker(client, seeded, with_credentials, platform, make_dispatcher) -> None:  # type: ignore[no-untyped-def]
+def test_rejections_do_not_open_the_breaker(
+    client, seeded, with_credentials, platform, make_dispatcher
+) -> None:  # type: ignore[no-untyped-def]
     pids = [queue(client, seeded, ref) for ref in ("rx-000001", "rx-000002", "rx-000003")]
     platform.post_script = [(200, {}, UNAUTHORIZED_CLINIC)] * 2
     dispatcher = make_dispatcher(breaker_fail_max=2)
@@ -482,7 +532,9 @@ def test_rejections_do_not_open_the_breaker(client, seeded, with_credentials, pl
 # -- Region A: email flow ----------------------------------------------------------------
 
 
-def test_region_a_prescription_is_emailed_to_the_pharmacy(client, seeded, settings, platform, rsps, make_dispatcher) -> None:  # type: ignore[no-untyped-def]
+def test_region_a_prescription_is_emailed_to_the_pharmacy(
+    client, seeded, settings, platform, rsps, make_dispatcher
+) -> None:  # type: ignore[no-untyped-def]
     pharmacy_email = "ards@pharmacy-a.example.test"
     pid = queue(client, seeded, "rx-000017", email=pharmacy_email)
 
@@ -491,7 +543,10 @@ def test_region_a_prescription_is_emailed_to_the_pharmacy(client, seeded, settin
     rx = prescription(seeded, pid)
     assert rx.status == "emailed"
     assert rx.platform_token is None
-    assert history(seeded, pid) == [("draft", "queued", "service"), ("queued", "emailed", "service")]
+    assert history(seeded, pid) == [
+        ("draft", "queued", "service"),
+        ("queued", "emailed", "service"),
+    ]
     assert outbox_of(seeded, pid).state == "done"
     files = list(Path(settings.mail_dir).glob("*.eml"))
     assert [f.name for f in files] == ["rx-000017.eml"]
@@ -502,12 +557,16 @@ def test_region_a_prescription_is_emailed_to_the_pharmacy(client, seeded, settin
         patient = session.get(Patient, rx.patient_id)
     (attachment,) = list(message.iter_attachments())
     assert attachment.get_content_type() == "application/pdf"
-    pdf_text = "".join(page.extract_text() for page in PdfReader(BytesIO(attachment.get_content())).pages)
+    pdf_text = "".join(
+        page.extract_text() for page in PdfReader(BytesIO(attachment.get_content())).pages
+    )
     assert patient is not None and patient.last_name in pdf_text
     assert len(rsps.calls) == 0  # no platform involved
 
 
-def test_email_failure_is_retried(client, seeded, settings, platform, make_dispatcher, clock, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_email_failure_is_retried(
+    client, seeded, settings, platform, make_dispatcher, clock, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("x")
     pid = queue(client, seeded, "rx-000017", email="ards@pharmacy-a.example.test")
@@ -522,7 +581,9 @@ def test_email_failure_is_retried(client, seeded, settings, platform, make_dispa
 # -- payload problems are rejections, not retries -------------------------------------
 
 
-def test_pharmacy_that_lost_its_branch_id_is_rejected_without_a_call(client, seeded, with_credentials, platform, make_dispatcher) -> None:  # type: ignore[no-untyped-def]
+def test_pharmacy_that_lost_its_branch_id_is_rejected_without_a_call(
+    client, seeded, with_credentials, platform, make_dispatcher
+) -> None:  # type: ignore[no-untyped-def]
     pid = queue(client, seeded, "rx-000001")
     with seeded.session() as session:
         session.execute(update(Pharmacy).where(Pharmacy.branch_id == 17).values(branch_id=None))
@@ -534,11 +595,15 @@ def test_pharmacy_that_lost_its_branch_id_is_rejected_without_a_call(client, see
     assert platform.posts == []
 
 
-def test_unbuildable_patient_details_are_rejected_not_retried(client, seeded, with_credentials, platform, make_dispatcher, clock) -> None:  # type: ignore[no-untyped-def]
+def test_unbuildable_patient_details_are_rejected_not_retried(
+    client, seeded, with_credentials, platform, make_dispatcher, clock
+) -> None:  # type: ignore[no-untyped-def]
     pid = queue(client, seeded, "rx-000001")
     with seeded.session() as session:
         patient_id = session.get(Prescription, pid).patient_id  # type: ignore[union-attr]
-        session.execute(update(Patient).where(Patient.id == patient_id).values(phone="call the surgery"))
+        session.execute(
+            update(Patient).where(Patient.id == patient_id).values(phone="call the surgery")
+        )
 
     make_dispatcher().run_batch()
 
@@ -552,10 +617,14 @@ def test_unbuildable_patient_details_are_rejected_not_retried(client, seeded, wi
 # -- leases ----------------------------------------------------------------------------
 
 
-def test_row_taken_over_by_another_worker_is_not_written(client, seeded, with_credentials, platform, make_dispatcher, clock) -> None:  # type: ignore[no-untyped-def]
+def test_row_taken_over_by_another_worker_is_not_written(
+    client, seeded, with_credentials, platform, make_dispatcher, clock
+) -> None:  # type: ignore[no-untyped-def]
     pid = queue(client, seeded, "rx-000001")
     dispatcher = make_dispatcher("w1")
-    (outbox_id,) = claimed_ids(seeded, DispatchOutbox, worker_id="w1", now=clock(), lease_s=120, limit=10)
+    (outbox_id,) = claimed_ids(
+        seeded, DispatchOutbox, worker_id="w1", now=clock(), lease_s=120, limit=10
+    )
     taken_until = clock() + timedelta(minutes=10)
 
     def lease_expires_and_w2_takes_over() -> None:
@@ -581,9 +650,13 @@ def test_row_taken_over_by_another_worker_is_not_written(client, seeded, with_cr
     assert history(seeded, pid) == [("draft", "queued", "service")]
 
 
-def test_process_skips_a_row_leased_to_someone_else(client, seeded, with_credentials, platform, make_dispatcher, clock) -> None:  # type: ignore[no-untyped-def]
+def test_process_skips_a_row_leased_to_someone_else(
+    client, seeded, with_credentials, platform, make_dispatcher, clock
+) -> None:  # type: ignore[no-untyped-def]
     pid = queue(client, seeded, "rx-000001")
-    (outbox_id,) = claimed_ids(seeded, DispatchOutbox, worker_id="w2", now=clock(), lease_s=120, limit=10)
+    (outbox_id,) = claimed_ids(
+        seeded, DispatchOutbox, worker_id="w2", now=clock(), lease_s=120, limit=10
+    )
 
     assert make_dispatcher("w1").process(outbox_id) == "skipped"
 
@@ -591,7 +664,9 @@ def test_process_skips_a_row_leased_to_someone_else(client, seeded, with_credent
     assert outbox_of(seeded, pid).attempts == 0
 
 
-def test_stop_request_releases_unstarted_rows(client, seeded, with_credentials, platform, make_dispatcher) -> None:  # type: ignore[no-untyped-def]
+def test_stop_request_releases_unstarted_rows(
+    client, seeded, with_credentials, platform, make_dispatcher
+) -> None:  # type: ignore[no-untyped-def]
     pids = [queue(client, seeded, ref) for ref in ("rx-000001", "rx-000002", "rx-000003")]
     calls = iter([False, True, True])
 
@@ -605,7 +680,9 @@ def test_stop_request_releases_unstarted_rows(client, seeded, with_credentials, 
 # -- logs -----------------------------------------------------------------------------
 
 
-def test_logs_carry_no_secret_token_or_patient_detail(client, seeded, with_credentials, platform, make_dispatcher, clock, caplog) -> None:  # type: ignore[no-untyped-def]
+def test_logs_carry_no_secret_token_or_patient_detail(
+    client, seeded, with_credentials, platform, make_dispatcher, clock, caplog
+) -> None:  # type: ignore[no-untyped-def]
     caplog.set_level(logging.DEBUG)
     refs = ("rx-000001", "rx-000002", "rx-000003")
     pids = [queue(client, seeded, ref) for ref in refs]
@@ -623,7 +700,13 @@ def test_logs_carry_no_secret_token_or_patient_detail(client, seeded, with_crede
     assert [prescription(seeded, p).status for p in pids] == ["issued", "rejected", "issued"]
     assert caplog.records, "the worker logs what it does"
 
-    forbidden = {*platform.issued_access, *platform.issued_sessions, CLIENT_SECRET, "SRXADOPTEDTOKEN", "SRXTOKEN000001"}
+    forbidden = {
+        *platform.issued_access,
+        *platform.issued_sessions,
+        CLIENT_SECRET,
+        "SRXADOPTEDTOKEN",
+        "SRXTOKEN000001",
+    }
     for password, pin in PRESCRIBER_SECRETS.values():
         forbidden |= {password, pin}
     with seeded.session() as session:
@@ -646,7 +729,9 @@ def test_logs_carry_no_secret_token_or_patient_detail(client, seeded, with_crede
 # -- hardening found in review ----------------------------------------------------
 
 
-def test_a_refused_lookup_is_retried_never_recorded_as_rejected(client, seeded, with_credentials, platform, rsps, make_dispatcher, clock) -> None:  # type: ignore[no-untyped-def]
+def test_a_refused_lookup_is_retried_never_recorded_as_rejected(
+    client, seeded, with_credentials, platform, rsps, make_dispatcher, clock
+) -> None:  # type: ignore[no-untyped-def]
     pid = queue(client, seeded, "rx-000001")
     platform.post_script = [requests.exceptions.ReadTimeout("lost reply")]
     dispatcher = make_dispatcher()
@@ -664,7 +749,9 @@ def test_a_refused_lookup_is_retried_never_recorded_as_rejected(client, seeded, 
     assert len(platform.posts) == 1  # no second POST while the outcome is unknown
 
 
-def test_a_rejection_before_sending_keeps_an_earlier_unknown_outcome(client, seeded, with_credentials, platform, make_dispatcher, clock) -> None:  # type: ignore[no-untyped-def]
+def test_a_rejection_before_sending_keeps_an_earlier_unknown_outcome(
+    client, seeded, with_credentials, platform, make_dispatcher, clock
+) -> None:  # type: ignore[no-untyped-def]
     pid = queue(client, seeded, "rx-000001")
     platform.post_script = [requests.exceptions.ReadTimeout("lost reply")]
     dispatcher = make_dispatcher()
@@ -681,23 +768,47 @@ def test_a_rejection_before_sending_keeps_an_earlier_unknown_outcome(client, see
     assert outbox_of(seeded, pid).outcome_unknown is True
 
 
-def test_webhooks_that_beat_the_token_are_applied_once_it_is_stored(client, seeded, with_credentials, platform, make_dispatcher, clock) -> None:  # type: ignore[no-untyped-def]
+def test_webhooks_that_beat_the_token_are_applied_once_it_is_stored(
+    client, seeded, with_credentials, platform, make_dispatcher, clock
+) -> None:  # type: ignore[no-untyped-def]
     from app.foundation.db import utcnow
     from app.foundation.models import WebhookInbox
     from webhooks.processing import InboxProcessor
 
     pid = queue(client, seeded, "rx-000001")
     token = "SRXTOKEN000001"  # what the fake platform will answer first
-    body = json.dumps({
-        "id": "evt_early", "type": "prescription.status_updated", "created": "2026-11-20T10:15:09Z",
-        "data": {"prescription": {"id": token, "client_ref_id": "rx-000001", "status": "signed",
-                                  "previous_status": "issued", "occurred_at": "2026-11-20T10:15:08Z"}},
-    })
+    body = json.dumps(
+        {
+            "id": "evt_early",
+            "type": "prescription.status_updated",
+            "created": "2026-11-20T10:15:09Z",
+            "data": {
+                "prescription": {
+                    "id": token,
+                    "client_ref_id": "rx-000001",
+                    "status": "signed",
+                    "previous_status": "issued",
+                    "occurred_at": "2026-11-20T10:15:08Z",
+                }
+            },
+        }
+    )
     now = utcnow()
     with seeded.session() as s:
-        s.add(WebhookInbox(event_id="evt_early", event_type="prescription.status_updated", platform_token=token,
-                           body=body.encode(), state="dead", attempts=8, next_attempt_at=now, received_at=now,
-                           last_error="unknown_prescription", awaiting_prescription=True))
+        s.add(
+            WebhookInbox(
+                event_id="evt_early",
+                event_type="prescription.status_updated",
+                platform_token=token,
+                body=body.encode(),
+                state="dead",
+                attempts=8,
+                next_attempt_at=now,
+                received_at=now,
+                last_error="unknown_prescription",
+                awaiting_prescription=True,
+            )
+        )
     make_dispatcher().run_batch()
     assert prescription(seeded, pid).platform_token == token
 
@@ -706,7 +817,9 @@ def test_webhooks_that_beat_the_token_are_applied_once_it_is_stored(client, seed
     assert ("issued", "signed", "webhook") in history(seeded, pid)
 
 
-def test_each_row_gets_a_fresh_lease_when_its_attempt_starts(client, seeded, with_credentials, platform, make_dispatcher, clock) -> None:  # type: ignore[no-untyped-def]
+def test_each_row_gets_a_fresh_lease_when_its_attempt_starts(
+    client, seeded, with_credentials, platform, make_dispatcher, clock
+) -> None:  # type: ignore[no-untyped-def]
     pid = queue(client, seeded, "rx-000001")
     leases: list[datetime | None] = []
     platform.on_post = lambda: leases.append(outbox_of(seeded, pid).locked_until)

@@ -85,7 +85,8 @@ def test_missing_credentials_block_with_the_command_that_fixes_them(  # type: ig
     pid = queue(client, seeded, references(seeded, JONES, 1)[0])  # the send checks they exist
     with seeded.session() as s:  # removed while the send waits in the queue
         s.execute(
-            update(Prescriber).where(Prescriber.email == JONES)
+            update(Prescriber)
+            .where(Prescriber.email == JONES)
             .values(password_enc=None, pin_enc=None)
         )
 
@@ -135,7 +136,9 @@ def test_a_dead_letter_carries_the_platform_failure_and_the_metric_its_code(  # 
     assert view(client, pid)["dispatch"]["last_error"] == row.last_error
     reasons = {
         s.labels["reason"]
-        for m in REGISTRY.collect() if m.name == "erx_sends_stopped"
-        for s in m.samples if s.labels.get("outcome") == "dead"
+        for m in REGISTRY.collect()
+        if m.name == "erx_sends_stopped"
+        for s in m.samples
+        if s.labels.get("outcome") == "dead"
     }
     assert reasons and all(" " not in r for r in reasons)  # codes, never sentences

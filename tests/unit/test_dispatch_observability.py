@@ -47,10 +47,14 @@ def dispatcher(seeded: Database, settings) -> Iterator[Dispatcher]:  # type: ign
 def queue(client, db: Database, reference: str, **headers: str) -> int:  # type: ignore[no-untyped-def]
     auth = bearer(client.application, role="service", subject="svc-tests")
     with db.session() as session:
-        pid = session.scalars(select(Prescription.id).where(Prescription.reference == reference)).one()
+        pid = session.scalars(
+            select(Prescription.id).where(Prescription.reference == reference)
+        ).one()
         pharmacy = session.scalars(select(Pharmacy.id).where(Pharmacy.branch_id == 17)).one()
     resp = client.post(
-        f"/api/v1/prescriptions/{pid}/send", json={"pharmacy_id": pharmacy}, headers={**auth, **headers}
+        f"/api/v1/prescriptions/{pid}/send",
+        json={"pharmacy_id": pharmacy},
+        headers={**auth, **headers},
     )
     assert resp.status_code == 202, resp.get_data(as_text=True)
     return pid
@@ -65,13 +69,17 @@ def test_the_request_id_of_the_send_is_on_every_log_line_of_its_job(  # type: ig
 ) -> None:
     pid = queue(client, seeded, "rx-000001", **{"X-Request-ID": "abc123"})
     with seeded.session() as session:
-        stored = session.scalars(select(DispatchOutbox.request_id).where(DispatchOutbox.prescription_id == pid)).one()
+        stored = session.scalars(
+            select(DispatchOutbox.request_id).where(DispatchOutbox.prescription_id == pid)
+        ).one()
     assert stored == "abc123"
     start = len(captured.getvalue().splitlines())
 
     assert dispatcher.run_batch() == 1
 
-    job_lines = [json.loads(line) for line in captured.getvalue().splitlines()[start:] if line.strip()]
+    job_lines = [
+        json.loads(line) for line in captured.getvalue().splitlines()[start:] if line.strip()
+    ]
     assert any(f"prescription_id={pid}" in rec["message"] for rec in job_lines)
     # The connector's token and login lines are part of the job too.
     assert any(rec["logger"] == "connector" for rec in job_lines)
@@ -82,11 +90,17 @@ def test_a_send_without_a_request_id_header_gets_the_one_the_api_made(  # type: 
     client, seeded, with_credentials, auth
 ) -> None:
     with seeded.session() as session:
-        pid = session.scalars(select(Prescription.id).where(Prescription.reference == "rx-000001")).one()
+        pid = session.scalars(
+            select(Prescription.id).where(Prescription.reference == "rx-000001")
+        ).one()
         pharmacy = session.scalars(select(Pharmacy.id).where(Pharmacy.branch_id == 17)).one()
-    resp = client.post(f"/api/v1/prescriptions/{pid}/send", json={"pharmacy_id": pharmacy}, headers=auth)
+    resp = client.post(
+        f"/api/v1/prescriptions/{pid}/send", json={"pharmacy_id": pharmacy}, headers=auth
+    )
     with seeded.session() as session:
-        stored = session.scalars(select(DispatchOutbox.request_id).where(DispatchOutbox.prescription_id == pid)).one()
+        stored = session.scalars(
+            select(DispatchOutbox.request_id).where(DispatchOutbox.prescription_id == pid)
+        ).one()
     assert stored == resp.headers["X-Request-ID"]
 
 
@@ -122,9 +136,23 @@ def test_a_send_moves_the_platform_auth_and_send_metrics(  # type: ignore[no-unt
     assert {k: after[k] - before[k] for k in before} == dict.fromkeys(before, 1.0)
     # The endpoint label is the fixed vocabulary, never a URL.
     endpoints = {
-        s.labels["endpoint"] for m in REGISTRY.collect() if m.name == "erx_platform_calls" for s in m.samples
+        s.labels["endpoint"]
+        for m in REGISTRY.collect()
+        if m.name == "erx_platform_calls"
+        for s in m.samples
     }
-    assert endpoints <= {"token", "login", "issue", "lookup", "read", "void", "clinics", "contacts", "medicines", "other"}
+    assert endpoints <= {
+        "token",
+        "login",
+        "issue",
+        "lookup",
+        "read",
+        "void",
+        "clinics",
+        "contacts",
+        "medicines",
+        "other",
+    }
 
 
 def test_the_breaker_state_is_exported(settings) -> None:  # type: ignore[no-untyped-def]

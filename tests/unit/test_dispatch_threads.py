@@ -73,7 +73,9 @@ class StatementCounter:
 
 
 @pytest.mark.parametrize("threads", [1, 4])
-def test_an_issued_send_costs_five_statements(client, seeded, with_credentials, platform, make_dispatcher, threads) -> None:  # type: ignore[no-untyped-def]
+def test_an_issued_send_costs_five_statements(
+    client, seeded, with_credentials, platform, make_dispatcher, threads
+) -> None:  # type: ignore[no-untyped-def]
     refs = region_b_drafts(seeded, 10)
     pids = [queue(client, seeded, ref) for ref in refs]
     dispatcher = make_dispatcher(worker_send_threads=threads, worker_batch=10)
@@ -87,7 +89,9 @@ def test_an_issued_send_costs_five_statements(client, seeded, with_credentials, 
     assert counted.count == 10 * per_send + 2, counted.texts.most_common()
 
 
-def test_concurrent_sends_never_send_a_prescription_twice(client, seeded, with_credentials, platform, make_dispatcher) -> None:  # type: ignore[no-untyped-def]
+def test_concurrent_sends_never_send_a_prescription_twice(
+    client, seeded, with_credentials, platform, make_dispatcher
+) -> None:  # type: ignore[no-untyped-def]
     refs = region_b_drafts(seeded, 16)
     pids = [queue(client, seeded, ref) for ref in refs]
     # Two workers with four send threads each, claiming from the same queue at once.
@@ -114,7 +118,9 @@ def test_concurrent_sends_never_send_a_prescription_twice(client, seeded, with_c
     assert {outbox_of(seeded, p).state for p in pids} == {"done"}
 
 
-def test_a_lease_lost_during_a_threaded_send_is_not_written(client, seeded, with_credentials, platform, make_dispatcher, clock) -> None:  # type: ignore[no-untyped-def]
+def test_a_lease_lost_during_a_threaded_send_is_not_written(
+    client, seeded, with_credentials, platform, make_dispatcher, clock
+) -> None:  # type: ignore[no-untyped-def]
     refs = region_b_drafts(seeded, 4)
     pids = [queue(client, seeded, ref) for ref in refs]
     taken, taken_ref = pids[2], refs[2]
@@ -125,7 +131,9 @@ def test_a_lease_lost_during_a_threaded_send_is_not_written(client, seeded, with
             return
         with seeded.session() as session:
             session.execute(
-                update(DispatchOutbox).where(DispatchOutbox.prescription_id == taken).values(locked_by="w2")
+                update(DispatchOutbox)
+                .where(DispatchOutbox.prescription_id == taken)
+                .values(locked_by="w2")
             )
 
     platform.on_post = w2_takes_over_one_row
@@ -139,7 +147,9 @@ def test_a_lease_lost_during_a_threaded_send_is_not_written(client, seeded, with
     assert {prescription(seeded, p).status for p in others} == {"issued"}
 
 
-def test_a_row_leased_to_another_worker_is_skipped_by_every_thread(client, seeded, with_credentials, platform, make_dispatcher, clock) -> None:  # type: ignore[no-untyped-def]
+def test_a_row_leased_to_another_worker_is_skipped_by_every_thread(
+    client, seeded, with_credentials, platform, make_dispatcher, clock
+) -> None:  # type: ignore[no-untyped-def]
     refs = region_b_drafts(seeded, 3)
     pids = [queue(client, seeded, ref) for ref in refs]
     ids = claimed_ids(seeded, DispatchOutbox, worker_id="w2", now=clock(), lease_s=120, limit=10)
@@ -150,7 +160,9 @@ def test_a_row_leased_to_another_worker_is_skipped_by_every_thread(client, seede
     assert [outbox_of(seeded, p).attempts for p in pids] == [0, 0, 0]
 
 
-def test_after_unknown_outcomes_threaded_sends_look_up_before_sending(client, seeded, with_credentials, platform, make_dispatcher, clock) -> None:  # type: ignore[no-untyped-def]
+def test_after_unknown_outcomes_threaded_sends_look_up_before_sending(
+    client, seeded, with_credentials, platform, make_dispatcher, clock
+) -> None:  # type: ignore[no-untyped-def]
     refs = region_b_drafts(seeded, 4)
     pids = [queue(client, seeded, ref) for ref in refs]
     platform.post_script = [requests.exceptions.ReadTimeout("lost reply")] * 4
@@ -169,12 +181,16 @@ def test_after_unknown_outcomes_threaded_sends_look_up_before_sending(client, se
     assert {prescription(seeded, p).status for p in pids} == {"issued"}
 
 
-def test_stopping_releases_the_rows_not_started(client, seeded, with_credentials, platform, make_dispatcher) -> None:  # type: ignore[no-untyped-def]
+def test_stopping_releases_the_rows_not_started(
+    client, seeded, with_credentials, platform, make_dispatcher
+) -> None:  # type: ignore[no-untyped-def]
     refs = region_b_drafts(seeded, 6)
     pids = [queue(client, seeded, ref) for ref in refs]
     asked = iter([False, False, True])  # two rows start, then the worker is told to stop
 
-    handled = make_dispatcher(worker_send_threads=2).run_batch(should_stop=lambda: next(asked, True))
+    handled = make_dispatcher(worker_send_threads=2).run_batch(
+        should_stop=lambda: next(asked, True)
+    )
 
     assert handled == 2
     statuses = [prescription(seeded, p).status for p in pids]
@@ -191,7 +207,8 @@ def _breaker(fail_max: int = 2, reset_s: float = 60.0) -> Any:
     from connector.errors import TransportError
 
     return CircuitBreaker(
-        fail_max=fail_max, reset_timeout_s=reset_s,
+        fail_max=fail_max,
+        reset_timeout_s=reset_s,
         counts=lambda exc: isinstance(exc, TransportError),
     )
 
@@ -219,7 +236,9 @@ def test_the_shared_breaker_opens_after_fail_max_and_ignores_business_errors() -
     breaker = _breaker(fail_max=2)
 
     def down() -> None:
-        raise TransportError("connection refused", code="connect_error", retryable=True, outcome_unknown=False)
+        raise TransportError(
+            "connection refused", code="connect_error", retryable=True, outcome_unknown=False
+        )
 
     def no() -> None:
         raise PlatformRejected("Invalid data")
@@ -270,8 +289,11 @@ def test_the_breaker_stays_open_for_its_reset_timeout_on_its_clock() -> None:
     now = [100.0]
     changes: list[tuple[str, str]] = []
     breaker = CircuitBreaker(
-        fail_max=1, reset_timeout_s=30.0, counts=lambda exc: isinstance(exc, TransportError),
-        clock=lambda: now[0], listeners=[lambda old, new: changes.append((old.value, new.value))],
+        fail_max=1,
+        reset_timeout_s=30.0,
+        counts=lambda exc: isinstance(exc, TransportError),
+        clock=lambda: now[0],
+        listeners=[lambda old, new: changes.append((old.value, new.value))],
     )
 
     def down() -> None:
@@ -292,6 +314,9 @@ def test_the_breaker_stays_open_for_its_reset_timeout_on_its_clock() -> None:
     now[0] += 0.2
     assert breaker.call(lambda: "ok") == "ok"
     assert changes == [
-        ("closed", "open"), ("open", "half-open"), ("half-open", "open"),
-        ("open", "half-open"), ("half-open", "closed"),
+        ("closed", "open"),
+        ("open", "half-open"),
+        ("half-open", "open"),
+        ("open", "half-open"),
+        ("half-open", "closed"),
     ]

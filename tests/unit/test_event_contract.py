@@ -68,7 +68,9 @@ def test_every_committed_major_version_has_a_lock_and_still_matches_it() -> None
         event_type, version = path.name.removesuffix(".json").rsplit(".v", 1)
         schema = load_schema(event_type, int(version))
         locked = json.loads(lock_path(event_type, int(version)).read_text(encoding="utf-8"))
-        assert compatibility_problems(locked, schema) == [], f"{path.name} changed incompatibly: needs v{int(version) + 1}"
+        assert compatibility_problems(locked, schema) == [], (
+            f"{path.name} changed incompatibly: needs v{int(version) + 1}"
+        )
 
 
 def _v1() -> dict:
@@ -83,12 +85,27 @@ def _locked() -> dict:
     ("change", "problem"),
     [
         (lambda s: s["properties"].pop("request_id"), "$.request_id: removed"),
-        (lambda s: s["properties"]["prescription"]["properties"].pop("pharmacy_id"), "$.prescription.pharmacy_id: removed"),
-        (lambda s: s["properties"]["prescription"]["required"].append("clinic_id")
-         or s["properties"]["prescription"]["properties"].update(clinic_id={"type": "integer"}),
-         "$.prescription.clinic_id: newly required"),
-        (lambda s: s["properties"]["from"].update(type="string"), "$.from: type narrowed (lost null)"),
-        (lambda s: s["properties"]["source"].update(enum=["service", "api"]), "$.source: enum narrowed"),
+        (
+            lambda s: s["properties"]["prescription"]["properties"].pop("pharmacy_id"),
+            "$.prescription.pharmacy_id: removed",
+        ),
+        (
+            lambda s: (
+                s["properties"]["prescription"]["required"].append("clinic_id")
+                or s["properties"]["prescription"]["properties"].update(
+                    clinic_id={"type": "integer"}
+                )
+            ),
+            "$.prescription.clinic_id: newly required",
+        ),
+        (
+            lambda s: s["properties"]["from"].update(type="string"),
+            "$.from: type narrowed (lost null)",
+        ),
+        (
+            lambda s: s["properties"]["source"].update(enum=["service", "api"]),
+            "$.source: enum narrowed",
+        ),
         (lambda s: s["properties"]["version"].update(const=2), "$.version: const changed"),
         (lambda s: s["required"].remove("request_id"), "$.request_id: no longer required"),
     ],
@@ -109,8 +126,11 @@ def test_an_optional_property_or_a_wider_type_is_compatible() -> None:
 
 # -- the compiled check (what the publisher runs per message) is jsonschema's answer ---------
 
+
 def _committed_schemas() -> list[dict]:
-    paths = [p for p in sorted(CONTRACTS_DIR.glob("*.v[0-9]*.json")) if not p.name.endswith(".lock.json")]
+    paths = [
+        p for p in sorted(CONTRACTS_DIR.glob("*.v[0-9]*.json")) if not p.name.endswith(".lock.json")
+    ]
     return [json.loads(p.read_text(encoding="utf-8")) for p in paths]
 
 
@@ -119,8 +139,16 @@ def test_every_committed_schema_compiles_so_the_fast_check_is_in_use() -> None:
         compile_check(schema)  # raises UnsupportedSchema for a keyword it does not implement
 
 
-@pytest.mark.parametrize("extra", [{"oneOf": [{"type": "string"}]}, {"$ref": "#/$defs/x"},
-                                   {"enum": [["a"]]}, {"patternProperties": {"^x": {}}}, {"type": "decimal"}])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"oneOf": [{"type": "string"}]},
+        {"$ref": "#/$defs/x"},
+        {"enum": [["a"]]},
+        {"patternProperties": {"^x": {}}},
+        {"type": "decimal"},
+    ],
+)
 def test_a_keyword_the_compiler_does_not_implement_is_refused_not_ignored(extra: dict) -> None:
     with pytest.raises(UnsupportedSchema):
         compile_check({"type": "object", **extra})
@@ -133,8 +161,14 @@ _PROPS = _V1["properties"]
 _RX = _PROPS["prescription"]["properties"]
 
 _json = st.recursive(
-    st.none() | st.booleans() | st.integers(-3, 10**12) | st.floats(allow_nan=False, width=32) | st.text(max_size=24),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    st.none()
+    | st.booleans()
+    | st.integers(-3, 10**12)
+    | st.floats(allow_nan=False, width=32)
+    | st.text(max_size=24),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
     max_leaves=6,
 )
 
@@ -144,7 +178,9 @@ def _near(field: dict) -> st.SearchStrategy:
     options = [_json, st.sampled_from([0, 1, 1.0, 2, -1, True, False, None, "", "1"])]
     if "pattern" in field:
         options.append(st.from_regex(field["pattern"], fullmatch=True))
-        options.append(st.from_regex(field["pattern"], fullmatch=True).map(lambda v: v.upper() + "\n"))
+        options.append(
+            st.from_regex(field["pattern"], fullmatch=True).map(lambda v: v.upper() + "\n")
+        )
     for value in field.get("enum", []) + ([field["const"]] if "const" in field else []):
         options.append(st.sampled_from([value, str(value).upper(), f" {value}", f"{value}x"]))
     if "maxLength" in field:
@@ -162,16 +198,28 @@ def _valid() -> st.SearchStrategy:
         if "const" in field:
             return st.just(field["const"])
         kinds = [field["type"]] if isinstance(field["type"], str) else field["type"]
-        return st.one_of([{"integer": st.integers(1, 10**9), "null": st.none(),
-                           "string": st.text(min_size=1, max_size=field.get("maxLength", 64))}[k] for k in kinds])
+        return st.one_of(
+            [
+                {
+                    "integer": st.integers(1, 10**9),
+                    "null": st.none(),
+                    "string": st.text(min_size=1, max_size=field.get("maxLength", 64)),
+                }[k]
+                for k in kinds
+            ]
+        )
 
     rx = st.fixed_dictionaries({name: value(f) for name, f in _RX.items()})
-    return st.fixed_dictionaries({name: (rx if name == "prescription" else value(f)) for name, f in _PROPS.items()})
+    return st.fixed_dictionaries(
+        {name: (rx if name == "prescription" else value(f)) for name, f in _PROPS.items()}
+    )
 
 
 @st.composite
 def _messages(draw: st.DrawFn) -> object:
-    message = copy.deepcopy(draw(st.one_of(_valid(), st.sampled_from([_load(p) for p in EXAMPLES]))))
+    message = copy.deepcopy(
+        draw(st.one_of(_valid(), st.sampled_from([_load(p) for p in EXAMPLES])))
+    )
     for _ in range(draw(st.integers(0, 3))):
         where = draw(st.sampled_from(["top", "prescription"]))
         target, fields = (message, _PROPS) if where == "top" else (message.get("prescription"), _RX)

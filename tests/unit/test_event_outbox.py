@@ -28,11 +28,30 @@ def test_each_appended_row_stages_one_valid_event_and_a_duplicate_none(seeded) -
         rx = s.get(Prescription, 1)
         record_local_status(s, rx, "queued", source="api", now=AT)
         for _ in range(2):
-            record_transition(s, rx, Transition(to_status="issued", from_status="queued", occurred_at=AT,
-                                                source="api", received_at=AT + timedelta(seconds=1)))
+            record_transition(
+                s,
+                rx,
+                Transition(
+                    to_status="issued",
+                    from_status="queued",
+                    occurred_at=AT,
+                    source="api",
+                    received_at=AT + timedelta(seconds=1),
+                ),
+            )
         for _ in range(2):
-            record_transition(s, rx, Transition(to_status="signed", from_status="issued", occurred_at=AT,
-                                                source="webhook", event_id="evt-1", received_at=AT))
+            record_transition(
+                s,
+                rx,
+                Transition(
+                    to_status="signed",
+                    from_status="issued",
+                    occurred_at=AT,
+                    source="webhook",
+                    event_id="evt-1",
+                    received_at=AT,
+                ),
+            )
     events = _events(seeded)
     # Prescription 1 belongs to patient pt-0001, Region B (scripts/seed).
     assert [(e.routing_key, e.state) for e in events] == [
@@ -43,7 +62,11 @@ def test_each_appended_row_stages_one_valid_event_and_a_duplicate_none(seeded) -
         validate_event(body)
         assert body["event_id"] == event.event_id
         assert event.routing_key == routing_key(body["prescription"]["region"], body["to"])
-    assert (bodies[0]["from"], bodies[0]["to"], bodies[0]["request_id"]) == ("draft", "queued", None)
+    assert (bodies[0]["from"], bodies[0]["to"], bodies[0]["request_id"]) == (
+        "draft",
+        "queued",
+        None,
+    )
     assert bodies[1]["recorded_at"] == rfc3339(AT + timedelta(seconds=1))
     assert (bodies[2]["source"], bodies[2]["request_id"]) == ("webhook", "evt-1")
 
@@ -72,7 +95,9 @@ class FakeChannel:
         self.nack = nack or set()
         self._wave: list[str] = []
 
-    def publish(self, *, exchange: str, routing_key: str, body: bytes, properties: pika.BasicProperties) -> None:
+    def publish(
+        self, *, exchange: str, routing_key: str, body: bytes, properties: pika.BasicProperties
+    ) -> None:
         self._wave.append(properties.message_id)
 
     def wait(self, timeout_s: float = 30.0) -> tuple[list[str], list[str]]:
@@ -85,7 +110,9 @@ class FakeChannel:
 
 class FakePublisher(EventPublisher):
     def __init__(self, db, channel: FakeChannel, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        config = PublisherConfig(amqp_url="amqp://unused", exchange="x", dlx="y", backoff_base_s=2.0, backoff_cap_s=60.0)
+        config = PublisherConfig(
+            amqp_url="amqp://unused", exchange="x", dlx="y", backoff_base_s=2.0, backoff_cap_s=60.0
+        )
         super().__init__(db, config, worker_id="w1", **kwargs)
         self.fake = channel
 

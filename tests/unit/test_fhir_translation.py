@@ -31,36 +31,85 @@ from app.interfaces.fhir import (
 from app.interfaces.identity import mint_token
 
 # http://hl7.org/fhir/R4/valueset-medicationrequest-status.html
-R4_MEDICATIONREQUEST_STATUS = {"active", "on-hold", "cancelled", "completed", "entered-in-error", "stopped", "draft", "unknown"}
+R4_MEDICATIONREQUEST_STATUS = {
+    "active",
+    "on-hold",
+    "cancelled",
+    "completed",
+    "entered-in-error",
+    "stopped",
+    "draft",
+    "unknown",
+}
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 
 
 def rows(*steps: tuple[str, str]) -> list[StatusHistory]:
     return [
         StatusHistory(
-            id=n, prescription_id=1, from_status=None, to_status=to, source=source,
-            occurred_at=T0 + timedelta(minutes=n), received_at=T0 + timedelta(minutes=n, seconds=2),
+            id=n,
+            prescription_id=1,
+            from_status=None,
+            to_status=to,
+            source=source,
+            occurred_at=T0 + timedelta(minutes=n),
+            received_at=T0 + timedelta(minutes=n, seconds=2),
         )
         for n, (to, source) in enumerate(steps, start=1)
     ]
 
 
-def prescription(*, pharmacy: bool = True, vpid: str | None = "39720311000001101", token: str | None = None):  # type: ignore[no-untyped-def]
-    patient = Patient(id=1, external_ref="pt-0001", region_code="B", first_name="Amelia", last_name="Hughes",
-                      gender="female", date_of_birth=date(1984, 3, 7), address_line1="12 Alma Road", city="Bristol",
-                      post_code="BS8 2BY")
-    rx = Prescription(id=7, reference="rx-000007", status="signed", created_at=T0, platform_token=token,
-                      patient=patient, prescriber=Prescriber(id=2, name="Dr Jones"),
-                      pharmacy=Pharmacy(id=17, name="Marylebone Pharmacy") if pharmacy else None)
-    line = PrescriptionMedicine(prescription_id=7, position=2, vpid=vpid, description="Semaglutide 0.25mg",
-                                quantity=4, directions="Inject 0.25mg once weekly")
+def prescription(
+    *, pharmacy: bool = True, vpid: str | None = "39720311000001101", token: str | None = None
+):  # type: ignore[no-untyped-def]
+    patient = Patient(
+        id=1,
+        external_ref="pt-0001",
+        region_code="B",
+        first_name="Amelia",
+        last_name="Hughes",
+        gender="female",
+        date_of_birth=date(1984, 3, 7),
+        address_line1="12 Alma Road",
+        city="Bristol",
+        post_code="BS8 2BY",
+    )
+    rx = Prescription(
+        id=7,
+        reference="rx-000007",
+        status="signed",
+        created_at=T0,
+        platform_token=token,
+        patient=patient,
+        prescriber=Prescriber(id=2, name="Dr Jones"),
+        pharmacy=Pharmacy(id=17, name="Marylebone Pharmacy") if pharmacy else None,
+    )
+    line = PrescriptionMedicine(
+        prescription_id=7,
+        position=2,
+        vpid=vpid,
+        description="Semaglutide 0.25mg",
+        quantity=4,
+        directions="Inject 0.25mg once weekly",
+    )
     return rx, line
 
 
 def test_every_mapped_status_is_in_the_r4_value_set() -> None:
     assert set(STATUS_MAP.values()) <= R4_MEDICATIONREQUEST_STATUS
-    assert {"draft", "queued", "issued", "signed", "printed", "dispensed", "expired", "voided", "rejected",
-            "emailed", "dead"} == set(STATUS_MAP)
+    assert {
+        "draft",
+        "queued",
+        "issued",
+        "signed",
+        "printed",
+        "dispensed",
+        "expired",
+        "voided",
+        "rejected",
+        "emailed",
+        "dead",
+    } == set(STATUS_MAP)
 
 
 @pytest.mark.parametrize(("value", "expected"), [("12-1", (12, 1)), ("1-3", (1, 3))])
@@ -68,7 +117,9 @@ def test_resource_ids_are_prescription_and_line(value: str, expected: tuple[int,
     assert parse_resource_id(value) == expected
 
 
-@pytest.mark.parametrize("value", ["12", "", "a-1", "1-", "-1", "1-2-3", "١-١", "1 -1", "9" * 30 + "-1"])
+@pytest.mark.parametrize(
+    "value", ["12", "", "a-1", "1-", "-1", "1-2-3", "١-١", "1 -1", "9" * 30 + "-1"]
+)
 def test_malformed_ids_name_nothing(value: str) -> None:
     with pytest.raises(NotFound):
         parse_resource_id(value)
@@ -76,7 +127,11 @@ def test_malformed_ids_name_nothing(value: str) -> None:
 
 @pytest.mark.parametrize(
     ("value", "ref"),
-    [("pt-0001", "pt-0001"), ("Patient/pt-0001", "pt-0001"), ("https://x.test/fhir/R4/Patient/pt-0001", "pt-0001")],
+    [
+        ("pt-0001", "pt-0001"),
+        ("Patient/pt-0001", "pt-0001"),
+        ("https://x.test/fhir/R4/Patient/pt-0001", "pt-0001"),
+    ],
 )
 def test_patient_search_values(value: str, ref: str) -> None:
     assert patient_ref_from_search(value) == ref
@@ -90,10 +145,23 @@ def test_patient_search_needs_a_reference(value: str | None) -> None:
 
 
 def test_replay_follows_the_history_rules() -> None:
-    history = rows(("queued", "service"), ("issued", "api"), ("dispensed", "webhook"), ("signed", "webhook"),
-                   ("printed", "reconcile"))
-    assert [status for _, status in replay(history)] == ["queued", "issued", "dispensed", "dispensed", "dispensed"]
-    again = rows(("queued", "service"), ("rejected", "service"), ("queued", "service"), ("issued", "api"))
+    history = rows(
+        ("queued", "service"),
+        ("issued", "api"),
+        ("dispensed", "webhook"),
+        ("signed", "webhook"),
+        ("printed", "reconcile"),
+    )
+    assert [status for _, status in replay(history)] == [
+        "queued",
+        "issued",
+        "dispensed",
+        "dispensed",
+        "dispensed",
+    ]
+    again = rows(
+        ("queued", "service"), ("rejected", "service"), ("queued", "service"), ("issued", "api")
+    )
     assert [status for _, status in replay(again)] == ["queued", "rejected", "queued", "issued"]
 
 
@@ -120,7 +188,9 @@ def test_platform_token_only_when_asked() -> None:
     hidden = medication_request(rx, line)
     shown = medication_request(rx, line, show_platform_token=True)
     assert "SRXC49F3D4F66A7" not in hidden.json()
-    assert [i.value for i in shown.identifier if i.system == PLATFORM_TOKEN_SYSTEM] == ["SRXC49F3D4F66A7"]
+    assert [i.value for i in shown.identifier if i.system == PLATFORM_TOKEN_SYSTEM] == [
+        "SRXC49F3D4F66A7"
+    ]
 
 
 def test_no_patient_details_in_the_resource() -> None:
@@ -132,11 +202,20 @@ def test_no_patient_details_in_the_resource() -> None:
 
 @pytest.mark.parametrize(
     ("status", "issue"),
-    [(400, "invalid"), (401, "login"), (403, "forbidden"), (404, "not-found"), (405, "not-supported"),
-     (500, "exception"), (503, "transient")],
+    [
+        (400, "invalid"),
+        (401, "login"),
+        (403, "forbidden"),
+        (404, "not-found"),
+        (405, "not-supported"),
+        (500, "exception"),
+        (503, "transient"),
+    ],
 )
 def test_operation_outcomes_validate(status: int, issue: str) -> None:
-    outcome = operation_outcome(status, "some_code", "Something is wrong.", {"patient": ["Required."]})
+    outcome = operation_outcome(
+        status, "some_code", "Something is wrong.", {"patient": ["Required."]}
+    )
     parsed = OperationOutcome.parse_raw(outcome.resource.json())
     assert outcome.status == status
     assert parsed.issue[0].code == issue
@@ -149,15 +228,29 @@ def test_operation_outcomes_validate(status: int, issue: str) -> None:
 
 def test_jwt_settings_have_development_defaults_and_read_the_environment() -> None:
     settings = load_settings({})
-    assert (settings.jwt_issuer, settings.jwt_audience, settings.jwt_jwks_url, settings.jwt_leeway_s) == (
-        "erx-connector-dev", "erx-connector", None, 30.0
-    )
+    assert (
+        settings.jwt_issuer,
+        settings.jwt_audience,
+        settings.jwt_jwks_url,
+        settings.jwt_leeway_s,
+    ) == ("erx-connector-dev", "erx-connector", None, 30.0)
     assert settings.jwt_secret
-    custom = load_settings({"JWT_SECRET": "s" * 32, "JWT_ISSUER": "idp", "JWT_AUDIENCE": "erx",
-                            "JWT_JWKS_URL": "https://idp.test/jwks", "JWT_LEEWAY_S": "5"})
-    assert (custom.jwt_secret, custom.jwt_issuer, custom.jwt_audience, custom.jwt_jwks_url, custom.jwt_leeway_s) == (
-        "s" * 32, "idp", "erx", "https://idp.test/jwks", 5.0
+    custom = load_settings(
+        {
+            "JWT_SECRET": "s" * 32,
+            "JWT_ISSUER": "idp",
+            "JWT_AUDIENCE": "erx",
+            "JWT_JWKS_URL": "https://idp.test/jwks",
+            "JWT_LEEWAY_S": "5",
+        }
     )
+    assert (
+        custom.jwt_secret,
+        custom.jwt_issuer,
+        custom.jwt_audience,
+        custom.jwt_jwks_url,
+        custom.jwt_leeway_s,
+    ) == ("s" * 32, "idp", "erx", "https://idp.test/jwks", 5.0)
     assert "s" * 32 not in repr(custom)
 
 

@@ -68,7 +68,14 @@ def load_conf(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> Config:
 def restore_logging() -> Iterator[None]:
     """Put back the root and gunicorn loggers that a gunicorn Logger set-up reconfigures."""
     names = (None, "gunicorn.error", "gunicorn.access")
-    saved = {n: (logging.getLogger(n).handlers[:], logging.getLogger(n).level, logging.getLogger(n).propagate) for n in names}
+    saved = {
+        n: (
+            logging.getLogger(n).handlers[:],
+            logging.getLogger(n).level,
+            logging.getLogger(n).propagate,
+        )
+        for n in names
+    }
     yield
     for n, (handlers, level, propagate) in saved.items():
         log = logging.getLogger(n)
@@ -133,9 +140,13 @@ def test_the_shared_control_socket_is_disabled(monkeypatch: pytest.MonkeyPatch) 
     assert load_conf(monkeypatch, {}).control_socket_disable is True
 
 
-@pytest.mark.parametrize("name", ["WEB_CONCURRENCY", "GUNICORN_TIMEOUT", "GUNICORN_MAX_REQUESTS_JITTER"])
+@pytest.mark.parametrize(
+    "name", ["WEB_CONCURRENCY", "GUNICORN_TIMEOUT", "GUNICORN_MAX_REQUESTS_JITTER"]
+)
 @pytest.mark.parametrize("value", ["four", "-1", "2.5"])
-def test_a_malformed_number_names_its_variable(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+def test_a_malformed_number_names_its_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
     for other in ENV_NAMES:
         monkeypatch.delenv(other, raising=False)
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")
@@ -182,7 +193,9 @@ def test_several_workers_get_a_multiprocess_directory_emptied_at_start(
     # An operator's directory (the k8s emptyDir) is kept and emptied, not replaced.
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     (tmp_path / "gauge_livemax_7.db").write_bytes(b"")
-    own = load_conf(monkeypatch, {"WEB_CONCURRENCY": "4", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)})
+    own = load_conf(
+        monkeypatch, {"WEB_CONCURRENCY": "4", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    )
     own.on_starting(None)
     assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(tmp_path)
     assert list(tmp_path.iterdir()) == []

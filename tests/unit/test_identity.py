@@ -193,9 +193,28 @@ def test_alg_none_is_refused(app, client, clock) -> None:  # type: ignore[no-unt
         {"name": "Ann\x00"},
         {"sub": "pt-0001\ud800"},
     ],
-    ids=["wrong-aud", "wrong-iss", "no-aud", "no-iss", "no-exp", "no-sub", "empty-sub", "no-role", "role-not-text",
-         "exp-not-number", "nbf-not-number", "no-iat", "iat-not-number", "exp-a-decade-away",
-         "sub-trailing-newline", "sub-nul", "sub-space", "role-nul", "other-claim-nul", "sub-lone-surrogate"],
+    ids=[
+        "wrong-aud",
+        "wrong-iss",
+        "no-aud",
+        "no-iss",
+        "no-exp",
+        "no-sub",
+        "empty-sub",
+        "no-role",
+        "role-not-text",
+        "exp-not-number",
+        "nbf-not-number",
+        "no-iat",
+        "iat-not-number",
+        "exp-a-decade-away",
+        "sub-trailing-newline",
+        "sub-nul",
+        "sub-space",
+        "role-nul",
+        "other-claim-nul",
+        "sub-lone-surrogate",
+    ],
 )
 def test_bad_claims_are_refused(app, client, clock, changes) -> None:  # type: ignore[no-untyped-def]
     token = hs256(app.extensions["erx"].settings, **changes)
@@ -228,7 +247,9 @@ def test_lifetime_up_to_jwt_max_ttl_s_is_accepted_and_above_refused(app, client,
 def test_mint_never_exceeds_the_lifetime_limit(app, settings) -> None:  # type: ignore[no-untyped-def]
     token = mint_token(settings, role="patient", subject="pt-0001", ttl_s=8 * 3600, now=NOW)
     payload = jwt.decode(token, options={"verify_signature": False})
-    cli = app.test_cli_runner().invoke(args=["tokens", "mint", "--role", "patient", "--sub", "pt-0001", "--ttl", "3601"])
+    cli = app.test_cli_runner().invoke(
+        args=["tokens", "mint", "--role", "patient", "--sub", "pt-0001", "--ttl", "3601"]
+    )
 
     assert payload["exp"] - payload["iat"] == settings.jwt_max_ttl_s
     assert cli.exit_code != 0 and "JWT_MAX_TTL_S" in cli.output
@@ -257,14 +278,18 @@ def test_a_wrong_role_gets_403_not_401(app, client, clock, role) -> None:  # typ
 )
 def test_role_rules_of_each_endpoint(app, client, clock, method, path, allowed) -> None:  # type: ignore[no-untyped-def]
     for role in ROLES:
-        response = client.open(path, method=method, headers=bearer(app, role=role), json={"region": "B"})
+        response = client.open(
+            path, method=method, headers=bearer(app, role=role), json={"region": "B"}
+        )
         if role in allowed:
             assert response.status_code == 200, (role, response.get_json())
         else:
             assert response.status_code == 403, (role, response.get_json())
 
 
-def test_production_refuses_hs256_with_the_development_secret(settings: Settings, seeded: Database) -> None:
+def test_production_refuses_hs256_with_the_development_secret(
+    settings: Settings, seeded: Database
+) -> None:
     # The per-process development secret can't even be configured in production...
     with pytest.raises(ConfigError, match="JWT_SECRET"):
         settings.with_overrides(env="production", jwt_secret=development_jwt_secret())
@@ -300,18 +325,30 @@ def test_mint_token_claims(settings: Settings) -> None:
     token = mint_token(settings, role="support", subject="staff-7", ttl_s=120, now=NOW)
 
     decoded = jwt.decode(
-        token, settings.jwt_secret, algorithms=["HS256"], audience=settings.jwt_audience,
+        token,
+        settings.jwt_secret,
+        algorithms=["HS256"],
+        audience=settings.jwt_audience,
         options={"verify_exp": False, "verify_iat": False, "verify_nbf": False},
     )
     assert decoded == {
-        "iss": "erx-connector-dev", "aud": "erx-connector", "sub": "staff-7", "role": "support",
-        "iat": int(NOW), "nbf": int(NOW), "exp": int(NOW) + 120,
+        "iss": "erx-connector-dev",
+        "aud": "erx-connector",
+        "sub": "staff-7",
+        "role": "support",
+        "iat": int(NOW),
+        "nbf": int(NOW),
+        "exp": int(NOW) + 120,
     }
 
 
 def test_mint_token_refuses_production_and_bad_arguments(settings: Settings) -> None:
     with pytest.raises(Forbidden):
-        mint_token(settings.with_overrides(env="production", jwt_secret="p" * 32), role="patient", subject="pt-0001")
+        mint_token(
+            settings.with_overrides(env="production", jwt_secret="p" * 32),
+            role="patient",
+            subject="pt-0001",
+        )
     with pytest.raises(ValueError):
         mint_token(settings, role="admin", subject="pt-0001")
     with pytest.raises(ValueError):
@@ -321,7 +358,9 @@ def test_mint_token_refuses_production_and_bad_arguments(settings: Settings) -> 
 
 
 def test_tokens_mint_cli_prints_a_working_token(app, client, clock) -> None:  # type: ignore[no-untyped-def]
-    result = app.test_cli_runner().invoke(args=["tokens", "mint", "--role", "patient", "--sub", "pt-0002", "--ttl", "90"])
+    result = app.test_cli_runner().invoke(
+        args=["tokens", "mint", "--role", "patient", "--sub", "pt-0002", "--ttl", "90"]
+    )
 
     assert result.exit_code == 0, result.output
     token = result.output.strip()
@@ -336,7 +375,9 @@ def test_tokens_mint_cli_prints_a_working_token(app, client, clock) -> None:  # 
 def test_tokens_mint_cli_is_refused_in_production(settings: Settings, seeded: Database) -> None:
     prod = create_app(settings.with_overrides(env="production", jwt_secret="p" * 32), db=seeded)
 
-    result = prod.test_cli_runner().invoke(args=["tokens", "mint", "--role", "patient", "--sub", "pt-0001"])
+    result = prod.test_cli_runner().invoke(
+        args=["tokens", "mint", "--role", "patient", "--sub", "pt-0001"]
+    )
 
     assert result.exit_code != 0
     lines = result.output.strip().splitlines()
@@ -348,7 +389,11 @@ def test_tokens_mint_cli_is_refused_in_production(settings: Settings, seeded: Da
 
 @pytest.mark.parametrize(
     "args",
-    [["--role", "admin", "--sub", "pt-0001"], ["--role", "patient"], ["--role", "patient", "--sub", "x", "--ttl", "0"]],
+    [
+        ["--role", "admin", "--sub", "pt-0001"],
+        ["--role", "patient"],
+        ["--role", "patient", "--sub", "x", "--ttl", "0"],
+    ],
 )
 def test_tokens_mint_cli_rejects_bad_options(app, args) -> None:  # type: ignore[no-untyped-def]
     result = app.test_cli_runner().invoke(args=["tokens", "mint", *args])
@@ -445,7 +490,9 @@ def test_jwks_mode_refuses_hs256_tokens(jwks_app, key_server: KeyServer) -> None
     with_kid = jwt.encode(claims(s), s.jwt_secret, algorithm="HS256", headers={"kid": "rsa-1"})
     # The classic confusion: HMAC keyed with the RSA public key, claiming the RSA key's kid.
     # PyJWT will not sign with a PEM as HMAC key, so the token is built by hand.
-    header = base64.urlsafe_b64encode(json.dumps({"alg": "HS256", "kid": "rsa-1"}).encode()).rstrip(b"=")
+    header = base64.urlsafe_b64encode(json.dumps({"alg": "HS256", "kid": "rsa-1"}).encode()).rstrip(
+        b"="
+    )
     body = base64.urlsafe_b64encode(json.dumps(claims(s)).encode()).rstrip(b"=")
     mac = hmac.new(rsa_public_pem, header + b"." + body, hashlib.sha256).digest()
     confused = b".".join([header, body, base64.urlsafe_b64encode(mac).rstrip(b"=")]).decode()
@@ -469,7 +516,12 @@ def test_jwks_algorithm_is_pinned_by_key_type(jwks_app) -> None:  # type: ignore
 
 @pytest.mark.parametrize(
     "changes",
-    [{"aud": "other"}, {"iss": "other"}, {"exp": int(NOW) - 3600}, {"nbf": int(NOW) + 3600, "exp": int(NOW) + 7200}],
+    [
+        {"aud": "other"},
+        {"iss": "other"},
+        {"exp": int(NOW) - 3600},
+        {"nbf": int(NOW) + 3600, "exp": int(NOW) + 7200},
+    ],
     ids=["aud", "iss", "expired", "not-yet-valid"],
 )
 def test_jwks_tokens_get_the_same_claim_checks(jwks_app, changes) -> None:  # type: ignore[no-untyped-def]
@@ -499,7 +551,15 @@ def test_key_rotation_picks_up_a_new_kid_once(jwks_app, key_server: KeyServer) -
     # The provider rotates: a new key appears. Later, a token signed with it arrives.
     key_server.publish("rsa-2", RSA_KEY_2.public_key(), kty="RSA")
     clock.now += 120
-    new_token = signed(s, RSA_KEY_2, "RS256", "rsa-2", iat=int(clock.now), nbf=int(clock.now), exp=int(clock.now) + 600)
+    new_token = signed(
+        s,
+        RSA_KEY_2,
+        "RS256",
+        "rsa-2",
+        iat=int(clock.now),
+        nbf=int(clock.now),
+        exp=int(clock.now) + 600,
+    )
 
     assert client.get(ME, headers=auth(new_token)).status_code == 200
     assert key_server.fetches == 2
@@ -507,14 +567,18 @@ def test_key_rotation_picks_up_a_new_kid_once(jwks_app, key_server: KeyServer) -
     assert key_server.fetches == 2  # cached now
 
 
-def test_a_flood_of_unknown_kids_fetches_at_most_once_per_interval(jwks_app, key_server: KeyServer) -> None:  # type: ignore[no-untyped-def]
+def test_a_flood_of_unknown_kids_fetches_at_most_once_per_interval(
+    jwks_app, key_server: KeyServer
+) -> None:  # type: ignore[no-untyped-def]
     s = jwks_app.extensions["erx"].settings
     clock = jwks_app.extensions["erx"].unix_time
     client = jwks_app.test_client()
     assert client.get(ME, headers=auth(signed(s, RSA_KEY, "RS256", "rsa-1"))).status_code == 200
 
     for i in range(20):
-        assert_invalid_token(client.get(ME, headers=auth(signed(s, RSA_KEY, "RS256", f"made-up-{i}"))))
+        assert_invalid_token(
+            client.get(ME, headers=auth(signed(s, RSA_KEY, "RS256", f"made-up-{i}")))
+        )
     assert key_server.fetches == 1  # still inside the minimum refresh interval
 
     clock.now += 61
@@ -537,7 +601,9 @@ def test_jwks_cache_survives_an_unreachable_provider(key_server: KeyServer) -> N
 
 
 def test_jwks_ignores_symmetric_and_unusable_keys(key_server: KeyServer) -> None:
-    key_server.keys.append({"kty": "oct", "kid": "hmac-1", "k": base64.urlsafe_b64encode(b"s" * 32).decode()})
+    key_server.keys.append(
+        {"kty": "oct", "kid": "hmac-1", "k": base64.urlsafe_b64encode(b"s" * 32).decode()}
+    )
     key_server.keys.append({"kty": "RSA", "kid": "enc-1", "use": "enc", "n": "AQAB", "e": "AQAB"})
     key_server.keys.append({"kty": "EC", "kid": "p384", "crv": "P-384", "x": "AA", "y": "AA"})
     cache = JwksCache(key_server.url, unix_time=Clock())
@@ -554,17 +620,30 @@ def test_jwks_ignores_symmetric_and_unusable_keys(key_server: KeyServer) -> None
 def test_jwt_settings_come_from_the_environment() -> None:
     from app.foundation.config import load_settings
 
-    settings = load_settings({
-        "JWT_JWKS_URL": "https://idp.example.test/jwks.json", "JWT_ISSUER": "https://idp.example.test/",
-        "JWT_AUDIENCE": "erx", "JWT_LEEWAY_S": "5", "JWT_SECRET": "s3cret-value-that-is-long-enough-xx",
-    })
+    settings = load_settings(
+        {
+            "JWT_JWKS_URL": "https://idp.example.test/jwks.json",
+            "JWT_ISSUER": "https://idp.example.test/",
+            "JWT_AUDIENCE": "erx",
+            "JWT_LEEWAY_S": "5",
+            "JWT_SECRET": "s3cret-value-that-is-long-enough-xx",
+        }
+    )
 
-    assert (settings.jwt_jwks_url, settings.jwt_issuer, settings.jwt_audience, settings.jwt_leeway_s) == (
-        "https://idp.example.test/jwks.json", "https://idp.example.test/", "erx", 5)
+    assert (
+        settings.jwt_jwks_url,
+        settings.jwt_issuer,
+        settings.jwt_audience,
+        settings.jwt_leeway_s,
+    ) == ("https://idp.example.test/jwks.json", "https://idp.example.test/", "erx", 5)
     assert "s3cret" not in repr(settings)
     defaults = load_settings({})
-    assert (defaults.jwt_jwks_url, defaults.jwt_issuer, defaults.jwt_audience, defaults.jwt_leeway_s) == (
-        None, "erx-connector-dev", "erx-connector", 30)
+    assert (
+        defaults.jwt_jwks_url,
+        defaults.jwt_issuer,
+        defaults.jwt_audience,
+        defaults.jwt_leeway_s,
+    ) == (None, "erx-connector-dev", "erx-connector", 30)
 
 
 @pytest.mark.parametrize("value", ["abc", "-1", "1.5"])
@@ -610,7 +689,9 @@ def test_development_without_jwt_secret_uses_a_random_per_process_secret() -> No
 def test_tokens_mint_cli_refuses_without_jwt_secret(settings: Settings, seeded: Database) -> None:
     dev = create_app(settings.with_overrides(jwt_secret=development_jwt_secret()), db=seeded)
 
-    result = dev.test_cli_runner().invoke(args=["tokens", "mint", "--role", "patient", "--sub", "pt-0001"])
+    result = dev.test_cli_runner().invoke(
+        args=["tokens", "mint", "--role", "patient", "--sub", "pt-0001"]
+    )
 
     assert result.exit_code != 0
     assert "JWT_SECRET is not set" in result.output

@@ -246,11 +246,15 @@ def test_redelivered_event_id_adds_no_history(seeded, rx, deliver, processor) ->
     assert status_of(seeded, rx) == "signed"
 
 
-def test_apply_pending_applies_one_stored_event_now_and_only_once(seeded, rx, deliver, processor) -> None:  # type: ignore[no-untyped-def]
+def test_apply_pending_applies_one_stored_event_now_and_only_once(
+    seeded, rx, deliver, processor
+) -> None:  # type: ignore[no-untyped-def]
     deliver(event_body("evt_sync_signed", "signed", previous="issued"))
     assert processor.apply_pending("evt_sync_signed") == "processed"
     assert status_of(seeded, rx) == "signed"
-    assert [(h.to_status, h.event_id) for h in history(seeded, rx)] == [("signed", "evt_sync_signed")]
+    assert [(h.to_status, h.event_id) for h in history(seeded, rx)] == [
+        ("signed", "evt_sync_signed")
+    ]
     # Applied already: nothing pending is left, for it or for a batch.
     assert processor.apply_pending("evt_sync_signed") is None
     assert processor.apply_pending("evt_never_stored") is None

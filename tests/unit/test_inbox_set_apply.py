@@ -45,12 +45,16 @@ def _snapshot(db: Database, prescription_id: int) -> dict[str, Any]:
         history = [
             (h.from_status, h.to_status, h.occurred_at, h.received_at, h.source, h.event_id)
             for h in session.scalars(
-                select(StatusHistory).where(StatusHistory.prescription_id == prescription_id).order_by(StatusHistory.id)
+                select(StatusHistory)
+                .where(StatusHistory.prescription_id == prescription_id)
+                .order_by(StatusHistory.id)
             )
         ]
         events = []
         for e in session.scalars(
-            select(EventOutbox).where(EventOutbox.prescription_id == prescription_id).order_by(EventOutbox.id)
+            select(EventOutbox)
+            .where(EventOutbox.prescription_id == prescription_id)
+            .order_by(EventOutbox.id)
         ):
             message = json.loads(e.payload)
             message.pop("event_id")  # a fresh uuid per row
@@ -72,7 +76,11 @@ def _snapshot(db: Database, prescription_id: int) -> dict[str, Any]:
 
 @pytest.mark.parametrize("batch", [1, 50], ids=["one-by-one", "set-based"])
 def test_set_based_apply_stores_what_one_by_one_stores(
-    seeded: Database, deliver: Any, clock: Any, batch: int, caplog: pytest.LogCaptureFixture  # noqa: F811
+    seeded: Database,
+    deliver: Any,
+    clock: Any,
+    batch: int,
+    caplog: pytest.LogCaptureFixture,  # noqa: F811
 ) -> None:
     rx = issue(seeded, REFERENCE, TOKEN)
     _deliver_mixed_batch(deliver)
@@ -96,13 +104,17 @@ def test_set_based_apply_stores_what_one_by_one_stores(
         ("prescription.status_changed.B.printed", "signed", "printed", "evt_set_ready_late"),
     ]
     states = {row[0]: row[1:] for row in got["inbox"]}
-    assert states["evt_set_signed_again"][0] == "processed"  # a duplicate transition: processed, no row
+    assert (
+        states["evt_set_signed_again"][0] == "processed"
+    )  # a duplicate transition: processed, no row
     assert states["evt_set_unknown"][:4] == ("pending", 1, "unknown_prescription", True)
     assert states["evt_set_bad"][0] == "dead"
     assert all(row[5] is None for row in got["inbox"])  # every lease given back
 
 
-def test_set_based_and_one_by_one_agree_row_for_row(seeded: Database, deliver: Any, clock: Any) -> None:  # noqa: F811
+def test_set_based_and_one_by_one_agree_row_for_row(
+    seeded: Database, deliver: Any, clock: Any
+) -> None:  # noqa: F811
     rx = issue(seeded, REFERENCE, TOKEN)
     _deliver_mixed_batch(deliver)
     with seeded.session() as session:
@@ -113,8 +125,11 @@ def test_set_based_and_one_by_one_agree_row_for_row(seeded: Database, deliver: A
     # Undo everything the batch did, then apply the same stored bytes one by one.
     with seeded.session() as session:
         session.execute(EventOutbox.__table__.delete().where(EventOutbox.prescription_id == rx))
-        session.execute(StatusHistory.__table__.delete().where(
-            StatusHistory.prescription_id == rx, StatusHistory.source == "webhook"))
+        session.execute(
+            StatusHistory.__table__.delete().where(
+                StatusHistory.prescription_id == rx, StatusHistory.source == "webhook"
+            )
+        )
         prescription = session.get(Prescription, rx)
         assert prescription is not None
         prescription.status, prescription.last_event_at = "issued", None

@@ -45,9 +45,14 @@ HOSTILE_TEXT = st.one_of(
     st.integers(min_value=200, max_value=5000).map(lambda n: "a" * n + "\x00" + "b" * 10),
 )
 # Header values travel as latin-1 and may not hold line breaks (the client refuses them).
-HEADER_TEXT = st.text(st.characters(min_codepoint=0, max_codepoint=0xFF, exclude_characters="\r\n"), min_size=1)
+HEADER_TEXT = st.text(
+    st.characters(min_codepoint=0, max_codepoint=0xFF, exclude_characters="\r\n"), min_size=1
+)
 SETTINGS = hypothesis.settings(
-    max_examples=25, derandomize=True, database=None, deadline=None,
+    max_examples=25,
+    derandomize=True,
+    database=None,
+    deadline=None,
     suppress_health_check=list(hypothesis.HealthCheck),
 )
 
@@ -90,7 +95,12 @@ def _query_names(method: str, rule: str) -> list[str]:
 
 def _body_names(method: str, rule: str) -> list[str]:
     operation = _documented(method, rule)
-    schema = operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
+    schema = (
+        operation.get("requestBody", {})
+        .get("content", {})
+        .get("application/json", {})
+        .get("schema", {})
+    )
     if "$ref" in schema:
         schema = OPENAPI["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
     return sorted(schema.get("properties", {})) or ["reason", "pharmacy_id", "region"]
@@ -106,12 +116,16 @@ def _path(rule: str, draw_text: Any, draw_int: Any) -> str:
     return re.sub(r"<(?:([^:>]+):)?[^>]+>", fill, rule)
 
 
-@pytest.mark.parametrize(("method", "rule", "endpoint"), OPERATIONS, ids=[f"{m} {r}" for m, r, _ in OPERATIONS])
+@pytest.mark.parametrize(
+    ("method", "rule", "endpoint"), OPERATIONS, ids=[f"{m} {r}" for m, r, _ in OPERATIONS]
+)
 def test_no_hostile_text_answers_a_5xx(app, method: str, rule: str, endpoint: str) -> None:  # type: ignore[no-untyped-def]
     client = app.test_client()
     settings = app.extensions["erx"].settings
-    tokens = {role: bearer(app, role=role, subject=sub)["Authorization"]
-              for role, sub in (("patient", "pt-0001"), ("support", "support-1"), ("service", "svc-1"))}
+    tokens = {
+        role: bearer(app, role=role, subject=sub)["Authorization"]
+        for role, sub in (("patient", "pt-0001"), ("support", "support-1"), ("service", "svc-1"))
+    }
     query_names, body_names = _query_names(method, rule), _body_names(method, rule)
 
     @SETTINGS
@@ -120,7 +134,9 @@ def test_no_hostile_text_answers_a_5xx(app, method: str, rule: str, endpoint: st
         text = lambda: data.draw(HOSTILE_TEXT)  # noqa: E731 - a short local drawer
         path = _path(rule, text, lambda: data.draw(st.sampled_from([1, 2, 0, 2**63, 10**30])))
         where = data.draw(st.sampled_from(["path", "query", "body", "header", "token"]))
-        query = {name: text() for name in data.draw(st.lists(st.sampled_from(query_names), max_size=3))}
+        query = {
+            name: text() for name in data.draw(st.lists(st.sampled_from(query_names), max_size=3))
+        }
         if where != "query":
             query = {}
         token = tokens[data.draw(st.sampled_from(sorted(tokens)))]
@@ -143,7 +159,13 @@ def test_no_hostile_text_answers_a_5xx(app, method: str, rule: str, endpoint: st
             data=body,
             content_type="application/json" if body is not None else None,
         )
-        assert response.status_code < 500, (method, path, where, response.status_code, response.get_data()[:300])
+        assert response.status_code < 500, (
+            method,
+            path,
+            where,
+            response.status_code,
+            response.get_data()[:300],
+        )
 
     check()
 
@@ -155,10 +177,17 @@ def test_control_characters_are_refused_with_422_naming_the_field(app, client, b
     query = urlencode({"q": "boots" + bad}, errors="surrogatepass")
 
     search = client.get(f"/api/v1/pharmacies?{query}", headers=patient)
-    region = client.patch("/api/v1/me", headers=patient, data=json.dumps({"region": "A" + bad}),
-                          content_type="application/json")
-    send = client.post("/api/v1/prescriptions/1/send", headers={**patient, "Idempotency-Key": "k\x00" + bad[-1:]},
-                       json={"pharmacy_id": 1})
+    region = client.patch(
+        "/api/v1/me",
+        headers=patient,
+        data=json.dumps({"region": "A" + bad}),
+        content_type="application/json",
+    )
+    send = client.post(
+        "/api/v1/prescriptions/1/send",
+        headers={**patient, "Idempotency-Key": "k\x00" + bad[-1:]},
+        json={"pharmacy_id": 1},
+    )
 
     checked = [(region, "region"), (send, "Idempotency-Key")]
     if bad != "\ud800":  # a URL cannot carry a lone surrogate: its UTF-8 bytes decode to U+FFFD
@@ -169,8 +198,12 @@ def test_control_characters_are_refused_with_422_naming_the_field(app, client, b
         assert body["code"] == "validation_error"
         assert field in body["errors"], body
     if bad != "a\nb":  # a void reason is free text: line breaks are fine there
-        void = client.post("/api/v1/prescriptions/1/void", headers=support,
-                           data=json.dumps({"reason": "typo" + bad}), content_type="application/json")
+        void = client.post(
+            "/api/v1/prescriptions/1/void",
+            headers=support,
+            data=json.dumps({"reason": "typo" + bad}),
+            content_type="application/json",
+        )
         assert void.status_code == 422
         assert "reason" in void.get_json()["errors"]
 
@@ -205,9 +238,12 @@ def test_every_text_field_of_every_request_schema_uses_the_one_rule() -> None:
     from app.interfaces.text_input import Text
 
     request_schemas = [
-        cls for module in (schemas, directory_schemas) for _, cls in inspect.getmembers(module, inspect.isclass)
-        if issubclass(cls, Schema) and cls.__module__ == module.__name__ and cls.__name__.endswith(
-            ("RequestSchema", "QuerySchema", "UpdateSchema"))
+        cls
+        for module in (schemas, directory_schemas)
+        for _, cls in inspect.getmembers(module, inspect.isclass)
+        if issubclass(cls, Schema)
+        and cls.__module__ == module.__name__
+        and cls.__name__.endswith(("RequestSchema", "QuerySchema", "UpdateSchema"))
     ]
     assert len(request_schemas) >= 5
     for cls in request_schemas:

@@ -32,10 +32,14 @@ def _nested(depth: int) -> str:
     ],
     ids=["send", "patch-me", "void", "nested-object"],
 )
-def test_duplicate_keys_are_refused_400_before_any_schema(app, client, path, role, method, body) -> None:  # type: ignore[no-untyped-def]
+def test_duplicate_keys_are_refused_400_before_any_schema(
+    app, client, path, role, method, body
+) -> None:  # type: ignore[no-untyped-def]
     headers = bearer(app, role=role, subject="pt-0001" if role == "patient" else "support-1")
 
-    response = getattr(client, method)(path, headers=headers, data=body, content_type="application/json")
+    response = getattr(client, method)(
+        path, headers=headers, data=body, content_type="application/json"
+    )
 
     assert response.status_code == 400
     assert response.get_json() == {
@@ -45,9 +49,11 @@ def test_duplicate_keys_are_refused_400_before_any_schema(app, client, path, rol
     }
 
 
-@pytest.mark.parametrize("body", ["[]", '"text"', "1", "null", "[{\"pharmacy_id\": 1}]"])
+@pytest.mark.parametrize("body", ["[]", '"text"', "1", "null", '[{"pharmacy_id": 1}]'])
 def test_a_body_that_is_not_an_object_is_refused_400(app, client, body) -> None:  # type: ignore[no-untyped-def]
-    response = client.patch(ME, headers=bearer(app, role="patient"), data=body, content_type="application/json")
+    response = client.patch(
+        ME, headers=bearer(app, role="patient"), data=body, content_type="application/json"
+    )
 
     assert response.status_code == 400
     assert response.get_json()["code"] == "malformed_json"
@@ -56,9 +62,15 @@ def test_a_body_that_is_not_an_object_is_refused_400(app, client, body) -> None:
 def test_nesting_deeper_than_the_limit_is_refused_400(app, client) -> None:  # type: ignore[no-untyped-def]
     headers = bearer(app, role="support", subject="support-1")
 
-    deep = client.post(VOID, headers=headers, data=_nested(MAX_JSON_DEPTH + 1), content_type="application/json")
-    very_deep = client.post(VOID, headers=headers, data=_nested(100_000), content_type="application/json")
-    at_limit = client.post(VOID, headers=headers, data=_nested(MAX_JSON_DEPTH), content_type="application/json")
+    deep = client.post(
+        VOID, headers=headers, data=_nested(MAX_JSON_DEPTH + 1), content_type="application/json"
+    )
+    very_deep = client.post(
+        VOID, headers=headers, data=_nested(100_000), content_type="application/json"
+    )
+    at_limit = client.post(
+        VOID, headers=headers, data=_nested(MAX_JSON_DEPTH), content_type="application/json"
+    )
 
     assert deep.status_code == 400 and deep.get_json()["code"] == "too_deeply_nested"
     assert very_deep.status_code == 400 and very_deep.get_json()["code"] == "too_deeply_nested"

@@ -36,33 +36,42 @@ def thousand(seeded: Database) -> Database:
         rows = []
         for i in range(ROWS):
             password, pin = secrets_of(i)
-            rows.append({
-                "platform_prescriber_id": 900000 + i,
-                "name": f"Prescriber {i}",
-                "email": f"p{i}@keys.example.test",
-                "clinic_id": clinic_id,
-                "password_enc": old.encrypt(password),
-                "pin_enc": old.encrypt(pin),
-            })
+            rows.append(
+                {
+                    "platform_prescriber_id": 900000 + i,
+                    "name": f"Prescriber {i}",
+                    "email": f"p{i}@keys.example.test",
+                    "clinic_id": clinic_id,
+                    "password_enc": old.encrypt(password),
+                    "pin_enc": old.encrypt(pin),
+                }
+            )
         session.execute(insert(Prescriber), rows)
     return seeded
 
 
 def stored(db: Database) -> dict[int, tuple[str | None, str | None, str]]:
     with db.session() as session:
-        return {p.id: (p.password_enc, p.pin_enc, p.email) for p in session.scalars(select(Prescriber))}
+        return {
+            p.id: (p.password_enc, p.pin_enc, p.email) for p in session.scalars(select(Prescriber))
+        }
 
 
 def under_newest(db: Database) -> int:
     new_only = CredentialCipher([NEW])
     return sum(
-        1 for password, pin, _ in stored(db).values() for token in (password, pin) if token and new_only.uses_newest_key(token)
+        1
+        for password, pin, _ in stored(db).values()
+        for token in (password, pin)
+        if token and new_only.uses_newest_key(token)
     )
 
 
 def plain(result) -> list[str]:  # type: ignore[no-untyped-def]
     """The command's own output lines (stdout and stderr), without the JSON log lines."""
-    return [line for line in result.output.splitlines() if line.strip() and not line.startswith("{")]
+    return [
+        line for line in result.output.splitlines() if line.strip() and not line.startswith("{")
+    ]
 
 
 class Interrupted(RuntimeError):
@@ -83,7 +92,9 @@ def test_rotation_of_1000_rows_interrupted_halfway_and_rerun(thousand: Database)
     assert under_newest(thousand) == 996
     middle = stored(thousand)
     changed = [pid for pid in before if before[pid][:2] != middle[pid][:2]]
-    seeded_ids = {pid for pid, (_, _, email) in before.items() if not email.endswith("@keys.example.test")}
+    seeded_ids = {
+        pid for pid, (_, _, email) in before.items() if not email.endswith("@keys.example.test")
+    }
     assert len(seeded_ids) == 2 and max(seeded_ids) < min(changed)
     assert len(changed) == 498 and max(changed) < min(set(before) - set(changed) - seeded_ids)
 
@@ -95,9 +106,15 @@ def test_rotation_of_1000_rows_interrupted_halfway_and_rerun(thousand: Database)
 
     new_only = CredentialCipher([NEW])
     for i, (password_enc, pin_enc, _email) in enumerate(
-        sorted((v for v in after.values() if v[2].endswith("@keys.example.test")), key=lambda v: int(v[2][1:].split("@")[0]))
+        sorted(
+            (v for v in after.values() if v[2].endswith("@keys.example.test")),
+            key=lambda v: int(v[2][1:].split("@")[0]),
+        )
     ):
-        assert (new_only.decrypt(password_enc or ""), new_only.decrypt(pin_enc or "")) == secrets_of(i)
+        assert (
+            new_only.decrypt(password_enc or ""),
+            new_only.decrypt(pin_enc or ""),
+        ) == secrets_of(i)
     with pytest.raises(CredentialError):
         CredentialCipher([OLD]).decrypt(after[changed[0]][0] or "")
 
@@ -124,7 +141,9 @@ def test_no_plaintext_or_token_in_the_logs_of_a_rotation(thousand: Database) -> 
 def test_unreadable_values_are_reported_and_left_alone(thousand: Database) -> None:
     stranger = CredentialCipher([Fernet.generate_key().decode()])
     with thousand.session() as session:
-        victim = session.scalars(select(Prescriber).where(Prescriber.email == "p7@keys.example.test")).one()
+        victim = session.scalars(
+            select(Prescriber).where(Prescriber.email == "p7@keys.example.test")
+        ).one()
         victim.pin_enc = stranger.encrypt("000000")
         victim_id, token = victim.id, victim.pin_enc
     report = rotate_credentials(thousand, [NEW, OLD], batch_size=500)
@@ -133,7 +152,9 @@ def test_unreadable_values_are_reported_and_left_alone(thousand: Database) -> No
     assert report.rotated == 2 * ROWS - 1
 
 
-@pytest.mark.parametrize("keys", [("not-a-key",), (Fernet.generate_key().decode(), "short"), ("Zm9v\u00e9",), ()])
+@pytest.mark.parametrize(
+    "keys", [("not-a-key",), (Fernet.generate_key().decode(), "short"), ("Zm9v\u00e9",), ()]
+)
 def test_malformed_key_names_the_variable_not_the_value(keys: tuple[str, ...]) -> None:
     with pytest.raises(ConfigError) as caught:
         CredentialCipher(keys)
@@ -152,7 +173,10 @@ def test_batch_size_must_be_positive(seeded: Database) -> None:
 
 def test_cli_rotate_after_prepending_a_key(db_url: str, seeded: Database, tmp_path) -> None:  # type: ignore[no-untyped-def]
     old_app = create_app(make_settings(db_url, encryption_keys=(OLD,)), db=seeded)
-    for email, secret in (("dr.jones@example.test", "jones-pw"), ("dr.patel@example.test", "patel-pw")):
+    for email, secret in (
+        ("dr.jones@example.test", "jones-pw"),
+        ("dr.patel@example.test", "patel-pw"),
+    ):
         result = old_app.test_cli_runner().invoke(
             args=["prescribers", "set-credentials", email],
             env={"ERX_PRESCRIBER_PASSWORD": secret, "ERX_PRESCRIBER_PIN": "123456"},
@@ -161,17 +185,23 @@ def test_cli_rotate_after_prepending_a_key(db_url: str, seeded: Database, tmp_pa
     new_app = create_app(make_settings(db_url, encryption_keys=(NEW, OLD)), db=seeded)
     result = new_app.test_cli_runner().invoke(args=["keys", "rotate", "--batch-size", "1"])
     assert result.exit_code == 0, result.output
-    assert plain(result) == ["rotated 4 value(s), 0 already under the newest key, 2 prescriber(s) in 2 batch(es)"]
+    assert plain(result) == [
+        "rotated 4 value(s), 0 already under the newest key, 2 prescriber(s) in 2 batch(es)"
+    ]
     new_only = CredentialCipher([NEW])
     with seeded.session() as session:
-        jones = session.scalars(select(Prescriber).where(Prescriber.email == "dr.jones@example.test")).one()
+        jones = session.scalars(
+            select(Prescriber).where(Prescriber.email == "dr.jones@example.test")
+        ).one()
         assert new_only.decrypt(jones.password_enc or "") == "jones-pw"
     rerun = new_app.test_cli_runner().invoke(args=["keys", "rotate"])
     assert plain(rerun)[0].startswith("rotated 0 value(s), 4 already under the newest key")
 
 
 def test_cli_rotate_with_a_malformed_key_is_one_line(db_url: str, seeded: Database) -> None:
-    app = create_app(make_settings(db_url, encryption_keys=("definitely-not-a-fernet-key",)), db=seeded)
+    app = create_app(
+        make_settings(db_url, encryption_keys=("definitely-not-a-fernet-key",)), db=seeded
+    )
     result = app.test_cli_runner().invoke(args=["keys", "rotate"])
     assert result.exit_code == 1
     assert plain(result) == [
@@ -179,15 +209,25 @@ def test_cli_rotate_with_a_malformed_key_is_one_line(db_url: str, seeded: Databa
     ]
 
 
-def test_cli_rotate_reports_unreadable_prescribers_and_exits_1(db_url: str, seeded: Database) -> None:
+def test_cli_rotate_reports_unreadable_prescribers_and_exits_1(
+    db_url: str, seeded: Database
+) -> None:
     stranger = CredentialCipher([Fernet.generate_key().decode()])
     with seeded.session() as session:
-        jones = session.scalars(select(Prescriber).where(Prescriber.email == "dr.jones@example.test")).one()
-        jones.password_enc, jones.pin_enc = stranger.encrypt("x"), CredentialCipher([OLD]).encrypt("y")
+        jones = session.scalars(
+            select(Prescriber).where(Prescriber.email == "dr.jones@example.test")
+        ).one()
+        jones.password_enc, jones.pin_enc = (
+            stranger.encrypt("x"),
+            CredentialCipher([OLD]).encrypt("y"),
+        )
         jones_id = jones.id
     app = create_app(make_settings(db_url, encryption_keys=(NEW, OLD)), db=seeded)
     result = app.test_cli_runner().invoke(args=["keys", "rotate"])
     assert result.exit_code == 1
     lines = plain(result)
     assert lines[0].startswith("rotated 1 value(s)")
-    assert lines[1] == f"Error: 1 prescriber(s) have credentials no configured key decrypts: {jones_id}"
+    assert (
+        lines[1]
+        == f"Error: 1 prescriber(s) have credentials no configured key decrypts: {jones_id}"
+    )

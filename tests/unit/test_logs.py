@@ -92,7 +92,9 @@ def test_request_id_does_not_leak_between_requests(client) -> None:  # type: ign
 
 
 def test_each_line_is_one_json_object_with_the_standard_fields(captured) -> None:  # type: ignore[no-untyped-def]
-    logging.getLogger("app.test").warning("outbox %s dead after %d attempts", 12, 8, extra={"queue": "dispatch"})
+    logging.getLogger("app.test").warning(
+        "outbox %s dead after %d attempts", 12, 8, extra={"queue": "dispatch"}
+    )
     try:
         raise RuntimeError("boom for amelia.hughes@patient.example.test")
     except RuntimeError:
@@ -161,9 +163,19 @@ def test_redact_text_keeps_ids_statuses_and_timestamps(text: str) -> None:
 def test_sqlalchemy_error_parameters_are_masked(captured, seeded) -> None:  # type: ignore[no-untyped-def]
     try:
         with seeded.session() as session:
-            session.add(Patient(external_ref="pt-0001", region_code="B", first_name="Amelia", last_name="Hughes",
-                                gender="female", date_of_birth=date(1984, 3, 7),
-                                address_line1="12 Alma Road", city="Bristol", post_code="BS8 2BY"))
+            session.add(
+                Patient(
+                    external_ref="pt-0001",
+                    region_code="B",
+                    first_name="Amelia",
+                    last_name="Hughes",
+                    gender="female",
+                    date_of_birth=date(1984, 3, 7),
+                    address_line1="12 Alma Road",
+                    city="Bristol",
+                    post_code="BS8 2BY",
+                )
+            )
     except IntegrityError:
         logging.getLogger("app.test").exception("insert failed")
     out = captured.getvalue()
@@ -200,17 +212,30 @@ def test_extra_fields_with_sensitive_keys_are_redacted_whatever_the_value() -> N
 
 
 def test_values_in_non_sensitive_fields_are_masked_by_pattern() -> None:
-    out = redact_value({"detail": "sent to amelia.hughes@patient.example.test", "items": ["07700 900123", 3]})
+    out = redact_value(
+        {"detail": "sent to amelia.hughes@patient.example.test", "items": ["07700 900123", 3]}
+    )
     assert out == {"detail": f"sent to {REDACTED}", "items": [REDACTED, 3]}
 
 
 def test_filter_masks_message_args_and_extra_in_emitted_lines(captured) -> None:  # type: ignore[no-untyped-def]
     log = logging.getLogger("app.test")
-    log.info("login for %s with %s", "dr.jones@example.test", "password=sandbox-jones-pass",
-             extra={"pin": "481516", "patient": {"email": "x@y.example", "id": 1}})
+    log.info(
+        "login for %s with %s",
+        "dr.jones@example.test",
+        "password=sandbox-jones-pass",
+        extra={"pin": "481516", "patient": {"email": "x@y.example", "id": 1}},
+    )
     log.info({"event": "dict message", "token": "SRX123456789", "phone": "07700 900123"})
     out = captured.getvalue()
-    for secret in ("dr.jones@example.test", "sandbox-jones-pass", "481516", "x@y.example", "SRX123456789", "900123"):
+    for secret in (
+        "dr.jones@example.test",
+        "sandbox-jones-pass",
+        "481516",
+        "x@y.example",
+        "SRX123456789",
+        "900123",
+    ):
         assert secret not in out
     first, second = lines(captured)[-2:]
     assert first["pin"] == REDACTED and first["patient"]["id"] == 1
@@ -230,7 +255,6 @@ def test_configure_logging_is_idempotent_and_leaves_other_handlers() -> None:
     finally:
         root.removeHandler(handler)
         root.setLevel(level)
-
 
 
 def test_a_handler_added_by_someone_else_gets_masked_text_too(captured) -> None:  # type: ignore[no-untyped-def]
@@ -253,22 +277,36 @@ def test_a_handler_added_by_someone_else_gets_masked_text_too(captured) -> None:
         root.removeHandler(foreign)
         child.removeHandler(foreign)
     text = plain.getvalue()
-    assert text.count("auth Bearer [redacted] for [redacted] at [redacted]") == 2  # child's and root's
+    assert (
+        text.count("auth Bearer [redacted] for [redacted] at [redacted]") == 2
+    )  # child's and root's
     assert "ValueError: boom for [redacted]" in text
     assert "jo@example.test" not in text and "abc.def.ghi" not in text and "BS8 2BY" not in text
     ours = [line for line in lines(captured) if line["logger"] == "thirdparty.client"]
-    assert [line["message"] for line in ours][0] == "auth Bearer [redacted] for [redacted] at [redacted]"
+    assert [line["message"] for line in ours][
+        0
+    ] == "auth Bearer [redacted] for [redacted] at [redacted]"
+
 
 # -- no seeded PHI in the logs of a full request cycle -----------------------------------------
 
 
 @pytest.mark.usefixtures("with_credentials", "clock")
-def test_no_seeded_phi_in_logs_of_api_and_webhook_cycle(client, auth, seeded: Database, captured) -> None:  # type: ignore[no-untyped-def]
+def test_no_seeded_phi_in_logs_of_api_and_webhook_cycle(
+    client, auth, seeded: Database, captured
+) -> None:  # type: ignore[no-untyped-def]
     # ``captured`` comes last: it replaces the handler create_app installed, at DEBUG.
     with seeded.session() as session:
-        rx = session.scalars(select(Prescription).where(Prescription.reference == "rx-000001")).one()
+        rx = session.scalars(
+            select(Prescription).where(Prescription.reference == "rx-000001")
+        ).one()
         rx_id = rx.id
-    assert client.post(f"/api/v1/prescriptions/{rx_id}/send", json={"pharmacy_id": 1}, headers=auth).status_code == 202
+    assert (
+        client.post(
+            f"/api/v1/prescriptions/{rx_id}/send", json={"pharmacy_id": 1}, headers=auth
+        ).status_code
+        == 202
+    )
     assert client.get(f"/api/v1/prescriptions/{rx_id}", headers=auth).status_code == 200
     assert client.get(f"/api/v1/prescriptions/{rx_id}").status_code == 401
     with seeded.session() as session:
@@ -301,7 +339,13 @@ def test_find_phi_reports_field_and_patient_not_the_value(seeded: Database) -> N
     ]
     findings = find_phi(text, phi)
     fields = {(f.line, f.phi.field) for f in findings if f.phi.patient == "pt-0001"}
-    assert {(2, "first_name"), (2, "last_name"), (2, "full_name"), (2, "date_of_birth"), (3, "phone_digits")} <= fields
+    assert {
+        (2, "first_name"),
+        (2, "last_name"),
+        (2, "full_name"),
+        (2, "date_of_birth"),
+        (3, "phone_digits"),
+    } <= fields
     assert all(f.line != 4 for f in findings)
     assert all("Amelia" not in str(f) for f in findings)
     assert amelia

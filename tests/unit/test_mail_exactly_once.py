@@ -16,12 +16,16 @@ from tests.conftest import make_settings
 class Recorder:
     """A transport that records deliveries; ``before`` runs before the fence is checked."""
 
-    def __init__(self, before: Callable[[], None] | None = None, fail: Exception | None = None) -> None:
+    def __init__(
+        self, before: Callable[[], None] | None = None, fail: Exception | None = None
+    ) -> None:
         self.delivered: list[str] = []
         self.before = before
         self.fail = fail
 
-    def deliver(self, *, sender: str, recipient: str, data: bytes, key: str, before_data: Callable[[], bool]) -> str:
+    def deliver(
+        self, *, sender: str, recipient: str, data: bytes, key: str, before_data: Callable[[], bool]
+    ) -> str:
         if self.before is not None:
             before, self.before = self.before, None
             before()
@@ -36,10 +40,14 @@ class Recorder:
 def job(db: Database) -> EmailJob:
     with db.session() as s:
         pid = s.scalars(
-            select(Prescription.id).join(Patient, Patient.id == Prescription.patient_id)
-            .where(Patient.region_code == "A").order_by(Prescription.id)
+            select(Prescription.id)
+            .join(Patient, Patient.id == Prescription.patient_id)
+            .where(Patient.region_code == "A")
+            .order_by(Prescription.id)
         ).first()
-        pharmacy_id = s.scalars(select(Pharmacy.id).where(Pharmacy.region_code == "A").order_by(Pharmacy.id)).first()
+        pharmacy_id = s.scalars(
+            select(Pharmacy.id).where(Pharmacy.region_code == "A").order_by(Pharmacy.id)
+        ).first()
     assert pid is not None and pharmacy_id is not None
     queue_send(db, pid, pharmacy_id=pharmacy_id)
     with db.session() as s:
@@ -50,10 +58,14 @@ def job(db: Database) -> EmailJob:
 
 def stage(db: Database, prescription_id: int) -> str:
     with db.session() as s:
-        return s.scalars(select(EmailIntent.stage).where(EmailIntent.prescription_id == prescription_id)).one()
+        return s.scalars(
+            select(EmailIntent.stage).where(EmailIntent.prescription_id == prescription_id)
+        ).one()
 
 
-def test_an_attempt_overtaken_by_another_worker_never_reaches_data(seeded: Database, db_url: str) -> None:
+def test_an_attempt_overtaken_by_another_worker_never_reaches_data(
+    seeded: Database, db_url: str
+) -> None:
     settings = make_settings(db_url)
     the_job = job(seeded)
     newer = Recorder()
@@ -69,21 +81,29 @@ def test_an_attempt_overtaken_by_another_worker_never_reaches_data(seeded: Datab
     assert (again.kind, again.already) == ("accepted", True)
 
 
-def test_a_refusal_after_the_marker_returns_to_prepared_and_in_doubt_never_sends(seeded: Database, db_url: str) -> None:
+def test_a_refusal_after_the_marker_returns_to_prepared_and_in_doubt_never_sends(
+    seeded: Database, db_url: str
+) -> None:
     settings = make_settings(db_url)
     the_job = job(seeded)
 
-    refused = Mailer(settings, transport=Recorder(fail=NotAccepted("smtp_end_of_data_451"))).deliver_once(seeded, the_job)
+    refused = Mailer(
+        settings, transport=Recorder(fail=NotAccepted("smtp_end_of_data_451"))
+    ).deliver_once(seeded, the_job)
     assert refused.kind == "retry" and stage(seeded, the_job.prescription_id) == "prepared"
 
-    lost = Mailer(settings, transport=Recorder(fail=InDoubt("no reply"))).deliver_once(seeded, the_job)
+    lost = Mailer(settings, transport=Recorder(fail=InDoubt("no reply"))).deliver_once(
+        seeded, the_job
+    )
     assert (lost.kind, lost.reason) == ("in_doubt", "no reply")
 
     later = Recorder()
     parked = Mailer(settings, transport=later).deliver_once(seeded, the_job)
     assert (parked.kind, parked.reason, later.delivered) == ("in_doubt", "no reply", [])
     with seeded.session() as s:
-        intent = s.scalars(select(EmailIntent).where(EmailIntent.prescription_id == the_job.prescription_id)).one()
+        intent = s.scalars(
+            select(EmailIntent).where(EmailIntent.prescription_id == the_job.prescription_id)
+        ).one()
     assert (intent.stage, intent.attempts) == ("in_doubt", 2)
     assert intent.message_id == refused.message_id == lost.message_id == parked.message_id
 

@@ -25,16 +25,27 @@ def test_smtp_settings_are_read_from_the_environment() -> None:
         }
     )
 
-    assert (settings.smtp_host, settings.smtp_port, settings.smtp_starttls) == ("smtp.example.test", 587, True)
+    assert (settings.smtp_host, settings.smtp_port, settings.smtp_starttls) == (
+        "smtp.example.test",
+        587,
+        True,
+    )
     assert (settings.smtp_username, settings.smtp_password) == ("erx-mailer", "smtp-pass-Wq71")
     assert (settings.smtp_timeout_s, settings.smtp_tls_verify) == (12.5, False)
-    assert (settings.smtp_ca_file, settings.pdf_font_path) == ("/etc/ssl/private-ca.pem", "/fonts/Unicode.ttf")
+    assert (settings.smtp_ca_file, settings.pdf_font_path) == (
+        "/etc/ssl/private-ca.pem",
+        "/fonts/Unicode.ttf",
+    )
     assert "smtp-pass-Wq71" not in repr(settings)
 
 
 def test_smtp_defaults_verify_tls_and_send_no_credentials() -> None:
     settings = load_settings({})
-    assert (settings.smtp_starttls, settings.smtp_tls_verify, settings.smtp_username) == (False, True, "")
+    assert (settings.smtp_starttls, settings.smtp_tls_verify, settings.smtp_username) == (
+        False,
+        True,
+        "",
+    )
 
 
 @pytest.mark.parametrize("name", ["SMTP_STARTTLS", "SMTP_TLS_VERIFY"])
@@ -51,9 +62,16 @@ def test_a_non_positive_smtp_timeout_is_refused() -> None:
 
 def test_production_refuses_credentials_without_starttls() -> None:
     with pytest.raises(ConfigError, match="SMTP_STARTTLS"):
-        load_settings({**PRODUCTION, "SMTP_USERNAME": "erx-mailer", "SMTP_PASSWORD": "smtp-pass-Wq71"})
+        load_settings(
+            {**PRODUCTION, "SMTP_USERNAME": "erx-mailer", "SMTP_PASSWORD": "smtp-pass-Wq71"}
+        )
     settings = load_settings(
-        {**PRODUCTION, "SMTP_USERNAME": "erx-mailer", "SMTP_PASSWORD": "smtp-pass-Wq71", "SMTP_STARTTLS": "1"}
+        {
+            **PRODUCTION,
+            "SMTP_USERNAME": "erx-mailer",
+            "SMTP_PASSWORD": "smtp-pass-Wq71",
+            "SMTP_STARTTLS": "1",
+        }
     )
     assert settings.smtp_starttls is True
 

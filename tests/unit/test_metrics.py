@@ -80,8 +80,17 @@ def add_queue_rows(db: Database) -> None:
             ("done", T - timedelta(hours=3)),
         ]
         for pid, (state, due) in zip(ids, rows, strict=False):
-            session.add(DispatchOutbox(prescription_id=pid, flow="erx", state=state, attempts=1, next_attempt_at=due,
-                                       created_at=T - timedelta(hours=5), updated_at=T))
+            session.add(
+                DispatchOutbox(
+                    prescription_id=pid,
+                    flow="erx",
+                    state=state,
+                    attempts=1,
+                    next_attempt_at=due,
+                    created_at=T - timedelta(hours=5),
+                    updated_at=T,
+                )
+            )
         inbox = [
             ("pending", T - timedelta(seconds=100)),
             ("pending", T - timedelta(seconds=5)),
@@ -91,19 +100,40 @@ def add_queue_rows(db: Database) -> None:
             ("processed", T - timedelta(days=3)),
         ]
         for i, (state, due) in enumerate(inbox):
-            session.add(WebhookInbox(event_id=f"evt_m_{i}", body=b"{}", state=state, attempts=0, next_attempt_at=due,
-                                     received_at=due))
-        session.execute(update(Prescription).where(Prescription.id.in_(ids[:3])).values(status="queued"))
-        session.execute(update(Prescription).where(Prescription.id.in_(ids[3:5])).values(status="issued"))
-        session.execute(update(Prescription).where(Prescription.id == ids[5]).values(status="printed"))
-        session.execute(update(Prescription).where(Prescription.id.in_(ids[6:9])).values(status="dispensed"))
-        session.execute(update(Prescription).where(Prescription.id == ids[9]).values(status="rejected"))
+            session.add(
+                WebhookInbox(
+                    event_id=f"evt_m_{i}",
+                    body=b"{}",
+                    state=state,
+                    attempts=0,
+                    next_attempt_at=due,
+                    received_at=due,
+                )
+            )
+        session.execute(
+            update(Prescription).where(Prescription.id.in_(ids[:3])).values(status="queued")
+        )
+        session.execute(
+            update(Prescription).where(Prescription.id.in_(ids[3:5])).values(status="issued")
+        )
+        session.execute(
+            update(Prescription).where(Prescription.id == ids[5]).values(status="printed")
+        )
+        session.execute(
+            update(Prescription).where(Prescription.id.in_(ids[6:9])).values(status="dispensed")
+        )
+        session.execute(
+            update(Prescription).where(Prescription.id == ids[9]).values(status="rejected")
+        )
 
 
 def test_queue_collector_numbers_match_the_rows(seeded: Database) -> None:
     add_queue_rows(seeded)
     families = {f.name: f for f in QueueCollector(seeded, now=lambda: T).collect()}
-    by = {name: {tuple(s.labels.values()): s.value for s in fam.samples} for name, fam in families.items()}
+    by = {
+        name: {tuple(s.labels.values()): s.value for s in fam.samples}
+        for name, fam in families.items()
+    }
     due = by["erx_queue_depth"].pop(("due",))
     assert by["erx_queue_depth"] == {("outbox",): 3.0, ("inbox",): 3.0}
     assert by["erx_queue_oldest_due_age_seconds"] == {("outbox",): 30.0, ("inbox",): 100.0}
@@ -157,7 +187,13 @@ m.CIRCUIT_BREAKER_OPEN.set(0)
 def test_multiprocess_mode_sums_two_writing_processes(client, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
     writers = [
-        subprocess.Popen([sys.executable, "-c", WRITER, str(n)], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(n)],
+            cwd=REPO,
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for n in (3, 4)
     ]
     for writer in writers:
@@ -169,9 +205,13 @@ def test_multiprocess_mode_sums_two_writing_processes(client, tmp_path, monkeypa
     values = samples(body)
     assert values[("erx_webhooks_received_total", ())] == 7.0
     assert values[("erx_webhooks_rejected_total", (("reason", "no_match"),))] == 2.0
-    assert values[("erx_webhook_last_received_timestamp_seconds", ())] == 1004.0  # max over processes
+    assert (
+        values[("erx_webhook_last_received_timestamp_seconds", ())] == 1004.0
+    )  # max over processes
     assert values[("erx_platform_call_duration_seconds_count", (("endpoint", "issue"),))] == 2.0
-    assert values[("erx_queue_depth", (("queue", "due"),))] == 0.0  # the database gauges are there too
+    assert (
+        values[("erx_queue_depth", (("queue", "due"),))] == 0.0
+    )  # the database gauges are there too
 
 
 def test_worker_serves_its_own_metrics(seeded: Database, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -190,6 +230,8 @@ def test_worker_serves_its_own_metrics(seeded: Database, monkeypatch) -> None:  
 
 @pytest.mark.parametrize("name", NAMES)
 def test_names_are_defined_once_in_the_metrics_module(name: str) -> None:
-    sources = [p for p in (REPO / "app").rglob("*.py")] + [p for p in (REPO / "webhooks").rglob("*.py")]
+    sources = [p for p in (REPO / "app").rglob("*.py")] + [
+        p for p in (REPO / "webhooks").rglob("*.py")
+    ]
     homes = [p.name for p in sources if f'"{name}"' in p.read_text(encoding="utf-8")]
     assert homes == ["metrics.py"]

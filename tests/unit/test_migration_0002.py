@@ -28,7 +28,9 @@ def migration_url(tmp_path: Path) -> Iterator[str]:
     if not url.startswith("postgres"):
         yield f"sqlite:///{tmp_path / 'migration.sqlite3'}"
         return
-    parsed = make_url(url.replace("postgres://", "postgresql://", 1)).set(drivername="postgresql+psycopg2")
+    parsed = make_url(url.replace("postgres://", "postgresql://", 1)).set(
+        drivername="postgresql+psycopg2"
+    )
     name = f"{parsed.database}_migration"
     admin = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -88,7 +90,9 @@ def test_0002_converts_existing_rows_and_downgrades(migration_url: str) -> None:
 
     migrate(migration_url, "downgrade", "0001")
     with engine.begin() as conn:
-        body = conn.execute(text("SELECT body FROM webhook_inbox WHERE event_id = 'evt_old'")).scalar_one()
+        body = conn.execute(
+            text("SELECT body FROM webhook_inbox WHERE event_id = 'evt_old'")
+        ).scalar_one()
         token = conn.execute(
             text("SELECT prescription_token FROM webhook_inbox WHERE event_id = 'evt_old'")
         ).scalar_one()
@@ -98,7 +102,9 @@ def test_0002_converts_existing_rows_and_downgrades(migration_url: str) -> None:
 
 def _history_rows_behave(engine) -> None:  # type: ignore[no-untyped-def]
     with engine.begin() as conn:
-        conn.execute(text("INSERT INTO clinics (display_id, platform_id, name) VALUES ('201334', 994, 'C')"))
+        conn.execute(
+            text("INSERT INTO clinics (display_id, platform_id, name) VALUES ('201334', 994, 'C')")
+        )
         conn.execute(
             text(
                 "INSERT INTO prescribers (platform_prescriber_id, name, email, clinic_id)"

@@ -67,7 +67,9 @@ def test_every_api_and_webhook_route_is_documented(app) -> None:  # type: ignore
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
             if method.lower() not in paths.get(path, {}):
                 missing.append(f"{method} {path}")
-    assert not missing, f"routes missing from the OpenAPI document (describe them in app/interfaces/openapi.py): {missing}"
+    assert not missing, (
+        f"routes missing from the OpenAPI document (describe them in app/interfaces/openapi.py): {missing}"
+    )
 
 
 def test_every_documented_operation_is_a_route(app) -> None:  # type: ignore[no-untyped-def]
@@ -97,7 +99,9 @@ def test_token_endpoints_declare_bearer_auth_401_and_error_shape() -> None:
 
 
 def test_webhook_documents_its_signature_header_and_answers() -> None:
-    operation = json.loads(COMMITTED.read_text(encoding="utf-8"))["paths"]["/webhooks/platform"]["post"]
+    operation = json.loads(COMMITTED.read_text(encoding="utf-8"))["paths"]["/webhooks/platform"][
+        "post"
+    ]
 
     assert operation["security"] == []
     header = next(p for p in operation["parameters"] if p["in"] == "header")
@@ -117,7 +121,12 @@ def _components() -> dict:  # type: ignore[type-arg]
 
 def test_documented_region_codes_are_the_regions_table(client, seeded) -> None:  # type: ignore[no-untyped-def]
     # Schemathesis sent PATCH /me {"region": "outcome"}, valid by the document, refused with 422.
-    codes = sorted(r["code"] for r in client.get("/api/v1/regions", headers=bearer(client.application, role="service")).get_json()["regions"])
+    codes = sorted(
+        r["code"]
+        for r in client.get(
+            "/api/v1/regions", headers=bearer(client.application, role="service")
+        ).get_json()["regions"]
+    )
 
     assert sorted(REGION_CODES) == codes
     assert _components()["RegionUpdate"]["properties"]["region"]["enum"] == codes
@@ -127,10 +136,14 @@ def test_documented_region_codes_are_the_regions_table(client, seeded) -> None: 
 
 
 @pytest.mark.parametrize("reason", ["", "   "], ids=["empty", "blank"])
-def test_void_reason_the_document_allows_is_one_the_service_accepts(client, seeded, reason: str) -> None:  # type: ignore[no-untyped-def]
+def test_void_reason_the_document_allows_is_one_the_service_accepts(
+    client, seeded, reason: str
+) -> None:  # type: ignore[no-untyped-def]
     # Schemathesis sent {"reason": ""}: the document (validate.And hid the Length) allowed it.
     prop = _components()["VoidRequest"]["properties"]["reason"]
-    documented_ok = prop["minLength"] <= len(reason) <= prop["maxLength"] and re.search(prop["pattern"], reason)
+    documented_ok = prop["minLength"] <= len(reason) <= prop["maxLength"] and re.search(
+        prop["pattern"], reason
+    )
     support = bearer(client.application, role="support", subject="support-7")
 
     resp = client.post("/api/v1/prescriptions/1/void", json={"reason": reason}, headers=support)
@@ -143,15 +156,26 @@ def test_void_reason_the_document_allows_is_one_the_service_accepts(client, seed
 def test_any_idempotency_key_the_document_allows_is_accepted(client, seeded) -> None:  # type: ignore[no-untyped-def]
     # Schemathesis sent a key the document allowed (any string of 1..200) and got 400.
     # ISO-8859-1 printable characters (e.g. "é") are accepted too; only controls are refused.
-    send = json.loads(COMMITTED.read_text(encoding="utf-8"))["paths"]["/api/v1/prescriptions/{prescription_id}/send"]
+    send = json.loads(COMMITTED.read_text(encoding="utf-8"))["paths"][
+        "/api/v1/prescriptions/{prescription_id}/send"
+    ]
     schema = next(p for p in send["post"]["parameters"] if p["name"] == "Idempotency-Key")["schema"]
     key = " k" + "~ \u00e9" * 66  # 200 printable characters, spaces included
     with seeded.session() as session:
-        pid = session.scalar(select(Prescription.id).where(Prescription.reference == "rx-000017"))  # Region A
-        pharmacy = session.scalar(select(Pharmacy.id).where(Pharmacy.email == "ards@pharmacy-a.example.test"))
-    headers = {**bearer(client.application, role="service", subject="svc-tests"), "Idempotency-Key": key}
+        pid = session.scalar(
+            select(Prescription.id).where(Prescription.reference == "rx-000017")
+        )  # Region A
+        pharmacy = session.scalar(
+            select(Pharmacy.id).where(Pharmacy.email == "ards@pharmacy-a.example.test")
+        )
+    headers = {
+        **bearer(client.application, role="service", subject="svc-tests"),
+        "Idempotency-Key": key,
+    }
 
-    resp = client.post(f"/api/v1/prescriptions/{pid}/send", json={"pharmacy_id": pharmacy}, headers=headers)
+    resp = client.post(
+        f"/api/v1/prescriptions/{pid}/send", json={"pharmacy_id": pharmacy}, headers=headers
+    )
 
     assert len(key) == schema["maxLength"] and re.fullmatch(schema["pattern"], key)
     for refused in ("   ", "k\x7f", "k\x00", "k\u00ad", ""):
@@ -161,7 +185,10 @@ def test_any_idempotency_key_the_document_allows_is_accepted(client, seeded) -> 
 
 def test_idempotency_key_of_only_spaces_is_400(client, seeded) -> None:  # type: ignore[no-untyped-def]
     # Printable, so it was accepted in-process, while HTTP servers trim it to nothing.
-    headers = {**bearer(client.application, role="service", subject="svc-tests"), "Idempotency-Key": "   "}
+    headers = {
+        **bearer(client.application, role="service", subject="svc-tests"),
+        "Idempotency-Key": "   ",
+    }
 
     resp = client.post("/api/v1/prescriptions/1/send", json={"pharmacy_id": 1}, headers=headers)
 

@@ -56,7 +56,9 @@ def show(client, pid: int, headers: dict[str, str]):  # type: ignore[no-untyped-
 # -- GET /prescriptions/<id> ----------------------------------------------------
 
 
-def test_patient_reads_own_prescription_without_the_platform_token(app, client, seeded: Database) -> None:  # type: ignore[no-untyped-def]
+def test_patient_reads_own_prescription_without_the_platform_token(
+    app, client, seeded: Database
+) -> None:  # type: ignore[no-untyped-def]
     pid = rx_id(seeded, "rx-000001")
     mark_issued(seeded, pid)
 
@@ -70,7 +72,9 @@ def test_patient_reads_own_prescription_without_the_platform_token(app, client, 
 
 
 @pytest.mark.parametrize("role", ["support", "service"])
-def test_support_and_service_read_any_prescription_with_its_token(app, client, seeded: Database, role: str) -> None:  # type: ignore[no-untyped-def]
+def test_support_and_service_read_any_prescription_with_its_token(
+    app, client, seeded: Database, role: str
+) -> None:  # type: ignore[no-untyped-def]
     pid = rx_id(seeded, "rx-000001")
     mark_issued(seeded, pid)
 
@@ -80,7 +84,9 @@ def test_support_and_service_read_any_prescription_with_its_token(app, client, s
     assert resp.get_json()["platform_token"] == "SRXROLE0001"
 
 
-def test_another_patients_prescription_answers_exactly_like_a_missing_one(app, client, seeded: Database) -> None:  # type: ignore[no-untyped-def]
+def test_another_patients_prescription_answers_exactly_like_a_missing_one(
+    app, client, seeded: Database
+) -> None:  # type: ignore[no-untyped-def]
     pid = rx_id(seeded, "rx-000001")
     headers = bearer(app, role="patient", subject=OTHER)
 
@@ -89,7 +95,9 @@ def test_another_patients_prescription_answers_exactly_like_a_missing_one(app, c
 
     assert other.status_code == missing.status_code == 404
     assert other.get_json()["code"] == missing.get_json()["code"] == "not_found"
-    assert other.get_json()["message"].replace(str(pid), "N") == missing.get_json()["message"].replace("999999", "N")
+    assert other.get_json()["message"].replace(str(pid), "N") == missing.get_json()[
+        "message"
+    ].replace("999999", "N")
 
 
 def test_view_has_pharmacy_address_and_medicines(app, client, seeded: Database) -> None:  # type: ignore[no-untyped-def]
@@ -98,9 +106,18 @@ def test_view_has_pharmacy_address_and_medicines(app, client, seeded: Database) 
     with seeded.session() as session:
         rx = session.get(Prescription, pid)
         assert rx is not None and rx.pharmacy is not None
-        pharmacy = {"id": rx.pharmacy.id, "name": rx.pharmacy.name, "address": display_address(rx.pharmacy)}
+        pharmacy = {
+            "id": rx.pharmacy.id,
+            "name": rx.pharmacy.name,
+            "address": display_address(rx.pharmacy),
+        }
         lines = [
-            {"vpid": m.vpid, "description": m.description, "quantity": m.quantity, "directions": m.directions}
+            {
+                "vpid": m.vpid,
+                "description": m.description,
+                "quantity": m.quantity,
+                "directions": m.directions,
+            }
             for m in rx.medicines
         ]
 
@@ -115,7 +132,9 @@ def test_view_has_pharmacy_address_and_medicines(app, client, seeded: Database) 
 
 
 def test_draft_has_no_pharmacy(app, client, seeded: Database) -> None:  # type: ignore[no-untyped-def]
-    body = show(client, rx_id(seeded, "rx-000001"), bearer(app, role="support", subject="s1")).get_json()
+    body = show(
+        client, rx_id(seeded, "rx-000001"), bearer(app, role="support", subject="s1")
+    ).get_json()
     assert body["pharmacy"] is None
     assert body["dispatch"] is None
 
@@ -151,13 +170,23 @@ def test_patient_sending_another_patients_prescription_gets_404_and_nothing_is_w
     assert counts(seeded) == before
 
 
-def test_another_patient_cannot_replay_the_owners_idempotent_answer(app, client, seeded: Database, with_credentials) -> None:  # type: ignore[no-untyped-def]
+def test_another_patient_cannot_replay_the_owners_idempotent_answer(
+    app, client, seeded: Database, with_credentials
+) -> None:  # type: ignore[no-untyped-def]
     pid = rx_id(seeded, "rx-000001")
     url, body = f"/api/v1/prescriptions/{pid}/send", {"pharmacy_id": branch_pharmacy(seeded)}
-    first = client.post(url, json=body, headers={**bearer(app, role="patient", subject=OWNER), "Idempotency-Key": "k1"})
+    first = client.post(
+        url,
+        json=body,
+        headers={**bearer(app, role="patient", subject=OWNER), "Idempotency-Key": "k1"},
+    )
     assert first.status_code == 202
 
-    replay = client.post(url, json=body, headers={**bearer(app, role="patient", subject=OTHER), "Idempotency-Key": "k1"})
+    replay = client.post(
+        url,
+        json=body,
+        headers={**bearer(app, role="patient", subject=OTHER), "Idempotency-Key": "k1"},
+    )
 
     assert replay.status_code == 404
 
@@ -194,7 +223,9 @@ def test_only_support_may_void(app, client, seeded: Database, role: str) -> None
     before = counts(seeded)
 
     resp = client.post(
-        f"/api/v1/prescriptions/{pid}/void", json={"reason": "duplicate"}, headers=bearer(app, role=role, subject=OWNER)
+        f"/api/v1/prescriptions/{pid}/void",
+        json={"reason": "duplicate"},
+        headers=bearer(app, role=role, subject=OWNER),
     )
 
     assert resp.status_code == 403
@@ -205,6 +236,8 @@ def test_only_support_may_void(app, client, seeded: Database, role: str) -> None
 
 
 def test_void_without_a_token_is_401(client, seeded: Database) -> None:  # type: ignore[no-untyped-def]
-    resp = client.post(f"/api/v1/prescriptions/{rx_id(seeded, 'rx-000001')}/void", json={"reason": "x"})
+    resp = client.post(
+        f"/api/v1/prescriptions/{rx_id(seeded, 'rx-000001')}/void", json={"reason": "x"}
+    )
     assert resp.status_code == 401
     assert resp.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'

@@ -38,7 +38,11 @@ def pharmacy_for(db: Database, reference: str) -> int:
     """A pharmacy the prescription could go to (its patient's region; Region B: with a branch id)."""
     with db.session() as session:
         rx = session.scalars(select(Prescription).where(Prescription.reference == reference)).one()
-        query = select(Pharmacy.id).where(Pharmacy.region_code == rx.patient.region_code).order_by(Pharmacy.id)
+        query = (
+            select(Pharmacy.id)
+            .where(Pharmacy.region_code == rx.patient.region_code)
+            .order_by(Pharmacy.id)
+        )
         if rx.patient.region_code == "B":
             query = query.where(Pharmacy.branch_id.is_not(None))
         value = session.scalar(query)
@@ -101,9 +105,13 @@ def test_schedule_2_or_3_controlled_drug_asks_for_a_paper_fp10pcd(  # type: igno
         assert rx is not None and (rx.status, rx.pharmacy_id) == ("draft", None)
 
 
-def test_schedule_4_controlled_drug_may_be_sent(app, client, seeded: Database, with_credentials) -> None:  # type: ignore[no-untyped-def]
+def test_schedule_4_controlled_drug_may_be_sent(
+    app, client, seeded: Database, with_credentials
+) -> None:  # type: ignore[no-untyped-def]
     with seeded.session() as session:
-        vpid = session.scalar(select(Medicine.vpid).where(Medicine.controlled_schedule.in_(["4", "5"])))
+        vpid = session.scalar(
+            select(Medicine.vpid).where(Medicine.controlled_schedule.in_(["4", "5"]))
+        )
     if vpid is None:
         pytest.skip("the seed has no Schedule 4/5 medicine")
     prescribe(seeded, "rx-000001", vpid)
@@ -128,7 +136,9 @@ def test_patient_record_missing_an_address_field_is_refused(  # type: ignore[no-
 def test_patient_record_without_date_of_birth_is_refused(seeded: Database) -> None:
     # The column is NOT NULL today; the check still guards records loaded from elsewhere.
     with seeded.session() as session, session.no_autoflush:
-        rx = session.scalars(select(Prescription).where(Prescription.reference == "rx-000001")).one()
+        rx = session.scalars(
+            select(Prescription).where(Prescription.reference == "rx-000001")
+        ).one()
         rx.patient.date_of_birth = None  # type: ignore[assignment]
         pharmacy = session.scalars(select(Pharmacy).where(Pharmacy.branch_id == 17)).one()
         errors = presend_errors(session, rx, pharmacy, session.get(Region, "B"))
@@ -137,7 +147,9 @@ def test_patient_record_without_date_of_birth_is_refused(seeded: Database) -> No
     assert "date of birth" in " ".join(errors["patient.date_of_birth"])
 
 
-def test_pharmacy_of_another_region_names_the_patients_region(app, client, seeded: Database, with_credentials) -> None:  # type: ignore[no-untyped-def]
+def test_pharmacy_of_another_region_names_the_patients_region(
+    app, client, seeded: Database, with_credentials
+) -> None:  # type: ignore[no-untyped-def]
     with seeded.session() as session:
         region_a = session.scalar(select(Pharmacy.id).where(Pharmacy.region_code == "A"))
     before = written(seeded)
@@ -152,7 +164,9 @@ def test_pharmacy_of_another_region_names_the_patients_region(app, client, seede
     assert written(seeded) == before
 
 
-def test_region_b_pharmacy_without_branch_id_is_refused(app, client, seeded: Database, with_credentials) -> None:  # type: ignore[no-untyped-def]
+def test_region_b_pharmacy_without_branch_id_is_refused(
+    app, client, seeded: Database, with_credentials
+) -> None:  # type: ignore[no-untyped-def]
     with seeded.session() as session:
         pharmacy = session.scalars(select(Pharmacy).where(Pharmacy.branch_id == 17)).one()
         pharmacy.branch_id = None
@@ -169,7 +183,9 @@ def test_region_b_pharmacy_without_branch_id_is_refused(app, client, seeded: Dat
     assert written(seeded) == before
 
 
-def test_region_b_prescriber_without_credentials_is_told_how_to_store_them(app, client, seeded: Database) -> None:  # type: ignore[no-untyped-def]
+def test_region_b_prescriber_without_credentials_is_told_how_to_store_them(
+    app, client, seeded: Database
+) -> None:  # type: ignore[no-untyped-def]
     before = written(seeded)
 
     message = refused(send(app, client, seeded, "rx-000001"), "prescriber")

@@ -19,7 +19,9 @@ T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 LEASE_S = 60.0
 
 
-def add_outbox_rows(db: Database, count: int, *, due: datetime = T0, state: str = "pending") -> list[int]:
+def add_outbox_rows(
+    db: Database, count: int, *, due: datetime = T0, state: str = "pending"
+) -> list[int]:
     """One outbox row per seeded prescription, due at ``due``; returns their ids in order."""
     with db.session() as session:
         existing = set(session.scalars(select(DispatchOutbox.prescription_id)))
@@ -214,7 +216,12 @@ def test_claim_works_on_the_webhook_inbox_too(seeded: Database) -> None:
 
 def queue_row(attempts: int) -> SimpleNamespace:
     return SimpleNamespace(
-        state="pending", attempts=attempts, next_attempt_at=T0, last_error=None, locked_by="w1", locked_until=T0
+        state="pending",
+        attempts=attempts,
+        next_attempt_at=T0,
+        last_error=None,
+        locked_by="w1",
+        locked_until=T0,
     )
 
 
@@ -223,7 +230,11 @@ def test_retry_or_dead_reschedules_with_the_policy_until_attempts_run_out() -> N
     row = queue_row(attempts=2)
 
     assert retry_or_dead(row, policy=policy, error="timeout", now=T0) == "pending"
-    assert (row.state, row.last_error, row.next_attempt_at) == ("pending", "timeout", T0 + timedelta(seconds=2))
+    assert (row.state, row.last_error, row.next_attempt_at) == (
+        "pending",
+        "timeout",
+        T0 + timedelta(seconds=2),
+    )
 
     row.attempts = 3
     assert retry_or_dead(row, policy=policy, error="timeout", now=T0) == "dead"

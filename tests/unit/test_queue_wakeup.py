@@ -132,7 +132,9 @@ def test_waiter_follows_database_and_setting(app, seeded: Database) -> None:  # 
 
 
 def test_receipt_notifies_once_per_stored_event_and_not_for_duplicates(
-    seeded: Database, listener: Any, deliver: Any  # noqa: F811
+    seeded: Database,
+    listener: Any,
+    deliver: Any,  # noqa: F811
 ) -> None:
     body = event_body("evt_wake_receipt", "signed", previous="issued", occurred=at(10, 15))
     deliver(body)
@@ -140,7 +142,9 @@ def test_receipt_notifies_once_per_stored_event_and_not_for_duplicates(
     assert _notifications_until_marker(listener, seeded) == [""]
 
 
-def test_receiver_in_poll_mode_notifies_nobody(seeded: Database, listener: Any, settings: Any) -> None:
+def test_receiver_in_poll_mode_notifies_nobody(
+    seeded: Database, listener: Any, settings: Any
+) -> None:
     from app import create_app
     from tests.unit.test_inbox_processing import PATH, SECRET, SIGNED_AT
     from webhooks.signature import sign
@@ -149,7 +153,9 @@ def test_receiver_in_poll_mode_notifies_nobody(seeded: Database, listener: Any, 
     app.extensions["erx"].unix_time = lambda: float(SIGNED_AT)
     body = event_body("evt_wake_pollmode", "signed", previous="issued", occurred=at(10, 15))
     response = app.test_client().post(
-        PATH, data=body, headers={"X-Signature": sign(body, [SECRET], timestamp=SIGNED_AT)},
+        PATH,
+        data=body,
+        headers={"X-Signature": sign(body, [SECRET], timestamp=SIGNED_AT)},
         content_type="application/json",
     )
     assert response.status_code == 200
@@ -157,18 +163,24 @@ def test_receiver_in_poll_mode_notifies_nobody(seeded: Database, listener: Any, 
 
 
 def test_reopen_notifies_but_a_claim_does_not(
-    seeded: Database, listener: Any, deliver: Any  # noqa: F811
+    seeded: Database,
+    listener: Any,
+    deliver: Any,  # noqa: F811
 ) -> None:
     deliver(event_body("evt_wake_reopen", "signed", previous="issued", occurred=at(10, 15)))
     assert _notifications_until_marker(listener, seeded) == [""]
     # A claim stamps a lease on a row that was already pending: not news.
     assert claimed_ids(seeded, WebhookInbox, worker_id="w", now=utcnow(), lease_s=30.0, limit=10)
     with seeded.session() as session:
-        row = session.scalars(select(WebhookInbox).where(WebhookInbox.event_id == "evt_wake_reopen")).one()
+        row = session.scalars(
+            select(WebhookInbox).where(WebhookInbox.event_id == "evt_wake_reopen")
+        ).one()
         mark_dead(row, error="test")
     assert _notifications_until_marker(listener, seeded) == []
     with seeded.session() as session:
-        row = session.scalars(select(WebhookInbox).where(WebhookInbox.event_id == "evt_wake_reopen")).one()
+        row = session.scalars(
+            select(WebhookInbox).where(WebhookInbox.event_id == "evt_wake_reopen")
+        ).one()
         reopen(row, now=utcnow())
     assert _notifications_until_marker(listener, seeded) == [""]
 
@@ -177,8 +189,14 @@ def test_rolled_back_row_wakes_nobody(seeded: Database, listener: Any) -> None:
     with pytest.raises(RuntimeError), seeded.session() as session:
         session.add(
             WebhookInbox(
-                event_id="evt_wake_rollback", event_type="x", body=b"{}", state="pending", attempts=0,
-                next_attempt_at=utcnow(), received_at=utcnow(), awaiting_prescription=False,
+                event_id="evt_wake_rollback",
+                event_type="x",
+                body=b"{}",
+                state="pending",
+                attempts=0,
+                next_attempt_at=utcnow(),
+                received_at=utcnow(),
+                awaiting_prescription=False,
             )
         )
         session.flush()
@@ -186,7 +204,9 @@ def test_rolled_back_row_wakes_nobody(seeded: Database, listener: Any) -> None:
     assert _notifications_until_marker(listener, seeded) == []
 
 
-def test_a_staged_status_event_wakes_the_publisher_when_it_commits(seeded: Database, events_listener: Any) -> None:
+def test_a_staged_status_event_wakes_the_publisher_when_it_commits(
+    seeded: Database, events_listener: Any
+) -> None:
     with seeded.session() as session:
         pid = session.scalars(select(Prescription.id).order_by(Prescription.id)).first()
         record_local_status(session, session.get(Prescription, pid), "queued", source="api")
@@ -198,31 +218,50 @@ def test_a_staged_status_event_wakes_the_publisher_when_it_commits(seeded: Datab
     assert _notifications_until_marker(events_listener, seeded, EVENTS_CHANNEL) == []
 
 
-def test_a_set_based_history_append_wakes_the_publisher(seeded: Database, events_listener: Any) -> None:
+def test_a_set_based_history_append_wakes_the_publisher(
+    seeded: Database, events_listener: Any
+) -> None:
     # A batch's event rows are written with Core, out of the after-flush hook's sight.
     with seeded.session() as session:
         found = session.execute(
             select(Prescription, Patient.region_code, Region.flow)
-            .join(Patient, Patient.id == Prescription.patient_id).join(Region, Region.code == Patient.region_code)
-            .order_by(Prescription.id).limit(2).with_for_update(of=Prescription)
+            .join(Patient, Patient.id == Prescription.patient_id)
+            .join(Region, Region.code == Patient.region_code)
+            .order_by(Prescription.id)
+            .limit(2)
+            .with_for_update(of=Prescription)
         ).all()
         changes = [
-            Change(rx, Transition(to_status="issued", from_status=rx.status, occurred_at=utcnow(),
-                                  source="webhook", event_id=f"evt_wake_events_batch_{rx.id}"),
-                   region=region, route=route)
+            Change(
+                rx,
+                Transition(
+                    to_status="issued",
+                    from_status=rx.status,
+                    occurred_at=utcnow(),
+                    source="webhook",
+                    event_id=f"evt_wake_events_batch_{rx.id}",
+                ),
+                region=region,
+                route=route,
+            )
             for rx, region, route in found
         ]
         assert record(session, changes) == [True, True]
     assert _notifications_until_marker(events_listener, seeded, EVENTS_CHANNEL) == [""]
 
 
-def test_a_local_status_written_in_one_statement_wakes_the_publisher(seeded: Database, events_listener: Any) -> None:
+def test_a_local_status_written_in_one_statement_wakes_the_publisher(
+    seeded: Database, events_listener: Any
+) -> None:
     # With region and route given, PostgreSQL appends history and event in one Core statement (dispatch's path).
     with seeded.session() as session:
         rx, region, route = session.execute(
             select(Prescription, Patient.region_code, Region.flow)
-            .join(Patient, Patient.id == Prescription.patient_id).join(Region, Region.code == Patient.region_code)
-            .order_by(Prescription.id).limit(1).with_for_update(of=Prescription)
+            .join(Patient, Patient.id == Prescription.patient_id)
+            .join(Region, Region.code == Patient.region_code)
+            .order_by(Prescription.id)
+            .limit(1)
+            .with_for_update(of=Prescription)
         ).one()
         record_local_status(session, rx, "issued", source="api", region=region, route=route)
     assert _notifications_until_marker(events_listener, seeded, EVENTS_CHANNEL) == [""]
@@ -251,7 +290,9 @@ def _wait_ready(waiter: WakeupWaiter) -> None:
 
 
 def test_listening_worker_applies_an_event_long_before_its_poll_interval(
-    seeded: Database, deliver: Any, clock: Any  # noqa: F811
+    seeded: Database,
+    deliver: Any,
+    clock: Any,  # noqa: F811
 ) -> None:
     _require_postgres(seeded)
     rx = issue(seeded, REFERENCE, TOKEN)
@@ -266,8 +307,13 @@ def test_listening_worker_applies_an_event_long_before_its_poll_interval(
                 applied.set()
             return handled
 
-    loop = WorkerLoop(None, Watching(seeded, worker_id="w-wake", now=clock, rand=lambda: 0.5),
-                      poll_s=LONG_POLL_S, stop=stop, waiter=waiter)
+    loop = WorkerLoop(
+        None,
+        Watching(seeded, worker_id="w-wake", now=clock, rand=lambda: 0.5),
+        poll_s=LONG_POLL_S,
+        stop=stop,
+        waiter=waiter,
+    )
     thread = _run_in_thread(loop)
     try:
         _wait_ready(waiter)
@@ -281,7 +327,9 @@ def test_listening_worker_applies_an_event_long_before_its_poll_interval(
 
 
 def test_listening_worker_still_polls_for_rows_nobody_announced(
-    seeded: Database, deliver: Any, clock: Any  # noqa: F811
+    seeded: Database,
+    deliver: Any,
+    clock: Any,  # noqa: F811
 ) -> None:
     _require_postgres(seeded)
     rx = issue(seeded, REFERENCE, TOKEN)
@@ -313,8 +361,13 @@ def test_polling_worker_applies_stored_events(seeded: Database, deliver: Any, cl
     rx = issue(seeded, REFERENCE, TOKEN)
     deliver(event_body("evt_wake_sqlite", "signed", previous="issued", occurred=at(10, 15)))
     stop = threading.Event()
-    loop = WorkerLoop(None, InboxProcessor(seeded, worker_id="w-sqlite", now=clock, rand=lambda: 0.5),
-                      poll_s=0.01, stop=stop, waiter=PollWaiter(stop))
+    loop = WorkerLoop(
+        None,
+        InboxProcessor(seeded, worker_id="w-sqlite", now=clock, rand=lambda: 0.5),
+        poll_s=0.01,
+        stop=stop,
+        waiter=PollWaiter(stop),
+    )
     loop.run(until_idle=True)
     assert status_of(seeded, rx) == "signed"
 
@@ -337,7 +390,9 @@ def test_coalescer_notifies_inline_once_per_window_and_owes_the_rest() -> None:
 
     sent: list[float] = []
     ticks = _Ticks()
-    c = WakeupCoalescer(lambda: sent.append(ticks.now), window_s=0.01, clock=ticks, start_thread=False)
+    c = WakeupCoalescer(
+        lambda: sent.append(ticks.now), window_s=0.01, clock=ticks, start_thread=False
+    )
     first = c.claim()
     assert first is not None  # nothing sent yet: notify in the statement itself
     c.settle(first)
@@ -346,7 +401,9 @@ def test_coalescer_notifies_inline_once_per_window_and_owes_the_rest() -> None:
     assert c.due_in() is None
     c.owe()
     c.owe()  # several rows committed in the window: still one notification
-    assert c.due_in() == pytest.approx(0.016)  # sent 2 windows after the last one, unless a receipt carries it
+    assert c.due_in() == pytest.approx(
+        0.016
+    )  # sent 2 windows after the last one, unless a receipt carries it
     assert c.flush() is False and sent == []
     ticks.now += 0.016
     assert c.flush() is True and sent == [ticks.now]
@@ -392,14 +449,19 @@ def test_coalescer_failure_to_send_is_logged_not_raised() -> None:
 
 
 def test_receipts_within_a_window_are_announced_after_their_commit(
-    app, seeded: Database, listener: Any, deliver: Any  # type: ignore[no-untyped-def]  # noqa: F811
+    app,
+    seeded: Database,
+    listener: Any,
+    deliver: Any,  # type: ignore[no-untyped-def]  # noqa: F811
 ) -> None:
     from app.mechanisms.wakeup import WakeupCoalescer
 
     svc: Runtime = app.extensions["erx"]
     assert svc.inbox_notifier is not None
     ticks = _Ticks()
-    manual = WakeupCoalescer(svc.inbox_notifier.send, window_s=0.01, clock=ticks, start_thread=False)
+    manual = WakeupCoalescer(
+        svc.inbox_notifier.send, window_s=0.01, clock=ticks, start_thread=False
+    )
     svc.inbox_notifier = manual
     deliver(event_body("evt_coalesce_1", "signed", previous="issued", occurred=at(10, 15)))
     deliver(event_body("evt_coalesce_2", "signed", previous="issued", occurred=at(10, 15)))
@@ -412,10 +474,14 @@ def test_receipts_within_a_window_are_announced_after_their_commit(
 
 
 def test_owed_notification_is_sent_by_the_background_thread(
-    seeded: Database, listener: Any, deliver: Any  # noqa: F811
+    seeded: Database,
+    listener: Any,
+    deliver: Any,  # noqa: F811
 ) -> None:
     for n in range(5):  # back to back: most fall in the first one's 10 ms window
-        deliver(event_body(f"evt_coalesce_bg_{n}", "signed", previous="issued", occurred=at(10, 15)))
+        deliver(
+            event_body(f"evt_coalesce_bg_{n}", "signed", previous="issued", occurred=at(10, 15))
+        )
     received = 0
     while received < 2:  # the inline one, then (within 10 ms of the last commit) the trailing one
         listener.poll()

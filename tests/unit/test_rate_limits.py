@@ -36,26 +36,39 @@ def assert_limited(response) -> None:  # type: ignore[no-untyped-def]
 def test_search_is_limited_per_subject(settings, seeded) -> None:  # type: ignore[no-untyped-def]
     app = _app(settings, seeded, rate_limit_search="3 per minute")
     client = app.test_client()
-    ann, bob = bearer(app, role="patient", subject="pt-0001"), bearer(app, role="patient", subject="pt-0002")
+    ann, bob = (
+        bearer(app, role="patient", subject="pt-0001"),
+        bearer(app, role="patient", subject="pt-0002"),
+    )
     # Two addresses, so that only the per-subject limit can trip.
     answers = [
-        client.get(SEARCH, headers=ann, environ_base={"REMOTE_ADDR": f"10.0.0.{n}"}) for n in range(4)
+        client.get(SEARCH, headers=ann, environ_base={"REMOTE_ADDR": f"10.0.0.{n}"})
+        for n in range(4)
     ]
 
     assert [r.status_code for r in answers[:3]] == [200, 200, 200]
     assert_limited(answers[3])
-    assert client.get(SEARCH, headers=bob, environ_base={"REMOTE_ADDR": "10.0.0.9"}).status_code == 200
+    assert (
+        client.get(SEARCH, headers=bob, environ_base={"REMOTE_ADDR": "10.0.0.9"}).status_code == 200
+    )
 
 
 def test_search_is_limited_per_client_address(settings, seeded) -> None:  # type: ignore[no-untyped-def]
     app = _app(settings, seeded, rate_limit_search="3 per minute")
     client = app.test_client()
     subjects = [bearer(app, role="patient", subject=f"pt-000{n}") for n in range(1, 5)]
-    answers = [client.get(SEARCH, headers=h, environ_base={"REMOTE_ADDR": "10.0.0.1"}) for h in subjects]
+    answers = [
+        client.get(SEARCH, headers=h, environ_base={"REMOTE_ADDR": "10.0.0.1"}) for h in subjects
+    ]
 
     assert [r.status_code for r in answers[:3]] == [200, 200, 200]
     assert_limited(answers[3])
-    assert client.get(SEARCH, headers=subjects[3], environ_base={"REMOTE_ADDR": "10.0.0.2"}).status_code == 200
+    assert (
+        client.get(
+            SEARCH, headers=subjects[3], environ_base={"REMOTE_ADDR": "10.0.0.2"}
+        ).status_code
+        == 200
+    )
 
 
 def test_send_is_limited(settings, seeded) -> None:  # type: ignore[no-untyped-def]
@@ -69,7 +82,9 @@ def test_send_is_limited(settings, seeded) -> None:  # type: ignore[no-untyped-d
     assert_limited(answers[2])
 
 
-def test_refused_tokens_are_limited_per_address_and_valid_calls_do_not_count(settings, seeded) -> None:  # type: ignore[no-untyped-def]
+def test_refused_tokens_are_limited_per_address_and_valid_calls_do_not_count(
+    settings, seeded
+) -> None:  # type: ignore[no-untyped-def]
     app = _app(settings, seeded, rate_limit_auth_failures="3 per minute")
     client = app.test_client()
     good = bearer(app, role="patient", subject="pt-0001")
@@ -103,9 +118,11 @@ def test_defaults_are_generous_enough_for_the_page_and_the_demo() -> None:
     from app.foundation.config import Settings
 
     defaults = Settings()
-    assert (defaults.rate_limit_search, defaults.rate_limit_send, defaults.rate_limit_auth_failures) == (
-        "120 per minute", "30 per minute", "30 per minute"
-    )
+    assert (
+        defaults.rate_limit_search,
+        defaults.rate_limit_send,
+        defaults.rate_limit_auth_failures,
+    ) == ("120 per minute", "30 per minute", "30 per minute")
     assert defaults.rate_limit_storage_url == "memory://"
 
 
@@ -122,7 +139,9 @@ def test_counters_are_shared_through_redis(settings, seeded) -> None:  # type: i
     addr = {"REMOTE_ADDR": f"10.{secrets.randbelow(250)}.{secrets.randbelow(250)}.1"}
     try:
         statuses = [
-            app.test_client().get(SEARCH, headers=bearer(app, role="support", subject=subject), environ_base=addr)
+            app.test_client().get(
+                SEARCH, headers=bearer(app, role="support", subject=subject), environ_base=addr
+            )
             for app in (first, second, first, second)
         ]
         assert [r.status_code for r in statuses[:3]] == [200, 200, 200]

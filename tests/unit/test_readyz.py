@@ -13,7 +13,9 @@ def test_readyz_is_503_while_the_database_is_unreachable_and_recovers(app, clien
     assert client.get("/readyz").status_code == 200
 
     # Nothing listens on a port that was free a moment ago: the connection is refused.
-    unreachable = Database(f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/erx_down?connect_timeout=2")
+    unreachable = Database(
+        f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/erx_down?connect_timeout=2"
+    )
     services.db = unreachable
     try:
         down = client.get("/readyz")

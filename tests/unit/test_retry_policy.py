@@ -12,8 +12,12 @@ def policy(rand: float, **options: float) -> RetryPolicy:
     return RetryPolicy(rand=lambda: rand, **values)
 
 
-@pytest.mark.parametrize(("attempts", "ceiling"), [(1, 1.0), (2, 2.0), (4, 8.0), (9, 256.0), (10, 300.0)])
-def test_full_jitter_ceiling_doubles_per_attempt_up_to_the_cap(attempts: int, ceiling: float) -> None:
+@pytest.mark.parametrize(
+    ("attempts", "ceiling"), [(1, 1.0), (2, 2.0), (4, 8.0), (9, 256.0), (10, 300.0)]
+)
+def test_full_jitter_ceiling_doubles_per_attempt_up_to_the_cap(
+    attempts: int, ceiling: float
+) -> None:
     assert policy(1.0).delay_s(attempts) == ceiling
 
 

@@ -52,18 +52,24 @@ def test_seeding_twice_changes_no_counts(app, seeded: Database) -> None:  # type
 def test_reseeding_leaves_existing_prescriptions_alone(app, seeded: Database) -> None:  # type: ignore[no-untyped-def]
     with seeded.session() as session:
         session.execute(
-            update(Prescription).where(Prescription.reference == "rx-000001").values(status="issued")
+            update(Prescription)
+            .where(Prescription.reference == "rx-000001")
+            .values(status="issued")
         )
 
     result = app.test_cli_runner().invoke(args=["seed"])
 
     assert result.exit_code == 0, result.output
     with seeded.session() as session:
-        status = session.scalar(select(Prescription.status).where(Prescription.reference == "rx-000001"))
+        status = session.scalar(
+            select(Prescription.status).where(Prescription.reference == "rx-000001")
+        )
     assert status == "issued"
 
 
-def test_reference_only_seed_on_an_empty_database_loads_no_prescriptions(app, seeded: Database) -> None:  # type: ignore[no-untyped-def]
+def test_reference_only_seed_on_an_empty_database_loads_no_prescriptions(
+    app, seeded: Database
+) -> None:  # type: ignore[no-untyped-def]
     from tests.conftest import empty_database
 
     empty_database(seeded)
@@ -118,7 +124,9 @@ def test_fifty_draft_prescriptions_with_one_to_three_catalogue_medicines(seeded:
         catalogue = {m.vpid: m for m in session.scalars(select(Medicine))}
         prescriptions = list(session.scalars(select(Prescription).order_by(Prescription.reference)))
         lines = {
-            rx.reference: [(m.position, m.vpid, m.quantity, m.description, m.directions) for m in rx.medicines]
+            rx.reference: [
+                (m.position, m.vpid, m.quantity, m.description, m.directions) for m in rx.medicines
+            ]
             for rx in prescriptions
         }
 
@@ -141,7 +149,9 @@ def test_fifty_draft_prescriptions_with_one_to_three_catalogue_medicines(seeded:
 
 def test_catalogue_has_controlled_drugs_that_no_test_prescription_uses(seeded: Database) -> None:
     with seeded.session() as session:
-        controlled = set(session.scalars(select(Medicine.vpid).where(Medicine.controlled_schedule.is_not(None))))
+        controlled = set(
+            session.scalars(select(Medicine.vpid).where(Medicine.controlled_schedule.is_not(None)))
+        )
         used = set(session.scalars(select(PrescriptionMedicine.vpid)))
     assert controlled
     assert not controlled & used
@@ -151,7 +161,11 @@ def test_patients_and_prescriptions_in_both_regions(seeded: Database) -> None:
     with seeded.session() as session:
         patients = Counter(session.scalars(select(Patient.region_code)))
         rx_regions = Counter(
-            session.scalars(select(Patient.region_code).join(Prescription, Prescription.patient_id == Patient.id))
+            session.scalars(
+                select(Patient.region_code).join(
+                    Prescription, Prescription.patient_id == Patient.id
+                )
+            )
         )
     assert patients["A"] > 0 and patients["B"] > 0
     assert rx_regions["A"] > 0 and rx_regions["B"] > 0
@@ -170,13 +184,20 @@ def test_clinic_whose_display_id_equals_its_platform_id_is_refused(seeded: Datab
         session.add(Clinic(display_id="777", platform_id=777, name="Mistyped Clinic"))
         session.flush()
     with seeded.session() as session:
-        assert session.scalar(select(func.count()).select_from(Clinic).where(Clinic.platform_id == 777)) == 0
+        assert (
+            session.scalar(
+                select(func.count()).select_from(Clinic).where(Clinic.platform_id == 777)
+            )
+            == 0
+        )
 
 
 def test_raw_sql_insert_with_display_id_as_platform_id_is_refused(seeded: Database) -> None:
     with pytest.raises(IntegrityError), seeded.engine.begin() as conn:
         conn.execute(
-            text("INSERT INTO clinics (display_id, platform_id, name) VALUES ('201335', 201335, 'Oops')")
+            text(
+                "INSERT INTO clinics (display_id, platform_id, name) VALUES ('201335', 201335, 'Oops')"
+            )
         )
 
 
@@ -184,21 +205,29 @@ def test_clinic_with_distinct_ids_is_accepted(seeded: Database) -> None:
     with seeded.session() as session:
         session.add(Clinic(display_id="201400", platform_id=995, name="Second Clinic"))
     with seeded.session() as session:
-        assert session.scalar(select(Clinic.platform_id).where(Clinic.display_id == "201400")) == 995
+        assert (
+            session.scalar(select(Clinic.platform_id).where(Clinic.display_id == "201400")) == 995
+        )
 
 
 def test_seeded_ids_follow_the_reference_order(seeded: Database) -> None:
     # Demos, docs and tests say "prescription 1" and mean rx-000001, on
     # PostgreSQL as on SQLite; the medicine lines follow their prescription.
     with seeded.session() as session:
-        rows = session.execute(select(Prescription.id, Prescription.reference).order_by(Prescription.id)).all()
+        rows = session.execute(
+            select(Prescription.id, Prescription.reference).order_by(Prescription.id)
+        ).all()
         lines = session.execute(
             select(PrescriptionMedicine.prescription_id, PrescriptionMedicine.position).order_by(
                 PrescriptionMedicine.id
             )
         ).all()
 
-    assert [(id_, ref) for id_, ref in rows[:3]] == [(1, "rx-000001"), (2, "rx-000002"), (3, "rx-000003")]
+    assert [(id_, ref) for id_, ref in rows[:3]] == [
+        (1, "rx-000001"),
+        (2, "rx-000002"),
+        (3, "rx-000003"),
+    ]
     assert [ref for _, ref in rows] == [f"rx-{n:06d}" for n in range(1, 51)]
     assert [id_ for id_, _ in rows] == list(range(1, 51))
     assert [(rx, position) for rx, position in lines] == sorted(lines)

@@ -122,7 +122,16 @@ def send_url(prescription_id: int) -> str:
         {"Authorization": "Bearer dev-api-token-but-longer"},
         {"Authorization": "Bearer dev-api-token"},
     ],
-    ids=["none", "wrong", "empty", "scheme-only", "basic", "no-scheme", "prefix", "old-static-token"],
+    ids=[
+        "none",
+        "wrong",
+        "empty",
+        "scheme-only",
+        "basic",
+        "no-scheme",
+        "prefix",
+        "old-static-token",
+    ],
 )
 def test_send_without_valid_bearer_token_is_401_and_writes_nothing(
     client, seeded: Database, with_credentials, headers: dict[str, str]
@@ -160,8 +169,7 @@ def test_bearer_scheme_is_case_insensitive(auth, client, seeded: Database) -> No
 
 
 def test_send_queues_prescription_with_history_and_outbox(
-    auth,
-    client, seeded: Database, with_credentials
+    auth, client, seeded: Database, with_credentials
 ) -> None:
     pid = rx_id(seeded, REGION_B_REF)
     pharmacy = pharmacy_by_branch(seeded, 17)
@@ -201,9 +209,7 @@ def test_region_a_prescription_queues_for_the_email_flow(auth, client, seeded: D
     # Region A needs no platform credentials: no with_credentials here.
     pid = rx_id(seeded, REGION_A_REF)
 
-    resp = client.post(
-        send_url(pid), json={"pharmacy_id": region_a_pharmacy(seeded)}, headers=auth
-    )
+    resp = client.post(send_url(pid), json={"pharmacy_id": region_a_pharmacy(seeded)}, headers=auth)
 
     assert resp.status_code == 202, resp.get_data(as_text=True)
     with seeded.session() as session:
@@ -215,8 +221,7 @@ def test_region_a_prescription_queues_for_the_email_flow(auth, client, seeded: D
 
 
 def test_send_is_one_transaction_a_failing_outbox_write_leaves_nothing(
-    auth,
-    client, seeded: Database, with_credentials
+    auth, client, seeded: Database, with_credentials
 ) -> None:
     pid = rx_id(seeded, REGION_B_REF)
     before = snapshot(seeded, pid)
@@ -261,8 +266,7 @@ def test_send_commits_exactly_once(auth, client, seeded: Database, with_credenti
 
 
 def test_idempotency_key_repeat_returns_first_reply_and_queues_once(
-    auth,
-    client, seeded: Database, with_credentials
+    auth, client, seeded: Database, with_credentials
 ) -> None:
     pid = rx_id(seeded, REGION_B_REF)
     headers = {**auth, "Idempotency-Key": "send-abc-123"}
@@ -282,8 +286,7 @@ def test_idempotency_key_repeat_returns_first_reply_and_queues_once(
 
 
 def test_idempotency_key_reused_with_another_body_is_422(
-    auth,
-    client, seeded: Database, with_credentials
+    auth, client, seeded: Database, with_credentials
 ) -> None:
     pid = rx_id(seeded, REGION_B_REF)
     headers = {**auth, "Idempotency-Key": "send-abc-123"}
@@ -303,8 +306,7 @@ def test_idempotency_key_reused_with_another_body_is_422(
 
 
 def test_same_idempotency_key_on_another_prescription_is_independent(
-    auth,
-    client, seeded: Database, with_credentials
+    auth, client, seeded: Database, with_credentials
 ) -> None:
     headers = {**auth, "Idempotency-Key": "k-1"}
     payload = {"pharmacy_id": pharmacy_by_branch(seeded, 17)}
@@ -317,13 +319,14 @@ def test_same_idempotency_key_on_another_prescription_is_independent(
 
 
 def test_idempotency_key_of_a_refused_request_is_not_burned(
-    auth,
-    client, seeded: Database, with_credentials
+    auth, client, seeded: Database, with_credentials
 ) -> None:
     pid = rx_id(seeded, REGION_B_REF)
     headers = {**auth, "Idempotency-Key": "retry-after-fix"}
 
-    refused = client.post(send_url(pid), json={"pharmacy_id": region_a_pharmacy(seeded)}, headers=headers)
+    refused = client.post(
+        send_url(pid), json={"pharmacy_id": region_a_pharmacy(seeded)}, headers=headers
+    )
     fixed = client.post(
         send_url(pid), json={"pharmacy_id": pharmacy_by_branch(seeded, 17)}, headers=headers
     )
@@ -339,8 +342,7 @@ def test_idempotency_key_of_a_refused_request_is_not_burned(
     ids=["too-long", "unprintable"],
 )
 def test_invalid_idempotency_key_is_refused_and_writes_nothing(
-    auth,
-    client, seeded: Database, with_credentials, key: str, status: int, code: str
+    auth, client, seeded: Database, with_credentials, key: str, status: int, code: str
 ) -> None:
     # A control character breaks the one text rule of every input (app/interfaces/text_input.py): 422.
     pid = rx_id(seeded, REGION_B_REF)
@@ -357,8 +359,7 @@ def test_invalid_idempotency_key_is_refused_and_writes_nothing(
 
 
 def test_second_send_without_key_is_409_and_changes_nothing(
-    auth,
-    client, seeded: Database, with_credentials
+    auth, client, seeded: Database, with_credentials
 ) -> None:
     pid = rx_id(seeded, REGION_B_REF)
     first = client.post(
@@ -394,7 +395,12 @@ def _region_b_pharmacy(db: Database) -> int:
 
 INVALID_REQUESTS = {
     # name: (build kwargs for client.post from db, expected status, expected code, error field)
-    "unknown-pharmacy": (lambda db: {"json": {"pharmacy_id": 987_654}}, 422, "validation_error", "pharmacy_id"),
+    "unknown-pharmacy": (
+        lambda db: {"json": {"pharmacy_id": 987_654}},
+        422,
+        "validation_error",
+        "pharmacy_id",
+    ),
     "other-region-pharmacy": (
         lambda db: {"json": {"pharmacy_id": region_a_pharmacy(db)}},
         422,
@@ -413,9 +419,24 @@ INVALID_REQUESTS = {
         "validation_error",
         "pharmacy_id",
     ),
-    "pharmacy-id-as-bool": (lambda db: {"json": {"pharmacy_id": True}}, 422, "validation_error", "pharmacy_id"),
-    "pharmacy-id-null": (lambda db: {"json": {"pharmacy_id": None}}, 422, "validation_error", "pharmacy_id"),
-    "pharmacy-id-zero": (lambda db: {"json": {"pharmacy_id": 0}}, 422, "validation_error", "pharmacy_id"),
+    "pharmacy-id-as-bool": (
+        lambda db: {"json": {"pharmacy_id": True}},
+        422,
+        "validation_error",
+        "pharmacy_id",
+    ),
+    "pharmacy-id-null": (
+        lambda db: {"json": {"pharmacy_id": None}},
+        422,
+        "validation_error",
+        "pharmacy_id",
+    ),
+    "pharmacy-id-zero": (
+        lambda db: {"json": {"pharmacy_id": 0}},
+        422,
+        "validation_error",
+        "pharmacy_id",
+    ),
     "pharmacy-id-missing": (lambda db: {"json": {}}, 422, "validation_error", "pharmacy_id"),
     "extra-unknown-field": (
         lambda db: {"json": {"pharmacy_id": _region_b_pharmacy(db), "priority": "high"}},
@@ -441,22 +462,31 @@ INVALID_REQUESTS = {
         "malformed_json",
         None,
     ),
-    "json-string": (lambda db: {"data": '"hello"', "content_type": "application/json"}, 400, "malformed_json", None),
+    "json-string": (
+        lambda db: {"data": '"hello"', "content_type": "application/json"},
+        400,
+        "malformed_json",
+        None,
+    ),
     "text-plain": (
         lambda db: {"data": json.dumps({"pharmacy_id": 5}), "content_type": "text/plain"},
         415,
         "unsupported_media_type",
         None,
     ),
-    "form-encoded": (lambda db: {"data": {"pharmacy_id": "5"}}, 415, "unsupported_media_type", None),
+    "form-encoded": (
+        lambda db: {"data": {"pharmacy_id": "5"}},
+        415,
+        "unsupported_media_type",
+        None,
+    ),
     "no-body": (lambda db: {}, 415, "unsupported_media_type", None),
 }
 
 
 @pytest.mark.parametrize("case", list(INVALID_REQUESTS), ids=list(INVALID_REQUESTS))
 def test_invalid_send_is_refused_with_json_error_and_writes_nothing(
-    auth,
-    client, seeded: Database, with_credentials, case: str
+    auth, client, seeded: Database, with_credentials, case: str
 ) -> None:
     build, status, code, field = INVALID_REQUESTS[case]
     pid = rx_id(seeded, REGION_B_REF)
@@ -477,8 +507,7 @@ def test_invalid_send_is_refused_with_json_error_and_writes_nothing(
 
 
 def test_region_b_prescription_to_region_a_pharmacy_names_the_region(
-    auth,
-    client, seeded: Database, with_credentials
+    auth, client, seeded: Database, with_credentials
 ) -> None:
     resp = client.post(
         send_url(rx_id(seeded, REGION_B_REF)),
@@ -489,7 +518,9 @@ def test_region_b_prescription_to_region_a_pharmacy_names_the_region(
     assert "region" in " ".join(body["errors"]["pharmacy_id"]).lower()
 
 
-def test_region_a_prescription_to_region_b_pharmacy_is_refused(auth, client, seeded: Database) -> None:  # type: ignore[no-untyped-def]
+def test_region_a_prescription_to_region_b_pharmacy_is_refused(
+    auth, client, seeded: Database
+) -> None:  # type: ignore[no-untyped-def]
     pid = rx_id(seeded, REGION_A_REF)
     before = snapshot(seeded, pid)
 
@@ -504,8 +535,7 @@ def test_region_a_prescription_to_region_b_pharmacy_is_refused(auth, client, see
 
 @pytest.mark.parametrize("value", [2**63, 10**30], ids=["2**63", "10**30"])
 def test_huge_pharmacy_id_is_a_client_error_not_500(
-    auth,
-    client, seeded: Database, with_credentials, value: int
+    auth, client, seeded: Database, with_credentials, value: int
 ) -> None:
     pid = rx_id(seeded, REGION_B_REF)
     before = snapshot(seeded, pid)
@@ -522,7 +552,9 @@ def test_huge_prescription_id_in_path_is_404_not_500(auth, client, seeded: Datab
     assert_error_shape(resp, 404, "not_found")
 
 
-def test_prescriber_without_credentials_is_422_and_writes_nothing(auth, client, seeded: Database) -> None:  # type: ignore[no-untyped-def]
+def test_prescriber_without_credentials_is_422_and_writes_nothing(
+    auth, client, seeded: Database
+) -> None:  # type: ignore[no-untyped-def]
     pid = rx_id(seeded, REGION_B_REF)
     before = snapshot(seeded, pid)
 
@@ -535,7 +567,9 @@ def test_prescriber_without_credentials_is_422_and_writes_nothing(auth, client, 
     assert snapshot(seeded, pid) == before
 
 
-def test_prescription_without_medicines_is_422(auth, client, seeded: Database, with_credentials) -> None:  # type: ignore[no-untyped-def]
+def test_prescription_without_medicines_is_422(
+    auth, client, seeded: Database, with_credentials
+) -> None:  # type: ignore[no-untyped-def]
     from app.foundation.models import PrescriptionMedicine
 
     pid = rx_id(seeded, REGION_B_REF)
@@ -555,7 +589,9 @@ def test_prescription_without_medicines_is_422(auth, client, seeded: Database, w
     assert snapshot(seeded, pid) == before
 
 
-def test_wrong_method_and_unknown_route_use_the_json_error_shape(auth, client, seeded: Database) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_method_and_unknown_route_use_the_json_error_shape(
+    auth, client, seeded: Database
+) -> None:  # type: ignore[no-untyped-def]
     pid = rx_id(seeded, REGION_B_REF)
     resp = client.get(send_url(pid), headers=auth)
     assert_error_shape(resp, 405)
@@ -584,8 +620,7 @@ def test_status_of_a_draft_has_no_dispatch_and_no_history(auth, client, seeded: 
 
 
 def test_status_after_send_shows_status_dispatch_and_history(
-    auth,
-    client, seeded: Database, with_credentials
+    auth, client, seeded: Database, with_credentials
 ) -> None:
     pid = rx_id(seeded, REGION_B_REF)
     pharmacy = pharmacy_by_branch(seeded, 17)
@@ -608,7 +643,9 @@ def test_status_after_send_shows_status_dispatch_and_history(
     assert entry["event_id"] is None
 
 
-def test_responses_never_contain_patient_details(auth, client, seeded: Database, with_credentials) -> None:  # type: ignore[no-untyped-def]
+def test_responses_never_contain_patient_details(
+    auth, client, seeded: Database, with_credentials
+) -> None:  # type: ignore[no-untyped-def]
     pid = rx_id(seeded, REGION_B_REF)
     with seeded.session() as session:
         rx = session.get(Prescription, pid)
@@ -631,12 +668,22 @@ def test_responses_never_contain_patient_details(auth, client, seeded: Database,
         ]
 
     bodies = [
-        client.post(send_url(pid), json={"pharmacy_id": pharmacy_by_branch(seeded, 17)}, headers=auth),
+        client.post(
+            send_url(pid), json={"pharmacy_id": pharmacy_by_branch(seeded, 17)}, headers=auth
+        ),
         # As the patient: a staff read carries the patient's display name by contract (and is audited).
-        client.get(f"/api/v1/prescriptions/{pid}", headers=bearer(client.application, role="patient")),
-        client.post(send_url(pid), json={"pharmacy_id": pharmacy_by_branch(seeded, 17)}, headers=auth),
+        client.get(
+            f"/api/v1/prescriptions/{pid}", headers=bearer(client.application, role="patient")
+        ),
+        client.post(
+            send_url(pid), json={"pharmacy_id": pharmacy_by_branch(seeded, 17)}, headers=auth
+        ),
         client.post(send_url(pid), json={"pharmacy_id": region_a_pharmacy(seeded)}, headers=auth),
-        client.post(send_url(rx_id(seeded, "rx-000025")), json={"pharmacy_id": region_a_pharmacy(seeded)}, headers=auth),
+        client.post(
+            send_url(rx_id(seeded, "rx-000025")),
+            json={"pharmacy_id": region_a_pharmacy(seeded)},
+            headers=auth,
+        ),
     ]
     # The repeats are refused (409 once app/services/prescriptions.py:133 is fixed).
     assert [bodies[0].status_code, bodies[1].status_code, bodies[4].status_code] == [202, 200, 422]
@@ -644,7 +691,9 @@ def test_responses_never_contain_patient_details(auth, client, seeded: Database,
     for resp in bodies:
         text = resp.get_data(as_text=True)
         for secret in secrets:
-            assert secret and secret not in text, f"patient detail leaked in {resp.status_code} body"
+            assert secret and secret not in text, (
+                f"patient detail leaked in {resp.status_code} body"
+            )
 
 
 def test_oversized_body_is_413_json_and_writes_nothing(auth, client, seeded) -> None:  # type: ignore[no-untyped-def]

@@ -169,9 +169,7 @@ def test_every_audited_read_is_within_the_budget(
     assert len(sent) <= BUDGET, sent
 
 
-def test_a_304_is_within_the_budget_and_audited(
-    client: Any, statements: Any
-) -> None:
+def test_a_304_is_within_the_budget_and_audited(client: Any, statements: Any) -> None:
     url, headers = _reads(client.application)["read-as-patient"]
     etag = client.get(url, headers=headers).headers["ETag"]
 

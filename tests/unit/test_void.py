@@ -103,7 +103,9 @@ def state(db: Database, pid: int) -> tuple[str, int, tuple[tuple[str, str | None
 
 
 def void(client, pid: int, headers: dict[str, str], reason: str = REASON):  # type: ignore[no-untyped-def]
-    return client.post(f"/api/v1/prescriptions/{pid}/void", json={"reason": reason}, headers=headers)
+    return client.post(
+        f"/api/v1/prescriptions/{pid}/void", json={"reason": reason}, headers=headers
+    )
 
 
 def void_calls(rsps: responses.RequestsMock) -> list[dict]:
@@ -119,7 +121,11 @@ def test_open_prescription_is_voided_at_the_platform_and_recorded(  # type: igno
 ) -> None:
     pid = rx_id(seeded)
     set_status(seeded, pid, status)
-    rsps.add(responses.POST, VOID_URL, json={"success": True, "data": {"prescription": {"id": TOKEN, "status": "voided"}}})
+    rsps.add(
+        responses.POST,
+        VOID_URL,
+        json={"success": True, "data": {"prescription": {"id": TOKEN, "status": "voided"}}},
+    )
 
     resp = void(client, pid, support)
 
@@ -130,18 +136,29 @@ def test_open_prescription_is_voided_at_the_platform_and_recorded(  # type: igno
     assert void_calls(rsps) == [{"reason": REASON}]
     last = body["history"][-1]
     assert (last["from"], last["to"], last["source"]) == (status, "voided", "operator")
-    assert (last["reason"], last["actor"]) == (REASON, "support:support-7")  # the timeline says why and who
+    assert (last["reason"], last["actor"]) == (
+        REASON,
+        "support:support-7",
+    )  # the timeline says why and who
     with seeded.session() as session:
         row = session.scalars(
-            select(StatusHistory).where(StatusHistory.prescription_id == pid, StatusHistory.to_status == "voided")
+            select(StatusHistory).where(
+                StatusHistory.prescription_id == pid, StatusHistory.to_status == "voided"
+            )
         ).one()
         assert row.detail == REASON
 
 
-def test_the_reason_is_never_logged(client, seeded, with_credentials, platform, rsps, support, caplog) -> None:  # type: ignore[no-untyped-def]
+def test_the_reason_is_never_logged(
+    client, seeded, with_credentials, platform, rsps, support, caplog
+) -> None:  # type: ignore[no-untyped-def]
     pid = rx_id(seeded)
     set_status(seeded, pid, "issued")
-    rsps.add(responses.POST, VOID_URL, json={"success": True, "data": {"prescription": {"id": TOKEN, "status": "voided"}}})
+    rsps.add(
+        responses.POST,
+        VOID_URL,
+        json={"success": True, "data": {"prescription": {"id": TOKEN, "status": "voided"}}},
+    )
 
     with caplog.at_level(logging.DEBUG):
         assert void(client, pid, support).status_code == 200
@@ -156,7 +173,11 @@ def test_platform_invalid_transition_is_409_already_final_and_nothing_recorded( 
     pid = rx_id(seeded)
     set_status(seeded, pid, "signed")
     before = state(seeded, pid)
-    rsps.add(responses.POST, VOID_URL, json={"success": False, "code": "invalid_transition", "message": "Cannot void"})
+    rsps.add(
+        responses.POST,
+        VOID_URL,
+        json={"success": False, "code": "invalid_transition", "message": "Cannot void"},
+    )
 
     resp = void(client, pid, support)
 
@@ -193,9 +214,13 @@ def test_platform_down_is_503_and_nothing_recorded(  # type: ignore[no-untyped-d
 
 
 @pytest.mark.parametrize("status", ["dispensed", "expired", "voided", "rejected", "emailed"])
-def test_final_prescription_is_409_already_final(client, seeded, platform, rsps, support, status: str) -> None:  # type: ignore[no-untyped-def]
+def test_final_prescription_is_409_already_final(
+    client, seeded, platform, rsps, support, status: str
+) -> None:  # type: ignore[no-untyped-def]
     pid = rx_id(seeded)
-    set_status(seeded, pid, status, token=TOKEN if status in ("dispensed", "expired", "voided") else None)
+    set_status(
+        seeded, pid, status, token=TOKEN if status in ("dispensed", "expired", "voided") else None
+    )
     before = state(seeded, pid)
 
     resp = void(client, pid, support)
@@ -232,7 +257,9 @@ def test_queued_prescription_is_voided_locally_and_never_sent(  # type: ignore[n
         ("queued", "voided", "operator"),
     ]
     assert body["dispatch"]["state"] == "done"
-    with ConnectorClient(ConnectorSettings(base_url=BASE, client_id=CLIENT_ID, client_secret=CLIENT_SECRET)) as erx:
+    with ConnectorClient(
+        ConnectorSettings(base_url=BASE, client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
+    ) as erx:
         assert Dispatcher(seeded, settings, erx, worker_id="w1").run_batch() == 0
     assert platform.posts == []
     assert void_calls(rsps) == []
@@ -253,11 +280,14 @@ def test_queued_prescription_a_worker_holds_is_409_and_left_alone(  # type: igno
     app, client, seeded, with_credentials, support
 ) -> None:
     pid = rx_id(seeded)
-    assert client.post(
-        f"/api/v1/prescriptions/{pid}/send",
-        json={"pharmacy_id": branch_pharmacy(seeded)},
-        headers=bearer(app, role="service", subject="svc"),
-    ).status_code == 202
+    assert (
+        client.post(
+            f"/api/v1/prescriptions/{pid}/send",
+            json={"pharmacy_id": branch_pharmacy(seeded)},
+            headers=bearer(app, role="service", subject="svc"),
+        ).status_code
+        == 202
+    )
     assert claimed_ids(seeded, DispatchOutbox, worker_id="w1", now=utcnow(), lease_s=120, limit=10)
     before = state(seeded, pid)
 
@@ -273,7 +303,14 @@ def test_queued_prescription_a_worker_holds_is_409_and_left_alone(  # type: igno
 
 @pytest.mark.parametrize(
     "body",
-    [{}, {"reason": ""}, {"reason": "   "}, {"reason": 7}, {"reason": "x" * 501}, {"reason": "ok", "extra": 1}],
+    [
+        {},
+        {"reason": ""},
+        {"reason": "   "},
+        {"reason": 7},
+        {"reason": "x" * 501},
+        {"reason": "ok", "extra": 1},
+    ],
     ids=["missing", "empty", "blank", "number", "too-long", "unknown-field"],
 )
 def test_bad_void_body_is_422_and_writes_nothing(client, seeded, support, body) -> None:  # type: ignore[no-untyped-def]
@@ -294,7 +331,9 @@ def test_void_of_unknown_prescription_is_404(client, seeded, support) -> None:  
 
 
 @pytest.mark.parametrize("stage", ["data", "accepted", "in_doubt"])
-def test_region_a_email_that_may_have_left_is_not_voided_locally(client, seeded, support, stage: str) -> None:  # type: ignore[no-untyped-def]
+def test_region_a_email_that_may_have_left_is_not_voided_locally(
+    client, seeded, support, stage: str
+) -> None:  # type: ignore[no-untyped-def]
     pid = rx_id(seeded, "rx-000017")
     now = utcnow()
     with seeded.session() as session:
@@ -303,8 +342,13 @@ def test_region_a_email_that_may_have_left_is_not_voided_locally(client, seeded,
         record_local_status(session, rx, "queued", source="service")
         session.add(
             EmailIntent(
-                prescription_id=pid, message_id=f"<{pid}@test>", recipient="pharmacy@example.test",
-                stage=stage, attempts=1, created_at=now, updated_at=now,
+                prescription_id=pid,
+                message_id=f"<{pid}@test>",
+                recipient="pharmacy@example.test",
+                stage=stage,
+                attempts=1,
+                created_at=now,
+                updated_at=now,
             )
         )
     before = state(seeded, pid)

@@ -141,7 +141,9 @@ def test_valid_event_answers_200_and_stores_one_pending_row(client, clock, seede
     assert row.next_attempt_at <= after  # due at once
 
 
-def test_a_stored_event_can_be_reverified_later_against_its_signature(client, clock, seeded) -> None:  # type: ignore[no-untyped-def]
+def test_a_stored_event_can_be_reverified_later_against_its_signature(
+    client, clock, seeded
+) -> None:  # type: ignore[no-untyped-def]
     # Not UTF-8 after the JSON: stored as bytes, nothing replaced, so the HMAC still matches.
     body = event_body("evt_reverify") + b" \xff"
     assert deliver(client, body).status_code == 200
@@ -150,7 +152,10 @@ def test_a_stored_event_can_be_reverified_later_against_its_signature(client, cl
     assert row.body == body
     assert row.signature == sign(body, [SECRET], timestamp=NOW)
     # Weeks later, with that day's secrets and a tolerance covering its age:
-    assert verify(row.body, row.signature, [SECRET], tolerance_s=10**9, unix_time=NOW + 30 * 86400) == NOW
+    assert (
+        verify(row.body, row.signature, [SECRET], tolerance_s=10**9, unix_time=NOW + 30 * 86400)
+        == NOW
+    )
 
 
 def test_redelivery_of_same_event_id_is_200_duplicate_and_still_one_row(
@@ -560,7 +565,9 @@ def test_receipt_statement_is_committed_on_return_and_pooled_connections_stay_tr
                 {"b": b"x", "t": utcnow()},
             )
             if db.is_postgres:  # visible to another connection before the block ends: committed
-                assert [r.event_id for r in inbox(seeded) if r.event_id == "evt_single"] == ["evt_single"]
+                assert [r.event_id for r in inbox(seeded) if r.event_id == "evt_single"] == [
+                    "evt_single"
+                ]
         with pytest.raises(Exception), single_statement(db.engine) as conn:  # noqa: B017, PT011
             conn.execute(text("SELECT * FROM no_such_table"))
         with db.engine.connect() as conn:

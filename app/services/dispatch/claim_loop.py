@@ -139,19 +139,16 @@ def _count_attempt_statement(intent: bool) -> Any:
     values: dict[str, Any] = {"updated_at": bindparam("now")}
     if intent:
         values.update(intent_values())
-    return (
-        attempt_statement(
-            DispatchOutbox,
-            DispatchOutbox.id == bindparam("outbox_id"),
-            DispatchOutbox.locked_by == bindparam("worker_id"),
-            DispatchOutbox.state == PENDING,
-            **values,
-        )
-        .returning(
-            DispatchOutbox.attempts,
-            prescriber.with_only_columns(Prescriber.credentials_refused_at).scalar_subquery(),
-            prescriber.with_only_columns(Prescriber.credentials_changed_at).scalar_subquery(),
-        )
+    return attempt_statement(
+        DispatchOutbox,
+        DispatchOutbox.id == bindparam("outbox_id"),
+        DispatchOutbox.locked_by == bindparam("worker_id"),
+        DispatchOutbox.state == PENDING,
+        **values,
+    ).returning(
+        DispatchOutbox.attempts,
+        prescriber.with_only_columns(Prescriber.credentials_refused_at).scalar_subquery(),
+        prescriber.with_only_columns(Prescriber.credentials_changed_at).scalar_subquery(),
     )
 
 
@@ -170,7 +167,8 @@ _STORE_ISSUED = finish_statement(
 # Two equalities, not IN (...): an expanding IN is re-rendered on every execution.
 _REOPEN_WAITING = reopen_statement(
     WebhookInbox,
-    WebhookInbox.platform_token == bindparam("token"),  # not a column's name: those are the SET clause's
+    WebhookInbox.platform_token
+    == bindparam("token"),  # not a column's name: those are the SET clause's
     or_(WebhookInbox.state == "pending", WebhookInbox.state == "dead"),
     WebhookInbox.awaiting_prescription.is_(True),
     processed_at=None,
@@ -250,7 +248,12 @@ class Dispatcher:
         if threads == 1:
             for done, row in enumerate(claimed):
                 if should_stop():
-                    release(self.db, DispatchOutbox, [r.id for r in claimed[done:]], worker_id=self.worker_id)
+                    release(
+                        self.db,
+                        DispatchOutbox,
+                        [r.id for r in claimed[done:]],
+                        worker_id=self.worker_id,
+                    )
                     return done
                 self._run(row, snapshots.get(row.prescription_id))
             return len(claimed)
@@ -275,7 +278,7 @@ class Dispatcher:
                 future.add_done_callback(lambda _f: free.release())
                 futures.append(future)
             if len(futures) < len(claimed):
-                unstarted = [r.id for r in claimed[len(futures):]]
+                unstarted = [r.id for r in claimed[len(futures) :]]
                 release(self.db, DispatchOutbox, unstarted, worker_id=self.worker_id)
         errors = [f.exception() for f in futures if f.exception() is not None]
         if errors:
@@ -305,13 +308,17 @@ class Dispatcher:
         read_at = self.now()
         with self.db.session() as session:
             found = session.scalars(
-                select(Prescription).where(Prescription.id.in_(sorted(set(prescription_ids)))).options(*_FOR_A_SEND)
+                select(Prescription)
+                .where(Prescription.id.in_(sorted(set(prescription_ids))))
+                .options(*_FOR_A_SEND)
             ).unique()
             return {p.id: _Snapshot(p, read_at) for p in found}
 
     def _process(self, row: Row[Any], snapshot: _Snapshot | None) -> str:
         if snapshot is None:
-            raise OutboxRowVanished(f"outbox row {row.id} has no prescription {row.prescription_id}")
+            raise OutboxRowVanished(
+                f"outbox row {row.id} has no prescription {row.prescription_id}"
+            )
         began = snapshot.read_at
         started = self._begin(row, snapshot)
         if started is None:
@@ -333,10 +340,14 @@ class Dispatcher:
         except Exception as exc:  # noqa: BLE001 - e.g. a token the schema can't hold
             # Count it like any failed attempt so the row reaches the dead letters
             # instead of coming back every lease period; the outcome stays unknown.
-            log.error("storing the outcome failed: outbox_id=%s error=%s", row.id, type(exc).__name__)
+            log.error(
+                "storing the outcome failed: outbox_id=%s error=%s", row.id, type(exc).__name__
+            )
             # Only a send that went out can have left a prescription on the platform.
             kind = Outcome.RETRY_UNKNOWN if isinstance(job, ErxJob) else Outcome.RETRY_UNSENT
-            return self._finish(row.id, Attempt(kind, error=exc), unknown_before=unknown_before, began=began)
+            return self._finish(
+                row.id, Attempt(kind, error=exc), unknown_before=unknown_before, began=began
+            )
 
     # -- step 1: count the attempt ---------------------------------------------
 
@@ -380,14 +391,24 @@ class Dispatcher:
                 return None  # not (or no longer) leased to this worker
             attempts, refused_at, changed_at = counted
             if erx and refused_at is not None:
-                return self._blocked(session, row, prescription, now), snapshot.read_at, attempts - 1
+                return (
+                    self._blocked(session, row, prescription, now),
+                    snapshot.read_at,
+                    attempts - 1,
+                )
             began = snapshot.read_at
             if erx and changed_at != prescription.prescriber.credentials_changed_at:
                 # New credentials since the batch was read: send with those.
                 began = now
-                prescription = session.scalars(
-                    select(Prescription).where(Prescription.id == prescription.id).options(*_FOR_A_SEND)
-                ).unique().one()
+                prescription = (
+                    session.scalars(
+                        select(Prescription)
+                        .where(Prescription.id == prescription.id)
+                        .options(*_FOR_A_SEND)
+                    )
+                    .unique()
+                    .one()
+                )
                 fresh = self._job(row, prescription)
                 if isinstance(fresh, ErxJob) != isinstance(job, ErxJob):
                     outbox = _leased_row(session, row.id)
@@ -398,7 +419,9 @@ class Dispatcher:
                 job = fresh
             return job, began, attempts
 
-    def _blocked(self, session: Session, row: Row[Any], prescription: Prescription, now: datetime) -> str:
+    def _blocked(
+        self, session: Session, row: Row[Any], prescription: Prescription, now: datetime
+    ) -> str:
         """The platform refused these credentials and they have not changed since: no login, no attempt."""
         outbox = _leased_row(session, row.id)
         # Undo what the guarded UPDATE counted: this is not an attempt.
@@ -416,7 +439,9 @@ class Dispatcher:
 
     # -- step 3, happy path: issued ---------------------------------------------
 
-    def _finish_issued(self, row: Row[Any], snapshot: Prescription, attempt: Attempt, *, attempts: int) -> str:
+    def _finish_issued(
+        self, row: Row[Any], snapshot: Prescription, attempt: Attempt, *, attempts: int
+    ) -> str:
         """Store a token (ISSUED/ADOPTED); ``"lost_lease"`` if the lease is gone (see the module docs)."""
         now = self.now()
         with self.db.session() as session:
@@ -427,7 +452,9 @@ class Dispatcher:
                 {
                     "outbox_id": row.id,
                     "worker_id": self.worker_id,
-                    "unknown": outcome_unknown_after(attempt.outcome, unknown_before=bool(row.outcome_unknown)),
+                    "unknown": outcome_unknown_after(
+                        attempt.outcome, unknown_before=bool(row.outcome_unknown)
+                    ),
                     "now": now,
                 },
             )
@@ -435,12 +462,22 @@ class Dispatcher:
                 return self._lost_lease(row.id, attempt)
             prescription = _attached(session, snapshot)
             # Webhooks may have beaten this commit; let the ones waiting for this token be applied now.
-            reopen_prepared(session, WebhookInbox, _REOPEN_WAITING, now=now, token=attempt.platform_token)
+            reopen_prepared(
+                session, WebhookInbox, _REOPEN_WAITING, now=now, token=attempt.platform_token
+            )
             detail = "adopted after unknown outcome" if attempt.outcome is Outcome.ADOPTED else None
             issued = local(prescription, "issued", source="api", detail=detail, now=now)
-            record(session, [Change(
-                prescription, issued, region=snapshot.patient.region_code, route=row.flow,
-            )])
+            record(
+                session,
+                [
+                    Change(
+                        prescription,
+                        issued,
+                        region=snapshot.patient.region_code,
+                        route=row.flow,
+                    )
+                ],
+            )
             prescription.platform_token = attempt.platform_token
         metrics.SENDS.labels(route=row.flow, outcome=attempt.outcome.value).inc()
         metrics.SEND_QUEUED_TO_ISSUED.observe(max(0.0, (now - row.created_at).total_seconds()))
@@ -463,7 +500,12 @@ class Dispatcher:
     # -- step 3: store the outcome -------------------------------------------
 
     def _finish(
-        self, outbox_id: int, attempt: Attempt, *, unknown_before: bool, began: datetime | None = None
+        self,
+        outbox_id: int,
+        attempt: Attempt,
+        *,
+        unknown_before: bool,
+        began: datetime | None = None,
     ) -> str:
         now = self.now()
         with self.db.session() as session:
@@ -474,15 +516,30 @@ class Dispatcher:
             # and reconciliation can't touch it before its token is stored here.
             prescription = session.get(Prescription, row.prescription_id)
             if prescription is None:
-                raise OutboxRowVanished(f"outbox row {outbox_id} has no prescription {row.prescription_id}")
+                raise OutboxRowVanished(
+                    f"outbox row {outbox_id} has no prescription {row.prescription_id}"
+                )
             row.updated_at = now
             release_row(row)
             settle(row, attempt.outcome, unknown_before=unknown_before)
             if attempt.outcome in (Outcome.ISSUED, Outcome.ADOPTED):
                 raise ValueError("a token is stored by _finish_issued")
             if attempt.outcome is Outcome.EMAILED:
-                record(session, [Change(prescription, local(
-                    prescription, "emailed", source="service", detail=attempt.message, now=now))])
+                record(
+                    session,
+                    [
+                        Change(
+                            prescription,
+                            local(
+                                prescription,
+                                "emailed",
+                                source="service",
+                                detail=attempt.message,
+                                now=now,
+                            ),
+                        )
+                    ],
+                )
                 finish(row)
                 self._count_send(row, "emailed", now, queued_at=row.created_at)
                 return "done"
@@ -497,15 +554,29 @@ class Dispatcher:
                 self._count_send(row, "blocked_credentials", now, reason=attempt.error_code)
                 log.warning(
                     "blocked_credentials (%s): prescription_id=%s prescriber_id=%s",
-                    attempt.error_code, prescription.id, prescription.prescriber_id,
+                    attempt.error_code,
+                    prescription.id,
+                    prescription.prescriber_id,
                 )
                 return "blocked_credentials"
             if attempt.outcome is Outcome.EMAIL_IN_DOUBT:
                 # The server may have the message: never resent automatically; an operator
                 # confirms (`outbox confirm-sent`) or requeues (same Message-ID).
-                record(session, [Change(prescription, local(
-                    prescription, "email_in_doubt", source="service", detail=attempt.message, now=now,
-                ))])
+                record(
+                    session,
+                    [
+                        Change(
+                            prescription,
+                            local(
+                                prescription,
+                                "email_in_doubt",
+                                source="service",
+                                detail=attempt.message,
+                                now=now,
+                            ),
+                        )
+                    ],
+                )
                 mark_dead(row, error=f"email_in_doubt: {attempt.message}")
                 self._count_send(row, "email_in_doubt", now, reason="email_in_doubt")
                 log.warning("email in doubt, dead letter: prescription_id=%s", prescription.id)
@@ -513,8 +584,21 @@ class Dispatcher:
             if attempt.outcome in (Outcome.REJECTED, Outcome.INVALID):
                 prescription.rejection_message = attempt.message
                 prescription.rejection_errors = json.dumps(attempt.errors)
-                record(session, [Change(prescription, local(
-                    prescription, "rejected", source="api", detail=attempt.message, now=now))])
+                record(
+                    session,
+                    [
+                        Change(
+                            prescription,
+                            local(
+                                prescription,
+                                "rejected",
+                                source="api",
+                                detail=attempt.message,
+                                now=now,
+                            ),
+                        )
+                    ],
+                )
                 finish(row, note="rejected")
                 self._count_send(row, attempt.outcome.value, now)
                 log.info("rejected: prescription_id=%s", prescription.id)
@@ -535,7 +619,10 @@ class Dispatcher:
             # New credentials were stored while this attempt used the old ones:
             # the refusal is about those; try again with the new ones.
             park(row, delay_s=0, now=now, error=attempt.error_code)
-            log.info("login refused for replaced credentials, retrying: prescription_id=%s", prescription.id)
+            log.info(
+                "login refused for replaced credentials, retrying: prescription_id=%s",
+                prescription.id,
+            )
             return "pending"
         block_credentials(row, error=refused_login_cause(prescriber.id))
         mark_credentials_refused(prescriber, now=now)
@@ -569,12 +656,22 @@ class Dispatcher:
             metrics.SEND_QUEUED_TO_ISSUED.observe(max(0.0, (now - queued_at).total_seconds()))
 
     def _retry(
-        self, session: Session, row: DispatchOutbox, prescription: Prescription, attempt: Attempt, now: datetime
+        self,
+        session: Session,
+        row: DispatchOutbox,
+        prescription: Prescription,
+        attempt: Attempt,
+        now: datetime,
     ) -> str:
         if attempt.outcome is Outcome.CIRCUIT_OPEN:
             # The platform was not asked: no attempt counted; wait out the breaker.
             uncount_attempt(row)
-            park(row, delay_s=self.policy.breaker_wait_s(self.settings.breaker_reset_s), now=now, error="circuit_open")
+            park(
+                row,
+                delay_s=self.policy.breaker_wait_s(self.settings.breaker_reset_s),
+                now=now,
+                error="circuit_open",
+            )
             return "pending"
         state = retry_or_dead(
             row,
@@ -584,10 +681,21 @@ class Dispatcher:
             retry_after_s=getattr(attempt.error, "retry_after_s", None),
         )
         if state == "dead":
-            record(session, [Change(prescription, local(
-                prescription, "dead", source="service", detail=row.last_error, now=now))])
+            record(
+                session,
+                [
+                    Change(
+                        prescription,
+                        local(
+                            prescription, "dead", source="service", detail=row.last_error, now=now
+                        ),
+                    )
+                ],
+            )
             self._count_send(row, "dead", now, reason=attempt.error_code)
-            log.warning("dead letter: prescription_id=%s reason=%s", prescription.id, attempt.error_code)
+            log.warning(
+                "dead letter: prescription_id=%s reason=%s", prescription.id, attempt.error_code
+            )
             return "dead"
         log.info(
             "retry scheduled: prescription_id=%s attempt=%s error=%s next_attempt_at=%s",

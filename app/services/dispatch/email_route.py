@@ -18,7 +18,9 @@ from app.services.mail import EmailJob, Mailer, email_job
 __all__ = ["EmailJob", "email_job", "send_email"]
 
 
-def send_email(mailer: Mailer, db: Database, job: EmailJob, *, now: Callable[[], datetime]) -> Attempt:
+def send_email(
+    mailer: Mailer, db: Database, job: EmailJob, *, now: Callable[[], datetime]
+) -> Attempt:
     """Deliver ``job`` once; returns EMAILED, EMAIL_IN_DOUBT (never resent automatically) or RETRY_UNSENT.
 
     ``now`` returns aware UTC datetimes. A delivery accepted by an earlier
@@ -26,7 +28,10 @@ def send_email(mailer: Mailer, db: Database, job: EmailJob, *, now: Callable[[],
     """
     delivery = mailer.deliver_once(db, job, now=now)
     if delivery.kind == "accepted":
-        return Attempt(Outcome.EMAILED, message="accepted earlier; not sent again" if delivery.already else None)
+        return Attempt(
+            Outcome.EMAILED,
+            message="accepted earlier; not sent again" if delivery.already else None,
+        )
     if delivery.kind == "in_doubt":
         return Attempt(Outcome.EMAIL_IN_DOUBT, message=delivery.reason)
     return Attempt(Outcome.RETRY_UNSENT, error=delivery.error)

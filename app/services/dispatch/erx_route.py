@@ -38,6 +38,7 @@ from connector.errors import (
 
 log = logging.getLogger("app.dispatch")
 
+
 def _breaker_gauge(old: BreakerState, new: BreakerState) -> None:
     """Mirrors the breaker's state into ``erx_circuit_breaker_open`` (1 open, else 0)."""
     metrics.CIRCUIT_BREAKER_OPEN.set(1 if new is BreakerState.OPEN else 0)

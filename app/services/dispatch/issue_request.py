@@ -17,7 +17,9 @@ def issue_request(prescription: Prescription) -> IssueRequest:
     patient = prescription.patient
     pharmacy = prescription.pharmacy
     if pharmacy is None or pharmacy.branch_id is None:
-        raise PayloadError({"contact_id": ["missing"]}, message="The pharmacy has no platform branch id.")
+        raise PayloadError(
+            {"contact_id": ["missing"]}, message="The pharmacy has no platform branch id."
+        )
     return IssueRequest(
         clinic_id=prescription.clinic.platform_id,
         contact_id=pharmacy.branch_id,
@@ -36,7 +38,12 @@ def issue_request(prescription: Prescription) -> IssueRequest:
             country=patient.country,
         ),
         medicines=tuple(
-            MedicineLine(vpid=m.vpid or "", description=m.description, quantity=m.quantity, directions=m.directions)
+            MedicineLine(
+                vpid=m.vpid or "",
+                description=m.description,
+                quantity=m.quantity,
+                directions=m.directions,
+            )
             for m in prescription.medicines
         ),
     )

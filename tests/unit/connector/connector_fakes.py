@@ -12,8 +12,17 @@ import responses
 from connector import PrescriberCredentials
 from tests.support import FakePlatform, success_issue_body
 
-__all__ = ["BASE", "CLIENT_SECRET", "LOGIN_URL", "RX_URL", "TOKEN_URL", "FakePlatform", "auth_platform",
-           "make_prescriber", "success_issue_body"]
+__all__ = [
+    "BASE",
+    "CLIENT_SECRET",
+    "LOGIN_URL",
+    "RX_URL",
+    "TOKEN_URL",
+    "FakePlatform",
+    "auth_platform",
+    "make_prescriber",
+    "success_issue_body",
+]
 
 BASE = "https://platform.test/api"
 TOKEN_URL = f"{BASE}/oauth/token"

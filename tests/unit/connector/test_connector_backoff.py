@@ -1,4 +1,7 @@
-"""Full-jitter backoff arithmetic with injected randomness (contract §2); the policy is tests/unit/test_retry_policy.py."""
+"""Full-jitter backoff arithmetic with injected randomness (contract §2).
+
+The policy is tests/unit/test_retry_policy.py.
+"""
 
 from __future__ import annotations
 
@@ -28,4 +31,3 @@ def test_delay_scales_with_rand() -> None:
 def test_negative_attempt_is_refused() -> None:
     with pytest.raises(ValueError):
         full_jitter_delay(-1)
-

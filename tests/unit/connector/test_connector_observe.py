@@ -35,15 +35,25 @@ class Recorder:
 
 
 def _tokens(observer: object) -> TokenCache:
-    settings = ConnectorSettings(BASE, "client-1", CLIENT_SECRET, token_failure_ttl_s=0, login_failure_ttl_s=0)
+    settings = ConnectorSettings(
+        BASE, "client-1", CLIENT_SECRET, token_failure_ttl_s=0, login_failure_ttl_s=0
+    )
     return TokenCache(settings, monotonic=FakeClock().monotonic, observer=observer)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
     ("status", "code", "expected"),
-    [(200, None, "2xx"), (404, None, "4xx"), (503, None, "5xx"), (None, "read_timeout", "read_timeout"), (None, None, "error")],
+    [
+        (200, None, "2xx"),
+        (404, None, "4xx"),
+        (503, None, "5xx"),
+        (None, "read_timeout", "read_timeout"),
+        (None, None, "error"),
+    ],
 )
-def test_call_outcome_is_a_small_vocabulary(status: int | None, code: str | None, expected: str) -> None:
+def test_call_outcome_is_a_small_vocabulary(
+    status: int | None, code: str | None, expected: str
+) -> None:
     assert call_outcome(status=status, error_code=code) == expected
 
 
@@ -53,8 +63,14 @@ def test_login_token_and_refusal_are_reported() -> None:
     ok = make_prescriber("5531", "dr.jones")
     with responses.RequestsMock() as rsps:
         rsps.add(responses.POST, TOKEN_URL, json={"access_token": "at", "expires_in": 3600})
-        rsps.add(responses.POST, LOGIN_URL, json={"success": True, "data": {"session_token": "st", "expires_in": 60}})
-        rsps.add(responses.POST, LOGIN_URL, json={"success": False, "message": "Invalid credentials"})
+        rsps.add(
+            responses.POST,
+            LOGIN_URL,
+            json={"success": True, "data": {"session_token": "st", "expires_in": 60}},
+        )
+        rsps.add(
+            responses.POST, LOGIN_URL, json={"success": False, "message": "Invalid credentials"}
+        )
         tokens.session_token(ok)
         with pytest.raises(AuthError):
             tokens.session_token(make_prescriber("7720", "dr.patel"))

@@ -26,7 +26,9 @@ N = 20
 TOKEN_OK = (200, {}, json.dumps({"access_token": "at-1", "expires_in": 3600}))
 
 
-def _held_until_all_wait(tokens: TokenCache, key: object, answer: Callable[[], Any]) -> Callable[[Any], Any]:
+def _held_until_all_wait(
+    tokens: TokenCache, key: object, answer: Callable[[], Any]
+) -> Callable[[Any], Any]:
     """A responses callback that answers only once the other N-1 callers wait on this flight,
     so that every caller meets the in-flight request (synchronisation, not timing)."""
     calls: list[int] = []
@@ -59,7 +61,9 @@ def clock() -> FakeClock:
 
 
 def _tokens(clock: FakeClock, **options: Any) -> TokenCache:
-    return TokenCache(ConnectorSettings(BASE, "client-1", CLIENT_SECRET, **options), monotonic=clock.monotonic)
+    return TokenCache(
+        ConnectorSettings(BASE, "client-1", CLIENT_SECRET, **options), monotonic=clock.monotonic
+    )
 
 
 @pytest.mark.parametrize("token_failure_ttl_s", [5, 0])
