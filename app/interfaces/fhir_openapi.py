@@ -69,13 +69,18 @@ def _fhir_operation(
     return operation
 
 
+# A FHIR logical id: FHIR R4 "id" datatype, http://hl7.org/fhir/R4/datatypes.html#id
+FHIR_ID_PATTERN = r"^[A-Za-z0-9\-.]{1,64}$"
+
+
 def _fhir_path_parameter(name: str, description: str) -> dict[str, Any]:
+    """One path parameter holding a FHIR logical id (the R4 ``id`` datatype's rule)."""
     return {
         "name": name,
         "in": "path",
         "required": True,
         "description": description,
-        "schema": {"type": "string"},
+        "schema": {"type": "string", "pattern": FHIR_ID_PATTERN},
     }
 
 
