@@ -41,6 +41,12 @@ import shutil
 import sys
 import tempfile
 
+from app.foundation.dotenv_loading import load_development_dotenv
+
+# A development .env before anything below reads the environment (never in production): the
+# master then sees its JWT_SECRET, WEB_CONCURRENCY... exactly as `flask` commands do.
+load_development_dotenv()
+
 
 def _int_env(name: str, default: int) -> int:
     """The integer in environment variable ``name``, or ``default`` when unset or empty.
