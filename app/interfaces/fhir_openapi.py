@@ -17,6 +17,7 @@ _WHY = {
     400: "A bad search (parameter named in the issue's expression). As an OperationOutcome.",
     401: "No valid bearer token. As an OperationOutcome.",
     404: "No such resource, or not the caller's. As an OperationOutcome.",
+    422: "A control character in a path or query value (the one input rule), named in the answer.",
     503: "The database cannot be reached; retry later. As an OperationOutcome.",
 }
 
@@ -44,7 +45,7 @@ def _fhir_operation(
     *,
     security_scheme: str,
     parameters: Sequence[dict[str, Any]] = (),
-    errors: Sequence[int] = (401, 404, 503),
+    errors: Sequence[int] = (401, 404, 422, 503),
     secured: bool = True,
     description: str = "",
 ) -> dict[str, Any]:
@@ -138,7 +139,7 @@ def fhir_paths(*, security_scheme: str) -> dict[str, dict[str, Any]]:
                 "Search a patient's MedicationRequests (one per prescription line).",
                 "Bundle",
                 parameters=(patient_parameter, count_parameter, offset_parameter),
-                errors=(400, 401, 503),
+                errors=(400, 401, 422, 503),
                 description=f"{roles} Another patient's search is empty.",
             )
         },
