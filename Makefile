@@ -25,13 +25,14 @@ $(STAMP): requirements.txt requirements-dev.txt
 demo: $(STAMP)
 	$(BIN)/python -m scripts.demo
 
-## test: the whole suite (unit, integration, chaos, storm); PostgreSQL when DATABASE_URL is set
+## test: the whole suite (unit, integration, chaos, storm, browser); PostgreSQL when DATABASE_URL is set.
+## The deployment tests (tests/deploy) boot the rendered manifests: `make manifests` runs them.
 test: $(STAMP) browser
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --ignore=tests/deploy
 
 ## test-fast: everything but the slow chaos and storm tests
 test-fast: $(STAMP) browser
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "not slow" --ignore=tests/deploy
 
 ## browser: Debian's chromium for the page tests, from the package registry (never a browser download)
 browser:
