@@ -148,6 +148,11 @@ def test_rules_and_keda_match_what_web_and_worker_export(seeded: Database, db_ur
         issued = send(seeded, GOOD, taken, "alerts-healthy")
         wait_until(lambda: outbox_state(seeded, issued) == "done", timeout_s=120, interval_s=0.2)
         healthy = {"web": scrape(web_metrics), "worker": scrape(worker_metrics)}
+        # A read is audited; the sealer seals it and reports that (before the faults, so the
+        # timing of what follows is the same with or without the sealer).
+        read = requests.get(f"{url}/api/v1/prescriptions/{issued}", headers=stack.bearer(), timeout=10)
+        assert read.status_code == 200, read.text
+        wait_until(lambda: scrape(sealer_metrics).get("erx_audit_tree_size", 0) > 0, timeout_s=120, interval_s=0.2)
 
         # Faults: a refused login, then platform 503s until the breaker opens.
         refused = send(seeded, BAD, taken, "alerts-refused")
@@ -161,10 +166,6 @@ def test_rules_and_keda_match_what_web_and_worker_export(seeded: Database, db_ur
             assert deliver(url, f"evt_alerts_{i}") == 200
         assert deliver(url, "evt_alerts_forged", secret="whsec_not_ours") == 401
         worker_faulted = scrape(worker_metrics)
-        # A read is audited; the sealer seals it and reports that.
-        read = requests.get(f"{url}/api/v1/prescriptions/{issued}", headers=stack.bearer(), timeout=10)
-        assert read.status_code == 200, read.text
-        wait_until(lambda: scrape(sealer_metrics).get("erx_audit_tree_size", 0) > 0, timeout_s=120, interval_s=0.2)
         sealed = scrape(sealer_metrics)
         assert sealer.poll() is None
         stack.procs.pop("worker").terminate()
@@ -177,12 +178,17 @@ def test_rules_and_keda_match_what_web_and_worker_export(seeded: Database, db_ur
         stack.stop()
 
     web_faulted = scrapes[0]
-    # Every counter and gauge agrees across scrapes, except the ages (they grow with the clock).
-    steady = [{k: v for k, v in s.items() if not k.startswith("erx_queue_oldest_due_age_seconds")} for s in scrapes]
+    # Every counter and gauge agrees across scrapes, except those that follow the clock: the
+    # ages grow, and the due count grows as backoffs run out (the worker is stopped). Both
+    # are read from the database at scrape time, not kept per gunicorn worker.
+    clocked = ("erx_queue_oldest_due_age_seconds", 'erx_queue_depth{queue="due"}')
+    steady = [{k: v for k, v in s.items() if not k.startswith(clocked)} for s in scrapes]
     differ = sorted({k for s in steady for k in s if s.get(k) != steady[0].get(k)} | (set().union(*steady) - set(steady[0])))
     assert differ == [], f"scrapes of the 4-worker web tier disagree on {differ}"
     ages = [s['erx_queue_oldest_due_age_seconds{queue="outbox"}'] for s in scrapes]
     assert ages == sorted(ages)
+    due = [s['erx_queue_depth{queue="due"}'] for s in scrapes]
+    assert due == sorted(due)
     assert web_faulted["erx_webhooks_received_total"] == WEBHOOKS
     assert web_faulted['erx_webhooks_rejected_total{reason="no_match"}'] == 1
     assert web_faulted["erx_webhook_last_received_timestamp_seconds"] > 0
