@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -128,3 +130,24 @@ def path_routed(path: str, ingress: dict[str, Any]) -> bool:
                 if base == "" or path == base or path.startswith(base + "/"):
                     return True
     return False
+
+
+_SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][\w:]*)(?:\{(?P<labels>[^}]*)\})? (?P<value>\S+)$")
+LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def scrape(url: str) -> dict[str, float]:
+    """``{'name{a="x",b="y"}': value}`` for every erx_ sample at ``url`` (Prometheus text format).
+
+    Histogram buckets and ``_created`` samples are left out; labels are sorted by name.
+    Raises ``requests.RequestException`` when the endpoint does not answer.
+    """
+    samples: dict[str, float] = {}
+    for line in requests.get(url, timeout=10).text.splitlines():
+        m = _SAMPLE.match(line)
+        name = m.group("name") if m else ""
+        if not name.startswith("erx_") or name.endswith(("_bucket", "_created")):
+            continue
+        labels = ",".join(f'{k}="{v}"' for k, v in sorted(LABEL.findall(m.group("labels") or "")))
+        samples[f"{m.group('name')}{{{labels}}}" if labels else m.group("name")] = float(m.group("value"))
+    return samples

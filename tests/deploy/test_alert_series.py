@@ -1,18 +1,20 @@
 """The alert rules and the KEDA query against what the processes really export.
 
-The web tier (gunicorn, 4 workers, the repo's gunicorn.conf.py: multiprocess metrics)
-and a worker (``--metrics-port``) run against the sandbox. Recorded first while healthy,
+The web tier (gunicorn, 4 workers, the repo's gunicorn.conf.py: multiprocess metrics),
+a worker (``--metrics-port``) and the audit sealer (its rendered command, ``flask --app
+app audit seal --loop``, with ``WORKER_METRICS_PORT``) run against the sandbox. Recorded first while healthy,
 then after faults: a prescriber login the platform refuses, platform 503s until the
 circuit breaker opens, webhook deliveries (accepted and refused), and a backlog older
 than the lagging thresholds plus dead letters (rows written with old due times, the
-worker stopped). Both ``/metrics`` are scraped; every metric name and every label value
-any rule in k8s/alerts/*.yaml matches on, and the KEDA query's gauge, must be in the
-scrape. Repeated scrapes of the 4-worker web tier must agree (counters and gauges).
+worker stopped). The three ``/metrics`` are scraped; every metric name and every label
+value any rule in k8s/alerts/*.yaml matches on (erx-audit.yaml's from the sealer), and
+the KEDA query's gauge, must be in the scrape. Repeated scrapes of the 4-worker web tier must agree (counters and gauges).
 
 The scrapes are the source of the promtool unit tests: with ``ERX_RECORD_SERIES=1`` this
 test writes k8s/alerts/recorded-series.json, and ``python k8s/alerts/generate_tests.py``
 turns that into k8s/alerts/erx-connector.test.yaml (.ci/manifests checks both are in
-step). Without it the test checks the committed recording is still what the service
+step). The sealer's series are checked against the rules but not recorded: the audit
+rules' promtool tests (k8s/alerts/erx-audit.test.yaml) are written by hand. Without it the test checks the committed recording is still what the service
 exports: every recorded series is in today's scrape.
 """
 
@@ -41,7 +43,7 @@ from app.foundation.models import (
 )
 from app.services.prescriptions import queue_send
 from scripts.stack import BIN, PRESCRIBERS, WEBHOOK_SECRET, Stack, base_env, free_port, wait_http
-from tests.deploy.rendered import REPO, STARTUP_S, render
+from tests.deploy.rendered import LABEL, REPO, STARTUP_S, render, scrape
 from tests.integration.conftest import wait_until
 from tests.unit.test_webhook_receiver import event_body
 from webhooks.signature import sign
@@ -52,26 +54,11 @@ ALERTS = REPO / "k8s" / "alerts"
 RECORDING = ALERTS / "recorded-series.json"
 GOOD, BAD = "dr.jones@example.test", "dr.patel@example.test"
 WEBHOOKS = 5
-_SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][\w:]*)(?:\{(?P<labels>[^}]*)\})? (?P<value>\S+)$")
-_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
-
-
-def scrape(url: str) -> dict[str, float]:
-    """``{'name{a="x",b="y"}': value}`` for every erx_ sample (histogram buckets and _created left out)."""
-    samples: dict[str, float] = {}
-    for line in requests.get(url, timeout=10).text.splitlines():
-        m = _SAMPLE.match(line)
-        name = m.group("name") if m else ""
-        if not name.startswith("erx_") or name.endswith(("_bucket", "_created")):
-            continue
-        labels = ",".join(f'{k}="{v}"' for k, v in sorted(_LABEL.findall(m.group("labels") or "")))
-        samples[f"{m.group('name')}{{{labels}}}" if labels else m.group("name")] = float(m.group("value"))
-    return samples
 
 
 def series_labels(series: str) -> tuple[str, dict[str, str]]:
     name, _, rest = series.partition("{")
-    return name, dict(_LABEL.findall(rest))
+    return name, dict(LABEL.findall(rest))
 
 
 def rule_selectors() -> list[tuple[str, dict[str, str]]]:
@@ -83,7 +70,7 @@ def rule_selectors() -> list[tuple[str, dict[str, str]]]:
         for group in yaml.safe_load(path.read_text()).get("groups", []):
             for rule in group["rules"]:
                 for m in re.finditer(r"\b(erx_\w+)(?:\{([^}]*)\})?", rule["expr"]):
-                    found.append((m.group(1), dict(_LABEL.findall(m.group(2) or ""))))
+                    found.append((m.group(1), dict(LABEL.findall(m.group(2) or ""))))
     return found
 
 
@@ -134,7 +121,7 @@ def backlog(db: Database, *, minutes: int) -> None:
 
 
 def test_rules_and_keda_match_what_web_and_worker_export(seeded: Database, db_url: str, tmp_path: Path) -> None:
-    web_port, worker_port = free_port(), free_port()
+    web_port, worker_port, sealer_port = free_port(), free_port(), free_port()
     stack = Stack(
         env=base_env(DATABASE_URL=db_url, ERX_ENV="test", WORKER_POLL_S="0.05", BREAKER_FAIL_MAX="2",
                      BREAKER_RESET_S="600", DISPATCH_BACKOFF_BASE_S="0.1", DISPATCH_BACKOFF_CAP_S="0.5"),
@@ -142,6 +129,9 @@ def test_rules_and_keda_match_what_web_and_worker_export(seeded: Database, db_ur
     )
     stack.env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # gunicorn.conf.py makes one: 4 workers
     web_metrics, worker_metrics = f"http://127.0.0.1:{web_port}/metrics", f"http://127.0.0.1:{worker_port}/metrics"
+    sealer_metrics = f"http://127.0.0.1:{sealer_port}/metrics"
+    sealer_command = render("production").container("Deployment", "erx-connector-audit-sealer", "audit-sealer")["command"]
+    assert sealer_command[:2] == ["flask", "--app"] and "--loop" in sealer_command
     taken: set[int] = set()
     try:
         stack.start_sandbox(webhook_port=web_port)
@@ -156,11 +146,20 @@ def test_rules_and_keda_match_what_web_and_worker_export(seeded: Database, db_ur
         wait_http(url + "/healthz", proc=web, timeout_s=STARTUP_S)
         worker = stack.start_worker("worker", "--metrics-port", str(worker_port))
         wait_http(worker_metrics, proc=worker, timeout_s=STARTUP_S)
+        # The sealer as the manifest runs it; the development signing key (ERX_ENV=test).
+        sealer = stack._spawn("audit-sealer", [str(BIN / "flask"), *sealer_command[1:]],
+                              {"WORKER_METRICS_PORT": str(sealer_port)})
+        wait_http(sealer_metrics, proc=sealer, timeout_s=STARTUP_S)
 
         # Healthy: one send issued.
         issued = send(seeded, GOOD, taken, "alerts-healthy")
         wait_until(lambda: outbox_state(seeded, issued) == "done", timeout_s=120, interval_s=0.2)
         healthy = {"web": scrape(web_metrics), "worker": scrape(worker_metrics)}
+        # A read is audited; the sealer seals it and reports that (before the faults, so the
+        # timing of what follows is the same with or without the sealer).
+        read = requests.get(f"{url}/api/v1/prescriptions/{issued}", headers=stack.bearer(), timeout=10)
+        assert read.status_code == 200, read.text
+        wait_until(lambda: scrape(sealer_metrics).get("erx_audit_tree_size", 0) > 0, timeout_s=120, interval_s=0.2)
 
         # Faults: a refused login, then platform 503s until the breaker opens.
         refused = send(seeded, BAD, taken, "alerts-refused")
@@ -174,6 +173,8 @@ def test_rules_and_keda_match_what_web_and_worker_export(seeded: Database, db_ur
             assert deliver(url, f"evt_alerts_{i}") == 200
         assert deliver(url, "evt_alerts_forged", secret="whsec_not_ours") == 401
         worker_faulted = scrape(worker_metrics)
+        sealed = scrape(sealer_metrics)
+        assert sealer.poll() is None
         stack.procs.pop("worker").terminate()
         worker.wait(30)
         backlog(seeded, minutes=30)
@@ -184,12 +185,17 @@ def test_rules_and_keda_match_what_web_and_worker_export(seeded: Database, db_ur
         stack.stop()
 
     web_faulted = scrapes[0]
-    # Every counter and gauge agrees across scrapes, except the ages (they grow with the clock).
-    steady = [{k: v for k, v in s.items() if not k.startswith("erx_queue_oldest_due_age_seconds")} for s in scrapes]
+    # Every counter and gauge agrees across scrapes, except those that follow the clock: the
+    # ages grow, and the due count grows as backoffs run out (the worker is stopped). Both
+    # are read from the database at scrape time, not kept per gunicorn worker.
+    clocked = ("erx_queue_oldest_due_age_seconds", 'erx_queue_depth{queue="due"}')
+    steady = [{k: v for k, v in s.items() if not k.startswith(clocked)} for s in scrapes]
     differ = sorted({k for s in steady for k in s if s.get(k) != steady[0].get(k)} | (set().union(*steady) - set(steady[0])))
     assert differ == [], f"scrapes of the 4-worker web tier disagree on {differ}"
     ages = [s['erx_queue_oldest_due_age_seconds{queue="outbox"}'] for s in scrapes]
     assert ages == sorted(ages)
+    due = [s['erx_queue_depth{queue="due"}'] for s in scrapes]
+    assert due == sorted(due)
     assert web_faulted["erx_webhooks_received_total"] == WEBHOOKS
     assert web_faulted['erx_webhooks_rejected_total{reason="no_match"}'] == 1
     assert web_faulted["erx_webhook_last_received_timestamp_seconds"] > 0
@@ -200,7 +206,11 @@ def test_rules_and_keda_match_what_web_and_worker_export(seeded: Database, db_ur
     assert web_faulted['erx_dead_letters{queue="outbox"}'] >= 1 and web_faulted['erx_dead_letters{queue="inbox"}'] >= 1
     assert web_faulted["erx_prescriptions_in_flight"] > 0
 
-    exported = {**web_faulted, **worker_faulted}
+    assert sealed["erx_audit_last_seal_timestamp_seconds"] > 0
+    assert sealed["erx_audit_verify_failures_total"] == 0
+    assert 0 <= sealed["erx_audit_unsealed_oldest_age_seconds"] < 60
+
+    exported = {**web_faulted, **worker_faulted, **sealed}
     by_name: dict[str, list[dict[str, str]]] = {}
     for series in exported:
         name, labels = series_labels(series)

@@ -10,8 +10,11 @@ audience are kept), secrets (fresh random ones), the bind address and the metric
 directory (loopback and a temporary directory). gunicorn and the worker run with that
 environment and nothing else; an RS256 token the stand-in provider signs gets 200 from
 the API, and the pages, static files, FHIR and the webhook answer through the paths
-the overlay's Ingress routes. Production settings refuse to start without the identity
-provider, with one line naming what is missing.
+the overlay's Ingress routes. The rate limits count in Redis (the ConfigMap's
+``RATE_LIMIT_STORAGE_URL``, pointed at the local Redis), and the audit sealer, started
+with its rendered command and environment, seals the audited reads and answers on its
+metrics port. Production settings refuse to start without the identity provider, with
+one line naming what is missing.
 """
 
 from __future__ import annotations
@@ -24,17 +27,22 @@ from typing import Any
 
 import jwt
 import pytest
+import redis
 import requests
 from cryptography.fernet import Fernet
 
-from app.foundation.config import load_settings
+from app.audit_keys import generate_private_key
+from app.config import load_settings
 from scripts.stack import BIN, REPO_ROOT, Stack, base_env, free_port, wait_http
-from tests.deploy.rendered import OVERLAYS, STARTUP_S, Render, path_routed, render
+from tests.deploy.rendered import OVERLAYS, STARTUP_S, Render, path_routed, render, scrape
 from tests.unit.test_identity import RSA_KEY, KeyServer
 
 pytestmark = pytest.mark.integration  # about 15 s per overlay
 
 KID = "deploy-test-rsa-1"
+# The machine's Redis (127.0.0.1:6379) stands in for the render's erx-connector-redis; a
+# database index of its own, emptied by the test, so no other user's counters mix in.
+REDIS_TEST_DB = 13
 
 
 def deployed_env(r: Render, kind: str, name: str, container: str, **addresses: str) -> dict[str, str]:
@@ -71,6 +79,8 @@ def substitutions(db_url: str, sandbox_url: str, jwks_url: str, port: int, tmp_p
         "SMTP_HOST": "127.0.0.1",
         "JWT_JWKS_URL": jwks_url,
         "BIND": f"127.0.0.1:{port}",
+        "RATE_LIMIT_STORAGE_URL": f"redis://127.0.0.1:6379/{REDIS_TEST_DB}",
+        "AUDIT_SIGNING_KEYS": generate_private_key(),
     }
 
 
@@ -117,6 +127,15 @@ def test_the_rendered_overlay_serves_its_routes(overlay: str, seeded, db_url: st
     web_env = deployed_env(r, "Deployment", "erx-connector-web", "web", **values,
                            PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"))
     worker_env = deployed_env(r, "Deployment", "erx-connector-worker", "worker", **values)
+    sealer_port = free_port()
+    sealer_env = deployed_env(r, "Deployment", "erx-connector-audit-sealer", "audit-sealer", **values,
+                              WORKER_METRICS_PORT=str(sealer_port))
+    # The rendered Redis URL names the Service this render declares (replaced above by the local one).
+    rendered_redis = r.container_env("Deployment", "erx-connector-web", "web")["RATE_LIMIT_STORAGE_URL"]
+    assert rendered_redis.startswith("redis://erx-connector-redis:")
+    assert "erx-connector-redis" in r.names("Service")
+    counters = redis.Redis.from_url(values["RATE_LIMIT_STORAGE_URL"])
+    counters.flushdb()
     job_env = deployed_env(r, "Job", "erx-connector-migrate", "migrate", **values)
     assert web_env["ERX_ENV"] == worker_env["ERX_ENV"] == "production"
     # The migrate Job's command with its environment (the schema is at head already: a no-op).
@@ -133,8 +152,11 @@ def test_the_rendered_overlay_serves_its_routes(overlay: str, seeded, db_url: st
     command[command.index("--metrics-port") + 1] = str(worker_port)
     web_command = r.container("Deployment", "erx-connector-web", "web")["command"]
     assert web_command == ["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
+    sealer_command = r.container("Deployment", "erx-connector-audit-sealer", "audit-sealer")["command"]
+    assert sealer_command[0] == "flask" and "--loop" in sealer_command
     web = spawn([str(BIN / "gunicorn"), *web_command[1:]], web_env, tmp_path / "web.log")
     worker = spawn(command, worker_env, tmp_path / "worker.log")
+    sealer = spawn([str(BIN / "flask"), *sealer_command[1:]], sealer_env, tmp_path / "sealer.log")
     base = f"http://127.0.0.1:{port}"
     try:
         wait_http(base + "/healthz", proc=web, timeout_s=STARTUP_S)
@@ -169,9 +191,22 @@ def test_the_rendered_overlay_serves_its_routes(overlay: str, seeded, db_url: st
         # Internal paths answer inside the pod but are not routed from outside.
         assert requests.get(base + "/metrics", timeout=10).status_code == 200
         assert not path_routed("/metrics", ingress) and not path_routed("/readyz", ingress)
-        assert web.poll() is None and worker.poll() is None
+        # The rate limits counted in Redis: one store for every gunicorn worker and pod.
+        assert counters.keys("*erx*"), "no rate-limit counter reached Redis"
+        # The sealer seals the audited reads above and reports it on its metrics port.
+        sealer_metrics = f"http://127.0.0.1:{sealer_port}/metrics"
+        wait_http(sealer_metrics, proc=sealer, timeout_s=STARTUP_S)
+        deadline = time.monotonic() + STARTUP_S
+        while scrape(sealer_metrics).get("erx_audit_tree_size", 0) < 1 and time.monotonic() < deadline:
+            assert sealer.poll() is None, (tmp_path / "sealer.log").read_text()[-2000:]
+            time.sleep(0.2)
+        sealed = scrape(sealer_metrics)
+        assert sealed["erx_audit_tree_size"] >= 1 and sealed["erx_audit_last_seal_timestamp_seconds"] > 0
+        assert sealed["erx_audit_verify_failures_total"] == 0
+        assert web.poll() is None and worker.poll() is None and sealer.poll() is None
     finally:
-        stop(web, worker)
+        stop(web, worker, sealer)
+        counters.flushdb()
         stack.stop()
 
 

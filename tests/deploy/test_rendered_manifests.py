@@ -2,7 +2,8 @@
 
 Every public route of the Flask app is routed by the Ingress and the internal ones are
 not; the migrate Job's references exist in the same render and it runs before the
-pods without being a pre-sync hook; the web and worker pods are scraped the same way;
+pods without being a pre-sync hook; the web, worker and audit sealer pods are scraped
+the same way; the rate limits count in the Redis only the web pods reach;
 the web pods run gunicorn in multiprocess metrics mode; KEDA runs the service's own
 due-work query; the identity provider is configured.
 """
@@ -13,11 +14,12 @@ import re
 
 import pytest
 
-from app.mechanisms.metrics import QUEUE_DEPTH_SQL
+from app.metrics import QUEUE_DEPTH_SQL
 from tests.deploy.rendered import OVERLAYS, path_routed, render, secret_example
 
 INTERNAL = ("/metrics", "/readyz", "/healthz")
-# Answers 404 in production (the identity provider issues the page's tokens there): not routed.
+# Development only: the page's token refresh answers 404 under ERX_ENV=production (the
+# hosting app passes the identity provider's tokens; app/pages.py), so it is not routed.
 DEVELOPMENT_ONLY = ("/page-token",)
 PUBLIC_EXAMPLES = ("/", "/support", "/static/style.css", "/fhir/R4/MedicationRequest", "/api/v1/regions",
                    "/webhooks/platform", "/favicon.ico")
@@ -36,7 +38,8 @@ def test_every_public_route_is_routed_and_internal_ones_are_not(app, overlay: st
     assert len(public) > 10  # the app's pages, static, FHIR, API and webhook routes
     unrouted = [r for r in public if not path_routed(sample_path(r), ingress)]
     assert unrouted == [], f"public routes the Ingress does not reach: {unrouted}"
-    exposed = [p for p in INTERNAL if path_routed(p, ingress) or path_routed(p + "/x", ingress)]
+    assert set(DEVELOPMENT_ONLY) <= set(rules)  # still a route: keep the exemption true
+    exposed = [p for p in INTERNAL + DEVELOPMENT_ONLY if path_routed(p, ingress) or path_routed(p + "/x", ingress)]
     assert exposed == []
     assert all(path_routed(p, ingress) for p in PUBLIC_EXAMPLES)
     # Whole path elements only: a lookalike prefix is not routed.
@@ -87,10 +90,11 @@ def test_migrate_job_references_exist_in_the_same_render(overlay: str) -> None:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_web_and_worker_are_scraped_the_same_way(overlay: str) -> None:
+def test_web_worker_and_audit_sealer_are_scraped_the_same_way(overlay: str) -> None:
     r = render(overlay)
     seen = {}
-    for name, container in (("erx-connector-web", "web"), ("erx-connector-worker", "worker")):
+    for name, container in (("erx-connector-web", "web"), ("erx-connector-worker", "worker"),
+                            ("erx-connector-audit-sealer", "audit-sealer")):
         template = r.get("Deployment", name)["spec"]["template"]
         annotations = template["metadata"].get("annotations", {})
         assert annotations.get("prometheus.io/scrape") == "true", name
@@ -98,11 +102,17 @@ def test_web_and_worker_are_scraped_the_same_way(overlay: str) -> None:
         ports = {p["containerPort"]: p for p in r.container("Deployment", name, container).get("ports", [])}
         port = int(annotations["prometheus.io/port"])
         assert port in ports, f"{name}: the scraped port {port} is not a container port"
+        # The web pods serve /metrics on their http port; the others have a port of their own.
+        expected = "http" if container == "web" else "metrics"
+        assert ports[port].get("name") == expected, f"{name}: the scraped port is not named {expected}"
         seen[name] = port
     worker = r.container("Deployment", "erx-connector-worker", "worker")
     command = worker["command"]
     assert command[command.index("--metrics-port") + 1] == str(seen["erx-connector-worker"])
-    # The NetworkPolicies let Prometheus (namespace monitoring) reach both ports.
+    # The sealer serves its erx_audit_* metrics on the port the annotation names.
+    sealer = r.container_env("Deployment", "erx-connector-audit-sealer", "audit-sealer")
+    assert sealer["WORKER_METRICS_PORT"] == str(seen["erx-connector-audit-sealer"])
+    # The NetworkPolicies let Prometheus (namespace monitoring) reach every metrics port.
     allowed = set()
     for policy in r.of_kind("NetworkPolicy"):
         for rule in policy["spec"].get("ingress", []):
@@ -111,6 +121,39 @@ def test_web_and_worker_are_scraped_the_same_way(overlay: str) -> None:
                 component = policy["spec"]["podSelector"]["matchLabels"].get("app.kubernetes.io/component")
                 allowed |= {(component, p["port"]) for p in rule.get("ports", [])}
     assert ("web", seen["erx-connector-web"]) in allowed and ("worker", seen["erx-connector-worker"]) in allowed
+    assert ("audit-sealer", seen["erx-connector-audit-sealer"]) in allowed
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_rate_limits_count_in_the_redis_only_the_web_pods_reach(overlay: str) -> None:
+    r = render(overlay)
+    config = next(iter(r.of_kind("ConfigMap")))["data"]
+    service = r.get("Service", "erx-connector-redis")
+    port = service["spec"]["ports"][0]["port"]
+    # Every web pod and gunicorn worker counts in the one Redis the render declares.
+    assert config["RATE_LIMIT_STORAGE_URL"] == f"redis://erx-connector-redis:{port}/0"
+    pods = r.get("Deployment", "erx-connector-redis")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pods.items()
+    redis = r.container("Deployment", "erx-connector-redis", "redis")
+    assert "--save" in redis["command"] and redis["command"][redis["command"].index("--save") + 1] == ""
+    mounts = {m["mountPath"]: m["name"] for m in redis["volumeMounts"]}
+    volumes = {v["name"]: v for v in r.pod_spec("Deployment", "erx-connector-redis")["volumes"]}
+    assert "emptyDir" in volumes[mounts["/data"]]
+    # Who may connect: the web pods, on that port, and nobody else (Prometheus included).
+    admitted = []
+    for policy in r.of_kind("NetworkPolicy"):
+        if policy["spec"]["podSelector"]["matchLabels"].get("app.kubernetes.io/component") != "redis":
+            continue
+        for rule in policy["spec"].get("ingress", []):
+            admitted += [(f["podSelector"]["matchLabels"].get("app.kubernetes.io/component"), p["port"])
+                         for f in rule.get("from", []) for p in rule.get("ports", [])]
+    assert admitted == [("web", port)]
+    # And the web pods may leave for it (the default deny covers egress).
+    egress = [(p["port"], t["podSelector"]["matchLabels"].get("app.kubernetes.io/component"))
+              for policy in r.of_kind("NetworkPolicy")
+              if policy["spec"]["podSelector"]["matchLabels"].get("app.kubernetes.io/component") == "web"
+              for rule in policy["spec"].get("egress", []) for t in rule.get("to", []) for p in rule["ports"]]
+    assert (port, "redis") in egress
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
