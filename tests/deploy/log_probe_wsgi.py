@@ -21,7 +21,10 @@ PROBE_POSTCODE = "BS8 2BY"
 @app.get("/_log_probe")
 def log_probe():  # type: ignore[no-untyped-def]
     logging.getLogger("app.probe").warning(
-        "probe: Authorization Bearer %s from %s at %s", PROBE_TOKEN, PROBE_EMAIL, PROBE_POSTCODE,
+        "probe: Authorization Bearer %s from %s at %s",
+        PROBE_TOKEN,
+        PROBE_EMAIL,
+        PROBE_POSTCODE,
         extra={"patient_email": PROBE_EMAIL},
     )
     return jsonify({"logged": True})

@@ -91,7 +91,10 @@ def _render_text(overlay: str) -> str | None:
         return None
     result = subprocess.run(
         [kubectl, "kustomize", str(REPO / "k8s" / "overlays" / overlay)],
-        capture_output=True, text=True, check=False, timeout=120,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
     )
     if result.returncode != 0:
         raise RuntimeError(f"kubectl kustomize {overlay} failed: {result.stderr.strip()[-2000:]}")
@@ -149,5 +152,7 @@ def scrape(url: str) -> dict[str, float]:
         if not name.startswith("erx_") or name.endswith(("_bucket", "_created")):
             continue
         labels = ",".join(f'{k}="{v}"' for k, v in sorted(LABEL.findall(m.group("labels") or "")))
-        samples[f"{m.group('name')}{{{labels}}}" if labels else m.group("name")] = float(m.group("value"))
+        samples[f"{m.group('name')}{{{labels}}}" if labels else m.group("name")] = float(
+            m.group("value")
+        )
     return samples

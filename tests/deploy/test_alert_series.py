@@ -8,13 +8,15 @@ circuit breaker opens, webhook deliveries (accepted and refused), and a backlog 
 than the lagging thresholds plus dead letters (rows written with old due times, the
 worker stopped). The three ``/metrics`` are scraped; every metric name and every label
 value any rule in k8s/alerts/*.yaml matches on (erx-audit.yaml's from the sealer), and
-the KEDA query's gauge, must be in the scrape. Repeated scrapes of the 4-worker web tier must agree (counters and gauges).
+the KEDA query's gauge, must be in the scrape. Repeated scrapes of the 4-worker web tier
+must agree (counters and gauges).
 
 The scrapes are the source of the promtool unit tests: with ``ERX_RECORD_SERIES=1`` this
 test writes k8s/alerts/recorded-series.json, and ``python k8s/alerts/generate_tests.py``
 turns that into k8s/alerts/erx-connector.test.yaml (.ci/manifests checks both are in
 step). The sealer's series are checked against the rules but not recorded: the audit
-rules' promtool tests (k8s/alerts/erx-audit.test.yaml) are written by hand. Without it the test checks the committed recording is still what the service
+rules' promtool tests (k8s/alerts/erx-audit.test.yaml) are written by hand. Without it
+the test checks the committed recording is still what the service
 exports: every recorded series is in today's scrape.
 """
 
@@ -77,10 +79,15 @@ def rule_selectors() -> list[tuple[str, dict[str, str]]]:
 def send(db: Database, prescriber: str, skip: set[int], request_id: str) -> int:
     with db.session() as s:
         pid = s.scalars(
-            select(Prescription.id).join(Patient, Patient.id == Prescription.patient_id)
+            select(Prescription.id)
+            .join(Patient, Patient.id == Prescription.patient_id)
             .join(Prescriber, Prescriber.id == Prescription.prescriber_id)
-            .where(Patient.region_code == "B", Prescription.status == "draft", Prescriber.email == prescriber,
-                   Prescription.id.not_in(skip or {0}))
+            .where(
+                Patient.region_code == "B",
+                Prescription.status == "draft",
+                Prescriber.email == prescriber,
+                Prescription.id.not_in(skip or {0}),
+            )
             .order_by(Prescription.id)
         ).first()
         pharmacy_id = s.scalars(select(Pharmacy.id).where(Pharmacy.branch_id == 17)).one()
@@ -92,14 +99,20 @@ def send(db: Database, prescriber: str, skip: set[int], request_id: str) -> int:
 
 def outbox_state(db: Database, pid: int) -> str | None:
     with db.session() as s:
-        return s.scalars(select(DispatchOutbox.state).where(DispatchOutbox.prescription_id == pid)).first()
+        return s.scalars(
+            select(DispatchOutbox.state).where(DispatchOutbox.prescription_id == pid)
+        ).first()
 
 
 def deliver(url: str, event_id: str, *, secret: str = WEBHOOK_SECRET) -> int:
     body = event_body(event_id, token="SRXUNKNOWN0001")
     signature = sign(body, [secret], timestamp=int(time.time()))
-    return requests.post(f"{url}/webhooks/platform", data=body, timeout=10,
-                         headers={"Content-Type": "application/json", "X-Signature": signature}).status_code
+    return requests.post(
+        f"{url}/webhooks/platform",
+        data=body,
+        timeout=10,
+        headers={"Content-Type": "application/json", "X-Signature": signature},
+    ).status_code
 
 
 def backlog(db: Database, *, minutes: int) -> None:
@@ -108,47 +121,110 @@ def backlog(db: Database, *, minutes: int) -> None:
     old = now - timedelta(minutes=minutes)
     with db.session() as s:
         taken = set(s.scalars(select(DispatchOutbox.prescription_id)))
-        free = [p for p in s.scalars(select(Prescription.id).order_by(Prescription.id)) if p not in taken][:2]
-        s.add(DispatchOutbox(prescription_id=free[0], flow="erx", state="pending", attempts=1, next_attempt_at=old,
-                             created_at=old, updated_at=old))
-        s.add(DispatchOutbox(prescription_id=free[1], flow="erx", state="dead", attempts=8, next_attempt_at=old,
-                             last_error="platform unavailable", created_at=old, updated_at=now))
+        free = [
+            p
+            for p in s.scalars(select(Prescription.id).order_by(Prescription.id))
+            if p not in taken
+        ][:2]
+        s.add(
+            DispatchOutbox(
+                prescription_id=free[0],
+                flow="erx",
+                state="pending",
+                attempts=1,
+                next_attempt_at=old,
+                created_at=old,
+                updated_at=old,
+            )
+        )
+        s.add(
+            DispatchOutbox(
+                prescription_id=free[1],
+                flow="erx",
+                state="dead",
+                attempts=8,
+                next_attempt_at=old,
+                last_error="platform unavailable",
+                created_at=old,
+                updated_at=now,
+            )
+        )
         s.execute(update(Prescription).where(Prescription.id.in_(free)).values(status="queued"))
-        s.add(WebhookInbox(event_id="evt_backlog_due", body=b"{}", state="pending", attempts=1, next_attempt_at=old,
-                           received_at=old))
-        s.add(WebhookInbox(event_id="evt_backlog_dead", body=b"{}", state="dead", attempts=8, next_attempt_at=old,
-                           received_at=old))
+        s.add(
+            WebhookInbox(
+                event_id="evt_backlog_due",
+                body=b"{}",
+                state="pending",
+                attempts=1,
+                next_attempt_at=old,
+                received_at=old,
+            )
+        )
+        s.add(
+            WebhookInbox(
+                event_id="evt_backlog_dead",
+                body=b"{}",
+                state="dead",
+                attempts=8,
+                next_attempt_at=old,
+                received_at=old,
+            )
+        )
 
 
-def test_rules_and_keda_match_what_web_and_worker_export(seeded: Database, db_url: str, tmp_path: Path) -> None:
+def test_rules_and_keda_match_what_web_and_worker_export(
+    seeded: Database, db_url: str, tmp_path: Path
+) -> None:
     web_port, worker_port, sealer_port = free_port(), free_port(), free_port()
     stack = Stack(
-        env=base_env(DATABASE_URL=db_url, ERX_ENV="test", WORKER_POLL_S="0.05", BREAKER_FAIL_MAX="2",
-                     BREAKER_RESET_S="600", DISPATCH_BACKOFF_BASE_S="0.1", DISPATCH_BACKOFF_CAP_S="0.5"),
+        env=base_env(
+            DATABASE_URL=db_url,
+            ERX_ENV="test",
+            WORKER_POLL_S="0.05",
+            BREAKER_FAIL_MAX="2",
+            BREAKER_RESET_S="600",
+            DISPATCH_BACKOFF_BASE_S="0.1",
+            DISPATCH_BACKOFF_CAP_S="0.5",
+        ),
         log_dir=tmp_path / "logs",
     )
     stack.env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # gunicorn.conf.py makes one: 4 workers
-    web_metrics, worker_metrics = f"http://127.0.0.1:{web_port}/metrics", f"http://127.0.0.1:{worker_port}/metrics"
+    web_metrics, worker_metrics = (
+        f"http://127.0.0.1:{web_port}/metrics",
+        f"http://127.0.0.1:{worker_port}/metrics",
+    )
     sealer_metrics = f"http://127.0.0.1:{sealer_port}/metrics"
-    sealer_command = render("production").container("Deployment", "erx-connector-audit-sealer", "audit-sealer")["command"]
+    sealer_command = render("production").container(
+        "Deployment", "erx-connector-audit-sealer", "audit-sealer"
+    )["command"]
     assert sealer_command[:2] == ["flask", "--app"] and "--loop" in sealer_command
     taken: set[int] = set()
     try:
         stack.start_sandbox(webhook_port=web_port)
         for email, (password, pin) in PRESCRIBERS.items():
             stored = ("wrong-password-3c9a", pin) if email == BAD else (password, pin)
-            stack.flask("prescribers", "set-credentials", email,
-                        env={"ERX_PRESCRIBER_PASSWORD": stored[0], "ERX_PRESCRIBER_PIN": stored[1]})
+            stack.flask(
+                "prescribers",
+                "set-credentials",
+                email,
+                env={"ERX_PRESCRIBER_PASSWORD": stored[0], "ERX_PRESCRIBER_PIN": stored[1]},
+            )
         # As Stack.start_service does, with more time to answer (4 workers start at once).
-        web = stack._spawn("service", [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"],
-                           {"BIND": f"127.0.0.1:{web_port}", "WEB_CONCURRENCY": "4"})
+        web = stack._spawn(
+            "service",
+            [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"],
+            {"BIND": f"127.0.0.1:{web_port}", "WEB_CONCURRENCY": "4"},
+        )
         url = f"http://127.0.0.1:{web_port}"
         wait_http(url + "/healthz", proc=web, timeout_s=STARTUP_S)
         worker = stack.start_worker("worker", "--metrics-port", str(worker_port))
         wait_http(worker_metrics, proc=worker, timeout_s=STARTUP_S)
         # The sealer as the manifest runs it; the development signing key (ERX_ENV=test).
-        sealer = stack._spawn("audit-sealer", [str(BIN / "flask"), *sealer_command[1:]],
-                              {"WORKER_METRICS_PORT": str(sealer_port)})
+        sealer = stack._spawn(
+            "audit-sealer",
+            [str(BIN / "flask"), *sealer_command[1:]],
+            {"WORKER_METRICS_PORT": str(sealer_port)},
+        )
         wait_http(sealer_metrics, proc=sealer, timeout_s=STARTUP_S)
 
         # Healthy: one send issued.
@@ -157,17 +233,33 @@ def test_rules_and_keda_match_what_web_and_worker_export(seeded: Database, db_ur
         healthy = {"web": scrape(web_metrics), "worker": scrape(worker_metrics)}
         # A read is audited; the sealer seals it and reports that (before the faults, so the
         # timing of what follows is the same with or without the sealer).
-        read = requests.get(f"{url}/api/v1/prescriptions/{issued}", headers=stack.bearer(), timeout=10)
+        read = requests.get(
+            f"{url}/api/v1/prescriptions/{issued}", headers=stack.bearer(), timeout=10
+        )
         assert read.status_code == 200, read.text
-        wait_until(lambda: scrape(sealer_metrics).get("erx_audit_tree_size", 0) > 0, timeout_s=120, interval_s=0.2)
+        wait_until(
+            lambda: scrape(sealer_metrics).get("erx_audit_tree_size", 0) > 0,
+            timeout_s=120,
+            interval_s=0.2,
+        )
 
         # Faults: a refused login, then platform 503s until the breaker opens.
         refused = send(seeded, BAD, taken, "alerts-refused")
-        wait_until(lambda: outbox_state(seeded, refused) == "blocked_credentials", timeout_s=120, interval_s=0.2)
-        requests.post(f"{stack.sandbox_url}/sandbox/control", json={"fail_503_rate": 1.0}, timeout=10).raise_for_status()
+        wait_until(
+            lambda: outbox_state(seeded, refused) == "blocked_credentials",
+            timeout_s=120,
+            interval_s=0.2,
+        )
+        requests.post(
+            f"{stack.sandbox_url}/sandbox/control", json={"fail_503_rate": 1.0}, timeout=10
+        ).raise_for_status()
         for i in range(2):
             send(seeded, GOOD, taken, f"alerts-503-{i}")
-        wait_until(lambda: scrape(worker_metrics).get("erx_circuit_breaker_open") == 1.0, timeout_s=120, interval_s=0.2)
+        wait_until(
+            lambda: scrape(worker_metrics).get("erx_circuit_breaker_open") == 1.0,
+            timeout_s=120,
+            interval_s=0.2,
+        )
         # Webhooks: accepted, and one with a signature nobody holds.
         for i in range(WEBHOOKS):
             assert deliver(url, f"evt_alerts_{i}") == 200
@@ -190,7 +282,10 @@ def test_rules_and_keda_match_what_web_and_worker_export(seeded: Database, db_ur
     # are read from the database at scrape time, not kept per gunicorn worker.
     clocked = ("erx_queue_oldest_due_age_seconds", 'erx_queue_depth{queue="due"}')
     steady = [{k: v for k, v in s.items() if not k.startswith(clocked)} for s in scrapes]
-    differ = sorted({k for s in steady for k in s if s.get(k) != steady[0].get(k)} | (set().union(*steady) - set(steady[0])))
+    differ = sorted(
+        {k for s in steady for k in s if s.get(k) != steady[0].get(k)}
+        | (set().union(*steady) - set(steady[0]))
+    )
     assert differ == [], f"scrapes of the 4-worker web tier disagree on {differ}"
     ages = [s['erx_queue_oldest_due_age_seconds{queue="outbox"}'] for s in scrapes]
     assert ages == sorted(ages)
@@ -199,11 +294,20 @@ def test_rules_and_keda_match_what_web_and_worker_export(seeded: Database, db_ur
     assert web_faulted["erx_webhooks_received_total"] == WEBHOOKS
     assert web_faulted['erx_webhooks_rejected_total{reason="no_match"}'] == 1
     assert web_faulted["erx_webhook_last_received_timestamp_seconds"] > 0
-    assert worker_faulted["erx_logins_refused_total"] == 1 and healthy["worker"]["erx_logins_refused_total"] == 0
-    assert worker_faulted["erx_circuit_breaker_open"] == 1 and healthy["worker"]["erx_circuit_breaker_open"] == 0
+    assert (
+        worker_faulted["erx_logins_refused_total"] == 1
+        and healthy["worker"]["erx_logins_refused_total"] == 0
+    )
+    assert (
+        worker_faulted["erx_circuit_breaker_open"] == 1
+        and healthy["worker"]["erx_circuit_breaker_open"] == 0
+    )
     assert web_faulted['erx_queue_oldest_due_age_seconds{queue="outbox"}'] > 600
     assert web_faulted['erx_queue_oldest_due_age_seconds{queue="inbox"}'] > 300
-    assert web_faulted['erx_dead_letters{queue="outbox"}'] >= 1 and web_faulted['erx_dead_letters{queue="inbox"}'] >= 1
+    assert (
+        web_faulted['erx_dead_letters{queue="outbox"}'] >= 1
+        and web_faulted['erx_dead_letters{queue="inbox"}'] >= 1
+    )
     assert web_faulted["erx_prescriptions_in_flight"] > 0
 
     assert sealed["erx_audit_last_seal_timestamp_seconds"] > 0
@@ -227,7 +331,7 @@ def test_rules_and_keda_match_what_web_and_worker_export(seeded: Database, db_ur
 
     recording = {
         "about": "Recorded by tests/deploy/test_alert_series.py (ERX_RECORD_SERIES=1); "
-                 "k8s/alerts/generate_tests.py builds erx-connector.test.yaml from it.",
+        "k8s/alerts/generate_tests.py builds erx-connector.test.yaml from it.",
         "healthy": healthy,
         "faulted": {"web": web_faulted, "worker": worker_faulted},
     }
@@ -237,4 +341,6 @@ def test_rules_and_keda_match_what_web_and_worker_export(seeded: Database, db_ur
     for phase in ("healthy", "faulted"):
         for tier in ("web", "worker"):
             stale = sorted(set(committed[phase][tier]) - set(recording[phase][tier]))
-            assert stale == [], f"{RECORDING.name} records series no longer exported ({phase}, {tier}): {stale}"
+            assert stale == [], (
+                f"{RECORDING.name} records series no longer exported ({phase}, {tier}): {stale}"
+            )

@@ -31,8 +31,8 @@ import redis
 import requests
 from cryptography.fernet import Fernet
 
-from app.audit_keys import generate_private_key
-from app.config import load_settings
+from app.foundation.config import load_settings
+from app.mechanisms.audit_keys import generate_private_key
 from scripts.stack import BIN, REPO_ROOT, Stack, base_env, free_port, wait_http
 from tests.deploy.rendered import OVERLAYS, STARTUP_S, Render, path_routed, render, scrape
 from tests.unit.test_identity import RSA_KEY, KeyServer
@@ -45,7 +45,9 @@ KID = "deploy-test-rsa-1"
 REDIS_TEST_DB = 13
 
 
-def deployed_env(r: Render, kind: str, name: str, container: str, **addresses: str) -> dict[str, str]:
+def deployed_env(
+    r: Render, kind: str, name: str, container: str, **addresses: str
+) -> dict[str, str]:
     """The container's rendered environment with test values for placeholders and addresses.
 
     ``addresses``: the values to substitute (setting name -> value). Every setting that
@@ -55,7 +57,11 @@ def deployed_env(r: Render, kind: str, name: str, container: str, **addresses: s
     unknown = set(addresses) - set(env) - {"JWT_JWKS_URL"}
     assert not unknown, f"substituting settings the render does not have: {sorted(unknown)}"
     env.update(addresses)
-    left = sorted(k for k, v in env.items() if "REPLACE_ME" in v or ".example.test" in v and k not in LEFT_AS_RENDERED)
+    left = sorted(
+        k
+        for k, v in env.items()
+        if "REPLACE_ME" in v or ".example.test" in v and k not in LEFT_AS_RENDERED
+    )
     assert left == [], f"placeholders left in the environment: {left}"
     return env
 
@@ -66,7 +72,9 @@ def deployed_env(r: Render, kind: str, name: str, container: str, **addresses: s
 LEFT_AS_RENDERED = {"JWT_ISSUER", "MAIL_FROM", "AMQP_URL", "KEDA_POSTGRES_CONNECTION"}
 
 
-def substitutions(db_url: str, sandbox_url: str, jwks_url: str, port: int, tmp_path: Path) -> dict[str, str]:
+def substitutions(
+    db_url: str, sandbox_url: str, jwks_url: str, port: int, tmp_path: Path
+) -> dict[str, str]:
     return {
         "DATABASE_URL": db_url,
         "ERX_BASE_URL": sandbox_url,
@@ -86,8 +94,15 @@ def substitutions(db_url: str, sandbox_url: str, jwks_url: str, port: int, tmp_p
 
 def token(config: dict[str, str], *, role: str = "service", kid: str = KID) -> str:
     now = int(time.time())
-    claims = {"iss": config["JWT_ISSUER"], "aud": config["JWT_AUDIENCE"], "sub": "svc-deploy-test", "role": role,
-              "iat": now, "nbf": now, "exp": now + 600}
+    claims = {
+        "iss": config["JWT_ISSUER"],
+        "aud": config["JWT_AUDIENCE"],
+        "sub": "svc-deploy-test",
+        "role": role,
+        "iat": now,
+        "nbf": now,
+        "exp": now + 600,
+    }
     return jwt.encode(claims, RSA_KEY, algorithm="RS256", headers={"kid": kid})
 
 
@@ -117,21 +132,37 @@ def key_server():  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_the_rendered_overlay_serves_its_routes(overlay: str, seeded, db_url: str, key_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_the_rendered_overlay_serves_its_routes(
+    overlay: str, seeded, db_url: str, key_server, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     r = render(overlay)
     ingress = r.get("Ingress", "erx-connector")
     port = free_port()
     stack = Stack(env=base_env(), log_dir=tmp_path / "logs")
     sandbox_url = stack.start_sandbox(webhook_port=port)
     values = substitutions(db_url, sandbox_url, key_server.url, port, tmp_path)
-    web_env = deployed_env(r, "Deployment", "erx-connector-web", "web", **values,
-                           PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"))
+    web_env = deployed_env(
+        r,
+        "Deployment",
+        "erx-connector-web",
+        "web",
+        **values,
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),
+    )
     worker_env = deployed_env(r, "Deployment", "erx-connector-worker", "worker", **values)
     sealer_port = free_port()
-    sealer_env = deployed_env(r, "Deployment", "erx-connector-audit-sealer", "audit-sealer", **values,
-                              WORKER_METRICS_PORT=str(sealer_port))
+    sealer_env = deployed_env(
+        r,
+        "Deployment",
+        "erx-connector-audit-sealer",
+        "audit-sealer",
+        **values,
+        WORKER_METRICS_PORT=str(sealer_port),
+    )
     # The rendered Redis URL names the Service this render declares (replaced above by the local one).
-    rendered_redis = r.container_env("Deployment", "erx-connector-web", "web")["RATE_LIMIT_STORAGE_URL"]
+    rendered_redis = r.container_env("Deployment", "erx-connector-web", "web")[
+        "RATE_LIMIT_STORAGE_URL"
+    ]
     assert rendered_redis.startswith("redis://erx-connector-redis:")
     assert "erx-connector-redis" in r.names("Service")
     counters = redis.Redis.from_url(values["RATE_LIMIT_STORAGE_URL"])
@@ -141,8 +172,15 @@ def test_the_rendered_overlay_serves_its_routes(overlay: str, seeded, db_url: st
     # The migrate Job's command with its environment (the schema is at head already: a no-op).
     assert load_settings(job_env).env == "production"
     job = r.container("Job", "erx-connector-migrate", "migrate")["command"]
-    migrated = subprocess.run([str(BIN / job[0]), *job[1:]], cwd=REPO_ROOT, env=job_env, capture_output=True,
-                              text=True, timeout=120, check=False)
+    migrated = subprocess.run(
+        [str(BIN / job[0]), *job[1:]],
+        cwd=REPO_ROOT,
+        env=job_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert migrated.returncode == 0, migrated.stderr[-2000:]
 
     worker_port = free_port()
@@ -152,7 +190,9 @@ def test_the_rendered_overlay_serves_its_routes(overlay: str, seeded, db_url: st
     command[command.index("--metrics-port") + 1] = str(worker_port)
     web_command = r.container("Deployment", "erx-connector-web", "web")["command"]
     assert web_command == ["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
-    sealer_command = r.container("Deployment", "erx-connector-audit-sealer", "audit-sealer")["command"]
+    sealer_command = r.container("Deployment", "erx-connector-audit-sealer", "audit-sealer")[
+        "command"
+    ]
     assert sealer_command[0] == "flask" and "--loop" in sealer_command
     web = spawn([str(BIN / "gunicorn"), *web_command[1:]], web_env, tmp_path / "web.log")
     worker = spawn(command, worker_env, tmp_path / "worker.log")
@@ -164,7 +204,9 @@ def test_the_rendered_overlay_serves_its_routes(overlay: str, seeded, db_url: st
         assert requests.get(base + "/readyz", timeout=10).status_code == 200
 
         def get(path: str, **kwargs: Any) -> requests.Response:
-            assert path_routed(path.split("?")[0], ingress), f"{overlay}: the Ingress does not route {path}"
+            assert path_routed(path.split("?")[0], ingress), (
+                f"{overlay}: the Ingress does not route {path}"
+            )
             return requests.get(base + path, timeout=10, **kwargs)
 
         auth = {"Authorization": f"Bearer {token(web_env)}"}
@@ -174,19 +216,27 @@ def test_the_rendered_overlay_serves_its_routes(overlay: str, seeded, db_url: st
         assert get("/api/v1/regions").status_code == 401
         # A token from anyone but the provider the overlay names is refused.
         forged = token({**web_env, "JWT_ISSUER": "https://someone-else.example.test/"})
-        assert get("/api/v1/regions", headers={"Authorization": f"Bearer {forged}"}).status_code == 401
+        assert (
+            get("/api/v1/regions", headers={"Authorization": f"Bearer {forged}"}).status_code == 401
+        )
         assert get("/api/v1/openapi.json").status_code == 200
         fhir = get("/fhir/R4/MedicationRequest?patient=Patient/pt-0001", headers=auth)
         assert fhir.status_code == 200, fhir.text
         assert fhir.json()["resourceType"] == "Bundle"
         for page in ("/", "/support"):
             response = get(page)
-            assert response.status_code == 200 and "text/html" in response.headers["Content-Type"], page
+            assert (
+                response.status_code == 200 and "text/html" in response.headers["Content-Type"]
+            ), page
         assert get("/static/style.css").status_code == 200
         # The webhook URL reaches the receiver (an unsigned delivery is refused by it, in JSON).
         assert path_routed("/webhooks/platform", ingress)
-        hook = requests.post(base + "/webhooks/platform", data=b"{}", timeout=10,
-                             headers={"Content-Type": "application/json"})
+        hook = requests.post(
+            base + "/webhooks/platform",
+            data=b"{}",
+            timeout=10,
+            headers={"Content-Type": "application/json"},
+        )
         assert hook.status_code in (400, 401) and "code" in hook.json()
         # Internal paths answer inside the pod but are not routed from outside.
         assert requests.get(base + "/metrics", timeout=10).status_code == 200
@@ -197,11 +247,16 @@ def test_the_rendered_overlay_serves_its_routes(overlay: str, seeded, db_url: st
         sealer_metrics = f"http://127.0.0.1:{sealer_port}/metrics"
         wait_http(sealer_metrics, proc=sealer, timeout_s=STARTUP_S)
         deadline = time.monotonic() + STARTUP_S
-        while scrape(sealer_metrics).get("erx_audit_tree_size", 0) < 1 and time.monotonic() < deadline:
+        while (
+            scrape(sealer_metrics).get("erx_audit_tree_size", 0) < 1 and time.monotonic() < deadline
+        ):
             assert sealer.poll() is None, (tmp_path / "sealer.log").read_text()[-2000:]
             time.sleep(0.2)
         sealed = scrape(sealer_metrics)
-        assert sealed["erx_audit_tree_size"] >= 1 and sealed["erx_audit_last_seal_timestamp_seconds"] > 0
+        assert (
+            sealed["erx_audit_tree_size"] >= 1
+            and sealed["erx_audit_last_seal_timestamp_seconds"] > 0
+        )
         assert sealed["erx_audit_verify_failures_total"] == 0
         assert web.poll() is None and worker.poll() is None and sealer.poll() is None
     finally:
@@ -211,15 +266,32 @@ def test_the_rendered_overlay_serves_its_routes(overlay: str, seeded, db_url: st
 
 
 @pytest.mark.parametrize("missing", ["JWT_JWKS_URL", "JWT_ISSUER", "JWT_AUDIENCE"])
-def test_production_refuses_to_start_without_its_identity_provider(missing: str, db_url: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_production_refuses_to_start_without_its_identity_provider(
+    missing: str, db_url: str, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     r = render("production")
     port = free_port()
-    values = substitutions(db_url, "http://127.0.0.1:9", "http://127.0.0.1:9/jwks.json", port, tmp_path)
-    env = deployed_env(r, "Deployment", "erx-connector-web", "web", **values,
-                       PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"))
+    values = substitutions(
+        db_url, "http://127.0.0.1:9", "http://127.0.0.1:9/jwks.json", port, tmp_path
+    )
+    env = deployed_env(
+        r,
+        "Deployment",
+        "erx-connector-web",
+        "web",
+        **values,
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),
+    )
     del env[missing]
-    result = subprocess.run([str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"], cwd=REPO_ROOT, env=env,
-                            capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode != 0
     named = [line for line in result.stderr.splitlines() if missing in line]
     assert len(named) == 1, result.stderr

@@ -63,11 +63,30 @@ def test_only_due_rows_count(seeded: Database) -> None:
         ids = list(s.scalars(select(Prescription.id).order_by(Prescription.id)))
         assert len(ids) >= len(outbox)
         for pid, (state, due, lease) in zip(ids, outbox, strict=False):
-            s.add(DispatchOutbox(prescription_id=pid, flow="erx", state=state, attempts=1, next_attempt_at=due,
-                                 locked_until=lease, created_at=now - HOUR, updated_at=now))
+            s.add(
+                DispatchOutbox(
+                    prescription_id=pid,
+                    flow="erx",
+                    state=state,
+                    attempts=1,
+                    next_attempt_at=due,
+                    locked_until=lease,
+                    created_at=now - HOUR,
+                    updated_at=now,
+                )
+            )
         for i, (state, due, lease) in enumerate(inbox):
-            s.add(WebhookInbox(event_id=f"evt_keda_{i}", body=b"{}", state=state, attempts=1, next_attempt_at=due,
-                               locked_until=lease, received_at=now - HOUR))
+            s.add(
+                WebhookInbox(
+                    event_id=f"evt_keda_{i}",
+                    body=b"{}",
+                    state=state,
+                    attempts=1,
+                    next_attempt_at=due,
+                    locked_until=lease,
+                    received_at=now - HOUR,
+                )
+            )
 
     assert run_as_keda(seeded, query) == 3  # two due outbox rows, one due inbox event
 
@@ -82,6 +101,15 @@ def test_an_outage_backlog_scales_nothing(seeded: Database) -> None:
     now = datetime.now(UTC)
     with seeded.session() as s:
         for pid in list(s.scalars(select(Prescription.id).order_by(Prescription.id)))[:6]:
-            s.add(DispatchOutbox(prescription_id=pid, flow="erx", state="pending", attempts=3,
-                                 next_attempt_at=now + HOUR, created_at=now - HOUR, updated_at=now))
+            s.add(
+                DispatchOutbox(
+                    prescription_id=pid,
+                    flow="erx",
+                    state="pending",
+                    attempts=3,
+                    next_attempt_at=now + HOUR,
+                    created_at=now - HOUR,
+                    updated_at=now,
+                )
+            )
     assert run_as_keda(seeded, keda_query()) == 0

@@ -33,13 +33,26 @@ def json_lines(text: str) -> list[dict]:
 
 def test_gunicorn_writes_each_record_once_as_redacted_json(db_url: str, seeded) -> None:  # type: ignore[no-untyped-def]
     port = free_port()
-    env = base_env(DATABASE_URL=db_url, BIND=f"127.0.0.1:{port}", WEB_CONCURRENCY="2", GUNICORN_ACCESSLOG="1",
-                   PROMETHEUS_MULTIPROC_DIR="")
-    proc = subprocess.Popen([str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "tests.deploy.log_probe_wsgi:app"],
-                            cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = base_env(
+        DATABASE_URL=db_url,
+        BIND=f"127.0.0.1:{port}",
+        WEB_CONCURRENCY="2",
+        GUNICORN_ACCESSLOG="1",
+        PROMETHEUS_MULTIPROC_DIR="",
+    )
+    proc = subprocess.Popen(
+        [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "tests.deploy.log_probe_wsgi:app"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", proc=proc, timeout_s=STARTUP_S)
-        response = requests.get(f"http://127.0.0.1:{port}/_log_probe", params={"email": PROBE_EMAIL}, timeout=10)
+        response = requests.get(
+            f"http://127.0.0.1:{port}/_log_probe", params={"email": PROBE_EMAIL}, timeout=10
+        )
         assert response.status_code == 200
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -49,21 +62,33 @@ def test_gunicorn_writes_each_record_once_as_redacted_json(db_url: str, seeded) 
     records = json_lines(err)
     probe = [r for r in records if r["logger"] == "app.probe"]
     assert len(probe) == 1, err
-    assert probe[0]["message"] == "probe: Authorization Bearer [redacted] from [redacted] at [redacted]"
+    assert (
+        probe[0]["message"]
+        == "probe: Authorization Bearer [redacted] from [redacted] at [redacted]"
+    )
     assert probe[0]["patient_email"] == "[redacted]"
     assert probe[0]["request_id"]
     # gunicorn's own lines and the access line share the stream, masked the same way.
     loggers = {r["logger"] for r in records}
     assert {"gunicorn.error", "gunicorn.access"} <= loggers
-    access = [r for r in records if r["logger"] == "gunicorn.access" and "_log_probe" in r["message"]]
+    access = [
+        r for r in records if r["logger"] == "gunicorn.access" and "_log_probe" in r["message"]
+    ]
     assert len(access) == 1
     assert not any(secret in err for secret in SECRETS), err
 
 
 def test_the_worker_writes_json_on_stderr_only(db_url: str, seeded) -> None:  # type: ignore[no-untyped-def]
     env = base_env(DATABASE_URL=db_url, LOG_LEVEL="DEBUG")
-    result = subprocess.run([str(BIN / "flask"), "--app", "app", "worker", "--max-seconds", "1"], cwd=REPO_ROOT,
-                            env=env, capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [str(BIN / "flask"), "--app", "app", "worker", "--max-seconds", "1"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout == ""
     records = json_lines(result.stderr)

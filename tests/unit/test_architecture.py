@@ -785,7 +785,7 @@ def test_app_layers_import_only_their_own_layer_or_below() -> None:
     ("path", "source"),
     [
         ("app/foundation/models.py", "from app.mechanisms.queue import claim_batch"),
-        ("app/mechanisms/audit.py", "from app.services.errors import NotFound"),
+        ("app/mechanisms/audit.py", "from app.services.void import VoidResult"),
         ("app/services/mail.py", "from app.interfaces import worker"),
         ("app/mechanisms/history.py", "from app.interfaces.cli import cli"),
     ],
