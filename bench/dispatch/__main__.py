@@ -402,7 +402,15 @@ def main(argv: list[str] | None = None) -> int:
 
         stack.prepare_database()
         db = Database(bench_db.url, pool_size=11)
-        run_sql(db.engine, bulk_seed_sql(seed_total_for_region_b(args.count)))
+        total = seed_total_for_region_b(args.count)
+        if bench_db.reuse:
+            # A reused (grown) database already holds rx- rows that are not drafts: add the
+            # drafts after them, from a multiple of 24 so that the Region B share stays 16/24.
+            with db.engine.connect() as conn:
+                existing = int(conn.exec_driver_sql(
+                    "SELECT count(*) FROM prescriptions WHERE reference LIKE 'rx-%'").scalar() or 0)
+            total += -(-existing // 24) * 24
+        run_sql(db.engine, bulk_seed_sql(total))
         ids, pharmacies = region_b_drafts(db, args.count)
 
         stack.start_sandbox(webhook_port=free_port())
