@@ -97,11 +97,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.growth_db is not None and not NAME_PATTERN.match(args.growth_db):
         p.error("--growth-db must be an erx_bench* database")
     growth = args.growth_db is not None
-    args.targets = _names(p, args.targets or ("direct,growth" if growth else "direct,proxy"), TARGETS, "--targets")
+    default_targets = "direct,growth" if growth else "direct,proxy"
+    args.targets = _names(p, default_targets if args.targets is None else args.targets, TARGETS, "--targets")
     if any(t.startswith("growth") for t in args.targets) and not growth:
         p.error("the growth targets need --growth-db")
-    args.requests = _names(p, args.requests or ("single,list,fhir,regions" if growth else "single,list,regions"),
-                           REQUESTS, "--requests")
+    default_requests = "single,list,fhir,regions" if growth else "single,list,regions"
+    args.requests = _names(p, default_requests if args.requests is None else args.requests, REQUESTS,
+                           "--requests")
     if REFERENCE not in args.requests:
         args.requests.append(REFERENCE)
     args.name = args.name or ("reads-growth" if growth else "reads")
