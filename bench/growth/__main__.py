@@ -151,6 +151,11 @@ AUDIT_COLUMNS: dict[str, str] = {
 }
 
 
+# The hash chain of the first audit trail: filled only while the schema requires it (once
+# the columns are nullable, appends leave them NULL and a sealer covers the rows instead).
+CHAIN_COLUMNS = ("prev_hash", "hash")
+
+
 def audit_insert_sql(engine: Engine) -> tuple[str, list[str]]:
     """The INSERT for the audit table as its schema stands; returns (sql, columns filled).
 
@@ -166,6 +171,8 @@ def audit_insert_sql(engine: Engine) -> tuple[str, list[str]]:
         raise BenchDatabaseError("no audit_events table")
     names, values = [], []
     for name, nullable, default, data_type in cols:
+        if name in CHAIN_COLUMNS and nullable == "YES":
+            continue  # rows appended the way the service appends now: no chain hashes
         if name in AUDIT_COLUMNS and not (name == "prescription_ids" and data_type != "ARRAY"):
             names.append(name)
             values.append(AUDIT_COLUMNS[name])

@@ -23,6 +23,10 @@ What runs (PostgreSQL, loopback only, every loop bounded by time):
    A thread samples ``pg_stat_activity`` every ``--sample-ms`` (50) ms
    (:mod:`bench.reads.lockwatch`): sessions waiting on a ``Lock`` (advisory included) or
    ``LWLock``, per load.
+6. When the service has the audit sealer (``--sealer auto``, the default), one
+   ``flask --app app audit seal --loop`` runs on the small database (through the proxy when a
+   proxied target is measured) and every load reports the lag from append to sealed of the
+   audit rows it appended (:mod:`bench.reads.sealer`).
 
 Every load is printed as it ends; the tables show every round: requests per second, p50 and
 p99, the ratio to ``regions`` in the same round, target and connection count, and (with
@@ -45,7 +49,7 @@ from sqlalchemy import Engine, create_engine
 
 from bench import latency_proxy, procstat
 from bench.database import NAME_PATTERN, BenchDatabase
-from bench.reads import fixtures
+from bench.reads import fixtures, sealer
 from bench.reads.lockwatch import LockWatch
 from bench.report import fmt, machine, markdown_table, percentile, preflight, ratio, write_results
 from bench.webhooks.harness import HARNESS_APP_NAME, CpuMeter, gunicorn_settings, stop_process
@@ -81,6 +85,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="an erx_bench* database built by `python -m bench.growth seed` (kept as it is)")
     p.add_argument("--workers", type=int, default=4, help="gunicorn workers per service (default 4)")
     p.add_argument("--sample-ms", type=float, default=50.0, help="pg_stat_activity sampling period (50)")
+    p.add_argument("--sealer", choices=("auto", "on", "off"), default="auto",
+                   help="run the audit sealer on the small database and measure its lag (auto: when the "
+                        "service has one)")
     p.add_argument("--name", default=None, help="results file name (default reads, or reads-growth)")
     p.add_argument("--plot", default=None, help="draw a PNG of the ratios and p50s to this path")
     args = p.parse_args(argv)
@@ -173,9 +180,10 @@ class Bench:
     """One run: services, the token, the lock watcher and every load's results."""
 
     def __init__(self, args: argparse.Namespace, stack: Stack, watch: LockWatch, token: str,
-                 fx: fixtures.ReadFixtures, engines: dict[str, Engine]) -> None:
+                 fx: fixtures.ReadFixtures, engines: dict[str, Engine], sealed_db: str | None = None) -> None:
         self.args, self.stack, self.watch, self.token, self.fx = args, stack, watch, token, fx
         self.engines = engines
+        self.sealed_db = sealed_db
         self.loads: list[dict[str, Any]] = []
         self.failures: list[str] = []
         self.warnings: list[str] = []
@@ -202,6 +210,8 @@ class Bench:
         waited = self.settle(target.database)
         meter = CpuMeter(self.engines[target.database], target.pid)
         proxy0 = procstat.cpu_by_pid([proxy_pid]) if proxy_pid else {}
+        sealing = target.database == self.sealed_db
+        floor = sealer.top_id(self.engines[target.database]) if sealing else 0
         meter.start()
         self.watch.begin(target.database)
         try:
@@ -210,6 +220,7 @@ class Bench:
         finally:
             tally = self.watch.end()
         usage = meter.stop()
+        lag = sealer.lag(self.engines[target.database], floor) if sealing else None
         proxy_cpu = None
         if proxy_pid:
             proxy1 = procstat.cpu_by_pid([proxy_pid])
@@ -223,6 +234,7 @@ class Bench:
                                    "postgres": round((usage["cpu_s"]["postgres"] or 0) / n * 1000, 3),
                                    "proxy": None if proxy_cpu is None else round(proxy_cpu / n * 1000, 3)},
             "machine_pct": usage["machine_pct"],
+            "sealer_lag": lag,
         }
         if w["errors_status"] or any(w["socket_errors"].values()):
             self.failures.append(f"{tag}: {w['errors_status']} answers >= 400, socket errors {w['socket_errors']}")
@@ -233,6 +245,8 @@ class Bench:
               f"/{lk['samples']} samples (advisory {lk['samples_with_advisory_wait']}, max "
               f"{lk['max_sessions_waiting']} sessions)  busy {entry['machine_pct']['busy']}% "
               f"steal {entry['machine_pct']['steal']}%"
+              + (f"  sealer lag p50 {lag['p50_ms']} p99 {lag['p99_ms']} ms ({lag['unsealed']} unsealed)"
+                 if lag and lag["rows"] else "")
               + ("" if not (w["errors_status"] or any(w["socket_errors"].values()))
                  else f"  ** {w['errors_status']} errors **"), flush=True)
         return entry
@@ -342,7 +356,8 @@ def growth_comparison(loads: list[dict[str, Any]], args: argparse.Namespace) -> 
     return out
 
 
-def targets_met(summary: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any]]:
+def targets_met(summary: dict[str, Any], args: argparse.Namespace,
+                loads: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """The issue's targets at the proxied round trip, against this run's medians."""
     out = []
     rtt = 2 * args.delay_ms
@@ -361,6 +376,12 @@ def targets_met(summary: dict[str, Any], args: argparse.Namespace) -> list[dict[
                 out.append({"target": f"{target}, {rtt:g} ms round trip, 1 client: {request} p50 <= {want:g} ms",
                             "measured": med, "per_round": row["p50_ms_per_round"],
                             "met": med is not None and med <= want})
+    lags = [x for x in loads or [] if x.get("sealer_lag") and x["sealer_lag"]["rows"] and x["connections"] >= 32]
+    if lags:
+        worst = max(x["sealer_lag"]["p99_ms"] or 0.0 for x in lags)
+        out.append({"target": "sealing lag p99 <= 1 s under the 32-connection loads (worst load)",
+                    "measured": f"{worst:.0f} ms", "per_load": [x["sealer_lag"]["p99_ms"] for x in lags],
+                    "met": worst <= 1000 and not any(x["sealer_lag"]["lower_bound"] for x in lags)})
     waits = sum(r["samples_with_lock_wait"] for rows in summary.values() for r in rows.values())
     samples = sum(r["samples"] for rows in summary.values() for r in rows.values())
     out.append({"target": "no session waits on a lock (Lock or LWLock, advisory included), sampled every "
@@ -473,11 +494,26 @@ def main(argv: list[str] | None = None) -> int:
                 url = url.replace(":5432/", f":{proxy_port}/")
             svc_url, pid = start_service(stack, f"service-{t}", url, args.workers)
             targets.append(Target(t, database, svc_url, pid, proxied))
+        sealed_db = None
+        use_sealer = args.sealer == "on" or (args.sealer == "auto" and sealer.available())
+        if use_sealer and small_needed:
+            sealer_url = urls[bench_db.name]
+            if any(t.proxied and t.database == bench_db.name for t in targets):
+                sealer_url = sealer_url.replace(":5432/", f":{proxy_port}/")
+            proc = stack._spawn(  # noqa: SLF001 - the stack's one way to start and log a process
+                "sealer", [str(BIN / "flask"), "--app", "app", "audit", "seal", "--loop"],
+                {"DATABASE_URL": sealer_url, "PGAPPNAME": "erx-bench-sealer"})
+            time.sleep(3.0)
+            if proc.poll() is not None:
+                raise RuntimeError(f"the audit sealer exited with {proc.returncode}; see {LOG_DIR}/sealer.log")
+            sealed_db = bench_db.name
+        results["sealer"] = {"running_on": sealed_db, "through_proxy": bool(sealed_db) and any(
+            t.proxied and t.database == sealed_db for t in targets)}
         results["calibration"] = calibrate(urls[primary], urls[primary].replace(":5432/", f":{proxy_port}/"))
         token = stack.flask("tokens", "mint", "--role", "patient", "--sub", fx.patient, "--ttl", "7200").strip()
         watch = LockWatch(engines[primary], app_name=HARNESS_APP_NAME, interval_s=args.sample_ms / 1000)
         watch.start()
-        bench = Bench(args, stack, watch, token, fx, engines)
+        bench = Bench(args, stack, watch, token, fx, engines, sealed_db)
         try:
             print(f"== read benchmark: targets {','.join(args.targets)}, requests {','.join(args.requests)}, "
                   f"connections {args.connections}, {args.rounds} rounds of {args.duration:g} s, proxy "
@@ -514,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
         "loads": bench.loads,
         "summary": summary,
         "growth": growth,
-        "targets": targets_met(summary, args),
+        "targets": targets_met(summary, args, bench.loads),
         "failures": bench.failures,
         "warnings": bench.warnings,
         "wall_s": round(time.monotonic() - wall, 1),
