@@ -42,7 +42,7 @@ import time
 from typing import Any
 
 import requests
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, text
 
 from bench import latency_proxy
 from bench.database import BenchDatabase, bulk_seed_sql, run_sql, seed_total_for_region_b
@@ -407,8 +407,9 @@ def main(argv: list[str] | None = None) -> int:
             # A reused (grown) database already holds rx- rows that are not drafts: add the
             # drafts after them, from a multiple of 24 so that the Region B share stays 16/24.
             with db.engine.connect() as conn:
-                existing = int(conn.exec_driver_sql(
-                    "SELECT count(*) FROM prescriptions WHERE reference LIKE 'rx-%'").scalar() or 0)
+                existing = int(conn.execute(
+                    text("SELECT count(*) FROM prescriptions WHERE reference LIKE :p"), {"p": "rx-%"}
+                ).scalar() or 0)
             total += -(-existing // 24) * 24
         run_sql(db.engine, bulk_seed_sql(total))
         ids, pharmacies = region_b_drafts(db, args.count)
