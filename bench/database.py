@@ -54,7 +54,8 @@ class BenchDatabase:
             )
         port = int(os.environ.get("BENCH_PG_PORT", "5432"))
         reuse = os.environ.get("BENCH_REUSE_DB", "") in ("1", "true", "yes")
-        return cls("postgresql", name, f"postgresql+psycopg2://postgres@127.0.0.1:{port}/{name}", reuse)
+        url = f"postgresql+psycopg2://postgres@127.0.0.1:{port}/{name}"
+        return cls("postgresql", name, url, reuse)
 
     @property
     def label(self) -> str:

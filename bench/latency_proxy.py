@@ -84,7 +84,9 @@ class LatencyProxy:
             if not data:
                 return
 
-    def _write(self, dst: socket.socket, chunks: queue.Queue[tuple[float, bytes]], done: _Pair) -> None:
+    def _write(
+        self, dst: socket.socket, chunks: queue.Queue[tuple[float, bytes]], done: _Pair
+    ) -> None:
         try:
             while True:
                 due, data = chunks.get()
@@ -118,7 +120,9 @@ class _Pair:
             sock.close()
 
 
-def start_process(upstream_port: int, *, rtt_ms: float, cwd: Path | None = None) -> tuple[subprocess.Popen, int]:
+def start_process(
+    upstream_port: int, *, rtt_ms: float, cwd: Path | None = None
+) -> tuple[subprocess.Popen, int]:
     """Start ``python -m bench.latency_proxy`` in its own process; returns (process, its port).
 
     Its own process so that the proxy's threads take no CPU or GIL from the clients being
@@ -126,8 +130,18 @@ def start_process(upstream_port: int, *, rtt_ms: float, cwd: Path | None = None)
     (``terminate()``). Raises RuntimeError when it does not report its port.
     """
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.latency_proxy", "--upstream-port", str(upstream_port), "--rtt-ms", f"{rtt_ms:g}"],
-        cwd=cwd, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "bench.latency_proxy",
+            "--upstream-port",
+            str(upstream_port),
+            "--rtt-ms",
+            f"{rtt_ms:g}",
+        ],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     ready = proc.stdout.readline() if proc.stdout else ""
     if not ready.startswith("listening on "):
@@ -137,7 +151,9 @@ def start_process(upstream_port: int, *, rtt_ms: float, cwd: Path | None = None)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m bench.latency_proxy --upstream-port P (--rtt-ms X | --delay-ms Y)``: serve until SIGTERM.
+    """``python -m bench.latency_proxy --upstream-port P (--rtt-ms X | --delay-ms Y)``: serve.
+
+    Serves until SIGTERM.
 
     Prints ``listening on <port>`` (flushed) once ready. Runs in its own process so
     that its threads take no CPU or GIL from the clients being measured.

@@ -408,7 +408,8 @@ def main(argv: list[str] | None = None) -> int:
             # drafts after them, from a multiple of 24 so that the Region B share stays 16/24.
             with db.engine.connect() as conn:
                 existing = int(conn.execute(
-                    text("SELECT count(*) FROM prescriptions WHERE reference LIKE :p"), {"p": "rx-%"}
+                    text("SELECT count(*) FROM prescriptions WHERE reference LIKE :p"),
+                    {"p": "rx-%"},
                 ).scalar() or 0)
             total += -(-existing // 24) * 24
         run_sql(db.engine, bulk_seed_sql(total))
@@ -422,8 +423,8 @@ def main(argv: list[str] | None = None) -> int:
         sandbox_reset(base)
         platform = base
         if args.rtt_ms > 0:
-            proxy, proxy_port = latency_proxy.start_process(int(base.rsplit(":", 1)[1]), rtt_ms=args.rtt_ms,
-                                                            cwd=REPO_ROOT)
+            proxy, proxy_port = latency_proxy.start_process(
+                int(base.rsplit(":", 1)[1]), rtt_ms=args.rtt_ms, cwd=REPO_ROOT)
             platform = f"http://127.0.0.1:{proxy_port}"
             print(f"== platform round trip: +{args.rtt_ms:g} ms (latency proxy at {platform})", flush=True)
         overrides = {"WORKER_SEND_THREADS": str(args.threads)} if args.threads else {}

@@ -1,1 +1,1 @@
-"""``python -m bench.growth seed``: a database grown to production size, set-based, for the growth runs."""
+"""``python -m bench.growth seed``: a database grown to production size, set-based."""

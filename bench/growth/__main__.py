@@ -1,4 +1,4 @@
-"""``python -m bench.growth seed --database erx_bench_growth [--scale 1]``: grow a database, set-based.
+"""``python -m bench.growth seed --database erx_bench_growth [--scale 1]``: grow a database.
 
 The database (``erx_bench*`` only) is dropped and created, migrated and seeded as every
 benchmark's (``Stack.prepare_database``), given the read benchmark's fixtures
@@ -61,17 +61,23 @@ class Plan:
         """The counts at ``scale`` (0 < scale <= 1); ValueError otherwise."""
         if not 0 < scale <= 1:
             raise ValueError("--scale must be in (0, 1]")
-        return cls(max(100, int(PATIENTS * scale)), max(10, int(HEAVY_PATIENTS * scale)),
-                   max(1000, int(PRESCRIPTIONS * scale)), max(1000, int(INBOX * scale)),
-                   max(1000, int(AUDIT * scale)))
+        return cls(
+            max(100, int(PATIENTS * scale)),
+            max(10, int(HEAVY_PATIENTS * scale)),
+            max(1000, int(PRESCRIPTIONS * scale)),
+            max(1000, int(INBOX * scale)),
+            max(1000, int(AUDIT * scale)),
+        )
 
 
 def _chunks(total: int, size: int) -> list[tuple[int, int]]:
     return [(lo, min(lo + size - 1, total)) for lo in range(1, total + 1, size)]
 
 
-def _run(engine: Engine, label: str, total: int, chunk: int, sql: str, params: dict[str, Any]) -> float:
-    """Run ``sql`` (with :lo and :hi) over 1..total in chunks, one transaction each; returns seconds."""
+def _run(
+    engine: Engine, label: str, total: int, chunk: int, sql: str, params: dict[str, Any]
+) -> float:
+    """Run ``sql`` (:lo, :hi) over 1..total in chunks, a transaction each; returns seconds."""
     started = time.monotonic()
     for lo, hi in _chunks(total, chunk):
         with engine.begin() as conn:
@@ -82,9 +88,10 @@ def _run(engine: Engine, label: str, total: int, chunk: int, sql: str, params: d
 
 
 PATIENTS_SQL = """
-INSERT INTO patients (external_ref, region_code, first_name, last_name, gender, date_of_birth, email, phone,
-                      address_line1, city, post_code, country)
-SELECT 'gp-' || lpad(n::text, 7, '0'), CASE WHEN n % 3 = 0 THEN 'A' ELSE 'B' END, 'Grown', 'Patient ' || n,
+INSERT INTO patients (external_ref, region_code, first_name, last_name, gender, date_of_birth,
+                      email, phone, address_line1, city, post_code, country)
+SELECT 'gp-' || lpad(n::text, 7, '0'), CASE WHEN n % 3 = 0 THEN 'A' ELSE 'B' END, 'Grown',
+       'Patient ' || n,
        CASE WHEN n % 2 = 0 THEN 'female' ELSE 'male' END, date '1950-01-01' + (n % 20000),
        NULL, NULL, n || ' Bench Street', 'Benchton', 'BX1 1AA', 'United Kingdom'
 FROM generate_series(:lo, :hi) AS n ORDER BY n
@@ -92,26 +99,29 @@ FROM generate_series(:lo, :hi) AS n ORDER BY n
 
 # Prescription n: 40% to the heavy patients (n % heavy), the rest spread over the others.
 PRESCRIPTIONS_SQL = """
-INSERT INTO prescriptions (reference, patient_id, prescriber_id, clinic_id, pharmacy_id, status, platform_token,
-                           created_at, updated_at, last_event_at)
+INSERT INTO prescriptions (reference, patient_id, prescriber_id, clinic_id, pharmacy_id, status,
+                           platform_token, created_at, updated_at, last_event_at)
 SELECT 'gx-' || lpad(n::text, 7, '0'),
        :pbase + CASE WHEN n % 10 < 4 THEN n % :heavy ELSE :heavy + n % (:patients - :heavy) END + 1,
        :prescriber, :clinic, :pharmacy, 'dispensed', 'GX' || n,
-       now() - make_interval(mins => (n % 1000000)::int), now() - make_interval(mins => (n % 1000000)::int - 300),
+       now() - make_interval(mins => (n % 1000000)::int),
+       now() - make_interval(mins => (n % 1000000)::int - 300),
        now() - make_interval(mins => (n % 1000000)::int - 300)
 FROM generate_series(:lo, :hi) AS n ORDER BY n
 """
 
 MEDICINES_SQL = """
-INSERT INTO prescription_medicines (prescription_id, position, vpid, description, quantity, directions)
+INSERT INTO prescription_medicines (prescription_id, position, vpid, description, quantity,
+                                    directions)
 SELECT :rbase + n, 1, m.vpid, m.description, m.default_qty, m.default_directions
 FROM generate_series(:lo, :hi) AS n JOIN medicines m ON m.seq_no = n % 16 + 1 ORDER BY n
 """
 
 HISTORY_SQL = """
-INSERT INTO prescription_status_history (prescription_id, from_status, to_status, occurred_at, received_at,
-                                         source, event_id)
-SELECT :rbase + n, s.from_status, s.to_status, now() - make_interval(mins => (n % 1000000)::int - 60 * s.k),
+INSERT INTO prescription_status_history (prescription_id, from_status, to_status, occurred_at,
+                                         received_at, source, event_id)
+SELECT :rbase + n, s.from_status, s.to_status,
+       now() - make_interval(mins => (n % 1000000)::int - 60 * s.k),
        now() - make_interval(mins => (n % 1000000)::int - 60 * s.k), s.source,
        CASE WHEN s.source = 'webhook' THEN 'gevt-' || n || '-' || s.k END
 FROM generate_series(:lo, :hi) AS n
@@ -126,10 +136,12 @@ INSERT INTO webhook_inbox (event_id, event_type, platform_token, body, signature
                            next_attempt_at, received_at, processed_at, awaiting_prescription)
 SELECT 'gin-' || n, 'prescription.status_changed', 'GX' || (n % :prescriptions + 1),
        convert_to('{"id":"gin-' || n || '","type":"prescription.status_changed","data":{"token":"GX'
-                  || (n % :prescriptions + 1) || '","status":"signed","padding":"' || repeat('x', 180) || '"}}',
+                  || (n % :prescriptions + 1) || '","status":"signed","padding":"'
+                  || repeat('x', 180) || '"}}',
                   'UTF8'),
        't=1700000000,v1=' || md5(n::text) || md5((n + 1)::text), 'processed', 1,
-       now() - make_interval(mins => (n % 1000000)::int), now() - make_interval(mins => (n % 1000000)::int),
+       now() - make_interval(mins => (n % 1000000)::int),
+       now() - make_interval(mins => (n % 1000000)::int),
        now() - make_interval(mins => (n % 1000000)::int), false
 FROM generate_series(:lo, :hi) AS n ORDER BY n
 """
@@ -163,10 +175,13 @@ def audit_insert_sql(engine: Engine) -> tuple[str, list[str]]:
     has no value for.
     """
     with engine.connect() as conn:
-        cols = conn.execute(text(
-            "SELECT column_name, is_nullable, column_default, data_type FROM information_schema.columns"
-            " WHERE table_name = 'audit_events' AND table_schema = current_schema() ORDER BY ordinal_position"
-        )).all()
+        cols = conn.execute(
+            text(
+                "SELECT column_name, is_nullable, column_default, data_type"
+                " FROM information_schema.columns WHERE table_name = 'audit_events'"
+                " AND table_schema = current_schema() ORDER BY ordinal_position"
+            )
+        ).all()
     if not cols:
         raise BenchDatabaseError("no audit_events table")
     names, values = [], []
@@ -177,9 +192,13 @@ def audit_insert_sql(engine: Engine) -> tuple[str, list[str]]:
             names.append(name)
             values.append(AUDIT_COLUMNS[name])
         elif nullable == "NO" and default is None:
-            raise BenchDatabaseError(f"audit_events.{name} is NOT NULL and the seeder has no value for it")
-    sql = (f"INSERT INTO audit_events ({', '.join(names)}) SELECT {', '.join(values)}"
-           " FROM generate_series(:lo, :hi) AS n ORDER BY n")
+            raise BenchDatabaseError(
+                f"audit_events.{name} is NOT NULL and the seeder has no value for it"
+            )
+    sql = (
+        f"INSERT INTO audit_events ({', '.join(names)}) SELECT {', '.join(values)}"
+        " FROM generate_series(:lo, :hi) AS n ORDER BY n"
+    )
     return sql, names
 
 
@@ -198,14 +217,28 @@ class IndexesDropped:
 
     def __enter__(self) -> IndexesDropped:
         with self.engine.begin() as conn:
-            self.constraints = [(r[0], r[1]) for r in conn.execute(text(
-                "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
-                " WHERE conrelid = CAST(:t AS regclass) AND contype = 'u'"), {"t": self.table})]
-            self.indexes = [(r[0], r[1]) for r in conn.execute(text(
-                "SELECT CAST(indexrelid AS regclass)::text, pg_get_indexdef(indexrelid) FROM pg_index"
-                " WHERE indrelid = CAST(:t AS regclass) AND NOT indisprimary AND indexrelid NOT IN"
-                " (SELECT conindid FROM pg_constraint WHERE conrelid = CAST(:t AS regclass))"),
-                {"t": self.table})]
+            self.constraints = [
+                (r[0], r[1])
+                for r in conn.execute(
+                    text(
+                        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
+                        " WHERE conrelid = CAST(:t AS regclass) AND contype = 'u'"
+                    ),
+                    {"t": self.table},
+                )
+            ]
+            self.indexes = [
+                (r[0], r[1])
+                for r in conn.execute(
+                    text(
+                        "SELECT CAST(indexrelid AS regclass)::text, pg_get_indexdef(indexrelid)"
+                        " FROM pg_index WHERE indrelid = CAST(:t AS regclass) AND NOT indisprimary"
+                        " AND indexrelid NOT IN (SELECT conindid FROM pg_constraint"
+                        " WHERE conrelid = CAST(:t AS regclass))"
+                    ),
+                    {"t": self.table},
+                )
+            ]
             for name, _ in self.constraints:
                 conn.execute(text(f'ALTER TABLE {self.table} DROP CONSTRAINT "{name}"'))
             for name, _ in self.indexes:
@@ -226,7 +259,9 @@ def _scalar(engine: Engine, sql: str, params: dict[str, Any] | None = None) -> A
         return conn.execute(text(sql), params or {}).scalar()
 
 
-def seed(database: str, *, scale: float, chunk: int, echo: Callable[[str], None] = print) -> dict[str, Any]:
+def seed(
+    database: str, *, scale: float, chunk: int, echo: Callable[[str], None] = print
+) -> dict[str, Any]:
     """Build the grown database ``database``; returns the row counts and seconds per step.
 
     Raises BenchDatabaseError (bad name, PostgreSQL down, an audit column it cannot fill).
@@ -234,7 +269,9 @@ def seed(database: str, *, scale: float, chunk: int, echo: Callable[[str], None]
     if not NAME_PATTERN.match(database):
         raise BenchDatabaseError(f"refusing database {database!r}: only erx_bench* databases")
     plan = Plan.at(scale)
-    db = BenchDatabase("postgresql", database, f"postgresql+psycopg2://postgres@127.0.0.1:5432/{database}")
+    db = BenchDatabase(
+        "postgresql", database, f"postgresql+psycopg2://postgres@127.0.0.1:5432/{database}"
+    )
     started = time.monotonic()
     db.recreate()
     Stack(env=base_env(DATABASE_URL=db.url, ERX_ENV="development")).prepare_database()
@@ -247,24 +284,59 @@ def seed(database: str, *, scale: float, chunk: int, echo: Callable[[str], None]
         with engine.connect() as conn:
             clinic = conn.execute(text("SELECT min(id) FROM clinics")).scalar()
             prescriber = conn.execute(text("SELECT min(id) FROM prescribers")).scalar()
-            pharmacy = conn.execute(text("SELECT min(id) FROM pharmacies WHERE branch_id IS NOT NULL")).scalar()
+            pharmacy = conn.execute(
+                text("SELECT min(id) FROM pharmacies WHERE branch_id IS NOT NULL")
+            ).scalar()
         steps["patients"] = _run(engine, "patients", plan.patients, chunk, PATIENTS_SQL, {})
-        pbase = int(_scalar(engine, "SELECT min(id) - 1 FROM patients WHERE external_ref LIKE 'gp-%'"))
-        span = int(_scalar(engine, "SELECT max(id) - min(id) + 1 FROM patients WHERE external_ref LIKE 'gp-%'"))
+        pbase = int(
+            _scalar(engine, "SELECT min(id) - 1 FROM patients WHERE external_ref LIKE 'gp-%'")
+        )
+        span = int(
+            _scalar(
+                engine, "SELECT max(id) - min(id) + 1 FROM patients WHERE external_ref LIKE 'gp-%'"
+            )
+        )
         if span != plan.patients:
-            raise BenchDatabaseError(f"grown patients' ids are not contiguous ({span} for {plan.patients})")
-        common = {"pbase": pbase, "heavy": plan.heavy, "patients": plan.patients, "prescriptions": plan.prescriptions,
-                  "clinic": clinic, "prescriber": prescriber, "pharmacy": pharmacy, "audit": plan.audit}
-        steps["prescriptions"] = _run(engine, "prescriptions", plan.prescriptions, chunk, PRESCRIPTIONS_SQL, common)
-        rbase = int(_scalar(engine, "SELECT min(id) - 1 FROM prescriptions WHERE reference LIKE 'gx-%'"))
-        span = int(_scalar(engine, "SELECT max(id) - min(id) + 1 FROM prescriptions WHERE reference LIKE 'gx-%'"))
+            raise BenchDatabaseError(
+                f"grown patients' ids are not contiguous ({span} for {plan.patients})"
+            )
+        common = {
+            "pbase": pbase,
+            "heavy": plan.heavy,
+            "patients": plan.patients,
+            "prescriptions": plan.prescriptions,
+            "clinic": clinic,
+            "prescriber": prescriber,
+            "pharmacy": pharmacy,
+            "audit": plan.audit,
+        }
+        steps["prescriptions"] = _run(
+            engine, "prescriptions", plan.prescriptions, chunk, PRESCRIPTIONS_SQL, common
+        )
+        rbase = int(
+            _scalar(engine, "SELECT min(id) - 1 FROM prescriptions WHERE reference LIKE 'gx-%'")
+        )
+        span = int(
+            _scalar(
+                engine,
+                "SELECT max(id) - min(id) + 1 FROM prescriptions WHERE reference LIKE 'gx-%'",
+            )
+        )
         if span != plan.prescriptions:
             raise BenchDatabaseError(f"grown prescriptions' ids are not contiguous ({span})")
         common["rbase"] = rbase
-        steps["medicines"] = _run(engine, "medicine lines", plan.prescriptions, chunk, MEDICINES_SQL, common)
+        steps["medicines"] = _run(
+            engine, "medicine lines", plan.prescriptions, chunk, MEDICINES_SQL, common
+        )
         for step, table, label, total, size, sql in (
-            ("history", "prescription_status_history", "history rows (x5)", plan.prescriptions,
-             max(1, chunk // 5), HISTORY_SQL),
+            (
+                "history",
+                "prescription_status_history",
+                "history rows (x5)",
+                plan.prescriptions,
+                max(1, chunk // 5),
+                HISTORY_SQL,
+            ),
             ("inbox", "webhook_inbox", "inbox rows", plan.inbox, chunk, INBOX_SQL),
             ("audit", "audit_events", "audit rows", plan.audit, chunk, audit_sql),
         ):
@@ -277,26 +349,54 @@ def seed(database: str, *, scale: float, chunk: int, echo: Callable[[str], None]
             conn.exec_driver_sql("VACUUM ANALYZE")
         steps["vacuum_analyze"] = time.monotonic() - t0
         with engine.connect() as conn:
-            counts = {t: int(conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() or 0) for t in (
-                "patients", "prescriptions", "prescription_medicines", "prescription_status_history",
-                "webhook_inbox", "audit_events")}
-            size = conn.execute(text("SELECT pg_size_pretty(pg_database_size(current_database()))")).scalar()
+            counts = {
+                t: int(conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() or 0)
+                for t in (
+                    "patients",
+                    "prescriptions",
+                    "prescription_medicines",
+                    "prescription_status_history",
+                    "webhook_inbox",
+                    "audit_events",
+                )
+            }
+            size = conn.execute(
+                text("SELECT pg_size_pretty(pg_database_size(current_database()))")
+            ).scalar()
     finally:
         engine.dispose()
-    result = {"database": database, "scale": scale, "plan": plan.__dict__, "counts": counts, "size": size,
-              "seconds": {k: round(v, 1) for k, v in steps.items()}, "total_s": round(time.monotonic() - started, 1)}
+    result = {
+        "database": database,
+        "scale": scale,
+        "plan": plan.__dict__,
+        "counts": counts,
+        "size": size,
+        "seconds": {k: round(v, 1) for k, v in steps.items()},
+        "total_s": round(time.monotonic() - started, 1),
+    }
     echo(f"== {database}: {counts}, {size}, {result['total_s']} s")
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``seed``: build the grown database; exits 2 with a one-line cause on a bad argument or database."""
+    """``seed``: build the grown database; exits 2 with a one-line cause on bad input."""
     p = argparse.ArgumentParser(prog="python -m bench.growth", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("seed", help="drop, create and grow the database")
-    s.add_argument("--database", default="erx_bench_growth", help="an erx_bench* name (default erx_bench_growth)")
-    s.add_argument("--scale", type=float, default=1.0, help="fraction of the full counts, (0, 1] (default 1)")
-    s.add_argument("--chunk", type=int, default=1_000_000, help="rows per INSERT transaction (default 1,000,000)")
+    s.add_argument(
+        "--database",
+        default="erx_bench_growth",
+        help="an erx_bench* name (default erx_bench_growth)",
+    )
+    s.add_argument(
+        "--scale", type=float, default=1.0, help="fraction of the full counts, (0, 1] (default 1)"
+    )
+    s.add_argument(
+        "--chunk",
+        type=int,
+        default=1_000_000,
+        help="rows per INSERT transaction (default 1,000,000)",
+    )
     args = p.parse_args(argv)
     if not 0 < args.scale <= 1 or not 1000 <= args.chunk <= 10_000_000:
         p.error("--scale must be in (0, 1] and --chunk 1,000..10,000,000")

@@ -1,1 +1,1 @@
-"""``python -m bench.reads``: audited reads against ``GET /api/v1/regions``, with the database near or far."""
+"""``python -m bench.reads``: audited reads against ``GET /api/v1/regions``, near or far."""

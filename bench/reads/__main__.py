@@ -1,4 +1,4 @@
-"""``python -m bench.reads``: audited reads against ``GET /api/v1/regions``, the database near or far.
+"""``python -m bench.reads``: audited reads against ``GET /api/v1/regions``, database near or far.
 
 What runs (PostgreSQL, loopback only, every loop bounded by time):
 
@@ -70,25 +70,52 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line (see ``--help``); exits with a usage error on bad values."""
     p = argparse.ArgumentParser(prog="python -m bench.reads", description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=3, help="rounds (default 3)")
-    p.add_argument("--duration", type=float, default=10.0, help="seconds of wrk per load (default 10)")
-    p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each load (1)")
+    p.add_argument(
+        "--duration", type=float, default=10.0, help="seconds of wrk per load (default 10)"
+    )
+    p.add_argument(
+        "--warmup", type=float, default=1.0, help="unmeasured seconds before each load (1)"
+    )
     p.add_argument("--connections", default="32,1", help="wrk connection counts (default 32,1)")
-    p.add_argument("--delay-ms", type=float, default=0.5,
-                   help="delay the proxy adds in EACH direction, ms (default 0.5: a 1 ms round trip)")
-    p.add_argument("--targets", default=None,
-                   help="comma-separated of direct,proxy,growth,growth-proxy (default direct,proxy; "
-                        "with --growth-db direct,growth)")
-    p.add_argument("--requests", default=None,
-                   help="comma-separated of single,list,fhir,regions (default single,list,regions; with "
-                        "--growth-db all four); regions, the reference, is always measured")
-    p.add_argument("--growth-db", default=None,
-                   help="an erx_bench* database built by `python -m bench.growth seed` (kept as it is)")
-    p.add_argument("--workers", type=int, default=4, help="gunicorn workers per service (default 4)")
-    p.add_argument("--sample-ms", type=float, default=50.0, help="pg_stat_activity sampling period (50)")
-    p.add_argument("--sealer", choices=("auto", "on", "off"), default="auto",
-                   help="run the audit sealer on the small database and measure its lag (auto: when the "
-                        "service has one)")
-    p.add_argument("--name", default=None, help="results file name (default reads, or reads-growth)")
+    p.add_argument(
+        "--delay-ms",
+        type=float,
+        default=0.5,
+        help="delay the proxy adds in EACH direction, ms (default 0.5: a 1 ms round trip)",
+    )
+    p.add_argument(
+        "--targets",
+        default=None,
+        help="comma-separated of direct,proxy,growth,growth-proxy (default direct,proxy; "
+        "with --growth-db direct,growth)",
+    )
+    p.add_argument(
+        "--requests",
+        default=None,
+        help="comma-separated of single,list,fhir,regions (default single,list,regions; with "
+        "--growth-db all four); regions, the reference, is always measured",
+    )
+    p.add_argument(
+        "--growth-db",
+        default=None,
+        help="an erx_bench* database built by `python -m bench.growth seed` (kept as it is)",
+    )
+    p.add_argument(
+        "--workers", type=int, default=4, help="gunicorn workers per service (default 4)"
+    )
+    p.add_argument(
+        "--sample-ms", type=float, default=50.0, help="pg_stat_activity sampling period (50)"
+    )
+    p.add_argument(
+        "--sealer",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="run the audit sealer on the small database and measure its lag (auto: when the "
+        "service has one)",
+    )
+    p.add_argument(
+        "--name", default=None, help="results file name (default reads, or reads-growth)"
+    )
     p.add_argument("--plot", default=None, help="draw a PNG of the ratios and p50s to this path")
     args = p.parse_args(argv)
     try:
@@ -98,19 +125,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not args.connections or not all(1 <= c <= 512 for c in args.connections):
         p.error("connection counts must be 1..512")
     if not 1 <= args.rounds <= 9 or not 1 <= args.duration <= 300 or not 0 <= args.warmup <= 60:
-        p.error("--rounds must be 1..9, --duration 1..300 s and --warmup 0..60 s (wrk rounds to whole s)")
-    if not 0 < args.delay_ms <= 100 or not 1 <= args.workers <= 16 or not 10 <= args.sample_ms <= 1000:
+        p.error(
+            "--rounds must be 1..9, --duration 1..300 s, --warmup 0..60 s (whole seconds for wrk)"
+        )
+    if (
+        not 0 < args.delay_ms <= 100
+        or not 1 <= args.workers <= 16
+        or not 10 <= args.sample_ms <= 1000
+    ):
         p.error("--delay-ms must be in (0, 100], --workers 1..16 and --sample-ms 10..1000")
     if args.growth_db is not None and not NAME_PATTERN.match(args.growth_db):
         p.error("--growth-db must be an erx_bench* database")
     growth = args.growth_db is not None
     default_targets = "direct,growth" if growth else "direct,proxy"
-    args.targets = _names(p, default_targets if args.targets is None else args.targets, TARGETS, "--targets")
+    args.targets = _names(
+        p, default_targets if args.targets is None else args.targets, TARGETS, "--targets"
+    )
     if any(t.startswith("growth") for t in args.targets) and not growth:
         p.error("the growth targets need --growth-db")
     default_requests = "single,list,fhir,regions" if growth else "single,list,regions"
-    args.requests = _names(p, default_requests if args.requests is None else args.requests, REQUESTS,
-                           "--requests")
+    args.requests = _names(
+        p, default_requests if args.requests is None else args.requests, REQUESTS, "--requests"
+    )
     if REFERENCE not in args.requests:
         args.requests.append(REFERENCE)
     args.name = args.name or ("reads-growth" if growth else "reads")
@@ -147,18 +183,41 @@ def request_paths(request: str, fx: fixtures.ReadFixtures) -> list[str]:
     return ["/api/v1/regions"]
 
 
-def run_wrk(url: str, paths: list[str], *, connections: int, duration: float, token: str,
-            log_name: str) -> dict[str, Any]:
-    """One wrk load; returns its summary (rps, latency in ms, errors). RuntimeError when wrk fails."""
+def run_wrk(
+    url: str, paths: list[str], *, connections: int, duration: float, token: str, log_name: str
+) -> dict[str, Any]:
+    """One wrk load; returns its summary (rps, latency in ms, errors). RuntimeError if wrk fails."""
     threads = min(connections, 2)
     # wrk takes whole seconds only.
-    cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(duration))}s", "--timeout", "10s",
-           "--latency", "-H", f"Authorization: Bearer {token}", "-s", str(LUA), url, "--", *paths]
+    cmd = [
+        "wrk",
+        "-t",
+        str(threads),
+        "-c",
+        str(connections),
+        "-d",
+        f"{max(1, round(duration))}s",
+        "--timeout",
+        "10s",
+        "--latency",
+        "-H",
+        f"Authorization: Bearer {token}",
+        "-s",
+        str(LUA),
+        url,
+        "--",
+        *paths,
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=False)
     # The log leaves the token out: a bench token, but tokens are never written down.
     (LOG_DIR / f"{log_name}.txt").write_text(
-        " ".join(c if not c.startswith("Authorization") else "Authorization: Bearer ..." for c in cmd)
-        + "\n\n" + out.stdout + out.stderr)
+        " ".join(
+            c if not c.startswith("Authorization") else "Authorization: Bearer ..." for c in cmd
+        )
+        + "\n\n"
+        + out.stdout
+        + out.stderr
+    )
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
     if out.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed ({out.returncode}): {out.stderr.strip()[-300:]}")
@@ -172,15 +231,25 @@ def run_wrk(url: str, paths: list[str], *, connections: int, duration: float, to
         "rps": round(w["requests"] / seconds, 1) if seconds else None,
         "errors_status": w["errors_status"],
         "socket_errors": {k: w[f"errors_{k}"] for k in ("connect", "read", "write", "timeout")},
-        "latency_ms": {k: round(w[f"latency_{k}_us"] / 1000, 2) for k in ("p50", "p90", "p99", "p999", "max")},
+        "latency_ms": {
+            k: round(w[f"latency_{k}_us"] / 1000, 2) for k in ("p50", "p90", "p99", "p999", "max")
+        },
     }
 
 
 class Bench:
     """One run: services, the token, the lock watcher and every load's results."""
 
-    def __init__(self, args: argparse.Namespace, stack: Stack, watch: LockWatch, token: str,
-                 fx: fixtures.ReadFixtures, engines: dict[str, Engine], sealed_db: str | None = None) -> None:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        stack: Stack,
+        watch: LockWatch,
+        token: str,
+        fx: fixtures.ReadFixtures,
+        engines: dict[str, Engine],
+        sealed_db: str | None = None,
+    ) -> None:
         self.args, self.stack, self.watch, self.token, self.fx = args, stack, watch, token, fx
         self.engines = engines
         self.sealed_db = sealed_db
@@ -198,15 +267,28 @@ class Bench:
         self.warnings.append(f"{database}: sessions still active {timeout_s:g} s after a load")
         return time.monotonic() - started
 
-    def load(self, target: Target, request: str, connections: int, rnd: int, position: int,
-             proxy_pid: int | None) -> dict[str, Any]:
+    def load(
+        self,
+        target: Target,
+        request: str,
+        connections: int,
+        rnd: int,
+        position: int,
+        proxy_pid: int | None,
+    ) -> dict[str, Any]:
         """Warm-up, then one measured wrk load with lock sampling and CPU accounting."""
         a = self.args
         paths = request_paths(request, self.fx)
         tag = f"r{rnd}-{target.name}-c{connections}-{request}"
         if a.warmup > 0:
-            run_wrk(target.url, paths, connections=connections, duration=a.warmup, token=self.token,
-                    log_name=f"{tag}-warmup")
+            run_wrk(
+                target.url,
+                paths,
+                connections=connections,
+                duration=a.warmup,
+                token=self.token,
+                log_name=f"{tag}-warmup",
+            )
         waited = self.settle(target.database)
         meter = CpuMeter(self.engines[target.database], target.pid)
         proxy0 = procstat.cpu_by_pid([proxy_pid]) if proxy_pid else {}
@@ -215,8 +297,14 @@ class Bench:
         meter.start()
         self.watch.begin(target.database)
         try:
-            w = run_wrk(target.url, paths, connections=connections, duration=a.duration, token=self.token,
-                        log_name=tag)
+            w = run_wrk(
+                target.url,
+                paths,
+                connections=connections,
+                duration=a.duration,
+                token=self.token,
+                log_name=tag,
+            )
         finally:
             tally = self.watch.end()
         usage = meter.stop()
@@ -227,28 +315,50 @@ class Bench:
             proxy_cpu = round(proxy1.get(proxy_pid, 0.0) - proxy0.get(proxy_pid, 0.0), 3)
         n = max(w["requests"], 1)
         entry = {
-            "round": rnd, "position": position, "target": target.name, "database": target.database,
-            "proxied": target.proxied, "request": request, "connections": connections, **w,
-            "locks": tally.as_json(), "settled_before_s": round(waited, 2),
-            "cpu_ms_per_request": {"server": round((usage["cpu_s"]["server"] or 0) / n * 1000, 3),
-                                   "postgres": round((usage["cpu_s"]["postgres"] or 0) / n * 1000, 3),
-                                   "proxy": None if proxy_cpu is None else round(proxy_cpu / n * 1000, 3)},
+            "round": rnd,
+            "position": position,
+            "target": target.name,
+            "database": target.database,
+            "proxied": target.proxied,
+            "request": request,
+            "connections": connections,
+            **w,
+            "locks": tally.as_json(),
+            "settled_before_s": round(waited, 2),
+            "cpu_ms_per_request": {
+                "server": round((usage["cpu_s"]["server"] or 0) / n * 1000, 3),
+                "postgres": round((usage["cpu_s"]["postgres"] or 0) / n * 1000, 3),
+                "proxy": None if proxy_cpu is None else round(proxy_cpu / n * 1000, 3),
+            },
             "machine_pct": usage["machine_pct"],
             "sealer_lag": lag,
         }
         if w["errors_status"] or any(w["socket_errors"].values()):
-            self.failures.append(f"{tag}: {w['errors_status']} answers >= 400, socket errors {w['socket_errors']}")
+            self.failures.append(
+                f"{tag}: {w['errors_status']} answers >= 400, socket errors {w['socket_errors']}"
+            )
         self.loads.append(entry)
         lat, lk = w["latency_ms"], entry["locks"]
-        print(f"== round {rnd} {target.name:12s} c={connections:<3d} {request:8s} {fmt(w['rps'], 1):>8s} req/s  "
-              f"p50 {lat['p50']:8.2f} ms  p99 {lat['p99']:8.2f} ms  lock waits: {lk['samples_with_lock_wait']}"
-              f"/{lk['samples']} samples (advisory {lk['samples_with_advisory_wait']}, max "
-              f"{lk['max_sessions_waiting']} sessions)  busy {entry['machine_pct']['busy']}% "
-              f"steal {entry['machine_pct']['steal']}%"
-              + (f"  sealer lag p50 {lag['p50_ms']} p99 {lag['p99_ms']} ms ({lag['unsealed']} unsealed)"
-                 if lag and lag["rows"] else "")
-              + ("" if not (w["errors_status"] or any(w["socket_errors"].values()))
-                 else f"  ** {w['errors_status']} errors **"), flush=True)
+        print(
+            f"== round {rnd} {target.name:12s} c={connections:<3d} {request:8s} "
+            f"{fmt(w['rps'], 1):>8s} req/s  p50 {lat['p50']:8.2f} ms  p99 {lat['p99']:8.2f} ms  "
+            f"lock waits: {lk['samples_with_lock_wait']}/{lk['samples']} samples "
+            f"(advisory {lk['samples_with_advisory_wait']}, max "
+            f"{lk['max_sessions_waiting']} sessions)  busy {entry['machine_pct']['busy']}% "
+            f"steal {entry['machine_pct']['steal']}%"
+            + (
+                f"  sealer lag p50 {lag['p50_ms']} p99 {lag['p99_ms']} ms "
+                f"({lag['unsealed']} unsealed)"
+                if lag and lag["rows"]
+                else ""
+            )
+            + (
+                ""
+                if not (w["errors_status"] or any(w["socket_errors"].values()))
+                else f"  ** {w['errors_status']} errors **"
+            ),
+            flush=True,
+        )
         return entry
 
     def run(self, targets: list[Target], proxy_pid: int | None) -> None:
@@ -259,8 +369,14 @@ class Bench:
             for target in order_t:
                 for connections in a.connections:
                     for position, request in enumerate(_rotate(a.requests, rnd - 1), start=1):
-                        self.load(target, request, connections, rnd, position,
-                                  proxy_pid if target.proxied else None)
+                        self.load(
+                            target,
+                            request,
+                            connections,
+                            rnd,
+                            position,
+                            proxy_pid if target.proxied else None,
+                        )
 
 
 def _rotate(items: list[Any], k: int) -> list[Any]:
@@ -269,19 +385,24 @@ def _rotate(items: list[Any], k: int) -> list[Any]:
 
 
 def start_service(stack: Stack, name: str, database_url: str, workers: int) -> tuple[str, int]:
-    """``gunicorn -c gunicorn.conf.py wsgi:app`` on a free port; returns (url, pid) once /healthz answers."""
+    """Start ``gunicorn -c gunicorn.conf.py wsgi:app`` on a free port; (url, pid) once healthy."""
     port = free_port()
     proc = stack._spawn(  # noqa: SLF001 - the stack's one way to start and log a process
-        name, [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"],
-        {"BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": str(workers), "DATABASE_URL": database_url,
-         "PGAPPNAME": f"erx-bench-{name}"},
+        name,
+        [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"],
+        {
+            "BIND": f"127.0.0.1:{port}",
+            "WEB_CONCURRENCY": str(workers),
+            "DATABASE_URL": database_url,
+            "PGAPPNAME": f"erx-bench-{name}",
+        },
     )
     wait_http(f"http://127.0.0.1:{port}/healthz", proc=proc, timeout_s=90)
     return f"http://127.0.0.1:{port}", proc.pid
 
 
 def calibrate(url: str, proxied_url: str, count: int = 300) -> dict[str, float | None]:
-    """``SELECT 1`` round trip p50 in ms, directly and through the proxy (what the proxy adds, idle)."""
+    """``SELECT 1`` round trip p50 (ms), directly and through the proxy: what it adds, idle."""
     out: dict[str, float | None] = {}
     for label, u in (("direct", url), ("proxy", proxied_url)):
         engine = create_engine(u, connect_args={"application_name": HARNESS_APP_NAME})
@@ -308,28 +429,52 @@ def summarise(loads: list[dict[str, Any]], args: argparse.Namespace) -> dict[str
             key = f"{target}/c{conns}"
             rows: dict[str, Any] = {}
             for request in args.requests:
-                mine = sorted((x for x in loads if x["target"] == target and x["connections"] == conns
-                               and x["request"] == request), key=lambda x: x["round"])
-                ref = {x["round"]: x for x in loads if x["target"] == target and x["connections"] == conns
-                       and x["request"] == REFERENCE}
-                ratios = [ratio(x["rps"], ref[x["round"]]["rps"]) if x["round"] in ref else None for x in mine]
+                mine = sorted(
+                    (
+                        x
+                        for x in loads
+                        if x["target"] == target
+                        and x["connections"] == conns
+                        and x["request"] == request
+                    ),
+                    key=lambda x: x["round"],
+                )
+                ref = {
+                    x["round"]: x
+                    for x in loads
+                    if x["target"] == target
+                    and x["connections"] == conns
+                    and x["request"] == REFERENCE
+                }
+                ratios = [
+                    ratio(x["rps"], ref[x["round"]]["rps"]) if x["round"] in ref else None
+                    for x in mine
+                ]
                 rows[request] = {
                     "rps_per_round": [x["rps"] for x in mine],
                     "p50_ms_per_round": [x["latency_ms"]["p50"] for x in mine],
                     "p99_ms_per_round": [x["latency_ms"]["p99"] for x in mine],
-                    "ratio_to_regions_per_round": [None if r is None else round(r, 3) for r in ratios],
+                    "ratio_to_regions_per_round": [
+                        None if r is None else round(r, 3) for r in ratios
+                    ],
                     "ratio_to_regions_median": _median(ratios),
                     "p50_ms_median": _median([x["latency_ms"]["p50"] for x in mine]),
-                    "samples_with_lock_wait": sum(x["locks"]["samples_with_lock_wait"] for x in mine),
-                    "samples_with_advisory_wait": sum(x["locks"]["samples_with_advisory_wait"] for x in mine),
+                    "samples_with_lock_wait": sum(
+                        x["locks"]["samples_with_lock_wait"] for x in mine
+                    ),
+                    "samples_with_advisory_wait": sum(
+                        x["locks"]["samples_with_advisory_wait"] for x in mine
+                    ),
                     "samples": sum(x["locks"]["samples"] for x in mine),
                 }
             out[key] = rows
     return out
 
 
-def growth_comparison(loads: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Grown / small per round and request: rps ratio (want >= 1/1.2) and p50 ratio (want <= 1.2)."""
+def growth_comparison(
+    loads: list[dict[str, Any]], args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """Grown vs small per round and request: small/grown rps and grown/small p50 (want <= 1.2)."""
     pairs = [("growth", "direct"), ("growth-proxy", "proxy")]
     out = []
     for grown, small in pairs:
@@ -337,27 +482,46 @@ def growth_comparison(loads: list[dict[str, Any]], args: argparse.Namespace) -> 
             continue
         for conns in args.connections:
             for request in args.requests:
+
                 def pick(t: str, c: int = conns, r: str = request) -> dict[int, dict[str, Any]]:
-                    return {x["round"]: x for x in loads
-                            if x["target"] == t and x["connections"] == c and x["request"] == r}
+                    return {
+                        x["round"]: x
+                        for x in loads
+                        if x["target"] == t and x["connections"] == c and x["request"] == r
+                    }
+
                 g, s = pick(grown), pick(small)
                 rounds = sorted(set(g) & set(s))
                 rps = [ratio(s[r]["rps"], g[r]["rps"]) for r in rounds]  # small / grown: cost grows
                 p50 = [ratio(g[r]["latency_ms"]["p50"], s[r]["latency_ms"]["p50"]) for r in rounds]
                 med_rps, med_p50 = _median(rps), _median(p50)
-                out.append({
-                    "pair": f"{grown} vs {small}", "connections": conns, "request": request,
-                    "small_over_grown_rps_per_round": [None if v is None else round(v, 3) for v in rps],
-                    "grown_over_small_p50_per_round": [None if v is None else round(v, 3) for v in p50],
-                    "small_over_grown_rps_median": med_rps, "grown_over_small_p50_median": med_p50,
-                    "within": (med_rps is not None and med_rps <= GROWTH_LIMIT
-                               and med_p50 is not None and med_p50 <= GROWTH_LIMIT),
-                })
+                out.append(
+                    {
+                        "pair": f"{grown} vs {small}",
+                        "connections": conns,
+                        "request": request,
+                        "small_over_grown_rps_per_round": [
+                            None if v is None else round(v, 3) for v in rps
+                        ],
+                        "grown_over_small_p50_per_round": [
+                            None if v is None else round(v, 3) for v in p50
+                        ],
+                        "small_over_grown_rps_median": med_rps,
+                        "grown_over_small_p50_median": med_p50,
+                        "within": (
+                            med_rps is not None
+                            and med_rps <= GROWTH_LIMIT
+                            and med_p50 is not None
+                            and med_p50 <= GROWTH_LIMIT
+                        ),
+                    }
+                )
     return out
 
 
-def targets_met(summary: dict[str, Any], args: argparse.Namespace,
-                loads: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+def targets_met(
+    summary: dict[str, Any], args: argparse.Namespace, loads: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
     """The issue's targets at the proxied round trip, against this run's medians."""
     out = []
     rtt = 2 * args.delay_ms
@@ -366,27 +530,53 @@ def targets_met(summary: dict[str, Any], args: argparse.Namespace,
             row = summary.get(f"{target}/c32", {}).get(request)
             if row:
                 med = row["ratio_to_regions_median"]
-                out.append({"target": f"{target}, {rtt:g} ms round trip, 32 conns: {request} / regions >= {want}",
-                            "measured": med, "per_round": row["ratio_to_regions_per_round"],
-                            "met": med is not None and med >= want})
+                out.append(
+                    {
+                        "target": f"{target}, {rtt:g} ms round trip, 32 conns: "
+                        f"{request} / regions >= {want}",
+                        "measured": med,
+                        "per_round": row["ratio_to_regions_per_round"],
+                        "met": med is not None and med >= want,
+                    }
+                )
         for request, want in P50_TARGETS_MS.items():
             row = summary.get(f"{target}/c1", {}).get(request)
             if row:
                 med = row["p50_ms_median"]
-                out.append({"target": f"{target}, {rtt:g} ms round trip, 1 client: {request} p50 <= {want:g} ms",
-                            "measured": med, "per_round": row["p50_ms_per_round"],
-                            "met": med is not None and med <= want})
-    lags = [x for x in loads or [] if x.get("sealer_lag") and x["sealer_lag"]["rows"] and x["connections"] >= 32]
+                out.append(
+                    {
+                        "target": f"{target}, {rtt:g} ms round trip, 1 client: "
+                        f"{request} p50 <= {want:g} ms",
+                        "measured": med,
+                        "per_round": row["p50_ms_per_round"],
+                        "met": med is not None and med <= want,
+                    }
+                )
+    lags = [
+        x
+        for x in loads or []
+        if x.get("sealer_lag") and x["sealer_lag"]["rows"] and x["connections"] >= 32
+    ]
     if lags:
         worst = max(x["sealer_lag"]["p99_ms"] or 0.0 for x in lags)
-        out.append({"target": "sealing lag p99 <= 1 s under the 32-connection loads (worst load)",
-                    "measured": f"{worst:.0f} ms", "per_load": [x["sealer_lag"]["p99_ms"] for x in lags],
-                    "met": worst <= 1000 and not any(x["sealer_lag"]["lower_bound"] for x in lags)})
+        out.append(
+            {
+                "target": "sealing lag p99 <= 1 s under the 32-connection loads (worst load)",
+                "measured": f"{worst:.0f} ms",
+                "per_load": [x["sealer_lag"]["p99_ms"] for x in lags],
+                "met": worst <= 1000 and not any(x["sealer_lag"]["lower_bound"] for x in lags),
+            }
+        )
     waits = sum(r["samples_with_lock_wait"] for rows in summary.values() for r in rows.values())
     samples = sum(r["samples"] for rows in summary.values() for r in rows.values())
-    out.append({"target": "no session waits on a lock (Lock or LWLock, advisory included), sampled every "
-                          f"{args.sample_ms:g} ms", "measured": f"{waits} of {samples} samples",
-                "met": waits == 0})
+    out.append(
+        {
+            "target": "no session waits on a lock (Lock or LWLock, advisory included), "
+            f"sampled every {args.sample_ms:g} ms",
+            "measured": f"{waits} of {samples} samples",
+            "met": waits == 0,
+        }
+    )
     return out
 
 
@@ -398,49 +588,123 @@ def _median(values: list[float | None]) -> float | None:
 
 def print_report(data: dict[str, Any]) -> None:
     """Markdown: every load, then the medians and the targets."""
-    m = data["machine"]
-    print(f"\nRead benchmark: {data['database']}, {m['cpus']} CPUs ({m['cpu_model']}), commit {m['git_commit']}, "
-          f"gunicorn {data['gunicorn']['workers']} workers x {data['gunicorn']['threads']} threads, proxy "
-          f"{data['settings']['delay_ms']:g} ms each way (idle SELECT 1 p50: direct "
-          f"{data['calibration'].get('direct_p50_ms')} ms, proxied {data['calibration'].get('proxy_p50_ms')} ms)\n")
+    m, cal = data["machine"], data["calibration"]
+    print(
+        f"\nRead benchmark: {data['database']}, {m['cpus']} CPUs ({m['cpu_model']}), "
+        f"commit {m['git_commit']}, gunicorn {data['gunicorn']['workers']} workers x "
+        f"{data['gunicorn']['threads']} threads, proxy {data['settings']['delay_ms']:g} ms "
+        "each way "
+        f"(idle SELECT 1 p50: direct {cal.get('direct_p50_ms')} ms, "
+        f"proxied {cal.get('proxy_p50_ms')} ms)\n"
+    )
     rows = []
-    for x in sorted(data["loads"], key=lambda x: (x["target"], -x["connections"], x["round"], x["position"])):
+    for x in sorted(
+        data["loads"], key=lambda x: (x["target"], -x["connections"], x["round"], x["position"])
+    ):
         lk = x["locks"]
-        rows.append([x["target"], x["connections"], x["round"], x["request"], fmt(x["rps"], 1),
-                     fmt(x["latency_ms"]["p50"], 2), fmt(x["latency_ms"]["p99"], 1),
-                     fmt(x["ratio_to_regions"], 3) if x.get("ratio_to_regions") is not None else "",
-                     f"{lk['samples_with_lock_wait']}/{lk['samples']} ({lk['samples_with_advisory_wait']} adv.)",
-                     fmt(lk["mean_sessions_waiting"], 2),
-                     f"{fmt(x['cpu_ms_per_request']['server'], 2)} / {fmt(x['cpu_ms_per_request']['postgres'], 2)}",
-                     f"{fmt(x['machine_pct']['busy'], 0)}% / {fmt(x['machine_pct']['steal'], 0)}%"])
-    print(markdown_table(["target", "conns", "round", "request", "req/s", "p50 ms", "p99 ms", "/ regions",
-                          "samples with a lock wait", "mean sessions waiting", "CPU ms/req server / PG",
-                          "busy / steal"], rows))
+        rows.append(
+            [
+                x["target"],
+                x["connections"],
+                x["round"],
+                x["request"],
+                fmt(x["rps"], 1),
+                fmt(x["latency_ms"]["p50"], 2),
+                fmt(x["latency_ms"]["p99"], 1),
+                fmt(x["ratio_to_regions"], 3) if x.get("ratio_to_regions") is not None else "",
+                f"{lk['samples_with_lock_wait']}/{lk['samples']} "
+                f"({lk['samples_with_advisory_wait']} adv.)",
+                fmt(lk["mean_sessions_waiting"], 2),
+                f"{fmt(x['cpu_ms_per_request']['server'], 2)} / "
+                f"{fmt(x['cpu_ms_per_request']['postgres'], 2)}",
+                f"{fmt(x['machine_pct']['busy'], 0)}% / {fmt(x['machine_pct']['steal'], 0)}%",
+            ]
+        )
+    print(
+        markdown_table(
+            [
+                "target",
+                "conns",
+                "round",
+                "request",
+                "req/s",
+                "p50 ms",
+                "p99 ms",
+                "/ regions",
+                "samples with a lock wait",
+                "mean sessions waiting",
+                "CPU ms/req server / PG",
+                "busy / steal",
+            ],
+            rows,
+        )
+    )
     print()
-    print(markdown_table(["target", "request", "ratio to regions per round", "median", "p50 ms per round"],
-                         [[k, r, ", ".join(fmt(v, 3) for v in row["ratio_to_regions_per_round"]),
-                           f"**{fmt(row['ratio_to_regions_median'], 3)}**",
-                           ", ".join(fmt(v, 2) for v in row["p50_ms_per_round"])]
-                          for k, rows_ in data["summary"].items() for r, row in rows_.items() if r != REFERENCE]))
+    print(
+        markdown_table(
+            ["target", "request", "ratio to regions per round", "median", "p50 ms per round"],
+            [
+                [
+                    k,
+                    r,
+                    ", ".join(fmt(v, 3) for v in row["ratio_to_regions_per_round"]),
+                    f"**{fmt(row['ratio_to_regions_median'], 3)}**",
+                    ", ".join(fmt(v, 2) for v in row["p50_ms_per_round"]),
+                ]
+                for k, rows_ in data["summary"].items()
+                for r, row in rows_.items()
+                if r != REFERENCE
+            ],
+        )
+    )
     if data.get("growth"):
         print()
-        print(markdown_table(["pair", "conns", "request", "small/grown req/s per round", "grown/small p50 per round",
-                              "medians", f"within {GROWTH_LIMIT}x"],
-                             [[g["pair"], g["connections"], g["request"],
-                               ", ".join(fmt(v, 3) for v in g["small_over_grown_rps_per_round"]),
-                               ", ".join(fmt(v, 3) for v in g["grown_over_small_p50_per_round"]),
-                               f"{fmt(g['small_over_grown_rps_median'], 3)} / {fmt(g['grown_over_small_p50_median'], 3)}",
-                               "yes" if g["within"] else "**NO**"] for g in data["growth"]]))
+        print(
+            markdown_table(
+                [
+                    "pair",
+                    "conns",
+                    "request",
+                    "small/grown req/s per round",
+                    "grown/small p50 per round",
+                    "medians",
+                    f"within {GROWTH_LIMIT}x",
+                ],
+                [
+                    [
+                        g["pair"],
+                        g["connections"],
+                        g["request"],
+                        ", ".join(fmt(v, 3) for v in g["small_over_grown_rps_per_round"]),
+                        ", ".join(fmt(v, 3) for v in g["grown_over_small_p50_per_round"]),
+                        f"{fmt(g['small_over_grown_rps_median'], 3)} / "
+                        f"{fmt(g['grown_over_small_p50_median'], 3)}",
+                        "yes" if g["within"] else "**NO**",
+                    ]
+                    for g in data["growth"]
+                ],
+            )
+        )
     print()
-    print(markdown_table(["target", "measured", "met"],
-                         [[t["target"], t["measured"], "yes" if t["met"] else "**NO**"] for t in data["targets"]]))
+    print(
+        markdown_table(
+            ["target", "measured", "met"],
+            [
+                [t["target"], t["measured"], "yes" if t["met"] else "**NO**"]
+                for t in data["targets"]
+            ],
+        )
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns 0, 1 when a load failed, 2 when wrk is missing."""
     args = parse_args(argv)
     if shutil.which("wrk") is None:
-        print("wrk is not installed: `apt-get install wrk` (Debian package wrk), then re-run", file=sys.stderr)
+        print(
+            "wrk is not installed: `apt-get install wrk` (Debian package wrk), then re-run",
+            file=sys.stderr,
+        )
         return 2
     os.environ.setdefault("BENCH_PG_DB", "erx_bench_reads")
     bench_db = BenchDatabase.from_env()
@@ -476,12 +740,16 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             fx_here = fixtures.load(engines[name])
             if fx is not None and fx_here != fx:
-                raise RuntimeError(f"{name} holds other fixture ids than the small database: rebuild it")
+                raise RuntimeError(
+                    f"{name} holds other fixture ids than the small database: rebuild it"
+                )
             fx = fx_here
         if fx is None:
             raise RuntimeError("no database to measure")
         primary = bench_db.name if small_needed else str(args.growth_db)
-        proxy, proxy_port = latency_proxy.start_process(5432, rtt_ms=2 * args.delay_ms, cwd=REPO_ROOT)
+        proxy, proxy_port = latency_proxy.start_process(
+            5432, rtt_ms=2 * args.delay_ms, cwd=REPO_ROOT
+        )
         pg_port = int(bench_db.url.rsplit(":", 1)[1].split("/", 1)[0])
         if pg_port != 5432:
             raise RuntimeError("the proxy forwards to 127.0.0.1:5432; BENCH_PG_PORT must be 5432")
@@ -501,23 +769,40 @@ def main(argv: list[str] | None = None) -> int:
             if any(t.proxied and t.database == bench_db.name for t in targets):
                 sealer_url = sealer_url.replace(":5432/", f":{proxy_port}/")
             proc = stack._spawn(  # noqa: SLF001 - the stack's one way to start and log a process
-                "sealer", [str(BIN / "flask"), "--app", "app", "audit", "seal", "--loop"],
-                {"DATABASE_URL": sealer_url, "PGAPPNAME": "erx-bench-sealer"})
+                "sealer",
+                [str(BIN / "flask"), "--app", "app", "audit", "seal", "--loop"],
+                {"DATABASE_URL": sealer_url, "PGAPPNAME": "erx-bench-sealer"},
+            )
             time.sleep(3.0)
             if proc.poll() is not None:
-                raise RuntimeError(f"the audit sealer exited with {proc.returncode}; see {LOG_DIR}/sealer.log")
+                raise RuntimeError(
+                    f"the audit sealer exited with {proc.returncode}; see {LOG_DIR}/sealer.log"
+                )
             sealed_db = bench_db.name
-        results["sealer"] = {"running_on": sealed_db, "through_proxy": bool(sealed_db) and any(
-            t.proxied and t.database == sealed_db for t in targets)}
-        results["calibration"] = calibrate(urls[primary], urls[primary].replace(":5432/", f":{proxy_port}/"))
-        token = stack.flask("tokens", "mint", "--role", "patient", "--sub", fx.patient, "--ttl", "7200").strip()
-        watch = LockWatch(engines[primary], app_name=HARNESS_APP_NAME, interval_s=args.sample_ms / 1000)
+        results["sealer"] = {
+            "running_on": sealed_db,
+            "through_proxy": bool(sealed_db)
+            and any(t.proxied and t.database == sealed_db for t in targets),
+        }
+        results["calibration"] = calibrate(
+            urls[primary], urls[primary].replace(":5432/", f":{proxy_port}/")
+        )
+        token = stack.flask(
+            "tokens", "mint", "--role", "patient", "--sub", fx.patient, "--ttl", "7200"
+        ).strip()
+        watch = LockWatch(
+            engines[primary], app_name=HARNESS_APP_NAME, interval_s=args.sample_ms / 1000
+        )
         watch.start()
         bench = Bench(args, stack, watch, token, fx, engines, sealed_db)
         try:
-            print(f"== read benchmark: targets {','.join(args.targets)}, requests {','.join(args.requests)}, "
-                  f"connections {args.connections}, {args.rounds} rounds of {args.duration:g} s, proxy "
-                  f"{args.delay_ms:g} ms each way; idle SELECT 1 p50 {results['calibration']}", flush=True)
+            print(
+                f"== read benchmark: targets {','.join(args.targets)}, requests "
+                f"{','.join(args.requests)}, connections {args.connections}, {args.rounds} rounds "
+                f"of {args.duration:g} s, proxy "
+                f"{args.delay_ms:g} ms each way; idle SELECT 1 p50 {results['calibration']}",
+                flush=True,
+            )
             bench.run(targets, proxy.pid)
         finally:
             watch.stop()
@@ -533,8 +818,17 @@ def main(argv: list[str] | None = None) -> int:
         if small_needed:
             bench_db.finish()
     for x in bench.loads:
-        ref = next((y for y in bench.loads if y["target"] == x["target"] and y["round"] == x["round"]
-                    and y["connections"] == x["connections"] and y["request"] == REFERENCE), None)
+        ref = next(
+            (
+                y
+                for y in bench.loads
+                if y["target"] == x["target"]
+                and y["round"] == x["round"]
+                and y["connections"] == x["connections"]
+                and y["request"] == REFERENCE
+            ),
+            None,
+        )
         x["ratio_to_regions"] = None if ref is None else _round(ratio(x["rps"], ref["rps"]))
     summary = summarise(bench.loads, args)
     growth = growth_comparison(bench.loads, args)

@@ -54,7 +54,7 @@ class LockTally:
         self.events.update(events)
 
     def as_json(self) -> dict[str, Any]:
-        """The tally for the results file (means per sample; events as type:event -> sessions seen)."""
+        """The tally for the results file (means per sample; type:event -> sessions seen)."""
         n = max(self.samples, 1)
         return {
             "samples": self.samples,
@@ -117,8 +117,12 @@ class LockWatch:
                         row = conn.execute(_QUERY, {"db": current[0], "me": self.app_name}).one()
                         with self._lock:
                             if self._current is current:
-                                current[1].add(int(row.active), int(row.waiting), int(row.advisory),
-                                               list(row.events or []))
+                                current[1].add(
+                                    int(row.active),
+                                    int(row.waiting),
+                                    int(row.advisory),
+                                    list(row.events or []),
+                                )
                     self._stop.wait(max(0.0, self.interval_s - (time.monotonic() - started)))
         except Exception as exc:  # noqa: BLE001 - reported with the results, never hides a figure
             self.error = f"{type(exc).__name__}: {exc}"

@@ -15,7 +15,7 @@ from typing import Any
 
 
 def draw(data: dict[str, Any], out: Path) -> None:
-    """Write the PNG for the results ``data`` (as written by ``python -m bench.reads``) to ``out``."""
+    """Write the PNG for ``data`` (the results of ``python -m bench.reads``) to ``out``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -31,15 +31,29 @@ def draw(data: dict[str, Any], out: Path) -> None:
     colours = {"single": "tab:blue", "list": "tab:orange", "fhir": "tab:green"}
     for j, request in enumerate(requests):
         for i, (t, c) in enumerate(groups):
-            vals = [x["ratio_to_regions"] for x in loads if x["target"] == t and x["connections"] == c
-                    and x["request"] == request and x.get("ratio_to_regions") is not None]
+            vals = [
+                x["ratio_to_regions"]
+                for x in loads
+                if x["target"] == t
+                and x["connections"] == c
+                and x["request"] == request
+                and x.get("ratio_to_regions") is not None
+            ]
             if not vals:
                 continue
             xpos = i + (j - (len(requests) - 1) / 2) * width
             med = sorted(vals)[len(vals) // 2]
-            left.bar(xpos, med, width * 0.9, color=colours.get(request, "grey"), alpha=0.35,
-                     label=request if i == 0 else None)
-            left.scatter([xpos] * len(vals), vals, color=colours.get(request, "grey"), s=14, zorder=3)
+            left.bar(
+                xpos,
+                med,
+                width * 0.9,
+                color=colours.get(request, "grey"),
+                alpha=0.35,
+                label=request if i == 0 else None,
+            )
+            left.scatter(
+                [xpos] * len(vals), vals, color=colours.get(request, "grey"), s=14, zorder=3
+            )
     for request, want in (("single", 0.8), ("list", 0.3)):
         if request in requests:
             left.axhline(want, color=colours[request], linestyle="--", linewidth=0.8)
@@ -50,12 +64,20 @@ def draw(data: dict[str, Any], out: Path) -> None:
     one = [t for t in targets]
     for j, request in enumerate([*requests, "regions"]):
         for i, t in enumerate(one):
-            vals = [x["latency_ms"]["p50"] for x in loads if x["target"] == t and x["connections"] == 1
-                    and x["request"] == request]
+            vals = [
+                x["latency_ms"]["p50"]
+                for x in loads
+                if x["target"] == t and x["connections"] == 1 and x["request"] == request
+            ]
             if vals:
                 xpos = i + (j - len(requests) / 2) * (0.8 / (len(requests) + 1))
-                right.scatter([xpos] * len(vals), vals, color=colours.get(request, "grey"), s=14,
-                              label=request if i == 0 else None)
+                right.scatter(
+                    [xpos] * len(vals),
+                    vals,
+                    color=colours.get(request, "grey"),
+                    s=14,
+                    label=request if i == 0 else None,
+                )
     for request, want in (("single", 5.0), ("list", 8.0)):
         if request in requests:
             right.axhline(want, color=colours[request], linestyle="--", linewidth=0.8)
@@ -65,8 +87,11 @@ def draw(data: dict[str, Any], out: Path) -> None:
     right.set_title("One client: p50 per round")
     right.legend(fontsize=8)
     m = data["machine"]
-    fig.suptitle(f"bench.reads, {data['database']}, commit {m['git_commit']}, {m['measured_at']}, proxy "
-                 f"{data['settings']['delay_ms']:g} ms each way", fontsize=9)
+    fig.suptitle(
+        f"bench.reads, {data['database']}, commit {m['git_commit']}, {m['measured_at']}, proxy "
+        f"{data['settings']['delay_ms']:g} ms each way",
+        fontsize=9,
+    )
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)

@@ -42,7 +42,9 @@ def available() -> bool:
 def top_id(engine: Engine) -> int:
     """The highest audit row id right now (0 when there is none)."""
     with engine.connect() as conn:
-        return int(conn.execute(text("SELECT coalesce(max(id), 0) FROM audit_events")).scalar() or 0)
+        return int(
+            conn.execute(text("SELECT coalesce(max(id), 0) FROM audit_events")).scalar() or 0
+        )
 
 
 def lag(engine: Engine, floor: int, *, wait_s: float = 5.0) -> dict[str, Any]:

@@ -117,7 +117,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line (see ``--help``); exits with a usage error on bad values."""
     p = argparse.ArgumentParser(prog="python -m bench.webhooks", description=__doc__.split("\n")[0])
     p.add_argument("--phases", default=None,
-                   help="comma-separated, of ingest,history,saturation,apply (default: all; on SQLite ingest,history)")
+                   help="comma-separated, of ingest,history,saturation,apply "
+                        "(default: all; on SQLite ingest,history)")
     p.add_argument("--rounds", type=int, default=3, help="rounds of the ingest and history phases (default 3)")
     p.add_argument("--duration", type=float, default=8.0, help="ingest: seconds per slot and connection count (8)")
     p.add_argument("--warmup", type=float, default=2.0, help="ingest: seconds of warm-up per fresh server (2)")
@@ -139,11 +140,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--drain-timeout", type=float, default=120.0,
                    help="seconds to wait for the inbox workers to drain after a load (default 120)")
     p.add_argument("--apply-duration", type=float, default=10.0,
-                   help="apply: seconds of wrk at --saturation-connections before the workers apply (10)")
+                   help="apply: seconds of wrk at --saturation-connections before the workers "
+                        "apply (10)")
     p.add_argument("--web-cpus", default=None,
-                   help="saturation and apply: pin the web tier with taskset -c (e.g. 0; default unpinned)")
+                   help="saturation and apply: pin the web tier with taskset -c (e.g. 0; "
+                        "default unpinned)")
     p.add_argument("--worker-cpus", default=None,
-                   help="saturation and apply: pin the inbox workers with taskset -c (e.g. 1; default unpinned)")
+                   help="saturation and apply: pin the inbox workers with taskset -c (e.g. 1; "
+                        "default unpinned)")
     p.add_argument("--plot", action="store_true", help="draw docs/bench-*.png from the results afterwards")
     args = p.parse_args(argv)
     args.connections = [int(c) for c in str(args.connections).split(",") if c.strip()]
@@ -160,7 +164,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not 1 <= args.apply_duration <= 300:
         p.error("--apply-duration must be 1..300 s")
     for flag, cpus in (("--web-cpus", args.web_cpus), ("--worker-cpus", args.worker_cpus)):
-        if cpus is not None and not all(part.strip().isdigit() for part in cpus.replace("-", ",").split(",")):
+        parts = (cpus or "").replace("-", ",").split(",")
+        if cpus is not None and not all(part.strip().isdigit() for part in parts):
             p.error(f"{flag} takes CPU numbers as taskset -c does, e.g. 0 or 0,1")
     if args.phases is not None:
         args.phases = [x.strip() for x in args.phases.split(",") if x.strip()]
@@ -445,7 +450,8 @@ class Bench:
         targets = self.take_targets(min(math.ceil(pool / 3), len(self.targets)))
         pool = min(pool, 3 * len(targets))
         self.empty_table("webhook_inbox")  # only this phase's events (see history_load)
-        server = start_server(self.stack, "service", "saturation", self.workers, nice=a.web_nice, cpus=a.web_cpus)
+        server = start_server(self.stack, "service", "saturation", self.workers, nice=a.web_nice,
+                              cpus=a.web_cpus)
         workers = start_inbox_workers(self.stack, "saturation", a.inbox_workers, cpus=a.worker_cpus)
         worker_pids = [self.stack.procs[n].pid for n in workers]
         watcher = HistoryWatcher(self.engine, interval_s=0.025)
@@ -490,7 +496,8 @@ class Bench:
             "cpu_s_by_side": {"receipt": web_cpu, "apply": worker_cpu},
             "cpu_ms_per_event": {
                 "receipt": round((web_cpu["processes"] + web_cpu["postgres"]) / stored * 1000, 3),
-                "apply": round((worker_cpu["processes"] + worker_cpu["postgres"]) / applied_n * 1000, 3),
+                "apply": round(
+                    (worker_cpu["processes"] + worker_cpu["postgres"]) / applied_n * 1000, 3),
             },
             "intake_per_s": round(intake, 1), "applied_per_s": round(applied, 1),
             "apply_over_intake": round(applied / intake, 3) if intake else None,
@@ -519,7 +526,7 @@ class Bench:
     # -- apply beside receipt ----------------------------------------------------------------------
 
     def apply(self) -> dict[str, Any]:
-        """Phase ``apply``: receipt CPU per event, then apply CPU per event, same events, every round."""
+        """Phase ``apply``: receipt CPU per event, then apply CPU per event, the same events."""
         a = self.args
         rounds = [self.apply_round(rnd) for rnd in range(a.rounds)]
         ratios = [x["apply_over_receipt"] for x in rounds]
@@ -548,12 +555,14 @@ class Bench:
             for pid in worker_pids:
                 os.kill(pid, signal.SIGSTOP)
             stopped = True
-            server = start_server(self.stack, "service", f"{name}-web", self.workers, cpus=a.web_cpus)
+            server = start_server(self.stack, "service", f"{name}-web", self.workers,
+                                  cpus=a.web_cpus)
             web_side = SideMeter(self.engine, [server.pid], WEB_APP_NAME)
             worker_side = SideMeter(self.engine, worker_pids, WORKER_APP_NAME)
             worker_side.start()
             web_side.start()
-            load = self.wrk_load(server, "webhook_inbox", conns, duration, code="A", targets=targets, pool=pool)
+            load = self.wrk_load(server, "webhook_inbox", conns, duration, code="A",
+                                 targets=targets, pool=pool)
             receipt = web_side.stop()
             stop_process(self.stack, server.name)
             server = None
@@ -576,21 +585,25 @@ class Bench:
         receipt_ms = (receipt["processes"] + receipt["postgres"]) / max(events, 1) * 1000
         apply_ms = (applied["processes"] + applied["postgres"]) / max(history_rows, 1) * 1000
         if not drained:
-            self.fail(f"{name}: the workers had not drained the inbox {waited:.0f} s after the load")
+            self.fail(f"{name}: the workers had not drained the inbox {waited:.0f} s after "
+                      "the load")
         elif history_rows != events:
             self.fail(f"{name}: {history_rows} history rows for {events} stored events")
         entry = {
             "round": rnd + 1, "prefix": prefix, "events": events, "history_rows": history_rows,
-            "receipt_rps": load["rps"], "apply_per_s": round(history_rows / applying_s, 1) if applying_s else None,
+            "receipt_rps": load["rps"],
+            "apply_per_s": round(history_rows / applying_s, 1) if applying_s else None,
             "cpu_s": {"receipt": receipt, "apply": applied},
-            "receipt_cpu_ms_per_event": round(receipt_ms, 3), "apply_cpu_ms_per_event": round(apply_ms, 3),
+            "receipt_cpu_ms_per_event": round(receipt_ms, 3),
+            "apply_cpu_ms_per_event": round(apply_ms, 3),
             "apply_over_receipt": round(apply_ms / receipt_ms, 3) if receipt_ms else None,
             "machine_pct_during_receipt": load["machine_pct"],
         }
-        print(f"== apply round {rnd + 1}: {events:,} events; receipt {receipt_ms:.3f} ms CPU/event (server "
-              f"{receipt['processes']:.2f} s + PG {receipt['postgres']:.2f} s), apply {apply_ms:.3f} ms CPU/event "
-              f"(workers {applied['processes']:.2f} s + PG {applied['postgres']:.2f} s): apply/receipt "
-              f"{fmt(entry['apply_over_receipt'], 3)}; applied {fmt(entry['apply_per_s'], 0)}/s", flush=True)
+        print(f"== apply round {rnd + 1}: {events:,} events; receipt {receipt_ms:.3f} ms CPU/event "
+              f"(server {receipt['processes']:.2f} s + PG {receipt['postgres']:.2f} s), apply "
+              f"{apply_ms:.3f} ms CPU/event (workers {applied['processes']:.2f} s + PG "
+              f"{applied['postgres']:.2f} s): apply/receipt {fmt(entry['apply_over_receipt'], 3)}; "
+              f"applied {fmt(entry['apply_per_s'], 0)}/s", flush=True)
         return entry
 
 
@@ -630,7 +643,8 @@ def history_events_needed(args: argparse.Namespace, phases: list[str]) -> int:
     if "saturation" in phases:
         total += math.ceil((int(math.ceil(args.max_rps * 1.3 * args.saturation_duration)) + 1000) / 3)
     if "apply" in phases:
-        total += args.rounds * math.ceil((int(math.ceil(args.max_rps * 1.3 * args.apply_duration)) + 1000) / 3)
+        per_round = int(math.ceil(args.max_rps * 1.3 * args.apply_duration)) + 1000
+        total += args.rounds * math.ceil(per_round / 3)
     return total
 
 
@@ -747,7 +761,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     ap = results.get("apply")
     if ap:
         med = ap["apply_over_receipt_median"]
-        out.append({"target": f"apply CPU per event <= {APPLY_OVER_RECEIPT_TARGET} x receipt CPU per event "
+        out.append({"target": f"apply CPU per event <= {APPLY_OVER_RECEIPT_TARGET} x receipt CPU "
+                              "per event "
                               "(median of rounds)", "measured": med,
                     "per_round": ap["apply_over_receipt_per_round"],
                     "met": med is not None and med <= APPLY_OVER_RECEIPT_TARGET})
@@ -823,9 +838,10 @@ def print_report(data: dict[str, Any]) -> None:
               + (f" (>=: {rth['not_applied']} not applied)" if rth.get("lower_bound") else ""),
               f"{fmt(pa['p50'], 0)} / {fmt(pa['p99'], 0)}", f"{s['events']:,} = {s['history_rows']:,}"]]))
         if s.get("cpu_ms_per_event"):
-            print(f"\nCPU per event: receipt (web tier + its backends) {s['cpu_ms_per_event']['receipt']} ms, "
-                  f"apply (workers + their backends, until drained) {s['cpu_ms_per_event']['apply']} ms; "
-                  f"web CPUs {s.get('web_cpus') or 'any'}, worker CPUs {s.get('worker_cpus') or 'any'}")
+            cpu = s["cpu_ms_per_event"]
+            print(f"\nCPU per event: receipt (web tier + its backends) {cpu['receipt']} ms, apply "
+                  f"(workers + their backends, until drained) {cpu['apply']} ms; web CPUs "
+                  f"{s.get('web_cpus') or 'any'}, worker CPUs {s.get('worker_cpus') or 'any'}")
     ap = data.get("apply")
     if ap:
         print(f"\n### Apply beside receipt: CPU per event, {ap['connections']} connections for "

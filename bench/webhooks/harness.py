@@ -95,7 +95,8 @@ def start_server(
     proc = stack._spawn(  # noqa: SLF001 - the stack's one way to start and log a process
         name,
         _pinned(["nice", "-n", str(nice), *command] if nice > 0 else command, cpus),
-        {"BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": str(workers), "PGAPPNAME": WEB_APP_NAME, **extra},
+        {"BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": str(workers),
+         "PGAPPNAME": WEB_APP_NAME, **extra},
     )
     wait_http(f"http://127.0.0.1:{port}/healthz", proc=proc, timeout_s=timeout_s)
     return Server(slot, name, f"http://127.0.0.1:{port}", proc.pid)
@@ -116,7 +117,7 @@ def stop_process(stack: Stack, name: str, timeout_s: float = 20.0) -> None:
 
 def start_inbox_workers(stack: Stack, prefix: str, count: int, timeout_s: float = 90.0, *,
                         cpus: str | None = None) -> list[str]:
-    """Start ``count`` ``flask --app app worker --no-dispatch`` processes; returns their names once ready.
+    """Start ``count`` ``flask --app app worker --no-dispatch`` processes; their names once ready.
 
     ``cpus`` pins them with ``taskset``; their PostgreSQL sessions carry ``application_name``
     :data:`WORKER_APP_NAME`.

@@ -42,10 +42,19 @@ def test_reads_with_a_grown_database_compares_it_with_the_small_one_and_adds_fhi
     assert args.name == "reads-growth"
 
 
-@pytest.mark.parametrize("argv", [
-    ["--connections", "0"], ["--connections", "x"], ["--targets", "nowhere"], ["--requests", ""],
-    ["--targets", "growth"], ["--growth-db", "production"], ["--delay-ms", "0"], ["--rounds", "0"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--connections", "0"],
+        ["--connections", "x"],
+        ["--targets", "nowhere"],
+        ["--requests", ""],
+        ["--targets", "growth"],
+        ["--growth-db", "production"],
+        ["--delay-ms", "0"],
+        ["--rounds", "0"],
+    ],
+)
 def test_reads_refuses_bad_arguments_with_a_usage_error(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         parse_args(argv)
@@ -54,31 +63,53 @@ def test_reads_refuses_bad_arguments_with_a_usage_error(argv: list[str]) -> None
 
 def test_request_paths_name_the_patients_prescriptions_in_turn() -> None:
     fx = ReadFixtures("pt-0001", (3, 27, 51))
-    assert request_paths("single", fx) == ["/api/v1/prescriptions/3", "/api/v1/prescriptions/27",
-                                           "/api/v1/prescriptions/51"]
+    assert request_paths("single", fx) == [
+        "/api/v1/prescriptions/3",
+        "/api/v1/prescriptions/27",
+        "/api/v1/prescriptions/51",
+    ]
     assert request_paths("list", fx) == ["/api/v1/me/prescriptions?per_page=50"]
     assert request_paths("fhir", fx) == ["/fhir/R4/MedicationRequest?patient=pt-0001"]
     assert request_paths("regions", fx) == ["/api/v1/regions"]
 
 
-def _load(target: str, conns: int, rnd: int, request: str, rps: float, p50: float, waits: int = 0) -> dict:
+def _load(
+    target: str, conns: int, rnd: int, request: str, rps: float, p50: float, waits: int = 0
+) -> dict:
     tally = LockTally()
     for i in range(10):
-        tally.add(active=2, waiting=1 if i < waits else 0, advisory=1 if i < waits else 0,
-                  events=["Lock:advisory"] if i < waits else [])
-    return {"target": target, "connections": conns, "round": rnd, "request": request, "rps": rps,
-            "latency_ms": {"p50": p50, "p99": p50 * 3}, "locks": tally.as_json()}
+        tally.add(
+            active=2,
+            waiting=1 if i < waits else 0,
+            advisory=1 if i < waits else 0,
+            events=["Lock:advisory"] if i < waits else [],
+        )
+    return {
+        "target": target,
+        "connections": conns,
+        "round": rnd,
+        "request": request,
+        "rps": rps,
+        "latency_ms": {"p50": p50, "p99": p50 * 3},
+        "locks": tally.as_json(),
+    }
 
 
-def test_summary_gives_each_rounds_ratio_to_regions_and_the_targets_use_the_proxied_medians() -> None:
+def test_summary_gives_each_rounds_ratio_to_regions_and_the_targets_use_the_proxied_medians() -> (
+    None
+):
     args = parse_args(["--requests", "single,list", "--rounds", "2"])
     loads = []
     for rnd, (single, lst) in enumerate(((400.0, 150.0), (440.0, 100.0)), start=1):
         for target in ("direct", "proxy"):
-            loads += [_load(target, 32, rnd, "regions", 500.0, 10.0), _load(target, 32, rnd, "single", single, 12.0),
-                      _load(target, 32, rnd, "list", lst, 90.0, waits=3 if rnd == 2 else 0),
-                      _load(target, 1, rnd, "regions", 200.0, 2.0), _load(target, 1, rnd, "single", 150.0, 4.0),
-                      _load(target, 1, rnd, "list", 80.0, 9.0)]
+            loads += [
+                _load(target, 32, rnd, "regions", 500.0, 10.0),
+                _load(target, 32, rnd, "single", single, 12.0),
+                _load(target, 32, rnd, "list", lst, 90.0, waits=3 if rnd == 2 else 0),
+                _load(target, 1, rnd, "regions", 200.0, 2.0),
+                _load(target, 1, rnd, "single", 150.0, 4.0),
+                _load(target, 1, rnd, "list", 80.0, 9.0),
+            ]
     summary = summarise(loads, args)
     row = summary["proxy/c32"]["single"]
     assert row["ratio_to_regions_per_round"] == [0.8, 0.88]
@@ -89,14 +120,30 @@ def test_summary_gives_each_rounds_ratio_to_regions_and_the_targets_use_the_prox
     assert met["proxy, 1 ms round trip, 32 conns: list / regions >= 0.3"] is False  # 0.25 median
     assert met["proxy, 1 ms round trip, 1 client: single p50 <= 5 ms"] is True
     assert met["proxy, 1 ms round trip, 1 client: list p50 <= 8 ms"] is False
-    assert [t["met"] for t in targets_met(summary, args) if t["target"].startswith("no session")] == [False]
+    assert [
+        t["met"] for t in targets_met(summary, args) if t["target"].startswith("no session")
+    ] == [False]
 
 
 def test_growth_comparison_is_within_only_when_both_throughput_and_p50_stay_within_1_2x() -> None:
-    args = parse_args(["--growth-db", "erx_bench_growth", "--requests", "list", "--connections", "1",
-                       "--rounds", "1"])
-    loads = [_load("direct", 1, 1, "list", 100.0, 6.0), _load("growth", 1, 1, "list", 90.0, 7.0),
-             _load("direct", 1, 1, "regions", 200.0, 3.0), _load("growth", 1, 1, "regions", 200.0, 3.0)]
+    args = parse_args(
+        [
+            "--growth-db",
+            "erx_bench_growth",
+            "--requests",
+            "list",
+            "--connections",
+            "1",
+            "--rounds",
+            "1",
+        ]
+    )
+    loads = [
+        _load("direct", 1, 1, "list", 100.0, 6.0),
+        _load("growth", 1, 1, "list", 90.0, 7.0),
+        _load("direct", 1, 1, "regions", 200.0, 3.0),
+        _load("growth", 1, 1, "regions", 200.0, 3.0),
+    ]
     rows = {g["request"]: g for g in growth_comparison(loads, args)}
     assert rows["list"]["within"] is True
     loads[1] = _load("growth", 1, 1, "list", 10.0, 89.0)
@@ -107,8 +154,12 @@ def test_growth_comparison_is_within_only_when_both_throughput_and_p50_stay_with
 
 def test_growth_plan_scales_every_table_and_refuses_a_scale_outside_0_to_1() -> None:
     full = Plan.at(1.0)
-    assert (full.prescriptions, full.audit, full.inbox, full.patients) == (1_000_000, 10_000_000, 2_000_000,
-                                                                           100_000)
+    assert (full.prescriptions, full.audit, full.inbox, full.patients) == (
+        1_000_000,
+        10_000_000,
+        2_000_000,
+        100_000,
+    )
     tenth = Plan.at(0.1)
     assert (tenth.prescriptions, tenth.audit, tenth.heavy) == (100_000, 1_000_000, 200)
     with pytest.raises(ValueError):
@@ -116,7 +167,9 @@ def test_growth_plan_scales_every_table_and_refuses_a_scale_outside_0_to_1() -> 
     assert _chunks(25, 10) == [(1, 10), (11, 20), (21, 25)]
 
 
-def test_growth_cli_refuses_a_database_not_named_erx_bench(capsys: pytest.CaptureFixture[str]) -> None:
+def test_growth_cli_refuses_a_database_not_named_erx_bench(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     with pytest.raises(SystemExit) as exc:
         growth_main(["seed", "--database", "erx_prod"])
     assert exc.value.code == 2
@@ -125,7 +178,12 @@ def test_growth_cli_refuses_a_database_not_named_erx_bench(capsys: pytest.Captur
 
 def test_webhooks_apply_phase_and_pinning_options_parse() -> None:
     args = webhooks_args(["--phases", "apply", "--web-cpus", "0", "--worker-cpus", "1"])
-    assert (args.phases, args.web_cpus, args.worker_cpus, args.apply_duration) == (["apply"], "0", "1", 10.0)
+    assert (args.phases, args.web_cpus, args.worker_cpus, args.apply_duration) == (
+        ["apply"],
+        "0",
+        "1",
+        10.0,
+    )
     with pytest.raises(SystemExit):
         webhooks_args(["--web-cpus", "first"])
 
