@@ -294,6 +294,7 @@ class Bench:
         proxy0 = procstat.cpu_by_pid([proxy_pid]) if proxy_pid else {}
         sealing = target.database == self.sealed_db
         floor = sealer.top_id(self.engines[target.database]) if sealing else 0
+        scans0 = table_scans(self.engines[target.database])
         meter.start()
         self.watch.begin(target.database)
         try:
@@ -308,6 +309,8 @@ class Bench:
         finally:
             tally = self.watch.end()
         usage = meter.stop()
+        # Approximate: a busy backend publishes its table counters about once a second.
+        scans = scan_deltas(scans0, table_scans(self.engines[target.database]), w["requests"])
         lag = sealer.lag(self.engines[target.database], floor) if sealing else None
         proxy_cpu = None
         if proxy_pid:
@@ -332,6 +335,7 @@ class Bench:
             },
             "machine_pct": usage["machine_pct"],
             "sealer_lag": lag,
+            "seq_scans": scans,
         }
         if w["errors_status"] or any(w["socket_errors"].values()):
             self.failures.append(
@@ -346,6 +350,12 @@ class Bench:
             f"(advisory {lk['samples_with_advisory_wait']}, max "
             f"{lk['max_sessions_waiting']} sessions)  busy {entry['machine_pct']['busy']}% "
             f"steal {entry['machine_pct']['steal']}%"
+            + (
+                f"  seq scans of {scans[0]['table']}: {scans[0]['rows_read_per_request']:,.0f} "
+                "rows/request"
+                if scans and scans[0]["rows_read_per_request"] >= 1000
+                else ""
+            )
             + (
                 f"  sealer lag p50 {lag['p50_ms']} p99 {lag['p99_ms']} ms "
                 f"({lag['unsealed']} unsealed)"
@@ -377,6 +387,39 @@ class Bench:
                             position,
                             proxy_pid if target.proxied else None,
                         )
+
+
+def table_scans(engine: Engine) -> dict[str, tuple[int, int, int]]:
+    """Per table of the database: (sequential scans, rows they read, index scans) so far."""
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT relname, seq_scan, seq_tup_read, coalesce(idx_scan, 0) FROM pg_stat_user_tables"
+        ).all()
+    return {str(r[0]): (int(r[1]), int(r[2]), int(r[3])) for r in rows}
+
+
+def scan_deltas(
+    before: dict[str, tuple[int, int, int]], after: dict[str, tuple[int, int, int]], requests: int
+) -> list[dict[str, Any]]:
+    """Tables read by sequential scan during a load, most rows first, per request.
+
+    A read whose cost grows with the data shows here as thousands of rows per request read
+    from one table: the table that lacks the index.
+    """
+    n = max(requests, 1)
+    out = []
+    for table, (seq, tup, idx) in after.items():
+        seq0, tup0, idx0 = before.get(table, (0, 0, 0))
+        if tup - tup0 > 0:
+            out.append(
+                {
+                    "table": table,
+                    "seq_scans_per_request": round((seq - seq0) / n, 2),
+                    "rows_read_per_request": round((tup - tup0) / n, 1),
+                    "index_scans_per_request": round((idx - idx0) / n, 2),
+                }
+            )
+    return sorted(out, key=lambda x: -x["rows_read_per_request"])[:3]
 
 
 def _rotate(items: list[Any], k: int) -> list[Any]:

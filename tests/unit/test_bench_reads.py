@@ -19,6 +19,7 @@ from bench.reads.__main__ import (
     growth_comparison,
     parse_args,
     request_paths,
+    scan_deltas,
     summarise,
     targets_met,
 )
@@ -210,3 +211,15 @@ def test_the_delay_proxy_carries_bytes_both_ways_unchanged() -> None:
     finally:
         proxy.close()
         server.close()
+
+
+def test_scan_deltas_name_the_table_a_growing_read_scans_most_rows_first() -> None:
+    before = {"prescriptions": (10, 1_000, 5), "regions": (100, 200, 0), "patients": (0, 0, 50)}
+    after = {"prescriptions": (30, 20_001_000, 5), "regions": (120, 240, 0), "patients": (0, 0, 70)}
+    deltas = scan_deltas(before, after, requests=20)
+    assert deltas == [
+        {"table": "prescriptions", "seq_scans_per_request": 1.0, "rows_read_per_request": 1_000_000.0,
+         "index_scans_per_request": 0.0},
+        {"table": "regions", "seq_scans_per_request": 1.0, "rows_read_per_request": 2.0,
+         "index_scans_per_request": 0.0},
+    ]
