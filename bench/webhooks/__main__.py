@@ -545,6 +545,8 @@ class Bench:
         pool = int(math.ceil(self.best_rps.get(conns, a.max_rps) * 1.3 * duration)) + 1000
         targets = self.take_targets(min(math.ceil(pool / 3), len(self.targets)))
         pool = min(pool, 3 * len(targets))
+        warm_pool = int(math.ceil(a.max_rps * 1.3 * a.warmup)) + 200 if a.warmup > 0 else 0
+        warm_targets = self.take_targets(math.ceil(warm_pool / 3)) if warm_pool else []
         self.empty_table("webhook_inbox")
         workers = start_inbox_workers(self.stack, name, a.inbox_workers, cpus=a.worker_cpus)
         worker_pids = [self.stack.procs[n].pid for n in workers]
@@ -559,6 +561,13 @@ class Bench:
                                   cpus=a.web_cpus)
             web_side = SideMeter(self.engine, [server.pid], WEB_APP_NAME)
             worker_side = SideMeter(self.engine, worker_pids, WORKER_APP_NAME)
+            warm_prefix = None
+            if warm_targets:
+                # Real events too (their own prescriptions): the web tier's pool and code paths
+                # warm up outside the receipt figure; the workers apply them with the rest.
+                warm = self.wrk_load(server, "webhook_inbox", conns, a.warmup, code="W",
+                                     targets=warm_targets, pool=3 * len(warm_targets))
+                warm_prefix = warm["prefix"]
             worker_side.start()
             web_side.start()
             load = self.wrk_load(server, "webhook_inbox", conns, duration, code="A",
@@ -572,9 +581,14 @@ class Bench:
                 os.kill(pid, signal.SIGCONT)
             stopped = False
             waited, drained = drain(self.engine, prefix, a.drain_timeout)
+            if warm_prefix and drained:
+                waited, drained = drain(self.engine, warm_prefix, a.drain_timeout)
             applying_s = time.monotonic() - t0
             applied = worker_side.stop()
             times, history_rows = inbox_times(self.engine, prefix)
+            warm_times, warm_rows = ({}, 0)
+            if warm_prefix:
+                warm_times, warm_rows = inbox_times(self.engine, warm_prefix)
         finally:
             if stopped:
                 for pid in worker_pids:
@@ -583,16 +597,20 @@ class Bench:
                 stop_process(self.stack, n)
         events = len(times)
         receipt_ms = (receipt["processes"] + receipt["postgres"]) / max(events, 1) * 1000
-        apply_ms = (applied["processes"] + applied["postgres"]) / max(history_rows, 1) * 1000
+        # The workers applied the warm-up's events too: per history row over both.
+        applied_rows = history_rows + warm_rows
+        apply_ms = (applied["processes"] + applied["postgres"]) / max(applied_rows, 1) * 1000
         if not drained:
             self.fail(f"{name}: the workers had not drained the inbox {waited:.0f} s after "
                       "the load")
-        elif history_rows != events:
-            self.fail(f"{name}: {history_rows} history rows for {events} stored events")
+        elif applied_rows != events + len(warm_times):
+            self.fail(f"{name}: {applied_rows} history rows for {events + len(warm_times)} "
+                      "stored events")
         entry = {
             "round": rnd + 1, "prefix": prefix, "events": events, "history_rows": history_rows,
+            "warmup_events": len(warm_times), "warmup_history_rows": warm_rows,
             "receipt_rps": load["rps"],
-            "apply_per_s": round(history_rows / applying_s, 1) if applying_s else None,
+            "apply_per_s": round(applied_rows / applying_s, 1) if applying_s else None,
             "cpu_s": {"receipt": receipt, "apply": applied},
             "receipt_cpu_ms_per_event": round(receipt_ms, 3),
             "apply_cpu_ms_per_event": round(apply_ms, 3),
@@ -644,7 +662,8 @@ def history_events_needed(args: argparse.Namespace, phases: list[str]) -> int:
         total += math.ceil((int(math.ceil(args.max_rps * 1.3 * args.saturation_duration)) + 1000) / 3)
     if "apply" in phases:
         per_round = int(math.ceil(args.max_rps * 1.3 * args.apply_duration)) + 1000
-        total += args.rounds * math.ceil(per_round / 3)
+        warm = int(math.ceil(args.max_rps * 1.3 * args.warmup)) + 200 if args.warmup > 0 else 0
+        total += args.rounds * (math.ceil(per_round / 3) + math.ceil(warm / 3))
     return total
 
 
