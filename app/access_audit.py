@@ -3,14 +3,14 @@
 Views call :func:`record_access` after a successful read (its own short
 transaction, so a refused or failed call leaves no row), or pass
 :func:`request_accessor` to a service that records the change in its own
-transaction (send, void). Rows go through :func:`app.audit.record_by`.
+transaction (send, void). Rows go through :mod:`app.audit` (a plain INSERT, no lock).
 """
 
 from __future__ import annotations
 
 from flask import request
 
-from app.audit import Accessor, record_by
+from app.audit import Accessor, append_many
 from app.db import utcnow
 from app.extensions import services
 from app.identity import current_identity
@@ -32,7 +32,7 @@ def request_accessor() -> Accessor:
 def record_access(action: str, *prescription_ids: int) -> None:
     """Append one ``action`` audit row per prescription id, for the current caller, now (UTC).
 
-    Commits in its own transaction. Raises ValueError for an action not in
+    One multi-row INSERT, committed in its own transaction (a list of 50 is one statement). Raises ValueError for an action not in
     :data:`app.audit.ACTIONS`; database errors propagate (the caller answers 503).
     """
     if not prescription_ids:
@@ -40,5 +40,4 @@ def record_access(action: str, *prescription_ids: int) -> None:
     accessor = request_accessor()
     now = utcnow()
     with services().db.session() as session:
-        for prescription_id in prescription_ids:
-            record_by(session, accessor, action=action, prescription_id=prescription_id, now=now)
+        append_many(session, accessor, action=action, prescription_ids=prescription_ids, now=now)

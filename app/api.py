@@ -2,8 +2,9 @@
 
 Every endpoint takes a bearer JWT (:func:`app.identity.require_roles`):
 
-- ``GET /prescriptions/<id>``: patient (own only), support, service. A
-  patient never sees the platform token.
+- ``GET /prescriptions/<id or reference>``: patient (own only), support,
+  service. A patient never sees the platform token nor the patient block.
+- ``GET /prescriptions?reference=|platform_token=``: support, service.
 - ``POST /prescriptions/<id>/send``: patient (own only), service.
 - ``POST /prescriptions/<id>/void``: support.
 
@@ -16,17 +17,20 @@ app/errors.py, which also maps the services' domain errors
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from marshmallow import Schema, ValidationError
 
-from app.access_audit import record_access, request_accessor
+from app.access_audit import request_accessor
+from app.conditional import respond_conditionally
 from app.errors import ApiError
 from app.extensions import services
 from app.identity import current_identity, require_roles
 from app.json_body import json_object
 from app.logs import current_request_id
+from app.read_access import AUDIT_APPEND_IS_ONE_STATEMENT, append_read_audit
 from app.schemas import (
     MAX_ID,
     PrescriptionViewSchema,
@@ -36,7 +40,8 @@ from app.schemas import (
 )
 from app.services.connector_factory import make_client
 from app.services.credentials import credential_cipher
-from app.services.prescriptions import prescription_view, queue_send
+from app.services.prescription_reads import Viewer, find_view
+from app.services.prescriptions import queue_send
 from app.services.void import void_prescription
 from connector import ConnectorClient
 
@@ -67,15 +72,53 @@ def _own_patient_ref() -> str | None:
     return identity.subject if identity.role == "patient" else None
 
 
-def _view(prescription_id: int) -> dict[str, Any]:
+def _viewer() -> Viewer:
     identity = current_identity()
-    view = prescription_view(
-        services().db,
-        prescription_id,
-        patient_ref=_own_patient_ref(),
-        include_token=identity.role in ("support", "service"),
-    )
+    staff = identity.role in ("support", "service")
+    return Viewer(patient_ref=_own_patient_ref(), privileged=staff)
+
+
+def _view(prescription_id: int) -> dict[str, Any]:
+    with services().db.read_session() as session:
+        view = find_view(session, viewer=_viewer(), prescription_id=prescription_id)
+    if view is None:
+        raise ApiError(404, "not_found", "No such prescription.")
     return _view_schema.dump(view)
+
+
+# Our references ("rx-000025") and platform tokens are printable ASCII without spaces.
+_KEY_PATTERN = re.compile(r"[!-~]{1,64}")
+KEY_PATTERN = "^[!-~]{1,64}$"  # the same rule as OpenAPI writes it (app/openapi.py)
+
+
+def _text_key(name: str, value: str) -> str:
+    """``value`` of the query parameter ``name``, checked as a reference or platform token.
+
+    Raises :class:`ApiError` 422 naming ``name`` when it is not 1 to 64
+    printable ASCII characters without spaces.
+    """
+    if not _KEY_PATTERN.fullmatch(value):
+        raise ApiError(
+            422,
+            "validation_error",
+            "The request is invalid.",
+            {name: ["1 to 64 printable ASCII characters, no spaces."]},
+        )
+    return value
+
+
+def _prescription_key(value: str) -> dict[str, Any]:
+    """The lookup key for a path segment: digits are an id, anything else our reference.
+
+    Anything that cannot be an id or a reference names no prescription: 404.
+    """
+    if value.isascii() and value.isdigit():
+        prescription_id = int(value)
+        _check_id(prescription_id)
+        return {"prescription_id": prescription_id}
+    if not _KEY_PATTERN.fullmatch(value):
+        raise ApiError(404, "not_found", "No such prescription.")
+    return {"reference": value}
 
 
 def _platform_client() -> ConnectorClient:
@@ -120,14 +163,53 @@ def send(prescription_id: int) -> tuple[Response, int]:
     return response, 202
 
 
-@bp.get("/prescriptions/<int:prescription_id>")
+@bp.get("/prescriptions/<prescription_id>")
 @require_roles("patient", "support", "service")
-def show(prescription_id: int) -> tuple[Response, int]:
-    """Return the prescription: status, region, pharmacy, medicines, rejection, dispatch, timeline."""
-    _check_id(prescription_id)
-    view = _view(prescription_id)
-    record_access("read", prescription_id)
-    return jsonify(view), 200
+def show(prescription_id: str) -> tuple[Response, int]:
+    """Return the prescription: status, region, pharmacy, medicines, prescriber, rejection,
+    dispatch, timeline. ``prescription_id`` is the numeric id or our reference (``rx-000025``).
+
+    One query reads the view (the caller's visibility is part of it), one INSERT
+    writes the audit row (``read``, or ``read-not-modified`` for a 304), then
+    the commit. ``ETag``/``If-None-Match``: see :func:`app.conditional.respond_conditionally`.
+    """
+    key = _prescription_key(prescription_id)
+    with services().db.read_session(autocommit=AUDIT_APPEND_IS_ONE_STATEMENT) as session:
+        view = find_view(session, viewer=_viewer(), **key)
+        if view is None:
+            raise ApiError(404, "not_found", "No such prescription.")
+        response, not_modified = respond_conditionally(_view_schema.dump(view))
+        append_read_audit(session, "read-not-modified" if not_modified else "read", [view["id"]])
+    return response, response.status_code
+
+
+@bp.get("/prescriptions")
+@require_roles("support", "service")
+def lookup() -> tuple[Response, int]:
+    """Find a prescription by ``?reference=rx-000025`` or ``?platform_token=<token>`` (exactly one).
+
+    Support and service only (a patient gets 403). Answers ``{"items": [view]}``
+    with 0 or 1 items; one audit row either way (``read`` of the prescription
+    found, or ``lookup`` with no prescription). 422 for neither, both, a
+    repeated or a malformed parameter.
+    """
+    given = {name: request.args.getlist(name) for name in ("reference", "platform_token")}
+    given = {name: values for name, values in given.items() if values}
+    if len(given) != 1 or any(len(values) > 1 for values in given.values()):
+        message = "Give exactly one of reference or platform_token, once."
+        raise ApiError(
+            422,
+            "validation_error",
+            message,
+            {name: [message] for name in ("reference", "platform_token")},
+        )
+    name, (value,) = next(iter(given.items()))
+    with services().db.read_session(autocommit=AUDIT_APPEND_IS_ONE_STATEMENT) as session:
+        view = find_view(session, viewer=_viewer(), **{name: _text_key(name, value)})
+        items = [_view_schema.dump(view)] if view is not None else []
+        found = [view["id"]] if view is not None else [None]
+        append_read_audit(session, "read" if view is not None else "lookup", found)
+    return jsonify({"items": items}), 200
 
 
 @bp.post("/prescriptions/<int:prescription_id>/void")

@@ -1,43 +1,38 @@
-"""The audit trail: an append-only, hash-chained record of every access to a prescription.
+"""The audit trail: one append-only row per access to a prescription, sealed in a Merkle tree.
 
-Each ``audit_events`` row stores ``prev_hash`` (the previous row's ``hash``, or
-64 zeros for the first) and ``hash`` = SHA-256 (hex) over the canonical JSON of
-its content plus ``prev_hash`` (:func:`row_hash`). Changing, inserting or
-removing a row in the middle breaks the chain at that row, which
-:func:`verify` reports. Triggers (migration 0006) refuse UPDATE and DELETE (and
-TRUNCATE on PostgreSQL) outright; the chain catches what goes around them.
+Request and worker paths append with :func:`record` / :func:`record_by` (one row)
+or :func:`append_many` (a batch, one multi-row INSERT): a plain INSERT in the
+caller's transaction, so the row commits or rolls back with the work it records,
+and appenders never wait on a lock or read another row. Tamper evidence comes
+afterwards from the sealer (app/audit_sealer.py): it adds committed rows, in
+order, as leaves of one log-wide RFC 9162 Merkle tree and signs a checkpoint of
+it; :func:`leaf_data` is the exact byte string each row contributes.
 
-Writers are serialised so the chain never forks: on PostgreSQL a
-transaction-level advisory lock (held until the caller commits), on SQLite the
-write lock ``BEGIN IMMEDIATE`` already takes; ``prev_hash`` is also unique, so
-a fork could not be stored even if the lock were bypassed. Removing the newest
-rows (truncating the tail) leaves a valid shorter chain: compare ``count``
-with an earlier export or verify run to catch that.
-
-:func:`export_prescription` assembles one prescription's complete record for an
-auditor (see its docstring for exactly what it contains).
+Rows written before the sealer existed also carry a hash chain (``prev_hash``,
+``hash``: SHA-256 over the canonical JSON of the row plus ``prev_hash``,
+:func:`row_hash`); :func:`verify_chain` still checks it, and the sealer's first
+seal adds those rows to the tree too. Triggers (migration 0006) refuse UPDATE
+and DELETE (and TRUNCATE on PostgreSQL) outright.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from app.db import Database
-from app.models import AuditEvent, DispatchOutbox, Prescription, StatusHistory, WebhookInbox
-from app.services.errors import NotFound
+from app.models import AuditEvent
 
 GENESIS_HASH = "0" * 64
-# pg_advisory_xact_lock key for the chain: the ASCII bytes of "erxaudit" as a signed 64-bit int.
-AUDIT_LOCK_KEY = int.from_bytes(b"erxaudit", "big", signed=True)
+# The first element of every leaf: names the encoding, so a leaf of another format cannot collide.
+LEAF_FORMAT = "erx-audit-leaf/1"
 # What an audit row can say was done; a typo should fail loudly, not start a new action.
 # API reads: read (one prescription), list (/me/prescriptions, one row per prescription
 # listed), fhir-read / fhir-search / fhir-history; changes: send, void, webhook-applied,
@@ -58,12 +53,16 @@ ACTIONS = frozenset(
         "replay",
         "reconcile",
         "reconcile-applied",
+        # Reads answered 304 (If-None-Match matched): still an access, so still a row.
+        "read-not-modified",
+        "list-not-modified",
+        # A support/service lookup by reference or platform token that found nothing.
+        "lookup",
     }
 )
-EXPORT_FORMAT = "erx-audit-export/1"
 
 
-def _iso(value: datetime | None) -> str | None:
+def iso_utc(value: datetime | None) -> str | None:
     """UTC ISO 8601 with microseconds and ``Z``: one spelling on PostgreSQL and SQLite."""
     if value is None:
         return None
@@ -87,7 +86,7 @@ def row_content(
         "role": role,
         "action": action,
         "prescription_id": prescription_id,
-        "occurred_at": _iso(occurred_at),
+        "occurred_at": iso_utc(occurred_at),
         "request_id": request_id,
         "client_addr": client_addr,
         "prev_hash": prev_hash,
@@ -98,6 +97,66 @@ def row_hash(content: Mapping[str, Any]) -> str:
     """SHA-256 hex of ``content`` as canonical JSON (sorted keys, no spaces, UTF-8)."""
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def sql_literal(value: str | None) -> str:
+    """``value`` as PostgreSQL's ``quote_nullable()`` writes it: ``NULL``, or single-quoted
+    with ``'`` doubled and, when it holds a backslash, ``E`` before it and ``\\`` doubled."""
+    if value is None:
+        return "NULL"
+    quoted = value.replace("'", "''")
+    if "\\" in value:
+        return "E'" + quoted.replace("\\", "\\\\") + "'"
+    return "'" + quoted + "'"
+
+
+def sql_timestamp(value: datetime | str) -> str:
+    """UTC time as PostgreSQL writes a ``timestamp`` with DateStyle ISO:
+    ``YYYY-MM-DD HH:MM:SS[.ffffff]``, trailing zeros of the fraction dropped.
+    ``value``: an aware datetime or its :func:`iso_utc` text."""
+    text = value if isinstance(value, str) else iso_utc(value)
+    if text is None:
+        raise ValueError("a leaf needs a time")
+    stamp = text.rstrip("Z").replace("T", " ")
+    if "." in stamp:
+        stamp = stamp.rstrip("0").rstrip(".")
+    return stamp
+
+
+def leaf_data(
+    *,
+    event_id: int,
+    actor: str,
+    role: str,
+    action: str,
+    prescription_id: int | None,
+    occurred_at: datetime | str,
+    request_id: str | None,
+    client_addr: str | None,
+) -> bytes:
+    """The bytes one audit row contributes to the Merkle tree (hashed as an RFC 9162 leaf).
+
+    UTF-8 of ``LEAF_FORMAT,id,actor,role,action,prescription_id,occurred_at,
+    request_id,client_addr``: text fields as :func:`sql_literal` quotes them,
+    the time as :func:`sql_timestamp` writes it, a missing prescription as
+    ``NULL``. This is exactly PostgreSQL's ``concat_ws(',', ...)`` of
+    ``quote_nullable`` columns, so the database recomputes it cheaply
+    (app/audit_sealer.py, ``LEAF_SQL``), and an auditor rebuilds it from an
+    export (docs/audit_verify_export.py). Quoting keeps it unambiguous.
+    ``occurred_at``: an aware datetime or its :func:`iso_utc` text.
+    """
+    fields = [
+        LEAF_FORMAT,
+        str(event_id),
+        sql_literal(actor),
+        sql_literal(role),
+        sql_literal(action),
+        "NULL" if prescription_id is None else str(prescription_id),
+        sql_timestamp(occurred_at),
+        sql_literal(request_id),
+        sql_literal(client_addr),
+    ]
+    return ",".join(fields).encode("utf-8")
 
 
 def _content_of(event: AuditEvent) -> dict[str, Any]:
@@ -113,11 +172,54 @@ def _content_of(event: AuditEvent) -> dict[str, Any]:
     )
 
 
-def _lock_chain(session: Session) -> None:
-    if session.get_bind().dialect.name == "postgresql":
-        # Released at commit or rollback of the caller's transaction, after its row is visible.
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_LOCK_KEY})
-    # SQLite: the connection's BEGIN IMMEDIATE (app/db.py) already serialises writers.
+def _check(
+    *,
+    actor: str,
+    role: str,
+    action: str,
+    request_id: str | None,
+    client_addr: str | None,
+    now: datetime,
+) -> None:
+    if action not in ACTIONS:
+        raise ValueError(f"unknown audit action {action!r}")
+    if now.tzinfo is None:
+        raise ValueError("now must be an aware UTC datetime")
+    if not actor or len(actor) > 200 or not role or len(role) > 32:
+        raise ValueError("actor (1-200 chars) and role (1-32 chars) are required")
+    if request_id is not None and len(request_id) > 100:
+        raise ValueError("request_id is longer than 100 characters")
+    if client_addr is not None and len(client_addr) > 64:
+        raise ValueError("client_addr is longer than 64 characters")
+
+
+def _values(
+    *,
+    actor: str,
+    role: str,
+    action: str,
+    prescription_id: int | None,
+    request_id: str | None,
+    client_addr: str | None,
+    now: datetime,
+) -> dict[str, Any]:
+    _check(
+        actor=actor,
+        role=role,
+        action=action,
+        request_id=request_id,
+        client_addr=client_addr,
+        now=now,
+    )
+    return {
+        "actor": actor,
+        "role": role,
+        "action": action,
+        "prescription_id": prescription_id,
+        "occurred_at": now.astimezone(UTC),
+        "request_id": request_id,
+        "client_addr": client_addr,
+    }
 
 
 def record(
@@ -130,42 +232,30 @@ def record(
     request_id: str | None,
     client_addr: str | None,
     now: datetime,
-) -> AuditEvent:
-    """Append one audit row in the caller's transaction and return it (flushed: ``id`` set).
+) -> int:
+    """Append one audit row in the caller's transaction; return its ``id``.
 
-    ``actor``: who (API token subject, operator login; <= 200 chars, no PHI);
-    ``role``: as what (patient, support, service, operator; <= 32); ``action``:
-    one of :data:`ACTIONS`; ``now``: aware UTC datetime. The row commits or
-    rolls back with the caller's work. Raises ValueError for an unknown action,
-    a naive ``now`` or an over-long field.
+    One INSERT (with RETURNING): no lock and no read of any other row, so
+    appenders never wait on one another; the sealer (app/audit_sealer.py) adds the
+    row to the signed Merkle tree after the caller commits. ``actor``: who (API
+    token subject, operator login; <= 200 chars, no PHI); ``role``: as what
+    (patient, support, service, operator; <= 32); ``action``: one of
+    :data:`ACTIONS`; ``now``: aware UTC datetime. The row commits or rolls back
+    with the caller's work. Raises ValueError for an unknown action, a naive
+    ``now`` or an over-long field.
     """
-    if action not in ACTIONS:
-        raise ValueError(f"unknown audit action {action!r}")
-    if now.tzinfo is None:
-        raise ValueError("now must be an aware UTC datetime")
-    if not actor or len(actor) > 200 or not role or len(role) > 32:
-        raise ValueError("actor (1-200 chars) and role (1-32 chars) are required")
-    if request_id is not None and len(request_id) > 100:
-        raise ValueError("request_id is longer than 100 characters")
-    if client_addr is not None and len(client_addr) > 64:
-        raise ValueError("client_addr is longer than 64 characters")
-    _lock_chain(session)
-    prev = session.scalar(select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)) or GENESIS_HASH
-    occurred_at = now.astimezone(UTC)
-    event = AuditEvent(
+    values = _values(
         actor=actor,
         role=role,
         action=action,
         prescription_id=prescription_id,
-        occurred_at=occurred_at,
         request_id=request_id,
         client_addr=client_addr,
-        prev_hash=prev,
+        now=now,
     )
-    event.hash = row_hash(_content_of(event))
-    session.add(event)
-    session.flush()
-    return event
+    return int(
+        session.execute(insert(AuditEvent).values(values).returning(AuditEvent.id)).scalar_one()
+    )
 
 
 @dataclass(frozen=True)
@@ -191,8 +281,11 @@ RECONCILER = Accessor(actor="reconcile", role="service")
 
 def record_by(
     session: Session, accessor: Accessor, *, action: str, prescription_id: int | None, now: datetime
-) -> AuditEvent:
-    """:func:`record` with the who of ``accessor``; same transaction rules and errors."""
+) -> int:
+    """:func:`record` with the who of ``accessor``; same transaction rules and errors.
+
+    Returns the new row's id.
+    """
     return record(
         session,
         actor=accessor.actor,
@@ -203,6 +296,39 @@ def record_by(
         client_addr=accessor.client_addr,
         now=now,
     )
+
+
+def append_many(
+    session: Session,
+    accessor: Accessor,
+    *,
+    action: str,
+    prescription_ids: Iterable[int | None],
+    now: datetime,
+) -> int:
+    """Append one ``action`` row per prescription id, for ``accessor``, in one multi-row INSERT.
+
+    The set-based form of :func:`record_by` for batches (a list read, applied
+    webhook events, reconcile): in the caller's transaction, no lock, no read.
+    Returns the number of rows written (0 writes nothing). Raises ValueError as
+    :func:`record` does.
+    """
+    rows = [
+        _values(
+            actor=accessor.actor,
+            role=accessor.role,
+            action=action,
+            prescription_id=prescription_id,
+            request_id=accessor.request_id,
+            client_addr=accessor.client_addr,
+            now=now,
+        )
+        for prescription_id in prescription_ids
+    ]
+    if rows:
+        # Core insert with a list of parameter dicts: one INSERT ... VALUES (...), (...) statement.
+        session.execute(insert(AuditEvent).values(rows))
+    return len(rows)
 
 
 @dataclass(frozen=True)
@@ -220,8 +346,8 @@ class VerifyResult:
     reason: str | None = None
 
 
-def verify(db: Database, *, batch: int = 1000) -> VerifyResult:
-    """Walk ``audit_events`` in id order and check every link and hash.
+def verify_chain(db: Database, *, batch: int = 1000) -> VerifyResult:
+    """Walk the hash-chained rows (those written before the sealer) in id order; check each link.
 
     A row is bad when its ``prev_hash`` is not the previous row's ``hash`` (a row
     was removed, inserted or reordered before it) or when its ``hash`` does not
@@ -233,169 +359,27 @@ def verify(db: Database, *, batch: int = 1000) -> VerifyResult:
     with db.session() as session:
         while True:
             rows = session.scalars(
-                select(AuditEvent).where(AuditEvent.id > last_id).order_by(AuditEvent.id).limit(batch)
+                select(AuditEvent)
+                # Chained rows predate the sealer, so their txid is NULL: an index range on
+                # PostgreSQL instead of a scan of every row.
+                .where(
+                    AuditEvent.id > last_id, AuditEvent.txid.is_(None), AuditEvent.hash.is_not(None)
+                )
+                .order_by(AuditEvent.id)
+                .limit(batch)
             ).all()
             if not rows:
                 return VerifyResult(ok=True, count=count)
             for event in rows:
                 count += 1
                 if event.prev_hash != expected_prev:
-                    return VerifyResult(False, count, event.id, "prev_hash does not match the previous row's hash")
+                    return VerifyResult(
+                        False, count, event.id, "prev_hash does not match the previous row's hash"
+                    )
                 if row_hash(_content_of(event)) != event.hash:
-                    return VerifyResult(False, count, event.id, "hash does not match the row's content")
+                    return VerifyResult(
+                        False, count, event.id, "hash does not match the row's content"
+                    )
                 expected_prev = event.hash
             last_id = rows[-1].id
             session.expunge_all()
-
-
-def _find_prescription(session: Session, key: str | int) -> Prescription:
-    text_key = str(key).strip()
-    if text_key.isdigit():
-        found = session.get(Prescription, int(text_key))
-    else:
-        found = session.scalars(select(Prescription).where(Prescription.reference == text_key)).first()
-    if found is None:
-        raise NotFound(f"no prescription {text_key}")
-    return found
-
-
-def _webhook_events(session: Session, token: str | None) -> list[dict[str, Any]]:
-    """The inbox rows for ``token``, re-verifiable: the raw body (UTF-8 text when it
-    decodes, and always base64 of the exact bytes) with the ``X-Signature`` it came with."""
-    if not token:
-        return []
-    rows = session.scalars(
-        select(WebhookInbox).where(WebhookInbox.platform_token == token).order_by(WebhookInbox.id)
-    )
-    out = []
-    for row in rows:
-        raw = bytes(row.body)
-        try:
-            text_body: str | None = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            text_body = None
-        out.append(
-            {
-                "id": row.id,
-                "event_id": row.event_id,
-                "event_type": row.event_type,
-                "state": row.state,
-                "attempts": row.attempts,
-                "received_at": _iso(row.received_at),
-                "processed_at": _iso(row.processed_at),
-                "last_error": row.last_error,
-                "signature": row.signature,
-                "body": text_body,
-                "body_base64": base64.b64encode(raw).decode("ascii"),
-            }
-        )
-    return out
-
-
-def export_prescription(
-    db: Database,
-    prescription: str | int,
-    *,
-    actor: str,
-    role: str,
-    request_id: str | None,
-    client_addr: str | None,
-    now: datetime,
-) -> dict[str, Any]:
-    """Return one prescription's complete record for an auditor, and audit the export itself.
-
-    ``prescription``: its id or its reference. The export is recorded as an
-    ``export`` audit row in the same transaction, so it lists itself. Raises
-    :class:`~app.services.errors.NotFound`.
-
-    Contents (JSON-ready; times UTC ISO 8601), ids and statuses only:
-    ``prescription``: id, reference, status, platform token, patient /
-    prescriber / clinic / pharmacy ids, created / updated / last-event times,
-    the platform's rejection message if any (no patient name, date of birth,
-    address, phone or email, no medicines); ``status_history``: every
-    transition; ``webhook_events``: the inbox rows for its platform token with
-    the raw body exactly as received and, where the inbox stores them, the
-    signature header columns, so each event can be re-verified against the
-    webhook secret; ``dispatch``: the outbox row (flow, state, attempts,
-    outcome-unknown flag, last error, times) or null; ``audit_events``: every
-    audit row for it with ``prev_hash`` and ``hash``.
-    """
-    with db.session() as session:
-        rx = _find_prescription(session, prescription)
-        record(
-            session,
-            actor=actor,
-            role=role,
-            action="export",
-            prescription_id=rx.id,
-            request_id=request_id,
-            client_addr=client_addr,
-            now=now,
-        )
-        history = session.scalars(
-            select(StatusHistory).where(StatusHistory.prescription_id == rx.id).order_by(StatusHistory.id)
-        ).all()
-        outbox = session.scalars(select(DispatchOutbox).where(DispatchOutbox.prescription_id == rx.id)).first()
-        audit_rows = session.scalars(
-            select(AuditEvent).where(AuditEvent.prescription_id == rx.id).order_by(AuditEvent.id)
-        ).all()
-        return {
-            "format": EXPORT_FORMAT,
-            "exported_at": _iso(now),
-            "prescription": {
-                "id": rx.id,
-                "reference": rx.reference,
-                "status": rx.status,
-                "platform_token": rx.platform_token,
-                "patient_id": rx.patient_id,
-                "prescriber_id": rx.prescriber_id,
-                "clinic_id": rx.clinic_id,
-                "pharmacy_id": rx.pharmacy_id,
-                "created_at": _iso(rx.created_at),
-                "updated_at": _iso(rx.updated_at),
-                "last_event_at": _iso(rx.last_event_at),
-                "rejection_message": rx.rejection_message,
-            },
-            "status_history": [
-                {
-                    "id": h.id,
-                    "from_status": h.from_status,
-                    "to_status": h.to_status,
-                    "occurred_at": _iso(h.occurred_at),
-                    "received_at": _iso(h.received_at),
-                    "source": h.source,
-                    "event_id": h.event_id,
-                    "detail": h.detail,
-                }
-                for h in history
-            ],
-            "webhook_events": _webhook_events(session, rx.platform_token),
-            "dispatch": None
-            if outbox is None
-            else {
-                "id": outbox.id,
-                "flow": outbox.flow,
-                "state": outbox.state,
-                "attempts": outbox.attempts,
-                "outcome_unknown": outbox.outcome_unknown,
-                "last_error": outbox.last_error,
-                "created_at": _iso(outbox.created_at),
-                "updated_at": _iso(outbox.updated_at),
-                "next_attempt_at": _iso(outbox.next_attempt_at),
-            },
-            "audit_events": [
-                {
-                    "id": a.id,
-                    "actor": a.actor,
-                    "role": a.role,
-                    "action": a.action,
-                    "occurred_at": _iso(a.occurred_at),
-                    "request_id": a.request_id,
-                    "client_addr": a.client_addr,
-                    "prev_hash": a.prev_hash,
-                    "hash": a.hash,
-                }
-                for a in audit_rows
-            ],
-        }
-

@@ -57,6 +57,8 @@ _POSITIVE = (
     "events_backoff_base_s",
     "events_backoff_cap_s",
     "notify_max_attempts",
+    "audit_seal_interval_s",
+    "audit_unsealed_max_age_s",
 )
 
 
@@ -153,6 +155,13 @@ class Settings:
     # Reverse proxies in front of the web tier whose X-Forwarded-* headers are trusted
     # (werkzeug ProxyFix); 0 = none, the audit's client address is the TCP peer.
     trusted_proxies: int = 0
+    # Audit log sealing (app/audit_sealer.py): Ed25519 private keys (base64 raw 32 bytes,
+    # newest first; production requires one), the checkpoint origin line, the seal loop's
+    # idle wait and the age (s) past which an unsealed row is a verify failure.
+    audit_signing_keys: tuple[str, ...] = field(default=(), repr=False)
+    audit_log_origin: str = "erx-connector.example/audit"
+    audit_seal_interval_s: float = 0.25
+    audit_unsealed_max_age_s: float = 60.0
 
     def __post_init__(self) -> None:
         if self.trusted_proxies < 0:
@@ -233,6 +242,8 @@ _NUMBERS: dict[str, tuple[str, type]] = {
     "NOTIFY_MAX_ATTEMPTS": ("notify_max_attempts", int),
     "WORKER_METRICS_PORT": ("worker_metrics_port", int),
     "TRUSTED_PROXIES": ("trusted_proxies", int),
+    "AUDIT_SEAL_INTERVAL_S": ("audit_seal_interval_s", float),
+    "AUDIT_UNSEALED_MAX_AGE_S": ("audit_unsealed_max_age_s", float),
 }
 _STRINGS = {
     "DATABASE_URL": "database_url",
@@ -257,6 +268,7 @@ _STRINGS = {
     "EVENTS_DLX": "events_dlx",
     "NOTIFY_QUEUE": "notify_queue",
     "WORKER_WAKEUP": "worker_wakeup",
+    "AUDIT_LOG_ORIGIN": "audit_log_origin",
 }
 _BOOLS = {
     "SMTP_STARTTLS": "smtp_starttls",
@@ -266,6 +278,7 @@ _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 _LISTS = {
     "WEBHOOK_SECRETS": "webhook_secrets",
     "ERX_ENCRYPTION_KEYS": "encryption_keys",
+    "AUDIT_SIGNING_KEYS": "audit_signing_keys",
 }
 
 

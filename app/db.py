@@ -31,7 +31,9 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
     SQLite: the parent folder is created, and each connection gets WAL,
     foreign keys and a 10 s busy timeout so that the web process and several
     workers can share one file. PostgreSQL: a pool keeping ``pool_size``
-    connections (up to 10 more on demand, closed when returned).
+    connections (up to 10 more on demand, closed when returned), recycled after
+    30 minutes, with no pre-ping on checkout; idle connections are tested by
+    TCP keepalives.
     """
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
@@ -57,9 +59,23 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    # No pre-ping: it costs a round trip on every checkout (the webhook hot path).
+    # No pre-ping: it costs a round trip on every checkout (the webhook hot path, every read).
     # A connection that died is discarded when it fails; callers answer 503 or retry.
-    return create_engine(url, pool_size=pool_size, max_overflow=10, pool_recycle=1800)
+    # Idle connections are tested by the kernel instead (TCP keepalives: no round trip on
+    # checkout), so a peer that vanished is noticed while the connection sits in the pool.
+    return create_engine(
+        url, pool_size=pool_size, max_overflow=10, pool_recycle=1800, connect_args=dict(_KEEPALIVES)
+    )
+
+
+# libpq's TCP keepalive options (https://www.postgresql.org/docs/15/libpq-connect.html):
+# first probe after 60 s idle, then every 10 s, dead after 3 unanswered probes.
+_KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 60,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
 
 
 class Database:
@@ -84,6 +100,35 @@ class Database:
         """Yield a session in one transaction: committed on success, rolled back on error."""
         with self.sessionmaker() as session, session.begin():
             yield session
+
+    @contextmanager
+    def read_session(self, *, autocommit: bool = True) -> Iterator[Session]:
+        """Yield a session for a read and its audit row, in as few round trips as the driver allows.
+
+        PostgreSQL with ``autocommit``: psycopg2's client-side autocommit flag
+        (no round trip) is set for the block, so each statement commits on its
+        own and no ``BEGIN``/``COMMIT`` is sent: a read (one SELECT) plus a
+        one-INSERT audit append is two round trips, and the INSERT has
+        committed before the answer is sent. Only for blocks whose writes are
+        each one statement: nothing spans two statements. Without
+        ``autocommit``, and on SQLite, this is :meth:`session` (one
+        transaction). The flag is cleared before the connection returns to the
+        pool. Errors propagate.
+        """
+        if not (autocommit and self.is_postgres):
+            with self.session() as session:
+                yield session
+            return
+        with self.engine.connect() as conn:
+            dbapi_conn = conn.connection.dbapi_connection
+            dbapi_conn.autocommit = True  # type: ignore[union-attr]
+            try:
+                with Session(bind=conn, expire_on_commit=False) as session:
+                    yield session
+                    session.commit()  # flushes pending rows; psycopg2 sends no COMMIT in autocommit
+            finally:
+                if not dbapi_conn.closed:  # type: ignore[union-attr]  # invalidated on a disconnect
+                    dbapi_conn.autocommit = False  # type: ignore[union-attr]
 
     def dispose(self) -> None:
         """Close every pooled connection."""

@@ -13,7 +13,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, jsonify, request
 from marshmallow import Schema, ValidationError
 
-from app.access_audit import record_access
+from app.conditional import respond_conditionally
 from app.directory_schemas import (
     PageQuerySchema,
     PharmacyPageSchema,
@@ -26,8 +26,9 @@ from app.directory_schemas import (
 from app.extensions import services
 from app.identity import ROLES, current_identity, require_roles
 from app.json_body import json_object
+from app.read_access import AUDIT_APPEND_IS_ONE_STATEMENT, append_read_audit
 from app.services.errors import Invalid
-from app.services.patients import patient_prescriptions, patient_profile, set_region
+from app.services.patients import patient_prescription_page, patient_profile, set_region
 from app.services.pharmacies import search_pharmacies
 from app.services.regions import list_regions
 
@@ -36,6 +37,7 @@ bp = Blueprint("directory_api", __name__, url_prefix="/api/v1")
 _page_query = PageQuerySchema()
 _search_query = PharmacySearchQuerySchema()
 _region_update = RegionUpdateSchema()
+_prescription_page = PrescriptionPageSchema()
 
 
 def _load(schema: Schema, data: Any) -> dict[str, Any]:
@@ -80,11 +82,20 @@ def update_me() -> tuple[Response, int]:
 @bp.get("/me/prescriptions")
 @require_roles("patient")
 def my_prescriptions() -> tuple[Response, int]:
-    """The calling patient's prescriptions, newest first: ``?page=&per_page=``."""
+    """The calling patient's prescriptions with their views, newest first: ``?page=&per_page=``.
+
+    One query for the page and its total, the audit rows, the commit;
+    ``ETag``/``If-None-Match`` as the single read (304 records ``list-not-modified``).
+    """
     args = _query(_page_query)
-    page = patient_prescriptions(services().db, current_identity().subject, page=args["page"], per_page=args["per_page"])
-    record_access("list", *(item.id for item in page.items))
-    return jsonify(PrescriptionPageSchema().dump(page)), 200
+    with services().db.read_session(autocommit=AUDIT_APPEND_IS_ONE_STATEMENT) as session:
+        page = patient_prescription_page(
+            session, current_identity().subject, page=args["page"], per_page=args["per_page"]
+        )
+        response, not_modified = respond_conditionally(_prescription_page.dump(page))
+        action = "list-not-modified" if not_modified else "list"
+        append_read_audit(session, action, [item["id"] for item in page.items])
+    return response, response.status_code
 
 
 @bp.get("/pharmacies")

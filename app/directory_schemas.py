@@ -9,6 +9,14 @@ from __future__ import annotations
 
 from marshmallow import EXCLUDE, RAISE, Schema, fields, validate
 
+from app.schemas import (
+    DispatchSchema,
+    HistoryEntrySchema,
+    MedicineLineSchema,
+    PharmacySummarySchema,
+    PrescriberSummarySchema,
+    RejectionSchema,
+)
 from app.services.paging import MAX_PER_PAGE
 from app.services.pharmacies import MAX_QUERY_LENGTH
 
@@ -104,6 +112,15 @@ class PrescriptionSummarySchema(Schema):
     pharmacy_id = fields.Integer(allow_none=True)
     pharmacy_name = fields.String(allow_none=True)
     status_url = fields.String(required=True)
+    # The rest of the prescription's view (GET /api/v1/prescriptions/<id>):
+    # the page needs one call.
+    region = fields.String()
+    prescriber = fields.Nested(PrescriberSummarySchema)
+    pharmacy = fields.Nested(PharmacySummarySchema, allow_none=True)
+    medicines = fields.List(fields.Nested(MedicineLineSchema))
+    rejection = fields.Nested(RejectionSchema, allow_none=True)
+    dispatch = fields.Nested(DispatchSchema, allow_none=True)
+    history = fields.List(fields.Nested(HistoryEntrySchema))
 
 
 class PrescriptionPageSchema(_PageSchema):

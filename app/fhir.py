@@ -64,19 +64,32 @@ exposed: it may echo patient details.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from fhir.resources.bundle import Bundle
+from fhir.resources.capabilitystatement import CapabilityStatement
 from fhir.resources.medicationrequest import MedicationRequest
 from fhir.resources.operationoutcome import OperationOutcome
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session, joinedload, selectinload
+from fhir.resources.organization import Organization
+from fhir.resources.patient import Patient as FhirPatient
+from fhir.resources.practitioner import Practitioner
+from sqlalchemy import RowMapping, func, over, select
+from sqlalchemy.orm import Session
 
-from app.models import Patient, Prescription, PrescriptionMedicine, StatusHistory
+from app.models import (
+    Patient,
+    Pharmacy,
+    Prescriber,
+    Prescription,
+    PrescriptionMedicine,
+    StatusHistory,
+)
 from app.services.errors import Invalid, NotFound
+from app.services.prescription_reads import Viewer, aggregated, as_utc, find_row, view_select
 from connector.statuses import LIFECYCLE, can_advance
 
 FHIR_JSON = "application/fhir+json"
@@ -91,6 +104,9 @@ NAMESPACE = "https://erx-connector.example.test/fhir"
 REFERENCE_SYSTEM = f"{NAMESPACE}/NamingSystem/prescription-reference"
 LINE_SYSTEM = f"{NAMESPACE}/NamingSystem/prescription-line"
 PLATFORM_TOKEN_SYSTEM = f"{NAMESPACE}/NamingSystem/platform-token"
+PATIENT_SYSTEM = f"{NAMESPACE}/NamingSystem/patient-reference"
+PRESCRIBER_SYSTEM = f"{NAMESPACE}/NamingSystem/prescriber-id"
+PHARMACY_BRANCH_SYSTEM = f"{NAMESPACE}/NamingSystem/platform-branch-id"
 STATUS_EXTENSION = f"{NAMESPACE}/StructureDefinition/erx-status"
 TRANSITION_EXTENSION = f"{NAMESPACE}/StructureDefinition/status-transition"
 
@@ -117,6 +133,7 @@ _STATUS_REASONS = {
 }
 
 MAX_COUNT = 100
+MAX_OFFSET = 10**9
 DEFAULT_COUNT = 50
 
 
@@ -141,7 +158,7 @@ def parse_resource_id(value: str) -> tuple[int, int]:
     return prescription_id, position
 
 
-def resource_id(line: PrescriptionMedicine) -> str:
+def resource_id(line: PrescriptionMedicine | LineFacts) -> str:
     """Return the FHIR id of a prescription line, ``"<prescription id>-<position>"``."""
     return f"{line.prescription_id}-{line.position}"
 
@@ -154,8 +171,8 @@ def _reference(kind: str, value: object, display: str | None = None) -> dict[str
 
 
 def medication_request(
-    prescription: Prescription,
-    line: PrescriptionMedicine,
+    prescription: Prescription | PrescriptionFacts,
+    line: PrescriptionMedicine | LineFacts,
     *,
     status: str | None = None,
     version_id: int | None = None,
@@ -182,8 +199,8 @@ def medication_request(
 
 
 def medication_request_data(
-    prescription: Prescription,
-    line: PrescriptionMedicine,
+    prescription: Prescription | PrescriptionFacts,
+    line: PrescriptionMedicine | LineFacts,
     *,
     status: str | None = None,
     version_id: int | None = None,
@@ -205,18 +222,32 @@ def medication_request_data(
     """
     ours = status or prescription.status
     identifiers: list[dict[str, Any]] = [
-        {"use": "official", "system": LINE_SYSTEM, "value": f"{prescription.reference}/{line.position}"},
+        {
+            "use": "official",
+            "system": LINE_SYSTEM,
+            "value": f"{prescription.reference}/{line.position}",
+        },
         # The prescription's own reference too, so a search by identifier finds every line.
         {"use": "usual", "system": REFERENCE_SYSTEM, "value": prescription.reference},
     ]
     if show_platform_token and prescription.platform_token:
-        identifiers.append({"use": "secondary", "system": PLATFORM_TOKEN_SYSTEM, "value": prescription.platform_token})
+        identifiers.append(
+            {
+                "use": "secondary",
+                "system": PLATFORM_TOKEN_SYSTEM,
+                "value": prescription.platform_token,
+            }
+        )
     medication: dict[str, Any] = {"text": line.description}
     if line.vpid:
-        medication["coding"] = [{"system": DMD_SYSTEM, "code": line.vpid, "display": line.description}]
+        medication["coding"] = [
+            {"system": DMD_SYSTEM, "code": line.vpid, "display": line.description}
+        ]
     dispense: dict[str, Any] = {"quantity": {"value": line.quantity}}
     if prescription.pharmacy is not None:
-        dispense["performer"] = _reference("Organization", prescription.pharmacy.id, prescription.pharmacy.name)
+        dispense["performer"] = _reference(
+            "Organization", prescription.pharmacy.id, prescription.pharmacy.name
+        )
     data: dict[str, Any] = {
         "resourceType": "MedicationRequest",
         "id": resource_id(line),
@@ -227,7 +258,9 @@ def medication_request_data(
         "medicationCodeableConcept": medication,
         "subject": _reference("Patient", prescription.patient.external_ref),
         "authoredOn": prescription.created_at,
-        "requester": _reference("Practitioner", prescription.prescriber.id, prescription.prescriber.name),
+        "requester": _reference(
+            "Practitioner", prescription.prescriber.id, prescription.prescriber.name
+        ),
         "groupIdentifier": {"system": REFERENCE_SYSTEM, "value": prescription.reference},
         "dosageInstruction": [{"sequence": 1, "text": line.directions}],
         "dispenseRequest": dispense,
@@ -244,84 +277,222 @@ def medication_request_data(
     return data
 
 
-def _load_prescription(session: Session, prescription_id: int) -> Prescription | None:
-    return session.get(
-        Prescription,
-        prescription_id,
-        options=[
-            selectinload(Prescription.medicines),
-            # Many-to-one: one joined SELECT instead of a query each.
-            joinedload(Prescription.patient),
-            joinedload(Prescription.prescriber),
-            joinedload(Prescription.pharmacy),
-        ],
-    )
+@dataclass(frozen=True)
+class Named:
+    """An id and a display name (a prescriber, a pharmacy)."""
+
+    id: int
+    name: str
 
 
-def _history(session: Session, prescription_id: int) -> list[StatusHistory]:
-    # Append order (the id) is the order the service learned things in: versions follow it.
-    return list(
-        session.scalars(
-            select(StatusHistory).where(StatusHistory.prescription_id == prescription_id).order_by(StatusHistory.id)
+@dataclass(frozen=True)
+class PatientKey:
+    """The patient as FHIR may name it: the external reference only."""
+
+    external_ref: str
+
+
+@dataclass(frozen=True)
+class PrescriptionFacts:
+    """What the translation reads of a prescription, as a view row carries it (aware UTC)."""
+
+    id: int
+    reference: str
+    status: str
+    platform_token: str | None
+    created_at: datetime
+    updated_at: datetime | None
+    patient: PatientKey
+    prescriber: Named
+    pharmacy: Named | None
+
+
+@dataclass(frozen=True)
+class LineFacts:
+    """One prescription line as the translation reads it."""
+
+    prescription_id: int
+    position: int
+    vpid: str | None
+    description: str
+    quantity: int
+    directions: str
+
+
+@dataclass(frozen=True)
+class HistoryFacts:
+    """One status history row as the translation reads it (times aware UTC)."""
+
+    id: int
+    from_status: str | None
+    to_status: str
+    occurred_at: datetime
+    received_at: datetime
+    source: str
+    event_id: str | None
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A prescription read in one query: facts, lines (by position), history (append order)."""
+
+    prescription: PrescriptionFacts
+    lines: tuple[LineFacts, ...]
+    history: tuple[HistoryFacts, ...]
+
+    @classmethod
+    def from_row(cls, row: RowMapping) -> Loaded:
+        """Build from a :func:`app.services.prescription_reads.view_select` row."""
+        rx = PrescriptionFacts(
+            id=row["id"],
+            reference=row["reference"],
+            status=row["status"],
+            platform_token=row["platform_token"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            patient=PatientKey(row["patient_ref"]),
+            prescriber=Named(row["prescriber_id"], row["prescriber_name"]),
+            pharmacy=Named(row["pharmacy_id"], row["pharmacy_name"])
+            if row["pharmacy_id"]
+            else None,
         )
-    )
+        lines = tuple(
+            LineFacts(
+                prescription_id=rx.id,
+                position=m["position"],
+                vpid=m["vpid"],
+                description=m["description"],
+                quantity=m["quantity"],
+                directions=m["directions"],
+            )
+            for m in sorted(aggregated(row["medicines"]), key=lambda m: m["position"])
+        )
+        # Append order (the id) is the order the service learned things in: versions follow it.
+        history = tuple(
+            HistoryFacts(
+                id=h["id"],
+                from_status=h["from_status"],
+                to_status=h["to_status"],
+                occurred_at=as_utc(h["occurred_at"]),
+                received_at=as_utc(h["received_at"]),
+                source=h["source"],
+                event_id=h["event_id"],
+            )
+            for h in sorted(aggregated(row["history"]), key=lambda h: h["id"])
+        )
+        return cls(prescription=rx, lines=lines, history=history)
+
+    def version(self) -> tuple[int | None, datetime]:
+        """``(versionId, lastUpdated)``: the number of history rows (None before the first) and
+        the latest time we recorded anything (else the prescription's own times)."""
+        if self.history:
+            return len(self.history), max(h.received_at for h in self.history)
+        return None, self.prescription.updated_at or self.prescription.created_at
+
+
+def _existing_ids(loaded: Loaded) -> list[str]:
+    return [f"{line.prescription_id}-{line.position}" for line in loaded.lines]
 
 
 def _visible_line(
     session: Session, resource: str, *, patient_ref: str | None
-) -> tuple[Prescription, PrescriptionMedicine]:
-    prescription_id, position = parse_resource_id(resource)
-    prescription = _load_prescription(session, prescription_id)
-    line = next((m for m in prescription.medicines if m.position == position), None) if prescription else None
+) -> tuple[Loaded, LineFacts]:
+    """The prescription and line behind ``MedicationRequest/<resource>``, in one query.
+
+    A bare prescription id (``12``) or our reference (``rx-000012``), or a line
+    that does not exist, names no MedicationRequest: the :class:`NotFound`
+    then says which ids this prescription has, so a client can follow one
+    (only for a prescription the caller may see).
+    """
+    prescription_key, position = _lookup_key(resource)
+    row = find_row(
+        session, viewer=Viewer(patient_ref=patient_ref, privileged=False), **prescription_key
+    )
     # Another patient's prescription reads exactly like a missing one: no existence leak.
-    if prescription is None or line is None or (patient_ref is not None and prescription.patient.external_ref != patient_ref):
+    if row is None:
         raise NotFound(f"MedicationRequest/{resource} does not exist.")
-    return prescription, line
+    loaded = Loaded.from_row(row)
+    line = next((m for m in loaded.lines if m.position == position), None)
+    if line is None:
+        ids = ", ".join(f"MedicationRequest/{i}" for i in _existing_ids(loaded)) or "none"
+        raise NotFound(
+            "MedicationRequest ids are <prescription id>-<line>; "
+            f"prescription {loaded.prescription.reference} has: {ids}.",
+            errors={"id": [f"Use one of: {ids}."]},
+        )
+    return loaded, line
+
+
+def _lookup_key(resource: str) -> tuple[dict[str, Any], int | None]:
+    """``({prescription_id|reference: ...}, line position or None)`` for a requested id."""
+    if resource.isascii() and resource.isdigit() and int(resource) <= 2**53:
+        return {"prescription_id": int(resource)}, None
+    head, sep, tail = resource.partition("-")
+    if sep and head.isascii() and head.isdigit() and tail.isascii() and tail.isdigit():
+        prescription_id, position = parse_resource_id(resource)
+        return {"prescription_id": prescription_id}, position
+    if 0 < len(resource) <= 64 and resource.isprintable():
+        return {"reference": resource}, None  # our reference, e.g. rx-000012
+    raise NotFound("No such MedicationRequest.")
 
 
 def read_medication_request(
     session: Session, resource: str, *, patient_ref: str | None, show_platform_token: bool = False
 ) -> MedicationRequest:
-    """Return ``MedicationRequest/<resource>`` as it is now.
+    """Return ``MedicationRequest/<resource>`` as it is now, read in one query.
 
     ``patient_ref``: when set (a patient caller), only that patient's
     prescriptions exist. ``meta.versionId`` is the number of history rows (the
     latest ``_history`` entry), absent before the first transition.
-    Raises :class:`NotFound` for an unknown, malformed or hidden id.
+    Raises :class:`NotFound` for an unknown, malformed or hidden id; for a
+    prescription the caller may see but an id naming no line (a bare
+    prescription id, our reference, a missing line) its message lists the ids
+    that exist.
     """
-    prescription, line = _visible_line(session, resource, patient_ref=patient_ref)
-    rows = _history(session, prescription.id)
+    loaded, line = _visible_line(session, resource, patient_ref=patient_ref)
+    version, last_updated = loaded.version()
     return medication_request(
-        prescription,
+        loaded.prescription,
         line,
-        version_id=len(rows) or None,
-        # The same rule as search (_versions): the latest time we recorded anything.
-        last_updated=max(r.received_at for r in rows) if rows else (prescription.updated_at or prescription.created_at),
+        version_id=version,
+        # The same rule as search: the latest time we recorded anything.
+        last_updated=last_updated,
         show_platform_token=show_platform_token,
     )
+
+
+PATIENT_SEARCH_PATTERN = r"^(.*Patient/)?[A-Za-z0-9.\-]{1,64}$"
+"""What ``?patient=`` accepts: an id of FHIR's id characters
+(http://hl7.org/fhir/R4/datatypes.html#id),
+bare, as ``Patient/<id>`` or as an absolute URL ending so (OpenAPI documents this pattern)."""
+_PATIENT_SEARCH = re.compile(PATIENT_SEARCH_PATTERN)
 
 
 def patient_ref_from_search(value: str | None) -> str:
     """Return the patient's external ref from a ``patient`` search value.
 
     Accepts ``pt-0001``, ``Patient/pt-0001`` or an absolute URL ending in
-    ``/Patient/pt-0001`` (http://hl7.org/fhir/R4/search.html#reference).
-    Raises :class:`Invalid` (field ``patient``) when missing or empty.
+    ``/Patient/pt-0001`` (http://hl7.org/fhir/R4/search.html#reference), the
+    id made of FHIR id characters (:data:`PATIENT_SEARCH_PATTERN`). Raises
+    :class:`Invalid` (field ``patient``) when missing, empty or anything else.
     """
-    raw = (value or "").strip()
-    if "Patient/" in raw:
-        raw = raw.rsplit("Patient/", 1)[1]
-    if not raw or "/" in raw:
+    raw = value or ""
+    if not _PATIENT_SEARCH.fullmatch(raw):
         raise Invalid(
             "Search MedicationRequest by patient: ?patient=<ref>.",
             code="invalid_search",
             errors={"patient": ["Required: a patient reference such as Patient/pt-0001."]},
         )
-    return raw
+    return raw.rsplit("Patient/", 1)[-1]
 
 
 def parse_count(
-    value: str | None, *, name: str = "_count", default: int = DEFAULT_COUNT, maximum: int = MAX_COUNT, clamp: bool = True
+    value: str | None,
+    *,
+    name: str = "_count",
+    default: int = DEFAULT_COUNT,
+    maximum: int = MAX_COUNT,
+    clamp: bool = True,
 ) -> int:
     """Parse a non-negative integer search control (``_count``, ``_offset``).
 
@@ -361,41 +532,48 @@ def search_medication_requests(
     next page, used only when more matches follow. ``count``/``offset`` page
     through the matches; ``total`` counts them all.
     """
-    lines: list[PrescriptionMedicine] = []
+    found: list[tuple[Loaded, LineFacts]] = []
     total = 0
     if patient_ref is None or patient == patient_ref:
-        matches = (
-            select(PrescriptionMedicine)
-            .join(Prescription, Prescription.id == PrescriptionMedicine.prescription_id)
-            .join(Patient, Patient.id == Prescription.patient_id)
-            .where(Patient.external_ref == patient)
-        )
-        total = session.scalar(select(func.count()).select_from(matches.subquery())) or 0
-        if count:
-            lines = list(
-                session.scalars(
-                    matches.order_by(PrescriptionMedicine.prescription_id, PrescriptionMedicine.position)
-                    .offset(offset)
-                    .limit(count)
-                    .options(
-                        selectinload(PrescriptionMedicine.prescription).options(
-                            joinedload(Prescription.patient),
-                            joinedload(Prescription.prescriber),
-                            joinedload(Prescription.pharmacy),
-                        )
-                    )
-                )
+        # One query: the page of lines with each prescription's view row, and the total.
+        stmt = (
+            view_select(session.get_bind().dialect.name)
+            .add_columns(
+                PrescriptionMedicine.position.label("line_position"),
+                over(func.count()).label("total"),
             )
-    versions = _versions(session, {line.prescription_id for line in lines})
+            .join(PrescriptionMedicine, PrescriptionMedicine.prescription_id == Prescription.id)
+            .where(Patient.external_ref == patient)
+            .order_by(Prescription.id, PrescriptionMedicine.position)
+            .offset(offset)
+            .limit(max(count, 1))
+        )
+        rows = session.execute(stmt).all()
+        if rows:
+            total = int(rows[0].total)
+        elif offset:
+            total = (
+                session.scalar(
+                    select(func.count())
+                    .select_from(PrescriptionMedicine)
+                    .join(Prescription, Prescription.id == PrescriptionMedicine.prescription_id)
+                    .join(Patient, Patient.id == Prescription.patient_id)
+                    .where(Patient.external_ref == patient)
+                )
+                or 0
+            )
+        for row in rows[:count]:
+            loaded = Loaded.from_row(row._mapping)
+            line = next(m for m in loaded.lines if m.position == row.line_position)
+            found.append((loaded, line))
     entries = []
-    for line in lines:
-        prescription = line.prescription
-        n, last = versions.get(prescription.id, (0, None))
+    for loaded, line in found:
+        version, last_updated = loaded.version()
         resource = medication_request_data(
-            prescription,
+            loaded.prescription,
             line,
-            version_id=n or None,
-            last_updated=last or prescription.updated_at or prescription.created_at,
+            version_id=version,
+            last_updated=last_updated,
             show_platform_token=show_platform_token,
         )
         entries.append(
@@ -406,26 +584,20 @@ def search_medication_requests(
             }
         )
     links = [{"relation": "self", "url": self_url}]
-    if next_url and offset + len(lines) < total and count:
+    if next_url and offset + len(found) < total and count:
         links.append({"relation": "next", "url": next_url})
     return Bundle.parse_obj(
-        {"resourceType": "Bundle", "type": "searchset", "total": total, "link": links, "entry": entries or None}
+        {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "total": total,
+            "link": links,
+            "entry": entries or None,
+        }
     )
 
 
-def _versions(session: Session, prescription_ids: Iterable[int]) -> dict[int, tuple[int, datetime | None]]:
-    ids = sorted(prescription_ids)
-    if not ids:
-        return {}
-    rows = session.execute(
-        select(StatusHistory.prescription_id, func.count(), func.max(StatusHistory.received_at))
-        .where(StatusHistory.prescription_id.in_(ids))
-        .group_by(StatusHistory.prescription_id)
-    )
-    return {pid: (n, last) for pid, n, last in rows}
-
-
-def replay(rows: Iterable[StatusHistory]) -> Iterator[tuple[StatusHistory, str]]:
+def replay(rows: Iterable[Any]) -> Iterator[tuple[Any, str]]:
     """Yield each history row with the prescription's status right after it.
 
     The rules of ``webhooks.history``: a lifecycle status (contract §6) moves
@@ -439,7 +611,7 @@ def replay(rows: Iterable[StatusHistory]) -> Iterator[tuple[StatusHistory, str]]
         yield row, current or row.to_status
 
 
-def transition_extension(row: StatusHistory) -> dict[str, Any]:
+def transition_extension(row: StatusHistory | HistoryFacts) -> dict[str, Any]:
     """Return the ``status-transition`` extension for one history row.
 
     Sub-extensions: ``from`` and ``to`` (our statuses, codes), ``source``
@@ -469,8 +641,9 @@ def medication_request_history(
     self_url: str,
     patient_ref: str | None,
     show_platform_token: bool = False,
-) -> Bundle:
-    """Return the ``history`` Bundle of ``MedicationRequest/<resource>``, newest version first.
+) -> tuple[Bundle, int]:
+    """Return the ``history`` Bundle of ``MedicationRequest/<resource>``, newest version first,
+    and the prescription's id (for the audit row, even when the history is empty).
 
     One version per status history row (http://hl7.org/fhir/R4/http.html#history):
     the resource as it stood after that transition, ``meta.versionId`` its
@@ -480,12 +653,11 @@ def medication_request_history(
     version reads as a create (POST, 201), later ones as updates (PUT, 200).
     Raises :class:`NotFound` like :func:`read_medication_request`.
     """
-    prescription, line = _visible_line(session, resource, patient_ref=patient_ref)
-    rows = _history(session, prescription.id)
+    loaded, line = _visible_line(session, resource, patient_ref=patient_ref)
     entries = []
-    for version, (row, status) in enumerate(replay(rows), start=1):
+    for version, (row, status) in enumerate(replay(loaded.history), start=1):
         snapshot = medication_request_data(
-            prescription,
+            loaded.prescription,
             line,
             status=status,
             version_id=version,
@@ -510,13 +682,194 @@ def medication_request_history(
             }
         )
     entries.reverse()
-    return Bundle.parse_obj(
+    bundle = Bundle.parse_obj(
         {
             "resourceType": "Bundle",
             "type": "history",
             "total": len(entries),
             "link": [{"relation": "self", "url": self_url}],
             "entry": entries or None,
+        }
+    )
+    return bundle, loaded.prescription.id
+
+
+def read_patient(session: Session, ref: str, *, patient_ref: str | None) -> FhirPatient:
+    """Return ``Patient/<ref>``: the reference a MedicationRequest's ``subject`` points to.
+
+    Identity only (id and our reference as identifier): no name, birth date,
+    address or contact leaves through FHIR, as for the MedicationRequests.
+    ``patient_ref``: when set (a patient caller) only that patient exists.
+    One query. Raises :class:`NotFound` for an unknown or hidden patient.
+    """
+    if patient_ref is not None and ref != patient_ref:
+        raise NotFound(f"Patient/{ref} does not exist.")
+    found = session.scalar(select(Patient.external_ref).where(Patient.external_ref == ref))
+    if found is None:
+        raise NotFound(f"Patient/{ref} does not exist.")
+    return FhirPatient.parse_obj(
+        {
+            "resourceType": "Patient",
+            "id": found,
+            "identifier": [{"use": "usual", "system": PATIENT_SYSTEM, "value": found}],
+            "active": True,
+        }
+    )
+
+
+def _numeric_id(kind: str, value: str) -> int:
+    if not (value.isascii() and value.isdigit()) or int(value) > 2**53:
+        raise NotFound(f"No such {kind}.")
+    return int(value)
+
+
+def read_practitioner(session: Session, value: str) -> Practitioner:
+    """Return ``Practitioner/<id>``: a prescriber's id and name (MedicationRequest.requester).
+
+    Professional details, not patient data: any caller may read them. One query.
+    Raises :class:`NotFound` for an unknown or malformed id.
+    """
+    prescriber_id = _numeric_id("Practitioner", value)
+    row = session.execute(
+        select(Prescriber.id, Prescriber.name).where(Prescriber.id == prescriber_id)
+    ).first()
+    if row is None:
+        raise NotFound(f"Practitioner/{prescriber_id} does not exist.")
+    return Practitioner.parse_obj(
+        {
+            "resourceType": "Practitioner",
+            "id": str(row.id),
+            "identifier": [{"use": "usual", "system": PRESCRIBER_SYSTEM, "value": str(row.id)}],
+            "active": True,
+            "name": [{"text": row.name}],
+        }
+    )
+
+
+def read_organization(session: Session, value: str) -> Organization:
+    """Return ``Organization/<id>``: a pharmacy (MedicationRequest.dispenseRequest.performer).
+
+    Name, public address and the platform branch id when it has one; any
+    caller may read it. One query. Raises :class:`NotFound` for an unknown or malformed id.
+    """
+    pharmacy_id = _numeric_id("Organization", value)
+    row = session.execute(
+        select(
+            Pharmacy.id,
+            Pharmacy.name,
+            Pharmacy.branch_id,
+            Pharmacy.address_line1,
+            Pharmacy.city,
+            Pharmacy.post_code,
+        ).where(Pharmacy.id == pharmacy_id)
+    ).first()
+    if row is None:
+        raise NotFound(f"Organization/{pharmacy_id} does not exist.")
+    data: dict[str, Any] = {
+        "resourceType": "Organization",
+        "id": str(row.id),
+        "active": True,
+        # "prov": Healthcare Provider (http://hl7.org/fhir/R4/codesystem-organization-type.html).
+        "type": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/organization-type",
+                        "code": "prov",
+                    }
+                ],
+                "text": "Pharmacy",
+            }
+        ],
+        "name": row.name,
+        "address": [
+            {
+                "line": [row.address_line1],
+                "city": row.city,
+                "postalCode": row.post_code,
+                "country": "GB",
+            }
+        ],
+    }
+    if row.branch_id is not None:
+        data["identifier"] = [
+            {"use": "secondary", "system": PHARMACY_BRANCH_SYSTEM, "value": str(row.branch_id)}
+        ]
+    return Organization.parse_obj(data)
+
+
+CAPABILITY_DATE = "2026-12-07"
+"""When the CapabilityStatement below last changed (its ``date``)."""
+
+
+def capability_statement(*, base_url: str, software_version: str) -> CapabilityStatement:
+    """Return the server's ``CapabilityStatement``.
+
+    Defined at http://hl7.org/fhir/R4/capabilitystatement.html.
+
+    What ``/fhir/R4`` supports: JSON only; read-only; ``MedicationRequest``
+    read, search by ``patient`` (with ``_count`` and ``_offset``) and
+    instance history; ``Patient``, ``Practitioner`` and ``Organization`` read.
+    Every interaction but ``metadata`` needs a bearer JWT. ``base_url``: the
+    FHIR base ending in ``/fhir/R4``.
+    """
+    read = [{"code": "read"}]
+    return CapabilityStatement.parse_obj(
+        {
+            "resourceType": "CapabilityStatement",
+            "status": "active",
+            "date": CAPABILITY_DATE,
+            "publisher": "erx-connector",
+            "kind": "instance",
+            "software": {"name": "erx-connector", "version": software_version},
+            "implementation": {
+                "description": "Read-only FHIR R4 view of e-prescriptions",
+                "url": base_url,
+            },
+            "fhirVersion": "4.0.1",
+            "format": ["json"],
+            "rest": [
+                {
+                    "mode": "server",
+                    "security": {
+                        "description": "Authorization: Bearer <JWT> with role patient "
+                        "(own records only), support or service. Only support and "
+                        "service see the platform token.",
+                    },
+                    "resource": [
+                        {
+                            "type": "MedicationRequest",
+                            "interaction": [
+                                {"code": "read"},
+                                {"code": "search-type"},
+                                {"code": "history-instance"},
+                            ],
+                            "versioning": "versioned",
+                            "readHistory": False,
+                            "searchParam": [
+                                {
+                                    "name": "patient",
+                                    "type": "reference",
+                                    "documentation": "Required: Patient/<ref> or <ref>.",
+                                },
+                                {
+                                    "name": "_count",
+                                    "type": "number",
+                                    "documentation": f"Page size, at most {MAX_COUNT}.",
+                                },
+                                {
+                                    "name": "_offset",
+                                    "type": "number",
+                                    "documentation": "Matches to skip.",
+                                },
+                            ],
+                        },
+                        {"type": "Patient", "interaction": read},
+                        {"type": "Practitioner", "interaction": read},
+                        {"type": "Organization", "interaction": read},
+                    ],
+                }
+            ],
         }
     )
 
@@ -543,7 +896,9 @@ class Outcome:
     resource: OperationOutcome
 
 
-def operation_outcome(status: int, code: str, message: str, errors: dict[str, Any] | None = None) -> Outcome:
+def operation_outcome(
+    status: int, code: str, message: str, errors: dict[str, Any] | None = None
+) -> Outcome:
     """Build the ``OperationOutcome`` for an error (http://hl7.org/fhir/R4/operationoutcome.html).
 
     ``status``: HTTP status; ``code``: our snake_case error code (in
@@ -555,7 +910,10 @@ def operation_outcome(status: int, code: str, message: str, errors: dict[str, An
         {
             "severity": "error",
             "code": issue_type,
-            "details": {"coding": [{"system": f"{NAMESPACE}/CodeSystem/error-code", "code": code}], "text": message},
+            "details": {
+                "coding": [{"system": f"{NAMESPACE}/CodeSystem/error-code", "code": code}],
+                "text": message,
+            },
             "diagnostics": message,
         }
     ]
@@ -569,4 +927,6 @@ def operation_outcome(status: int, code: str, message: str, errors: dict[str, An
                 "expression": [str(field)],
             }
         )
-    return Outcome(status, OperationOutcome.parse_obj({"resourceType": "OperationOutcome", "issue": issues}))
+    return Outcome(
+        status, OperationOutcome.parse_obj({"resourceType": "OperationOutcome", "issue": issues})
+    )

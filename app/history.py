@@ -49,6 +49,7 @@ class Transition:
     received_at: datetime | None = None
     event_id: str | None = None
     detail: str | None = None
+    actor: str | None = None  # who did an operator step (a void), e.g. "support:<subject>"
 
 
 def record_transition(
@@ -81,6 +82,7 @@ def record_transition(
             "source": transition.source,
             "event_id": transition.event_id,
             "detail": transition.detail,
+            "actor": transition.actor,
         },
     )
     if recorded:  # one event per appended row, in this transaction (issue 11)
@@ -181,6 +183,7 @@ def record_local_status(
     now: datetime | None = None,
     region: str | None = None,
     route: str | None = None,
+    actor: str | None = None,
 ) -> None:
     """Set a service-side status (queued, rejected, dead, emailed, issued) and log it.
 
@@ -193,7 +196,8 @@ def record_local_status(
     (``WITH h AS (INSERT ... ON CONFLICT DO NOTHING RETURNING) INSERT INTO
     event_outbox SELECT ... FROM h``). Raises :class:`UnknownSource`. As
     :func:`record_transition`, call it with ``prescription`` locked in the
-    caller's transaction.
+    caller's transaction. ``actor``: who did an operator step (a void), stored
+    on the history row, e.g. ``"support:<subject>"``.
     """
     if source not in SOURCES:
         raise UnknownSource(source)
@@ -207,6 +211,7 @@ def record_local_status(
         "source": source,
         "event_id": None,
         "detail": detail,
+        "actor": actor,
     }
     dialect = session.get_bind().dialect.name
     if region is not None and route is not None:
@@ -262,4 +267,7 @@ def _history_with_event_pg(event_columns: tuple[str, ...]) -> Any:
     return stmt
 
 
-_HISTORY_COLUMNS = ("prescription_id", "from_status", "to_status", "occurred_at", "received_at", "source", "event_id", "detail")
+_HISTORY_COLUMNS = (
+    "prescription_id", "from_status", "to_status", "occurred_at", "received_at", "source",
+    "event_id", "detail", "actor",
+)

@@ -15,11 +15,13 @@ from sqlalchemy import (
     CheckConstraint,
     Date,
     DateTime,
+    FetchedValue,
     ForeignKey,
     Index,
     Integer,
     LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Text,
     TypeDecorator,
@@ -194,7 +196,11 @@ class Prescription(Base):
     medicines: Mapped[list[PrescriptionMedicine]] = relationship(
         order_by="PrescriptionMedicine.position", back_populates="prescription"
     )
-    __table_args__ = (Index("ix_prescriptions_status_last_event", "status", "last_event_at"),)
+    __table_args__ = (
+        Index("ix_prescriptions_status_last_event", "status", "last_event_at"),
+        # A patient's list, newest first (GET /api/v1/me/prescriptions, FHIR search by patient).
+        Index("ix_prescriptions_patient_created", "patient_id", "created_at", "id"),
+    )
 
 
 class PrescriptionMedicine(Base):
@@ -239,6 +245,8 @@ class StatusHistory(Base):
     source: Mapped[str] = mapped_column(String(16))
     event_id: Mapped[str | None] = mapped_column(String(100), unique=True)
     detail: Mapped[str | None] = mapped_column(Text)
+    # Who did an operator step such as a void ("support:<subject>"); None for everything else.
+    actor: Mapped[str | None] = mapped_column(String(240))
     __table_args__ = (
         Index(
             "uq_history_lifecycle_step",
@@ -379,8 +387,79 @@ class AuditEvent(Base):
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
     request_id: Mapped[str | None] = mapped_column(String(100))
     client_addr: Mapped[str | None] = mapped_column(String(64))
-    prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The hash chain of rows written before the Merkle sealer (migration 0008); NULL since.
+    prev_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # PostgreSQL: the writing transaction's id (default pg_current_xact_id()), the sealer's
+    # commit horizon; NULL on SQLite (one writer at a time) and on rows older than 0008.
+    txid: Mapped[int | None] = mapped_column(BigInteger, server_default=FetchedValue())
+
+
+class AuditLeaf(Base):
+    """One sealed audit row: its position ``seq`` (0-based) in the log's Merkle tree and its
+    RFC 9162 leaf hash. Written only by the sealer (app/audit_sealer.py)."""
+
+    __tablename__ = "audit_leaves"
+    seq: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=False)
+    event_id: Mapped[int] = mapped_column(BigInteger, unique=True)
+    leaf_hash: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class AuditTreeNode(Base):
+    """A stored perfect subtree of the audit tree: ``2**level`` leaves from ``idx * 2**level``.
+
+    Only levels that are multiples of 8 are kept (1/255 of the leaf count), so any
+    subtree hash a proof needs is folded from at most 128 stored hashes.
+    """
+
+    __tablename__ = "audit_tree_nodes"
+    level: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    idx: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=False)
+    hash: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class AuditCheckpoint(Base):
+    """A signed checkpoint of the audit tree (C2SP tlog-checkpoint as a signed note).
+
+    ``note`` is the whole signed text; the other columns repeat what it says for queries.
+    """
+
+    __tablename__ = "audit_checkpoints"
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    tree_size: Mapped[int] = mapped_column(BigInteger, index=True)
+    root_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    signed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    key_id: Mapped[str] = mapped_column(String(8))
+    note: Mapped[str] = mapped_column(Text)
+
+
+class AuditSealState(Base):
+    """The sealer's one row (``id`` 1): its lease, how far it sealed, and verify's mark.
+
+    PostgreSQL (app/audit_sealer.py explains): ``horizon``, the snapshot xmin of the
+    last completed seal (every row with a lower ``txid`` is sealed); ``upto``, that
+    snapshot's xmax; ``pending_xids``, transactions in flight then (comma-separated);
+    ``drain`` / ``drain_after``: the snapshot being sealed over several batches (JSON)
+    and the last row id taken from it. SQLite: ``last_event_id``, the highest sealed id.
+    ``frontier``: the tree's perfect-subtree roots at ``tree_size``;
+    ``verified_checkpoint_id``: the last checkpoint ``audit verify`` found sound.
+    """
+
+    __tablename__ = "audit_seal_state"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    holder: Mapped[str | None] = mapped_column(String(200))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    horizon: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_event_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    upto: Mapped[int] = mapped_column(BigInteger, default=0)
+    pending_xids: Mapped[str] = mapped_column(Text, default="")
+    drain: Mapped[str | None] = mapped_column(Text)
+    drain_after: Mapped[int] = mapped_column(BigInteger, default=0)
+    tree_size: Mapped[int] = mapped_column(BigInteger, default=0)
+    frontier: Mapped[bytes] = mapped_column(LargeBinary, default=b"")
+    sealed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    verified_checkpoint_id: Mapped[int | None] = mapped_column(BigInteger)
+    verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 class EventOutbox(Base):
     """A status event to publish (issue 11): staged in the transaction of its history row.
 

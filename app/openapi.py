@@ -27,7 +27,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, Flask, Response
 from marshmallow import INCLUDE, Schema, fields
 
-from app.api import MAX_IDEMPOTENCY_KEY
+from app.api import KEY_PATTERN, MAX_IDEMPOTENCY_KEY
 from app.directory_schemas import (
     MAX_PAGE,
     REGION_CODES,
@@ -37,6 +37,7 @@ from app.directory_schemas import (
     RegionListSchema,
     RegionUpdateSchema,
 )
+from app.fhir_openapi import fhir_paths
 from app.schemas import (
     MAX_ID,
     PrescriptionViewSchema,
@@ -78,6 +79,13 @@ class SignatureErrorSchema(ErrorSchema):
     """The webhook receiver's 401: the error shape plus ``reason`` (why the signature failed)."""
 
     reason = fields.String(required=True, metadata={"description": "missing_header, malformed_header, stale_timestamp or no_match."})
+
+
+class PrescriptionLookupSchema(Schema):
+    """``GET /api/v1/prescriptions?reference=|platform_token=``: ``{"items": [prescription]}``,
+    0 or 1 items."""
+
+    items = fields.List(fields.Nested(PrescriptionViewSchema), required=True)
 
 
 class WebhookAckSchema(Schema):
@@ -136,6 +144,48 @@ _PRESCRIPTION_ID = {
     "description": "The prescription's id (as in `status_url`).",
     "schema": {"type": "integer", "format": "int64", "minimum": 0, "maximum": MAX_ID},
 }
+_PRESCRIPTION_ID_OR_REFERENCE = {
+    "name": "prescription_id",
+    "in": "path",
+    "required": True,
+    "description": (
+        "The prescription's id (as in `status_url`) or our reference (`rx-000025`, as "
+        "quoted to the pharmacy)."
+    ),
+    "schema": {"type": "string", "pattern": KEY_PATTERN, "example": "rx-000025"},
+}
+_IF_NONE_MATCH = {
+    "name": "If-None-Match",
+    "in": "header",
+    "required": False,
+    "description": (
+        "The `ETag` of an earlier answer: 304 with no body while nothing the caller sees changed."
+    ),
+    "schema": {"type": "string"},
+}
+_NOT_MODIFIED = {
+    304: {
+        "description": (
+            "Not modified (`If-None-Match` matched the current `ETag`): no body. Still an access: "
+            "the audit trail records it (`read-not-modified` / `list-not-modified`)."
+        ),
+        "headers": {
+            "ETag": {"description": "The current entity tag.", "schema": {"type": "string"}}
+        },
+    }
+}
+
+
+def _lookup_parameter(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": f"{description} Give exactly one of `reference` or `platform_token`.",
+        "schema": {"type": "string", "pattern": KEY_PATTERN},
+    }
+
+
 _PAGE = {
     "name": "page",
     "in": "query",
@@ -210,12 +260,42 @@ _OPERATIONS: tuple[_Operation, ...] = (
         path="/api/v1/prescriptions/{prescription_id}",
         method="get",
         operation_id="getPrescription",
-        summary="A prescription: status, pharmacy, medicines, timeline.",
+        summary=(
+            "A prescription: status, pharmacy, medicines, prescriber, timeline; by id or by our "
+            "reference."
+        ),
         tag="prescriptions",
         roles=("patient", "support", "service"),
-        parameters=(_PRESCRIPTION_ID,),
-        ok=(200, PrescriptionViewSchema, "The prescription; `platform_token` only for support and service."),
-        errors=(*_ALWAYS, 404),
+        parameters=(_PRESCRIPTION_ID_OR_REFERENCE, _IF_NONE_MATCH),
+        ok=(
+            200,
+            PrescriptionViewSchema,
+            "The prescription with its `ETag`; `platform_token` and `patient` only for support "
+            "and service.",
+        ),
+        errors=(*_ALWAYS, 404, 422),
+        extra_responses=_NOT_MODIFIED,
+        description=(
+            "A patient reads only their own (another's, by id or reference, is 404). Every answer, "
+            "304 included, is one audit row."
+        ),
+    ),
+    _Operation(
+        path="/api/v1/prescriptions",
+        method="get",
+        operation_id="lookupPrescription",
+        summary="Find a prescription by our reference or by its platform token (support desk).",
+        tag="prescriptions",
+        roles=("support", "service"),
+        parameters=(
+            _lookup_parameter("reference", "Our reference, e.g. `rx-000025`."),
+            _lookup_parameter("platform_token", "The platform's prescription token."),
+        ),
+        ok=(200, PrescriptionLookupSchema, "`{\"items\": [prescription]}`: 0 or 1 items."),
+        errors=(*_ALWAYS, 403, 422),
+        description=(
+            "Neither or both parameters, or one given twice, is 422. One audit row per lookup."
+        ),
     ),
     _Operation(
         path="/api/v1/prescriptions/{prescription_id}/void",
@@ -267,9 +347,14 @@ _OPERATIONS: tuple[_Operation, ...] = (
         summary="The calling patient's prescriptions, newest first.",
         tag="directory",
         roles=("patient",),
-        parameters=(_PAGE, _PER_PAGE),
-        ok=(200, PrescriptionPageSchema, "One page of prescriptions."),
+        parameters=(_PAGE, _PER_PAGE, _IF_NONE_MATCH),
+        ok=(
+            200,
+            PrescriptionPageSchema,
+            "One page of prescriptions, each with its view; with an `ETag`.",
+        ),
         errors=(*_ALWAYS, 403, 404, 422),
+        extra_responses=_NOT_MODIFIED,
     ),
     _Operation(
         path="/api/v1/pharmacies",
@@ -313,6 +398,13 @@ def _operation(op: _Operation) -> dict[str, Any]:
     responses[str(status)] = {"description": why}
     if schema is not None:
         responses[str(status)]["content"] = {"application/json": {"schema": schema}}
+    if 304 in op.extra_responses:
+        responses[str(status)]["headers"] = {
+            "ETag": {
+                "description": "Changes whenever anything in the answer changes.",
+                "schema": {"type": "string"},
+            }
+        }
     if status == 202:
         responses[str(status)]["headers"] = {
             "Location": {"description": "The prescription's status URL.", "schema": {"type": "string"}}
@@ -364,7 +456,9 @@ def build_spec() -> dict[str, Any]:
             "description": (
                 "The patient app's API (regions, pharmacy search, send, status, void) and the "
                 "e-prescription platform's webhook receiver. Errors share one shape: "
-                '`{"code", "message", "errors"}`.'
+                '`{"code", "message", "errors"}`. The read-only FHIR R4 view lives under '
+                "`/fhir/R4` (FHIR resources as `application/fhir+json`, errors as "
+                "OperationOutcome)."
             )
         },
     )
@@ -394,6 +488,7 @@ def build_spec() -> dict[str, Any]:
             },
         }
     }
+    paths.update(fhir_paths(security_scheme=BEARER))
     for path, operations in paths.items():
         spec.path(path=path, operations=operations)
     return spec.to_dict()

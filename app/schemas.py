@@ -97,6 +97,32 @@ class HistoryEntrySchema(Schema):
     received_at = fields.String(allow_none=True)
     source = fields.String(required=True)
     event_id = fields.String(allow_none=True)
+    reason = fields.String(
+        allow_none=True,
+        metadata={"description": "The stored reason of a void (support's text), else null."},
+    )
+    actor = fields.String(
+        allow_none=True,
+        metadata={
+            "description": (
+                'Who did an operator step such as a void ("support:<subject>"), else null.'
+            )
+        },
+    )
+
+
+class PrescriberSummarySchema(Schema):
+    """The prescriber: ``{"id", "name"}``."""
+
+    id = fields.Integer(required=True)
+    name = fields.String(required=True)
+
+
+class PatientSummarySchema(Schema):
+    """The patient, for support and service callers only: ``{"ref", "name"}`` (PHI: audited)."""
+
+    ref = fields.String(required=True)
+    name = fields.String(required=True)
 
 
 class PrescriptionViewSchema(Schema):
@@ -116,3 +142,11 @@ class PrescriptionViewSchema(Schema):
     dispatch = fields.Nested(DispatchSchema, allow_none=True)
     history = fields.List(fields.Nested(HistoryEntrySchema))
     platform_token = fields.String(allow_none=True)
+    created_at = fields.String(
+        metadata={"description": "When it was written, ISO 8601 UTC with Z."}
+    )
+    prescriber = fields.Nested(PrescriberSummarySchema)
+    patient = fields.Nested(
+        PatientSummarySchema,
+        metadata={"description": "Support and service callers only; absent for a patient."},
+    )

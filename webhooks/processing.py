@@ -22,7 +22,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.audit import PLATFORM, record_by
+from app.audit import PLATFORM, append_many
 from app.db import Database, utcnow
 from app.history import BatchItem, Transition, record_transition, record_transitions
 from app.models import Patient, Prescription, Region, WebhookInbox
@@ -214,15 +214,8 @@ class InboxProcessor:
         return True
 
     def _audit(self, session: Session, applied: list[int]) -> None:
-        """One ``webhook-applied`` audit row per applied event, after the batch's row locks.
-
-        Last in the transaction on purpose: the audit chain's lock (app/audit.py) is then
-        always taken after any prescription lock, as the API's send and void take it, so
-        a batch holding the chain lock never waits on a prescription a sender holds.
-        """
-        now = self.now()
-        for prescription_id in applied:
-            record_by(session, PLATFORM, action="webhook-applied", prescription_id=prescription_id, now=now)
+        """One ``webhook-applied`` audit row per applied event: one multi-row INSERT, no lock."""
+        append_many(session, PLATFORM, action="webhook-applied", prescription_ids=applied, now=self.now())
 
     def _handle(self, session: Session, row: WebhookInbox, now: datetime, applied: list[int]) -> str:
         """Apply ``row`` in a savepoint and set its state; one failure undoes only itself.

@@ -7,15 +7,16 @@ Results carry ids, codes and statuses only: no name, date of birth or address.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db import Database
-from app.models import Patient, Pharmacy, Prescription
+from app.models import Patient
 from app.services.errors import NotFound
 from app.services.paging import Page, page_offset
+from app.services.prescription_reads import Viewer, patient_page, view_from_row
 from app.services.prescriptions import status_url
 from app.services.regions import RegionInfo, region_or_invalid
 
@@ -26,20 +27,6 @@ class PatientProfile:
 
     subject: str
     region: RegionInfo
-
-
-@dataclass(frozen=True)
-class PrescriptionSummary:
-    """One of the patient's prescriptions: ids, status and times (aware UTC)."""
-
-    id: int
-    reference: str
-    status: str
-    created_at: datetime
-    updated_at: datetime | None
-    pharmacy_id: int | None
-    pharmacy_name: str | None
-    status_url: str
 
 
 def _patient(session: Session, subject: str, *, for_update: bool = False) -> Patient:
@@ -70,37 +57,41 @@ def set_region(db: Database, subject: str, region: str) -> PatientProfile:
         return PatientProfile(subject=subject, region=info)
 
 
-def patient_prescriptions(db: Database, subject: str, *, page: int = 1, per_page: int = 20) -> Page[PrescriptionSummary]:
+def patient_prescription_page(
+    session: Session, subject: str, *, page: int = 1, per_page: int = 20
+) -> Page[dict[str, Any]]:
     """Return one page of the patient's prescriptions, newest first (created_at, then id).
 
-    ``page`` is 1-based, ``per_page`` 1..50 (``ValueError`` otherwise); :class:`NotFound`
+    Each item is the prescription's view (``app.services.prescription_reads``,
+    as a patient sees it: no platform token, no patient block) plus the
+    summary keys ``created_at``/``updated_at`` (aware UTC datetimes),
+    ``pharmacy_name`` and ``status_url``. One query reads the page and the
+    total, with the caller's patient record resolved in it; runs in the
+    caller's ``session`` so the audit row can join its transaction. ``page``
+    is 1-based, ``per_page`` 1..50 (``ValueError`` otherwise); :class:`NotFound`
     when ``subject`` is no patient.
     """
     offset = page_offset(page=page, per_page=per_page)
+    viewer = Viewer(patient_ref=subject, privileged=False)
+    found = patient_page(session, viewer=viewer, subject=subject, limit=per_page, offset=offset)
+    if not found.patient_found:
+        raise NotFound("No patient record for this identity.", code="patient_not_found")
+    items = tuple(
+        view_from_row(row, viewer=viewer)
+        | {
+            "created_at": row["created_at"],
+            "updated_at": row["updated_at"],
+            "pharmacy_name": row["pharmacy_name"],
+            "status_url": status_url(row["id"]),
+        }
+        for row in found.rows
+    )
+    return Page(items=items, page=page, per_page=per_page, total=found.total)
+
+
+def patient_prescriptions(
+    db: Database, subject: str, *, page: int = 1, per_page: int = 20
+) -> Page[dict[str, Any]]:
+    """:func:`patient_prescription_page` in a transaction of its own; same arguments and errors."""
     with db.session() as session:
-        patient = _patient(session, subject)
-        total = session.scalar(
-            select(func.count()).select_from(Prescription).where(Prescription.patient_id == patient.id)
-        ) or 0
-        rows = session.execute(
-            select(Prescription, Pharmacy.name)
-            .outerjoin(Pharmacy, Pharmacy.id == Prescription.pharmacy_id)
-            .where(Prescription.patient_id == patient.id)
-            .order_by(Prescription.created_at.desc(), Prescription.id.desc())
-            .limit(per_page)
-            .offset(offset)
-        ).all()
-        items = tuple(
-            PrescriptionSummary(
-                id=rx.id,
-                reference=rx.reference,
-                status=rx.status,
-                created_at=rx.created_at,
-                updated_at=rx.updated_at,
-                pharmacy_id=rx.pharmacy_id,
-                pharmacy_name=pharmacy_name,
-                status_url=status_url(rx.id),
-            )
-            for rx, pharmacy_name in rows
-        )
-    return Page(items=items, page=page, per_page=per_page, total=int(total))
+        return patient_prescription_page(session, subject, page=page, per_page=per_page)

@@ -52,7 +52,12 @@ class PharmacyHit:
 
 def display_address(pharmacy: Pharmacy) -> str:
     """Return the pharmacy's address on one line: ``"48 Marylebone High Street, London W1U 5HS"``."""
-    return f"{pharmacy.address_line1}, {pharmacy.city} {pharmacy.post_code}"
+    return one_line_address(pharmacy.address_line1, pharmacy.city, pharmacy.post_code)
+
+
+def one_line_address(address_line1: str, city: str, post_code: str) -> str:
+    """Return an address on one line from its parts (as :func:`display_address` prints it)."""
+    return f"{address_line1}, {city} {post_code}"
 
 
 def _search_columns(dialect: str) -> tuple[Any, Any, Any, Any]:

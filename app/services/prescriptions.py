@@ -27,12 +27,10 @@ from app.models import (
     Pharmacy,
     Prescription,
     Region,
-    StatusHistory,
 )
 from app.queue import reopen
 from app.services.errors import Conflict, Invalid, NotFound
-from app.services.pharmacies import display_address
-from connector.statuses import rank
+from app.services.prescription_reads import Viewer, find_view
 
 # dm+d controlled-drug schedules the platform refuses (contract §4: "controlled_drug").
 BLOCKED_SCHEDULES = frozenset({"2", "3"})
@@ -313,10 +311,6 @@ def _queue(
     )
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
-
-
 def prescription_view(
     db: Database,
     prescription_id: int,
@@ -324,93 +318,19 @@ def prescription_view(
     patient_ref: str | None = None,
     include_token: bool = False,
 ) -> dict[str, Any]:
-    """Return the status resource of ``prescription_id`` as a JSON-able dict.
+    """Return the status resource of ``prescription_id`` as a JSON-able dict (own transaction).
 
-    Keys: ``id``, ``reference``, ``status``, ``region``, ``pharmacy_id``,
-    ``pharmacy`` (``{"id", "name", "address"}`` with the one-line display
-    address, or None), ``medicines`` (``[{"vpid", "description", "quantity",
-    "directions"}]`` in line order), ``rejection``, ``dispatch``, ``history``,
-    and ``platform_token`` only when ``include_token`` (support and service
-    callers; a patient never sees it, the key is absent).
-
-    ``patient_ref`` limits the read to that patient's own prescriptions
-    (:func:`is_visible_to`): another patient's raises :class:`NotFound`
-    exactly like a missing one.
-
-    The timeline is in lifecycle order (contract §6): the service's own steps
-    (queued, retries, rejected) by time, then issued, signed, printed and the
-    final status. The platform stamps events to the second, so rank, not the
-    clock, orders ``issued`` (our clock) before ``signed`` (theirs); a late
-    event still sits where it belongs. Contains ids, statuses and the
-    pharmacy's (public) address: no patient details.
+    The keys and the timeline's order are
+    :func:`app.services.prescription_reads.view_from_row`'s; ``include_token``
+    (support and service callers) adds ``platform_token`` and the ``patient``
+    block. ``patient_ref`` limits the read to that patient's own prescriptions:
+    another patient's raises :class:`NotFound` exactly like a missing one.
+    One query (the API runs :func:`app.services.prescription_reads.find_view`
+    in the transaction of its audit row instead).
     """
+    viewer = Viewer(patient_ref=patient_ref, privileged=include_token)
     with db.session() as session:
-        prescription = session.get(Prescription, prescription_id)
-        if prescription is None or not is_visible_to(prescription, patient_ref):
-            raise NotFound(f"Prescription {prescription_id} does not exist.")
-        history = list(
-            session.scalars(
-                select(StatusHistory).where(StatusHistory.prescription_id == prescription_id)
-            )
-        )
-        history.sort(key=lambda h: (rank(h.to_status), h.occurred_at, h.id))
-        outbox = session.scalars(
-            select(DispatchOutbox).where(DispatchOutbox.prescription_id == prescription_id)
-        ).first()
-        view: dict[str, Any] = {
-            "id": prescription.id,
-            "reference": prescription.reference,
-            "status": prescription.status,
-            "region": prescription.patient.region_code,
-            "pharmacy_id": prescription.pharmacy_id,
-            "pharmacy": (
-                {
-                    "id": prescription.pharmacy.id,
-                    "name": prescription.pharmacy.name,
-                    "address": display_address(prescription.pharmacy),
-                }
-                if prescription.pharmacy is not None
-                else None
-            ),
-            "medicines": [
-                {
-                    "vpid": line.vpid,
-                    "description": line.description,
-                    "quantity": line.quantity,
-                    "directions": line.directions,
-                }
-                for line in prescription.medicines
-            ],
-            "rejection": (
-                {
-                    "message": prescription.rejection_message,
-                    "errors": json.loads(prescription.rejection_errors or "{}"),
-                }
-                if prescription.status == "rejected"
-                else None
-            ),
-            "dispatch": (
-                {
-                    "state": outbox.state,
-                    "attempts": outbox.attempts,
-                    "next_attempt_at": _iso(outbox.next_attempt_at) if outbox.state == "pending" else None,
-                    "last_error": outbox.last_error,
-                }
-                if outbox
-                else None
-            ),
-            "history": [
-                {
-                    "from": h.from_status,
-                    "to": h.to_status,
-                    "occurred_at": _iso(h.occurred_at),
-                    "received_at": _iso(h.received_at),
-                    "source": h.source,
-                    "event_id": h.event_id,
-                }
-                for h in history
-            ],
-        }
-        if include_token:
-            view["platform_token"] = prescription.platform_token
-        return view
+        view = find_view(session, viewer=viewer, prescription_id=prescription_id)
+    if view is None:
+        raise NotFound(f"Prescription {prescription_id} does not exist.")
+    return view

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import and_, or_, select
 
-from app.audit import RECONCILER, record_by
+from app.audit import RECONCILER, append_many
 from app.crypto import CredentialCipher, CredentialError
 from app.db import Database, utcnow
 from app.history import Transition, record_transition
@@ -172,7 +172,7 @@ def _reconcile_one(
                 recorded += int(added)
             previous = status
         if recorded:
-            record_by(session, RECONCILER, action="reconcile", prescription_id=prescription_id, now=now())
+            append_many(session, RECONCILER, action="reconcile", prescription_ids=[prescription_id], now=now())
         # Asked and answered: not asked again until quiet_s passes (or, if final, ever).
         at = now()
         prescription.reconciled_at = max(at, prescription.last_event_at or at)

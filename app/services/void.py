@@ -117,7 +117,7 @@ def void_prescription(
             at = now()
             if audit is not None:
                 record_by(session, audit, action="void", prescription_id=prescription_id, now=at)
-            return _void_locally(session, prescription, reason=reason, at=at)
+            return _void_locally(session, prescription, reason=reason, at=at, actor=_actor(audit))
         if prescription.status not in PLATFORM_VOIDABLE or not prescription.platform_token:
             raise Conflict(
                 f"Prescription {prescription_id} is {prescription.status}; it cannot be voided.",
@@ -144,12 +144,18 @@ def void_prescription(
                 received_at=at,
                 source="operator",
                 detail=reason,
+                actor=_actor(audit),
             ),
         )
         if audit is not None:
             record_by(session, audit, action="void", prescription_id=prescription_id, now=at)
     log.info("prescription %s voided at the platform (was %s)", prescription_id, target.status)
     return VoidResult(prescription_id=prescription_id, from_status=target.status, at_platform=True)
+
+
+def _actor(audit: Accessor | None) -> str | None:
+    # Stored on the history row so the timeline says who voided: "<role>:<subject>".
+    return f"{audit.role}:{audit.actor}" if audit is not None else None
 
 
 def _refuse_final(prescription: Prescription) -> None:
@@ -161,7 +167,14 @@ def _refuse_final(prescription: Prescription) -> None:
         )
 
 
-def _void_locally(session: Session, prescription: Prescription, *, reason: str, at: datetime) -> VoidResult:
+def _void_locally(
+    session: Session,
+    prescription: Prescription,
+    *,
+    reason: str,
+    at: datetime,
+    actor: str | None = None,
+) -> VoidResult:
     intent_stage = session.scalar(select(EmailIntent.stage).where(EmailIntent.prescription_id == prescription.id))
     if intent_stage in EMAIL_MAY_HAVE_LEFT:
         # Region A: the SMTP server may already hold the PDF (app/services/mail.py); an
@@ -197,7 +210,9 @@ def _void_locally(session: Session, prescription: Prescription, *, reason: str, 
         outbox.state, outbox.last_error = "done", OUTBOX_CANCELLED
         outbox.locked_until, outbox.locked_by, outbox.updated_at = None, None, at
     from_status = prescription.status
-    record_local_status(session, prescription, "voided", source="operator", detail=reason, now=at)
+    record_local_status(
+        session, prescription, "voided", source="operator", detail=reason, now=at, actor=actor
+    )
     log.info("prescription %s voided before issue (was %s)", prescription.id, from_status)
     return VoidResult(prescription_id=prescription.id, from_status=from_status, at_platform=False)
 

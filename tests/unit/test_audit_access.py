@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy import select
 
 from app import create_app
-from app.audit import verify
+from app.audit_keys import parse_private_keys
+from app.audit_sealer import seal_once, verify
 from app.db import Database
 from app.models import AuditEvent, Pharmacy, Prescription
 from tests.conftest import bearer, make_settings
@@ -128,7 +129,9 @@ def test_an_applied_webhook_is_audited_as_the_platform(client, seeded, ids) -> N
     assert deliver(client, event_body("evt_audit_1", token=token)).status_code == 200
     assert InboxProcessor(seeded, worker_id="w-audit").run_batch() == 1
     assert summary(seeded) == [("platform", "platform", "webhook-applied", ids["own"])]
-    assert verify(seeded).ok
+    keys = parse_private_keys(("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",), origin="erx.test/audit")
+    assert seal_once(seeded, keys, origin="erx.test/audit").sealed == 1
+    assert verify(seeded, keys, full=True).ok
 
 
 def test_client_address_comes_from_the_trusted_proxy(db_url: str, seeded: Database, ids) -> None:  # type: ignore[no-untyped-def]
@@ -150,5 +153,9 @@ def test_the_chain_verifies_after_a_whole_flow(app, client, runner, seeded, with
         assert client.get(f"/api/v1/prescriptions/{ids[key]}", headers=support).status_code == 200
     assert client.post(f"/api/v1/prescriptions/{ids['own2']}/void", json={"reason": "duplicate"}, headers=support).status_code == 200
     assert [r[2] for r in summary(seeded)] == ["send", "read", "send", "read", "void"]
+    assert runner.invoke(args=["audit", "seal"]).exit_code == 0
     result = runner.invoke(args=["audit", "verify"])
-    assert result.exit_code == 0 and result.output.strip() == "audit chain ok: 5 rows"
+    assert result.exit_code == 0
+    assert result.output.strip().splitlines()[-1] == (
+        "audit log ok: 5 sealed rows, 5 checked from leaf 0, 1 checkpoints"
+    )

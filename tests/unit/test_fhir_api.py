@@ -263,12 +263,18 @@ def test_support_sees_every_patient_and_the_platform_token(client, seeded, token
     assert tokens == [f"{TOKEN}{b}"]
 
 
-def test_service_sees_every_patient_without_the_platform_token(client, seeded, token_for) -> None:  # type: ignore[no-untyped-def]
+def test_service_sees_every_patient_and_the_platform_token_as_in_the_api(client, seeded, token_for) -> None:  # type: ignore[no-untyped-def]
+    # One rule across API and FHIR: support and service see the platform token, patients never.
     b = move(seeded, "rx-000001", "signed")
     service = token_for("service", "notifier")
     response = get(client, f"/fhir/R4/MedicationRequest/{b}-1", service)
     assert response.status_code == 200
-    assert TOKEN not in response.get_data(as_text=True)
+    resource = MedicationRequest.parse_raw(response.get_data())
+    assert [i.value for i in resource.identifier if i.system == PLATFORM_TOKEN_SYSTEM] == [f"{TOKEN}{b}"]
+    api = client.get(f"/api/v1/prescriptions/{b}", headers=service).get_json()
+    assert api["platform_token"] == f"{TOKEN}{b}"
+    patient = get(client, f"/fhir/R4/MedicationRequest/{b}-1", token_for("patient", "pt-0001"))
+    assert patient.status_code == 200 and TOKEN not in patient.get_data(as_text=True)
     search = Bundle.parse_raw(get(client, "/fhir/R4/MedicationRequest?patient=pt-0017", service).get_data())
     assert search.total and {e.resource.subject.reference for e in search.entry} == {"Patient/pt-0017"}
 
@@ -335,7 +341,8 @@ def test_writes_are_405_and_unknown_paths_404_as_outcomes(client, seeded, token_
         response = getattr(client, method)("/fhir/R4/MedicationRequest/1-1", headers=auth, json={})
         assert_outcome(response, 405, "not-supported")
     assert_outcome(client.post("/fhir/R4/MedicationRequest", headers=auth, json={}), 405, "not-supported")
-    assert_outcome(client.get("/fhir/R4/Patient/pt-0001", headers=auth), 404, "not-found")
+    assert_outcome(client.post("/fhir/R4/Patient/pt-0001", headers=auth, json={}), 405, "not-supported")
+    assert_outcome(client.get("/fhir/R4/Encounter/1", headers=auth), 404, "not-found")
     assert_outcome(client.get("/fhir/R4/", headers=auth), 404, "not-found")
 
 
@@ -472,3 +479,91 @@ def test_an_unexpected_error_is_a_500_outcome_without_details(client, seeded, to
     assert "Hughes" not in response.get_data(as_text=True)
     assert "Hughes" not in caplog.text
     assert outcome.issue[0].details.coding[0].code == "internal_error"
+
+
+# -- usable by a FHIR client: capabilities, ids a client would try, references that resolve ----
+
+
+def test_metadata_is_a_valid_capability_statement_without_a_token(client, seeded) -> None:  # type: ignore[no-untyped-def]
+    from fhir.resources.capabilitystatement import CapabilityStatement
+
+    response = get(client, "/fhir/R4/metadata")
+
+    assert response.status_code == 200
+    statement = CapabilityStatement.parse_raw(response.get_data())
+    assert statement.fhirVersion == "4.0.1" and statement.kind == "instance"
+    resources = {r.type: {i.code for i in r.interaction} for r in statement.rest[0].resource}
+    assert resources == {
+        "MedicationRequest": {"read", "search-type", "history-instance"},
+        "Patient": {"read"},
+        "Practitioner": {"read"},
+        "Organization": {"read"},
+    }
+    search = next(r for r in statement.rest[0].resource if r.type == "MedicationRequest").searchParam
+    assert {p.name for p in search} == {"patient", "_count", "_offset"}
+
+
+@pytest.mark.parametrize("ask", ["{pid}", "rx-000001", "{pid}-9"])
+def test_an_id_naming_no_line_says_which_ids_exist(client, seeded, token_for, ask: str) -> None:  # type: ignore[no-untyped-def]
+    pid = rx(seeded, "rx-000001").id
+    with seeded.session() as session:
+        positions = [m.position for m in session.get(Prescription, pid).medicines]
+
+    response = get(client, f"/fhir/R4/MedicationRequest/{ask.format(pid=pid)}", token_for("patient", "pt-0001"))
+
+    outcome = assert_outcome(response, 404, "not-found")
+    for position in positions:
+        assert f"MedicationRequest/{pid}-{position}" in outcome.issue[0].diagnostics
+    # The id listed resolves.
+    assert get(client, f"/fhir/R4/MedicationRequest/{pid}-{positions[0]}", token_for("patient", "pt-0001")).status_code == 200
+
+
+def test_another_patients_bare_id_lists_nothing(client, seeded, token_for) -> None:  # type: ignore[no-untyped-def]
+    pid = rx(seeded, "rx-000017").id
+
+    response = get(client, f"/fhir/R4/MedicationRequest/{pid}", token_for("patient", "pt-0001"))
+
+    outcome = assert_outcome(response, 404, "not-found")
+    assert f"{pid}-" not in response.get_data(as_text=True) and "rx-000017" not in outcome.issue[0].diagnostics
+
+
+def test_every_reference_of_a_medication_request_resolves(client, seeded, token_for) -> None:  # type: ignore[no-untyped-def]
+    from fhir.resources.organization import Organization
+    from fhir.resources.patient import Patient as FhirPatient
+    from fhir.resources.practitioner import Practitioner
+
+    with seeded.session() as session:
+        pharmacy_id = session.scalar(select(Pharmacy.id).where(Pharmacy.branch_id == 17))
+    pid = move(seeded, "rx-000001", "signed", pharmacy_id=pharmacy_id)
+    auth = token_for("patient", "pt-0001")
+    resource = MedicationRequest.parse_raw(get(client, f"/fhir/R4/MedicationRequest/{pid}-1", auth).get_data())
+    models = {"Patient": FhirPatient, "Practitioner": Practitioner, "Organization": Organization}
+    references = [resource.subject.reference, resource.requester.reference, resource.dispenseRequest.performer.reference]
+
+    for reference in references:
+        response = get(client, f"/fhir/R4/{reference}", auth)
+        assert response.status_code == 200, (reference, response.get_data(as_text=True))
+        kind, _, ident = reference.partition("/")
+        parsed = models[kind].parse_raw(response.get_data())
+        assert parsed.id == ident
+    practitioner = Practitioner.parse_raw(get(client, f"/fhir/R4/{resource.requester.reference}", auth).get_data())
+    assert practitioner.name[0].text == resource.requester.display
+    patient = json.loads(get(client, f"/fhir/R4/{resource.subject.reference}", auth).get_data())
+    assert set(patient) == {"resourceType", "id", "identifier", "active"}  # identity only: no PHI
+
+
+def test_a_patient_reads_only_their_own_patient_resource(client, seeded, token_for) -> None:  # type: ignore[no-untyped-def]
+    assert_outcome(client.get("/fhir/R4/Patient/pt-0002", headers=token_for("patient", "pt-0001")), 404, "not-found")
+    assert get(client, "/fhir/R4/Patient/pt-0002", token_for("support", "support-1")).status_code == 200
+    assert_outcome(client.get("/fhir/R4/Patient/pt-nobody", headers=token_for("support", "s-1")), 404, "not-found")
+
+
+@pytest.mark.parametrize("url", ["/fhir/R4/Practitioner/999999", "/fhir/R4/Practitioner/dr.jones",
+                                 "/fhir/R4/Organization/999999", "/fhir/R4/Organization/x1"])
+def test_unknown_practitioners_and_organizations_are_404_outcomes(client, seeded, token_for, url: str) -> None:  # type: ignore[no-untyped-def]
+    assert_outcome(client.get(url, headers=token_for("service", "svc-1")), 404, "not-found")
+
+
+@pytest.mark.parametrize("url", ["/fhir/R4/Patient/pt-0001", "/fhir/R4/Practitioner/1", "/fhir/R4/Organization/1"])
+def test_reference_reads_need_a_token(client, seeded, url: str) -> None:  # type: ignore[no-untyped-def]
+    assert_outcome(client.get(url), 401, "login")

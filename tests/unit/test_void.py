@@ -123,6 +123,7 @@ def test_open_prescription_is_voided_at_the_platform_and_recorded(  # type: igno
     assert void_calls(rsps) == [{"reason": REASON}]
     last = body["history"][-1]
     assert (last["from"], last["to"], last["source"]) == (status, "voided", "operator")
+    assert (last["reason"], last["actor"]) == (REASON, "support:support-7")  # the timeline says why and who
     with seeded.session() as session:
         row = session.scalars(
             select(StatusHistory).where(StatusHistory.prescription_id == pid, StatusHistory.to_status == "voided")
