@@ -1,7 +1,7 @@
 """prescriptions: index for a patient's list; status history: who did an operator step
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 Create Date: 2026-12-07
 
 ``GET /api/v1/me/prescriptions`` and the FHIR search by patient filter
@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0009"
-down_revision: str | None = "0007"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
