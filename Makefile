@@ -72,6 +72,7 @@ bench: $(STAMP)
 	bash bench/webhooks/run.sh
 	$(BIN)/python -m bench.events
 	$(BIN)/python -m bench.memory
+	$(BIN)/python -m bench.reads
 
 ## manifests: render the k8s overlays, validate them offline, scan them and the Dockerfile, test the alert rules
 manifests:

@@ -5,6 +5,8 @@ user ``postgres`` (trust auth), dropped and created at the start of a run and
 dropped at the end (``BENCH_KEEP_DB=1`` keeps it). ``BENCH_DB=sqlite`` uses
 ``instance/bench/erx_bench.sqlite3`` instead. Only names that start with
 ``erx_bench`` are ever created or dropped: anything else is refused.
+``BENCH_REUSE_DB=1`` runs on the database as it is (neither dropped nor created:
+e.g. the grown database of ``python -m bench.growth seed``); it must exist.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class BenchDatabase:
     kind: str
     name: str
     url: str
+    reuse: bool = False
 
     @classmethod
     def from_env(cls) -> BenchDatabase:
@@ -50,7 +53,9 @@ class BenchDatabase:
                 f"refusing database {name!r}: benchmarks only create and drop erx_bench* databases"
             )
         port = int(os.environ.get("BENCH_PG_PORT", "5432"))
-        return cls("postgresql", name, f"postgresql+psycopg2://postgres@127.0.0.1:{port}/{name}")
+        reuse = os.environ.get("BENCH_REUSE_DB", "") in ("1", "true", "yes")
+        url = f"postgresql+psycopg2://postgres@127.0.0.1:{port}/{name}"
+        return cls("postgresql", name, url, reuse)
 
     @property
     def label(self) -> str:
@@ -75,7 +80,15 @@ class BenchDatabase:
             engine.dispose()
 
     def recreate(self) -> None:
-        """Drop the benchmark database if it exists, then create it empty."""
+        """Drop the benchmark database if it exists, then create it empty.
+
+        With ``reuse`` (``BENCH_REUSE_DB=1``) nothing is dropped: raises BenchDatabaseError
+        when the database does not exist.
+        """
+        if self.reuse:
+            if not self.exists():
+                raise BenchDatabaseError(f"BENCH_REUSE_DB=1 but {self.name} does not exist")
+            return
         self.drop()
         if self.kind == "sqlite":
             SQLITE_PATH.parent.mkdir(parents=True, exist_ok=True)
@@ -90,6 +103,18 @@ class BenchDatabase:
                 f"cannot create {self.name} on 127.0.0.1 ({type(exc).__name__}): is PostgreSQL running "
                 "with trust auth for user postgres? Or run with BENCH_DB=sqlite."
             ) from exc
+        finally:
+            admin.dispose()
+
+    def exists(self) -> bool:
+        """Whether the PostgreSQL database exists (SQLite: whether the file does)."""
+        if self.kind == "sqlite":
+            return SQLITE_PATH.exists()
+        admin = self._admin()
+        try:
+            with admin.connect() as conn:
+                return conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"),
+                                    {"n": self.name}).scalar() is not None
         finally:
             admin.dispose()
 
@@ -108,7 +133,9 @@ class BenchDatabase:
             admin.dispose()
 
     def finish(self) -> None:
-        """Drop the database at the end of a run unless ``BENCH_KEEP_DB=1``."""
+        """Drop the database at the end of a run unless ``BENCH_KEEP_DB=1`` or ``reuse``."""
+        if self.reuse:
+            return
         if os.environ.get("BENCH_KEEP_DB", "") not in ("1", "true", "yes"):
             self.drop()
 

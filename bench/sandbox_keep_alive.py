@@ -2,7 +2,7 @@
 
 Starts two sandbox processes, one as it runs by default (HTTP/1.1 keep-alive)
 and one with ``--keep-alive 0`` (a new TCP connection per call, the old
-behaviour), optionally each behind ``bench.dispatch.latency_proxy`` with
+behaviour), optionally each behind ``bench.latency_proxy`` with
 ``--rtt-ms`` of round trip. One ``requests.Session`` per sandbox sends
 ``--calls`` ``POST /oauth/token`` (the cheapest authenticated-path call),
 alternating which sandbox goes first on each pair so that a noisy neighbour hits
@@ -21,7 +21,7 @@ from contextlib import ExitStack, contextmanager
 
 import requests
 
-from bench.dispatch.latency_proxy import LatencyProxy
+from bench.latency_proxy import LatencyProxy
 from bench.report import markdown_table, percentile, ratio
 from scripts.stack import REPO_ROOT
 

@@ -26,7 +26,7 @@ What runs (loopback only, every loop bounded in count and time):
 
 Auth calls are ``token_requests + logins`` (deltas of ``GET /sandbox/stats``)
 per 1,000 sends. ``--rtt-ms`` adds network latency with a proxy process
-(``latency_proxy.py``) between both clients and the sandbox.
+(``bench/latency_proxy.py``) between both clients and the sandbox.
 Prints a Markdown table and writes ``bench/results/dispatch.json``.
 """
 
@@ -36,15 +36,15 @@ import argparse
 import cProfile
 import dataclasses
 import logging
-import subprocess
 import sys
 import threading
 import time
 from typing import Any
 
 import requests
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, text
 
+from bench import latency_proxy
 from bench.database import BenchDatabase, bulk_seed_sql, run_sql, seed_total_for_region_b
 from bench.procstat import busy_pct, machine_busy
 from bench.report import RESULTS_DIR, fmt, machine, markdown_table, preflight, ratio, write_results
@@ -402,7 +402,17 @@ def main(argv: list[str] | None = None) -> int:
 
         stack.prepare_database()
         db = Database(bench_db.url, pool_size=11)
-        run_sql(db.engine, bulk_seed_sql(seed_total_for_region_b(args.count)))
+        total = seed_total_for_region_b(args.count)
+        if bench_db.reuse:
+            # A reused (grown) database already holds rx- rows that are not drafts: add the
+            # drafts after them, from a multiple of 24 so that the Region B share stays 16/24.
+            with db.engine.connect() as conn:
+                existing = int(conn.execute(
+                    text("SELECT count(*) FROM prescriptions WHERE reference LIKE :p"),
+                    {"p": "rx-%"},
+                ).scalar() or 0)
+            total += -(-existing // 24) * 24
+        run_sql(db.engine, bulk_seed_sql(total))
         ids, pharmacies = region_b_drafts(db, args.count)
 
         stack.start_sandbox(webhook_port=free_port())
@@ -413,16 +423,9 @@ def main(argv: list[str] | None = None) -> int:
         sandbox_reset(base)
         platform = base
         if args.rtt_ms > 0:
-            # Its own process: the proxy's threads must not take CPU or the GIL from the clients.
-            proxy = subprocess.Popen(
-                [sys.executable, "-m", "bench.dispatch.latency_proxy", "--upstream-port", base.rsplit(":", 1)[1],
-                 "--rtt-ms", str(args.rtt_ms)],
-                cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True,
-            )
-            ready = proxy.stdout.readline() if proxy.stdout else ""
-            if not ready.startswith("listening on "):
-                raise SystemExit("the latency proxy did not start")
-            platform = f"http://127.0.0.1:{int(ready.split()[-1])}"
+            proxy, proxy_port = latency_proxy.start_process(
+                int(base.rsplit(":", 1)[1]), rtt_ms=args.rtt_ms, cwd=REPO_ROOT)
+            platform = f"http://127.0.0.1:{proxy_port}"
             print(f"== platform round trip: +{args.rtt_ms:g} ms (latency proxy at {platform})", flush=True)
         overrides = {"WORKER_SEND_THREADS": str(args.threads)} if args.threads else {}
         settings = load_settings({**stack.env, "ERX_BASE_URL": platform, **overrides})

@@ -32,6 +32,17 @@ throwaway database (``bench.database``); ``--phases`` picks them:
     rate, receipt -> history p50/p99, the backlog left when the load stopped
     and how long it took to drain, and both rates per second.
 
+``apply``
+    Apply beside receipt, CPU per event, ``--rounds`` rounds. The inbox workers start
+    and are stopped (SIGSTOP) once idle; the service takes ``--apply-duration`` (10) s of
+    wrk at 32 connections of real status events (receipt: gunicorn's processes + its
+    PostgreSQL backends, told apart by ``application_name``); the service stops, the
+    workers continue (SIGCONT) and drain the inbox (apply: the workers' processes + their
+    backends). Reports both per event and apply / receipt (target <= 0.5).
+    ``--web-cpus`` / ``--worker-cpus`` pin the two sides with ``taskset`` here and in
+    the saturation phase (PostgreSQL's backends cannot be pinned: they are forked by
+    the postmaster and shared with every other session).
+
 Every wrk phase checks its rows exactly: rows stored == 2xx answers + requests
 still in flight when the load stopped, as counted by the Lua script per
 thread. A failed check, a wrapped request pool or a non-2xx answer makes the
@@ -44,7 +55,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import shutil
+import signal
 import sys
 import time
 from typing import Any
@@ -59,9 +72,12 @@ from bench.webhooks.events import Target, run_tag, signed_requests, write_reques
 from bench.webhooks.harness import (
     HARNESS_APP_NAME,
     PATH,
+    WEB_APP_NAME,
+    WORKER_APP_NAME,
     CpuMeter,
     HistoryWatcher,
     Server,
+    SideMeter,
     drain,
     gunicorn_settings,
     inbox_times,
@@ -88,19 +104,21 @@ from scripts.stack import REPO_ROOT, WEBHOOK_SECRET, Stack, base_env
 
 WORK_DIR = REPO_ROOT / "instance" / "bench" / "webhooks"
 LOG_DIR = REPO_ROOT / "instance" / "bench" / "logs" / "webhooks"
-PHASES = ("ingest", "history", "saturation")
+PHASES = ("ingest", "history", "saturation", "apply")
 INGEST_SLOTS = ("service", "reference", "reference-copy")
 HISTORY_SLOTS = ("async", "sync")
 INGEST_RATIO_TARGET = 1.0
 HISTORY_RATIO_TARGET = 2.0
 SATURATION_P99_TARGET_MS = 1000.0
+APPLY_OVER_RECEIPT_TARGET = 0.5
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line (see ``--help``); exits with a usage error on bad values."""
     p = argparse.ArgumentParser(prog="python -m bench.webhooks", description=__doc__.split("\n")[0])
     p.add_argument("--phases", default=None,
-                   help="comma-separated, of ingest,history,saturation (default: all; on SQLite ingest,history)")
+                   help="comma-separated, of ingest,history,saturation,apply "
+                        "(default: all; on SQLite ingest,history)")
     p.add_argument("--rounds", type=int, default=3, help="rounds of the ingest and history phases (default 3)")
     p.add_argument("--duration", type=float, default=8.0, help="ingest: seconds per slot and connection count (8)")
     p.add_argument("--warmup", type=float, default=2.0, help="ingest: seconds of warm-up per fresh server (2)")
@@ -121,6 +139,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--saturation-connections", type=int, default=32, help="saturation: wrk connections (32)")
     p.add_argument("--drain-timeout", type=float, default=120.0,
                    help="seconds to wait for the inbox workers to drain after a load (default 120)")
+    p.add_argument("--apply-duration", type=float, default=10.0,
+                   help="apply: seconds of wrk at --saturation-connections before the workers "
+                        "apply (10)")
+    p.add_argument("--web-cpus", default=None,
+                   help="saturation and apply: pin the web tier with taskset -c (e.g. 0; "
+                        "default unpinned)")
+    p.add_argument("--worker-cpus", default=None,
+                   help="saturation and apply: pin the inbox workers with taskset -c (e.g. 1; "
+                        "default unpinned)")
     p.add_argument("--plot", action="store_true", help="draw docs/bench-*.png from the results afterwards")
     args = p.parse_args(argv)
     args.connections = [int(c) for c in str(args.connections).split(",") if c.strip()]
@@ -134,6 +161,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--history-rate must be 1..5000 and --history-duration 1..600 s")
     if not 1 <= args.saturation_duration <= 600 or not 1 <= args.saturation_connections <= 1024:
         p.error("--saturation-duration must be 1..600 s and --saturation-connections 1..1024")
+    if not 1 <= args.apply_duration <= 300:
+        p.error("--apply-duration must be 1..300 s")
+    for flag, cpus in (("--web-cpus", args.web_cpus), ("--worker-cpus", args.worker_cpus)):
+        parts = (cpus or "").replace("-", ",").split(",")
+        if cpus is not None and not all(part.strip().isdigit() for part in parts):
+            p.error(f"{flag} takes CPU numbers as taskset -c does, e.g. 0 or 0,1")
     if args.phases is not None:
         args.phases = [x.strip() for x in args.phases.split(",") if x.strip()]
         unknown = set(args.phases) - set(PHASES)
@@ -236,8 +269,15 @@ class Bench:
         return int(math.ceil(max(self.best_rps.get(connections, 0.0), floor) * 1.5 * duration)) + 500
 
     def empty_table(self, table: str) -> None:
-        """Start a slot on an empty table, as every other slot does."""
+        """Start a slot on an empty table, as every other slot does.
+
+        On a reused database (``BENCH_REUSE_DB=1``, e.g. the grown one) only this
+        benchmark's own events (``evt_...``) leave the inbox: the rows it was grown with stay.
+        """
         with self.engine.begin() as conn:
+            if self.db.reuse and table == "webhook_inbox":
+                conn.execute(text("DELETE FROM webhook_inbox WHERE event_id LIKE 'evt\\_%'"))
+                return
             conn.execute(text(f"DELETE FROM {table}" if self.db.kind == "sqlite" else f"TRUNCATE {table}"))
 
     def ingest(self) -> dict[str, Any]:
@@ -410,17 +450,25 @@ class Bench:
         targets = self.take_targets(min(math.ceil(pool / 3), len(self.targets)))
         pool = min(pool, 3 * len(targets))
         self.empty_table("webhook_inbox")  # only this phase's events (see history_load)
-        server = start_server(self.stack, "service", "saturation", self.workers, nice=a.web_nice)
-        workers = start_inbox_workers(self.stack, "saturation", a.inbox_workers)
+        server = start_server(self.stack, "service", "saturation", self.workers, nice=a.web_nice,
+                              cpus=a.web_cpus)
+        workers = start_inbox_workers(self.stack, "saturation", a.inbox_workers, cpus=a.worker_cpus)
+        worker_pids = [self.stack.procs[n].pid for n in workers]
         watcher = HistoryWatcher(self.engine, interval_s=0.025)
+        web_side = SideMeter(self.engine, [server.pid], WEB_APP_NAME)
+        worker_side = SideMeter(self.engine, worker_pids, WORKER_APP_NAME)
         try:
             watcher.start()
             t0 = time.time()
+            web_side.start()
+            worker_side.start()
             load = self.wrk_load(server, "webhook_inbox", conns, duration, code="S", targets=targets, pool=pool,
-                                 worker_pids=[self.stack.procs[n].pid for n in workers])
+                                 worker_pids=worker_pids)
+            web_cpu = web_side.stop()
             t1 = time.time()
             prefix = load["prefix"]
             waited, drained = drain(self.engine, prefix, a.drain_timeout)
+            worker_cpu = worker_side.stop()
             times, history_rows = inbox_times(self.engine, prefix)
             self._wait_seen(watcher, prefix, history_rows)
             watcher.stop()
@@ -437,9 +485,20 @@ class Bench:
         applied = sum(1 for t in visible if t <= t1) / window
         backlog = sum(1 for t in received if t <= t1) - sum(1 for t in visible if t <= t1)
         end = max([t1, *visible]) + 1
+        stored = max(len(times), 1)
+        applied_n = max(history_rows, 1)
         result = {
             "connections": conns, "duration_s": duration, "inbox_workers": a.inbox_workers, "web_nice": a.web_nice,
+            "web_cpus": a.web_cpus, "worker_cpus": a.worker_cpus,
             "load": load,
+            # Receipt: web tier + its backends during the load, per stored event; apply: workers +
+            # their backends from the load's start until drained, per history row.
+            "cpu_s_by_side": {"receipt": web_cpu, "apply": worker_cpu},
+            "cpu_ms_per_event": {
+                "receipt": round((web_cpu["processes"] + web_cpu["postgres"]) / stored * 1000, 3),
+                "apply": round(
+                    (worker_cpu["processes"] + worker_cpu["postgres"]) / applied_n * 1000, 3),
+            },
             "intake_per_s": round(intake, 1), "applied_per_s": round(applied, 1),
             "apply_over_intake": round(applied / intake, 3) if intake else None,
             "backlog_at_load_end": backlog,
@@ -463,6 +522,107 @@ class Bench:
               f"applied {applied:.0f}/s (ratio {fmt(result['apply_over_intake'], 3)}), backlog at end {backlog}, "
               f"drained in {waited:.1f} s; receipt->history p50 {rth['p50']} ms p99 {rth['p99']} ms", flush=True)
         return result
+
+    # -- apply beside receipt ----------------------------------------------------------------------
+
+    def apply(self) -> dict[str, Any]:
+        """Phase ``apply``: receipt CPU per event, then apply CPU per event, the same events."""
+        a = self.args
+        rounds = [self.apply_round(rnd) for rnd in range(a.rounds)]
+        ratios = [x["apply_over_receipt"] for x in rounds]
+        return {
+            "connections": a.saturation_connections, "duration_s": a.apply_duration,
+            "inbox_workers": a.inbox_workers, "web_cpus": a.web_cpus, "worker_cpus": a.worker_cpus,
+            "rounds": rounds, "apply_over_receipt_per_round": ratios,
+            "apply_over_receipt_median": _median(ratios),
+        }
+
+    def apply_round(self, rnd: int) -> dict[str, Any]:
+        """One round of phase ``apply`` (see the module docstring); returns its figures."""
+        a = self.args
+        name = f"apply-r{rnd + 1}"
+        conns, duration = a.saturation_connections, a.apply_duration
+        pool = int(math.ceil(self.best_rps.get(conns, a.max_rps) * 1.3 * duration)) + 1000
+        targets = self.take_targets(min(math.ceil(pool / 3), len(self.targets)))
+        pool = min(pool, 3 * len(targets))
+        warm_pool = int(math.ceil(a.max_rps * 1.3 * a.warmup)) + 200 if a.warmup > 0 else 0
+        warm_targets = self.take_targets(math.ceil(warm_pool / 3)) if warm_pool else []
+        self.empty_table("webhook_inbox")
+        workers = start_inbox_workers(self.stack, name, a.inbox_workers, cpus=a.worker_cpus)
+        worker_pids = [self.stack.procs[n].pid for n in workers]
+        server = None
+        stopped = False
+        try:
+            time.sleep(1.0)  # idle: the workers have opened their connections and found nothing
+            for pid in worker_pids:
+                os.kill(pid, signal.SIGSTOP)
+            stopped = True
+            server = start_server(self.stack, "service", f"{name}-web", self.workers,
+                                  cpus=a.web_cpus)
+            web_side = SideMeter(self.engine, [server.pid], WEB_APP_NAME)
+            worker_side = SideMeter(self.engine, worker_pids, WORKER_APP_NAME)
+            warm_prefix = None
+            if warm_targets:
+                # Real events too (their own prescriptions): the web tier's pool and code paths
+                # warm up outside the receipt figure; the workers apply them with the rest.
+                warm = self.wrk_load(server, "webhook_inbox", conns, a.warmup, code="W",
+                                     targets=warm_targets, pool=3 * len(warm_targets))
+                warm_prefix = warm["prefix"]
+            worker_side.start()
+            web_side.start()
+            load = self.wrk_load(server, "webhook_inbox", conns, duration, code="A",
+                                 targets=targets, pool=pool)
+            receipt = web_side.stop()
+            stop_process(self.stack, server.name)
+            server = None
+            prefix = load["prefix"]
+            t0 = time.monotonic()
+            for pid in worker_pids:
+                os.kill(pid, signal.SIGCONT)
+            stopped = False
+            waited, drained = drain(self.engine, prefix, a.drain_timeout)
+            if warm_prefix and drained:
+                waited, drained = drain(self.engine, warm_prefix, a.drain_timeout)
+            applying_s = time.monotonic() - t0
+            applied = worker_side.stop()
+            times, history_rows = inbox_times(self.engine, prefix)
+            warm_times, warm_rows = ({}, 0)
+            if warm_prefix:
+                warm_times, warm_rows = inbox_times(self.engine, warm_prefix)
+        finally:
+            if stopped:
+                for pid in worker_pids:
+                    os.kill(pid, signal.SIGCONT)
+            for n in [*workers, *([server.name] if server else [])]:
+                stop_process(self.stack, n)
+        events = len(times)
+        receipt_ms = (receipt["processes"] + receipt["postgres"]) / max(events, 1) * 1000
+        # The workers applied the warm-up's events too: per history row over both.
+        applied_rows = history_rows + warm_rows
+        apply_ms = (applied["processes"] + applied["postgres"]) / max(applied_rows, 1) * 1000
+        if not drained:
+            self.fail(f"{name}: the workers had not drained the inbox {waited:.0f} s after "
+                      "the load")
+        elif applied_rows != events + len(warm_times):
+            self.fail(f"{name}: {applied_rows} history rows for {events + len(warm_times)} "
+                      "stored events")
+        entry = {
+            "round": rnd + 1, "prefix": prefix, "events": events, "history_rows": history_rows,
+            "warmup_events": len(warm_times), "warmup_history_rows": warm_rows,
+            "receipt_rps": load["rps"],
+            "apply_per_s": round(applied_rows / applying_s, 1) if applying_s else None,
+            "cpu_s": {"receipt": receipt, "apply": applied},
+            "receipt_cpu_ms_per_event": round(receipt_ms, 3),
+            "apply_cpu_ms_per_event": round(apply_ms, 3),
+            "apply_over_receipt": round(apply_ms / receipt_ms, 3) if receipt_ms else None,
+            "machine_pct_during_receipt": load["machine_pct"],
+        }
+        print(f"== apply round {rnd + 1}: {events:,} events; receipt {receipt_ms:.3f} ms CPU/event "
+              f"(server {receipt['processes']:.2f} s + PG {receipt['postgres']:.2f} s), apply "
+              f"{apply_ms:.3f} ms CPU/event (workers {applied['processes']:.2f} s + PG "
+              f"{applied['postgres']:.2f} s): apply/receipt {fmt(entry['apply_over_receipt'], 3)}; "
+              f"applied {fmt(entry['apply_per_s'], 0)}/s", flush=True)
+        return entry
 
 
 def receipt_to_history(times: dict[str, tuple[float, float | None, str]], seen: dict[str, tuple[float, float]],
@@ -500,6 +660,10 @@ def history_events_needed(args: argparse.Namespace, phases: list[str]) -> int:
         total += args.rounds * len(HISTORY_SLOTS) * math.ceil(math.ceil(args.history_rate * args.history_duration) / 3)
     if "saturation" in phases:
         total += math.ceil((int(math.ceil(args.max_rps * 1.3 * args.saturation_duration)) + 1000) / 3)
+    if "apply" in phases:
+        per_round = int(math.ceil(args.max_rps * 1.3 * args.apply_duration)) + 1000
+        warm = int(math.ceil(args.max_rps * 1.3 * args.warmup)) + 200 if args.warmup > 0 else 0
+        total += args.rounds * (math.ceil(per_round / 3) + math.ceil(warm / 3))
     return total
 
 
@@ -613,6 +777,14 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         p99 = s["receipt_to_history_ms"]["p99"]
         out.append({"target": f"saturation: receipt->history p99 < {SATURATION_P99_TARGET_MS:g} ms",
                     "measured": p99, "met": p99 is not None and p99 < SATURATION_P99_TARGET_MS})
+    ap = results.get("apply")
+    if ap:
+        med = ap["apply_over_receipt_median"]
+        out.append({"target": f"apply CPU per event <= {APPLY_OVER_RECEIPT_TARGET} x receipt CPU "
+                              "per event "
+                              "(median of rounds)", "measured": med,
+                    "per_round": ap["apply_over_receipt_per_round"],
+                    "met": med is not None and med <= APPLY_OVER_RECEIPT_TARGET})
     return out
 
 
@@ -684,6 +856,25 @@ def print_report(data: dict[str, Any]) -> None:
               f"{fmt(rth['p50'], 0)} / {fmt(rth['p99'], 0)}"
               + (f" (>=: {rth['not_applied']} not applied)" if rth.get("lower_bound") else ""),
               f"{fmt(pa['p50'], 0)} / {fmt(pa['p99'], 0)}", f"{s['events']:,} = {s['history_rows']:,}"]]))
+        if s.get("cpu_ms_per_event"):
+            cpu = s["cpu_ms_per_event"]
+            print(f"\nCPU per event: receipt (web tier + its backends) {cpu['receipt']} ms, apply "
+                  f"(workers + their backends, until drained) {cpu['apply']} ms; web CPUs "
+                  f"{s.get('web_cpus') or 'any'}, worker CPUs {s.get('worker_cpus') or 'any'}")
+    ap = data.get("apply")
+    if ap:
+        print(f"\n### Apply beside receipt: CPU per event, {ap['connections']} connections for "
+              f"{ap['duration_s']:g} s, then {ap['inbox_workers']} inbox workers drain (web CPUs "
+              f"{ap['web_cpus'] or 'any'}, worker CPUs {ap['worker_cpus'] or 'any'})\n")
+        print(markdown_table(
+            ["round", "events", "receipt req/s", "receipt CPU s server + PG", "receipt ms/event",
+             "apply CPU s workers + PG", "apply ms/event", "applied /s", "**apply / receipt**"],
+            [[x["round"], f"{x['events']:,}", fmt(x["receipt_rps"], 0),
+              f"{x['cpu_s']['receipt']['processes']:.2f} + {x['cpu_s']['receipt']['postgres']:.2f}",
+              fmt(x["receipt_cpu_ms_per_event"], 3),
+              f"{x['cpu_s']['apply']['processes']:.2f} + {x['cpu_s']['apply']['postgres']:.2f}",
+              fmt(x["apply_cpu_ms_per_event"], 3), fmt(x["apply_per_s"], 0),
+              f"**{fmt(x['apply_over_receipt'], 3)}**"] for x in ap["rounds"]]))
     if data["targets"]:
         print()
         print(markdown_table(["target", "measured", "met"],

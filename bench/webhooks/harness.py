@@ -68,21 +68,35 @@ class Server:
     pid: int
 
 
+WEB_APP_NAME = "erx-bench-web"  # PGAPPNAME of the web tier: its PostgreSQL backends by name
+WORKER_APP_NAME = "erx-bench-worker"  # PGAPPNAME of the inbox workers
+
+
+def _pinned(command: list[str], cpus: str | None) -> list[str]:
+    """``command`` under ``taskset -c cpus`` (Linux, util-linux) when ``cpus`` is given."""
+    return ["taskset", "-c", cpus, *command] if cpus else command
+
+
 def start_server(
-    stack: Stack, slot: str, name: str, workers: int, *, timeout_s: float = 90.0, nice: int = 0
+    stack: Stack, slot: str, name: str, workers: int, *, timeout_s: float = 90.0, nice: int = 0,
+    cpus: str | None = None,
 ) -> Server:
     """Start slot ``slot`` as process ``name`` on a free port; returns once ``/healthz`` answers.
 
     ``nice`` > 0 starts gunicorn (and so every worker and thread) at that niceness: on
     one small machine, the CPU share a web Deployment's CPU limit would give it.
+    ``cpus`` (e.g. ``"0"``) pins gunicorn and its workers to those CPUs with ``taskset``.
+    Its PostgreSQL sessions carry ``application_name`` :data:`WEB_APP_NAME` (libpq's
+    ``PGAPPNAME``), so that their backends' CPU can be told apart from the workers'.
     """
     target, extra = SLOTS[slot]
     port = free_port()
     command = [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", target]
     proc = stack._spawn(  # noqa: SLF001 - the stack's one way to start and log a process
         name,
-        ["nice", "-n", str(nice), *command] if nice > 0 else command,
-        {"BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": str(workers), **extra},
+        _pinned(["nice", "-n", str(nice), *command] if nice > 0 else command, cpus),
+        {"BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": str(workers),
+         "PGAPPNAME": WEB_APP_NAME, **extra},
     )
     wait_http(f"http://127.0.0.1:{port}/healthz", proc=proc, timeout_s=timeout_s)
     return Server(slot, name, f"http://127.0.0.1:{port}", proc.pid)
@@ -101,12 +115,20 @@ def stop_process(stack: Stack, name: str, timeout_s: float = 20.0) -> None:
         proc.wait()
 
 
-def start_inbox_workers(stack: Stack, prefix: str, count: int, timeout_s: float = 90.0) -> list[str]:
-    """Start ``count`` ``flask --app app worker --no-dispatch`` processes; returns their names once ready."""
+def start_inbox_workers(stack: Stack, prefix: str, count: int, timeout_s: float = 90.0, *,
+                        cpus: str | None = None) -> list[str]:
+    """Start ``count`` ``flask --app app worker --no-dispatch`` processes; their names once ready.
+
+    ``cpus`` pins them with ``taskset``; their PostgreSQL sessions carry ``application_name``
+    :data:`WORKER_APP_NAME`.
+    """
     names = [f"{prefix}-inbox-worker-{i + 1}" for i in range(count)]
     for name in names:
         (stack.log_dir / f"{name}.log").unlink(missing_ok=True)
-        stack.start_worker(name, "--no-dispatch")
+        stack._spawn(  # noqa: SLF001 - the stack's one way to start and log a process
+            name, _pinned([str(BIN / "flask"), "--app", "app", "worker", "--no-dispatch"], cpus),
+            {"PGAPPNAME": WORKER_APP_NAME},
+        )
     deadline = time.monotonic() + timeout_s
     for name in names:
         log = stack.log_dir / f"{name}.log"
@@ -122,6 +144,43 @@ def start_inbox_workers(stack: Stack, prefix: str, count: int, timeout_s: float 
 
 
 # -- CPU accounting ----------------------------------------------------------------------------
+
+
+def pg_backend_pids_by_app(engine: Any) -> dict[str, list[int]]:
+    """PIDs of this database's client backends by ``application_name`` ({} on SQLite)."""
+    if engine.dialect.name != "postgresql":
+        return {}
+    found: dict[str, list[int]] = {}
+    with engine.connect() as conn:
+        for pid, app in conn.execute(text(
+            "SELECT pid, application_name FROM pg_stat_activity WHERE datname = current_database()"
+            " AND backend_type = 'client backend'"
+        )):
+            found.setdefault(str(app), []).append(int(pid))
+    return found
+
+
+class SideMeter:
+    """CPU seconds of one side (processes ``pids`` with their descendants, plus this database's
+    backends named ``app_name``) between :meth:`start` and :meth:`stop`. Backends that start
+    in between count from zero; one that ends in between is lost (pools keep theirs open)."""
+
+    def __init__(self, engine: Any, pids: list[int], app_name: str) -> None:
+        self.engine, self.pids, self.app_name = engine, pids, app_name
+
+    def _backends(self) -> dict[int, float]:
+        return procstat.cpu_by_pid(pg_backend_pids_by_app(self.engine).get(self.app_name, []))
+
+    def start(self) -> None:
+        """Take the 'before' readings."""
+        self.proc0 = procstat.tree_cpu(self.pids)
+        self.pg0 = self._backends()
+
+    def stop(self) -> dict[str, float]:
+        """``{"processes": s, "postgres": s}`` used since :meth:`start`."""
+        pg1 = self._backends()
+        return {"processes": round(procstat.tree_cpu(self.pids) - self.proc0, 3),
+                "postgres": round(sum(v - self.pg0.get(pid, 0.0) for pid, v in pg1.items()), 3)}
 
 
 def pg_backend_pids(engine: Any) -> list[int]:

@@ -1,20 +1,28 @@
-"""A loopback TCP proxy that adds network latency, to stand in for a remote platform.
+"""A loopback TCP proxy that adds network latency: the one delay proxy of the benchmarks.
 
 The sandbox answers in a few milliseconds on loopback; a real platform is tens
-of milliseconds away. With ``--rtt-ms`` the dispatch benchmark puts this proxy
-between both clients and the sandbox: every chunk is delivered half an RTT
-after it was received, in each direction (latency, not bandwidth: chunks in
-flight overlap as on a real link), and a new connection waits one RTT before
-its first byte moves (the TCP handshake). Loopback only; threads end with
-their connection, and :meth:`LatencyProxy.close` stops accepting.
+of milliseconds away, and a managed database is one network hop (about 1 ms)
+away. ``bench.dispatch --rtt-ms`` puts this proxy between both clients and the
+sandbox; ``bench.reads`` puts it between the service and PostgreSQL. Every
+chunk is delivered half an RTT after it was received, in each direction
+(latency, not bandwidth: chunks in flight overlap as on a real link), with
+``TCP_NODELAY`` on both legs, and a new connection waits one RTT before its
+first byte moves (the TCP handshake). Loopback only; threads end with their
+connection, and :meth:`LatencyProxy.close` stops accepting.
+
+Threads and ``time.sleep`` rather than asyncio: the event loop rounds its
+timeouts up to whole milliseconds (epoll), which would turn 0.5 ms into 1 ms.
 """
 
 from __future__ import annotations
 
 import queue
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 
 class LatencyProxy:
@@ -34,9 +42,11 @@ class LatencyProxy:
 
     @property
     def url(self) -> str:
+        """``http://127.0.0.1:<port>``: where clients connect instead of the upstream."""
         return f"http://127.0.0.1:{self.port}"
 
     def close(self) -> None:
+        """Stop accepting; connections already open end when either side closes."""
         self._closed.set()
         self._listener.close()
 
@@ -74,7 +84,9 @@ class LatencyProxy:
             if not data:
                 return
 
-    def _write(self, dst: socket.socket, chunks: queue.Queue[tuple[float, bytes]], done: _Pair) -> None:
+    def _write(
+        self, dst: socket.socket, chunks: queue.Queue[tuple[float, bytes]], done: _Pair
+    ) -> None:
         try:
             while True:
                 due, data = chunks.get()
@@ -108,8 +120,40 @@ class _Pair:
             sock.close()
 
 
+def start_process(
+    upstream_port: int, *, rtt_ms: float, cwd: Path | None = None
+) -> tuple[subprocess.Popen, int]:
+    """Start ``python -m bench.latency_proxy`` in its own process; returns (process, its port).
+
+    Its own process so that the proxy's threads take no CPU or GIL from the clients being
+    measured. ``rtt_ms`` is the round trip (each direction gets half). The caller stops it
+    (``terminate()``). Raises RuntimeError when it does not report its port.
+    """
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench.latency_proxy",
+            "--upstream-port",
+            str(upstream_port),
+            "--rtt-ms",
+            f"{rtt_ms:g}",
+        ],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    ready = proc.stdout.readline() if proc.stdout else ""
+    if not ready.startswith("listening on "):
+        proc.kill()
+        raise RuntimeError("the latency proxy did not start")
+    return proc, int(ready.split()[-1])
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m bench.dispatch.latency_proxy --upstream-port P --rtt-ms X``: serve until SIGTERM.
+    """``python -m bench.latency_proxy --upstream-port P (--rtt-ms X | --delay-ms Y)``: serve.
+
+    Serves until SIGTERM.
 
     Prints ``listening on <port>`` (flushed) once ready. Runs in its own process so
     that its threads take no CPU or GIL from the clients being measured.
@@ -117,11 +161,16 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import signal
 
-    parser = argparse.ArgumentParser(prog="python -m bench.dispatch.latency_proxy")
+    parser = argparse.ArgumentParser(prog="python -m bench.latency_proxy")
     parser.add_argument("--upstream-port", type=int, required=True)
-    parser.add_argument("--rtt-ms", type=float, required=True)
+    delay = parser.add_mutually_exclusive_group(required=True)
+    delay.add_argument("--rtt-ms", type=float, help="round trip added (each direction gets half)")
+    delay.add_argument("--delay-ms", type=float, help="one-way delay added in each direction")
     args = parser.parse_args(argv)
-    proxy = LatencyProxy(("127.0.0.1", args.upstream_port), args.rtt_ms / 1000)
+    rtt_ms = args.rtt_ms if args.rtt_ms is not None else 2 * args.delay_ms
+    if not 0 <= rtt_ms <= 10_000:
+        parser.error("the round trip must be 0..10000 ms")
+    proxy = LatencyProxy(("127.0.0.1", args.upstream_port), rtt_ms / 1000)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -1,0 +1,1 @@
+"""``python -m bench.growth seed``: a database grown to production size, set-based."""
