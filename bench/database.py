@@ -65,7 +65,8 @@ class BenchDatabase:
     def _admin(self):  # type: ignore[no-untyped-def]
         port = self.url.rsplit(":", 1)[1].split("/", 1)[0]
         return create_engine(
-            f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres", isolation_level="AUTOCOMMIT"
+            f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres",
+            isolation_level="AUTOCOMMIT",
         )
 
     def server_version(self) -> str:
@@ -113,8 +114,12 @@ class BenchDatabase:
         admin = self._admin()
         try:
             with admin.connect() as conn:
-                return conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"),
-                                    {"n": self.name}).scalar() is not None
+                return (
+                    conn.execute(
+                        text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": self.name}
+                    ).scalar()
+                    is not None
+                )
         finally:
             admin.dispose()
 

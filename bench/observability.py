@@ -50,7 +50,12 @@ def _log_cost(records: int) -> tuple[float, float]:
         root.handlers = [handler]
         started = time.perf_counter()
         for i in range(records):
-            logger.info("outbox %s attempt %d failed", i, 3, extra={"outbox_id": i, "queue": "dispatch", "state": "pending"})
+            logger.info(
+                "outbox %s attempt %d failed",
+                i,
+                3,
+                extra={"outbox_id": i, "queue": "dispatch", "state": "pending"},
+            )
         return (time.perf_counter() - started) / records * 1e6
 
     try:
@@ -69,8 +74,16 @@ def _audit(db: Database, rows: int) -> dict[str, Any]:
     for i in range(rows):
         started = time.perf_counter()
         with db.session() as session:
-            record(session, actor=f"token-{i % 5}", role="support", action="read", prescription_id=i % 50 + 1,
-                   request_id=f"{i:032x}", client_addr="10.0.0.1", now=utcnow())
+            record(
+                session,
+                actor=f"token-{i % 5}",
+                role="support",
+                action="read",
+                prescription_id=i % 50 + 1,
+                request_id=f"{i:032x}",
+                client_addr="10.0.0.1",
+                now=utcnow(),
+            )
         latencies.append((time.perf_counter() - started) * 1000)
     keys = parse_private_keys((generate_private_key(),), origin="erx-connector.bench/audit")
     while seal_once(db, keys, origin="erx-connector.bench/audit").sealed:
@@ -93,19 +106,33 @@ def _rotation(db: Database, prescribers: int) -> dict[str, Any]:
     cipher = CredentialCipher([old])
     with db.session() as session:
         clinic_id = session.scalars(select(Clinic.id)).first()
-        session.execute(insert(Prescriber), [
-            {"platform_prescriber_id": 800000 + i, "name": f"Bench {i}", "email": f"b{i}@bench.example.test",
-             "clinic_id": clinic_id, "password_enc": cipher.encrypt(f"pw-{i}"), "pin_enc": cipher.encrypt(f"{i:06d}")}
-            for i in range(prescribers)
-        ])
+        session.execute(
+            insert(Prescriber),
+            [
+                {
+                    "platform_prescriber_id": 800000 + i,
+                    "name": f"Bench {i}",
+                    "email": f"b{i}@bench.example.test",
+                    "clinic_id": clinic_id,
+                    "password_enc": cipher.encrypt(f"pw-{i}"),
+                    "pin_enc": cipher.encrypt(f"{i:06d}"),
+                }
+                for i in range(prescribers)
+            ],
+        )
     started = time.perf_counter()
     report = rotate_credentials(db, [new, old], batch_size=100)
     seconds = time.perf_counter() - started
     started = time.perf_counter()
     rerun = rotate_credentials(db, [new, old], batch_size=100)
     rerun_s = time.perf_counter() - started
-    return {"prescribers": report.prescribers, "rotated": report.rotated, "seconds": seconds,
-            "rerun_rotated": rerun.rotated, "rerun_seconds": rerun_s}
+    return {
+        "prescribers": report.prescribers,
+        "rotated": report.rotated,
+        "seconds": seconds,
+        "rerun_rotated": rerun.rotated,
+        "rerun_seconds": rerun_s,
+    }
 
 
 def main() -> None:
@@ -131,26 +158,39 @@ def main() -> None:
         bench_db.finish()
 
     print(f"database: {bench_db.label}\n")
-    print(markdown_table(
-        ["measure", "value"],
-        [
-            [f"log record, service handler (redaction + JSON), {args.log_records:,} records", fmt(service_us, 1, " µs")],
-            ["log record, plain formatter, no filter", fmt(plain_us, 1, " µs")],
-            [f"audit.record in its own transaction, p50 / p99 ({audit['rows']:,} rows)",
-             f"{fmt(audit['record_p50_ms'], 2)} / {fmt(audit['record_p99_ms'], 2)} ms"],
-            ["audit verify", f"{fmt(audit['verify_rows_per_s'], 0)} rows/s"],
-            [f"keys rotate, {rotation['prescribers']:,} prescribers ({rotation['rotated']:,} values), batches of 100",
-             fmt(rotation["seconds"], 2, " s")],
-            ["keys rotate rerun (nothing to do)", fmt(rotation["rerun_seconds"], 2, " s")],
-        ],
-    ))
-    path = write_results("observability", {
-        "database": bench_db.label,
-        "machine": machine(),
-        "log_us_per_record": {"service": service_us, "plain": plain_us},
-        "audit": audit,
-        "rotation": rotation,
-    })
+    print(
+        markdown_table(
+            ["measure", "value"],
+            [
+                [
+                    f"log record, service handler (redaction + JSON), {args.log_records:,} records",
+                    fmt(service_us, 1, " µs"),
+                ],
+                ["log record, plain formatter, no filter", fmt(plain_us, 1, " µs")],
+                [
+                    f"audit.record in its own transaction, p50 / p99 ({audit['rows']:,} rows)",
+                    f"{fmt(audit['record_p50_ms'], 2)} / {fmt(audit['record_p99_ms'], 2)} ms",
+                ],
+                ["audit verify", f"{fmt(audit['verify_rows_per_s'], 0)} rows/s"],
+                [
+                    f"keys rotate, {rotation['prescribers']:,} prescribers "
+                    f"({rotation['rotated']:,} values), batches of 100",
+                    fmt(rotation["seconds"], 2, " s"),
+                ],
+                ["keys rotate rerun (nothing to do)", fmt(rotation["rerun_seconds"], 2, " s")],
+            ],
+        )
+    )
+    path = write_results(
+        "observability",
+        {
+            "database": bench_db.label,
+            "machine": machine(),
+            "log_us_per_record": {"service": service_us, "plain": plain_us},
+            "audit": audit,
+            "rotation": rotation,
+        },
+    )
     print(f"\nwrote {path}")
 
 

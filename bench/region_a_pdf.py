@@ -33,8 +33,18 @@ def _snapshot(patient_name: str) -> PrescriptionSnapshot:
         pharmacy_name="Ards Pharmacy",
         pharmacy_address="4 Frances Street, Newtownards BT23 7DN",
         medicines=(
-            MedicineItem("39732311000001104", "Amoxicillin 500mg capsules", 21, "One capsule three times a day"),
-            MedicineItem("39113611000001102", "Salbutamol 100micrograms/dose inhaler", 1, "Two puffs when required"),
+            MedicineItem(
+                "39732311000001104",
+                "Amoxicillin 500mg capsules",
+                21,
+                "One capsule three times a day",
+            ),
+            MedicineItem(
+                "39113611000001102",
+                "Salbutamol 100micrograms/dose inhaler",
+                1,
+                "Two puffs when required",
+            ),
         ),
     )
 
@@ -48,7 +58,9 @@ def main() -> None:
     if font:
         cases.append(("embedded Unicode font", _snapshot("Łukasz Nguyễn"), font))
     for label, snapshot, path in cases:
-        render_prescription_pdf(snapshot, unicode_font_path=path)  # warm-up: imports, font parsing caches
+        render_prescription_pdf(
+            snapshot, unicode_font_path=path
+        )  # warm-up: imports, font parsing caches
         times = []
         for _ in range(args.runs):
             started = time.perf_counter()
@@ -56,7 +68,9 @@ def main() -> None:
             times.append((time.perf_counter() - started) * 1000)
         times.sort()
         p95 = times[int(0.95 * (len(times) - 1))]
-        print(f"{label}: runs={args.runs} p50={statistics.median(times):.1f} ms p95={p95:.1f} ms size={size} bytes")
+        print(
+            f"{label}: runs={args.runs} p50={statistics.median(times):.1f} ms p95={p95:.1f} ms size={size} bytes"
+        )
 
 
 if __name__ == "__main__":

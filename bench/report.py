@@ -63,11 +63,18 @@ def _cpu_model() -> str:
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=False
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO_ROOT, capture_output=True, text=True, check=False,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
         )
     except OSError:
         return None
@@ -99,5 +106,8 @@ def write_results(name: str, data: dict[str, Any]) -> Path:
 def preflight(busy_pct: float | None, *, limit: float = 25.0) -> None:
     """Warn when the machine is already busy: the figures would measure someone else's load too."""
     if busy_pct is not None and busy_pct > limit:
-        print(f"** warning: the machine was {busy_pct:.0f}% busy before the run; other processes "
-              "compete for the CPUs and the figures will be lower and noisier **", flush=True)
+        print(
+            f"** warning: the machine was {busy_pct:.0f}% busy before the run; other processes "
+            "compete for the CPUs and the figures will be lower and noisier **",
+            flush=True,
+        )

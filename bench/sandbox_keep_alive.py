@@ -84,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.calls):
             for name in order if i % 2 == 0 else reversed(order):
                 started = time.perf_counter()
-                response = sessions[name].post(f"{target[name]}/oauth/token", data=TOKEN_FORM, timeout=10)
+                response = sessions[name].post(
+                    f"{target[name]}/oauth/token", data=TOKEN_FORM, timeout=10
+                )
                 samples[name].append((time.perf_counter() - started) * 1000)
                 response.raise_for_status()
         rows = []

@@ -63,24 +63,35 @@ class NaiveJob:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.dispatch", description=__doc__.split("\n")[0])
-    parser.add_argument("--count", type=int, default=1000, help="prescriptions per client (default 1000)")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.dispatch", description=__doc__.split("\n")[0]
+    )
     parser.add_argument(
-        "--phase-timeout", type=float, default=75.0,
+        "--count", type=int, default=1000, help="prescriptions per client (default 1000)"
+    )
+    parser.add_argument(
+        "--phase-timeout",
+        type=float,
+        default=75.0,
         help="seconds each client may spend sending, over all rounds, before it is cut short (default 75)",
     )
     parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds (default 4)")
     parser.add_argument(
-        "--rtt-ms", type=float, default=0.0,
+        "--rtt-ms",
+        type=float,
+        default=0.0,
         help="put a loopback proxy adding this round-trip latency between both clients and the sandbox "
-             "(a remote platform); default 0: direct",
+        "(a remote platform); default 0: direct",
     )
     parser.add_argument(
-        "--threads", type=int, default=None,
+        "--threads",
+        type=int,
+        default=None,
         help="the worker's send threads (WORKER_SEND_THREADS; default: the setting, 4)",
     )
     parser.add_argument(
-        "--profile", action="store_true",
+        "--profile",
+        action="store_true",
         help="also write a cProfile of the worker phase to bench/results/dispatch-worker.prof",
     )
     args = parser.parse_args(argv)
@@ -156,7 +167,9 @@ def naive_jobs(db: Any, settings: Any, ids: list[int]) -> list[NaiveJob]:
             jobs.append(
                 NaiveJob(
                     credentials=prescriber_credentials(prescription.prescriber, cipher),
-                    request=dataclasses.replace(request, client_ref_id=f"naive-{request.client_ref_id}"),
+                    request=dataclasses.replace(
+                        request, client_ref_id=f"naive-{request.client_ref_id}"
+                    ),
                 )
             )
     return jobs
@@ -205,8 +218,16 @@ class Tally:
     rounds: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     cut_short: bool = False
 
-    def add(self, sent: int, ok: int, elapsed: float, cpu: float, before: dict, after: dict,
-            load: MachineLoad) -> None:
+    def add(
+        self,
+        sent: int,
+        ok: int,
+        elapsed: float,
+        cpu: float,
+        before: dict,
+        after: dict,
+        load: MachineLoad,
+    ) -> None:
         self.sent += sent
         self.ok += ok
         self.elapsed_s += elapsed
@@ -215,12 +236,18 @@ class Tally:
             self.stats[key] = self.stats.get(key, 0) + after[key] - before[key]
         self.busy.append(load.busy_pct or 0.0)
         self.steal.append(load.steal_pct or 0.0)
-        self.rounds.append({
-            "sent": sent, "ok": ok, "elapsed_s": round(elapsed, 3),
-            "per_second": round(ok / elapsed, 2) if elapsed > 0 else None,
-            "auth_calls": (after["token_requests"] - before["token_requests"]) + (after["logins"] - before["logins"]),
-            "machine_busy_pct": load.busy_pct, "steal_pct": load.steal_pct,
-        })
+        self.rounds.append(
+            {
+                "sent": sent,
+                "ok": ok,
+                "elapsed_s": round(elapsed, 3),
+                "per_second": round(ok / elapsed, 2) if elapsed > 0 else None,
+                "auth_calls": (after["token_requests"] - before["token_requests"])
+                + (after["logins"] - before["logins"]),
+                "machine_busy_pct": load.busy_pct,
+                "steal_pct": load.steal_pct,
+            }
+        )
 
     def as_json(self, **extra: Any) -> dict[str, Any]:
         auth = self.stats.get("token_requests", 0) + self.stats.get("logins", 0)
@@ -238,7 +265,9 @@ class Tally:
             "issue_attempts": self.stats.get("issue_attempts", 0),
             "prescriptions_issued_by_sandbox": self.stats.get("prescriptions_issued", 0),
             "cpu_ms_per_send_in_this_process": round(self.cpu_s / max(self.sent, 1) * 1000, 3),
-            "machine_busy_pct_mean": round(sum(self.busy) / len(self.busy), 1) if self.busy else None,
+            "machine_busy_pct_mean": round(sum(self.busy) / len(self.busy), 1)
+            if self.busy
+            else None,
             "steal_pct_max": max(self.steal) if self.steal else None,
             "cut_short": self.cut_short,
             "rounds": self.rounds,
@@ -280,7 +309,9 @@ def naive_send(platform: str, settings: Any, job: NaiveJob) -> bool:
     return bool(body.get("success")) and bool(body["data"]["prescription"]["id"])
 
 
-def run_naive(tally: Tally, base: str, platform: str, settings: Any, jobs: list[NaiveJob], deadline: float) -> None:
+def run_naive(
+    tally: Tally, base: str, platform: str, settings: Any, jobs: list[NaiveJob], deadline: float
+) -> None:
     """Send ``jobs`` naively to ``platform``; ``base`` is the sandbox itself (stats)."""
     before = sandbox_stats(base)
     sent = ok = 0
@@ -315,7 +346,9 @@ class Worker:
         self.statement_times: dict[str, list[float]] = {}
         self.client = make_client(settings)
         self.loop = WorkerLoop(
-            Dispatcher(db, settings, self.client, worker_id=worker_id()), None, poll_s=settings.worker_poll_s
+            Dispatcher(db, settings, self.client, worker_id=worker_id()),
+            None,
+            poll_s=settings.worker_poll_s,
         )
 
     def drain(self, tally: Tally, base: str, count: int, deadline: float, profiler: Any) -> None:
@@ -341,7 +374,9 @@ class Worker:
 
         with self.db.session() as session:
             done_before = session.scalar(
-                select(func.count()).select_from(DispatchOutbox).where(DispatchOutbox.state == "done")
+                select(func.count())
+                .select_from(DispatchOutbox)
+                .where(DispatchOutbox.state == "done")
             )
         before = sandbox_stats(base)
         event.listen(self.db.engine, "before_cursor_execute", _count)
@@ -357,9 +392,15 @@ class Worker:
         event.remove(self.db.engine, "before_cursor_execute", _count)
         event.remove(self.db.engine, "after_cursor_execute", _timed)
         with self.db.session() as session:
-            done = session.scalar(select(func.count()).select_from(DispatchOutbox).where(DispatchOutbox.state == "done"))
+            done = session.scalar(
+                select(func.count())
+                .select_from(DispatchOutbox)
+                .where(DispatchOutbox.state == "done")
+            )
             pending = session.scalar(
-                select(func.count()).select_from(DispatchOutbox).where(DispatchOutbox.state == "pending")
+                select(func.count())
+                .select_from(DispatchOutbox)
+                .where(DispatchOutbox.state == "pending")
             )
         tally.statements += statements
         tally.cut_short = tally.cut_short or bool(pending)
@@ -385,8 +426,11 @@ def main(argv: list[str] | None = None) -> int:
     bench_db = BenchDatabase.from_env()
     busy_before = busy_pct()
     preflight(busy_before)
-    print(f"== dispatch benchmark: {args.count} prescriptions per client in {args.rounds} rounds, "
-          f"database {bench_db.label}", flush=True)
+    print(
+        f"== dispatch benchmark: {args.count} prescriptions per client in {args.rounds} rounds, "
+        f"database {bench_db.label}",
+        flush=True,
+    )
     bench_db.recreate()
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     for old in LOG_DIR.glob("*.log"):
@@ -407,10 +451,13 @@ def main(argv: list[str] | None = None) -> int:
             # A reused (grown) database already holds rx- rows that are not drafts: add the
             # drafts after them, from a multiple of 24 so that the Region B share stays 16/24.
             with db.engine.connect() as conn:
-                existing = int(conn.execute(
-                    text("SELECT count(*) FROM prescriptions WHERE reference LIKE :p"),
-                    {"p": "rx-%"},
-                ).scalar() or 0)
+                existing = int(
+                    conn.execute(
+                        text("SELECT count(*) FROM prescriptions WHERE reference LIKE :p"),
+                        {"p": "rx-%"},
+                    ).scalar()
+                    or 0
+                )
             total += -(-existing // 24) * 24
         run_sql(db.engine, bulk_seed_sql(total))
         ids, pharmacies = region_b_drafts(db, args.count)
@@ -418,22 +465,29 @@ def main(argv: list[str] | None = None) -> int:
         stack.start_sandbox(webhook_port=free_port())
         base = stack.sandbox_url
         # No receiver: no webhook traffic competes with the sends. No faults (defaults are 0).
-        requests.post(f"{base}/sandbox/control", json={"webhook_url": None, "auto": False},
-                      timeout=HTTP_TIMEOUT).raise_for_status()
+        requests.post(
+            f"{base}/sandbox/control",
+            json={"webhook_url": None, "auto": False},
+            timeout=HTTP_TIMEOUT,
+        ).raise_for_status()
         sandbox_reset(base)
         platform = base
         if args.rtt_ms > 0:
             proxy, proxy_port = latency_proxy.start_process(
-                int(base.rsplit(":", 1)[1]), rtt_ms=args.rtt_ms, cwd=REPO_ROOT)
+                int(base.rsplit(":", 1)[1]), rtt_ms=args.rtt_ms, cwd=REPO_ROOT
+            )
             platform = f"http://127.0.0.1:{proxy_port}"
-            print(f"== platform round trip: +{args.rtt_ms:g} ms (latency proxy at {platform})", flush=True)
+            print(
+                f"== platform round trip: +{args.rtt_ms:g} ms (latency proxy at {platform})",
+                flush=True,
+            )
         overrides = {"WORKER_SEND_THREADS": str(args.threads)} if args.threads else {}
         settings = load_settings({**stack.env, "ERX_BASE_URL": platform, **overrides})
         worker = Worker(db, settings)
         profiler = cProfile.Profile() if args.profile else None
         size = -(-len(ids) // args.rounds)
         for rnd in range(args.rounds):
-            chunk = ids[rnd * size:(rnd + 1) * size]
+            chunk = ids[rnd * size : (rnd + 1) * size]
             if not chunk:
                 break
             queued_s = queue(db, chunk, pharmacies)
@@ -447,9 +501,11 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     deadline = time.monotonic() + max(0.0, args.phase_timeout - measured.elapsed_s)
                     worker.drain(measured, base, len(chunk), deadline, profiler)
-            print(f"== round {rnd + 1}/{args.rounds}: {len(chunk)} queued ({queued_s:.1f} s, untimed); "
-                  f"naive {naive.rounds[-1]['per_second']}/s, worker {measured.rounds[-1]['per_second']}/s",
-                  flush=True)
+            print(
+                f"== round {rnd + 1}/{args.rounds}: {len(chunk)} queued ({queued_s:.1f} s, untimed); "
+                f"naive {naive.rounds[-1]['per_second']}/s, worker {measured.rounds[-1]['per_second']}/s",
+                flush=True,
+            )
         if profiler is not None:
             RESULTS_DIR.mkdir(parents=True, exist_ok=True)
             profiler.dump_stats(RESULTS_DIR / "dispatch-worker.prof")
@@ -471,7 +527,11 @@ def main(argv: list[str] | None = None) -> int:
         sql_statements_per_send=round(measured.statements / max(measured.sent, 1), 2),
         # Where the worker's database time goes: execute -> answer, summed over the rounds (commits not included).
         statement_ms_per_send=[
-            {"statement": text, "count": int(n), "ms_per_send": round(sec / max(measured.sent, 1) * 1000, 3)}
+            {
+                "statement": text,
+                "count": int(n),
+                "ms_per_send": round(sec / max(measured.sent, 1) * 1000, 3),
+            }
             for text, (n, sec) in top
         ],
     )
@@ -481,8 +541,10 @@ def main(argv: list[str] | None = None) -> int:
         round(m["per_second"] / n["per_second"], 3) if m["per_second"] and n["per_second"] else None
         for n, m in zip(naive.rounds, measured.rounds, strict=True)
     ]
-    valid = got["issued_ok"] == args.count and ref["issued_ok"] == args.count and not (
-        naive.cut_short or measured.cut_short
+    valid = (
+        got["issued_ok"] == args.count
+        and ref["issued_ok"] == args.count
+        and not (naive.cut_short or measured.cut_short)
     )
     result = {
         "benchmark": "dispatch",
@@ -491,19 +553,28 @@ def main(argv: list[str] | None = None) -> int:
         "added_rtt_ms": args.rtt_ms,
         "database": db_version,
         "machine": machine(busy_before_pct=busy_before),
-        "worker_settings": {"worker_batch": settings.worker_batch, "worker_poll_s": settings.worker_poll_s,
-                            "worker_send_threads": settings.worker_send_threads},
+        "worker_settings": {
+            "worker_batch": settings.worker_batch,
+            "worker_poll_s": settings.worker_poll_s,
+            "worker_send_threads": settings.worker_send_threads,
+        },
         "reference": ref,
         "measured": got,
         "ratios": {
             "throughput_worker_over_naive": round(speedup, 3) if speedup else None,
             "throughput_ratio_per_round": per_round,
-            "auth_calls_worker_over_naive": round(auth_ratio, 5) if auth_ratio is not None else None,
+            "auth_calls_worker_over_naive": round(auth_ratio, 5)
+            if auth_ratio is not None
+            else None,
         },
         "valid": valid,
         "wall_s": round(time.monotonic() - wall, 1),
     }
-    name = "dispatch" + ("-sqlite" if bench_db.kind == "sqlite" else "") + (f"-rtt{args.rtt_ms:g}ms" if args.rtt_ms else "")
+    name = (
+        "dispatch"
+        + ("-sqlite" if bench_db.kind == "sqlite" else "")
+        + (f"-rtt{args.rtt_ms:g}ms" if args.rtt_ms else "")
+    )
     path = write_results(name, result)
 
     rows = [
@@ -518,31 +589,54 @@ def main(argv: list[str] | None = None) -> int:
         ]
         for name, r in (("naive client (reference)", ref), ("service, 1 worker", got))
     ]
-    rows.append([
-        "**service / naive**", "", "",
-        f"**{fmt(speedup, 2)}x** (rounds: {', '.join(fmt(r, 2) for r in per_round)})", "", "",
-        f"{fmt(auth_ratio, 4)}x",
-    ])
+    rows.append(
+        [
+            "**service / naive**",
+            "",
+            "",
+            f"**{fmt(speedup, 2)}x** (rounds: {', '.join(fmt(r, 2) for r in per_round)})",
+            "",
+            "",
+            f"{fmt(auth_ratio, 4)}x",
+        ]
+    )
     where = f"sandbox + {args.rtt_ms:g} ms RTT" if args.rtt_ms else "sandbox on loopback"
     print()
-    print(f"Dispatch: {args.count} Region B prescriptions per client ({args.rounds} interleaved rounds), {where}, "
-          f"no faults, {db_version}, {result['machine']['cpus']} CPUs")
+    print(
+        f"Dispatch: {args.count} Region B prescriptions per client ({args.rounds} interleaved rounds), {where}, "
+        f"no faults, {db_version}, {result['machine']['cpus']} CPUs"
+    )
     print()
-    print(markdown_table(
-        ["client", "issued", "seconds", "prescriptions/s", "ms/send", "token reqs + logins",
-         "auth calls / 1,000 sends"],
-        rows,
-    ))
+    print(
+        markdown_table(
+            [
+                "client",
+                "issued",
+                "seconds",
+                "prescriptions/s",
+                "ms/send",
+                "token reqs + logins",
+                "auth calls / 1,000 sends",
+            ],
+            rows,
+        )
+    )
     print()
-    print(f"worker: {settings.worker_send_threads} send thread(s); {got['sql_statements_per_send']} SQL statements "
-          f"and {got['cpu_ms_per_send_in_this_process']} ms "
-          f"CPU per send; naive client: {ref['cpu_ms_per_send_in_this_process']} ms CPU per send")
+    print(
+        f"worker: {settings.worker_send_threads} send thread(s); {got['sql_statements_per_send']} SQL statements "
+        f"and {got['cpu_ms_per_send_in_this_process']} ms "
+        f"CPU per send; naive client: {ref['cpu_ms_per_send_in_this_process']} ms CPU per send"
+    )
     for row in got["statement_ms_per_send"][:6]:
         print(f"  {row['ms_per_send']:7.3f} ms/send  x{row['count']:<5} {row['statement']}")
-    print(f"machine busy (mean of rounds): naive {ref['machine_busy_pct_mean']}%, worker "
-          f"{got['machine_busy_pct_mean']}%; worst hypervisor steal {ref['steal_pct_max']}% / {got['steal_pct_max']}%")
-    print(f"results: {path.relative_to(REPO_ROOT)}  (wall {result['wall_s']} s)"
-          + ("" if valid else "  ** INVALID RUN: not every prescription was issued in time **"))
+    print(
+        f"machine busy (mean of rounds): naive {ref['machine_busy_pct_mean']}%, worker "
+        f"{got['machine_busy_pct_mean']}%; worst hypervisor steal {ref['steal_pct_max']}% / {got['steal_pct_max']}%"
+    )
+    print(
+        f"results: {path.relative_to(REPO_ROOT)}  (wall {result['wall_s']} s)"
+        + ("" if valid else "  ** INVALID RUN: not every prescription was issued in time **")
+    )
     return 0 if valid else 1
 
 

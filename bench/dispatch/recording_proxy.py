@@ -20,7 +20,13 @@ from typing import Any
 
 import requests
 
-_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding"}
+_HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "content-length",
+    "content-encoding",
+}
 
 
 class RecordingProxy(ThreadingHTTPServer):
@@ -63,7 +69,11 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP | {"host"}}
         try:
             resp = self.server.session().request(
-                self.command, self.server.upstream + self.path, data=body or None, headers=headers, timeout=30
+                self.command,
+                self.server.upstream + self.path,
+                data=body or None,
+                headers=headers,
+                timeout=30,
             )
         except requests.RequestException:
             self.send_error(502)
@@ -84,8 +94,12 @@ class _Handler(BaseHTTPRequestHandler):
                 ref = None
             with self.server.lock:
                 self.server.records.append(
-                    {"ref": ref, "arrived": arrived, "seconds": time.perf_counter() - started,
-                     "status": resp.status_code}
+                    {
+                        "ref": ref,
+                        "arrived": arrived,
+                        "seconds": time.perf_counter() - started,
+                        "status": resp.status_code,
+                    }
                 )
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming

@@ -26,8 +26,17 @@ from app.mechanisms.history import record_local_status
 STATUSES = ("queued", "rejected")
 
 
-def _phase(db: Database, ids: list[int], *, index: int, processes: int, threads: int, start: float, rate: float,
-           seconds: float) -> dict[str, Any]:
+def _phase(
+    db: Database,
+    ids: list[int],
+    *,
+    index: int,
+    processes: int,
+    threads: int,
+    start: float,
+    rate: float,
+    seconds: float,
+) -> dict[str, Any]:
     committed: dict[str, float] = {}
     late: list[float] = []
 
@@ -36,7 +45,9 @@ def _phase(db: Database, ids: list[int], *, index: int, processes: int, threads:
         with db.session() as s:
             # Locked first, as the services do: it serialises a prescription's transitions, so its
             # event ids follow commit order (the publisher's per-prescription order relies on it).
-            record_local_status(s, s.get(Prescription, pid, with_for_update=True), STATUSES[n % 2], source="service")
+            record_local_status(
+                s, s.get(Prescription, pid, with_for_update=True), STATUSES[n % 2], source="service"
+            )
             staged = [o.event_id for o in s.new if isinstance(o, EventOutbox)]
         at = time.time()
         late.append(at - due)
@@ -56,7 +67,9 @@ def _phase(db: Database, ids: list[int], *, index: int, processes: int, threads:
     return {"committed": committed, "late_s": late}
 
 
-def serve(url: str, ids: list[int], index: int, processes: int, threads: int, pipe: Connection) -> None:
+def serve(
+    url: str, ids: list[int], index: int, processes: int, threads: int, pipe: Connection
+) -> None:
     """Child process: answer ``("run", start, rate, seconds)`` with the phase's commits; ``"stop"`` ends it.
 
     The answer is ``{"committed": {event_id: commit time (epoch s)}, "late_s":
@@ -70,7 +83,17 @@ def serve(url: str, ids: list[int], index: int, processes: int, threads: int, pi
             if command == "stop":
                 return
             _, start, rate, seconds = command
-            pipe.send(_phase(db, ids, index=index, processes=processes, threads=threads, start=start, rate=rate,
-                             seconds=seconds))
+            pipe.send(
+                _phase(
+                    db,
+                    ids,
+                    index=index,
+                    processes=processes,
+                    threads=threads,
+                    start=start,
+                    rate=rate,
+                    seconds=seconds,
+                )
+            )
     finally:
         db.dispose()

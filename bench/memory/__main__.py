@@ -64,7 +64,9 @@ def slope_per_1000(samples: list[tuple[int, int]], warmup: int) -> float:
     xs = [n / 1000 for n, _ in rest]
     ys = [float(kib) for _, kib in rest]
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum(
+        (x - mx) ** 2 for x in xs
+    )
 
 
 def event(n: int, run: str) -> bytes:
@@ -88,13 +90,18 @@ def event(n: int, run: str) -> bytes:
 
 def post_event(http: requests.Session, url: str, n: int, run: str) -> None:
     body = event(n, run)
-    headers = {"Content-Type": "application/json", "X-Signature": sign(body, [WEBHOOK_SECRET], timestamp=int(time.time()))}
+    headers = {
+        "Content-Type": "application/json",
+        "X-Signature": sign(body, [WEBHOOK_SECRET], timestamp=int(time.time())),
+    }
     resp = http.post(f"{url}/webhooks/platform", data=body, headers=headers, timeout=10)
     resp.raise_for_status()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.memory", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--every", type=int, default=1_000)
@@ -106,8 +113,16 @@ def main(argv: list[str] | None = None) -> int:
     database = BenchDatabase.from_env()
     database.recreate()
     logs = REPO_ROOT / "instance" / "bench" / "memory-logs"
-    stack = Stack(env=base_env(DATABASE_URL=database.url, ERX_ENV="test", WORKER_POLL_S="0.02",
-                               WORKER_BATCH="100", LOG_LEVEL="WARNING"), log_dir=logs)
+    stack = Stack(
+        env=base_env(
+            DATABASE_URL=database.url,
+            ERX_ENV="test",
+            WORKER_POLL_S="0.02",
+            WORKER_BATCH="100",
+            LOG_LEVEL="WARNING",
+        ),
+        log_dir=logs,
+    )
     engine = create_engine(database.url)
     web: list[tuple[int, int]] = []
     worker: list[tuple[int, int]] = []
@@ -118,7 +133,11 @@ def main(argv: list[str] | None = None) -> int:
         stack.prepare_database()
         with engine.begin() as conn:
             pid = conn.execute(select(func.min(Prescription.id))).scalar_one()
-            conn.execute(update(Prescription).where(Prescription.id == pid).values(platform_token=TOKEN, status="issued"))
+            conn.execute(
+                update(Prescription)
+                .where(Prescription.id == pid)
+                .values(platform_token=TOKEN, status="issued")
+            )
         url = stack.start_service(port=port, workers=1)
         web_pid = gunicorn_worker(stack.procs["service"].pid)
         auth = stack.bearer(role="service", subject="bench-memory")
@@ -128,10 +147,16 @@ def main(argv: list[str] | None = None) -> int:
         for n in range(1, args.requests + 1):
             kind = n % 3
             if kind == 0:
-                http.get(f"{url}/api/v1/prescriptions/{pid}", headers=auth, timeout=10).raise_for_status()
+                http.get(
+                    f"{url}/api/v1/prescriptions/{pid}", headers=auth, timeout=10
+                ).raise_for_status()
             elif kind == 1:
-                http.get(f"{url}/api/v1/pharmacies", params={"q": "pharm", "per_page": 5}, headers=auth,
-                         timeout=10).raise_for_status()
+                http.get(
+                    f"{url}/api/v1/pharmacies",
+                    params={"q": "pharm", "per_page": 5},
+                    headers=auth,
+                    timeout=10,
+                ).raise_for_status()
             else:
                 posted += 1
                 post_event(http, url, posted, run)
@@ -144,9 +169,13 @@ def main(argv: list[str] | None = None) -> int:
 
         def done() -> int:
             with engine.connect() as conn:
-                return int(conn.execute(
-                    select(func.count()).select_from(WebhookInbox).where(WebhookInbox.processed_at.is_not(None))
-                ).scalar_one())
+                return int(
+                    conn.execute(
+                        select(func.count())
+                        .select_from(WebhookInbox)
+                        .where(WebhookInbox.processed_at.is_not(None))
+                    ).scalar_one()
+                )
 
         time.sleep(1.0)
         worker.append((0, rss_kib(worker_pid)))
@@ -175,7 +204,10 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m bench.memory " + " ".join(argv if argv is not None else sys.argv[1:]),
         "every": args.every,
         "warmup_samples": args.warmup,
-        "web": {"samples_kib": web, "slope_kib_per_1000_after_warmup": round(slope_per_1000(web, args.warmup), 1)},
+        "web": {
+            "samples_kib": web,
+            "slope_kib_per_1000_after_warmup": round(slope_per_1000(web, args.warmup), 1),
+        },
         "worker": {
             "samples_kib": worker,
             "slope_kib_per_1000_after_warmup": round(slope_per_1000(worker, args.warmup), 1),
@@ -189,7 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def plot(web: list[tuple[int, int]], worker: list[tuple[int, int]], path: Path, warmup: int) -> None:
+def plot(
+    web: list[tuple[int, int]], worker: list[tuple[int, int]], path: Path, warmup: int
+) -> None:
     """Two series, MiB against operations, warm-up shaded."""
     import matplotlib
 
@@ -197,8 +231,18 @@ def plot(web: list[tuple[int, int]], worker: list[tuple[int, int]], path: Path, 
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot([n for n, _ in web], [k / 1024 for _, k in web], marker="o", label="gunicorn web worker (requests)")
-    ax.plot([n for n, _ in worker], [k / 1024 for _, k in worker], marker="s", label="queue worker (inbox jobs)")
+    ax.plot(
+        [n for n, _ in web],
+        [k / 1024 for _, k in web],
+        marker="o",
+        label="gunicorn web worker (requests)",
+    )
+    ax.plot(
+        [n for n, _ in worker],
+        [k / 1024 for _, k in worker],
+        marker="s",
+        label="queue worker (inbox jobs)",
+    )
     if web and len(web) > warmup:
         ax.axvspan(0, web[warmup][0], color="0.9", label="warm-up")
     ax.set_xlabel("operations")

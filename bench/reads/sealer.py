@@ -35,8 +35,8 @@ FROM audit_events e WHERE e.id > :floor AND e.id <= :top
 
 
 def available() -> bool:
-    """Whether this checkout has the audit sealer (``app.audit_sealer``)."""
-    return importlib.util.find_spec("app.audit_sealer") is not None
+    """Whether this checkout has the audit sealer (``app.mechanisms.audit_sealer``)."""
+    return importlib.util.find_spec("app.mechanisms.audit_sealer") is not None
 
 
 def top_id(engine: Engine) -> int:

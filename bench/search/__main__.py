@@ -58,30 +58,130 @@ LOG_DIR = REPO_ROOT / "instance" / "logs" / "bench-search"
 # The query mix: (weight, candidates). Candidates are what a patient types into the
 # search box; the same draws go to both databases.
 NAMES = [
-    "Headingley Pharmacy", "Marylebone", "Boots Leeds", "Mill Road", "Clifton Village", "Jesmond",
-    "Lark Lane Pharmacy", "Boots Manchester", "Chorlton", "Roath", "Station Road Pharmacy", "patel chemists",
-    "The High Street Pharmacy", "Khan Healthcare", "hughes", "Byres Road", "castle street", "kings heath",
-    "Morningside Pharmacy", "evans", "walsh's pharmacy", "campbell", "bridge street pharmacy", "Uplands",
+    "Headingley Pharmacy",
+    "Marylebone",
+    "Boots Leeds",
+    "Mill Road",
+    "Clifton Village",
+    "Jesmond",
+    "Lark Lane Pharmacy",
+    "Boots Manchester",
+    "Chorlton",
+    "Roath",
+    "Station Road Pharmacy",
+    "patel chemists",
+    "The High Street Pharmacy",
+    "Khan Healthcare",
+    "hughes",
+    "Byres Road",
+    "castle street",
+    "kings heath",
+    "Morningside Pharmacy",
+    "evans",
+    "walsh's pharmacy",
+    "campbell",
+    "bridge street pharmacy",
+    "Uplands",
 ]
 TOWNS = [
-    "Leeds", "Bristol", "Cardiff", "Edinburgh", "Glasgow", "Belfast", "Oxford", "Cambridge", "York", "Bath",
-    "Exeter", "Plymouth", "Norwich", "Hull", "Derby", "Reading", "Preston", "Harrogate", "Inverness", "Wrexham",
-    "Caernarfon", "Llandudno", "Merthyr Tudful", "Newcastle upon Tyne", "Stoke-on-Trent", "Milton Keynes",
-    "Lancaster", "Swansea", "Aberdeen", "Dundee", "London", "Manchester", "Birmingham", "Sheffield", "Liverpool",
+    "Leeds",
+    "Bristol",
+    "Cardiff",
+    "Edinburgh",
+    "Glasgow",
+    "Belfast",
+    "Oxford",
+    "Cambridge",
+    "York",
+    "Bath",
+    "Exeter",
+    "Plymouth",
+    "Norwich",
+    "Hull",
+    "Derby",
+    "Reading",
+    "Preston",
+    "Harrogate",
+    "Inverness",
+    "Wrexham",
+    "Caernarfon",
+    "Llandudno",
+    "Merthyr Tudful",
+    "Newcastle upon Tyne",
+    "Stoke-on-Trent",
+    "Milton Keynes",
+    "Lancaster",
+    "Swansea",
+    "Aberdeen",
+    "Dundee",
+    "London",
+    "Manchester",
+    "Birmingham",
+    "Sheffield",
+    "Liverpool",
 ]
 POSTCODES = [
-    "W1U", "W1U 5HS", "LS6 2", "LS62", "ls6 2al", "BS8 4", "bs84bx", "EH10 4QP", "M21", "CF24 3", "G12 8", "B14",
-    "NE2", "SW1A", "EC1A", "WC2N", "BT9 6", "OX2", "CB1 3", "YO23", "PL4 6LF", "ST4", "LL55", "AB25", "DD5",
+    "W1U",
+    "W1U 5HS",
+    "LS6 2",
+    "LS62",
+    "ls6 2al",
+    "BS8 4",
+    "bs84bx",
+    "EH10 4QP",
+    "M21",
+    "CF24 3",
+    "G12 8",
+    "B14",
+    "NE2",
+    "SW1A",
+    "EC1A",
+    "WC2N",
+    "BT9 6",
+    "OX2",
+    "CB1 3",
+    "YO23",
+    "PL4 6LF",
+    "ST4",
+    "LL55",
+    "AB25",
+    "DD5",
 ]
 ACCENTS = [
-    "Müller", "muller", "Zoë", "zoe healthcare", "Ó Briain", "o briain", "Chloé", "chloe's pharmacy", "Brontë",
-    "bronte chemists", "Siân", "sian", "Llŷr", "Ní Mhurchú", "ni mhurchu", "Renée", "François", "Hélène",
-    "Søren", "Ångström", "Noël", "Gaël", "Bérénice", "Núñez",
+    "Müller",
+    "muller",
+    "Zoë",
+    "zoe healthcare",
+    "Ó Briain",
+    "o briain",
+    "Chloé",
+    "chloe's pharmacy",
+    "Brontë",
+    "bronte chemists",
+    "Siân",
+    "sian",
+    "Llŷr",
+    "Ní Mhurchú",
+    "ni mhurchu",
+    "Renée",
+    "François",
+    "Hélène",
+    "Søren",
+    "Ångström",
+    "Noël",
+    "Gaël",
+    "Bérénice",
+    "Núñez",
 ]
 TYPE_AHEAD = ["hea", "mar", "boo", "lee", "car", "pat", "jes", "mil", "edi", "gla", "bri", "she"]
 GENERIC = ["pharmacy", "chemist", "boots"]
 MIX: list[tuple[float, list[str]]] = [
-    (0.27, NAMES), (0.27, TOWNS), (0.22, POSTCODES), (0.16, ACCENTS), (0.06, TYPE_AHEAD), (0.02, GENERIC),
+    (0.27, NAMES),
+    (0.27, TOWNS),
+    (0.22, POSTCODES),
+    (0.16, ACCENTS),
+    (0.06, TYPE_AHEAD),
+    (0.02, GENERIC),
 ]
 
 
@@ -104,22 +204,42 @@ class Run:
     def summary(self) -> dict[str, Any]:
         lat = self.latencies_ms
         return {
-            "case": self.case, "round": self.round, "requests": len(lat),
-            "mean_ms": statistics.fmean(lat), "p50_ms": percentile(lat, 50), "p95_ms": percentile(lat, 95),
-            "p99_ms": percentile(lat, 99), "max_ms": max(lat), "total_hits": self.hits,
+            "case": self.case,
+            "round": self.round,
+            "requests": len(lat),
+            "mean_ms": statistics.fmean(lat),
+            "p50_ms": percentile(lat, 50),
+            "p95_ms": percentile(lat, 95),
+            "p99_ms": percentile(lat, 99),
+            "max_ms": max(lat),
+            "total_hits": self.hits,
         }
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.search", description=__doc__.split("\n")[0])
-    parser.add_argument("--queries", type=int, default=1000, help="timed queries per run (default 1000)")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.search", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--queries", type=int, default=1000, help="timed queries per run (default 1000)"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
-    parser.add_argument("--warmup", type=int, default=50, help="untimed queries per fresh server (default 50)")
-    parser.add_argument("--pharmacies", type=int, default=12000, help="bulk pharmacies in the large case")
+    parser.add_argument(
+        "--warmup", type=int, default=50, help="untimed queries per fresh server (default 50)"
+    )
+    parser.add_argument(
+        "--pharmacies", type=int, default=12000, help="bulk pharmacies in the large case"
+    )
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
-    parser.add_argument("--seed", type=int, default=8, help="random seed of the query draw (default 8)")
-    parser.add_argument("--db-prefix", default="erx_bench_id", help="database name prefix (erx_bench*)")
-    parser.add_argument("--plot", type=Path, default=None, help="write a PNG plot here (matplotlib)")
+    parser.add_argument(
+        "--seed", type=int, default=8, help="random seed of the query draw (default 8)"
+    )
+    parser.add_argument(
+        "--db-prefix", default="erx_bench_id", help="database name prefix (erx_bench*)"
+    )
+    parser.add_argument(
+        "--plot", type=Path, default=None, help="write a PNG plot here (matplotlib)"
+    )
     return parser.parse_args(argv)
 
 
@@ -127,8 +247,11 @@ def prepare(db: BenchDatabase, *, bulk: int) -> int:
     """Recreate, migrate and seed ``db`` (plus ``bulk`` pharmacies); returns the pharmacy count."""
     db.recreate()
     subprocess.run(
-        [str(REPO_ROOT / ".venv" / "bin" / "alembic"), "upgrade", "head"], cwd=REPO_ROOT,
-        env=base_env(DATABASE_URL=db.url), check=True, capture_output=True,
+        [str(REPO_ROOT / ".venv" / "bin" / "alembic"), "upgrade", "head"],
+        cwd=REPO_ROOT,
+        env=base_env(DATABASE_URL=db.url),
+        check=True,
+        capture_output=True,
     )
     engine = make_engine(db.url)
     try:
@@ -142,8 +265,16 @@ def prepare(db: BenchDatabase, *, bulk: int) -> int:
         engine.dispose()
 
 
-def run_once(db: BenchDatabase, *, case: str, round_no: int, queries: list[str], warmup: list[str],
-             workers: int, token: str) -> Run:
+def run_once(
+    db: BenchDatabase,
+    *,
+    case: str,
+    round_no: int,
+    queries: list[str],
+    warmup: list[str],
+    workers: int,
+    token: str,
+) -> Run:
     """Start a fresh service on ``db``, warm it, time ``queries``, stop it."""
     stack = Stack(env=base_env(DATABASE_URL=db.url, GUNICORN_LOGLEVEL="warning"), log_dir=LOG_DIR)
     run = Run(case=case, round=round_no)
@@ -183,12 +314,21 @@ def plot(path: Path, runs: list[Run], pooled: dict[str, dict[str, Any]]) -> None
     for offset, case, colour in ((-0.18, "small", "#4c72b0"), (0.18, "large", "#dd8452")):
         by_round = {r.round: r.summary() for r in runs if r.case == case}
         xs = [n + offset for n in rounds]
-        left.bar(xs, [by_round[n]["p95_ms"] for n in rounds], width=0.34, color=colour,
-                 label=f"{case}: {pooled[case]['pharmacies']:,} pharmacies, p95")
+        left.bar(
+            xs,
+            [by_round[n]["p95_ms"] for n in rounds],
+            width=0.34,
+            color=colour,
+            label=f"{case}: {pooled[case]['pharmacies']:,} pharmacies, p95",
+        )
         left.scatter(xs, [by_round[n]["p50_ms"] for n in rounds], color="black", s=14, zorder=3)
         lat = sorted(x for r in runs if r.case == case for x in r.latencies_ms)
-        right.plot(lat, [i / len(lat) for i in range(1, len(lat) + 1)], color=colour,
-                   label=f"{case} ({pooled[case]['pharmacies']:,})")
+        right.plot(
+            lat,
+            [i / len(lat) for i in range(1, len(lat) + 1)],
+            color=colour,
+            label=f"{case} ({pooled[case]['pharmacies']:,})",
+        )
     left.set_xticks(rounds, [f"round {n}" for n in rounds])
     left.set_ylabel("latency (ms); dots = p50")
     left.set_title("GET /api/v1/pharmacies?q=... per round (fresh server each)")
@@ -210,12 +350,21 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.monotonic()
     busy_before = busy_pct()
     preflight(busy_before)
-    small = BenchDatabase("postgresql", f"{args.db_prefix}_small",
-                          f"postgresql+psycopg2://postgres@127.0.0.1:5432/{args.db_prefix}_small")
-    large = BenchDatabase("postgresql", f"{args.db_prefix}_large",
-                          f"postgresql+psycopg2://postgres@127.0.0.1:5432/{args.db_prefix}_large")
-    print(f"== search benchmark: {args.queries} queries x {args.rounds} rounds, 12k case = "
-          f"{args.pharmacies:,} bulk + seeded pharmacies", flush=True)
+    small = BenchDatabase(
+        "postgresql",
+        f"{args.db_prefix}_small",
+        f"postgresql+psycopg2://postgres@127.0.0.1:5432/{args.db_prefix}_small",
+    )
+    large = BenchDatabase(
+        "postgresql",
+        f"{args.db_prefix}_large",
+        f"postgresql+psycopg2://postgres@127.0.0.1:5432/{args.db_prefix}_large",
+    )
+    print(
+        f"== search benchmark: {args.queries} queries x {args.rounds} rounds, 12k case = "
+        f"{args.pharmacies:,} bulk + seeded pharmacies",
+        flush=True,
+    )
     counts = {"small": prepare(small, bulk=0), "large": prepare(large, bulk=args.pharmacies)}
     print(f"pharmacies: small {counts['small']:,}, large {counts['large']:,}", flush=True)
     queries = draw_queries(args.queries, args.seed)
@@ -228,12 +377,22 @@ def main(argv: list[str] | None = None) -> int:
             if round_no % 2 == 0:
                 order.reverse()
             for case, db in order:
-                run = run_once(db, case=case, round_no=round_no, queries=queries, warmup=warmup,
-                               workers=args.workers, token=token)
+                run = run_once(
+                    db,
+                    case=case,
+                    round_no=round_no,
+                    queries=queries,
+                    warmup=warmup,
+                    workers=args.workers,
+                    token=token,
+                )
                 runs.append(run)
                 s = run.summary()
-                print(f"round {round_no} {case:5}: p50 {s['p50_ms']:.2f} ms  p95 {s['p95_ms']:.2f} ms  "
-                      f"p99 {s['p99_ms']:.2f} ms", flush=True)
+                print(
+                    f"round {round_no} {case:5}: p50 {s['p50_ms']:.2f} ms  p95 {s['p95_ms']:.2f} ms  "
+                    f"p99 {s['p99_ms']:.2f} ms",
+                    flush=True,
+                )
     finally:
         for db in (small, large):
             db.finish()
@@ -242,13 +401,26 @@ def main(argv: list[str] | None = None) -> int:
     for round_no in range(1, args.rounds + 1):
         s = next(r for r in runs if r.round == round_no and r.case == "small").summary()
         lg = next(r for r in runs if r.round == round_no and r.case == "large").summary()
-        per_round.append({"round": round_no, "small": s, "large": lg, "p95_ratio": ratio(lg["p95_ms"], s["p95_ms"]),
-                          "first": "small" if round_no % 2 else "large"})
+        per_round.append(
+            {
+                "round": round_no,
+                "small": s,
+                "large": lg,
+                "p95_ratio": ratio(lg["p95_ms"], s["p95_ms"]),
+                "first": "small" if round_no % 2 else "large",
+            }
+        )
     pooled: dict[str, dict[str, Any]] = {}
     for case in ("small", "large"):
         lat = [x for r in runs if r.case == case for x in r.latencies_ms]
-        pooled[case] = {"pharmacies": counts[case], "requests": len(lat), "p50_ms": percentile(lat, 50),
-                        "p95_ms": percentile(lat, 95), "p99_ms": percentile(lat, 99), "mean_ms": statistics.fmean(lat)}
+        pooled[case] = {
+            "pharmacies": counts[case],
+            "requests": len(lat),
+            "p50_ms": percentile(lat, 50),
+            "p95_ms": percentile(lat, 95),
+            "p99_ms": percentile(lat, 99),
+            "mean_ms": statistics.fmean(lat),
+        }
     ratios = [r["p95_ratio"] for r in per_round]
     verdict = {
         "median_round_p95_ratio": statistics.median(ratios),
@@ -256,25 +428,60 @@ def main(argv: list[str] | None = None) -> int:
         "pooled_p50_ratio": ratio(pooled["large"]["p50_ms"], pooled["small"]["p50_ms"]),
         "target": "large p95 within 2x of small p95",
     }
-    verdict["met"] = bool(verdict["pooled_p95_ratio"] is not None and verdict["pooled_p95_ratio"] <= 2.0)
+    verdict["met"] = bool(
+        verdict["pooled_p95_ratio"] is not None and verdict["pooled_p95_ratio"] <= 2.0
+    )
 
     rows = []
     for r in per_round:
         for case in (("small", r["small"]), ("large", r["large"])):
             name, s = case
-            rows.append([r["round"], f"{name} ({counts[name]:,})", "first" if r["first"] == name else "second",
-                         fmt(s["p50_ms"], 2), fmt(s["p95_ms"], 2), fmt(s["p99_ms"], 2), fmt(s["mean_ms"], 2),
-                         fmt(r["p95_ratio"], 2) if name == "large" else ""])
+            rows.append(
+                [
+                    r["round"],
+                    f"{name} ({counts[name]:,})",
+                    "first" if r["first"] == name else "second",
+                    fmt(s["p50_ms"], 2),
+                    fmt(s["p95_ms"], 2),
+                    fmt(s["p99_ms"], 2),
+                    fmt(s["mean_ms"], 2),
+                    fmt(r["p95_ratio"], 2) if name == "large" else "",
+                ]
+            )
     for name in ("small", "large"):
         p = pooled[name]
-        rows.append(["pooled", f"{name} ({counts[name]:,})", "", fmt(p["p50_ms"], 2), fmt(p["p95_ms"], 2),
-                     fmt(p["p99_ms"], 2), fmt(p["mean_ms"], 2),
-                     fmt(verdict["pooled_p95_ratio"], 2) if name == "large" else ""])
+        rows.append(
+            [
+                "pooled",
+                f"{name} ({counts[name]:,})",
+                "",
+                fmt(p["p50_ms"], 2),
+                fmt(p["p95_ms"], 2),
+                fmt(p["p99_ms"], 2),
+                fmt(p["mean_ms"], 2),
+                fmt(verdict["pooled_p95_ratio"], 2) if name == "large" else "",
+            ]
+        )
     print()
-    print(markdown_table(["round", "case (pharmacies)", "order", "p50 ms", "p95 ms", "p99 ms", "mean ms",
-                          "p95 ratio large/small"], rows))
-    print(f"\nmedian of per-round p95 ratios: {verdict['median_round_p95_ratio']:.2f}; pooled p95 ratio: "
-          f"{verdict['pooled_p95_ratio']:.2f} (target <= 2.0: {'met' if verdict['met'] else 'NOT met'})")
+    print(
+        markdown_table(
+            [
+                "round",
+                "case (pharmacies)",
+                "order",
+                "p50 ms",
+                "p95 ms",
+                "p99 ms",
+                "mean ms",
+                "p95 ratio large/small",
+            ],
+            rows,
+        )
+    )
+    print(
+        f"\nmedian of per-round p95 ratios: {verdict['median_round_p95_ratio']:.2f}; pooled p95 ratio: "
+        f"{verdict['pooled_p95_ratio']:.2f} (target <= 2.0: {'met' if verdict['met'] else 'NOT met'})"
+    )
     data = {
         "machine": machine(busy_before_pct=busy_before),
         "command": " ".join(["python -m bench.search", *(sys.argv[1:] if argv is None else argv)]),

@@ -61,11 +61,21 @@ WARM_UP = 2
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.send_latency", description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=20.0, help="seconds of sending per rate (default 20)")
-    parser.add_argument("--rates", default="1,20", help="sends per second, comma-separated (default 1,20)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds, each with fresh processes (default 3)")
-    parser.add_argument("--threads", type=int, default=None, help="WORKER_SEND_THREADS for the worker")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.send_latency", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=20.0, help="seconds of sending per rate (default 20)"
+    )
+    parser.add_argument(
+        "--rates", default="1,20", help="sends per second, comma-separated (default 1,20)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds, each with fresh processes (default 3)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="WORKER_SEND_THREADS for the worker"
+    )
     parser.add_argument("--web-workers", type=int, default=2, help="gunicorn workers (default 2)")
     args = parser.parse_args(argv)
     try:
@@ -86,16 +96,22 @@ def region_b_drafts(db: Any, count: int) -> tuple[list[int], list[int]]:
     from app.foundation.models import Patient, Pharmacy, Prescription
 
     with db.session() as session:
-        ids = list(session.scalars(
-            select(Prescription.id)
-            .join(Patient, Patient.id == Prescription.patient_id)
-            .where(Patient.region_code == "B", Prescription.status == "draft")
-            .order_by(Prescription.id)
-            .limit(count)
-        ))
-        pharmacies = list(session.scalars(
-            select(Pharmacy.id).where(Pharmacy.region_code == "B", Pharmacy.branch_id.is_not(None))
-        ))
+        ids = list(
+            session.scalars(
+                select(Prescription.id)
+                .join(Patient, Patient.id == Prescription.patient_id)
+                .where(Patient.region_code == "B", Prescription.status == "draft")
+                .order_by(Prescription.id)
+                .limit(count)
+            )
+        )
+        pharmacies = list(
+            session.scalars(
+                select(Pharmacy.id).where(
+                    Pharmacy.region_code == "B", Pharmacy.branch_id.is_not(None)
+                )
+            )
+        )
     if len(ids) < count:
         raise SystemExit(f"only {len(ids)} Region B drafts were generated, {count} needed")
     return ids, pharmacies
@@ -104,7 +120,9 @@ def region_b_drafts(db: Any, count: int) -> tuple[list[int], list[int]]:
 def start_proxy(upstream: str) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.dispatch.recording_proxy", "--upstream", upstream],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True,
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     ready = proc.stdout.readline() if proc.stdout else ""
     if not ready.startswith("listening on "):
@@ -112,7 +130,9 @@ def start_proxy(upstream: str) -> tuple[subprocess.Popen, str]:
     return proc, f"http://127.0.0.1:{int(ready.split()[-1])}"
 
 
-def start_worker(stack: Stack, name: str, mode: str, platform: str, threads: int | None) -> subprocess.Popen:
+def start_worker(
+    stack: Stack, name: str, mode: str, platform: str, threads: int | None
+) -> subprocess.Popen:
     """One dispatch-only worker process; returns once it listens (or polls)."""
     env = {"WORKER_WAKEUP": mode, "ERX_BASE_URL": platform, "LOG_LEVEL": "INFO"}
     if threads:
@@ -161,7 +181,8 @@ class Sender:
         resp = self._session().post(
             f"{self.service}/api/v1/prescriptions/{pid}/send",
             json={"pharmacy_id": self.pharmacies[pid % len(self.pharmacies)]},
-            headers=self.headers, timeout=HTTP_TIMEOUT,
+            headers=self.headers,
+            timeout=HTTP_TIMEOUT,
         )
         return pid, (time.time() if resp.status_code == 202 else None)
 
@@ -191,10 +212,13 @@ def wait_issued(db: Any, ids: list[int], timeout_s: float = 60.0) -> dict[int, f
     found: dict[int, datetime] = {}
     while time.monotonic() < deadline:
         with db.session() as session:
-            found = dict(session.execute(
-                select(StatusHistory.prescription_id, StatusHistory.received_at)
-                .where(StatusHistory.prescription_id.in_(ids), StatusHistory.to_status == "issued")
-            ).all())
+            found = dict(
+                session.execute(
+                    select(StatusHistory.prescription_id, StatusHistory.received_at).where(
+                        StatusHistory.prescription_id.in_(ids), StatusHistory.to_status == "issued"
+                    )
+                ).all()
+            )
         if len(found) == len(ids):
             break
         time.sleep(0.25)
@@ -228,14 +252,19 @@ def main(argv: list[str] | None = None) -> int:
     preflight(busy_before)
     per_phase = [max(1, round(rate * args.seconds)) for rate in args.rate_list]
     needed = args.rounds * len(MODES) * (sum(per_phase) + WARM_UP)
-    print(f"== send latency: rates {args.rate_list}/s for {args.seconds:g} s each, {args.rounds} round(s), "
-          f"{needed} prescriptions, database {bench_db.label}", flush=True)
+    print(
+        f"== send latency: rates {args.rate_list}/s for {args.seconds:g} s each, {args.rounds} round(s), "
+        f"{needed} prescriptions, database {bench_db.label}",
+        flush=True,
+    )
     bench_db.recreate()
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     for old in LOG_DIR.glob("*.log"):
         old.unlink()
-    stack = Stack(env=base_env(DATABASE_URL=bench_db.url, ERX_ENV="development", LOG_LEVEL="WARNING"),
-                  log_dir=LOG_DIR)
+    stack = Stack(
+        env=base_env(DATABASE_URL=bench_db.url, ERX_ENV="development", LOG_LEVEL="WARNING"),
+        log_dir=LOG_DIR,
+    )
     rounds: list[dict[str, Any]] = []
     proxy = db = None
     settings_seen: dict[str, Any] = {}
@@ -248,12 +277,20 @@ def main(argv: list[str] | None = None) -> int:
         run_sql(db.engine, bulk_seed_sql(seed_total_for_region_b(needed)))
         ids, pharmacies = region_b_drafts(db, needed)
         stack.start_sandbox(webhook_port=free_port())
-        requests.post(f"{stack.sandbox_url}/sandbox/control", json={"webhook_url": None, "auto": False},
-                      timeout=HTTP_TIMEOUT).raise_for_status()
+        requests.post(
+            f"{stack.sandbox_url}/sandbox/control",
+            json={"webhook_url": None, "auto": False},
+            timeout=HTTP_TIMEOUT,
+        ).raise_for_status()
         proxy, platform = start_proxy(stack.sandbox_url)
-        settings = load_settings({**stack.env, **({"WORKER_SEND_THREADS": str(args.threads)} if args.threads else {})})
-        settings_seen = {"worker_poll_s": settings.worker_poll_s, "worker_batch": settings.worker_batch,
-                         "worker_send_threads": settings.worker_send_threads}
+        settings = load_settings(
+            {**stack.env, **({"WORKER_SEND_THREADS": str(args.threads)} if args.threads else {})}
+        )
+        settings_seen = {
+            "worker_poll_s": settings.worker_poll_s,
+            "worker_batch": settings.worker_batch,
+            "worker_send_threads": settings.worker_send_threads,
+        }
         headers = stack.bearer(role="service")
         cursor = 0
         for rnd in range(args.rounds):
@@ -264,13 +301,13 @@ def main(argv: list[str] | None = None) -> int:
             for mode in order:
                 name = f"worker-{mode}-{rnd + 1}"
                 start_worker(stack, name, mode, platform, args.threads)
-                warm = ids[cursor:cursor + WARM_UP]
+                warm = ids[cursor : cursor + WARM_UP]
                 cursor += WARM_UP
                 sender.at_rate(warm, 5.0)  # token + login, connections: untimed
                 wait_issued(db, warm)
                 phases = {}
                 for rate, count in zip(args.rate_list, per_phase, strict=True):
-                    chunk = ids[cursor:cursor + count]
+                    chunk = ids[cursor : cursor + count]
                     cursor += count
                     answered = sender.at_rate(chunk, rate)
                     issued = wait_issued(db, chunk)
@@ -284,21 +321,27 @@ def main(argv: list[str] | None = None) -> int:
                             calls.append(upstream[ref])
                             latencies.append(issued[pid] - answered[pid] - upstream[ref])
                     phases[f"{rate:g}"] = {
-                        "sent": len(chunk), "answered_202": len(answered), "issued": len(issued),
+                        "sent": len(chunk),
+                        "answered_202": len(answered),
+                        "issued": len(issued),
                         "send_to_issued_minus_platform": summarise(latencies),
                         "send_to_issued_raw": summarise(raw),
                         "platform_call": summarise(calls),
                     }
                     s = phases[f"{rate:g}"]["send_to_issued_minus_platform"]
-                    print(f"== round {rnd + 1}, {mode}, {rate:g}/s: {len(latencies)}/{len(chunk)} measured; "
-                          f"p50 {fmt(s['p50_ms'], 1)} ms, p99 {fmt(s['p99_ms'], 1)} ms", flush=True)
+                    print(
+                        f"== round {rnd + 1}, {mode}, {rate:g}/s: {len(latencies)}/{len(chunk)} measured; "
+                        f"p50 {fmt(s['p50_ms'], 1)} ms, p99 {fmt(s['p99_ms'], 1)} ms",
+                        flush=True,
+                    )
                 stop_worker(stack, name)
                 result["modes"][mode] = phases
             stop_service = stack.procs.pop("service")
             stop_service.terminate()
             stop_service.wait(15)
             result["notify_over_poll_p50"] = {
-                rate: _ratio_p50(result["modes"], rate) for rate in (f"{r:g}" for r in args.rate_list)
+                rate: _ratio_p50(result["modes"], rate)
+                for rate in (f"{r:g}" for r in args.rate_list)
             }
             rounds.append(result)
         db_version = bench_db.server_version()
@@ -316,18 +359,32 @@ def main(argv: list[str] | None = None) -> int:
         rate: {
             mode: {
                 "p50_ms_median_of_rounds": _median(
-                    [r["modes"][mode][rate]["send_to_issued_minus_platform"]["p50_ms"] for r in rounds]),
+                    [
+                        r["modes"][mode][rate]["send_to_issued_minus_platform"]["p50_ms"]
+                        for r in rounds
+                    ]
+                ),
                 "p99_ms_median_of_rounds": _median(
-                    [r["modes"][mode][rate]["send_to_issued_minus_platform"]["p99_ms"] for r in rounds]),
+                    [
+                        r["modes"][mode][rate]["send_to_issued_minus_platform"]["p99_ms"]
+                        for r in rounds
+                    ]
+                ),
             }
             for mode in MODES
         }
-        | {"notify_over_poll_p50_median": _median([r["notify_over_poll_p50"][rate] for r in rounds])}
+        | {
+            "notify_over_poll_p50_median": _median(
+                [r["notify_over_poll_p50"][rate] for r in rounds]
+            )
+        }
         for rate in rates
     }
     valid = all(
         r["modes"][m][rate]["send_to_issued_minus_platform"]["n"] == r["modes"][m][rate]["sent"]
-        for r in rounds for m in MODES for rate in rates
+        for r in rounds
+        for m in MODES
+        for rate in rates
     )
     result = {
         "benchmark": "send_latency",
@@ -349,24 +406,54 @@ def main(argv: list[str] | None = None) -> int:
             for mode in MODES:
                 s = r["modes"][mode][rate]["send_to_issued_minus_platform"]
                 c = r["modes"][mode][rate]["platform_call"]
-                rows.append([r["round"], f"{rate}/s", mode, f"{s['n']}", fmt(s["p50_ms"], 1), fmt(s["p99_ms"], 1),
-                             fmt(s["mean_ms"], 1), fmt(c["p50_ms"], 2),
-                             fmt(r["notify_over_poll_p50"][rate], 3) if mode == "notify" else ""])
+                rows.append(
+                    [
+                        r["round"],
+                        f"{rate}/s",
+                        mode,
+                        f"{s['n']}",
+                        fmt(s["p50_ms"], 1),
+                        fmt(s["p99_ms"], 1),
+                        fmt(s["mean_ms"], 1),
+                        fmt(c["p50_ms"], 2),
+                        fmt(r["notify_over_poll_p50"][rate], 3) if mode == "notify" else "",
+                    ]
+                )
     print()
-    print(f"Send to issued minus the platform call, {db_version}, {result['machine']['cpus']} CPUs, "
-          f"worker: WORKER_SEND_THREADS={settings_seen.get('worker_send_threads')}, "
-          f"poll reference WORKER_POLL_S={settings_seen.get('worker_poll_s')}")
+    print(
+        f"Send to issued minus the platform call, {db_version}, {result['machine']['cpus']} CPUs, "
+        f"worker: WORKER_SEND_THREADS={settings_seen.get('worker_send_threads')}, "
+        f"poll reference WORKER_POLL_S={settings_seen.get('worker_poll_s')}"
+    )
     print()
-    print(markdown_table(["round", "rate", "wake-up", "n", "p50 ms", "p99 ms", "mean ms", "platform call p50 ms",
-                          "notify/poll p50"], rows))
+    print(
+        markdown_table(
+            [
+                "round",
+                "rate",
+                "wake-up",
+                "n",
+                "p50 ms",
+                "p99 ms",
+                "mean ms",
+                "platform call p50 ms",
+                "notify/poll p50",
+            ],
+            rows,
+        )
+    )
     print()
     for rate in rates:
         p = pooled[rate]
-        print(f"{rate}/s: notify p50 {fmt(p['notify']['p50_ms_median_of_rounds'], 1)} ms "
-              f"(median of rounds), p99 {fmt(p['notify']['p99_ms_median_of_rounds'], 1)} ms; poll p50 "
-              f"{fmt(p['poll']['p50_ms_median_of_rounds'], 1)} ms; ratio {fmt(p['notify_over_poll_p50_median'], 3)}")
-    print(f"results: {path.relative_to(REPO_ROOT)}  (wall {result['wall_s']} s)"
-          + ("" if valid else "  ** INVALID RUN: not every send was measured **"))
+        print(
+            f"{rate}/s: notify p50 {fmt(p['notify']['p50_ms_median_of_rounds'], 1)} ms "
+            f"(median of rounds), p99 {fmt(p['notify']['p99_ms_median_of_rounds'], 1)} ms; poll p50 "
+            f"{fmt(p['poll']['p50_ms_median_of_rounds'], 1)} ms; ratio {fmt(p['notify_over_poll_p50_median'], 3)}"
+        )
+    print(
+        f"results: {path.relative_to(REPO_ROOT)}  (wall {result['wall_s']} s)"
+        + ("" if valid else "  ** INVALID RUN: not every send was measured **")
+    )
     return 0 if valid else 1
 
 
@@ -374,14 +461,18 @@ def _references(db: Any, ids: list[int]) -> dict[int, str]:
     from app.foundation.models import Prescription
 
     with db.session() as session:
-        return dict(session.execute(
-            select(Prescription.id, Prescription.reference).where(Prescription.id.in_(ids))
-        ).all())
+        return dict(
+            session.execute(
+                select(Prescription.id, Prescription.reference).where(Prescription.id.in_(ids))
+            ).all()
+        )
 
 
 def _ratio_p50(modes: dict[str, Any], rate: str) -> float | None:
-    value = ratio(modes["notify"][rate]["send_to_issued_minus_platform"]["p50_ms"],
-                  modes["poll"][rate]["send_to_issued_minus_platform"]["p50_ms"])
+    value = ratio(
+        modes["notify"][rate]["send_to_issued_minus_platform"]["p50_ms"],
+        modes["poll"][rate]["send_to_issued_minus_platform"]["p50_ms"],
+    )
     return round(value, 3) if value is not None else None
 
 

@@ -71,7 +71,11 @@ def event_body(event_id: str, target: Target, status: str, previous: str, now: f
                 "previous_status": previous,
                 "occurred_at": _iso(now - 1),
                 "prescriber": {"id": 5531, "name": "Dr Rhiannon Jones"},
-                "clinic": {"id": 994, "display_id": "201334", "name": "Harley Street Weight Clinic"},
+                "clinic": {
+                    "id": 994,
+                    "display_id": "201334",
+                    "name": "Harley Street Weight Clinic",
+                },
                 "contact": {
                     "branch_id": 17,
                     "name": "Marylebone Pharmacy",
@@ -135,6 +139,8 @@ def write_requests(
     returns the number written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as out:
-        for sig, body in signed_requests(prefix=prefix, count=count, targets=targets, secret=secret):
+        for sig, body in signed_requests(
+            prefix=prefix, count=count, targets=targets, secret=secret
+        ):
             out.write(f"{sig}\t{body.decode('utf-8')}\n")
     return count

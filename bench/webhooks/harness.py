@@ -78,7 +78,13 @@ def _pinned(command: list[str], cpus: str | None) -> list[str]:
 
 
 def start_server(
-    stack: Stack, slot: str, name: str, workers: int, *, timeout_s: float = 90.0, nice: int = 0,
+    stack: Stack,
+    slot: str,
+    name: str,
+    workers: int,
+    *,
+    timeout_s: float = 90.0,
+    nice: int = 0,
     cpus: str | None = None,
 ) -> Server:
     """Start slot ``slot`` as process ``name`` on a free port; returns once ``/healthz`` answers.
@@ -95,8 +101,12 @@ def start_server(
     proc = stack._spawn(  # noqa: SLF001 - the stack's one way to start and log a process
         name,
         _pinned(["nice", "-n", str(nice), *command] if nice > 0 else command, cpus),
-        {"BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": str(workers),
-         "PGAPPNAME": WEB_APP_NAME, **extra},
+        {
+            "BIND": f"127.0.0.1:{port}",
+            "WEB_CONCURRENCY": str(workers),
+            "PGAPPNAME": WEB_APP_NAME,
+            **extra,
+        },
     )
     wait_http(f"http://127.0.0.1:{port}/healthz", proc=proc, timeout_s=timeout_s)
     return Server(slot, name, f"http://127.0.0.1:{port}", proc.pid)
@@ -115,8 +125,9 @@ def stop_process(stack: Stack, name: str, timeout_s: float = 20.0) -> None:
         proc.wait()
 
 
-def start_inbox_workers(stack: Stack, prefix: str, count: int, timeout_s: float = 90.0, *,
-                        cpus: str | None = None) -> list[str]:
+def start_inbox_workers(
+    stack: Stack, prefix: str, count: int, timeout_s: float = 90.0, *, cpus: str | None = None
+) -> list[str]:
     """Start ``count`` ``flask --app app worker --no-dispatch`` processes; their names once ready.
 
     ``cpus`` pins them with ``taskset``; their PostgreSQL sessions carry ``application_name``
@@ -126,7 +137,8 @@ def start_inbox_workers(stack: Stack, prefix: str, count: int, timeout_s: float 
     for name in names:
         (stack.log_dir / f"{name}.log").unlink(missing_ok=True)
         stack._spawn(  # noqa: SLF001 - the stack's one way to start and log a process
-            name, _pinned([str(BIN / "flask"), "--app", "app", "worker", "--no-dispatch"], cpus),
+            name,
+            _pinned([str(BIN / "flask"), "--app", "app", "worker", "--no-dispatch"], cpus),
             {"PGAPPNAME": WORKER_APP_NAME},
         )
     deadline = time.monotonic() + timeout_s
@@ -152,10 +164,12 @@ def pg_backend_pids_by_app(engine: Any) -> dict[str, list[int]]:
         return {}
     found: dict[str, list[int]] = {}
     with engine.connect() as conn:
-        for pid, app in conn.execute(text(
-            "SELECT pid, application_name FROM pg_stat_activity WHERE datname = current_database()"
-            " AND backend_type = 'client backend'"
-        )):
+        for pid, app in conn.execute(
+            text(
+                "SELECT pid, application_name FROM pg_stat_activity WHERE datname = current_database()"
+                " AND backend_type = 'client backend'"
+            )
+        ):
             found.setdefault(str(app), []).append(int(pid))
     return found
 
@@ -179,8 +193,10 @@ class SideMeter:
     def stop(self) -> dict[str, float]:
         """``{"processes": s, "postgres": s}`` used since :meth:`start`."""
         pg1 = self._backends()
-        return {"processes": round(procstat.tree_cpu(self.pids) - self.proc0, 3),
-                "postgres": round(sum(v - self.pg0.get(pid, 0.0) for pid, v in pg1.items()), 3)}
+        return {
+            "processes": round(procstat.tree_cpu(self.pids) - self.proc0, 3),
+            "postgres": round(sum(v - self.pg0.get(pid, 0.0) for pid, v in pg1.items()), 3),
+        }
 
 
 def pg_backend_pids(engine: Any) -> list[int]:
@@ -188,10 +204,16 @@ def pg_backend_pids(engine: Any) -> list[int]:
     if engine.dialect.name != "postgresql":
         return []
     with engine.connect() as conn:
-        return [int(r[0]) for r in conn.execute(text(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-            " AND backend_type = 'client backend' AND application_name <> :me"
-        ), {"me": HARNESS_APP_NAME})]
+        return [
+            int(r[0])
+            for r in conn.execute(
+                text(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND backend_type = 'client backend' AND application_name <> :me"
+                ),
+                {"me": HARNESS_APP_NAME},
+            )
+        ]
 
 
 class CpuMeter:
@@ -219,10 +241,14 @@ class CpuMeter:
         pg1 = procstat.cpu_by_pid(pg_backend_pids(self.engine))
         cpu: dict[str, float | None] = {
             "server": procstat.tree_cpu([self.server_pid]) - self.server0,
-            "postgres": (sum(v - self.pg0.get(pid, 0.0) for pid, v in pg1.items())
-                         if self.engine.dialect.name == "postgresql" else None),
+            "postgres": (
+                sum(v - self.pg0.get(pid, 0.0) for pid, v in pg1.items())
+                if self.engine.dialect.name == "postgresql"
+                else None
+            ),
             "inbox_workers": procstat.tree_cpu(self.worker_pids) - self.workers0,
-            "wrk": (children1.ru_utime + children1.ru_stime) - (self.children0.ru_utime + self.children0.ru_stime),
+            "wrk": (children1.ru_utime + children1.ru_stime)
+            - (self.children0.ru_utime + self.children0.ru_stime),
         }
         busy0, total0, steal0 = self.machine0
         busy1, total1, steal1 = machine1
@@ -230,23 +256,46 @@ class CpuMeter:
         if total1 > total0:
             span = total1 - total0
             ours = sum(v for v in cpu.values() if v)
-            pct = {"busy": round(100.0 * (busy1 - busy0) / span, 1),
-                   "other": round(max(0.0, 100.0 * ((busy1 - busy0) - ours) / span), 1),
-                   "steal": round(100.0 * (steal1 - steal0) / span, 1)}
-        return {"cpu_s": {k: None if v is None else round(v, 3) for k, v in cpu.items()}, "machine_pct": pct}
+            pct = {
+                "busy": round(100.0 * (busy1 - busy0) / span, 1),
+                "other": round(max(0.0, 100.0 * ((busy1 - busy0) - ours) / span), 1),
+                "steal": round(100.0 * (steal1 - steal0) / span, 1),
+            }
+        return {
+            "cpu_s": {k: None if v is None else round(v, 3) for k, v in cpu.items()},
+            "machine_pct": pct,
+        }
 
 
 # -- wrk ----------------------------------------------------------------------------------------
 
 
-def run_wrk(url: str, *, connections: int, duration: float, requests_file: Path, log_path: Path) -> dict[str, Any]:
+def run_wrk(
+    url: str, *, connections: int, duration: float, requests_file: Path, log_path: Path
+) -> dict[str, Any]:
     """Run wrk with ``post_signed.lua`` once; returns its BENCH_JSON (counts, latency in microseconds).
 
     Raises RuntimeError when wrk fails or prints no result line.
     """
     threads = min(connections, 2)
-    cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration:g}s", "--timeout", "10s",
-           "--latency", "-s", str(LUA), url + PATH, "--", str(requests_file), str(threads)]
+    cmd = [
+        "wrk",
+        "-t",
+        str(threads),
+        "-c",
+        str(connections),
+        "-d",
+        f"{duration:g}s",
+        "--timeout",
+        "10s",
+        "--latency",
+        "-s",
+        str(LUA),
+        url + PATH,
+        "--",
+        str(requests_file),
+        str(threads),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 120, check=False)
     log_path.write_text(" ".join(cmd) + "\n\n" + out.stdout + out.stderr)
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
@@ -264,7 +313,9 @@ def wrk_summary(w: dict[str, Any]) -> dict[str, Any]:
         "rps": round(w["requests"] / duration_s, 1) if duration_s else None,
         "non_2xx": w["errors_status"],
         "socket_errors": {k: w[f"errors_{k}"] for k in ("connect", "read", "write", "timeout")},
-        "latency_ms": {k: round(w[f"latency_{k}_us"] / 1000, 2) for k in ("p50", "p90", "p99", "p999", "max")},
+        "latency_ms": {
+            k: round(w[f"latency_{k}_us"] / 1000, 2) for k in ("p50", "p90", "p99", "p999", "max")
+        },
         "request_pool": w["pool"],
         "pool_wrapped": w["wrapped"],
     }
@@ -276,12 +327,23 @@ def wrk_summary(w: dict[str, Any]) -> dict[str, Any]:
 def count_rows(engine: Any, table: str, prefix: str) -> int:
     """Rows of ``table`` whose ``event_id`` starts with ``prefix``."""
     with engine.connect() as conn:
-        return int(conn.execute(text(f"SELECT count(*) FROM {table} WHERE event_id LIKE :p"),
-                                {"p": prefix + "%"}).scalar() or 0)
+        return int(
+            conn.execute(
+                text(f"SELECT count(*) FROM {table} WHERE event_id LIKE :p"), {"p": prefix + "%"}
+            ).scalar()
+            or 0
+        )
 
 
-def settle_rows(engine: Any, table: str, prefix: str, expected: int, *, quiet_s: float = 1.0,
-                timeout_s: float = 15.0) -> int:
+def settle_rows(
+    engine: Any,
+    table: str,
+    prefix: str,
+    expected: int,
+    *,
+    quiet_s: float = 1.0,
+    timeout_s: float = 15.0,
+) -> int:
     """Count the phase's rows once requests still in flight when the load stopped have committed.
 
     Returns as soon as the count reaches ``expected``, or when it has not
@@ -307,20 +369,30 @@ def seed_issued(engine: Any, count: int) -> list[Target]:
     event is ever about a prescription an earlier phase moved.
     """
     with engine.connect() as conn:
-        existing = int(conn.execute(text("SELECT count(*) FROM prescriptions WHERE reference LIKE 'rx-%'")).scalar())
+        existing = int(
+            conn.execute(
+                text("SELECT count(*) FROM prescriptions WHERE reference LIKE 'rx-%'")
+            ).scalar()
+        )
     run_sql(engine, bulk_seed_sql(existing + count))
     with engine.begin() as conn:
-        pharmacy = conn.execute(text("SELECT min(id) FROM pharmacies WHERE branch_id IS NOT NULL")).scalar()
+        pharmacy = conn.execute(
+            text("SELECT min(id) FROM pharmacies WHERE branch_id IS NOT NULL")
+        ).scalar()
         conn.execute(
-            text("UPDATE prescriptions SET status = 'issued', pharmacy_id = :ph,"
-                 " platform_token = 'SRXB' || CAST(id AS VARCHAR(20))"
-                 " WHERE status = 'draft' AND platform_token IS NULL AND reference LIKE 'rx-%'"),
+            text(
+                "UPDATE prescriptions SET status = 'issued', pharmacy_id = :ph,"
+                " platform_token = 'SRXB' || CAST(id AS VARCHAR(20))"
+                " WHERE status = 'draft' AND platform_token IS NULL AND reference LIKE 'rx-%'"
+            ),
             {"ph": pharmacy},
         )
-        rows = conn.execute(text(
-            "SELECT platform_token, reference FROM prescriptions WHERE status = 'issued'"
-            " AND platform_token LIKE 'SRXB%' ORDER BY id DESC"
-        )).all()
+        rows = conn.execute(
+            text(
+                "SELECT platform_token, reference FROM prescriptions WHERE status = 'issued'"
+                " AND platform_token LIKE 'SRXB%' ORDER BY id DESC"
+            )
+        ).all()
     return [Target(token, ref) for token, ref in rows[:count]]
 
 
@@ -330,7 +402,9 @@ def drain(engine: Any, prefix: str, timeout_s: float) -> tuple[float, bool]:
     while True:
         with engine.connect() as conn:
             pending = conn.execute(
-                text("SELECT count(*) FROM webhook_inbox WHERE event_id LIKE :p AND state = 'pending'"),
+                text(
+                    "SELECT count(*) FROM webhook_inbox WHERE event_id LIKE :p AND state = 'pending'"
+                ),
                 {"p": prefix + "%"},
             ).scalar()
         if not pending:
@@ -343,12 +417,19 @@ def drain(engine: Any, prefix: str, timeout_s: float) -> tuple[float, bool]:
 def inbox_times(engine: Any, prefix: str) -> tuple[dict[str, tuple[float, float | None, str]], int]:
     """Per event of ``prefix``: (received_at, processed_at or None, state) as Unix seconds; and its history rows."""
     with engine.connect() as conn:
-        rows = conn.execute(text(
-            "SELECT event_id, received_at, processed_at, state FROM webhook_inbox WHERE event_id LIKE :p"
-        ), {"p": prefix + "%"}).all()
-        history = int(conn.execute(text(
-            "SELECT count(*) FROM prescription_status_history WHERE event_id LIKE :p"
-        ), {"p": prefix + "%"}).scalar() or 0)
+        rows = conn.execute(
+            text(
+                "SELECT event_id, received_at, processed_at, state FROM webhook_inbox WHERE event_id LIKE :p"
+            ),
+            {"p": prefix + "%"},
+        ).all()
+        history = int(
+            conn.execute(
+                text("SELECT count(*) FROM prescription_status_history WHERE event_id LIKE :p"),
+                {"p": prefix + "%"},
+            ).scalar()
+            or 0
+        )
     return {r[0]: (_ts(r[1]), None if r[2] is None else _ts(r[2]), r[3]) for r in rows}, history
 
 
@@ -377,7 +458,9 @@ class HistoryWatcher:
         self.engine = engine
         self.interval_s = interval_s
         self.timeout_s = timeout_s
-        self.seen: dict[str, tuple[float, float]] = {}  # event_id -> (received_at, visible_at), Unix s
+        self.seen: dict[
+            str, tuple[float, float]
+        ] = {}  # event_id -> (received_at, visible_at), Unix s
         self.polls = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -386,8 +469,12 @@ class HistoryWatcher:
     def start(self) -> None:
         """Start watching rows added from now on."""
         with self.engine.connect() as conn:
-            self.floor = int(conn.execute(text("SELECT coalesce(max(id), 0) FROM prescription_status_history"))
-                             .scalar() or 0)
+            self.floor = int(
+                conn.execute(
+                    text("SELECT coalesce(max(id), 0) FROM prescription_status_history")
+                ).scalar()
+                or 0
+            )
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
@@ -403,7 +490,9 @@ class HistoryWatcher:
         ids_seen: set[int] = set()
         marks: list[tuple[float, int]] = []  # (poll time, highest id seen by then)
         top = self.floor
-        query = text("SELECT id, event_id, received_at FROM prescription_status_history WHERE id > :floor")
+        query = text(
+            "SELECT id, event_id, received_at FROM prescription_status_history WHERE id > :floor"
+        )
         try:
             with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 while not self._stop.is_set() and time.monotonic() < deadline:

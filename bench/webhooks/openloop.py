@@ -84,8 +84,12 @@ def run(
             lag.append((t0 - due) * 1000)
             sent += 1
             try:
-                conn.request("POST", path, body=body,
-                             headers={"Content-Type": "application/json", "X-Signature": sig})
+                conn.request(
+                    "POST",
+                    path,
+                    body=body,
+                    headers={"Content-Type": "application/json", "X-Signature": sig},
+                )
                 resp = conn.getresponse()
                 resp.read()
             except (OSError, http.client.HTTPException) as exc:

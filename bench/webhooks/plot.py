@@ -46,19 +46,26 @@ def plot_ingest(data: dict[str, Any], out: Path) -> Path:
         rounds = list(range(1, len(svc) + 1))
         band = c["aa_band"]
         if band:
-            ax.axhspan(band[0], band[1], color="grey", alpha=0.2, label="A/A band (copy / reference)")
+            ax.axhspan(
+                band[0], band[1], color="grey", alpha=0.2, label="A/A band (copy / reference)"
+            )
         ax.plot(rounds, aa, "s--", color="grey", label="reference copy / reference")
         ax.plot(rounds, svc, "o-", color="C0", label="service / reference")
         med = c["pooled_median_service_over_reference"]
         if med is not None:
-            ax.axhline(med, color="C0", linewidth=1, linestyle=":", label=f"pooled median {med:.2f}")
+            ax.axhline(
+                med, color="C0", linewidth=1, linestyle=":", label=f"pooled median {med:.2f}"
+            )
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_title(f"{c['connections']} connection(s)")
         ax.set_xlabel("round (fresh servers)")
         ax.set_xticks(rounds)
         ax.set_ylabel("requests/s ratio")
         ax.legend(fontsize=7)
-    fig.suptitle("Webhook ingest: service against the bare reference receiver\n" + _subtitle(data), fontsize=9)
+    fig.suptitle(
+        "Webhook ingest: service against the bare reference receiver\n" + _subtitle(data),
+        fontsize=9,
+    )
     fig.tight_layout()
     path = out / "bench-ingest.png"
     fig.savefig(path, dpi=100)
@@ -79,10 +86,18 @@ def plot_history(data: dict[str, Any], out: Path) -> Path:
         xs = [x["round"] + dx for x in rows]
         ax.plot(xs, [x[key]["p50"] for x in rows], "o", color=color, label=f"{label}, p50")
         ax.plot(xs, [x[key]["p99"] for x in rows], "^", color=color, label=f"{label}, p99")
-        ax.vlines(xs, [x[key]["p50"] for x in rows], [x[key]["p99"] for x in rows], color=color, alpha=0.5)
+        ax.vlines(
+            xs, [x[key]["p50"] for x in rows], [x[key]["p99"] for x in rows], color=color, alpha=0.5
+        )
     if syncs:
-        ax.plot([x["round"] for x in syncs], [2 * x["request_latency_ms"]["p99"] for x in syncs], "_", color="red",
-                markersize=20, label="target: 2 x sync p99")
+        ax.plot(
+            [x["round"] for x in syncs],
+            [2 * x["request_latency_ms"]["p99"] for x in syncs],
+            "_",
+            color="red",
+            markersize=20,
+            label="target: 2 x sync p99",
+        )
     ax.set_yscale("log")
     ax.set_xlabel("round")
     ax.set_xticks(sorted({x["round"] for x in h["loads"]}))
@@ -97,16 +112,25 @@ def plot_history(data: dict[str, Any], out: Path) -> Path:
             values = x.get(key) or []
             if values:
                 ys = [(k + 1) / len(values) for k in range(len(values))]
-                cdf.plot(values, ys, color=color, alpha=0.5 + 0.5 * (i == 0), linewidth=1,
-                         label=f"{label}, round {x['round']}")
+                cdf.plot(
+                    values,
+                    ys,
+                    color=color,
+                    alpha=0.5 + 0.5 * (i == 0),
+                    linewidth=1,
+                    label=f"{label}, round {x['round']}",
+                )
     cdf.set_xscale("log")
     cdf.set_xlabel("ms (log)")
     cdf.set_ylabel("fraction of events")
     cdf.axhline(0.99, color="grey", linewidth=0.8, linestyle=":")
     cdf.set_title("distribution (every event, every round)", fontsize=9)
     cdf.legend(fontsize=7)
-    fig.suptitle(f"Receipt to history at {h['rate_per_s']:g} events/s, {h['inbox_workers']} inbox workers, "
-                 "against the synchronous receiver\n" + _subtitle(data), fontsize=9)
+    fig.suptitle(
+        f"Receipt to history at {h['rate_per_s']:g} events/s, {h['inbox_workers']} inbox workers, "
+        "against the synchronous receiver\n" + _subtitle(data),
+        fontsize=9,
+    )
     fig.tight_layout()
     path = out / "bench-history.png"
     fig.savefig(path, dpi=100)
@@ -121,14 +145,21 @@ def plot_saturation(data: dict[str, Any], out: Path) -> Path:
     xs = [i * series["step_s"] for i in range(len(series["intake_per_s"]))]
     fig, ax = plt.subplots(figsize=(8, 4))
     ax.plot(xs, series["intake_per_s"], label="intake (stored) /s")
-    ax.plot(xs[: len(series["applied_per_s"])], series["applied_per_s"], label="applied (history visible) /s")
+    ax.plot(
+        xs[: len(series["applied_per_s"])],
+        series["applied_per_s"],
+        label="applied (history visible) /s",
+    )
     ax.axvline(series["load_end_s"], color="grey", linestyle="--", linewidth=1, label="load stops")
     ax.set_xlabel("seconds from the first receipt")
     ax.set_ylabel("events per second")
     rth = s["receipt_to_history_ms"]
-    ax.set_title(f"Saturation: {s['connections']} connections, {s['inbox_workers']} inbox workers; apply/intake "
-                 f"{s['apply_over_intake']}, receipt->history p50 {rth['p50']} ms p99 {rth['p99']} ms\n"
-                 + _subtitle(data), fontsize=9)
+    ax.set_title(
+        f"Saturation: {s['connections']} connections, {s['inbox_workers']} inbox workers; apply/intake "
+        f"{s['apply_over_intake']}, receipt->history p50 {rth['p50']} ms p99 {rth['p99']} ms\n"
+        + _subtitle(data),
+        fontsize=9,
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     path = out / "bench-saturation.png"
@@ -139,15 +170,26 @@ def plot_saturation(data: dict[str, Any], out: Path) -> Path:
 
 def main(argv: list[str]) -> int:
     """Draw every phase the results file holds; returns a process exit code."""
-    p = argparse.ArgumentParser(prog="python -m bench.webhooks.plot", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m bench.webhooks.plot", description=__doc__.splitlines()[0]
+    )
     p.add_argument("results", nargs="?", default=str(DEFAULT_RESULTS))
-    p.add_argument("--out", default=str(REPO_ROOT / "docs"), help="folder for the PNGs (default docs/)")
+    p.add_argument(
+        "--out", default=str(REPO_ROOT / "docs"), help="folder for the PNGs (default docs/)"
+    )
     args = p.parse_args(argv)
     data = json.loads(Path(args.results).read_text())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    drawn = [fn(data, out) for key, fn in (("ingest", plot_ingest), ("history", plot_history),
-                                           ("saturation", plot_saturation)) if data.get(key)]
+    drawn = [
+        fn(data, out)
+        for key, fn in (
+            ("ingest", plot_ingest),
+            ("history", plot_history),
+            ("saturation", plot_saturation),
+        )
+        if data.get(key)
+    ]
     for path in drawn:
         print(f"wrote {path}")
     if not drawn:

@@ -102,7 +102,9 @@ def drive(app: Callable[..., Iterable[bytes]], requests: list[tuple[bytes, str]]
     ok = 0
     status_seen: list[str] = []
 
-    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], None]:
+    def start_response(
+        status: str, headers: list[tuple[str, str]], exc_info: Any = None
+    ) -> Callable[[bytes], None]:
         status_seen.append(status)
         return lambda _data: None
 
@@ -124,7 +126,9 @@ def backend_pids(engine: Any, dbname: str) -> list[int]:
     """PIDs of the PostgreSQL backends connected to ``dbname`` (this process is the only client)."""
     with engine.connect() as conn:
         me = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
-        rows = conn.execute(text("SELECT pid FROM pg_stat_activity WHERE datname = :d"), {"d": dbname}).scalars()
+        rows = conn.execute(
+            text("SELECT pid FROM pg_stat_activity WHERE datname = :d"), {"d": dbname}
+        ).scalars()
         return [int(pid) for pid in rows if pid != me]
 
 
@@ -150,10 +154,16 @@ def measure(
     n = len(requests) - 50
     if ok != n:
         raise SystemExit(f"{name}: only {ok} of {n} requests answered 200")
-    return {"app_ms": (cpu1 - cpu0) / n * 1000, "db_ms": (db1 - db0) / n * 1000, "rps": n / (wall1 - wall0)}
+    return {
+        "app_ms": (cpu1 - cpu0) / n * 1000,
+        "db_ms": (db1 - db0) / n * 1000,
+        "rps": n / (wall1 - wall0),
+    }
 
 
-def interleaved(apps: dict[str, Any], requests: dict[str, list[tuple[bytes, str]]]) -> dict[str, float]:
+def interleaved(
+    apps: dict[str, Any], requests: dict[str, list[tuple[bytes, str]]]
+) -> dict[str, float]:
     """App CPU ms per request of each app, calling them in lockstep (request i of each, the order
     alternating), so that whatever else the machine does weighs on both alike. ``time.thread_time``
     around each call; the DB backends' CPU is not separated here (see :func:`measure`)."""
@@ -185,7 +195,10 @@ def profile_top(app: Any, requests: list[tuple[bytes, str]], top: int) -> str:
 SQL_VARIANTS_TABLES = {
     # name -> (source table, indexes to drop on the copy, by the columns in their generated names)
     "inbox (as migrated)": ("webhook_inbox", ()),
-    "inbox without ix_due, ix_platform_token": ("webhook_inbox", ("state_next_attempt_at", "platform_token")),
+    "inbox without ix_due, ix_platform_token": (
+        "webhook_inbox",
+        ("state_next_attempt_at", "platform_token"),
+    ),
     "inbox without ix_platform_token": ("webhook_inbox", ("platform_token",)),
     "reference table": (REFERENCE_TABLE, ()),
 }
@@ -196,12 +209,17 @@ def sql_variants(url: str, count: int, passes: int = 3) -> list[tuple[str, float
     import psycopg2
 
     dsn = url.replace("postgresql+psycopg2://", "postgresql://", 1)
-    body = event_body("x" * 24, Target("SRXPROFILE0001", "rx-profile"), "signed", "issued", time.time())
+    body = event_body(
+        "x" * 24, Target("SRXPROFILE0001", "rx-profile"), "signed", "issued", time.time()
+    )
     cols = (
         "event_id, event_type, platform_token, body, signature, state, attempts, next_attempt_at,"
         " last_error, received_at, processed_at, awaiting_prescription"
     )
-    vals = "%s, 'prescription.status_updated', 'SRXPROFILE0001', %s, 't=1,v1=ab', 'pending', 0, now(), NULL, now(), NULL, false"
+    vals = (
+        "%s, 'prescription.status_updated', 'SRXPROFILE0001', %s, 't=1,v1=ab', "
+        "'pending', 0, now(), NULL, now(), NULL, false"
+    )
     ref_cols = "event_id, event_type, platform_token, body, signature, state, attempts, next_attempt_at, received_at"
     ref_vals = "%s, 'prescription.status_updated', 'SRXPROFILE0001', %s, 't=1,v1=ab', 'pending', 0, now(), now()"
     results = []
@@ -222,12 +240,22 @@ def sql_variants(url: str, count: int, passes: int = 3) -> list[tuple[str, float
                     cur.execute(f"DROP INDEX {index}")
             conn.commit()
             if source == REFERENCE_TABLE:
-                cases.append((label + ": reference INSERT", f"INSERT INTO {copy} ({ref_cols}) VALUES ({ref_vals}) ON CONFLICT DO NOTHING"))
+                cases.append(
+                    (
+                        label + ": reference INSERT",
+                        f"INSERT INTO {copy} ({ref_cols}) VALUES ({ref_vals}) ON CONFLICT DO NOTHING",
+                    )
+                )
             else:
                 stmt = f"INSERT INTO {copy} ({cols}) VALUES ({vals}) ON CONFLICT DO NOTHING"
                 cases.append((label + ": service INSERT", stmt))
                 if not drop:
-                    cases.append((label + ": service INSERT RETURNING pg_notify", stmt + " RETURNING pg_notify('erx_prof_nobody', '')"))
+                    cases.append(
+                        (
+                            label + ": service INSERT RETURNING pg_notify",
+                            stmt + " RETURNING pg_notify('erx_prof_nobody', '')",
+                        )
+                    )
         per_case: dict[str, list[float]] = {label: [] for label, _ in cases}
         for rnd in range(passes):
             # Several passes, alternating the order, each case on fresh ids; the median is reported.
@@ -254,26 +282,55 @@ def sql_variants(url: str, count: int, passes: int = 3) -> list[tuple[str, float
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.webhooks.profile_receiver", description=__doc__.split("\n")[0])
-    p.add_argument("--requests", type=int, default=20000, help="requests per app per round (default 20000)")
-    p.add_argument("--rounds", type=int, default=3, help="rounds, alternating which app goes first (default 3; 0: only --profile/--sql-variants)")
-    p.add_argument("--interleaved", type=int, default=0, metavar="ROUNDS",
-                   help="also ROUNDS lockstep rounds: both apps called request by request (app CPU only)")
+    p = argparse.ArgumentParser(
+        prog="python -m bench.webhooks.profile_receiver", description=__doc__.split("\n")[0]
+    )
+    p.add_argument(
+        "--requests", type=int, default=20000, help="requests per app per round (default 20000)"
+    )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds, alternating which app goes first (default 3; 0: only --profile/--sql-variants)",
+    )
+    p.add_argument(
+        "--interleaved",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="also ROUNDS lockstep rounds: both apps called request by request (app CPU only)",
+    )
     p.add_argument("--profile", action="store_true", help="also cProfile one round of each app")
     p.add_argument("--top", type=int, default=25, help="functions shown per profile (default 25)")
-    p.add_argument("--sql-variants", action="store_true", help="also price INSERT variants with psycopg2 alone")
+    p.add_argument(
+        "--sql-variants", action="store_true", help="also price INSERT variants with psycopg2 alone"
+    )
     args = p.parse_args(argv)
 
     bench_db = BenchDatabase.from_env()
     if bench_db.kind != "postgresql":
-        print("this profile needs PostgreSQL (it reads the backends' CPU from /proc)", file=sys.stderr)
+        print(
+            "this profile needs PostgreSQL (it reads the backends' CPU from /proc)", file=sys.stderr
+        )
         return 2
     bench_db.recreate()
-    env = base_env(DATABASE_URL=bench_db.url, ERX_ENV="development", WEBHOOK_SECRETS=WEBHOOK_SECRET,
-                   LOG_LEVEL="INFO")
-    os.environ.update({k: env[k] for k in ("DATABASE_URL", "ERX_ENV", "WEBHOOK_SECRETS", "LOG_LEVEL")})
-    subprocess.run([str(BIN / "alembic"), "upgrade", "head"], cwd=REPO_ROOT, env=env, check=True,
-                   capture_output=True)
+    env = base_env(
+        DATABASE_URL=bench_db.url,
+        ERX_ENV="development",
+        WEBHOOK_SECRETS=WEBHOOK_SECRET,
+        LOG_LEVEL="INFO",
+    )
+    os.environ.update(
+        {k: env[k] for k in ("DATABASE_URL", "ERX_ENV", "WEBHOOK_SECRETS", "LOG_LEVEL")}
+    )
+    subprocess.run(
+        [str(BIN / "alembic"), "upgrade", "head"],
+        cwd=REPO_ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     probe = create_engine(bench_db.url)
     try:
         create_table(probe)
@@ -291,27 +348,42 @@ def main(argv: list[str] | None = None) -> int:
                     conn.execute(text("CHECKPOINT"))
                 got = measure(name, apps[name], reqs, probe, bench_db.name)
                 rows.append((rnd + 1, name, got))
-                print(f"round {rnd + 1} {name:9s} app CPU {got['app_ms']:.3f} ms/req  DB backend CPU "
-                      f"{got['db_ms']:.3f} ms/req  {got['rps']:.0f} req/s (one thread)", flush=True)
+                print(
+                    f"round {rnd + 1} {name:9s} app CPU {got['app_ms']:.3f} ms/req  DB backend CPU "
+                    f"{got['db_ms']:.3f} ms/req  {got['rps']:.0f} req/s (one thread)",
+                    flush=True,
+                )
         print("\n| round | app | app CPU ms/req | DB backend CPU ms/req | req/s, one thread |")
         print("|---:|---|---:|---:|---:|")
         for rnd, name, got in rows:
-            print(f"| {rnd} | {name} | {got['app_ms']:.3f} | {got['db_ms']:.3f} | {got['rps']:.0f} |")
+            print(
+                f"| {rnd} | {name} | {got['app_ms']:.3f} | {got['db_ms']:.3f} | {got['rps']:.0f} |"
+            )
         for name in ("reference", "service"):
             app_ms = sorted(g["app_ms"] for _, n, g in rows if n == name)
             db_ms = sorted(g["db_ms"] for _, n, g in rows if n == name)
             if not app_ms:
                 continue
-            print(f"| median | {name} | {app_ms[len(app_ms) // 2]:.3f} | {db_ms[len(db_ms) // 2]:.3f} | |")
+            print(
+                f"| median | {name} | {app_ms[len(app_ms) // 2]:.3f} | {db_ms[len(db_ms) // 2]:.3f} | |"
+            )
         if args.interleaved:
-            print("\n| lockstep round | reference app CPU ms/req | service app CPU ms/req | service / reference |")
+            print(
+                "\n| lockstep round | reference app CPU ms/req | service app CPU ms/req | service / reference |"
+            )
             print("|---:|---:|---:|---:|")
             ratios = []
             for rnd in range(args.interleaved):
-                reqs = {name: signed_requests(f"evt_{tag}_i{rnd}{name[0]}_", args.requests) for name in apps}
+                reqs = {
+                    name: signed_requests(f"evt_{tag}_i{rnd}{name[0]}_", args.requests)
+                    for name in apps
+                }
                 got = interleaved(apps, reqs)
                 ratios.append(got["service"] / got["reference"])
-                print(f"| {rnd + 1} | {got['reference']:.3f} | {got['service']:.3f} | {ratios[-1]:.2f} |", flush=True)
+                print(
+                    f"| {rnd + 1} | {got['reference']:.3f} | {got['service']:.3f} | {ratios[-1]:.2f} |",
+                    flush=True,
+                )
             print(f"| median | | | {sorted(ratios)[len(ratios) // 2]:.2f} |")
         if args.profile:
             for name in ("service", "reference"):
@@ -319,7 +391,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"\n== cProfile, {name}, {len(reqs)} requests")
                 print(profile_top(apps[name], reqs, args.top))
         if args.sql_variants:
-            print("\n| INSERT + COMMIT variant (psycopg2 alone) | DB backend CPU ms/insert |\n|---|---:|")
+            print(
+                "\n| INSERT + COMMIT variant (psycopg2 alone) | DB backend CPU ms/insert |\n|---|---:|"
+            )
             for label, ms in sql_variants(bench_db.url, args.requests // 4):
                 print(f"| {label} | {ms:.3f} |")
     finally:

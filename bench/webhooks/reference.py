@@ -83,7 +83,10 @@ def _verify(raw: bytes, header: str, secrets: list[bytes], tolerance_s: int) -> 
 def create_app() -> Flask:
     app = Flask(__name__)
     engine = make_engine(os.environ["DATABASE_URL"])
-    secrets = [s.strip().encode() for s in os.environ.get("WEBHOOK_SECRETS", "whsec_sandbox_test_secret").split(",")]
+    secrets = [
+        s.strip().encode()
+        for s in os.environ.get("WEBHOOK_SECRETS", "whsec_sandbox_test_secret").split(",")
+    ]
     tolerance_s = int(os.environ.get("WEBHOOK_TOLERANCE_S", "300"))
 
     @app.post("/webhooks/platform")

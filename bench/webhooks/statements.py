@@ -53,21 +53,40 @@ def main(argv: list[str] | None = None) -> int:
         db = app.extensions["erx"].db
         run_seed_scripts(db.engine)
         with db.engine.begin() as conn:
-            conn.execute(text("UPDATE prescriptions SET status = 'issued', platform_token = 'SRXS' || id"))
-            tokens = [r[0] for r in conn.execute(text("SELECT platform_token FROM prescriptions ORDER BY id"))]
+            conn.execute(
+                text("UPDATE prescriptions SET status = 'issued', platform_token = 'SRXS' || id")
+            )
+            tokens = [
+                r[0]
+                for r in conn.execute(text("SELECT platform_token FROM prescriptions ORDER BY id"))
+            ]
         client = app.test_client()
         now = int(time.time())
         app.extensions["erx"].unix_time = lambda: float(now)
         for i in range(args.events):
             token = tokens[i % len(tokens)]
             stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
-            body = json.dumps({
-                "id": f"evt_stmt_{i:06d}", "type": "prescription.status_updated", "created": stamp,
-                "data": {"prescription": {"id": token, "status": "signed", "previous_status": "issued",
-                                          "occurred_at": stamp}},
-            }).encode()
-            status = client.post("/webhooks/platform", data=body, content_type="application/json",
-                                 headers={"X-Signature": sign(body, [SECRET], timestamp=now)}).status_code
+            body = json.dumps(
+                {
+                    "id": f"evt_stmt_{i:06d}",
+                    "type": "prescription.status_updated",
+                    "created": stamp,
+                    "data": {
+                        "prescription": {
+                            "id": token,
+                            "status": "signed",
+                            "previous_status": "issued",
+                            "occurred_at": stamp,
+                        }
+                    },
+                }
+            ).encode()
+            status = client.post(
+                "/webhooks/platform",
+                data=body,
+                content_type="application/json",
+                headers={"X-Signature": sign(body, [SECRET], timestamp=now)},
+            ).status_code
             if status != 200:
                 print(f"the receiver answered {status}", file=sys.stderr)
                 return 1
@@ -84,10 +103,22 @@ def main(argv: list[str] | None = None) -> int:
             applied += handled
         event.remove(db.engine, "before_cursor_execute", _count)
         with db.engine.connect() as conn:
-            history = conn.execute(text("SELECT count(*) FROM prescription_status_history WHERE source='webhook'"))
+            history = conn.execute(
+                text("SELECT count(*) FROM prescription_status_history WHERE source='webhook'")
+            )
             rows = int(history.scalar() or 0)
-        print(json.dumps({"events": args.events, "batch": args.batch, "applied": applied, "history_rows": rows,
-                          "statements": count, "statements_per_event": round(count / max(applied, 1), 2)}))
+        print(
+            json.dumps(
+                {
+                    "events": args.events,
+                    "batch": args.batch,
+                    "applied": applied,
+                    "history_rows": rows,
+                    "statements": count,
+                    "statements_per_event": round(count / max(applied, 1), 2),
+                }
+            )
+        )
     return 0
 
 

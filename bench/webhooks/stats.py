@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from bench.report import percentile
 
 
-def per_round_ratios(numerators: Sequence[float | None], denominators: Sequence[float | None]) -> list[float | None]:
+def per_round_ratios(
+    numerators: Sequence[float | None], denominators: Sequence[float | None]
+) -> list[float | None]:
     """``numerators[i] / denominators[i]`` for each round (None where either is missing or the denominator is 0).
 
     Raises ValueError when the two sequences differ in length (rounds must pair up).
@@ -20,8 +22,7 @@ def per_round_ratios(numerators: Sequence[float | None], denominators: Sequence[
     if len(numerators) != len(denominators):
         raise ValueError(f"{len(numerators)} numerators for {len(denominators)} denominators")
     return [
-        None if n is None or not d else n / d
-        for n, d in zip(numerators, denominators, strict=True)
+        None if n is None or not d else n / d for n, d in zip(numerators, denominators, strict=True)
     ]
 
 
@@ -76,8 +77,15 @@ class RowCheck:
 
     def as_json(self) -> dict[str, int | bool]:
         """The counts for the results file."""
-        return {"rows": self.rows, "ok_2xx": self.ok, "sent": self.sent, "answered": self.answered,
-                "in_flight_at_stop": self.in_flight, "expected": self.expected, "holds": self.holds}
+        return {
+            "rows": self.rows,
+            "ok_2xx": self.ok,
+            "sent": self.sent,
+            "answered": self.answered,
+            "in_flight_at_stop": self.in_flight,
+            "expected": self.expected,
+            "holds": self.holds,
+        }
 
 
 def slot_order(slots: Sequence[str], round_index: int) -> list[str]:

@@ -36,7 +36,9 @@ def make_synchronous(app: Flask) -> Flask:
     def receive_and_apply(*args: Any, **kwargs: Any) -> Any:
         response = receive(*args, **kwargs)  # refusals raise ApiError, answered by the app as usual
         ack = response.get_json()
-        if response.status_code == 200 and ack.get("duplicate") is False:  # newly stored: apply it now
+        if (
+            response.status_code == 200 and ack.get("duplicate") is False
+        ):  # newly stored: apply it now
             processor.apply_pending(ack["event_id"])
         return response
 
