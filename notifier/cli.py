@@ -105,13 +105,18 @@ def received_command(ctx: click.Context, prescription_id: int | None, as_json: b
         }
         for r in rows
     ]
+    _print_listing(items, as_json=as_json, empty="nothing received yet")
+
+
+def _print_listing(items: list[dict[str, object]], *, as_json: bool, empty: str) -> None:
+    """Print ``items`` as one JSON array (``[]`` when empty), or one ``key=value`` line each."""
     if as_json:
         click.echo(json.dumps(items))
         return
     for item in items:
         click.echo("  ".join(f"{k}={v}" for k, v in item.items()))
     if not items:
-        click.echo("nothing received yet")
+        click.echo(empty)
 
 
 @main.group("dlq")
@@ -138,13 +143,7 @@ def dlq_list(ctx: click.Context, as_json: bool) -> None:
         }
         for letter in letters
     ]
-    if as_json:
-        click.echo(json.dumps(items))
-        return
-    for item in items:
-        click.echo("  ".join(f"{k}={v}" for k, v in item.items()))
-    if not items:
-        click.echo("no dead letters")
+    _print_listing(items, as_json=as_json, empty="no dead letters")
 
 
 @dlq_group.command("replay")
