@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -88,13 +89,21 @@ class InvalidToken(Exception):
 
 
 def mint_token(
-    settings: Settings, *, role: str, subject: str, ttl_s: int = 3600, now: float | None = None
+    settings: Settings,
+    *,
+    role: str,
+    subject: str,
+    ttl_s: int = 3600,
+    now: float | None = None,
+    token_id: str | None = None,
 ) -> str:
     """Return an HS256 development token for ``subject`` with ``role``.
 
     Signed with ``settings.jwt_secret``; ``iss``/``aud`` from settings; ``iat`` and
     ``nbf`` = ``now`` and ``exp`` = ``now + ttl_s`` (Unix seconds, UTC; ``now``
-    defaults to the current time). Raises :class:`app.foundation.errors.Forbidden`
+    defaults to the current time); ``jti`` = ``token_id`` (RFC 7519 section 4.1.7;
+    default 16 random URL-safe characters), so two tokens minted in the same second
+    still differ and a log can name a token without its text. Raises :class:`app.foundation.errors.Forbidden`
     when ``settings.env == "production"`` (production tokens come from the
     identity provider), ``ValueError`` for an unknown role, a subject that does not
     fully match :data:`SUBJECT_PATTERN`, or a ``ttl_s`` below 1. A ``ttl_s`` above
@@ -119,6 +128,7 @@ def mint_token(
         "iat": issued,
         "nbf": issued,
         "exp": issued + int(ttl_s),
+        "jti": secrets.token_urlsafe(12) if token_id is None else token_id,
     }
     return jwt.encode(claims, settings.jwt_secret, algorithm=HS_ALGORITHM)
 

@@ -308,8 +308,10 @@ def test_page_token_lives_15_minutes_and_is_refreshed_before_expiry(browser, liv
         with page.expect_response(lambda r: "/page-token" in r.url) as refreshed:
             page.clock.run_for("12:30")  # 80% of 15 minutes: before the token expires
         assert refreshed.value.status == 200
+        served = refreshed.value.json()["token"]
+        assert served != first  # each token has its own jti, even within one second
         wait_until(
-            lambda: page.get_attribute('meta[name="erx-token"]', "content") != first, timeout_s=5
+            lambda: page.get_attribute('meta[name="erx-token"]', "content") == served, timeout_s=5
         )
         fresh = page.get_attribute('meta[name="erx-token"]', "content")
         assert (

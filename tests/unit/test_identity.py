@@ -322,7 +322,9 @@ def test_the_identity_is_frozen() -> None:
 
 
 def test_mint_token_claims(settings: Settings) -> None:
-    token = mint_token(settings, role="support", subject="staff-7", ttl_s=120, now=NOW)
+    token = mint_token(
+        settings, role="support", subject="staff-7", ttl_s=120, now=NOW, token_id="t-1"
+    )
 
     decoded = jwt.decode(
         token,
@@ -339,7 +341,18 @@ def test_mint_token_claims(settings: Settings) -> None:
         "iat": int(NOW),
         "nbf": int(NOW),
         "exp": int(NOW) + 120,
+        "jti": "t-1",
     }
+
+
+def test_two_tokens_minted_in_one_second_differ(settings: Settings) -> None:
+    first = mint_token(settings, role="patient", subject="pt-0001", now=NOW)
+    second = mint_token(settings, role="patient", subject="pt-0001", now=NOW)
+    assert first != second
+    ids = {
+        jwt.decode(t, options={"verify_signature": False})["jti"] for t in (first, second)
+    }
+    assert len(ids) == 2
 
 
 def test_mint_token_refuses_production_and_bad_arguments(settings: Settings) -> None:
