@@ -7,9 +7,26 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from app.foundation.config import Settings, load_settings
+from app.foundation.config import ConfigError, Settings, load_settings
 from app.foundation.db import Database
 from app.mechanisms.runtime import Runtime
+
+
+def _settings_from_environment() -> Settings:
+    """:func:`load_settings`, worded for whoever started the process.
+
+    Under a ``flask`` command a bad setting is one line (``Error: configuration: ...``)
+    and exit status 1, as click reports its own errors, not a traceback. Elsewhere
+    (gunicorn, tests) :class:`ConfigError` propagates unchanged.
+    """
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        import click
+
+        if click.get_current_context(silent=True) is None:
+            raise
+        raise click.ClickException(f"configuration: {exc}") from None
 
 
 def create_app(settings: Settings | None = None, *, db: Database | None = None) -> Flask:
@@ -24,7 +41,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     from app.mechanisms import wakeup as queue_wakeup
     from webhooks import routes as webhook_routes
 
-    settings = settings or load_settings()
+    settings = settings or _settings_from_environment()
     app = Flask(__name__)
     app.config["JSON_SORT_KEYS"] = False
     # No request body we accept is near this; the webhook receiver has its own, smaller cap.

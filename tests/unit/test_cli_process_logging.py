@@ -51,3 +51,23 @@ def test_flask_cli_process_logs_json_on_stderr_only(db_url: str, seeded: Databas
     # The PIN is six digits: look for it outside the timestamps, where microseconds could match.
     assert all(pin not in json.dumps({k: v for k, v in r.items() if k != "time"}) for r in records)
     assert pin not in done.stdout + stored.stdout
+
+
+def test_a_bad_setting_is_one_line_and_a_failure_for_every_flask_command(db_url: str) -> None:
+    """A typo in the environment must not look like a crash (or a success) to an operator."""
+    env = base_env(DATABASE_URL=db_url, ERX_ENV="test", ERX_READ_TIMEOUT_S="two seconds")
+    for command in (["worker"], ["audit", "verify"], ["seed"]):
+        done = subprocess.run(
+            [str(BIN / "flask"), "--app", "app", *command],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 1, command
+        assert done.stdout == ""
+        assert done.stderr.splitlines() == [
+            "Error: configuration: ERX_READ_TIMEOUT_S must be a float"
+        ], command
