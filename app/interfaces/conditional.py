@@ -12,32 +12,33 @@ still happened: the views record it in the audit trail (``read-not-modified``,
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
 
 from flask import Response, jsonify, request
 
 
-def etag_of(body: Any) -> str:
-    """Return the entity tag (32 hex characters, unquoted) of a JSON-able ``body``: SHA-256 of its
-    canonical JSON (sorted keys, no spaces)."""
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
+def etag_of(serialised: bytes) -> str:
+    """Return the entity tag (32 hex characters, unquoted) of a serialised JSON body: the first
+    128 bits of its SHA-256, hex."""
+    return hashlib.sha256(serialised).hexdigest()[:32]
 
 
 def respond_conditionally(body: Any) -> tuple[Response, bool]:
     """Answer ``body`` as JSON with its ``ETag``, or 304 with no body if ``If-None-Match`` matches.
 
-    Uses the current Flask request's ``If-None-Match`` (weak comparison, as RFC
-    9110 section 13.1.2 requires for it; ``*`` matches). Sets
-    ``Cache-Control: private, no-cache``: the answer is personal (no shared
-    cache may keep it) and a client revalidates before reuse. Returns
-    ``(response, not_modified)``.
+    ``body`` is serialised once, by ``jsonify`` (sorted keys), and the tag is
+    computed from those bytes. Uses the current Flask request's
+    ``If-None-Match`` (weak comparison, as RFC 9110 section 13.1.2 requires for
+    it; ``*`` matches). Sets ``Cache-Control: private, no-cache``: the answer is
+    personal (no shared cache may keep it) and a client revalidates before
+    reuse. Returns ``(response, not_modified)``.
     """
-    etag = etag_of(body)
+    response = jsonify(body)
+    etag = etag_of(response.get_data())
     matches = request.if_none_match
     not_modified = bool(matches) and (matches.star_tag or matches.contains_weak(etag))
-    response = Response(status=304) if not_modified else jsonify(body)
+    if not_modified:
+        response = Response(status=304)
     response.set_etag(etag)
     response.headers["Cache-Control"] = "private, no-cache"
     return response, not_modified

@@ -298,6 +298,9 @@ def record_by(
     )
 
 
+_APPEND = insert(AuditEvent.__table__)
+
+
 def append_many(
     session: Session,
     accessor: Accessor,
@@ -326,8 +329,10 @@ def append_many(
         for prescription_id in prescription_ids
     ]
     if rows:
-        # Core insert with a list of parameter dicts: one INSERT ... VALUES (...), (...) statement.
-        session.execute(insert(AuditEvent).values(rows))
+        # A Core executemany on the session's connection: SQLAlchemy's "insertmanyvalues" sends
+        # it as one INSERT ... VALUES (...), (...) statement, and the prebuilt statement skips
+        # the ORM's per-call statement building (most of a read's CPU before).
+        session.connection().execute(_APPEND, rows)
     return len(rows)
 
 

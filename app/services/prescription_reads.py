@@ -20,9 +20,18 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, RowMapping, Select, and_, func, literal, over, select
+from sqlalchemy import (
+    RowMapping,
+    Select,
+    bindparam,
+    func,
+    literal,
+    over,
+    select,
+)
 from sqlalchemy.orm import Session, aliased
 
 from app.foundation.models import (
@@ -144,11 +153,25 @@ def _dialect(session: Session) -> str:
     return session.get_bind().dialect.name
 
 
-def visible_to(viewer: Viewer) -> ColumnElement[bool]:
-    """The WHERE condition limiting rows to what ``viewer`` may see (always true for staff)."""
-    if viewer.patient_ref is None:
-        return and_(literal(True))
-    return Patient.external_ref == viewer.patient_ref
+_KEY_COLUMNS = {
+    "prescription_id": Prescription.id,
+    "reference": Prescription.reference,
+    "platform_token": Prescription.platform_token,
+}
+
+
+@cache
+def _one_statement(dialect: str, key: str, patient_scoped: bool) -> Select[Any]:
+    """The :func:`view_select` of one prescription by ``key`` (a :data:`_KEY_COLUMNS` name),
+    limited to one patient when ``patient_scoped``; bound parameters ``key`` and ``patient_ref``.
+
+    Built once per process and shape: building the statement costs more CPU than
+    running it (a read is a poll the patient page repeats).
+    """
+    stmt = view_select(dialect).where(_KEY_COLUMNS[key] == bindparam("key"))
+    if patient_scoped:
+        stmt = stmt.where(Patient.external_ref == bindparam("patient_ref"))
+    return stmt
 
 
 def find_row(
@@ -165,15 +188,17 @@ def find_row(
     when no prescription matches or ``viewer`` may not see it: one query
     either way.
     """
-    if prescription_id is not None:
-        key: ColumnElement[bool] = Prescription.id == prescription_id
-    elif reference is not None:
-        key = Prescription.reference == reference
-    elif platform_token is not None:
-        key = Prescription.platform_token == platform_token
-    else:
+    given = {
+        "prescription_id": prescription_id,
+        "reference": reference,
+        "platform_token": platform_token,
+    }
+    name = next((k for k, v in given.items() if v is not None), None)
+    if name is None:
         raise ValueError("give prescription_id, reference or platform_token")
-    row = session.execute(view_select(_dialect(session)).where(key, visible_to(viewer))).first()
+    stmt = _one_statement(_dialect(session), name, viewer.patient_ref is not None)
+    params = {"key": given[name], "patient_ref": viewer.patient_ref}
+    row = session.connection().execute(stmt, params).first()
     return row._mapping if row is not None else None
 
 
@@ -193,6 +218,24 @@ class RowPage:
     patient_found: bool
 
 
+@cache
+def _page_statement(dialect: str, patient_scoped: bool) -> Select[Any]:
+    """The :func:`view_select` page of one patient's prescriptions with the window total;
+    bound parameters ``subject``, ``limit``, ``offset`` (and ``patient_ref`` when
+    ``patient_scoped``). Built once per process and shape, as :func:`_one_statement`."""
+    stmt = (
+        view_select(dialect)
+        .add_columns(over(func.count()).label("total"))
+        .where(Patient.external_ref == bindparam("subject"))
+        .order_by(Prescription.created_at.desc(), Prescription.id.desc())
+        .limit(bindparam("limit"))
+        .offset(bindparam("offset"))
+    )
+    if patient_scoped:
+        stmt = stmt.where(Patient.external_ref == bindparam("patient_ref"))
+    return stmt
+
+
 def patient_page(
     session: Session, *, viewer: Viewer, subject: str, limit: int, offset: int
 ) -> RowPage:
@@ -203,16 +246,14 @@ def patient_page(
     which also tells an unknown subject (``patient_found`` False) from an
     empty page.
     """
-    dialect = _dialect(session)
-    stmt = (
-        view_select(dialect)
-        .add_columns(over(func.count()).label("total"))
-        .where(Patient.external_ref == subject, visible_to(viewer))
-        .order_by(Prescription.created_at.desc(), Prescription.id.desc())
-        .limit(limit)
-        .offset(offset)
-    )
-    rows = session.execute(stmt).all()
+    params = {
+        "subject": subject,
+        "patient_ref": viewer.patient_ref,
+        "limit": limit,
+        "offset": offset,
+    }
+    stmt = _page_statement(_dialect(session), viewer.patient_ref is not None)
+    rows = session.connection().execute(stmt, params).all()
     if rows:
         return RowPage(
             rows=tuple(r._mapping for r in rows), total=int(rows[0].total), patient_found=True
