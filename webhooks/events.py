@@ -8,12 +8,17 @@ a digest of its bytes (so redeliveries still de-duplicate) and marked dead.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from connector.parsing import ResponseParseError, parse_timestamp, value_at
+from connector.parsing import (
+    JsonBodyError,
+    ResponseParseError,
+    parse_json_object,
+    parse_timestamp,
+    value_at,
+)
 from webhooks.errors import EventPayloadError
 
 STATUS_EVENT = "prescription.status_updated"
@@ -51,13 +56,28 @@ def _digest_id(raw: bytes) -> str:
     return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
+# The dead-letter reason for each way the strict decoder refuses a body.
+_REFUSED_JSON = {
+    "malformed_json": "not_json",
+    "duplicate_key": "duplicate_key",
+    "too_deeply_nested": "too_deeply_nested",
+}
+
+
 def envelope(raw: bytes) -> Envelope:
-    """Classify the raw body of a verified event. Never raises."""
+    """Classify the raw body of a verified event. Never raises.
+
+    The body is decoded by :func:`connector.parsing.parse_json_object`, the one
+    strict decoder: a body that is not a JSON object is dead with ``not_json``, one
+    that repeats a key (two readers could disagree on which ``id`` or ``status``
+    it carries) with ``duplicate_key``, one nested too deep with
+    ``too_deeply_nested``.
+    """
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return Envelope(_digest_id(raw), None, None, "dead", "not_json")
-    event_id = _text(body.get("id") if isinstance(body, dict) else None, MAX_EVENT_ID_CHARS)
+        body = parse_json_object(raw)
+    except JsonBodyError as exc:
+        return Envelope(_digest_id(raw), None, None, "dead", _REFUSED_JSON[exc.code])
+    event_id = _text(body.get("id"), MAX_EVENT_ID_CHARS)
     if event_id is None:
         return Envelope(_digest_id(raw), None, None, "dead", "no_event_id")
     event_type = body.get("type")
@@ -126,8 +146,11 @@ def _event_time(value: Any) -> datetime:
 
 
 def decode_body(raw: bytes) -> Any:
-    """Decode a stored event body once; raises :class:`EventPayloadError` (``not_json``)."""
+    """Decode a stored event body once, as :func:`envelope` does; raises
+    :class:`EventPayloadError` (``not_json``, ``duplicate_key``, ``too_deeply_nested``)."""
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise EventPayloadError("not_json", "event body is not JSON") from None
+        return parse_json_object(raw)
+    except JsonBodyError as exc:
+        raise EventPayloadError(
+            _REFUSED_JSON[exc.code], "event body is not one JSON object"
+        ) from None

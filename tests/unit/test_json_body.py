@@ -1,7 +1,9 @@
-"""One JSON loader for every body (app/interfaces/json_body.py): duplicate keys, non-objects, nesting.
+"""One JSON loader for every body (connector.parsing.parse_json_object): duplicate keys,
+non-objects, nesting.
 
-Every refusal happens before any schema runs, with the one error shape; the webhook
-receiver's parser (:func:`app.interfaces.json_body.parse_json_object`) follows the same rules.
+Every API refusal happens before any schema runs, with the one error shape; the webhook
+receiver decodes the platform's bodies with the same function (its dead letters are in
+tests/unit/test_webhook_receiver.py).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import json
 
 import pytest
 
-from app.interfaces.json_body import MAX_JSON_DEPTH, JsonBodyError, parse_json_object
+from connector.parsing import MAX_JSON_DEPTH, JsonBodyError, parse_json_object
 from tests.conftest import bearer
 
 SEND = "/api/v1/prescriptions/1/send"

@@ -372,13 +372,16 @@ def test_signed_non_json_body_is_200_and_stored_dead(client, clock, seeded) -> N
     ("body", "error"),
     [
         (b"\x80\x81\xfe not utf-8", "not_json"),
-        (b'["a", "list"]', "no_event_id"),
+        (b'["a", "list"]', "not_json"),
+        # Two readers of one body must not disagree on which event it is.
+        (b'{"id": "evt_1", "id": "evt_2", "type": "prescription.status_updated"}', "duplicate_key"),
+        (b'{"id": "evt_1", "data": ' + b'{"a": ' * 40 + b"1" + b"}" * 41, "too_deeply_nested"),
         (b'{"type": "prescription.status_updated"}', "no_event_id"),
         (b'{"id": 42}', "no_event_id"),
         (b'{"id": ""}', "no_event_id"),
         (b'{"id": "' + b"e" * 101 + b'"}', "no_event_id"),
     ],
-    ids=["not_utf8", "json_list", "no_id", "numeric_id", "empty_id", "id_too_long"],
+    ids=["not_utf8", "json_list", "duplicate_key", "too_deep", "no_id", "numeric_id", "empty_id", "id_too_long"],
 )
 def test_signed_unreadable_bodies_are_200_and_stored_dead(
     client, clock, seeded, body: bytes, error: str
