@@ -28,7 +28,7 @@ from notifier.consumer import (
 )
 from notifier.mailer import NoticeMailer
 from notifier.settings import ConfigError, NotifierSettings, load_settings
-from notifier.store import create_schema, open_engine, received
+from notifier.store import create_schema, open_engine, received, unavailable
 
 
 def _settings(ctx: click.Context) -> NotifierSettings:
@@ -66,7 +66,7 @@ def run_command(ctx: click.Context, max_seconds: float | None, idle_s: float | N
     try:
         create_schema(engine)
     except SQLAlchemyError as exc:
-        raise click.ClickException(f"database unavailable ({type(exc).__name__})") from None
+        raise click.ClickException(unavailable(engine, exc)) from None
     stop = threading.Event()
 
     def _handler(_signum: int, _frame: object) -> None:
@@ -93,7 +93,7 @@ def received_command(ctx: click.Context, prescription_id: int | None, as_json: b
     try:
         rows = received(engine, prescription_id=prescription_id)
     except SQLAlchemyError as exc:
-        raise click.ClickException(f"database unavailable ({type(exc).__name__})") from None
+        raise click.ClickException(unavailable(engine, exc)) from None
     finally:
         engine.dispose()
     items = [

@@ -69,6 +69,21 @@ def open_engine(url: str) -> Engine:
     return create_engine(url, **options)
 
 
+def unavailable(engine: Engine, exc: BaseException) -> str:
+    """``database unavailable at <host>:<port> (<error class>)`` for a failed call on ``engine``.
+
+    Names the server from the engine's parsed URL (SQLAlchemy's ``URL``; the
+    driver's default port 5432 when none is given), or the file of a SQLite
+    database; never the user name, password or query string.
+    """
+    url = engine.url
+    if url.get_backend_name() == "sqlite":
+        where = f"sqlite file {url.database or ':memory:'}"
+    else:
+        where = f"{url.host or 'localhost'}:{url.port or 5432}"
+    return f"database unavailable at {where} ({type(exc).__name__})"
+
+
 def create_schema(engine: Engine) -> None:
     """Create ``notifier_inbox`` (and its index) if missing; existing tables are left alone."""
     metadata.create_all(engine, checkfirst=True)

@@ -7,8 +7,10 @@ import email.policy
 from datetime import UTC, datetime
 
 import pytest
+from click.testing import CliRunner
 
 from notifier.broker import unreachable
+from notifier.cli import main
 from notifier.mailer import Notice, NoticeMailer, message_id_for
 from notifier.settings import ConfigError, NotifierSettings, load_settings
 
@@ -85,3 +87,13 @@ def test_a_notice_file_carries_a_stable_message_id_per_event(tmp_path) -> None: 
         message_id,
     )
     assert parsed.get_content().rstrip() == "Hello"
+
+
+def test_an_unreachable_database_is_one_line_naming_host_and_port_never_credentials() -> None:
+    # Port 1 on loopback: nothing listens there, so the connection is refused at once.
+    url = "postgresql+psycopg2://notifier:s3cret@127.0.0.1:1/erx?connect_timeout=2"
+    result = CliRunner().invoke(main, ["received"], obj=NotifierSettings(database_url=url))
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert lines == ["Error: database unavailable at 127.0.0.1:1 (OperationalError)"]
+    assert "s3cret" not in result.output and "notifier:" not in result.output
