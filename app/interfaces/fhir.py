@@ -59,8 +59,8 @@ birth, address or contact ever leaves through FHIR. ``requester`` is
 ``Organization/<pharmacy id>`` with the pharmacy's name. ``identifier`` holds
 our reference and line; the platform token (a bearer secret a pharmacy
 dispenses with) is added only when ``show_platform_token`` is set, which the
-API does for the support and service roles (the one visibility rule of the API). A rejection's platform message is not
-exposed: it may echo patient details.
+API does for the support and service roles (the API's one visibility rule). A
+rejection's platform message is not exposed: it may echo patient details.
 """
 
 from __future__ import annotations
