@@ -831,7 +831,7 @@ def main(argv: list[str] | None = None) -> int:
             urls[primary], urls[primary].replace(":5432/", f":{proxy_port}/")
         )
         token = stack.flask(
-            "tokens", "mint", "--role", "patient", "--sub", fx.patient, "--ttl", "7200"
+            "tokens", "mint", "--role", "patient", "--sub", fx.patient, "--ttl", "3600"
         ).strip()
         watch = LockWatch(
             engines[primary], app_name=HARNESS_APP_NAME, interval_s=args.sample_ms / 1000

@@ -369,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"pharmacies: small {counts['small']:,}, large {counts['large']:,}", flush=True)
     queries = draw_queries(args.queries, args.seed)
     warmup = draw_queries(args.warmup, args.seed + 1)
-    token = mint_token(Settings(), role="patient", subject="pt-0001", ttl_s=24 * 3600)
+    token = mint_token(Settings(), role="patient", subject="pt-0001", ttl_s=3600)
     runs: list[Run] = []
     try:
         for round_no in range(1, args.rounds + 1):
