@@ -459,12 +459,10 @@ def test_receipts_within_a_window_are_announced_after_their_commit(
     from app.mechanisms.wakeup import WakeupCoalescer
 
     svc: Runtime = app.extensions["erx"]
-    assert svc.inbox_notifier is not None
+    assert svc.inbox_wakeups is not None
     ticks = _Ticks()
-    manual = WakeupCoalescer(
-        svc.inbox_notifier.send, window_s=0.01, clock=ticks, start_thread=False
-    )
-    svc.inbox_notifier = manual
+    manual = WakeupCoalescer(svc.inbox_wakeups.send, window_s=0.01, clock=ticks, start_thread=False)
+    svc.inbox_wakeups = manual
     deliver(event_body("evt_coalesce_1", "signed", previous="issued", occurred=at(10, 15)))
     deliver(event_body("evt_coalesce_2", "signed", previous="issued", occurred=at(10, 15)))
     # The first notified in its INSERT; the second is committed and owed, not yet announced.
