@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     app.extensions["erx"] = Runtime(
         settings=settings,
         db=database,
-        inbox_notifier=queue_wakeup.receipt_notifier(database.engine, settings.worker_wakeup),
+        inbox_wakeups=queue_wakeup.receipt_wakeups(database.engine, settings.worker_wakeup),
     )
     logs.configure_logging(settings)
     logs.init_app(app)

@@ -61,12 +61,12 @@ def store_event(
     signature: str | None,
     *,
     now: datetime,
-    notifier: WakeUps | None,
+    wakeups: WakeUps | None,
 ) -> bool:
     """Insert the delivery ``raw`` (bytes as signed, ``signature``) unless its event id is known.
 
     ``env`` is the envelope read from ``raw``; ``now`` the receipt time (aware
-    UTC); ``notifier`` the process's wake-up coalescer, or None where nobody
+    UTC); ``wakeups`` the process's wake-up coalescer, or None where nobody
     listens (SQLite, poll mode). Returns True when a row was inserted, False
     for a duplicate event id. Raises :class:`InboxUnavailable` when the row
     could not be committed.
@@ -74,8 +74,8 @@ def store_event(
     pending = env.state == "pending"
     # Only a pending event is work. A ticket means "notify in this INSERT"; without one the
     # row is announced after its commit (owe).
-    notifier = notifier if pending else None
-    ticket = notifier.claim() if notifier is not None else None
+    wakeups = wakeups if pending else None
+    ticket = wakeups.claim() if wakeups is not None else None
     values = {
         "event_id": env.event_id,
         "event_type": env.event_type,
@@ -97,9 +97,9 @@ def store_event(
             result.close()
     except SQLAlchemyError as exc:
         raise InboxUnavailable(type(exc).__name__) from None
-    if inserted and notifier is not None:
+    if inserted and wakeups is not None:
         if ticket is not None:
-            notifier.settle(ticket)  # this commit notified: the rows owed before are announced
+            wakeups.settle(ticket)  # this commit notified: the rows owed before are announced
         else:
-            notifier.owe()  # committed without a notification: one follows
+            wakeups.owe()  # committed without a notification: one follows
     return inserted

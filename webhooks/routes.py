@@ -101,9 +101,7 @@ def receive() -> Response:
         )
     env = envelope(raw)
     try:
-        inserted = store_event(
-            svc.db, env, raw, signature, now=utcnow(), notifier=svc.inbox_notifier
-        )
+        inserted = store_event(svc.db, env, raw, signature, now=utcnow(), wakeups=svc.inbox_wakeups)
     except InboxUnavailable as exc:
         log.error("webhook not stored: event_id=%s db_error=%s", env.event_id, exc)
         raise ApiError(503, "inbox_unavailable", "The event could not be stored; retry.") from None

@@ -130,35 +130,6 @@ def record(session: Session, changes: Sequence[Change]) -> list[bool]:
     return recorded
 
 
-def record_transition(
-    session: Session, prescription: Prescription, transition: Transition
-) -> tuple[bool, bool]:
-    """Deprecated: ``record(session, [Change(prescription, transition)])``.
-
-    Returns ``(recorded, advanced)``; kept for the tests and benches that still call it.
-    """
-    before = prescription.status
-    (recorded,) = record(session, [Change(prescription, transition)])
-    return recorded, prescription.status != before
-
-
-def record_local_status(
-    session: Session,
-    prescription: Prescription,
-    to_status: str,
-    *,
-    source: str,
-    detail: str | None = None,
-    now: datetime | None = None,
-    region: str | None = None,
-    route: str | None = None,
-    actor: str | None = None,
-) -> None:
-    """Deprecated: ``record(session, [Change(prescription, local(...), region, route)])``."""
-    transition = local(prescription, to_status, source=source, detail=detail, now=now, actor=actor)
-    record(session, [Change(prescription, transition, region=region, route=route)])
-
-
 def _move(prescription: Prescription, transition: Transition, received_at: datetime) -> None:
     """The one rule for the current status: ours always moves it, a learned one forward only."""
     lifecycle = transition.to_status in LIFECYCLE

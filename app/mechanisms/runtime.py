@@ -36,7 +36,7 @@ class Runtime:
     ``webhook_listeners`` are called in order by the webhook receiver, once per
     delivery it decided (app/mechanisms/metrics.py registers the counters), so the
     receiver imports no metrics and no per-request hook is needed.
-    ``inbox_notifier`` wakes the inbox workers after receipts (PostgreSQL in
+    ``inbox_wakeups`` wakes the inbox workers after receipts (PostgreSQL in
     ``notify`` mode; None otherwise), see :class:`app.mechanisms.wakeup.WakeupCoalescer`.
     """
 
@@ -44,7 +44,7 @@ class Runtime:
     db: Database
     unix_time: Callable[[], float] = field(default=time.time)
     webhook_listeners: list[WebhookListener] = field(default_factory=list)
-    inbox_notifier: WakeupCoalescer | None = None
+    inbox_wakeups: WakeupCoalescer | None = None
 
 
 def runtime() -> Runtime:

@@ -276,7 +276,7 @@ RECEIPT_NOTIFY_WINDOW_S = 0.01
 per web process, each row announced within 20 ms of its commit."""
 
 
-def receipt_notifier(engine: Any, setting: str) -> WakeupCoalescer | None:
+def receipt_wakeups(engine: Any, setting: str) -> WakeupCoalescer | None:
     """The webhook receiver's coalescer for the inbox channel, or None when nobody listens.
 
     ``engine``: the app's engine; ``setting``: ``WORKER_WAKEUP``. None on SQLite and

@@ -12,11 +12,12 @@ What runs (loopback only, every loop bounded in count and time):
    10) at ``--rate`` (default 200) per second, paced on an absolute schedule,
    alternating which phase goes first:
 
-   * measured: each tick appends one history row (``record_local_status`` in its
-     own transaction, prescription locked first, which stages the event and its
-     NOTIFY), from ``--writers`` processes of ``--threads`` threads on an open-loop
-     schedule (``bench/events/writers.py``: a slow commit never delays the next
-     tick); lag = arrival time at the consumer minus the row's ``recorded_at``;
+   * measured: each tick appends one history row (``record`` of a ``local``
+     transition in its own transaction, prescription locked first, which stages
+     the event and its NOTIFY), from ``--writers`` processes of ``--threads``
+     threads on an open-loop schedule (``bench/events/writers.py``: a slow
+     commit never delays the next tick); lag = arrival time at the consumer
+     minus the row's ``recorded_at``;
    * reference: each tick is one bare ``basic_publish`` with publisher confirms
      from this process to the same exchange; lag = arrival minus the time just
      before the publish: the broker's and the consumer's own round trip.
@@ -49,7 +50,7 @@ from alembic.config import Config
 from app.foundation.db import Database
 from app.foundation.models import Prescription
 from app.mechanisms.amqp import close_quietly, connect
-from app.mechanisms.history import record_local_status
+from app.mechanisms.history import Change, local, record
 from app.services.seeding import run_seed_scripts
 from bench.database import BenchDatabase
 from bench.events.arrivals import consume
@@ -219,12 +220,8 @@ def drain_phase(
     consumer.take()
     with db.session() as s:
         for n in range(count):
-            record_local_status(
-                s,
-                s.get(Prescription, ids[n % len(ids)]),
-                ("queued", "rejected")[n % 2],
-                source="service",
-            )
+            rx = s.get(Prescription, ids[n % len(ids)])
+            record(s, [Change(rx, local(rx, ("queued", "rejected")[n % 2], source="service"))])
     committed = time.time()
     got = consumer.collect(count, 120)
     last = max((arrived for arrived, _ in got.values()), default=committed)

@@ -8,8 +8,8 @@ is due at ``start + n / rate`` (wall clock, shared by every process) and is
 handled by process ``n % processes``; a tick is submitted at its due time
 whether or not earlier ones have finished (open loop: a slow commit delays
 its own row, never the schedule). Each append is its own transaction through
-:func:`app.mechanisms.history.record_local_status`, which stages the event row (and its
-NOTIFY) the real way.
+:func:`app.mechanisms.history.record` (a :func:`~app.mechanisms.history.local`
+transition), which stages the event row (and its NOTIFY) the real way.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 from app.foundation.db import Database
 from app.foundation.models import EventOutbox, Prescription
-from app.mechanisms.history import record_local_status
+from app.mechanisms.history import Change, local, record
 
 STATUSES = ("queued", "rejected")
 
@@ -45,9 +45,8 @@ def _phase(
         with db.session() as s:
             # Locked first, as the services do: it serialises a prescription's transitions, so its
             # event ids follow commit order (the publisher's per-prescription order relies on it).
-            record_local_status(
-                s, s.get(Prescription, pid, with_for_update=True), STATUSES[n % 2], source="service"
-            )
+            rx = s.get(Prescription, pid, with_for_update=True)
+            record(s, [Change(rx, local(rx, STATUSES[n % 2], source="service"))])
             staged = [o.event_id for o in s.new if isinstance(o, EventOutbox)]
         at = time.time()
         late.append(at - due)

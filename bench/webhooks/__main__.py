@@ -1006,7 +1006,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Issue 10's webhook targets against what this run measured."""
+    """The webhook performance targets (ingest, receipt->history, saturation, apply CPU), each checked.
+
+    ``results``: this run's results by phase. Returns one dict per target:
+    ``target`` (the goal in words), ``measured``, ``met`` (bool), and per-target detail.
+    """
     out: list[dict[str, Any]] = []
     for c in results.get("ingest", {}).get("comparisons", []):
         med = c["pooled_median_service_over_reference"]

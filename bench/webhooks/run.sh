@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Webhook benchmark (issue 10): installs wrk if it is missing, then runs
+# Webhook benchmark (receipt throughput and latency): installs wrk if it is missing, then runs
 # `python -m bench.webhooks`: ingest (service vs the bare reference receiver and
 # a copy of it, fresh servers per round), receipt->history at a steady 200/s
 # (inbox workers vs a synchronous receiver) and saturation (wrk, 32 connections,

@@ -24,7 +24,7 @@ from app.foundation.models import EventOutbox, Patient, Prescription, StatusHist
 from app.interfaces.events_cli import publisher_config
 from app.mechanisms.amqp import connect
 from app.mechanisms.event_contract import validate_event
-from app.mechanisms.history import Transition, record_local_status, record_transition
+from app.mechanisms.history import Change, Transition, local, record
 from app.mechanisms.wakeup import EVENTS_CHANNEL, WakeupWaiter
 from app.services.event_publisher import EventPublisher
 from notifier.cli import main as notifier_main
@@ -158,7 +158,8 @@ def test_a_consumer_bound_to_one_region_sees_only_its_own(
         with seeded.session() as s:
             for region_ids in ids.values():
                 for pid in region_ids:
-                    record_local_status(s, s.get(Prescription, pid), "queued", source="api")
+                    rx = s.get(Prescription, pid)
+                    record(s, [Change(rx, local(rx, "queued", source="api"))])
         publish_all(seeded, settings)
         got_a, got_b = only_a.drain(), only_b.drain()
     finally:
@@ -180,16 +181,21 @@ def test_a_duplicate_transition_publishes_nothing_more(
         at = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
         for _ in range(2):  # a redelivered webhook: recorded once, published once
             with seeded.session() as s:
-                record_transition(
+                rx = s.get(Prescription, pid)
+                record(
                     s,
-                    s.get(Prescription, pid),
-                    Transition(
-                        to_status="signed",
-                        from_status="issued",
-                        occurred_at=at,
-                        source="webhook",
-                        event_id="evt-dup-1",
-                    ),
+                    [
+                        Change(
+                            rx,
+                            Transition(
+                                to_status="signed",
+                                from_status="issued",
+                                occurred_at=at,
+                                source="webhook",
+                                event_id="evt-dup-1",
+                            ),
+                        )
+                    ],
                 )
         publish_all(seeded, settings)
         got = capture.drain()
@@ -227,7 +233,8 @@ def test_a_poison_message_lands_in_the_dlq_after_n_attempts_and_replays_cleanly(
 
     with seeded.session() as s:
         for pid in (poison, healthy):
-            record_local_status(s, s.get(Prescription, pid), "rejected", source="service")
+            rx = s.get(Prescription, pid)
+            record(s, [Change(rx, local(rx, "rejected", source="service"))])
     publish_all(seeded, settings)  # declares the notifier's queue before publishing
     # A message that is not a valid event at all: dead-lettered at once, not retried.
     connection = connect(amqp_url, name=f"erx-tests {event_names.queue}")
@@ -328,7 +335,8 @@ def test_events_wait_in_the_outbox_while_the_broker_is_down(seeded, tmp_path, db
     )
     pid = _drafts(seeded, "A", 1)[0]
     with seeded.session() as s:
-        record_local_status(s, s.get(Prescription, pid), "queued", source="api")
+        rx = s.get(Prescription, pid)
+        record(s, [Change(rx, local(rx, "queued", source="api"))])
 
     class CountingStop(threading.Event):
         """Records each backoff wait instead of sleeping; stops after four."""
@@ -376,7 +384,8 @@ def test_a_listening_publisher_sends_a_committed_event_long_before_its_poll(
         wait_until(lambda: waiter._conn is not None, timeout_s=10)  # noqa: SLF001 - LISTEN issued
         pid = _drafts(seeded, "A", 1)[0]
         with seeded.session() as s:
-            record_local_status(s, s.get(Prescription, pid), "queued", source="api")
+            rx = s.get(Prescription, pid)
+            record(s, [Change(rx, local(rx, "queued", source="api"))])
         got: list = []
         # Far inside the 60 s poll: only the NOTIFY can have woken it.
         wait_until(lambda: bool(got.extend(capture.drain()) or got), timeout_s=10)
@@ -398,24 +407,30 @@ def test_events_published_before_the_notifier_ever_ran_wait_for_it_and_region_a_
     region_a, region_b = _drafts(seeded, "A", 1)[0], _drafts(seeded, "B", 1)[0]
     at = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
     with seeded.session() as s:
-        record_local_status(s, s.get(Prescription, region_a), "queued", source="api")
-        record_local_status(s, s.get(Prescription, region_a), "emailed", source="service")
+        rx = s.get(Prescription, region_a)
+        record(s, [Change(rx, local(rx, "queued", source="api"))])
+        rx = s.get(Prescription, region_a)
+        record(s, [Change(rx, local(rx, "emailed", source="service"))])
         rx = s.get(Prescription, region_b)
-        record_local_status(s, rx, "queued", source="api")
-        record_local_status(s, rx, "issued", source="service")
+        record(s, [Change(rx, local(rx, "queued", source="api"))])
+        record(s, [Change(rx, local(rx, "issued", source="service"))])
     for n, status in enumerate(("signed", "dispensed")):
         with seeded.session() as s:
             rx = s.get(Prescription, region_b)
-            record_transition(
+            record(
                 s,
-                rx,
-                Transition(
-                    to_status=status,
-                    from_status=rx.status,
-                    occurred_at=at + timedelta(minutes=n),
-                    source="webhook",
-                    event_id=f"evt-first-{status}",
-                ),
+                [
+                    Change(
+                        rx,
+                        Transition(
+                            to_status=status,
+                            from_status=rx.status,
+                            occurred_at=at + timedelta(minutes=n),
+                            source="webhook",
+                            event_id=f"evt-first-{status}",
+                        ),
+                    )
+                ],
             )
     publish_all(seeded, settings)
     with seeded.session() as s:

@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 
 from app.foundation.models import EventOutbox, Prescription
 from app.mechanisms.amqp import BROKER_ERRORS, close_quietly, connect
-from app.mechanisms.history import Transition, record_local_status, record_transition
+from app.mechanisms.history import Change, Transition, local, record
 from scripts.stack import BIN, REPO_ROOT
 from tests.integration import events_support
 from tests.integration.conftest import wait_until
@@ -112,18 +112,22 @@ def test_500_transitions_through_a_publisher_crash_and_cut_connections_take_effe
                     with seeded.session() as s:
                         rx = s.get(Prescription, pid, with_for_update=True)
                         if kind == "local":
-                            record_local_status(s, rx, status, source=source)
+                            record(s, [Change(rx, local(rx, status, source=source))])
                         else:
-                            record_transition(
+                            record(
                                 s,
-                                rx,
-                                Transition(
-                                    to_status=status,
-                                    from_status=rx.status,
-                                    occurred_at=at + timedelta(minutes=n),
-                                    source=source,
-                                    event_id=f"chaos-{pid}-{status}",
-                                ),
+                                [
+                                    Change(
+                                        rx,
+                                        Transition(
+                                            to_status=status,
+                                            from_status=rx.status,
+                                            occurred_at=at + timedelta(minutes=n),
+                                            source=source,
+                                            event_id=f"chaos-{pid}-{status}",
+                                        ),
+                                    )
+                                ],
                             )
                     time.sleep(0.008)  # ~100 transitions/s: the run spans the chaos below
 

@@ -1,5 +1,5 @@
-"""Issue 9, point 4: the whole flow through the real process stack leaves no PHI and
-no secret in any process's log.
+"""The whole flow through the real process stack leaves no PHI and no secret in
+any process's log.
 
 Sandbox, gunicorn service and worker run as separate processes (scripts/stack.py),
 each logging to its own file. The flow: a Region B send walked to ``dispensed``,

@@ -26,7 +26,7 @@ from app.foundation.models import (
     StatusHistory,
     WebhookInbox,
 )
-from app.mechanisms.history import record_local_status
+from app.mechanisms.history import Change, local, record
 from app.services.connector_factory import make_client
 from app.services.reconcile import reconcile
 from connector.statuses import LIFECYCLE
@@ -59,7 +59,7 @@ def adopt_storm(db, storm: list[dict]) -> None:  # type: ignore[no-untyped-def]
             )
             s.add(rx)
             s.flush()
-            record_local_status(s, rx, "issued", source="api", now=now)
+            record(s, [Change(rx, local(rx, "issued", source="api", now=now))])
 
 
 def test_storm_converges_to_the_platform_state(live, live_settings, seeded, sandbox):

@@ -22,10 +22,10 @@ from app.foundation.models import (
     Prescription,
     WebhookInbox,
 )
+from app.mechanisms import history
 from app.mechanisms.audit import PLATFORM, append_many, leaf_data, record, row_content, row_hash
 from app.mechanisms.audit_keys import SigningKey, checkpoint_text, parse_private_keys, sign_note
 from app.mechanisms.audit_sealer import seal_once, verify
-from app.mechanisms.history import record_local_status
 from app.mechanisms.merkle import root_of
 from tests.support import audit_triggers_suspended, find_phi, seeded_phi
 from tests.unit.test_webhook_receiver import clock, deliver, event_body  # noqa: F401 (clock: a fixture)
@@ -509,7 +509,9 @@ def test_cli_export_writes_the_prescriptions_complete_record(
             select(Prescription).where(Prescription.reference == "rx-000002")
         ).one()
         rx_id, other_id = rx.id, other.id
-        record_local_status(session, rx, "queued", source="api", now=T0)
+        history.record(
+            session, [history.Change(rx, history.local(rx, "queued", source="api", now=T0))]
+        )
         session.add(
             DispatchOutbox(
                 prescription_id=rx.id,

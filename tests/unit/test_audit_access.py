@@ -1,6 +1,6 @@
-"""Issue 9, point 6: every read and change of a prescription leaves one audit row
-(who, as what, did what, to which prescription, request id, client address), a
-refused call leaves none, and the chain still verifies after the whole flow."""
+"""Every read and change of a prescription leaves one audit row (who, as what,
+did what, to which prescription, request id, client address), a refused call
+leaves none, and the chain still verifies after the whole flow."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from app.foundation.models import EventOutbox, Prescription
 from app.mechanisms.event_contract import validate_event
 from app.mechanisms.event_outbox import rfc3339, routing_key
-from app.mechanisms.history import Transition, record_local_status, record_transition
+from app.mechanisms.history import Change, Transition, local, record
 from app.services.event_publisher import BatchResult, EventPublisher, PublisherConfig
 
 AT = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
@@ -26,31 +26,39 @@ def _events(db) -> list[EventOutbox]:  # type: ignore[no-untyped-def]
 def test_each_appended_row_stages_one_valid_event_and_a_duplicate_none(seeded) -> None:  # type: ignore[no-untyped-def]
     with seeded.session() as s:
         rx = s.get(Prescription, 1)
-        record_local_status(s, rx, "queued", source="api", now=AT)
+        record(s, [Change(rx, local(rx, "queued", source="api", now=AT))])
         for _ in range(2):
-            record_transition(
+            record(
                 s,
-                rx,
-                Transition(
-                    to_status="issued",
-                    from_status="queued",
-                    occurred_at=AT,
-                    source="api",
-                    received_at=AT + timedelta(seconds=1),
-                ),
+                [
+                    Change(
+                        rx,
+                        Transition(
+                            to_status="issued",
+                            from_status="queued",
+                            occurred_at=AT,
+                            source="api",
+                            received_at=AT + timedelta(seconds=1),
+                        ),
+                    )
+                ],
             )
         for _ in range(2):
-            record_transition(
+            record(
                 s,
-                rx,
-                Transition(
-                    to_status="signed",
-                    from_status="issued",
-                    occurred_at=AT,
-                    source="webhook",
-                    event_id="evt-1",
-                    received_at=AT,
-                ),
+                [
+                    Change(
+                        rx,
+                        Transition(
+                            to_status="signed",
+                            from_status="issued",
+                            occurred_at=AT,
+                            source="webhook",
+                            event_id="evt-1",
+                            received_at=AT,
+                        ),
+                    )
+                ],
             )
     events = _events(seeded)
     # Prescription 1 belongs to patient pt-0001, Region B (scripts/seed).
@@ -73,7 +81,8 @@ def test_each_appended_row_stages_one_valid_event_and_a_duplicate_none(seeded) -
 
 def test_a_rolled_back_transition_leaves_no_event(seeded) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(RuntimeError), seeded.session() as s:
-        record_local_status(s, s.get(Prescription, 2), "queued", source="api", now=AT)
+        rx = s.get(Prescription, 2)
+        record(s, [Change(rx, local(rx, "queued", source="api", now=AT))])
         raise RuntimeError("the caller's transaction fails after the append")
     assert _events(seeded) == []
 
@@ -123,7 +132,8 @@ class FakePublisher(EventPublisher):
 def _stage(db, pids: list[int], status: str) -> None:  # type: ignore[no-untyped-def]
     with db.session() as s:
         for pid in pids:
-            record_local_status(s, s.get(Prescription, pid), status, source="service", now=AT)
+            rx = s.get(Prescription, pid)
+            record(s, [Change(rx, local(rx, status, source="service", now=AT))])
 
 
 def test_a_nacked_event_holds_back_the_rest_of_its_prescription_only(seeded) -> None:  # type: ignore[no-untyped-def]

@@ -31,7 +31,7 @@ from app.interfaces.fhir import (
     TRANSITION_EXTENSION,
 )
 from app.interfaces.identity import mint_token
-from app.mechanisms.history import Transition, record_local_status, record_transition
+from app.mechanisms.history import Change, Transition, local, record
 
 # rx-000001 belongs to pt-0001 (Region B); rx-000017 to pt-0017 (Region A).
 REGION_REF = {"B": "rx-000001", "A": "rx-000017"}
@@ -109,22 +109,33 @@ def move(db: Database, reference: str, status: str, *, pharmacy_id: int | None =
         for step, (kind, to) in enumerate(PATHS[status], start=1):
             at = T0 + timedelta(minutes=step)
             if kind == "local":
-                record_local_status(session, prescription, to, source="service", now=at)
+                record(
+                    session,
+                    [Change(prescription, local(prescription, to, source="service", now=at))],
+                )
             elif kind == "api":
                 prescription.platform_token = f"{TOKEN}{prescription.id}"
-                record_local_status(session, prescription, to, source="api", now=at)
+                record(
+                    session, [Change(prescription, local(prescription, to, source="api", now=at))]
+                )
             else:
-                record_transition(
+                record(
                     session,
-                    prescription,
-                    Transition(
-                        to_status=to,
-                        from_status=None,
-                        occurred_at=at - timedelta(seconds=5),
-                        received_at=at,
-                        source=kind,
-                        event_id=f"evt-{prescription.id}-{to}" if kind == "webhook" else None,
-                    ),
+                    [
+                        Change(
+                            prescription,
+                            Transition(
+                                to_status=to,
+                                from_status=None,
+                                occurred_at=at - timedelta(seconds=5),
+                                received_at=at,
+                                source=kind,
+                                event_id=f"evt-{prescription.id}-{to}"
+                                if kind == "webhook"
+                                else None,
+                            ),
+                        )
+                    ],
                 )
         return prescription.id
 
@@ -507,17 +518,21 @@ def test_history_bundle_has_one_version_per_transition_with_source_and_both_time
         prescription = session.get(Prescription, pid)
         # A late, out-of-order webhook after the final status: recorded, but the status stays dispensed.
         late = T0 + timedelta(minutes=30)
-        record_transition(
+        record(
             session,
-            prescription,
-            Transition(
-                to_status="printed",
-                from_status="signed",
-                occurred_at=late,
-                received_at=late,
-                source="webhook",
-                event_id="evt-late",
-            ),
+            [
+                Change(
+                    prescription,
+                    Transition(
+                        to_status="printed",
+                        from_status="signed",
+                        occurred_at=late,
+                        received_at=late,
+                        source="webhook",
+                        event_id="evt-late",
+                    ),
+                )
+            ],
         )
         rows = session.scalars(
             select(StatusHistory)

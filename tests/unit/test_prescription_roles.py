@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from app.foundation.db import Database
 from app.foundation.models import DispatchOutbox, Pharmacy, Prescription, StatusHistory
-from app.mechanisms.history import record_local_status
+from app.mechanisms.history import Change, local, record
 from app.services.pharmacies import display_address
 from tests.conftest import bearer
 
@@ -46,7 +46,7 @@ def mark_issued(db: Database, pid: int, *, token: str = "SRXROLE0001") -> None:
         assert rx is not None
         rx.platform_token = token
         rx.pharmacy_id = session.scalar(select(Pharmacy.id).where(Pharmacy.branch_id == 17))
-        record_local_status(session, rx, "issued", source="api")
+        record(session, [Change(rx, local(rx, "issued", source="api"))])
 
 
 def show(client, pid: int, headers: dict[str, str]):  # type: ignore[no-untyped-def]

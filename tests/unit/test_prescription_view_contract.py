@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from app.foundation.db import Database
 from app.foundation.models import AuditEvent, Patient, Prescription
-from app.mechanisms.history import record_local_status
+from app.mechanisms.history import Change, local, record
 from tests.conftest import bearer
 
 REASON = "Prescribed twice by mistake"
@@ -73,7 +73,8 @@ def test_patient_block_for_staff_only(app: Any, client: Any, seeded: Any) -> Non
 def test_history_carries_the_void_reason_and_who_voided(app: Any, client: Any, seeded: Any) -> None:
     pid = _id(seeded, "rx-000001")
     with seeded.session() as session:
-        record_local_status(session, session.get(Prescription, pid), "queued", source="service")
+        rx = session.get(Prescription, pid)
+        record(session, [Change(rx, local(rx, "queued", source="service"))])
     support = _headers(app, "support", "support-7")
 
     voided = client.post(
@@ -194,7 +195,8 @@ def test_a_status_change_changes_the_etag(app: Any, client: Any, seeded: Any) ->
     headers = _headers(app, "patient")
     etag = client.get("/api/v1/prescriptions/1", headers=headers).headers["ETag"]
     with seeded.session() as session:
-        record_local_status(session, session.get(Prescription, 1), "queued", source="service")
+        rx = session.get(Prescription, 1)
+        record(session, [Change(rx, local(rx, "queued", source="service"))])
 
     changed = client.get("/api/v1/prescriptions/1", headers=headers | {"If-None-Match": etag})
 
@@ -238,7 +240,8 @@ def test_list_items_carry_the_view_and_keep_the_summary_keys(
     app: Any, client: Any, seeded: Any
 ) -> None:
     with seeded.session() as session:
-        record_local_status(session, session.get(Prescription, 1), "queued", source="service")
+        rx = session.get(Prescription, 1)
+        record(session, [Change(rx, local(rx, "queued", source="service"))])
     headers = _headers(app, "patient")
 
     page = client.get("/api/v1/me/prescriptions?per_page=50", headers=headers).get_json()

@@ -22,7 +22,7 @@ from app.foundation.config import ConfigError, load_settings
 from app.foundation.db import Database, utcnow
 from app.foundation.models import Patient, Prescription, Region, WebhookInbox
 from app.interfaces.worker import WorkerLoop, build_waiter
-from app.mechanisms.history import Change, Transition, record, record_local_status
+from app.mechanisms.history import Change, Transition, local, record
 from app.mechanisms.queue import mark_dead, reopen
 from app.mechanisms.runtime import Runtime
 from app.mechanisms.wakeup import (
@@ -209,10 +209,12 @@ def test_a_staged_status_event_wakes_the_publisher_when_it_commits(
 ) -> None:
     with seeded.session() as session:
         pid = session.scalars(select(Prescription.id).order_by(Prescription.id)).first()
-        record_local_status(session, session.get(Prescription, pid), "queued", source="api")
+        rx = session.get(Prescription, pid)
+        record(session, [Change(rx, local(rx, "queued", source="api"))])
     assert _notifications_until_marker(events_listener, seeded, EVENTS_CHANNEL) == [""]
     with pytest.raises(RuntimeError), seeded.session() as session:
-        record_local_status(session, session.get(Prescription, pid), "rejected", source="api")
+        rx = session.get(Prescription, pid)
+        record(session, [Change(rx, local(rx, "rejected", source="api"))])
         session.flush()
         raise RuntimeError("abort: the transition never happened")
     assert _notifications_until_marker(events_listener, seeded, EVENTS_CHANNEL) == []
@@ -263,12 +265,12 @@ def test_a_local_status_written_in_one_statement_wakes_the_publisher(
             .limit(1)
             .with_for_update(of=Prescription)
         ).one()
-        record_local_status(session, rx, "issued", source="api", region=region, route=route)
+        record(session, [Change(rx, local(rx, "issued", source="api"), region=region, route=route)])
     assert _notifications_until_marker(events_listener, seeded, EVENTS_CHANNEL) == [""]
     # A lifecycle step is stored once: again, it appends nothing, stages nothing, and wakes nobody.
     with seeded.session() as session:
         rx = session.get(Prescription, rx.id, with_for_update=True)
-        record_local_status(session, rx, "issued", source="api", region=region, route=route)
+        record(session, [Change(rx, local(rx, "issued", source="api"), region=region, route=route)])
     assert _notifications_until_marker(events_listener, seeded, EVENTS_CHANNEL) == []
 
 
@@ -457,12 +459,10 @@ def test_receipts_within_a_window_are_announced_after_their_commit(
     from app.mechanisms.wakeup import WakeupCoalescer
 
     svc: Runtime = app.extensions["erx"]
-    assert svc.inbox_notifier is not None
+    assert svc.inbox_wakeups is not None
     ticks = _Ticks()
-    manual = WakeupCoalescer(
-        svc.inbox_notifier.send, window_s=0.01, clock=ticks, start_thread=False
-    )
-    svc.inbox_notifier = manual
+    manual = WakeupCoalescer(svc.inbox_wakeups.send, window_s=0.01, clock=ticks, start_thread=False)
+    svc.inbox_wakeups = manual
     deliver(event_body("evt_coalesce_1", "signed", previous="issued", occurred=at(10, 15)))
     deliver(event_body("evt_coalesce_2", "signed", previous="issued", occurred=at(10, 15)))
     # The first notified in its INSERT; the second is committed and owed, not yet announced.

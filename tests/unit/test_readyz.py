@@ -1,5 +1,6 @@
-"""Issue 9, point 1: ``/readyz`` fails (503, the JSON error shape) while the database
-is unreachable and recovers after; ``/healthz`` stays 200 throughout."""
+"""``/readyz`` fails (503, the JSON error shape) while the database is unreachable
+and recovers after, so a load balancer stops routing to the process; ``/healthz``
+stays 200 throughout, so the process is not restarted for it."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from app.foundation.config import Settings
 from app.foundation.db import Database, utcnow
 from app.foundation.models import DispatchOutbox, EmailIntent, Pharmacy, Prescription, StatusHistory
-from app.mechanisms.history import record_local_status
+from app.mechanisms.history import Change, local, record
 from app.services.dispatch import Dispatcher
 from connector import ConnectorClient, ConnectorSettings
 from tests.conftest import bearer, make_settings
@@ -86,7 +86,7 @@ def set_status(db: Database, pid: int, status: str, *, token: str | None = TOKEN
         rx = session.get(Prescription, pid)
         assert rx is not None
         rx.platform_token = token
-        record_local_status(session, rx, status, source="api")
+        record(session, [Change(rx, local(rx, status, source="api"))])
 
 
 def state(db: Database, pid: int) -> tuple[str, int, tuple[tuple[str, str | None], ...]]:
@@ -339,7 +339,7 @@ def test_region_a_email_that_may_have_left_is_not_voided_locally(
     with seeded.session() as session:
         rx = session.get(Prescription, pid)
         assert rx is not None
-        record_local_status(session, rx, "queued", source="service")
+        record(session, [Change(rx, local(rx, "queued", source="service"))])
         session.add(
             EmailIntent(
                 prescription_id=pid,

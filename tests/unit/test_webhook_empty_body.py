@@ -1,4 +1,4 @@
-"""Issue 9, point 7: an empty webhook body is not an event, even when correctly signed."""
+"""An empty webhook body is not an event, even when correctly signed: it is refused, not stored."""
 
 from __future__ import annotations
 
