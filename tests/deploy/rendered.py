@@ -1,4 +1,5 @@
-"""The k8s overlays as rendered (``kubectl kustomize``), for the deployment tests.
+"""The k8s overlays as rendered (``kubectl kustomize``), for the deployment tests; and
+scrapes of what the processes export, checked against the alert rules (k8s/alerts).
 
 The render comes from ``$MANIFESTS_OUT`` when `bash .ci/manifests` has written it
 there (``<overlay>.yaml``), else from ``kubectl kustomize`` (kubectl on PATH, or the
@@ -23,6 +24,7 @@ import requests
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
+ALERTS = REPO / "k8s" / "alerts"
 OVERLAYS = ("staging", "production")
 SECRET_EXAMPLE = REPO / "k8s" / "base" / "secret.example.yaml"
 # Seconds a started gunicorn or worker gets to answer: several processes importing the app
@@ -156,3 +158,40 @@ def scrape(url: str) -> dict[str, float]:
             m.group("value")
         )
     return samples
+
+
+def series_labels(series: str) -> tuple[str, dict[str, str]]:
+    """``('name', {label: value})`` of a key of :func:`scrape`'s result."""
+    name, _, rest = series.partition("{")
+    return name, dict(LABEL.findall(rest))
+
+
+def rule_selectors(rules: Path) -> list[tuple[str, dict[str, str]]]:
+    """Every ``erx_...{label="value"}`` selector in the ``rules`` file's expressions.
+
+    Returns ``(metric name, equality matchers)`` pairs, in file order (``{}`` when the
+    selector has no matchers).
+    """
+    found = []
+    for group in yaml.safe_load(rules.read_text()).get("groups", []):
+        for rule in group["rules"]:
+            for m in re.finditer(r"\b(erx_\w+)(?:\{([^}]*)\})?", rule["expr"]):
+                found.append((m.group(1), dict(LABEL.findall(m.group(2) or ""))))
+    return found
+
+
+def unexported_selectors(rules: Path, exported: dict[str, float]) -> list[str]:
+    """The selectors of ``rules`` no series of ``exported`` (a :func:`scrape`) matches.
+
+    Each as ``name{matchers}`` text; ``[]`` when every metric name and label value the
+    rules select is exported.
+    """
+    by_name: dict[str, list[dict[str, str]]] = {}
+    for series in exported:
+        name, labels = series_labels(series)
+        by_name.setdefault(name, []).append(labels)
+    return [
+        f"{name}{matchers}"
+        for name, matchers in rule_selectors(rules)
+        if not any(matchers.items() <= labels.items() for labels in by_name.get(name, []))
+    ]

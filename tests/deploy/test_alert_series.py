@@ -1,22 +1,20 @@
 """The alert rules and the KEDA query against what the processes really export.
 
-The web tier (gunicorn, 4 workers, the repo's gunicorn.conf.py: multiprocess metrics),
-a worker (``--metrics-port``) and the audit sealer (its rendered command, ``flask --app
-app audit seal --loop``, with ``WORKER_METRICS_PORT``) run against the sandbox. Recorded first while healthy,
+The web tier (gunicorn, 4 workers, the repo's gunicorn.conf.py: multiprocess metrics)
+and a worker (``--metrics-port``) run against the sandbox. Recorded first while healthy,
 then after faults: a prescriber login the platform refuses, platform 503s until the
 circuit breaker opens, webhook deliveries (accepted and refused), and a backlog older
 than the lagging thresholds plus dead letters (rows written with old due times, the
-worker stopped). The three ``/metrics`` are scraped; every metric name and every label
-value any rule in k8s/alerts/*.yaml matches on (erx-audit.yaml's from the sealer), and
-the KEDA query's gauge, must be in the scrape. Repeated scrapes of the 4-worker web tier
-must agree (counters and gauges).
+worker stopped). Both ``/metrics`` are scraped; every metric name and every label value
+any rule in k8s/alerts/erx-connector.rules.yaml matches on, and the KEDA query's gauge,
+must be in the scrape. Repeated scrapes of the 4-worker web tier must agree (counters
+and gauges). (The audit sealer's rules, k8s/alerts/erx-audit.yaml, have their own
+recording: tests/deploy/test_audit_alert_series.py.)
 
 The scrapes are the source of the promtool unit tests: with ``ERX_RECORD_SERIES=1`` this
 test writes k8s/alerts/recorded-series.json, and ``python k8s/alerts/generate_tests.py``
 turns that into k8s/alerts/erx-connector.test.yaml (.ci/manifests checks both are in
-step). The sealer's series are checked against the rules but not recorded: the audit
-rules' promtool tests (k8s/alerts/erx-audit.test.yaml) are written by hand. Without it
-the test checks the committed recording is still what the service
+step). Without it the test checks the committed recording is still what the service
 exports: every recorded series is in today's scrape.
 """
 
@@ -24,14 +22,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import requests
-import yaml
 from sqlalchemy import select, update
 
 from app.foundation.db import Database
@@ -45,35 +41,17 @@ from app.foundation.models import (
 )
 from app.services.prescriptions import queue_send
 from scripts.stack import BIN, PRESCRIBERS, WEBHOOK_SECRET, Stack, base_env, free_port, wait_http
-from tests.deploy.rendered import LABEL, REPO, STARTUP_S, render, scrape
+from tests.deploy.rendered import ALERTS, STARTUP_S, render, scrape, unexported_selectors
 from tests.integration.conftest import wait_until
 from tests.unit.test_webhook_receiver import event_body
 from webhooks.signature import sign
 
 pytestmark = pytest.mark.integration  # about a minute
 
-ALERTS = REPO / "k8s" / "alerts"
+RULES = ALERTS / "erx-connector.rules.yaml"
 RECORDING = ALERTS / "recorded-series.json"
 GOOD, BAD = "dr.jones@example.test", "dr.patel@example.test"
 WEBHOOKS = 5
-
-
-def series_labels(series: str) -> tuple[str, dict[str, str]]:
-    name, _, rest = series.partition("{")
-    return name, dict(LABEL.findall(rest))
-
-
-def rule_selectors() -> list[tuple[str, dict[str, str]]]:
-    """Every ``metric{label="value"}`` selector in the alert rules (names with their equality matchers)."""
-    found = []
-    for path in sorted(ALERTS.glob("*.yaml")):
-        if path.name.endswith(".test.yaml"):
-            continue
-        for group in yaml.safe_load(path.read_text()).get("groups", []):
-            for rule in group["rules"]:
-                for m in re.finditer(r"\b(erx_\w+)(?:\{([^}]*)\})?", rule["expr"]):
-                    found.append((m.group(1), dict(LABEL.findall(m.group(2) or ""))))
-    return found
 
 
 def send(db: Database, prescriber: str, skip: set[int], request_id: str) -> int:
@@ -175,7 +153,7 @@ def backlog(db: Database, *, minutes: int) -> None:
 def test_rules_and_keda_match_what_web_and_worker_export(
     seeded: Database, db_url: str, tmp_path: Path
 ) -> None:
-    web_port, worker_port, sealer_port = free_port(), free_port(), free_port()
+    web_port, worker_port = free_port(), free_port()
     stack = Stack(
         env=base_env(
             DATABASE_URL=db_url,
@@ -193,11 +171,6 @@ def test_rules_and_keda_match_what_web_and_worker_export(
         f"http://127.0.0.1:{web_port}/metrics",
         f"http://127.0.0.1:{worker_port}/metrics",
     )
-    sealer_metrics = f"http://127.0.0.1:{sealer_port}/metrics"
-    sealer_command = render("production").container(
-        "Deployment", "erx-connector-audit-sealer", "audit-sealer"
-    )["command"]
-    assert sealer_command[:2] == ["flask", "--app"] and "--loop" in sealer_command
     taken: set[int] = set()
     try:
         stack.start_sandbox(webhook_port=web_port)
@@ -219,29 +192,11 @@ def test_rules_and_keda_match_what_web_and_worker_export(
         wait_http(url + "/healthz", proc=web, timeout_s=STARTUP_S)
         worker = stack.start_worker("worker", "--metrics-port", str(worker_port))
         wait_http(worker_metrics, proc=worker, timeout_s=STARTUP_S)
-        # The sealer as the manifest runs it; the development signing key (ERX_ENV=test).
-        sealer = stack._spawn(
-            "audit-sealer",
-            [str(BIN / "flask"), *sealer_command[1:]],
-            {"WORKER_METRICS_PORT": str(sealer_port)},
-        )
-        wait_http(sealer_metrics, proc=sealer, timeout_s=STARTUP_S)
 
         # Healthy: one send issued.
         issued = send(seeded, GOOD, taken, "alerts-healthy")
         wait_until(lambda: outbox_state(seeded, issued) == "done", timeout_s=120, interval_s=0.2)
         healthy = {"web": scrape(web_metrics), "worker": scrape(worker_metrics)}
-        # A read is audited; the sealer seals it and reports that (before the faults, so the
-        # timing of what follows is the same with or without the sealer).
-        read = requests.get(
-            f"{url}/api/v1/prescriptions/{issued}", headers=stack.bearer(), timeout=10
-        )
-        assert read.status_code == 200, read.text
-        wait_until(
-            lambda: scrape(sealer_metrics).get("erx_audit_tree_size", 0) > 0,
-            timeout_s=120,
-            interval_s=0.2,
-        )
 
         # Faults: a refused login, then platform 503s until the breaker opens.
         refused = send(seeded, BAD, taken, "alerts-refused")
@@ -265,8 +220,6 @@ def test_rules_and_keda_match_what_web_and_worker_export(
             assert deliver(url, f"evt_alerts_{i}") == 200
         assert deliver(url, "evt_alerts_forged", secret="whsec_not_ours") == 401
         worker_faulted = scrape(worker_metrics)
-        sealed = scrape(sealer_metrics)
-        assert sealer.poll() is None
         stack.procs.pop("worker").terminate()
         worker.wait(30)
         backlog(seeded, minutes=30)
@@ -310,19 +263,7 @@ def test_rules_and_keda_match_what_web_and_worker_export(
     )
     assert web_faulted["erx_prescriptions_in_flight"] > 0
 
-    assert sealed["erx_audit_last_seal_timestamp_seconds"] > 0
-    assert sealed["erx_audit_verify_failures_total"] == 0
-    assert 0 <= sealed["erx_audit_unsealed_oldest_age_seconds"] < 60
-
-    exported = {**web_faulted, **worker_faulted, **sealed}
-    by_name: dict[str, list[dict[str, str]]] = {}
-    for series in exported:
-        name, labels = series_labels(series)
-        by_name.setdefault(name, []).append(labels)
-    missing = []
-    for name, matchers in rule_selectors():
-        if not any(matchers.items() <= labels.items() for labels in by_name.get(name, [])):
-            missing.append(f"{name}{matchers}")
+    missing = unexported_selectors(RULES, {**web_faulted, **worker_faulted})
     assert missing == [], f"the rules select series nobody exports: {missing}"
     # KEDA's query is exported as erx_queue_depth{queue="due"} (the same SQL, tests/deploy/test_keda_query.py).
     scaled = render("production").get("ScaledObject", "erx-connector-worker")
