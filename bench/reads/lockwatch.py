@@ -1,5 +1,10 @@
 """Samples ``pg_stat_activity`` every 50 ms: which sessions of a database wait on a lock.
 
+The target ("no session waits on an advisory or row lock") is judged on heavyweight
+``Lock`` waits alone; ``LWLock:WALWrite`` (a commit waiting while another backend flushes
+the WAL that holds it too: PostgreSQL's group commit) is reported beside it, not as a lock
+anyone takes.
+
 A session counts as waiting on a lock when ``wait_event_type`` is ``Lock`` (heavyweight
 locks: rows, tables, transaction ids, advisory locks; ``wait_event = 'advisory'`` for
 ``pg_advisory_xact_lock``) or ``LWLock`` (PostgreSQL's internal light-weight locks, e.g.
@@ -24,6 +29,7 @@ _QUERY = text("""
 SELECT count(*) FILTER (WHERE state = 'active') AS active,
        count(*) FILTER (WHERE wait_event_type IN ('Lock', 'LWLock')) AS waiting,
        count(*) FILTER (WHERE wait_event_type = 'Lock' AND wait_event = 'advisory') AS advisory,
+       count(*) FILTER (WHERE wait_event_type = 'Lock') AS heavyweight,
        array_remove(array_agg(CASE WHEN wait_event_type IN ('Lock', 'LWLock')
                                    THEN wait_event_type || ':' || wait_event END), NULL) AS events
 FROM pg_stat_activity
@@ -38,19 +44,25 @@ class LockTally:
     samples: int = 0
     samples_waiting: int = 0
     samples_advisory: int = 0
+    samples_heavyweight: int = 0
     max_waiting: int = 0
     waiting_sum: int = 0
     active_sum: int = 0
     events: Counter[str] = field(default_factory=Counter)
 
-    def add(self, active: int, waiting: int, advisory: int, events: list[str]) -> None:
-        """Count one sample."""
+    def add(
+        self, active: int, waiting: int, advisory: int, events: list[str], heavyweight: int = 0
+    ) -> None:
+        """Count one sample: sessions active, waiting on any lock (``Lock`` or ``LWLock``),
+        on an advisory lock, and on any heavyweight ``Lock`` (row, tuple, transaction id,
+        relation, advisory)."""
         self.samples += 1
         self.active_sum += active
         self.waiting_sum += waiting
         self.max_waiting = max(self.max_waiting, waiting)
         self.samples_waiting += 1 if waiting else 0
         self.samples_advisory += 1 if advisory else 0
+        self.samples_heavyweight += 1 if heavyweight else 0
         self.events.update(events)
 
     def as_json(self) -> dict[str, Any]:
@@ -60,6 +72,7 @@ class LockTally:
             "samples": self.samples,
             "samples_with_lock_wait": self.samples_waiting,
             "samples_with_advisory_wait": self.samples_advisory,
+            "samples_with_row_or_advisory_wait": self.samples_heavyweight,
             "max_sessions_waiting": self.max_waiting,
             "mean_sessions_waiting": round(self.waiting_sum / n, 3),
             "mean_sessions_active": round(self.active_sum / n, 3),
@@ -122,6 +135,7 @@ class LockWatch:
                                     int(row.waiting),
                                     int(row.advisory),
                                     list(row.events or []),
+                                    int(row.heavyweight),
                                 )
                     self._stop.wait(max(0.0, self.interval_s - (time.monotonic() - started)))
         except Exception as exc:  # noqa: BLE001 - reported with the results, never hides a figure
