@@ -100,6 +100,7 @@ from app.services.dispatch.outcome import (
     mark_intent,
     outcome_unknown_after,
     settle,
+    store_emailed,
     undo_intent,
 )
 from app.services.mail import EmailJob, Mailer
@@ -540,22 +541,9 @@ class Dispatcher:
             if attempt.outcome in (Outcome.ISSUED, Outcome.ADOPTED):
                 raise ValueError("a token is stored by _finish_issued")
             if attempt.outcome is Outcome.EMAILED:
-                record(
-                    session,
-                    [
-                        Change(
-                            prescription,
-                            local(
-                                prescription,
-                                "emailed",
-                                source="service",
-                                detail=attempt.message,
-                                now=now,
-                            ),
-                        )
-                    ],
+                store_emailed(
+                    session, row, prescription, source="service", detail=attempt.message, now=now
                 )
-                finish(row)
                 self._count_send(row, "emailed", now, queued_at=row.created_at)
                 return "done"
             if attempt.outcome is Outcome.CREDENTIALS_REFUSED:
