@@ -9,9 +9,9 @@ and ``locked_by``, ``last_error``. Every queue goes through these functions:
   rows get a lease (``locked_until``) and the worker's id. PostgreSQL skips
   rows another worker holds; SQLite serialises writers instead.
   :func:`claim_returning` runs it inside the caller's transaction and returns
-  plain column values, or ORM rows when the model itself is asked for (the
-  inbox, which applies its rows in the transaction that claims them, so a
-  crash rolls the claim back with the work; the event publisher);
+  plain column values (the event publisher), or ORM rows when the model
+  itself is asked for (the inbox, which applies its rows in the transaction
+  that claims them, so a crash rolls the claim back with the work);
   :func:`claim_batch` does so in a short transaction of its own (the
   dispatch outbox, whose work makes an outbound call, commits the claim
   before it).
@@ -255,7 +255,7 @@ def reopen(
       once) and runs as Core on the session's connection, the cheapest way
       for a hot path.
 
-    Raises ``TypeError`` for conditions or ``values`` given with a row.
+    Raises ``TypeError`` for conditions, ``values`` or ``params`` given with a row.
     """
     if not isinstance(target, Session):
         if conditions or values or params is not None:
