@@ -17,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.foundation.db import Database, insert_ignore_statement, single_statement
 from app.foundation.models import WebhookInbox
-from app.mechanisms.queue import pending_values, wakeup_sql
+from app.mechanisms.queue import arrival_values, wakeup_sql
 from webhooks.events import Envelope
 
 
@@ -82,9 +82,7 @@ def store_event(
         "platform_token": env.platform_token,
         "body": raw,
         "signature": signature,
-        **pending_values(now=now),
-        "state": env.state,
-        "last_error": env.error,
+        **arrival_values(now=now, state=env.state, error=env.error),
         "received_at": now,
         "processed_at": None if pending else now,
         "awaiting_prescription": False,

@@ -27,7 +27,7 @@ from app.foundation.models import Patient, Prescription, Region, WebhookInbox
 from app.mechanisms.audit import PLATFORM, append_many
 from app.mechanisms.history import Change, Transition, record
 from app.mechanisms.queue import (
-    claim_rows,
+    claim_returning,
     count_attempt,
     finish,
     mark_dead,
@@ -91,16 +91,16 @@ class InboxProcessor:
         handled = 0
         applied: list[int] = []
         with self.db.session() as session:
-            rows = claim_rows(
+            claimed = claim_returning(
                 session,
                 WebhookInbox,
-                is_postgres=self.db.is_postgres,
+                (WebhookInbox,),
                 worker_id=self.worker_id,
                 now=self.now(),
                 lease_s=_BATCH_LEASE_S,
                 limit=self.batch,
             )
-            rows.sort(key=lambda r: (r.platform_token or "", r.id))
+            rows = sorted((row for (row,) in claimed), key=lambda r: (r.platform_token or "", r.id))
             todo = []
             for row in rows:
                 if should_stop():

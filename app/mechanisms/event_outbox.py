@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from app.foundation.models import EventOutbox, Patient, Prescription, Region
 from app.mechanisms.event_contract import STATUS_CHANGED, STATUS_CHANGED_VERSION
+from app.mechanisms.queue import pending_values
 
 
 def rfc3339(moment: datetime) -> str:
@@ -79,9 +80,7 @@ def status_event_values(
         "version": STATUS_CHANGED_VERSION,
         "routing_key": routing_key(region, to_status),
         "payload": json.dumps(message, separators=(",", ":")),
-        "state": "pending",
-        "attempts": 0,
-        "next_attempt_at": recorded_at,
+        **pending_values(now=recorded_at),
         "created_at": recorded_at,
     }
 

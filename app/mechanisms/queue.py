@@ -4,28 +4,32 @@ A queue row has ``state`` (``pending`` until it is ``done``/``processed``,
 ``dead`` or ``ignored``), ``attempts``, ``next_attempt_at``, ``locked_until``
 and ``locked_by``, ``last_error``. Every queue goes through these functions:
 
-- :func:`claim_rows` picks due rows with ``FOR UPDATE SKIP LOCKED``
-  (PostgreSQL; SQLite serialises writers instead) and stamps a lease
-  (``locked_until``) and the worker's id, inside the caller's transaction.
-  :func:`claim_returning` leases and reads in ONE statement (``UPDATE ...
-  WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED LIMIT n) RETURNING``,
-  built by :func:`claim_statement`) inside the caller's transaction, for a
-  worker that wants plain column values, not ORM rows (the event
-  publisher); :func:`claim_batch` does so in a short transaction of its
-  own (the dispatch outbox, whose work makes an outbound call, commits the
-  claim before it). The inbox claims
-  inside the transaction that applies the rows (no outbound call), so a
-  crash rolls the claim back with the work.
+- Claiming is one statement (``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE
+  SKIP LOCKED LIMIT n) RETURNING``, built by :func:`claim_statement`): due
+  rows get a lease (``locked_until``) and the worker's id. PostgreSQL skips
+  rows another worker holds; SQLite serialises writers instead.
+  :func:`claim_returning` runs it inside the caller's transaction and returns
+  plain column values (the event publisher), or ORM rows when the model
+  itself is asked for (the inbox, which applies its rows in the transaction
+  that claims them, so a crash rolls the claim back with the work);
+  :func:`claim_batch` does so in a short transaction of its own (the
+  dispatch outbox, whose work makes an outbound call, commits the claim
+  before it).
+- :func:`holds_lease` is the one test "does this worker still hold the
+  row's lease?" (a WHERE condition) for work that runs after its claim.
 - :func:`release` / :func:`release_row` give a lease back; :func:`finish`
   (or, for a statement built once, :func:`finish_statement`) ends a row's work.
 - :func:`attempt_statement` counts an attempt and renews the lease before
   work that makes an outbound call; :func:`count_attempt` /
   :func:`uncount_attempt` for rows held as ORM objects.
-- :func:`reopen` / :func:`reopen_matching` put finished or dead rows back:
-  pending, attempts from zero, due now.
+- :func:`pending_values` are the queue columns of a new row (:func:`arrival_values`
+  of one that may be settled on arrival).
+- :func:`reopen` puts finished, dead or blocked rows back: pending, attempts
+  from zero, due now (one row held as an ORM object, or every row matching
+  conditions in one UPDATE).
 - :func:`block_credentials` parks an outbox row whose prescriber's login the
-  platform refused; :func:`reopen_matching` puts it back when the
-  credentials change (``prescribers set-credentials``).
+  platform refused; :func:`reopen` puts it back when the credentials change
+  (``prescribers set-credentials``).
 - :func:`retry_or_dead` is the one place that decides between rescheduling
   (with :class:`app.mechanisms.retry.RetryPolicy`) and ``dead``; :func:`mark_dead` for
   work that can never succeed; :func:`park` to wait without counting an
@@ -82,32 +86,6 @@ def _due(query: Any, model: Any, *, now: Any, limit: int) -> Any:
     )
 
 
-def claim_rows(
-    session: Session,
-    model: Any,
-    *,
-    is_postgres: bool,
-    worker_id: str,
-    now: datetime,
-    lease_s: float,
-    limit: int,
-) -> list[Any]:
-    """Lease up to ``limit`` due ``pending`` rows of ``model`` to ``worker_id`` in ``session``.
-
-    Due: ``next_attempt_at <= now`` and no live lease. ``now`` is aware UTC;
-    the lease lasts ``lease_s`` seconds. Returns the rows, oldest due first;
-    the lease holds once the caller's transaction commits.
-    """
-    query = _due(select(model), model, now=now, limit=limit)
-    if is_postgres:
-        query = query.with_for_update(skip_locked=True)
-    rows = list(session.scalars(query))
-    until = now + timedelta(seconds=lease_s)
-    for row in rows:
-        row.locked_until, row.locked_by = until, worker_id
-    return rows
-
-
 def claim_batch(
     db: Database,
     model: Any,
@@ -150,9 +128,9 @@ def claim_statement(
 ) -> Any:
     """The statement of :func:`claim_returning`: ``UPDATE ... WHERE id IN (SELECT ... LIMIT n) RETURNING``.
 
-    The same rows as :func:`claim_rows` (due at ``now``, oldest due first,
-    ``FOR UPDATE SKIP LOCKED`` when ``postgres``), leased to ``worker_id``
-    until ``until`` (aware UTC). ``worker_id``, ``now`` and ``until`` may be
+    The due rows of ``model`` (pending, ``next_attempt_at <= now``, no live
+    lease; the oldest due first, ``FOR UPDATE SKIP LOCKED`` when
+    ``postgres``), leased to ``worker_id`` until ``until`` (aware UTC). ``worker_id``, ``now`` and ``until`` may be
     values or ``bindparam()`` s, so that a caller can build the statement
     once. Returned unexecuted so that a caller can also wrap it (a PostgreSQL
     CTE) and still have one round trip.
@@ -181,10 +159,12 @@ def claim_returning(
 ) -> list[Row[Any]]:
     """Lease up to ``limit`` due ``pending`` rows of ``model`` and return their ``columns``, in one statement.
 
-    See :func:`claim_statement`: one round trip, no ORM objects. ``columns``
-    are ``model``'s column attributes; the rows come back in no particular
-    order (sort them). The lease holds once the caller's transaction commits.
-    ``now`` is aware UTC; ``lease_s`` seconds.
+    See :func:`claim_statement`: one round trip. ``columns`` are ``model``'s
+    column attributes (plain values), or ``(model,)`` for the rows as ORM
+    objects of ``session`` (already leased: nothing more to flush). The rows
+    come back in no particular order (sort them). The lease holds once the
+    caller's transaction commits. ``now`` is aware UTC; ``lease_s`` seconds.
+    SQLite 3.35+ (RETURNING) is required there.
     """
     statement = claim_statement(
         model,
@@ -196,6 +176,17 @@ def claim_returning(
         limit=limit,
     )
     return list(session.execute(statement).all())
+
+
+def holds_lease(model: Any, worker_id: Any) -> Any:
+    """The WHERE condition "``worker_id`` still holds the lease of this row of ``model``'s queue".
+
+    ``worker_id`` is a value or a ``bindparam()`` (for a statement built once).
+    Work that runs after its claim (an outbound call, storing its outcome) is
+    written only under this guard: a row whose lease ran out and was claimed
+    by another worker matches nothing, so the late worker changes nothing.
+    """
+    return model.locked_by == worker_id
 
 
 def release_row(row: Any) -> None:
@@ -210,15 +201,9 @@ def release(db: Database, model: Any, ids: list[int], *, worker_id: str) -> None
     with db.session() as session:
         session.execute(
             update(model)
-            .where(model.id.in_(ids), model.locked_by == worker_id)
+            .where(model.id.in_(ids), holds_lease(model, worker_id))
             .values(locked_until=None, locked_by=None)
         )
-
-
-def reopen(row: Any, *, now: datetime) -> None:
-    """Put ``row`` back in the queue: pending, attempts from zero, due at ``now``, no lease, no error."""
-    row.state, row.attempts, row.next_attempt_at, row.last_error = PENDING, 0, now, None
-    release_row(row)
 
 
 def pending_values(*, now: datetime) -> dict[str, Any]:
@@ -226,21 +211,80 @@ def pending_values(*, now: datetime) -> dict[str, Any]:
     return {"state": PENDING, "attempts": 0, "next_attempt_at": now}
 
 
-def reopen_statement(model: Any, *conditions: Any, now: Any = None, **values: Any) -> Any:
-    """The UPDATE of :func:`reopen_matching`; ``values`` set more columns.
+def arrival_values(*, now: datetime, state: str, error: str | None) -> dict[str, Any]:
+    """The queue columns of a new row that may be settled on arrival: :func:`pending_values`, but in ``state``.
 
-    To build once, ``conditions`` may hold ``bindparam()`` s and ``now`` (the due
-    time) left None makes it the bind parameter ``reopen_now``: run such a
-    statement with :func:`reopen_prepared`.
+    ``state`` is ``pending`` (work to do) or a final state (``ignored``,
+    ``dead``: work never to be done); ``error`` is stored as ``last_error``
+    (why, or None). ``now`` is aware UTC.
     """
-    due = bindparam("reopen_now") if now is None else now
+    return {**pending_values(now=now), "state": state, "last_error": error}
+
+
+# Reopen UPDATEs built once (reopen(..., params=...)), keyed by the identity of what they
+# were built from; each entry keeps those objects alive, so an id is never reused for
+# another while it is here. Callers pass module-level conditions: a handful of entries.
+_PREPARED_REOPENS: dict[tuple[Any, ...], Any] = {}
+_PREPARED_REOPENS_MAX = 64
+
+
+def reopen(
+    target: Any,
+    *conditions: Any,
+    now: datetime,
+    params: dict[str, Any] | None = None,
+    **values: Any,
+) -> int:
+    """Put rows back in the queue: pending, attempts from zero, due at ``now`` (aware UTC), no lease.
+
+    Two forms:
+
+    - ``reopen(row, now=now)``: one queue row held as an ORM object, changed
+      in place (its ``last_error`` cleared too). Committing it wakes the
+      queue's workers (:mod:`app.mechanisms.wakeup`'s after-flush hook).
+      Returns 1.
+    - ``reopen(session, model, *conditions, now=now, **values)``: every row of
+      ``model`` matching ``conditions``, in one UPDATE in ``session``'s
+      transaction; ``values`` set more columns. Returns how many rows were
+      reopened; the queue's workers are woken
+      (:func:`app.mechanisms.wakeup.notify_queued`) only when there was one.
+      It runs through the ORM session, so objects of these rows it holds see
+      the change. With ``params`` (a dict), ``conditions`` and ``values`` may
+      hold ``bindparam()`` s bound from it: the UPDATE is built once per
+      process for those condition objects (pass module-level ones, built
+      once) and runs as Core on the session's connection, the cheapest way
+      for a hot path.
+
+    Raises ``TypeError`` for conditions, ``values`` or ``params`` given with a row.
+    """
+    if not isinstance(target, Session):
+        if conditions or values or params is not None:
+            raise TypeError("reopen(row, now=...) takes no conditions, values or params")
+        target.state, target.attempts, target.next_attempt_at = PENDING, 0, now
+        target.last_error = None
+        release_row(target)
+        return 1
+    session, (model, *where) = target, conditions
+    if params is None:
+        result = session.execute(_reopen_statement(model, where, now, values))
+    else:
+        statement = _prepared_reopen(model, where, values)
+        result = session.connection().execute(statement, {"reopen_now": now, **params})
+    reopened = int(result.rowcount or 0)
+    if reopened:
+        queue_wakeup.notify_queued(session, model)
+    return reopened
+
+
+def _reopen_statement(model: Any, where: Sequence[Any], now: Any, values: dict[str, Any]) -> Any:
+    """The UPDATE of :func:`reopen` for ``model``'s rows matching ``where``, due at ``now``."""
     return (
         update(model)
-        .where(*conditions)
+        .where(*where)
         .values(
             state=PENDING,
             attempts=0,
-            next_attempt_at=due,
+            next_attempt_at=now,
             locked_until=None,
             locked_by=None,
             **values,
@@ -248,40 +292,16 @@ def reopen_statement(model: Any, *conditions: Any, now: Any = None, **values: An
     )
 
 
-def reopen_prepared(
-    session: Session, model: Any, statement: Any, *, now: datetime, **params: Any
-) -> int:
-    """Run a :func:`reopen_statement` of ``model``'s queue, due at ``now``; returns how many rows were reopened.
-
-    ``params`` bind the statement's own parameters. It runs as Core on the
-    session's connection (in its transaction); the queue's workers are woken
-    (:func:`app.mechanisms.wakeup.notify_queued`) only when at least one row was reopened.
-    """
-    return _wake_if_reopened(
-        session, model, session.connection().execute(statement, {"reopen_now": now, **params})
-    )
-
-
-def reopen_matching(
-    session: Session, model: Any, *conditions: Any, now: datetime, **values: Any
-) -> int:
-    """:func:`reopen` every row of ``model`` matching ``conditions`` in one statement; ``values`` set more columns.
-
-    Returns how many rows were reopened; the queue's workers are woken
-    (:func:`app.mechanisms.wakeup.notify_queued`) only when there was at least one.
-    """
-    # Through the ORM session (not Core as reopen_prepared): objects of these rows it holds see the change.
-    return _wake_if_reopened(
-        session, model, session.execute(reopen_statement(model, *conditions, now=now, **values))
-    )
-
-
-def _wake_if_reopened(session: Session, model: Any, result: Any) -> int:
-    """How many rows a reopen UPDATE's ``result`` reopened; wakes ``model``'s workers when any."""
-    reopened = int(result.rowcount or 0)
-    if reopened:
-        queue_wakeup.notify_queued(session, model)
-    return reopened
+def _prepared_reopen(model: Any, where: Sequence[Any], values: dict[str, Any]) -> Any:
+    """:func:`_reopen_statement` due at the bind parameter ``reopen_now``, built once per ``where``/``values``."""
+    key = (model, *map(id, where), *((name, id(value)) for name, value in sorted(values.items())))
+    statement = _PREPARED_REOPENS.get(key)
+    if statement is None:
+        if len(_PREPARED_REOPENS) >= _PREPARED_REOPENS_MAX:
+            _PREPARED_REOPENS.clear()
+        statement = _reopen_statement(model, where, bindparam("reopen_now"), values)
+        _PREPARED_REOPENS[key] = statement
+    return statement
 
 
 def finish(row: Any, *, state: str = "done", note: str | None = None) -> None:

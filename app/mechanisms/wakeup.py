@@ -142,7 +142,7 @@ def install() -> None:
 def notify_queued(session: Session, model: Any) -> None:
     """Notify ``model``'s queue channel in ``session``'s transaction (PostgreSQL; no-op elsewhere).
 
-    For Core statements the after-flush hook cannot see (:func:`app.mechanisms.queue.reopen_matching`,
+    For Core statements the after-flush hook cannot see (:func:`app.mechanisms.queue.reopen`,
     the event rows of a batch in :func:`app.mechanisms.history.record`).
     """
     channel = CHANNELS.get(model)

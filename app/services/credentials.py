@@ -3,7 +3,7 @@ and turning them into connector credentials.
 
 Storing new credentials is what unblocks a prescriber whose login the platform
 refused: :func:`store_credentials` clears the refusal and reopens their
-``blocked_credentials`` sends through :func:`app.mechanisms.queue.reopen_matching`, in
+``blocked_credentials`` sends through :func:`app.mechanisms.queue.reopen`, in
 the same transaction, so a send is never left parked on credentials that were fixed.
 """
 
@@ -18,7 +18,7 @@ from app.foundation.crypto import CredentialCipher, CredentialError
 from app.foundation.db import Database, utcnow
 from app.foundation.errors import Invalid, Misconfigured, NotFound
 from app.foundation.models import DispatchOutbox, Prescriber, Prescription
-from app.mechanisms.queue import BLOCKED_CREDENTIALS, reopen_matching
+from app.mechanisms.queue import BLOCKED_CREDENTIALS, reopen
 from app.services.platform_failures import platform_failure
 from connector import ConnectorClient, PrescriberCredentials
 from connector.errors import AuthError, ConnectorError
@@ -172,7 +172,7 @@ def store_credentials(
         prescriber.pin_enc = cipher.encrypt(pin)
         prescriber.credentials_changed_at = now
         prescriber.credentials_refused_at = None
-        reopen_matching(
+        reopen(
             session,
             DispatchOutbox,
             DispatchOutbox.state == BLOCKED_CREDENTIALS,

@@ -58,8 +58,6 @@ from app.foundation.db import Database, insert_ignore, utcnow
 from app.foundation.errors import Conflict, Invalid, NotFound
 from app.foundation.models import DispatchOutbox, EmailIntent, Prescription
 from app.mechanisms.audit import OPERATOR, record_by
-from app.mechanisms.history import Change, local, record
-from app.mechanisms.queue import finish
 from app.services.prescription_pdf import (
     PrescriptionSnapshot,
     find_unicode_font,
@@ -546,25 +544,10 @@ def confirm_sent(db: Database, outbox_id: int, *, now: datetime | None = None) -
         intent.stage, intent.accepted_at, intent.updated_at = "accepted", at, at
         intent.last_error = "confirmed by an operator"
         # Imported here: the dispatch package imports this module (its email route).
-        from app.services.dispatch.outcome import Outcome, settle
+        from app.services.dispatch.outcome import store_emailed
 
-        finish(row)
-        settle(row, Outcome.EMAILED, unknown_before=bool(row.outcome_unknown))
-        row.updated_at = at
-        record(
-            session,
-            [
-                Change(
-                    prescription,
-                    local(
-                        prescription,
-                        "emailed",
-                        source="operator",
-                        detail="confirmed by operator",
-                        now=at,
-                    ),
-                )
-            ],
+        store_emailed(
+            session, row, prescription, source="operator", detail="confirmed by operator", now=at
         )
         record_by(session, OPERATOR, action="confirm-sent", prescription_id=prescription.id, now=at)
         return prescription.id

@@ -4,8 +4,9 @@ Every import counts, including those inside functions: a lazy import still
 couples the packages. Besides the imports, design.md's sentences "every append
 to history goes through one function of ``app.mechanisms.history``" and "``app.mechanisms.queue``,
 the only module that writes lease and state columns" are checked on
-assignments and UPDATE statements, and no code reaches into a third-party
-library's private attributes (they break silently on a version bump).
+assignments, UPDATE/INSERT statements and the dicts of column values that reach
+them, and no code reaches into a third-party library's private attributes (they
+break silently on a version bump).
 The rules inside ``app/`` (its layers) live with the folder layout.
 """
 
@@ -403,13 +404,138 @@ class Write:
         return f"{self.path}:{self.line} {self.base}.{self.column}"
 
 
+# Calls whose arguments are written to a table: a statement's values, an INSERT helper's rows,
+# the parameters of an executed statement (which a prebuilt UPDATE/INSERT binds).
+WRITE_SINK_METHODS = frozenset({"values", "execute", "executemany"})
+WRITE_SINK_FUNCTIONS = frozenset({"update", "insert", "insert_ignore"})
+
+
+def _dict_columns(node: ast.AST, columns: frozenset[str]) -> set[str]:
+    """The ``columns`` a dict built in ``node`` sets: ``{"col": ...}`` keys, ``dict(col=...)``."""
+    found: set[str] = set()
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Dict):
+            found |= {
+                k.value for k in sub.keys if isinstance(k, ast.Constant) and k.value in columns
+            }
+        elif isinstance(sub, ast.Call) and isinstance(sub.func, ast.Name) and sub.func.id == "dict":
+            found |= {k.arg for k in sub.keywords if k.arg in columns}
+    return found
+
+
+def _names_in(node: ast.AST) -> set[str]:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+
+
+def _called_in(node: ast.AST) -> set[str]:
+    return {
+        n.func.id
+        for n in ast.walk(node)
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+    }
+
+
+def _sink_target(call: ast.Call) -> str | None:
+    """The model a write sink writes, when the code names one (``update(X)``, ``X.__table__``)."""
+    if isinstance(call.func, ast.Name) and call.func.id not in WRITE_SINK_FUNCTIONS:
+        return call.func.id  # a model's constructor
+    if isinstance(call.func, ast.Name):
+        tables = call.args[1:2] if call.func.id == "insert_ignore" else call.args[:1]
+    else:
+        models = _updated_models(call.func)
+        return next(iter(sorted(models))) if models else None
+    for arg in tables:
+        if isinstance(arg, ast.Name):
+            return arg.id
+        if isinstance(arg, ast.Attribute) and arg.attr == "__table__":
+            return ast.unparse(arg.value)
+    return None
+
+
+def _is_write_sink(call: ast.Call, models: frozenset[str]) -> bool:
+    func = call.func
+    if isinstance(func, ast.Attribute):
+        return func.attr in WRITE_SINK_METHODS
+    return isinstance(func, ast.Name) and (func.id in WRITE_SINK_FUNCTIONS or func.id in models)
+
+
+def _dict_writes(
+    tree: ast.AST, path: str, columns: frozenset[str], models: frozenset[str]
+) -> list[Write]:
+    """``columns`` set through a dict (a literal, ``dict(...)``, ``d["col"] = ...``) that reaches a
+    write sink in the same module: passed to it directly, through a variable, or returned by a
+    function whose call is passed to it. A sink whose model the code names and that is not one
+    of ``models`` (``update(EmailIntent)``) is not a write of them."""
+    # Which variables and functions carry such a dict (two rounds: a variable set from a function).
+    tainted: dict[str, set[str]] = {}
+    for _ in range(2):
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)) and node.value:
+                cols = _dict_columns(node.value, columns)
+                cols |= {
+                    c
+                    for n in _names_in(node.value) | _called_in(node.value)
+                    for c in tainted.get(n, ())
+                }
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                for target in (e for t in targets for e in _flat(t)):
+                    if isinstance(target, ast.Name) and cols:
+                        tainted.setdefault(target.id, set()).update(cols)
+                    elif (
+                        isinstance(target, ast.Subscript)
+                        and isinstance(target.value, ast.Name)
+                        and isinstance(target.slice, ast.Constant)
+                        and target.slice.value in columns
+                    ):
+                        tainted.setdefault(target.value.id, set()).add(target.slice.value)
+            elif (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "update"
+                and isinstance(node.func.value, ast.Name)
+            ):
+                cols = {k.arg for k in node.keywords if k.arg in columns}
+                for arg in node.args:
+                    cols |= _dict_columns(arg, columns)
+                if cols:
+                    tainted.setdefault(node.func.value.id, set()).update(cols)
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for ret in ast.walk(node):
+                    if isinstance(ret, ast.Return) and ret.value is not None:
+                        cols = _dict_columns(ret.value, columns)
+                        cols |= {
+                            c
+                            for n in _names_in(ret.value) | _called_in(ret.value)
+                            for c in tainted.get(n, ())
+                            if n != node.name
+                        }
+                        if cols:
+                            tainted.setdefault(node.name, set()).update(cols)
+    found: list[Write] = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and _is_write_sink(node, models)):
+            continue
+        target = _sink_target(node)
+        if target is not None and target[:1].isupper() and target not in models:
+            continue  # another table's columns of the same names
+        cols: set[str] = set()
+        for arg in [*node.args, *(k.value for k in node.keywords if k.arg is None)]:
+            cols |= _dict_columns(arg, columns)
+            cols |= {c for n in _names_in(arg) | _called_in(arg) for c in tainted.get(n, ())}
+        found += [Write(path, node.lineno, target or "<dict>", c) for c in sorted(cols)]
+    return found
+
+
 def column_writes(
     source: str, path: str, columns: frozenset[str], models: frozenset[str], *, constructors: bool
 ) -> list[Write]:
-    """Every write of ``columns``: attribute assignments on anything but ``self``, ``.values(...)``
-    of an UPDATE/INSERT of one of ``models`` and, with ``constructors``, ``Model(column=...)``."""
+    """Every write of ``columns``: attribute assignments (and ``setattr``) on anything but
+    ``self``, ``.values(col=...)`` of an UPDATE/INSERT of one of ``models`` or of a statement whose
+    model the code does not name, with ``constructors`` ``Model(column=...)``, and the columns
+    of a dict that reaches a write (:func:`_dict_writes`)."""
     found: list[Write] = []
-    for node in ast.walk(ast.parse(source, filename=path)):
+    tree = ast.parse(source, filename=path)
+    for node in ast.walk(tree):
         if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             for target in (e for t in targets for e in _flat(t)):
@@ -418,16 +544,28 @@ def column_writes(
                     if base not in {"self", "cls"}:
                         found.append(Write(path, node.lineno, base, target.attr))
         elif isinstance(node, ast.Call):
+            func = node.func
+            if (
+                isinstance(func, ast.Name)
+                and func.id == "setattr"
+                and len(node.args) >= 2
+                and isinstance(node.args[1], ast.Constant)
+                and node.args[1].value in columns
+            ):
+                found.append(
+                    Write(path, node.lineno, ast.unparse(node.args[0]), node.args[1].value)
+                )
+                continue
             keywords = {k.arg for k in node.keywords if k.arg} & columns
             if not keywords:
                 continue
-            func = node.func
             if isinstance(func, ast.Attribute) and func.attr == "values":
-                for model in _updated_models(func.value) & models:
+                updated = _updated_models(func.value)
+                for model in (updated & models) if updated else {"<statement>"}:
                     found += [Write(path, node.lineno, model, c) for c in sorted(keywords)]
             elif constructors and isinstance(func, ast.Name) and func.id in models:
                 found += [Write(path, node.lineno, func.id, c) for c in sorted(keywords)]
-    return found
+    return found + _dict_writes(tree, path, columns, models)
 
 
 def _writes_in(
@@ -575,6 +713,40 @@ def _check(source: str, package: str) -> list[Imported]:
             QUEUE_MODELS,
         ),
         ("r = DispatchOutbox(prescription_id=1, state='pending')", QUEUE_COLUMNS, QUEUE_MODELS),
+        ("setattr(row, 'state', 'done')", QUEUE_COLUMNS, QUEUE_MODELS),
+        # Dicts and keyword arguments that reach a write.
+        ("statement.values(state='dead')", QUEUE_COLUMNS, QUEUE_MODELS),
+        (
+            "update(DispatchOutbox).values({'state': 'pending', 'next_attempt_at': now})",
+            QUEUE_COLUMNS,
+            QUEUE_MODELS,
+        ),
+        (
+            "values = {'state': 'pending', 'next_attempt_at': now}\nconn.execute(stmt, values)",
+            QUEUE_COLUMNS,
+            QUEUE_MODELS,
+        ),
+        (
+            "values = {'event_id': e}\nvalues['state'] = 'ignored'\nconn.execute(stmt, values)",
+            QUEUE_COLUMNS,
+            QUEUE_MODELS,
+        ),
+        (
+            "values = dict(locked_by=None)\nsession.execute(update(WebhookInbox).values(**values))",
+            QUEUE_COLUMNS,
+            QUEUE_MODELS,
+        ),
+        (
+            "def row_values(now):\n    return {'state': 'pending', 'attempts': 0}\n"
+            "def stage():\n    return EventOutbox(**row_values(now))",
+            QUEUE_COLUMNS,
+            QUEUE_MODELS,
+        ),
+        (
+            "values = {'id': 1}\nvalues.update(state='dead')\ninsert_ignore(s, t, values)",
+            QUEUE_COLUMNS,
+            QUEUE_MODELS,
+        ),
         ("rx.status = 'issued'", frozenset({"status"}), frozenset({"Prescription"})),
         (
             "update(Prescription).values(status='dead')",
@@ -592,7 +764,12 @@ def test_write_checker_flags_column_writes(
 def test_write_checker_ignores_reads_and_other_tables() -> None:
     source = (
         "if row.state == 'dead':\n    x = row.attempts\n"
-        "update(EmailIntent).values(last_error=None)\nself.state = 1"
+        "update(EmailIntent).values(last_error=None)\nself.state = 1\n"
+        # A payload that shows the columns is read, not written.
+        "def payload(row):\n    return {'state': row.state, 'attempts': row.attempts}\n"
+        "update(EmailIntent).values({'last_error': None})\n"
+        "insert_ignore(session, EmailIntent.__table__, {'attempts': 0})\n"
+        "session.execute(select(DispatchOutbox).where(x), {'id': 1})"
     )
     assert column_writes(source, "app/x.py", QUEUE_COLUMNS, QUEUE_MODELS, constructors=True) == []
 
@@ -680,7 +857,7 @@ def test_checker_flags_forbidden_imports(package: str, source: str, check) -> No
         ("webhooks", "from app.mechanisms.history import record", webhooks_violations),
         (
             "webhooks",
-            "from app.mechanisms.queue import claim_rows\nfrom app.mechanisms.retry import RetryPolicy",
+            "from app.mechanisms.queue import claim_returning\nfrom app.mechanisms.retry import RetryPolicy",
             webhooks_violations,
         ),
         ("app", "from connector import ConnectorClient", app_violations),

@@ -7,11 +7,18 @@ from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from app.foundation.db import Database
 from app.foundation.models import DispatchOutbox, Prescription, WebhookInbox
-from app.mechanisms.queue import release, reopen, retry_or_dead
+from app.mechanisms.queue import (
+    claim_returning,
+    finish_statement,
+    holds_lease,
+    release,
+    reopen,
+    retry_or_dead,
+)
 from app.mechanisms.retry import RetryPolicy
 from tests.support import claimed_ids
 
@@ -209,6 +216,83 @@ def test_claim_works_on_the_webhook_inbox_too(seeded: Database) -> None:
 
     assert first == ids
     assert second == []
+
+
+def test_a_claim_in_the_callers_transaction_returns_leased_orm_rows(seeded: Database) -> None:
+    ids = add_outbox_rows(seeded, 2)
+    with seeded.session() as session:
+        claimed = claim_returning(
+            session,
+            DispatchOutbox,
+            (DispatchOutbox,),
+            worker_id="w1",
+            now=T0,
+            lease_s=LEASE_S,
+            limit=10,
+        )
+        rows = sorted((row for (row,) in claimed), key=lambda r: r.id)
+        assert [r.id for r in rows] == ids
+        assert all(isinstance(r, DispatchOutbox) and r.locked_by == "w1" for r in rows)
+        assert not session.dirty  # leased by the claim itself: nothing left to flush
+
+    assert take(seeded, "w2", T0) == []
+
+
+def test_a_write_under_the_lease_guard_changes_nothing_once_the_lease_moved(
+    seeded: Database,
+) -> None:
+    (row_id,) = add_outbox_rows(seeded, 1)
+    take(seeded, "w1", T0)
+    take(seeded, "w2", T0 + timedelta(seconds=LEASE_S + 1))  # w1's lease ran out
+    store = finish_statement(
+        DispatchOutbox,
+        DispatchOutbox.id == row_id,
+        holds_lease(DispatchOutbox, bindparam("worker_id")),
+    )
+
+    with seeded.session() as session:
+        late = session.connection().execute(store, {"worker_id": "w1"}).rowcount
+        holder = session.connection().execute(store, {"worker_id": "w2"}).rowcount
+
+    assert (late, holder) == (0, 1)
+
+
+@pytest.mark.parametrize("prepared", [False, True])
+def test_reopen_puts_back_only_the_matching_rows_and_counts_them(
+    seeded: Database, prepared: bool
+) -> None:
+    dead = add_outbox_rows(seeded, 2, state="dead")
+    (done,) = add_outbox_rows(seeded, 1, state="done")
+    later = T0 + timedelta(hours=1)
+    with seeded.session() as session:
+        if prepared:  # conditions built once, bound per call
+            conditions = (DispatchOutbox.state == bindparam("from_state"),)
+            reopened = reopen(
+                session,
+                DispatchOutbox,
+                *conditions,
+                now=later,
+                params={"from_state": "dead"},
+                updated_at=later,
+            )
+        else:
+            reopened = reopen(
+                session, DispatchOutbox, DispatchOutbox.state == "dead", now=later, updated_at=later
+            )
+
+    assert reopened == 2
+    with seeded.session() as session:
+        rows = {r.id: r for r in session.scalars(select(DispatchOutbox))}
+        for row_id in dead:
+            row = rows[row_id]
+            assert (row.state, row.attempts, row.next_attempt_at) == ("pending", 0, later)
+            assert row.locked_by is None and row.updated_at == later
+        assert rows[done].state == "done"
+
+
+def test_reopen_takes_no_conditions_with_a_row() -> None:
+    with pytest.raises(TypeError):
+        reopen(queue_row(attempts=1), DispatchOutbox.state == "dead", now=T0)
 
 
 # -- reschedule, dead, reopen: one place decides ------------------------------------------

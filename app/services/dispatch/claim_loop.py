@@ -76,12 +76,12 @@ from app.mechanisms.queue import (
     claim_batch,
     finish,
     finish_statement,
+    holds_lease,
     mark_dead,
     park,
     release,
     release_row,
-    reopen_prepared,
-    reopen_statement,
+    reopen,
     retry_or_dead,
     uncount_attempt,
 )
@@ -100,6 +100,7 @@ from app.services.dispatch.outcome import (
     mark_intent,
     outcome_unknown_after,
     settle,
+    store_emailed,
     undo_intent,
 )
 from app.services.mail import EmailJob, Mailer
@@ -142,7 +143,7 @@ def _count_attempt_statement(intent: bool) -> Any:
     return attempt_statement(
         DispatchOutbox,
         DispatchOutbox.id == bindparam("outbox_id"),
-        DispatchOutbox.locked_by == bindparam("worker_id"),
+        holds_lease(DispatchOutbox, bindparam("worker_id")),
         DispatchOutbox.state == PENDING,
         **values,
     ).returning(
@@ -158,20 +159,28 @@ _COUNT_ATTEMPT = {intent: _count_attempt_statement(intent) for intent in (False,
 _STORE_ISSUED = finish_statement(
     DispatchOutbox,
     DispatchOutbox.id == bindparam("outbox_id"),
-    DispatchOutbox.locked_by == bindparam("worker_id"),
+    holds_lease(DispatchOutbox, bindparam("worker_id")),
     last_error=None,
     outcome_unknown=bindparam("unknown"),  # outcome_unknown_after(), computed per send
     updated_at=bindparam("now"),
 )
-# Webhooks may have beaten the token's commit: the ones waiting for it are applied now.
-# Two equalities, not IN (...): an expanding IN is re-rendered on every execution.
-_REOPEN_WAITING = reopen_statement(
-    WebhookInbox,
+# Storing an outcome: the outbox row, locked, if the lease is still ours (no row: it was lost).
+_LOCK_LEASED = (
+    select(DispatchOutbox)
+    .where(
+        DispatchOutbox.id == bindparam("outbox_id"),
+        holds_lease(DispatchOutbox, bindparam("worker_id")),
+    )
+    .with_for_update()
+)
+# Webhooks may have beaten the token's commit: the ones waiting for it are applied now
+# (reopened with these conditions, built once). Two equalities, not IN (...): an
+# expanding IN is re-rendered on every execution.
+_WAITING_FOR_TOKEN = (
     WebhookInbox.platform_token
     == bindparam("token"),  # not a column's name: those are the SET clause's
     or_(WebhookInbox.state == "pending", WebhookInbox.state == "dead"),
     WebhookInbox.awaiting_prescription.is_(True),
-    processed_at=None,
 )
 
 
@@ -462,8 +471,13 @@ class Dispatcher:
                 return self._lost_lease(row.id, attempt)
             prescription = _attached(session, snapshot)
             # Webhooks may have beaten this commit; let the ones waiting for this token be applied now.
-            reopen_prepared(
-                session, WebhookInbox, _REOPEN_WAITING, now=now, token=attempt.platform_token
+            reopen(
+                session,
+                WebhookInbox,
+                *_WAITING_FOR_TOKEN,
+                now=now,
+                params={"token": attempt.platform_token},
+                processed_at=None,
             )
             detail = "adopted after unknown outcome" if attempt.outcome is Outcome.ADOPTED else None
             issued = local(prescription, "issued", source="api", detail=detail, now=now)
@@ -509,8 +523,10 @@ class Dispatcher:
     ) -> str:
         now = self.now()
         with self.db.session() as session:
-            row = session.get(DispatchOutbox, outbox_id, with_for_update=True)
-            if row is None or row.locked_by != self.worker_id:
+            row = session.scalars(
+                _LOCK_LEASED, {"outbox_id": outbox_id, "worker_id": self.worker_id}
+            ).one_or_none()
+            if row is None:
                 return self._lost_lease(outbox_id, attempt)
             # The outbox row's lock serialises this prescription's dispatch; webhooks
             # and reconciliation can't touch it before its token is stored here.
@@ -525,22 +541,9 @@ class Dispatcher:
             if attempt.outcome in (Outcome.ISSUED, Outcome.ADOPTED):
                 raise ValueError("a token is stored by _finish_issued")
             if attempt.outcome is Outcome.EMAILED:
-                record(
-                    session,
-                    [
-                        Change(
-                            prescription,
-                            local(
-                                prescription,
-                                "emailed",
-                                source="service",
-                                detail=attempt.message,
-                                now=now,
-                            ),
-                        )
-                    ],
+                store_emailed(
+                    session, row, prescription, source="service", detail=attempt.message, now=now
                 )
-                finish(row)
                 self._count_send(row, "emailed", now, queued_at=row.created_at)
                 return "done"
             if attempt.outcome is Outcome.CREDENTIALS_REFUSED:

@@ -8,15 +8,22 @@ statement, :func:`intent_values`) before a send, :func:`undo_intent` when the
 send did not start after all, :func:`settle` (or, for one UPDATE statement,
 :func:`outcome_unknown_after`) when the attempt is stored (contract §4: no
 idempotency key, so after an unknown outcome the next attempt looks the
-``client_ref_id`` up before it may send again).
+``client_ref_id`` up before it may send again). The ``emailed`` outcome
+(Region A: the pharmacy has the message) is stored by :func:`store_emailed`
+alone, whether dispatch heard the server's 250 or an operator confirmed it.
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
+from sqlalchemy.orm import Session
+
+from app.mechanisms.history import Change, local, record
+from app.mechanisms.queue import finish
 from connector.errors import ConnectorError
 
 
@@ -118,3 +125,28 @@ def outcome_unknown_after(outcome: Outcome, *, unknown_before: bool) -> bool:
     if outcome in (Outcome.RETRY_UNKNOWN, Outcome.EMAIL_IN_DOUBT):
         return True
     return unknown_before
+
+
+def store_emailed(
+    session: Session,
+    row: Any,
+    prescription: Any,
+    *,
+    source: str,
+    detail: str | None,
+    now: datetime,
+) -> None:
+    """Store that the pharmacy has the prescription by email, in ``session``'s transaction.
+
+    ``row`` is the prescription's locked dispatch outbox row (an ORM object):
+    finished (``done``, no lease), its outcome known, ``updated_at`` ``now``.
+    ``prescription`` (an ORM object of ``session``) records ``emailed`` from
+    ``source`` (``service``: dispatch heard the server accept it;
+    ``operator``: confirmed by hand) with ``detail``, at ``now`` (aware UTC),
+    through :func:`app.mechanisms.history.record`. Nothing is committed here.
+    """
+    finish(row)
+    settle(row, Outcome.EMAILED, unknown_before=bool(row.outcome_unknown))
+    row.updated_at = now
+    emailed = local(prescription, "emailed", source=source, detail=detail, now=now)
+    record(session, [Change(prescription, emailed)])
