@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import subprocess
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -24,7 +25,8 @@ import responses
 from sqlalchemy import Connection, select, text
 
 from app.foundation.db import Database
-from app.foundation.models import Patient
+from app.foundation.models import Patient, Prescription
+from app.mechanisms.history import Change, Transition
 from app.mechanisms.queue import claim_batch
 
 PRESCRIBER_SECRETS = {
@@ -417,3 +419,37 @@ def audit_triggers_suspended(conn: Connection) -> Iterator[None]:
 def claimed_ids(db: Database, model: Any, **options: Any) -> list[int]:
     """The ids of the rows :func:`app.mechanisms.queue.claim_batch` leases (same options), oldest due first."""
     return [row.id for row in claim_batch(db, model, **options)]
+
+
+def transition_of(rx: Prescription, **transition: Any) -> Change:
+    """A :class:`app.mechanisms.history.Change` moving ``rx`` as ``transition`` says.
+
+    ``transition``: the keyword arguments of :class:`app.mechanisms.history.Transition`
+    (``to_status``, ``from_status``, ``occurred_at`` aware UTC, ``source``, ``event_id``,
+    ``received_at``...), as the platform's webhook or a test states them.
+    """
+    return Change(rx, Transition(**transition))
+
+
+def run_repo_command(
+    argv: list[str], env: dict[str, str], *, timeout_s: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` from the repository's root as a real process (``argv[0]`` a program of the
+    project's virtualenv, e.g. ``flask``, or a path); stdout and stderr captured as text.
+
+    ``env``: the whole environment (e.g. from ``scripts.stack.base_env``). Never raises for a
+    non-zero exit (the caller asserts on ``returncode``); ``subprocess.TimeoutExpired`` after
+    ``timeout_s`` seconds.
+    """
+    from scripts.stack import BIN, REPO_ROOT
+
+    program = argv[0] if "/" in argv[0] else str(BIN / argv[0])
+    return subprocess.run(
+        [program, *argv[1:]],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )

@@ -35,6 +35,7 @@ from app.foundation.config import load_settings
 from app.mechanisms.audit_keys import generate_private_key
 from scripts.stack import BIN, REPO_ROOT, Stack, base_env, free_port, wait_http
 from tests.deploy.rendered import OVERLAYS, STARTUP_S, Render, path_routed, render, scrape
+from tests.support import run_repo_command
 from tests.unit.test_identity import RSA_KEY, KeyServer
 
 pytestmark = pytest.mark.integration  # about 15 s per overlay
@@ -172,15 +173,7 @@ def test_the_rendered_overlay_serves_its_routes(
     # The migrate Job's command with its environment (the schema is at head already: a no-op).
     assert load_settings(job_env).env == "production"
     job = r.container("Job", "erx-connector-migrate", "migrate")["command"]
-    migrated = subprocess.run(
-        [str(BIN / job[0]), *job[1:]],
-        cwd=REPO_ROOT,
-        env=job_env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    migrated = run_repo_command(job, job_env)
     assert migrated.returncode == 0, migrated.stderr[-2000:]
 
     worker_port = free_port()

@@ -18,6 +18,7 @@ import requests
 from scripts.stack import BIN, REPO_ROOT, base_env, free_port, wait_http
 from tests.deploy.log_probe_wsgi import PROBE_EMAIL, PROBE_POSTCODE, PROBE_TOKEN
 from tests.deploy.rendered import STARTUP_S
+from tests.support import run_repo_command
 
 pytestmark = pytest.mark.integration
 
@@ -80,15 +81,7 @@ def test_gunicorn_writes_each_record_once_as_redacted_json(db_url: str, seeded) 
 
 def test_the_worker_writes_json_on_stderr_only(db_url: str, seeded) -> None:  # type: ignore[no-untyped-def]
     env = base_env(DATABASE_URL=db_url, LOG_LEVEL="DEBUG")
-    result = subprocess.run(
-        [str(BIN / "flask"), "--app", "app", "worker", "--max-seconds", "1"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_repo_command(["flask", "--app", "app", "worker", "--max-seconds", "1"], env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout == ""
     records = json_lines(result.stderr)

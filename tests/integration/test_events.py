@@ -24,7 +24,7 @@ from app.foundation.models import EventOutbox, Patient, Prescription, StatusHist
 from app.interfaces.events_cli import publisher_config
 from app.mechanisms.amqp import connect
 from app.mechanisms.event_contract import validate_event
-from app.mechanisms.history import Change, Transition, local, record
+from app.mechanisms.history import Change, local, record
 from app.mechanisms.wakeup import EVENTS_CHANNEL, WakeupWaiter
 from app.services.event_publisher import EventPublisher
 from notifier.cli import main as notifier_main
@@ -42,6 +42,7 @@ from tests.integration.events_support import (
     notifier_settings,
 )
 from tests.integration.test_end_to_end import region_b_draft, view
+from tests.support import transition_of
 
 pytestmark = pytest.mark.integration
 amqp_url = events_support.amqp_url
@@ -185,15 +186,13 @@ def test_a_duplicate_transition_publishes_nothing_more(
                 record(
                     s,
                     [
-                        Change(
+                        transition_of(
                             rx,
-                            Transition(
-                                to_status="signed",
-                                from_status="issued",
-                                occurred_at=at,
-                                source="webhook",
-                                event_id="evt-dup-1",
-                            ),
+                            to_status="signed",
+                            from_status="issued",
+                            occurred_at=at,
+                            source="webhook",
+                            event_id="evt-dup-1",
                         )
                     ],
                 )
@@ -420,15 +419,13 @@ def test_events_published_before_the_notifier_ever_ran_wait_for_it_and_region_a_
             record(
                 s,
                 [
-                    Change(
+                    transition_of(
                         rx,
-                        Transition(
-                            to_status=status,
-                            from_status=rx.status,
-                            occurred_at=at + timedelta(minutes=n),
-                            source="webhook",
-                            event_id=f"evt-first-{status}",
-                        ),
+                        to_status=status,
+                        from_status=rx.status,
+                        occurred_at=at + timedelta(minutes=n),
+                        source="webhook",
+                        event_id=f"evt-first-{status}",
                     )
                 ],
             )

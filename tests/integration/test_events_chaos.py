@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 
 from app.foundation.models import EventOutbox, Prescription
 from app.mechanisms.amqp import BROKER_ERRORS, close_quietly, connect
-from app.mechanisms.history import Change, Transition, local, record
+from app.mechanisms.history import Change, local, record
 from scripts.stack import BIN, REPO_ROOT
 from tests.integration import events_support
 from tests.integration.conftest import wait_until
@@ -36,6 +36,7 @@ from tests.integration.events_support import (
     event_settings,
     notifier_rows,
 )
+from tests.support import transition_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 amqp_url = events_support.amqp_url
@@ -117,15 +118,13 @@ def test_500_transitions_through_a_publisher_crash_and_cut_connections_take_effe
                             record(
                                 s,
                                 [
-                                    Change(
+                                    transition_of(
                                         rx,
-                                        Transition(
-                                            to_status=status,
-                                            from_status=rx.status,
-                                            occurred_at=at + timedelta(minutes=n),
-                                            source=source,
-                                            event_id=f"chaos-{pid}-{status}",
-                                        ),
+                                        to_status=status,
+                                        from_status=rx.status,
+                                        occurred_at=at + timedelta(minutes=n),
+                                        source=source,
+                                        event_id=f"chaos-{pid}-{status}",
                                     )
                                 ],
                             )

@@ -3,36 +3,22 @@
 from __future__ import annotations
 
 import json
-import subprocess
 
 from app.foundation.db import Database
-from scripts.stack import BIN, REPO_ROOT, base_env
+from scripts.stack import base_env
 from tests.conftest import PRESCRIBER_SECRETS
-from tests.support import find_phi, seeded_phi
+from tests.support import find_phi, run_repo_command, seeded_phi
 
 
 def test_flask_cli_process_logs_json_on_stderr_only(db_url: str, seeded: Database) -> None:
     env = base_env(DATABASE_URL=db_url, ERX_ENV="test", LOG_LEVEL="DEBUG")
     email, (password, pin) = next(iter(PRESCRIBER_SECRETS.items()))
-    stored = subprocess.run(
-        [str(BIN / "flask"), "--app", "app", "prescribers", "set-credentials", email],
-        cwd=REPO_ROOT,
-        env={**env, "ERX_PRESCRIBER_PASSWORD": password, "ERX_PRESCRIBER_PIN": pin},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    stored = run_repo_command(
+        ["flask", "--app", "app", "prescribers", "set-credentials", email],
+        {**env, "ERX_PRESCRIBER_PASSWORD": password, "ERX_PRESCRIBER_PIN": pin},
     )
     assert stored.returncode == 0, stored.stderr[-2000:]
-    done = subprocess.run(
-        [str(BIN / "flask"), "--app", "app", "keys", "rotate"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_repo_command(["flask", "--app", "app", "keys", "rotate"], env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.splitlines() == [
         "rotated 0 value(s), 2 already under the newest key, 2 prescriber(s) in 1 batch(es)"
@@ -57,15 +43,7 @@ def test_a_bad_setting_is_one_line_and_a_failure_for_every_flask_command(db_url:
     """A typo in the environment must not look like a crash (or a success) to an operator."""
     env = base_env(DATABASE_URL=db_url, ERX_ENV="test", ERX_READ_TIMEOUT_S="two seconds")
     for command in (["worker"], ["audit", "verify"], ["seed"]):
-        done = subprocess.run(
-            [str(BIN / "flask"), "--app", "app", *command],
-            cwd=REPO_ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        done = run_repo_command(["flask", "--app", "app", *command], env)
         assert done.returncode == 1, command
         assert done.stdout == ""
         assert done.stderr.splitlines() == [

@@ -12,8 +12,9 @@ from sqlalchemy import select
 from app.foundation.models import EventOutbox, Prescription
 from app.mechanisms.event_contract import validate_event
 from app.mechanisms.event_outbox import rfc3339, routing_key
-from app.mechanisms.history import Change, Transition, local, record
+from app.mechanisms.history import Change, local, record
 from app.services.event_publisher import BatchResult, EventPublisher, PublisherConfig
+from tests.support import transition_of
 
 AT = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
@@ -31,15 +32,13 @@ def test_each_appended_row_stages_one_valid_event_and_a_duplicate_none(seeded) -
             record(
                 s,
                 [
-                    Change(
+                    transition_of(
                         rx,
-                        Transition(
-                            to_status="issued",
-                            from_status="queued",
-                            occurred_at=AT,
-                            source="api",
-                            received_at=AT + timedelta(seconds=1),
-                        ),
+                        to_status="issued",
+                        from_status="queued",
+                        occurred_at=AT,
+                        source="api",
+                        received_at=AT + timedelta(seconds=1),
                     )
                 ],
             )
@@ -47,16 +46,14 @@ def test_each_appended_row_stages_one_valid_event_and_a_duplicate_none(seeded) -
             record(
                 s,
                 [
-                    Change(
+                    transition_of(
                         rx,
-                        Transition(
-                            to_status="signed",
-                            from_status="issued",
-                            occurred_at=AT,
-                            source="webhook",
-                            event_id="evt-1",
-                            received_at=AT,
-                        ),
+                        to_status="signed",
+                        from_status="issued",
+                        occurred_at=AT,
+                        source="webhook",
+                        event_id="evt-1",
+                        received_at=AT,
                     )
                 ],
             )
