@@ -20,10 +20,10 @@ from app.interfaces.directory_schemas import (
     PageQuerySchema,
     PharmacyPageSchema,
     PharmacySearchQuerySchema,
-    PrescriptionPageSchema,
     ProfileSchema,
     RegionListSchema,
     RegionUpdateSchema,
+    prescription_page_body,
 )
 from app.interfaces.identity import ROLES, current_identity, require_roles
 from app.interfaces.json_body import json_object
@@ -37,7 +37,6 @@ bp = Blueprint("directory_api", __name__, url_prefix="/api/v1")
 _page_query = PageQuerySchema()
 _search_query = PharmacySearchQuerySchema()
 _region_update = RegionUpdateSchema()
-_prescription_page = PrescriptionPageSchema()
 
 
 def _load(schema: Schema, data: Any) -> dict[str, Any]:
@@ -96,7 +95,7 @@ def my_prescriptions() -> tuple[Response, int]:
         page = patient_prescription_page(
             session, current_identity().subject, page=args["page"], per_page=args["per_page"]
         )
-        response, not_modified = respond_conditionally(_prescription_page.dump(page))
+        response, not_modified = respond_conditionally(prescription_page_body(page))
         action = "list-not-modified" if not_modified else "list"
         append_read_audit(session, action, [item["id"] for item in page.items])
     return response, response.status_code

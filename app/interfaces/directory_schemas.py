@@ -7,6 +7,8 @@ Response schemas dump the services' frozen results (``app/services``).
 
 from __future__ import annotations
 
+from typing import Any
+
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates
 
 from app.foundation.text_folding import fold
@@ -19,7 +21,7 @@ from app.interfaces.schemas import (
     RejectionSchema,
 )
 from app.interfaces.text_input import Text
-from app.services.paging import MAX_PER_PAGE
+from app.services.paging import MAX_PER_PAGE, Page
 from app.services.pharmacies import MAX_QUERY_LENGTH
 
 MAX_PAGE = 10_000
@@ -146,3 +148,28 @@ class PrescriptionPageSchema(_PageSchema):
     """``GET /api/v1/me/prescriptions``: ``{"items": [PrescriptionSummary], "page", "per_page", "total"}``."""
 
     items = fields.List(fields.Nested(PrescriptionSummarySchema), required=True)
+
+
+# The summary's top-level keys (none is renamed by a data_key), and those dumped as DateTime.
+_SUMMARY_KEYS = tuple(PrescriptionSummarySchema().fields)
+_SUMMARY_TIMES = ("created_at", "updated_at")
+
+
+def prescription_page_body(page: Page[dict[str, Any]]) -> dict[str, Any]:
+    """The JSON body of ``GET /api/v1/me/prescriptions`` for ``page`` (items as
+    :func:`app.services.patients.patient_prescription_page` builds them).
+
+    Exactly what ``PrescriptionPageSchema().dump(page)`` gives (the schema stays the
+    documented contract, and tests/unit/test_prescription_view_contract.py holds the two
+    equal on real pages of every shape), built directly: marshmallow's per-field walk of
+    50 nested timelines cost more CPU than reading them. ``created_at``/``updated_at``
+    are written as ``fields.DateTime`` writes them (``datetime.isoformat()``).
+    """
+    items = []
+    for item in page.items:
+        body = {key: item[key] for key in _SUMMARY_KEYS if key in item}
+        for key in _SUMMARY_TIMES:
+            if body.get(key) is not None:
+                body[key] = body[key].isoformat()
+        items.append(body)
+    return {"items": items, "page": page.page, "per_page": page.per_page, "total": page.total}

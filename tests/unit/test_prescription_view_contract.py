@@ -12,8 +12,12 @@ import pytest
 from sqlalchemy import select
 
 from app.foundation.db import Database
-from app.foundation.models import AuditEvent, Patient, Prescription
+from app.foundation.models import AuditEvent, Patient, Pharmacy, Prescription
+from app.interfaces.directory_schemas import PrescriptionPageSchema, prescription_page_body
+from app.interfaces.schemas import PrescriptionViewSchema
 from app.mechanisms.history import Change, local, record
+from app.services.patients import patient_prescription_page
+from app.services.prescription_reads import Viewer, find_view
 from tests.conftest import bearer
 
 REASON = "Prescribed twice by mistake"
@@ -311,3 +315,50 @@ def test_timeline_orders_by_time_to_the_microsecond(seeded: Any) -> None:
     ]
 
     assert [h["to"] for h in history_entries(rows)] == ["queued", "rejected"]
+
+
+# -- the bodies are built directly; the schemas stay the contract -----------------------------
+
+
+def test_the_bodies_built_directly_are_exactly_what_the_schemas_dump(
+    app: Any, client: Any, seeded: Any
+) -> None:
+    """The single read and the list answer without marshmallow's dump (its per-field walk cost
+    more CPU than the read); the schemas stay the documented contract, so each body must
+    be exactly their dump, for every role and every shape of prescription."""
+    support = _headers(app, "support", "support-7")
+    with seeded.session() as session:
+        queued = session.get(Prescription, 1)
+        queued.pharmacy_id = session.scalar(select(Pharmacy.id).order_by(Pharmacy.id).limit(1))
+        record(session, [Change(queued, local(queued, "queued", source="service"))])
+        voided = session.get(Prescription, 25)
+        record(session, [Change(voided, local(voided, "queued", source="service"))])
+        rejected = session.get(Prescription, 49)
+        rejected.status = "rejected"
+        rejected.rejection_message = "Validation failed"
+        rejected.rejection_errors = '{"medicines.0.vpid": ["unknown VMP"]}'
+    assert (
+        client.post(
+            "/api/v1/prescriptions/25/void", json={"reason": REASON}, headers=support
+        ).status_code
+        == 200
+    )
+
+    with seeded.session() as session:
+        ids = session.scalars(select(Prescription.id).order_by(Prescription.id)).all()
+        patients = session.scalars(select(Patient.external_ref)).all()
+        for viewer in (Viewer("pt-0001", False), Viewer(None, True)):
+            for pid in ids:
+                view = find_view(session, viewer=viewer, prescription_id=pid)
+                if view is not None:
+                    assert PrescriptionViewSchema().dump(view) == view, pid
+        for ref in patients:
+            page = patient_prescription_page(session, ref, page=1, per_page=50)
+            assert PrescriptionPageSchema().dump(page) == prescription_page_body(page), ref
+    # The same bodies reach the wire.
+    body = client.get("/api/v1/prescriptions/25", headers=support).get_json()
+    assert body["history"][-1]["reason"] == REASON and body["status"] == "voided"
+    listed = client.get("/api/v1/me/prescriptions?per_page=50", headers=_headers(app, "patient"))
+    items = listed.get_json()["items"]
+    assert {i["status"] for i in items} >= {"queued", "voided", "rejected"}
+    assert any(i["pharmacy"] and i["pharmacy"]["address"] for i in items)
