@@ -45,7 +45,8 @@ class Attempt:
 
     ``platform_token``: the platform's prescription token (ISSUED, ADOPTED); ``message``/``errors``:
     the refusal and its field errors (REJECTED, INVALID), or the one-line cause
-    of a configuration fault (CREDENTIALS_UNUSABLE); ``error``: the exception
+    of a configuration fault (CREDENTIALS_UNUSABLE) or of an email not accepted
+    (RETRY_UNSENT); ``error``: the exception
     to retry after (RETRY_*, CIRCUIT_OPEN); ``reason``: a reason code of a
     configuration fault (a small fixed set, for metrics).
     """
