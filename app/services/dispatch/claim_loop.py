@@ -37,7 +37,8 @@ login (``login_failed``) -> ``blocked_credentials``, and the prescriber is
 marked refused: their other rows are blocked when claimed, with no login, until
 ``prescribers set-credentials`` reopens them (retrying a wrong password can
 lock the account). Missing or undecryptable stored credentials, a configuration
-fault no retry fixes, block the row at once too. Dead and blocked rows carry the
+fault no retry fixes, block the row at once too; a clinic with no API clinic id
+mapped makes it a dead letter at once, nothing sent. Dead and blocked rows carry the
 one-line cause an operator acts on as ``last_error``; metrics count them by a
 reason code (``erx_sends_stopped_total``).
 
@@ -559,6 +560,31 @@ class Dispatcher:
                     prescription.prescriber_id,
                 )
                 return "blocked_credentials"
+            if attempt.outcome is Outcome.MISCONFIGURED:
+                # Nothing was sent and no retry can fix it: not an attempt, a dead letter
+                # with its cause at once (`outbox requeue` once the data is fixed).
+                uncount_attempt(row)
+                mark_dead(row, error=attempt.cause)
+                record(
+                    session,
+                    [
+                        Change(
+                            prescription,
+                            local(
+                                prescription,
+                                "dead",
+                                source="service",
+                                detail=row.last_error,
+                                now=now,
+                            ),
+                        )
+                    ],
+                )
+                self._count_send(row, "dead", now, reason=attempt.error_code)
+                log.warning(
+                    "dead letter (%s): prescription_id=%s", attempt.error_code, prescription.id
+                )
+                return "dead"
             if attempt.outcome is Outcome.EMAIL_IN_DOUBT:
                 # The server may have the message: never resent automatically; an operator
                 # confirms (`outbox confirm-sent`) or requeues (same Message-ID).
