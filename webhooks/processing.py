@@ -20,6 +20,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from app.foundation.db import Database, utcnow
@@ -46,6 +47,33 @@ log = logging.getLogger("webhooks.processing")
 # worker ever sees it; it only has to outlast the transaction if rows are
 # given back unprocessed at shutdown, which releases them explicitly.
 _BATCH_LEASE_S = 60.0
+
+
+def unknown_token_cause(platform_token: str) -> str:
+    """The one-line cause on an event whose ``platform_token`` names no prescription (yet).
+
+    Stored as the inbox row's ``last_error`` while it is retried and once it is dead;
+    a platform token is not PHI.
+    """
+    return f"event names platform token {platform_token} that matches no prescription"
+
+
+def apply_failure_cause(platform_token: str | None, exc: BaseException) -> str:
+    """The one-line cause on an event whose application raised ``exc``.
+
+    Names what failed and the exception's type only: its text may quote SQL
+    parameters or event data (PHI), so it is never stored.
+    """
+    what = (
+        f"applying the event to the prescription with platform token {platform_token}"
+        if platform_token
+        else "applying the event"
+    )
+    where = " in the database" if isinstance(exc, SQLAlchemyError) else ""
+    return (
+        f"{what} failed{where} ({type(exc).__name__}); "
+        "replay it with `webhooks replay` once the cause is fixed"
+    )
 
 
 class InboxProcessor:
@@ -174,17 +202,18 @@ class InboxProcessor:
         is not known yet). Raises whatever else fails; the caller's savepoint
         undoes it.
         """
-        parsed: list[tuple[WebhookInbox, StatusEvent | None, str | None]] = []
+        parsed: list[tuple[WebhookInbox, StatusEvent | None, EventPayloadError | None]] = []
         for row in rows:
             try:
                 event = parse_status_event(decode_body(row.body))
                 if event.status not in LIFECYCLE:
                     raise EventPayloadError(
-                        "unknown_status", "event status is not a lifecycle status"
+                        "unknown_status",
+                        f"event status {event.status[:40]!r} is not a lifecycle status",
                     )
                 parsed.append((row, event, None))
             except EventPayloadError as exc:
-                parsed.append((row, None, exc.reason))
+                parsed.append((row, None, exc))
         tokens = sorted({event.platform_token for _, event, _ in parsed if event is not None})
         found: dict[str, tuple[Prescription, str, str]] = {}
         if tokens:
@@ -219,11 +248,17 @@ class InboxProcessor:
         applied: list[int] = []
         for row, event, error in parsed:
             if error is not None:
-                mark_dead(row, error=error)
+                mark_dead(row, error=error.message)
                 row.processed_at = now
-                log.warning("webhook dead: event_id=%s reason=%s", row.event_id, error)
+                log.warning("webhook dead: event_id=%s reason=%s", row.event_id, error.reason)
             elif event is not None and event.platform_token not in found:
-                self._retry(row, "unknown_prescription", now, awaiting_prescription=True)
+                self._retry(
+                    row,
+                    "unknown_prescription",
+                    unknown_token_cause(event.platform_token),
+                    now,
+                    awaiting_prescription=True,
+                )
             else:
                 finish(row, state="processed")
                 row.processed_at, row.awaiting_prescription = now, False
@@ -245,27 +280,48 @@ class InboxProcessor:
         A failure is counted as an attempt (retry, then dead). The id of a
         prescription the event was applied to is appended to ``applied``.
         """
+        token = row.platform_token  # read before a rollback expires the row
         try:
             with session.begin_nested():
                 applied_here = self._apply_rows(session, [row], now)
         except Exception as exc:  # noqa: BLE001 - any failure is counted, then dead-lettered
-            self._retry(row, type(exc).__name__, now, awaiting_prescription=False)
+            self._retry(
+                row,
+                type(exc).__name__,
+                apply_failure_cause(token, exc),
+                now,
+                awaiting_prescription=False,
+            )
             release_row(row)
         else:
             applied.extend(applied_here)
         return row.state
 
     def _retry(
-        self, row: WebhookInbox, error: str, now: datetime, *, awaiting_prescription: bool
+        self,
+        row: WebhookInbox,
+        reason: str,
+        cause: str,
+        now: datetime,
+        *,
+        awaiting_prescription: bool,
     ) -> None:
+        """Count an attempt of ``row`` and retry it later, or dead-letter it after the last one.
+
+        ``reason``: a short code for the log lines; ``cause``: the one-line sentence stored
+        as ``last_error`` (shown by ``webhooks list``).
+        """
         count_attempt(row)
         row.awaiting_prescription = awaiting_prescription
-        if retry_or_dead(row, policy=self.policy, error=error, now=now) == "dead":
+        if retry_or_dead(row, policy=self.policy, error=cause, now=now) == "dead":
             row.processed_at = now
-            log.warning("webhook dead: event_id=%s reason=%s", row.event_id, error)
+            log.warning("webhook dead: event_id=%s reason=%s", row.event_id, reason)
         else:
             log.info(
-                "webhook retry: event_id=%s attempt=%s reason=%s", row.event_id, row.attempts, error
+                "webhook retry: event_id=%s attempt=%s reason=%s",
+                row.event_id,
+                row.attempts,
+                reason,
             )
 
     def replay(self, *, event_id: str | None = None, dead: bool = False) -> list[tuple[str, str]]:

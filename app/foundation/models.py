@@ -82,7 +82,9 @@ class Clinic(Base):
     __tablename__ = "clinics"
     id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
     display_id: Mapped[str] = mapped_column(String(32), unique=True)
-    platform_id: Mapped[int] = mapped_column(Integer, unique=True)
+    # None: the clinic has no API clinic id mapped yet; nothing can be sent for it until
+    # `flask clinics verify` maps it from the platform's GET /clinics.
+    platform_id: Mapped[int | None] = mapped_column(Integer, unique=True)
     name: Mapped[str] = mapped_column(String(200))
     # Printed on the Region A prescription (Human Medicines Regulations 2012, reg. 217).
     address: Mapped[str | None] = mapped_column(String(300))

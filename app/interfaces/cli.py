@@ -151,7 +151,10 @@ def verify_clinics_command(email: str) -> None:
         now=utcnow(),
     )
     for check in checks:
-        verdict = "ok" if check.ok else "MISMATCH"
+        if check.platform_id is None:
+            verdict = "NOT MAPPED (the platform does not list this display id)"
+        else:
+            verdict = ("ok (mapped now)" if check.mapped else "ok") if check.ok else "MISMATCH"
         click.echo(
             f"clinic display_id={check.display_id} platform_id={check.platform_id}: {verdict}"
         )

@@ -2,7 +2,9 @@
 
 A clinic has a display id (what people see, e.g. ``201334``) and an internal
 id (what the issue call needs, e.g. ``994``). ``GET /clinics`` lists both; a
-mismatch means every send for that clinic would be refused.
+mismatch means every send for that clinic would be refused. A clinic with no
+internal id mapped yet (``platform_id`` NULL) gets nothing sent: its sends are
+dead letters naming the fix, and :func:`verify_clinics` maps it from the platform.
 """
 
 from __future__ import annotations
@@ -26,13 +28,41 @@ from connector import ConnectorClient
 from connector.errors import ConnectorError
 
 
+def unmapped_clinic_cause(display_id: str) -> str:
+    """The one-line cause of a send for clinic ``display_id``, which has no API clinic id mapped.
+
+    The same sentence on the dead letter (``last_error``, ``outbox list-dead``) and in
+    the API's dispatch state; it names the fix.
+    """
+    return (
+        f"clinic {display_id} has no API clinic id mapped: run `flask --app app clinics verify`, "
+        "then `flask --app app outbox requeue` the send"
+    )
+
+
+class UnmappedClinic(Exception):
+    """A send names a clinic with no API clinic id mapped: a configuration fault no retry fixes.
+
+    ``display_id``: the clinic's display id; ``str(exc)`` is :func:`unmapped_clinic_cause`.
+    """
+
+    def __init__(self, display_id: str) -> None:
+        super().__init__(unmapped_clinic_cause(display_id))
+        self.display_id = display_id
+
+
 @dataclass(frozen=True)
 class ClinicCheck:
-    """One clinic: our display id -> platform id, and whether the platform agrees."""
+    """One clinic: our display id -> platform id, and whether the platform agrees.
+
+    ``platform_id`` is None when the clinic has no mapping and the platform does not list
+    its display id; ``mapped`` is True when this check stored the platform's id.
+    """
 
     display_id: str
-    platform_id: int
+    platform_id: int | None
     ok: bool
+    mapped: bool = False
 
 
 def verify_clinics(
@@ -46,7 +76,8 @@ def verify_clinics(
 ) -> list[ClinicCheck]:
     """Compare every clinic's mapping with ``GET /clinics`` as the prescriber with login ``email``.
 
-    Stamps ``verified_at`` (``now``, aware UTC) on the clinics that agree and
+    A clinic with no internal id mapped gets the one the platform lists for its display
+    id. Stamps ``verified_at`` (``now``, aware UTC) on the clinics that agree and
     clears it on the others. ``base_url`` is named in errors. Returns one
     :class:`ClinicCheck` per clinic. Raises :class:`NotFound` (no such
     prescriber), :class:`Invalid` (the prescriber has no usable stored
@@ -69,9 +100,18 @@ def verify_clinics(
     checks = []
     with db.session() as session:
         for clinic in session.scalars(select(Clinic).order_by(Clinic.id)):
-            ok = remote.get(clinic.display_id) == clinic.platform_id
+            listed = remote.get(clinic.display_id)
+            mapped = clinic.platform_id is None and listed is not None
+            if mapped:
+                clinic.platform_id = listed
+            ok = listed is not None and listed == clinic.platform_id
             clinic.verified_at = now if ok else None
             checks.append(
-                ClinicCheck(display_id=clinic.display_id, platform_id=clinic.platform_id, ok=ok)
+                ClinicCheck(
+                    display_id=clinic.display_id,
+                    platform_id=clinic.platform_id,
+                    ok=ok,
+                    mapped=mapped,
+                )
             )
     return checks

@@ -155,12 +155,17 @@ class Notice:
 class NotAccepted(Exception):
     """The server (or the file backend) definitely does not have the message: safe to retry.
 
-    ``code`` names the stage and the reply, e.g. ``smtp_rcpt_451`` (no PHI).
+    ``code`` names the stage and the reply, e.g. ``smtp_rcpt_451`` (no PHI; a small set, fit
+    for a metric label); ``cause`` is the one-line sentence an operator reads, e.g. "the
+    SMTP server mail.example:587 refused the message at RCPT TO: 451 4.3.0 try later"
+    (the server's host and port, never credentials or the recipient's address); it
+    defaults to ``code``.
     """
 
-    def __init__(self, code: str) -> None:
-        super().__init__(code)
+    def __init__(self, code: str, cause: str | None = None) -> None:
+        super().__init__(cause or code)
         self.code = code
+        self.cause = cause or code
 
 
 class InDoubt(Exception):
@@ -185,6 +190,29 @@ class Transport(Protocol):
 
 
 _LEADING_DOT = re.compile(rb"(?m)^\.")
+# What an operator reads for each stage of the SMTP transaction.
+_STAGE_NAMES = {
+    "connect": "connect",
+    "ehlo": "EHLO",
+    "starttls": "STARTTLS",
+    "auth": "AUTH",
+    "mail": "MAIL FROM",
+    "rcpt": "RCPT TO",
+    "data": "DATA",
+    "end_of_data": "the end of DATA",
+}
+_ADDRESS = re.compile(r"\S+@\S+")
+_SUPERSEDED = "another attempt took over this email before it was sent"
+
+
+def _safe_text(text: str | bytes) -> str:
+    """``text`` (a server reply or an error's text) on one line, addresses masked, at most 200 chars.
+
+    A reply may quote the recipient's address (PHI-adjacent) or the login name.
+    """
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return _ADDRESS.sub("<address>", " ".join(text.split()))[:200]
 
 
 class SmtpTransport:
@@ -192,6 +220,31 @@ class SmtpTransport:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+
+    def _refused(self, stage: str, code: int, reply: str | bytes = b"") -> NotAccepted:
+        """The server answered ``code`` (and ``reply``) at ``stage``: not accepted, with its cause."""
+        s = self.settings
+        text = f"{code} {_safe_text(reply)}".strip()
+        return NotAccepted(
+            f"smtp_{stage}_{code}",
+            f"the SMTP server {s.smtp_host}:{s.smtp_port} refused the message at "
+            f"{_STAGE_NAMES[stage]}: {text}",
+        )
+
+    def _failed(self, stage: str, exc: Exception) -> NotAccepted:
+        """``exc`` was raised at ``stage`` before the message could go: not accepted, with its cause.
+
+        The text of a socket, TLS or SMTP error names the failure (no credentials, no
+        recipient); any other exception is named by its type only.
+        """
+        s = self.settings
+        detail = _safe_text(str(exc)) if isinstance(exc, (OSError, smtplib.SMTPException)) else ""
+        detail = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+        return NotAccepted(
+            f"smtp_{stage}_{type(exc).__name__}",
+            f"the SMTP transaction with {s.smtp_host}:{s.smtp_port} failed at "
+            f"{_STAGE_NAMES[stage]} ({detail})",
+        )
 
     def _tls_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=self.settings.smtp_ca_file or None)
@@ -222,30 +275,30 @@ class SmtpTransport:
                     stage = "auth"
                     smtp.login(s.smtp_username, s.smtp_password)
                 stage = "mail"
-                code, _ = smtp.mail(sender)
+                code, reply = smtp.mail(sender)
                 if code != 250:
-                    raise NotAccepted(f"smtp_mail_{code}")
+                    raise self._refused(stage, code, reply)
                 stage = "rcpt"
-                code, _ = smtp.rcpt(recipient)
+                code, reply = smtp.rcpt(recipient)
                 if code not in (250, 251):
-                    raise NotAccepted(f"smtp_rcpt_{code}")
+                    raise self._refused(stage, code, reply)
                 if not before_data():
-                    raise NotAccepted("superseded")
+                    raise NotAccepted("superseded", _SUPERSEDED)
                 stage = "data"
                 smtp.putcmd("data")
-                code, _ = smtp.getreply()
+                code, reply = smtp.getreply()
                 if code != 354:
-                    raise NotAccepted(f"smtp_data_{code}")
+                    raise self._refused(stage, code, reply)
                 body = _LEADING_DOT.sub(b"..", data)
                 if not body.endswith(b"\r\n"):
                     body += b"\r\n"
                 smtp.send(body)  # without the terminator the server cannot accept it
             except smtplib.SMTPResponseException as exc:
-                raise NotAccepted(f"smtp_{stage}_{exc.smtp_code}") from None
+                raise self._refused(stage, exc.smtp_code, exc.smtp_error) from None
             except NotAccepted:
                 raise
             except Exception as exc:  # noqa: BLE001 - e.g. a bad TLS setting: nothing was sent
-                raise NotAccepted(f"smtp_{stage}_{type(exc).__name__}") from None
+                raise self._failed(stage, exc) from None
             # From the first byte of the terminator on, the server may take the message.
             if (
                 smtp is None
@@ -257,7 +310,7 @@ class SmtpTransport:
             except (OSError, smtplib.SMTPException) as exc:
                 raise InDoubt(f"no reply to the DATA terminator ({type(exc).__name__})") from None
             if 400 <= code < 600:  # a definite refusal: the server did not take it
-                raise NotAccepted(f"smtp_end_of_data_{code}")
+                raise self._refused("end_of_data", code, reply)
             if not 200 <= code < 300:  # smtplib gives -1 for a reply it cannot parse
                 raise InDoubt(f"unreadable reply to the DATA terminator (code {code})")
             return f"{code} {reply.decode('utf-8', 'replace')}"[:500]
@@ -286,10 +339,13 @@ class FileTransport:
             temp.write_bytes(data)
             if not before_data():
                 temp.unlink(missing_ok=True)
-                raise NotAccepted("superseded")
+                raise NotAccepted("superseded", _SUPERSEDED)
             os.replace(temp, target)  # atomic: the file is there whole or not at all
         except OSError as exc:
-            raise NotAccepted(f"file_{type(exc).__name__}") from None
+            raise NotAccepted(
+                f"file_{type(exc).__name__}",
+                f"writing the message into MAIL_DIR failed ({exc.strerror or type(exc).__name__})",
+            ) from None
         return f"file {target.name}"
 
 
@@ -413,7 +469,15 @@ class Mailer:
             )
         except Exception as exc:  # noqa: BLE001 - nothing was sent; retry, then dead letter
             return self._not_accepted(
-                db, intent_id, attempt, NotAccepted(f"pdf_{type(exc).__name__}"), now
+                db,
+                intent_id,
+                attempt,
+                # Only the type: the text may quote the prescription's contents.
+                NotAccepted(
+                    f"pdf_{type(exc).__name__}",
+                    f"rendering the prescription PDF failed ({type(exc).__name__})",
+                ),
+                now,
             )
         if pdf.transliterated:
             log.warning(
@@ -491,7 +555,7 @@ class Mailer:
             if intent.attempt_id == attempt:  # a newer attempt owns the row otherwise
                 if intent.stage == "data":
                     intent.stage = "prepared"
-                intent.last_error, intent.updated_at = exc.code, now()
+                intent.last_error, intent.updated_at = exc.cause, now()
         log.info("email not accepted, will retry: intent_id=%s error=%s", intent_id, exc.code)
         return Delivery("retry", message_id, error=exc)
 

@@ -81,6 +81,34 @@ def test_clinics_verify_agrees_with_the_platform(db_url, seeded, tmp_path, rsps)
         )
 
 
+def test_clinics_verify_maps_a_clinic_known_only_by_its_display_id(
+    db_url, seeded, tmp_path, rsps
+) -> None:  # type: ignore[no-untyped-def]
+    platform = service_platform(rsps)
+    platform.clinics.append({"id": 995, "display_id": "201400", "name": "Second Clinic"})
+    with seeded.session() as session:
+        session.add(Clinic(display_id="201400", platform_id=None, name="Second Clinic"))
+        session.add(Clinic(display_id="201401", platform_id=None, name="Not Listed Clinic"))
+    application = cli_app(db_url, seeded, tmp_path)
+    assert set_credentials(application).exit_code == 0
+
+    first = application.test_cli_runner().invoke(args=["clinics", "verify", JONES])
+
+    assert one_line_failure(first) == "Error: 1 clinic mapping(s) disagree with the platform"
+    assert "clinic display_id=201334 platform_id=994: ok\n" in first.output
+    assert "clinic display_id=201400 platform_id=995: ok (mapped now)" in first.output
+    assert (
+        "clinic display_id=201401 platform_id=None: NOT MAPPED "
+        "(the platform does not list this display id)"
+    ) in first.output
+    again = application.test_cli_runner().invoke(args=["clinics", "verify", JONES]).output
+    assert "clinic display_id=201400 platform_id=995: ok\n" in again  # mapped once, for good
+    with seeded.session() as session:
+        assert (
+            session.scalar(select(Clinic.platform_id).where(Clinic.display_id == "201400")) == 995
+        )
+
+
 def test_clinics_verify_with_the_platform_down_names_the_url(db_url, seeded, tmp_path) -> None:  # type: ignore[no-untyped-def]
     down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     application = cli_app(db_url, seeded, tmp_path, erx_base_url=down)

@@ -2,8 +2,9 @@
 
 The cause is stored as the outbox row's ``last_error`` and shown by ``outbox list-dead`` /
 ``outbox list-blocked`` and the API's dispatch state; metrics carry a reason code (a small
-fixed set), never the sentence. Configuration faults are not retried as transient. Against
-the fake platform (``responses``) and the real database, as ``test_dispatch``.
+fixed set), never the sentence. Configuration faults (credentials, a clinic with no API
+clinic id mapped) are not retried as transient. Against the fake platform (``responses``)
+and the real database, as ``test_dispatch``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from cryptography.fernet import Fernet
 from prometheus_client import REGISTRY
 from sqlalchemy import select, update
 
-from app.foundation.models import Prescriber
+from app.foundation.db import utcnow
+from app.foundation.models import Clinic, Prescriber
+from app.services.clinics import verify_clinics
 from tests.support import PRESCRIBER_SECRETS
 from tests.unit import test_dispatch
 from tests.unit.test_blocked_credentials import JONES, references, store
@@ -142,3 +145,40 @@ def test_a_dead_letter_carries_the_platform_failure_and_the_metric_its_code(  # 
         if s.labels.get("outcome") == "dead"
     }
     assert reasons and all(" " not in r for r in reasons)  # codes, never sentences
+
+
+def test_a_clinic_with_no_api_clinic_id_is_a_dead_letter_at_once_never_a_send(  # type: ignore[no-untyped-def]
+    client, runner, seeded, with_credentials, platform, erx, make_dispatcher
+) -> None:
+    with seeded.session() as s:  # a clinic known by its display id only
+        s.execute(update(Clinic).where(Clinic.display_id == "201334").values(platform_id=None))
+    pid = queue(client, seeded, references(seeded, JONES, 1)[0])
+    before = stopped("clinic_unmapped", outcome="dead")
+
+    assert make_dispatcher().run_batch() == 1
+
+    cause = (
+        "clinic 201334 has no API clinic id mapped: run `flask --app app clinics verify`, "
+        "then `flask --app app outbox requeue` the send"
+    )
+    row = outbox_of(seeded, pid)
+    # Not sent for the platform to refuse, not retried as transient: dead at once, no attempt.
+    assert (row.state, row.attempts, row.last_error) == ("dead", 0, cause)
+    assert platform.posts == [] and platform.logins.get(JONES, 0) == 0
+    assert prescription(seeded, pid).status == "dead"  # not "rejected": the data is ours to fix
+    assert view(client, pid)["dispatch"]["last_error"] == cause
+    dead = listed(runner, "list-dead")
+    assert [(i["prescription_id"], i["last_error"]) for i in dead] == [(pid, cause)]
+    assert stopped("clinic_unmapped", outcome="dead") == before + 1
+
+    # The fix the sentence names: verify maps the clinic from the platform, then requeue.
+    dispatcher = make_dispatcher()
+    checks = verify_clinics(seeded, erx, dispatcher.cipher, JONES, base_url="fake", now=utcnow())
+    assert [(c.display_id, c.platform_id, c.ok, c.mapped) for c in checks] == [
+        ("201334", 994, True, True)
+    ]
+    requeued = runner.invoke(args=["outbox", "requeue", str(row.id)])
+    assert requeued.exit_code == 0, requeued.output
+    assert dispatcher.run_batch() == 1
+    assert prescription(seeded, pid).status == "issued"
+    assert [p["clinic_id"] for p in platform.posts] == [994]

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from app.foundation.db import Database, utcnow
 from app.foundation.models import Prescription, StatusHistory, WebhookInbox
@@ -294,7 +295,8 @@ def test_unknown_token_is_retried_with_backoff(seeded, rx, deliver, processor, c
     assert processor.run_batch() == 1
 
     row = inbox_row(seeded, "evt_unknown_tok")
-    assert (row.state, row.attempts, row.last_error) == ("pending", 1, "unknown_prescription")
+    cause = "event names platform token SRXNOTYET00001 that matches no prescription"
+    assert (row.state, row.attempts, row.last_error) == ("pending", 1, cause)
     assert row.next_attempt_at > start  # in the future per the injected clock
     assert row.next_attempt_at - start <= timedelta(seconds=processor.policy.cap_s)
     assert row.locked_by is None and row.processed_at is None
@@ -314,7 +316,7 @@ def test_unknown_token_is_retried_with_backoff(seeded, rx, deliver, processor, c
     assert status_of(seeded, rx) == "issued"
 
 
-def test_unknown_token_goes_dead_after_max_attempts(seeded, deliver, clock) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_token_goes_dead_after_max_attempts(app, seeded, deliver, clock) -> None:  # type: ignore[no-untyped-def]
     processor = InboxProcessor(
         seeded, worker_id="w-dead", now=clock, rand=lambda: 0.5, max_attempts=3
     )
@@ -326,8 +328,15 @@ def test_unknown_token_goes_dead_after_max_attempts(seeded, deliver, clock) -> N
         clock.advance_to(row.next_attempt_at)
     assert processor.run_batch() == 1
     row = inbox_row(seeded, "evt_never_known")
-    assert (row.state, row.attempts, row.last_error) == ("dead", 3, "unknown_prescription")
+    cause = "event names platform token SRXNEVER000001 that matches no prescription"
+    assert (row.state, row.attempts, row.last_error) == ("dead", 3, cause)
     assert row.processed_at == clock.now
+    # The operator's listing shows the same sentence.
+    listed = app.test_cli_runner().invoke(args=["webhooks", "list", "--dead", "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert [(i["event_id"], i["last_error"]) for i in json.loads(listed.stdout)] == [
+        ("evt_never_known", cause)
+    ]
 
     clock.advance_to(clock.now + timedelta(hours=1))
     assert processor.run_batch() == 0  # dead letters are not retried
@@ -353,28 +362,58 @@ def test_event_arriving_before_the_token_is_applied_once_the_token_is_known(
 
 
 @pytest.mark.parametrize(
-    ("body", "reason"),
+    ("body", "cause"),
     [
-        (event_body("evt_bad_status", "teleported", previous="issued"), "unknown_status"),
+        (
+            event_body("evt_bad_status", "teleported", previous="issued"),
+            "event status 'teleported' is not a lifecycle status",
+        ),
         (
             event_body("evt_bad_time", "signed", previous="issued").replace(
                 b"2026-11-20T10:00:00Z", b"yesterday"
             ),
-            "bad_time",
+            "occurred_at is missing or not ISO 8601",
         ),
-        (b'{"id":"evt_no_data","type":"prescription.status_updated"}', "no_prescription"),
+        (
+            b'{"id":"evt_no_data","type":"prescription.status_updated"}',
+            "event has no data.prescription",
+        ),
     ],
     ids=["unknown_status", "bad_occurred_at", "no_prescription"],
 )
-def test_unprocessable_event_goes_dead_without_retry(
-    seeded, rx, deliver, processor, body: bytes, reason: str
+def test_unprocessable_event_goes_dead_without_retry_saying_why(
+    seeded, rx, deliver, processor, body: bytes, cause: str
 ) -> None:  # type: ignore[no-untyped-def]
     event_id = json.loads(body)["id"]
     deliver(body)
     assert processor.run_batch() == 1
     row = inbox_row(seeded, event_id)
-    assert (row.state, row.last_error) == ("dead", reason)
+    assert (row.state, row.attempts, row.last_error) == ("dead", 0, cause)
     assert history(seeded) == []
+    assert status_of(seeded, rx) == "issued"
+
+
+def test_a_failure_while_applying_is_dead_lettered_with_a_sentence_not_its_text(
+    seeded, rx, deliver, clock, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    processor = InboxProcessor(
+        seeded, worker_id="w-fail", now=clock, rand=lambda: 0.5, max_attempts=1
+    )
+
+    def failing_record(*args: Any, **kwargs: Any) -> None:
+        # An exception's text may quote request data; it must not reach last_error.
+        raise IntegrityError("INSERT ... ('Jane Doe', '1980-01-01')", {}, Exception("boom"))
+
+    monkeypatch.setattr("webhooks.processing.record", failing_record)
+    deliver(event_body("evt_apply_fails", "signed", previous="issued"))
+    assert processor.run_batch() == 1
+
+    row = inbox_row(seeded, "evt_apply_fails")
+    assert (row.state, row.attempts) == ("dead", 1)
+    assert row.last_error == (
+        f"applying the event to the prescription with platform token {TOKEN} failed in the "
+        "database (IntegrityError); replay it with `webhooks replay` once the cause is fixed"
+    )
     assert status_of(seeded, rx) == "issued"
 
 

@@ -107,7 +107,12 @@ def test_set_based_apply_stores_what_one_by_one_stores(
     assert (
         states["evt_set_signed_again"][0] == "processed"
     )  # a duplicate transition: processed, no row
-    assert states["evt_set_unknown"][:4] == ("pending", 1, "unknown_prescription", True)
+    assert states["evt_set_unknown"][:4] == (
+        "pending",
+        1,
+        "event names platform token SRXNOBODY00001 that matches no prescription",
+        True,
+    )
     assert states["evt_set_bad"][0] == "dead"
     assert all(row[5] is None for row in got["inbox"])  # every lease given back
 

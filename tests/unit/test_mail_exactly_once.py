@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from prometheus_client import REGISTRY
 from sqlalchemy import select
 
 from app.foundation.db import Database
-from app.foundation.models import EmailIntent, Patient, Pharmacy, Prescription
+from app.foundation.models import DispatchOutbox, EmailIntent, Patient, Pharmacy, Prescription
+from app.services.connector_factory import make_client
+from app.services.dispatch import Dispatcher
 from app.services.mail import EmailJob, InDoubt, Mailer, NotAccepted, email_job
 from app.services.prescriptions import queue_send
 from tests.conftest import make_settings
@@ -130,3 +133,33 @@ def test_a_crash_after_the_marker_is_in_doubt(seeded: Database, db_url: str) -> 
     result = Mailer(settings, transport=nxt).deliver_once(seeded, the_job)
     assert result.kind == "in_doubt" and nxt.delivered == []
     assert result.reason is not None and "reached DATA" in result.reason
+
+
+def test_a_dead_letter_says_what_the_server_refused_and_the_metric_keeps_its_code(
+    seeded: Database, db_url: str
+) -> None:
+    settings = make_settings(db_url, dispatch_max_attempts=1)
+    the_job = job(seeded)
+    cause = (
+        "the SMTP server mail.example.test:587 refused the message at RCPT TO: "
+        "550 5.1.1 <address> Mailbox unavailable"
+    )
+    labels = {"route": "email", "outcome": "dead", "reason": "smtp_rcpt_550"}
+    before = REGISTRY.get_sample_value("erx_sends_stopped_total", labels) or 0.0
+    mailer = Mailer(settings, transport=Recorder(fail=NotAccepted("smtp_rcpt_550", cause)))
+
+    Dispatcher(
+        seeded, settings, make_client(settings), worker_id="w-mail", mailer=mailer
+    ).run_batch()
+
+    with seeded.session() as s:
+        row = s.scalars(
+            select(DispatchOutbox).where(DispatchOutbox.prescription_id == the_job.prescription_id)
+        ).one()
+        intent = s.scalars(
+            select(EmailIntent).where(EmailIntent.prescription_id == the_job.prescription_id)
+        ).one()
+    assert (row.state, row.last_error) == ("dead", cause)
+    assert intent.last_error == cause
+    # Metric labels stay the short code; the sentence is only the row's.
+    assert REGISTRY.get_sample_value("erx_sends_stopped_total", labels) == before + 1

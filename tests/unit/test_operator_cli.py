@@ -88,6 +88,9 @@ def test_outbox_list_dead_json_is_one_array(runner, seeded):
     assert rows[0]["last_error"] == "platform_unavailable"
 
 
+CAUSE = "event names platform token SRX1 that matches no prescription"
+
+
 def test_webhooks_list_shows_the_inbox_and_dead_events_without_bodies(runner, seeded):
     with seeded.session() as s:
         for n, state in enumerate(("processed", "dead", "pending")):
@@ -102,17 +105,18 @@ def test_webhooks_list_shows_the_inbox_and_dead_events_without_bodies(runner, se
                     attempts=n,
                     next_attempt_at=NOW,
                     received_at=NOW,
-                    last_error="bad_payload" if state == "dead" else None,
+                    last_error=CAUSE if state == "dead" else None,
                 )
             )
     everything = json.loads(run(runner, "webhooks", "list", "--json"))
     assert [row["event_id"] for row in everything] == ["evt-2", "evt-1", "evt-0"]  # newest first
     dead = json.loads(run(runner, "webhooks", "list", "--dead", "--json"))
     assert [(row["event_id"], row["state"], row["last_error"]) for row in dead] == [
-        ("evt-1", "dead", "bad_payload")
+        ("evt-1", "dead", CAUSE)
     ]
     text = run(runner, "webhooks", "list")
-    assert "event_id=evt-1" in text and "state=dead" in text
+    (line,) = [line for line in text.splitlines() if "event_id=evt-1" in line]
+    assert "state=dead" in line and f"last_error={CAUSE}" in line  # the whole sentence, one line
     assert "Amelia" not in text and "v1=x" not in text
     assert run(runner, "webhooks", "list", "--dead", "--limit", "1").count("event_id=") == 1
 

@@ -37,7 +37,8 @@ login (``login_failed``) -> ``blocked_credentials``, and the prescriber is
 marked refused: their other rows are blocked when claimed, with no login, until
 ``prescribers set-credentials`` reopens them (retrying a wrong password can
 lock the account). Missing or undecryptable stored credentials, a configuration
-fault no retry fixes, block the row at once too. Dead and blocked rows carry the
+fault no retry fixes, block the row at once too; a clinic with no API clinic id
+mapped makes it a dead letter at once, nothing sent. Dead and blocked rows carry the
 one-line cause an operator acts on as ``last_error``; metrics count them by a
 reason code (``erx_sends_stopped_total``).
 
@@ -562,6 +563,12 @@ class Dispatcher:
                     prescription.prescriber_id,
                 )
                 return "blocked_credentials"
+            if attempt.outcome is Outcome.MISCONFIGURED:
+                # Nothing was sent and no retry can fix it: not an attempt, a dead letter
+                # with its cause at once (`outbox requeue` once the data is fixed).
+                uncount_attempt(row)
+                mark_dead(row, error=attempt.cause)
+                return self._dead(session, row, prescription, attempt, now)
             if attempt.outcome is Outcome.EMAIL_IN_DOUBT:
                 # The server may have the message: never resent automatically; an operator
                 # confirms (`outbox confirm-sent`) or requeues (same Message-ID).
@@ -658,6 +665,31 @@ class Dispatcher:
         if queued_at is not None:
             metrics.SEND_QUEUED_TO_ISSUED.observe(max(0.0, (now - queued_at).total_seconds()))
 
+    def _dead(
+        self,
+        session: Session,
+        row: DispatchOutbox,
+        prescription: Prescription,
+        attempt: Attempt,
+        now: datetime,
+    ) -> str:
+        """``row`` is dead (its ``last_error`` the cause): the prescription's history says so,
+        and the send is counted as stopped by ``attempt``'s reason code."""
+        record(
+            session,
+            [
+                Change(
+                    prescription,
+                    local(prescription, "dead", source="service", detail=row.last_error, now=now),
+                )
+            ],
+        )
+        self._count_send(row, "dead", now, reason=attempt.error_code)
+        log.warning(
+            "dead letter: prescription_id=%s reason=%s", prescription.id, attempt.error_code
+        )
+        return "dead"
+
     def _retry(
         self,
         session: Session,
@@ -684,22 +716,7 @@ class Dispatcher:
             retry_after_s=getattr(attempt.error, "retry_after_s", None),
         )
         if state == "dead":
-            record(
-                session,
-                [
-                    Change(
-                        prescription,
-                        local(
-                            prescription, "dead", source="service", detail=row.last_error, now=now
-                        ),
-                    )
-                ],
-            )
-            self._count_send(row, "dead", now, reason=attempt.error_code)
-            log.warning(
-                "dead letter: prescription_id=%s reason=%s", prescription.id, attempt.error_code
-            )
-            return "dead"
+            return self._dead(session, row, prescription, attempt, now)
         log.info(
             "retry scheduled: prescription_id=%s attempt=%s error=%s next_attempt_at=%s",
             prescription.id,

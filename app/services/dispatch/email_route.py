@@ -34,4 +34,6 @@ def send_email(
         )
     if delivery.kind == "in_doubt":
         return Attempt(Outcome.EMAIL_IN_DOUBT, message=delivery.reason)
-    return Attempt(Outcome.RETRY_UNSENT, error=delivery.error)
+    # The transport's sentence is what an operator reads; its code stays the metric's reason.
+    cause = delivery.error.cause if delivery.error is not None else None
+    return Attempt(Outcome.RETRY_UNSENT, error=delivery.error, message=cause)

@@ -18,6 +18,7 @@ from app.foundation.crypto import CredentialCipher, CredentialError
 from app.foundation.models import Prescription
 from app.mechanisms import metrics
 from app.mechanisms.circuit_breaker import BreakerState, CircuitBreaker, CircuitOpen
+from app.services.clinics import UnmappedClinic
 from app.services.credentials import (
     MissingCredentials,
     prescriber_credentials,
@@ -92,7 +93,8 @@ def erx_job(
 
     Returns an :class:`ErxJob`, or an :class:`Attempt`: CREDENTIALS_UNUSABLE
     (with its one-line cause) when the prescriber's credentials are missing or
-    undecryptable, a configuration fault no retry can fix, INVALID when the
+    undecryptable, a configuration fault no retry can fix, MISCONFIGURED (with
+    its one-line cause) when the clinic has no API clinic id mapped, INVALID when the
     data could never be accepted (built once here, so it is refused now
     without a call instead of retried until dead).
     """
@@ -109,6 +111,9 @@ def erx_job(
     try:
         request = issue_request(prescription)
         build_issue_payload(request, secure_pin=credentials.secure_pin)
+    except UnmappedClinic as exc:
+        # Not the platform's to refuse: nothing is sent, the operator maps the clinic.
+        return Attempt(Outcome.MISCONFIGURED, message=str(exc), reason="clinic_unmapped")
     except PayloadError as exc:
         return Attempt(Outcome.INVALID, message=str(exc), errors=dict(exc.errors or {}))
     return ErxJob(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from app.foundation.models import Prescription
+from app.services.clinics import UnmappedClinic
 from connector import IssueRequest, MedicineLine, PatientDetails
 from connector.errors import PayloadError
 
@@ -11,9 +12,13 @@ def issue_request(prescription: Prescription) -> IssueRequest:
     """Return the issue request for ``prescription`` (patient, pharmacy, clinic, medicines loaded).
 
     ``clinic_id`` is the clinic's platform (internal) id, never its display id
-    (contract §3). Raises :class:`connector.errors.PayloadError` when the
-    pharmacy has no platform branch id.
+    (contract §3). Raises :class:`app.services.clinics.UnmappedClinic` when the
+    clinic has no internal id mapped, :class:`connector.errors.PayloadError` when
+    the pharmacy has no platform branch id.
     """
+    clinic = prescription.clinic
+    if clinic.platform_id is None:
+        raise UnmappedClinic(clinic.display_id)
     patient = prescription.patient
     pharmacy = prescription.pharmacy
     if pharmacy is None or pharmacy.branch_id is None:
@@ -21,7 +26,7 @@ def issue_request(prescription: Prescription) -> IssueRequest:
             {"contact_id": ["missing"]}, message="The pharmacy has no platform branch id."
         )
     return IssueRequest(
-        clinic_id=prescription.clinic.platform_id,
+        clinic_id=clinic.platform_id,
         contact_id=pharmacy.branch_id,
         client_ref_id=prescription.reference,
         patient=PatientDetails(

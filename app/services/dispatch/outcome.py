@@ -44,6 +44,9 @@ class Outcome(enum.Enum):
     # Missing or undecryptable stored credentials: a configuration fault, nothing was
     # sent; parked (blocked_credentials) with its cause instead of retried as transient.
     CREDENTIALS_UNUSABLE = "credentials_unusable"
+    # Another configuration fault no retry fixes (a clinic with no API clinic id mapped):
+    # nothing was sent; a dead letter with its cause, requeued once the data is fixed.
+    MISCONFIGURED = "misconfigured"
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,8 @@ class Attempt:
 
     ``platform_token``: the platform's prescription token (ISSUED, ADOPTED); ``message``/``errors``:
     the refusal and its field errors (REJECTED, INVALID), or the one-line cause
-    of a configuration fault (CREDENTIALS_UNUSABLE); ``error``: the exception
+    of a configuration fault (CREDENTIALS_UNUSABLE, MISCONFIGURED) or of an email not accepted
+    (RETRY_UNSENT); ``error``: the exception
     to retry after (RETRY_*, CIRCUIT_OPEN); ``reason``: a reason code of a
     configuration fault (a small fixed set, for metrics).
     """
