@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from connector.parsing import (
+    MAX_JSON_DEPTH,
     JsonBodyError,
     ResponseParseError,
     parse_json_object,
@@ -56,36 +57,51 @@ def _digest_id(raw: bytes) -> str:
     return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
-# The dead-letter reason for each way the strict decoder refuses a body.
+# The cause stored on a signed body that cannot be an event (the inbox row's ``last_error``,
+# shown by `webhooks list --dead`), for each way the strict decoder refuses it.
 _REFUSED_JSON = {
-    "malformed_json": "not_json",
-    "duplicate_key": "duplicate_key",
-    "too_deeply_nested": "too_deeply_nested",
+    "malformed_json": ("not_json", "the signed body is not one UTF-8 JSON object"),
+    "duplicate_key": (
+        "duplicate_key",
+        "the signed body repeats a key in one JSON object, so readers could disagree on it",
+    ),
+    "too_deeply_nested": (
+        "too_deeply_nested",
+        f"the signed body nests arrays and objects deeper than {MAX_JSON_DEPTH} levels",
+    ),
 }
+_NO_EVENT_ID = (
+    f"the signed body has no event id (a non-empty string of at most {MAX_EVENT_ID_CHARS} "
+    "characters at id)"
+)
+
+
+def _unhandled(event_type: str | None) -> str:
+    return f"event type {event_type!r} is not one this service handles (only {STATUS_EVENT})"
 
 
 def envelope(raw: bytes) -> Envelope:
     """Classify the raw body of a verified event. Never raises.
 
     The body is decoded by :func:`connector.parsing.parse_json_object`, the one
-    strict decoder: a body that is not a JSON object is dead with ``not_json``, one
-    that repeats a key (two readers could disagree on which ``id`` or ``status``
-    it carries) with ``duplicate_key``, one nested too deep with
-    ``too_deeply_nested``.
+    strict decoder. A body that is not a JSON object, that repeats a key (two readers
+    could disagree on which ``id`` or ``status`` it carries), that nests too deep, or
+    that has no usable ``id`` is stored ``dead``; another event type ``ignored``. The
+    ``error`` is the one-line cause an operator reads in `webhooks list --dead`.
     """
     try:
         body = parse_json_object(raw)
     except JsonBodyError as exc:
-        return Envelope(_digest_id(raw), None, None, "dead", _REFUSED_JSON[exc.code])
+        return Envelope(_digest_id(raw), None, None, "dead", _REFUSED_JSON[exc.code][1])
     event_id = _text(body.get("id"), MAX_EVENT_ID_CHARS)
     if event_id is None:
-        return Envelope(_digest_id(raw), None, None, "dead", "no_event_id")
+        return Envelope(_digest_id(raw), None, None, "dead", _NO_EVENT_ID)
     event_type = body.get("type")
     event_type = _text(event_type[:100] if isinstance(event_type, str) else None, 100)
     prescription = _optional_at(body, ("data", "prescription"))
     token = _text(prescription.get("id") if isinstance(prescription, dict) else None, 64)
     if event_type != STATUS_EVENT:
-        return Envelope(event_id, event_type, token, "ignored", "unhandled_type")
+        return Envelope(event_id, event_type, token, "ignored", _unhandled(event_type))
     return Envelope(event_id, event_type, token, "pending")
 
 
@@ -151,6 +167,4 @@ def decode_body(raw: bytes) -> Any:
     try:
         return parse_json_object(raw)
     except JsonBodyError as exc:
-        raise EventPayloadError(
-            _REFUSED_JSON[exc.code], "event body is not one JSON object"
-        ) from None
+        raise EventPayloadError(*_REFUSED_JSON[exc.code]) from None
