@@ -345,6 +345,30 @@ def audit_tests(b: Build) -> list[dict[str, Any]]:
         }
     )
 
+    # ErxAuditSealerStalled: the sealer still reports, but its seals fail from 5m on: the
+    # last-seal time stays at 300 s while the clock runs; more than 120 s old from 8m, firing
+    # 5 minutes later with the age as the value.
+    inputs = [
+        {"series": series(key, SEALER_POD), "values": f"{num(value)}x30"}
+        for key, value in sorted(b.healthy["sealer"].items())
+        if key != last_seal
+    ] + [{"series": series(last_seal, SEALER_POD), "values": "0+60x5 300x25"}]
+    out.append(
+        {
+            "name": "a sealer that reports but whose seals fail: fires",
+            "interval": "1m",
+            "input_series": inputs,
+            "alert_rule_test": [
+                {"eval_time": "7m", "alertname": "ErxAuditSealerStalled", "exp_alerts": []},
+                {
+                    "eval_time": "20m",
+                    "alertname": "ErxAuditSealerStalled",
+                    "exp_alerts": [b.expected("ErxAuditSealerStalled", value=20 * 60 - 300)],
+                },
+            ],
+        }
+    )
+
     # ErxAuditVerifyFailed: the recorded verify problems counted at 10m; quiet 15m later.
     h, _ = b.values("sealer", failures)
     problems = int(b.recording["verify_problems"])
