@@ -1,9 +1,11 @@
 """Samples ``pg_stat_activity`` every 50 ms: which sessions of a database wait on a lock.
 
 The target ("no session waits on an advisory or row lock") is judged on heavyweight
-``Lock`` waits alone; ``LWLock:WALWrite`` (a commit waiting while another backend flushes
-the WAL that holds it too: PostgreSQL's group commit) is reported beside it, not as a lock
-anyone takes.
+``Lock`` waits (advisory, tuple and transaction id: a row; relation, object) other than
+``Lock:extend``; the storage's own waits are reported beside it, not as a lock anyone
+takes: ``LWLock:WALWrite`` (a commit waiting while another backend flushes the WAL that
+holds it too: PostgreSQL's group commit) and ``Lock:extend`` (a backend adding a page
+to a table that concurrent INSERTs grow).
 
 A session counts as waiting on a lock when ``wait_event_type`` is ``Lock`` (heavyweight
 locks: rows, tables, transaction ids, advisory locks; ``wait_event = 'advisory'`` for
@@ -29,7 +31,7 @@ _QUERY = text("""
 SELECT count(*) FILTER (WHERE state = 'active') AS active,
        count(*) FILTER (WHERE wait_event_type IN ('Lock', 'LWLock')) AS waiting,
        count(*) FILTER (WHERE wait_event_type = 'Lock' AND wait_event = 'advisory') AS advisory,
-       count(*) FILTER (WHERE wait_event_type = 'Lock') AS heavyweight,
+       count(*) FILTER (WHERE wait_event_type = 'Lock' AND wait_event <> 'extend') AS heavyweight,
        array_remove(array_agg(CASE WHEN wait_event_type IN ('Lock', 'LWLock')
                                    THEN wait_event_type || ':' || wait_event END), NULL) AS events
 FROM pg_stat_activity
@@ -54,8 +56,8 @@ class LockTally:
         self, active: int, waiting: int, advisory: int, events: list[str], heavyweight: int = 0
     ) -> None:
         """Count one sample: sessions active, waiting on any lock (``Lock`` or ``LWLock``),
-        on an advisory lock, and on any heavyweight ``Lock`` (row, tuple, transaction id,
-        relation, advisory)."""
+        on an advisory lock, and on a heavyweight ``Lock`` other than ``extend`` (row:
+        tuple or transaction id; advisory; relation, object)."""
         self.samples += 1
         self.active_sum += active
         self.waiting_sum += waiting
