@@ -135,6 +135,7 @@ def test_reconcile_does_not_log_in_for_a_refused_prescriber(  # type: ignore[no-
     )
 
     assert report.errors == 1 and "set-credentials" in report.failures[0]
+    assert f"prescriber {JONES};" in report.failures[0]  # by login, as operators know it
     assert platform.logins.get(JONES, 0) == 0
 
 
