@@ -35,7 +35,7 @@ def rotate_command(batch_size: int) -> None:
         f"{report.prescribers} prescriber(s) in {report.batches} batch(es)"
     )
     if report.unreadable:
-        ids = ", ".join(str(i) for i in report.unreadable)
+        logins = ", ".join(report.unreadable)
         raise click.ClickException(
-            f"{len(report.unreadable)} prescriber(s) have credentials no configured key decrypts: {ids}"
+            f"{len(report.unreadable)} prescriber(s) have credentials no configured key decrypts: {logins}"
         )

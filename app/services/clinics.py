@@ -88,15 +88,14 @@ def verify_clinics(
         prescriber = session.scalars(select(Prescriber).where(Prescriber.email == email)).first()
         if prescriber is None:
             raise NotFound("no prescriber has that login email")
-        prescriber_id = prescriber.id
         try:
             credentials = prescriber_credentials(prescriber, cipher)
         except (MissingCredentials, CredentialError) as exc:
-            raise Invalid(unusable_credentials_cause(prescriber_id, exc)) from None
+            raise Invalid(unusable_credentials_cause(email, exc)) from None
     try:
         remote = {c.display_id: c.id for c in client.list_clinics(credentials)}
     except ConnectorError as exc:
-        raise platform_failure(exc, base_url=base_url, prescriber_id=prescriber_id) from None
+        raise platform_failure(exc, base_url=base_url, login=email) from None
     checks = []
     with db.session() as session:
         for clinic in session.scalars(select(Clinic).order_by(Clinic.id)):

@@ -40,23 +40,25 @@ def mark_credentials_refused(prescriber: Prescriber, *, now: datetime) -> None:
         prescriber.credentials_refused_at = now
 
 
-def unusable_credentials_cause(
-    prescriber_id: int, exc: MissingCredentials | CredentialError
-) -> str:
-    """The one-line cause an operator reads when ``prescriber_id``'s stored credentials can't be used.
+def unusable_credentials_cause(login: str, exc: MissingCredentials | CredentialError) -> str:
+    """The one-line cause an operator reads when the stored credentials of the prescriber with
+    login ``login`` (their email, as ``prescribers list`` shows it) can't be used.
 
     The same sentence in the CLI (``clinics verify``), on dead letters and blocked
     rows (``last_error``) and in the API's dispatch state; it names the fix.
     """
     if isinstance(exc, MissingCredentials):
-        return f"prescriber {prescriber_id} has no platform credentials; run `prescribers set-credentials`"
-    return f"the credentials of prescriber {prescriber_id} do not decrypt with any key in ERX_ENCRYPTION_KEYS"
-
-
-def refused_login_cause(prescriber_id: int) -> str:
-    """The one-line cause of a row blocked because the platform refused ``prescriber_id``'s login."""
+        return f"prescriber {login} has no platform credentials; run `prescribers set-credentials`"
     return (
-        f"the platform refused the login of prescriber {prescriber_id} (login_failed); "
+        f"the credentials of prescriber {login} do not decrypt with any key in ERX_ENCRYPTION_KEYS"
+    )
+
+
+def refused_login_cause(login: str) -> str:
+    """The one-line cause of a row blocked because the platform refused the login ``login``
+    (the prescriber's email)."""
+    return (
+        f"the platform refused the login of prescriber {login} (login_failed); "
         "run `prescribers set-credentials`"
     )
 
@@ -90,7 +92,7 @@ def prescriber_credentials(
     :class:`app.foundation.crypto.CredentialError`.
     """
     if not prescriber.password_enc or not prescriber.pin_enc:
-        raise MissingCredentials(f"prescriber {prescriber.id} has no platform credentials")
+        raise MissingCredentials(f"prescriber {prescriber.email} has no platform credentials")
     return PrescriberCredentials(
         key=str(prescriber.platform_prescriber_id),
         email=prescriber.email,
@@ -126,13 +128,13 @@ def verify_credentials(
     except AuthError as exc:
         if exc.step == "login":
             raise Invalid(
-                f"the platform at ERX_BASE_URL={base_url} refused the login of prescriber {prescriber_id} "
+                f"the platform at ERX_BASE_URL={base_url} refused the login of prescriber {email} "
                 f"({exc.code or 'login_failed'}); nothing stored",
                 code="credentials_refused",
             ) from None
-        raise platform_failure(exc, base_url=base_url, prescriber_id=prescriber_id) from None
+        raise platform_failure(exc, base_url=base_url, login=email) from None
     except ConnectorError as exc:
-        raise platform_failure(exc, base_url=base_url, prescriber_id=prescriber_id) from None
+        raise platform_failure(exc, base_url=base_url, login=email) from None
     return prescriber_id
 
 

@@ -69,6 +69,7 @@ def list_dead(db: Database) -> list[DeadLetter]:
 class BlockedSend:
     """A send parked: its prescriber's credentials can't be used (refused, missing, undecryptable).
 
+    ``login``: the prescriber's login email (what ``prescribers set-credentials`` takes);
     ``blocked_since``: when the platform refused that prescriber (aware UTC, ISO 8601 in
     ``as_dict``; None when no login was refused); ``last_error``: the one-line cause.
     """
@@ -76,7 +77,7 @@ class BlockedSend:
     outbox_id: int
     prescription_id: int
     reference: str
-    prescriber_id: int
+    login: str
     blocked_since: datetime | None
     last_error: str | None
 
@@ -95,7 +96,7 @@ def list_blocked(db: Database) -> list[BlockedSend]:
                 DispatchOutbox.id,
                 Prescription.id,
                 Prescription.reference,
-                Prescriber.id,
+                Prescriber.email,
                 Prescriber.credentials_refused_at,
                 DispatchOutbox.last_error,
             )

@@ -32,15 +32,16 @@ class RotationReport:
     ``prescribers``: rows examined; ``rotated``: values re-encrypted (a
     prescriber has up to two: password and PIN); ``current``: values already
     under the newest key; ``batches``: transactions committed;
-    ``unreadable``: ids of prescribers with a value no configured key decrypts
-    (left as they are: re-store their credentials with ``set-credentials``).
+    ``unreadable``: logins (emails) of prescribers with a value no configured key
+    decrypts, in id order (left as they are: re-store their credentials with
+    ``set-credentials``).
     """
 
     prescribers: int
     rotated: int
     current: int
     batches: int
-    unreadable: tuple[int, ...]
+    unreadable: tuple[str, ...]
 
 
 def rotate_credentials(
@@ -63,7 +64,7 @@ def rotate_credentials(
         raise ValueError("batch_size must be at least 1")
     cipher = CredentialCipher(keys)
     examined = rotated = current = batches = 0
-    unreadable: list[int] = []
+    unreadable: list[str] = []
     last_id = 0
     while True:
         with db.session() as session:
@@ -89,8 +90,8 @@ def rotate_credentials(
                     try:
                         setattr(prescriber, field, cipher.rotate(token))
                     except CredentialError:
-                        if prescriber.id not in unreadable:
-                            unreadable.append(prescriber.id)
+                        if prescriber.email not in unreadable:
+                            unreadable.append(prescriber.email)
                         continue
                     batch_rotated += 1
             batches += 1

@@ -2,8 +2,9 @@
 
 Operator commands (``clinics verify``, ``reconcile``) must say in one line
 which setting, URL or prescriber is at fault; this is the one place that
-words it. Messages carry ids, setting names and the platform's base URL,
-never a password, PIN, token or secret.
+words it. Messages carry setting names, the platform's base URL and the
+prescriber's login (their email, a work login as ``prescribers list`` shows
+it, never the internal id), never a password, PIN, token or secret.
 """
 
 from __future__ import annotations
@@ -20,19 +21,22 @@ from connector.errors import (
 
 
 def platform_failure(
-    exc: ConnectorError, *, base_url: str, prescriber_id: int | None = None
+    exc: ConnectorError, *, base_url: str, login: str | None = None
 ) -> DomainError:
     """Return the domain error for ``exc``, raised by a call to the platform at ``base_url``.
+
+    ``login``: the email of the prescriber the call was made as, named in the
+    message when their credentials are refused (``None``: "the prescriber").
 
     - refused client credentials (two-step auth, step 1; contract §1a) ->
       :class:`Forbidden` naming ``ERX_CLIENT_ID``/``ERX_CLIENT_SECRET``;
     - refused prescriber login or session (step 2; §1b) -> :class:`Forbidden`
-      naming the prescriber id;
+      naming the prescriber's login;
     - unreachable, 5xx, 429 (§2) -> :class:`Unavailable` naming ``ERX_BASE_URL``;
     - ``not_found`` (HTTP 200 ``success:false``, §5) -> :class:`NotFound`;
     - anything else the platform refused -> :class:`Unavailable` with its code.
     """
-    who = f"prescriber {prescriber_id}" if prescriber_id is not None else "the prescriber"
+    who = f"prescriber {login}" if login is not None else "the prescriber"
     if isinstance(exc, AuthError):
         if exc.step == "access_token":
             return Forbidden(

@@ -25,7 +25,7 @@ from sqlalchemy import and_, or_, select
 
 from app.foundation.crypto import CredentialCipher, CredentialError
 from app.foundation.db import Database, utcnow
-from app.foundation.models import Prescription
+from app.foundation.models import Prescriber, Prescription
 from app.mechanisms.audit import RECONCILER, append_many
 from app.mechanisms.history import Change, Transition, record
 from app.services.credentials import (
@@ -98,14 +98,15 @@ def reconcile(
     )
     with db.session() as session:
         rows = session.execute(
-            select(Prescription.id)
+            select(Prescription.id, Prescriber.email)
+            .join(Prescription.prescriber)
             .where(Prescription.platform_token.is_not(None), quiet, or_(stuck, unchecked_final))
             .order_by(Prescription.last_event_at)
             .limit(limit)
         ).all()
     checked = recorded = 0
     failures: list[str] = []
-    for (prescription_id,) in rows:
+    for prescription_id, login in rows:
         checked += 1
         try:
             recorded += _reconcile_one(db, client, cipher, prescription_id, now)
@@ -113,7 +114,7 @@ def reconcile(
             if isinstance(exc, AuthError) and exc.step == "login":
                 # Like dispatch: no further login for this prescriber until their credentials change.
                 _mark_refused(db, prescription_id, now())
-            cause = platform_failure(exc, base_url=base_url or "(platform)").message
+            cause = platform_failure(exc, base_url=base_url or "(platform)", login=login).message
             failures.append(f"prescription {prescription_id}: {cause}")
             log.warning("reconcile failed: prescription_id=%s code=%s", prescription_id, exc.code)
         except (MissingCredentials, CredentialsRefused, CredentialError) as exc:
@@ -150,7 +151,7 @@ def _reconcile_one(
             raise PrescriptionGone(prescription_id)
         if prescription.prescriber.credentials_refused_at is not None:
             raise CredentialsRefused(
-                f"the platform refused the credentials of prescriber {prescription.prescriber_id}; "
+                f"the platform refused the credentials of prescriber {prescription.prescriber.email}; "
                 "not logging in until `prescribers set-credentials` stores new ones"
             )
         credentials = prescriber_credentials(prescription.prescriber, cipher)

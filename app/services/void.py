@@ -80,7 +80,6 @@ class _PlatformTarget:
     status: str
     token: str
     credentials: PrescriberCredentials
-    prescriber_id: int
 
 
 def void_prescription(
@@ -244,7 +243,7 @@ def _platform_target(
         credentials = prescriber_credentials(prescriber, cipher())
     except (MissingCredentials, CredentialError):
         raise Unavailable(
-            f"Prescriber {prescriber.id} has no usable platform credentials; store them with "
+            f"Prescriber {prescriber.email} has no usable platform credentials; store them with "
             "`prescribers set-credentials`, then void again.",
             code="prescriber_credentials_missing",
         ) from None
@@ -252,7 +251,6 @@ def _platform_target(
         status=prescription.status,
         token=str(prescription.platform_token),
         credentials=credentials,
-        prescriber_id=prescriber.id,
     )
 
 
@@ -276,11 +274,11 @@ def _void_at_platform(
                 details={"platform_code": "invalid_transition"},
             ) from None
         raise _unavailable(
-            platform_failure(exc, base_url=base_url, prescriber_id=target.prescriber_id)
+            platform_failure(exc, base_url=base_url, login=target.credentials.email)
         ) from None
     except ConnectorError as exc:
         raise _unavailable(
-            platform_failure(exc, base_url=base_url, prescriber_id=target.prescriber_id)
+            platform_failure(exc, base_url=base_url, login=target.credentials.email)
         ) from None
 
 

@@ -91,6 +91,8 @@ def test_refused_login_blocks_without_further_logins_and_new_credentials_resume(
         f"prescription_id={first}" in listed.output and f"prescription_id={second}" in listed.output
     )
     assert f"prescription_id={other}" not in listed.output
+    # The prescriber is named by login: what `prescribers set-credentials` takes.
+    assert listed.output.count(f"login={JONES}") == 2
 
     store(runner, JONES, PRESCRIBER_SECRETS[JONES][0])
     assert states(seeded, [first, second]) == [("pending", 0), ("pending", 0)]
@@ -135,6 +137,7 @@ def test_reconcile_does_not_log_in_for_a_refused_prescriber(  # type: ignore[no-
     )
 
     assert report.errors == 1 and "set-credentials" in report.failures[0]
+    assert f"prescriber {JONES};" in report.failures[0]  # by login, as operators know it
     assert platform.logins.get(JONES, 0) == 0
 
 

@@ -133,9 +133,11 @@ def test_clinics_verify_with_refused_credentials_names_the_prescriber(
 
     line = one_line_failure(application.test_cli_runner().invoke(args=["clinics", "verify", JONES]))
 
-    assert f"prescriber {prescriber_id}" in line
+    # Named by login, as operators know the prescriber, never by the internal id.
+    assert f"prescriber {JONES}" in line
+    assert f"prescriber {prescriber_id} " not in line
     assert "refused" in line
-    assert "not-the-password" not in line and JONES not in line
+    assert "not-the-password" not in line
 
 
 def test_clinics_verify_with_refused_client_credentials_names_the_settings(
@@ -201,6 +203,27 @@ def test_reconcile_against_a_token_the_platform_no_longer_knows(
     assert f"prescription {rx_id}" in line
     assert "not_found" in line and f"ERX_BASE_URL={BASE}" in line
     assert "SRXFORGOTTEN001" not in result.output
+
+
+def test_reconcile_with_a_refused_login_names_the_prescriber_by_login(
+    db_url, seeded, tmp_path, rsps
+) -> None:  # type: ignore[no-untyped-def]
+    service_platform(rsps)
+    application = cli_app(db_url, seeded, tmp_path)
+    with seeded.session() as session:
+        rx = session.scalars(
+            select(Prescription).where(Prescription.reference == "rx-000001")
+        ).one()
+        rx.platform_token, rx.status, rx.last_event_at = "SRXREFUSED0001", "issued", utcnow()
+        login, internal_id = rx.prescriber.email, rx.prescriber_id
+    assert set_credentials(application, login, password="not-the-password").exit_code == 0
+
+    result = application.test_cli_runner().invoke(args=["reconcile", "--quiet-s", "0"])
+
+    line = one_line_failure(result)
+    assert f"refused the credentials of prescriber {login} (login step)" in line
+    assert f"prescriber {internal_id} " not in line
+    assert "not-the-password" not in result.output
 
 
 def test_requeue_of_an_unknown_row_fails_in_one_line(db_url, seeded, tmp_path) -> None:  # type: ignore[no-untyped-def]

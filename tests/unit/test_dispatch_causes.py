@@ -13,7 +13,7 @@ import json
 
 from cryptography.fernet import Fernet
 from prometheus_client import REGISTRY
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from app.foundation.db import utcnow
 from app.foundation.models import Clinic, Prescriber
@@ -35,11 +35,6 @@ rsps, platform, erx, clock, make_dispatcher = (
 def stopped(reason: str, outcome: str = "blocked_credentials") -> float:
     labels = {"route": "erx", "outcome": outcome, "reason": reason}
     return REGISTRY.get_sample_value("erx_sends_stopped_total", labels) or 0.0
-
-
-def jones_id(db) -> int:  # type: ignore[no-untyped-def]
-    with db.session() as s:
-        return s.scalars(select(Prescriber.id).where(Prescriber.email == JONES)).one()
 
 
 def listed(runner, command: str) -> list[dict]:  # type: ignore[no-untyped-def,type-arg]
@@ -65,8 +60,7 @@ def test_undecryptable_credentials_block_at_once_with_the_cause_and_resume_when_
     assert make_dispatcher().run_batch() == 1
 
     cause = (
-        f"the credentials of prescriber {jones_id(seeded)} do not decrypt with any key in "
-        "ERX_ENCRYPTION_KEYS"
+        f"the credentials of prescriber {JONES} do not decrypt with any key in ERX_ENCRYPTION_KEYS"
     )
     row = outbox_of(seeded, pid)
     # Not retried as transient: parked at once, no attempt counted, nothing sent.
@@ -98,8 +92,7 @@ def test_missing_credentials_block_with_the_command_that_fixes_them(  # type: ig
     row = outbox_of(seeded, pid)
     assert row.state == "blocked_credentials"
     assert row.last_error == (
-        f"prescriber {jones_id(seeded)} has no platform credentials; "
-        "run `prescribers set-credentials`"
+        f"prescriber {JONES} has no platform credentials; run `prescribers set-credentials`"
     )
 
 
@@ -113,7 +106,7 @@ def test_a_refused_login_blocks_with_a_sentence_not_a_code(  # type: ignore[no-u
     make_dispatcher().run_batch()
 
     cause = (
-        f"the platform refused the login of prescriber {jones_id(seeded)} (login_failed); "
+        f"the platform refused the login of prescriber {JONES} (login_failed); "
         "run `prescribers set-credentials`"
     )
     assert outbox_of(seeded, pid).last_error == cause

@@ -210,6 +210,27 @@ def test_platform_down_is_503_and_nothing_recorded(  # type: ignore[no-untyped-d
     assert state(seeded, pid) == before
 
 
+def test_prescriber_without_credentials_is_503_naming_their_login(  # type: ignore[no-untyped-def]
+    client, seeded, platform, rsps, support
+) -> None:
+    pid = rx_id(seeded)
+    set_status(seeded, pid, "issued")
+    before = state(seeded, pid)
+    with seeded.session() as session:
+        prescriber = session.get(Prescription, pid).prescriber  # type: ignore[union-attr]
+        login, internal_id = prescriber.email, prescriber.id
+
+    resp = void(client, pid, support)
+
+    assert resp.status_code == 503, resp.get_data(as_text=True)
+    body = resp.get_json()
+    assert body["code"] == "prescriber_credentials_missing"
+    # Support knows the prescriber by login, never by the internal id.
+    assert f"Prescriber {login} has no usable platform credentials" in body["message"]
+    assert f"Prescriber {internal_id} " not in body["message"]
+    assert void_calls(rsps) == [] and state(seeded, pid) == before
+
+
 # -- final: 409 without a platform call -------------------------------------------------
 
 

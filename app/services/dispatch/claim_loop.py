@@ -437,7 +437,7 @@ class Dispatcher:
         # Undo what the guarded UPDATE counted: this is not an attempt.
         uncount_attempt(outbox)
         undo_intent(outbox, unknown_before=bool(row.outcome_unknown))
-        block_credentials(outbox, error=refused_login_cause(prescription.prescriber_id))
+        block_credentials(outbox, error=refused_login_cause(prescription.prescriber.email))
         outbox.updated_at = now
         self._count_send(outbox, "blocked_credentials", now, reason="login_failed")
         log.warning(
@@ -634,7 +634,7 @@ class Dispatcher:
                 prescription.id,
             )
             return "pending"
-        block_credentials(row, error=refused_login_cause(prescriber.id))
+        block_credentials(row, error=refused_login_cause(prescriber.email))
         mark_credentials_refused(prescriber, now=now)
         self._count_send(row, "blocked_credentials", now, reason="login_failed")
         log.warning(

@@ -105,7 +105,7 @@ def erx_job(
         reason = "credentials_missing" if missing else "credentials_undecryptable"
         return Attempt(
             Outcome.CREDENTIALS_UNUSABLE,
-            message=unusable_credentials_cause(prescription.prescriber_id, exc),
+            message=unusable_credentials_cause(prescription.prescriber.email, exc),
             reason=reason,
         )
     try:
