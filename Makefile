@@ -48,8 +48,10 @@ browser:
 	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq npm >/dev/null; }; \
 	  npm ci --prefix tests/browser --no-audit --no-fund --silent; }
 
+## lint: ruff check (rules and the 120-column line length) and ruff format --check, as CI runs them
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 migrate: $(STAMP)
 	$(BIN)/alembic upgrade head

@@ -179,7 +179,8 @@ class Settings:
     amqp_url: str = field(default="amqp://guest:guest@127.0.0.1:5672/%2F", repr=False)
     events_exchange: str = "erx.events"
     events_dlx: str = "erx.events.dlq"
-    events_poll_s: float = 0.5  # idle wait, s: the fallback poll when NOTIFY wakes the publisher (WORKER_WAKEUP)
+    # Idle wait, s: the fallback poll when NOTIFY wakes the publisher (WORKER_WAKEUP).
+    events_poll_s: float = 0.5
     events_batch: int = 200
     events_lease_s: float = 30.0
     events_backoff_base_s: float = 0.5
@@ -229,14 +230,20 @@ class Settings:
         if self.mail_backend not in ("file", "smtp"):
             raise ConfigError("MAIL_BACKEND must be file or smtp")
         if self.smtp_username and not self.smtp_starttls and self.env == "production":
-            raise ConfigError("SMTP_USERNAME needs SMTP_STARTTLS in production (no cleartext passwords)")
+            raise ConfigError(
+                "SMTP_USERNAME needs SMTP_STARTTLS in production (no cleartext passwords)"
+            )
         if self.env == "production" and is_generated_jwt_secret(self.jwt_secret):
-            raise ConfigError("JWT_SECRET: a per-process development secret is not allowed in production")
+            raise ConfigError(
+                "JWT_SECRET: a per-process development secret is not allowed in production"
+            )
         for name in ("rate_limit_search", "rate_limit_send", "rate_limit_auth_failures"):
             try:
                 limits.parse_many(getattr(self, name))
             except ValueError:
-                raise ConfigError(f"{name.upper()} must be like '120 per minute' or '120/minute'") from None
+                raise ConfigError(
+                    f"{name.upper()} must be like '120 per minute' or '120/minute'"
+                ) from None
         if not self.rate_limit_storage_url.startswith(("memory://", "redis://", "rediss://")):
             raise ConfigError("RATE_LIMIT_STORAGE_URL must be memory:// or a redis:// URL")
         if self.jwt_max_ttl_s < 1:
@@ -355,7 +362,7 @@ def check_production_deployment(environ: Mapping[str, str]) -> None:
     if missing:
         raise ConfigError(
             f"missing identity provider settings in production: {', '.join(missing)} "
-            "(docs/operations.md, \"Identity provider\")"
+            '(docs/operations.md, "Identity provider")'
         )
     url = environ["JWT_JWKS_URL"].strip()
     loopback = url.startswith(("http://127.0.0.1:", "http://localhost:", "http://[::1]:"))
@@ -377,10 +384,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         if missing:
             raise ConfigError(f"missing required settings in production: {', '.join(missing)}")
         if env.get("MAIL_BACKEND", "file").strip() != "smtp":
-            raise ConfigError("MAIL_BACKEND must be smtp in production (the file backend writes PHI to disk)")
+            raise ConfigError(
+                "MAIL_BACKEND must be smtp in production (the file backend writes PHI to disk)"
+            )
         reused = [name for name, dev in _DEV_DEFAULTS.items() if dev in _split(env[name])]
         if reused:
-            raise ConfigError(f"development values are not allowed in production: {', '.join(reused)}")
+            raise ConfigError(
+                f"development values are not allowed in production: {', '.join(reused)}"
+            )
         check_production_deployment(env)
     values: dict[str, object] = {"env": mode}
     if mode == "production":

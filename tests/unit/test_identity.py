@@ -349,9 +349,7 @@ def test_two_tokens_minted_in_one_second_differ(settings: Settings) -> None:
     first = mint_token(settings, role="patient", subject="pt-0001", now=NOW)
     second = mint_token(settings, role="patient", subject="pt-0001", now=NOW)
     assert first != second
-    ids = {
-        jwt.decode(t, options={"verify_signature": False})["jti"] for t in (first, second)
-    }
+    ids = {jwt.decode(t, options={"verify_signature": False})["jti"] for t in (first, second)}
     assert len(ids) == 2
 
 
