@@ -563,6 +563,20 @@ class Mailer:
 # -- operator decisions on a parked (in-doubt) email ---------------------------------------
 
 
+def in_doubt_cause(outbox_id: int, reason: str) -> str:
+    """The dead letter's cause for an email that may or may not have reached the pharmacy.
+
+    ``reason``: why the server's answer is unknown (the transport's sentence, e.g. no
+    reply to the DATA terminator). Names what to do next with this ``outbox_id``; it
+    keeps the ``email_in_doubt:`` prefix that operators and queries filter on.
+    """
+    return (
+        f"email_in_doubt: {reason}; the pharmacy may have it: ask them, then "
+        f"`flask --app app outbox confirm-sent {outbox_id}` if it arrived, or "
+        f"`flask --app app outbox requeue {outbox_id}` to send it again"
+    )
+
+
 def reopen_for_resend(session: Session, prescription_id: int, *, now: datetime) -> bool:
     """Let a requeued in-doubt email be sent again (same Message-ID); call in the requeue's transaction.
 

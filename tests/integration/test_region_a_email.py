@@ -328,6 +328,8 @@ def test_a_lost_reply_after_data_parks_the_email_until_an_operator_decides(
     status, outbox_state, _, error = state(seeded, pid)
     assert (status, outbox_state) == ("email_in_doubt", "dead")
     assert error is not None and error.startswith("email_in_doubt: no reply to the DATA terminator")
+    # The cause says what to do next, with this row's id.
+    assert "outbox confirm-sent" in error and "outbox requeue" in error
     runner = app.test_cli_runner()
     listed = runner.invoke(args=["outbox", "list-dead", "--json"])
     (item,) = json.loads(listed.output)  # one JSON document

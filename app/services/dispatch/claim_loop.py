@@ -104,7 +104,7 @@ from app.services.dispatch.outcome import (
     store_emailed,
     undo_intent,
 )
-from app.services.mail import EmailJob, Mailer
+from app.services.mail import EmailJob, Mailer, in_doubt_cause
 from connector import ConnectorClient
 
 log = logging.getLogger("app.dispatch")
@@ -587,7 +587,7 @@ class Dispatcher:
                         )
                     ],
                 )
-                mark_dead(row, error=f"email_in_doubt: {attempt.message}")
+                mark_dead(row, error=in_doubt_cause(row.id, attempt.message))
                 self._count_send(row, "email_in_doubt", now, reason="email_in_doubt")
                 log.warning("email in doubt, dead letter: prescription_id=%s", prescription.id)
                 return "dead"
