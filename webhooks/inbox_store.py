@@ -21,7 +21,7 @@ from app.mechanisms.queue import arrival_values, wakeup_sql
 from webhooks.events import Envelope
 
 
-class WakeUps(Protocol):
+class Wakeups(Protocol):
     """The process's wake-up coalescer (``app.mechanisms.wakeup.WakeupCoalescer``), as used here."""
 
     def claim(self) -> int | None: ...
@@ -61,7 +61,7 @@ def store_event(
     signature: str | None,
     *,
     now: datetime,
-    wakeups: WakeUps | None,
+    wakeups: Wakeups | None,
 ) -> bool:
     """Insert the delivery ``raw`` (bytes as signed, ``signature``) unless its event id is known.
 
