@@ -46,16 +46,18 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     app.config["JSON_SORT_KEYS"] = False
     # No request body we accept is near this; the webhook receiver has its own, smaller cap.
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
-    if settings.trusted_proxies:
-        # X-Forwarded-For/-Proto/-Host from exactly this many hops are believed (audit client_addr).
-        n = settings.trusted_proxies
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
     database = db or Database(settings.database_url, pool_size=settings.db_pool_size)
     app.extensions["erx"] = Runtime(
         settings=settings,
         db=database,
         inbox_wakeups=queue_wakeup.receipt_wakeups(database.engine, settings.worker_wakeup),
     )
+    # The platform's POSTs are served apart, inside the proxy and request-id middleware.
+    webhook_routes.serve_apart(app)
+    if settings.trusted_proxies:
+        # X-Forwarded-For/-Proto/-Host from exactly this many hops are believed (audit client_addr).
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
     logs.configure_logging(settings)
     logs.init_app(app)
     errors.init_app(app)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 from flask import Blueprint, Flask, Response, request
 
@@ -113,6 +114,53 @@ def receive() -> Response:
     return _acknowledgement(env.event_id, duplicate=not inserted)
 
 
+RECEIVER_PATH = "/webhooks/platform"
+_RECEIVER = "erx_webhook_receiver"
+
+
 def init_app(app: Flask) -> None:
-    """Register the receiver blueprint on ``app``."""
+    """Register the receiver blueprint on ``app`` (its URL map and route lists see it)."""
     app.register_blueprint(bp)
+
+
+def serve_apart(app: Flask) -> None:
+    """Serve ``POST /webhooks/platform`` from a Flask app of its own, in front of ``app``.
+
+    The receiver app shares ``app``'s runtime (``app.extensions["erx"]``) and the one
+    error shape (:func:`app.interfaces.errors.init_app`), and nothing else: none of the
+    request hooks the API installs on ``app`` (rate limits keyed by bearer token, the
+    input boundary of API parameters, the pages' security headers) runs for the
+    platform, which is no browser and sends no bearer token. Those hooks cost more CPU
+    than verifying and storing an event (docs/benchmarks.md, section 9). Every other
+    request, and other methods on this path (405), go to ``app`` as before. Call it
+    before wrapping ``app.wsgi_app`` in middleware that both must share (proxy headers,
+    request ids).
+    """
+    from app.interfaces import errors
+
+    receiver = Flask("webhooks")
+    receiver.config["MAX_CONTENT_LENGTH"] = app.config.get("MAX_CONTENT_LENGTH")
+    receiver.extensions["erx"] = app.extensions["erx"]
+    errors.init_app(receiver)
+    receiver.register_blueprint(bp)
+    app.extensions[_RECEIVER] = receiver
+    app.wsgi_app = _ReceiverFirst(app.wsgi_app, receiver.wsgi_app)  # type: ignore[method-assign]
+
+
+def receiver_of(app: Flask) -> Flask:
+    """The Flask app whose view answers the platform's POSTs: the one :func:`serve_apart`
+    made for ``app``, else ``app`` itself."""
+    receiver: Flask = app.extensions.get(_RECEIVER, app)
+    return receiver
+
+
+class _ReceiverFirst:
+    """WSGI: ``POST`` :data:`RECEIVER_PATH` to the receiver app, everything else to the service."""
+
+    def __init__(self, service: Any, receiver: Any) -> None:
+        self.service, self.receiver = service, receiver
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("REQUEST_METHOD") == "POST" and environ.get("PATH_INFO") == RECEIVER_PATH:
+            return self.receiver(environ, start_response)
+        return self.service(environ, start_response)

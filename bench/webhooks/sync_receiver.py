@@ -26,12 +26,14 @@ from flask import Flask
 
 from app import create_app
 from webhooks.processing import InboxProcessor
+from webhooks.routes import receiver_of
 
 
 def make_synchronous(app: Flask) -> Flask:
     """Wrap ``app``'s webhook receiver: store (the real receiver), then apply before answering; returns ``app``."""
     processor = InboxProcessor(app.extensions["erx"].db, worker_id=f"sync-receiver-{os.getpid()}")
-    receive = app.view_functions["webhooks.receive"]
+    receiver = receiver_of(app)
+    receive = receiver.view_functions["webhooks.receive"]
 
     def receive_and_apply(*args: Any, **kwargs: Any) -> Any:
         response = receive(*args, **kwargs)  # refusals raise ApiError, answered by the app as usual
@@ -42,7 +44,7 @@ def make_synchronous(app: Flask) -> Flask:
             processor.apply_pending(ack["event_id"])
         return response
 
-    app.view_functions["webhooks.receive"] = receive_and_apply
+    receiver.view_functions["webhooks.receive"] = receive_and_apply
     return app
 
 
