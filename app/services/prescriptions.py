@@ -300,6 +300,9 @@ def _queue(
                 local(
                     prescription, "queued", source="service", detail=f"flow={region.flow}", now=now
                 ),
+                # Known here: the history and event rows go in one statement (no look-up).
+                region=region.code,
+                route=region.flow,
             )
         ],
     )
