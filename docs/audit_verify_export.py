@@ -31,6 +31,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 LEAF_FORMAT = "erx-audit-leaf/1"  # app/mechanisms/audit.py leaf_data
+LIST_LEAF_FORMAT = "erx-audit-leaf/2"  # a row naming several prescriptions (a list read)
 
 
 def quote(value: str | None) -> str:
@@ -50,8 +51,9 @@ def leaf_bytes(row: dict) -> bytes:
     if "." in when:
         when = when.rstrip("0").rstrip(".")  # -> 2026-12-01 09:30:00.12
     pid = row["prescription_id"]
+    listed = row.get("prescription_ids")
     fields = [
-        LEAF_FORMAT,
+        LEAF_FORMAT if listed is None else LIST_LEAF_FORMAT,
         str(row["id"]),
         quote(row["actor"]),
         quote(row["role"]),
@@ -61,6 +63,8 @@ def leaf_bytes(row: dict) -> bytes:
         quote(row["request_id"]),
         quote(row["client_addr"]),
     ]
+    if listed is not None:  # as PostgreSQL quotes a bigint[]: '{1,2,3}'
+        fields.append("'{" + ",".join(str(int(i)) for i in listed) + "}'")
     return ",".join(fields).encode("utf-8")
 
 
@@ -138,7 +142,8 @@ def check(export: dict, vkeys: list[str]) -> tuple[list[str], int]:
     size, root = signed
     checked = 0
     for row in rows:
-        if row.get("prescription_id") != export["prescription"]["id"]:
+        mine = export["prescription"]["id"]
+        if row.get("prescription_id") != mine and mine not in (row.get("prescription_ids") or []):
             problems.append(f"audit row {row['id']}: belongs to another prescription")
         if not row.get("sealed"):
             continue

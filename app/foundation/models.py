@@ -28,7 +28,9 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy import text as sql_text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import JSON
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -399,15 +401,28 @@ class AuditEvent(Base):
     Append-only (triggers refuse UPDATE, DELETE and TRUNCATE) and tamper-evident:
     ``hash`` is SHA-256 over the row's content and ``prev_hash``, the previous
     row's ``hash`` (app/mechanisms/audit.py). ``prev_hash`` is unique, so the chain cannot fork.
-    No foreign key: the audit trail outlives anything it mentions.
+    No foreign key: the audit trail outlives anything it mentions. An access that
+    showed one prescription names it in ``prescription_id``; one that showed several
+    (a list, a FHIR search) is still one row, naming them all in ``prescription_ids``.
     """
 
     __tablename__ = "audit_events"
+    __table_args__ = (
+        # Which audit rows name a prescription in their list (the auditor's export).
+        Index(
+            "ix_audit_events_prescription_ids", "prescription_ids", postgresql_using="gin"
+        ).ddl_if(dialect="postgresql"),
+    )
     id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
     actor: Mapped[str] = mapped_column(String(200))
     role: Mapped[str] = mapped_column(String(32))
     action: Mapped[str] = mapped_column(String(32))
     prescription_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    # One access that showed several prescriptions (a list, a FHIR search): their ids, in
+    # the order shown, in this one row (prescription_id is then NULL); NULL otherwise.
+    prescription_ids: Mapped[list[int] | None] = mapped_column(
+        ARRAY(BigInteger).with_variant(JSON(), "sqlite")
+    )
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
     request_id: Mapped[str | None] = mapped_column(String(100))
     client_addr: Mapped[str | None] = mapped_column(String(64))

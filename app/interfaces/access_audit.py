@@ -2,10 +2,11 @@
 
 Read endpoints (API and FHIR) call :func:`append_read_audit` in the read's own
 session, so the answer is sent only after the view and its row are both
-written (a read that fails writes nothing). Runtime that change a
-prescription (send, void) take :func:`request_accessor` and record the change
-in their own transaction. Rows go through :mod:`app.mechanisms.audit` (a plain INSERT, no
-lock, no read of another row).
+written (a read that fails writes nothing): one row per read, naming the
+prescriptions it showed. Endpoints that change a prescription (send, void)
+take :func:`request_accessor` and record the change in their own transaction.
+Rows go through :mod:`app.mechanisms.audit` (a plain INSERT, no lock, no read
+of another row).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from sqlalchemy.orm import Session
 from app.foundation.db import utcnow
 from app.foundation.logs import current_request_id
 from app.interfaces.identity import current_identity
-from app.mechanisms.audit import Accessor, append_many
+from app.mechanisms.audit import Accessor, append_many, record_list
 
 
 def request_accessor() -> Accessor:
@@ -50,14 +51,15 @@ def append_read_audit(
 
     ``action``: one of :data:`app.mechanisms.audit.ACTIONS` (``read``, ``list``,
     ``read-not-modified``, ``fhir-search``...); ``prescription_ids``: the
-    prescriptions the caller was shown (None for a lookup that found nothing).
-    One row per id, all in one multi-row INSERT (:func:`app.mechanisms.audit.append_many`).
+    prescriptions the caller was shown, in order (``[None]`` for a lookup that
+    found nothing). One read is one row, one INSERT: naming its prescription
+    when it showed exactly one (:func:`app.mechanisms.audit.record_by`), else
+    holding the whole list, empty included (:func:`app.mechanisms.audit.record_list`).
     Raises ValueError for an unknown action; database errors propagate.
     """
-    append_many(
-        session,
-        request_accessor(),
-        action=action,
-        prescription_ids=list(prescription_ids),
-        now=utcnow(),
-    )
+    ids = list(prescription_ids)
+    accessor, now = request_accessor(), utcnow()
+    if len(ids) == 1:
+        append_many(session, accessor, action=action, prescription_ids=ids, now=now)
+    else:
+        record_list(session, accessor, action=action, prescription_ids=ids, now=now)

@@ -87,7 +87,7 @@ def update_me() -> tuple[Response, int]:
 def my_prescriptions() -> tuple[Response, int]:
     """The calling patient's prescriptions with their views, newest first: ``?page=&per_page=``.
 
-    One query for the page and its total, the audit rows, the commit;
+    One query for the page and its total, then one audit row naming every prescription listed;
     ``ETag``/``If-None-Match`` as the single read (304 records ``list-not-modified``).
     """
     args = _query(_page_query)

@@ -130,7 +130,7 @@ def _view() -> tuple[str | None, bool]:
 
 
 def _audited_read(action: str, build: Any, ids_of: Any) -> Any:
-    """Return ``build(session)``, with one ``action`` audit row per prescription id of
+    """Return ``build(session)``, with one ``action`` audit row naming the prescription ids of
     ``ids_of(result)``, in the read's own session (one query plus the audit append)."""
     with runtime().db.read_session(autocommit=AUDIT_APPEND_IS_ONE_STATEMENT) as session:
         result = build(session)

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from app.foundation.db import Database
@@ -33,9 +33,11 @@ from app.foundation.models import AuditEvent
 GENESIS_HASH = "0" * 64
 # The first element of every leaf: names the encoding, so a leaf of another format cannot collide.
 LEAF_FORMAT = "erx-audit-leaf/1"
+# The leaf of a row that names several prescriptions (a list): format 1 plus the list.
+LIST_LEAF_FORMAT = "erx-audit-leaf/2"
 # What an audit row can say was done; a typo should fail loudly, not start a new action.
-# API reads: read (one prescription), list (/me/prescriptions, one row per prescription
-# listed), fhir-read / fhir-search / fhir-history; changes: send, void, webhook-applied,
+# API reads: read (one prescription), list (/me/prescriptions, one row naming every
+# prescription listed), fhir-read / fhir-search / fhir-history; changes: send, void, webhook-applied,
 # requeue, confirm-sent, reconcile (a transition the reconcile job recorded).
 ACTIONS = frozenset(
     {
@@ -123,6 +125,11 @@ def sql_timestamp(value: datetime | str) -> str:
     return stamp
 
 
+def id_list_literal(prescription_ids: Sequence[int]) -> str:
+    """A list of ids as PostgreSQL quotes a ``bigint[]`` as text: ``'{1,2,3}'`` (``'{}'`` empty)."""
+    return "'{" + ",".join(str(int(i)) for i in prescription_ids) + "}'"
+
+
 def leaf_data(
     *,
     event_id: int,
@@ -133,20 +140,25 @@ def leaf_data(
     occurred_at: datetime | str,
     request_id: str | None,
     client_addr: str | None,
+    prescription_ids: Sequence[int] | None = None,
 ) -> bytes:
     """The bytes one audit row contributes to the Merkle tree (hashed as an RFC 9162 leaf).
 
     UTF-8 of ``LEAF_FORMAT,id,actor,role,action,prescription_id,occurred_at,
     request_id,client_addr``: text fields as :func:`sql_literal` quotes them,
     the time as :func:`sql_timestamp` writes it, a missing prescription as
-    ``NULL``. This is exactly PostgreSQL's ``concat_ws(',', ...)`` of
-    ``quote_nullable`` columns, so the database recomputes it cheaply
-    (app/mechanisms/audit_sealer.py, ``LEAF_SQL``), and an auditor rebuilds it from an
-    export (docs/audit_verify_export.py). Quoting keeps it unambiguous.
-    ``occurred_at``: an aware datetime or its :func:`iso_utc` text.
+    ``NULL``. A row naming several prescriptions (``prescription_ids`` not
+    None: a list) starts with ``LIST_LEAF_FORMAT`` instead and ends with
+    ``,'{id,id,...}'`` (:func:`id_list_literal`). This is exactly PostgreSQL's
+    ``concat_ws(',', ...)`` of ``quote_nullable`` columns, so the database
+    recomputes it cheaply (app/mechanisms/audit_sealer.py, ``LEAF_SQL``), and an
+    auditor rebuilds it from an export (docs/audit_verify_export.py). Quoting
+    keeps it unambiguous. ``occurred_at``: an aware datetime or its
+    :func:`iso_utc` text.
     """
+    listed = prescription_ids is not None
     fields = [
-        LEAF_FORMAT,
+        LIST_LEAF_FORMAT if listed else LEAF_FORMAT,
         str(event_id),
         sql_literal(actor),
         sql_literal(role),
@@ -156,6 +168,8 @@ def leaf_data(
         sql_literal(request_id),
         sql_literal(client_addr),
     ]
+    if prescription_ids is not None:
+        fields.append(id_list_literal(prescription_ids))
     return ",".join(fields).encode("utf-8")
 
 
@@ -253,9 +267,16 @@ def record(
         client_addr=client_addr,
         now=now,
     )
-    return int(
-        session.execute(insert(AuditEvent).values(values).returning(AuditEvent.id)).scalar_one()
-    )
+    return _insert_one(session, values)
+
+
+_APPEND = insert(AuditEvent.__table__)
+_APPEND_RETURNING_ID = insert(AuditEvent.__table__).returning(AuditEvent.__table__.c.id)
+
+
+def _insert_one(session: Session, values: dict[str, Any]) -> int:
+    # Prebuilt: building the statement per read cost more CPU than running it.
+    return int(session.execute(_APPEND_RETURNING_ID, values).scalar_one())
 
 
 @dataclass(frozen=True)
@@ -286,8 +307,15 @@ def record_by(
 
     Returns the new row's id.
     """
-    return record(
-        session,
+    return _insert_one(
+        session, _row(accessor, action=action, prescription_id=prescription_id, now=now)
+    )
+
+
+def _row(
+    accessor: Accessor, *, action: str, prescription_id: int | None, now: datetime
+) -> dict[str, Any]:
+    return _values(
         actor=accessor.actor,
         role=accessor.role,
         action=action,
@@ -296,9 +324,6 @@ def record_by(
         client_addr=accessor.client_addr,
         now=now,
     )
-
-
-_APPEND = insert(AuditEvent.__table__)
 
 
 def append_many(
@@ -311,21 +336,14 @@ def append_many(
 ) -> int:
     """Append one ``action`` row per prescription id, for ``accessor``, in one multi-row INSERT.
 
-    The set-based form of :func:`record_by` for batches (a list read, applied
-    webhook events, reconcile): in the caller's transaction, no lock, no read.
+    The set-based form of :func:`record_by` for batches of separate accesses
+    (applied webhook events, reconcile; a list read is ONE access:
+    :func:`record_list`): in the caller's transaction, no lock, no read.
     Returns the number of rows written (0 writes nothing). Raises ValueError as
     :func:`record` does.
     """
     rows = [
-        _values(
-            actor=accessor.actor,
-            role=accessor.role,
-            action=action,
-            prescription_id=prescription_id,
-            request_id=accessor.request_id,
-            client_addr=accessor.client_addr,
-            now=now,
-        )
+        _row(accessor, action=action, prescription_id=prescription_id, now=now)
         for prescription_id in prescription_ids
     ]
     if rows:
@@ -334,6 +352,44 @@ def append_many(
         # the ORM's per-call statement building (most of a read's CPU before).
         session.connection().execute(_APPEND, rows)
     return len(rows)
+
+
+def record_list(
+    session: Session,
+    accessor: Accessor,
+    *,
+    action: str,
+    prescription_ids: Sequence[int],
+    now: datetime,
+) -> int:
+    """Append ONE ``action`` row naming every prescription in ``prescription_ids``; return its id.
+
+    For one access that showed several prescriptions (a list, a FHIR search):
+    the row's ``prescription_ids`` holds them in the order shown (an empty list
+    is still an access, and still a row), ``prescription_id`` is NULL. Same
+    transaction rules and errors as :func:`record`; a non-integer id raises
+    ValueError.
+    """
+    ids = list(prescription_ids)
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise ValueError("prescription_ids must be whole numbers")
+    values = _row(accessor, action=action, prescription_id=None, now=now)
+    values["prescription_ids"] = ids
+    return _insert_one(session, values)
+
+
+def naming(session: Session, prescription_id: int) -> Any:
+    """The condition "this audit row names ``prescription_id``": alone, or in its list.
+
+    PostgreSQL: ``prescription_ids @> ARRAY[id]`` (the GIN index of migration
+    0014); SQLite: a look into the JSON list (``json_each``).
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        listed = AuditEvent.prescription_ids.contains([prescription_id])
+    else:
+        item = func.json_each(AuditEvent.prescription_ids).table_valued("value")
+        listed = select(item.c.value).where(item.c.value == prescription_id).exists()
+    return or_(AuditEvent.prescription_id == prescription_id, listed)
 
 
 @dataclass(frozen=True)

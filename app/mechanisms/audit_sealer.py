@@ -97,11 +97,15 @@ VERIFY_FAILURES = Counter(
 )
 
 # The leaf hash of app.mechanisms.audit.leaf_data, computed by PostgreSQL (verify reads no row into Python).
+# concat_ws skips a NULL argument: a row without a list ends at client_addr (format 1), a row
+# with one adds it, quoted as PostgreSQL writes a bigint[] as text (format 2).
 LEAF_SQL = (
-    "sha256('\\x00'::bytea || convert_to(concat_ws(',', 'erx-audit-leaf/1', e.id, "
-    "quote_nullable(e.actor), quote_nullable(e.role), quote_nullable(e.action), "
+    "sha256('\\x00'::bytea || convert_to(concat_ws(',', "
+    "CASE WHEN e.prescription_ids IS NULL THEN 'erx-audit-leaf/1' ELSE 'erx-audit-leaf/2' END, "
+    "e.id, quote_nullable(e.actor), quote_nullable(e.role), quote_nullable(e.action), "
     "coalesce(e.prescription_id::text, 'NULL'), (e.occurred_at AT TIME ZONE 'UTC')::text, "
-    "quote_nullable(e.request_id), quote_nullable(e.client_addr)), 'UTF8'))"
+    "quote_nullable(e.request_id), quote_nullable(e.client_addr), "
+    "quote_literal(e.prescription_ids::text)), 'UTF8'))"
 )
 
 
@@ -117,6 +121,7 @@ def event_leaf_hash(event: Any) -> bytes:
             occurred_at=event.occurred_at,
             request_id=event.request_id,
             client_addr=event.client_addr,
+            prescription_ids=event.prescription_ids,
         )
     )
 
@@ -357,6 +362,7 @@ _COLUMNS = (
     AuditEvent.occurred_at,
     AuditEvent.request_id,
     AuditEvent.client_addr,
+    AuditEvent.prescription_ids,
 )
 
 

@@ -27,7 +27,7 @@ from app.foundation.models import (
     StatusHistory,
     WebhookInbox,
 )
-from app.mechanisms.audit import iso_utc, leaf_data, record
+from app.mechanisms.audit import iso_utc, leaf_data, naming, record
 from app.mechanisms.audit_keys import SigningKey, public_keys_document
 from app.mechanisms.audit_sealer import (
     StoredTree,
@@ -36,7 +36,8 @@ from app.mechanisms.audit_sealer import (
     prove_inclusion,
 )
 
-EXPORT_FORMAT = "erx-audit-export/2"
+# 3: a row may name several prescriptions (``prescription_ids``, leaf format 2).
+EXPORT_FORMAT = "erx-audit-export/3"
 
 
 def _find_prescription(session: Session, key: str | int) -> Prescription:
@@ -113,7 +114,8 @@ def export_prescription(
     signature header columns, so each event can be re-verified against the
     webhook secret; ``dispatch``: the outbox row (flow, state, attempts,
     outcome-unknown flag, last error, times) or null; ``audit_events``: every
-    audit row for it, each with ``leaf`` (index, leaf data as text, leaf hash
+    audit row naming it (alone in ``prescription_id``, or in a list read's
+    ``prescription_ids``), each with ``leaf`` (index, leaf data as text, leaf hash
     hex) and ``inclusion_proof`` (hex hashes) against ``checkpoint`` when sealed,
     else ``sealed: false``; ``checkpoint``: the newest signed checkpoint (id,
     size, root hex, the signed note) or null; ``public_keys``: as
@@ -140,7 +142,7 @@ def export_prescription(
             select(DispatchOutbox).where(DispatchOutbox.prescription_id == rx.id)
         ).first()
         audit_rows = session.scalars(
-            select(AuditEvent).where(AuditEvent.prescription_id == rx.id).order_by(AuditEvent.id)
+            select(AuditEvent).where(naming(session, rx.id)).order_by(AuditEvent.id)
         ).all()
         checkpoint = latest_checkpoint(session)
         audit_out = _audit_rows(session, audit_rows, checkpoint.tree_size if checkpoint else 0)
@@ -214,6 +216,7 @@ def _audit_rows(session: Session, rows: Sequence[AuditEvent], size: int) -> list
             "role": a.role,
             "action": a.action,
             "prescription_id": a.prescription_id,
+            "prescription_ids": a.prescription_ids,
             "occurred_at": iso_utc(a.occurred_at),
             "request_id": a.request_id,
             "client_addr": a.client_addr,
@@ -234,6 +237,7 @@ def _audit_rows(session: Session, rows: Sequence[AuditEvent], size: int) -> list
                 occurred_at=a.occurred_at,
                 request_id=a.request_id,
                 client_addr=a.client_addr,
+                prescription_ids=a.prescription_ids,
             )
             item["sealed"] = True
             item["leaf"] = {"index": index, "data": data.decode("utf-8"), "hash": leaf.hex()}

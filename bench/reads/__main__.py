@@ -15,8 +15,9 @@ What runs (PostgreSQL, loopback only, every loop bounded by time):
 4. One patient token (``flask --app app tokens mint --role patient --sub pt-0001``) for
    every request: ``single`` (``GET /api/v1/prescriptions/<id>``, the patient's 50 ids in
    turn: one audit row each), ``list`` (``GET /api/v1/me/prescriptions?per_page=50``: 50
-   prescriptions audited), ``fhir`` (``GET /fhir/R4/MedicationRequest?patient=pt-0001``)
-   and the reference ``regions`` (``GET /api/v1/regions``: reads the database, no audit).
+   prescriptions, one audit row naming them), ``fhir``
+   (``GET /fhir/R4/MedicationRequest?patient=pt-0001``) and the reference ``regions``
+   (``GET /api/v1/regions``: reads the database, no audit).
 5. ``--rounds`` rounds; in each, every target, every connection count (``--connections``
    32,1) and every request in an order that rotates per round, ``--duration`` s of wrk after
    ``--warmup`` s unmeasured. Between loads it waits for the database's sessions to go idle.

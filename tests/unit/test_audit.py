@@ -23,7 +23,16 @@ from app.foundation.models import (
     WebhookInbox,
 )
 from app.mechanisms import history
-from app.mechanisms.audit import PLATFORM, append_many, leaf_data, record, row_content, row_hash
+from app.mechanisms.audit import (
+    PLATFORM,
+    Accessor,
+    append_many,
+    leaf_data,
+    record,
+    record_list,
+    row_content,
+    row_hash,
+)
 from app.mechanisms.audit_keys import SigningKey, checkpoint_text, parse_private_keys, sign_note
 from app.mechanisms.audit_sealer import seal_once, verify
 from app.mechanisms.merkle import root_of
@@ -173,6 +182,14 @@ def test_the_database_and_python_agree_on_every_leaf(seeded: Database) -> None:
             client_addr="''",
             now=T0.replace(microsecond=120000),
         )
+        for listed in ([3, 2**40, 1], []):
+            record_list(
+                session,
+                Accessor(actor="o'b\\", role="patient", request_id=None, client_addr="::1"),
+                action="list",
+                prescription_ids=listed,
+                now=T0,
+            )
     seal(seeded)
     assert problems(seeded) == []
 
@@ -197,6 +214,13 @@ def test_leaf_data_is_quoted_and_unambiguous() -> None:
     assert leaf(actor="o'b\\c", prescription_id=None, occurred_at=T0.replace(microsecond=0)) == (
         b"erx-audit-leaf/1,7,E'o''b\\\\c','support','read',NULL,2026-12-01 09:30:00,NULL,'10.0.0.1'"
     )
+    # A row naming several prescriptions says so in its first field and ends with the list.
+    assert leaf(prescription_id=None, prescription_ids=[3, 1, 2]) == (
+        b"erx-audit-leaf/2,7,'a','support','read',NULL,2026-12-01 09:30:00.123456,NULL,"
+        b"'10.0.0.1','{3,1,2}'"
+    )
+    assert leaf(prescription_id=None, prescription_ids=[]).endswith(b",'{}'")
+    assert leaf(prescription_id=None, prescription_ids=[]) != leaf(prescription_id=None)
     # A comma inside a field cannot pass for a field boundary.
     assert leaf(actor="a','support") != leaf(actor="a", role="support','support")
     assert leaf(occurred_at="2026-12-01T09:30:00.120000Z") == leaf(
@@ -209,6 +233,30 @@ def test_a_changed_row_is_reported(seeded: Database) -> None:
     seal(seeded)
     tamper(seeded, "UPDATE audit_events SET actor = 'mallory' WHERE id = :id", id=ids[4])
     assert problems(seeded) == [f"audit row {ids[4]} (leaf 4) was changed after it was sealed"]
+
+
+def test_a_changed_list_is_reported(seeded: Database) -> None:
+    add(seeded, 3)
+    with seeded.session() as session:
+        listed = record_list(session, PLATFORM, action="list", prescription_ids=[1, 2, 3], now=T0)
+    seal(seeded)
+    assert problems(seeded) == []
+    # Dropping a prescription from what a list showed is a change like any other.
+    if seeded.is_postgres:
+        tamper(
+            seeded, "UPDATE audit_events SET prescription_ids = '{1,3}' WHERE id = :id", id=listed
+        )
+    else:
+        tamper(
+            seeded, "UPDATE audit_events SET prescription_ids = '[1,3]' WHERE id = :id", id=listed
+        )
+    assert problems(seeded) == [f"audit row {listed} (leaf 3) was changed after it was sealed"]
+
+
+def test_record_list_refuses_what_is_not_an_id(seeded: Database) -> None:
+    with seeded.session() as session, pytest.raises(ValueError, match="whole numbers"):
+        record_list(session, PLATFORM, action="list", prescription_ids=[1, None], now=T0)  # type: ignore[list-item]
+    assert count(seeded) == 0
 
 
 def test_a_removed_row_is_reported(seeded: Database) -> None:
@@ -398,7 +446,10 @@ def test_an_export_verifies_offline_and_a_doctored_one_does_not(
     runner = app.test_cli_runner()
     add(seeded, 5, prescription_id=3)
     add(seeded, 40, prescription_id=4)  # other rows around it: real proofs, not a one-leaf tree
-    add(seeded, 2, prescription_id=3)
+    with seeded.session() as session:  # a list that showed it among others, and one that did not
+        record_list(session, PLATFORM, action="list", prescription_ids=[4, 3, 5], now=T0)
+        record_list(session, PLATFORM, action="list", prescription_ids=[4, 5], now=T0)
+    add(seeded, 1, prescription_id=3)
     assert runner.invoke(args=["audit", "seal"]).exit_code == 0
     out = tmp_path / "export.json"
     assert (
@@ -417,6 +468,16 @@ def test_an_export_verifies_offline_and_a_doctored_one_does_not(
     )
 
     data = json.loads(out.read_text())
+    assert [(r["prescription_id"], r["prescription_ids"]) for r in data["audit_events"][5:]] == [
+        (None, [4, 3, 5]),
+        (3, None),
+        (3, None),  # the export's own row, not yet sealed
+    ]
+    dropped = json.loads(out.read_text())
+    dropped["audit_events"][5]["prescription_ids"] = [4, 5, 3]  # the list as shown, reordered
+    reordered = tmp_path / "reordered.json"
+    reordered.write_text(json.dumps(dropped))
+    assert run_offline_check(reordered, vkey).returncode == 1
     data["audit_events"][2]["actor"] = "someone-else"
     doctored = tmp_path / "doctored.json"
     doctored.write_text(json.dumps(data))
@@ -540,7 +601,7 @@ def test_cli_export_writes_the_prescriptions_complete_record(
         f"exported prescription {rx_id} to {out}: 1 transitions, 1 webhook events, 3 audit rows"
     )
     data = json.loads(out.read_text())
-    assert data["format"] == "erx-audit-export/2"
+    assert data["format"] == "erx-audit-export/3"
     assert data["prescription"]["id"] == rx_id and data["prescription"]["reference"] == "rx-000001"
     assert data["prescription"]["platform_token"] == token
     assert [h["to_status"] for h in data["status_history"]] == ["queued"]

@@ -92,10 +92,18 @@ def test_each_api_read_and_change_writes_one_row(
     assert read[0].request_id and read[0].occurred_at is not None
 
     mark = last_id(seeded)
-    assert client.get("/api/v1/me/prescriptions", headers=patient).status_code == 200
-    listed = summary(seeded, mark)
-    assert {r[3] for r in listed} == {own, ids["own2"], ids["own3"]}
-    assert {r[:3] for r in listed} == {("pt-0001", "patient", "list")}
+    page = client.get("/api/v1/me/prescriptions", headers=patient)
+    assert page.status_code == 200
+    shown = [item["id"] for item in page.get_json()["items"]]
+    # One access, one row: it names every prescription the page showed, in the order shown.
+    [listed] = rows(seeded, mark)
+    assert (listed.actor, listed.role, listed.action, listed.prescription_id) == (
+        "pt-0001",
+        "patient",
+        "list",
+        None,
+    )
+    assert listed.prescription_ids == shown and set(shown) == {own, ids["own2"], ids["own3"]}
 
     mark = last_id(seeded)
     assert (
@@ -119,13 +127,31 @@ def test_each_fhir_read_writes_one_row(app, client, seeded, ids) -> None:  # typ
     assert (
         client.get("/fhir/R4/MedicationRequest?patient=pt-0001", headers=support).status_code == 200
     )
-    searched = summary(seeded, mark)
+    [searched] = rows(seeded, mark)
     assert summary(seeded)[:2] == [
         ("agent-3", "support", "fhir-read", own),
         ("agent-3", "support", "fhir-history", own),
     ]
-    assert {r[3] for r in searched} == {own, ids["own2"], ids["own3"]}
-    assert {r[:3] for r in searched} == {("agent-3", "support", "fhir-search")}
+    assert (searched.actor, searched.role, searched.action) == ("agent-3", "support", "fhir-search")
+    assert searched.prescription_id is None
+    assert sorted(searched.prescription_ids) == sorted([own, ids["own2"], ids["own3"]])
+
+
+def test_a_read_that_showed_nothing_is_still_one_row(app, client, seeded) -> None:  # type: ignore[no-untyped-def]
+    # A page past the end, and a FHIR search that matched none: both are accesses.
+    patient = bearer(app, role="patient", subject="pt-0001")
+    support = bearer(app, role="support", subject="agent-3")
+    mark = last_id(seeded)
+    past_the_end = client.get("/api/v1/me/prescriptions?page=99", headers=patient)
+    assert past_the_end.status_code == 200 and past_the_end.get_json()["items"] == []
+    assert (
+        client.get("/fhir/R4/MedicationRequest?patient=pt-9999", headers=support).status_code == 200
+    )
+    found = rows(seeded, mark)
+    assert [(r.actor, r.action, r.prescription_id, r.prescription_ids) for r in found] == [
+        ("pt-0001", "list", None, []),
+        ("agent-3", "fhir-search", None, []),
+    ]
 
 
 def test_refused_calls_write_no_row(app, client, seeded, with_credentials, ids) -> None:  # type: ignore[no-untyped-def]
