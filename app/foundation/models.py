@@ -409,8 +409,12 @@ class AuditEvent(Base):
     __tablename__ = "audit_events"
     __table_args__ = (
         # Which audit rows name a prescription in their list (the auditor's export).
+        # Partial: the rows without a list (nearly all) add nothing to it.
         Index(
-            "ix_audit_events_prescription_ids", "prescription_ids", postgresql_using="gin"
+            "ix_audit_events_prescription_ids",
+            "prescription_ids",
+            postgresql_using="gin",
+            postgresql_where=sql_text("prescription_ids IS NOT NULL"),
         ).ddl_if(dialect="postgresql"),
     )
     id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)

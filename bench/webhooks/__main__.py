@@ -140,8 +140,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--max-rps",
         type=float,
-        default=1500.0,
-        help="first guess of the highest rps, sizes the pre-signed request pools (default 1500)",
+        default=3000.0,
+        help="first guess of the highest rps, sizes the pre-signed request pools (default 3000)",
     )
     p.add_argument(
         "--history-rate", type=float, default=200.0, help="history: events per second (default 200)"

@@ -11,8 +11,8 @@ in order (PostgreSQL ``bigint[]``, SQLite JSON). The row's leaf says so: format
 ``erx-audit-leaf/2`` adds the list (app/mechanisms/audit.py ``leaf_data``);
 rows without a list keep format 1, so every sealed leaf still verifies.
 
-On PostgreSQL a GIN index answers "which rows name prescription X" for the
-auditor's export (``prescription_ids @> ARRAY[X]``). Adding a NULL column
+On PostgreSQL a partial GIN index (rows with a list only) answers "which rows
+name prescription X" for the auditor's export (``prescription_ids @> ARRAY[X]``). Adding a NULL column
 rewrites nothing; the immutability triggers are untouched (no row is updated).
 """
 
@@ -40,6 +40,8 @@ def upgrade() -> None:
             "audit_events",
             ["prescription_ids"],
             postgresql_using="gin",
+            # Partial: the rows without a list (every other access) add nothing to it.
+            postgresql_where=sa.text("prescription_ids IS NOT NULL"),
         )
 
 
