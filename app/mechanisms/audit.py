@@ -173,6 +173,21 @@ def leaf_data(
     return ",".join(fields).encode("utf-8")
 
 
+def event_leaf_data(event: Any) -> bytes:
+    """:func:`leaf_data` of an ``audit_events`` row (an ORM object, or a row with its columns)."""
+    return leaf_data(
+        event_id=event.id,
+        actor=event.actor,
+        role=event.role,
+        action=event.action,
+        prescription_id=event.prescription_id,
+        occurred_at=event.occurred_at,
+        request_id=event.request_id,
+        client_addr=event.client_addr,
+        prescription_ids=event.prescription_ids,
+    )
+
+
 def _content_of(event: AuditEvent) -> dict[str, Any]:
     return row_content(
         actor=event.actor,

@@ -56,7 +56,7 @@ from app.foundation.models import (
     AuditSealState,
     AuditTreeNode,
 )
-from app.mechanisms.audit import leaf_data, verify_chain
+from app.mechanisms.audit import event_leaf_data, verify_chain
 from app.mechanisms.audit_keys import (
     SigningKey,
     checkpoint_text,
@@ -111,19 +111,7 @@ LEAF_SQL = (
 
 def event_leaf_hash(event: Any) -> bytes:
     """The RFC 9162 leaf hash of an ``audit_events`` row (ORM object or row with its columns)."""
-    return leaf_hash(
-        leaf_data(
-            event_id=event.id,
-            actor=event.actor,
-            role=event.role,
-            action=event.action,
-            prescription_id=event.prescription_id,
-            occurred_at=event.occurred_at,
-            request_id=event.request_id,
-            client_addr=event.client_addr,
-            prescription_ids=event.prescription_ids,
-        )
-    )
+    return leaf_hash(event_leaf_data(event))
 
 
 def default_holder() -> str:

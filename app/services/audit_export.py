@@ -27,7 +27,7 @@ from app.foundation.models import (
     StatusHistory,
     WebhookInbox,
 )
-from app.mechanisms.audit import iso_utc, leaf_data, naming, record
+from app.mechanisms.audit import event_leaf_data, iso_utc, naming, record
 from app.mechanisms.audit_keys import SigningKey, public_keys_document
 from app.mechanisms.audit_sealer import (
     StoredTree,
@@ -228,17 +228,7 @@ def _audit_rows(session: Session, rows: Sequence[AuditEvent], size: int) -> list
             item["sealed"] = False
         else:
             index, leaf = found
-            data = leaf_data(
-                event_id=a.id,
-                actor=a.actor,
-                role=a.role,
-                action=a.action,
-                prescription_id=a.prescription_id,
-                occurred_at=a.occurred_at,
-                request_id=a.request_id,
-                client_addr=a.client_addr,
-                prescription_ids=a.prescription_ids,
-            )
+            data = event_leaf_data(a)
             item["sealed"] = True
             item["leaf"] = {"index": index, "data": data.decode("utf-8"), "hash": leaf.hex()}
             item["inclusion_proof"] = [
