@@ -173,32 +173,29 @@ def leaf_data(
     return ",".join(fields).encode("utf-8")
 
 
+# The columns an access is recorded with: both the leaf and the pre-sealer chain cover them.
+_RECORDED = (
+    "actor",
+    "role",
+    "action",
+    "prescription_id",
+    "occurred_at",
+    "request_id",
+    "client_addr",
+)
+
+
+def _recorded(event: Any) -> dict[str, Any]:
+    return {name: getattr(event, name) for name in _RECORDED}
+
+
 def event_leaf_data(event: Any) -> bytes:
     """:func:`leaf_data` of an ``audit_events`` row (an ORM object, or a row with its columns)."""
-    return leaf_data(
-        event_id=event.id,
-        actor=event.actor,
-        role=event.role,
-        action=event.action,
-        prescription_id=event.prescription_id,
-        occurred_at=event.occurred_at,
-        request_id=event.request_id,
-        client_addr=event.client_addr,
-        prescription_ids=event.prescription_ids,
-    )
+    return leaf_data(event_id=event.id, prescription_ids=event.prescription_ids, **_recorded(event))
 
 
 def _content_of(event: AuditEvent) -> dict[str, Any]:
-    return row_content(
-        actor=event.actor,
-        role=event.role,
-        action=event.action,
-        prescription_id=event.prescription_id,
-        occurred_at=event.occurred_at,
-        request_id=event.request_id,
-        client_addr=event.client_addr,
-        prev_hash=event.prev_hash,
-    )
+    return row_content(prev_hash=event.prev_hash, **_recorded(event))
 
 
 def _check(
