@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from app.foundation.db import utcnow
 from app.foundation.logs import current_request_id
 from app.interfaces.identity import current_identity
-from app.mechanisms.audit import Accessor, append_many, record_list
+from app.mechanisms.audit import Access, Accessor, append_many, record_list
 
 
 def request_accessor() -> Accessor:
@@ -32,6 +32,13 @@ def request_accessor() -> Accessor:
         request_id=current_request_id(),
         client_addr=(request.remote_addr or None),
     )
+
+
+def read_access(action: str) -> Access:
+    """The access the current caller makes now (UTC) by a read recorded as ``action``, for a
+    read that writes its audit row in the statement that reads
+    (:func:`app.services.prescription_reads.find_row`'s ``recorded``)."""
+    return Access(request_accessor(), action, utcnow())
 
 
 AUDIT_APPEND_IS_ONE_STATEMENT = True

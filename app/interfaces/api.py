@@ -27,6 +27,7 @@ from app.foundation.logs import current_request_id
 from app.interfaces.access_audit import (
     AUDIT_APPEND_IS_ONE_STATEMENT,
     append_read_audit,
+    read_access,
     request_accessor,
 )
 from app.interfaces.conditional import respond_conditionally
@@ -176,18 +177,24 @@ def show(prescription_id: str) -> tuple[Response, int]:
     """Return the prescription: status, region, pharmacy, medicines, prescriber, rejection,
     dispatch, timeline. ``prescription_id`` is the numeric id or our reference (``rx-000025``).
 
-    One query reads the view (the caller's visibility is part of it), one INSERT
-    writes the audit row (``read``, or ``read-not-modified`` for a 304), then
-    the commit. ``ETag``/``If-None-Match``: see :func:`app.interfaces.conditional.respond_conditionally`.
+    A plain GET reads the view and writes its ``read`` audit row in ONE statement on
+    PostgreSQL (the row is written only when the view is shown). A conditional GET
+    (``If-None-Match``) must see the view before it knows what it records (``read``,
+    or ``read-not-modified`` for a 304): one query, then one INSERT.
+    ``ETag``/``If-None-Match``: see :func:`app.interfaces.conditional.respond_conditionally`.
     """
     key = _prescription_key(prescription_id)
+    conditional = bool(request.if_none_match)
     with runtime().db.read_session(autocommit=AUDIT_APPEND_IS_ONE_STATEMENT) as session:
-        view = find_view(session, viewer=_viewer(), **key)
+        recorded = None if conditional else read_access("read")
+        view = find_view(session, viewer=_viewer(), recorded=recorded, **key)
         if view is None:
             raise ApiError(404, "not_found", "No such prescription.")
         # The view has exactly PrescriptionViewSchema's shape (tests hold the dump equal to it).
         response, not_modified = respond_conditionally(view)
-        append_read_audit(session, "read-not-modified" if not_modified else "read", [view["id"]])
+        if conditional:
+            action = "read-not-modified" if not_modified else "read"
+            append_read_audit(session, action, [view["id"]])
     return response, response.status_code
 
 

@@ -14,7 +14,11 @@ from flask import Blueprint, Flask, Response, jsonify, request
 from marshmallow import Schema, ValidationError
 
 from app.foundation.errors import Invalid
-from app.interfaces.access_audit import AUDIT_APPEND_IS_ONE_STATEMENT, append_read_audit
+from app.interfaces.access_audit import (
+    AUDIT_APPEND_IS_ONE_STATEMENT,
+    append_read_audit,
+    read_access,
+)
 from app.interfaces.conditional import respond_conditionally
 from app.interfaces.directory_schemas import (
     PageQuerySchema,
@@ -87,17 +91,25 @@ def update_me() -> tuple[Response, int]:
 def my_prescriptions() -> tuple[Response, int]:
     """The calling patient's prescriptions with their views, newest first: ``?page=&per_page=``.
 
-    One query for the page and its total, then one audit row naming every prescription listed;
-    ``ETag``/``If-None-Match`` as the single read (304 records ``list-not-modified``).
+    One query for the page and its total; a plain GET writes the audit row naming every
+    prescription listed in that same statement on PostgreSQL. A conditional GET
+    (``If-None-Match``) records after it knows the answer, as the single read does (a 304
+    records ``list-not-modified``).
     """
     args = _query(_page_query)
+    conditional = bool(request.if_none_match)
     with runtime().db.read_session(autocommit=AUDIT_APPEND_IS_ONE_STATEMENT) as session:
         page = patient_prescription_page(
-            session, current_identity().subject, page=args["page"], per_page=args["per_page"]
+            session,
+            current_identity().subject,
+            page=args["page"],
+            per_page=args["per_page"],
+            recorded=None if conditional else read_access("list"),
         )
         response, not_modified = respond_conditionally(prescription_page_body(page))
-        action = "list-not-modified" if not_modified else "list"
-        append_read_audit(session, action, [item["id"] for item in page.items])
+        if conditional:
+            action = "list-not-modified" if not_modified else "list"
+            append_read_audit(session, action, [item["id"] for item in page.items])
     return response, response.status_code
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, insert, or_, select
+from sqlalchemy import ColumnElement, Insert, bindparam, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from app.foundation.db import Database
@@ -364,6 +364,57 @@ def append_many(
         # the ORM's per-call statement building (most of a read's CPU before).
         session.connection().execute(_APPEND, rows)
     return len(rows)
+
+
+@dataclass(frozen=True)
+class Access:
+    """One access to record: ``accessor`` did ``action`` (one of :data:`ACTIONS`) at ``now``
+    (an aware UTC datetime). :meth:`params` validates it as :func:`record` does."""
+
+    accessor: Accessor
+    action: str
+    now: datetime
+
+    def params(self) -> dict[str, Any]:
+        """The bound parameters of :func:`insert_selected` (``audit_<column>``) for this access.
+
+        Raises ValueError as :func:`record` does (unknown action, naive ``now``, over-long field).
+        """
+        values = _row(self.accessor, action=self.action, prescription_id=None, now=self.now)
+        return {f"audit_{name}": values[name] for name in _WHO_WHAT_WHEN}
+
+
+# The columns every row states itself, bound as ``audit_<column>`` by insert_selected.
+_WHO_WHAT_WHEN = ("actor", "role", "action", "occurred_at", "request_id", "client_addr")
+
+
+def insert_selected(
+    named: ColumnElement[Any],
+    *,
+    column: str = "prescription_id",
+    having: ColumnElement[bool] | None = None,
+) -> Insert:
+    """The INSERT of one audit row per row ``named`` is selected from.
+
+    ``named``: a column of a SELECT or CTE (its FROM comes with it) giving the
+    prescription the row names (``column="prescription_id"``), or an aggregate of
+    them giving the list (``column="prescription_ids"``, one row per access, as
+    :func:`record_list`); ``having``: a condition on the aggregate (no row when
+    False). So the prescriptions a read showed are recorded in the statement that
+    reads them: as a data-modifying CTE beside the view (PostgreSQL), one round trip
+    where :func:`record_by` after the view is two. Who, what and when are bound
+    parameters (:meth:`Access.params`); no row selected writes no row. Same table
+    and rules as :func:`record` (no lock, no read of another row). ValueError for
+    another ``column``.
+    """
+    if column not in ("prescription_id", "prescription_ids"):
+        raise ValueError("column must be prescription_id or prescription_ids")
+    table = AuditEvent.__table__
+    stated = [bindparam(f"audit_{name}", type_=table.c[name].type) for name in _WHO_WHAT_WHEN]
+    chosen = select(*stated, named)
+    if having is not None:
+        chosen = chosen.having(having)
+    return insert(table).from_select([*_WHO_WHAT_WHEN, column], chosen)
 
 
 def record_list(

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from app.foundation.db import Database
 from app.foundation.errors import NotFound
 from app.foundation.models import Patient
+from app.mechanisms.audit import Access
 from app.services.paging import Page, page_offset
 from app.services.prescription_reads import Viewer, patient_page, view_from_row
 from app.services.prescriptions import status_url
@@ -60,7 +61,12 @@ def set_region(db: Database, subject: str, region: str) -> PatientProfile:
 
 
 def patient_prescription_page(
-    session: Session, subject: str, *, page: int = 1, per_page: int = 20
+    session: Session,
+    subject: str,
+    *,
+    page: int = 1,
+    per_page: int = 20,
+    recorded: Access | None = None,
 ) -> Page[dict[str, Any]]:
     """Return one page of the patient's prescriptions, newest first (created_at, then id).
 
@@ -71,11 +77,15 @@ def patient_prescription_page(
     total, with the caller's patient record resolved in it; runs in the
     caller's ``session`` so the audit row can join its transaction. ``page``
     is 1-based, ``per_page`` 1..50 (``ValueError`` otherwise); :class:`NotFound`
-    when ``subject`` is no patient.
+    when ``subject`` is no patient. ``recorded``: the access to audit as the page is
+    read (:func:`app.services.prescription_reads.patient_page`; none for an unknown
+    subject).
     """
     offset = page_offset(page=page, per_page=per_page)
     viewer = Viewer(patient_ref=subject, privileged=False)
-    found = patient_page(session, viewer=viewer, subject=subject, limit=per_page, offset=offset)
+    found = patient_page(
+        session, viewer=viewer, subject=subject, limit=per_page, offset=offset, recorded=recorded
+    )
     if not found.patient_found:
         raise NotFound("No patient record for this identity.", code="patient_not_found")
     items = tuple(

@@ -32,6 +32,7 @@ from sqlalchemy import (
     over,
     select,
 )
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm import Session, aliased
 
 from app.foundation.models import (
@@ -43,6 +44,7 @@ from app.foundation.models import (
     PrescriptionMedicine,
     StatusHistory,
 )
+from app.mechanisms.audit import Access, insert_selected, record_by, record_list
 from app.services.pharmacies import one_line_address
 from connector.statuses import rank
 
@@ -174,10 +176,20 @@ def _one_statement(dialect: str, key: str, patient_scoped: bool) -> Select[Any]:
     return stmt
 
 
+@cache
+def _recorded_statement(key: str, patient_scoped: bool) -> Select[Any]:
+    """PostgreSQL: :func:`_one_statement` with the audit row of what it shows written in the
+    same statement (a data-modifying CTE, :func:`app.mechanisms.audit.insert_selected`): one
+    round trip for the view and its record. Extra bound parameters: :meth:`Access.params`."""
+    shown = _one_statement("postgresql", key, patient_scoped).cte("shown")
+    return select(shown).add_cte(insert_selected(shown.c.id).cte("recorded"))
+
+
 def find_row(
     session: Session,
     *,
     viewer: Viewer,
+    recorded: Access | None = None,
     prescription_id: int | None = None,
     reference: str | None = None,
     platform_token: str | None = None,
@@ -186,7 +198,11 @@ def find_row(
 
     Give one key (the first given wins; ValueError when none is). Returns None
     when no prescription matches or ``viewer`` may not see it: one query
-    either way.
+    either way. ``recorded``: the access to audit when a row is shown (one row
+    naming it; nothing when none is): on PostgreSQL in the same statement
+    (:func:`_recorded_statement`), elsewhere an INSERT after it; in ``session``'s
+    transaction either way. ValueError for an invalid ``recorded`` (before any
+    statement is sent); database errors propagate.
     """
     given = {
         "prescription_id": prescription_id,
@@ -196,15 +212,36 @@ def find_row(
     name = next((k for k, v in given.items() if v is not None), None)
     if name is None:
         raise ValueError("give prescription_id, reference or platform_token")
-    stmt = _one_statement(_dialect(session), name, viewer.patient_ref is not None)
     params = {"key": given[name], "patient_ref": viewer.patient_ref}
+    patient_scoped = viewer.patient_ref is not None
+    dialect = _dialect(session)
+    if recorded is not None and dialect == "postgresql":
+        stmt = _recorded_statement(name, patient_scoped)
+        row = session.connection().execute(stmt, params | recorded.params()).first()
+        return row._mapping if row is not None else None
+    if recorded is not None:
+        recorded.params()  # validates before the read, as the one-statement form does
+    stmt = _one_statement(dialect, name, patient_scoped)
     row = session.connection().execute(stmt, params).first()
-    return row._mapping if row is not None else None
+    if row is None:
+        return None
+    if recorded is not None:
+        record_by(
+            session,
+            recorded.accessor,
+            action=recorded.action,
+            prescription_id=row.id,
+            now=recorded.now,
+        )
+    return row._mapping
 
 
-def find_view(session: Session, *, viewer: Viewer, **key: Any) -> dict[str, Any] | None:
-    """:func:`find_row` (same keys) built into :func:`view_from_row`'s dict, or None."""
-    row = find_row(session, viewer=viewer, **key)
+def find_view(
+    session: Session, *, viewer: Viewer, recorded: Access | None = None, **key: Any
+) -> dict[str, Any] | None:
+    """:func:`find_row` (same keys and ``recorded``) built into :func:`view_from_row`'s dict,
+    or None."""
+    row = find_row(session, viewer=viewer, recorded=recorded, **key)
     return view_from_row(row, viewer=viewer) if row is not None else None
 
 
@@ -236,15 +273,40 @@ def _page_statement(dialect: str, patient_scoped: bool) -> Select[Any]:
     return stmt
 
 
+@cache
+def _recorded_page_statement(patient_scoped: bool) -> Select[Any]:
+    """PostgreSQL: :func:`_page_statement` with ONE audit row naming every prescription on
+    the page, in page order, written in the same statement (a data-modifying CTE,
+    :func:`app.mechanisms.audit.insert_selected`); an empty page writes none here (the
+    caller records it once it knows the patient exists). Extra bound parameters:
+    :meth:`Access.params`."""
+    shown = _page_statement("postgresql", patient_scoped).cte("shown")
+    newest_first = (shown.c.created_at.desc(), shown.c.id.desc())
+    listed = func.array_agg(aggregate_order_by(shown.c.id, *newest_first))
+    recorded = insert_selected(listed, column="prescription_ids", having=func.count() > 0)
+    return select(shown).add_cte(recorded.cte("recorded")).order_by(*newest_first)
+
+
 def patient_page(
-    session: Session, *, viewer: Viewer, subject: str, limit: int, offset: int
+    session: Session,
+    *,
+    viewer: Viewer,
+    subject: str,
+    limit: int,
+    offset: int,
+    recorded: Access | None = None,
 ) -> RowPage:
     """Return one page of ``subject``'s prescriptions, newest first (``created_at``, then ``id``).
 
     One query carries the page and the total (a window count). Only a page
     past the end (no row to carry the count) costs a second, small query,
     which also tells an unknown subject (``patient_found`` False) from an
-    empty page.
+    empty page. ``recorded``: the access to audit, one row naming the page's
+    prescriptions in order (an empty page too; an unknown subject none): on
+    PostgreSQL written by the page query itself (:func:`_recorded_page_statement`),
+    elsewhere an INSERT after it; in ``session``'s transaction either way.
+    ValueError for an invalid ``recorded`` (before any statement); database
+    errors propagate.
     """
     params = {
         "subject": subject,
@@ -252,9 +314,20 @@ def patient_page(
         "limit": limit,
         "offset": offset,
     }
-    stmt = _page_statement(_dialect(session), viewer.patient_ref is not None)
+    patient_scoped = viewer.patient_ref is not None
+    dialect = _dialect(session)
+    in_statement = recorded is not None and dialect == "postgresql"
+    if in_statement:
+        stmt = _recorded_page_statement(patient_scoped)
+        params |= recorded.params()
+    else:
+        if recorded is not None:
+            recorded.params()  # validates before the read, as the one-statement form does
+        stmt = _page_statement(dialect, patient_scoped)
     rows = session.connection().execute(stmt, params).all()
     if rows:
+        if recorded is not None and not in_statement:
+            _record_page(session, recorded, [int(r.id) for r in rows])
         return RowPage(
             rows=tuple(r._mapping for r in rows), total=int(rows[0].total), patient_found=True
         )
@@ -267,7 +340,19 @@ def patient_page(
     ).first()
     if counted is None:
         return RowPage(rows=(), total=0, patient_found=False)
+    if recorded is not None:
+        _record_page(session, recorded, [])
     return RowPage(rows=(), total=int(counted[1]), patient_found=True)
+
+
+def _record_page(session: Session, recorded: Access, prescription_ids: list[int]) -> None:
+    record_list(
+        session,
+        recorded.accessor,
+        action=recorded.action,
+        prescription_ids=prescription_ids,
+        now=recorded.now,
+    )
 
 
 def as_utc(value: datetime | str) -> datetime:

@@ -17,7 +17,9 @@ statement here.
 
 The audit append is one plain INSERT (no lock, no read of another row:
 :func:`app.interfaces.access_audit.append_read_audit`), so reads run in driver
-autocommit: the view SELECT and the audit INSERT, two statements.
+autocommit: the view SELECT and the audit INSERT, two statements. A plain GET of
+one prescription sends them as ONE statement (the audit INSERT a data-modifying
+CTE beside the view, :func:`app.services.prescription_reads.find_row`).
 """
 
 from __future__ import annotations
@@ -104,6 +106,8 @@ def _kind(statement: str) -> str:
         return "audit-insert"
     if upper.startswith("SAVEPOINT") or upper.startswith("RELEASE SAVEPOINT"):
         return "savepoint"
+    if upper.startswith("WITH") and "INSERT INTO AUDIT_EVENTS" in upper:
+        return "view-and-audit"  # the view and its audit row in one statement
     if upper.startswith("SELECT") or upper.startswith("WITH"):
         return "query"
     return "other"
@@ -146,6 +150,9 @@ READS = [
     "fhir-history",
 ]
 
+# Plain GETs whose view and audit row are one statement (a data-modifying CTE): one round trip.
+ONE_STATEMENT = {"read-as-patient", "read-as-support", "read-by-reference", "list-of-50"}
+
 
 def _get(
     client: Any, statements: StatementLog, name: str, extra: dict[str, str] | None = None
@@ -163,8 +170,13 @@ def test_every_audited_read_is_within_the_budget(
 
     assert response.status_code == 200, response.get_data(as_text=True)
     kinds = [_kind(s) for s in sent]
-    assert kinds.count("query") == 1, sent  # the view (and the caller's patient row) in ONE query
-    assert kinds.count("audit-insert") == 1, sent  # every id of the read in one audit INSERT
+    if name in ONE_STATEMENT:
+        assert kinds == ["view-and-audit"], sent
+    else:
+        assert kinds.count("query") == 1, (
+            sent
+        )  # the view (and the caller's patient row) in ONE query
+        assert kinds.count("audit-insert") == 1, sent  # every id of the read in one audit INSERT
     assert "lock" not in kinds, sent  # no advisory lock on any read
     assert len(sent) <= BUDGET, sent
 
@@ -199,3 +211,24 @@ def test_fhir_reference_reads_are_one_statement(
 
     assert response.status_code == 200, response.get_data(as_text=True)
     assert [_kind(s) for s in sent] == ["query"], sent
+
+
+def test_a_read_refused_records_nothing_in_its_one_statement(
+    client: Any, statements: Any, seeded: Database
+) -> None:
+    from sqlalchemy import func, select
+
+    from app.foundation.models import AuditEvent
+
+    other = bearer(client.application, role="patient", subject="pt-0002")
+    client.get("/api/v1/prescriptions/1", headers=other)
+    with seeded.session() as session:
+        before = session.scalar(select(func.count()).select_from(AuditEvent))
+
+    response, sent = statements.record(lambda: client.get("/api/v1/prescriptions/1", headers=other))
+
+    with seeded.session() as session:
+        after = session.scalar(select(func.count()).select_from(AuditEvent))
+    assert response.status_code == 404
+    assert [_kind(s) for s in sent] == ["view-and-audit"], sent
+    assert after == before  # another patient's prescription: not shown, so not recorded
