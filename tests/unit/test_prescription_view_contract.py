@@ -6,6 +6,8 @@ rx-000001 belongs to pt-0001 (Region B), rx-000017 to pt-0017 (Region A).
 
 from __future__ import annotations
 
+import json
+
 from typing import Any
 
 import pytest
@@ -318,6 +320,36 @@ def test_timeline_orders_by_time_to_the_microsecond(seeded: Any) -> None:
     ]
 
     assert [h["to"] for h in history_entries(rows)] == ["queued", "rejected"]
+
+
+def test_postgresql_json_times_are_written_as_the_parsed_instant_would_be(seeded: Any) -> None:
+    """The timeline's times arrive as PostgreSQL's JSON text and are rewritten without a
+    parse: the text must be exactly what parsing the instant and writing it gives."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import text
+
+    from app.services.prescription_reads import _zulu, iso
+
+    base = datetime(2026, 11, 20, 10, 15, 8, tzinfo=UTC)
+    instants = [base + timedelta(microseconds=us) for us in (0, 1, 10, 120000, 500000, 999999)]
+    instants += [datetime(1999, 12, 31, 23, 59, 59, 100, tzinfo=UTC)]
+    for moment in instants:
+        if seeded.is_postgres:
+            with seeded.engine.connect() as conn:
+                conn.exec_driver_sql("SET TIME ZONE 'UTC'")
+                rendered = conn.execute(
+                    text("SELECT json_build_object('t', CAST(:t AS timestamptz))::text"),
+                    {"t": moment},
+                ).scalar_one()
+            value = json.loads(rendered)["t"]
+        else:
+            us = f"{moment.microsecond:06d}".rstrip("0")
+            value = moment.strftime("%Y-%m-%dT%H:%M:%S") + (f".{us}" if us else "") + "+00:00"
+        assert iso(value) == _zulu(moment) == iso(moment), value
+    # Other offsets and SQLite's naive text take the parsing path, to the same instant.
+    assert iso("2026-11-20T15:45:08+05:30") == "2026-11-20T10:15:08Z"
+    assert iso("2026-11-20 10:15:08.500000") == "2026-11-20T10:15:08.500000Z"
 
 
 # -- the bodies are built directly; the schemas stay the contract -----------------------------
