@@ -7,7 +7,6 @@ rx-000001 belongs to pt-0001 (Region B), rx-000017 to pt-0017 (Region A).
 from __future__ import annotations
 
 import json
-
 from typing import Any
 
 import pytest
