@@ -46,7 +46,11 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     app.config["JSON_SORT_KEYS"] = False
     # No request body we accept is near this; the webhook receiver has its own, smaller cap.
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
-    database = db or Database(settings.database_url, pool_size=settings.db_pool_size)
+    database = db or Database(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        prepared_statements=settings.db_prepared_statements,
+    )
     app.extensions["erx"] = Runtime(
         settings=settings,
         db=database,

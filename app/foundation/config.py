@@ -191,6 +191,9 @@ class Settings:
     worker_metrics_port: int = 0
     # Worker wake-ups: auto = notify on PostgreSQL, poll on SQLite; poll behind a transaction pooler.
     worker_wakeup: str = "auto"
+    # The read views as server-side prepared statements (PostgreSQL); false behind a
+    # transaction-mode pooler (PgBouncer), which cannot keep a prepared statement.
+    db_prepared_statements: bool = True
     # Reverse proxies in front of the web tier whose X-Forwarded-* headers are trusted
     # (werkzeug ProxyFix); 0 = none, the audit's client address is the TCP peer.
     trusted_proxies: int = 0
@@ -332,6 +335,7 @@ _STRINGS = {
 _BOOLS = {
     "SMTP_STARTTLS": "smtp_starttls",
     "SMTP_TLS_VERIFY": "smtp_tls_verify",
+    "DB_PREPARED_STATEMENTS": "db_prepared_statements",
 }
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 _LISTS = {

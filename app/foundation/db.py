@@ -6,9 +6,12 @@ default for the demo and local tests. Everything here works on both.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +28,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def make_engine(url: str, *, pool_size: int = 5) -> Engine:
+def make_engine(url: str, *, pool_size: int = 5, prepared_statements: bool = True) -> Engine:
     """Create the engine for ``url``.
 
     SQLite: the parent folder is created, and each connection gets WAL,
@@ -33,7 +36,10 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
     workers can share one file. PostgreSQL: a pool keeping ``pool_size``
     connections (up to 10 more on demand, closed when returned), recycled after
     30 minutes, with no pre-ping on checkout; idle connections are tested by
-    TCP keepalives.
+    TCP keepalives. With ``prepared_statements``, statements that ask for it
+    (:data:`PREPARE`) run as server-side prepared statements (PostgreSQL's
+    ``PREPARE``/``EXECUTE``, prepared once per connection); False behind a
+    transaction-mode pooler, which does not keep a session's prepared statements.
     """
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
@@ -63,9 +69,63 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
     # A connection that died is discarded when it fails; callers answer 503 or retry.
     # Idle connections are tested by the kernel instead (TCP keepalives: no round trip on
     # checkout), so a peer that vanished is noticed while the connection sits in the pool.
-    return create_engine(
+    engine = create_engine(
         url, pool_size=pool_size, max_overflow=10, pool_recycle=1800, connect_args=dict(_KEEPALIVES)
     )
+    if prepared_statements:
+        event.listen(engine, "before_cursor_execute", _execute_prepared, retval=True)
+    return engine
+
+
+PREPARE = "prepare"
+"""The execution option (``stmt.execution_options(prepare=True)``) asking that a statement run
+as a server-side prepared statement on PostgreSQL (:func:`make_engine`); ignored elsewhere."""
+
+_PLACEHOLDER = re.compile(r"%\(([^)]+)\)s")
+
+
+@cache
+def _prepared_form(statement: str) -> tuple[str, str, tuple[str, ...]]:
+    """``(name, PREPARE text, parameter names in $n order)`` of one compiled statement's text.
+
+    The name is a digest of the text, so one text is one prepared statement per connection
+    whatever calls it. psycopg2's pyformat placeholders become ``$1``...; a name used twice
+    is one parameter; a literal ``%`` (written ``%%`` for psycopg2) is restored, since the
+    PREPARE is sent without parameters (psycopg2 then interpolates nothing).
+    """
+    order: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        if match.group(1) not in order:
+            order.append(match.group(1))
+        return f"${order.index(match.group(1)) + 1}"
+
+    body = _PLACEHOLDER.sub(number, statement).replace("%%", "%")
+    name = "erx_" + hashlib.sha256(statement.encode()).hexdigest()[:24]
+    return name, f"PREPARE {name} AS {body}", tuple(order)
+
+
+def _execute_prepared(
+    conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+) -> tuple[str, Any]:
+    """``before_cursor_execute`` (retval): send a statement that asks for it (:data:`PREPARE`)
+    as ``EXECUTE name(...)``, preparing it first on a connection that has not yet.
+
+    Parsing, analysing and planning a view statement cost more of the server's CPU than
+    running it (EXPLAIN: 0.25 ms planning, 0.09 ms execution for one prescription). The
+    names prepared are kept in the pool's per-connection ``info`` (cleared when a
+    connection is replaced). A statement without the option, or run with several
+    parameter sets, passes unchanged.
+    """
+    if executemany or context is None or not context.execution_options.get(PREPARE):
+        return statement, parameters
+    name, prepare, order = _prepared_form(statement)
+    prepared = conn.connection.info.setdefault("erx_prepared", set())
+    if name not in prepared:
+        cursor.execute(prepare)
+        prepared.add(name)
+    arguments = ", ".join(f"%({p})s" for p in order)
+    return f"EXECUTE {name}({arguments})" if order else f"EXECUTE {name}", parameters
 
 
 # libpq's TCP keepalive options (https://www.postgresql.org/docs/15/libpq-connect.html):
@@ -83,11 +143,12 @@ class Database:
 
     ``pool_size``: connections the pool keeps (PostgreSQL); at least one per
     thread that holds a session at once (e.g. ``WORKER_SEND_THREADS`` + 1).
+    ``prepared_statements``: see :func:`make_engine` (``DB_PREPARED_STATEMENTS``).
     """
 
-    def __init__(self, url: str, *, pool_size: int = 5) -> None:
+    def __init__(self, url: str, *, pool_size: int = 5, prepared_statements: bool = True) -> None:
         self.url = url
-        self.engine = make_engine(url, pool_size=pool_size)
+        self.engine = make_engine(url, pool_size=pool_size, prepared_statements=prepared_statements)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
 
     @property

@@ -28,7 +28,7 @@ from sqlalchemy import (
     Select,
     bindparam,
     func,
-    literal,
+    literal_column,
     over,
     select,
 )
@@ -83,7 +83,9 @@ def _json_rows(dialect: str, columns: Sequence[tuple[str, Any]]) -> Any:
     when there is no row)."""
     pairs: list[Any] = []
     for key, column in columns:
-        pairs += [literal(key), column]
+        # The key as SQL text, not a bound parameter: a prepared statement cannot type a
+        # parameter passed to json_build_object's "any" arguments. Keys are code's constants.
+        pairs += [literal_column(f"'{key}'"), column]
     if dialect == "postgresql":
         return func.json_agg(func.json_build_object(*pairs))
     return func.json_group_array(func.json_object(*pairs))
@@ -168,12 +170,14 @@ def _one_statement(dialect: str, key: str, patient_scoped: bool) -> Select[Any]:
     limited to one patient when ``patient_scoped``; bound parameters ``key`` and ``patient_ref``.
 
     Built once per process and shape: building the statement costs more CPU than
-    running it (a read is a poll the patient page repeats).
+    running it (a read is a poll the patient page repeats). Prepared once per
+    connection on PostgreSQL (:data:`app.foundation.db.PREPARE`): parsing and
+    planning it cost the server more than running it.
     """
     stmt = view_select(dialect).where(_KEY_COLUMNS[key] == bindparam("key"))
     if patient_scoped:
         stmt = stmt.where(Patient.external_ref == bindparam("patient_ref"))
-    return stmt
+    return stmt.execution_options(prepare=True)
 
 
 @cache
@@ -182,7 +186,8 @@ def _recorded_statement(key: str, patient_scoped: bool) -> Select[Any]:
     same statement (a data-modifying CTE, :func:`app.mechanisms.audit.insert_selected`): one
     round trip for the view and its record. Extra bound parameters: :meth:`Access.params`."""
     shown = _one_statement("postgresql", key, patient_scoped).cte("shown")
-    return select(shown).add_cte(insert_selected(shown.c.id).cte("recorded"))
+    recorded = insert_selected(shown.c.id).cte("recorded")
+    return select(shown).add_cte(recorded).execution_options(prepare=True)
 
 
 def find_row(
@@ -270,7 +275,7 @@ def _page_statement(dialect: str, patient_scoped: bool) -> Select[Any]:
     )
     if patient_scoped:
         stmt = stmt.where(Patient.external_ref == bindparam("patient_ref"))
-    return stmt
+    return stmt.execution_options(prepare=True)
 
 
 @cache
@@ -284,7 +289,12 @@ def _recorded_page_statement(patient_scoped: bool) -> Select[Any]:
     newest_first = (shown.c.created_at.desc(), shown.c.id.desc())
     listed = func.array_agg(aggregate_order_by(shown.c.id, *newest_first))
     recorded = insert_selected(listed, column="prescription_ids", having=func.count() > 0)
-    return select(shown).add_cte(recorded.cte("recorded")).order_by(*newest_first)
+    return (
+        select(shown)
+        .add_cte(recorded.cte("recorded"))
+        .order_by(*newest_first)
+        .execution_options(prepare=True)
+    )
 
 
 def patient_page(

@@ -13,7 +13,9 @@ connection that is neither in autocommit nor already in a transaction); the
 ``COMMIT``/``ROLLBACK`` of a transaction that is open (psycopg2 sends nothing
 for one that is not, nor in autocommit), including the pool's reset on
 check-in. No pool pre-ping exists (``app/foundation/db.py``); it would show as a
-statement here.
+statement here. A view statement runs as a server-side prepared statement
+(``EXECUTE``, one round trip); its ``PREPARE``, once per connection, is made by
+the warm-up request before recording.
 
 The audit append is one plain INSERT (no lock, no read of another row:
 :func:`app.interfaces.access_audit.append_read_audit`), so reads run in driver
@@ -49,13 +51,17 @@ class StatementLog:
     def _dbapi(self, conn: Any) -> Any:
         return conn.connection.dbapi_connection
 
-    def _before(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+    def _before(
+        self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, *args: Any
+    ) -> None:
         if not self.recording:
             return
         dbapi = self._dbapi(conn)
         if not dbapi.autocommit and dbapi.info.transaction_status == _IDLE:
             self.statements.append("BEGIN")
-        self.statements.append(" ".join(statement.split()))
+        # A prepared statement is sent as EXECUTE name(...); name it by its text.
+        text = context.statement if context is not None else statement
+        self.statements.append(" ".join(text.split()))
 
     def _end(self, word: str) -> Callable[..., None]:
         def listener(conn: Any, *args: Any) -> None:
