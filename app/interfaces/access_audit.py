@@ -3,7 +3,11 @@
 Read endpoints (API and FHIR) call :func:`append_read_audit` in the read's own
 session, so the answer is sent only after the view and its row are both
 written (a read that fails writes nothing): one row per read, naming the
-prescriptions it showed. Endpoints that change a prescription (send, void)
+prescriptions it showed. A plain GET of one prescription or of a patient's page
+passes :func:`read_access` to the view instead, whose own statement writes the
+row on PostgreSQL (one round trip): recorded when shown, committed with the
+read; should building the answer fail after it, the row stays (a record of an
+access the caller never received: more than happened, never less). Endpoints that change a prescription (send, void)
 take :func:`request_accessor` and record the change in their own transaction.
 Rows go through :mod:`app.mechanisms.audit` (a plain INSERT, no lock, no read
 of another row).

@@ -5,8 +5,9 @@ it changes whenever anything that caller sees changes (a status, a history
 row, a dispatch attempt) and differs between roles that see different keys.
 A matching ``If-None-Match`` gets ``304 Not Modified`` with no body. The read
 still happened: the views record it in the audit trail (``read-not-modified``,
-``list-not-modified``), so a 304 costs the same two statements and commit as a
-200, minus the serialisation and the bytes on the wire.
+``list-not-modified``): a conditional GET costs two statements (the view, then
+the audit INSERT once the answer is known), a plain GET one (the view's statement
+writes its audit row).
 """
 
 from __future__ import annotations
