@@ -31,6 +31,7 @@ from app.mechanisms.queue import (
     claim_returning,
     count_attempt,
     finish,
+    finish_rows,
     mark_dead,
     release_row,
     reopen,
@@ -187,6 +188,10 @@ class InboxProcessor:
                 session.flush()
         except Exception as exc:  # noqa: BLE001 - fall back to one savepoint per event
             log.info("webhook batch applied one by one: %s", type(exc).__name__)
+            # The batch's status moves and inbox marks were stored set-based and told to their
+            # objects as committed values, which a savepoint rollback does not expire (the
+            # FOR UPDATE reload refreshes the prescriptions anyway): reread them all.
+            session.expire_all()
             return False
         applied.extend(batch_applied)
         return True
@@ -246,6 +251,7 @@ class InboxProcessor:
         ]
         record(session, changes)
         applied: list[int] = []
+        processed: list[WebhookInbox] = []
         for row, event, error in parsed:
             if error is not None:
                 mark_dead(row, error=error.message)
@@ -260,10 +266,16 @@ class InboxProcessor:
                     awaiting_prescription=True,
                 )
             else:
-                finish(row, state="processed")
-                row.processed_at, row.awaiting_prescription = now, False
+                processed.append(row)
                 applied.append(found[event.platform_token][0].id)
+                continue
             release_row(row)
+        # The batch's processed rows in one UPDATE, as the last write: the flush first sends
+        # the status moves and any retried or dead row, so nothing after it can fail.
+        session.flush()
+        finish_rows(
+            session, processed, state="processed", processed_at=now, awaiting_prescription=False
+        )
         return applied
 
     def _audit(self, session: Session, applied: list[int]) -> None:

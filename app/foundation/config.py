@@ -74,6 +74,7 @@ _POSITIVE = (
     "lease_s",
     "breaker_fail_max",
     "inbox_max_attempts",
+    "inbox_batch",
     "inbox_backoff_base_s",
     "inbox_backoff_cap_s",
     "worker_poll_s",
@@ -133,6 +134,8 @@ class Settings:
     breaker_reset_s: float = 30.0
     # Webhook inbox.
     inbox_max_attempts: int = 8
+    # Inbox events a worker applies in one transaction (set-based: one statement per step).
+    inbox_batch: int = 200
     inbox_backoff_base_s: float = 1.0
     inbox_backoff_cap_s: float = 300.0
     # Worker loop.
@@ -228,6 +231,8 @@ class Settings:
             )
         if self.worker_send_threads > MAX_SEND_THREADS:
             raise ConfigError(f"WORKER_SEND_THREADS must be between 1 and {MAX_SEND_THREADS}")
+        if self.inbox_batch > 1000:  # its prescriptions stay locked until the batch commits
+            raise ConfigError("INBOX_BATCH must be between 1 and 1000")
         if not math.isfinite(self.breaker_reset_s) or self.breaker_reset_s < 0:
             raise ConfigError("BREAKER_RESET_S must be a finite number of seconds >= 0")
         if self.mail_backend not in ("file", "smtp"):
@@ -282,6 +287,7 @@ _NUMBERS: dict[str, tuple[str, type]] = {
     "BREAKER_FAIL_MAX": ("breaker_fail_max", int),
     "BREAKER_RESET_S": ("breaker_reset_s", float),
     "INBOX_MAX_ATTEMPTS": ("inbox_max_attempts", int),
+    "INBOX_BATCH": ("inbox_batch", int),
     "INBOX_BACKOFF_BASE_S": ("inbox_backoff_base_s", float),
     "INBOX_BACKOFF_CAP_S": ("inbox_backoff_cap_s", float),
     "WORKER_POLL_S": ("worker_poll_s", float),

@@ -30,12 +30,12 @@ def worker_id() -> str:
 
 
 def build_inbox_processor(svc: Runtime, *, wid: str | None = None) -> InboxProcessor:
-    """The inbox processor with the settings' retry policy (``INBOX_*``)."""
+    """The inbox processor with the settings' batch and retry policy (``INBOX_*``)."""
     s = svc.settings
     return InboxProcessor(
         svc.db,
         worker_id=wid or worker_id(),
-        batch=s.worker_batch * 5,  # one transaction per batch: no outbound calls here
+        batch=s.inbox_batch,  # one transaction per batch: no outbound calls here
         max_attempts=s.inbox_max_attempts,
         base_s=s.inbox_backoff_base_s,
         cap_s=s.inbox_backoff_cap_s,

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, literal_column, select
+from sqlalchemy import bindparam, case, insert, literal, literal_column, select, text, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app.foundation.db import insert_ignore, insert_ignore_statement, utcnow
 from app.foundation.models import EventOutbox, Prescription, StatusHistory
@@ -125,20 +126,81 @@ def record(session: Session, changes: Sequence[Change]) -> list[bool]:
     """
     rows = [_history_row(change) for change in changes]
     recorded = _append(session, changes, rows)
+    moved = {change.prescription.id: change.prescription for change in changes}
+    # Several prescriptions (the inbox's batch): the moves are computed on the objects in
+    # order (two events for one prescription see each other) and stored in one UPDATE.
+    stored = len(moved) > 1
     for change, row in zip(changes, rows, strict=True):
-        _move(change.prescription, change.transition, row["received_at"])
+        _move(change.prescription, change.transition, row["received_at"], stored=stored)
+    if stored:
+        _store_moves(session, list(moved.values()))
     return recorded
 
 
-def _move(prescription: Prescription, transition: Transition, received_at: datetime) -> None:
-    """The one rule for the current status: ours always moves it, a learned one forward only."""
+_MOVED = ("status", "last_event_at", "updated_at")
+
+
+def _move(
+    prescription: Prescription, transition: Transition, received_at: datetime, *, stored: bool
+) -> None:
+    """The one rule for the current status: ours always moves it, a learned one forward only.
+
+    ``stored``: the caller stores the moved columns itself (:func:`_store_moves`), so
+    they are set as committed values (nothing for the ORM to flush); otherwise they
+    are set as changes, flushed with whatever else the caller changed on the row in
+    one UPDATE (dispatch's ``issued`` with its platform token).
+    """
     lifecycle = transition.to_status in LIFECYCLE
+    values: dict[str, Any] = {"updated_at": received_at}
     if transition.ours or (lifecycle and can_advance(prescription.status, transition.to_status)):
-        prescription.status = transition.to_status
+        values["status"] = transition.to_status
     last = prescription.last_event_at
     if lifecycle and (last is None or last < received_at):
-        prescription.last_event_at = received_at
-    prescription.updated_at = received_at
+        values["last_event_at"] = received_at
+    for key, value in values.items():
+        if stored:
+            set_committed_value(prescription, key, value)
+        else:
+            setattr(prescription, key, value)
+
+
+def _store_moves(session: Session, prescriptions: list[Prescription]) -> None:
+    """Store the moved columns of ``prescriptions`` (as :func:`_move` left them) in ONE UPDATE.
+
+    One statement for a batch where the ORM's flush sends one per row (and
+    PostgreSQL parses and plans each). PostgreSQL: a statement built once, the
+    values as four arrays (``UPDATE ... FROM unnest(...)``); SQLite:
+    ``SET status = CASE id WHEN ... END, ...``, the values bound with the
+    columns' own types. If the caller's savepoint rolls back
+    afterwards, the objects still hold the moved values: it must expire them.
+    """
+    columns = {name: [getattr(p, name) for p in prescriptions] for name in _MOVED}
+    ids = [p.id for p in prescriptions]
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(_MOVES_PG, {"ids": ids, **columns})
+        return
+    table = Prescription.__table__
+    values = {
+        name: case(
+            {
+                pid: literal(value, type_=table.c[name].type)
+                for pid, value in zip(ids, columns[name], strict=True)
+            },
+            value=table.c.id,
+        )
+        for name in _MOVED
+    }
+    session.execute(update(table).where(table.c.id.in_(ids)).values(values))
+
+
+_MOVES_PG = text(
+    "UPDATE prescriptions AS p"
+    " SET status = m.status, last_event_at = m.last_event_at, updated_at = m.updated_at"
+    " FROM unnest(CAST(:ids AS bigint[]), CAST(:status AS varchar[]),"
+    " CAST(:last_event_at AS timestamptz[]), CAST(:updated_at AS timestamptz[]))"
+    " AS m(id, status, last_event_at, updated_at)"
+    " WHERE p.id = m.id"
+)  # Not prepared: a prepared statement would type an array of NULLs as text[] and refuse it.
 
 
 def _history_row(change: Change) -> dict[str, Any]:

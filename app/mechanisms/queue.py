@@ -18,7 +18,8 @@ and ``locked_by``, ``last_error``. Every queue goes through these functions:
 - :func:`holds_lease` is the one test "does this worker still hold the
   row's lease?" (a WHERE condition) for work that runs after its claim.
 - :func:`release` / :func:`release_row` give a lease back; :func:`finish`
-  (or, for a statement built once, :func:`finish_statement`) ends a row's work.
+  (or, for a statement built once, :func:`finish_statement`; for a batch of ORM
+  rows in one UPDATE, :func:`finish_rows`) ends a row's work.
 - :func:`attempt_statement` counts an attempt and renews the lease before
   work that makes an outbound call; :func:`count_attempt` /
   :func:`uncount_attempt` for rows held as ORM objects.
@@ -48,6 +49,7 @@ from typing import Any
 
 from sqlalchemy import Row, bindparam, or_, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app.foundation.db import Database
 from app.mechanisms import wakeup as queue_wakeup
@@ -321,6 +323,34 @@ def finish_statement(model: Any, *conditions: Any, state: str = "done", **values
         .where(*conditions)
         .values(state=state, locked_until=None, locked_by=None, **values)
     )
+
+
+def finish_rows(
+    session: Session, rows: Sequence[Any], *, state: str = "done", **values: Any
+) -> None:
+    """:func:`finish` ``rows`` (ORM objects of one queue model, in ``session``) in ONE UPDATE.
+
+    The set-based form for a batch (the inbox's applied events): one statement by
+    id instead of one ORM UPDATE per row at the next flush, then the objects are
+    told their new values as committed (nothing left to flush). ``values`` set
+    more columns, the same for every row (``processed_at``, ...). Call it as the
+    last write of a savepoint's work: if the savepoint rolls back afterwards the
+    objects still say finished (expire them). Database errors propagate, with
+    the objects unchanged.
+    """
+    if not rows:
+        return
+    model = type(rows[0])
+    finished = {"state": state, "last_error": None, "locked_by": None, "locked_until": None}
+    finished |= values
+    ids = [row.id for row in rows]
+    session.execute(
+        finish_statement(model, model.id.in_(ids), state=state, last_error=None, **values),
+        execution_options={"synchronize_session": False},
+    )
+    for row in rows:
+        for key, value in finished.items():
+            set_committed_value(row, key, value)
 
 
 def dead_statement(model: Any, *conditions: Any, error: Any, **values: Any) -> Any:

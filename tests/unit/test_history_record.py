@@ -119,3 +119,44 @@ def test_an_unknown_source_is_refused_before_anything_is_written(seeded: Databas
         with pytest.raises(UnknownSource):
             record(s, [Change(rx, local(rx, "queued", source="somebody", now=T0))])
     assert _state(seeded, pid) == ("draft", [], 0)
+
+
+def test_a_batch_of_several_prescriptions_stores_their_moves_in_one_update(
+    seeded: Database,
+) -> None:
+    """The inbox's batch: the moves of several prescriptions are one UPDATE, not one per row,
+    and every moved column lands (a step that is no lifecycle status leaves ``last_event_at``
+    NULL for all of them, which the set-based statement must store as such)."""
+    from sqlalchemy import event
+
+    rows = _rows(seeded, 3)
+    later = T0 + timedelta(minutes=7)
+    sent: list[str] = []
+
+    def listener(conn, cursor, statement, *args):  # type: ignore[no-untyped-def]
+        sent.append(statement)
+
+    event.listen(seeded.engine, "before_cursor_execute", listener)
+    try:
+        with seeded.session() as s:
+            locked = [s.get(Prescription, pid, with_for_update=True) for pid, _, _ in rows]
+            sent.clear()
+            record(s, [Change(rx, local(rx, "queued", source="service", now=T0)) for rx in locked])
+            # The objects already say what was stored: nothing is left for the ORM to flush.
+            assert [rx.status for rx in locked] == ["queued"] * 3 and not s.dirty
+        with seeded.session() as s:
+            locked = [s.get(Prescription, pid, with_for_update=True) for pid, _, _ in rows]
+            record(
+                s,
+                [Change(rx, _learned("issued", later, f"evt-one-update-{rx.id}")) for rx in locked],
+            )
+    finally:
+        event.remove(seeded.engine, "before_cursor_execute", listener)
+
+    moves = [x for x in sent if x.lstrip().upper().startswith("UPDATE PRESCRIPTIONS")]
+    assert len(moves) == 2, sent  # one per batch of three
+    with seeded.session() as s:
+        stored = [s.get(Prescription, pid) for pid, _, _ in rows]
+        assert [(rx.status, rx.last_event_at, rx.updated_at) for rx in stored] == [
+            ("issued", later, later)
+        ] * 3

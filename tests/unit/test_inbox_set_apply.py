@@ -145,3 +145,46 @@ def test_set_based_and_one_by_one_agree_row_for_row(
     for _ in ids:
         one.run_batch()
     assert _snapshot(seeded, rx) == together
+
+
+def test_a_batch_that_fails_late_is_applied_one_by_one_from_what_the_database_holds(
+    seeded: Database,
+    deliver: Any,  # noqa: F811
+    clock: Any,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The set-based path stores the batch's status moves in one UPDATE and tells the objects
+    their new values as committed; if the batch then fails, its savepoint rolls back and
+    every event is applied again one by one. Those retries must start from what the database
+    holds (issued), not from what the rolled-back batch left on the objects (signed)."""
+    import webhooks.processing as processing
+
+    tokens = {"rx-000001": "SRXFALLBACK0001", "rx-000025": "SRXFALLBACK0025"}
+    ids = {ref: issue(seeded, ref, token) for ref, token in tokens.items()}
+    for ref, token in tokens.items():
+        deliver(event_body(f"evt_fallback_{ref}", "signed", previous="issued", token=token))
+    real = processing.finish_rows
+
+    def fails_for_a_batch(session: Any, rows: Any, **kwargs: Any) -> None:
+        if len(rows) > 1:
+            raise RuntimeError("the batch's last write failed")
+        real(session, rows, **kwargs)
+
+    monkeypatch.setattr(processing, "finish_rows", fails_for_a_batch)
+    processor = InboxProcessor(seeded, worker_id="w-fall", batch=50, now=clock, rand=lambda: 0.5)
+    with caplog.at_level(logging.INFO, logger="webhooks.processing"):
+        assert processor.run_batch() == 2
+    assert "one by one" in caplog.text
+
+    with seeded.session() as session:
+        for ref, pid in ids.items():
+            assert session.get(Prescription, pid).status == "signed", ref  # type: ignore[union-attr]
+            steps = session.scalars(
+                select(StatusHistory.to_status).where(StatusHistory.prescription_id == pid)
+            ).all()
+            assert steps == ["signed"], ref
+        states = session.scalars(
+            select(WebhookInbox.state).where(WebhookInbox.event_id.like("evt_fallback_%"))
+        ).all()
+        assert sorted(states) == ["processed", "processed"]
