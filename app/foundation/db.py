@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import re
+import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, column, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.schema import Table
@@ -36,8 +38,8 @@ def make_engine(url: str, *, pool_size: int = 5, prepared_statements: bool = Tru
     workers can share one file. PostgreSQL: a pool keeping ``pool_size``
     connections (up to 10 more on demand, closed when returned), recycled after
     30 minutes, with no pre-ping on checkout; idle connections are tested by
-    TCP keepalives. With ``prepared_statements``, statements that ask for it
-    (:data:`PREPARE`) run as server-side prepared statements (PostgreSQL's
+    TCP keepalives. With ``prepared_statements``, :func:`execute_prepared` runs
+    its statements as server-side prepared statements (PostgreSQL's
     ``PREPARE``/``EXECUTE``, prepared once per connection); False behind a
     transaction-mode pooler, which does not keep a session's prepared statements.
     """
@@ -73,14 +75,13 @@ def make_engine(url: str, *, pool_size: int = 5, prepared_statements: bool = Tru
         url, pool_size=pool_size, max_overflow=10, pool_recycle=1800, connect_args=dict(_KEEPALIVES)
     )
     if prepared_statements:
-        event.listen(engine, "before_cursor_execute", _execute_prepared, retval=True)
+        _PREPARING.add(engine)
     return engine
 
 
-PREPARE = "prepare"
-"""The execution option (``stmt.execution_options(prepare=True)``) asking that a statement run
-as a server-side prepared statement on PostgreSQL (:func:`make_engine`); ignored elsewhere."""
-
+# Engines made with prepared_statements (a set, not an engine-wide cursor hook: a hook on
+# every statement cost the webhook receiver 6% of its CPU).
+_PREPARING: weakref.WeakSet[Engine] = weakref.WeakSet()
 _PLACEHOLDER = re.compile(r"%\(([^)]+)\)s")
 
 
@@ -105,27 +106,63 @@ def _prepared_form(statement: str) -> tuple[str, str, tuple[str, ...]]:
     return name, f"PREPARE {name} AS {body}", tuple(order)
 
 
-def _execute_prepared(
-    conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
-) -> tuple[str, Any]:
-    """``before_cursor_execute`` (retval): send a statement that asks for it (:data:`PREPARE`)
-    as ``EXECUTE name(...)``, preparing it first on a connection that has not yet.
+@dataclass(frozen=True)
+class _Plan:
+    name: str
+    prepare: str
+    execute: Any  # text("EXECUTE name(:a, ...)").columns(<the statement's typed columns>)
+    defaults: dict[str, Any]  # values the statement binds itself (literals, count > 0)
 
-    Parsing, analysing and planning a view statement cost more of the server's CPU than
-    running it (EXPLAIN: 0.25 ms planning, 0.09 ms execution for one prescription). The
-    names prepared are kept in the pool's per-connection ``info`` (cleared when a
-    connection is replaced). A statement without the option, or run with several
-    parameter sets, passes unchanged.
+
+_PLANS: dict[tuple[int, str], tuple[Any, _Plan]] = {}
+_TEXTS: dict[str, str] = {}
+
+
+def _plan(statement: Any, dialect: Any) -> _Plan:
+    key = (id(statement), dialect.name)
+    found = _PLANS.get(key)
+    if found is not None and found[0] is statement:
+        return found[1]
+    compiled = statement.compile(dialect=dialect)
+    name, prepare, order = _prepared_form(compiled.string)
+    arguments = ", ".join(f":{p}" for p in order)
+    columns = [column(c.key, c.type) for c in statement.selected_columns]
+    execute = text(f"EXECUTE {name}({arguments})" if order else f"EXECUTE {name}").columns(*columns)
+    defaults = {k: v for k, v in compiled.params.items() if v is not None}
+    plan = _Plan(name, prepare, execute, defaults)
+    _PLANS[key] = (statement, plan)  # the statement is kept, so its id is never reused
+    _TEXTS[name] = compiled.string
+    return plan
+
+
+def execute_prepared(conn: Connection, statement: Any, params: Mapping[str, Any]) -> Any:
+    """Run SELECT ``statement`` with ``params`` on ``conn``; return its result (rows by column name).
+
+    On PostgreSQL, for an engine made with ``prepared_statements``
+    (:func:`make_engine`, ``DB_PREPARED_STATEMENTS``), as a server-side prepared
+    statement: ``PREPARE`` once per connection (the names are kept in the
+    pool's per-connection ``info``, cleared when a connection is replaced),
+    then ``EXECUTE name(...)``, whose rows are typed as ``statement``'s columns.
+    Parsing, analysing and planning a view cost the server more than running
+    it (EXPLAIN: 0.25 ms planning, 0.09 ms execution for one prescription).
+    Elsewhere, ``conn.execute(statement, params)``. For statements built once
+    (a module-level cache): each is planned once per process. Database errors
+    propagate.
     """
-    if executemany or context is None or not context.execution_options.get(PREPARE):
-        return statement, parameters
-    name, prepare, order = _prepared_form(statement)
+    if conn.engine not in _PREPARING or conn.dialect.name != "postgresql":
+        return conn.execute(statement, params)
+    plan = _plan(statement, conn.dialect)
     prepared = conn.connection.info.setdefault("erx_prepared", set())
-    if name not in prepared:
-        cursor.execute(prepare)
-        prepared.add(name)
-    arguments = ", ".join(f"%({p})s" for p in order)
-    return f"EXECUTE {name}({arguments})" if order else f"EXECUTE {name}", parameters
+    if plan.name not in prepared:
+        conn.exec_driver_sql(plan.prepare)
+        prepared.add(plan.name)
+    return conn.execute(plan.execute, {**plan.defaults, **params})
+
+
+def prepared_statement_text(name: str) -> str | None:
+    """The statement text behind the prepared statement ``name`` (``erx_...``), or None:
+    for logs and statement counts that see only ``EXECUTE name(...)``."""
+    return _TEXTS.get(name)
 
 
 # libpq's TCP keepalive options (https://www.postgresql.org/docs/15/libpq-connect.html):

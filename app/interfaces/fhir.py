@@ -82,6 +82,7 @@ from fhir.resources.practitioner import Practitioner
 from sqlalchemy import RowMapping, Select, bindparam, func, over, select
 from sqlalchemy.orm import Session
 
+from app.foundation.db import execute_prepared
 from app.foundation.errors import Invalid, NotFound
 from app.foundation.models import (
     Patient,
@@ -518,8 +519,8 @@ def _search_statement(dialect: str) -> Select[Any]:
     """The page of one patient's MedicationRequests: one row per medicine line with its
     prescription's :func:`view_select` columns, ``line_position`` and the window ``total``;
     bound parameters ``patient``, ``offset``, ``limit``. Built once per process and dialect
-    (building it costs more CPU than running it), and prepared once per connection on
-    PostgreSQL (:data:`app.foundation.db.PREPARE`)."""
+    (building it costs more CPU than running it), and run prepared once per connection on
+    PostgreSQL (:func:`app.foundation.db.execute_prepared`)."""
     return (
         view_select(dialect)
         .add_columns(
@@ -531,7 +532,6 @@ def _search_statement(dialect: str) -> Select[Any]:
         .order_by(Prescription.id, PrescriptionMedicine.position)
         .offset(bindparam("offset"))
         .limit(bindparam("limit"))
-        .execution_options(prepare=True)  # a server-side prepared statement (PostgreSQL)
     )
 
 
@@ -562,7 +562,7 @@ def search_medication_requests(
         # One query: the page of lines with each prescription's view row, and the total.
         stmt = _search_statement(session.get_bind().dialect.name)
         params = {"patient": patient, "offset": offset, "limit": max(count, 1)}
-        rows = session.connection().execute(stmt, params).all()
+        rows = execute_prepared(session.connection(), stmt, params).all()
         if rows:
             total = int(rows[0].total)
         elif offset:

@@ -35,6 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm import Session, aliased
 
+from app.foundation.db import execute_prepared
 from app.foundation.models import (
     DispatchOutbox,
     Patient,
@@ -170,14 +171,14 @@ def _one_statement(dialect: str, key: str, patient_scoped: bool) -> Select[Any]:
     limited to one patient when ``patient_scoped``; bound parameters ``key`` and ``patient_ref``.
 
     Built once per process and shape: building the statement costs more CPU than
-    running it (a read is a poll the patient page repeats). Prepared once per
-    connection on PostgreSQL (:data:`app.foundation.db.PREPARE`): parsing and
-    planning it cost the server more than running it.
+    running it (a read is a poll the patient page repeats). Run by
+    :func:`app.foundation.db.execute_prepared`: prepared once per connection on
+    PostgreSQL, since parsing and planning it cost the server more than running it.
     """
     stmt = view_select(dialect).where(_KEY_COLUMNS[key] == bindparam("key"))
     if patient_scoped:
         stmt = stmt.where(Patient.external_ref == bindparam("patient_ref"))
-    return stmt.execution_options(prepare=True)
+    return stmt
 
 
 @cache
@@ -187,7 +188,7 @@ def _recorded_statement(key: str, patient_scoped: bool) -> Select[Any]:
     round trip for the view and its record. Extra bound parameters: :meth:`Access.params`."""
     shown = _one_statement("postgresql", key, patient_scoped).cte("shown")
     recorded = insert_selected(shown.c.id).cte("recorded")
-    return select(shown).add_cte(recorded).execution_options(prepare=True)
+    return select(shown).add_cte(recorded)
 
 
 def find_row(
@@ -222,12 +223,12 @@ def find_row(
     dialect = _dialect(session)
     if recorded is not None and dialect == "postgresql":
         stmt = _recorded_statement(name, patient_scoped)
-        row = session.connection().execute(stmt, params | recorded.params()).first()
+        row = execute_prepared(session.connection(), stmt, params | recorded.params()).first()
         return row._mapping if row is not None else None
     if recorded is not None:
         recorded.params()  # validates before the read, as the one-statement form does
     stmt = _one_statement(dialect, name, patient_scoped)
-    row = session.connection().execute(stmt, params).first()
+    row = execute_prepared(session.connection(), stmt, params).first()
     if row is None:
         return None
     if recorded is not None:
@@ -275,7 +276,7 @@ def _page_statement(dialect: str, patient_scoped: bool) -> Select[Any]:
     )
     if patient_scoped:
         stmt = stmt.where(Patient.external_ref == bindparam("patient_ref"))
-    return stmt.execution_options(prepare=True)
+    return stmt
 
 
 @cache
@@ -289,12 +290,7 @@ def _recorded_page_statement(patient_scoped: bool) -> Select[Any]:
     newest_first = (shown.c.created_at.desc(), shown.c.id.desc())
     listed = func.array_agg(aggregate_order_by(shown.c.id, *newest_first))
     recorded = insert_selected(listed, column="prescription_ids", having=func.count() > 0)
-    return (
-        select(shown)
-        .add_cte(recorded.cte("recorded"))
-        .order_by(*newest_first)
-        .execution_options(prepare=True)
-    )
+    return select(shown).add_cte(recorded.cte("recorded")).order_by(*newest_first)
 
 
 def patient_page(
@@ -334,7 +330,7 @@ def patient_page(
         if recorded is not None:
             recorded.params()  # validates before the read, as the one-statement form does
         stmt = _page_statement(dialect, patient_scoped)
-    rows = session.connection().execute(stmt, params).all()
+    rows = execute_prepared(session.connection(), stmt, params).all()
     if rows:
         if recorded is not None and not in_statement:
             _record_page(session, recorded, [int(r.id) for r in rows])

@@ -1,4 +1,4 @@
-"""The read views as server-side prepared statements (PostgreSQL; ``app.foundation.db.PREPARE``).
+"""The read views as server-side prepared statements (``app.foundation.db.execute_prepared``).
 
 Parsing and planning a view cost the server more CPU than running it, so the
 views ask to be prepared once per connection and then sent as ``EXECUTE``.
@@ -53,7 +53,6 @@ def _sent(db: Database) -> tuple[list[str], Any]:
     def listener(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         sent.append(statement)
 
-    # Registered after the engine's own listener, so it sees what goes on the wire.
     event.listen(db.engine, "before_cursor_execute", listener)
     return sent, listener
 
@@ -81,10 +80,12 @@ def test_a_read_is_sent_as_execute_and_answers_and_audits_as_before(
         event.remove(db.engine, "before_cursor_execute", listener)
         assert _audit_rows(seeded) == before + 3  # every read recorded, prepared or not
         executed = [s for s in sent if s.startswith("EXECUTE erx_")]
+        prepares = [s for s in sent if s.startswith("PREPARE erx_")]
         if name == "prepared":
-            assert len(executed) == 3, sent  # the third read reuses the connection's statement
+            assert len(executed) == 3, sent
+            assert len(prepares) == 2, sent  # the third read reuses the connection's statement
         else:
-            assert executed == [], sent
+            assert executed == prepares == [], sent
         with db.engine.connect() as conn:
             count = conn.execute(text("SELECT count(*) FROM pg_prepared_statements")).scalar()
         assert (count > 0) == (name == "prepared")

@@ -14,8 +14,9 @@ connection that is neither in autocommit nor already in a transaction); the
 for one that is not, nor in autocommit), including the pool's reset on
 check-in. No pool pre-ping exists (``app/foundation/db.py``); it would show as a
 statement here. A view statement runs as a server-side prepared statement
-(``EXECUTE``, one round trip); its ``PREPARE``, once per connection, is made by
-the warm-up request before recording.
+(``EXECUTE``, one round trip, counted as the statement it runs); its ``PREPARE``
+is sent once per pooled connection for the connection's life, not per request,
+and is not counted.
 
 The audit append is one plain INSERT (no lock, no read of another row:
 :func:`app.interfaces.access_audit.append_read_audit`), so reads run in driver
@@ -33,7 +34,7 @@ import psycopg2.extensions
 import pytest
 from sqlalchemy import event
 
-from app.foundation.db import Database
+from app.foundation.db import Database, prepared_statement_text
 from tests.conftest import bearer
 
 _IDLE = psycopg2.extensions.TRANSACTION_STATUS_IDLE
@@ -51,17 +52,18 @@ class StatementLog:
     def _dbapi(self, conn: Any) -> Any:
         return conn.connection.dbapi_connection
 
-    def _before(
-        self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, *args: Any
-    ) -> None:
+    def _before(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         if not self.recording:
             return
         dbapi = self._dbapi(conn)
         if not dbapi.autocommit and dbapi.info.transaction_status == _IDLE:
             self.statements.append("BEGIN")
+        if statement.startswith("PREPARE erx_"):
+            return  # once per pooled connection and view, not per request (see the module)
         # A prepared statement is sent as EXECUTE name(...); name it by its text.
-        text = context.statement if context is not None else statement
-        self.statements.append(" ".join(text.split()))
+        if statement.startswith("EXECUTE erx_"):
+            statement = prepared_statement_text(statement[8:].split("(")[0]) or statement
+        self.statements.append(" ".join(statement.split()))
 
     def _end(self, word: str) -> Callable[..., None]:
         def listener(conn: Any, *args: Any) -> None:
