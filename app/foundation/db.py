@@ -17,6 +17,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import orjson
+import psycopg2.extras
 from sqlalchemy import Connection, Engine, column, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
@@ -74,6 +76,10 @@ def make_engine(url: str, *, pool_size: int = 5, prepared_statements: bool = Tru
     engine = create_engine(
         url, pool_size=pool_size, max_overflow=10, pool_recycle=1800, connect_args=dict(_KEEPALIVES)
     )
+    # json/jsonb values (the views' aggregated timelines) decoded by orjson: the same values as
+    # json.loads, 2-3x faster (psycopg2's loader is process-wide; registering again is harmless).
+    psycopg2.extras.register_default_json(globally=True, loads=orjson.loads)
+    psycopg2.extras.register_default_jsonb(globally=True, loads=orjson.loads)
     if prepared_statements:
         _PREPARING.add(engine)
     return engine
