@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from app.foundation.db import utcnow
 from app.foundation.logs import current_request_id
 from app.interfaces.identity import current_identity
-from app.mechanisms.audit import Access, Accessor, append_many, record_list
+from app.mechanisms.audit import Access, Accessor
 
 
 def request_accessor() -> Accessor:
@@ -63,14 +63,9 @@ def append_read_audit(
     ``action``: one of :data:`app.mechanisms.audit.ACTIONS` (``read``, ``list``,
     ``read-not-modified``, ``fhir-search``...); ``prescription_ids``: the
     prescriptions the caller was shown, in order (``[None]`` for a lookup that
-    found nothing). One read is one row, one INSERT: naming its prescription
-    when it showed exactly one (:func:`app.mechanisms.audit.record_by`), else
-    holding the whole list, empty included (:func:`app.mechanisms.audit.record_list`).
+    found nothing). One read is one row, one INSERT (:meth:`app.mechanisms.audit.Access.record`):
+    naming its prescription when it showed exactly one, else holding the whole
+    list, empty included.
     Raises ValueError for an unknown action; database errors propagate.
     """
-    ids = list(prescription_ids)
-    accessor, now = request_accessor(), utcnow()
-    if len(ids) == 1:
-        append_many(session, accessor, action=action, prescription_ids=ids, now=now)
-    else:
-        record_list(session, accessor, action=action, prescription_ids=ids, now=now)
+    read_access(action).record(session, list(prescription_ids))

@@ -375,6 +375,23 @@ class Access:
     action: str
     now: datetime
 
+    def record(self, session: Session, prescription_ids: Sequence[int | None]) -> int:
+        """Append this access's one row in ``session``; return its id.
+
+        The prescriptions the caller was shown, in order: exactly one gives a row naming
+        it (:func:`record_by`; ``[None]`` for a lookup that found nothing), any other
+        number one row holding the list, empty included (:func:`record_list`). Raises
+        ValueError as those do.
+        """
+        ids = list(prescription_ids)
+        if len(ids) == 1:
+            return record_by(
+                session, self.accessor, action=self.action, prescription_id=ids[0], now=self.now
+            )
+        return record_list(
+            session, self.accessor, action=self.action, prescription_ids=ids, now=self.now
+        )
+
     def params(self) -> dict[str, Any]:
         """The bound parameters of :func:`insert_selected` (``audit_<column>``) for this access.
 
@@ -389,32 +406,39 @@ _WHO_WHAT_WHEN = ("actor", "role", "action", "occurred_at", "request_id", "clien
 
 
 def insert_selected(
-    named: ColumnElement[Any],
     *,
-    column: str = "prescription_id",
+    prescription_id: ColumnElement[Any] | None = None,
+    prescription_ids: ColumnElement[Any] | None = None,
     having: ColumnElement[bool] | None = None,
 ) -> Insert:
-    """The INSERT of one audit row per row ``named`` is selected from.
+    """The INSERT of one audit row per row selected from the columns given.
 
-    ``named``: a column of a SELECT or CTE (its FROM comes with it) giving the
-    prescription the row names (``column="prescription_id"``), or an aggregate of
-    them giving the list (``column="prescription_ids"``, one row per access, as
-    :func:`record_list`); ``having``: a condition on the aggregate (no row when
-    False). So the prescriptions a read showed are recorded in the statement that
-    reads them: as a data-modifying CTE beside the view (PostgreSQL), one round trip
-    where :func:`record_by` after the view is two. Who, what and when are bound
-    parameters (:meth:`Access.params`); no row selected writes no row. Same table
-    and rules as :func:`record` (no lock, no read of another row). ValueError for
-    another ``column``.
+    ``prescription_id``: a column of a SELECT or CTE (its FROM comes with it) or an
+    aggregate over one, giving the prescription the row names; ``prescription_ids``:
+    an aggregate giving the list it names (one row per access, as :func:`record_list`);
+    ``having``: a condition on the aggregates (no row when False). So the prescriptions
+    a read showed are recorded in the statement that reads them: as a data-modifying
+    CTE beside the view (PostgreSQL), one round trip where :func:`record_by` after the
+    view is two. Who, what and when are bound parameters (:meth:`Access.params`); no
+    row selected writes no row. Same table and rules as :func:`record` (no lock, no
+    read of another row). ValueError when neither column is given.
     """
-    if column not in ("prescription_id", "prescription_ids"):
-        raise ValueError("column must be prescription_id or prescription_ids")
+    named = {
+        name: value
+        for name, value in (
+            ("prescription_id", prescription_id),
+            ("prescription_ids", prescription_ids),
+        )
+        if value is not None
+    }
+    if not named:
+        raise ValueError("give prescription_id, prescription_ids or both")
     table = AuditEvent.__table__
     stated = [bindparam(f"audit_{name}", type_=table.c[name].type) for name in _WHO_WHAT_WHEN]
-    chosen = select(*stated, named)
+    chosen = select(*stated, *named.values())
     if having is not None:
         chosen = chosen.having(having)
-    return insert(table).from_select([*_WHO_WHAT_WHEN, column], chosen)
+    return insert(table).from_select([*_WHO_WHAT_WHEN, *named], chosen)
 
 
 def record_list(

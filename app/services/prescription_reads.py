@@ -27,6 +27,7 @@ from sqlalchemy import (
     RowMapping,
     Select,
     bindparam,
+    case,
     func,
     literal_column,
     over,
@@ -45,7 +46,7 @@ from app.foundation.models import (
     PrescriptionMedicine,
     StatusHistory,
 )
-from app.mechanisms.audit import Access, insert_selected, record_by, record_list
+from app.mechanisms.audit import Access, insert_selected
 from app.services.pharmacies import one_line_address
 from connector.statuses import rank
 
@@ -187,7 +188,7 @@ def _recorded_statement(key: str, patient_scoped: bool) -> Select[Any]:
     same statement (a data-modifying CTE, :func:`app.mechanisms.audit.insert_selected`): one
     round trip for the view and its record. Extra bound parameters: :meth:`Access.params`."""
     shown = _one_statement("postgresql", key, patient_scoped).cte("shown")
-    recorded = insert_selected(shown.c.id).cte("recorded")
+    recorded = insert_selected(prescription_id=shown.c.id).cte("recorded")
     return select(shown).add_cte(recorded)
 
 
@@ -232,13 +233,7 @@ def find_row(
     if row is None:
         return None
     if recorded is not None:
-        record_by(
-            session,
-            recorded.accessor,
-            action=recorded.action,
-            prescription_id=row.id,
-            now=recorded.now,
-        )
+        recorded.record(session, [row.id])
     return row._mapping
 
 
@@ -281,15 +276,22 @@ def _page_statement(dialect: str, patient_scoped: bool) -> Select[Any]:
 
 @cache
 def _recorded_page_statement(patient_scoped: bool) -> Select[Any]:
-    """PostgreSQL: :func:`_page_statement` with ONE audit row naming every prescription on
-    the page, in page order, written in the same statement (a data-modifying CTE,
-    :func:`app.mechanisms.audit.insert_selected`); an empty page writes none here (the
+    """PostgreSQL: :func:`_page_statement` with ONE audit row naming the prescriptions on the
+    page (the one, or the list in page order: :meth:`Access.record`), written in the same
+    statement (a data-modifying CTE, :func:`app.mechanisms.audit.insert_selected`); an empty page writes none here (the
     caller records it once it knows the patient exists). Extra bound parameters:
     :meth:`Access.params`."""
     shown = _page_statement("postgresql", patient_scoped).cte("shown")
     newest_first = (shown.c.created_at.desc(), shown.c.id.desc())
-    listed = func.array_agg(aggregate_order_by(shown.c.id, *newest_first))
-    recorded = insert_selected(listed, column="prescription_ids", having=func.count() > 0)
+    # As Access.record: one prescription shown, a row naming it; several, one row listing them.
+    one = func.count() == 1
+    recorded = insert_selected(
+        prescription_id=case((one, func.min(shown.c.id))),
+        prescription_ids=case(
+            (func.count() > 1, func.array_agg(aggregate_order_by(shown.c.id, *newest_first)))
+        ),
+        having=func.count() > 0,
+    )
     return select(shown).add_cte(recorded.cte("recorded")).order_by(*newest_first)
 
 
@@ -333,7 +335,7 @@ def patient_page(
     rows = execute_prepared(session.connection(), stmt, params).all()
     if rows:
         if recorded is not None and not in_statement:
-            _record_page(session, recorded, [int(r.id) for r in rows])
+            recorded.record(session, [int(r.id) for r in rows])
         return RowPage(
             rows=tuple(r._mapping for r in rows), total=int(rows[0].total), patient_found=True
         )
@@ -347,18 +349,8 @@ def patient_page(
     if counted is None:
         return RowPage(rows=(), total=0, patient_found=False)
     if recorded is not None:
-        _record_page(session, recorded, [])
+        recorded.record(session, [])
     return RowPage(rows=(), total=int(counted[1]), patient_found=True)
-
-
-def _record_page(session: Session, recorded: Access, prescription_ids: list[int]) -> None:
-    record_list(
-        session,
-        recorded.accessor,
-        action=recorded.action,
-        prescription_ids=prescription_ids,
-        now=recorded.now,
-    )
 
 
 def as_utc(value: datetime | str) -> datetime:

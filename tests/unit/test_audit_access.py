@@ -5,6 +5,7 @@ leaves none, and the chain still verifies after the whole flow."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -237,3 +238,26 @@ def test_the_chain_verifies_after_a_whole_flow(
     assert result.output.strip().splitlines()[-1] == (
         "audit log ok: 5 sealed rows, 5 checked from leaf 0, 1 checkpoints"
     )
+
+
+@pytest.mark.parametrize("conditional", [False, True], ids=["plain GET", "If-None-Match"])
+def test_a_page_is_recorded_by_the_same_rule_however_it_is_read(
+    client: Any, seeded: Database, conditional: bool
+) -> None:
+    """A plain GET writes its audit row in the page's own statement (PostgreSQL), a conditional
+    one after it: both follow Access.record's rule. A page of exactly one prescription is a
+    row naming it; a page of several one row listing them, in the order shown."""
+    patient = bearer(client.application, role="patient", subject="pt-0001")
+    for per_page in (1, 3):
+        url = f"/api/v1/me/prescriptions?per_page={per_page}"
+        extra = {"If-None-Match": '"no-such-tag"'} if conditional else {}
+        mark = last_id(seeded)
+        page = client.get(url, headers=patient | extra)
+        assert page.status_code == 200
+        shown = [item["id"] for item in page.get_json()["items"]]
+        [row] = rows(seeded, mark)
+        assert row.action == "list"
+        if per_page == 1:
+            assert (row.prescription_id, row.prescription_ids) == (shown[0], None)
+        else:
+            assert (row.prescription_id, row.prescription_ids) == (None, shown)
