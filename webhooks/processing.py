@@ -271,7 +271,8 @@ class InboxProcessor:
                 continue
             release_row(row)
         # The batch's processed rows in one UPDATE, as the last write: the flush first sends
-        # the status moves and any retried or dead row, so nothing after it can fail.
+        # what the ORM still holds (a lone prescription's status move, retried or dead rows),
+        # so nothing after it can fail.
         session.flush()
         finish_rows(
             session, processed, state="processed", processed_at=now, awaiting_prescription=False

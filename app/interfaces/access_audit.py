@@ -7,8 +7,9 @@ prescriptions it showed. A plain GET of one prescription or of a patient's page
 passes :func:`read_access` to the view instead, whose own statement writes the
 row on PostgreSQL (one round trip): recorded when shown, committed with the
 read; should building the answer fail after it, the row stays (a record of an
-access the caller never received: more than happened, never less). Endpoints that change a prescription (send, void)
-take :func:`request_accessor` and record the change in their own transaction.
+access the caller never received: more than happened, never less). Endpoints
+that change a prescription (send, void) take :func:`request_accessor` and
+record the change in their own transaction.
 Rows go through :mod:`app.mechanisms.audit` (a plain INSERT, no lock, no read
 of another row).
 """
